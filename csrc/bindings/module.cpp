@@ -1,0 +1,99 @@
+// The nanobind module spikeforge._C: build/device information plus one register_* per op family.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <string>
+#include <vector>
+
+#if defined(SPIKEFORGE_HAVE_OPENMP)
+#include <omp.h>
+#endif
+#if defined(SPIKEFORGE_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace nb = nanobind;
+
+namespace spikeforge::bind {
+void register_neuron(nb::module_& m);
+}
+
+#ifndef SPIKEFORGE_VERSION
+#define SPIKEFORGE_VERSION "0.0.0"
+#endif
+#ifndef SPIKEFORGE_CXX_COMPILER
+#define SPIKEFORGE_CXX_COMPILER "unknown"
+#endif
+
+namespace {
+
+std::vector<std::string> cuda_arch_list() {
+  std::vector<std::string> out;
+#if defined(SPIKEFORGE_HAVE_CUDA) && defined(SPIKEFORGE_CUDA_ARCHS)
+  std::string s = SPIKEFORGE_CUDA_ARCHS, cur;
+  for (char c : s) {
+    if (c == ',') {
+      if (!cur.empty()) out.push_back("sm_" + cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back("sm_" + cur);
+#endif
+  return out;
+}
+
+int cuda_device_count() {
+#if defined(SPIKEFORGE_HAVE_CUDA)
+  int n = 0;
+  // With cudart linked statically this fails cleanly (no driver / no GPU) instead of failing to import.
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+NB_MODULE(_C, m) {
+  m.doc() = "spikeforge native core (CPU kernels, and CUDA kernels when built with nvcc)";
+  m.def("version", [] { return std::string(SPIKEFORGE_VERSION); });
+  m.def("compiler", [] { return std::string(SPIKEFORGE_CXX_COMPILER); });
+  m.def("has_cuda", [] {
+#if defined(SPIKEFORGE_HAVE_CUDA)
+    return true;
+#else
+    return false;
+#endif
+  }, "Whether CUDA kernels were compiled into this build.");
+  m.def("cuda_version", [] {
+#if defined(SPIKEFORGE_HAVE_CUDA) && defined(SPIKEFORGE_CUDA_VERSION)
+    return std::string(SPIKEFORGE_CUDA_VERSION);
+#else
+    return std::string();
+#endif
+  });
+  m.def("cuda_arch_list", &cuda_arch_list, "CUDA architectures the kernels were compiled for.");
+  m.def("cuda_device_count", &cuda_device_count, "GPUs visible to the CUDA runtime (0 without a driver).");
+  m.def("has_openmp", [] {
+#if defined(SPIKEFORGE_HAVE_OPENMP)
+    return true;
+#else
+    return false;
+#endif
+  });
+  m.def("openmp_max_threads", [] {
+#if defined(SPIKEFORGE_HAVE_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  });
+  spikeforge::bind::register_neuron(m);
+}

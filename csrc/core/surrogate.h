@@ -1,0 +1,136 @@
+// The surrogate derivatives g'(x), x = H - V_th, of shared/SEMANTICS.md. One functor each,
+// usable on host and device; every kernel and spikeforge.reference use these same formulas.
+#pragma once
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "macros.h"
+#include "status.h"
+
+namespace spikeforge {
+
+enum class Surrogate : int {
+  sigmoid = 0,
+  atan = 1,
+  rect = 2,
+  triangle = 3,  // also "piecewise_quadratic"
+  piecewise_exp = 4,
+  erf = 5,
+  super_spike = 6,
+  soft_sign = 7,
+};
+constexpr int kNumSurrogates = 8;
+
+// exp for float that the host compiler can vectorise (no libm call in the loop):
+// exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n ln2 (Cody-Waite), p of degree 6.
+// Max relative error ~2 ulp on [-87, 88]; inputs outside are clamped to that range.
+SF_HD float vexp(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  float r = x - n * 0.693145751953125f;  // ln2 high part (exact in float)
+  r = r - n * 1.428606765330187045e-06f; // ln2 low part
+  float p = 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // scale by 2^n through the exponent bits
+  union { float f; int i; } u;
+  u.i = (static_cast<int>(n) + 127) << 23;
+  return p * u.f;
+#endif
+}
+SF_HD double vexp(double x) { return exp(x); }
+
+template <typename T>
+SF_HD T sf_abs(T x) { return x < T(0) ? -x : x; }
+
+// Each functor: static grad(x, alpha) -> g'(x).
+template <Surrogate S>
+struct SurrogateFn;
+
+template <>
+struct SurrogateFn<Surrogate::sigmoid> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) {
+    const T s = T(1) / (T(1) + vexp(-a * x));
+    return a * s * (T(1) - s);
+  }
+};
+template <>
+struct SurrogateFn<Surrogate::atan> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) {
+    const T u = T(1.5707963267948966) * a * x;  // pi/2 * alpha * x
+    return a / (T(2) * (T(1) + u * u));
+  }
+};
+template <>
+struct SurrogateFn<Surrogate::rect> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) { return sf_abs(x) < T(0.5) / a ? a : T(0); }
+};
+template <>
+struct SurrogateFn<Surrogate::triangle> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) {
+    const T g = a - a * a * sf_abs(x);
+    return g > T(0) ? g : T(0);
+  }
+};
+template <>
+struct SurrogateFn<Surrogate::piecewise_exp> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) { return T(0.5) * a * vexp(-a * sf_abs(x)); }
+};
+template <>
+struct SurrogateFn<Surrogate::erf> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) {
+    const T u = a * x;
+    return a * T(0.56418958354775628) * vexp(-u * u);  // 1/sqrt(pi)
+  }
+};
+template <>
+struct SurrogateFn<Surrogate::super_spike> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) {
+    const T d = a * sf_abs(x) + T(1);
+    return a / (d * d);
+  }
+};
+template <>
+struct SurrogateFn<Surrogate::soft_sign> {
+  template <typename T>
+  SF_HD static T grad(T x, T a) {
+    const T d = T(1) / a + sf_abs(x);
+    return T(1) / (T(2) * a * d * d);
+  }
+};
+
+// Calls f(std::integral_constant<Surrogate, K>{}) for the run-time surrogate s: one switch per launch,
+// so kernels are compiled once per surrogate and their inner loops carry no branch on it.
+template <Surrogate S>
+using SurrogateTag = std::integral_constant<Surrogate, S>;
+
+template <typename F>
+decltype(auto) dispatch_surrogate(Surrogate s, F&& f) {
+  switch (s) {
+    case Surrogate::sigmoid: return f(SurrogateTag<Surrogate::sigmoid>{});
+    case Surrogate::atan: return f(SurrogateTag<Surrogate::atan>{});
+    case Surrogate::rect: return f(SurrogateTag<Surrogate::rect>{});
+    case Surrogate::triangle: return f(SurrogateTag<Surrogate::triangle>{});
+    case Surrogate::piecewise_exp: return f(SurrogateTag<Surrogate::piecewise_exp>{});
+    case Surrogate::erf: return f(SurrogateTag<Surrogate::erf>{});
+    case Surrogate::super_spike: return f(SurrogateTag<Surrogate::super_spike>{});
+    case Surrogate::soft_sign: return f(SurrogateTag<Surrogate::soft_sign>{});
+  }
+  throw ArgumentError("unknown surrogate id " + std::to_string(static_cast<int>(s)));
+}
+
+}  // namespace spikeforge

@@ -1,0 +1,12 @@
+"""spikeforge: fused CPU/CUDA kernels for training deep spiking neural networks.
+
+Layers: ``spikeforge.ops`` (functional custom ops with autograd), ``spikeforge.reference``
+(plain-PyTorch ground truth), ``spikeforge.nn`` (multi-step modules).
+"""
+from ._native import native, native_error  # noqa: F401
+
+__version__ = "0.1.0"
+
+from . import ops, reference, nn  # noqa: E402,F401
+
+__all__ = ["ops", "reference", "nn", "__version__"]

@@ -1,0 +1,1 @@
+"""Multi-step modules over spikeforge.ops."""

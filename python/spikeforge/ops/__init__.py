@@ -1,0 +1,7 @@
+"""Functional, autograd-aware, torch.compile-safe ops. Custom ops live under torch.ops.spikeforge.
+
+One module per op family; this is the only package that calls the native module spikeforge._C.
+"""
+from .neuron import if_neuron, if_step, lif, lif_step, plif, plif_step  # noqa: F401
+
+__all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step"]

@@ -1,0 +1,4 @@
+"""Plain-PyTorch implementations of every spikeforge op: the ground truth for tests and the
+fallback when the native module lacks a device."""
+from .neuron import if_neuron, if_step, lif, lif_step, plif, plif_step  # noqa: F401
+from .surrogate import SURROGATES, spike_fn, surrogate_grad  # noqa: F401
