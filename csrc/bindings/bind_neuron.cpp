@@ -29,8 +29,8 @@ NeuronParams make_params(int64_t T, int64_t N, int64_t C, int64_t S, float k, fl
   return p;
 }
 
-void forward(const Array& x, const OptArray& v_init, const OptArray& w, const Array& spike, const OptArray& h_out,
-             const Array& v_out, int64_t T, int64_t N, int64_t C, int64_t S, float k, float v_threshold,
+void forward(nb::handle x, nb::handle v_init, nb::handle w, nb::handle spike, nb::handle h_out, nb::handle v_out,
+             int64_t T, int64_t N, int64_t C, int64_t S, float k, float v_threshold,
              float v_reset, bool hard_reset, bool decay_input, int surrogate, float alpha, int num_threads,
              uintptr_t stream) {
   const TensorView xv = to_view(x, "x_seq"), sv = to_view(spike, "spike_seq"), vv = to_view(v_out, "v_out");
@@ -50,9 +50,8 @@ void forward(const Array& x, const OptArray& v_init, const OptArray& w, const Ar
   }
 }
 
-void backward(const Array& grad_spike, const OptArray& grad_v, const OptArray& x, const OptArray& h,
-              const OptArray& v_init, const OptArray& w, const Array& grad_x, const OptArray& grad_v_init,
-              const OptArray& grad_k_ws, const OptArray& grad_w, int64_t T, int64_t N, int64_t C, int64_t S,
+void backward(nb::handle grad_spike, nb::handle grad_v, nb::handle x, nb::handle h, nb::handle v_init, nb::handle w,
+              nb::handle grad_x, nb::handle grad_v_init, nb::handle grad_k_ws, nb::handle grad_w, int64_t T, int64_t N, int64_t C, int64_t S,
               float k, float v_threshold, float v_reset, bool hard_reset, bool decay_input, bool detach_reset,
               int surrogate, float alpha, int num_threads, uintptr_t stream) {
   const TensorView gs = to_view(grad_spike, "grad_spike"), gx = to_view(grad_x, "grad_x");

@@ -171,7 +171,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
     for (int64_t ch = 0; ch < nchunks; ++ch) {
       const int64_t i0 = ch * kBlock, n = std::min(kBlock, N - i0);
       alignas(64) C k[kBlock], kx[kBlock], gvst[kBlock], gk[kBlock], vprev[kBlock], sdummy[kBlock];
-      alignas(64) C tmp_a[kBlock], tmp_b[kBlock], tmp_c[kBlock], tmp_d[kBlock], tmp_e[kBlock], tmp_g[kBlock], gh_row[kBlock];
+      alignas(64) C tmp_a[kBlock], tmp_b[kBlock], tmp_c[kBlock], tmp_d[kBlock], tmp_e[kBlock], tmp_g[kBlock], gh_row[kBlock], sg_row[kBlock];
       fill_k(k, w, p, i0, n);
       for (int64_t j = 0; j < n; ++j) kx[j] = decay ? k[j] : C(1);
       const C* vinit_row = vinit ? load_row(vinit + i0, tmp_a, n) : nullptr;
@@ -198,9 +198,11 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
           for (int64_t j = 0; j < n; ++j) gvst[j] += g[j];
         }
         C* g_x = out_row(gx + off, tmp_g);
+        // The surrogate in a loop of its own: kept apart from the selects below, the compiler
+        // vectorises its exp (a 10x difference for the sigmoid/erf/piecewise_exp surrogates).
+        for (int64_t j = 0; j < n; ++j) sg_row[j] = SurrogateFn<SG>::grad(h[j] - vth, alpha);
         for (int64_t j = 0; j < n; ++j) {
-          const C hj = h[j];
-          const C sg = SurrogateFn<SG>::grad(hj - vth, alpha);
+          const C hj = h[j], sg = sg_row[j];
           const C s = hj >= vth ? C(1) : C(0);
           const C dvdh = hard ? (C(1) - s) + (vr - hj) * sg * nd : C(1) - vth * sg * nd;
           const C gh = g_s[j] * sg + gvst[j] * dvdh;

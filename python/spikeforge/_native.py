@@ -1,6 +1,11 @@
 """Loads the native module spikeforge._C. ``spikeforge.ops`` is its only user."""
 from __future__ import annotations
 
+# torch first: its wheel ships libgomp.so.1, and loading it before _C makes the native kernels share
+# torch's OpenMP runtime (same soname) instead of starting a second thread pool that would spin
+# against torch's on the same cores.
+import torch  # noqa: F401
+
 native = None
 native_error: str | None = None
 try:
