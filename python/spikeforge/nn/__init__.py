@@ -1,1 +1,4 @@
-"""Multi-step modules over spikeforge.ops."""
+"""Multi-step modules over spikeforge.ops (input [T, B, ...]; reset() clears state)."""
+from .neuron import IF, LIF, PLIF, reset_net  # noqa: F401
+
+__all__ = ["LIF", "IF", "PLIF", "reset_net"]

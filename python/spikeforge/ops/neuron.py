@@ -124,7 +124,7 @@ def _tracing() -> bool:
 def _layout(x: Tensor, w: Optional[Tensor]) -> tuple[int, int, int, int]:
     """T, N, and PLIF's channel layout C, S (neuron i uses w[(i // S) % C])."""
     T = x.shape[0]
-    N = x[0].numel() if T > 0 else math.prod(x.shape[1:])
+    N = x.numel() // T if T > 0 else math.prod(x.shape[1:])
     if w is not None and w.numel() > 1:
         return T, N, w.numel(), math.prod(x.shape[3:])
     return T, N, 1, 1
@@ -142,18 +142,18 @@ def _stream(device: torch.device) -> int:
 
 def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: float, v_threshold: float,
                   v_reset: float, hard_reset: bool, decay_input: bool, surrogate: int, alpha: float,
-                  v_seq: bool, save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
+                  v_seq: bool, save_h: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """-> (spike_seq, v_seq or v_last, h_seq or None)."""
     x = x.contiguous()
     T, N, C, S = _layout(x, w)
     spike = torch.empty_like(x)
     v_out = torch.empty_like(x) if v_seq else x.new_empty(x.shape[1:])
-    h = torch.empty_like(x) if save_h else x.new_empty(0)
+    h = torch.empty_like(x) if save_h else None
     if T == 0:  # no step: the returned state is the initial state
         if not v_seq:
             v_out.copy_(v_init) if v_init is not None else v_out.fill_(v_reset if hard_reset else 0.0)
         return spike, v_out, h
-    native.neuron_forward(x, None if v_init is None else v_init.contiguous(), w, spike, h if save_h else None,
-                          v_out, T, N, C, S, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
+    native.neuron_forward(x, None if v_init is None else v_init.contiguous(), w, spike, h, v_out, T, N, C, S, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
                           torch.get_num_threads(), _stream(x.device))
     return spike, v_out, h
 
@@ -196,8 +196,9 @@ def neuron_fwd(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: floa
                v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int,
                alpha: float, v_seq: bool, save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Multi-step IF/LIF/PLIF forward -> (spike_seq, v_seq or v_last, h_seq or empty)."""
-    return _forward_impl(x, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha, v_seq,
-                         save_h)
+    s, v, h = _forward_impl(x, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha, v_seq,
+                            save_h)
+    return s, v, (h if h is not None else x.new_empty(0))
 
 
 @neuron_fwd.register_fake
@@ -268,12 +269,11 @@ class _NeuronFunction(torch.autograd.Function):
         k, vth, vr, hard, decay, _detach, sid, alpha, v_seq, save_h = args
         out = _forward_impl(x, v_init, w, k, vth, vr, hard, decay, sid, alpha, v_seq, save_h)
         _setup_context(ctx, (x, v_init, w) + args, out)
-        ctx.mark_non_differentiable(out[2])
-        return out
+        return out[0], out[1]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_spike, grad_v, grad_h):
+    def backward(ctx, grad_spike, grad_v):
         return _grads(ctx, grad_spike, grad_v, _backward_impl) + (None,) * 10
 
 
@@ -291,7 +291,7 @@ def _run(x_seq, v_init, w, k, v_threshold, v_reset, decay_input, detach_reset, s
     needs_grad = torch.is_grad_enabled() and (
         x_seq.requires_grad or (v_init is not None and v_init.requires_grad) or (w is not None and w.requires_grad))
     if needs_grad:
-        s, v, _ = _NeuronFunction.apply(x_seq, v_init, w, *args)
+        s, v = _NeuronFunction.apply(x_seq, v_init, w, *args)
     else:
         s, v, _ = _forward_impl(x_seq, v_init, w, k, v_threshold, vr, hard, decay_input, sid, alpha, v_seq, False)
     return s, v
