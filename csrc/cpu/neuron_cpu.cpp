@@ -82,19 +82,23 @@ void fill_v_init(C* v, const C* vinit_row, const Coeffs<C>& q, int64_t n) {
   }
 }
 
-// One forward step for a row of n neurons: reads V (state), X; writes H, S, V.
+// One forward step for a row of n neurons: reads V (state) and X; writes H, S and the new V both
+// to the state and to v_row (each output row may be the destination tensor itself or a local row).
 template <typename C>
 inline void charge_fire_reset(C* __restrict v, const C* __restrict k, const C* __restrict x,
-                              C* __restrict h_row, C* __restrict s_row, const Coeffs<C>& q, int64_t n) {
+                              C* __restrict h_row, C* __restrict s_row, C* __restrict v_row, const Coeffs<C>& q,
+                              int64_t n) {
   const C vth = q.vth, vr_c = q.vr_c, vr = q.vr;
   const bool hard = q.hard, decay = q.decay;
   for (int64_t j = 0; j < n; ++j) {
     const C xa = decay ? x[j] : C(0), xb = decay ? C(0) : x[j];
     const C h = v[j] + k[j] * (xa - (v[j] - vr_c)) + xb;
     const bool fire = h >= vth;
+    const C vn = fire ? (hard ? vr : h - vth) : h;
     h_row[j] = h;
     s_row[j] = fire ? C(1) : C(0);
-    v[j] = fire ? (hard ? vr : h - vth) : h;
+    v[j] = vn;
+    v_row[j] = vn;
   }
 }
 
@@ -115,28 +119,24 @@ void forward_impl(const TensorView& xv, const TensorView* v_init, const TensorVi
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
   for (int64_t ch = 0; ch < nchunks; ++ch) {
     const int64_t i0 = ch * kBlock, n = std::min(kBlock, N - i0);
-    alignas(64) C v[kBlock], k[kBlock], tmp_x[kBlock], h[kBlock], s[kBlock], tmp_v[kBlock];
+    alignas(64) C v[kBlock], k[kBlock], tmp_x[kBlock], h[kBlock], s[kBlock], vrow[kBlock], tmp_v[kBlock];
     fill_k(k, w, p, i0, n);
     fill_v_init(v, vinit ? load_row(vinit + i0, tmp_v, n) : nullptr, q, n);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = t * N + i0;
-      charge_fire_reset(v, k, load_row(x + off, tmp_x, n), h, s, q, n);
-      if constexpr (std::is_same_v<S, C>) {
-        std::copy(s, s + n, spike + off);
-        if (hs) std::copy(h, h + n, hs + off);
-        if (v_seq) std::copy(v, v + n, vout + off);
-      } else {
-        store_row(spike + off, s, n);
-        if (hs) store_row(hs + off, h, n);
-        if (v_seq) store_row(vout + off, v, n);
-      }
+      // float32/float64 write straight into the outputs; half types go through local rows.
+      C* s_dst = out_row(spike + off, s);
+      C* h_dst = hs ? out_row(hs + off, h) : h;
+      C* v_dst = v_seq ? out_row(vout + off, vrow) : vrow;
+      charge_fire_reset(v, k, load_row(x + off, tmp_x, n), h_dst, s_dst, v_dst, q, n);
+      store_row(spike + off, s_dst, n);
+      if (hs) store_row(hs + off, h_dst, n);
+      if (v_seq) store_row(vout + off, v_dst, n);
     }
     if (!v_seq) {
-      if constexpr (std::is_same_v<S, C>) {
-        std::copy(v, v + n, vout + i0);
-      } else {
-        store_row(vout + i0, v, n);
-      }
+      C* v_dst = out_row(vout + i0, vrow);
+      std::copy(v, v + n, v_dst);
+      store_row(vout + i0, v_dst, n);
     }
   }
 }
@@ -170,7 +170,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < nchunks; ++ch) {
       const int64_t i0 = ch * kBlock, n = std::min(kBlock, N - i0);
-      alignas(64) C k[kBlock], kx[kBlock], gvst[kBlock], gk[kBlock], vprev[kBlock], sdummy[kBlock];
+      alignas(64) C k[kBlock], kx[kBlock], gvst[kBlock], gk[kBlock], vprev[kBlock], scratch_s[kBlock], scratch_v[kBlock];
       alignas(64) C tmp_a[kBlock], tmp_b[kBlock], tmp_c[kBlock], tmp_d[kBlock], tmp_e[kBlock], tmp_g[kBlock], gh_row[kBlock], sg_row[kBlock];
       fill_k(k, w, p, i0, n);
       for (int64_t j = 0; j < n; ++j) kx[j] = decay ? k[j] : C(1);
@@ -179,7 +179,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
         C* v = vprev;
         fill_v_init(v, vinit_row, q, n);
         for (int64_t t = 0; t < T; ++t)
-          charge_fire_reset(v, k, load_row(x + t * N + i0, tmp_b, n), hbuf.data() + t * kBlock, sdummy, q, n);
+          charge_fire_reset(v, k, load_row(x + t * N + i0, tmp_b, n), hbuf.data() + t * kBlock, scratch_s, scratch_v, q, n);
       }
       // gvst: dL/dV[t] flowing back from later steps (and from the returned v).
       if (gv && !gv_seq) {
