@@ -330,7 +330,7 @@ void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* grad_v,
     dispatch_dtype(grad_spike.dtype, [&](auto tag) {
       using S = decltype(tag);
       S* out = grad_v_init->ptr<S>();
-      if (grad_v) {
+      if (grad_v && grad_v->numel() == p.N) {  // a [T, N] grad_v is empty when T == 0
         std::copy(grad_v->ptr<S>(), grad_v->ptr<S>() + p.N, out);
       } else {
         std::fill(out, out + p.N, from_compute<S>(0));

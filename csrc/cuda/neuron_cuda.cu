@@ -83,9 +83,10 @@ struct Packed {
     }
   }
 
-  // Little-endian: element j sits in word j / kPerWord, at bit offset 16 * (j % kPerWord) for halves.
-  static constexpr int kPerWord = 4 / static_cast<int>(sizeof(Bits));
-  static constexpr int kShift = 32 / kPerWord;
+  // Little-endian: in a 16-byte vector, element j sits in 32-bit word j / per_word at bit offset
+  // shift * (j % per_word) (for halves, the low half of a word comes first).
+  __host__ __device__ static constexpr int per_word() { return 4 / static_cast<int>(sizeof(Bits)); }
+  __host__ __device__ static constexpr int shift() { return 8 * static_cast<int>(sizeof(Bits)); }
 
   static __device__ __forceinline__ void unpack(const Raw& r, float (&out)[VEC]) {
     if constexpr (VEC == 1) {
@@ -94,7 +95,7 @@ struct Packed {
       const uint32_t w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        const uint32_t bits = w[j / kPerWord] >> (kShift * (j % kPerWord));
+        const uint32_t bits = w[j / per_word()] >> (shift() * (j % per_word()));
         out[j] = StorageTraits<S>::to_float(static_cast<Bits>(bits));
       }
     }
@@ -106,7 +107,8 @@ struct Packed {
       uint32_t w[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        w[j / kPerWord] |= static_cast<uint32_t>(StorageTraits<S>::from_float(in[j])) << (kShift * (j % kPerWord));
+        const uint32_t bits = StorageTraits<S>::from_float(in[j]);
+        w[j / per_word()] |= bits << (shift() * (j % per_word()));
       }
       return make_uint4(w[0], w[1], w[2], w[3]);
     }
@@ -285,7 +287,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const BackwardArgs a
     for (int j = 0; j < VEC; ++j) gk[j] = 0.0f;
     int64_t off = (T - 1) * N + i0;
     // PLIF reads H[t - 1] at step t for V[t - 1]; that row is the next step's H, so it is carried
-    // over instead of loaded twice. Without PLIF, H[t] is loaded at its own step.
+    // over instead of loaded twice. Without PLIF, H[t - 1] is fetched at the end of step t.
     typename P::Raw h_raw = P::load(a.h, off);
     for (int64_t t = T - 1; t >= 0; --t, off -= N) {
       // Every load of the step is issued before the first store, so they are all in flight together.
@@ -294,9 +296,6 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const BackwardArgs a
       if (a.gv_seq) gv_raw = P::load(a.grad_v, off);
       if (plif && decay) x_raw = P::load(a.x, off);
       if (plif && t > 0) hp_raw = P::load(a.h, off - N);
-      if (!plif && t > 0) {
-        // nothing: H[t - 1] is loaded at the top of the next step
-      }
 
       float g_s[VEC], g_x[VEC], gh_row[VEC];
       P::unpack(h_raw, h);

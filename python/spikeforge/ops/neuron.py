@@ -178,7 +178,7 @@ def _backward_impl(grad_spike: Tensor, grad_v: Optional[Tensor], x: Optional[Ten
         _, _, h = _forward_impl(x, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
                                 False, True)
     grad_x = torch.empty_like(grad_spike)
-    grad_v_init = torch.empty_like(grad_spike[0]) if need_v_init_grad else grad_spike.new_empty(0)
+    grad_v_init = grad_spike.new_empty(grad_spike.shape[1:]) if need_v_init_grad else grad_spike.new_empty(0)
     grad_w = torch.empty_like(w) if need_w_grad else grad_spike.new_empty(0)
     grad_k_ws = torch.empty(N, dtype=w.dtype, device=w.device) if need_w_grad else None
     native.neuron_backward(grad_spike, grad_v, x, h, v_init, w, grad_x, grad_v_init if need_v_init_grad else None,
@@ -221,7 +221,7 @@ def neuron_bwd(grad_spike: Tensor, grad_v: Optional[Tensor], x: Optional[Tensor]
 @neuron_bwd.register_fake
 def _(grad_spike, grad_v, x, h, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, detach_reset,
       surrogate, alpha, need_v_init_grad, need_w_grad):
-    gvi = torch.empty_like(grad_spike[0]) if need_v_init_grad else grad_spike.new_empty(0)
+    gvi = grad_spike.new_empty(grad_spike.shape[1:]) if need_v_init_grad else grad_spike.new_empty(0)
     gw = torch.empty_like(w) if need_w_grad else grad_spike.new_empty(0)
     return torch.empty_like(grad_spike), gvi, gw
 
