@@ -17,6 +17,7 @@ namespace nb = nanobind;
 
 namespace spikeforge::bind {
 void register_neuron(nb::module_& m);
+void register_psn(nb::module_& m);
 }
 
 #ifndef SPIKEFORGE_VERSION
@@ -96,4 +97,5 @@ NB_MODULE(_C, m) {
 #endif
   });
   spikeforge::bind::register_neuron(m);
+  spikeforge::bind::register_psn(m);
 }

@@ -37,12 +37,6 @@ struct NeuronParams {
   float alpha = 4.0f;
 };
 
-// Where a kernel runs: CPU thread count (0: the OpenMP default) and, on CUDA, the cudaStream_t.
-struct ExecConfig {
-  int num_threads = 0;
-  void* stream = nullptr;
-};
-
 // Forward over all T steps.
 //   x        [T, N]  activations (f32/f16/bf16; f64 on CPU)
 //   v_init   [N] in x's dtype, or nullptr: V[-1] = v_reset (hard) or 0 (soft)

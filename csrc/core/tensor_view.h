@@ -48,6 +48,12 @@ struct TensorView {
   T* ptr() const { return static_cast<T*>(data); }
 };
 
+// Where a kernel runs: CPU thread count (0: the OpenMP default) and, on CUDA, the cudaStream_t.
+struct ExecConfig {
+  int num_threads = 0;
+  void* stream = nullptr;
+};
+
 // Checks shared by every op family: the native layer validates again what Python validated.
 inline void check_dense(const TensorView& t, const char* name) {
   SF_CHECK_ARG(t.is_contiguous(), std::string(name) + " must be contiguous");

@@ -7,49 +7,21 @@
 // Chunk boundaries depend only on N, never on the thread count, so results are bitwise identical
 // for any number of threads.
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
-#if defined(SPIKEFORGE_HAVE_OPENMP)
-#include <omp.h>
-#endif
-
-#include "core/dtype.h"
-#include "core/neuron.h"
+#include "cpu/cpu_common.h"
 
 namespace spikeforge {
 namespace {
 
-constexpr int64_t kBlock = 256;
-
-// Returns the row as compute-type values: the memory itself when no conversion is needed,
-// else converted into tmp.
-template <typename S>
-const compute_t<S>* load_row(const S* src, compute_t<S>* tmp, int64_t n) {
-  if constexpr (std::is_same_v<S, compute_t<S>>) {
-    return src;
-  } else {
-    for (int64_t j = 0; j < n; ++j) tmp[j] = to_float(src[j]);
-    return tmp;
-  }
-}
-
-// Where to compute an output row: into dst directly when no conversion is needed, else into tmp
-// (then store_row converts tmp into dst).
-template <typename S>
-compute_t<S>* out_row(S* dst, compute_t<S>* tmp) {
-  if constexpr (std::is_same_v<S, compute_t<S>>) {
-    return dst;
-  } else {
-    return tmp;
-  }
-}
-template <typename S>
-void store_row(S* dst, const compute_t<S>* tmp, int64_t n) {
-  if constexpr (!std::is_same_v<S, compute_t<S>>) {
-    for (int64_t j = 0; j < n; ++j) dst[j] = from_compute<S>(tmp[j]);
-  }
-}
+using cpu::dispatch_dtype;
+using cpu::kBlock;
+using cpu::load_row;
+using cpu::out_row;
+using cpu::store_row;
+using cpu::threads_of;
 
 template <typename C>
 struct Coeffs {  // the run-time constants of the charge/reset equations, in compute type
@@ -272,26 +244,6 @@ void reduce_grad_w(const C* gk, const C* w, C* grad_w, const NeuronParams& p, in
     const double kk = 1.0 / (1.0 + std::exp(-static_cast<double>(w[c])));
     grad_w[c] = static_cast<C>(acc * kk * (1.0 - kk));
   }
-}
-
-template <typename F>
-void dispatch_dtype(DType d, F&& f) {
-  switch (d) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(f16_t{});
-    case DType::bf16: return f(bf16_t{});
-  }
-  throw ArgumentError("x_seq: unsupported dtype");
-}
-
-int threads_of(const ExecConfig& ex) {
-#if defined(SPIKEFORGE_HAVE_OPENMP)
-  return ex.num_threads > 0 ? ex.num_threads : omp_get_max_threads();
-#else
-  (void)ex;
-  return 1;
-#endif
 }
 
 }  // namespace

@@ -134,5 +134,7 @@ class PLIF(_Neuron):
 def reset_net(model: nn.Module) -> None:
     """reset() every stateful spikeforge module in model (call between independent batches)."""
     for m in model.modules():
-        if isinstance(m, _Neuron):
+        if m is not model and hasattr(m, "reset") and callable(m.reset) and m.__module__.startswith("spikeforge."):
             m.reset()
+    if hasattr(model, "reset") and model.__module__.startswith("spikeforge."):
+        model.reset()

@@ -3,5 +3,7 @@
 One module per op family; this is the only package that calls the native module spikeforge._C.
 """
 from .neuron import if_neuron, if_step, lif, lif_step, plif, plif_step  # noqa: F401
+from .psn import masked_psn, psn, psn_window_step, sliding_psn  # noqa: F401
 
-__all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step"]
+__all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step",
+           "psn", "masked_psn", "sliding_psn", "psn_window_step"]
