@@ -9,9 +9,9 @@
 namespace spikeforge::bind {
 namespace {
 
-NeuronParams make_params(int64_t T, int64_t N, int64_t C, int64_t S, float k, float v_threshold,
-                         float v_reset, bool hard_reset, bool decay_input, bool detach_reset, int surrogate,
-                         float alpha) {
+NeuronParams make_params(int64_t T, int64_t N, int64_t C, int64_t S, double k, double v_threshold,
+                         double v_reset, bool hard_reset, bool decay_input, bool detach_reset, int surrogate,
+                         double alpha) {
   NeuronParams p;
   p.T = T;
   p.N = N;
@@ -30,8 +30,8 @@ NeuronParams make_params(int64_t T, int64_t N, int64_t C, int64_t S, float k, fl
 }
 
 void forward(nb::handle x, nb::handle v_init, nb::handle w, nb::handle spike, nb::handle h_out, nb::handle v_out,
-             int64_t T, int64_t N, int64_t C, int64_t S, float k, float v_threshold,
-             float v_reset, bool hard_reset, bool decay_input, int surrogate, float alpha, int num_threads,
+             int64_t T, int64_t N, int64_t C, int64_t S, double k, double v_threshold,
+             double v_reset, bool hard_reset, bool decay_input, int surrogate, double alpha, int num_threads,
              uintptr_t stream) {
   const TensorView xv = to_view(x, "x_seq"), sv = to_view(spike, "spike_seq"), vv = to_view(v_out, "v_out");
   const OptView vi(v_init, "v_init"), wv(w, "w"), hv(h_out, "h_seq");
@@ -52,8 +52,8 @@ void forward(nb::handle x, nb::handle v_init, nb::handle w, nb::handle spike, nb
 
 void backward(nb::handle grad_spike, nb::handle grad_v, nb::handle x, nb::handle h, nb::handle v_init, nb::handle w,
               nb::handle grad_x, nb::handle grad_v_init, nb::handle grad_k_ws, nb::handle grad_w, int64_t T, int64_t N, int64_t C, int64_t S,
-              float k, float v_threshold, float v_reset, bool hard_reset, bool decay_input, bool detach_reset,
-              int surrogate, float alpha, int num_threads, uintptr_t stream) {
+              double k, double v_threshold, double v_reset, bool hard_reset, bool decay_input, bool detach_reset,
+              int surrogate, double alpha, int num_threads, uintptr_t stream) {
   const TensorView gs = to_view(grad_spike, "grad_spike"), gx = to_view(grad_x, "grad_x");
   const OptView gv(grad_v, "grad_v"), xv(x, "x_seq"), hv(h, "h_seq"), vi(v_init, "v_init"), wv(w, "w"),
       gvi(grad_v_init, "grad_v_init"), gk(grad_k_ws, "grad_k_ws"), gw(grad_w, "grad_w");

@@ -8,7 +8,7 @@
 namespace spikeforge::bind {
 namespace {
 
-PSNParams make_params(int64_t T_out, int64_t T_in, int64_t N, int64_t band, int surrogate, float alpha) {
+PSNParams make_params(int64_t T_out, int64_t T_in, int64_t N, int64_t band, int surrogate, double alpha) {
   SF_CHECK_ARG(surrogate >= 0 && surrogate < kNumSurrogates, "surrogate: unknown id");
   PSNParams p;
   p.T_out = T_out;
@@ -21,7 +21,7 @@ PSNParams make_params(int64_t T_out, int64_t T_in, int64_t N, int64_t band, int 
 }
 
 void forward(nb::handle x, nb::handle w, nb::handle b, nb::handle spike, nb::handle h_out, int64_t T_out,
-             int64_t T_in, int64_t N, int64_t band, int surrogate, float alpha, int num_threads, uintptr_t stream) {
+             int64_t T_in, int64_t N, int64_t band, int surrogate, double alpha, int num_threads, uintptr_t stream) {
   const TensorView xv = to_view(x, "x_seq"), wv = to_view(w, "weight"), bv = to_view(b, "bias"),
                    sv = to_view(spike, "spike_seq");
   const OptView hv(h_out, "h_seq");
@@ -41,7 +41,7 @@ void forward(nb::handle x, nb::handle w, nb::handle b, nb::handle spike, nb::han
 
 void backward(nb::handle grad_spike, nb::handle x, nb::handle w, nb::handle b, nb::handle grad_x,
               nb::handle partials, nb::handle grad_w, nb::handle grad_b, int64_t T_out, int64_t T_in, int64_t N,
-              int64_t band, int surrogate, float alpha, int num_threads, uintptr_t stream) {
+              int64_t band, int surrogate, double alpha, int num_threads, uintptr_t stream) {
   const TensorView gs = to_view(grad_spike, "grad_spike"), xv = to_view(x, "x_seq"), wv = to_view(w, "weight"),
                    bv = to_view(b, "bias");
   const OptView gx(grad_x, "grad_x"), pt(partials, "partials"), gw(grad_w, "grad_weight"), gb(grad_b, "grad_bias");

@@ -12,10 +12,10 @@ void check_params(const NeuronParams& p) {
   SF_CHECK_ARG(p.T >= 0 && p.N >= 0, "x_seq: negative size");
   SF_CHECK_ARG(p.C >= 1 && p.S >= 1, "w: channel layout must be positive");
   SF_CHECK_ARG(p.N == 0 || p.N % (p.C * p.S) == 0, "w: channel layout does not divide the neurons");
-  SF_CHECK_ARG(std::isfinite(p.k) && p.k >= 0.0f, "tau must be a finite number > 0");
+  SF_CHECK_ARG(std::isfinite(p.k) && p.k >= 0.0, "tau must be a finite number > 0");
   SF_CHECK_ARG(std::isfinite(p.v_threshold), "v_threshold must be finite");
   SF_CHECK_ARG(std::isfinite(p.v_reset), "v_reset must be finite");
-  SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0f, "alpha must be a finite number > 0");
+  SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0, "alpha must be a finite number > 0");
   const int s = static_cast<int>(p.surrogate);
   SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
 }

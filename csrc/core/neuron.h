@@ -27,14 +27,15 @@ struct NeuronParams {
   int64_t N = 0;             // neurons per step
   int64_t C = 1;             // PLIF channels (1 for a scalar w)
   int64_t S = 1;             // PLIF: neurons per channel run (product of dims after the channel dim)
-  float k = 0.5f;            // 1/tau when no w is given (0 for IF)
-  float v_threshold = 1.0f;
-  float v_reset = 0.0f;      // used when hard_reset
+  // Constants are double so float64 runs keep them exact; kernels convert them to their compute type.
+  double k = 0.5;            // 1/tau when no w is given (0 for IF)
+  double v_threshold = 1.0;
+  double v_reset = 0.0;      // used when hard_reset
   bool hard_reset = true;
   bool decay_input = true;
   bool detach_reset = false;
   Surrogate surrogate = Surrogate::sigmoid;
-  float alpha = 4.0f;
+  double alpha = 4.0;
 };
 
 // Forward over all T steps.

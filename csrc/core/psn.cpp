@@ -10,7 +10,7 @@ namespace {
 void check_params(const PSNParams& p) {
   SF_CHECK_ARG(p.T_out >= 0 && p.T_in >= 0 && p.N >= 0, "x_seq: negative size");
   SF_CHECK_ARG(p.band >= 0, "k must be >= 1");
-  SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0f, "alpha must be a finite number > 0");
+  SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0, "alpha must be a finite number > 0");
   const int s = static_cast<int>(p.surrogate);
   SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
 }

@@ -30,7 +30,7 @@ struct PSNParams {
   int64_t N = 0;      // neurons per step
   int64_t band = 0;   // 0: dense W; else causal band width (see above)
   Surrogate surrogate = Surrogate::atan;
-  float alpha = 2.0f;
+  double alpha = 2.0;
 };
 
 // Neurons per partition of the grad_W/grad_b reduction: partials has psn_num_partitions(N) rows of

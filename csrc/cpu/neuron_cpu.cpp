@@ -8,9 +8,11 @@
 // for any number of threads.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "core/half_bits.h"
 #include "cpu/cpu_common.h"
 
 namespace spikeforge {
@@ -28,8 +30,9 @@ struct Coeffs {  // the run-time constants of the charge/reset equations, in com
   C vth, vr, vr_c, nd, alpha;
   bool hard, decay;
   explicit Coeffs(const NeuronParams& p)
-      : vth(p.v_threshold), vr(p.v_reset), vr_c(p.hard_reset ? p.v_reset : 0.0f),
-        nd(p.detach_reset ? 0.0f : 1.0f), alpha(p.alpha), hard(p.hard_reset), decay(p.decay_input) {}
+      : vth(static_cast<C>(p.v_threshold)), vr(static_cast<C>(p.v_reset)),
+        vr_c(p.hard_reset ? static_cast<C>(p.v_reset) : C(0)), nd(p.detach_reset ? C(0) : C(1)),
+        alpha(static_cast<C>(p.alpha)), hard(p.hard_reset), decay(p.decay_input) {}
 };
 
 // k for each neuron of the chunk [i0, i0 + n): the scalar 1/tau, or sigmoid(w) of its channel.
@@ -74,6 +77,26 @@ inline void charge_fire_reset(C* __restrict v, const C* __restrict k, const C* _
   }
 }
 
+// Stores a row of H. In a 16-bit dtype a rounded H that crossed v_th is moved back one ulp
+// (core/half_bits.h), so backward's S = (H >= v_th) is the forward's decision.
+template <typename S>
+void store_h_row(S* dst, const compute_t<S>* h, compute_t<S> vth, int64_t n) {
+  if constexpr (std::is_same_v<S, compute_t<S>>) {
+    (void)dst, (void)h, (void)vth, (void)n;  // written in place, exact
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      S r = from_compute<S>(h[j]);
+      if ((to_float(r) >= vth) != (h[j] >= vth)) {
+        uint16_t bits;
+        std::memcpy(&bits, &r, 2);
+        bits = half_bits_step(bits, h[j] >= vth);
+        std::memcpy(&r, &bits, 2);
+      }
+      dst[j] = r;
+    }
+  }
+}
+
 template <typename S>
 void forward_impl(const TensorView& xv, const TensorView* v_init, const TensorView* wv, const TensorView& sv,
                   const TensorView* hv, const TensorView& vv, const NeuronParams& p, int nthreads) {
@@ -102,7 +125,7 @@ void forward_impl(const TensorView& xv, const TensorView* v_init, const TensorVi
       C* v_dst = v_seq ? out_row(vout + off, vrow) : vrow;
       charge_fire_reset(v, k, load_row(x + off, tmp_x, n), h_dst, s_dst, v_dst, q, n);
       store_row(spike + off, s_dst, n);
-      if (hs) store_row(hs + off, h_dst, n);
+      if (hs) store_h_row(hs + off, h_dst, q.vth, n);
       if (v_seq) store_row(vout + off, v_dst, n);
     }
     if (!v_seq) {

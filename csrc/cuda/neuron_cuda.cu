@@ -19,6 +19,7 @@
 #include <string>
 #include <type_traits>
 
+#include "core/half_bits.h"
 #include "core/neuron.h"
 
 namespace spikeforge {
@@ -145,9 +146,24 @@ struct Coeffs {  // the run-time constants of the charge/reset equations
   float vth, vr, vr_c, nd, alpha;
   bool hard, decay;
   explicit Coeffs(const NeuronParams& p)
-      : vth(p.v_threshold), vr(p.v_reset), vr_c(p.hard_reset ? p.v_reset : 0.0f),
-        nd(p.detach_reset ? 0.0f : 1.0f), alpha(p.alpha), hard(p.hard_reset), decay(p.decay_input) {}
+      : vth(static_cast<float>(p.v_threshold)), vr(static_cast<float>(p.v_reset)),
+        vr_c(p.hard_reset ? static_cast<float>(p.v_reset) : 0.0f), nd(p.detach_reset ? 0.0f : 1.0f),
+        alpha(static_cast<float>(p.alpha)), hard(p.hard_reset), decay(p.decay_input) {}
 };
+
+// H saved in a 16-bit dtype keeps the forward's firing decision (core/half_bits.h): a rounded value
+// that crossed v_th moves one ulp back, so backward's S = (H >= v_th) matches the forward.
+template <typename S>
+__device__ __forceinline__ float keep_side(float h, float vth) {
+  if constexpr (std::is_same_v<S, float>) {
+    return h;
+  } else {
+    using Tr = StorageTraits<S>;
+    uint16_t b = Tr::from_float(h);
+    if ((Tr::to_float(b) >= vth) != (h >= vth)) b = half_bits_step(b, h >= vth);
+    return Tr::to_float(b);
+  }
+}
 
 // k for the neurons [i0, i0 + VEC): the scalar 1/tau, or sigmoid(w) of each neuron's channel.
 template <int VEC>
@@ -239,7 +255,12 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a, 
 #pragma unroll
       for (int j = 0; j < VEC; ++j) charge_fire_reset(v[j], k[j], x[j], h[j], s[j], q);
       P::store_row(a.spike, off, s);
-      if (a.h_out) P::store_row(a.h_out, off, h);
+      if (a.h_out) {
+        float hk[VEC];
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) hk[j] = keep_side<S>(h[j], q.vth);
+        P::store_row(a.h_out, off, hk);
+      }
       if (a.v_seq) P::store_row(a.v_out, off, v);
     }
     if (!a.v_seq) P::store_row(a.v_out, i0, v);
@@ -619,7 +640,7 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* v_init, const Te
   a.N = p.N;
   a.C = p.C;
   a.S = p.S;
-  a.k = p.k;
+  a.k = static_cast<float>(p.k);
   a.v_seq = v_out.numel() == p.T * p.N && p.T != 1;
   const Coeffs q(p);
   dispatch_dtype(x.dtype, [&](auto tag) {
@@ -671,7 +692,7 @@ void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* grad_v
     a.N = p.N;
     a.C = p.C;
     a.S = p.S;
-    a.k = p.k;
+    a.k = static_cast<float>(p.k);
     a.gv_seq = grad_v && grad_v->numel() == p.T * p.N && p.T != 1;
     const Coeffs q(p);
     dispatch_dtype(grad_spike.dtype, [&](auto tag) {

@@ -40,6 +40,10 @@ default_recompute = {"cpu": True, "cuda": False}
 def _check_number(name: str, value, *, positive: bool = False, allow_none: bool = False) -> Optional[float]:
     if value is None and allow_none:
         return None
+    if _tracing():
+        # Under torch.compile(dynamic=True) numbers may be symbolic and cannot be inspected here;
+        # the custom op's schema and the native checks still reject bad values at run time.
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
@@ -140,6 +144,11 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
 
 
+def _flat(tensors):
+    """Native tensor views hold at most 8 dims and the kernels only need element counts: flatten."""
+    return tuple(t if t is None else t.view(-1) for t in tensors)
+
+
 def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: float, v_threshold: float,
                   v_reset: float, hard_reset: bool, decay_input: bool, surrogate: int, alpha: float,
                   v_seq: bool, save_h: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -149,11 +158,14 @@ def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: f
     spike = torch.empty_like(x)
     v_out = torch.empty_like(x) if v_seq else x.new_empty(x.shape[1:])
     h = torch.empty_like(x) if save_h else None
-    if T == 0:  # no step: the returned state is the initial state
+    if T == 0 or N == 0:  # nothing to compute; with no step the returned state is the initial state
         if not v_seq:
             v_out.copy_(v_init) if v_init is not None else v_out.fill_(v_reset if hard_reset else 0.0)
         return spike, v_out, h
-    native.neuron_forward(x, None if v_init is None else v_init.contiguous(), w, spike, h, v_out, T, N, C, S, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
+    args = (x, None if v_init is None else v_init.contiguous(), w, spike, h, v_out)
+    if x.dim() > 8:
+        args = _flat(args)
+    native.neuron_forward(*args, T, N, C, S, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
                           torch.get_num_threads(), _stream(x.device))
     return spike, v_out, h
 
@@ -180,9 +192,19 @@ def _backward_impl(grad_spike: Tensor, grad_v: Optional[Tensor], x: Optional[Ten
     grad_x = torch.empty_like(grad_spike)
     grad_v_init = grad_spike.new_empty(grad_spike.shape[1:]) if need_v_init_grad else grad_spike.new_empty(0)
     grad_w = torch.empty_like(w) if need_w_grad else grad_spike.new_empty(0)
+    if N == 0 or T == 0:  # no neuron or no step: only v_init's gradient can be non-zero (T == 0: it is grad_v)
+        grad_x.zero_()
+        grad_w.zero_()
+        if need_v_init_grad:
+            grad_v_init.copy_(grad_v) if (grad_v is not None and T == 0 and grad_v.dim() == grad_v_init.dim()) \
+                else grad_v_init.zero_()
+        return grad_x, grad_v_init, grad_w
     grad_k_ws = torch.empty(N, dtype=w.dtype, device=w.device) if need_w_grad else None
-    native.neuron_backward(grad_spike, grad_v, x, h, v_init, w, grad_x, grad_v_init if need_v_init_grad else None,
-                           grad_k_ws, grad_w if need_w_grad else None, T, N, C, S, k, v_threshold, v_reset,
+    args = (grad_spike, grad_v, x, h, v_init, w, grad_x, grad_v_init if need_v_init_grad else None, grad_k_ws,
+            grad_w if need_w_grad else None)
+    if grad_spike.dim() > 8:
+        args = _flat(args)
+    native.neuron_backward(*args, T, N, C, S, k, v_threshold, v_reset,
                            hard_reset, decay_input, detach_reset, surrogate, alpha, torch.get_num_threads(),
                            _stream(grad_spike.device))
     return grad_x, grad_v_init, grad_w
@@ -388,7 +410,9 @@ def if_step(x: Tensor, v: Optional[Tensor] = None, **kw) -> tuple[Tensor, Tensor
 def plif_step(x: Tensor, w: Tensor, v: Optional[Tensor] = None, **kw) -> tuple[Tensor, Tensor]:
     """One PLIF step -> (spike, v_next); identical to one step of plif(). Per-channel w uses x's dim 1."""
     _check_x(x, "x", min_dim=0)
-    if v is not None and (not isinstance(v, Tensor) or tuple(v.shape) != tuple(x.shape)):
-        raise ValueError(f"v must be None or a tensor of the shape of x {tuple(x.shape)}")
+    if v is not None and not isinstance(v, Tensor):
+        raise TypeError(f"v must be a torch.Tensor or None, got {type(v).__name__}")
+    if v is not None and tuple(v.shape) != tuple(x.shape):
+        raise ValueError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
     s, v_next = plif(x.unsqueeze(0), w, v, **kw)
     return s[0], v_next

@@ -1,0 +1,43 @@
+"""Shared fixtures: the device list (cpu always, cuda when both torch and the native build have it) and seeding."""
+import zlib
+
+import pytest
+import torch
+
+
+def _cuda_ok() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from spikeforge._native import native
+    except ImportError:  # pragma: no cover - the package itself failed to import
+        return False
+    return native is not None and bool(native.has_cuda())
+
+
+CUDA_OK = _cuda_ok()
+
+# Use as @pytest.mark.parametrize("device", DEVICES) or through the `device` fixture.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        not CUDA_OK, reason="needs torch.cuda and a spikeforge build with CUDA kernels")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def seed(request):
+    """Seeds torch from the test id (stable across runs and independent of test order); restores the
+    thread count and the default dtype a test may have changed."""
+    value = zlib.crc32(request.node.nodeid.encode())
+    torch.manual_seed(value)
+    threads = torch.get_num_threads()
+    dtype = torch.get_default_dtype()
+    yield value
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
