@@ -5,6 +5,7 @@ import torch
 
 from neuron_helpers import assert_grads_close, call, dyadic, fwd_bwd, h_seq, make_w, ops, reference, upstream
 import spikeforge.ops.neuron as neuron_mod
+import spikeforge.ops._common as common_mod
 from spikeforge.reference.surrogate import SURROGATES
 
 RTOL32, ATOL32 = 1e-5, 1e-5  # see test_neuron.py
@@ -265,7 +266,8 @@ def test_fallback_to_reference(monkeypatch, kind, how):
     if how == "no_device_support":
         monkeypatch.setattr(neuron_mod, "_has_native", lambda device: False)
         monkeypatch.setattr(neuron_mod, "native", _NoNative())
-    else:
+    else:  # the availability check lives in ops/_common.py, the native calls in ops/neuron.py
+        monkeypatch.setattr(common_mod, "native", None)
         monkeypatch.setattr(neuron_mod, "native", None)
     fb = fwd_bwd(ops, kind, x, v_init, w, gs, gv, **kw)
     for key in ref_res:  # the fallback is the reference, with every option passed through

@@ -19,11 +19,10 @@ from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ..reference.surrogate import SURROGATES
+from ._common import _check_bool, _check_number, _check_surrogate, _check_x, _has_native, _stream, _tracing
 
 __all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step", "default_recompute"]
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 # Backward either reads H saved by the forward (one [T, N] tensor in the activation dtype) or
 # recomputes it from X inside the fused backward kernel. Both save one [T, N] tensor; recompute
@@ -35,54 +34,8 @@ default_recompute = {"cpu": True, "cuda": False}
 
 
 # --------------------------------------------------------------------------------------------
-# validation (Python side: clear ValueError / TypeError naming the argument)
+# validation of this family's arguments (shared checks in ops/_common.py)
 # --------------------------------------------------------------------------------------------
-def _check_number(name: str, value, *, positive: bool = False, allow_none: bool = False) -> Optional[float]:
-    if value is None and allow_none:
-        return None
-    if _tracing():
-        # Under torch.compile(dynamic=True) numbers may be symbolic and cannot be inspected here;
-        # the custom op's schema and the native checks still reject bad values at run time.
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
-def _check_x(x_seq, name: str = "x_seq", min_dim: int = 1) -> None:
-    if not isinstance(x_seq, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x_seq).__name__}")
-    if x_seq.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {x_seq.dtype}")
-    if x_seq.dim() < min_dim:
-        shape = "[T, *]" if min_dim == 1 else "[*]"
-        raise ValueError(f"{name} must have shape {shape} with at least {min_dim} dimension(s); "
-                         f"got a tensor of shape {tuple(x_seq.shape)}")
-    if x_seq.dtype == torch.float64 and x_seq.device.type == "cuda":
-        raise TypeError(f"{name}: float64 is supported on CPU only (for gradcheck)")
-
-
-def _check_surrogate(surrogate, alpha) -> tuple[int, float]:
-    if not isinstance(surrogate, str):
-        raise TypeError(f"surrogate must be a str, got {type(surrogate).__name__}")
-    if surrogate not in SURROGATES:
-        raise ValueError(f"surrogate: unknown surrogate {surrogate!r}; expected one of {sorted(SURROGATES)}")
-    sid, default_alpha = SURROGATES[surrogate]
-    alpha = default_alpha if alpha is None else _check_number("alpha", alpha, positive=True)
-    return sid, alpha
-
-
 def _check_state(v, x_seq: Tensor, name: str, state_shape) -> Optional[Tensor]:
     if v is None:
         return None
@@ -118,10 +71,6 @@ def _check_return_v(return_v) -> bool:
     return return_v == "seq"
 
 
-def _tracing() -> bool:
-    return torch.compiler.is_compiling()
-
-
 # --------------------------------------------------------------------------------------------
 # implementation shared by the custom ops and the eager fast path
 # --------------------------------------------------------------------------------------------
@@ -132,16 +81,6 @@ def _layout(x: Tensor, w: Optional[Tensor]) -> tuple[int, int, int, int]:
     if w is not None and w.numel() > 1:
         return T, N, w.numel(), math.prod(x.shape[3:])
     return T, N, 1, 1
-
-
-def _has_native(device: torch.device) -> bool:
-    if native is None:
-        return False
-    return device.type == "cpu" or (device.type == "cuda" and native.has_cuda())
-
-
-def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
 
 
 def _flat(tensors):
@@ -156,7 +95,7 @@ def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: f
     x = x.contiguous()
     T, N, C, S = _layout(x, w)
     spike = torch.empty_like(x)
-    v_out = torch.empty_like(x) if v_seq else x.new_empty(x.shape[1:])
+    v_out = torch.empty_like(x) if v_seq else torch.empty(x.shape[1:], dtype=x.dtype, device=x.device)
     h = torch.empty_like(x) if save_h else None
     if T == 0 or N == 0:  # nothing to compute; with no step the returned state is the initial state
         if not v_seq:
@@ -166,7 +105,7 @@ def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: f
     if x.dim() > 8:
         args = _flat(args)
     native.neuron_forward(*args, T, N, C, S, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
-                          torch.get_num_threads(), _stream(x.device))
+                          torch.get_num_threads(), _stream(x))
     return spike, v_out, h
 
 
@@ -206,7 +145,7 @@ def _backward_impl(grad_spike: Tensor, grad_v: Optional[Tensor], x: Optional[Ten
         args = _flat(args)
     native.neuron_backward(*args, T, N, C, S, k, v_threshold, v_reset,
                            hard_reset, decay_input, detach_reset, surrogate, alpha, torch.get_num_threads(),
-                           _stream(grad_spike.device))
+                           _stream(grad_spike))
     return grad_x, grad_v_init, grad_w
 
 

@@ -20,7 +20,7 @@ from .. import reference
 from .._native import native
 from ..reference.surrogate import surrogate_grad
 from ..reference.surrogate import SURROGATES
-from .neuron import _check_number, _check_surrogate, _check_x, _has_native, _stream, _tracing
+from ._common import _check_number, _check_surrogate, _check_x, _has_native, _stream, _tracing
 
 __all__ = ["psn", "masked_psn", "sliding_psn", "psn_window_step"]
 
@@ -47,7 +47,7 @@ def _forward_impl(x: Tensor, w: Tensor, b: Tensor, band: int, surrogate: int, al
         return (_gemm_h(x, w, b) >= 0).to(x.dtype).reshape(out_shape)
     spike = x.new_empty(out_shape)
     native.psn_forward(x, w.contiguous(), b.contiguous(), spike, None, T_out, T_in, N, band, surrogate, alpha,
-                       torch.get_num_threads(), _stream(x.device))
+                       torch.get_num_threads(), _stream(x))
     return spike
 
 
@@ -72,7 +72,7 @@ def _backward_impl(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, band: in
         partials = torch.empty(native.psn_num_partitions(N), T_out * (T_in + 1), dtype=torch.float64,
                                device=x.device)
     native.psn_backward(grad_spike, x, w.contiguous(), b.contiguous(), grad_x, partials, grad_w, grad_b, T_out, T_in,
-                        N, band, surrogate, alpha, torch.get_num_threads(), _stream(x.device))
+                        N, band, surrogate, alpha, torch.get_num_threads(), _stream(x))
     return (grad_x if need_x else x.new_empty(0), grad_w if need_w else w.new_empty(0),
             grad_b if need_b else b.new_empty(0))
 
