@@ -139,6 +139,9 @@ class SlidingPSN(_Streaming):
 
 def set_masked_psn_lambda(model: nn.Module, lam: float) -> None:
     """Set lam on every MaskedPSN in model, e.g. lam = min(1, epoch / warmup_epochs) each epoch."""
+    lam = float(lam)
+    if lam != lam:
+        raise ValueError("lam must be a number in [0, 1], got nan")
     for m in model.modules():
         if isinstance(m, MaskedPSN):
-            m.set_lambda(min(1.0, max(0.0, float(lam))))
+            m.set_lambda(min(1.0, max(0.0, lam)))

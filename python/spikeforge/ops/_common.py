@@ -66,3 +66,8 @@ def _has_native(device: torch.device) -> bool:
 def _stream(t: Tensor) -> int:
     """The current CUDA stream of t's device (kernels launch on it), 0 on CPU."""
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+def _flat(tensors):
+    """Native tensor views hold at most 8 dims and the kernels only need element counts: flatten."""
+    return tuple(t if t is None else t.view(-1) for t in tensors)

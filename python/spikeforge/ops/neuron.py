@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ._common import _check_bool, _check_number, _check_surrogate, _check_x, _has_native, _stream, _tracing
+from ._common import _check_bool, _check_number, _check_surrogate, _check_x, _flat, _has_native, _stream, _tracing
 
 __all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step", "default_recompute"]
 
@@ -81,11 +81,6 @@ def _layout(x: Tensor, w: Optional[Tensor]) -> tuple[int, int, int, int]:
     if w is not None and w.numel() > 1:
         return T, N, w.numel(), math.prod(x.shape[3:])
     return T, N, 1, 1
-
-
-def _flat(tensors):
-    """Native tensor views hold at most 8 dims and the kernels only need element counts: flatten."""
-    return tuple(t if t is None else t.view(-1) for t in tensors)
 
 
 def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: float, v_threshold: float,
@@ -165,8 +160,9 @@ def neuron_fwd(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: floa
 @neuron_fwd.register_fake
 def _(x, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate, alpha, v_seq,
       save_h):
-    v = torch.empty_like(x) if v_seq else x.new_empty(x.shape[1:])
-    return torch.empty_like(x), v, (torch.empty_like(x) if save_h else x.new_empty(0))
+    # contiguous, as the real op allocates them from x.contiguous()
+    v = x.new_empty(x.shape) if v_seq else x.new_empty(x.shape[1:])
+    return x.new_empty(x.shape), v, (x.new_empty(x.shape) if save_h else x.new_empty(0))
 
 
 @torch.library.custom_op("spikeforge::neuron_bwd", mutates_args=())
@@ -183,8 +179,8 @@ def neuron_bwd(grad_spike: Tensor, grad_v: Optional[Tensor], x: Optional[Tensor]
 def _(grad_spike, grad_v, x, h, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, detach_reset,
       surrogate, alpha, need_v_init_grad, need_w_grad):
     gvi = grad_spike.new_empty(grad_spike.shape[1:]) if need_v_init_grad else grad_spike.new_empty(0)
-    gw = torch.empty_like(w) if need_w_grad else grad_spike.new_empty(0)
-    return torch.empty_like(grad_spike), gvi, gw
+    gw = w.new_empty(w.shape) if need_w_grad else grad_spike.new_empty(0)
+    return grad_spike.new_empty(grad_spike.shape), gvi, gw
 
 
 # Positions of the non-tensor arguments of neuron_fwd after (x, v_init, w).

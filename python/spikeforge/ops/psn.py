@@ -20,7 +20,7 @@ from .. import reference
 from .._native import native
 from ..reference.surrogate import surrogate_grad
 from ..reference.surrogate import SURROGATES
-from ._common import _check_number, _check_surrogate, _check_x, _has_native, _stream, _tracing
+from ._common import _check_number, _check_surrogate, _check_x, _flat, _has_native, _stream, _tracing
 
 __all__ = ["psn", "masked_psn", "sliding_psn", "psn_window_step"]
 
@@ -46,15 +46,16 @@ def _forward_impl(x: Tensor, w: Tensor, b: Tensor, band: int, surrogate: int, al
     if _use_gemm(x, T_out, T_in):
         return (_gemm_h(x, w, b) >= 0).to(x.dtype).reshape(out_shape)
     spike = x.new_empty(out_shape)
-    native.psn_forward(x, w.contiguous(), b.contiguous(), spike, None, T_out, T_in, N, band, surrogate, alpha,
-                       torch.get_num_threads(), _stream(x))
+    args = (x, w.contiguous(), b.contiguous(), spike)
+    if x.dim() > 8:
+        args = _flat(args)
+    native.psn_forward(*args, None, T_out, T_in, N, band, surrogate, alpha, torch.get_num_threads(), _stream(x))
     return spike
 
 
 def _backward_impl(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, band: int, surrogate: int, alpha: float,
                    need_x: bool, need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
-    grad_spike = grad_spike.contiguous()
-    x = x.contiguous()
+    grad_spike, x, w, b = grad_spike.contiguous(), x.contiguous(), w.contiguous(), b.contiguous()
     T_out, T_in = w.shape
     N = x.numel() // T_in if T_in > 0 else 0
     if _use_gemm(x, T_out, T_in):
@@ -71,8 +72,11 @@ def _backward_impl(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, band: in
     if need_w or need_b:
         partials = torch.empty(native.psn_num_partitions(N), T_out * (T_in + 1), dtype=torch.float64,
                                device=x.device)
-    native.psn_backward(grad_spike, x, w.contiguous(), b.contiguous(), grad_x, partials, grad_w, grad_b, T_out, T_in,
-                        N, band, surrogate, alpha, torch.get_num_threads(), _stream(x))
+    args = (grad_spike, x, w, b, grad_x)
+    if x.dim() > 8:
+        args = _flat(args)
+    native.psn_backward(*args, partials, grad_w, grad_b, T_out, T_in, N, band, surrogate, alpha,
+                        torch.get_num_threads(), _stream(x))
     return (grad_x if need_x else x.new_empty(0), grad_w if need_w else w.new_empty(0),
             grad_b if need_b else b.new_empty(0))
 
@@ -97,8 +101,9 @@ def psn_bwd(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, band: int, surr
 
 @psn_bwd.register_fake
 def _(grad_spike, x, w, b, band, surrogate, alpha, need_x, need_w, need_b):
-    return (torch.empty_like(x) if need_x else x.new_empty(0), torch.empty_like(w) if need_w else w.new_empty(0),
-            torch.empty_like(b) if need_b else b.new_empty(0))
+    # contiguous, as the real op allocates them
+    return (x.new_empty(x.shape) if need_x else x.new_empty(0), w.new_empty(w.shape) if need_w else w.new_empty(0),
+            b.new_empty(b.shape) if need_b else b.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):

@@ -4,6 +4,8 @@ H = W X + b computed as a GEMM over the flattened neurons (what SpikingJelly doe
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +22,7 @@ def band_mask(T: int, k: int, device=None, dtype=torch.float32) -> torch.Tensor:
 def psn(x_seq, weight, bias, *, surrogate="atan", alpha=None):
     """S[t] = Heaviside(sum_i W[t, i] X[i] + b[t]) for x_seq [T, *], weight [T, T], bias [T]."""
     T = x_seq.shape[0]
-    x2 = x_seq.reshape(T, -1)
+    x2 = x_seq.reshape(T, math.prod(x_seq.shape[1:]))
     h = torch.addmm(bias.to(x2.dtype).unsqueeze(1), weight.to(x2.dtype), x2).reshape(x_seq.shape)
     return spike_fn(h, surrogate, alpha)
 
@@ -34,7 +36,7 @@ def masked_psn(x_seq, weight, bias, k, lam=1.0, *, surrogate="atan", alpha=None)
 def sliding_psn(x_seq, weight, bias, *, surrogate="atan", alpha=None):
     """H[t] = sum_i w[i] X[t-k+1+i] + b (X[<0] = 0), shared taps w[0..k-1]; any T."""
     k, T = weight.shape[0], x_seq.shape[0]
-    x2 = x_seq.reshape(T, -1)
+    x2 = x_seq.reshape(T, math.prod(x_seq.shape[1:]))
     xp = F.pad(x2, (0, 0, k - 1, 0))  # k-1 zero steps in front
     h = bias.to(x2.dtype).reshape(()) + sum(weight[i].to(x2.dtype) * xp[i:i + T] for i in range(k))
     return spike_fn(h.reshape(x_seq.shape), surrogate, alpha)

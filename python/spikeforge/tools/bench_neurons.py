@@ -36,6 +36,7 @@ NEURONS = ("lif", "if", "plif")
 TAU, V_TH, V_RESET, ALPHA = 2.0, 1.0, 0.0, 4.0
 OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False,
                surrogate="sigmoid", alpha=ALPHA)
+BASELINES = ("spikeforge-other-mode", "reference", "torch.compile", "spikingjelly", "snntorch")
 TRAFFIC = {"fwd": 2, "fwd_bwd": 5}           # bytes per element-step, in units of b (minimal model)
 TRAFFIC_SAVE_H = {"fwd": 3, "fwd_bwd": 6}    # spikeforge when the forward saves h for the backward
 TRAFFIC_MODEL = ("minimal traffic, per element-step with b bytes per activation: forward = read x + write "
@@ -52,6 +53,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", nargs="+", choices=tuple(DTYPES), default=["float32"],
                    help="activation dtypes (default float32)")
     p.add_argument("--neuron", nargs="+", choices=NEURONS, default=["lif"], help="neuron models (default lif)")
+    p.add_argument("--skip", nargs="+", default=[], choices=BASELINES, metavar="BASELINE",
+                   help=f"baselines to leave out, of: {', '.join(BASELINES)} (e.g. torch.compile: a cold inductor "
+                        "cache takes minutes to compile the T=32 loop on 2 cores)")
     p.add_argument("--no-overhead", action="store_true", help="skip the per-call overhead measurement")
 
 
@@ -218,15 +222,19 @@ def _snntorch_impl(neuron: str, device: torch.device) -> Impl:
     return Impl("snntorch", label, note, build)
 
 
-def implementations(neuron: str, device: torch.device, baselines: bool) -> list[Impl]:
+def implementations(neuron: str, device: torch.device, baselines: bool, skip=()) -> list[Impl]:
+    """spikeforge in its default backward mode first, then the baselines not skipped."""
     from ..ops import neuron as ops_neuron
 
     default_recompute = bool(ops_neuron.default_recompute.get(device.type, False))
-    impls = [_spikeforge_impl(neuron, device, default_recompute, True),
-             _spikeforge_impl(neuron, device, not default_recompute, False)]
+    impls = [_spikeforge_impl(neuron, device, default_recompute, True)]
+    if "spikeforge-other-mode" not in skip:
+        impls.append(_spikeforge_impl(neuron, device, not default_recompute, False))
     if baselines:
-        impls += [_reference_impl(neuron, device), _compile_impl(neuron, device),
-                  _spikingjelly_impl(neuron, device), _snntorch_impl(neuron, device)]
+        for name, make in (("reference", _reference_impl), ("torch.compile", _compile_impl),
+                           ("spikingjelly", _spikingjelly_impl), ("snntorch", _snntorch_impl)):
+            if name not in skip:
+                impls.append(make(neuron, device))
     return impls
 
 
@@ -257,7 +265,7 @@ def run_case(neuron: str, T: int, n: Optional[int], dtype: torch.dtype, device: 
     elems = x.numel()
     nbytes = {k: v * b * elems for k, v in TRAFFIC.items()}
 
-    impls = implementations(neuron, device, not args.no_baselines)
+    impls = implementations(neuron, device, not args.no_baselines, args.skip)
     rows: list[dict] = []
     contenders: dict[str, Callable[[], object]] = {}
     fns = {}
@@ -380,7 +388,7 @@ def run_overhead(neuron: str, device: torch.device, args, timer: bu.Timer) -> di
     contenders["torch x*2/fwd_bwd"] = lambda: torch.autograd.grad(x_req * 2, x_req, g)
     labels = {"torch x*2": "bare torch op (x * 2)"}
     notes = {}
-    for impl in implementations(neuron, device, not args.no_baselines):
+    for impl in implementations(neuron, device, not args.no_baselines, args.skip):
         if impl.key == "spikeforge[save_h]":
             continue
         try:
@@ -556,6 +564,7 @@ def run(args) -> int:
     data = {"benchmark": "neurons", "environment": env, "bandwidth": bw.as_dict(), "run_time_s": wall,
             "settings": {"reps": args.reps, "warmup": args.warmup, "time_budget_s": args.time_budget,
                          "threads": torch.get_num_threads(), "quick": args.quick, "baselines": not args.no_baselines,
+                         "skipped": args.skip,
                          "fwd": "training forward (input requires grad)",
                          "fwd_bwd": "forward + torch.autograd.grad(spikes, [x] + params, grad_spike)",
                          "options": OPTIONS, "ratio": "implementation time / spikeforge default time"},
