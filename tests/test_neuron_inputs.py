@@ -538,3 +538,29 @@ def test_native_backward_rejects(case):
     assert a["grad_x"].eq(7.0).all()
     if a["grad_w"] is not None:
         assert a["grad_w"].eq(7.0).all()
+
+
+def test_many_chunks_thread_invariant_and_equal_to_reference():
+    """N spans several CPU chunks (chunk_for(T=8) = 4096 neurons) with a ragged tail."""
+    torch.manual_seed(7)
+    N = 3 * 4096 + 77
+    x = (torch.randint(-16, 24, (8, N)).float() / 8).requires_grad_()
+    w = torch.tensor(0.0, requires_grad=True)
+    g = torch.randn(8, N)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for z in (x, w):
+            z.grad = None
+        s, v = ops.plif(x, w, return_v="seq")
+        (s * g + v).sum().backward()
+        results.append((s, v, x.grad.clone(), w.grad.clone()))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    xr = x.detach().clone().requires_grad_()
+    wr = w.detach().clone().requires_grad_()
+    sr, vr = reference.plif(xr, wr, return_v="seq")
+    (sr * g + vr).sum().backward()
+    assert torch.equal(results[0][0], sr) and torch.equal(results[0][1], vr)
+    torch.testing.assert_close(results[0][2], xr.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][3], wr.grad, rtol=1e-4, atol=1e-3)

@@ -14,8 +14,16 @@
 
 namespace spikeforge::cpu {
 
-// Neurons per chunk: a row of 256 float32 is 1 KiB, and a chunk's state for T steps stays in L1/L2.
-constexpr int64_t kBlock = 256;
+// Neurons per chunk, at most. Long rows let the hardware prefetchers stream each of the T rows a
+// chunk touches (a row of 4096 float32 is 16 KiB), but a chunk's T rows of H (recompute backward)
+// must stay in L2: chunk_for() picks 4096 for T <= 8 down to 256 for T >= 128. Measured on 2 EPYC
+// cores, N = 2^20 float32: 256 -> 4096 at T=8 made forward 1.2x and backward 1.16x faster; at T=32,
+// 4096 was 1.4x slower in the recompute backward than 1024 (H spilled out of L2).
+constexpr int64_t kBlock = 4096;
+inline int64_t chunk_for(int64_t T) {
+  const int64_t b = (int64_t(1) << 15) / std::max<int64_t>(T, 1);
+  return std::min<int64_t>(kBlock, std::max<int64_t>(256, b / 256 * 256));
+}
 
 // Returns the row as compute-type values: the memory itself when no conversion is needed,
 // else converted into tmp.

@@ -1,8 +1,8 @@
 // Multi-step IF / LIF / PLIF on CPU: formulas in csrc/core/neuron.h.
 //
-// Work is split into chunks of kBlock neurons (OpenMP, static schedule). A chunk keeps its state
+// Work is split into chunks of cpu::chunk_for(T) neurons (OpenMP, static schedule). A chunk keeps its state
 // (V, k, gradients) in small arrays and walks the T steps; every step touches one contiguous row
-// of kBlock neurons per tensor, so the inner loops are plain element-wise loops over float arrays
+// of a chunk's neurons per tensor, so the inner loops are plain element-wise loops over float arrays
 // that the compiler vectorises. Half-precision rows are converted to float in a separate loop.
 // Chunk boundaries depend only on N, never on the thread count, so results are bitwise identical
 // for any number of threads.
@@ -19,6 +19,7 @@ namespace spikeforge {
 namespace {
 
 using cpu::dispatch_dtype;
+using cpu::chunk_for;
 using cpu::kBlock;
 using cpu::load_row;
 using cpu::out_row;
@@ -101,7 +102,7 @@ template <typename S>
 void forward_impl(const TensorView& xv, const TensorView* v_init, const TensorView* wv, const TensorView& sv,
                   const TensorView* hv, const TensorView& vv, const NeuronParams& p, int nthreads) {
   using C = compute_t<S>;
-  const int64_t T = p.T, N = p.N, nchunks = (N + kBlock - 1) / kBlock;
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
   const bool v_seq = vv.numel() == T * N && T != 1;
   const S* x = xv.ptr<S>();
   S* spike = sv.ptr<S>();
@@ -113,7 +114,7 @@ void forward_impl(const TensorView& xv, const TensorView* v_init, const TensorVi
   (void)nthreads;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
   for (int64_t ch = 0; ch < nchunks; ++ch) {
-    const int64_t i0 = ch * kBlock, n = std::min(kBlock, N - i0);
+    const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
     alignas(64) C v[kBlock], k[kBlock], tmp_x[kBlock], h[kBlock], s[kBlock], vrow[kBlock], tmp_v[kBlock];
     fill_k(k, w, p, i0, n);
     fill_v_init(v, vinit ? load_row(vinit + i0, tmp_v, n) : nullptr, q, n);
@@ -141,7 +142,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
                    const TensorView* v_init, const TensorView* wv, const TensorView& gxv,
                    const TensorView* gviv, const TensorView* gkv, const NeuronParams& p, int nthreads) {
   using C = compute_t<S>;
-  const int64_t T = p.T, N = p.N, nchunks = (N + kBlock - 1) / kBlock;
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
   const S* gs = gsv.ptr<S>();
   const S* gv = gvv ? gvv->ptr<S>() : nullptr;
   const bool gv_seq = gvv && gvv->numel() == T * N && T != 1;
@@ -160,11 +161,11 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
   (void)nthreads;
 #pragma omp parallel num_threads(nthreads) if (nchunks > 1)
   {
-    // Recompute mode keeps the chunk's H for all T steps here (T * kBlock values, in L1/L2).
-    std::vector<C> hbuf(recompute ? static_cast<size_t>(T * kBlock) : 0);
+    // Recompute mode keeps the chunk's H for all T steps here (T * blk values, in L2).
+    std::vector<C> hbuf(recompute ? static_cast<size_t>(T * blk) : 0);
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < nchunks; ++ch) {
-      const int64_t i0 = ch * kBlock, n = std::min(kBlock, N - i0);
+      const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
       alignas(64) C k[kBlock], kx[kBlock], gvst[kBlock], gk[kBlock], vprev[kBlock], scratch_s[kBlock], scratch_v[kBlock];
       alignas(64) C tmp_a[kBlock], tmp_b[kBlock], tmp_c[kBlock], tmp_d[kBlock], tmp_e[kBlock], tmp_g[kBlock], gh_row[kBlock], sg_row[kBlock];
       fill_k(k, w, p, i0, n);
@@ -174,7 +175,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
         C* v = vprev;
         fill_v_init(v, vinit_row, q, n);
         for (int64_t t = 0; t < T; ++t)
-          charge_fire_reset(v, k, load_row(x + t * N + i0, tmp_b, n), hbuf.data() + t * kBlock, scratch_s, scratch_v, q, n);
+          charge_fire_reset(v, k, load_row(x + t * N + i0, tmp_b, n), hbuf.data() + t * blk, scratch_s, scratch_v, q, n);
       }
       // gvst: dL/dV[t] flowing back from later steps (and from the returned v).
       if (gv && !gv_seq) {
@@ -186,7 +187,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
       std::fill(gk, gk + n, C(0));
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t off = t * N + i0;
-        const C* h = recompute ? hbuf.data() + t * kBlock : load_row(hsaved + off, tmp_c, n);
+        const C* h = recompute ? hbuf.data() + t * blk : load_row(hsaved + off, tmp_c, n);
         const C* g_s = load_row(gs + off, tmp_d, n);
         if (gv_seq) {
           const C* g = load_row(gv + off, tmp_e, n);
@@ -209,7 +210,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
         if (plif) {
           // V[t-1]: the reset of H[t-1], or v_init at t = 0.
           if (t > 0) {
-            const C* hp = recompute ? hbuf.data() + (t - 1) * kBlock : load_row(hsaved + off - N, tmp_c, n);
+            const C* hp = recompute ? hbuf.data() + (t - 1) * blk : load_row(hsaved + off - N, tmp_c, n);
             for (int64_t j = 0; j < n; ++j) {
               const bool fire = hp[j] >= vth;
               vprev[j] = fire ? (hard ? vr : hp[j] - vth) : hp[j];

@@ -15,7 +15,8 @@ namespace spikeforge {
 namespace {
 
 using cpu::dispatch_dtype;
-using cpu::kBlock;
+// A PSN chunk holds T_in rows of X and T_out rows of gH: 256 neurons keep them in L1/L2 for T <= 64.
+constexpr int64_t kBlock = 256;
 using cpu::load_row;
 using cpu::out_row;
 using cpu::store_row;
