@@ -421,6 +421,9 @@ def overhead_table(ov: dict) -> str:
         if "status" in r:
             rows.append([r["label"], r["status"]])
             continue
+        if r.get("no_grad_error") and r.get("no_grad_error") == r.get("fwd_bwd_error"):
+            rows.append([r["label"], f"n/a: {r['no_grad_error']}"])
+            continue
         rows.append([r["label"], bu.fmt(r["no_grad_us"], ".1f", r.get("no_grad_error", "n/a")),
                      bu.fmt(r["fwd_bwd_us"], ".1f", r.get("fwd_bwd_error", "n/a"))])
     return (f"per-call overhead, tiny input {ov['shape']} (median of {ov['reps']} loops of {ov['iters']} calls)\n"
