@@ -18,6 +18,7 @@ from typing import Optional
 # bench target name -> module. Adding a target: write the module, add its line here.
 BENCH_TARGETS = {
     "neurons": "spikeforge.tools.bench_neurons",
+    "psn": "spikeforge.tools.bench_psn",
 }
 
 
