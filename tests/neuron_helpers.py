@@ -42,7 +42,9 @@ def call(impl, kind: str, x, v_init=None, w=None, **kw):
 def dyadic(shape, lo=-8, hi=24, denom=8, dtype=torch.float32, device="cpu"):
     """Random multiples of 1/denom in [lo/denom, hi/denom): exactly representable, and so are the neuron
     dynamics over a few steps with k in {1/2, 1/4} and dyadic thresholds/resets."""
-    return (torch.randint(lo, hi, shape, device=device).to(dtype) / denom)
+    # drawn on the CPU, then moved: the same seed gives the same data on every device (the tests'
+    # sanity checks, e.g. "some neurons fire", hold for the CPU stream they were written against)
+    return (torch.randint(lo, hi, shape).to(dtype) / denom).to(device)
 
 
 def fwd_bwd(impl, kind, x, v_init, w, grad_s, grad_v, **kw):

@@ -113,9 +113,29 @@ def check_against_reference(op, x, w, b, k=None, lam=1.0, rtol=1e-5, frac=1e-6, 
     s_r, g_r = fwd_bwd(lambda x_, w_, b_: call(R, op, x_, w_, b_, k, lam, **kw), (x, w, b))
     assert s.dtype == x.dtype and s.shape == x.shape
     assert_spikes_equal(s, s_r, op, x, w, b, k, lam, exact)
-    for name, a, c in zip(("grad_x", "grad_weight", "grad_bias"), g, g_r):
-        assert_close_scaled(a, c, rtol, frac, name)
+    red_w, red_b = reduction_scales(op, x, w, b, k, lam, s_r, kw.get("surrogate", "atan"), kw.get("alpha"))
+    for name, a, c, red in zip(("grad_x", "grad_weight", "grad_bias"), g, g_r, (0.0, red_w, red_b)):
+        # grad_weight / grad_bias are sums over every neuron: float32 summation-order rounding scales
+        # with the sum of the |terms| (not with the result, which may cancel), so that sets their slack
+        slack = max(frac * (c.abs().max().item() if c.numel() else 0.0), 2e-6 * red)
+        torch.testing.assert_close(a, c, rtol=rtol, atol=slack + 1e-30, msg=lambda m, n=name: f"{n}: {m}")
     return s, g
+
+
+def reduction_scales(op, x, w, b, k, lam, s, surrogate, alpha):
+    """Largest sum of |terms| behind one entry of grad_weight and of grad_bias, in float64:
+    |grad_H| = |grad_S| g'(H) (seeded upstream gradient of fwd_bwd), summed against |X| over neurons."""
+    from spikeforge.reference.surrogate import surrogate_grad
+    T = x.shape[0]
+    h, _ = h_and_scale(op, x, w, b, k, lam)
+    gen = torch.Generator().manual_seed(1234)  # fwd_bwd's default upstream gradient
+    g_s = torch.randn(s.shape, generator=gen).to(dtype=s.dtype).double()
+    a = SURROGATES[surrogate][1] if alpha is None else alpha
+    g_h = (g_s * surrogate_grad(surrogate, h, a)).abs().reshape(T, -1)
+    x2 = x.detach().double().cpu().abs().reshape(T, -1)
+    rw = (g_h @ x2.T).sum().item() if op == "sliding" else (g_h @ x2.T).max().item() if T else 0.0
+    rb = g_h.sum().item() if op == "sliding" else g_h.sum(1).max().item() if T else 0.0
+    return rw, rb
 
 
 def needs_fp64(device):
@@ -149,6 +169,11 @@ MASKED_CASES = ([(T, k, lam) for T in (4, 8, 33) for k in (1, 2, T) for lam in (
 @pytest.mark.parametrize("i,T,k,lam", [(i,) + c for i, c in enumerate(MASKED_CASES)])
 def test_masked_psn_matches_reference(device, i, T, k, lam):
     surrogate = SURR[(i + 3) % len(SURR)]
+    if lam == 0.3 and surrogate == "rect":
+        # inexact H: rect's derivative jumps at |H| = alpha/2, so a rounding-level change of H there
+        # changes grad_H by the full jump; continuous surrogates are compared instead (rect is tested
+        # on exact inputs everywhere else)
+        surrogate = "triangle"
     x, w, b = case("masked", T, TAILS[i % 2], device=device)
     check_against_reference("masked", x, w, b, k, lam, surrogate=surrogate, alpha=None if i % 3 else 3.0,
                             exact=lam != 0.3)

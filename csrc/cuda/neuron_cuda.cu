@@ -134,6 +134,13 @@ struct ForwardArgs {
   bool v_seq;          // v_out is [T, N]: write V at every step, else only the last V
 };
 
+// Rows each thread keeps in flight. A thread's steps are a serial chain (V[t] needs V[t - 1]), so
+// with one load per step a thread has one 16-byte load outstanding and 2048 threads per SM cannot cover
+// HBM latency (measured on an H100: ~65% of copy bandwidth with one row of look-ahead). A ring of
+// kDepth rows, indexed only by compile-time slots (an unrolled inner loop), keeps kDepth loads of
+// each stream in flight without touching local memory.
+constexpr int kDepth = 4;
+
 template <typename S, int VEC>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a, const Coeffs q) {
   using P = Packed<S, VEC>;
@@ -143,24 +150,32 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a, 
     float k[VEC], v[VEC];
     fill_k(k, a.w, a.k, a.C, a.S, i0);
     fill_v_init<S>(v, a.v_init, i0, q);
-    // X is the only load of a step and nothing else waits on memory, so X[t + 1] is fetched while
-    // step t computes: two loads in flight per thread instead of one.
-    typename P::Raw x_next = P::load(a.x, i0);
+    typename P::Raw x_ring[kDepth];
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d) {
+      if (d < T) x_ring[d] = P::load(a.x, i0 + d * N);
+    }
     int64_t off = i0;
-    for (int64_t t = 0; t < T; ++t, off += N) {
-      float x[VEC], h[VEC], s[VEC];
-      P::unpack(x_next, x);
-      if (t + 1 < T) x_next = P::load(a.x, off + N);
+    for (int64_t t0 = 0; t0 < T; t0 += kDepth) {
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) charge_fire_reset(v[j], k[j], x[j], h[j], s[j], q);
-      P::store_row(a.spike, off, s);
-      if (a.h_out) {
-        float hk[VEC];
+      for (int d = 0; d < kDepth; ++d) {
+        const int64_t t = t0 + d;
+        if (t >= T) break;
+        float x[VEC], h[VEC], s[VEC];
+        P::unpack(x_ring[d], x);
+        if (t + kDepth < T) x_ring[d] = P::load(a.x, off + kDepth * N);  // the slot's next row
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) hk[j] = keep_side<S>(h[j], q.vth);
-        P::store_row(a.h_out, off, hk);
+        for (int j = 0; j < VEC; ++j) charge_fire_reset(v[j], k[j], x[j], h[j], s[j], q);
+        P::store_row(a.spike, off, s);
+        if (a.h_out) {
+          float hk[VEC];
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) hk[j] = keep_side<S>(h[j], q.vth);
+          P::store_row(a.h_out, off, hk);
+        }
+        if (a.v_seq) P::store_row(a.v_out, off, v);
+        off += N;
       }
-      if (a.v_seq) P::store_row(a.v_out, off, v);
     }
     if (!a.v_seq) P::store_row(a.v_out, i0, v);
   }
@@ -185,11 +200,20 @@ struct BackwardArgs {
   bool gv_seq;          // grad_v is [T, N] (v_seq was returned), else [N] (last V) or absent
 };
 
-template <typename S, Surrogate SG, int VEC>
-__global__ void __launch_bounds__(kThreads) backward_kernel(const BackwardArgs a, const Coeffs q) {
+// PLIF is a template flag, not a run-time test: PLIF's extra state (the X ring, the per-neuron dL/dk)
+// would otherwise hold registers in every LIF / IF launch too (measured on an H100: 139 registers,
+// one block per SM, 12.5% occupancy and ~40% of copy bandwidth for the LIF backward).
+// The backward keeps two rows of each stream in flight (kDepthBwd): it reads two streams per step
+// (grad_spike and H), and a 4-deep ring of both costs 104 registers for 8 halves per thread, two blocks
+// per SM. At depth 2 and three blocks per SM (the register cap below) the loads in flight per SM are
+// about the same and the latency hiding across warps is 1.5x.
+constexpr int kDepthBwd = 2;
+
+template <typename S, Surrogate SG, int VEC, bool PLIF>
+__global__ void __launch_bounds__(kThreads, PLIF ? 2 : 3) backward_kernel(const BackwardArgs a, const Coeffs q) {
   using P = Packed<S, VEC>;
   const int64_t T = a.T, N = a.N, ngroups = N / VEC;
-  const bool plif = a.grad_k_ws != nullptr;
+  constexpr bool plif = PLIF;  // then a.grad_k_ws != nullptr
   const float alpha = q.alpha, vth = q.vth, vr = q.vr, vr_c = q.vr_c, nd = q.nd;
   const bool hard = q.hard, decay = q.decay;
   for (int64_t g = first_group(); g < ngroups; g += group_stride()) {
@@ -205,59 +229,74 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const BackwardArgs a
     }
 #pragma unroll
     for (int j = 0; j < VEC; ++j) gk[j] = 0.0f;
+    // Backward walks t from T - 1 down; slot d of a ring holds row T - 1 - (t0 + d) and is refilled
+    // with the row kDepthBwd steps further back once consumed. PLIF's V[t - 1] comes from H[t - 1],
+    // which is the next slot of the H ring (already loaded), so H is read once.
+    typename P::Raw gs_ring[kDepthBwd], h_ring[kDepthBwd], x_ring[kDepthBwd];
+    const bool need_x = plif && decay;
+#pragma unroll
+    for (int d = 0; d < kDepthBwd; ++d) {
+      if (d < T) {
+        const int64_t o = (T - 1 - d) * N + i0;
+        gs_ring[d] = P::load(a.grad_spike, o);
+        h_ring[d] = P::load(a.h, o);
+        if (need_x) x_ring[d] = P::load(a.x, o);
+      }
+    }
     int64_t off = (T - 1) * N + i0;
-    // PLIF reads H[t - 1] at step t for V[t - 1]; that row is the next step's H, so it is carried
-    // over instead of loaded twice. Without PLIF, H[t - 1] is fetched at the end of step t.
-    typename P::Raw h_raw = P::load(a.h, off);
-    for (int64_t t = T - 1; t >= 0; --t, off -= N) {
-      // Every load of the step is issued before the first store, so they are all in flight together.
-      const typename P::Raw gs_raw = P::load(a.grad_spike, off);
-      typename P::Raw gv_raw{}, x_raw{}, hp_raw{};
-      if (a.gv_seq) gv_raw = P::load(a.grad_v, off);
-      if (plif && decay) x_raw = P::load(a.x, off);
-      if (plif && t > 0) hp_raw = P::load(a.h, off - N);
-
-      float g_s[VEC], g_x[VEC], gh_row[VEC];
-      P::unpack(h_raw, h);
-      P::unpack(gs_raw, g_s);
-      if (a.gv_seq) {
-        float g[VEC];
-        P::unpack(gv_raw, g);
+    for (int64_t t0 = 0; t0 < T; t0 += kDepthBwd) {
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) gvst[j] += g[j];
-      }
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        const float hj = h[j];
-        const float sg = SurrogateFn<SG>::grad(hj - vth, alpha);
-        const float s = hj >= vth ? 1.0f : 0.0f;
-        const float dvdh = hard ? (1.0f - s) + (vr - hj) * sg * nd : 1.0f - vth * sg * nd;
-        const float gh = g_s[j] * sg + gvst[j] * dvdh;
-        g_x[j] = gh * (decay ? k[j] : 1.0f);
-        gvst[j] = gh * (1.0f - k[j]);
-        gh_row[j] = gh;  // kept for the PLIF term below
-      }
-      P::store_row(a.grad_x, off, g_x);
-      if (plif) {
-        // V[t-1]: the reset of H[t-1], or v_init at t = 0.
-        float vprev[VEC];
-        if (t > 0) {
-          float hp[VEC];
-          P::unpack(hp_raw, hp);
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) vprev[j] = reset_of(hp[j], q);
-        } else {
-          fill_v_init<S>(vprev, a.v_init, i0, q);
+      for (int d = 0; d < kDepthBwd; ++d) {
+        const int64_t t = T - 1 - (t0 + d);
+        if (t < 0) break;
+        typename P::Raw gv_raw{};
+        if (a.gv_seq) gv_raw = P::load(a.grad_v, off);
+        float g_s[VEC], g_x[VEC], gh_row[VEC], xr[VEC];
+        P::unpack(h_ring[d], h);
+        P::unpack(gs_ring[d], g_s);
+        if (need_x) P::unpack(x_ring[d], xr);
+        if (t - kDepthBwd >= 0) {  // refill the consumed slots (h's slot is still read below as H[t])
+          gs_ring[d] = P::load(a.grad_spike, off - kDepthBwd * N);
+          if (need_x) x_ring[d] = P::load(a.x, off - kDepthBwd * N);
         }
-        float xr[VEC];
-        if (decay) P::unpack(x_raw, xr);
+        if (a.gv_seq) {
+          float gq[VEC];
+          P::unpack(gv_raw, gq);
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) gvst[j] += gq[j];
+        }
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-          const float xa = decay ? xr[j] : 0.0f;
-          gk[j] += gh_row[j] * (xa - (vprev[j] - vr_c));
+          const float hj = h[j];
+          const float sg = SurrogateFn<SG>::grad(hj - vth, alpha);
+          const float s = hj >= vth ? 1.0f : 0.0f;
+          const float dvdh = hard ? (1.0f - s) + (vr - hj) * sg * nd : 1.0f - vth * sg * nd;
+          const float gh = g_s[j] * sg + gvst[j] * dvdh;
+          g_x[j] = gh * (decay ? k[j] : 1.0f);
+          gvst[j] = gh * (1.0f - k[j]);
+          gh_row[j] = gh;  // kept for the PLIF term below
         }
+        P::store_row(a.grad_x, off, g_x);
+        if (plif) {
+          // V[t-1]: the reset of H[t-1] (the next slot of the H ring), or v_init at t = 0.
+          float vprev[VEC];
+          if (t > 0) {
+            float hp[VEC];
+            P::unpack(h_ring[(d + 1) % kDepthBwd], hp);
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) vprev[j] = reset_of(hp[j], q);
+          } else {
+            fill_v_init<S>(vprev, a.v_init, i0, q);
+          }
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) {
+            const float xa = decay ? xr[j] : 0.0f;
+            gk[j] += gh_row[j] * (xa - (vprev[j] - vr_c));
+          }
+        }
+        if (t - kDepthBwd >= 0) h_ring[d] = P::load(a.h, off - kDepthBwd * N);
+        off -= N;
       }
-      if (t > 0) h_raw = plif ? hp_raw : P::load(a.h, off - N);
     }
     if (a.grad_v_init) P::store_row(a.grad_v_init, i0, gvst);
     if (plif) store_f32(a.grad_k_ws, i0, gk);
@@ -380,10 +419,15 @@ void backward_launch(const BackwardArgs& a, const Coeffs& q, Surrogate sg, int d
                    aligned16(a.grad_k_ws);
   dispatch_surrogate(sg, [&](auto tag) {
     constexpr Surrogate SG = decltype(tag)::value;
-    if (vec) {
-      backward_kernel<S, SG, kVec><<<grid_for(a.N / kVec, device), kThreads, 0, stream>>>(a, q);
+    const bool plif = a.grad_k_ws != nullptr;
+    if (vec && plif) {
+      backward_kernel<S, SG, kVec, true><<<grid_for(a.N / kVec, device), kThreads, 0, stream>>>(a, q);
+    } else if (vec) {
+      backward_kernel<S, SG, kVec, false><<<grid_for(a.N / kVec, device), kThreads, 0, stream>>>(a, q);
+    } else if (plif) {
+      backward_kernel<S, SG, 1, true><<<grid_for(a.N, device), kThreads, 0, stream>>>(a, q);
     } else {
-      backward_kernel<S, SG, 1><<<grid_for(a.N, device), kThreads, 0, stream>>>(a, q);
+      backward_kernel<S, SG, 1, false><<<grid_for(a.N, device), kThreads, 0, stream>>>(a, q);
     }
   });
   check_launch("the neuron backward kernel");

@@ -279,7 +279,10 @@ template <int TB>
 struct BwdShape {
   static constexpr int kNT = TB == 64 ? 128 : 256;  // 128 keeps TB = 64 within 99 KB of shared memory
   static constexpr int kMI = TB == 64 ? 8 : 4;
-  static constexpr int kMinBlocks = TB == 32 ? 1 : 2;  // register cap 128 for TB <= 16; 255 above
+  // Two blocks per SM (register cap 128) for TB <= 32: at TB = 32 one block per SM (168 registers,
+  // 80 KB of shared memory) measured 12.5% occupancy on an H100 and ran the 256 partitions of
+  // N = 2^22 in two waves; two resident blocks (160 KB of shared memory) take them in one.
+  static constexpr int kMinBlocks = TB == 64 ? 1 : 2;
   static constexpr int kTT = TB / kRows;  // tile rows
   static constexpr int kTI = TB / kMI;    // tile columns
   static constexpr int kTiles = kTT * kTI;

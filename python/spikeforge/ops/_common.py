@@ -58,10 +58,15 @@ def _check_surrogate(surrogate, alpha) -> tuple[int, float]:
 def _tracing() -> bool:
     return torch.compiler.is_compiling()
 
+# Read once at import: a plain bool is a constant to torch.compile, while calling the nanobind
+# function inside a traced op would be a graph break (dynamo cannot trace nb_func).
+_NATIVE_CUDA = native is not None and bool(native.has_cuda())
+
+
 def _has_native(device: torch.device) -> bool:
     if native is None:
         return False
-    return device.type == "cpu" or (device.type == "cuda" and native.has_cuda())
+    return device.type == "cpu" or (device.type == "cuda" and _NATIVE_CUDA)
 
 def _stream(t: Tensor) -> int:
     """The current CUDA stream of t's device (kernels launch on it), 0 on CPU."""
