@@ -146,6 +146,9 @@ def _quiet_triton_warnings() -> None:
 def _spikingjelly_impl(neuron: str, device: torch.device) -> Impl:
     version = bu.dist_version("spikingjelly")
     label = f"SpikingJelly {version}" if version else "SpikingJelly"
+    impl = _spikingjelly_cuda_implementation(neuron, device)
+    if impl:
+        label += f" [{impl}]"
 
     def build():
         if not bu.installed("spikingjelly"):
@@ -176,6 +179,19 @@ def _spikingjelly_impl(neuron: str, device: torch.device) -> Impl:
         return run, [p for p in node.parameters() if p.requires_grad]
 
     return Impl("spikingjelly", label, _spikingjelly_note(neuron, device), build)
+
+
+def _spikingjelly_cuda_implementation(neuron: str, device: torch.device) -> Optional[str]:
+    """Which CUDA implementation SpikingJelly 2.x binds for this neuron (cuda, triton or torch), so the
+    table says what spikeforge was compared with; None on CPU, for older versions or on any failure."""
+    if device.type != "cuda" or not bu.installed("spikingjelly"):
+        return None
+    try:
+        _quiet_triton_warnings()
+        from spikingjelly.activation_based import functional as sjf
+        return str(sjf.neuron_implementation(neuron, device)["implementation"])
+    except Exception:  # noqa: BLE001 - older SpikingJelly, or no CUDA implementation at all
+        return None
 
 
 def _spikingjelly_note(neuron: str, device: torch.device) -> str:
