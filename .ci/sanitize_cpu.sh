@@ -26,9 +26,16 @@ SPIKEFORGE_SANITIZE=ON SPIKEFORGE_WITH_CUDA=OFF \
 
 ASAN_LIB=$("$CXX_BIN" -print-file-name=libasan.so)
 [ -f "$ASAN_LIB" ] || { echo "sanitize_cpu: libasan.so not found via $CXX_BIN" >&2; exit 1; }
-export LD_PRELOAD="$ASAN_LIB"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# libstdc++ is preloaded too: Python itself does not link it, and ASan resolves the real __cxa_throw
+# when it initialises; without it the first C++ exception (any argument error) aborts with
+# "CHECK failed: ... real___cxa_throw != 0".
+export LD_PRELOAD="$ASAN_LIB $("$CXX_BIN" -print-file-name=libstdc++.so.6)"
+# Reports go to files as well: pytest captures fd 2, and an aborting process never flushes that.
+rm -rf "$DIR/reports" && mkdir -p "$DIR/reports"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:log_path=$PWD/$DIR/reports/asan
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$PWD/$DIR/reports/ubsan
+report() { for f in "$DIR"/reports/*; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done; }
+trap 'rc=$?; report; exit $rc' EXIT
 export PYTHONPATH="$PWD/$DIR/site${PYTHONPATH:+:$PYTHONPATH}"
 # Guard: the tests must import the sanitized build, not the normal install.
 "$PY" -c "import spikeforge._C as m, sys; s = m.sanitizers(); print('sanitized build:', m.__file__, s); sys.exit(0 if s else 1)"
