@@ -34,7 +34,10 @@ export LD_PRELOAD="$ASAN_LIB $("$CXX_BIN" -print-file-name=libstdc++.so.6)"
 rm -rf "$DIR/reports" && mkdir -p "$DIR/reports"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:log_path=$PWD/$DIR/reports/asan
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$PWD/$DIR/reports/ubsan
-report() { for f in "$DIR"/reports/*; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done; }
+report() {  # must succeed itself: under set -e a failing trap command would replace the exit status
+  for f in "$DIR"/reports/*; do if [ -f "$f" ]; then echo "== $f"; cat "$f"; fi; done
+  return 0
+}
 trap 'rc=$?; report; exit $rc' EXIT
 export PYTHONPATH="$PWD/$DIR/site${PYTHONPATH:+:$PYTHONPATH}"
 # Guard: the tests must import the sanitized build, not the normal install.
