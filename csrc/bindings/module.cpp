@@ -96,6 +96,13 @@ NB_MODULE(_C, m) {
     return 1;
 #endif
   });
+  m.def("sanitizers", [] {
+#if defined(SPIKEFORGE_SANITIZE)
+    return std::string("address,undefined");
+#else
+    return std::string();
+#endif
+  }, "Sanitizers compiled into this build (empty for a normal build).");
   spikeforge::bind::register_neuron(m);
   spikeforge::bind::register_psn(m);
 }

@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 
+#include "index.h"
 #include "surrogate.h"
 #include "tensor_view.h"
 
@@ -36,7 +37,8 @@ struct PSNParams {
 // Neurons per partition of the grad_W/grad_b reduction: partials has psn_num_partitions(N) rows of
 // T_out * (T_in + 1) float64 values (grad_W row-major, then grad_b).
 constexpr int64_t kPSNPartition = 1 << 14;
-inline int64_t psn_num_partitions(int64_t N) { return N > 0 ? (N + kPSNPartition - 1) / kPSNPartition : 0; }
+// ceil_div: N + kPSNPartition - 1 would overflow for N near INT64_MAX (N is caller-supplied).
+inline int64_t psn_num_partitions(int64_t N) { return N > 0 ? ceil_div(N, kPSNPartition) : 0; }
 
 // Forward.
 //   x      [T_in, N]   activations (f32/f16/bf16; f64 on CPU)

@@ -29,9 +29,12 @@ SF_HD float vexp(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // NaN stays NaN (and so does the result)
+  // The exponent comes from a copy with NaN mapped into range: int(NaN) is undefined behaviour (UBSan
+  // flagged the shift of the resulting INT_MIN + 127 in the sanitizer run). For any other x, xn == x.
+  const float xn = x >= -87.0f ? x : -87.0f;
   // round to nearest by the 1.5 * 2^23 shifter (std::nearbyint is a libm call that blocks vectorisation)
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float n = (xn * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693145751953125f;  // ln2 high part (exact in float)
   r = r - n * 1.428606765330187045e-06f; // ln2 low part
   float p = 1.3981999507e-3f;

@@ -65,9 +65,13 @@ inline void dispatch_dtype(DType d, F&& f) {
   throw ArgumentError("x_seq: unsupported dtype");
 }
 
+// The caller's thread count (torch.get_num_threads()), at most max(OpenMP's limit, processors):
+// results do not depend on it (fixed chunks), and an absurd request straight from the binding
+// (num_threads = 100000) made libgomp fail to create its threads and crash the process.
 inline int threads_of(const ExecConfig& ex) {
 #if defined(SPIKEFORGE_HAVE_OPENMP)
-  return ex.num_threads > 0 ? ex.num_threads : omp_get_max_threads();
+  const int cap = std::max(omp_get_max_threads(), omp_get_num_procs());
+  return ex.num_threads > 0 ? std::min(ex.num_threads, cap) : omp_get_max_threads();
 #else
   (void)ex;
   return 1;

@@ -30,10 +30,13 @@ template <typename C>
 struct Coeffs {  // the run-time constants of the charge/reset equations, in compute type
   C vth, vr, vr_c, nd, alpha;
   bool hard, decay;
-  explicit Coeffs(const NeuronParams& p)
+  // IF (k = 0, no w): H = V + X exactly. The general form adds 0 * (0 - (V - vr_c)), which is NaN
+  // once V is infinite (an inf input with soft reset), where shared/SEMANTICS.md's H = V + X stays inf.
+  bool leak;
+  Coeffs(const NeuronParams& p, bool has_w)
       : vth(static_cast<C>(p.v_threshold)), vr(static_cast<C>(p.v_reset)),
         vr_c(p.hard_reset ? static_cast<C>(p.v_reset) : C(0)), nd(p.detach_reset ? C(0) : C(1)),
-        alpha(static_cast<C>(p.alpha)), hard(p.hard_reset), decay(p.decay_input) {}
+        alpha(static_cast<C>(p.alpha)), hard(p.hard_reset), decay(p.decay_input), leak(has_w || p.k != 0.0) {}
 };
 
 // k for each neuron of the chunk [i0, i0 + n): the scalar 1/tau, or sigmoid(w) of its channel.
@@ -65,10 +68,10 @@ inline void charge_fire_reset(C* __restrict v, const C* __restrict k, const C* _
                               C* __restrict h_row, C* __restrict s_row, C* __restrict v_row, const Coeffs<C>& q,
                               int64_t n) {
   const C vth = q.vth, vr_c = q.vr_c, vr = q.vr;
-  const bool hard = q.hard, decay = q.decay;
+  const bool hard = q.hard, decay = q.decay, leak = q.leak;  // loop invariants: the loop is unswitched
   for (int64_t j = 0; j < n; ++j) {
     const C xa = decay ? x[j] : C(0), xb = decay ? C(0) : x[j];
-    const C h = v[j] + k[j] * (xa - (v[j] - vr_c)) + xb;
+    const C h = leak ? v[j] + k[j] * (xa - (v[j] - vr_c)) + xb : v[j] + xb;
     const bool fire = h >= vth;
     const C vn = fire ? (hard ? vr : h - vth) : h;
     h_row[j] = h;
@@ -110,7 +113,7 @@ void forward_impl(const TensorView& xv, const TensorView* v_init, const TensorVi
   S* vout = vv.ptr<S>();
   const S* vinit = v_init ? v_init->ptr<S>() : nullptr;
   const C* w = wv ? wv->ptr<C>() : nullptr;
-  const Coeffs<C> q(p);
+  const Coeffs<C> q(p, w != nullptr);
   (void)nthreads;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
   for (int64_t ch = 0; ch < nchunks; ++ch) {
@@ -155,7 +158,7 @@ void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorVie
   C* gk_ws = gkv ? gkv->ptr<C>() : nullptr;
   const bool plif = gk_ws != nullptr;
   const bool recompute = hsaved == nullptr;
-  const Coeffs<C> q(p);
+  const Coeffs<C> q(p, w != nullptr);
   const C alpha = q.alpha, vth = q.vth, vr = q.vr, vr_c = q.vr_c, nd = q.nd;
   const bool hard = q.hard, decay = q.decay;
   (void)nthreads;

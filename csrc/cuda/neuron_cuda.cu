@@ -50,10 +50,12 @@ __device__ __forceinline__ void store_f32(float* base, int64_t i, const float (&
 struct Coeffs {  // the run-time constants of the charge/reset equations
   float vth, vr, vr_c, nd, alpha;
   bool hard, decay;
-  explicit Coeffs(const NeuronParams& p)
+  bool leak;  // false for IF: H = V + X exactly (0 * inf would turn an infinite V into NaN); see CPU
+  Coeffs(const NeuronParams& p, bool has_w)
       : vth(static_cast<float>(p.v_threshold)), vr(static_cast<float>(p.v_reset)),
         vr_c(p.hard_reset ? static_cast<float>(p.v_reset) : 0.0f), nd(p.detach_reset ? 0.0f : 1.0f),
-        alpha(static_cast<float>(p.alpha)), hard(p.hard_reset), decay(p.decay_input) {}
+        alpha(static_cast<float>(p.alpha)), hard(p.hard_reset), decay(p.decay_input),
+        leak(has_w || p.k != 0.0) {}
 };
 
 // H saved in a 16-bit dtype keeps the forward's firing decision (core/half_bits.h): a rounded value
@@ -106,7 +108,7 @@ __device__ __forceinline__ void fill_v_init(float (&v)[VEC], const void* v_init,
 // One forward step of one neuron: reads V (state), X; writes H, S, V.
 __device__ __forceinline__ void charge_fire_reset(float& v, float k, float x, float& h, float& s, const Coeffs& q) {
   const float xa = q.decay ? x : 0.0f, xb = q.decay ? 0.0f : x;
-  h = v + k * (xa - (v - q.vr_c)) + xb;
+  h = q.leak ? v + k * (xa - (v - q.vr_c)) + xb : v + xb;
   const bool fire = h >= q.vth;
   s = fire ? 1.0f : 0.0f;
   v = fire ? (q.hard ? q.vr : h - q.vth) : h;
@@ -486,7 +488,7 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* v_init, const Te
   a.S = p.S;
   a.k = static_cast<float>(p.k);
   a.v_seq = v_out.numel() == p.T * p.N && p.T != 1;
-  const Coeffs q(p);
+  const Coeffs q(p, w != nullptr);
   dispatch_dtype(x.dtype, [&](auto tag) {
     forward_launch<typename decltype(tag)::type>(a, q, x.device_index, stream);
   });
@@ -538,7 +540,7 @@ void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* grad_v
     a.S = p.S;
     a.k = static_cast<float>(p.k);
     a.gv_seq = grad_v && grad_v->numel() == p.T * p.N && p.T != 1;
-    const Coeffs q(p);
+    const Coeffs q(p, w != nullptr);
     dispatch_dtype(grad_spike.dtype, [&](auto tag) {
       backward_launch<typename decltype(tag)::type>(a, q, p.surrogate, device, stream);
     });

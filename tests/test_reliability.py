@@ -1,0 +1,515 @@
+"""Reliability of the neuron (IF/LIF/PLIF, single-step) and PSN (psn/masked_psn/sliding_psn) op families:
+the bad-input contract at the native layer (docs/bad_inputs.md), Python validating before any native
+call, determinism (run to run, across thread counts, under torch.use_deterministic_algorithms),
+concurrent calls from Python threads (the bindings release the GIL), flat resident memory under
+repeated forward/backward, and fp16 overflow / NaN / Inf behaviour (docs/bad_inputs.md, "Numerics")."""
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from spikeforge import ops, reference
+from spikeforge._native import native
+
+needs_native = pytest.mark.skipif(native is None, reason="native module not built")
+SANITIZED = native is not None and bool(getattr(native, "sanitizers", lambda: "")())
+
+
+def dyadic(shape, lo=-8, hi=24, denom=8, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(lo, hi, shape, generator=g).double() / denom).to(dtype).to(device)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. native layer: bad arguments raise (never crash) and write nothing
+# ------------------------------------------------------------------------------------------------
+BIG = 1 << 32
+
+
+def _neuron_fwd(**over):
+    T, N = 3, 8
+    a = dict(x=torch.randn(T, N), v_init=None, w=None, spike=torch.full((T, N), 7.0), h_out=None,
+             v_out=torch.full((N,), 7.0), T=T, N=N, C=1, S=1, k=0.5, v_threshold=1.0, v_reset=0.0,
+             hard_reset=True, decay_input=True, surrogate=0, alpha=4.0, num_threads=1, stream=0)
+    a.update(over)
+    return a
+
+
+def _psn_fwd(**over):
+    T, N = 4, 8
+    a = dict(x=torch.randn(T, N), w=torch.randn(T, T), b=torch.randn(T), spike=torch.full((T, N), 7.0),
+             h_out=None, T_out=T, T_in=T, N=N, band=0, surrogate=1, alpha=2.0, num_threads=1, stream=0)
+    a.update(over)
+    return a
+
+
+def _psn_bwd(**over):
+    T, N = 4, 8
+    a = dict(grad_spike=torch.randn(T, N), x=torch.randn(T, N), w=torch.randn(T, T), b=torch.randn(T),
+             grad_x=torch.full((T, N), 7.0), partials=torch.zeros(1, T * (T + 1), dtype=torch.float64),
+             grad_w=torch.full((T, T), 7.0), grad_b=torch.full((T,), 7.0), T_out=T, T_in=T, N=N, band=0,
+             surrogate=1, alpha=2.0, num_threads=1, stream=0)
+    a.update(over)
+    return a
+
+
+# case -> (overrides, exception, message pattern)
+NATIVE_NEURON_FWD = {
+    # T * N = 2^64 + 2^32 wraps to 2^32 in int64: must be refused, not compared against numel
+    "T_times_N_overflows": (dict(T=BIG, N=BIG + 1), ValueError, "overflows"),
+    # C * S = 2^64 wrapped to 0 and the layout check divided by it (SIGFPE) before the fix
+    "C_times_S_overflows": (dict(w=torch.zeros(1), C=BIG, S=BIG), ValueError, "w"),
+    "negative_T": (dict(T=-3), ValueError, "negative"),
+    "x_meta": (dict(x=torch.empty(3, 8, device="meta")), ValueError, "x_seq"),
+    "x_string": (dict(x="tensor"), ValueError, "x_seq"),
+    "spike_readonly_shape": (dict(spike=torch.full((8, 3), 7.0).t()), ValueError, "spike_seq"),
+    "x_9_dims": (dict(x=torch.randn(3, 8, *[1] * 7)), ValueError, "8 dimensions"),
+}
+
+NATIVE_PSN_FWD = {
+    "weight_numel": (dict(w=torch.randn(4, 3)), ValueError, "weight"),
+    "weight_dtype": (dict(w=torch.randn(4, 4, dtype=torch.float64)), ValueError, "weight"),
+    "bias_numel": (dict(b=torch.randn(5)), ValueError, "bias"),
+    "spike_numel": (dict(spike=torch.full((4, 7), 7.0)), ValueError, "spike_seq"),
+    "spike_dtype": (dict(spike=torch.full((4, 8), 7.0, dtype=torch.float16)), ValueError, "spike_seq"),
+    "x_noncontiguous": (dict(x=torch.randn(8, 4).t()), ValueError, "x_seq"),
+    "x_int": (dict(x=torch.zeros(4, 8, dtype=torch.int64)), ValueError, "dtype"),
+    "N_mismatch": (dict(N=9), ValueError, "x_seq"),
+    "T_in_times_N_overflows": (dict(T_in=BIG, N=BIG + 1), ValueError, "overflows"),
+    "T_in_max": (dict(T_in=(1 << 63) - 1, N=0), ValueError, "T_in"),
+    "band_negative": (dict(band=-1), ValueError, "k"),
+    "surrogate_id": (dict(surrogate=8), ValueError, "surrogate"),
+    "alpha_nan": (dict(alpha=float("nan")), ValueError, "alpha"),
+    "h_out_numel": (dict(h_out=torch.zeros(3, 8)), ValueError, "h_seq"),
+}
+
+NATIVE_PSN_BWD = {
+    "partials_missing": (dict(partials=None), ValueError, "partials"),
+    "partials_dtype": (dict(partials=torch.zeros(1, 20)), ValueError, "partials"),
+    "partials_numel": (dict(partials=torch.zeros(1, 19, dtype=torch.float64)), ValueError, "partials"),
+    "grad_x_numel": (dict(grad_x=torch.full((4, 7), 7.0)), ValueError, "grad_x"),
+    "grad_weight_dtype": (dict(grad_w=torch.full((4, 4), 7.0, dtype=torch.float16)), ValueError, "grad_weight"),
+    "grad_bias_numel": (dict(grad_b=torch.full((3,), 7.0)), ValueError, "grad_bias"),
+    "grad_spike_dtype": (dict(grad_spike=torch.randn(4, 8, dtype=torch.float64)), ValueError, "grad_spike"),
+    "surrogate_id": (dict(surrogate=-2), ValueError, "surrogate"),
+}
+
+
+def _untouched(a, names):
+    for n in names:
+        t = a.get(n)
+        if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.is_floating_point():
+            assert t.eq(7.0).all(), f"{n} was written before the error"
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(NATIVE_NEURON_FWD))
+def test_native_neuron_forward_rejects(case):
+    over, exc, pattern = NATIVE_NEURON_FWD[case]
+    a = _neuron_fwd(**over)
+    with pytest.raises(exc, match=pattern):
+        native.neuron_forward(*a.values())
+    _untouched(a, ["spike", "v_out"])
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(NATIVE_PSN_FWD))
+def test_native_psn_forward_rejects(case):
+    over, exc, pattern = NATIVE_PSN_FWD[case]
+    a = _psn_fwd(**over)
+    with pytest.raises(exc, match=pattern):
+        native.psn_forward(*a.values())
+    _untouched(a, ["spike"])
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(NATIVE_PSN_BWD))
+def test_native_psn_backward_rejects(case):
+    over, exc, pattern = NATIVE_PSN_BWD[case]
+    a = _psn_bwd(**over)
+    with pytest.raises(exc, match=pattern):
+        native.psn_backward(*a.values())
+    _untouched(a, ["grad_x", "grad_w", "grad_b"])
+
+
+@needs_native
+def test_native_valid_calls_of_the_tables_work():
+    """The tables' base arguments are valid: each rejection above is caused by its one override."""
+    a = _neuron_fwd()
+    native.neuron_forward(*a.values())
+    s, v = reference.lif(a["x"])
+    assert torch.equal(a["spike"], s) and torch.equal(a["v_out"], v)
+    a = _psn_fwd()
+    native.psn_forward(*a.values())
+    assert torch.equal(a["spike"], reference.psn(a["x"], a["w"], a["b"]))
+    a = _psn_bwd()
+    native.psn_backward(*a.values())
+    assert not a["grad_x"].eq(7.0).all() and not a["grad_b"].eq(7.0).all()
+
+
+@needs_native
+@pytest.mark.parametrize("num_threads", [-5, 0, 1, 100_000])
+def test_native_thread_count_out_of_range(num_threads):
+    """Any thread count is clamped (100000 crashed libgomp before); the result does not depend on it."""
+    x = dyadic((3, 5000))
+    a = _neuron_fwd(x=x, spike=torch.empty(3, 5000), v_out=torch.empty(5000), N=5000, num_threads=num_threads)
+    native.neuron_forward(*a.values())
+    s, v = reference.lif(x)
+    assert torch.equal(a["spike"], s) and torch.equal(a["v_out"], v)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Python validates before any native call
+# ------------------------------------------------------------------------------------------------
+class _NoNative:
+    """Stands in for spikeforge._C: any use fails the test (a bad call must never get this far)."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"native.{name} reached with invalid arguments")
+
+
+def test_python_validates_before_native(monkeypatch):
+    import test_neuron_inputs as tni
+    import test_psn as tp
+    import importlib
+
+    # the modules themselves (spikeforge.ops.psn as an attribute is the psn function)
+    common, on, op = (importlib.import_module(f"spikeforge.ops.{m}") for m in ("_common", "neuron", "psn"))
+
+    stub = _NoNative()
+    monkeypatch.setattr(on, "native", stub)
+    monkeypatch.setattr(op, "native", stub)
+    monkeypatch.setattr(common, "native", stub)
+    monkeypatch.setattr(common, "_has_native", lambda device: True)
+    calls = [(c[0], c[1], c[2]) for c in tni._bad_calls()] + [(c[0], c[1], c[2]) for c in tp._bad_calls("cpu")]
+    assert len(calls) > 80
+    for name, fn, exc in calls:
+        with pytest.raises(exc):
+            fn()
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. determinism
+# ------------------------------------------------------------------------------------------------
+def _neuron_run(kind, x, w, g_s, g_v, dtype):
+    xl = x.clone().requires_grad_()
+    wl = None if w is None else w.clone().requires_grad_()
+    if kind == "plif":
+        s, v = ops.plif(xl, wl, return_v="seq")
+    elif kind == "lif":
+        s, v = ops.lif(xl, tau=3.0, v_reset=None, return_v="seq")
+    else:
+        s, v = ops.if_neuron(xl, return_v="seq")
+    ((s.float() * g_s).sum() + (v.float() * g_v).sum()).backward()
+    return [s, v, xl.grad] + ([wl.grad] if wl is not None else [])
+
+
+def _psn_run(op, x, w, b, g):
+    xl, wl, bl = (t.clone().requires_grad_() for t in (x, w, b))
+    s = {"psn": lambda: ops.psn(xl, wl, bl), "masked": lambda: ops.masked_psn(xl, wl, bl, 3, 0.5),
+         "masked1": lambda: ops.masked_psn(xl, wl, bl, 3), "sliding": lambda: ops.sliding_psn(xl, wl, bl)}[op]()
+    (s.float() * g).sum().backward()
+    return [s, xl.grad, wl.grad, bl.grad]
+
+
+def _psn_inputs(op, T, N, device, dtype=torch.float32):
+    x = torch.randn(T, N, device=device).to(dtype)
+    if op == "sliding":
+        return x, torch.randn(3, device=device), torch.randn((), device=device)
+    return x, torch.randn(T, T, device=device) / T, torch.randn(T, device=device)
+
+
+def _bits(t):
+    return t.contiguous().view(-1).view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def _assert_bitwise(runs):
+    """Every tensor of every run has the bits of the first run's (NaNs included)."""
+    for other in runs[1:]:
+        assert len(other) == len(runs[0])
+        for a, b in zip(runs[0], other):
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b))
+
+
+@pytest.mark.parametrize("kind", ["plif", "plif_c", "lif", "if"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_neuron_bitwise_across_runs_and_threads(device, kind, dtype):
+    """Outputs and all gradients (PLIF's w gradient is a reduction over every neuron) are bitwise equal
+    run to run and for 1, 2 and 3 threads. N spans several CPU chunks with a ragged tail."""
+    T, B, C, S = 6, 3, 5, 997  # N = 14955: four chunks at T = 6 (4096) plus a tail
+    x = torch.randn(T, B, C, S, device=device).to(dtype)
+    w = None
+    if kind == "plif":
+        w = torch.tensor(0.3, device=device)
+    elif kind == "plif_c":
+        w = torch.linspace(-1, 1, C, device=device)
+    g_s, g_v = torch.randn(T, B, C, S, device=device), torch.randn(T, B, C, S, device=device)
+    k = "plif" if kind.startswith("plif") else kind
+    runs = []
+    for threads in ((1, 2, 3, 2) if device == "cpu" else (1, 1)):
+        torch.set_num_threads(threads)
+        runs.append(_neuron_run(k, x, w, g_s, g_v, dtype))
+    _assert_bitwise(runs)
+
+
+@pytest.mark.parametrize("op", ["psn", "masked", "masked1", "sliding"])
+def test_psn_bitwise_across_runs_and_threads(device, op):
+    """Weight and bias gradients are reduced over 3 partitions of 2^14 neurons (float64 partials, fixed
+    order): bitwise equal run to run and for any thread count."""
+    T, N = 5, 2 * (1 << 14) + 1234
+    x, w, b = _psn_inputs(op, T, N, device)
+    g = torch.randn(T, N, device=device)
+    runs = []
+    for threads in ((1, 2, 3, 1) if device == "cpu" else (1, 1)):
+        torch.set_num_threads(threads)
+        runs.append(_psn_run(op, x, w, b, g))
+    _assert_bitwise(runs)
+
+
+@pytest.fixture
+def deterministic_mode():
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    # torch then fills every torch.empty with NaN: an output element a kernel failed to write shows up
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(prev)
+    torch.utils.deterministic.fill_uninitialized_memory = prev_fill
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 1000), (1, 7), (5, 0), (0, 6), (3, 2, 4099)])
+def test_deterministic_mode_neurons(device, deterministic_mode, shape):
+    """Under torch.use_deterministic_algorithms(True) the ops run (nothing they use is nondeterministic),
+    every output element is written (torch pre-fills empty tensors with NaN) and the results equal the
+    normal mode's bit for bit."""
+    x = dyadic(shape, device=device)
+    w = torch.zeros(shape[2], device=device) if len(shape) == 3 else torch.tensor(0.0, device=device)
+    v0 = dyadic(shape[1:], device=device, seed=1)
+    g = torch.randn(shape, device=device)
+    det = []
+    for fn in (lambda a, v: ops.lif(a, v, return_v="seq"), lambda a, v: ops.plif(a, w, v),
+               lambda a, v: ops.if_neuron(a, v, v_reset=None)):
+        xl, vl = x.clone().requires_grad_(), v0.clone().requires_grad_()
+        s, v = fn(xl, vl)
+        if s.numel():
+            ((s * g).sum() + v.sum()).backward()
+        else:
+            v.sum().backward()
+        det.append([s, v, xl.grad, vl.grad])
+    for outs in det:
+        for t in outs:
+            assert not t.isnan().any()
+    torch.use_deterministic_algorithms(False)
+    x2 = x.clone().requires_grad_()
+    s2, v2 = ops.lif(x2, v0, return_v="seq")
+    assert torch.equal(s2, det[0][0]) and torch.equal(v2, det[0][1])
+
+
+@pytest.mark.parametrize("op", ["psn", "masked", "masked1", "sliding"])
+@pytest.mark.parametrize("N", [1, 300, 0])
+def test_deterministic_mode_psn(device, deterministic_mode, op, N):
+    T = 6
+    x, w, b = _psn_inputs(op, T, N, device)
+    g = torch.randn(T, N, device=device)
+    outs = _psn_run(op, x, w, b, g)
+    for t in outs:
+        assert not t.isnan().any()
+    torch.use_deterministic_algorithms(False)
+    _assert_bitwise([outs, _psn_run(op, x, w, b, g)])
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. concurrency: several Python threads at once
+# ------------------------------------------------------------------------------------------------
+@needs_native
+def test_concurrent_calls_from_python_threads(device):
+    """Eight tasks of every op family, forward and backward, run on four Python threads at once give
+    exactly the single-threaded results."""
+    tasks = []
+    for i in range(8):
+        if i % 2 == 0:
+            x, w = torch.randn(6, 2, 4, 1500, device=device), torch.randn(4, device=device)
+            g = torch.randn(6, 2, 4, 1500, device=device)
+            tasks.append(lambda x=x, w=w, g=g: _neuron_run("plif", x, w, g, g, torch.float32))
+        else:
+            op = ("psn", "masked", "masked1", "sliding")[i // 2]
+            x, w, b = _psn_inputs(op, 5, 40000, device)
+            g = torch.randn(5, 40000, device=device)
+            tasks.append(lambda op=op, x=x, w=w, b=b, g=g: _psn_run(op, x, w, b, g))
+    expected = [t() for t in tasks]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda t: t(), tasks))
+            for e, r in zip(expected, got):
+                _assert_bitwise([e, r])
+
+
+@needs_native
+def test_native_calls_release_the_gil():
+    """While one thread is inside a long native call the main thread keeps running Python code: the
+    bindings release the GIL (nb::gil_scoped_release). Were it held, no main-thread iteration could
+    fall inside the call's interval."""
+    T, N = 64, 1 << 18
+    x = torch.randn(T, N)
+    spike, v_out = torch.empty(T, N), torch.empty(N)
+    span = {}
+    started = threading.Event()
+
+    def worker():
+        started.set()
+        t0 = time.perf_counter()
+        for _ in range(3):
+            native.neuron_forward(x, None, None, spike, None, v_out, T, N, 1, 1, 0.5, 1.0, 0.0, True, True, 0,
+                                  4.0, 1, 0)
+        span["t"] = (t0, time.perf_counter())
+
+    th = threading.Thread(target=worker)
+    stamps = []
+    th.start()
+    started.wait()
+    while th.is_alive():
+        stamps.append(time.perf_counter())
+    th.join()
+    t0, t1 = span["t"]
+    assert t1 - t0 > 0.01, "the native call was too short to tell"
+    inside = [s for s in stamps if t0 + 0.2 * (t1 - t0) < s < t0 + 0.8 * (t1 - t0)]
+    assert len(inside) > 10, f"main thread starved during {t1 - t0:.3f}s of native work: GIL held?"
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. no leaks
+# ------------------------------------------------------------------------------------------------
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+@pytest.mark.skipif(SANITIZED, reason="ASan's quarantine holds freed memory: RSS is not flat by design")
+def test_repeated_forward_backward_keeps_rss_flat():
+    """Every [T, N] tensor here is 256 KiB: 200 iterations that leaked even one output, workspace or
+    saved tensor per iteration would grow RSS by >= 50 MiB; the bound allows allocator noise only."""
+    x = torch.randn(8, 2, 16, 256)
+    w = torch.zeros(16, requires_grad=True)
+    pw, pb = torch.randn(8, 8, requires_grad=True), torch.randn(8, requires_grad=True)
+
+    def step():
+        xl = x.clone().requires_grad_()
+        s, v = ops.plif(xl, w, return_v="seq")
+        s2, v2 = ops.lif_step(xl[0], v[0])
+        p = ops.psn(xl, pw, pb) + ops.masked_psn(xl, pw, pb, 2)  # sliding_psn: the same native calls
+        (s.sum() + v.sum() + s2.sum() + v2.sum() + p.sum()).backward()
+
+    torch.set_num_threads(1)  # per-call overhead dominates at this size; the fixture restores it
+    for _ in range(30):  # warm-up: allocator pools, autograd caches
+        step()
+    gc.collect()
+    before = _rss_bytes()
+    for _ in range(200):
+        step()
+    gc.collect()
+    grown = _rss_bytes() - before
+    assert grown < 16 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 200 iterations"
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. numerics: fp16 overflow, NaN and Inf propagation (docs/bad_inputs.md, "Numerics")
+# ------------------------------------------------------------------------------------------------
+def test_fp16_state_is_float32_and_outputs_saturate(device):
+    """IF with soft reset integrating 30000 per step: the float32 state passes 65504 (fp16's max)
+    without harm; the returned potential is rounded to fp16 once, so it reads inf exactly where the
+    float32 value exceeds the fp16 range, and the spikes stay correct."""
+    x = torch.full((4, 3), 30000.0, device=device)
+    s16, v16 = ops.if_neuron(x.half(), v_reset=None, return_v="seq")
+    s32, v32 = ops.if_neuron(x, v_reset=None, return_v="seq")
+    assert torch.equal(s16.float(), s32) and s32.eq(1).all()
+    assert torch.equal(v16, v32.half())
+    assert torch.isinf(v16[2:]).all() and torch.isfinite(v16[:2]).all()
+
+
+def test_fp16_psn_accumulates_in_float32(device):
+    """H = W X + b in float32: 2*60000 - 2*60000 + 0.5 = 0.5 -> spike. An fp16 GEMM would overflow to
+    inf - inf = NaN and not fire."""
+    x = torch.tensor([[60000.0], [60000.0]], device=device).half()
+    w = torch.tensor([[2.0, -2.0], [1.0, 0.0]], device=device)
+    b = torch.tensor([0.5, -60001.0], device=device)
+    s = ops.psn(x, w, b)
+    assert s.dtype == torch.float16 and s.flatten().tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("v_reset", [0.0, None])
+def test_nan_stays_in_its_neuron(device, v_reset):
+    """A NaN input never fires and, with no reset, keeps that neuron's V NaN for the rest of the
+    sequence; its gradient is NaN up to that step. Every other neuron is bitwise unaffected."""
+    x = dyadic((5, 2, 6), device=device)
+    xn = x.clone()
+    xn[2, 1, 3] = float("nan")
+    w = torch.tensor([0.0, -1.0] * 3, device=device)  # per channel (x dim 2)
+    for fn in (lambda a: ops.lif(a, v_reset=v_reset, return_v="seq"), lambda a: ops.if_neuron(a, v_reset=v_reset, return_v="seq"),
+               lambda a: ops.plif(a, w, v_reset=v_reset, return_v="seq")):
+        xl = xn.clone().requires_grad_()
+        s, v = fn(xl)
+        (s.sum() + v.nan_to_num(0.0).sum()).backward()
+        s0, v0 = fn(x)
+        other = torch.ones_like(x, dtype=torch.bool)
+        other[:, 1, 3] = False
+        assert torch.equal(s[other], s0[other]) and torch.equal(v[other], v0[other])
+        assert s[2:, 1, 3].eq(0).all() and v[2:, 1, 3].isnan().all()
+        assert torch.equal(s[:2, 1, 3], s0[:2, 1, 3])
+        assert xl.grad[:3, 1, 3].isnan().all() and not xl.grad[other].isnan().any()
+
+
+@pytest.mark.parametrize("op", ["lif", "if", "plif"])
+def test_inf_soft_reset_matches_reference(device, op):
+    """Soft reset with +-inf inputs: kernels and reference agree (inf fires and stays inf for IF;
+    LIF's leak turns an infinite V into NaN at the next step: inf - inf)."""
+    x = dyadic((4, 5), device=device)
+    x[0, 0], x[1, 1], x[0, 2], x[2, 3] = float("inf"), float("inf"), float("-inf"), float("-inf")
+    kw = dict(v_reset=None, return_v="seq")
+    w = torch.tensor(0.0, device=device)
+    call = {"lif": lambda m: m.lif(x, **kw), "if": lambda m: m.if_neuron(x, **kw),
+            "plif": lambda m: m.plif(x, w, **kw)}[op]
+    s, v = call(ops)
+    sr, vr = call(reference)
+    assert torch.equal(s, sr)
+    assert torch.equal(v.isnan(), vr.isnan()) and torch.equal(v.nan_to_num(), vr.nan_to_num())
+
+
+def test_inf_hard_reset_selects_v_reset(device):
+    """Hard reset of an infinite H is V = v_reset (the kernels select: S ? v_reset : H). The reference's
+    arithmetic form S*v_reset + (1-S)*H gives 0*inf = NaN there; finite H agrees exactly."""
+    x = torch.tensor([[float("inf")], [0.5], [0.75]], device=device)
+    for fn in (ops.lif, ops.if_neuron):
+        s, v = fn(x, v_reset=-0.25, return_v="seq")
+        assert s[0].item() == 1.0 and v[0].item() == -0.25
+        s_ref, v_ref = (reference.lif if fn is ops.lif else reference.if_neuron)(
+            x[1:], torch.full((1,), -0.25, device=device), v_reset=-0.25, return_v="seq")
+        assert torch.equal(s[1:], s_ref) and torch.equal(v[1:], v_ref)
+
+
+@pytest.mark.parametrize("op", ["psn", "masked1", "sliding"])
+def test_nan_input_psn_reaches_only_its_outputs(device, op):
+    """PSN: a NaN in X[i] makes H[t] NaN (no spike) for every t that reads step i: all t for the dense
+    psn (0 * NaN is NaN), only t in [i, i + k - 1] for the banded masked (lam = 1) and sliding PSN,
+    whose kernels never read outside the causal band. Other neurons are unaffected."""
+    T, k, i = 6, 3, 2
+    x = dyadic((T, 4), device=device)
+    xn = x.clone()
+    xn[i, 1] = float("nan")
+    w, b = dyadic((T, T), -4, 4, device=device, seed=3), torch.full((T,), -0.5, device=device)
+    taps, tb = torch.tensor([0.25, 0.5, 1.0], device=device), torch.tensor(-0.5, device=device)
+    f = {"psn": lambda a: ops.psn(a, w, b), "masked1": lambda a: ops.masked_psn(a, w, b, k),
+         "sliding": lambda a: ops.sliding_psn(a, taps, tb)}[op]
+    s, s0 = f(xn), f(x)
+    hit = torch.zeros(T, dtype=torch.bool)
+    hit[(slice(None) if op == "psn" else slice(i, i + k))] = True
+    assert s[hit, 1].eq(0).all()
+    assert torch.equal(s[~hit.to(s.device), 1], s0[~hit.to(s.device), 1])
+    assert torch.equal(s[:, [0, 2, 3]], s0[:, [0, 2, 3]])
