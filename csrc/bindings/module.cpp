@@ -18,6 +18,7 @@ namespace nb = nanobind;
 namespace spikeforge::bind {
 void register_neuron(nb::module_& m);
 void register_psn(nb::module_& m);
+void register_spike(nb::module_& m);
 }
 
 #ifndef SPIKEFORGE_VERSION
@@ -98,4 +99,5 @@ NB_MODULE(_C, m) {
   });
   spikeforge::bind::register_neuron(m);
   spikeforge::bind::register_psn(m);
+  spikeforge::bind::register_spike(m);
 }
