@@ -220,8 +220,8 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
             gw = grad_y.t() @ dense
     if need_b:
         gb = grad_y.sum(0)
-    e = grad_y.new_empty(0)
-    return (gs if need_s else e, gw if need_w else e, gb if need_b else e)
+    e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
+    return (gs if need_s else e(0), gw if need_w else e(0), gb if need_b else e(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,8 +272,8 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
             gw = torch.nn.grad.conv2d_weight(dense, w.shape, grad_y, stride, padding, dilation, groups)
     if need_b:
         gb = grad_y.sum((0, 2, 3))
-    e = grad_y.new_empty(0)
-    return (gs if need_s else e, gw if need_w else e, gb if need_b else e)
+    e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
+    return (gs if need_s else e(0), gw if need_w else e(0), gb if need_b else e(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,9 +316,8 @@ def _fake_fwd(s, w, cp):
 
 
 def _fake_bwd(grad_y, s_shape, w, ns, nw, nb, bias_len):
-    e = grad_y.new_empty(0)
-    return (grad_y.new_empty(s_shape) if ns else e, grad_y.new_empty(w.shape) if nw else e,
-            grad_y.new_empty((bias_len,)) if nb else e)
+    e = grad_y.new_empty
+    return (e(s_shape) if ns else e(0), e(w.shape) if nw else e(0), e((bias_len,)) if nb else e(0))
 
 
 # ---- custom ops (torch.compile, opcheck). With input_kind "auto" the kind is only known inside the op,
@@ -547,8 +546,9 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, mo
     if not _native_ok(s):
         return reference.spike_linear(s, weight, bias, grad_mask)
     lead = tuple(s.shape[:-1])
-    s2d = s.reshape(-1, K)
-    gm = None if grad_mask is None else grad_mask.reshape(-1, K)
+    M = math.prod(lead)
+    s2d = s.reshape(M, K)
+    gm = None if grad_mask is None else grad_mask.reshape(M, K)
     return _run("linear", s2d, weight, bias, gm, None, m, k).reshape(lead + (N,))
 
 
