@@ -358,3 +358,33 @@ def test_native_checks_raise_not_crash():
     with pytest.raises((ValueError, RuntimeError), match="output size"):
         native.spike_conv2d_forward(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None,
                                     torch.zeros(1, 1, 4, 4), [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1], 1, 0)
+
+
+def test_auto_dispatch_follows_crossover(monkeypatch):
+    """mode="auto" runs the event-driven kernel at or below CROSSOVER and the dense op above it."""
+    real, calls = S.native, []
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            return lambda *a: (calls.append(name), fn(*a))[1]
+
+    monkeypatch.setattr(S, "native", Spy())
+    monkeypatch.setitem(S.CROSSOVER, "cpu", {"linear": 0.1, "conv2d": 0.1, "linear_fwd": 0.1, "conv2d_fwd": None})
+    w = torch.randn(8, 100)
+    for rate, sparse in ((0.05, True), (0.5, False)):
+        s = torch.zeros(10, 100)
+        s.view(-1)[: int(rate * 1000)] = 1
+        calls.clear()
+        ops.spike_linear(s, w)
+        assert ("spike_linear_forward" in calls) == sparse
+        calls.clear()
+        ops.spike_linear(s, w.requires_grad_()).sum().backward()
+        assert ("spike_linear_grad_weight" in calls) == sparse
+        w = w.detach()
+        calls.clear()
+        ops.spike_conv2d(s.view(10, 1, 10, 10), torch.randn(2, 1, 3, 3))  # conv2d_fwd None: never sparse
+        assert "spike_conv2d_forward" not in calls
+    calls.clear()
+    ops.spike_linear(torch.eye(10, 100) * 0.5, w)  # non-spike floats at a 1% rate: still dense
+    assert "spike_linear_forward" not in calls

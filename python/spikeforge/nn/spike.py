@@ -41,8 +41,10 @@ class _SpikeLayer(nn.Module):
             nnz, kind = ops.spike_stats(s)  # one synchronisation, then cached
             mode = self.mode
             if mode == "auto":
+                key = self._layer if torch.is_grad_enabled() else self._layer + "_fwd"
+                limit = _spike.CROSSOVER["cuda"].get(key)
                 rate = nnz / max(s.numel(), 1)
-                mode = "sparse" if kind != "float" and rate <= _spike.CROSSOVER["cuda"][self._layer] else "dense"
+                mode = "sparse" if kind != "float" and limit is not None and rate <= limit else "dense"
             self._plan = (mode, kind if self.input_kind == "auto" else self.input_kind)
         return self._plan
 

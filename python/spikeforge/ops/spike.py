@@ -42,12 +42,16 @@ _KINDS = {"auto": KIND_AUTO, "binary": KIND_BINARY, "counts": KIND_COUNTS, "floa
 MODE_AUTO, MODE_SPARSE, MODE_DENSE = 0, 1, 2
 _MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
 
-# Firing rate (fraction of non-zero inputs) at or below which the event-driven kernels are faster than
-# the dense torch op, per device and layer type: the crossover measured by `spikeforge bench spikes`
-# (bench/results/*_spikes.json; linear 4096->4096 and conv 3x3 64->64 at 32x32, batch*T = 256).
+# Firing rate (fraction of non-zero inputs) at or below which the event-driven kernels beat the dense
+# torch op, per device and layer: the crossover measured by `spikeforge bench spikes` (linear
+# 4096->4096 and conv 3x3 64->64 at 32x32, batch*T = 256; bench/results/<device>_spikes.json). "linear" /
+# "conv2d" are the forward+backward crossovers (used when a gradient is needed), "*_fwd" the forward-only
+# ones (inference). None: not measured on that device, so "auto" takes the dense op there and the
+# event-driven kernels run only with mode="sparse".
 CROSSOVER = {
-    "cpu": {"linear": 0.30, "conv2d": 0.15},
-    "cuda": {"linear": 0.02, "conv2d": 0.02},
+    # 2 EPYC cores, load average 5-9 (bench/results/cpu_spikes.json)
+    "cpu": {"linear": 0.30, "conv2d": 0.20, "linear_fwd": 0.30, "conv2d_fwd": 0.10},
+    "cuda": {"linear": None, "conv2d": None, "linear_fwd": None, "conv2d_fwd": None},
 }
 
 
@@ -169,9 +173,10 @@ def _resolve_kind(kind: int, info: Tensor) -> int:
 def _use_sparse(mode: int, kind: int, info: Tensor, numel: int, device: torch.device, layer: str) -> bool:
     if mode != MODE_AUTO:
         return mode == MODE_SPARSE
-    if kind == KIND_FLOAT or numel == 0:
+    rate = CROSSOVER.get(device.type, {}).get(layer)
+    if kind == KIND_FLOAT or numel == 0 or rate is None:
         return False  # non-spike floats: the dense op (the sparse kernels would be exact, just slower)
-    return int(info[0]) <= CROSSOVER[device.type][layer] * numel
+    return int(info[0]) <= rate * numel
 
 
 def _saved_values(s2d: Tensor, kind: int) -> Tensor:
@@ -284,11 +289,12 @@ def _rows(s: Tensor) -> Tensor:
     return s if s.dim() == 2 else s.reshape(s.shape[0], -1)
 
 
-def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[list[int]], mode: int, kind: int):
-    """-> (y, bits, info, kind resolved)."""
+def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[list[int]], mode: int, kind: int,
+         training: bool = True):
+    """-> (y, bits, info, kind resolved). training picks the forward+backward crossover."""
     bits, info = _pack_impl(_rows(s))
     kind = _resolve_kind(kind, info)
-    sparse = _use_sparse(mode, kind, info, s.numel(), s.device, layer)
+    sparse = _use_sparse(mode, kind, info, s.numel(), s.device, layer if training else layer + "_fwd")
     y = _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
     return y, bits, info, kind
 
@@ -516,7 +522,7 @@ def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optio
     if mode != MODE_AUTO and kind == KIND_AUTO:  # inference with a fixed path: no packing needed
         sparse = mode == MODE_SPARSE
         return _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
-    return _fwd(layer, s, w, b, cp, mode, kind)[0]
+    return _fwd(layer, s, w, b, cp, mode, kind, training=False)[0]
 
 
 def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, mode: str = "auto",
