@@ -157,9 +157,21 @@ def test_linear_saved_bytes_one_bit(device):
     big = [t for t in saved if t is not None and t.data_ptr() != w.data_ptr() and t.numel() > 2]
     nbytes = sum(t.numel() * t.element_size() for t in big)
     assert nbytes * 16 <= s.numel() * 4, [(t.dtype, t.shape) for t in big]
-    assert nbytes == S.saved_bytes(s)
+    assert nbytes == S.saved_bytes(s) == S.saved_bytes(s, "binary", "linear")
+    assert S.saved_bytes(s.view(4, 16, 2, 16, 16), layer="conv2d") == 64 * 512 // 8
     y.sum().backward()
     close(w.grad, torch.ones(256, 64, device=device) @ s)
+
+
+def test_conv2d_saved_bytes_one_bit(device):
+    s = spikes((2, 4, 16, 8, 8), 0.05, device=device)  # [T, B, C, H, W]
+    w = torch.randn(16, 16, 3, 3, device=device, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ops.spike_conv2d(s, w, None, 1, 1, mode="sparse")
+    big = [t for t in saved if t is not None and t.data_ptr() != w.data_ptr() and t.numel() > 2]
+    nbytes = sum(t.numel() * t.element_size() for t in big)
+    assert nbytes == S.saved_bytes(s) == 8 * 1024 // 8 and nbytes * 32 == s.numel() * 4
 
 
 def test_linear_deterministic_over_threads():

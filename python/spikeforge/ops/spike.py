@@ -618,13 +618,19 @@ def spike_stats(s: Tensor) -> tuple[int, str]:
     return int(info[0]), ["binary", "counts", "float"][int(info[1])]
 
 
-def saved_bytes(s: Tensor, input_kind: str = "auto") -> int:
+def saved_bytes(s: Tensor, input_kind: str = "auto", layer: Optional[str] = None) -> int:
     """Bytes of s that spike_linear / spike_conv2d keep for backward (eager path): 1 bit per element for
-    binary input (packed int64 rows), 1 byte for counts, the input itself for other floats."""
+    binary input (packed int64 rows, padded to whole words), 1 byte for counts, the input itself for other
+    floats. layer "linear" packs rows of the last dimension, "conv2d" one row per [C, H, W] sample;
+    None: "linear" for 2-D / 3-D s, else "conv2d"."""
     kind = _check_choice("input_kind", input_kind, _KINDS)
+    if layer is None:
+        layer = "linear" if s.dim() <= 3 else "conv2d"
+    if layer not in ("linear", "conv2d"):
+        raise ValueError(f"layer must be 'linear', 'conv2d' or None, got {layer!r}")
     if kind == KIND_AUTO:
         kind = ["binary", "counts", "float"].index(spike_stats(s)[1])
-    rows = s.reshape(-1, s.shape[-1]) if s.dim() <= 2 else s.reshape(s.shape[0], -1)
     if kind == KIND_BINARY:
-        return rows.shape[0] * _words(rows.shape[1]) * 8
+        K = s.shape[-1] if layer == "linear" else math.prod(s.shape[-3:])
+        return (s.numel() // max(K, 1)) * _words(K) * 8
     return s.numel() * (1 if kind == KIND_COUNTS else s.element_size())
