@@ -32,6 +32,7 @@
 namespace spikeforge {
 namespace {
 
+using cuda_detail::check_cuda;
 using cuda_detail::check_launch;
 using cuda_detail::DeviceGuard;
 
@@ -71,7 +72,9 @@ __global__ void pack_kernel(const float* __restrict__ s, int64_t* __restrict__ b
       nnz += __popc(half[0]) + __popc(half[1]);
     }
   }
-  kind = __reduce_max_sync(0xffffffffu, kind);
+  // warp max by shuffles (__reduce_max_sync would need sm_80)
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) kind = max(kind, __shfl_xor_sync(0xffffffffu, kind, d));
   if (lane == 0) {
     if (nnz) atomicAdd(&info[0], nnz);
     if (kind) atomicMax(&info[1], static_cast<unsigned long long>(kind));
@@ -303,9 +306,12 @@ void spike_pack_cuda(const TensorView& s, const TensorView& bits, const TensorVi
   check_spike_pack_args(s, bits, info);
   require_all_cuda({&s, &bits, &info}, "spike_pack_cuda");
   const int64_t R = s.shape[0], K = s.shape[1];
-  if (R == 0 || K == 0) return;
   const DeviceGuard guard(s.device_index);
   const auto stream = static_cast<cudaStream_t>(ex.stream);
+  // The kernel accumulates into info with atomics, and the ops allocate it uninitialised: zero it first
+  // (an async memset on the stream: still no host synchronisation, still capturable).
+  check_cuda(cudaMemsetAsync(info.data, 0, 2 * sizeof(int64_t), stream), "cudaMemsetAsync (info)");
+  if (R == 0 || K == 0) return;
   const int64_t warps = R * spike_words(K);
   pack_kernel<<<grid_1d(warps * 32, s.device_index), kBlock, 0, stream>>>(
       s.ptr<const float>(), bits.ptr<int64_t>(), reinterpret_cast<unsigned long long*>(info.ptr<int64_t>()), R, K);
