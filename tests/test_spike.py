@@ -124,6 +124,29 @@ def test_linear_grad_mask(device):
         assert not gs[~mask].any()
 
 
+@pytest.mark.parametrize("mask_rate", [0.0, 0.05, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_masked_grad_input_native(device, mask_rate, dtype):
+    """The masked grad_input kernel computes exactly the masked entries of dY W (zero elsewhere), for any
+    thread count (fixed partitions of the output features)."""
+    if device == "cuda" and dtype == torch.float64:
+        pytest.skip("CUDA kernels take float32")
+    M, N, K = 37, 333, 101  # N > 8 tiles of 16 with a remainder, K not a multiple of 8
+    s = spikes((M, K), 0.1, dtype=dtype, device=device)
+    mask = torch.rand(M, K, device=device) < mask_rate
+    w = dyadic((N, K), -16, 16, 16, dtype=dtype, device=device)
+    gy = dyadic((M, N), -8, 8, 16, dtype=dtype, device=device)
+    want = (gy @ w) * mask
+    got = []
+    for nt in (1, 2):
+        torch.set_num_threads(nt)
+        _, (gs, _) = grads(lambda s_, w_: ops.spike_linear(s_, w_, mode="sparse", grad_mask=mask), [s, w], gy)
+        got.append(gs)
+    close(got[0], want)
+    assert torch.equal(got[0], got[1])
+    assert not got[0][~mask].any()
+
+
 def test_linear_input_kind_promise(device):
     w = torch.randn(3, 4, device=device)
     counts = torch.tensor([[0.0, 2.0, 1.0, 0.0]], device=device)
@@ -268,6 +291,9 @@ def test_opcheck(device):
     gy = torch.randn(6, 5, device=device)
     torch.library.opcheck(torch.ops.spikeforge.spike_linear_bwd,
                           (gy, bits, None, info, w.detach(), None, S.MODE_SPARSE, S.KIND_BINARY, True, True, True))
+    mask = torch.rand(6, 70, device=device) < 0.2
+    torch.library.opcheck(torch.ops.spikeforge.spike_linear_bwd,
+                          (gy, bits, None, info, w.detach(), mask, S.MODE_DENSE, S.KIND_BINARY, True, False, False))
 
 
 @pytest.mark.parametrize("input_kind", ["auto", "binary"])
@@ -368,6 +394,9 @@ def test_native_checks_raise_not_crash():
         native.spike_linear_forward(s, torch.zeros(3, 11), None, torch.zeros(4, 3), None, 1, 0)
     with pytest.raises((ValueError, RuntimeError), match="bits"):
         native.spike_pack(s, torch.zeros(4, 2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64), 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="grad_mask bits"):
+        native.spike_linear_grad_input_masked(torch.zeros(4, 2, dtype=torch.int64), torch.zeros(4, 3),
+                                              torch.zeros(3, 10), torch.zeros(4, 10), None, 1, 0)
     with pytest.raises((ValueError, RuntimeError), match="output size"):
         native.spike_conv2d_forward(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None,
                                     torch.zeros(1, 1, 4, 4), [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1], 1, 0)
@@ -401,6 +430,14 @@ def test_auto_dispatch_follows_crossover(monkeypatch):
     calls.clear()
     ops.spike_linear(torch.eye(10, 100) * 0.5, w)  # non-spike floats at a 1% rate: still dense
     assert "spike_linear_forward" not in calls
+    for mask_rate, native_masked in ((0.1, True), (0.5, False)):  # MASKED_CROSSOVER["cpu"] = 0.2
+        mask = torch.zeros(10, 100, dtype=torch.bool)
+        mask.view(-1)[: int(mask_rate * 1000)] = True
+        calls.clear()
+        sg = torch.eye(10, 100).requires_grad_()
+        ops.spike_linear(sg, w, grad_mask=mask).sum().backward()
+        assert ("spike_linear_grad_input_masked" in calls) == native_masked
+        close(sg.grad, w.sum(0).expand(10, 100) * mask)
 
 
 @pytest.mark.parametrize("mode", ["sparse", "dense"])

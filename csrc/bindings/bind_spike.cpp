@@ -71,6 +71,16 @@ void linear_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::ha
   SF_SPIKE_DISPATCH(gy.device, spike_linear_grad_weight, bv.get(), sv.get(), gy, gw, wsv.get(), ex);
 }
 
+void linear_grad_input_masked(nb::handle mask, nb::handle grad_y, nb::handle w, nb::handle grad_s, nb::handle ws,
+                              int num_threads, uintptr_t stream) {
+  const TensorView mv = to_view(mask, "grad_mask bits"), gy = to_view(grad_y, "grad_out"), wv = to_view(w, "weight"),
+                   gs = to_view(grad_s, "grad_s");
+  const OptView wsv(ws, "ws");
+  const ExecConfig ex = exec(num_threads, stream);
+  nb::gil_scoped_release release;
+  SF_SPIKE_DISPATCH(gy.device, spike_linear_grad_input_masked, mv, gy, wv, gs, wsv.get(), ex);
+}
+
 void conv_forward(nb::handle s, nb::handle w, nb::handle bias, nb::handle y, const std::vector<int64_t>& params,
                   int num_threads, uintptr_t stream) {
   const TensorView sv = to_view(s, "s"), wv = to_view(w, "weight"), yv = to_view(y, "out");
@@ -105,6 +115,9 @@ void register_spike(nb::module_& m) {
   m.def("spike_linear_grad_weight", &linear_grad_weight, nb::arg("bits").none(), nb::arg("s").none(),
         nb::arg("grad_y"), nb::arg("grad_w"), nb::arg("ws").none(), nb::arg("num_threads"), nb::arg("stream"),
         "grad_W = dY^T S accumulated over the active inputs only.");
+  m.def("spike_linear_grad_input_masked", &linear_grad_input_masked, nb::arg("mask"), nb::arg("grad_y"), nb::arg("w"),
+        nb::arg("grad_s"), nb::arg("ws").none(), nb::arg("num_threads"), nb::arg("stream"),
+        "grad_s = grad_y W only where the packed mask is set (zero elsewhere), work in proportion to the mask.");
   m.def("spike_conv2d_forward", &conv_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"),
         nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"), "Event-driven 2-D convolution forward.");
   m.def("spike_conv2d_grad_weight", &conv_grad_weight, nb::arg("bits").none(), nb::arg("s").none(),

@@ -107,6 +107,26 @@ void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorVie
   SF_CHECK_ARG(M < (int64_t(1) << 31) && K < (int64_t(1) << 31), "s: more than 2^31 rows or columns");
 }
 
+void check_spike_linear_grad_input_masked_args(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                               const TensorView& grad_s, const TensorView* ws) {
+  check_float(grad_y, "grad_out");
+  SF_CHECK_ARG(grad_y.ndim == 2 && w.ndim == 2, "grad_out and weight must be 2-D");
+  const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = w.shape[1];
+  check_dense(grad_y, "grad_out");
+  check_like(grad_y, w, "grad_out", "weight");
+  check_shape(w, {N, K}, "weight");
+  check_like(grad_y, grad_s, "grad_out", "grad_s");
+  check_shape(grad_s, {M, K}, "grad_s");
+  SF_CHECK_ARG(mask.dtype == DType::i64, "grad_mask bits must be int64");
+  check_same_device(grad_y, mask, "grad_out", "grad_mask bits");
+  check_shape(mask, {M, spike_words(K)}, "grad_mask bits");
+  if (ws) {
+    check_like(grad_y, *ws, "grad_out", "ws");
+    check_shape(*ws, {K, N}, "ws");
+  }
+  SF_CHECK_ARG(M < (int64_t(1) << 31) && K < (int64_t(1) << 31), "grad_s: more than 2^31 rows or columns");
+}
+
 void check_spike_conv2d_params(const SpikeConvParams& p) {
   SF_CHECK_ARG(p.B >= 0 && p.Cin >= 1 && p.H >= 0 && p.W >= 0 && p.Cout >= 1 && p.kh >= 1 && p.kw >= 1,
                "spike_conv2d: bad sizes");

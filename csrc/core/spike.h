@@ -61,6 +61,15 @@ void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const Te
 // grad_w [N, K] out; ws: [K, N] workspace (CUDA) or null (CPU).
 void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
                                   const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex);
+// masked linear grad_input (the sparse-gradient idea of Perez-Nieves & Goodman 2021: the upstream
+// neuron's surrogate is zero outside a window, so only entries inside it are needed):
+//   grad_s[m, k] = sum_n grad_y[m, n] w[n, k] where bit k of mask row m is set, else 0.
+// mask [M, words(K)] int64 (packed); grad_y [M, N]; w [N, K]; grad_s [M, K] out; ws: [K, N] workspace
+// (CUDA: W transposed) or null (CPU). Work is proportional to the set bits, not to M K.
+void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                        const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex);
+// Output-feature partitions of the CPU masked grad_input (fixed: results do not depend on the threads).
+constexpr int64_t kSpikeMaskedPartitions = 8;
 // conv2d forward: s [B, Cin, H, W], w [Cout, Cin/g, kh, kw], bias [Cout] or null, y [B, Cout, Ho, Wo].
 void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
                               const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
@@ -79,6 +88,8 @@ void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const T
                                const TensorView& y, const TensorView* wt, const ExecConfig& ex);
 void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
                                    const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex);
+void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                         const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex);
 void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
                                const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
 void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
@@ -93,6 +104,8 @@ void check_spike_linear_forward_args(const TensorView& s, const TensorView& w, c
                                      const TensorView& y, const TensorView* wt);
 void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
                                          const TensorView& grad_w, const TensorView* ws);
+void check_spike_linear_grad_input_masked_args(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                               const TensorView& grad_s, const TensorView* ws);
 void check_spike_conv2d_params(const SpikeConvParams& p);
 void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
                                      const TensorView& y, const SpikeConvParams& p);

@@ -223,6 +223,31 @@ __global__ void __launch_bounds__(kBlock) gather_kernel(Source src, int64_t n_sr
   }
 }
 
+// Masked grad_input: one warp per entry (m, k) of grad_s (grid-stride). An entry outside the mask is
+// written 0 at once; inside, the warp reads grad_y[m, :] and wt[k, :] (W transposed: both rows
+// contiguous, coalesced) and reduces the dot product with a fixed shuffle tree (deterministic, no atomics).
+__global__ void masked_grad_input_kernel(const int64_t* __restrict__ mask, const float* __restrict__ gy,
+                                         const float* __restrict__ wt, float* __restrict__ gs, int64_t M,
+                                         int64_t N, int64_t K) {
+  const int lane = threadIdx.x & 31;
+  const int64_t nwords = spike_words(K);
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t nwarp = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t e = warp; e < M * K; e += nwarp) {
+    const int64_t m = e / K, k = e - m * K;
+    const bool on = (static_cast<uint64_t>(mask[m * nwords + (k >> 6)]) >> (k & 63)) & 1u;
+    float acc = 0.0f;
+    if (on) {  // uniform across the warp: the shuffles below see every lane
+      const float* g = gy + m * N;
+      const float* r = wt + k * N;
+      for (int64_t n = lane; n < N; n += 32) acc = fmaf(g[n], r[n], acc);
+#pragma unroll
+      for (int d = 16; d > 0; d >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, d);
+    }
+    if (lane == 0) gs[e] = acc;
+  }
+}
+
 struct ConvDev {
   int64_t B, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw, groups;
 };
@@ -369,6 +394,21 @@ void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
   gather_kernel<<<grid, kBlock, 0, stream>>>(src, M, 1, 1, grad_y.ptr<const float>(), nullptr, ws->ptr<float>(), N);
   check_launch("spike gather_kernel (linear grad_weight)");
   transpose(ws->ptr<const float>(), grad_w.ptr<float>(), K, N, stream);
+}
+
+void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                         const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex) {
+  check_spike_linear_grad_input_masked_args(mask, grad_y, w, grad_s, ws);
+  require_all_cuda({&mask, &grad_y, &w, &grad_s, ws}, "spike_linear_grad_input_masked_cuda");
+  SF_CHECK_ARG(ws != nullptr, "ws: the CUDA masked grad_input needs the [K, N] workspace");
+  const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = w.shape[1];
+  if (M == 0 || K == 0) return;
+  const DeviceGuard guard(grad_y.device_index);
+  const auto stream = static_cast<cudaStream_t>(ex.stream);
+  transpose(w.ptr<const float>(), ws->ptr<float>(), N, K, stream);
+  masked_grad_input_kernel<<<grid_1d(M * K * 32, grad_y.device_index), kBlock, 0, stream>>>(
+      mask.ptr<const int64_t>(), grad_y.ptr<const float>(), ws->ptr<const float>(), grad_s.ptr<float>(), M, N, K);
+  check_launch("spike masked_grad_input_kernel");
 }
 
 void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
