@@ -55,6 +55,7 @@ inline DType dtype_of(uint8_t code, uint8_t bits, uint16_t lanes, const char* na
   if (code == static_cast<uint8_t>(dtype_code::Float) && bits == 64) return DType::f64;
   if (code == static_cast<uint8_t>(dtype_code::Float) && bits == 16) return DType::f16;
   if (code == static_cast<uint8_t>(dtype_code::Bfloat) && bits == 16) return DType::bf16;
+  if (code == static_cast<uint8_t>(dtype_code::Int) && bits == 64) return DType::i64;  // packed spikes
   fail_arg(std::string(name) + ": dtype must be float32, float16, bfloat16 or float64");
 }
 

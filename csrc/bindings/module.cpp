@@ -18,6 +18,7 @@ namespace nb = nanobind;
 namespace spikeforge::bind {
 void register_neuron(nb::module_& m);
 void register_psn(nb::module_& m);
+void register_spike(nb::module_& m);
 }
 
 #ifndef SPIKEFORGE_VERSION
@@ -105,4 +106,5 @@ NB_MODULE(_C, m) {
   }, "Sanitizers compiled into this build (empty for a normal build).");
   spikeforge::bind::register_neuron(m);
   spikeforge::bind::register_psn(m);
+  spikeforge::bind::register_spike(m);
 }

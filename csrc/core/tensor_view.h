@@ -8,7 +8,8 @@
 
 namespace spikeforge {
 
-enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, f64 = 3 };
+// i64 carries integer metadata only (bit-packed spikes, counters; csrc/core/spike.h), never activations.
+enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, f64 = 3, i64 = 4 };
 enum class DeviceKind : int { cpu = 0, cuda = 1 };
 
 inline const char* dtype_name(DType d) {
@@ -17,6 +18,7 @@ inline const char* dtype_name(DType d) {
     case DType::f16: return "float16";
     case DType::bf16: return "bfloat16";
     case DType::f64: return "float64";
+    case DType::i64: return "int64";
   }
   return "?";
 }

@@ -19,6 +19,7 @@ from typing import Optional
 BENCH_TARGETS = {
     "neurons": "spikeforge.tools.bench_neurons",
     "psn": "spikeforge.tools.bench_psn",
+    "spikes": "spikeforge.tools.bench_spikes",
 }
 
 

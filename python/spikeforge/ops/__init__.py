@@ -4,6 +4,8 @@ One module per op family; this is the only package that calls the native module 
 """
 from .neuron import if_neuron, if_step, lif, lif_step, plif, plif_step  # noqa: F401
 from .psn import masked_psn, psn, psn_window_step, sliding_psn  # noqa: F401
+from .spike import PackedSpikes, pack_spikes, spike_conv2d, spike_linear, spike_stats, unpack_spikes  # noqa: F401
 
 __all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step",
-           "psn", "masked_psn", "sliding_psn", "psn_window_step"]
+           "psn", "masked_psn", "sliding_psn", "psn_window_step",
+           "spike_linear", "spike_conv2d", "pack_spikes", "unpack_spikes", "PackedSpikes", "spike_stats"]

@@ -1,0 +1,116 @@
+// Event-driven spike propagation (shared/SEMANTICS.md "Spike propagation"), one contract for CPU and
+// CUDA. A synaptic layer's input S is mostly zero: an active input only adds its weights, so the work
+// is proportional to the number of non-zeros (nnz), not to the dense size.
+//
+//   linear: Y[m, :] = b + sum_{k: S[m,k] != 0} S[m,k] * W[:, k]        S [M, K], W [N, K], Y [M, N]
+//   conv2d: Y[b, co, oy, ox] = bias[co] + sum over active S[b, ci, y, x] of S * W[co, ci', ky, kx]
+//           with y = oy*stride - pad + ky*dil (same in x), ci' = ci - g*Cin_g, co in ci's group g
+//
+// The kernels multiply by the value of each non-zero: binary spikes (value 1) and small non-negative
+// integer counts (SEW-ResNet ADD) count their multiplicity, and any float input is still computed
+// exactly as the dense op would (spikeforge.ops routes non-spike floats to the dense path anyway).
+//
+// Backward (grad_input is a dense GEMM / transposed conv in spikeforge.ops; grad_bias a sum):
+//   grad_W[n, k] = sum_{m: S[m,k] != 0} S[m,k] * dY[m, n]      (and the conv equivalent)
+// accumulated over active inputs only, from the saved input: 1-bit packed words (binary input) or the
+// dense values (counts / floats). Sums run in a fixed order over fixed partitions (independent of the
+// thread count or grid): results are deterministic, and the CUDA kernels use no atomics.
+//
+// Packed form: row r of a [R, K] spike tensor is ceil(K/64) little-endian 64-bit words; bit j of word
+// w is element 64 w + j; padding bits are zero. Stored in int64 tensors.
+#pragma once
+#include <cstdint>
+
+#include "macros.h"
+#include "tensor_view.h"
+
+namespace spikeforge {
+
+SF_HD int64_t spike_words(int64_t K) { return (K + 63) / 64; }
+
+// Kinds of a spike tensor, ordered: the pack kernel reports the largest kind it saw.
+enum class SpikeKind : int64_t { binary = 0, counts = 1, other = 2 };
+// Counts above this are "other": ops saves counts at 8 bits per element.
+constexpr int64_t kMaxSpikeCount = 255;
+
+struct SpikeConvParams {
+  int64_t B = 0, Cin = 0, H = 0, W = 0;     // input [B, Cin, H, W]
+  int64_t Cout = 0, kh = 0, kw = 0;         // weight [Cout, Cin / groups, kh, kw]
+  int64_t Ho = 0, Wo = 0;                   // output [B, Cout, Ho, Wo]
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
+};
+
+// Batch samples per partition of the conv grad_weight reduction: partials has
+// spike_conv_partitions(B) slices of the weight's size (a fixed count, not the thread count).
+constexpr int64_t kSpikeConvPartition = 16;
+inline int64_t spike_conv_partitions(int64_t B) {
+  return B > 0 ? (B + kSpikeConvPartition - 1) / kSpikeConvPartition : 0;
+}
+
+// ---- CPU -------------------------------------------------------------------------------------
+// pack: s [R, K] float -> bits [R, spike_words(K)] int64; info [2] int64 on the device of s:
+// info[0] = number of non-zeros, info[1] = SpikeKind (max over the elements).
+void spike_pack_cpu(const TensorView& s, const TensorView& bits, const TensorView& info, const ExecConfig& ex);
+// unpack: bits [R, spike_words(K)] -> out [R, K] float (0 / 1).
+void spike_unpack_cpu(const TensorView& bits, const TensorView& out, const ExecConfig& ex);
+// linear forward: s [M, K], w [N, K], bias [N] or null, y [M, N]; all of one float dtype (f32/f64).
+// wt: [K, N] workspace (CUDA: W transposed by the kernel for coalesced rows) or null on CPU.
+void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
+                              const TensorView& y, const TensorView* wt, const ExecConfig& ex);
+// linear grad_weight: exactly one of bits [M, words] / s [M, K] (values); grad_y [M, N];
+// grad_w [N, K] out; ws: [K, N] workspace (CUDA) or null (CPU).
+void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                  const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex);
+// masked linear grad_input (the sparse-gradient idea of Perez-Nieves & Goodman 2021: the upstream
+// neuron's surrogate is zero outside a window, so only entries inside it are needed):
+//   grad_s[m, k] = sum_n grad_y[m, n] w[n, k] where bit k of mask row m is set, else 0.
+// mask [M, words(K)] int64 (packed); grad_y [M, N]; w [N, K]; grad_s [M, K] out; ws: [K, N] workspace
+// (CUDA: W transposed) or null (CPU). Work is proportional to the set bits, not to M K.
+void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                        const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex);
+// Output-feature partitions of the CPU masked grad_input (fixed: results do not depend on the threads).
+constexpr int64_t kSpikeMaskedPartitions = 8;
+// conv2d forward: s [B, Cin, H, W], w [Cout, Cin/g, kh, kw], bias [Cout] or null, y [B, Cout, Ho, Wo].
+void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
+                              const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
+// conv2d grad_weight: bits [B, words(Cin*H*W)] or s (values); grad_y [B, Cout, Ho, Wo];
+// partials [spike_conv_partitions(B), numel(w)] workspace of grad_w's dtype; grad_w out.
+void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                  const TensorView& partials, const TensorView& grad_w, const SpikeConvParams& p,
+                                  const ExecConfig& ex);
+
+#if defined(SPIKEFORGE_HAVE_CUDA)
+// ---- CUDA: the same contracts on CUDA tensors, launched on ex.stream; float32 only. No host
+// synchronisation: info stays on the device. The forward needs wt, linear grad_weight needs ws.
+void spike_pack_cuda(const TensorView& s, const TensorView& bits, const TensorView& info, const ExecConfig& ex);
+void spike_unpack_cuda(const TensorView& bits, const TensorView& out, const ExecConfig& ex);
+void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
+                               const TensorView& y, const TensorView* wt, const ExecConfig& ex);
+void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                   const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex);
+void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                         const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex);
+void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
+                               const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
+void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                   const TensorView& partials, const TensorView& grad_w,
+                                   const SpikeConvParams& p, const ExecConfig& ex);
+#endif
+
+// Shape/dtype/device checks shared by both devices (csrc/core/spike.cpp); they raise ArgumentError.
+void check_spike_pack_args(const TensorView& s, const TensorView& bits, const TensorView& info);
+void check_spike_unpack_args(const TensorView& bits, const TensorView& out);
+void check_spike_linear_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
+                                     const TensorView& y, const TensorView* wt);
+void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                         const TensorView& grad_w, const TensorView* ws);
+void check_spike_linear_grad_input_masked_args(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                               const TensorView& grad_s, const TensorView* ws);
+void check_spike_conv2d_params(const SpikeConvParams& p);
+void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
+                                     const TensorView& y, const SpikeConvParams& p);
+void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                         const TensorView& partials, const TensorView& grad_w,
+                                         const SpikeConvParams& p);
+
+}  // namespace spikeforge

@@ -1,0 +1,738 @@
+// CPU kernels of the spike-propagation family (csrc/core/spike.h).
+//
+// Linear: the gather-accumulate wants W's column W[:, k] as a contiguous vector, but W is [N, K]
+// row-major and transposing all of it costs more than the sparse product (a 4096 x 4096 float32
+// transpose took 34 ms on 2 EPYC cores, the dense GEMM 117 ms). So the kernels work on tiles of
+// kTile = 16 output features: a thread transposes W[n0:n0+16, :] into a [K, 16] buffer (256 KiB at
+// K = 4096: it stays in L2), then for every row m adds one 64-byte line of that buffer per active
+// input. W is read from memory exactly once, and each event costs one cache line. grad_weight is the
+// mirror image: the tile accumulates [K, 16] from 16 columns of grad_y, then is written back
+// transposed. Active inputs are listed once per call (CSR: row offsets, column indices, values),
+// found 64 elements at a time with a bit mask and count-trailing-zeros.
+//
+// Conv2d: per batch sample a thread scatters each active input (ci, y, x) into a channels-last
+// output buffer [Ho*Wo, Cout] (one contiguous Cout/groups vector per kernel tap: W is re-laid out once
+// per call as [Cin, kh, kw, Cout/g]), then writes the sample back as NCHW. grad_weight accumulates the
+// same taps into per-partition partials (fixed partitions of kSpikeConvPartition samples) summed in
+// order, so results do not depend on the thread count.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "core/spike.h"
+#include "cpu/cpu_common.h"
+
+namespace spikeforge {
+namespace {
+
+using cpu::threads_of;
+
+constexpr int64_t kTile = 16;  // output features per tile: one 64-byte line of float32
+
+// ---- finding the active inputs of a row --------------------------------------------------------
+
+// Bit j set where p[j] != 0 (NaN counts as non-zero), j < n <= 64. With AVX2 a full float32 chunk
+// is 8 compares + movemasks instead of 64 scalar compares and shifts.
+template <typename T>
+inline uint64_t nonzero_mask(const T* p, int64_t n) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (n == 64) {
+      uint64_t m = 0;
+      const __m256 z = _mm256_setzero_ps();
+      for (int j = 0; j < 8; ++j) {
+        const __m256 v = _mm256_loadu_ps(p + 8 * j);
+        m |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, z, _CMP_NEQ_UQ))) << (8 * j);
+      }
+      return m;
+    }
+  }
+#endif
+  uint64_t m = 0;
+  for (int64_t j = 0; j < n; ++j) m |= static_cast<uint64_t>(p[j] != T(0)) << j;
+  return m;
+}
+
+// Bit j set where p[j] is 0 or 1.
+template <typename T>
+inline uint64_t binary_mask(const T* p, int64_t n) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (n == 64) {
+      uint64_t m = 0;
+      const __m256 z = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+      for (int j = 0; j < 8; ++j) {
+        const __m256 v = _mm256_loadu_ps(p + 8 * j);
+        const __m256 ok = _mm256_or_ps(_mm256_cmp_ps(v, z, _CMP_EQ_OQ), _mm256_cmp_ps(v, one, _CMP_EQ_OQ));
+        m |= static_cast<uint64_t>(_mm256_movemask_ps(ok)) << (8 * j);
+      }
+      return m;
+    }
+  }
+#endif
+  uint64_t m = 0;
+  for (int64_t j = 0; j < n; ++j) m |= static_cast<uint64_t>(p[j] == T(0) || p[j] == T(1)) << j;
+  return m;
+}
+
+// Calls f(k, value) for each non-zero of row[0..K), in increasing k.
+template <typename T, typename F>
+inline void for_each_nonzero(const T* row, int64_t K, F&& f) {
+  for (int64_t k0 = 0; k0 < K; k0 += 64) {
+    const int64_t n = std::min<int64_t>(64, K - k0);
+    uint64_t mask = nonzero_mask(row + k0, n);
+    while (mask) {
+      const int j = __builtin_ctzll(mask);
+      mask &= mask - 1;
+      f(k0 + j, row[k0 + j]);
+    }
+  }
+}
+
+// Calls f(k, 1) for each set bit of a packed row of `words` 64-bit words.
+template <typename T, typename F>
+inline void for_each_bit(const int64_t* words, int64_t nwords, F&& f) {
+  for (int64_t w = 0; w < nwords; ++w) {
+    uint64_t mask = static_cast<uint64_t>(words[w]);
+    while (mask) {
+      const int j = __builtin_ctzll(mask);
+      mask &= mask - 1;
+      f(w * 64 + j, T(1));
+    }
+  }
+}
+
+// Active inputs of a [R, K] input as CSR; binary says every value is 1 (then vals stays empty).
+template <typename T>
+struct ActiveLists {
+  std::vector<int64_t> rowptr;
+  std::vector<int32_t> idx;
+  std::vector<T> vals;
+  bool binary = true;
+};
+
+template <typename T>
+ActiveLists<T> build_lists(const int64_t* bits, const T* s, int64_t R, int64_t K, int nthreads) {
+  ActiveLists<T> a;
+  a.rowptr.assign(R + 1, 0);
+  const int64_t nwords = spike_words(K);
+  // pass 1: counts per row (popcount of the packed words, or non-zeros of the values)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (R > 1)
+  for (int64_t r = 0; r < R; ++r) {
+    int64_t c = 0;
+    if (bits) {
+      for (int64_t w = 0; w < nwords; ++w) c += __builtin_popcountll(static_cast<uint64_t>(bits[r * nwords + w]));
+    } else {
+      const T* row = s + r * K;
+      for (int64_t k = 0; k < K; ++k) c += row[k] != T(0);
+    }
+    a.rowptr[r + 1] = c;
+  }
+  for (int64_t r = 0; r < R; ++r) a.rowptr[r + 1] += a.rowptr[r];
+  a.idx.resize(a.rowptr[R]);
+  if (!bits) {
+    a.vals.resize(a.rowptr[R]);
+    a.binary = false;
+  }
+  // pass 2: fill
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (R > 1)
+  for (int64_t r = 0; r < R; ++r) {
+    int64_t p = a.rowptr[r];
+    if (bits) {
+      for_each_bit<T>(bits + r * nwords, nwords, [&](int64_t k, T) { a.idx[p++] = static_cast<int32_t>(k); });
+    } else {
+      for_each_nonzero(s + r * K, K, [&](int64_t k, T v) {
+        a.idx[p] = static_cast<int32_t>(k);
+        a.vals[p++] = v;
+      });
+    }
+  }
+  // Values that are all 1 take the add-only inner loop.
+  if (!bits) {
+    bool all_one = true;
+    for (const T& v : a.vals) all_one &= (v == T(1));
+    if (all_one) {
+      a.vals.clear();
+      a.binary = true;
+    }
+  }
+  return a;
+}
+
+// ---- pack / unpack -----------------------------------------------------------------------------
+
+template <typename T>
+void pack_impl(const TensorView& s, const TensorView& bits, const TensorView& info, int nthreads) {
+  const int64_t R = s.shape[0], K = s.shape[1], nwords = spike_words(K);
+  const T* sp = s.ptr<T>();
+  int64_t* bp = bits.ptr<int64_t>();
+  int64_t nnz = 0, kind = 0;
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : nnz) reduction(max : kind) if (R > 1)
+  for (int64_t r = 0; r < R; ++r) {
+    const T* row = sp + r * K;
+    for (int64_t w = 0; w < nwords; ++w) {
+      const int64_t k0 = w * 64, n = std::min<int64_t>(64, K - k0);
+      const uint64_t mask = nonzero_mask(row + k0, n);
+      int64_t kmax = 0;
+      const uint64_t full = n == 64 ? ~uint64_t(0) : ((uint64_t(1) << n) - 1);
+      // the common case, all 0 / 1, costs two vector compares; only other chunks are classified
+      if (binary_mask(row + k0, n) != full) {
+        for (int64_t j = 0; j < n; ++j) {
+        const T v = row[k0 + j];
+        // 0 / 1: binary; integer in [0, 255]: counts; anything else (negative, fractional, NaN): other
+        const int64_t c = (v == T(0) || v == T(1)) ? 0
+                          : (v > T(0) && v <= T(kMaxSpikeCount) && v == static_cast<T>(static_cast<int64_t>(v))) ? 1
+                                                                                                                 : 2;
+        kmax = std::max(kmax, c);
+        }
+      }
+      bp[r * nwords + w] = static_cast<int64_t>(mask);
+      nnz += __builtin_popcountll(mask);
+      kind = std::max(kind, kmax);
+    }
+  }
+  info.ptr<int64_t>()[0] = nnz;
+  info.ptr<int64_t>()[1] = kind;
+}
+
+template <typename T>
+void unpack_impl(const TensorView& bits, const TensorView& out, int nthreads) {
+  const int64_t R = out.shape[0], K = out.shape[1], nwords = spike_words(K);
+  const int64_t* bp = bits.ptr<int64_t>();
+  T* op = out.ptr<T>();
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (R > 1)
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t k = 0; k < K; ++k) {
+      op[r * K + k] = static_cast<T>((static_cast<uint64_t>(bp[r * nwords + (k >> 6)]) >> (k & 63)) & 1u);
+    }
+  }
+}
+
+// ---- linear ------------------------------------------------------------------------------------
+
+// A 64-byte aligned scratch buffer: tile rows are whole cache lines (aligned AVX loads).
+template <typename T>
+struct AlignedBuf {
+  std::vector<T> v;
+  T* p;
+  explicit AlignedBuf(int64_t n) : v(static_cast<size_t>(n + 64 / sizeof(T))) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(v.data());
+    p = v.data() + ((64 - a % 64) % 64) / sizeof(T);
+  }
+  T* data() { return p; }
+};
+
+// buf[k * kTile + j] = w[(n0 + j) * K + k] for j < nt, 0 for nt <= j < kTile.
+#if defined(__AVX2__)
+// In-register 8 x 8 float transpose: rows r[i] = src + i * ld (8 floats each) -> dst + i * ldd.
+inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld), r2 = _mm256_loadu_ps(src + 2 * ld),
+         r3 = _mm256_loadu_ps(src + 3 * ld), r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld),
+         r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+         t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+         t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+         u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+         u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+         u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+template <typename T>
+void load_tile_transposed(const T* w, int64_t K, int64_t n0, int64_t nt, T* buf) {
+#if defined(__AVX2__)
+  // The scalar transpose cost more than the whole sparse product (48 ms of 72 at 5% firing):
+  // 8 x 8 register transposes, for full tiles; the remainder of K goes through the scalar loop.
+  int64_t kdone = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (nt == kTile) {
+      kdone = K / 8 * 8;
+      for (int64_t k0 = 0; k0 < kdone; k0 += 8) {
+        transpose8x8(w + n0 * K + k0, K, buf + k0 * kTile, kTile);
+        transpose8x8(w + (n0 + 8) * K + k0, K, buf + k0 * kTile + 8, kTile);
+      }
+    }
+  }
+#else
+  const int64_t kdone = 0;
+#endif
+  constexpr int64_t kb = 16;
+  for (int64_t k0 = kdone; k0 < K; k0 += kb) {
+    const int64_t kn = std::min(kb, K - k0);
+    for (int64_t j = 0; j < kTile; ++j) {
+      if (j < nt) {
+        const T* src = w + (n0 + j) * K + k0;
+        for (int64_t kk = 0; kk < kn; ++kk) buf[(k0 + kk) * kTile + j] = src[kk];
+      } else {
+        for (int64_t kk = 0; kk < kn; ++kk) buf[(k0 + kk) * kTile + j] = T(0);
+      }
+    }
+  }
+}
+
+// acc[0..kTile) += sum over the row's events of (value *) buf[idx]. Four independent accumulators hide
+// the latency of the adds (a fixed order: the result does not depend on the thread count).
+template <typename T, bool kBinary>
+inline void gather_row(const int32_t* idx, const T* vals, int64_t n, const T* buf, T* acc) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float> && kTile == 16) {
+    // 8 independent ymm accumulators (4 events in flight x 2 halves of the 16-float line)
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+    int64_t p = 0;
+    for (; p + 4 <= n; p += 4) {
+      const float* r0 = buf + static_cast<int64_t>(idx[p]) * kTile;
+      const float* r1 = buf + static_cast<int64_t>(idx[p + 1]) * kTile;
+      const float* r2 = buf + static_cast<int64_t>(idx[p + 2]) * kTile;
+      const float* r3 = buf + static_cast<int64_t>(idx[p + 3]) * kTile;
+      if constexpr (kBinary) {
+        a0 = _mm256_add_ps(a0, _mm256_load_ps(r0)); a1 = _mm256_add_ps(a1, _mm256_load_ps(r0 + 8));
+        b0 = _mm256_add_ps(b0, _mm256_load_ps(r1)); b1 = _mm256_add_ps(b1, _mm256_load_ps(r1 + 8));
+        c0 = _mm256_add_ps(c0, _mm256_load_ps(r2)); c1 = _mm256_add_ps(c1, _mm256_load_ps(r2 + 8));
+        d0 = _mm256_add_ps(d0, _mm256_load_ps(r3)); d1 = _mm256_add_ps(d1, _mm256_load_ps(r3 + 8));
+      } else {
+        const __m256 v0 = _mm256_set1_ps(vals[p]), v1 = _mm256_set1_ps(vals[p + 1]);
+        const __m256 v2 = _mm256_set1_ps(vals[p + 2]), v3 = _mm256_set1_ps(vals[p + 3]);
+        a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0), a0); a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0 + 8), a1);
+        b0 = _mm256_fmadd_ps(v1, _mm256_load_ps(r1), b0); b1 = _mm256_fmadd_ps(v1, _mm256_load_ps(r1 + 8), b1);
+        c0 = _mm256_fmadd_ps(v2, _mm256_load_ps(r2), c0); c1 = _mm256_fmadd_ps(v2, _mm256_load_ps(r2 + 8), c1);
+        d0 = _mm256_fmadd_ps(v3, _mm256_load_ps(r3), d0); d1 = _mm256_fmadd_ps(v3, _mm256_load_ps(r3 + 8), d1);
+      }
+    }
+    for (; p < n; ++p) {
+      const float* r0 = buf + static_cast<int64_t>(idx[p]) * kTile;
+      const __m256 v0 = _mm256_set1_ps(kBinary ? 1.0f : vals[p]);
+      a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0), a0); a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0 + 8), a1);
+    }
+    const __m256 lo = _mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(c0, d0));
+    const __m256 hi = _mm256_add_ps(_mm256_add_ps(a1, b1), _mm256_add_ps(c1, d1));
+    _mm256_storeu_ps(acc, _mm256_add_ps(_mm256_loadu_ps(acc), lo));
+    _mm256_storeu_ps(acc + 8, _mm256_add_ps(_mm256_loadu_ps(acc + 8), hi));
+    return;
+  }
+#endif
+  T a0[kTile] = {}, a1[kTile] = {}, a2[kTile] = {}, a3[kTile] = {};
+  int64_t p = 0;
+  for (; p + 4 <= n; p += 4) {
+    const T* r0 = buf + static_cast<int64_t>(idx[p]) * kTile;
+    const T* r1 = buf + static_cast<int64_t>(idx[p + 1]) * kTile;
+    const T* r2 = buf + static_cast<int64_t>(idx[p + 2]) * kTile;
+    const T* r3 = buf + static_cast<int64_t>(idx[p + 3]) * kTile;
+    if constexpr (kBinary) {
+      for (int j = 0; j < kTile; ++j) { a0[j] += r0[j]; a1[j] += r1[j]; a2[j] += r2[j]; a3[j] += r3[j]; }
+    } else {
+      const T v0 = vals[p], v1 = vals[p + 1], v2 = vals[p + 2], v3 = vals[p + 3];
+      for (int j = 0; j < kTile; ++j) {
+        a0[j] += v0 * r0[j]; a1[j] += v1 * r1[j]; a2[j] += v2 * r2[j]; a3[j] += v3 * r3[j];
+      }
+    }
+  }
+  for (; p < n; ++p) {
+    const T* r0 = buf + static_cast<int64_t>(idx[p]) * kTile;
+    const T v0 = kBinary ? T(1) : vals[p];
+    for (int j = 0; j < kTile; ++j) a0[j] += v0 * r0[j];
+  }
+  for (int j = 0; j < kTile; ++j) acc[j] += (a0[j] + a1[j]) + (a2[j] + a3[j]);
+}
+
+template <typename T>
+void linear_forward_impl(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                         int nthreads) {
+  const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
+  if (M == 0 || N == 0) return;
+  const ActiveLists<T> a = build_lists<T>(nullptr, s.ptr<T>(), M, K, nthreads);
+  const T* wp = w.ptr<T>();
+  const T* bp = bias ? bias->ptr<T>() : nullptr;
+  T* yp = y.ptr<T>();
+  const int64_t ntiles = (N + kTile - 1) / kTile;
+#pragma omp parallel num_threads(nthreads) if (ntiles > 1)
+  {
+    AlignedBuf<T> buf(std::max<int64_t>(K, 1) * kTile);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
+      load_tile_transposed(wp, K, n0, nt, buf.data());
+      for (int64_t m = 0; m < M; ++m) {
+        T acc[kTile];
+        for (int j = 0; j < kTile; ++j) acc[j] = (bp && j < nt) ? bp[n0 + j] : T(0);
+        const int64_t p0 = a.rowptr[m], n = a.rowptr[m + 1] - p0;
+        if (a.binary) {
+          gather_row<T, true>(a.idx.data() + p0, nullptr, n, buf.data(), acc);
+        } else {
+          gather_row<T, false>(a.idx.data() + p0, a.vals.data() + p0, n, buf.data(), acc);
+        }
+        T* out = yp + m * N + n0;
+        for (int64_t j = 0; j < nt; ++j) out[j] = acc[j];
+      }
+    }
+  }
+}
+
+template <typename T>
+void linear_grad_weight_impl(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                             const TensorView& grad_w, int nthreads) {
+  const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = grad_w.shape[1];
+  if (N == 0 || K == 0) return;
+  const ActiveLists<T> a =
+      build_lists<T>(bits ? bits->ptr<int64_t>() : nullptr, s ? s->ptr<T>() : nullptr, M, K, nthreads);
+  const T* gy = grad_y.ptr<T>();
+  T* gw = grad_w.ptr<T>();
+  const int64_t ntiles = (N + kTile - 1) / kTile;
+#pragma omp parallel num_threads(nthreads) if (ntiles > 1)
+  {
+    AlignedBuf<T> buf(K * kTile);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
+      std::fill(buf.data(), buf.data() + K * kTile, T(0));
+      for (int64_t m = 0; m < M; ++m) {
+        T g[kTile];
+        for (int j = 0; j < kTile; ++j) g[j] = j < nt ? gy[m * N + n0 + j] : T(0);
+        const int64_t p0 = a.rowptr[m], p1 = a.rowptr[m + 1];
+#if defined(__AVX2__)
+        if constexpr (std::is_same_v<T, float>) {
+          // one aligned 64-byte line read-modify-written per event (explicit: GCC kept it scalar)
+          const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
+          for (int64_t p = p0; p < p1; ++p) {
+            float* r = buf.data() + static_cast<int64_t>(a.idx[p]) * kTile;
+            const __m256 v = _mm256_set1_ps(a.binary ? 1.0f : a.vals[p]);
+            _mm256_store_ps(r, _mm256_fmadd_ps(v, g0, _mm256_load_ps(r)));
+            _mm256_store_ps(r + 8, _mm256_fmadd_ps(v, g1, _mm256_load_ps(r + 8)));
+          }
+          continue;
+        }
+#endif
+        for (int64_t p = p0; p < p1; ++p) {
+          T* r = buf.data() + static_cast<int64_t>(a.idx[p]) * kTile;
+          if (a.binary) {
+            for (int j = 0; j < kTile; ++j) r[j] += g[j];
+          } else {
+            const T v = a.vals[p];
+            for (int j = 0; j < kTile; ++j) r[j] += v * g[j];
+          }
+        }
+      }
+      // write back transposed: grad_w[n0 + j, k] = buf[k, j] (8 x 8 register transposes, then blocks of 16 k)
+      int64_t kdone = 0;
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<T, float>) {
+        if (nt == kTile) {
+          kdone = K / 8 * 8;
+          for (int64_t k0 = 0; k0 < kdone; k0 += 8) {
+            transpose8x8(buf.data() + k0 * kTile, kTile, gw + n0 * K + k0, K);
+            transpose8x8(buf.data() + k0 * kTile + 8, kTile, gw + (n0 + 8) * K + k0, K);
+          }
+        }
+      }
+#endif
+      for (int64_t k0 = kdone; k0 < K; k0 += 16) {
+        const int64_t kn = std::min<int64_t>(16, K - k0);
+        for (int64_t j = 0; j < nt; ++j) {
+          T* dst = gw + (n0 + j) * K + k0;
+          for (int64_t kk = 0; kk < kn; ++kk) dst[kk] = buf.data()[(k0 + kk) * kTile + j];
+        }
+      }
+    }
+  }
+}
+
+// Masked grad_input: the forward's tiles in reverse. For a tile of 16 output features (W transposed
+// into L2, as in the forward) every masked entry (m, k) adds the 16-term dot product of grad_y[m, n0:n0+16]
+// and the tile's line k to its accumulator. The accumulators are one float per masked entry (compact:
+// 4 bytes x nnz, L2-resident next to the tile), one set per fixed partition of the tiles; the partitions
+// are summed in order at the end, so the result does not depend on the thread count.
+template <typename T>
+inline T dot_tile(const T* g, const T* r) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(g), _mm256_load_ps(r));
+    v = _mm256_fmadd_ps(_mm256_loadu_ps(g + 8), _mm256_load_ps(r + 8), v);
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+  }
+#endif
+  T a0 = 0, a1 = 0;
+  for (int j = 0; j < kTile; j += 2) {
+    a0 += g[j] * r[j];
+    a1 += g[j + 1] * r[j + 1];
+  }
+  return a0 + a1;
+}
+
+template <typename T>
+void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                   const TensorView& grad_s, int nthreads) {
+  const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = w.shape[1];
+  T* gs = grad_s.ptr<T>();
+  std::fill(gs, gs + M * K, T(0));
+  if (M == 0 || K == 0 || N == 0) return;
+  const ActiveLists<T> a = build_lists<T>(mask.ptr<int64_t>(), nullptr, M, K, nthreads);
+  const int64_t nnz = a.rowptr[M];
+  if (nnz == 0) return;
+  const int64_t ntiles = (N + kTile - 1) / kTile;
+  const int64_t P = std::min<int64_t>(kSpikeMaskedPartitions, ntiles);
+  std::vector<T> acc(static_cast<size_t>(P * nnz), T(0));
+  const T* wp = w.ptr<T>();
+  const T* gy = grad_y.ptr<T>();
+#pragma omp parallel num_threads(nthreads) if (P > 1)
+  {
+    AlignedBuf<T> buf(K * kTile);
+    alignas(64) T g[kTile];
+#pragma omp for schedule(static)
+    for (int64_t pi = 0; pi < P; ++pi) {
+      T* ap = acc.data() + pi * nnz;
+      for (int64_t t = ntiles * pi / P; t < ntiles * (pi + 1) / P; ++t) {
+        const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
+        load_tile_transposed(wp, K, n0, nt, buf.data());
+        for (int64_t m = 0; m < M; ++m) {
+          const int64_t p0 = a.rowptr[m], p1 = a.rowptr[m + 1];
+          if (p0 == p1) continue;
+          for (int j = 0; j < kTile; ++j) g[j] = j < nt ? gy[m * N + n0 + j] : T(0);
+          for (int64_t p = p0; p < p1; ++p) ap[p] += dot_tile(g, buf.data() + static_cast<int64_t>(a.idx[p]) * kTile);
+        }
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t p = a.rowptr[m]; p < a.rowptr[m + 1]; ++p) {
+        T sum = T(0);
+        for (int64_t pi = 0; pi < P; ++pi) sum += acc[pi * nnz + p];
+        gs[m * K + a.idx[p]] = sum;
+      }
+    }
+  }
+}
+
+// ---- conv2d ------------------------------------------------------------------------------------
+
+// The output taps an input pixel (y, x) feeds: for each (ky, kx) with oy*stride - pad + ky*dil == y.
+// Calls f(tap, out_pixel) with tap = ky*kw + kx and out_pixel = oy*Wo + ox. Integer division is
+// slow (tens of cycles) and this runs per event and tap: stride 1 skips it.
+template <typename F>
+inline void for_each_tap(const SpikeConvParams& p, int64_t y, int64_t x, F&& f) {
+  const bool unit = p.stride_h == 1 && p.stride_w == 1;
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    const int64_t ny = y + p.pad_h - ky * p.dil_h;
+    if (ny < 0) continue;
+    int64_t oy = ny;
+    if (!unit) {
+      if (ny % p.stride_h) continue;
+      oy = ny / p.stride_h;
+    }
+    if (oy >= p.Ho) continue;
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      const int64_t nx = x + p.pad_w - kx * p.dil_w;
+      if (nx < 0) continue;
+      int64_t ox = nx;
+      if (!unit) {
+        if (nx % p.stride_w) continue;
+        ox = nx / p.stride_w;
+      }
+      if (ox >= p.Wo) continue;
+      f(ky * p.kw + kx, oy * p.Wo + ox);
+    }
+  }
+}
+
+// n <= 64 bits of a packed row starting at bit `off`.
+inline uint64_t extract_bits(const int64_t* words, int64_t off, int64_t n) {
+  const int64_t w = off >> 6, sh = off & 63;
+  uint64_t v = static_cast<uint64_t>(words[w]) >> sh;
+  if (sh && sh + n > 64) v |= static_cast<uint64_t>(words[w + 1]) << (64 - sh);
+  return n == 64 ? v : (v & ((uint64_t(1) << n) - 1));
+}
+
+// Calls f(ci, y, x, value) for each active input of sample b, walking image rows (no index division).
+template <typename T, typename F>
+inline void for_each_active_pixel(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b, F&& f) {
+  const int64_t K = p.Cin * p.H * p.W;
+  const int64_t* words = bits ? bits + b * spike_words(K) : nullptr;
+  const T* sb = s ? s + b * K : nullptr;
+  for (int64_t ci = 0; ci < p.Cin; ++ci)
+    for (int64_t y = 0; y < p.H; ++y) {
+      const int64_t off = (ci * p.H + y) * p.W;
+      for (int64_t x0 = 0; x0 < p.W; x0 += 64) {
+        const int64_t n = std::min<int64_t>(64, p.W - x0);
+        uint64_t mask = words ? extract_bits(words, off + x0, n) : nonzero_mask(sb + off + x0, n);
+        while (mask) {
+          const int j = __builtin_ctzll(mask);
+          mask &= mask - 1;
+          f(ci, y, x0 + j, words ? T(1) : sb[off + x0 + j]);
+        }
+      }
+    }
+}
+
+template <typename T>
+void conv_forward_impl(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                       const SpikeConvParams& p, int nthreads) {
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
+  // wt[((ci * taps) + tap) * cout_g + j] = w[g * cout_g + j, ci - g * cin_g, tap]
+  std::vector<T> wt(static_cast<size_t>(p.Cin * taps * cout_g));
+  const T* wp = w.ptr<T>();
+  for (int64_t ci = 0; ci < p.Cin; ++ci) {
+    const int64_t g = ci / cin_g, cl = ci - g * cin_g;
+    for (int64_t tap = 0; tap < taps; ++tap)
+      for (int64_t j = 0; j < cout_g; ++j)
+        wt[(ci * taps + tap) * cout_g + j] = wp[((g * cout_g + j) * cin_g + cl) * taps + tap];
+  }
+  const T* sp = s.ptr<T>();
+  const T* bp = bias ? bias->ptr<T>() : nullptr;
+  T* yp = y.ptr<T>();
+#pragma omp parallel num_threads(nthreads) if (p.B > 1)
+  {
+    std::vector<T> out(static_cast<size_t>(npix * p.Cout));  // channels-last sample
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < p.B; ++b) {
+      for (int64_t q = 0; q < npix; ++q)
+        for (int64_t co = 0; co < p.Cout; ++co) out[q * p.Cout + co] = bp ? bp[co] : T(0);
+      for_each_active_pixel<T>(nullptr, sp, p, b, [&](int64_t ci, int64_t yy, int64_t xx, T v) {
+        const int64_t g = ci / cin_g;
+        const T* wrow = wt.data() + ci * taps * cout_g;
+        for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) {
+          T* o = out.data() + q * p.Cout + g * cout_g;
+          const T* wv = wrow + tap * cout_g;
+          if (v == T(1)) {
+            for (int64_t j = 0; j < cout_g; ++j) o[j] += wv[j];
+          } else {
+            for (int64_t j = 0; j < cout_g; ++j) o[j] += v * wv[j];
+          }
+        });
+      });
+      // channels-last -> NCHW, in blocks of 16 pixels
+      T* yb = yp + b * p.Cout * npix;
+      for (int64_t q0 = 0; q0 < npix; q0 += 16) {
+        const int64_t qn = std::min<int64_t>(16, npix - q0);
+        for (int64_t co = 0; co < p.Cout; ++co)
+          for (int64_t qq = 0; qq < qn; ++qq) yb[co * npix + q0 + qq] = out[(q0 + qq) * p.Cout + co];
+      }
+    }
+  }
+}
+
+template <typename T>
+void conv_grad_weight_impl(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                           const TensorView& partials, const TensorView& grad_w, const SpikeConvParams& p,
+                           int nthreads) {
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
+  const int64_t nparts = spike_conv_partitions(p.B), wsize = grad_w.numel();
+  const int64_t* bitp = bits ? bits->ptr<int64_t>() : nullptr;
+  const T* sp = s ? s->ptr<T>() : nullptr;
+  const T* gy = grad_y.ptr<T>();
+  T* part = partials.ptr<T>();
+#pragma omp parallel num_threads(nthreads) if (nparts > 1)
+  {
+    std::vector<T> gcl(static_cast<size_t>(npix * p.Cout));  // channels-last grad of one sample
+#pragma omp for schedule(static)
+    for (int64_t pi = 0; pi < nparts; ++pi) {
+      T* acc = part + pi * wsize;  // layout [Cin, taps, cout_g]
+      std::fill(acc, acc + wsize, T(0));
+      const int64_t b1 = std::min(p.B, (pi + 1) * kSpikeConvPartition);
+      for (int64_t b = pi * kSpikeConvPartition; b < b1; ++b) {
+        const T* gb = gy + b * p.Cout * npix;
+        for (int64_t q0 = 0; q0 < npix; q0 += 16) {
+          const int64_t qn = std::min<int64_t>(16, npix - q0);
+          for (int64_t co = 0; co < p.Cout; ++co)
+            for (int64_t qq = 0; qq < qn; ++qq) gcl[(q0 + qq) * p.Cout + co] = gb[co * npix + q0 + qq];
+        }
+        for_each_active_pixel<T>(bitp, sp, p, b, [&](int64_t ci, int64_t yy, int64_t xx, T v) {
+          const int64_t g = ci / cin_g;
+          T* arow = acc + ci * taps * cout_g;
+          for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) {
+            const T* gv = gcl.data() + q * p.Cout + g * cout_g;
+            T* av = arow + tap * cout_g;
+            if (v == T(1)) {
+              for (int64_t j = 0; j < cout_g; ++j) av[j] += gv[j];
+            } else {
+              for (int64_t j = 0; j < cout_g; ++j) av[j] += v * gv[j];
+            }
+          });
+        });
+      }
+    }
+    // fixed-order sum of the partitions, back into the [Cout, Cin/g, kh, kw] layout
+#pragma omp for schedule(static)
+    for (int64_t ci = 0; ci < p.Cin; ++ci) {
+      const int64_t g = ci / cin_g, cl = ci - g * cin_g;
+      for (int64_t tap = 0; tap < taps; ++tap)
+        for (int64_t j = 0; j < cout_g; ++j) {
+          const int64_t src = (ci * taps + tap) * cout_g + j;
+          T sum = T(0);
+          for (int64_t pi = 0; pi < nparts; ++pi) sum += part[pi * wsize + src];
+          grad_w.ptr<T>()[((g * cout_g + j) * cin_g + cl) * taps + tap] = sum;
+        }
+    }
+  }
+  if (nparts == 0) std::fill(grad_w.ptr<T>(), grad_w.ptr<T>() + wsize, T(0));
+}
+
+template <typename F>
+void dispatch_float(DType d, F&& f) {
+  if (d == DType::f64) return f(double{});
+  if (d == DType::f32) return f(float{});
+  fail_arg("spike kernels take float32 or float64");
+}
+
+}  // namespace
+
+void spike_pack_cpu(const TensorView& s, const TensorView& bits, const TensorView& info, const ExecConfig& ex) {
+  check_spike_pack_args(s, bits, info);
+  dispatch_float(s.dtype, [&](auto t) { pack_impl<decltype(t)>(s, bits, info, threads_of(ex)); });
+}
+
+void spike_unpack_cpu(const TensorView& bits, const TensorView& out, const ExecConfig& ex) {
+  check_spike_unpack_args(bits, out);
+  dispatch_float(out.dtype, [&](auto t) { unpack_impl<decltype(t)>(bits, out, threads_of(ex)); });
+}
+
+void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
+                              const TensorView& y, const TensorView* wt, const ExecConfig& ex) {
+  check_spike_linear_forward_args(s, w, bias, y, wt);
+  dispatch_float(s.dtype, [&](auto t) { linear_forward_impl<decltype(t)>(s, w, bias, y, threads_of(ex)); });
+}
+
+void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                  const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex) {
+  check_spike_linear_grad_weight_args(bits, s, grad_y, grad_w, ws);
+  dispatch_float(grad_y.dtype,
+                 [&](auto t) { linear_grad_weight_impl<decltype(t)>(bits, s, grad_y, grad_w, threads_of(ex)); });
+}
+
+void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
+                                        const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex) {
+  check_spike_linear_grad_input_masked_args(mask, grad_y, w, grad_s, ws);
+  dispatch_float(grad_y.dtype, [&](auto t) {
+    linear_grad_input_masked_impl<decltype(t)>(mask, grad_y, w, grad_s, threads_of(ex));
+  });
+}
+
+void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
+                              const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex) {
+  check_spike_conv2d_forward_args(s, w, bias, y, p);
+  dispatch_float(s.dtype, [&](auto t) { conv_forward_impl<decltype(t)>(s, w, bias, y, p, threads_of(ex)); });
+}
+
+void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                                  const TensorView& partials, const TensorView& grad_w, const SpikeConvParams& p,
+                                  const ExecConfig& ex) {
+  check_spike_conv2d_grad_weight_args(bits, s, grad_y, partials, grad_w, p);
+  dispatch_float(grad_y.dtype, [&](auto t) {
+    conv_grad_weight_impl<decltype(t)>(bits, s, grad_y, partials, grad_w, p, threads_of(ex));
+  });
+}
+
+}  // namespace spikeforge

@@ -1,0 +1,115 @@
+"""Synaptic layers fed by spikes: SpikeLinear and SpikeConv2d over spikeforge.ops.spike_linear /
+spike_conv2d (event-driven below the firing-rate crossover, 1-bit saved input).
+
+Input [T, B, ...] or [N, ...] (the layers are stateless: time steps are just more rows). On CUDA the
+path (event-driven or dense) and the input kind are measured on the first call and cached, so later
+calls make no host synchronisation and can be captured in a CUDA graph; replan() measures again. On CPU
+the measurement is free and is made on every call. Setting mode / input_kind fixes them by hand.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import ops
+from ..ops import spike as _spike
+
+__all__ = ["SpikeLinear", "SpikeConv2d"]
+
+
+class _SpikeLayer(nn.Module):
+    _layer = ""
+
+    def __init__(self, mode: str, input_kind: str):
+        super().__init__()
+        _spike._check_choice("mode", mode, _spike._MODES)
+        _spike._check_choice("input_kind", input_kind, _spike._KINDS)
+        self.mode, self.input_kind = mode, input_kind
+        self._plan: Optional[tuple[str, str]] = None
+
+    def replan(self) -> None:
+        """Forget the cached (mode, input_kind): the next CUDA call measures its input again."""
+        self._plan = None
+
+    def _choose(self, s: Tensor) -> tuple[str, str]:
+        if s.device.type != "cuda" or torch.compiler.is_compiling():
+            return self.mode, self.input_kind
+        if self._plan is None:
+            nnz, kind = ops.spike_stats(s)  # one synchronisation, then cached
+            mode = self.mode
+            if mode == "auto":
+                key = self._layer if torch.is_grad_enabled() else self._layer + "_fwd"
+                limit = _spike.CROSSOVER["cuda"].get(key)
+                rate = nnz / max(s.numel(), 1)
+                mode = "sparse" if kind != "float" and limit is not None and rate <= limit else "dense"
+            self._plan = (mode, kind if self.input_kind == "auto" else self.input_kind)
+        return self._plan
+
+    def _init(self, fan_in: int) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+
+class SpikeLinear(_SpikeLayer):
+    """Y = S W^T + b on spikes s [..., in_features] (e.g. [T, B, in_features]); nn.Linear's init."""
+    _layer = "linear"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, mode: str = "auto",
+                 input_kind: str = "auto", device=None, dtype=None):
+        super().__init__(mode, input_kind)
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        self.in_features, self.out_features = in_features, out_features
+        fk = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **fk))
+        self.bias = nn.Parameter(torch.empty(out_features, **fk)) if bias else None
+        self._init(in_features)
+
+    def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
+        mode, kind = self._choose(s)
+        return ops.spike_linear(s, self.weight, self.bias, mode=mode, input_kind=kind, grad_mask=grad_mask)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"mode={self.mode!r}")
+
+
+class SpikeConv2d(_SpikeLayer):
+    """2-D convolution on spikes s [N, C, H, W] or [T, B, C, H, W]; nn.Conv2d's init (zero padding)."""
+    _layer = "conv2d"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, *, mode: str = "auto", input_kind: str = "auto",
+                 device=None, dtype=None):
+        super().__init__(mode, input_kind)
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups ({groups}) must divide in_channels ({in_channels}) and "
+                             f"out_channels ({out_channels})")
+        kh, kw = _spike._pair("kernel_size", kernel_size, 1)
+        self.stride = _spike._pair("stride", stride, 1)
+        self.padding = _spike._pair("padding", padding, 0)
+        self.dilation = _spike._pair("dilation", dilation, 1)
+        self.in_channels, self.out_channels, self.kernel_size, self.groups = in_channels, out_channels, (kh, kw), groups
+        fk = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw, **fk))
+        self.bias = nn.Parameter(torch.empty(out_channels, **fk)) if bias else None
+        self._init(in_channels // groups * kh * kw)
+
+    def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
+        mode, kind = self._choose(s)
+        return ops.spike_conv2d(s, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                                mode=mode, input_kind=kind, grad_mask=grad_mask)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"bias={self.bias is not None}, mode={self.mode!r}")

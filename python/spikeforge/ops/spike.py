@@ -1,0 +1,653 @@
+"""Event-driven spike propagation: spike_linear, spike_conv2d, pack_spikes / unpack_spikes over
+csrc/core/spike.h (shared/SEMANTICS.md "Spike propagation").
+
+Forward: the input S is bit-packed once (one pass that also counts the non-zeros and classifies the
+values: binary 0/1, small integer counts, or other floats). Below a per-device firing-rate threshold
+the native event-driven kernels run (only active inputs add their weights); above it, or for
+non-spike floats, the dense torch op runs. Either way the answer is exact for any input.
+
+Saved for backward: binary input -> the packed bits (1 bit per element); counts -> uint8 (8 bits);
+other floats -> the input itself. Backward: grad_weight accumulated over the active inputs (native, from
+the packed bits) or as a dense GEMM / conv above the threshold; grad_input dense (dY W, a transposed
+conv), or, with grad_mask (the sparse-gradient idea of Perez-Nieves & Goodman 2021), only where the mask
+is set: for linear a native kernel computes just those entries; for conv2d the transposed conv is masked
+after the fact (same values, no saving); grad_bias a sum.
+
+Host synchronisation: deciding the path and the saved format reads two numbers computed on the
+device (non-zeros, kind). On CPU that is free. On CUDA it is one synchronisation per call, so for CUDA
+graphs fix both: mode="sparse" or "dense" and input_kind="binary" / "counts" / "float" (a device-side
+assertion then checks the promised kind without a sync). nn.SpikeLinear / SpikeConv2d measure on their
+first call and cache the decision (module.replan() measures again).
+
+Paths mirror ops/psn.py: custom ops torch.ops.spikeforge.spike_* for torch.compile and opcheck, an
+autograd.Function fast path for eager plain tensors, the reference (dense torch) without native kernels
+and for float16 / bfloat16 (the native kernels take float32, and float64 on CPU).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import reference
+from .._native import native
+from ._common import _has_native, _stream, _tracing
+
+__all__ = ["spike_linear", "spike_conv2d", "pack_spikes", "unpack_spikes", "PackedSpikes", "CROSSOVER"]
+
+KIND_AUTO, KIND_BINARY, KIND_COUNTS, KIND_FLOAT = -1, 0, 1, 2
+_KINDS = {"auto": KIND_AUTO, "binary": KIND_BINARY, "counts": KIND_COUNTS, "float": KIND_FLOAT}
+MODE_AUTO, MODE_SPARSE, MODE_DENSE = 0, 1, 2
+_MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
+
+# Firing rate (fraction of non-zero inputs) at or below which the event-driven kernels beat the dense
+# torch op, per device and layer: the crossover measured by `spikeforge bench spikes` (linear
+# 4096->4096 and conv 3x3 64->64 at 32x32, batch*T = 256; bench/results/<device>_spikes.json). "linear" /
+# "conv2d" are the forward+backward crossovers (used when a gradient is needed), "*_fwd" the forward-only
+# ones (inference). None: not measured on that device, so "auto" takes the dense op there and the
+# event-driven kernels run only with mode="sparse".
+CROSSOVER = {
+    # 2 EPYC cores, load average 5-9 (bench/results/cpu_spikes.json)
+    "cpu": {"linear": 0.30, "conv2d": 0.20, "linear_fwd": 0.30, "conv2d_fwd": 0.10},
+    "cuda": {"linear": None, "conv2d": None, "linear_fwd": None, "conv2d_fwd": None},
+}
+
+# Mask density (fraction of set entries) up to which the masked grad_input kernel of spike_linear beats
+# the dense GEMM dY W followed by the mask. CPU: 2 EPYC cores, [256, 4096] x [4096, 4096], load 2.6:
+# 6.5x at 1%, 3.1x at 5%, 1.08x at 20%. CUDA (None): the masked kernel always (no host read of the mask's
+# density, so the backward stays capturable); not measured.
+MASKED_CROSSOVER = {"cpu": 0.2, "cuda": None}
+
+
+# --------------------------------------------------------------------------------------------
+# packing
+# --------------------------------------------------------------------------------------------
+def _words(K: int) -> int:
+    return (K + 63) // 64
+
+
+def _pack_impl(s2d: Tensor) -> tuple[Tensor, Tensor]:
+    R, K = s2d.shape
+    bits = torch.empty(R, _words(K), dtype=torch.int64, device=s2d.device)
+    info = torch.empty(2, dtype=torch.int64, device=s2d.device)
+    native.spike_pack(s2d, bits, info, torch.get_num_threads(), _stream(s2d))
+    return bits, info
+
+
+def _unpack_impl(bits: Tensor, K: int, dtype: torch.dtype) -> Tensor:
+    out = torch.empty(bits.shape[0], K, dtype=dtype, device=bits.device)
+    native.spike_unpack(bits, out, torch.get_num_threads(), _stream(bits))
+    return out
+
+
+@torch.library.custom_op("spikeforge::spike_pack", mutates_args=())
+def spike_pack(s: Tensor) -> tuple[Tensor, Tensor]:
+    """s [R, K] (float32/float64) -> (bits [R, ceil(K/64)] int64, info [2] int64 = (non-zeros, kind))."""
+    return _pack_impl(s.contiguous())
+
+
+@spike_pack.register_fake
+def _(s):
+    return s.new_empty((s.shape[0], _words(s.shape[1])), dtype=torch.int64), s.new_empty(2, dtype=torch.int64)
+
+
+@torch.library.custom_op("spikeforge::spike_unpack", mutates_args=())
+def spike_unpack(bits: Tensor, K: int, dtype: torch.dtype) -> Tensor:
+    """bits [R, words] -> [R, K] of 0 / 1."""
+    return _unpack_impl(bits.contiguous(), K, dtype)
+
+
+@spike_unpack.register_fake
+def _(bits, K, dtype):
+    return bits.new_empty((bits.shape[0], K), dtype=dtype)
+
+
+class PackedSpikes(NamedTuple):
+    """A binary spike tensor at 1 bit per element: bits [prod(shape[:-1]), ceil(shape[-1] / 64)] int64
+    (little-endian within a word, padding bits zero), plus the dense shape and dtype."""
+    bits: Tensor
+    shape: tuple
+    dtype: torch.dtype
+
+    def nbytes(self) -> int:
+        return self.bits.numel() * self.bits.element_size()
+
+
+def pack_spikes(s: Tensor) -> PackedSpikes:
+    """Bit-pack a binary spike tensor [..., K]. Raises ValueError if s holds anything but 0 and 1
+    (checked on the host: one synchronisation on CUDA)."""
+    _check_s(s, "s", 1)
+    shape, dtype = tuple(s.shape), s.dtype
+    K = shape[-1]
+    s2d = s.reshape(-1, K)
+    if not _native_ok(s):
+        if not bool(((s2d == 0) | (s2d == 1)).all()):
+            raise ValueError("pack_spikes: s must hold only 0 and 1")
+        return PackedSpikes(reference.pack_bits(s2d), shape, dtype)
+    src = s2d if s2d.dtype in (torch.float32, torch.float64) else s2d.float()
+    bits, info = spike_pack(src) if _tracing() else _pack_impl(src.contiguous())
+    if not _tracing() and int(info[1]) != KIND_BINARY:
+        raise ValueError("pack_spikes: s must hold only 0 and 1")
+    return PackedSpikes(bits, shape, dtype)
+
+
+def unpack_spikes(p: PackedSpikes) -> Tensor:
+    """The dense 0/1 tensor of a PackedSpikes."""
+    if not isinstance(p, PackedSpikes):
+        raise TypeError(f"p must be a PackedSpikes, got {type(p).__name__}")
+    K = p.shape[-1] if p.shape else 1
+    if p.bits.dtype != torch.int64 or p.bits.dim() != 2 or p.bits.shape[1] != _words(K) or \
+            p.bits.shape[0] != math.prod(p.shape[:-1]):
+        raise ValueError(f"p.bits has shape {tuple(p.bits.shape)} / dtype {p.bits.dtype}, which does not "
+                         f"match the packed shape {p.shape}")
+    if not _native_ok(p.bits, any_dtype=True):
+        return reference.unpack_bits(p.bits, K, p.dtype).reshape(p.shape)
+    dt = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
+    if p.bits.is_cuda:
+        dt = torch.float32
+    out = spike_unpack(p.bits, K, dt) if _tracing() else _unpack_impl(p.bits.contiguous(), K, dt)
+    return out.to(p.dtype).reshape(p.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# shared plumbing
+# --------------------------------------------------------------------------------------------
+def _native_ok(t: Tensor, any_dtype: bool = False) -> bool:
+    if not _has_native(t.device):
+        return False
+    if any_dtype:
+        return True
+    return t.dtype == torch.float32 or (t.dtype == torch.float64 and t.device.type == "cpu")
+
+
+def _resolve_kind(kind: int, info: Tensor) -> int:
+    """The kind to save for backward. KIND_AUTO reads info on the host; a promised kind is checked
+    (on CPU with a ValueError, on CUDA by a device-side assertion: no synchronisation)."""
+    if kind == KIND_AUTO:
+        return int(info[1])
+    if kind != KIND_FLOAT:
+        if info.is_cuda:
+            torch._assert_async(info[1] <= kind, "spike op: the input does not match input_kind")
+        elif int(info[1]) > kind:
+            raise ValueError(f"s: input_kind={'binary' if kind == KIND_BINARY else 'counts'} was promised but "
+                             f"s holds {'non-integer or negative values' if int(info[1]) == 2 else 'counts > 1'}")
+    return kind
+
+
+def _use_sparse(mode: int, kind: int, info: Tensor, numel: int, device: torch.device, layer: str) -> bool:
+    if mode != MODE_AUTO:
+        return mode == MODE_SPARSE
+    rate = CROSSOVER.get(device.type, {}).get(layer)
+    if kind == KIND_FLOAT or numel == 0 or rate is None:
+        return False  # non-spike floats: the dense op (the sparse kernels would be exact, just slower)
+    return int(info[0]) <= rate * numel
+
+
+def _saved_values(s2d: Tensor, kind: int) -> Tensor:
+    # counts fit in uint8 (kMaxSpikeCount = 255): 8 bits per element instead of the float width
+    return s2d.to(torch.uint8) if kind == KIND_COUNTS else s2d
+
+
+def _values_of(saved: Tensor, dtype: torch.dtype) -> Tensor:
+    return saved if saved.dtype == dtype else saved.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# linear
+# --------------------------------------------------------------------------------------------
+def _linear_forward_impl(s2d: Tensor, w: Tensor, b: Optional[Tensor], sparse: bool) -> Tensor:
+    M, K = s2d.shape
+    N = w.shape[0]
+    if not sparse:
+        return F.linear(s2d, w, b)
+    y = s2d.new_empty(M, N)
+    wt = s2d.new_empty(K, N) if s2d.is_cuda else None
+    native.spike_linear_forward(s2d, w, b, y, wt, torch.get_num_threads(), _stream(s2d))
+    return y
+
+
+def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], w: Tensor,
+                          grad_mask: Optional[Tensor], sparse: bool, need_s: bool, need_w: bool,
+                          need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+    grad_y, w = grad_y.contiguous(), w.contiguous()
+    M, N = grad_y.shape
+    K = w.shape[1]
+    gs = gw = gb = None
+    if need_s:
+        if grad_mask is None:
+            gs = grad_y @ w
+        else:
+            mask_bits, mask_info = _pack_impl(grad_mask.reshape(M, K).to(grad_y.dtype))
+            limit = MASKED_CROSSOVER.get(grad_y.device.type)
+            if limit is None or int(mask_info[0]) <= limit * M * K:
+                # only the masked entries are computed (work in proportion to the mask)
+                gs = grad_y.new_empty(M, K)
+                ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
+                native.spike_linear_grad_input_masked(mask_bits, grad_y, w, gs, ws, torch.get_num_threads(),
+                                                      _stream(grad_y))
+            else:  # a dense mask: the GEMM is faster
+                gs = (grad_y @ w) * grad_mask.reshape(M, K).to(grad_y.dtype)
+    if need_w:
+        if vals is not None:
+            vals = _values_of(vals, grad_y.dtype).reshape(M, K).contiguous()
+        if sparse:
+            gw = grad_y.new_empty(N, K)
+            ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
+            native.spike_linear_grad_weight(bits, vals, grad_y, gw, ws, torch.get_num_threads(), _stream(grad_y))
+        else:
+            dense = vals if vals is not None else _unpack_impl(bits, K, grad_y.dtype)
+            gw = grad_y.t() @ dense
+    if need_b:
+        gb = grad_y.sum(0)
+    e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
+    return (gs if need_s else e(0), gw if need_w else e(0), gb if need_b else e(0))
+
+
+# --------------------------------------------------------------------------------------------
+# conv2d (params: the 16 integers of csrc/core/spike.h SpikeConvParams, see _conv_params)
+# --------------------------------------------------------------------------------------------
+def _conv_params(s: Tensor, w: Tensor, stride, padding, dilation, groups: int) -> list[int]:
+    B, Cin, H, W = s.shape
+    Cout, _, kh, kw = w.shape
+    Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return [B, Cin, H, W, Cout, kh, kw, Ho, Wo, stride[0], stride[1], padding[0], padding[1], dilation[0],
+            dilation[1], groups]
+
+
+def _conv_geometry(cp):
+    return (cp[9], cp[10]), (cp[11], cp[12]), (cp[13], cp[14]), cp[15]
+
+
+def _conv_forward_impl(s: Tensor, w: Tensor, b: Optional[Tensor], cp: list[int], sparse: bool) -> Tensor:
+    if not sparse:
+        return F.conv2d(s, w, b, *_conv_geometry(cp))
+    y = s.new_empty((cp[0], cp[4], cp[7], cp[8]))
+    native.spike_conv2d_forward(s, w, b, y, cp, torch.get_num_threads(), _stream(s))
+    return y
+
+
+def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], w: Tensor,
+                        grad_mask: Optional[Tensor], cp: list[int], sparse: bool, need_s: bool, need_w: bool,
+                        need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+    grad_y, w = grad_y.contiguous(), w.contiguous()
+    B, Cin, H, W = cp[:4]
+    stride, padding, dilation, groups = _conv_geometry(cp)
+    gs = gw = gb = None
+    if need_s:
+        gs = torch.nn.grad.conv2d_input((B, Cin, H, W), w, grad_y, stride, padding, dilation, groups)
+        if grad_mask is not None:
+            gs = gs * grad_mask.reshape(gs.shape).to(gs.dtype)
+    if need_w:
+        if vals is not None:
+            vals = _values_of(vals, grad_y.dtype).reshape(B, Cin, H, W).contiguous()
+        if sparse:
+            gw = torch.empty_like(w)
+            partials = grad_y.new_empty((native.spike_conv_partitions(B), w.numel()))
+            native.spike_conv2d_grad_weight(bits, vals, grad_y, partials, gw, cp, torch.get_num_threads(),
+                                            _stream(grad_y))
+        else:
+            dense = vals if vals is not None else _unpack_impl(bits, Cin * H * W, grad_y.dtype).view(B, Cin, H, W)
+            gw = torch.nn.grad.conv2d_weight(dense, w.shape, grad_y, stride, padding, dilation, groups)
+    if need_b:
+        gb = grad_y.sum((0, 2, 3))
+    e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
+    return (gs if need_s else e(0), gw if need_w else e(0), gb if need_b else e(0))
+
+
+# --------------------------------------------------------------------------------------------
+# the two layers behind one forward/backward skeleton
+# --------------------------------------------------------------------------------------------
+def _rows(s: Tensor) -> Tensor:
+    """The [R, K] view that is packed: linear rows, or one row per conv sample."""
+    return s if s.dim() == 2 else s.reshape(s.shape[0], -1)
+
+
+def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[list[int]], mode: int, kind: int,
+         training: bool = True):
+    """-> (y, bits, info, kind resolved). training picks the forward+backward crossover."""
+    bits, info = _pack_impl(_rows(s))
+    kind = _resolve_kind(kind, info)
+    sparse = _use_sparse(mode, kind, info, s.numel(), s.device, layer if training else layer + "_fwd")
+    y = _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
+    return y, bits, info, kind
+
+
+def _bwd(layer: str, grad_y, bits, vals, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
+    numel = (grad_y.shape[0] * w.shape[1]) if layer == "linear" else cp[0] * cp[1] * cp[2] * cp[3]
+    sparse = _use_sparse(mode, kind, info, numel, grad_y.device, layer)
+    if layer == "linear":
+        return _linear_backward_impl(grad_y, bits, vals, w, grad_mask, sparse, ns, nw, nb)
+    return _conv_backward_impl(grad_y, bits, vals, w, grad_mask, cp, sparse, ns, nw, nb)
+
+
+def _split_saved(kind: int, s: Tensor, bits: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """(bits, values) kept for backward: exactly one is a tensor. Binary -> 1 bit per element."""
+    if kind == KIND_BINARY:
+        return bits, None
+    return None, _saved_values(s, kind)
+
+
+def _fake_fwd(s, w, cp):
+    y = (s.new_empty((s.shape[0], w.shape[0])) if cp is None
+         else s.new_empty((cp[0], cp[4], cp[7], cp[8])))
+    r = _rows(s)
+    return y, s.new_empty((r.shape[0], _words(r.shape[1])), dtype=torch.int64), s.new_empty(2, dtype=torch.int64)
+
+
+def _fake_bwd(grad_y, s_shape, w, ns, nw, nb, bias_len):
+    e = grad_y.new_empty
+    return (e(s_shape) if ns else e(0), e(w.shape) if nw else e(0), e((bias_len,)) if nb else e(0))
+
+
+# ---- custom ops (torch.compile, opcheck). With input_kind "auto" the kind is only known inside the op,
+# so the compiled path saves the input values (correct for any input); pass input_kind="binary" (as
+# nn.SpikeLinear / SpikeConv2d do once they have seen their input) to keep 1 bit per element.
+@torch.library.custom_op("spikeforge::spike_linear_fwd", mutates_args=())
+def spike_linear_fwd(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor], mode: int,
+                     kind: int) -> tuple[Tensor, Tensor, Tensor]:
+    """s [M, K], w [N, K], b [N] or None -> (y [M, N], bits [M, words], info [2] = (non-zeros, kind)).
+    grad_mask ([M, K] or None) is only kept for the backward."""
+    y, bits, info, _ = _fwd("linear", s.contiguous(), w.contiguous(), None if b is None else b.contiguous(),
+                            None, mode, kind)
+    return y, bits, info
+
+
+@spike_linear_fwd.register_fake
+def _(s, w, b, grad_mask, mode, kind):
+    return _fake_fwd(s, w, None)
+
+
+@torch.library.custom_op("spikeforge::spike_linear_bwd", mutates_args=())
+def spike_linear_bwd(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], info: Tensor, w: Tensor,
+                     grad_mask: Optional[Tensor], mode: int, kind: int, need_s: bool, need_w: bool,
+                     need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (grad_s [M, K] or empty, grad_w [N, K] or empty, grad_b [N] or empty)."""
+    return _bwd("linear", grad_y, bits, vals, info, w, grad_mask, None, mode, kind, need_s, need_w, need_b)
+
+
+@spike_linear_bwd.register_fake
+def _(grad_y, bits, vals, info, w, grad_mask, mode, kind, need_s, need_w, need_b):
+    return _fake_bwd(grad_y, (grad_y.shape[0], w.shape[1]), w, need_s, need_w, need_b, w.shape[0])
+
+
+@torch.library.custom_op("spikeforge::spike_conv2d_fwd", mutates_args=())
+def spike_conv2d_fwd(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor], params: list[int],
+                     mode: int, kind: int) -> tuple[Tensor, Tensor, Tensor]:
+    """s [B, Cin, H, W], w [Cout, Cin/groups, kh, kw] -> (y [B, Cout, Ho, Wo], bits [B, words], info [2])."""
+    y, bits, info, _ = _fwd("conv2d", s.contiguous(), w.contiguous(), None if b is None else b.contiguous(),
+                            list(params), mode, kind)
+    return y, bits, info
+
+
+@spike_conv2d_fwd.register_fake
+def _(s, w, b, grad_mask, params, mode, kind):
+    return _fake_fwd(s, w, params)
+
+
+@torch.library.custom_op("spikeforge::spike_conv2d_bwd", mutates_args=())
+def spike_conv2d_bwd(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], info: Tensor, w: Tensor,
+                     grad_mask: Optional[Tensor], params: list[int], mode: int, kind: int, need_s: bool,
+                     need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (grad_s [B, Cin, H, W] or empty, grad_w or empty, grad_b [Cout] or empty)."""
+    return _bwd("conv2d", grad_y, bits, vals, info, w, grad_mask, list(params), mode, kind, need_s, need_w, need_b)
+
+
+@spike_conv2d_bwd.register_fake
+def _(grad_y, bits, vals, info, w, grad_mask, params, mode, kind, need_s, need_w, need_b):
+    return _fake_bwd(grad_y, tuple(params[:4]), w, need_s, need_w, need_b, w.shape[0])
+
+
+def _setup(ctx, s, w, grad_mask, bits, info, cp, mode, kind):
+    # in the compiled path an unresolved kind saves the values (KIND_FLOAT: correct for any input)
+    kind = KIND_FLOAT if kind == KIND_AUTO else kind
+    sb, sv = _split_saved(kind, s, bits)
+    ctx.save_for_backward(sb, sv, info, w, grad_mask)
+    ctx.params = (cp, mode, kind)
+
+
+def _linear_setup(ctx, inputs, output):
+    s, w, b, grad_mask, mode, kind = inputs
+    _setup(ctx, s, w, grad_mask, output[1], output[2], None, mode, kind)
+
+
+def _conv_setup(ctx, inputs, output):
+    s, w, b, grad_mask, params, mode, kind = inputs
+    _setup(ctx, s, w, grad_mask, output[1], output[2], list(params), mode, kind)
+
+
+def _grads(ctx, grad_y, layer: str, call, n_extra: int):
+    sb, sv, info, w, grad_mask = ctx.saved_tensors
+    cp, mode, kind = ctx.params
+    ns, nw, nb = ctx.needs_input_grad[:3]
+    gs, gw, gb = call(grad_y.contiguous(), sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb)
+    return (gs if ns else None, gw if nw else None, gb if nb else None) + (None,) * n_extra
+
+
+def _linear_bwd_op(grad_y, sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
+    return torch.ops.spikeforge.spike_linear_bwd(grad_y, sb, sv, info, w, grad_mask, mode, kind, ns, nw, nb)
+
+
+def _conv_bwd_op(grad_y, sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
+    return torch.ops.spikeforge.spike_conv2d_bwd(grad_y, sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb)
+
+
+spike_linear_fwd.register_autograd(lambda ctx, gy, _gb, _gi: _grads(ctx, gy, "linear", _linear_bwd_op, 3),
+                                   setup_context=_linear_setup)
+spike_conv2d_fwd.register_autograd(lambda ctx, gy, _gb, _gi: _grads(ctx, gy, "conv2d", _conv_bwd_op, 4),
+                                   setup_context=_conv_setup)
+
+
+class _SpikeFunction(torch.autograd.Function):
+    """Eager fast path for both layers: resolves the input kind on the host before saving, so binary
+    input keeps 1 bit per element even with input_kind="auto"."""
+
+    @staticmethod
+    def forward(ctx, s, w, b, grad_mask, layer, cp, mode, kind):
+        y, bits, info, kind = _fwd(layer, s, w, b, cp, mode, kind)
+        _setup(ctx, s, w, grad_mask, bits, info, cp, mode, kind)
+        ctx.layer = layer
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        layer = ctx.layer
+        return _grads(ctx, grad_y, layer, lambda *a: _bwd(layer, *a), 5)
+
+
+# --------------------------------------------------------------------------------------------
+# validation and public API (shared/API.md)
+# --------------------------------------------------------------------------------------------
+def _check_s(s, name: str, min_dim: int) -> None:
+    if not isinstance(s, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(s).__name__}")
+    if s.is_complex():
+        raise TypeError(f"{name} must be a real tensor (float, integer or bool), got {s.dtype}")
+    if s.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimension(s), got shape {tuple(s.shape)}")
+
+
+def _check_choice(name: str, value, table: dict) -> int:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if value not in table:
+        raise ValueError(f"{name} must be one of {sorted(table)}, got {value!r}")
+    return table[value]
+
+
+def _check_param(t, name: str, s: Tensor, shape: tuple, owner: str = "weight") -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if t.device != s.device:
+        raise ValueError(f"{name} is on {t.device} but s is on {s.device}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    return t
+
+
+def _prepare(s: Tensor, weight: Tensor) -> Tensor:
+    """Integer / bool spikes become weight's dtype; float spikes must match it."""
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a floating-point tensor, got {weight.dtype}")
+    if weight.device != s.device:
+        raise ValueError(f"weight is on {weight.device} but s is on {s.device}")
+    if not s.is_floating_point():
+        return s.to(weight.dtype)
+    if s.dtype != weight.dtype:
+        raise TypeError(f"weight must have the dtype of s ({s.dtype}), got {weight.dtype}")
+    return s
+
+
+def _check_mask(grad_mask, s: Tensor) -> Optional[Tensor]:
+    if grad_mask is None:
+        return None
+    if not isinstance(grad_mask, Tensor):
+        raise TypeError(f"grad_mask must be a torch.Tensor or None, got {type(grad_mask).__name__}")
+    if grad_mask.device != s.device:
+        raise ValueError(f"grad_mask is on {grad_mask.device} but s is on {s.device}")
+    if tuple(grad_mask.shape) != tuple(s.shape):
+        raise ValueError(f"grad_mask must have the shape of s {tuple(s.shape)}, got {tuple(grad_mask.shape)}")
+    return grad_mask if grad_mask.dtype == torch.bool else grad_mask != 0
+
+
+def _pair(name: str, v, minimum: int) -> tuple[int, int]:
+    vals = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
+    if not isinstance(vals, (tuple, list)) or len(vals) != 2 or \
+            not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if min(vals) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor],
+         cp: Optional[list[int]], mode: int, kind: int) -> Tensor:
+    if _tracing() or type(s) is not torch.Tensor:
+        if layer == "linear":
+            return torch.ops.spikeforge.spike_linear_fwd(s, w, b, grad_mask, mode, kind)[0]
+        return torch.ops.spikeforge.spike_conv2d_fwd(s, w, b, grad_mask, cp, mode, kind)[0]
+    s, w = s.contiguous(), w.contiguous()
+    b = None if b is None else b.contiguous()
+    if torch.is_grad_enabled() and (s.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
+        return _SpikeFunction.apply(s, w, b, grad_mask, layer, cp, mode, kind)
+    if mode != MODE_AUTO and kind == KIND_AUTO:  # inference with a fixed path: no packing needed
+        sparse = mode == MODE_SPARSE
+        return _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
+    return _fwd(layer, s, w, b, cp, mode, kind, training=False)[0]
+
+
+def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, mode: str = "auto",
+                 input_kind: str = "auto", grad_mask: Optional[Tensor] = None) -> Tensor:
+    """Y = S W^T + b, event-driven below the firing-rate crossover. s [..., K] (binary spikes, small
+    non-negative integer counts, or any float), weight [N, K], bias [N] or None -> [..., N].
+
+    mode: "auto" (by firing rate, CROSSOVER), "sparse" (event-driven kernels) or "dense" (torch).
+    input_kind: "auto" (measured), or a promise "binary" / "counts" / "float" (checked) that fixes what
+    is saved for backward without a host read. grad_mask (bool, s's shape): grad_s is zero where False.
+    """
+    _check_s(s, "s", 1)
+    m, k = _check_choice("mode", mode, _MODES), _check_choice("input_kind", input_kind, _KINDS)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {tuple(weight.shape)}")
+    s = _prepare(s, weight)
+    N, K = weight.shape
+    if s.shape[-1] != K:
+        raise ValueError(f"s: last dimension {s.shape[-1]} does not match weight's in_features {K}")
+    if bias is not None:
+        _check_param(bias, "bias", s, (N,))
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias must have the dtype of weight ({weight.dtype}), got {bias.dtype}")
+    grad_mask = _check_mask(grad_mask, s)
+    if not _native_ok(s):
+        return reference.spike_linear(s, weight, bias, grad_mask)
+    lead = tuple(s.shape[:-1])
+    M = math.prod(lead)
+    s2d = s.reshape(M, K)
+    gm = None if grad_mask is None else grad_mask.reshape(M, K)
+    return _run("linear", s2d, weight, bias, gm, None, m, k).reshape(lead + (N,))
+
+
+def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                 stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
+                 dilation: Union[int, Sequence[int]] = 1, groups: int = 1, *, mode: str = "auto",
+                 input_kind: str = "auto", grad_mask: Optional[Tensor] = None) -> Tensor:
+    """2-D convolution of a spike tensor, event-driven below the firing-rate crossover.
+    s [N, Cin, H, W] or [T, B, Cin, H, W]; weight [Cout, Cin / groups, kh, kw]; bias [Cout] or None.
+    mode, input_kind and grad_mask as in spike_linear."""
+    _check_s(s, "s", 4)
+    if s.dim() > 5:
+        raise ValueError(f"s must be [N, C, H, W] or [T, B, C, H, W], got shape {tuple(s.shape)}")
+    m, k = _check_choice("mode", mode, _MODES), _check_choice("input_kind", input_kind, _KINDS)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be 4-D [Cout, Cin / groups, kh, kw], got shape {tuple(weight.shape)}")
+    st, pd, dl = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"groups must be an int, got {type(groups).__name__}")
+    s = _prepare(s, weight)
+    Cout, cin_g, kh, kw = weight.shape
+    Cin = s.shape[-3]
+    if groups < 1 or Cin % groups or Cout % groups:
+        raise ValueError(f"groups must be >= 1 and divide in_channels ({Cin}) and out_channels ({Cout}), "
+                         f"got {groups}")
+    if cin_g * groups != Cin:
+        raise ValueError(f"weight: in_channels / groups = {cin_g} does not match s's {Cin} channels / {groups}")
+    if bias is not None:
+        _check_param(bias, "bias", s, (Cout,))
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias must have the dtype of weight ({weight.dtype}), got {bias.dtype}")
+    grad_mask = _check_mask(grad_mask, s)
+    lead = tuple(s.shape[:-3])
+    s4 = s.reshape((-1,) + tuple(s.shape[-3:]))
+    cp = _conv_params(s4, weight, st, pd, dl, groups)
+    if cp[7] < 1 or cp[8] < 1:
+        raise ValueError(f"s: input {tuple(s.shape[-2:])} is smaller than the dilated kernel "
+                         f"({dl[0] * (kh - 1) + 1}, {dl[1] * (kw - 1) + 1}) after padding {pd}")
+    if not _native_ok(s):
+        return reference.spike_conv2d(s, weight, bias, st, pd, dl, groups, grad_mask)
+    gm = None if grad_mask is None else grad_mask.reshape(s4.shape)
+    y = _run("conv2d", s4, weight, bias, gm, cp, m, k)
+    return y.reshape(lead + tuple(y.shape[1:]))
+
+
+def spike_stats(s: Tensor) -> tuple[int, str]:
+    """(non-zeros, kind) of a spike tensor: kind "binary" (0/1), "counts" (integers in [0, 255]) or
+    "float". Reads the device (one synchronisation on CUDA)."""
+    _check_s(s, "s", 0)
+    flat = s.reshape(1, -1)
+    if not flat.is_floating_point():
+        flat = flat.float()
+    if not _native_ok(flat):
+        v = flat.float()
+        kind = KIND_BINARY if bool(((v == 0) | (v == 1)).all()) else \
+            KIND_COUNTS if bool(((v >= 0) & (v <= 255) & (v == v.round())).all()) else KIND_FLOAT
+        return int((v != 0).sum()), ["binary", "counts", "float"][kind]
+    _, info = _pack_impl(flat.contiguous())
+    return int(info[0]), ["binary", "counts", "float"][int(info[1])]
+
+
+def saved_bytes(s: Tensor, input_kind: str = "auto", layer: Optional[str] = None) -> int:
+    """Bytes of s that spike_linear / spike_conv2d keep for backward (eager path): 1 bit per element for
+    binary input (packed int64 rows, padded to whole words), 1 byte for counts, the input itself for other
+    floats. layer "linear" packs rows of the last dimension, "conv2d" one row per [C, H, W] sample;
+    None: "linear" for 2-D / 3-D s, else "conv2d"."""
+    kind = _check_choice("input_kind", input_kind, _KINDS)
+    if layer is None:
+        layer = "linear" if s.dim() <= 3 else "conv2d"
+    if layer not in ("linear", "conv2d"):
+        raise ValueError(f"layer must be 'linear', 'conv2d' or None, got {layer!r}")
+    if kind == KIND_AUTO:
+        kind = ["binary", "counts", "float"].index(spike_stats(s)[1])
+    if kind == KIND_BINARY:
+        K = s.shape[-1] if layer == "linear" else math.prod(s.shape[-3:])
+        return (s.numel() // max(K, 1)) * _words(K) * 8
+    return s.numel() * (1 if kind == KIND_COUNTS else s.element_size())

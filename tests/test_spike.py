@@ -1,0 +1,475 @@
+"""Spike propagation (shared/SEMANTICS.md "Spike propagation"): spikeforge.ops.spike_linear /
+spike_conv2d / pack_spikes / unpack_spikes, the custom ops torch.ops.spikeforge.spike_*, and the modules
+spikeforge.nn.SpikeLinear / SpikeConv2d.
+
+Ground truth is spikeforge.reference (the dense torch ops). Weights, biases and upstream gradients are
+dyadic (multiples of 1/16 of small magnitude) and inputs are 0/1, small integer counts or multiples of
+1/8: every sum is exact in float32 whatever its order, so the event-driven and dense paths must agree
+with the reference to the last bit (checked with a tolerance of a few ulps of the largest magnitude,
+which also covers cuBLAS / cuDNN on CUDA that may use TF32-free but reordered reductions).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import spikeforge as sf
+from spikeforge import ops
+from spikeforge import reference as R
+from spikeforge.ops import spike as S
+
+MODES = ["sparse", "dense", "auto"]
+RATES = [0.0, 0.05, 0.5, 1.0]
+
+
+def dyadic(shape, lo, hi, denom, dtype=torch.float32, device="cpu"):
+    return (torch.randint(lo, hi, tuple(shape)) / denom).to(dtype=dtype, device=device)
+
+
+def spikes(shape, rate, kind="binary", dtype=torch.float32, device="cpu"):
+    on = torch.rand(tuple(shape)) < rate
+    if kind == "binary":
+        v = on.to(dtype)
+    elif kind == "counts":
+        v = on.to(dtype) * torch.randint(1, 4, tuple(shape)).to(dtype)
+    else:  # arbitrary floats, zeros kept at the same rate
+        v = on.to(dtype) * dyadic(shape, -16, 16, 8, dtype)
+    return v.to(device)
+
+
+def grads(fn, inputs, gy):
+    inputs = [None if t is None else t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    y = fn(*inputs)
+    y.backward(gy)
+    return y.detach(), [None if t is None or not t.requires_grad else t.grad for t in inputs]
+
+
+def close(a, b):
+    scale = max(float(b.detach().abs().max()) if b.numel() else 0.0, 1.0)
+    torch.testing.assert_close(a, b, rtol=0, atol=4e-7 * scale if a.dtype == torch.float32 else 1e-12 * scale)
+
+
+# --------------------------------------------------------------------------------------------
+# packing
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("K", [1, 63, 64, 65, 200])
+def test_pack_roundtrip(device, K):
+    s = spikes((7, 3, K), 0.3, device=device)
+    p = ops.pack_spikes(s)
+    assert p.bits.dtype == torch.int64 and p.bits.shape == (21, (K + 63) // 64)
+    assert torch.equal(p.bits, R.pack_bits(s.reshape(-1, K)))
+    assert torch.equal(ops.unpack_spikes(p), s)
+    assert torch.equal(R.unpack_bits(p.bits, K), s.reshape(-1, K))
+    if K >= 32:  # rows are padded to whole 64-bit words
+        assert p.nbytes() * 16 <= s.numel() * 4
+
+
+def test_pack_rejects_non_binary(device):
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        ops.pack_spikes(torch.tensor([[0.0, 2.0]], device=device))
+    with pytest.raises(TypeError, match="s must be a torch.Tensor"):
+        ops.pack_spikes([0, 1])
+
+
+@pytest.mark.parametrize("kind", ["binary", "counts", "float"])
+def test_spike_stats(device, kind):
+    s = spikes((5, 130), 0.2, kind, device=device)
+    nnz, k = ops.spike_stats(s)
+    assert nnz == int((s != 0).sum())
+    assert k == (kind if s.ne(0).any() else "binary")
+    assert ops.spike_stats(torch.tensor([[-1.0]], device=device))[1] == "float"
+    assert ops.spike_stats(torch.tensor([[0.5]], device=device))[1] == "float"
+
+
+# --------------------------------------------------------------------------------------------
+# linear
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["binary", "counts", "float"])
+def test_linear_matches_reference(device, rate, mode, kind):
+    s = spikes((3, 4, 150), rate, kind, device=device)
+    w = dyadic((37, 150), -16, 16, 16, device=device)
+    b = dyadic((37,), -16, 16, 16, device=device)
+    gy = dyadic((3, 4, 37), -8, 8, 16, device=device)
+    y, (gs, gw, gb) = grads(lambda s_, w_, b_: ops.spike_linear(s_, w_, b_, mode=mode), [s, w, b], gy)
+    y0, (gs0, gw0, gb0) = grads(R.spike_linear, [s, w, b], gy)
+    for a, r in ((y, y0), (gs, gs0), (gw, gw0), (gb, gb0)):
+        close(a, r)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_linear_no_bias_integer_dtype_and_empty(device, mode):
+    s = spikes((9, 70), 0.2, device=device)
+    w = dyadic((5, 70), -16, 16, 16, device=device)
+    close(ops.spike_linear(s.to(torch.uint8), w, mode=mode), F.linear(s, w))
+    close(ops.spike_linear(s.bool(), w, mode=mode), F.linear(s, w))
+    e = ops.spike_linear(s[:0], w, mode=mode)
+    assert e.shape == (0, 5)
+    b = dyadic((5,), -16, 16, 16, device=device)
+    close(ops.spike_linear(s[:, :0], w[:, :0], b, mode=mode), b.expand(9, 5))
+
+
+def test_linear_grad_mask(device):
+    s = spikes((6, 90), 0.1, device=device)
+    mask = torch.rand(6, 90, device=device) < 0.3
+    w = dyadic((11, 90), -16, 16, 16, device=device)
+    gy = dyadic((6, 11), -8, 8, 16, device=device)
+    for mode in ("sparse", "dense"):
+        _, (gs, gw) = grads(lambda s_, w_: ops.spike_linear(s_, w_, mode=mode, grad_mask=mask), [s, w], gy)
+        _, (gs0, gw0) = grads(lambda s_, w_: R.spike_linear(s_, w_, grad_mask=mask), [s, w], gy)
+        close(gs, gs0)
+        close(gw, gw0)
+        assert not gs[~mask].any()
+
+
+@pytest.mark.parametrize("mask_rate", [0.0, 0.05, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_masked_grad_input_native(device, mask_rate, dtype):
+    """The masked grad_input kernel computes exactly the masked entries of dY W (zero elsewhere), for any
+    thread count (fixed partitions of the output features)."""
+    if device == "cuda" and dtype == torch.float64:
+        pytest.skip("CUDA kernels take float32")
+    M, N, K = 37, 333, 101  # N > 8 tiles of 16 with a remainder, K not a multiple of 8
+    s = spikes((M, K), 0.1, dtype=dtype, device=device)
+    mask = torch.rand(M, K, device=device) < mask_rate
+    w = dyadic((N, K), -16, 16, 16, dtype=dtype, device=device)
+    gy = dyadic((M, N), -8, 8, 16, dtype=dtype, device=device)
+    want = (gy @ w) * mask
+    got = []
+    for nt in (1, 2):
+        torch.set_num_threads(nt)
+        _, (gs, _) = grads(lambda s_, w_: ops.spike_linear(s_, w_, mode="sparse", grad_mask=mask), [s, w], gy)
+        got.append(gs)
+    close(got[0], want)
+    assert torch.equal(got[0], got[1])
+    assert not got[0][~mask].any()
+
+
+def test_linear_input_kind_promise(device):
+    w = torch.randn(3, 4, device=device)
+    counts = torch.tensor([[0.0, 2.0, 1.0, 0.0]], device=device)
+    assert ops.spike_linear(counts, w, input_kind="counts").shape == (1, 3)
+    if device == "cpu":  # on CUDA a broken promise is a device-side assertion (not recoverable in-process)
+        with pytest.raises(ValueError, match="input_kind=binary"):
+            ops.spike_linear(counts.requires_grad_(), w, input_kind="binary")
+
+
+def test_linear_gradcheck_float64():
+    s = spikes((3, 70), 0.3, dtype=torch.float64).requires_grad_()
+    w = torch.randn(5, 70, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    for mode in ("sparse", "dense"):
+        assert torch.autograd.gradcheck(lambda s_, w_, b_: ops.spike_linear(s_, w_, b_, mode=mode), (s, w, b),
+                                        fast_mode=True)
+
+
+def test_linear_saved_bytes_one_bit(device):
+    """What autograd keeps of a binary input is the packed bits: <= 1/16 of the float32 input."""
+    s = spikes((64, 512), 0.05, device=device)
+    w = torch.randn(256, 512, device=device, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = ops.spike_linear(s, w, mode="sparse")
+    # everything but the weight and the 2-element info (non-zeros, kind)
+    big = [t for t in saved if t is not None and t.data_ptr() != w.data_ptr() and t.numel() > 2]
+    nbytes = sum(t.numel() * t.element_size() for t in big)
+    assert nbytes * 16 <= s.numel() * 4, [(t.dtype, t.shape) for t in big]
+    assert nbytes == S.saved_bytes(s) == S.saved_bytes(s, "binary", "linear")
+    assert S.saved_bytes(s.view(4, 16, 2, 16, 16), layer="conv2d") == 64 * 512 // 8
+    y.sum().backward()
+    close(w.grad, torch.ones(256, 64, device=device) @ s)
+
+
+def test_conv2d_saved_bytes_one_bit(device):
+    s = spikes((2, 4, 16, 8, 8), 0.05, device=device)  # [T, B, C, H, W]
+    w = torch.randn(16, 16, 3, 3, device=device, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ops.spike_conv2d(s, w, None, 1, 1, mode="sparse")
+    big = [t for t in saved if t is not None and t.data_ptr() != w.data_ptr() and t.numel() > 2]
+    nbytes = sum(t.numel() * t.element_size() for t in big)
+    assert nbytes == S.saved_bytes(s) == 8 * 1024 // 8 and nbytes * 32 == s.numel() * 4
+
+
+def test_linear_deterministic_over_threads():
+    s = spikes((40, 300), 0.2)
+    w = torch.randn(70, 300)
+    gy = torch.randn(40, 70)
+    out = []
+    for nt in (1, 2):
+        torch.set_num_threads(nt)
+        out.append(grads(lambda s_, w_: ops.spike_linear(s_, w_, mode="sparse"), [s, w], gy))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1][1], out[1][1][1])
+
+
+# --------------------------------------------------------------------------------------------
+# conv2d
+# --------------------------------------------------------------------------------------------
+CONV_CASES = [  # (Cin, Cout, kernel, stride, padding, dilation, groups, H, W)
+    (3, 8, 3, 1, 1, 1, 1, 9, 9),
+    (4, 6, (1, 3), (2, 1), (0, 2), 1, 2, 8, 7),
+    (6, 6, 3, 2, 2, 2, 3, 11, 10),
+    (2, 4, (3, 2), 1, 0, (1, 3), 1, 7, 9),
+    (4, 8, 1, 1, 0, 1, 4, 5, 5),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("rate", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_conv2d_matches_reference(device, case, rate, mode):
+    Cin, Cout, k, st, pd, dl, g, H, W = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    s = spikes((2, 3, Cin, H, W), rate, "counts" if rate == 0.1 else "binary", device=device)
+    w = dyadic((Cout, Cin // g, kh, kw), -16, 16, 16, device=device)
+    b = dyadic((Cout,), -16, 16, 16, device=device)
+    y0 = R.spike_conv2d(s, w, b, st, pd, dl, g)
+    gy = dyadic(y0.shape, -8, 8, 16, device=device)
+    y, (gs, gw, gb) = grads(lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, st, pd, dl, g, mode=mode), [s, w, b], gy)
+    y0, (gs0, gw0, gb0) = grads(lambda s_, w_, b_: R.spike_conv2d(s_, w_, b_, st, pd, dl, g), [s, w, b], gy)
+    assert y.shape == y0.shape == (2, 3, Cout) + tuple(y0.shape[-2:])
+    for a, r in ((y, y0), (gs, gs0), (gw, gw0), (gb, gb0)):
+        close(a, r)
+
+
+def test_conv2d_float_input_and_mask(device):
+    s = spikes((5, 3, 8, 8), 0.3, "float", device=device)
+    mask = torch.rand(s.shape, device=device) < 0.5
+    w = dyadic((4, 3, 3, 3), -16, 16, 16, device=device)
+    gy = dyadic((5, 4, 8, 8), -8, 8, 16, device=device)
+    for mode in MODES:
+        y, (gs, gw) = grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, mode=mode, grad_mask=mask), [s, w], gy)
+        y0, (gs0, gw0) = grads(lambda s_, w_: R.spike_conv2d(s_, w_, None, 1, 1, grad_mask=mask), [s, w], gy)
+        for a, r in ((y, y0), (gs, gs0), (gw, gw0)):
+            close(a, r)
+
+
+def test_conv2d_gradcheck_float64():
+    s = spikes((2, 2, 4, 4), 0.4, dtype=torch.float64).requires_grad_()
+    w = torch.randn(4, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    for mode in ("sparse", "dense"):
+        assert torch.autograd.gradcheck(
+            lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, 2, 1, 1, 2, mode=mode), (s, w, b), fast_mode=True)
+
+
+def test_conv2d_deterministic_over_threads():
+    s = spikes((40, 3, 6, 6), 0.3)  # 40 samples: 3 partitions of the grad_weight reduction
+    w = torch.randn(5, 3, 3, 3)
+    gy = torch.randn(40, 5, 6, 6)
+    out = []
+    for nt in (1, 2):
+        torch.set_num_threads(nt)
+        out.append(grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, mode="sparse"), [s, w], gy))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1][1], out[1][1][1])
+
+
+# --------------------------------------------------------------------------------------------
+# custom ops: opcheck, torch.compile
+# --------------------------------------------------------------------------------------------
+def test_opcheck(device):
+    s = spikes((6, 70), 0.2, device=device)
+    w, b = torch.randn(5, 70, device=device), torch.randn(5, device=device)
+    sc = spikes((2, 4, 6, 6), 0.2, device=device)
+    wc, bc = torch.randn(6, 2, 3, 3, device=device), torch.randn(6, device=device)
+    cp = S._conv_params(sc, wc, (1, 1), (1, 1), (1, 1), 2)
+    torch.library.opcheck(torch.ops.spikeforge.spike_pack, (s,))
+    bits, info = torch.ops.spikeforge.spike_pack(s)
+    torch.library.opcheck(torch.ops.spikeforge.spike_unpack, (bits, 70, torch.float32))
+    for mode, kind in ((S.MODE_SPARSE, S.KIND_BINARY), (S.MODE_DENSE, S.KIND_AUTO)):
+        # both paths and both saved formats, without the full product (opcheck is slow)
+        torch.library.opcheck(torch.ops.spikeforge.spike_linear_fwd, (s, w.requires_grad_(), b, None, mode, kind))
+        torch.library.opcheck(torch.ops.spikeforge.spike_conv2d_fwd,
+                              (sc, wc.requires_grad_(), bc, None, cp, mode, kind))
+    gy = torch.randn(6, 5, device=device)
+    torch.library.opcheck(torch.ops.spikeforge.spike_linear_bwd,
+                          (gy, bits, None, info, w.detach(), None, S.MODE_SPARSE, S.KIND_BINARY, True, True, True))
+    mask = torch.rand(6, 70, device=device) < 0.2
+    torch.library.opcheck(torch.ops.spikeforge.spike_linear_bwd,
+                          (gy, bits, None, info, w.detach(), mask, S.MODE_DENSE, S.KIND_BINARY, True, False, False))
+
+
+@pytest.mark.parametrize("input_kind", ["auto", "binary"])
+def test_compile_fullgraph(device, input_kind):
+    s = spikes((2, 3, 4, 8, 8), 0.2, device=device)
+    conv = sf.nn.SpikeConv2d(4, 6, 3, padding=1, input_kind=input_kind).to(device)
+    fc = sf.nn.SpikeLinear(6 * 8 * 8, 10, input_kind=input_kind).to(device)
+
+    def f(x):
+        y = conv(x)  # the threshold cuts the graph: conv's weights learn from the second term
+        return fc((y > 0).float().flatten(2)).sum() + (y * y).mean()
+
+    torch._dynamo.reset()
+    cf = torch.compile(f, fullgraph=True)
+    y = cf(s)
+    y.backward()
+    g = [p.grad.clone() for p in (conv.weight, conv.bias, fc.weight, fc.bias)]
+    for p in (conv.weight, conv.bias, fc.weight, fc.bias):
+        p.grad = None
+    y0 = f(s)
+    y0.backward()
+    torch.testing.assert_close(y, y0)
+    for a, p in zip(g, (conv.weight, conv.bias, fc.weight, fc.bias)):
+        torch.testing.assert_close(a, p.grad)
+
+
+# --------------------------------------------------------------------------------------------
+# modules, dtypes, bad inputs
+# --------------------------------------------------------------------------------------------
+def test_modules_match_torch(device):
+    fc = sf.nn.SpikeLinear(20, 7).to(device)
+    ref = torch.nn.Linear(20, 7).to(device)
+    ref.load_state_dict(fc.state_dict())
+    s = spikes((4, 3, 20), 0.3, device=device)
+    close(fc(s), ref(s))
+    conv = sf.nn.SpikeConv2d(4, 8, 3, stride=2, padding=1, groups=2).to(device)
+    rc = torch.nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2).to(device)
+    rc.load_state_dict(conv.state_dict())
+    s = spikes((4, 3, 4, 9, 9), 0.3, device=device)
+    close(conv(s), rc(s.flatten(0, 1)).unflatten(0, (4, 3)))
+    conv.replan()
+    assert "groups=2" in repr(conv)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_dense_fallback(device, dtype):
+    s = spikes((5, 40), 0.3, dtype=dtype, device=device)
+    w = dyadic((6, 40), -16, 16, 16, dtype=dtype, device=device)
+    torch.testing.assert_close(ops.spike_linear(s, w), F.linear(s, w))
+
+
+def test_bad_inputs():
+    s = spikes((4, 10), 0.3)
+    w = torch.randn(3, 10)
+    with pytest.raises(ValueError, match="does not match weight's in_features"):
+        ops.spike_linear(s, torch.randn(3, 11))
+    with pytest.raises(TypeError, match="weight must have the dtype of s"):
+        ops.spike_linear(s, w.double())
+    with pytest.raises(ValueError, match="weight is on"):
+        ops.spike_linear(s, w.to("meta"))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        ops.spike_linear(s, w, torch.randn(4))
+    with pytest.raises(TypeError, match="bias must have the dtype"):
+        ops.spike_linear(s, w, torch.randn(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ops.spike_linear(s, w, mode="fast")
+    with pytest.raises(TypeError, match="input_kind must be a str"):
+        ops.spike_linear(s, w, input_kind=1)
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        ops.spike_linear(s, w[0])
+    with pytest.raises(ValueError, match="grad_mask must have the shape"):
+        ops.spike_linear(s, w, grad_mask=torch.ones(4, 9, dtype=torch.bool))
+    with pytest.raises(TypeError, match="s must be a torch.Tensor"):
+        ops.spike_linear(s.tolist(), w)
+    sc = spikes((2, 4, 6, 6), 0.3)
+    wc = torch.randn(6, 2, 3, 3)
+    with pytest.raises(ValueError, match="groups must be >= 1 and divide"):
+        ops.spike_conv2d(sc, wc, groups=3)
+    with pytest.raises(ValueError, match="does not match s's 4 channels"):
+        ops.spike_conv2d(sc, wc, groups=1)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        ops.spike_conv2d(sc, wc, stride=0, groups=2)
+    with pytest.raises(TypeError, match="padding must be an int or a pair"):
+        ops.spike_conv2d(sc, wc, padding="same", groups=2)
+    with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+        ops.spike_conv2d(sc, wc, dilation=4, groups=2)
+    with pytest.raises(ValueError, match="at least 4 dimension"):
+        ops.spike_conv2d(sc[0], wc, groups=2)
+    with pytest.raises(ValueError, match="in_features must be an int"):
+        sf.nn.SpikeLinear(0, 3)
+
+
+def test_native_checks_raise_not_crash():
+    """The native layer validates again: wrong shapes reach it only by a direct call, and raise."""
+    from spikeforge._native import native
+    s = torch.zeros(4, 10)
+    with pytest.raises((ValueError, RuntimeError), match="dimension"):
+        native.spike_linear_forward(s, torch.zeros(3, 11), None, torch.zeros(4, 3), None, 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="bits"):
+        native.spike_pack(s, torch.zeros(4, 2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64), 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="grad_mask bits"):
+        native.spike_linear_grad_input_masked(torch.zeros(4, 2, dtype=torch.int64), torch.zeros(4, 3),
+                                              torch.zeros(3, 10), torch.zeros(4, 10), None, 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="output size"):
+        native.spike_conv2d_forward(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None,
+                                    torch.zeros(1, 1, 4, 4), [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1], 1, 0)
+
+
+def test_auto_dispatch_follows_crossover(monkeypatch):
+    """mode="auto" runs the event-driven kernel at or below CROSSOVER and the dense op above it."""
+    real, calls = S.native, []
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            return lambda *a: (calls.append(name), fn(*a))[1]
+
+    monkeypatch.setattr(S, "native", Spy())
+    monkeypatch.setitem(S.CROSSOVER, "cpu", {"linear": 0.1, "conv2d": 0.1, "linear_fwd": 0.1, "conv2d_fwd": None})
+    w = torch.randn(8, 100)
+    for rate, sparse in ((0.05, True), (0.5, False)):
+        s = torch.zeros(10, 100)
+        s.view(-1)[: int(rate * 1000)] = 1
+        calls.clear()
+        ops.spike_linear(s, w)
+        assert ("spike_linear_forward" in calls) == sparse
+        calls.clear()
+        ops.spike_linear(s, w.requires_grad_()).sum().backward()
+        assert ("spike_linear_grad_weight" in calls) == sparse
+        w = w.detach()
+        calls.clear()
+        ops.spike_conv2d(s.view(10, 1, 10, 10), torch.randn(2, 1, 3, 3))  # conv2d_fwd None: never sparse
+        assert "spike_conv2d_forward" not in calls
+    calls.clear()
+    ops.spike_linear(torch.eye(10, 100) * 0.5, w)  # non-spike floats at a 1% rate: still dense
+    assert "spike_linear_forward" not in calls
+    for mask_rate, native_masked in ((0.1, True), (0.5, False)):  # MASKED_CROSSOVER["cpu"] = 0.2
+        mask = torch.zeros(10, 100, dtype=torch.bool)
+        mask.view(-1)[: int(mask_rate * 1000)] = True
+        calls.clear()
+        sg = torch.eye(10, 100).requires_grad_()
+        ops.spike_linear(sg, w, grad_mask=mask).sum().backward()
+        assert ("spike_linear_grad_input_masked" in calls) == native_masked
+        close(sg.grad, w.sum(0).expand(10, 100) * mask)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_cuda_graph_replay(device, mode):
+    """With mode and input_kind fixed the ops make no host synchronisation: forward and backward
+    capture in a CUDA graph and replay on new spikes."""
+    if device != "cuda":
+        pytest.skip("CUDA graphs need a CUDA device")
+    s = spikes((24, 200), 0.05, device=device)
+    w = torch.randn(40, 200, device=device, requires_grad=True)
+    sc = spikes((3, 4, 9, 9), 0.05, device=device)
+    wc = torch.randn(6, 4, 3, 3, device=device, requires_grad=True)
+    gy, gyc = torch.randn(24, 40, device=device), torch.randn(3, 6, 9, 9, device=device)
+
+    def step():
+        y = ops.spike_linear(s, w, mode=mode, input_kind="binary")
+        yc = ops.spike_conv2d(sc, wc, None, 1, 1, mode=mode, input_kind="binary")
+        return (y, yc) + torch.autograd.grad((y * gy).sum() + (yc * gyc).sum(), [w, wc])
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step()
+    for rate in (0.02, 0.3):
+        s.copy_(spikes(s.shape, rate, device=device))
+        sc.copy_(spikes(sc.shape, rate, device=device))
+        graph.replay()
+        torch.cuda.synchronize()
+        for a, b in zip(static_out, step()):
+            torch.testing.assert_close(a, b)
