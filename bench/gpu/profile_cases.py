@@ -37,6 +37,16 @@ elif case == "small":
             s5, _ = sf.ops.lif(xx.half() * 2, v_reset=None)
             loss = s1.sum() + s2.sum() + s3.sum() + (s4 * v4).sum() + s5.float().sum()
             outs.append(torch.autograd.grad(loss, [xx, ww, bb, wp]))
+        # event-driven spike layers, forced onto the sparse kernels (auto is dense on CUDA until measured)
+        sp = (torch.rand(300, 777, device=dev) < 0.05).float().requires_grad_()
+        wl = torch.randn(129, 777, device=dev, requires_grad=True)
+        y = sf.ops.spike_linear(sp, wl, torch.zeros(129, device=dev), mode="sparse")
+        sc = (torch.rand(3, 16, 19, 17, device=dev) < 0.1).float().requires_grad_()
+        wc = torch.randn(24, 8, 3, 3, device=dev, requires_grad=True)
+        yc = sf.ops.spike_conv2d(sc, wc, None, stride=2, padding=1, dilation=1, groups=2, mode="sparse")
+        outs.append(torch.autograd.grad(y.square().sum() + yc.square().sum(), [sp, wl, sc, wc]))
+        packed = sf.ops.pack_spikes(sp.detach())
+        assert torch.equal(sf.ops.unpack_spikes(packed), sp.detach())
         return outs
     fn, params = None, None
     for _ in range(reps):

@@ -31,6 +31,8 @@ if has bench; then
   SJ_LIF_CUDA_IMPLEMENTATION=triton timeout 90 python3 -m spikeforge bench neurons $B --dtype float16 float32 \
     --T 32 --skip reference torch.compile snntorch --no-overhead --json "$OUT/cuda_neurons_sj_triton.json" \
     2>&1 | tail -25
+  timeout 150 python3 -m spikeforge bench spikes --device cuda --json "$OUT/cuda_spikes.json" --plot "$OUT/cuda_spikes.png" \
+    2>&1 | tail -45
   timeout 110 python3 -m spikeforge bench psn $B --T 4 8 32 --json "$OUT/cuda_psn.json" \
     2>&1 | tee "$OUT/bench_psn.log" | tail -60
 fi
