@@ -50,8 +50,9 @@ _MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
 # ones (inference). None: not measured on that device, so "auto" takes the dense op there and the
 # event-driven kernels run only with mode="sparse".
 CROSSOVER = {
-    # 2 EPYC cores, load average 5-9 (bench/results/cpu_spikes.json)
-    "cpu": {"linear": 0.30, "conv2d": 0.20, "linear_fwd": 0.30, "conv2d_fwd": 0.10},
+    # 2 EPYC cores, two sweeps under load 2-9 (bench/results/cpu_spikes.json, cpu_spikes_run2.json): linear
+    # won up to 30% in both; conv up to 10-20% (the runs disagree between 10% and 20%, near parity): 10%.
+    "cpu": {"linear": 0.30, "conv2d": 0.10, "linear_fwd": 0.30, "conv2d_fwd": 0.10},
     "cuda": {"linear": None, "conv2d": None, "linear_fwd": None, "conv2d_fwd": None},
 }
 
