@@ -2,7 +2,7 @@
 # One call on a lent GPU machine (the device tool): install the carried wheels, print what is there,
 # run the CUDA tests, then the GPU benchmarks. Each step has its own time limit so that one hang cannot
 # eat the call; every step runs even when an earlier one failed. Logs and JSON go to $OUT.
-#   usage: bash bench/gpu/session.sh [tests] [bench] [sanitize]      (default: tests bench)
+#   usage: bash bench/gpu/session.sh [tests] [bench] [spikes] [racecheck] [profile] [sanitize]   (default: tests bench)
 # The wheels in .whl/ are built on the development machine (cp312 abi3, SPIKEFORGE_CUDA_ARCHS=90,
 # SPIKEFORGE_NATIVE_ARCH=OFF) plus SpikingJelly's pure-Python wheel for the peer comparison.
 set -u -o pipefail
@@ -31,10 +31,17 @@ if has bench; then
   SJ_LIF_CUDA_IMPLEMENTATION=triton timeout 90 python3 -m spikeforge bench neurons $B --dtype float16 float32 \
     --T 32 --skip reference torch.compile snntorch --no-overhead --json "$OUT/cuda_neurons_sj_triton.json" \
     2>&1 | tail -25
-  timeout 150 python3 -m spikeforge bench spikes --device cuda --json "$OUT/cuda_spikes.json" --plot "$OUT/cuda_spikes.png" \
-    2>&1 | tail -45
   timeout 110 python3 -m spikeforge bench psn $B --T 4 8 32 --json "$OUT/cuda_psn.json" \
     2>&1 | tee "$OUT/bench_psn.log" | tail -60
+fi
+if has spikes; then  # event-driven spike layers against cuBLAS / cuDNN, rate sweep and crossover
+  timeout 200 python3 -m spikeforge bench spikes --device cuda --json "$OUT/cuda_spikes.json" --plot "$OUT/cuda_spikes.png" \
+    2>&1 | tee "$OUT/bench_spikes.log" | tail -45
+fi
+if has racecheck; then
+  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 python3 bench/gpu/profile_cases.py small 1 2>&1 \
+    | tee "$OUT/racecheck.log" | tail -6
+  echo "racecheck rc=${PIPESTATUS[0]}"
 fi
 if has profile; then  # ncu on the kernels below target (launch 2 of each: the first pays module load)
   for c in lif16 psn32; do
