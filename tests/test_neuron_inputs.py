@@ -564,3 +564,17 @@ def test_many_chunks_thread_invariant_and_equal_to_reference():
     assert torch.equal(results[0][0], sr) and torch.equal(results[0][1], vr)
     torch.testing.assert_close(results[0][2], xr.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(results[0][3], wr.grad, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 2), (3, 0, 2), (0, 0, 1)])
+def test_plif_step_zero_channels(device, shape):
+    """Per-channel PLIF with C = 0 (an empty channel dim, w of shape [0]): the reference once treated
+    w [0] like a scalar and failed to broadcast (found by the property tests on CUDA)."""
+    x = torch.randn(shape, device=device)
+    w = torch.zeros(0, device=device)
+    for step in (True, False):
+        xs = x if step else x.unsqueeze(0)
+        fn = (lambda m: m.plif_step(xs, w)) if step else (lambda m: m.plif(xs, w))
+        got, want = fn(ops), fn(reference)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and torch.equal(a, b)

@@ -64,7 +64,7 @@ def plif(x_seq, w, v_init=None, *, decay_input=True, v_threshold=1.0, v_reset=0.
          surrogate="sigmoid", alpha=None, return_v="last"):
     """Reference multi-step parametric LIF, 1/tau = sigmoid(w); w scalar or per channel (x_seq dim 2)."""
     k = torch.sigmoid(w)
-    if k.dim() == 1 and k.numel() > 1:
+    if k.dim() == 1 and k.numel() != 1:  # per channel, C = 0 included (an empty channel dim)
         k = k.view([-1] + [1] * (x_seq.dim() - 3))
     elif k.numel() == 1:
         k = k.reshape(())
