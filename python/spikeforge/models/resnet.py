@@ -43,7 +43,7 @@ from .. import reference
 from ..nn.layers import TEBN, SeqBatchNorm2d, TdBatchNorm2d, seq_apply
 from ..nn.neuron import IF, LIF, PLIF, reset_net
 
-__all__ = ["SpikingResNet", "make_neuron", "RefIF", "RefLIF", "RefPLIF"]
+__all__ = ["SpikingResNet", "SpikeInputConv2d", "make_neuron", "RefIF", "RefLIF", "RefPLIF"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,28 +106,122 @@ def _zero_norm(m: nn.Module) -> None:
     nn.init.zeros_(bn.weight)
 
 
-def conv3x3(cin, cout, stride=1):
-    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+class _ConvSavingUint8(torch.autograd.Function):
+    """conv2d whose input is known to hold small non-negative integers (spikes, or SEW-ADD sums of spikes):
+    the input is saved for the weight gradient as uint8 (1 byte instead of 4) and cast back in backward,
+    which is exact for integers in 0..255. Forward and gradients are bitwise those of F.conv2d."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, groups):
+        ctx.conf = (stride, padding, dilation, groups, x.dtype)
+        ctx.save_for_backward(x.to(torch.uint8), weight)
+        return torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x8, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, dtype = ctx.conf
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            grad, x8.to(dtype), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
+            [need_x, need_w, False])
+        return gx, gw, None, None, None, None
 
 
-def conv1x1(cin, cout, stride=1):
-    return nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+class SpikeInputConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters, same results) for inputs that are spikes or small integer spike counts:
+    while training it keeps the input for backward as uint8 (spikeforge backend of the models; the
+    reference backend uses plain nn.Conv2d). Not for real-valued inputs, which uint8 would truncate."""
+
+    def forward(self, x):
+        if not (torch.is_grad_enabled() and self.weight.requires_grad) or self.bias is not None \
+                or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        return _ConvSavingUint8.apply(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+
+
+class _BNSpikeFn(torch.autograd.Function):
+    """SN(BN(y)) in training mode, saving only y (and per-channel statistics) for backward.
+
+    Unfused, BN keeps y and the neuron keeps BN(y): two float tensors of the same size. Here the backward
+    recomputes BN(y) with the same op and statistics (bitwise the forward's values), runs the fused neuron's
+    backward on it and then BN's backward, so one of the two tensors is never stored. Costs one elementwise
+    BN pass and one neuron forward more in backward (both small next to the convolutions).
+    """
+
+    @staticmethod
+    def forward(ctx, y, weight, bias, neuron_w, bn, sn, momentum):
+        yf = y.flatten(0, 1)
+        xn, mean, invstd = torch.ops.aten.native_batch_norm(yf, weight, bias, bn.running_mean, bn.running_var,
+                                                             True, momentum, bn.eps)
+        spikes, v = sn._multi(xn.view(y.shape), None, "last")
+        sn.v = v.detach()
+        ctx.bn, ctx.sn, ctx.shape = bn, sn, y.shape
+        ctx.save_for_backward(y, weight, bias, mean, invstd)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        y, weight, bias, mean, invstd = ctx.saved_tensors
+        bn, sn = ctx.bn, ctx.sn
+        yf = y.flatten(0, 1)
+        # recompute BN(y) exactly as the forward did (same op, same input -> same statistics and values)
+        xn, _, _ = torch.ops.aten.native_batch_norm(yf, weight, bias, None, None, True, 0.0, bn.eps)
+        with torch.enable_grad():
+            xr = xn.view(ctx.shape).detach().requires_grad_(True)
+            spikes, _ = sn._multi(xr, None, "last")
+            wrt = [xr] + ([sn.w] if isinstance(getattr(sn, "w", None), torch.Tensor) and ctx.needs_input_grad[3]
+                          else [])
+            grads = torch.autograd.grad(spikes, wrt, grad_spikes)
+        g_xn = grads[0].flatten(0, 1)
+        g_w_neuron = grads[1] if len(grads) > 1 else None
+        gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            g_xn, yf, weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return (None if gy is None else gy.view(ctx.shape)), gw, gb, g_w_neuron, None, None, None
+
+
+def _fusable(bn: nn.Module, sn: nn.Module, y: Tensor) -> bool:
+    return (type(bn) is SeqBatchNorm2d and bn.training and bn.affine and bn.track_running_stats
+            and torch.is_grad_enabled() and y.dim() == 5 and isinstance(sn, (IF, LIF, PLIF))
+            and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None)
+
+
+def bn_spike(bn: nn.Module, sn: nn.Module, y: Tensor, fuse: bool) -> Tensor:
+    """sn(bn(y)); with fuse (the models' compact mode) BN + spikeforge neuron save one tensor instead of two."""
+    if not (fuse and _fusable(bn, sn, y)):
+        return sn(bn(y))
+    # momentum exactly as nn.BatchNorm2d computes it (None: cumulative average)
+    bn.num_batches_tracked.add_(1)
+    momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    w = sn.w if isinstance(sn, PLIF) else None
+    return _BNSpikeFn.apply(y, bn.weight, bn.bias, w, bn, sn, momentum)
+
+
+def conv3x3(cin, cout, stride=1, spikes=False):
+    """spikes=True: the input is spikes / spike counts, so its saved copy may be uint8 (SpikeInputConv2d)."""
+    return (SpikeInputConv2d if spikes else nn.Conv2d)(cin, cout, 3, stride, 1, bias=False)
+
+
+def conv1x1(cin, cout, stride=1, spikes=False):
+    return (SpikeInputConv2d if spikes else nn.Conv2d)(cin, cout, 1, stride, 0, bias=False)
 
 
 class _Shortcut(nn.Module):
     """[avgpool] -> conv1x1 -> norm [-> SN] on a sequence (the projection shortcut of every family)."""
 
-    def __init__(self, cin, cout, stride, norm, sn=None, avgpool=False):
+    def __init__(self, cin, cout, stride, norm, sn=None, avgpool=False, spikes=False):
         super().__init__()
-        self.pool = nn.AvgPool2d(stride, stride) if avgpool and stride != 1 else None
-        self.conv = conv1x1(cin, cout, 1 if self.pool is not None else stride)
+        # ceil_mode: odd sizes keep their last row/column, as a strided conv1x1 would
+        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if avgpool and stride != 1 else None
+        self.conv = conv1x1(cin, cout, 1 if self.pool is not None else stride, spikes)
         self.bn = norm(cout)
         self.sn = sn
+        self.fuse = spikes  # compact mode: BN + SN saves one tensor
 
     def forward(self, x):
         y = seq_apply([self.conv] if self.pool is None else [self.pool, self.conv], x)
-        y = self.bn(y)
-        return y if self.sn is None else self.sn(y)
+        return self.bn(y) if self.sn is None else bn_spike(self.bn, self.sn, y, self.fuse)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -136,10 +230,11 @@ class _Shortcut(nn.Module):
 class SpikingBasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin, planes, stride, shortcut, norm, sn):
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, compact=False):
         super().__init__()
-        self.conv1, self.bn1, self.sn1 = conv3x3(cin, planes, stride), norm(planes), sn()
-        self.conv2, self.bn2 = conv3x3(planes, planes), norm(planes)
+        self.compact = compact
+        self.conv1, self.bn1, self.sn1 = conv3x3(cin, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2 = conv3x3(planes, planes, spikes=compact), norm(planes)
         self.downsample = shortcut
         self.sn2 = sn()
 
@@ -147,7 +242,7 @@ class SpikingBasicBlock(nn.Module):
         return self.bn2
 
     def forward(self, x):
-        out = self.sn1(self.bn1(seq_apply(self.conv1, x)))
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
         out = self.bn2(seq_apply(self.conv2, out))
         return self.sn2(out + (x if self.downsample is None else self.downsample(x)))
 
@@ -155,11 +250,12 @@ class SpikingBasicBlock(nn.Module):
 class SpikingBottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin, planes, stride, shortcut, norm, sn):
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, compact=False):
         super().__init__()
-        self.conv1, self.bn1, self.sn1 = conv1x1(cin, planes), norm(planes), sn()
-        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, stride), norm(planes), sn()
-        self.conv3, self.bn3 = conv1x1(planes, planes * 4), norm(planes * 4)
+        self.compact = compact
+        self.conv1, self.bn1, self.sn1 = conv1x1(cin, planes, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv3, self.bn3 = conv1x1(planes, planes * 4, spikes=compact), norm(planes * 4)
         self.downsample = shortcut
         self.sn3 = sn()
 
@@ -167,8 +263,8 @@ class SpikingBottleneck(nn.Module):
         return self.bn3
 
     def forward(self, x):
-        out = self.sn1(self.bn1(seq_apply(self.conv1, x)))
-        out = self.sn2(self.bn2(seq_apply(self.conv2, out)))
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
+        out = bn_spike(self.bn2, self.sn2, seq_apply(self.conv2, out), self.compact)
         out = self.bn3(seq_apply(self.conv3, out))
         return self.sn3(out + (x if self.downsample is None else self.downsample(x)))
 
@@ -184,19 +280,19 @@ def _sew(identity: Tensor, out: Tensor, cnf: str) -> Tensor:
 class SEWBasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin, planes, stride, shortcut, norm, sn, cnf):
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, cnf, compact=False):
         super().__init__()
-        self.cnf = cnf
-        self.conv1, self.bn1, self.sn1 = conv3x3(cin, planes, stride), norm(planes), sn()
-        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes), norm(planes), sn()
+        self.cnf, self.compact = cnf, compact
+        self.conv1, self.bn1, self.sn1 = conv3x3(cin, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, spikes=compact), norm(planes), sn()
         self.downsample = shortcut
 
     def last_norm(self):
         return self.bn2
 
     def forward(self, x):
-        out = self.sn1(self.bn1(seq_apply(self.conv1, x)))
-        out = self.sn2(self.bn2(seq_apply(self.conv2, out)))
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
+        out = bn_spike(self.bn2, self.sn2, seq_apply(self.conv2, out), self.compact)
         return _sew(x if self.downsample is None else self.downsample(x), out, self.cnf)
 
     def extra_repr(self):
@@ -206,21 +302,21 @@ class SEWBasicBlock(nn.Module):
 class SEWBottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin, planes, stride, shortcut, norm, sn, cnf):
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, cnf, compact=False):
         super().__init__()
-        self.cnf = cnf
-        self.conv1, self.bn1, self.sn1 = conv1x1(cin, planes), norm(planes), sn()
-        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, stride), norm(planes), sn()
-        self.conv3, self.bn3, self.sn3 = conv1x1(planes, planes * 4), norm(planes * 4), sn()
+        self.cnf, self.compact = cnf, compact
+        self.conv1, self.bn1, self.sn1 = conv1x1(cin, planes, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv3, self.bn3, self.sn3 = conv1x1(planes, planes * 4, spikes=compact), norm(planes * 4), sn()
         self.downsample = shortcut
 
     def last_norm(self):
         return self.bn3
 
     def forward(self, x):
-        out = self.sn1(self.bn1(seq_apply(self.conv1, x)))
-        out = self.sn2(self.bn2(seq_apply(self.conv2, out)))
-        out = self.sn3(self.bn3(seq_apply(self.conv3, out)))
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
+        out = bn_spike(self.bn2, self.sn2, seq_apply(self.conv2, out), self.compact)
+        out = bn_spike(self.bn3, self.sn3, seq_apply(self.conv3, out), self.compact)
         return _sew(x if self.downsample is None else self.downsample(x), out, self.cnf)
 
     def extra_repr(self):
@@ -231,10 +327,10 @@ class MSBasicBlock(nn.Module):
     """Membrane shortcut: x + BN(conv(SN(BN(conv(SN(x)))))); x is a membrane-like real tensor."""
     expansion = 1
 
-    def __init__(self, cin, planes, stride, shortcut, norm, sn):
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, compact=False):
         super().__init__()
-        self.sn1, self.conv1, self.bn1 = sn(), conv3x3(cin, planes, stride), norm(planes)
-        self.sn2, self.conv2, self.bn2 = sn(), conv3x3(planes, planes), norm(planes)
+        self.sn1, self.conv1, self.bn1 = sn(), conv3x3(cin, planes, stride, spikes=compact), norm(planes)
+        self.sn2, self.conv2, self.bn2 = sn(), conv3x3(planes, planes, spikes=compact), norm(planes)
         self.downsample = shortcut
 
     def last_norm(self):
@@ -260,7 +356,7 @@ class SpikingResNet(nn.Module):
                  T: int = 4, imagenet: bool = True, cnf: str = "ADD", neuron="if",
                  neuron_kwargs: Optional[dict] = None, backend: str = "spikeforge", norm_layer=None,
                  zero_init_residual: Optional[bool] = None, width: int = 64, in_channels: int = 3,
-                 ms_avgpool_shortcut: bool = False, dropout: float = 0.0):
+                 ms_avgpool_shortcut: bool = False, dropout: float = 0.0, compact: Optional[bool] = None):
         super().__init__()
         if family not in ("spiking", "sew", "ms"):
             raise ValueError(f"family must be 'spiking', 'sew' or 'ms', got {family!r}")
@@ -282,6 +378,12 @@ class SpikingResNet(nn.Module):
             default_neuron = dict(surrogate="atan", detach_reset=True)  # SEW's IF neurons (ATan surrogate)
         norm = _norm_factory(norm_layer, T, default_norm)
         sn = make_neuron(neuron, backend, **(default_neuron if neuron_kwargs is None else neuron_kwargs))
+        # compact: convolutions whose input is spikes (or SEW-ADD spike counts, integers <= 1 + blocks per
+        # stage) keep that input for backward as uint8; on by default with spikeforge's neurons, whose
+        # outputs are exactly 0/1. A custom neuron with graded outputs needs compact=False.
+        if compact is None:
+            compact = backend == "spikeforge" and not callable(neuron)
+        self.compact = bool(compact)
         if zero_init_residual is None:
             zero_init_residual = family == "ms" or (family == "sew" and cnf != "AND")
 
@@ -310,9 +412,11 @@ class SpikingResNet(nn.Module):
                 cout = planes * block.expansion
                 shortcut = None
                 if stride != 1 or cin != cout:
+                    # the MS shortcut carries membrane potentials (real values), the others spikes
                     shortcut = _Shortcut(cin, cout, stride, norm, sn() if family == "sew" else None,
-                                         avgpool=family == "ms" and ms_avgpool_shortcut)
-                blocks.append(block(cin, planes, stride, shortcut, norm, sn, **extra))
+                                         avgpool=family == "ms" and ms_avgpool_shortcut,
+                                         spikes=self.compact and family != "ms")
+                blocks.append(block(cin, planes, stride, shortcut, norm, sn, compact=self.compact, **extra))
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -341,9 +445,7 @@ class SpikingResNet(nn.Module):
         else:
             raise ValueError(f"expected an image batch [B, C, H, W] or a sequence [T, B, C, H, W], "
                              f"got {tuple(x.shape)}")
-        y = self.stem_bn(y)
-        if self.stem_sn is not None:
-            y = self.stem_sn(y)
+        y = self.stem_bn(y) if self.stem_sn is None else bn_spike(self.stem_bn, self.stem_sn, y, self.compact)
         if self.maxpool is not None:
             y = seq_apply(self.maxpool, y)
         y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
@@ -370,7 +472,8 @@ _COMMON_DOC = """
     Arguments: num_classes, T (steps for a static image input), neuron ("if" | "lif" | "plif" | a callable),
     neuron_kwargs (options of the neuron, replacing the family's defaults), backend ("spikeforge" |
     "reference"), norm_layer (None = family default, "bn", "tdbn", "tebn" or a callable(channels)),
-    zero_init_residual (None = family default), width (channels of the first stage), in_channels.
+    zero_init_residual (None = family default), width (channels of the first stage), in_channels, compact
+    (None = on for spikeforge neurons: convolutions of spikes save their input as uint8 for backward).
     Returns an nn.Module: x [B, C, H, W] or [T, B, C, H, W] -> logits [T, B, num_classes]."""
 
 
