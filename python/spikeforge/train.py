@@ -34,7 +34,7 @@ __all__ = ["TrainConfig", "fit", "evaluate", "build_model", "save_checkpoint", "
 class TrainConfig:
     model: str = "sew_resnet18_cifar"
     dataset: str = "digits"
-    epochs: int = 8
+    epochs: int = 6
     T: int = 2
     batch_size: int = 32
     optimizer: str = "adamw"        # sgd | adam | adamw
@@ -48,7 +48,7 @@ class TrainConfig:
     encoding: str = "direct"        # direct | poisson (static images only)
     neuron: Optional[str] = None    # None: the model family's default (IF for spiking/SEW, LIF for MS)
     cnf: str = "ADD"                # SEW models
-    width: int = 64
+    width: int = 32                 # channels of the first stage (the CIFAR models' 64 halved: digits are 8x8)
     seed: int = 0
     threads: Optional[int] = 1       # see add_arguments: small convs gain little from more on a shared CPU
     device: str = "cpu"
@@ -304,7 +304,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neuron", choices=("if", "lif", "plif"), default=None,
                    help="neuron of every layer (default: the family's, IF for spiking/SEW, LIF for MS)")
     p.add_argument("--cnf", choices=("ADD", "AND", "IAND"), default=d.cnf, help="SEW connect function")
-    p.add_argument("--width", type=int, default=d.width, help="channels of the first stage (default 64)")
+    p.add_argument("--width", type=int, default=d.width,
+                   help=f"channels of the first stage (default {d.width}; the papers' CIFAR/ImageNet nets use 64)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads,
                    help="torch.set_num_threads (default 1: the 8x8 digits' convolutions are too small to gain much "
