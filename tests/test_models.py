@@ -111,7 +111,7 @@ def test_no_state_leaks_between_batches():
     torch.testing.assert_close(m(xa), first, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,neuron", [("sew_resnet18_cifar", "if"), ("sew_resnet50_cifar", "plif"),
+@pytest.mark.parametrize("name,neuron", [("sew_resnet18_cifar", "plif"), ("sew_resnet50_cifar", "if"),
                                          ("spiking_resnet18_cifar", "lif"), ("spiking_resnet50_cifar", "if"),
                                          ("ms_resnet18_cifar", None)])
 def test_spikeforge_model_equals_reference_model(name, neuron):
@@ -182,3 +182,17 @@ def test_norm_layer_options():
         models.get_model("resnet9000")
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         models.sew_resnet18_cifar(width=2)(torch.rand(3, 4, 4))
+
+
+def test_bench_models_cli_smoke(tmp_path, capsys):
+    from spikeforge import cli
+
+    out = tmp_path / "m.json"
+    rc = cli.main(["bench", "models", "--no-thp", "--quick", "--T", "1", "--batch", "2", "--size", "16",
+                   "--reps", "1", "--threads", "1", "--num-classes", "10", "--json", str(out)])
+    assert rc == 0
+    import json
+
+    case = json.loads(out.read_text())["cases"][0]
+    assert case["saved_ratio"] < 1.0 and case["rows"][0]["median_ms"] > 0  # equality: float64 tests above
+    assert "sew_resnet18 T=1" in capsys.readouterr().out
