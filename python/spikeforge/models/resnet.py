@@ -140,6 +140,28 @@ class SpikeInputConv2d(nn.Conv2d):
         return _ConvSavingUint8.apply(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
 
 
+class _MaxPoolSpikesFn(torch.autograd.Function):
+    """max_pool2d of spikes that keeps its input for backward as uint8 instead of float input + int64 indices:
+    the backward recomputes the indices from the restored input with the same kernel, so the gradient goes
+    exactly where nn.MaxPool2d's would (ties included)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        ctx.conf = (kernel, stride, padding, x.dtype)
+        ctx.save_for_backward(x.to(torch.uint8))
+        return torch.nn.functional.max_pool2d(x, kernel, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x8,) = ctx.saved_tensors
+        kernel, stride, padding, dtype = ctx.conf
+        x = x8.to(dtype)
+        _, idx = torch.nn.functional.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        gx = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [kernel] * 2, [stride] * 2, [padding] * 2,
+                                                              [1, 1], False, idx)
+        return gx, None, None, None
+
+
 class _BNSpikeFn(torch.autograd.Function):
     """SN(BN(y)) in training mode, saving only y (and per-channel statistics) for backward.
 
@@ -378,8 +400,9 @@ class SpikingResNet(nn.Module):
             default_neuron = dict(surrogate="atan", detach_reset=True)  # SEW's IF neurons (ATan surrogate)
         norm = _norm_factory(norm_layer, T, default_norm)
         sn = make_neuron(neuron, backend, **(default_neuron if neuron_kwargs is None else neuron_kwargs))
-        # compact: convolutions whose input is spikes (or SEW-ADD spike counts, integers <= 1 + blocks per
-        # stage) keep that input for backward as uint8; on by default with spikeforge's neurons, whose
+        # compact: convolutions and the stem max-pool whose input is spikes (or SEW-ADD spike counts,
+        # integers <= 1 + blocks per stage) keep that input for backward as uint8, and BN followed by a
+        # neuron keeps only the conv output (bn_spike); on by default with spikeforge's neurons, whose
         # outputs are exactly 0/1. A custom neuron with graded outputs needs compact=False.
         if compact is None:
             compact = backend == "spikeforge" and not callable(neuron)
@@ -447,7 +470,12 @@ class SpikingResNet(nn.Module):
                              f"got {tuple(x.shape)}")
         y = self.stem_bn(y) if self.stem_sn is None else bn_spike(self.stem_bn, self.stem_sn, y, self.compact)
         if self.maxpool is not None:
-            y = seq_apply(self.maxpool, y)
+            if self.compact and torch.is_grad_enabled() and y.requires_grad:  # y: spikes of the stem's SN
+                T, B = y.shape[:2]
+                y = _MaxPoolSpikesFn.apply(y.flatten(0, 1), 3, 2, 1)
+                y = y.view((T, B) + tuple(y.shape[1:]))
+            else:
+                y = seq_apply(self.maxpool, y)
         y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
         if self.final_sn is not None:
             y = self.final_sn(y)
