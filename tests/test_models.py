@@ -7,6 +7,13 @@ import spikeforge as sf
 from spikeforge import models
 from spikeforge.models.resnet import MSBasicBlock, SEWBasicBlock
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is as fast and does not stall on a shared, loaded CPU (conftest restores it)."""
+    torch.set_num_threads(1)
+
+
 # torchvision's ResNets (ImageNet, 1000 classes); the SEW paper's table has the same numbers (11.69M ...)
 RESNET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
 # MS-ResNet (Hu et al.), ImageNet table, in millions
@@ -57,7 +64,6 @@ def _small(name, **kw):
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_forward_backward_every_model(name):
-    torch.set_num_threads(1)
     m, size = _small(name)
     x = torch.rand(2, 3, size, size)
     out = m(x)
@@ -76,8 +82,7 @@ def test_sew_cnf_variants_train(cnf):
 
 
 def test_big_imagenet_model_runs_once_at_small_resolution():
-    torch.set_num_threads(2)
-    m = models.sew_resnet50(num_classes=10, T=1, width=8)
+    m = models.sew_resnet50(num_classes=10, T=1, width=4)
     out = m(torch.rand(2, 3, 32, 32))
     out.sum().backward()
     assert out.shape == (1, 2, 10) and m.fc.weight.grad is not None
