@@ -2,6 +2,7 @@
 
     spikeforge info                      build, native module, CUDA arches, OpenMP/threads, devices
     spikeforge bench neurons [options]   kernel benchmarks (shared/BENCHMARKS.md); --json / --plot
+    spikeforge train [options]           train a zoo model (default: sew_resnet18_cifar on the shipped digits)
 
 A benchmark target is a module ``spikeforge.tools.bench_<name>`` exposing NAME, HELP,
 ``add_arguments(parser)`` and ``run(args) -> int``; registering it is one line in BENCH_TARGETS.
@@ -20,6 +21,7 @@ BENCH_TARGETS = {
     "neurons": "spikeforge.tools.bench_neurons",
     "psn": "spikeforge.tools.bench_psn",
     "spikes": "spikeforge.tools.bench_spikes",
+    "models": "spikeforge.tools.bench_models",
 }
 
 
@@ -109,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_arguments(pt)
         pt.set_defaults(func=mod.run, bench_target=name)
     pb.set_defaults(func=lambda args: (pb.print_help(), 2)[1])
+
+    from . import train as train_mod  # the training loop (python/spikeforge/train.py)
+
+    ptr = sub.add_parser("train", help="train a zoo model on a shipped dataset or arrays (no downloads)",
+                         description=(train_mod.__doc__ or "").strip().split("\n\n")[0])
+    train_mod.add_arguments(ptr)
+    ptr.set_defaults(func=train_mod.run)
     return p
 
 

@@ -1,0 +1,95 @@
+"""Datasets that ship with the package (no downloads), and in-memory arrays as a second source.
+
+digits.npz is scikit-learn's ``load_digits`` data, stored here so that neither a download nor scikit-learn
+is needed: the 1797 8x8 images of the test set of the UCI "Optical Recognition of Handwritten Digits" data
+set (E. Alpaydin, C. Kaynak, 1998; CC BY 4.0), pixels 0..16 as uint8 ("data", [1797, 64], row-major 8x8)
+and the class 0..9 ("target", [1797]), in scikit-learn's order. Extracted once from scikit-learn 1.9.1's
+sklearn/datasets/data/digits.csv.gz (exact integer values; 45 KB compressed).
+"""
+from __future__ import annotations
+
+from importlib import resources
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+__all__ = ["load_digits", "digits", "from_arrays", "load_npz", "DATASETS", "get_dataset"]
+
+
+def load_digits() -> Tuple[np.ndarray, np.ndarray]:
+    """The raw digits data: (data uint8 [1797, 64] in 0..16, target uint8 [1797] in 0..9)."""
+    with resources.files(__name__).joinpath("digits.npz").open("rb") as f:
+        z = np.load(f)
+        return z["data"].copy(), z["target"].copy()
+
+
+def _split(n: int, test_fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test = max(1, int(round(n * test_fraction)))
+    return perm[n_test:], perm[:n_test]
+
+
+def _as_tensor(a, name: str) -> torch.Tensor:
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    return t
+
+
+def from_arrays(x, y, x_test=None, y_test=None, *, test_fraction: float = 0.2, split_seed: int = 0,
+                scale: Optional[float] = None) -> Tuple[TensorDataset, TensorDataset]:
+    """(train, test) TensorDatasets from tensors or numpy arrays.
+
+    x: [N, C, H, W] images (or [N, T, C, H, W] sequences, which the trainer moves to time-first), y: [N]
+    class indices. Without x_test/y_test a fixed random split (split_seed) holds out test_fraction.
+    Inputs are converted to float32 and divided by ``scale`` when given.
+    """
+    x, y = _as_tensor(x, "x"), _as_tensor(y, "y").long().reshape(-1)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    x = x.float() / scale if scale else x.float()
+    if x_test is None:
+        if y_test is not None:
+            raise ValueError("y_test given without x_test")
+        tr, te = _split(x.shape[0], test_fraction, split_seed)
+        return TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te])
+    xt, yt = _as_tensor(x_test, "x_test"), _as_tensor(y_test, "y_test").long().reshape(-1)
+    xt = xt.float() / scale if scale else xt.float()
+    if xt.shape[1:] != x.shape[1:]:
+        raise ValueError(f"x_test samples have shape {tuple(xt.shape[1:])}, x samples {tuple(x.shape[1:])}")
+    return TensorDataset(x, y), TensorDataset(xt, yt)
+
+
+def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Tuple[TensorDataset, TensorDataset]:
+    """The 8x8 digits as ([N, 1, 8, 8] float32 in [0, 1], label) train/test sets (fixed 80/20 split)."""
+    data, target = load_digits()
+    return from_arrays(data.reshape(-1, 1, 8, 8), target, test_fraction=test_fraction, split_seed=split_seed,
+                       scale=16.0)
+
+
+def load_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> Tuple[TensorDataset, TensorDataset]:
+    """Arrays from an .npz file: keys x, y (and optionally x_test, y_test); uint8 images are scaled by 1/255."""
+    with np.load(path) as z:
+        missing = {"x", "y"} - set(z.files)
+        if missing:
+            raise ValueError(f"{path}: needs arrays 'x' and 'y' (optionally 'x_test', 'y_test'); has {z.files}")
+        arrs = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in z.files}
+    scale = 255.0 if arrs["x"].dtype == np.uint8 else None
+    return from_arrays(arrs["x"], arrs["y"], arrs.get("x_test"), arrs.get("y_test"), test_fraction=test_fraction,
+                       split_seed=split_seed, scale=scale)
+
+
+DATASETS = {"digits": digits}
+
+
+def get_dataset(name: str, **kw) -> Tuple[TensorDataset, TensorDataset]:
+    """A shipped dataset by name, or an .npz path (arrays x, y[, x_test, y_test])."""
+    if name in DATASETS:
+        return DATASETS[name](**kw)
+    if name.endswith(".npz"):
+        return load_npz(name, **kw)
+    raise ValueError(f"unknown dataset {name!r}: one of {sorted(DATASETS)} or a path to an .npz file")

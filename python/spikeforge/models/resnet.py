@@ -1,0 +1,539 @@
+"""Residual spiking networks: Spiking ResNet, SEW ResNet (Fang et al. 2021), MS-ResNet (Hu et al.).
+
+Every model maps an image batch x [B, C, H, W] (direct encoding: the same image at each of the T steps)
+or a sequence x [T, B, C, H, W] (Poisson or event input) to per-step logits [T, B, num_classes]; average
+over dim 0 for a prediction, or train on every step with spikeforge.nn.tet_loss.
+
+Layout of the families (per block, x is [T, B, C, H, W]; conv and BN fold T into the batch):
+- spiking_resnet: out = SN(BN(conv(SN(BN(conv(x))))) + shortcut(x)), shortcut = BN(conv1x1) when shapes
+  change: the activation follows the addition, as in torchvision's ResNet with ReLU -> SN.
+- sew_resnet: out = g(SN(BN(conv(SN(BN(conv(x)))))), shortcut(x)) with g = ADD (a + s), AND (a * s) or
+  IAND ((1 - a) * s) and a spiking shortcut SN(BN(conv1x1)). With zero_init_residual the last BN of each
+  residual branch starts at weight 0, so the branch is silent and ADD / IAND blocks start as identities
+  (the paper's argument for ADD/IAND; AND would need an always-firing branch, so it keeps the default init).
+- ms_resnet: membrane shortcut, out = x + BN(conv(SN(BN(conv(SN(x)))))), shortcut BN(conv1x1) on the
+  membrane (avgpool then conv1x1 in the 104-layer net); the last BN of each branch is zero-initialised and
+  the BNs are threshold-dependent (tdBN, V_th = 0.5), neurons LIF with decay 0.25, threshold 0.5 and the
+  rectangular surrogate, as in the authors' code. A 7x7 stem without max-pool (the first stage strides
+  instead); the 104-layer net ([3, 8, 32, 8] blocks) shortcuts through avgpool + conv1x1 and drops out
+  (p = 0.2) before fc. Its stem is the 7x7 conv of the paper's table (77.28M parameters); the authors'
+  released 104-layer code has three 3x3 stem convs with bias instead (77.35M).
+
+The stem convolution of a static image is computed once on [B, ...] and repeated over T (exact: the
+input is the same at every step); its BN then runs on the [T, B, ...] sequence, so any normalisation
+(including TEBN's per-step scale) sees what it would see without the shortcut.
+
+Neurons are spikeforge.nn.IF / LIF / PLIF in multi-step mode (one fused kernel per layer and batch).
+Every forward first resets all neurons: one call is one independent batch of sequences, so nothing
+leaks from one batch into the next. ``backend="reference"`` builds the same model on the plain-PyTorch
+reference neurons (spikeforge.reference), the baseline of ``spikeforge bench models``.
+
+Parameter counts equal torchvision's ResNets (11,689,512 for 18 layers, ImageNet, 1000 classes): neurons
+have no parameters (PLIF has one per layer) and BN / tdBN have the usual two vectors.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .. import reference
+from ..nn.layers import TEBN, SeqBatchNorm2d, TdBatchNorm2d, seq_apply
+from ..nn.neuron import IF, LIF, PLIF, reset_net
+
+__all__ = ["SpikingResNet", "SpikeInputConv2d", "make_neuron", "RefIF", "RefLIF", "RefPLIF"]
+
+
+# ------------------------------------------------------------------------------------------------
+# neurons: spikeforge (fused kernels) or reference (plain-PyTorch loop, same module interface)
+# ------------------------------------------------------------------------------------------------
+class RefIF(IF):
+    """IF on spikeforge.reference (a Python time loop under autograd): the baseline of the benchmarks."""
+
+    def _multi(self, x_seq, v_init, return_v):
+        return reference.if_neuron(x_seq, v_init, return_v=return_v, **self._options())
+
+
+class RefLIF(LIF):
+    def _multi(self, x_seq, v_init, return_v):
+        return reference.lif(x_seq, v_init, tau=self.tau, decay_input=self.decay_input, return_v=return_v,
+                             **self._options())
+
+
+class RefPLIF(PLIF):
+    def _multi(self, x_seq, v_init, return_v):
+        return reference.plif(x_seq, self.w, v_init, decay_input=self.decay_input, return_v=return_v,
+                              **self._options())
+
+
+_NEURONS = {"spikeforge": {"if": IF, "lif": LIF, "plif": PLIF},
+            "reference": {"if": RefIF, "lif": RefLIF, "plif": RefPLIF}}
+
+
+def make_neuron(neuron: Union[str, Callable[[], nn.Module]] = "if", backend: str = "spikeforge",
+                **neuron_kwargs) -> Callable[[], nn.Module]:
+    """A factory of fresh neuron modules: neuron in {"if", "lif", "plif"} (or a callable returning a module)."""
+    if callable(neuron) and not isinstance(neuron, str):
+        return functools.partial(neuron, **neuron_kwargs)
+    if backend not in _NEURONS:
+        raise ValueError(f"backend must be one of {sorted(_NEURONS)}, got {backend!r}")
+    key = str(neuron).lower()
+    if key not in _NEURONS[backend]:
+        raise ValueError(f"neuron must be one of {sorted(_NEURONS[backend])} or a callable, got {neuron!r}")
+    return functools.partial(_NEURONS[backend][key], step_mode="m", **neuron_kwargs)
+
+
+def _norm_factory(norm_layer, T: int, default: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+    if norm_layer is None:
+        return default
+    if callable(norm_layer):
+        return norm_layer
+    key = str(norm_layer).lower()
+    if key == "bn":
+        return SeqBatchNorm2d
+    if key == "tdbn":
+        return TdBatchNorm2d
+    if key == "tebn":
+        return lambda c: TEBN(c, T)
+    raise ValueError(f"norm_layer must be 'bn', 'tdbn', 'tebn', a callable or None, got {norm_layer!r}")
+
+
+def _zero_norm(m: nn.Module) -> None:
+    """Zero the scale of a norm layer (BN / tdBN weight, TEBN's inner BN weight)."""
+    bn = m.bn if isinstance(m, TEBN) else m
+    nn.init.zeros_(bn.weight)
+
+
+class _ConvSavingUint8(torch.autograd.Function):
+    """conv2d whose input is known to hold small non-negative integers (spikes, or SEW-ADD sums of spikes):
+    the input is saved for the weight gradient as uint8 (1 byte instead of 4) and cast back in backward,
+    which is exact for integers in 0..255. Forward and gradients are bitwise those of F.conv2d."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, groups):
+        ctx.conf = (stride, padding, dilation, groups, x.dtype)
+        ctx.save_for_backward(x.to(torch.uint8), weight)
+        return torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x8, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, dtype = ctx.conf
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            grad, x8.to(dtype), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
+            [need_x, need_w, False])
+        return gx, gw, None, None, None, None
+
+
+class SpikeInputConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters, same results) for inputs that are spikes or small integer spike counts:
+    while training it keeps the input for backward as uint8 (spikeforge backend of the models; the
+    reference backend uses plain nn.Conv2d). Not for real-valued inputs, which uint8 would truncate."""
+
+    def forward(self, x):
+        if not (torch.is_grad_enabled() and self.weight.requires_grad) or self.bias is not None \
+                or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        return _ConvSavingUint8.apply(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+
+
+class _MaxPoolSpikesFn(torch.autograd.Function):
+    """max_pool2d of spikes that keeps its input for backward as uint8 instead of float input + int64 indices:
+    the backward recomputes the indices from the restored input with the same kernel, so the gradient goes
+    exactly where nn.MaxPool2d's would (ties included)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        ctx.conf = (kernel, stride, padding, x.dtype)
+        ctx.save_for_backward(x.to(torch.uint8))
+        return torch.nn.functional.max_pool2d(x, kernel, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x8,) = ctx.saved_tensors
+        kernel, stride, padding, dtype = ctx.conf
+        x = x8.to(dtype)
+        _, idx = torch.nn.functional.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        gx = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [kernel] * 2, [stride] * 2, [padding] * 2,
+                                                              [1, 1], False, idx)
+        return gx, None, None, None
+
+
+class _BNSpikeFn(torch.autograd.Function):
+    """SN(BN(y)) in training mode, saving only y (and per-channel statistics) for backward.
+
+    Unfused, BN keeps y and the neuron keeps BN(y): two float tensors of the same size. Here the backward
+    recomputes BN(y) with the same op and statistics (bitwise the forward's values), runs the fused neuron's
+    backward on it and then BN's backward, so one of the two tensors is never stored. Costs one elementwise
+    BN pass and one neuron forward more in backward (both small next to the convolutions).
+    """
+
+    @staticmethod
+    def forward(ctx, y, weight, bias, neuron_w, bn, sn, momentum):
+        yf = y.flatten(0, 1)
+        xn, mean, invstd = torch.ops.aten.native_batch_norm(yf, weight, bias, bn.running_mean, bn.running_var,
+                                                             True, momentum, bn.eps)
+        spikes, v = sn._multi(xn.view(y.shape), None, "last")
+        sn.v = v.detach()
+        ctx.bn, ctx.sn, ctx.shape = bn, sn, y.shape
+        ctx.save_for_backward(y, weight, bias, mean, invstd)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        y, weight, bias, mean, invstd = ctx.saved_tensors
+        bn, sn = ctx.bn, ctx.sn
+        yf = y.flatten(0, 1)
+        # recompute BN(y) exactly as the forward did (same op, same input -> same statistics and values)
+        xn, _, _ = torch.ops.aten.native_batch_norm(yf, weight, bias, None, None, True, 0.0, bn.eps)
+        with torch.enable_grad():
+            xr = xn.view(ctx.shape).detach().requires_grad_(True)
+            spikes, _ = sn._multi(xr, None, "last")
+            wrt = [xr] + ([sn.w] if isinstance(getattr(sn, "w", None), torch.Tensor) and ctx.needs_input_grad[3]
+                          else [])
+            grads = torch.autograd.grad(spikes, wrt, grad_spikes)
+        g_xn = grads[0].flatten(0, 1)
+        g_w_neuron = grads[1] if len(grads) > 1 else None
+        gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            g_xn, yf, weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return (None if gy is None else gy.view(ctx.shape)), gw, gb, g_w_neuron, None, None, None
+
+
+def _fusable(bn: nn.Module, sn: nn.Module, y: Tensor) -> bool:
+    return (type(bn) is SeqBatchNorm2d and bn.training and bn.affine and bn.track_running_stats
+            and torch.is_grad_enabled() and y.dim() == 5 and isinstance(sn, (IF, LIF, PLIF))
+            and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None)
+
+
+def bn_spike(bn: nn.Module, sn: nn.Module, y: Tensor, fuse: bool) -> Tensor:
+    """sn(bn(y)); with fuse (the models' compact mode) BN + spikeforge neuron save one tensor instead of two."""
+    if not (fuse and _fusable(bn, sn, y)):
+        return sn(bn(y))
+    # momentum exactly as nn.BatchNorm2d computes it (None: cumulative average)
+    bn.num_batches_tracked.add_(1)
+    momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    w = sn.w if isinstance(sn, PLIF) else None
+    return _BNSpikeFn.apply(y, bn.weight, bn.bias, w, bn, sn, momentum)
+
+
+def conv3x3(cin, cout, stride=1, spikes=False):
+    """spikes=True: the input is spikes / spike counts, so its saved copy may be uint8 (SpikeInputConv2d)."""
+    return (SpikeInputConv2d if spikes else nn.Conv2d)(cin, cout, 3, stride, 1, bias=False)
+
+
+def conv1x1(cin, cout, stride=1, spikes=False):
+    return (SpikeInputConv2d if spikes else nn.Conv2d)(cin, cout, 1, stride, 0, bias=False)
+
+
+class _Shortcut(nn.Module):
+    """[avgpool] -> conv1x1 -> norm [-> SN] on a sequence (the projection shortcut of every family)."""
+
+    def __init__(self, cin, cout, stride, norm, sn=None, avgpool=False, spikes=False):
+        super().__init__()
+        # ceil_mode: odd sizes keep their last row/column, as a strided conv1x1 would
+        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if avgpool and stride != 1 else None
+        self.conv = conv1x1(cin, cout, 1 if self.pool is not None else stride, spikes)
+        self.bn = norm(cout)
+        self.sn = sn
+        self.fuse = spikes  # compact mode: BN + SN saves one tensor
+
+    def forward(self, x):
+        y = seq_apply([self.conv] if self.pool is None else [self.pool, self.conv], x)
+        return self.bn(y) if self.sn is None else bn_spike(self.bn, self.sn, y, self.fuse)
+
+
+# ------------------------------------------------------------------------------------------------
+# blocks (x: [T, B, C, H, W])
+# ------------------------------------------------------------------------------------------------
+class SpikingBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, compact=False):
+        super().__init__()
+        self.compact = compact
+        self.conv1, self.bn1, self.sn1 = conv3x3(cin, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2 = conv3x3(planes, planes, spikes=compact), norm(planes)
+        self.downsample = shortcut
+        self.sn2 = sn()
+
+    def last_norm(self):
+        return self.bn2
+
+    def forward(self, x):
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
+        out = self.bn2(seq_apply(self.conv2, out))
+        return self.sn2(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class SpikingBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, compact=False):
+        super().__init__()
+        self.compact = compact
+        self.conv1, self.bn1, self.sn1 = conv1x1(cin, planes, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv3, self.bn3 = conv1x1(planes, planes * 4, spikes=compact), norm(planes * 4)
+        self.downsample = shortcut
+        self.sn3 = sn()
+
+    def last_norm(self):
+        return self.bn3
+
+    def forward(self, x):
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
+        out = bn_spike(self.bn2, self.sn2, seq_apply(self.conv2, out), self.compact)
+        out = self.bn3(seq_apply(self.conv3, out))
+        return self.sn3(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def _sew(identity: Tensor, out: Tensor, cnf: str) -> Tensor:
+    if cnf == "ADD":
+        return identity + out
+    if cnf == "AND":
+        return identity * out
+    return identity * (1.0 - out)  # IAND: (not A) and S
+
+
+class SEWBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, cnf, compact=False):
+        super().__init__()
+        self.cnf, self.compact = cnf, compact
+        self.conv1, self.bn1, self.sn1 = conv3x3(cin, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, spikes=compact), norm(planes), sn()
+        self.downsample = shortcut
+
+    def last_norm(self):
+        return self.bn2
+
+    def forward(self, x):
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
+        out = bn_spike(self.bn2, self.sn2, seq_apply(self.conv2, out), self.compact)
+        return _sew(x if self.downsample is None else self.downsample(x), out, self.cnf)
+
+    def extra_repr(self):
+        return f"cnf={self.cnf!r}"
+
+
+class SEWBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, cnf, compact=False):
+        super().__init__()
+        self.cnf, self.compact = cnf, compact
+        self.conv1, self.bn1, self.sn1 = conv1x1(cin, planes, spikes=compact), norm(planes), sn()
+        self.conv2, self.bn2, self.sn2 = conv3x3(planes, planes, stride, spikes=compact), norm(planes), sn()
+        self.conv3, self.bn3, self.sn3 = conv1x1(planes, planes * 4, spikes=compact), norm(planes * 4), sn()
+        self.downsample = shortcut
+
+    def last_norm(self):
+        return self.bn3
+
+    def forward(self, x):
+        out = bn_spike(self.bn1, self.sn1, seq_apply(self.conv1, x), self.compact)
+        out = bn_spike(self.bn2, self.sn2, seq_apply(self.conv2, out), self.compact)
+        out = bn_spike(self.bn3, self.sn3, seq_apply(self.conv3, out), self.compact)
+        return _sew(x if self.downsample is None else self.downsample(x), out, self.cnf)
+
+    def extra_repr(self):
+        return f"cnf={self.cnf!r}"
+
+
+class MSBasicBlock(nn.Module):
+    """Membrane shortcut: x + BN(conv(SN(BN(conv(SN(x)))))); x is a membrane-like real tensor."""
+    expansion = 1
+
+    def __init__(self, cin, planes, stride, shortcut, norm, sn, compact=False):
+        super().__init__()
+        self.sn1, self.conv1, self.bn1 = sn(), conv3x3(cin, planes, stride, spikes=compact), norm(planes)
+        self.sn2, self.conv2, self.bn2 = sn(), conv3x3(planes, planes, spikes=compact), norm(planes)
+        self.downsample = shortcut
+
+    def last_norm(self):
+        return self.bn2
+
+    def forward(self, x):
+        out = self.bn1(seq_apply(self.conv1, self.sn1(x)))
+        out = self.bn2(seq_apply(self.conv2, self.sn2(out)))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+# ------------------------------------------------------------------------------------------------
+# the network
+# ------------------------------------------------------------------------------------------------
+class SpikingResNet(nn.Module):
+    """Shared skeleton: stem -> 4 stages -> [SN] -> global average pool -> [dropout] -> fc, per time step.
+
+    family: "spiking" | "sew" | "ms"; layers: blocks per stage; bottleneck: Bottleneck blocks (50+ layers);
+    imagenet: ImageNet stem (strided 7x7 conv, max-pool) or CIFAR stem (3x3 stride 1, no pool).
+    """
+
+    def __init__(self, family: str, layers: Sequence[int], *, bottleneck: bool = False, num_classes: int = 1000,
+                 T: int = 4, imagenet: bool = True, cnf: str = "ADD", neuron="if",
+                 neuron_kwargs: Optional[dict] = None, backend: str = "spikeforge", norm_layer=None,
+                 zero_init_residual: Optional[bool] = None, width: int = 64, in_channels: int = 3,
+                 ms_avgpool_shortcut: bool = False, dropout: float = 0.0, compact: Optional[bool] = None):
+        super().__init__()
+        if family not in ("spiking", "sew", "ms"):
+            raise ValueError(f"family must be 'spiking', 'sew' or 'ms', got {family!r}")
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be an int >= 1, got {T!r}")
+        cnf = str(cnf).upper()
+        if family == "sew" and cnf not in ("ADD", "AND", "IAND"):
+            raise ValueError(f"cnf must be 'ADD', 'AND' or 'IAND', got {cnf!r}")
+        if family == "ms" and bottleneck:
+            raise ValueError("MS-ResNet uses basic blocks only")
+        self.family, self.T, self.cnf, self.num_classes = family, T, cnf if family == "sew" else None, num_classes
+        if family == "ms":
+            default_norm = functools.partial(TdBatchNorm2d, v_threshold=0.5)
+            default_neuron = dict(tau=4.0 / 3.0, decay_input=False, v_threshold=0.5, surrogate="rect", alpha=1.0,
+                                  detach_reset=True)  # V = 0.25 V (1 - S) + X, fire at 0.5 (authors' code)
+            neuron = "lif" if neuron == "if" and neuron_kwargs is None else neuron
+        else:
+            default_norm = SeqBatchNorm2d
+            default_neuron = dict(surrogate="atan", detach_reset=True)  # SEW's IF neurons (ATan surrogate)
+        norm = _norm_factory(norm_layer, T, default_norm)
+        sn = make_neuron(neuron, backend, **(default_neuron if neuron_kwargs is None else neuron_kwargs))
+        # compact: convolutions and the stem max-pool whose input is spikes (or SEW-ADD spike counts,
+        # integers <= 1 + blocks per stage) keep that input for backward as uint8, and BN followed by a
+        # neuron keeps only the conv output (bn_spike); on by default with spikeforge's neurons, whose
+        # outputs are exactly 0/1. A custom neuron with graded outputs needs compact=False.
+        if compact is None:
+            compact = backend == "spikeforge" and not callable(neuron)
+        self.compact = bool(compact)
+        if zero_init_residual is None:
+            zero_init_residual = family == "ms" or (family == "sew" and cnf != "AND")
+
+        # stem: convolutions of the (static) input, computed once; then norm [+ SN] [+ max-pool]
+        if imagenet:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False))
+        else:
+            self.stem = nn.Sequential(conv3x3(in_channels, width))
+        self.stem_bn = norm(width)
+        self.stem_sn = None if family == "ms" else sn()  # MS blocks begin with their own SN
+        # MS-ResNet strides in its first stage instead of max-pooling (the authors' ImageNet nets)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet and family != "ms" else None
+        first_stride = 2 if imagenet and family == "ms" else 1
+
+        block = {("spiking", False): SpikingBasicBlock, ("spiking", True): SpikingBottleneck,
+                 ("sew", False): SEWBasicBlock, ("sew", True): SEWBottleneck, ("ms", False): MSBasicBlock}[
+            (family, bottleneck)]
+        extra = dict(cnf=cnf) if family == "sew" else {}
+        cin = width
+        stages = []
+        for i, n in enumerate(layers):
+            planes = width * (2 ** i)
+            blocks = []
+            for j in range(n):
+                stride = (first_stride if i == 0 else 2) if j == 0 else 1
+                cout = planes * block.expansion
+                shortcut = None
+                if stride != 1 or cin != cout:
+                    # the MS shortcut carries membrane potentials (real values), the others spikes
+                    shortcut = _Shortcut(cin, cout, stride, norm, sn() if family == "sew" else None,
+                                         avgpool=family == "ms" and ms_avgpool_shortcut,
+                                         spikes=self.compact and family != "ms")
+                blocks.append(block(cin, planes, stride, shortcut, norm, sn, compact=self.compact, **extra))
+                cin = cout
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.final_sn = sn() if family == "ms" else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.fc = nn.Linear(cin, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for stage in stages:
+                for b in stage:
+                    _zero_norm(b.last_norm())
+
+    def forward(self, x: Tensor) -> Tensor:
+        reset_net(self)  # one call = one batch of independent sequences: no state from the last batch
+        if x.dim() == 4:  # static image, direct encoding: stem convs once, repeated over T
+            y = self.stem(x)
+            y = y.unsqueeze(0).expand((self.T,) + tuple(y.shape)).contiguous()
+        elif x.dim() == 5:
+            y = seq_apply(self.stem, x)
+        else:
+            raise ValueError(f"expected an image batch [B, C, H, W] or a sequence [T, B, C, H, W], "
+                             f"got {tuple(x.shape)}")
+        y = self.stem_bn(y) if self.stem_sn is None else bn_spike(self.stem_bn, self.stem_sn, y, self.compact)
+        if self.maxpool is not None:
+            if self.compact and torch.is_grad_enabled() and y.requires_grad:  # y: spikes of the stem's SN
+                T, B = y.shape[:2]
+                y = _MaxPoolSpikesFn.apply(y.flatten(0, 1), 3, 2, 1)
+                y = y.view((T, B) + tuple(y.shape[1:]))
+            else:
+                y = seq_apply(self.maxpool, y)
+        y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
+        if self.final_sn is not None:
+            y = self.final_sn(y)
+        y = y.mean(dim=(3, 4))  # global average pool -> [T, B, C]
+        if self.dropout is not None:
+            y = self.dropout(y)
+        return self.fc(y)
+
+    def extra_repr(self) -> str:
+        return f"family={self.family!r}, T={self.T}" + (f", cnf={self.cnf!r}" if self.cnf else "")
+
+
+# ------------------------------------------------------------------------------------------------
+# the public constructors
+# ------------------------------------------------------------------------------------------------
+_DEPTHS = {18: ([2, 2, 2, 2], False), 34: ([3, 4, 6, 3], False), 50: ([3, 4, 6, 3], True),
+           101: ([3, 4, 23, 3], True), 152: ([3, 8, 36, 3], True)}
+_MS_DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 104: [3, 8, 32, 8]}
+
+_COMMON_DOC = """
+
+    Arguments: num_classes, T (steps for a static image input), neuron ("if" | "lif" | "plif" | a callable),
+    neuron_kwargs (options of the neuron, replacing the family's defaults), backend ("spikeforge" |
+    "reference"), norm_layer (None = family default, "bn", "tdbn", "tebn" or a callable(channels)),
+    zero_init_residual (None = family default), width (channels of the first stage), in_channels, compact
+    (None = on for spikeforge neurons: convolutions of spikes save their input as uint8 for backward).
+    Returns an nn.Module: x [B, C, H, W] or [T, B, C, H, W] -> logits [T, B, num_classes]."""
+
+
+def _make(family: str, depth: int, imagenet: bool, name: str):
+    if family == "ms":
+        layers, bottleneck = _MS_DEPTHS[depth], False
+    else:
+        layers, bottleneck = _DEPTHS[depth]
+    default_classes = 1000 if imagenet else 10
+    extra = dict(ms_avgpool_shortcut=True, dropout=0.2) if family == "ms" and depth == 104 else {}
+
+    if family == "sew":
+        def fn(num_classes: int = default_classes, T: int = 4, cnf: str = "ADD", **kw) -> SpikingResNet:
+            return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
+                                 imagenet=imagenet, cnf=cnf, **{**extra, **kw})
+    else:
+        def fn(num_classes: int = default_classes, T: int = 4, **kw) -> SpikingResNet:
+            return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
+                                 imagenet=imagenet, **{**extra, **kw})
+    title = {"spiking": "Spiking ResNet", "sew": "SEW ResNet (cnf ADD | AND | IAND)", "ms": "MS-ResNet"}[family]
+    layout = "ImageNet layout (224x224 input)" if imagenet else "CIFAR layout (3x3 stem, stride 1, no max-pool)"
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"{title}-{depth}, {layout}." + _COMMON_DOC
+    return fn
+
+
+MODELS = {}
+for _fam, _depths in (("spiking", _DEPTHS), ("sew", _DEPTHS), ("ms", _MS_DEPTHS)):
+    for _d in _depths:
+        for _imagenet in (True, False):
+            _name = {"spiking": "spiking_resnet", "sew": "sew_resnet", "ms": "ms_resnet"}[_fam] + str(_d) + (
+                "" if _imagenet else "_cifar")
+            MODELS[_name] = _make(_fam, _d, _imagenet, _name)
+            globals()[_name] = MODELS[_name]
+__all__ += sorted(MODELS)

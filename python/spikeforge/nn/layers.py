@@ -1,0 +1,186 @@
+"""Stateless layers on sequences [T, B, ...]: batch normalisation over T*B (plain, tdBN, TEBN), a
+multi-step wrapper for any stateless torch layer, input encoders and the TET loss.
+
+Every layer here folds time into the batch (a view for contiguous input, no copy) so a torch layer
+runs once over all T*B samples instead of T times in a Python loop.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["seq_apply", "MultiStep", "SeqBatchNorm2d", "TdBatchNorm2d", "TEBN", "direct_encode", "poisson_encode",
+           "DirectEncoder", "PoissonEncoder", "tet_loss", "TETLoss"]
+
+
+def seq_apply(module, x_seq: Tensor) -> Tensor:
+    """Runs a stateless layer (or a list of them, in order) on x_seq [T, B, ...] with T folded into B."""
+    if x_seq.dim() < 2:
+        raise ValueError(f"seq_apply expects x_seq of shape [T, B, ...], got {tuple(x_seq.shape)}")
+    T, B = x_seq.shape[:2]
+    y = x_seq.flatten(0, 1)
+    for m in (module if isinstance(module, (list, tuple, nn.Sequential, nn.ModuleList)) else (module,)):
+        y = m(y)
+    return y.view((T, B) + tuple(y.shape[1:]))
+
+
+class MultiStep(nn.Sequential):
+    """MultiStep(layer, ...): stateless torch layers applied to [T, B, ...] by folding T into the batch.
+
+    Only for layers without state across time (conv, linear, pooling, flatten, dropout, BN over T*B):
+    the layers see T*B independent samples. Submodules keep their own names ("0", "1", ...).
+    """
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        return seq_apply(list(self), x_seq)
+
+
+def _check_5d(name: str, x: Tensor) -> None:
+    if x.dim() != 5:
+        raise ValueError(f"{name} expects x_seq of shape [T, B, C, H, W], got {tuple(x.shape)}")
+
+
+class SeqBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose statistics run over T*B*H*W: input [T, B, C, H, W] (or a plain [N, C, H, W]).
+
+    A subclass of nn.BatchNorm2d, so its parameters and buffers have the usual names and shapes.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            return super().forward(x)
+        _check_5d(type(self).__name__, x)
+        return super().forward(x.flatten(0, 1)).view(x.shape)
+
+
+class TdBatchNorm2d(nn.BatchNorm2d):
+    """Threshold-dependent BN (tdBN, Zheng et al. 2021): statistics over T*B*H*W, then
+    y = lambda * alpha * V_th * (x - mean) / sqrt(var + eps) + beta.
+
+    lambda (``weight``, init 1) and beta (``bias``, init 0) are the learnable per-channel affine of the
+    paper; alpha and V_th are constants (alpha = 1 normally, 1/sqrt(2) for the two BNs whose outputs are
+    added in a residual block). The scale alpha * V_th is applied in the forward, not folded into the
+    initial weight, so the gradient w.r.t. lambda is the paper's.
+    """
+
+    def __init__(self, num_features: int, alpha: float = 1.0, v_threshold: float = 1.0, eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1, **kw):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True, **kw)
+        self.alpha = float(alpha)
+        self.v_threshold = float(v_threshold)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        if x.dim() == 5:
+            x = x.flatten(0, 1)
+        elif x.dim() != 4:
+            raise ValueError(f"TdBatchNorm2d expects [T, B, C, H, W] or [N, C, H, W], got {tuple(shape)}")
+        self._check_input_dim(x)
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.momentum is None and self.training and self.track_running_stats:
+            momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch = self.training or not self.track_running_stats
+        y = F.batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,
+                         self.running_var if not self.training or self.track_running_stats else None,
+                         self.weight * (self.alpha * self.v_threshold), self.bias, use_batch, momentum, self.eps)
+        return y.view(shape)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", alpha={self.alpha}, v_threshold={self.v_threshold}"
+
+
+class TEBN(nn.Module):
+    """Temporal effective BN (Duan et al. 2022): BN with statistics shared over T*B*H*W, then a learnable
+    scale per time step: y[t] = p[t] * BN(x)[t]. ``p`` has shape [T, 1, 1, 1, 1], init 1.
+
+    Input [T, B, C, H, W] with exactly the T given at construction.
+    """
+
+    def __init__(self, num_features: int, T: int, eps: float = 1e-5, momentum: Optional[float] = 0.1):
+        super().__init__()
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be an int >= 1, got {T!r}")
+        self.T = T
+        self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+        self.p = nn.Parameter(torch.ones(T, 1, 1, 1, 1))
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        _check_5d("TEBN", x_seq)
+        if x_seq.shape[0] != self.T:
+            raise ValueError(f"TEBN was built for T={self.T} but x_seq has T={x_seq.shape[0]}")
+        return self.bn(x_seq.flatten(0, 1)).view(x_seq.shape) * self.p
+
+
+# ------------------------------------------------------------------------------------------------
+# encoders: a static input [B, ...] -> a sequence [T, B, ...]
+# ------------------------------------------------------------------------------------------------
+def _check_T(T) -> int:
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be an int >= 1, got {T!r}")
+    return T
+
+
+def direct_encode(x: Tensor, T: int) -> Tensor:
+    """Direct (analog) encoding: the same input at every step, [B, ...] -> [T, B, ...] (a broadcast view)."""
+    return x.unsqueeze(0).expand((_check_T(T),) + tuple(x.shape))
+
+
+def poisson_encode(x: Tensor, T: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Poisson (rate) encoding: S[t] = 1 with probability x, independently per step; x must be in [0, 1]."""
+    _check_T(T)
+    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1)):
+        raise ValueError("poisson_encode needs intensities in [0, 1] (normalise the input first)")
+    u = torch.rand((T,) + tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return (u < x.unsqueeze(0)).to(x.dtype)
+
+
+class DirectEncoder(nn.Module):
+    def __init__(self, T: int):
+        super().__init__()
+        self.T = _check_T(T)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return direct_encode(x, self.T)
+
+
+class PoissonEncoder(nn.Module):
+    def __init__(self, T: int):
+        super().__init__()
+        self.T = _check_T(T)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return poisson_encode(x, self.T)
+
+
+# ------------------------------------------------------------------------------------------------
+# TET loss (Deng et al. 2022)
+# ------------------------------------------------------------------------------------------------
+def tet_loss(out_seq: Tensor, target: Tensor, lamb: float = 1e-3, means: float = 1.0,
+             label_smoothing: float = 0.0) -> Tensor:
+    """Temporal efficient training: (1 - lamb) * mean_t CE(O[t], y) + lamb * MSE(O, means).
+
+    out_seq: [T, B, classes] outputs of every step (not averaged); target: [B] class indices.
+    The mean over t of per-step cross-entropies equals one cross-entropy over the T*B folded rows.
+    """
+    if out_seq.dim() != 3:
+        raise ValueError(f"tet_loss expects out_seq of shape [T, B, classes], got {tuple(out_seq.shape)}")
+    T = out_seq.shape[0]
+    ce = F.cross_entropy(out_seq.flatten(0, 1), target.repeat(T), label_smoothing=label_smoothing)
+    if lamb == 0:
+        return ce
+    mse = (out_seq - means).pow(2).mean()
+    return (1.0 - lamb) * ce + lamb * mse
+
+
+class TETLoss(nn.Module):
+    def __init__(self, lamb: float = 1e-3, means: float = 1.0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.lamb, self.means, self.label_smoothing = lamb, means, label_smoothing
+
+    def forward(self, out_seq: Tensor, target: Tensor) -> Tensor:
+        return tet_loss(out_seq, target, self.lamb, self.means, self.label_smoothing)

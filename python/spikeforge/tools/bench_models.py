@@ -1,0 +1,224 @@
+"""``spikeforge bench models``: one training step of a zoo model built on spikeforge's fused neurons against
+the same model built on the reference neurons (spikeforge.reference, a plain-PyTorch time loop).
+
+Standard case (shared/BENCHMARKS.md): sew_resnet18 (ImageNet layout, 1000 classes) at T=4, batch 8, 64x64
+input on CPU. Both models get the same initial weights and the same input; a step is zero_grad, forward,
+cross-entropy of the time-averaged logits, backward and an SGD step, timed round-robin in one process
+(benchutil.side_by_side, medians). "saved" is what the forward keeps for the backward: the unique storages
+seen by torch.autograd.graph.saved_tensors_hooks, attributed to the module that saved them (conv, BN,
+neuron, other = additions, pooling, fc), so the table shows where the memory goes. --profile adds the
+operators that dominate each contender's step (torch.profiler, self CPU time).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import benchutil as bu
+
+NAME = "models"
+HELP = "one training step of a zoo model (default sew_resnet18, T=4): spikeforge vs reference neurons, " \
+       "ms and bytes saved for backward"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", nargs="+", default=["sew_resnet18"], help="zoo model names (default sew_resnet18)")
+    p.add_argument("--T", type=int, default=None, help="time steps (default 4; --quick 2)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 8; --quick 2)")
+    p.add_argument("--size", type=int, default=None, help="input height = width (default 64; --quick 32)")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--profile", action="store_true", help="print the top operators of each contender's step")
+
+
+def _category(m: nn.Module) -> str:
+    from ..nn.neuron import _Neuron
+
+    if isinstance(m, _Neuron):
+        return "neuron"
+    if isinstance(m, nn.Conv2d):
+        return "conv"
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "TEBN":
+        return "bn"
+    return "other"
+
+
+def saved_bytes_by_module(model: nn.Module, x: torch.Tensor) -> dict:
+    """Unique storages saved for backward by one forward (+ loss), attributed to the innermost module
+    (conv / bn / neuron / other) running when autograd saved them."""
+    stack: list[str] = []
+    seen: dict = {}
+    handles = []
+    def push(mod, inp, c):
+        stack.append(c)
+
+    def pop(mod, inp, out):
+        stack.pop()  # returns None: the module's output is left alone
+
+    for m in model.modules():
+        cat = _category(m)
+        if m is model or len(list(m.children())) == 0 or cat != "other":
+            handles.append(m.register_forward_pre_hook(lambda mod, inp, c=cat: push(mod, inp, c)))
+            handles.append(m.register_forward_hook(pop))
+
+    # parameters saved by reference (conv weights, ...) are memory the model holds anyway: counted apart
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t):
+        s = t.untyped_storage()
+        key = (s.data_ptr(), str(t.device))
+        if key not in seen:  # a storage saved by several ops counts once, for the first that saved it
+            seen[key] = ("params" if s.data_ptr() in param_ptrs else (stack[-1] if stack else "other"), s.nbytes())
+        return t
+
+    # the models' fused BN + SN (models.resnet.bn_spike) is a function, not a module: tag what it saves
+    from ..models import resnet
+
+    plain_bn_spike = resnet.bn_spike
+
+    def tagged_bn_spike(bn, sn, y, fuse):
+        stack.append("bn+sn")
+        try:
+            return plain_bn_spike(bn, sn, y, fuse)
+        finally:
+            stack.pop()
+
+    resnet.bn_spike = tagged_bn_spike
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x)
+            loss = F.cross_entropy(out.mean(0), torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+        del out, loss
+    finally:
+        resnet.bn_spike = plain_bn_spike
+        for h in handles:
+            h.remove()
+    by = {"conv": 0, "bn": 0, "neuron": 0, "bn+sn": 0, "other": 0, "params": 0}
+    for cat, nb in seen.values():
+        by[cat] += nb
+    by["activations"] = sum(nb for cat, nb in seen.values() if cat != "params")
+    by["total"] = by["activations"] + by["params"]
+    return by
+
+
+def _step_fn(model, opt, x, y):
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        F.cross_entropy(out.mean(0), y).backward()
+        opt.step()
+    return step
+
+
+def _profile(fn, top: int = 8) -> list:
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1
+    return [(e.key, e.self_cpu_time_total / 1e3, e.self_cpu_time_total / total, e.count) for e in rows[:top]]
+
+
+def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device, args, timer) -> dict:
+    from ..models import get_model
+
+    torch.manual_seed(0)
+    sf_model = get_model(name, T=T, num_classes=num_classes).to(device)
+    ref_model = get_model(name, T=T, num_classes=num_classes, backend="reference").to(device)
+    ref_model.load_state_dict(copy.deepcopy(sf_model.state_dict()))  # the same weights
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+
+    # same model, same numbers: logits of one forward in eval mode agree
+    sf_model.eval(), ref_model.eval()
+    with torch.no_grad():
+        diff = float((sf_model(x) - ref_model(x)).abs().max())
+    sf_model.train(), ref_model.train()
+
+    models = {"spikeforge": sf_model, "reference": ref_model}
+    steps = {k: _step_fn(m, torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9), x, y) for k, m in models.items()}
+    res = bu.side_by_side(steps, timer, reps=args.reps, warmup=args.warmup, time_budget_s=args.time_budget)
+    rows = []
+    for k, m in models.items():
+        r = {"impl": k, "median_ms": res[k].median, "samples_ms": res[k].samples, "error": res[k].error}
+        r["saved"] = saved_bytes_by_module(m, x)
+        if args.profile:
+            r["top_ops"] = _profile(steps[k])
+        rows.append(r)
+    sf, ref = rows
+    return {"model": name, "T": T, "batch": batch, "size": size, "num_classes": num_classes, "device": str(device),
+            "dtype": "float32", "params": sum(p.numel() for p in sf_model.parameters()),
+            "max_abs_logit_diff": diff, "rows": rows,
+            "speedup": (ref["median_ms"] / sf["median_ms"]) if sf["median_ms"] and ref["median_ms"] else None,
+            "saved_ratio": (sf["saved"]["activations"] / ref["saved"]["activations"]
+                            if ref["saved"]["activations"] else None),
+            "saved_ratio_with_params": sf["saved"]["total"] / ref["saved"]["total"] if ref["saved"]["total"] else None}
+
+
+def case_table(c: dict) -> str:
+    mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
+    head = ["impl", "step ms", "x sf", "saved act MiB", "conv in", "bn in", "neuron", "bn+sn", "other",
+            "x sf act", "+params MiB"]
+    sf = c["rows"][0]
+    rows = []
+    for r in c["rows"]:
+        s = r["saved"]
+        rows.append([r["impl"], bu.fmt(r["median_ms"], ".1f"),
+                     bu.fmt(r["median_ms"] / sf["median_ms"] if r["median_ms"] and sf["median_ms"] else None),
+                     mib(s["activations"]), mib(s["conv"]), mib(s["bn"]), mib(s["neuron"]), mib(s["bn+sn"]),
+                     mib(s["other"]),
+                     bu.fmt(s["activations"] / sf["saved"]["activations"]), mib(s["params"])])
+    title = (f"{c['model']} T={c['T']} batch={c['batch']} {c['size']}x{c['size']} {c['device']} {c['dtype']} "
+             f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e})")
+    return title + "\n" + bu.format_table(head, rows)
+
+
+def run(args) -> int:
+    device = bu.resolve_device(args.device)
+    bu.setup_threads(args, device)
+    args.reps = args.reps or (3 if args.quick else 5)
+    T = args.T or (2 if args.quick else 4)
+    batch = args.batch or (2 if args.quick else 8)
+    size = args.size or (32 if args.quick else 64)
+    timer = bu.Timer(device)
+    env = bu.environment(device)
+    print("spikeforge bench models")
+    for line in bu.environment_lines(env):
+        print("  " + line)
+    t_start = time.perf_counter()
+    cases = []
+    for name in args.model:
+        t0 = time.perf_counter()
+        cases.append(run_case(name, T, batch, size, args.num_classes, device, args, timer))
+        print(f"  ... {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"\n  timing: median of {args.reps} reps after {args.warmup} warm-up, round-robin; a step = zero_grad + "
+          "forward + CE(mean over T) + backward + SGD step")
+    print("  'x sf' = step time / spikeforge's (> 1: spikeforge faster); saved act = unique non-parameter storages "
+          "saved for backward by the forward (+ loss), split by the module that saved them (conv: its input; bn: its "
+          "input; neuron: what the neuron op keeps; bn+sn: the fused BN + neuron (the conv output and BN statistics); "
+          "other: the stem image, max-pool, adds, fc, loss); '+params' = parameters saved by "
+          "reference (held by the model anyway); 'x sf act' = saved act / spikeforge's\n")
+    for c in cases:
+        print(case_table(c))
+        if args.profile:
+            for r in c["rows"]:
+                print(f"  top operators, {r['impl']} (self CPU ms, share, calls):")
+                for key, ms, share, count in r["top_ops"]:
+                    print(f"    {key:<40s} {ms:9.1f} {100 * share:5.1f}% {count:6d}")
+        print()
+    end_load = list(os.getloadavg()) if hasattr(os, "getloadavg") else []
+    wall = time.perf_counter() - t_start
+    print(f"  load average at end: {', '.join(f'{v:.1f}' for v in end_load)}; run time {wall:.0f} s")
+    if args.json:
+        bu.write_json(args.json, {"benchmark": "models", "environment": env, "run_time_s": wall,
+                                  "load_average_end": end_load,
+                                  "settings": {"reps": args.reps, "warmup": args.warmup,
+                                               "threads": torch.get_num_threads(), "quick": args.quick},
+                                  "cases": cases})
+    return 0

@@ -1,0 +1,338 @@
+"""A training loop for the model zoo, and the ``spikeforge train`` command.
+
+    spikeforge train                                  sew_resnet18_cifar on the shipped 8x8 digits
+    spikeforge train --model ms_resnet18_cifar --loss tet --epochs 20 --T 4 --checkpoint run.pt
+    spikeforge train --dataset my_arrays.npz ...      any arrays x [N, C, H, W], y [N] (+ x_test, y_test)
+    spikeforge train --checkpoint run.pt --resume     continue a run where its last epoch ended
+
+Reproducible: the seed fixes the initial weights, the shuffling (a generator per epoch derived from the
+seed, so a resumed run shuffles as the uninterrupted one would), Poisson encoding and dropout (the torch
+RNG state is saved in the checkpoint). Same seed, same threads, same result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .nn.layers import poisson_encode, tet_loss
+
+__all__ = ["TrainConfig", "fit", "evaluate", "build_model", "save_checkpoint", "load_checkpoint", "main",
+           "add_arguments"]
+
+
+@dataclass
+class TrainConfig:
+    model: str = "sew_resnet18_cifar"
+    dataset: str = "digits"
+    epochs: int = 6
+    T: int = 2
+    batch_size: int = 32
+    optimizer: str = "adamw"        # sgd | adam | adamw
+    lr: float = 2e-3
+    momentum: float = 0.9           # sgd only
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"        # cosine | step | none (per iteration for cosine)
+    warmup_epochs: float = 0.0
+    loss: str = "ce"                # ce (on the mean over T) | tet
+    tet_lambda: float = 1e-3
+    encoding: str = "direct"        # direct | poisson (static images only)
+    neuron: Optional[str] = None    # None: the model family's default (IF for spiking/SEW, LIF for MS)
+    cnf: str = "ADD"                # SEW models
+    width: int = 32                 # channels of the first stage (the CIFAR models' 64 halved: digits are 8x8)
+    seed: int = 0
+    threads: Optional[int] = 1       # see add_arguments: small convs gain little from more on a shared CPU
+    device: str = "cpu"
+    checkpoint: Optional[str] = None
+    eval_every: int = 1
+    history: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------
+# building blocks
+# ------------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> nn.Module:
+    from .models import MODELS
+
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; one of: {', '.join(sorted(MODELS))}")
+    kw = dict(num_classes=num_classes, T=cfg.T, width=cfg.width, in_channels=in_channels)
+    if cfg.model.startswith("sew_"):
+        kw["cnf"] = cfg.cnf
+    if cfg.neuron is not None:
+        kw["neuron"] = cfg.neuron
+        kw["neuron_kwargs"] = dict(surrogate="atan", detach_reset=True) if cfg.neuron != "lif" else dict(
+            tau=2.0, surrogate="atan", detach_reset=True)
+    return MODELS[cfg.model](**kw)
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # no weight decay on BN / neuron parameters and biases (1-d tensors), the usual ResNet recipe
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"optimizer must be sgd, adam or adamw, got {cfg.optimizer!r}")
+
+
+def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    name = cfg.schedule.lower()
+    if name not in ("cosine", "step", "none"):
+        raise ValueError(f"schedule must be cosine, step or none, got {cfg.schedule!r}")
+
+    def factor(it: int) -> float:  # stepped once per iteration
+        if it < warm:
+            return (it + 1) / warm
+        if name == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (it - warm) / max(1, total - warm))))
+        if name == "step":  # x0.1 at 50% and 75% of training
+            return 0.1 ** ((it >= total // 2) + (it >= (3 * total) // 4))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _inputs(x: torch.Tensor, cfg: TrainConfig, training: bool) -> torch.Tensor:
+    if x.dim() == 5:  # a sequence dataset stores [N, T, ...]; the models are time-first
+        return x.transpose(0, 1)
+    if cfg.encoding == "poisson":
+        return poisson_encode(x.clamp(0, 1), cfg.T)
+    return x  # direct encoding: the model repeats its stem output over T
+
+
+def _loss(out_seq: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    if cfg.loss == "tet":
+        return tet_loss(out_seq, y, lamb=cfg.tet_lambda)
+    if cfg.loss == "ce":
+        return F.cross_entropy(out_seq.mean(0), y)
+    raise ValueError(f"loss must be ce or tet, got {cfg.loss!r}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, cfg: TrainConfig, batch_size: int = 256) -> dict:
+    """Accuracy and mean CE of the time-averaged logits over a dataset (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    x_all, y_all = dataset.tensors
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(y_all), batch_size):
+        x = _inputs(x_all[i:i + batch_size].to(cfg.device), cfg, False)
+        y = y_all[i:i + batch_size].to(cfg.device)
+        logits = model(x).mean(0)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    model.train(was_training)
+    n = max(1, len(y_all))
+    return {"acc": correct / n, "loss": loss_sum / n}
+
+
+class Progress:
+    """A one-line progress bar on a terminal (stderr); one summary line per epoch otherwise."""
+
+    def __init__(self, total: int, prefix: str, enabled: bool, stream=None):
+        self.total, self.prefix, self.stream = total, prefix, stream or sys.stderr
+        self.live = enabled and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, **stats) -> None:
+        if not self.live:
+            return
+        now = time.perf_counter()
+        if done < self.total and now - self.last < 0.1:
+            return
+        self.last = now
+        w = 24
+        fill = int(w * done / max(1, self.total))
+        rate = done / max(1e-9, now - self.t0)
+        s = " ".join(f"{k} {v:.4g}" for k, v in stats.items())
+        self.stream.write(f"\r{self.prefix} [{'#' * fill}{'.' * (w - fill)}] {done}/{self.total} {rate:.1f} it/s {s}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, extra: Optional[dict] = None):
+    """Everything to continue exactly: weights + BN buffers, optimizer, schedule, torch RNG, config, history."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+             "epoch": epoch, "config": asdict(cfg), "rng": torch.get_rng_state(), "format": 1}
+    if extra:
+        state.update(extra)
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+
+
+def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if model is not None:
+        model.load_state_dict(state["model"])
+    if opt is not None:
+        opt.load_state_dict(state["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(state["schedule"])
+    return state
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------------
+def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False, progress: bool = False,
+        log=print, model: Optional[nn.Module] = None, stop_after: Optional[int] = None) -> dict:
+    """Trains cfg.model on cfg.dataset (or the given TensorDatasets); returns a summary dict.
+
+    With cfg.checkpoint set, a checkpoint is written after every epoch; resume=True continues from it.
+    stop_after=k ends this call after k epochs (of cfg.epochs: the schedule still spans all of them), e.g.
+    to split a run into time-boxed jobs.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if train_set is None:
+        from .data import get_dataset
+
+        train_set, test_set = get_dataset(cfg.dataset)
+    x0, y_train = train_set.tensors
+    sample = x0[0] if x0.dim() == 4 else x0[0, 0]
+    num_classes = int(max(int(y_train.max()), int(test_set.tensors[1].max()) if test_set is not None else 0)) + 1
+
+    torch.manual_seed(cfg.seed)
+    if model is None:
+        model = build_model(cfg, in_channels=sample.shape[0], num_classes=num_classes)
+    model.to(cfg.device)
+    n = len(y_train)
+    steps = math.ceil(n / cfg.batch_size)
+    opt = make_optimizer(cfg, model)
+    sched = make_schedule(cfg, opt, steps)
+    start_epoch, history = 0, []
+    if resume:
+        if not cfg.checkpoint or not os.path.exists(cfg.checkpoint):
+            raise FileNotFoundError(f"--resume: no checkpoint at {cfg.checkpoint!r}")
+        state = load_checkpoint(cfg.checkpoint, model, opt, sched)
+        start_epoch, history = state["epoch"], state.get("history", [])
+        torch.set_rng_state(state["rng"])
+        log(f"resumed from {cfg.checkpoint} after epoch {start_epoch}")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{cfg.model}: {n_params / 1e6:.3f}M parameters, T={cfg.T}, {n} training / "
+        f"{len(test_set.tensors[1]) if test_set is not None else 0} test samples, loss {cfg.loss}, "
+        f"{cfg.optimizer} lr {cfg.lr} ({cfg.schedule}), {torch.get_num_threads()} threads")
+    t_start = time.perf_counter()
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        model.train()
+        t0 = time.perf_counter()
+        # a generator per epoch: a resumed run shuffles exactly as the uninterrupted one
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        bar = Progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", progress)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for it in range(steps):
+            idx = perm[it * cfg.batch_size:(it + 1) * cfg.batch_size]
+            x = _inputs(x0[idx].to(cfg.device), cfg, True)
+            y = y_train[idx].to(cfg.device)
+            out = model(x)
+            loss = _loss(out, y, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((out.detach().mean(0).argmax(1) == y).sum())
+            seen += len(idx)
+            bar.update(it + 1, loss=loss_sum / seen, acc=correct / seen)
+        bar.close()
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "epoch_s": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
+        if test_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            ev = evaluate(model, test_set, cfg)
+            rec.update(test_acc=ev["acc"], test_loss=ev["loss"])
+        history.append(rec)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f}"
+            + (f" | test loss {rec['test_loss']:.4f} acc {rec['test_acc']:.4f}" if "test_acc" in rec else "")
+            + f" | {rec['epoch_s']:.1f} s")
+        if cfg.checkpoint:
+            save_checkpoint(cfg.checkpoint, model, opt, sched, epoch + 1, cfg, {"history": history})
+    wall = time.perf_counter() - t_start
+    final = history[-1] if history else {}
+    return {"model": model, "history": history, "train_s": wall, "test_acc": final.get("test_acc"),
+            "n_params": n_params}
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model, help=f"a zoo model name (default {d.model}; "
+                                                     "see spikeforge.models.MODELS)")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="digits (shipped, default) or a path to an .npz with arrays x, y[, x_test, y_test]")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"(default {d.epochs})")
+    p.add_argument("--T", type=int, default=d.T, help=f"time steps (default {d.T})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (Nesterov)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=("cosine", "step", "none"), default=d.schedule)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--loss", choices=("ce", "tet"), default=d.loss,
+                   help="ce on the time-averaged logits, or TET (Deng et al. 2022) on every step")
+    p.add_argument("--tet-lambda", type=float, default=d.tet_lambda)
+    p.add_argument("--encoding", choices=("direct", "poisson"), default=d.encoding)
+    p.add_argument("--neuron", choices=("if", "lif", "plif"), default=None,
+                   help="neuron of every layer (default: the family's, IF for spiking/SEW, LIF for MS)")
+    p.add_argument("--cnf", choices=("ADD", "AND", "IAND"), default=d.cnf, help="SEW connect function")
+    p.add_argument("--width", type=int, default=d.width,
+                   help=f"channels of the first stage (default {d.width}; the papers' CIFAR/ImageNet nets use 64)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="torch.set_num_threads (default 1: the 8x8 digits' convolutions are too small to gain much "
+                        "from a second thread, and on a shared, loaded CPU two threads ran 10x slower than one)")
+    p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="save after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between test evaluations")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", metavar="PATH", help="write the config, history and final accuracy as JSON")
+
+
+def run(args) -> int:
+    fields = {f for f in TrainConfig.__dataclass_fields__ if f != "history"}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    res = fit(cfg, resume=args.resume, progress=not args.no_progress)
+    acc = res["test_acc"]
+    print(f"done: test accuracy {acc:.4f} after {cfg.epochs} epochs, {res['train_s']:.1f} s"
+          if acc is not None else f"done in {res['train_s']:.1f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": asdict(cfg), "history": res["history"], "test_acc": acc,
+                       "train_s": res["train_s"], "n_params": res["n_params"]}, f, indent=2)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="spikeforge train", description=(__doc__ or "").split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))

@@ -1,0 +1,103 @@
+"""Sequence layers: BN over T*B (plain, tdBN, TEBN), the multi-step wrapper, encoders, TET loss."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import spikeforge as sf
+
+
+def test_seq_batchnorm_is_bn_over_t_times_b():
+    x = torch.randn(3, 4, 5, 6, 6) * 2 + 1
+    a, b = sf.nn.SeqBatchNorm2d(5), nn.BatchNorm2d(5)
+    torch.testing.assert_close(a(x), b(x.flatten(0, 1)).view(x.shape))
+    torch.testing.assert_close(a.running_mean, b.running_mean)
+    torch.testing.assert_close(a.running_var, b.running_var)
+    a.eval(), b.eval()
+    torch.testing.assert_close(a(x), b(x.flatten(0, 1)).view(x.shape))
+    assert a(x[0]).shape == x[0].shape  # plain [N, C, H, W] works too
+    with pytest.raises(ValueError, match=r"\[T, B, C, H, W\]"):
+        a(torch.randn(2, 5, 3))
+
+
+def test_tdbn_scales_by_alpha_vth():
+    x = torch.randn(2, 3, 4, 5, 5) * 3 - 1
+    td = sf.nn.TdBatchNorm2d(4, alpha=1 / math.sqrt(2), v_threshold=0.5)
+    with torch.no_grad():
+        td.weight.uniform_(0.5, 1.5)
+        td.bias.uniform_(-1, 1)
+    xf = x.flatten(0, 1)
+    mean = xf.mean((0, 2, 3), keepdim=True)
+    var = xf.var((0, 2, 3), unbiased=False, keepdim=True)
+    expect = (td.weight.view(1, -1, 1, 1) * (0.5 / math.sqrt(2)) * (xf - mean) / torch.sqrt(var + 1e-5)
+              + td.bias.view(1, -1, 1, 1))
+    torch.testing.assert_close(td(x), expect.view(x.shape), rtol=1e-5, atol=1e-5)
+    assert int(td.num_batches_tracked) == 1
+    torch.testing.assert_close(td.running_mean, 0.1 * mean.flatten())
+    td.eval()
+    ev = td(x)
+    expect_eval = (td.weight.view(1, -1, 1, 1) * (0.5 / math.sqrt(2)) * (xf - td.running_mean.view(1, -1, 1, 1))
+                   / torch.sqrt(td.running_var.view(1, -1, 1, 1) + 1e-5) + td.bias.view(1, -1, 1, 1))
+    torch.testing.assert_close(ev, expect_eval.view(x.shape), rtol=1e-5, atol=1e-5)
+    # gradient w.r.t. lambda (weight) carries the alpha*V_th factor
+    td.train()
+    td.weight.grad = None
+    td(x).sum().backward()
+    assert td.weight.grad is not None
+
+
+def test_tebn_per_step_scale():
+    T = 3
+    x = torch.randn(T, 2, 4, 3, 3)
+    m = sf.nn.TEBN(4, T)
+    with torch.no_grad():
+        m.p.copy_(torch.tensor([0.5, 1.0, 2.0]).view(T, 1, 1, 1, 1))
+    ref = nn.BatchNorm2d(4)(x.flatten(0, 1)).view(x.shape) * torch.tensor([0.5, 1.0, 2.0]).view(T, 1, 1, 1, 1)
+    torch.testing.assert_close(m(x), ref)
+    m(x).sum().backward()
+    assert m.p.grad.shape == (T, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="T=3"):
+        m(torch.randn(2, 2, 4, 3, 3))
+
+
+def test_multistep_wrapper_equals_loop():
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    pool = nn.AvgPool2d(2)
+    ms = sf.nn.MultiStep(conv, pool, nn.Flatten())
+    x = torch.randn(4, 2, 3, 6, 6)
+    loop = torch.stack([pool(conv(x[t])).flatten(1) for t in range(4)])
+    torch.testing.assert_close(ms(x), loop)
+    assert ms(x).shape == (4, 2, 4 * 9)
+    assert "0.weight" in ms.state_dict()
+
+
+def test_encoders():
+    x = torch.rand(5, 7)
+    d = sf.nn.direct_encode(x, 3)
+    assert d.shape == (3, 5, 7) and all(torch.equal(d[t], x) for t in range(3))
+    g = torch.Generator().manual_seed(0)
+    p = sf.nn.poisson_encode(torch.full((20000,), 0.3), 4, generator=g)
+    assert set(p.unique().tolist()) <= {0.0, 1.0}
+    assert abs(float(p.mean()) - 0.3) < 0.01
+    assert float(sf.nn.poisson_encode(torch.zeros(10), 5).sum()) == 0
+    assert float(sf.nn.poisson_encode(torch.ones(10), 5).mean()) == 1
+    assert sf.nn.PoissonEncoder(2)(torch.rand(3, 4)).shape == (2, 3, 4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sf.nn.poisson_encode(torch.full((3,), 2.0), 2)
+    with pytest.raises(ValueError, match="T"):
+        sf.nn.DirectEncoder(0)
+
+
+def test_tet_loss_matches_paper_formula():
+    out = torch.randn(4, 6, 10, requires_grad=True)
+    y = torch.randint(0, 10, (6,))
+    lamb, means = 0.05, 1.0
+    per_step = sum(F.cross_entropy(out[t], y) for t in range(4)) / 4
+    mse = F.mse_loss(out, torch.full_like(out, means))
+    expect = (1 - lamb) * per_step + lamb * mse
+    torch.testing.assert_close(sf.nn.tet_loss(out, y, lamb=lamb, means=means), expect)
+    torch.testing.assert_close(sf.nn.TETLoss(lamb=0.0)(out, y), per_step)
+    with pytest.raises(ValueError, match=r"\[T, B, classes\]"):
+        sf.nn.tet_loss(out[0], y)

@@ -1,0 +1,208 @@
+"""Residual model zoo: parameter counts against the papers, forward/backward of every model, encoding,
+state reset between batches, spikeforge vs reference neurons, zero-init identities."""
+import pytest
+import torch
+
+import spikeforge as sf
+from spikeforge import models
+from spikeforge.models.resnet import MSBasicBlock, SEWBasicBlock
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is as fast and does not stall on a shared, loaded CPU (conftest restores it)."""
+    torch.set_num_threads(1)
+
+
+# torchvision's ResNets (ImageNet, 1000 classes); the SEW paper's table has the same numbers (11.69M ...)
+RESNET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
+# MS-ResNet (Hu et al.), ImageNet table, in millions
+MS_PARAMS_M = {18: 11.69, 34: 21.80, 104: 77.28}
+
+
+def _count(fn, **kw):
+    with torch.device("meta"):  # parameter counting only: no memory, no init cost
+        m = fn(**kw)
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("depth", sorted(RESNET_PARAMS))
+@pytest.mark.parametrize("family", ["spiking_resnet", "sew_resnet"])
+def test_parameter_counts_imagenet(family, depth):
+    assert _count(models.MODELS[f"{family}{depth}"]) == RESNET_PARAMS[depth]
+
+
+@pytest.mark.parametrize("cnf", ["ADD", "AND", "IAND"])
+def test_sew_cnf_has_no_parameters(cnf):
+    assert _count(models.sew_resnet34, cnf=cnf) == RESNET_PARAMS[34]
+
+
+@pytest.mark.parametrize("depth", sorted(MS_PARAMS_M))
+def test_parameter_counts_ms_resnet(depth):
+    assert round(_count(models.MODELS[f"ms_resnet{depth}"]) / 1e6, 2) == MS_PARAMS_M[depth]
+
+
+def test_parameter_counts_cifar_and_classes():
+    # the CIFAR ResNet-18 (3x3 stem, no max-pool), 10 classes: 11,173,962 as in the usual CIFAR code
+    assert _count(models.sew_resnet18_cifar) == 11_173_962
+    assert _count(models.spiking_resnet18_cifar) == 11_173_962
+    assert _count(models.sew_resnet18, num_classes=10) == RESNET_PARAMS[18] - 990 * 513
+    # PLIF adds one learnable w per neuron layer
+    plain = _count(models.sew_resnet18_cifar)
+    plif = _count(models.sew_resnet18_cifar, neuron="plif", neuron_kwargs={})
+    assert plif - plain == sum(isinstance(m, sf.nn.PLIF) for m in models.sew_resnet18_cifar(
+        neuron="plif", neuron_kwargs={}, width=2).modules()) > 0
+
+
+# -------------------------------------------------------------------------------------------------
+# every model runs forward and backward (tiny width, tiny input, T=2)
+# -------------------------------------------------------------------------------------------------
+def _small(name, **kw):
+    imagenet = not name.endswith("_cifar")
+    return models.MODELS[name](num_classes=5, T=2, width=2, **kw), (16 if imagenet else 4)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_forward_backward_every_model(name):
+    m, size = _small(name)
+    x = torch.rand(2, 3, size, size)
+    out = m(x)
+    assert out.shape == (2, 2, 5) and torch.isfinite(out).all()
+    out.mean(0).logsumexp(1).sum().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient reached {missing[:5]}"
+
+
+@pytest.mark.parametrize("cnf", ["AND", "IAND"])
+def test_sew_cnf_variants_train(cnf):
+    m = models.sew_resnet18_cifar(num_classes=3, T=2, width=4, cnf=cnf)
+    out = m(torch.rand(3, 3, 6, 6))
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_big_imagenet_model_runs_once_at_small_resolution():
+    m = models.sew_resnet50(num_classes=10, T=1, width=4)
+    out = m(torch.rand(2, 3, 32, 32))
+    out.sum().backward()
+    assert out.shape == (1, 2, 10) and m.fc.weight.grad is not None
+
+
+# -------------------------------------------------------------------------------------------------
+# semantics
+# -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sew_resnet18_cifar", "spiking_resnet18", "ms_resnet18_cifar"])
+def test_static_input_equals_repeated_sequence(name):
+    """The stem conv computed once and repeated over T is exact: same logits as the explicit sequence."""
+    m, size = _small(name)
+    m = m.double().eval()
+    x = torch.rand(3, 3, size, size, dtype=torch.float64) * 2
+    a = m(x)
+    b = m(x.unsqueeze(0).expand(2, *x.shape).contiguous())
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_no_state_leaks_between_batches():
+    m = models.sew_resnet18_cifar(num_classes=4, T=3, width=4, neuron="lif", neuron_kwargs={"tau": 2.0}).eval()
+    xa, xb = torch.rand(2, 3, 6, 6) * 3, torch.rand(2, 3, 6, 6) * 3
+    first = m(xa)
+    m(xb)  # a different batch in between
+    torch.testing.assert_close(m(xa), first, rtol=0, atol=0)
+    # in eval mode every sample is independent of the rest of its batch
+    both = m(torch.cat([xa, xb]))
+    torch.testing.assert_close(both[:, :2], first, rtol=1e-5, atol=1e-5)
+    # and a neuron left with state from a batch of another size is reset, not an error
+    m(torch.rand(5, 3, 6, 6))
+    torch.testing.assert_close(m(xa), first, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,neuron", [("sew_resnet18_cifar", "plif"), ("sew_resnet50_cifar", "if"),
+                                         ("spiking_resnet18_cifar", "lif"), ("spiking_resnet50_cifar", "if"),
+                                         ("ms_resnet18_cifar", None), ("sew_resnet18", "if"),
+                                         ("ms_resnet104", None)])
+def test_spikeforge_model_equals_reference_model(name, neuron):
+    """The spikeforge model (fused neurons, uint8-saved conv inputs, BN+SN saving one tensor) computes what
+    the plain reference model computes: outputs, every gradient and the BN running statistics."""
+    torch.manual_seed(0)
+    kw = {} if neuron is None else dict(neuron=neuron, neuron_kwargs={"surrogate": "atan"})
+    m = models.MODELS[name](num_classes=4, T=3, width=4, **kw).double()
+    r = models.MODELS[name](num_classes=4, T=3, width=4, backend="reference", **kw).double()
+    assert m.compact and not r.compact
+    r.load_state_dict(m.state_dict())
+    size = 6 if name.endswith("_cifar") else 16  # ImageNet layout: strided stem (+ max-pool / avgpool shortcut)
+    x = torch.rand(2, 3, size, size, dtype=torch.float64) * 2
+    for _ in range(2):  # twice: running statistics and the per-forward reset
+        m.zero_grad(), r.zero_grad()
+        torch.manual_seed(1)  # ms_resnet104 drops out before fc: the same mask for both
+        om = m(x)
+        torch.manual_seed(1)
+        orf = r(x)
+        torch.testing.assert_close(om, orf, rtol=1e-9, atol=1e-9)
+        om.square().sum().backward()
+        orf.square().sum().backward()
+        for (n, p), q in zip(m.named_parameters(), r.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9, msg=n)
+    for (n, b), c in zip(m.named_buffers(), r.buffers()):
+        torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-9, msg=n)
+
+
+def test_compact_mode_saves_less():
+    from spikeforge.tools.bench_models import saved_bytes_by_module
+
+    torch.manual_seed(0)
+    m = models.sew_resnet18_cifar(num_classes=4, T=2, width=8)
+    r = models.sew_resnet18_cifar(num_classes=4, T=2, width=8, backend="reference")
+    plain = models.sew_resnet18_cifar(num_classes=4, T=2, width=8, compact=False)
+    x = torch.rand(4, 3, 8, 8)
+    sm, sr, sp = (saved_bytes_by_module(k, x) for k in (m, r, plain))
+    assert sr["params"] > 0 and sm["params"] >= sr["params"]  # the fused BN+SN also keeps the BN bias
+    # uint8 conv inputs (all but the stem's image): a quarter of the float bytes; BN+SN keep one tensor
+    assert sm["conv"] < sp["conv"] / 2
+    assert sm["neuron"] < sp["neuron"] / 4
+    assert sm["activations"] < 0.6 * sr["activations"]
+
+
+def test_zero_init_blocks_start_as_identity():
+    m = models.sew_resnet18_cifar(width=4, cnf="ADD")
+    blk = m.layer1[0]
+    assert isinstance(blk, SEWBasicBlock) and blk.downsample is None
+    s = (torch.rand(2, 3, 4, 4, 4) > 0.5).float()
+    torch.testing.assert_close(blk(s), s, rtol=0, atol=0)
+    iand = models.sew_resnet18_cifar(width=4, cnf="IAND").layer1[0]
+    torch.testing.assert_close(iand(s), s, rtol=0, atol=0)
+    ms = models.ms_resnet18_cifar(width=4).layer1[0]
+    assert isinstance(ms, MSBasicBlock)
+    v = torch.randn(2, 3, 4, 4, 4)
+    torch.testing.assert_close(ms(v), v, rtol=0, atol=0)
+    # without zero-init the branch is not silent
+    blk2 = models.sew_resnet18_cifar(width=4, zero_init_residual=False).layer1[0]
+    assert not torch.equal(blk2(s * 3), s * 3)
+
+
+def test_norm_layer_options():
+    for norm, cls in (("tdbn", sf.nn.TdBatchNorm2d), ("tebn", sf.nn.TEBN), ("bn", sf.nn.SeqBatchNorm2d)):
+        m = models.spiking_resnet18_cifar(num_classes=3, T=2, width=2, norm_layer=norm)
+        assert isinstance(m.layer1[0].bn1, cls)
+        m(torch.rand(2, 3, 4, 4)).sum().backward()
+    with pytest.raises(ValueError, match="norm_layer"):
+        models.sew_resnet18(norm_layer="layernorm")
+    with pytest.raises(ValueError, match="cnf"):
+        models.sew_resnet18(cnf="OR")
+    with pytest.raises(ValueError, match="unknown model"):
+        models.get_model("resnet9000")
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        models.sew_resnet18_cifar(width=2)(torch.rand(3, 4, 4))
+
+
+def test_bench_models_cli_smoke(tmp_path, capsys):
+    from spikeforge import cli
+
+    out = tmp_path / "m.json"
+    rc = cli.main(["bench", "models", "--no-thp", "--quick", "--T", "1", "--batch", "2", "--size", "16",
+                   "--reps", "1", "--threads", "1", "--num-classes", "10", "--json", str(out)])
+    assert rc == 0
+    import json
+
+    case = json.loads(out.read_text())["cases"][0]
+    assert case["saved_ratio"] < 1.0 and case["rows"][0]["median_ms"] > 0  # equality: float64 tests above
+    assert "sew_resnet18 T=1" in capsys.readouterr().out
