@@ -2,7 +2,7 @@
 # One call on a lent GPU machine (the device tool): install the carried wheels, print what is there,
 # run the CUDA tests, then the GPU benchmarks. Each step has its own time limit so that one hang cannot
 # eat the call; every step runs even when an earlier one failed. Logs and JSON go to $OUT.
-#   usage: bash bench/gpu/session.sh [tests] [bench] [spikes] [racecheck] [profile] [sanitize]   (default: tests bench)
+#   usage: bash bench/gpu/session.sh [tests] [bench] [spikes] [models] [racecheck] [profile] [sanitize]   (default: tests bench)
 # The wheels in .whl/ are built on the development machine (cp312 abi3, SPIKEFORGE_CUDA_ARCHS=90,
 # SPIKEFORGE_NATIVE_ARCH=OFF) plus SpikingJelly's pure-Python wheel for the peer comparison.
 set -u -o pipefail
@@ -37,6 +37,10 @@ fi
 if has spikes; then  # event-driven spike layers against cuBLAS / cuDNN, rate sweep and crossover
   timeout 200 python3 -m spikeforge bench spikes --device cuda --json "$OUT/cuda_spikes.json" --plot "$OUT/cuda_spikes.png" \
     2>&1 | tee "$OUT/bench_spikes.log" | tail -45
+fi
+if has models; then  # one training step of the zoo model: spikeforge vs reference ops vs SpikingJelly's model
+  timeout 200 python3 -m spikeforge bench models --device cuda --reps 10 --warmup 3 --json "$OUT/cuda_models.json" \
+    2>&1 | tee "$OUT/bench_models.log" | tail -25
 fi
 if has racecheck; then
   timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 python3 bench/gpu/profile_cases.py small 1 2>&1 \

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +126,41 @@ def _profile(fn, top: int = 8) -> list:
     return [(e.key, e.self_cpu_time_total / 1e3, e.self_cpu_time_total / total, e.count) for e in rows[:top]]
 
 
+def _spikingjelly_model(name: str, T: int, num_classes: int, device):
+    """SpikingJelly's own model of the same name (multi-step, the zoo's default IF neuron with the same
+    surrogate: sigmoid, alpha 4, hard reset to 0), or the reason it cannot run. Its input is [T, B, C, H, W]
+    (the image repeated over T: SpikingJelly runs the stem conv T times where spikeforge runs it once)."""
+    if not bu.installed("spikingjelly"):
+        return None, "not installed (pip install spikingjelly)"
+    if not name.startswith(("sew_resnet", "spiking_resnet")) or name.endswith("_cifar"):
+        return None, "no SpikingJelly model of that name"
+    try:
+        import importlib
+
+        from spikingjelly.activation_based import functional, neuron, surrogate
+        zoo = importlib.import_module("spikingjelly.activation_based.model."
+                                      + ("sew_resnet" if name.startswith("sew") else "spiking_resnet"))
+        kw = dict(cnf="ADD") if name.startswith("sew") else {}
+        m = getattr(zoo, name)(spiking_neuron=neuron.IFNode, surrogate_function=surrogate.Sigmoid(alpha=4.0),
+                               detach_reset=False, num_classes=num_classes, **kw)
+        functional.set_step_mode(m, "m")
+        return m.to(device), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"failed: {bu.error_text(e)}"
+
+
+def _peak_step_bytes(step, device) -> Optional[int]:
+    """Peak CUDA memory of one training step above what was allocated before it (model, optimizer state)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
 def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device, args, timer) -> dict:
     from ..models import get_model
 
@@ -142,29 +178,50 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
     sf_model.train(), ref_model.train()
 
     models = {"spikeforge": sf_model, "reference": ref_model}
+    inputs = {"spikeforge": x, "reference": x}
     steps = {k: _step_fn(m, torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9), x, y) for k, m in models.items()}
+    sj_model, sj_note = _spikingjelly_model(name, T, num_classes, device)
+    if sj_model is not None:
+        from spikingjelly.activation_based import functional as sjf
+
+        x_seq = x.unsqueeze(0).expand(T, *x.shape).contiguous()
+        sj_step = _step_fn(sj_model, torch.optim.SGD(sj_model.parameters(), lr=1e-3, momentum=0.9), x_seq, y)
+
+        def sj_reset_step(f=sj_step, m=sj_model):
+            sjf.reset_net(m)
+            f()
+        models["spikingjelly"], inputs["spikingjelly"], steps["spikingjelly"] = sj_model, x_seq, sj_reset_step
     res = bu.side_by_side(steps, timer, reps=args.reps, warmup=args.warmup, time_budget_s=args.time_budget)
     rows = []
     for k, m in models.items():
         r = {"impl": k, "median_ms": res[k].median, "samples_ms": res[k].samples, "error": res[k].error}
-        r["saved"] = saved_bytes_by_module(m, x)
+        if k == "spikingjelly":
+            sjf.reset_net(m)
+        r["saved"] = saved_bytes_by_module(m, inputs[k])
+        r["peak_step_bytes"] = _peak_step_bytes(steps[k], device)
         if args.profile:
             r["top_ops"] = _profile(steps[k])
         rows.append(r)
-    sf, ref = rows
+    sf, ref = rows[0], rows[1]
+    sj = rows[2] if len(rows) > 2 else None
     return {"model": name, "T": T, "batch": batch, "size": size, "num_classes": num_classes, "device": str(device),
             "dtype": "float32", "params": sum(p.numel() for p in sf_model.parameters()),
             "max_abs_logit_diff": diff, "rows": rows,
             "speedup": (ref["median_ms"] / sf["median_ms"]) if sf["median_ms"] and ref["median_ms"] else None,
             "saved_ratio": (sf["saved"]["activations"] / ref["saved"]["activations"]
                             if ref["saved"]["activations"] else None),
-            "saved_ratio_with_params": sf["saved"]["total"] / ref["saved"]["total"] if ref["saved"]["total"] else None}
+            "saved_ratio_with_params": sf["saved"]["total"] / ref["saved"]["total"] if ref["saved"]["total"] else None,
+            "spikingjelly": sj_note or "ok",
+            "speedup_vs_spikingjelly": (sj["median_ms"] / sf["median_ms"]
+                                        if sj and sj["median_ms"] and sf["median_ms"] else None),
+            "peak_ratio_vs_spikingjelly": (sf["peak_step_bytes"] / sj["peak_step_bytes"]
+                                           if sj and sj["peak_step_bytes"] and sf["peak_step_bytes"] else None)}
 
 
 def case_table(c: dict) -> str:
     mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
     head = ["impl", "step ms", "x sf", "saved act MiB", "conv in", "bn in", "neuron", "bn+sn", "other",
-            "x sf act", "+params MiB"]
+            "x sf act", "+params MiB", "peak MiB"]
     sf = c["rows"][0]
     rows = []
     for r in c["rows"]:
@@ -173,9 +230,12 @@ def case_table(c: dict) -> str:
                      bu.fmt(r["median_ms"] / sf["median_ms"] if r["median_ms"] and sf["median_ms"] else None),
                      mib(s["activations"]), mib(s["conv"]), mib(s["bn"]), mib(s["neuron"]), mib(s["bn+sn"]),
                      mib(s["other"]),
-                     bu.fmt(s["activations"] / sf["saved"]["activations"]), mib(s["params"])])
+                     bu.fmt(s["activations"] / sf["saved"]["activations"]), mib(s["params"]),
+                     mib(r["peak_step_bytes"]) if r.get("peak_step_bytes") else "n/a"])
     title = (f"{c['model']} T={c['T']} batch={c['batch']} {c['size']}x{c['size']} {c['device']} {c['dtype']} "
              f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e})")
+    if c.get("spikingjelly", "ok") != "ok":
+        title += f"\n  SpikingJelly: {c['spikingjelly']}"
     return title + "\n" + bu.format_table(head, rows)
 
 
