@@ -92,7 +92,8 @@ def saved_bytes_by_module(model: nn.Module, x: torch.Tensor) -> dict:
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(x)
-            loss = F.cross_entropy(out.mean(0), torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+            logits = out.mean(0)  # [B, classes] (x may be [B, ...] or, for SpikingJelly, [T, B, ...])
+            loss = F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=x.device))
         del out, loss
     finally:
         resnet.bn_spike = plain_bn_spike
