@@ -116,3 +116,29 @@ def h_seq(kind, x_seq, v_init, w=None, *, v_threshold=1.0, v_reset=0.0, decay_in
 
 __all__ = ["NEURONS", "W_QUARTER", "make_w", "call", "dyadic", "fwd_bwd", "upstream", "assert_grads_close",
            "charge", "h_seq", "ops", "reference"]
+
+
+def native_fwd_args(**over):
+    """Keyword arguments of a valid direct call of the native neuron forward (T=3, N=8, outputs pre-filled
+    with 7.0 so a test can see that a rejected call wrote nothing); `over` replaces any of them."""
+    T, N = 3, 8
+    a = dict(x=torch.randn(T, N), v_init=None, w=None, spike=torch.full((T, N), 7.0), h_out=None,
+             v_out=torch.full((N,), 7.0), T=T, N=N, C=1, S=1, k=0.5, v_threshold=1.0, v_reset=0.0,
+             hard_reset=True, decay_input=True, surrogate=0, alpha=4.0, num_threads=1, stream=0)
+    a.update(over)
+    return a
+
+
+def capture_cuda_graph(step, warmup: int = 2):
+    """Warms step up on a side stream (as torch.cuda.graphs documents), then captures one call of it into
+    a CUDA graph -> (graph, the captured call's outputs)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    return graph, out

@@ -16,6 +16,8 @@ from torch import nn
 
 from spikeforge import ops
 
+from neuron_helpers import capture_cuda_graph
+
 T, B, D_IN, D_HID, CLASSES = 8, 16, 24, 64, 5
 
 
@@ -69,26 +71,25 @@ def test_training_step_cuda_graph_replay(cuda_only):
     twin_opt = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9)
     warm, data = _batches(3, dev), _batches(4, dev)
 
-    # warm-up on a side stream (as torch.cuda.graphs documents), then capture one full step
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        _eager_steps(model, opt, warm)
-    torch.cuda.current_stream().wait_stream(side)
+    # the warm-up steps train on their own batches; then one full step is captured
+    warm_iter = iter(warm)
     static_x, static_y = (t.clone() for t in data[0])
-    at_capture = copy.deepcopy(model)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=False)
-    with torch.cuda.graph(graph):
-        static_loss = nn.functional.cross_entropy(model(static_x), static_y)
-        static_loss.backward()
+
+    def step():
+        x, y = next(warm_iter, (static_x, static_y))
+        opt.zero_grad(set_to_none=False)  # in place: the captured backward accumulates into these grads
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
+        return loss
+
+    graph, static_loss = capture_cuda_graph(step, warmup=len(warm))
+    at_capture = copy.deepcopy(model)
 
     _eager_steps(twin, twin_opt, warm)
     for x, y in data:
         static_x.copy_(x)
         static_y.copy_(y)
-        opt.zero_grad(set_to_none=False)  # in place, outside the graph: the captured backward accumulates
         graph.replay()
         twin_opt.zero_grad(set_to_none=False)
         loss = nn.functional.cross_entropy(twin(x), y)

@@ -5,7 +5,8 @@ import itertools
 import pytest
 import torch
 
-from neuron_helpers import assert_grads_close, call, dyadic, fwd_bwd, make_w, ops, reference, upstream
+from neuron_helpers import (assert_grads_close, call, dyadic, fwd_bwd, make_w, native_fwd_args, ops, reference,
+                            upstream)
 from spikeforge._native import native
 
 RTOL32, ATOL32 = 1e-5, 1e-5  # see test_neuron.py
@@ -465,15 +466,6 @@ def test_bad_argument_leaves_state_alone():
 
 
 # The native layer checks again and raises ValueError (never crashes), before writing any output.
-def _native_fwd_args(**over):
-    T, N = 3, 8
-    a = dict(x=torch.randn(T, N), v_init=None, w=None, spike=torch.full((T, N), 7.0), h_out=None,
-             v_out=torch.full((N,), 7.0), T=T, N=N, C=1, S=1, k=0.5, v_threshold=1.0, v_reset=0.0,
-             hard_reset=True, decay_input=True, surrogate=0, alpha=4.0, num_threads=1, stream=0)
-    a.update(over)
-    return a
-
-
 NATIVE_BAD_FWD = {
     "spike_numel": (dict(spike=torch.full((3, 7), 7.0)), "spike_seq"),
     "x_noncontiguous": (dict(x=torch.randn(8, 3).t()), "x_seq"),
@@ -499,7 +491,7 @@ NATIVE_BAD_FWD = {
 @pytest.mark.parametrize("case", list(NATIVE_BAD_FWD))
 def test_native_forward_rejects(case):
     over, name = NATIVE_BAD_FWD[case]
-    a = _native_fwd_args(**over)
+    a = native_fwd_args(**over)
     exc = TypeError if case == "x_none" else ValueError  # None where a tensor is required: nanobind's TypeError
     with pytest.raises(exc, match=name):
         native.neuron_forward(*a.values())

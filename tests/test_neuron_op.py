@@ -3,7 +3,8 @@ eager fast path against the custom-op path, saved-H against recomputed-H backwar
 import pytest
 import torch
 
-from neuron_helpers import assert_grads_close, call, dyadic, fwd_bwd, h_seq, make_w, ops, reference, upstream
+from neuron_helpers import (assert_grads_close, call, capture_cuda_graph, dyadic, fwd_bwd, h_seq, make_w, ops,
+                            reference, upstream)
 import spikeforge.ops.neuron as neuron_mod
 import spikeforge.ops._common as common_mod
 from spikeforge.reference.surrogate import SURROGATES
@@ -300,15 +301,7 @@ def test_cuda_graph_replay(device):
         grads = torch.autograd.grad((s * gs).sum() + (v * gv).sum(), [x, v_init, w])
         return (s, v) + grads
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
+    graph, static_out = capture_cuda_graph(step)
     for _ in range(2):
         with torch.no_grad():
             x.copy_(torch.randn_like(x) + 0.5)

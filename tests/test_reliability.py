@@ -17,6 +17,8 @@ import torch
 from spikeforge import ops, reference
 from spikeforge._native import native
 
+from neuron_helpers import native_fwd_args
+
 needs_native = pytest.mark.skipif(native is None, reason="native module not built")
 SANITIZED = native is not None and bool(getattr(native, "sanitizers", lambda: "")())
 
@@ -30,15 +32,6 @@ def dyadic(shape, lo=-8, hi=24, denom=8, dtype=torch.float32, device="cpu", seed
 # 1. native layer: bad arguments raise (never crash) and write nothing
 # ------------------------------------------------------------------------------------------------
 BIG = 1 << 32
-
-
-def _neuron_fwd(**over):
-    T, N = 3, 8
-    a = dict(x=torch.randn(T, N), v_init=None, w=None, spike=torch.full((T, N), 7.0), h_out=None,
-             v_out=torch.full((N,), 7.0), T=T, N=N, C=1, S=1, k=0.5, v_threshold=1.0, v_reset=0.0,
-             hard_reset=True, decay_input=True, surrogate=0, alpha=4.0, num_threads=1, stream=0)
-    a.update(over)
-    return a
 
 
 def _psn_fwd(**over):
@@ -112,7 +105,7 @@ def _untouched(a, names):
 @pytest.mark.parametrize("case", list(NATIVE_NEURON_FWD))
 def test_native_neuron_forward_rejects(case):
     over, exc, pattern = NATIVE_NEURON_FWD[case]
-    a = _neuron_fwd(**over)
+    a = native_fwd_args(**over)
     with pytest.raises(exc, match=pattern):
         native.neuron_forward(*a.values())
     _untouched(a, ["spike", "v_out"])
@@ -141,7 +134,7 @@ def test_native_psn_backward_rejects(case):
 @needs_native
 def test_native_valid_calls_of_the_tables_work():
     """The tables' base arguments are valid: each rejection above is caused by its one override."""
-    a = _neuron_fwd()
+    a = native_fwd_args()
     native.neuron_forward(*a.values())
     s, v = reference.lif(a["x"])
     assert torch.equal(a["spike"], s) and torch.equal(a["v_out"], v)
@@ -158,7 +151,7 @@ def test_native_valid_calls_of_the_tables_work():
 def test_native_thread_count_out_of_range(num_threads):
     """Any thread count is clamped (100000 crashed libgomp before); the result does not depend on it."""
     x = dyadic((3, 5000))
-    a = _neuron_fwd(x=x, spike=torch.empty(3, 5000), v_out=torch.empty(5000), N=5000, num_threads=num_threads)
+    a = native_fwd_args(x=x, spike=torch.empty(3, 5000), v_out=torch.empty(5000), N=5000, num_threads=num_threads)
     native.neuron_forward(*a.values())
     s, v = reference.lif(x)
     assert torch.equal(a["spike"], s) and torch.equal(a["v_out"], v)

@@ -19,6 +19,8 @@ from spikeforge import ops
 from spikeforge import reference as R
 from spikeforge.ops import spike as S
 
+from neuron_helpers import capture_cuda_graph
+
 MODES = ["sparse", "dense", "auto"]
 RATES = [0.0, 0.05, 0.5, 1.0]
 
@@ -457,15 +459,7 @@ def test_cuda_graph_replay(device, mode):
         yc = ops.spike_conv2d(sc, wc, None, 1, 1, mode=mode, input_kind="binary")
         return (y, yc) + torch.autograd.grad((y * gy).sum() + (yc * gyc).sum(), [w, wc])
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
+    graph, static_out = capture_cuda_graph(step)
     for rate in (0.02, 0.3):
         s.copy_(spikes(s.shape, rate, device=device))
         sc.copy_(spikes(sc.shape, rate, device=device))
