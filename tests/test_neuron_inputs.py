@@ -570,3 +570,24 @@ def test_plif_step_zero_channels(device, shape):
         got, want = fn(ops), fn(reference)
         for a, b in zip(got, want):
             assert a.shape == b.shape and torch.equal(a, b)
+
+
+def test_memoised_options_never_mask_a_bad_argument():
+    """ops/neuron.py memoises validated options by value *and type*: after tau=1 / decay_input=True /
+    alpha=2 were accepted, the equal-valued True / 1 / 2.0-as-bool still raise, every time, and each
+    option value keeps its own result."""
+    x = torch.randn(3, 5)
+    s1, _ = ops.lif(x, tau=1, decay_input=True)
+    s2, _ = ops.lif(x, tau=1.0, decay_input=True)
+    assert torch.equal(s1, s2)
+    for _ in range(2):
+        with pytest.raises(TypeError, match="tau"):
+            ops.lif(x, tau=True)
+        with pytest.raises(TypeError, match="decay_input"):
+            ops.lif(x, decay_input=1)
+        with pytest.raises(TypeError, match="tau"):
+            ops.lif(x, tau=[2.0])  # unhashable: validation still names it
+    want, _ = reference.lif(x, tau=4.0, surrogate="atan", alpha=3.0)
+    for _ in range(2):  # a second call takes the memoised options
+        got, _ = ops.lif(x, tau=4.0, surrogate="atan", alpha=3.0)
+        assert torch.equal(got, want)
