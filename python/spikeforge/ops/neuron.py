@@ -126,7 +126,8 @@ def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: f
     x = x.contiguous()
     T, N, C, S = _layout(x, w)
     spike = torch.empty_like(x)
-    v_out = torch.empty_like(x) if v_seq else torch.empty(x.shape[1:], dtype=x.dtype, device=x.device)
+    # empty_like(x[0]) is ~2 us cheaper per call than empty(shape, dtype=, device=) (eager overhead)
+    v_out = torch.empty_like(x) if v_seq else (torch.empty_like(x[0]) if T > 0 else x.new_empty(x.shape[1:]))
     h = torch.empty_like(x) if save_h else None
     if T == 0 or N == 0:  # nothing to compute; with no step the returned state is the initial state
         if not v_seq:
@@ -304,7 +305,8 @@ def lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: float = 2.0, v_t
     _check_x(x_seq)
     k, v_threshold, v_reset, decay_input, detach_reset, sid, alpha_v, v_seq = _neuron_options(
         tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v)
-    v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
+    if v_init is not None:
+        v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
     if not _has_native(x_seq.device):
         return reference.lif(x_seq, v_init, tau=tau, v_threshold=v_threshold, v_reset=v_reset,
                              decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate,
@@ -319,7 +321,8 @@ def if_neuron(x_seq: Tensor, v_init: Optional[Tensor] = None, *, v_threshold: fl
     _check_x(x_seq)
     _, v_threshold, v_reset, _, detach_reset, sid, alpha_v, v_seq = _neuron_options(
         None, v_threshold, v_reset, False, detach_reset, surrogate, alpha, return_v)
-    v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
+    if v_init is not None:
+        v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
     if not _has_native(x_seq.device):
         return reference.if_neuron(x_seq, v_init, v_threshold=v_threshold, v_reset=v_reset,
                                    detach_reset=detach_reset, surrogate=surrogate, alpha=alpha_v, return_v=return_v)
@@ -337,7 +340,8 @@ def plif(x_seq: Tensor, w: Tensor, v_init: Optional[Tensor] = None, *, decay_inp
     w = _check_w(w, x_seq)
     _, v_threshold, v_reset, decay_input, detach_reset, sid, alpha_v, v_seq = _neuron_options(
         None, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v)
-    v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
+    if v_init is not None:
+        v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
     if not _has_native(x_seq.device):
         return reference.plif(x_seq, w, v_init, decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
                               detach_reset=detach_reset, surrogate=surrogate, alpha=alpha_v, return_v=return_v)

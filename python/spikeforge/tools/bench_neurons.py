@@ -99,6 +99,8 @@ def _spikeforge_impl(neuron: str, device: torch.device, recompute: bool, default
 
     def build():
         f, params = _spikeforge_fn(ops_neuron, neuron, device)
+        if recompute == ops_neuron.default_recompute.get(device.type):
+            return f, params  # the op as a user calls it (no mode switch around it in the overhead timing)
 
         def run(x):
             saved = ops_neuron.default_recompute.get(device.type)
