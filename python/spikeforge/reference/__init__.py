@@ -4,3 +4,4 @@ from .neuron import if_neuron, if_step, lif, lif_step, plif, plif_step  # noqa: 
 from .surrogate import SURROGATES, spike_fn, surrogate_grad  # noqa: F401
 from .psn import band_mask, masked_psn, psn, sliding_psn  # noqa: F401,E402
 from .spike import pack_bits, spike_conv2d, spike_linear, unpack_bits  # noqa: F401,E402
+from .attention import qk_channel_attention, qk_token_attention, sdsa, ssa  # noqa: F401,E402

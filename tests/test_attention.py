@@ -1,0 +1,237 @@
+"""Spike-driven attention ops (ssa, sdsa, qk_token_attention, qk_channel_attention) against the plain-PyTorch
+reference: spikes, gradients, float64 gradcheck where the true derivative exists, torch.compile(fullgraph=True),
+bad inputs, empty tensors, half precision."""
+import pytest
+import torch
+
+from spikeforge import ops, reference
+
+OPS = ("ssa", "sdsa", "qk_token_attention", "qk_channel_attention")
+N_INPUTS = {"ssa": 3, "sdsa": 3, "qk_token_attention": 2, "qk_channel_attention": 2}
+
+
+def _spikes(shape, p, device="cpu", dtype=torch.float32):
+    return (torch.rand(shape, device=device) < p).to(dtype)
+
+
+def _inputs(name, shape, device="cpu", dtype=torch.float32, p=None, requires_grad=False):
+    """Binary q, k(, v). Firing rates keep each op's pre-activation near the 0.5 threshold, so both
+    spikes and silences occur and the surrogate gradient is not vanishingly small."""
+    if p is None and name == "ssa":  # mean pre-activation 0.125 * N * D * p^3 ~ 0.75
+        p = min(0.9, (6.0 / max(1, shape[-1] * shape[-2])) ** (1 / 3))
+    if p is None:
+        p = {"sdsa": 0.3, "qk_token_attention": 0.15, "qk_channel_attention": 0.15}[name]
+    ts = [_spikes(shape, p, device, dtype) for _ in range(N_INPUTS[name])]
+    return [t.requires_grad_() for t in ts] if requires_grad else ts
+
+
+def _call(mod, name, inputs, **kw):
+    return getattr(mod, name)(*inputs, **kw)
+
+
+SHAPES = [(4, 8, 6), (4, 2, 3, 10, 8), (3, 2, 17, 5), (1, 2, 2, 2, 7, 4)]
+OPTIONS = [
+    {},
+    {"tau": 4.0, "v_threshold": 1.0, "v_reset": None, "surrogate": "atan"},
+    {"v_reset": -0.25, "detach_reset": False, "decay_input": False, "surrogate": "rect", "alpha": 0.5},
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# values and gradients against the reference
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_spikes_equal_reference(device, name, shape):
+    """On binary inputs every sum is an integer times a power of two: the op's spikes (and the
+    sdsa / qk products) equal the reference's exactly, whatever the summation order."""
+    inputs = _inputs(name, shape, device)
+    out = _call(ops, name, inputs)
+    ref = _call(reference, name, inputs)
+    assert out.shape == inputs[0].shape and out.dtype == inputs[0].dtype
+    assert torch.equal(out, ref)
+    assert 0 < out.count_nonzero() < out.numel(), "degenerate case: all or no spikes"
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("options", OPTIONS, ids=["default", "tau4-soft-atan", "nodecay-reset-rect"])
+def test_options_and_grads_match_reference(device, name, options):
+    """Neuron options reach the LIF with the reference's meaning; gradients of every input agree."""
+    shape = (4, 2, 12, 8)
+    inputs = _inputs(name, shape, device, requires_grad=True)
+    ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    out = _call(ops, name, inputs, **options)
+    ref = _call(reference, name, ref_inputs, **options)
+    assert torch.equal(out, ref)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, g)
+    ref_grads = torch.autograd.grad(ref, ref_inputs, g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert any(a.abs().sum() > 0 for a in grads)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_ssa_scale_and_non_binary_inputs(device, name):
+    """Any float input gives the reference's result (spikes may differ only where the pre-activation is
+    within float rounding of the threshold, so compare the pre-activation-free parts loosely)."""
+    shape = (3, 2, 9, 5)
+    inputs = [torch.randn(shape, device=device) * 0.5 + 0.3 for _ in range(N_INPUTS[name])]
+    kw = {"scale": 0.3} if name == "ssa" else {}
+    out = _call(ops, name, inputs, **kw)
+    ref = _call(reference, name, inputs, **kw)
+    mismatch = (out != ref).float().mean().item()
+    assert mismatch < 0.01
+    if name != "ssa":  # products of q or k with spikes: values as well as the spike pattern
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ssa_scale_is_used(device):
+    q, k, v = _inputs("ssa", (4, 6, 5), device)
+    assert torch.equal(ops.ssa(q, k, v, 0.25), reference.ssa(q, k, v, 0.25))
+    assert not torch.equal(ops.ssa(q, k, v, 0.25), ops.ssa(q, k, v, 0.01))
+
+
+# ------------------------------------------------------------------------------------------------
+# float64
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", OPS)
+def test_float64_grads_match_reference_tightly(name):
+    """Through the surrogate there is no true derivative to gradcheck; in float64 the op's gradients
+    equal the reference's autograd to rounding."""
+    inputs = _inputs(name, (4, 2, 10, 6), dtype=torch.float64, requires_grad=True)
+    ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    out = _call(ops, name, inputs, surrogate="atan", alpha=0.3)
+    ref = _call(reference, name, ref_inputs, surrogate="atan", alpha=0.3)
+    assert out.dtype == torch.float64 and torch.equal(out, ref)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, ref_inputs, g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["sdsa", "qk_token_attention", "qk_channel_attention"])
+def test_gradcheck_float64_true_derivative(name):
+    """The multiplied operand (q of sdsa, k of the QK ops) has a true derivative (the spike mask), which
+    finite differences can check; the other operands pass through the spikes and are held fixed."""
+    shape = (3, 2, 5, 4)
+    fixed = _inputs(name, shape, dtype=torch.float64)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    if name == "sdsa":
+        def fn(q):
+            return ops.sdsa(q, fixed[1], fixed[2])
+    else:
+        def fn(k):
+            return getattr(ops, name)(fixed[0], k)
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.compile
+# ------------------------------------------------------------------------------------------------
+def _chain(q, k, v):
+    """All four ops in one graph, fed into one another."""
+    a = ops.ssa(q, k, v)
+    b = ops.sdsa(a, k, v, surrogate="atan")
+    c = ops.qk_token_attention(q, b + 0.5 * v)
+    d = ops.qk_channel_attention(c + k, a, v_reset=None)
+    return (a * v).sum() + (b * q).sum() + c.sum() * 0.5 + d.square().sum()
+
+
+def test_compile_fullgraph_matches_eager(device):
+    """Dynamo traces the ops without a graph break; forward and backward equal eager."""
+    torch._dynamo.reset()
+    compiled = torch.compile(_chain, backend="aot_eager", fullgraph=True)
+    for shape in ((4, 2, 9, 6), (3, 1, 7, 5)):
+        inputs = _inputs("ssa", shape, device, requires_grad=True)
+        out_c = compiled(*inputs)
+        g_c = torch.autograd.grad(out_c, inputs)
+        out_e = _chain(*inputs)
+        g_e = torch.autograd.grad(out_e, inputs)
+        torch.testing.assert_close(out_c, out_e, rtol=1e-6, atol=1e-6)
+        for a, b in zip(g_c, g_e):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# bad inputs and edge cases
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", OPS)
+def test_bad_inputs_name_the_argument(name):
+    shape = (2, 3, 4)
+    good = _inputs(name, shape)
+    names = ("q", "k", "v")[:N_INPUTS[name]]
+    fn = getattr(ops, name)
+    for i, arg in enumerate(names):
+        def with_(bad):
+            args = list(good)
+            args[i] = bad
+            return args
+        with pytest.raises(TypeError, match=f"{arg} must be a torch.Tensor"):
+            fn(*with_(good[i].tolist()))
+        with pytest.raises(TypeError, match=f"{arg} must be float32"):
+            fn(*with_(good[i].int()))
+        with pytest.raises(ValueError, match=f"{arg} must have shape \\[T, \\*batch, N, D\\]"):
+            fn(*with_(good[i][0]))
+        if i > 0:
+            with pytest.raises(ValueError, match=f"{arg} must have the shape of q"):
+                fn(*with_(torch.zeros(2, 3, 5)))
+            with pytest.raises(ValueError, match=f"{arg} must have the shape of q"):
+                fn(*with_(torch.zeros(2, 1, 3, 4)))
+            with pytest.raises(TypeError, match=f"{arg} has dtype torch.float64"):
+                fn(*with_(good[i].double()))
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        fn(*good, tau=0.0)
+    with pytest.raises(TypeError, match="v_threshold must be a number"):
+        fn(*good, v_threshold="0.5")
+    with pytest.raises(ValueError, match="surrogate: unknown surrogate"):
+        fn(*good, surrogate="relu")
+    with pytest.raises(TypeError, match="detach_reset must be a bool"):
+        fn(*good, detach_reset=1)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        fn(*good, alpha=-1.0)
+    if name == "ssa":
+        with pytest.raises(ValueError, match="scale must be finite"):
+            fn(*good, float("nan"))
+        with pytest.raises(TypeError, match="scale must be a number"):
+            fn(*good, torch.tensor(0.125))
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("shape", [(0, 2, 5, 4), (3, 0, 5, 4), (3, 2, 0, 4), (3, 2, 5, 0)], ids=str)
+def test_empty(device, name, shape):
+    inputs = _inputs(name, shape, device, requires_grad=True)
+    out = _call(ops, name, inputs)
+    assert out.shape == shape
+    assert torch.equal(out, _call(reference, name, [t.detach() for t in inputs]))
+    grads = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+    for g, t in zip(grads, inputs):
+        assert g is None or (g.shape == t.shape and not g.any())
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_matches_float32(device, name, dtype):
+    """Spikes are exact in any dtype and the sums run in float32, so spikes equal float32's; gradients
+    agree to the half dtype's rounding."""
+    inputs32 = _inputs(name, (4, 2, 20, 16), device, requires_grad=True)
+    inputs_h = [t.detach().to(dtype).requires_grad_() for t in inputs32]
+    out32 = _call(ops, name, inputs32)
+    out_h = _call(ops, name, inputs_h)
+    assert out_h.dtype == dtype
+    assert torch.equal(out_h.float(), out32)
+    g = torch.randn_like(out32)
+    grads32 = torch.autograd.grad(out32, inputs32, g)
+    grads_h = torch.autograd.grad(out_h, inputs_h, g.to(dtype))
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
+    for a, b in zip(grads_h, grads32):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol * max(1.0, b.abs().max().item()))
+
+
+def test_non_contiguous_inputs(device):
+    """Views in the models' layout ([T, B, N, heads, Dh] permuted to [T, B, heads, N, Dh])."""
+    for name in OPS:
+        base = _inputs(name, (3, 2, 11, 4, 6), device)
+        inputs = [t.transpose(2, 3) for t in base]
+        assert not inputs[0].is_contiguous()
+        assert torch.equal(_call(ops, name, inputs), _call(reference, name, [t.contiguous() for t in inputs]))
