@@ -14,9 +14,12 @@
 // pre and mask are small outputs kept for the backward (composed in Python over neuron_backward).
 // Sums and state are in the compute type (float32 for 16-bit inputs, float64 for float64).
 //
-// SSA on CPU forms K^T V ([D, D] per (t, b)) by AND + popcount over token-packed bits when the
-// slice's K and V are all 0 or 1 (exact integer counts), else by a dense float loop; Q (K^T V)
-// then adds the rows of K^T V selected by Q's non-zeros.
+// SSA on CPU is event-driven where the inputs are spikes: K^T V ([D, D] per (t, b)) adds, for each
+// spike k[n, i] = 1, the row v[n, :] to row i; then each spike q[n, i] = 1 adds row i of K^T V to the
+// pre-activation row n. Rows (and slices) holding other values, or where a skipped zero would meet an
+// inf or NaN, take the dense products in the same order, so the result equals the matmul's on any
+// input. (AND + popcount over token-packed K and V bits was measured first: 2.6 ms against 1.5 ms for
+// this form at [4, 16, 196, 48] on one EPYC core, and it needs V binary too.)
 #pragma once
 #include <cstdint>
 

@@ -302,9 +302,9 @@ def ssa(q: Tensor, k: Tensor, v: Tensor, scale: float = 0.125, *, tau: float = 2
         surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
     """Spikformer spiking self-attention: SN((Q K^T V) * scale) over q, k, v [T, *batch, N, D] -> [T, *batch, N, D].
 
-    Native kernels fuse the LIF over T and form K^T V ([D, D] per head, AND + popcount on binary
-    slices on CPU), so neither the N x N scores nor the [T, *batch, N, D] pre-activation is stored; the
-    backward recomputes the pre-activation. On spike inputs every order of the sums gives the same
+    Native kernels fuse the LIF over T and form K^T V ([D, D] per head; on CPU event-driven over the
+    spikes of K and then of Q), so neither the N x N scores nor the [T, *batch, N, D] pre-activation is
+    stored; the backward recomputes the pre-activation. On spike inputs every order of the sums gives the same
     integers, hence the paper's spikes exactly.
     """
     _check_qkv((("q", q), ("k", k), ("v", v)))
