@@ -262,6 +262,16 @@ def test_opcheck_ssa_fwd(device, neuron, dtype):
 
 @needs_native
 @pytest.mark.parametrize("neuron", NEURON_ARGS, ids=["default", "soft-nodecay"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_opcheck_ssa_bwd(neuron, dtype):
+    """The fused CPU backward (CUDA composes its backward from cuBLAS products and neuron_bwd)."""
+    q, k, v = _inputs("ssa", (3, 2, 9, 5), dtype=dtype)
+    g = torch.randn(q.shape, dtype=dtype)
+    torch.library.opcheck(torch.ops.spikeforge.ssa_bwd.default, (g, q, k, v, 0.125) + neuron)
+
+
+@needs_native
+@pytest.mark.parametrize("neuron", NEURON_ARGS, ids=["default", "soft-nodecay"])
 @pytest.mark.parametrize("case", ["sdsa", "qk_channel", "qk_token"])
 def test_opcheck_attention_reduce_fwd(device, neuron, case):
     name = {"sdsa": "sdsa", "qk_channel": "qk_channel_attention", "qk_token": "qk_token_attention"}[case]

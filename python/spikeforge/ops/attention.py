@@ -150,6 +150,35 @@ def _(q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input, det
     return q.new_empty(q.shape)
 
 
+def _ssa_backward_impl(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float,
+                       v_threshold: float, v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool,
+                       surrogate: int, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
+    grads = tuple(torch.empty_like(q) for _ in range(3))
+    if q.numel() == 0:
+        return grads
+    T, B, N, D = _slices(q)
+    native.attention_ssa_backward(grad_out.view(-1), q.view(-1), k.view(-1), v.view(-1),
+                                  *(g.view(-1) for g in grads), T, B, N, D, scale, k_leak, v_threshold, v_reset,
+                                  hard_reset, decay_input, detach_reset, surrogate, alpha, torch.get_num_threads())
+    return grads
+
+
+@torch.library.custom_op("spikeforge::ssa_bwd", mutates_args=())
+def ssa_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float, v_threshold: float,
+            v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int,
+            alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """SSA backward on CPU (csrc/core/attention.h), the forward recomputed -> (grad_q, grad_k, grad_v)."""
+    return _ssa_backward_impl(grad_out, q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input,
+                              detach_reset, surrogate, alpha)
+
+
+@ssa_bwd.register_fake
+def _(grad_out, q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate,
+      alpha):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
 def _ssa_setup_context(ctx, inputs, output):
     q, k, v = inputs[:3]
     ctx.scale = inputs[3]
@@ -166,6 +195,11 @@ def _ssa_backward(ctx, grad_out):
     if grad_out is None or not (need_q or need_k or need_v):
         return (None, None, None) + none
     scale = ctx.scale
+    if q.device.type == "cpu":
+        # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
+        gq, gk, gv = torch.ops.spikeforge.ssa_bwd(grad_out, q, k, v, scale, *ctx.neuron)
+        return (gq if need_q else None, gk if need_k else None, gv if need_v else None) + none
+    # CUDA: cuBLAS products around neuron_bwd, the pre-activation recomputed.
     cdt = _compute_dtype(q.dtype)
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
     ktv = kc.transpose(-2, -1) @ vc  # [.., D, D]
