@@ -328,6 +328,19 @@ def _native_ok(t: Tensor) -> bool:
     return _NATIVE_ATTENTION and _has_native(t.device)
 
 
+# Devices where sdsa and the QK ops take the fused kernel. On CPU the composition is faster:
+# `spikeforge bench attention` (bench/results/cpu_attention.json, row "native kernel") measured the
+# kernel at 0.5-0.8x the composition's speed forward and 0.7-1.0x forward+backward at the issue's sizes,
+# with equal saved bytes. The composition is a few memory-bound passes that torch already runs near the
+# bandwidth; the kernel saves one of them but pays the custom op's dispatch and a fresh output like
+# the composition. The CPU kernel stays reachable as torch.ops.spikeforge.attention_reduce_fwd.
+REDUCE_KERNEL_DEVICES = ("cuda",)
+
+
+def _reduce_native_ok(t: Tensor) -> bool:
+    return t.device.type in REDUCE_KERNEL_DEVICES and _native_ok(t)
+
+
 # --------------------------------------------------------------------------------------------
 # public functional API
 # --------------------------------------------------------------------------------------------
@@ -354,12 +367,13 @@ def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: floa
          surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
     """Spike-driven self-attention: Q * SN(sum over tokens of K * V) over [T, *batch, N, D] -> [T, *batch, N, D].
 
-    The native kernel makes one pass per (t, slice): the K * V products are summed as they are formed
-    and the LIF runs on the [D] sums, so no [T, *batch, N, D] intermediate is written.
+    On CUDA a fused kernel makes one pass per (t, slice): the K * V products are summed as they are
+    formed and the LIF runs on the [D] sums, so no [T, *batch, N, D] intermediate is written. On CPU
+    the composition of torch ops measured faster (REDUCE_KERNEL_DEVICES).
     """
     _check_qkv((("q", q), ("k", k), ("v", v)))
     lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
-    if not _native_ok(q):
+    if not _reduce_native_ok(q):
         return _composed_sdsa(q, k, v, lif_kw)
     return torch.ops.spikeforge.attention_reduce_fwd(k, v, q, True, *neuron)[0]
 
@@ -370,7 +384,7 @@ def qk_token_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: f
     """QKFormer token attention: SN(sum over the channels of Q) * K over [T, *batch, N, D] -> [T, *batch, N, D]."""
     _check_qkv((("q", q), ("k", k)))
     lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
-    if not _native_ok(q):
+    if not _reduce_native_ok(q):
         return _composed_qk_token(q, k, lif_kw)
     return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, False, *neuron)[0]
 
@@ -384,6 +398,6 @@ def qk_channel_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold:
     """
     _check_qkv((("q", q), ("k", k)))
     lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
-    if not _native_ok(q):
+    if not _reduce_native_ok(q):
         return _composed_qk_channel(q, k, lif_kw)
     return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, True, *neuron)[0]
