@@ -378,3 +378,23 @@ def test_results_do_not_depend_on_thread_count(path):
     torch.set_num_threads(2)
     for name, ts in inputs.items():
         assert torch.equal(_call(ops, name, ts), one[name])
+
+
+def test_bench_attention_smoke(tmp_path):
+    """`spikeforge bench attention` runs end to end at a tiny size and writes its JSON (every contender
+    timed, outputs equal to spikeforge's, saved bytes recorded)."""
+    import json
+
+    from spikeforge import cli
+
+    out = tmp_path / "attention.json"
+    rc = cli.main(["bench", "attention", "--no-thp", "--quick", "--dim", "16", "--heads", "2", "--tokens", "9",
+                   "--reps", "1", "--op", "ssa", "qk_channel", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert [c["op"] for c in data["cases"]] == ["ssa", "qk_channel_attention"]
+    for case in data["cases"]:
+        assert case["shape"] == [4, 2, 2, 9, 8]
+        for row in case["rows"]:
+            assert row["status"] == "ok" and row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
+            assert row["output_equal_to_spikeforge"] == 1.0 and row["saved_bytes"] > 0

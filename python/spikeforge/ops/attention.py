@@ -72,7 +72,6 @@ def _sn(x: Tensor, lif_kw: dict) -> Tensor:
     return lif(x, **lif_kw)[0]
 
 
-
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The kernels' sum and state type: float64 for float64, float32 otherwise."""
     return torch.float64 if dtype == torch.float64 else torch.float32
