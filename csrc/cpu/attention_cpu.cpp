@@ -14,7 +14,7 @@
 #include "core/index.h"
 #include "cpu/cpu_common.h"
 
-#if defined(__AVX2__) || defined(__FMA__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -96,11 +96,50 @@ bool row_bits(const S* __restrict row, int64_t D, uint64_t* __restrict words) {
   return bad == 0;
 }
 
+#if defined(__AVX__)
+// dst[j0, j0 + 8 NV) += rows[i, j0 ..] for every set bit i of words, in increasing i, in NV registers.
+template <int NV>
+inline void add_spike_rows_avx(const uint64_t* words, int64_t D, const float* rows, float* dst, int64_t j0) {
+  __m256 acc[NV];
+  for (int r = 0; r < NV; ++r) acc[r] = _mm256_loadu_ps(dst + j0 + 8 * r);
+  for (int64_t w = 0; w * 64 < D; ++w) {
+    for (uint64_t m = words[w]; m != 0; m &= m - 1) {
+      const float* src = rows + (w * 64 + __builtin_ctzll(m)) * D + j0;
+      for (int r = 0; r < NV; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(src + 8 * r));
+    }
+  }
+  for (int r = 0; r < NV; ++r) _mm256_storeu_ps(dst + j0 + 8 * r, acc[r]);
+}
+#endif
+
 // dst[0, D) += rows[i, 0, D) for every set bit i of words, in increasing i: the event-driven form of
 // a row of spikes times a matrix (each spike adds one row; zeros cost nothing). Exact against the dense
 // product in the same order whenever the matrix is finite (0 * x = 0 for finite x).
 template <typename C>
 void add_rows_at_spikes(const uint64_t* words, int64_t D, const C* __restrict rows, C* __restrict dst) {
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<C, float>) {
+    // Columns in blocks of 32, 16 and 8 held in vector registers across all the spikes (the generic
+    // loop loads and stores dst once per spike); every element still sums its spikes in increasing i.
+    int64_t j0 = 0;
+    for (; j0 + 32 <= D; j0 += 32) add_spike_rows_avx<4>(words, D, rows, dst, j0);
+    if (j0 + 16 <= D) {
+      add_spike_rows_avx<2>(words, D, rows, dst, j0);
+      j0 += 16;
+    }
+    if (j0 + 8 <= D) {
+      add_spike_rows_avx<1>(words, D, rows, dst, j0);
+      j0 += 8;
+    }
+    for (int64_t w = 0; w * 64 < D && j0 < D; ++w) {
+      for (uint64_t m = words[w]; m != 0; m &= m - 1) {
+        const float* __restrict src = rows + (w * 64 + __builtin_ctzll(m)) * D;
+        for (int64_t j = j0; j < D; ++j) dst[j] += src[j];
+      }
+    }
+    return;
+  }
+#endif
   for (int64_t w = 0; w * 64 < D; ++w) {
     for (uint64_t m = words[w]; m != 0; m &= m - 1) {
       const C* __restrict src = rows + (w * 64 + __builtin_ctzll(m)) * D;
