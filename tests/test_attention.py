@@ -398,3 +398,32 @@ def test_bench_attention_smoke(tmp_path):
         for row in case["rows"]:
             assert row["status"] == "ok" and row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
             assert row["output_equal_to_spikeforge"] == 1.0 and row["saved_bytes"] > 0
+
+
+@pytest.mark.parametrize("D", [70, 131])
+def test_ssa_wide_heads(device, D):
+    """Heads wider than 64 channels (several bit words per spike row) and not a multiple of the 8-wide
+    vector blocks: values and gradients as the reference's."""
+    q, k, v = _inputs("ssa", (2, 2, 9, D), device, requires_grad=True)
+    ref_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out, ref = ops.ssa(q, k, v), reference.ssa(*ref_inputs)
+    assert torch.equal(out, ref) and 0 < out.count_nonzero() < out.numel()
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, ref_inputs, g)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_do_not_depend_on_thread_count(path):
+    inputs = {name: _inputs(name, (4, 5, 12, 8), requires_grad=True) for name in OPS}
+    g = torch.randn(4, 5, 12, 8)
+
+    def grads(name):
+        ts = inputs[name]
+        return torch.autograd.grad(_call(ops, name, ts), ts, g)
+
+    torch.set_num_threads(1)
+    one = {name: grads(name) for name in OPS}
+    torch.set_num_threads(2)
+    for name in OPS:
+        for a, b in zip(grads(name), one[name]):
+            assert torch.equal(a, b)
