@@ -197,3 +197,22 @@ def test_from_nir_refuses_what_spikeforge_cannot_run():
         from_nir(delay)
     with pytest.raises(TypeError, match="nir.NIRGraph"):
         from_nir({"nodes": {}})
+
+
+def test_round_trip_per_channel_plif_after_a_convolution(tmp_path):
+    net = nn.Sequential(snn.MultiStep(nn.Conv2d(1, 3, 3, padding=1, bias=False)),
+                        snn.PLIF(init_tau=2.0, num_channels=3, v_reset=-0.25, surrogate="erf"))
+    with torch.no_grad():
+        net[0][0].weight.abs_().mul_(2.0)
+        net[1].w.copy_(torch.tensor([0.5, -1.0, 2.0]))  # three different time constants
+    graph = to_nir(net, (1, 5, 5))
+    tau = graph.nodes["1"].tau
+    assert tau.shape == (3, 5, 5) and len(np.unique(tau)) == 3
+    nir.write(tmp_path / "plif.nir", graph)
+    back = from_nir(tmp_path / "plif.nir")
+    plif = back.layers[[k for k in back.layers if isinstance(back.layers[k], snn.PLIF)][0]]
+    assert plif.w.shape == (3,) and torch.equal(plif.w, net[1].w) and plif.surrogate == "erf"
+    x = torch.rand(5, 2, 1, 5, 5)
+    y = net(x)
+    assert 0.02 < _rate(y) < 0.98
+    assert torch.equal(back(x), y)

@@ -338,19 +338,26 @@ def _import_neuron(nir, name: str, node, dt: float) -> nn.Module:
         neuron = snn.IF(**opts)
         r_dt = np.asarray(node.r, dtype=np.float64) * dt
         return neuron if _close(r_dt, 1.0) else nn.Sequential(_Scale(r_dt), neuron)
-    tau = _uniform(node.tau, f"{name}.tau") / dt
-    if not tau > 0:
-        raise ValueError(f"from_nir: {name}.tau must be > 0, got {tau * dt}")
     if meta.get("module") == "PLIF" and "w" in meta:
         w = np.asarray(meta["w"], dtype=np.float64).reshape(-1)
+        k_graph = dt / np.asarray(node.tau, dtype=np.float64)
+        k_w = 1.0 / (1.0 + np.exp(-w))
+        if w.size > 1:  # per channel: dimension 0 of one sample
+            k_w = k_w.reshape((-1,) + (1,) * (k_graph.ndim - 1))
         # Rebuild the learnable PLIF only if its w still gives the graph's tau (the graph is the truth).
-        if _close(1.0 / (1.0 + np.exp(-w)), np.unique(dt / np.asarray(node.tau, dtype=np.float64))):
+        decay_input = bool(meta.get("decay_input", True))
+        r_expect = np.ones_like(k_graph) if decay_input else 1.0 / k_graph
+        if (k_graph.ndim >= 1 and k_w.shape[0] in (1, k_graph.shape[0])
+                and _close(np.broadcast_to(k_w, k_graph.shape), k_graph) and _close(node.r, r_expect)
+                and _close(node.v_leak, opts["v_reset"])):
             channels = int(meta.get("num_channels", 0))
-            neuron = snn.PLIF(decay_input=bool(meta.get("decay_input", True)),
-                              num_channels=channels or None, **opts)
+            neuron = snn.PLIF(decay_input=decay_input, num_channels=channels or None, **opts)
             with torch.no_grad():
                 neuron.w.copy_(torch.as_tensor(w, dtype=neuron.w.dtype).reshape(neuron.w.shape))
             return neuron
+    tau = _uniform(node.tau, f"{name}.tau") / dt
+    if not tau > 0:
+        raise ValueError(f"from_nir: {name}.tau must be > 0, got {tau * dt}")
     if "tau" in meta and _close(meta["tau"], tau):
         tau = float(meta["tau"])  # the exact value exported (tau_nir / dt may be off by a rounding)
     r = np.asarray(node.r, dtype=np.float64)
