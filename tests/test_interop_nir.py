@@ -216,3 +216,54 @@ def test_round_trip_per_channel_plif_after_a_convolution(tmp_path):
     y = net(x)
     assert 0.02 < _rate(y) < 0.98
     assert torch.equal(back(x), y)
+
+
+class _Residual(nn.Module):
+    """x -> fc1 -> LIF -> fc2 -> (+ the first LIF's spikes) -> LIF: a DAG, exported through torch.fx."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.lif1 = nn.Linear(6, 8), snn.LIF(tau=2.0)
+        self.fc2, self.lif2 = snn.SpikeLinear(8, 8), snn.IF(v_threshold=0.5)
+        self.head = nn.Sequential(nn.Dropout(0.0), nn.Linear(8, 3))
+
+    def forward(self, x):
+        s1 = self.lif1(self.fc1(x))
+        return self.head(self.lif2(self.fc2(s1) + s1))
+
+
+def test_dag_with_a_skip_connection_round_trips(tmp_path):
+    net = _Residual().eval()
+    with torch.no_grad():
+        net.fc1.weight.mul_(4.0)
+    graph = to_nir(net)
+    assert ("lif1", "lif2") in graph.edges and ("fc2", "lif2") in graph.edges  # '+' became two edges
+    nir.write(tmp_path / "res.nir", graph)
+    back = from_nir(tmp_path / "res.nir")
+    x = torch.randn(6, 4, 6)
+    fired = {}
+    for name in ("lif1", "lif2"):
+        getattr(net, name).register_forward_hook(lambda m, i, o, name=name: fired.__setitem__(name, _rate(o)))
+    y = net(x)
+    assert all(0.02 < r < 0.98 for r in fired.values()) and len(fired) == 2
+    assert torch.equal(back(x), y)
+
+
+def test_untraceable_or_inexpressible_forward_is_a_clear_error():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return h + h
+
+    class Mul(Twice):
+        def forward(self, x):
+            return self.fc(x) * 2
+
+    with pytest.raises(ValueError, match="added to itself"):
+        to_nir(Twice())
+    with pytest.raises(ValueError, match="cannot express the operation"):
+        to_nir(Mul())

@@ -22,6 +22,9 @@ What NIR cannot say, and what happens to it:
 - per-neuron time constants or thresholds (arrays that are not uniform): spikeforge's neurons take
   scalars, so from_nir raises; per-neuron r and v_leak are folded into an input scale and shift.
 
+to_nir exports Sequential / MultiStep models and any forward() torch.fx can trace with the neurons and
+MultiStep wrappers kept whole; ``a + b`` between layers becomes two edges into the consumer.
+
 from_nir builds a module that runs the whole graph on time-first sequences [T, B, ...]: nodes run in
 topological order, each over all T steps at once (the fused multi-step kernels), and a node with several
 incoming edges receives their sum (the NIR convention). Graphs with cycles (recurrent connections need
@@ -189,16 +192,37 @@ def _export_leaf(nir, name: str, m: nn.Module, shape, lead: int, dt: float):
                      "PLIF, inside nn.Sequential / spikeforge.nn.MultiStep)")
 
 
-def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt: float = DEFAULT_DT):
-    """Export a sequential spikeforge model to a ``nir.NIRGraph``.
+# Modules torch.fx must not trace into: neurons keep state and branch on it, MultiStep folds shapes; the
+# export maps each as a whole (MultiStep: its children in order).
+_FX_LEAVES = (snn.MultiStep, snn.LIF, snn.IF, snn.PLIF, snn.SpikeLinear, snn.SpikeConv2d)
 
-    model: an nn.Sequential (nested Sequentials and spikeforge.nn.MultiStep wrappers are flattened) of
-    Linear / SpikeLinear / Conv2d / SpikeConv2d / Flatten / AvgPool2d and LIF / IF / PLIF neurons that
-    runs on [T, B, ...]. input_shape: the shape of one sample (without T and B), e.g. (2, 34, 34); it can
-    be left out when the first layer is a Linear (no convolutions or flattening need it).
+
+def _trace(model: nn.Module):
+    class _Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, _FX_LEAVES) or super().is_leaf_module(m, qualname)
+
+    try:
+        return _Tracer().trace(model)
+    except Exception as e:  # fx raises many kinds (TraceError, TypeError on Proxy iteration, ...)
+        raise ValueError(f"to_nir: cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
+                         "export a model built from nn.Sequential / spikeforge.nn.MultiStep and supported layers, "
+                         "with '+' for skip connections") from e
+
+
+def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt: float = DEFAULT_DT):
+    """Export a spikeforge model to a ``nir.NIRGraph``.
+
+    model: runs on [T, B, ...] and is built from Linear / SpikeLinear / Conv2d / SpikeConv2d / Flatten /
+    AvgPool2d / Identity / Dropout and LIF / IF / PLIF neurons, in nn.Sequential / spikeforge.nn.MultiStep
+    containers or in a forward() that torch.fx can trace, where ``a + b`` (a skip connection) becomes two
+    edges into the next node (NIR sums a node's inputs). input_shape: the shape of one sample (without T
+    and B), e.g. (2, 34, 34); it can be left out when the first layer is a Linear.
     dt: seconds per time step, the Euler step that maps spikeforge's discrete neurons to NIR's ODEs.
-    Raises ValueError for modules NIR cannot express (see the module docstring).
+    Raises ValueError for what NIR cannot express (see the module docstring).
     """
+    import operator
+
     nir = _import_nir()
     dt = _check_dt(dt)
     if not isinstance(model, nn.Module):
@@ -208,35 +232,67 @@ def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt:
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape):
             raise ValueError(f"input_shape must be a sequence of positive ints (one sample's shape), "
                              f"got {input_shape!r}")
-        shape = tuple(input_shape)
+        in_shape = tuple(input_shape)
     else:
-        shape = None
-    leaves = list(_leaves(model, ""))
-    if not leaves:
-        raise ValueError("to_nir: the model has no layers")
-    if shape is None:
-        first = next((m for _, m, _ in leaves if not isinstance(m, (nn.Identity, nn.Dropout))), None)
+        in_shape = None
+    if isinstance(model, _FX_LEAVES):  # fx always traces the root's forward: give it a container to call it
+        model = nn.Sequential(model)
+    fx_graph = _trace(model)
+    calls = [n for n in fx_graph.nodes if n.op == "call_module"]
+    if in_shape is None and calls:  # a leading Linear tells the input's width
+        first = next((leaf for _, leaf, _ in _leaves(model.get_submodule(calls[0].target), calls[0].target)
+                      if not isinstance(leaf, (nn.Identity, nn.Dropout))), None)
         if isinstance(first, (nn.Linear, snn.SpikeLinear)):
-            shape = (first.in_features,)
-    in_shape = shape
-    nodes, names = {}, []
-    for name, m, lead in leaves:
-        node, shape = _export_leaf(nir, name, m, shape, lead, dt)
-        if node is None:
-            continue
-        key = name.replace(".", "_")
-        nodes[key] = node
-        names.append(key)
-    if not names:
-        raise ValueError("to_nir: the model has no layer NIR can express")
+            in_shape = (first.in_features,)
     if in_shape is None:
         raise ValueError("to_nir: cannot tell the model's input shape; pass input_shape")
-    all_nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
-    all_nodes.update(nodes)
-    all_nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
-    chain = ["input"] + names + ["output"]
-    return nir.NIRGraph(nodes=all_nodes, edges=list(zip(chain[:-1], chain[1:])),
-                        metadata={_META + "dt": dt})
+    nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
+    edges: list[tuple[str, str]] = []
+    sources: dict = {}  # fx value -> NIR nodes whose outputs sum to it
+    shapes: dict = {}
+    out_shape = None
+    for n in fx_graph.nodes:
+        if n.op == "placeholder":
+            if any(v == ["input"] for v in sources.values()):
+                raise ValueError("to_nir: the model takes several inputs; NIR export supports one")
+            sources[n], shapes[n] = ["input"], in_shape
+        elif n.op == "call_module":
+            if len(n.args) != 1 or n.kwargs or not isinstance(n.args[0], torch.fx.Node):
+                raise ValueError(f"to_nir: module {n.target!r} is called with {len(n.args)} arguments; "
+                                 "NIR nodes take one input")
+            src, shape = sources[n.args[0]], shapes[n.args[0]]
+            for name, leaf, lead in _leaves(model.get_submodule(n.target), n.target):
+                node, shape = _export_leaf(nir, name, leaf, shape, lead, dt)
+                if node is None:
+                    continue
+                key = name.replace(".", "_")
+                while key in nodes:  # the same module called twice becomes two nodes
+                    key += "_again"
+                nodes[key] = node
+                edges += [(s, key) for s in src]
+                src = [key]
+            sources[n], shapes[n] = src, shape
+        elif n.op == "call_function" and n.target in (operator.add, torch.add) and len(n.args) == 2 \
+                and not n.kwargs and all(isinstance(a, torch.fx.Node) for a in n.args):
+            a, b = n.args
+            if shapes[a] is not None and shapes[b] is not None and tuple(shapes[a]) != tuple(shapes[b]):
+                raise ValueError(f"to_nir: '+' of shapes {shapes[a]} and {shapes[b]}: NIR sums equal shapes only")
+            merged = sources[a] + sources[b]
+            if len(set(merged)) != len(merged):
+                raise ValueError("to_nir: a value is added to itself; NIR edges cannot say x + x (scale it)")
+            sources[n], shapes[n] = merged, shapes[a] if shapes[a] is not None else shapes[b]
+        elif n.op == "output":
+            if not isinstance(n.args[0], torch.fx.Node):
+                raise ValueError("to_nir: the model returns several values; NIR export supports one output")
+            edges += [(s, "output") for s in sources[n.args[0]]]
+            out_shape = shapes[n.args[0]]
+        else:
+            raise ValueError(f"to_nir: cannot express the operation {n.op} {getattr(n.target, '__name__', n.target)!r}"
+                             " in NIR (supported: calls of the listed modules and '+' between them)")
+    if out_shape is None:
+        raise ValueError("to_nir: cannot tell the model's output shape; pass input_shape")
+    nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={_META + "dt": dt})
 
 
 # ------------------------------------------------------------------------------------------------
