@@ -267,3 +267,16 @@ def test_untraceable_or_inexpressible_forward_is_a_clear_error():
         to_nir(Twice())
     with pytest.raises(ValueError, match="cannot express the operation"):
         to_nir(Mul())
+
+
+def test_reset_clears_state_between_batches():
+    net = nn.Sequential(nn.Linear(4, 5), snn.LIF(), nn.Linear(5, 2), snn.IF())
+    back = from_nir(to_nir(net))
+    x = torch.randn(3, 2, 4)
+    first = back(x)
+    with pytest.raises(ValueError, match="reset"):
+        back(torch.randn(3, 7, 4))  # the neurons still hold a batch of 2
+    back.reset()
+    back(torch.randn(3, 7, 4))
+    snn.reset_net(back)  # spikeforge's reset_net reaches it too
+    assert torch.equal(back(x), first)

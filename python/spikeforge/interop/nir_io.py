@@ -586,7 +586,11 @@ class NIRGraphModule(nn.Module):
         return {n: values[n] for n in self.outputs}
 
     def reset(self) -> None:
-        snn.reset_net(self)
+        """Forget every neuron's state (nested graphs included); call between independent batches."""
+        # Not spikeforge.nn.reset_net(self): that calls self.reset() again.
+        for m in self.modules():
+            if m is not self and not isinstance(m, NIRGraphModule) and callable(getattr(m, "reset", None)):
+                m.reset()
 
 
 def from_nir(graph, *, dt: float = DEFAULT_DT) -> NIRGraphModule:
