@@ -148,3 +148,12 @@ def test_unsupported_nodes_raise_or_are_skipped_with_a_warning():
         sj.patch(odd, on_unsupported="ignore")
     with pytest.raises(TypeError, match="model"):
         sj.patch(None)
+
+
+def test_store_v_seq_is_carried():
+    node = neuron.LIFNode(tau=2.0, v_reset=None, step_mode="m", store_v_seq=True)
+    patched, _ = sj.patch(copy.deepcopy(node))
+    x = dyadic((5, 2, 4), -8, 24)
+    node(x)
+    patched(x)
+    assert patched.store_v_seq and torch.equal(patched.v_seq, node.v_seq)

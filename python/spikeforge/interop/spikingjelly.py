@@ -19,7 +19,7 @@ Only these exact classes are swapped (a subclass may change the equations). A no
 swapped without changing numbers (another surrogate, spiking=False, a subclass) raises ValueError, or
 with on_unsupported="skip" is left in place with a warning and listed in the report.
 
-After patch(): build the optimizer (PSN/MaskedPSN biases are new Parameters), and keep calling
+Membrane state is not carried over: patch between sequences (after functional.reset_net). After patch(): build the optimizer (PSN/MaskedPSN biases are new Parameters), and keep calling
 spikingjelly's functional.reset_net(model) between batches: it calls reset() on the spikeforge modules
 too (patch() clears its module cache).
 """
