@@ -447,12 +447,11 @@ def _import_node(nir, name: str, node, dt: float) -> Optional[nn.Module]:
         return layer  # both act on the last dim of [T, B, ..., in]
     if isinstance(node, nir.Conv2d):
         weight = torch.as_tensor(np.asarray(node.weight))
-        if isinstance(node.padding, str):
-            padding = node.padding
-        else:
-            padding = _ints(node.padding)
+        padding = node.padding.decode("utf8") if isinstance(node.padding, bytes) else node.padding  # h5 strings
+        padding = padding if isinstance(padding, str) else _ints(padding)
         kw = dict(stride=_ints(node.stride), dilation=_ints(node.dilation), groups=int(np.asarray(node.groups)))
-        has_bias = bool(meta.get("has_bias", True))
+        # NIR's Conv2d always has a bias; drop it only if it was exported from a bias-free layer and is zero
+        has_bias = bool(meta.get("has_bias", True)) or bool(np.any(np.asarray(node.bias) != 0))
         if meta.get("module") == "SpikeConv2d" and not isinstance(padding, str):
             layer = snn.SpikeConv2d(weight.shape[1] * kw["groups"], weight.shape[0], tuple(weight.shape[-2:]),
                                     padding=padding, bias=has_bias, **kw)

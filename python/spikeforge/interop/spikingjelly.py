@@ -19,8 +19,9 @@ Only these exact classes are swapped (a subclass may change the equations). A no
 swapped without changing numbers (another surrogate, spiking=False, a subclass) raises ValueError, or
 with on_unsupported="skip" is left in place with a warning and listed in the report.
 
-Membrane state is not carried over: patch between sequences (after functional.reset_net). After patch(): build the optimizer (PSN/MaskedPSN biases are new Parameters), and keep calling
-spikingjelly's functional.reset_net(model) between batches: it calls reset() on the spikeforge modules
+Membrane state is not carried over: patch between sequences (after functional.reset_net). After
+patch(): build the optimizer (PSN/MaskedPSN biases are new Parameters), and keep calling SpikingJelly's
+functional.reset_net(model) between batches: it calls reset() on the spikeforge modules
 too (patch() clears its module cache).
 """
 from __future__ import annotations
