@@ -206,7 +206,9 @@ class _BNSpikeFn(torch.autograd.Function):
 def _fusable(bn: nn.Module, sn: nn.Module, y: Tensor) -> bool:
     return (type(bn) is SeqBatchNorm2d and bn.training and bn.affine and bn.track_running_stats
             and torch.is_grad_enabled() and y.dim() == 5 and isinstance(sn, (IF, LIF, PLIF))
-            and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None)
+            and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None
+            # a hooked neuron (e.g. spikeforge.tools.FiringRateMonitor) must run through its forward
+            and not sn._forward_hooks and not sn._forward_pre_hooks)
 
 
 def bn_spike(bn: nn.Module, sn: nn.Module, y: Tensor, fuse: bool) -> Tensor:
