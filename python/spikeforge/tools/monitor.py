@@ -218,6 +218,7 @@ class FiringRateMonitor:
             axes[0][1].set_yticks(range(len(names)))
             axes[0][1].set_yticklabels(names, fontsize=7)
             axes[0][1].set_xlabel("time step t")
+            axes[0][1].set_xticks(range(0, steps, max(1, steps // 16)))
             fig.colorbar(im, ax=axes[0][1], label="firing rate")
         fig.suptitle(title or f"firing rates of {type(self.model).__name__}", fontsize=10)
         fig.tight_layout()
