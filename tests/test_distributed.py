@@ -1,10 +1,12 @@
-"""DistributedDataParallel with spikeforge models: 2 processes, gloo on CPU, each on half the batch.
+"""DistributedDataParallel (and FSDP2) with spikeforge models: 2 processes, gloo on CPU, each on half the batch.
 
 - A model without BatchNorm (conv -> LIF -> linear): DDP's averaged gradients equal one process's gradients
   on the whole batch (mean loss over equal halves), over two optimizer steps with reset_net between them.
 - A zoo model (sew_resnet18_cifar) in training mode: BN normalises each rank's half with that half's
   statistics, so the whole-batch gradient is not the reference; DDP's is the mean of the two half-batch
   gradients, computed here in one process. This runs the models' fused BN + neuron path under DDP.
+- The same zoo model sharded with FSDP2 (torch.distributed.fsdp.fully_shard, one unit per residual stage):
+  the same averaged gradients.
 
 Neuron membrane state is a plain attribute (not a registered buffer), so DDP never broadcasts it; it is
 per rank and reset by reset_net (the zoo models reset in every forward).
@@ -75,6 +77,18 @@ def _strip(grads):  # DDP's module is the plain model: same parameter names
     return {n.removeprefix("module."): g for n, g in grads.items()}
 
 
+def _fsdp_grads(rows):
+    """FSDP2 (fully_shard): each residual stage is one sharded unit, then the root; full gradients back."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = _zoo()
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        fully_shard(stage)
+    fully_shard(model)
+    grads = _zoo_grads(model, rows)
+    return {n: g.full_tensor() for n, g in grads.items()}
+
+
 def _worker(rank, init_file, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -85,6 +99,7 @@ def _worker(rank, init_file, out_dir):
         zoo = nn.parallel.DistributedDataParallel(_zoo())
         out["zoo"] = _strip(_zoo_grads(zoo, rows))
         out["buffers"] = sorted(n for n, _ in zoo.module.named_buffers())
+        out["fsdp"] = _fsdp_grads(rows)
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -114,3 +129,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
         for r in range(WORLD):
             torch.testing.assert_close(res[r]["zoo"][name], mean, rtol=1e-4, atol=1e-6)
     assert float(res[0]["zoo"]["stem.0.weight"].abs().sum()) > 0
+    # FSDP2 on the same model: sharded parameters, the same averaged gradients
+    for name in halves[0]:
+        torch.testing.assert_close(res[0]["fsdp"][name], (halves[0][name] + halves[1][name]) / WORLD,
+                                   rtol=1e-4, atol=1e-6)
