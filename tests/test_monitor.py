@@ -81,6 +81,7 @@ def test_zoo_model_training_step_fused_path_is_recorded():
     torch.testing.assert_close(out, ref)
     assert all(0.0 <= s.rate <= 1.0 for s in mon.summary())
     assert not any(m._forward_hooks for m in model.modules())  # detached on exit
+    assert not any(hasattr(m, "run_unfused") for m in model.modules())  # the flag is gone too
 
 
 def test_opt_in_and_types():

@@ -14,8 +14,12 @@ synchronisation to a training step.
 
 Which modules are neurons: spikeforge.nn's LIF / IF / PLIF (and their subclasses) and PSN / MaskedPSN /
 SlidingPSN; any module whose class sets ``spikeforge_neuron = True`` (the opt-in for neurons defined
-elsewhere); or exactly the classes given in ``types=``. While a neuron is hooked, the zoo models' fused
-BN + neuron path (training mode) calls it through its forward, so the hooks see every step.
+elsewhere); or exactly the classes given in ``types=``.
+
+The zoo models fuse BN + neuron in training mode (models.resnet.bn_spike), calling the neuron's kernel
+without its forward, so no hook would fire. While attached, the monitor sets ``run_unfused = True`` on
+every recorded module (restored on detach), which sends those models through BN, then the neuron's
+forward: the same values, one more saved tensor per layer while monitoring.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["FiringRateMonitor", "LayerRate", "is_neuron"]
+
+_ABSENT = object()
 
 
 def is_neuron(module: nn.Module) -> bool:
@@ -84,6 +90,7 @@ class FiringRateMonitor:
         self.model, self.types = model, types
         self._records: dict[str, _Record] = {}
         self._handles: list = []
+        self._flagged: list = []  # (module, its run_unfused before attach)
 
     # -------------------------------------------------------------------------------- hooks
     def _selected(self, module: nn.Module) -> bool:
@@ -95,6 +102,8 @@ class FiringRateMonitor:
         for name, m in self.model.named_modules():
             if self._selected(m):
                 self._handles.append(m.register_forward_hook(self._hook(name or type(m).__name__)))
+                self._flagged.append((m, m.__dict__.get("run_unfused", _ABSENT)))
+                m.run_unfused = True
         if not self._handles:
             raise ValueError(f"model: no neuron modules found in {type(self.model).__name__} (pass types=...)")
         return self
@@ -102,7 +111,12 @@ class FiringRateMonitor:
     def detach(self) -> None:
         for h in self._handles:
             h.remove()
-        self._handles = []
+        for m, before in reversed(self._flagged):
+            if before is _ABSENT:
+                del m.run_unfused
+            else:
+                m.run_unfused = before
+        self._handles, self._flagged = [], []
 
     def __enter__(self) -> "FiringRateMonitor":
         return self.attach()
