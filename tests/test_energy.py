@@ -203,6 +203,12 @@ def test_zoo_model_macs_match_torch_flop_counter_and_state_is_restored():
     assert fc.name == "fc" and (fc.kind == "real" or (fc.kind == "spikes" and fc.rate == 0))
     assert all(r.kind in ("spikes", "counts") for r in rep.layers[1:-1])
     assert rep.total_energy_mj == pytest.approx(sum(r.energy_pj for r in rep.layers) * 1e-9)
+    # training mode: BN with batch statistics; the running statistics are left as they were
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    rep_train = tools.energy(model, x, eval_mode=False)
+    assert rep_train.total_macs == rep.total_macs and rep_train.total_sops != rep.total_sops
+    for n, b in model.named_buffers():
+        torch.testing.assert_close(b, before[n], rtol=0, atol=0)
     # MACs per step = the ANN twin's: torch counts 2 FLOPs per MAC of a T = 1 forward
     twin = models.sew_resnet18_cifar(width=4, T=1).eval()
     with FlopCounterMode(display=False) as fc_mode, torch.no_grad():

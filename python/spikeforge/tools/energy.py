@@ -364,6 +364,9 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
     model.T, else the first dimension of a 5-D input). batch_size: samples in the batch (default: dim 1
     of a 5-D input [T, B, C, H, W] or of a 3-D input [T, B, F] whose first dim is T, else dim 0).
     e_mac / e_ac: energy per MAC / AC in pJ. Neuron state is reset before and after (reset_net).
+    eval_mode=False runs in the model's current mode (training mode: BN normalises with the batch's
+    statistics, which gives an untrained network realistic firing rates); buffers such as BN running
+    statistics are restored afterwards, so the estimate leaves the model as it was.
     """
     from ..nn.neuron import reset_net
 
@@ -393,6 +396,7 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
 
     est = _Estimator(model, T, batch_size, e_mac, e_ac)
     was_training = model.training
+    buffers = {name: b.clone() for name, b in model.named_buffers()}  # BN statistics a training-mode run moves
     est.attach()
     try:
         if eval_mode:
@@ -404,6 +408,10 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
         est.detach()
         model.train(was_training)
         reset_net(model)  # leave no state from the estimate behind
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
     return est.report()
 
 
@@ -426,6 +434,9 @@ def add_arguments(p) -> None:
                    help="weights from `spikeforge train --checkpoint PATH` (its model, T, width and classes)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and random input (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--train-mode", action="store_true",
+                   help="run in training mode: BN normalises with the batch's statistics (realistic firing rates "
+                        "for random weights; default: eval mode, the papers' setting for a trained model)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write the report as JSON to PATH (or to stdout without PATH) instead of the table")
 
@@ -493,10 +504,10 @@ def run(args) -> int:
     if state is not None:
         model.load_state_dict(state["model"])
     model.to(args.device)
-    rep = energy(model, x.to(args.device), T=args.T, batch_size=x.shape[0])
+    rep = energy(model, x.to(args.device), T=args.T, batch_size=x.shape[0], eval_mode=not args.train_mode)
     if args.json is not None:
         d = {"model": args.model, "input": args.input, "image_size": list(x.shape[2:]), "checkpoint": args.checkpoint,
-             **rep.as_dict()}
+             "mode": "train" if args.train_mode else "eval", **rep.as_dict()}
         if args.json == "-":
             print(json.dumps(d, indent=2))
         else:
@@ -504,7 +515,8 @@ def run(args) -> int:
         return 0
     src = "shipped digits" if args.input == "digits" else "uniform random images"
     print(f"spikeforge energy: {args.model}, T={args.T}, {x.shape[0]} x {tuple(x.shape[1:])} {src}"
-          + (f", weights from {args.checkpoint}" if args.checkpoint else ", random weights") + " (eval mode)")
+          + (f", weights from {args.checkpoint}" if args.checkpoint else ", random weights")
+          + (" (training mode: BN with batch statistics)" if args.train_mode else " (eval mode)"))
     print(rep.table())
     ratio = "n/a" if rep.ratio is None else f"{rep.ratio:.2f}x"
     print(f"total: {rep.total_energy_mj:.6f} mJ per image (ANN equivalent {rep.ann_energy_mj:.6f} mJ, {ratio}); "
