@@ -9,7 +9,7 @@ from torch import nn
 import spikeforge as sf
 from spikeforge import models, tools
 from spikeforge.nn import MultiStep, SpikeLinear, direct_encode
-from spikeforge.tools.energy import EnergyOp, input_kind
+from spikeforge.tools.energy import EnergyOp, input_kind, matmul_op
 
 E_MAC, E_AC = 4.6, 0.9
 
@@ -39,11 +39,11 @@ class Tiny(nn.Module):
         return self.fc3(self.fc2(self.spikes))
 
 
-def test_tiny_model_exact_numbers():
+def test_tiny_model_exact_numbers(device):
     B = 2
-    spikes = torch.zeros(2, B, 3)
+    spikes = torch.zeros(2, B, 3, device=device)
     spikes[0, 0, 0] = spikes[0, 1, 2] = spikes[1, 0, 1] = 1.0  # 3 of 12: rate 0.25, different at each step
-    rep = tools.energy(Tiny(spikes), torch.randn(B, 4))
+    rep = tools.energy(Tiny(spikes).to(device), torch.randn(B, 4, device=device))
     assert [r.name for r in rep.layers] == ["fc1", "fc2", "fc3.0"]
     fc1, fc2, fc3 = rep.layers
     # fc1: real input computed once per sample: 4 x 3 MACs, charged at E_MAC
@@ -87,7 +87,7 @@ def test_direct_encoded_input_is_charged_once_and_conv_macs():
     assert r.sops == pytest.approx(float(s.mean()) * T * r.macs)
 
 
-def test_spike_counts_conv1d_and_spike_conv2d():
+def test_spike_counts_conv1d_and_spike_conv2d(device):
     T, B = 2, 3
     counts = torch.randint(0, 3, (T, B, 2, 4)).float()  # SEW-ADD-like sums of spikes: 0, 1, 2
     counts[0, 0, 0, 0] = 2.0
@@ -95,8 +95,8 @@ def test_spike_counts_conv1d_and_spike_conv2d():
     r = tools.energy(MultiStep(nn.Conv1d(2, 3, 2)), counts, T=T, batch_size=B).layers[0]
     assert r.kind == "counts" and r.macs == 3 * 3 * 2 * 2
     assert r.rate == pytest.approx(float(counts.mean())) and r.sops == pytest.approx(r.rate * T * r.macs)
-    s = (torch.rand(T, B, 2, 4, 4) < 0.2).float()
-    r = tools.energy(sf.nn.SpikeConv2d(2, 5, 3, padding=1), s, T=T).layers[0]
+    s = (torch.rand(T, B, 2, 4, 4, device=device) < 0.2).float()
+    r = tools.energy(sf.nn.SpikeConv2d(2, 5, 3, padding=1).to(device), s, T=T).layers[0]
     assert r.type == "SpikeConv2d" and r.macs == 5 * 16 * 2 * 9 and r.rate == pytest.approx(float(s.mean()))
 
 
@@ -126,9 +126,10 @@ class SpikeMatmul(nn.Module):
 
     def energy_ops(self, inputs, output):
         s, a = self._saved
-        n, d = s.shape[-2], s.shape[-1]
+        n = s.shape[-2]
+        assert matmul_op("x", s, s.transpose(-1, -2)).macs == s.numel() * n  # the helper's count
         return [EnergyOp("s@sT", macs=s.numel() * n, operand=s),
-                EnergyOp("a@s", macs=a.numel() * d, operand=a),
+                matmul_op("a@s", a, s, operand=a),
                 EnergyOp("lut", macs=100.0, kind="spikes", rate=0.5)]
 
 
@@ -146,6 +147,17 @@ def test_energy_ops_opt_in():
     assert av.kind == "counts" and av.rate == pytest.approx(float(a.mean())) and av.macs == N * N * d
     assert lut.sops == pytest.approx(0.5 * 100 / B) and lut.macs == pytest.approx(100 / B / T)
     assert proj.kind == "counts" and proj.macs == N * d * d  # y = a s holds integer sums too
+
+
+def test_matmul_op():
+    a, b = torch.ones(2, 3, 4, 5), torch.ones(3, 5, 6)  # broadcast batch [2, 3]: 2 x 3 x (4 x 6) x 5 MACs
+    op = matmul_op("ab", a, b)
+    assert op.macs == 2 * 3 * 4 * 6 * 5 and op.operand is a and op.name == "ab"
+    assert matmul_op("ab", a, b, operand=b).operand is b
+    with pytest.raises(ValueError, match="a @ b needs"):
+        matmul_op("ab", a, torch.ones(4, 6))
+    with pytest.raises(TypeError, match="a and b must be"):
+        matmul_op("ab", a, [1.0])
 
 
 def test_energy_ops_bad_entries_and_argument_checks():

@@ -26,12 +26,12 @@ class TwoIF(nn.Module):
         return self.slow(torch.full_like(x, 0.6)) + self.fast(torch.full_like(x, 2.0))
 
 
-def test_exact_rates_over_batches_and_per_step():
+def test_exact_rates_over_batches_and_per_step(device):
     model = TwoIF()
     with FiringRateMonitor(model) as mon:
-        model(torch.zeros(4, 2, 3))
-        model(torch.zeros(4, 5, 3))  # a second batch of another size: rates are over all neuron-steps
-    model(torch.zeros(4, 1, 3))  # detached: not recorded
+        model(torch.zeros(4, 2, 3, device=device))
+        model(torch.zeros(4, 5, 3, device=device))  # a second batch of another size: rates over all neuron-steps
+    model(torch.zeros(4, 1, 3, device=device))  # detached: not recorded
     summ = {s.name: s for s in mon.summary()}
     assert set(summ) == {"slow", "fast"}
     assert summ["slow"].rate == 0.5 and summ["slow"].per_step == [0.0, 1.0, 0.0, 1.0]

@@ -24,15 +24,14 @@ starts with T*B rows or with (T, B) (time folded into the batch, spikeforge.nn's
 1 when it starts with B rows (computed once before the time expansion).
 
 Layers the hooks cannot see (a matmul on spikes inside an attention block) are reported by the module
-that owns them through a method ``energy_ops(inputs, output) -> iterable of EnergyOp``, called after every
+that owns them through a method ``energy_ops(inputs, output) -> iterable of EnergyOp`` (``matmul_op`` builds one for ``a @ b``), called after every
 forward of that module. Report only the operations its submodules do not (children are hooked on their
 own), e.g. for spiking self-attention ``q @ k^T`` and ``attn @ v``::
 
     def energy_ops(self, inputs, output):
-        q, k, v = self._last_qkv                               # kept by forward for this purpose
-        n, d = q.shape[-2], q.shape[-1]
-        return [EnergyOp("q@kT", macs=q.numel() * n, operand=q),      # [.., N, d] @ [.., d, N]
-                EnergyOp("attn@v", macs=q.numel() * n, operand=v)]
+        q, k, v, attn = self._saved                            # kept by forward for this purpose
+        return [matmul_op("q@kT", q, k.transpose(-2, -1)),     # rate of the spike queries
+                matmul_op("attn@v", attn, v, operand=v)]       # or EnergyOp(name, macs, operand) by hand
 
 The operand is the tensor whose non-zero entries trigger the accumulates: its firing rate and kind
 (spikes / counts / real) are measured from it, and its leading dimensions give the steps. A module with
@@ -48,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["E_MAC_PJ", "E_AC_PJ", "EnergyOp", "LayerEnergy", "EnergyReport", "energy", "layer_macs",
-           "input_kind"]
+           "input_kind", "matmul_op"]
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014), as in the papers
 E_AC_PJ = 0.9   # pJ per 32-bit float accumulate
@@ -72,6 +71,18 @@ class EnergyOp(NamedTuple):
     kind: Optional[str] = None
     rate: Optional[float] = None
     steps: Optional[int] = None
+
+
+def matmul_op(name: str, a: Tensor, b: Tensor, operand: Optional[Tensor] = None) -> EnergyOp:
+    """The EnergyOp of ``a @ b`` (batched, broadcasting): output elements x the shared dimension MACs.
+    operand: the tensor whose non-zeros drive the accumulates (default a, e.g. the spike queries)."""
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"a and b must be torch.Tensors, got {type(a).__name__} and {type(b).__name__}")
+    if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"a @ b needs a [..., n, k] and b [..., k, m], got {tuple(a.shape)} and {tuple(b.shape)}")
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    macs = _prod(batch) * a.shape[-2] * b.shape[-1] * a.shape[-1]
+    return EnergyOp(name, float(macs), a if operand is None else operand)
 
 
 @dataclass
@@ -362,7 +373,8 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
 
     inputs: a tensor (or a tuple/list of tensors, passed as model(*inputs)). T: time steps (default:
     model.T, else the first dimension of a 5-D input). batch_size: samples in the batch (default: dim 1
-    of a 5-D input [T, B, C, H, W] or of a 3-D input [T, B, F] whose first dim is T, else dim 0).
+    of a 5-D input [T, B, C, H, W] or of a 3-D input [T, B, F] whose first dim is T, else dim 0; pass it
+    for other sequence layouts, e.g. a 4-D [T, B, C, L], which would read as an image batch).
     e_mac / e_ac: energy per MAC / AC in pJ. Neuron state is reset before and after (reset_net).
     eval_mode=False runs in the model's current mode (training mode: BN normalises with the batch's
     statistics, which gives an untrained network realistic firing rates); buffers such as BN running
