@@ -9,7 +9,7 @@ from torch import nn
 import spikeforge as sf
 from spikeforge import models, tools
 from spikeforge.nn import MultiStep, SpikeLinear, direct_encode
-from spikeforge.tools.energy import EnergyOp, input_kind, matmul_op
+from spikeforge.tools.energy import EnergyOp, input_kind, matmul_op, report_op
 
 E_MAC, E_AC = 4.6, 0.9
 
@@ -147,6 +147,32 @@ def test_energy_ops_opt_in():
     assert av.kind == "counts" and av.rate == pytest.approx(float(a.mean())) and av.macs == N * N * d
     assert lut.sops == pytest.approx(0.5 * 100 / B) and lut.macs == pytest.approx(100 / B / T)
     assert proj.kind == "counts" and proj.macs == N * d * d  # y = a s holds integer sums too
+
+
+class ReportingMatmul(nn.Module):
+    """s @ s^T reported from inside forward with report_op (no energy_ops, nothing kept on the module)."""
+
+    def forward(self, s):
+        report_op(self, matmul_op("s@sT", s, s.transpose(-1, -2)))
+        return s @ s.transpose(-1, -2)
+
+
+def test_report_op_inside_forward():
+    T, B, N, d = 2, 3, 4, 5
+    s = (torch.rand(T, B, N, d) < 0.3).float()
+    model = nn.Sequential(ReportingMatmul(), MultiStep(nn.Linear(N, 2)))
+    rep = tools.energy(model, s, T=T, batch_size=B)  # a 4-D [T, B, N, d] input: say which dim is B
+    assert [r.name for r in rep.layers] == ["0.s@sT", "1.0"]
+    r = rep.layers[0]
+    assert r.type == "ReportingMatmul.s@sT" and r.macs == N * N * d and r.steps == T
+    assert r.sops == pytest.approx(float(s.mean()) * T * N * N * d)
+    model(s)  # outside an estimate report_op does nothing
+    with pytest.raises(ValueError, match="EnergyOp.macs"):
+        class Bad(nn.Module):
+            def forward(self, x):
+                report_op(self, EnergyOp("bad", float("nan"), x))
+                return x
+        tools.energy(Bad(), s, T=T, batch_size=B)
 
 
 def test_matmul_op():

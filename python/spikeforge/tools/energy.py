@@ -33,7 +33,8 @@ own), e.g. for spiking self-attention ``q @ k^T`` and ``attn @ v``::
         return [matmul_op("q@kT", q, k.transpose(-2, -1)),     # rate of the spike queries
                 matmul_op("attn@v", attn, v, operand=v)]       # or EnergyOp(name, macs, operand) by hand
 
-The operand is the tensor whose non-zero entries trigger the accumulates: its firing rate and kind
+Or, keeping no tensors on the module, call ``report_op(self, matmul_op("q@kT", q, kT))`` inside forward
+(a no-op unless energy() is running). The operand is the tensor whose non-zero entries trigger the accumulates: its firing rate and kind
 (spikes / counts / real) are measured from it, and its leading dimensions give the steps. A module with
 ``energy_ops`` is never counted by the built-in rules, so a custom synaptic layer can also use it.
 """
@@ -47,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["E_MAC_PJ", "E_AC_PJ", "EnergyOp", "LayerEnergy", "EnergyReport", "energy", "layer_macs",
-           "input_kind", "matmul_op"]
+           "input_kind", "matmul_op", "report_op"]
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014), as in the papers
 E_AC_PJ = 0.9   # pJ per 32-bit float accumulate
@@ -229,6 +230,7 @@ class _Estimator:
         self.model, self.T, self.B, self.e_mac, self.e_ac = model, T, batch_size, e_mac, e_ac
         self.layers: dict[str, LayerEnergy] = {}
         self.handles = []
+        self.names: dict[int, str] = {}  # id(module) -> qualified name, for report_op
 
     def steps_of(self, shape: Sequence[int]) -> int:
         """Time steps a call covered per sample, from the leading dimensions of its input."""
@@ -270,7 +272,11 @@ class _Estimator:
     def hook(self, name: str):
         def fn(module, inputs, output):
             if hasattr(module, "energy_ops") and callable(module.energy_ops):
-                self._reported(name, module, inputs, output)
+                where = f"{type(module).__name__}.energy_ops ({name or 'model'})"
+                ops = module.energy_ops(inputs, output)
+                if ops is None:
+                    raise TypeError(f"{where} must return an iterable of EnergyOp, got None")
+                self._reported(name, module, ops, where)
                 return
             x = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
             if not isinstance(x, Tensor) or not isinstance(output, Tensor):
@@ -284,11 +290,7 @@ class _Estimator:
                      kind == "real" and self.time_invariant(x, steps))
         return fn
 
-    def _reported(self, name: str, module: nn.Module, inputs, output) -> None:
-        ops = module.energy_ops(inputs, output)
-        where = f"{type(module).__name__}.energy_ops ({name or 'model'})"
-        if ops is None:
-            raise TypeError(f"{where} must return an iterable of EnergyOp, got None")
+    def _reported(self, name: str, module: nn.Module, ops, where: str) -> None:
         for op in ops:
             if not isinstance(op, EnergyOp):
                 op = EnergyOp(*op)
@@ -316,13 +318,17 @@ class _Estimator:
 
     def attach(self) -> None:
         for name, m in self.model.named_modules():
+            self.names[id(m)] = name
             if _is_synaptic(m) or (hasattr(m, "energy_ops") and callable(m.energy_ops)):
                 self.handles.append(m.register_forward_hook(self.hook(name)))
+        _ACTIVE.append(self)
 
     def detach(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles = []
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def report(self) -> EnergyReport:
         rep = EnergyReport(layers=[], T=self.T, batch_size=self.B, e_mac_pj=self.e_mac, e_ac_pj=self.e_ac)
@@ -343,6 +349,28 @@ class _Estimator:
             spike_dense += rec._spike_dense
         rep.mean_rate = rep.total_sops / spike_dense if spike_dense > 0 else None
         return rep
+
+
+_ACTIVE: list = []  # the estimators of the energy() calls now running (innermost last)
+
+
+def report_op(module: nn.Module, *ops) -> None:
+    """Reports EnergyOps from inside ``module``'s forward while energy() runs; does nothing otherwise.
+
+    The alternative to an ``energy_ops`` method that needs no tensors kept on the module::
+
+        attn = q @ k.transpose(-2, -1)
+        report_op(self, matmul_op("q@kT", q, k.transpose(-2, -1)))
+
+    Outside an estimate the cost is one list check (matmul_op itself only multiplies shapes).
+    """
+    if not _ACTIVE:
+        return
+    est = _ACTIVE[-1]
+    name = est.names.get(id(module))
+    if name is None:  # a module outside the model being estimated
+        return
+    est._reported(name, module, ops, f"report_op({type(module).__name__} {name or 'model'})")
 
 
 # ------------------------------------------------------------------------------------------------
