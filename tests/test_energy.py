@@ -296,3 +296,14 @@ def test_cli_energy_json_and_checkpoint(tmp_path, capsys):
                    "--batch", "2"])
     text = capsys.readouterr().out
     assert rc == 0 and "mJ per image" in text and "layer4.1.conv2" in text
+
+
+def test_tools_namespace():
+    import importlib
+
+    import spikeforge
+
+    assert callable(spikeforge.tools.energy) and spikeforge.tools.energy is tools.energy
+    for name in ("bench_neurons", "bench_psn", "bench_spikes", "bench_models", "benchutil", "monitor"):
+        assert importlib.import_module(f"spikeforge.tools.{name}").__name__ == f"spikeforge.tools.{name}"
+    assert importlib.import_module("spikeforge.tools.energy").energy is tools.energy  # the module behind it
