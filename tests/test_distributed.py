@@ -12,6 +12,7 @@ Neuron membrane state is a plain attribute (not a registered buffer), so DDP nev
 per rank and reset by reset_net (the zoo models reset in every forward).
 """
 import os
+import time
 
 import pytest
 import torch
@@ -108,7 +109,13 @@ def _worker(rank, init_file, out_dir):
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_ddp_two_processes_match_one_process(tmp_path):
     torch.set_num_threads(1)
-    mp.spawn(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
+    ctx = mp.spawn(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 180  # a hung collective must fail the test, not stall the suite
+    while not ctx.join(timeout=1):  # raises when a worker failed
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            pytest.fail("the 2 DDP workers did not finish within 180 s")
     res = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     # neuron state is no buffer: DDP broadcasts only BN statistics
