@@ -41,6 +41,7 @@ Or, keeping no tensors on the module, call ``report_op(self, matmul_op("q@kT", q
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
@@ -57,7 +58,7 @@ KINDS = ("spikes", "counts", "real")
 
 
 class EnergyOp(NamedTuple):
-    """One operation a module reports through ``energy_ops``.
+    """One operation a module reports through ``energy_ops`` or ``report_op``.
 
     name: label inside the module ("q@kT"; "" for the module itself). macs: dense multiply-accumulates
     this call performed, over all its rows (every step and sample of the call). operand: the tensor whose
@@ -296,7 +297,7 @@ class _Estimator:
                 op = EnergyOp(*op)
             if not isinstance(op.name, str):
                 raise TypeError(f"{where}: EnergyOp.name must be a str, got {type(op.name).__name__}")
-            if isinstance(op.macs, bool) or not isinstance(op.macs, (int, float)) or not math.isfinite(op.macs) \
+            if isinstance(op.macs, bool) or not isinstance(op.macs, numbers.Real) or not math.isfinite(op.macs) \
                     or op.macs < 0:
                 raise ValueError(f"{where}: EnergyOp.macs must be a finite number >= 0, got {op.macs!r}")
             label = ".".join(p for p in (name, op.name) if p) or type(module).__name__
