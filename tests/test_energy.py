@@ -209,6 +209,8 @@ def test_energy_ops_bad_entries_and_argument_checks():
         tools.energy(Bad(EnergyOp("m", 1.0, kind="spikes")), x)
     with pytest.raises(TypeError, match="operand"):
         tools.energy(Bad(EnergyOp("m", 1.0, operand=[1])), x)
+    with pytest.raises(ValueError, match="EnergyOp.steps"):
+        tools.energy(Bad(EnergyOp("m", 1.0, x, steps=0)), x)
     assert tools.energy(Bad(("m", 6.0, x)), x).layers[0].sops == 3.0  # a plain tuple works too
     with pytest.raises(TypeError, match="model must be"):
         tools.energy(lambda x: x, x)

@@ -312,7 +312,7 @@ class _Estimator:
                 _check_op_kind(where, op.kind, op.rate)
                 kind, rate = op.kind, float(op.rate or 0.0)
                 steps, invariant = (op.steps if op.steps is not None else self.T), False
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
                 raise ValueError(f"{where}: EnergyOp.steps must be an int >= 1, got {steps!r}")
             self.add(label, type(module).__name__ + (f".{op.name}" if op.name else ""), op.macs, kind, rate,
                      steps, invariant)
