@@ -8,6 +8,6 @@ from ._native import native, native_error  # noqa: F401
 __version__ = "0.1.0"
 
 from . import ops, reference, nn  # noqa: E402,F401
-from . import models, data  # noqa: E402,F401  (model zoo; shipped datasets)
+from . import models, data, tools  # noqa: E402,F401  (model zoo; shipped datasets; energy, monitor, benchmarks)
 
 __all__ = ["ops", "reference", "nn", "__version__"]

@@ -3,6 +3,7 @@
     spikeforge info                      build, native module, CUDA arches, OpenMP/threads, devices
     spikeforge bench neurons [options]   kernel benchmarks (shared/BENCHMARKS.md); --json / --plot
     spikeforge train [options]           train a zoo model (default: sew_resnet18_cifar on the shipped digits)
+    spikeforge energy [options]          per-layer firing rates, SOPs, MACs and energy (mJ) of a zoo model
 
 A benchmark target is a module ``spikeforge.tools.bench_<name>`` exposing NAME, HELP,
 ``add_arguments(parser)`` and ``run(args) -> int``; registering it is one line in BENCH_TARGETS.
@@ -119,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
                          description=(train_mod.__doc__ or "").strip().split("\n\n")[0])
     train_mod.add_arguments(ptr)
     ptr.set_defaults(func=train_mod.run)
+
+    energy_mod = importlib.import_module("spikeforge.tools.energy")
+
+    pe = sub.add_parser("energy", help="per-layer firing rates, SOPs, MACs and energy (mJ) of a zoo model",
+                        description="Energy estimate of a zoo model on random or shipped input (E_MAC = 4.6 pJ, "
+                                    "E_AC = 0.9 pJ; SOPs = input firing rate x T x MACs; a layer whose input "
+                                    "is not binary is charged MACs), with the ANN-equivalent energy.")
+    energy_mod.add_arguments(pe)
+    pe.set_defaults(func=energy_mod.run)
     return p
 
 

@@ -113,18 +113,21 @@ class _ConvSavingUint8(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, stride, padding, dilation, groups):
-        ctx.conf = (stride, padding, dilation, groups, x.dtype)
+        y = torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
+        # y.dtype is the dtype the convolution ran in: under autocast lower than x's and weight's
+        ctx.conf = (stride, padding, dilation, groups, y.dtype)
         ctx.save_for_backward(x.to(torch.uint8), weight)
-        return torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
         x8, weight = ctx.saved_tensors
         stride, padding, dilation, groups, dtype = ctx.conf
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # the backward runs in the forward's compute dtype; autograd casts gx / gw to x's / weight's dtype
         gx, gw, _ = torch.ops.aten.convolution_backward(
-            grad, x8.to(dtype), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
-            [need_x, need_w, False])
+            grad.to(dtype), x8.to(dtype), weight.to(dtype), None, list(stride), list(padding), list(dilation),
+            False, [0, 0], groups, [need_x, need_w, False])
         return gx, gw, None, None, None, None
 
 
@@ -206,7 +209,9 @@ class _BNSpikeFn(torch.autograd.Function):
 def _fusable(bn: nn.Module, sn: nn.Module, y: Tensor) -> bool:
     return (type(bn) is SeqBatchNorm2d and bn.training and bn.affine and bn.track_running_stats
             and torch.is_grad_enabled() and y.dim() == 5 and isinstance(sn, (IF, LIF, PLIF))
-            and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None)
+            and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None
+            # a neuron observed by spikeforge.tools.FiringRateMonitor must run through its forward (and hooks)
+            and not getattr(sn, "run_unfused", False))
 
 
 def bn_spike(bn: nn.Module, sn: nn.Module, y: Tensor, fuse: bool) -> Tensor:

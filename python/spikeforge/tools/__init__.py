@@ -1,5 +1,18 @@
-"""Tools behind the ``spikeforge`` command line: benchmarks (``bench_*``) and their shared helpers.
+"""Tools around the models and behind the ``spikeforge`` command line.
 
-A benchmark target is one module ``spikeforge.tools.bench_<name>`` with ``add_arguments(parser)``
-and ``run(args) -> int``, registered by one line in ``spikeforge.cli.BENCH_TARGETS``.
+- ``energy(model, inputs)``: per-layer firing rates, MACs, SOPs and energy with the ANN-equivalent
+  energy (tools/energy.py; ``EnergyOp`` is the opt-in for operations the hooks cannot see).
+- ``FiringRateMonitor(model)``: per-layer firing rates over a run, a table and a PNG (tools/monitor.py).
+- benchmarks (``bench_*``) and their shared helpers (benchutil). A benchmark target is one module
+  ``spikeforge.tools.bench_<name>`` with ``add_arguments(parser)`` and ``run(args) -> int``, registered
+  by one line in ``spikeforge.cli.BENCH_TARGETS``.
+
+``spikeforge.tools.energy`` is the function (the module's names are imported from
+``spikeforge.tools.energy`` by ``from ... import``, which reads the module, or re-exported here).
 """
+from .energy import E_AC_PJ, E_MAC_PJ, EnergyOp, EnergyReport, LayerEnergy, energy, matmul_op  # noqa: F401
+from .energy import report_op  # noqa: F401
+from .monitor import FiringRateMonitor, LayerRate  # noqa: F401
+
+__all__ = ["energy", "EnergyOp", "matmul_op", "report_op", "EnergyReport", "LayerEnergy", "E_MAC_PJ", "E_AC_PJ", "FiringRateMonitor",
+           "LayerRate"]

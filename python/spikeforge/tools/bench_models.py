@@ -12,6 +12,7 @@ operators that dominate each contender's step (torch.profiler, self CPU time).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from typing import Optional
@@ -240,6 +241,34 @@ def case_table(c: dict) -> str:
     return title + "\n" + bu.format_table(head, rows)
 
 
+def plot(cases: list[dict], path: str, title: str) -> None:
+    """Per model: training-step time and saved activations (MiB) of every implementation, side by side."""
+    plt = bu.pyplot()
+    if plt is None:
+        return
+    impls = list(dict.fromkeys(r["impl"] for c in cases for r in c["rows"]))
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 2.5 * len(cases) + 5), 4.5))
+    width = 0.8 / max(1, len(impls))
+    names = [f"{c['model']}\nT={c['T']} B={c['batch']} {c['size']}px" for c in cases]
+    for ax, value, ylabel in ((axes[0], lambda r: r.get("median_ms"), "training step, ms (median)"),
+                              (axes[1], lambda r: r["saved"]["activations"] / 2**20 if r.get("saved") else None,
+                               "activations saved for backward, MiB")):
+        for i, impl in enumerate(impls):
+            vals = [next((value(r) for r in c["rows"] if r["impl"] == impl), None) for c in cases]
+            ax.bar([j + (i - (len(impls) - 1) / 2) * width for j in range(len(cases))],
+                   [math.nan if v is None else v for v in vals], width, label=impl)
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(names, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def run(args) -> int:
     device = bu.resolve_device(args.device)
     bu.setup_threads(args, device)
@@ -282,4 +311,7 @@ def run(args) -> int:
                                   "settings": {"reps": args.reps, "warmup": args.warmup,
                                                "threads": torch.get_num_threads(), "quick": args.quick},
                                   "cases": cases})
+    if args.plot:
+        plot(cases, args.plot, f"spikeforge bench models on {env['device_name']} ({env['device']}, "
+                               f"{env['torch_threads']} threads)")
     return 0

@@ -234,24 +234,37 @@ def case_table(c: dict) -> str:
 
 
 def plot(cases: list[dict], path: str, title: str) -> None:
+    """Two panels over the cases: the forward+backward roofline fraction (GB/s over the copy
+    bandwidth) of every contender, and its time over spikeforge's (log scale)."""
     plt = bu.pyplot()
     if plt is None:
         return
-    labels = list(dict.fromkeys(r["label"] for c in cases for r in c["rows"][1:]))
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(cases) + 4), 4.5))
-    width = 0.8 / max(1, len(labels))
-    for i, lab in enumerate(labels):
-        vals = [next((r.get("fwd_bwd_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
-                for c in cases]
-        ax.bar([j + (i - (len(labels) - 1) / 2) * width for j in range(len(cases))],
-               [math.nan if v is None else v for v in vals], width, label=lab)
-    ax.set_xticks(range(len(cases)))
-    ax.set_xticklabels([f"{c['op']} T={c['T']}" for c in cases], fontsize=8)
-    ax.set_yscale("log")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_ylabel("forward+backward time / spikeforge's (>1: spikeforge faster)", fontsize=8)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
+    labels = list(dict.fromkeys(r["label"] for c in cases for r in c["rows"]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.6 * len(cases) + 4), 8))
+    names = [f"{c['op']} T={c['T']}" + (f"\n{c['dtype']}" if c.get("dtype") else "") for c in cases]
+    for ax, key, shown, log, ylabel in (
+            (axes[0], "fwd_bwd_roofline_fraction", labels, False, "forward+backward GB/s / copy GB/s"),
+            (axes[1], "fwd_bwd_ratio_vs_spikeforge", labels[1:], True,
+             "forward+backward time / spikeforge's (>1: spikeforge faster)")):
+        width = 0.8 / max(1, len(shown))
+        for i, lab in enumerate(shown):
+            vals = [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases]
+            ax.bar([j + (i - (len(shown) - 1) / 2) * width for j in range(len(cases))],
+                   [math.nan if v is None else v for v in vals], width, label=lab,
+                   color=colors[labels.index(lab) % len(colors)])
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(names, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        if log:
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="black", linewidth=0.8)
+        else:
+            ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")  # the copy bandwidth
+        ax.legend(fontsize=7)
+    axes[0].set_title(title + "\nroofline fraction", fontsize=9)
+    axes[1].set_title("ratio vs spikeforge", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -73,6 +73,32 @@ def _fwd_bwd(fn, s, w, b, gy):
     return run
 
 
+def plot(results: list[dict], ops, path: str, device_name: str) -> None:
+    """Spike-propagation crossover curves: median ms of the event-driven and the dense path against the
+    firing rate, forward and forward+backward, one panel per op."""
+    plt = bu.pyplot()
+    if plt is None:
+        return
+    ops = list(ops)
+    fig, axes = plt.subplots(1, len(ops), figsize=(6 * len(ops), 4.5), squeeze=False)
+    for ax, op in zip(axes[0], ops):
+        rs = sorted((r for r in results if r["op"] == op), key=lambda r: r["rate"])
+        x = [100 * r["rate"] for r in rs]
+        for key, label, style in (("fwd_ms", "forward", "-"), ("fwd_bwd_ms", "forward+backward", "--")):
+            ax.plot(x, [r[key]["spikeforge"] for r in rs], "o" + style, color="C0", label=f"event {label}")
+            ax.plot(x, [r[key]["dense"] for r in rs], "s" + style, color="C1", label=f"dense torch {label}")
+        ax.set_xscale("log")
+        ax.set_xlabel("firing rate (%)")
+        ax.set_ylabel("ms (median)")
+        ax.set_title(f"{op}: {rs[0]['shape'] if rs else ''} ({device_name})", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def run(args) -> int:
     device = bu.resolve_device(args.device)
     bu.setup_threads(args, device)
@@ -128,22 +154,5 @@ def run(args) -> int:
     if args.json:
         bu.write_json(args.json, {"target": NAME, "environment": env, "results": results, "crossover": crossover})
     if args.plot:
-        plt = bu.pyplot()
-        if plt is not None:
-            fig, axes = plt.subplots(1, len(args.op), figsize=(6 * len(args.op), 4.5), squeeze=False)
-            for ax, op in zip(axes[0], args.op):
-                rs = [r for r in results if r["op"] == op]
-                x = [100 * r["rate"] for r in rs]
-                for key, label, style in (("fwd_ms", "forward", "-"), ("fwd_bwd_ms", "forward+backward", "--")):
-                    ax.plot(x, [r[key]["spikeforge"] for r in rs], "o" + style, color="C0", label=f"event {label}")
-                    ax.plot(x, [r[key]["dense"] for r in rs], "s" + style, color="C1", label=f"dense torch {label}")
-                ax.set_xscale("log")
-                ax.set_xlabel("firing rate (%)")
-                ax.set_ylabel("ms (median)")
-                ax.set_title(f"{op}: {rs[0]['shape'] if rs else ''} ({env['device_name']})", fontsize=9)
-                ax.legend(fontsize=8)
-                ax.grid(alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(args.plot, dpi=110)
-            print(f"wrote {args.plot}")
+        plot(results, args.op, args.plot, env["device_name"])
     return 0

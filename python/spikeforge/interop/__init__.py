@@ -1,0 +1,36 @@
+"""Interoperability with other SNN libraries (all optional: nothing here imports a peer at import time).
+
+- ``to_nir(model, input_shape)`` / ``from_nir(graph)``: the Neuromorphic Intermediate Representation
+  (needs ``pip install nir``); see ``spikeforge.interop.nir_io`` for the time-step convention.
+- ``spikeforge.interop.spikingjelly.patch(model)``: swap a SpikingJelly model's multi-step neurons for
+  spikeforge's fused ones.
+- ``spikeforge.interop.snntorch``: multi-step snnTorch ``Leaky`` layers with snnTorch's numbers.
+
+The submodules load on first attribute access, so ``import spikeforge`` never imports nir, SpikingJelly
+or snnTorch.
+"""
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["to_nir", "from_nir", "nir_io", "spikingjelly", "snntorch"]
+
+_SUBMODULES = ("nir_io", "spikingjelly", "snntorch")
+
+
+def to_nir(model, input_shape=None, *, dt=None):
+    """Export a sequential spikeforge model to a nir.NIRGraph (see spikeforge.interop.nir_io.to_nir)."""
+    from . import nir_io
+    return nir_io.to_nir(model, input_shape, dt=nir_io.DEFAULT_DT if dt is None else dt)
+
+
+def from_nir(graph, *, dt=None):
+    """A runnable multi-step module from a nir.NIRGraph or a NIR file (see spikeforge.interop.nir_io.from_nir)."""
+    from . import nir_io
+    return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,26 @@
+"""Mixed precision (torch.autocast, as under FSDP / AMP training) through the zoo models' compact path: the
+uint8-saving convolution runs its backward in the forward's compute dtype, so a bfloat16 autocast step gives
+exactly the gradients of the plain (compact=False) model."""
+import torch
+
+from spikeforge import models
+
+
+def test_autocast_bf16_compact_equals_plain():
+    torch.set_num_threads(1)
+    x = torch.rand(2, 3, 16, 16) * 3
+    res = {}
+    for compact in (True, False):
+        torch.manual_seed(0)
+        m = models.sew_resnet18_cifar(width=4, T=2, compact=compact, zero_init_residual=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(x)
+        out.float().sum().backward()
+        res[compact] = (out, {n: p.grad for n, p in m.named_parameters()})
+    out, grads = res[True]
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, res[False][0], rtol=0, atol=0)
+    for name, g in grads.items():
+        assert g.dtype == torch.float32  # parameters stay float32, so do their gradients
+        torch.testing.assert_close(g, res[False][1][name], rtol=0, atol=0)
+    assert all(float(g.abs().sum()) > 0 for g in grads.values())
