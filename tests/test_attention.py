@@ -380,6 +380,11 @@ def test_results_do_not_depend_on_thread_count(path):
         assert torch.equal(_call(ops, name, ts), one[name])
 
 
+def _has_matplotlib():
+    import importlib.util
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def test_bench_attention_smoke(tmp_path):
     """`spikeforge bench attention` runs end to end at a tiny size and writes its JSON (every contender
     timed, outputs equal to spikeforge's, saved bytes recorded)."""
@@ -389,9 +394,12 @@ def test_bench_attention_smoke(tmp_path):
 
     out = tmp_path / "attention.json"
     rc = cli.main(["bench", "attention", "--no-thp", "--quick", "--dim", "16", "--heads", "2", "--tokens", "9",
-                   "--reps", "1", "--op", "ssa", "qk_channel", "--json", str(out)])
+                   "--reps", "1", "--op", "ssa", "qk_channel", "--json", str(out)]
+                  + (["--plot", str(tmp_path / "attention.png")] if _has_matplotlib() else []))
     assert rc == 0
     data = json.loads(out.read_text())
+    if _has_matplotlib():
+        assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [c["op"] for c in data["cases"]] == ["ssa", "qk_channel_attention"]
     for case in data["cases"]:
         assert case["shape"] == [4, 2, 2, 9, 8]

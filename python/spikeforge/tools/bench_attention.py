@@ -184,6 +184,35 @@ def case_table(c: dict) -> str:
     return head + "\n" + bu.format_table(headers, rows)
 
 
+def plot(cases: list[dict], path: str, title: str) -> None:
+    """Forward and forward+backward time of every contender over spikeforge's, one bar group per case."""
+    plt = bu.pyplot()
+    if plt is None:
+        return
+    labels = list(dict.fromkeys(r["label"] for c in cases for r in c["rows"][1:]))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(cases) + 5), 4.5), sharey=True)
+    width = 0.8 / max(1, len(labels))
+    for ax, phase, name in zip(axes, ("fwd", "fwd_bwd"), ("forward", "forward+backward")):
+        for i, lab in enumerate(labels):
+            vals = [next((r.get(f"{phase}_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
+                    for c in cases]
+            ax.bar([j + (i - (len(labels) - 1) / 2) * width for j in range(len(cases))],
+                   [float("nan") if v is None else v for v in vals], width, label=lab)
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels([f"{c['op'].replace('_attention', '')}\nD={c['D']} h={c['heads']}" for c in cases],
+                           fontsize=6, rotation=90)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel("time / spikeforge's (>1: spikeforge faster)", fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def run(args) -> int:
     device = bu.resolve_device(args.device)
     bu.setup_threads(args, device)
@@ -224,4 +253,7 @@ def run(args) -> int:
             "cases": cases}
     if args.json:
         bu.write_json(args.json, data)
+    if args.plot:
+        plot(cases, args.plot, f"spikeforge bench attention on {env['device_name']} ({env['device']}, "
+                               f"{env['torch_threads']} threads)")
     return 0
