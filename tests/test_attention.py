@@ -235,3 +235,107 @@ def test_non_contiguous_inputs(device):
         inputs = [t.transpose(2, 3) for t in base]
         assert not inputs[0].is_contiguous()
         assert torch.equal(_call(ops, name, inputs), _call(reference, name, [t.contiguous() for t in inputs]))
+
+
+# ------------------------------------------------------------------------------------------------
+# native kernels: custom ops, the composed fallback, per-slice binary detection
+# ------------------------------------------------------------------------------------------------
+import spikeforge.ops.attention as attention_mod  # noqa: E402
+from spikeforge.reference.surrogate import SURROGATES  # noqa: E402
+
+needs_native = pytest.mark.skipif(not attention_mod._NATIVE_ATTENTION,
+                                  reason="the native module has no attention kernels")
+#         (k_leak, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate id, alpha)
+NEURON_ARGS = [(0.5, 0.5, 0.0, True, True, True, SURROGATES["sigmoid"][0], 4.0),
+               (0.25, 1.0, 0.0, False, False, False, SURROGATES["atan"][0], 2.0)]
+
+
+@needs_native
+@pytest.mark.parametrize("neuron", NEURON_ARGS, ids=["default", "soft-nodecay"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_opcheck_ssa_fwd(device, neuron, dtype):
+    if dtype == torch.float64 and device == "cuda":
+        pytest.skip("float64 is CPU only")
+    q, k, v = _inputs("ssa", (3, 2, 9, 5), device, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(torch.ops.spikeforge.ssa_fwd.default, (q, k, v, 0.125) + neuron)
+
+
+@needs_native
+@pytest.mark.parametrize("neuron", NEURON_ARGS, ids=["default", "soft-nodecay"])
+@pytest.mark.parametrize("case", ["sdsa", "qk_channel", "qk_token"])
+def test_opcheck_attention_reduce_fwd(device, neuron, case):
+    name = {"sdsa": "sdsa", "qk_channel": "qk_channel_attention", "qk_token": "qk_token_attention"}[case]
+    ts = _inputs(name, (3, 2, 9, 5), device, requires_grad=True)
+    if case == "sdsa":
+        args = (ts[1], ts[2], ts[0], True)
+    else:
+        args = (ts[0], None, ts[1], case == "qk_channel")
+    torch.library.opcheck(torch.ops.spikeforge.attention_reduce_fwd.default, args + neuron)
+
+
+@needs_native
+@pytest.mark.parametrize("name", OPS)
+def test_native_matches_composed_fallback(device, name, monkeypatch):
+    """The same call through the composed fallback (no native kernels) gives the same spikes and
+    gradients."""
+    inputs = _inputs(name, (4, 3, 14, 8), device, requires_grad=True)
+    out = _call(ops, name, inputs)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, g)
+    monkeypatch.setattr(attention_mod, "_NATIVE_ATTENTION", False)
+    out_c = _call(ops, name, inputs)
+    grads_c = torch.autograd.grad(out_c, inputs, g)
+    assert torch.equal(out, out_c)
+    for a, b in zip(grads, grads_c):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_compiled_graph_holds_the_custom_ops():
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        from torch._dynamo.backends.debugging import aot_eager
+        return aot_eager(gm, example_inputs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(_chain, backend=recording_backend, fullgraph=True)
+    compiled(*_inputs("ssa", (3, 2, 7, 4), requires_grad=True))
+    assert graphs and "spikeforge.ssa_fwd" in graphs[0] and "spikeforge.attention_reduce_fwd" in graphs[0]
+
+
+def test_ssa_binary_and_dense_slices_mixed(device):
+    """The popcount path is taken per (t, slice) only where K and V are 0/1; a slice holding any other
+    value (here 2 or 0.5) is summed densely. Both kinds in one call equal the reference."""
+    q, k, v = _inputs("ssa", (4, 3, 10, 6), device, p=0.4)
+    k[1, 2, 3, 1] = 2.0
+    v[3, 0, 5, 5] = 0.5
+    assert torch.equal(ops.ssa(q, k, v), reference.ssa(q, k, v))
+    q[2, 1, 0, 0] = -1.0  # a negative query weight
+    assert torch.equal(ops.ssa(q, k, v), reference.ssa(q, k, v))
+
+
+def test_nan_and_inf_propagate_like_the_reference(device):
+    """A zero query times an infinite K^T V entry is NaN in a matmul; the kernel's zero skipping must not
+    hide it (compared with the composition, which has the kernel's K^T V order: with inf the paper's
+    (Q K^T) V order differs), and a NaN in k spreads like the reference's."""
+    q, k, v = _inputs("ssa", (2, 1, 6, 4), device, p=0.5)
+    v[0, 0, 2, 1] = float("inf")
+    k[0, 0, 2, :] = 1.0
+    out, ref = ops.ssa(q, k, v), attention_mod.composed("ssa")(q, k, v)
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(7), ref.nan_to_num(7))
+    q, k = _inputs("qk_token_attention", (2, 1, 6, 4), device)
+    k[1, 0, 3, 2] = float("nan")
+    for name in ("qk_token_attention", "qk_channel_attention"):
+        out, ref = _call(ops, name, (q, k)), _call(reference, name, (q, k))
+        assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(7), ref.nan_to_num(7))
+
+
+def test_results_do_not_depend_on_thread_count():
+    inputs = {name: _inputs(name, (4, 5, 12, 8)) for name in OPS}
+    torch.set_num_threads(1)
+    one = {name: _call(ops, name, ts) for name, ts in inputs.items()}
+    torch.set_num_threads(2)
+    for name, ts in inputs.items():
+        assert torch.equal(_call(ops, name, ts), one[name])

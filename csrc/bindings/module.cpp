@@ -19,6 +19,7 @@ namespace spikeforge::bind {
 void register_neuron(nb::module_& m);
 void register_psn(nb::module_& m);
 void register_spike(nb::module_& m);
+void register_attention(nb::module_& m);
 }
 
 #ifndef SPIKEFORGE_VERSION
@@ -107,4 +108,5 @@ NB_MODULE(_C, m) {
   spikeforge::bind::register_neuron(m);
   spikeforge::bind::register_psn(m);
   spikeforge::bind::register_spike(m);
+  spikeforge::bind::register_attention(m);
 }

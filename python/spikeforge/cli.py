@@ -22,6 +22,7 @@ BENCH_TARGETS = {
     "psn": "spikeforge.tools.bench_psn",
     "spikes": "spikeforge.tools.bench_spikes",
     "models": "spikeforge.tools.bench_models",
+    "attention": "spikeforge.tools.bench_attention",
 }
 
 

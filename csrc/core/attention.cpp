@@ -1,0 +1,67 @@
+// Argument checks of the attention family, shared by the CPU and CUDA entry points.
+// Python validates first with friendlier messages; these are the native safety net.
+#include "attention.h"
+
+#include <cmath>
+#include <string>
+
+#include "index.h"
+
+namespace spikeforge {
+namespace {
+
+// Returns T * B * N * D, formed without overflow (sizes come from the caller; core/index.h).
+int64_t check_params(const AttentionParams& p) {
+  SF_CHECK_ARG(p.T >= 0 && p.B >= 0 && p.N >= 0 && p.D >= 0, "q: negative size");
+  const int64_t numel = checked_mul(checked_mul(checked_mul(p.T, p.B, "q"), p.N, "q"), p.D, "q");
+  SF_CHECK_ARG(std::isfinite(p.scale), "scale must be finite");
+  SF_CHECK_ARG(std::isfinite(p.k) && p.k > 0.0, "tau must be a finite number > 0");
+  SF_CHECK_ARG(std::isfinite(p.v_threshold), "v_threshold must be finite");
+  SF_CHECK_ARG(std::isfinite(p.v_reset), "v_reset must be finite");
+  return numel;
+}
+
+void check_like(const TensorView& t, const TensorView& ref, int64_t numel, const char* ref_name, const char* name) {
+  check_dense(t, name);
+  check_same_dtype(ref, t, ref_name, name);
+  check_same_device(ref, t, ref_name, name);
+  check_numel(t, numel, name);
+}
+
+void check_small(const TensorView& t, const TensorView& ref, int64_t numel, const char* ref_name, const char* name) {
+  check_dense(t, name);
+  check_same_device(ref, t, ref_name, name);
+  const DType want = ref.dtype == DType::f64 ? DType::f64 : DType::f32;
+  SF_CHECK_ARG(t.dtype == want, std::string(name) + " must be " + dtype_name(want));
+  check_numel(t, numel, name);
+}
+
+}  // namespace
+
+void check_ssa_forward_args(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                            const AttentionParams& p) {
+  const int64_t numel = check_params(p);
+  check_dense(q, "q");
+  SF_CHECK_ARG(q.dtype != DType::i64, "q: dtype must be a float dtype");
+  check_numel(q, numel, "q");
+  check_like(k, q, numel, "q", "k");
+  check_like(v, q, numel, "q", "v");
+  check_like(out, q, numel, "q", "out");
+}
+
+void check_reduce_attention_forward_args(const TensorView& a, const TensorView* b2, const TensorView& m,
+                                         const TensorView& out, const TensorView& pre, const TensorView& mask,
+                                         const AttentionParams& p, bool reduce_tokens) {
+  const int64_t numel = check_params(p);
+  check_dense(a, "a");
+  SF_CHECK_ARG(a.dtype != DType::i64, "a: dtype must be a float dtype");
+  check_numel(a, numel, "a");
+  if (b2) check_like(*b2, a, numel, "a", "b");
+  check_like(m, a, numel, "a", "m");
+  check_like(out, a, numel, "a", "out");
+  const int64_t small = checked_mul(checked_mul(p.T, p.B, "pre"), reduce_tokens ? p.D : p.N, "pre");
+  check_small(pre, a, small, "a", "pre");
+  check_small(mask, a, small, "a", "mask");
+}
+
+}  // namespace spikeforge
