@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..nn.attention import (SDSA, SPS, SSA, QKChannelAttention, QKTokenAttention, SpikeCountConv2d, SpikingMLP,

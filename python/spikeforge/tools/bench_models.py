@@ -3,9 +3,10 @@ the same model built on the reference neurons (spikeforge.reference, a plain-PyT
 
 Standard cases (shared/BENCHMARKS.md): sew_resnet18 (ImageNet layout, 1000 classes) at T=4, batch 8, 64x64
 input on CPU, and spikformer_8_384 at T=4 (``--model spikformer_8_384 --batch 2 --size 224`` on this CPU: the
-paper's 14x14 = 196 tokens at a batch a 2-core machine steps in seconds), whose reference build also runs the
-attention from spikeforge.reference (the papers' (Q K^T) V order). Both models get the same initial weights and the same input; a step is zero_grad, forward,
-cross-entropy of the time-averaged logits, backward and an SGD step, timed round-robin in one process
+paper's 14x14 = 196 tokens at a batch a 2-core machine steps in about 15 s), whose reference build also runs the
+attention from spikeforge.reference (the papers' (Q K^T) V order). Both models get the same initial weights
+and the same input; a step is zero_grad, forward, cross-entropy of the time-averaged logits, backward and an
+SGD step, timed round-robin in one process
 (benchutil.side_by_side, medians). "saved" is what the forward keeps for the backward: the unique storages
 seen by torch.autograd.graph.saved_tensors_hooks, attributed to the module that saved them (conv, BN,
 neuron, attn = the attention op of a transformer block, other = additions, pooling, fc), so the table shows
