@@ -405,3 +405,39 @@ def test_train_size_options_are_checked():
         build_model(TrainConfig(model="sew_resnet18_cifar", dim=64), 1, 10)
     with pytest.raises(ValueError, match="meta_spikformer"):
         build_model(TrainConfig(model="meta_spikformer_15m", dim=64), 1, 10)
+
+
+def test_family_layouts():
+    """Which attention, which order, which head per family (the authors' codes)."""
+    def attns(m):
+        return [x for x in m.modules() if isinstance(x, sf.nn.attention._QKAttention)]
+
+    sp = models.spikformer_8_384()
+    assert all(type(a) is sf.nn.SSA and not a.pre_activation for a in attns(sp)) and len(attns(sp)) == 8
+    assert sp.head_sn is None and sp.patch_embed.variant == "spikformer" and sp.patch_embed.pooling == "1111"
+    sg = models.spikingformer_4_384_cifar()
+    assert all(type(a) is sf.nn.SSA and a.pre_activation for a in attns(sg)) and sg.patch_embed.pooling == "0011"
+    sd = models.sdt_8_384()
+    assert all(type(a) is sf.nn.SDSA and a.pre_activation for a in attns(sd)) and sd.head_sn is not None
+    meta = models.meta_spikformer_15m()
+    assert [a.dim for a in attns(meta)] == [256] * 6 + [360] * 2
+    assert all(a.repconv and isinstance(a.q_conv, sf.nn.RepConv) for a in attns(meta))
+    qk = models.qkformer_hst_10_384()
+    kinds = [(type(a).__name__, a.dim, a.num_heads) for a in attns(qk)]
+    assert kinds == [("QKTokenAttention", 96, 6)] + [("QKTokenAttention", 192, 6)] * 2 + [("SSA", 384, 6)] * 7
+    qkc = models.qkformer_hst_4_384_cifar()
+    assert [type(a).__name__ for a in attns(qkc)] == ["QKTokenAttention"] * 2 + ["SSA"] * 2
+    # every attention neuron fires at 0.5; the other neurons at 1 (SpikingJelly LIF defaults, tau 2)
+    assert all(a.attn_options["v_threshold"] == 0.5 for a in attns(qk))
+    lifs = [x for x in qk.modules() if isinstance(x, sf.nn.LIF)]
+    assert lifs and all(x.v_threshold == 1.0 and x.tau == 2.0 and x.detach_reset for x in lifs)
+
+
+def test_neuron_options_reach_the_attention_neuron():
+    m = models.spikformer_2_384_cifar(dim=16, num_heads=2, neuron_kwargs=dict(tau=3.0, surrogate="atan"))
+    a = next(x for x in m.modules() if isinstance(x, sf.nn.SSA))
+    assert a.attn_options == dict(tau=3.0, detach_reset=True, surrogate="atan", v_threshold=0.5)
+    assert all(x.surrogate == "atan" for x in m.modules() if isinstance(x, sf.nn.LIF))
+    for neuron in ("if", "plif"):  # other neurons build and train (attention keeps its LIF)
+        m = models.sdt_2_512_cifar(num_classes=3, T=2, dim=16, num_heads=2, neuron=neuron)
+        m(torch.rand(2, 3, 8, 8)).sum().backward()
