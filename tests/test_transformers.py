@@ -12,8 +12,6 @@ import spikeforge as sf
 from spikeforge import cli, data, models, reference
 from spikeforge.models import transformer
 
-from conftest import DEVICES
-
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -113,9 +111,8 @@ def _narrow(name):
     return dict(dim=64, num_heads=4)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(models.TRANSFORMER_MODELS))
-def test_forward_backward_every_model(name, device):
+def test_forward_backward_every_model(name, device):  # device: conftest's fixture (cpu; cuda when present)
     m = models.MODELS[name](num_classes=5, T=1, **_narrow(name)).to(device)
     size = 8 if name.endswith("_cifar") else 32  # CIFAR layout pools by 4, ImageNet by 16: 2x2 tokens
     out = m(torch.rand(2, 3, size, size, device=device))
