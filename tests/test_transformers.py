@@ -438,3 +438,28 @@ def test_neuron_options_reach_the_attention_neuron():
     for neuron in ("if", "plif"):  # other neurons build and train (attention keeps its LIF)
         m = models.sdt_2_512_cifar(num_classes=3, T=2, dim=16, num_heads=2, neuron=neuron)
         m(torch.rand(2, 3, 8, 8)).sum().backward()
+
+
+def test_compact_mode_saves_less():
+    from spikeforge.tools.bench_models import saved_bytes_by_module
+
+    torch.manual_seed(0)
+    kw = dict(num_classes=4, T=2, dim=32, depth=2, num_heads=4)
+    m = models.spikformer_4_384_cifar(**kw)
+    r = models.spikformer_4_384_cifar(backend="reference", **kw)
+    plain = models.spikformer_4_384_cifar(compact=False, **kw)
+    x = torch.rand(4, 3, 16, 16)
+    sm, sr, sp = (saved_bytes_by_module(k, x) for k in (m, r, plain))
+    assert sm["attn"] > 0 and sr["attn"] > 0  # the attention ops' saved tensors have their own column
+    assert sm["conv"] < sp["conv"] / 2  # uint8 inputs (all convs but the image's)
+    assert sm["neuron"] + sm["bn"] < (sp["neuron"] + sp["bn"]) / 2  # BN + SN keep one tensor
+    assert sm["activations"] < 0.5 * sr["activations"]
+
+
+def test_bench_models_cli_runs_a_transformer(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    rc = cli.main(["bench", "models", "--no-thp", "--model", "spikformer_4_256_cifar", "--T", "1", "--batch", "2",
+                   "--size", "8", "--reps", "1", "--threads", "1", "--num-classes", "10", "--json", str(out)])
+    case = json.loads(out.read_text())["cases"][0]
+    assert rc == 0 and case["saved_ratio"] < 1.0 and case["max_abs_logit_diff_train"] <= 1e-5
+    assert "spikformer_4_256_cifar T=1" in capsys.readouterr().out
