@@ -463,3 +463,20 @@ def test_bench_models_cli_runs_a_transformer(tmp_path, capsys):
     case = json.loads(out.read_text())["cases"][0]
     assert rc == 0 and case["saved_ratio"] < 1.0 and case["max_abs_logit_diff_train"] <= 1e-5
     assert "spikformer_4_256_cifar T=1" in capsys.readouterr().out
+
+
+def test_modules_keep_state_until_reset():
+    """Like the neurons, a module continues the sequence on its next call until reset()."""
+    torch.manual_seed(0)
+    for mod in (sf.nn.SSA(16, 4), sf.nn.SpikingMLP(16, pre_activation=True), sf.nn.SPS(3, 16, pooling="0011")):
+        mod.eval()
+        x = torch.rand(3, 2, 16, 4, 4) * 4 if not isinstance(mod, sf.nn.SPS) else torch.rand(3, 2, 3, 8, 8) * 4
+        first = mod(x)
+        assert any(m.v is not None for m in mod.modules() if isinstance(m, sf.nn.LIF))
+        mod.reset()
+        assert all(m.v is None for m in mod.modules() if isinstance(m, sf.nn.LIF))
+        torch.testing.assert_close(mod(x), first, rtol=0, atol=0)
+        sf.nn.reset_net(mod)
+        with pytest.raises(ValueError, match="reset"):  # a batch of another size on stale state is refused
+            mod(x[:, :1])
+            mod(x)

@@ -14,6 +14,10 @@ convolution has the parameters of nn.Linear on the tokens). Two orders of the la
 The attention itself is one spikeforge.ops call (or spikeforge.reference with backend="reference") on
 q, k, v of shape [T, B, heads, N, D / heads] with the papers' attention neuron (LIF, V_th = 0.5).
 
+The modules hold neurons, so like the neurons they keep their membrane state after a call (the next call
+continues the sequence): call ``reset()`` (or spikeforge.nn.reset_net) before an unrelated batch; the
+models do it at the start of every forward.
+
 compact=True (the models' default with spikeforge neurons): convolutions whose input is spikes or small
 integer spike counts keep that input for backward as uint8, and BN followed by a neuron keeps only its
 input (models.resnet.bn_spike); numerically identical, fewer bytes saved for backward. Needs neurons
@@ -29,7 +33,7 @@ from torch import Tensor, nn
 
 from .. import ops, reference
 from .layers import SeqBatchNorm2d, seq_apply
-from .neuron import LIF
+from .neuron import LIF, _Neuron
 
 __all__ = ["SSA", "SDSA", "QKTokenAttention", "QKChannelAttention", "SpikingMLP", "SPS", "RepConv",
            "SpikeCountConv2d", "default_neuron", "attention_options"]
@@ -51,6 +55,15 @@ def attention_options(neuron_kwargs: Optional[dict] = None, v_threshold: float =
     opts.update({k: v for k, v in (neuron_kwargs or {}).items() if k in _ATTN_KEYS})
     opts["v_threshold"] = v_threshold
     return opts
+
+
+class _Resettable(nn.Module):
+    """reset(): forget the state of every neuron inside (multi-step neurons keep it between calls)."""
+
+    def reset(self) -> None:
+        for m in self.modules():
+            if isinstance(m, _Neuron):
+                m.reset()
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
@@ -154,7 +167,7 @@ class RepConv(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # attention
 # ------------------------------------------------------------------------------------------------
-class _QKAttention(nn.Module):
+class _QKAttention(_Resettable):
     """Shared skeleton: [SN] -> q, k (, v) = SN(BN(W x)) -> attention op per head -> BN(W_proj a) [-> SN].
 
     dim: channels C; num_heads must divide it. pre_activation: the Spikingformer / SDT order (SN first, no
@@ -296,7 +309,7 @@ class QKChannelAttention(_QKAttention):
 # ------------------------------------------------------------------------------------------------
 # MLP
 # ------------------------------------------------------------------------------------------------
-class SpikingMLP(nn.Module):
+class SpikingMLP(_Resettable):
     """The transformers' MLP on tokens (1x1 convolutions with bias, hidden = mlp_ratio * dim):
 
     post-activation (Spikformer, QKFormer): SN(BN(fc2(SN(BN(fc1(x))))))
@@ -338,7 +351,7 @@ class SpikingMLP(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # spiking patch splitting
 # ------------------------------------------------------------------------------------------------
-class SPS(nn.Module):
+class SPS(_Resettable):
     """Spiking patch splitting: four 3x3 conv + BN stages with dim/8, dim/4, dim/2, dim channels, a 3x3
     stride-2 max-pool after the stages marked in ``pooling`` ("1111": /16, ImageNet; "0011": /4, CIFAR),
     then a relative position embedding. ``variant`` picks the paper's layer order:
