@@ -4,6 +4,7 @@ bad inputs, empty tensors, half precision."""
 import pytest
 import torch
 
+import spikeforge.ops.attention as attention_mod
 from spikeforge import ops, reference
 
 OPS = ("ssa", "sdsa", "qk_token_attention", "qk_channel_attention")
@@ -29,6 +30,22 @@ def _call(mod, name, inputs, **kw):
     return getattr(mod, name)(*inputs, **kw)
 
 
+@pytest.fixture(params=["default", "cpu_reduce_kernel"])
+def path(request, monkeypatch):
+    """default: the ops as shipped (on CPU, sdsa and the QK ops compose torch ops: ops/attention.py
+    REDUCE_KERNEL_DEVICES); cpu_reduce_kernel: the same calls through the CPU fused kernel."""
+    if request.param == "cpu_reduce_kernel":
+        if not attention_mod._NATIVE_ATTENTION:
+            pytest.skip("the native module has no attention kernels")
+        monkeypatch.setattr(attention_mod, "REDUCE_KERNEL_DEVICES", ("cpu", "cuda"))
+    return request.param
+
+
+def _skip_redundant(name, path):
+    if name == "ssa" and path != "default":
+        pytest.skip("ssa has one path")
+
+
 SHAPES = [(4, 8, 6), (4, 2, 3, 10, 8), (3, 2, 17, 5), (1, 2, 2, 2, 7, 4)]
 OPTIONS = [
     {},
@@ -42,9 +59,10 @@ OPTIONS = [
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_spikes_equal_reference(device, name, shape):
+def test_spikes_equal_reference(device, name, shape, path):
     """On binary inputs every sum is an integer times a power of two: the op's spikes (and the
     sdsa / qk products) equal the reference's exactly, whatever the summation order."""
+    _skip_redundant(name, path)
     inputs = _inputs(name, shape, device)
     out = _call(ops, name, inputs)
     ref = _call(reference, name, inputs)
@@ -55,8 +73,9 @@ def test_spikes_equal_reference(device, name, shape):
 
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("options", OPTIONS, ids=["default", "tau4-soft-atan", "nodecay-reset-rect"])
-def test_options_and_grads_match_reference(device, name, options):
+def test_options_and_grads_match_reference(device, name, options, path):
     """Neuron options reach the LIF with the reference's meaning; gradients of every input agree."""
+    _skip_redundant(name, path)
     shape = (4, 2, 12, 8)
     inputs = _inputs(name, shape, device, requires_grad=True)
     ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
@@ -72,9 +91,10 @@ def test_options_and_grads_match_reference(device, name, options):
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_ssa_scale_and_non_binary_inputs(device, name):
+def test_ssa_scale_and_non_binary_inputs(device, name, path):
     """Any float input gives the reference's result (spikes may differ only where the pre-activation is
     within float rounding of the threshold, so compare the pre-activation-free parts loosely)."""
+    _skip_redundant(name, path)
     shape = (3, 2, 9, 5)
     inputs = [torch.randn(shape, device=device) * 0.5 + 0.3 for _ in range(N_INPUTS[name])]
     kw = {"scale": 0.3} if name == "ssa" else {}
@@ -96,9 +116,10 @@ def test_ssa_scale_is_used(device):
 # float64
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", OPS)
-def test_float64_grads_match_reference_tightly(name):
+def test_float64_grads_match_reference_tightly(name, path):
     """Through the surrogate there is no true derivative to gradcheck; in float64 the op's gradients
     equal the reference's autograd to rounding."""
+    _skip_redundant(name, path)
     inputs = _inputs(name, (4, 2, 10, 6), dtype=torch.float64, requires_grad=True)
     ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
     out = _call(ops, name, inputs, surrogate="atan", alpha=0.3)
@@ -137,7 +158,7 @@ def _chain(q, k, v):
     return (a * v).sum() + (b * q).sum() + c.sum() * 0.5 + d.square().sum()
 
 
-def test_compile_fullgraph_matches_eager(device):
+def test_compile_fullgraph_matches_eager(device, path):
     """Dynamo traces the ops without a graph break; forward and backward equal eager."""
     torch._dynamo.reset()
     compiled = torch.compile(_chain, backend="aot_eager", fullgraph=True)
@@ -198,7 +219,8 @@ def test_bad_inputs_name_the_argument(name):
 
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("shape", [(0, 2, 5, 4), (3, 0, 5, 4), (3, 2, 0, 4), (3, 2, 5, 0)], ids=str)
-def test_empty(device, name, shape):
+def test_empty(device, name, shape, path):
+    _skip_redundant(name, path)
     inputs = _inputs(name, shape, device, requires_grad=True)
     out = _call(ops, name, inputs)
     assert out.shape == shape
@@ -210,9 +232,10 @@ def test_empty(device, name, shape):
 
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_matches_float32(device, name, dtype):
+def test_half_matches_float32(device, name, dtype, path):
     """Spikes are exact in any dtype and the sums run in float32, so spikes equal float32's; gradients
     agree to the half dtype's rounding."""
+    _skip_redundant(name, path)
     inputs32 = _inputs(name, (4, 2, 20, 16), device, requires_grad=True)
     inputs_h = [t.detach().to(dtype).requires_grad_() for t in inputs32]
     out32 = _call(ops, name, inputs32)
@@ -240,7 +263,6 @@ def test_non_contiguous_inputs(device):
 # ------------------------------------------------------------------------------------------------
 # native kernels: custom ops, the composed fallback, per-slice binary detection
 # ------------------------------------------------------------------------------------------------
-import spikeforge.ops.attention as attention_mod  # noqa: E402
 from spikeforge.reference.surrogate import SURROGATES  # noqa: E402
 
 needs_native = pytest.mark.skipif(not attention_mod._NATIVE_ATTENTION,
@@ -262,6 +284,16 @@ def test_opcheck_ssa_fwd(device, neuron, dtype):
 
 @needs_native
 @pytest.mark.parametrize("neuron", NEURON_ARGS, ids=["default", "soft-nodecay"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_opcheck_ssa_bwd(neuron, dtype):
+    """The fused CPU backward (CUDA composes its backward from cuBLAS products and neuron_bwd)."""
+    q, k, v = _inputs("ssa", (3, 2, 9, 5), dtype=dtype)
+    g = torch.randn(q.shape, dtype=dtype)
+    torch.library.opcheck(torch.ops.spikeforge.ssa_bwd.default, (g, q, k, v, 0.125) + neuron)
+
+
+@needs_native
+@pytest.mark.parametrize("neuron", NEURON_ARGS, ids=["default", "soft-nodecay"])
 @pytest.mark.parametrize("case", ["sdsa", "qk_channel", "qk_token"])
 def test_opcheck_attention_reduce_fwd(device, neuron, case):
     name = {"sdsa": "sdsa", "qk_channel": "qk_channel_attention", "qk_token": "qk_token_attention"}[case]
@@ -278,6 +310,7 @@ def test_opcheck_attention_reduce_fwd(device, neuron, case):
 def test_native_matches_composed_fallback(device, name, monkeypatch):
     """The same call through the composed fallback (no native kernels) gives the same spikes and
     gradients."""
+    monkeypatch.setattr(attention_mod, "REDUCE_KERNEL_DEVICES", ("cpu", "cuda"))
     inputs = _inputs(name, (4, 3, 14, 8), device, requires_grad=True)
     out = _call(ops, name, inputs)
     g = torch.randn_like(out)
@@ -291,7 +324,7 @@ def test_native_matches_composed_fallback(device, name, monkeypatch):
 
 
 @needs_native
-def test_compiled_graph_holds_the_custom_ops():
+def test_compiled_graph_holds_the_custom_ops(monkeypatch):
     graphs = []
 
     def recording_backend(gm, example_inputs):
@@ -299,6 +332,12 @@ def test_compiled_graph_holds_the_custom_ops():
         from torch._dynamo.backends.debugging import aot_eager
         return aot_eager(gm, example_inputs)
 
+    torch._dynamo.reset()
+    compiled = torch.compile(_chain, backend=recording_backend, fullgraph=True)
+    compiled(*_inputs("ssa", (3, 2, 7, 4), requires_grad=True))
+    assert graphs and "spikeforge.ssa_fwd" in graphs[0] and "spikeforge.attention_reduce_fwd" not in graphs[0]
+    graphs.clear()
+    monkeypatch.setattr(attention_mod, "REDUCE_KERNEL_DEVICES", ("cpu", "cuda"))
     torch._dynamo.reset()
     compiled = torch.compile(_chain, backend=recording_backend, fullgraph=True)
     compiled(*_inputs("ssa", (3, 2, 7, 4), requires_grad=True))
@@ -316,7 +355,7 @@ def test_ssa_binary_and_dense_slices_mixed(device):
     assert torch.equal(ops.ssa(q, k, v), reference.ssa(q, k, v))
 
 
-def test_nan_and_inf_propagate_like_the_reference(device):
+def test_nan_and_inf_propagate_like_the_reference(device, path):
     """A zero query times an infinite K^T V entry is NaN in a matmul; the kernel's zero skipping must not
     hide it (compared with the composition, which has the kernel's K^T V order: with inf the paper's
     (Q K^T) V order differs), and a NaN in k spreads like the reference's."""
@@ -332,7 +371,7 @@ def test_nan_and_inf_propagate_like_the_reference(device):
         assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(7), ref.nan_to_num(7))
 
 
-def test_results_do_not_depend_on_thread_count():
+def test_results_do_not_depend_on_thread_count(path):
     inputs = {name: _inputs(name, (4, 5, 12, 8)) for name in OPS}
     torch.set_num_threads(1)
     one = {name: _call(ops, name, ts) for name, ts in inputs.items()}

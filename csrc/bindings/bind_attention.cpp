@@ -45,6 +45,26 @@ void ssa_forward(nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::h
   }
 }
 
+void ssa_backward(nb::handle grad_out, nb::handle q, nb::handle k, nb::handle v, nb::handle grad_q, nb::handle grad_k,
+                  nb::handle grad_v, int64_t T, int64_t B, int64_t N, int64_t D, double scale, double k_leak,
+                  double v_threshold, double v_reset, bool hard_reset, bool decay_input, bool detach_reset,
+                  int surrogate, double alpha, int num_threads) {
+  const TensorView go = to_view(grad_out, "grad_out"), qv = to_view(q, "q"), kv = to_view(k, "k"),
+                   vv = to_view(v, "v"), gq = to_view(grad_q, "grad_q"), gk = to_view(grad_k, "grad_k"),
+                   gv = to_view(grad_v, "grad_v");
+  const AttentionParams p = make_params(T, B, N, D, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input);
+  SF_CHECK_ARG(surrogate >= 0 && surrogate < kNumSurrogates, "surrogate: unknown id");
+  AttentionGradParams gp;
+  gp.detach_reset = detach_reset;
+  gp.surrogate = static_cast<Surrogate>(surrogate);
+  gp.alpha = alpha;
+  // CUDA tensors take the composed backward (cuBLAS products and neuron_backward) in Python.
+  SF_CHECK_ARG(qv.device == DeviceKind::cpu, "q: the fused SSA backward is CPU-only");
+  const ExecConfig ex{num_threads, nullptr};
+  nb::gil_scoped_release release;
+  ssa_backward_cpu(go, qv, kv, vv, gq, gk, gv, p, gp, ex);
+}
+
 void reduce_forward(nb::handle a, nb::handle b2, nb::handle m, nb::handle out, nb::handle pre, nb::handle mask,
                     bool reduce_tokens, int64_t T, int64_t B, int64_t N, int64_t D, double k_leak, double v_threshold,
                     double v_reset, bool hard_reset, bool decay_input, int num_threads, uintptr_t stream) {
@@ -82,6 +102,12 @@ void register_attention(nb::module_& m) {
         nb::arg("v_threshold"), nb::arg("v_reset"), nb::arg("hard_reset"), nb::arg("decay_input"),
         nb::arg("num_threads"), nb::arg("stream"),
         "Spikformer SSA fused with the attention LIF into a preallocated output (see csrc/core/attention.h).");
+  m.def("attention_ssa_backward", &ssa_backward, nb::arg("grad_out"), nb::arg("q"), nb::arg("k"), nb::arg("v"),
+        nb::arg("grad_q"), nb::arg("grad_k"), nb::arg("grad_v"), nb::arg("T"), nb::arg("B"), nb::arg("N"),
+        nb::arg("D"), nb::arg("scale"), nb::arg("k_leak"), nb::arg("v_threshold"), nb::arg("v_reset"),
+        nb::arg("hard_reset"), nb::arg("decay_input"), nb::arg("detach_reset"), nb::arg("surrogate"),
+        nb::arg("alpha"), nb::arg("num_threads"),
+        "SSA backward on CPU into preallocated gradients, the forward recomputed (see csrc/core/attention.h).");
   m.def("attention_reduce_forward", &reduce_forward, nb::arg("a"), nb::arg("b").none(), nb::arg("m"),
         nb::arg("out"), nb::arg("pre"), nb::arg("mask"), nb::arg("reduce_tokens"), nb::arg("T"), nb::arg("B"),
         nb::arg("N"), nb::arg("D"), nb::arg("k_leak"), nb::arg("v_threshold"), nb::arg("v_reset"),

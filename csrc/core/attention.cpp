@@ -49,6 +49,19 @@ void check_ssa_forward_args(const TensorView& q, const TensorView& k, const Tens
   check_like(out, q, numel, "q", "out");
 }
 
+void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k,
+                             const TensorView& v, const TensorView& grad_q, const TensorView& grad_k,
+                             const TensorView& grad_v, const AttentionParams& p, const AttentionGradParams& gp) {
+  check_ssa_forward_args(q, k, v, grad_out, p);
+  const int64_t numel = q.numel();
+  check_like(grad_q, q, numel, "q", "grad_q");
+  check_like(grad_k, q, numel, "q", "grad_k");
+  check_like(grad_v, q, numel, "q", "grad_v");
+  SF_CHECK_ARG(std::isfinite(gp.alpha) && gp.alpha > 0.0, "alpha must be a finite number > 0");
+  const int s = static_cast<int>(gp.surrogate);
+  SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
+}
+
 void check_reduce_attention_forward_args(const TensorView& a, const TensorView* b2, const TensorView& m,
                                          const TensorView& out, const TensorView& pre, const TensorView& mask,
                                          const AttentionParams& p, bool reduce_tokens) {

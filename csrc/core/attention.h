@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "neuron.h"
+#include "surrogate.h"
 #include "tensor_view.h"
 
 namespace spikeforge {
@@ -39,9 +40,22 @@ struct AttentionParams {
   bool decay_input = true;
 };
 
+// The attention LIF's backward-only options (NeuronParams' meaning).
+struct AttentionGradParams {
+  bool detach_reset = true;
+  Surrogate surrogate = Surrogate::sigmoid;
+  double alpha = 4.0;
+};
+
 //   q, k, v, out [T, B, N, D], one dtype (f32/f16/bf16; f64 on CPU)
 void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                      const AttentionParams& p, const ExecConfig& ex);
+// SSA backward (CPU): recomputes the forward per slice (nothing is saved but q, k, v), then BPTT
+// through the LIF; grad_q = gP (K^T V)^T, grad_k = V (Q^T gP)^T, grad_v = K (Q^T gP), gP the
+// pre-activation's gradient. All tensors [T, B, N, D] of q's dtype.
+void ssa_backward_cpu(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
+                      const AttentionParams& p, const AttentionGradParams& gp, const ExecConfig& ex);
 //   a, m, out [T, B, N, D]; b2 [T, B, N, D] or nullptr; pre, mask [T, B, D] in the compute type
 void token_reduce_attention_forward_cpu(const TensorView& a, const TensorView* b2, const TensorView& m,
                                         const TensorView& out, const TensorView& pre, const TensorView& mask,
@@ -67,6 +81,9 @@ void channel_reduce_attention_forward_cuda(const TensorView& a, const TensorView
 // Shape/dtype/device checks shared by both devices (csrc/core/attention.cpp); they raise ArgumentError.
 void check_ssa_forward_args(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                             const AttentionParams& p);
+void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k,
+                             const TensorView& v, const TensorView& grad_q, const TensorView& grad_k,
+                             const TensorView& grad_v, const AttentionParams& p, const AttentionGradParams& gp);
 // reduce_tokens: token_reduce (pre/mask [T, B, D]) or channel_reduce (pre/mask [T, B, N]).
 void check_reduce_attention_forward_args(const TensorView& a, const TensorView* b2, const TensorView& m,
                                          const TensorView& out, const TensorView& pre, const TensorView& mask,

@@ -14,7 +14,7 @@
 #include "core/index.h"
 #include "cpu/cpu_common.h"
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__FMA__)
 #include <immintrin.h>
 #endif
 
@@ -116,61 +116,128 @@ bool all_finite(const C* x, int64_t n) {
   return ok != 0;
 }
 
-// ktv = K^T V for one [N, D] slice: ktv[i, :] = sum over tokens n, in order, of k[n, i] * v[n, :].
-// Where k is a spike tensor and v finite, each spike of K adds one row of V (event-driven); any other
+// ktv = A^T B for one [N, D] slice pair: ktv[i, :] = sum over tokens n, in order, of a[n, i] * b[n, :].
+// Where A holds spikes and B is finite, each spike of A adds one row of B (event-driven); any other
 // slice takes the dense products (no zero skipped, so inf and NaN propagate as in a matmul).
-// kwords: N * ceil(D / 64) scratch words (K's spike bits, row by row).
-template <typename S>
-void ktv_slice(const S* ks, const S* vs, compute_t<S>* ktv, compute_t<S>* vrow, uint64_t* kwords, int64_t N,
-               int64_t D) {
-  using C = compute_t<S>;
+// C is the compute type; A and B may be stored in another type (a spike input, or a C gradient).
+// awords: N * ceil(D / 64) scratch words (A's spike bits, row by row); brow: D scratch values.
+template <typename C, typename SA, typename SB>
+void at_times_b(const SA* as, const SB* bs, C* ktv, C* brow, uint64_t* awords, int64_t N, int64_t D) {
   const int64_t WD = ceil_div(D, 64);
   std::fill(ktv, ktv + D * D, C(0));
   bool events = true;
-  for (int64_t e = 0; e < N * D && events; e += D) events = all_finite(load_row(vs + e, vrow, D), D);
-  for (int64_t n = 0; n < N && events; ++n) events = row_bits(ks + n * D, D, kwords + n * WD);
+  for (int64_t e = 0; e < N * D && events; e += D) events = all_finite(load_row(bs + e, brow, D), D);
+  for (int64_t n = 0; n < N && events; ++n) events = row_bits(as + n * D, D, awords + n * WD);
   if (events) {
     for (int64_t n = 0; n < N; ++n) {
-      const uint64_t* words = kwords + n * WD;
-      const C* v_n = load_row(vs + n * D, vrow, D);
+      const uint64_t* words = awords + n * WD;
+      const C* b_n = load_row(bs + n * D, brow, D);
       for (int64_t w = 0; w < WD; ++w) {
         for (uint64_t m = words[w]; m != 0; m &= m - 1) {
           C* __restrict dst = ktv + (w * 64 + __builtin_ctzll(m)) * D;
-          for (int64_t j = 0; j < D; ++j) dst[j] += v_n[j];
+          for (int64_t j = 0; j < D; ++j) dst[j] += b_n[j];
         }
       }
     }
     return;
   }
   for (int64_t n = 0; n < N; ++n) {
-    const C* v_n = load_row(vs + n * D, vrow, D);
+    const C* b_n = load_row(bs + n * D, brow, D);
     for (int64_t i = 0; i < D; ++i) {
-      const C kni = static_cast<C>(to_float(ks[n * D + i]));
+      const C ani = static_cast<C>(to_float(as[n * D + i]));
       C* __restrict dst = ktv + i * D;
-      for (int64_t j = 0; j < D; ++j) dst[j] += kni * v_n[j];
+      for (int64_t j = 0; j < D; ++j) dst[j] += ani * b_n[j];
     }
   }
 }
 
-// pre = Q (K^T V) for one [N, D] slice: rows of Q that are spikes add the K^T V rows they select (when
-// K^T V is finite); any other row takes the dense products in the same order.
-template <typename S>
-void q_times_ktv(const S* qs, const compute_t<S>* ktv, compute_t<S>* pre, compute_t<S>* qrow, uint64_t* words,
-                 int64_t N, int64_t D) {
-  using C = compute_t<S>;
-  const bool finite = all_finite(ktv, D * D);
-  std::fill(pre, pre + N * D, C(0));
+// Dense rows of X M go through a register tile: kTileRows rows at a time, i in order 0..D-1 for every
+// element (so the result does not depend on the tiling or on which code path computed it).
+constexpr int64_t kTileRows = 4, kTileCols = 16;
+
+#if defined(__AVX2__) && defined(__FMA__)
+// float32: 8 accumulators (4 rows x 2 vectors of 8 columns) stay in registers and each loaded vector of
+// M serves 4 rows. x: [4, D] rows, out: [4, D] rows, columns j0 .. j0 + 16.
+inline void tile_4x16(const float* x, const float* m, float* out, int64_t D, int64_t j0) {
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  for (int64_t i = 0; i < D; ++i) {
+    const __m256 m0 = _mm256_loadu_ps(m + i * D + j0), m1 = _mm256_loadu_ps(m + i * D + j0 + 8);
+    __m256 xv = _mm256_broadcast_ss(x + i);
+    a00 = _mm256_fmadd_ps(xv, m0, a00);
+    a01 = _mm256_fmadd_ps(xv, m1, a01);
+    xv = _mm256_broadcast_ss(x + D + i);
+    a10 = _mm256_fmadd_ps(xv, m0, a10);
+    a11 = _mm256_fmadd_ps(xv, m1, a11);
+    xv = _mm256_broadcast_ss(x + 2 * D + i);
+    a20 = _mm256_fmadd_ps(xv, m0, a20);
+    a21 = _mm256_fmadd_ps(xv, m1, a21);
+    xv = _mm256_broadcast_ss(x + 3 * D + i);
+    a30 = _mm256_fmadd_ps(xv, m0, a30);
+    a31 = _mm256_fmadd_ps(xv, m1, a31);
+  }
+  _mm256_storeu_ps(out + j0, a00);
+  _mm256_storeu_ps(out + j0 + 8, a01);
+  _mm256_storeu_ps(out + D + j0, a10);
+  _mm256_storeu_ps(out + D + j0 + 8, a11);
+  _mm256_storeu_ps(out + 2 * D + j0, a20);
+  _mm256_storeu_ps(out + 2 * D + j0 + 8, a21);
+  _mm256_storeu_ps(out + 3 * D + j0, a30);
+  _mm256_storeu_ps(out + 3 * D + j0 + 8, a31);
+}
+#endif
+
+// out[rows[r], :] = x[rows[r], :] M for the listed rows (at most kTileRows); xbuf, obuf: kTileRows * D scratch.
+template <typename C, typename SX>
+void dense_rows(const SX* xs, const int64_t* rows, int64_t nrows, const C* m, C* out, C* xbuf, C* obuf, int64_t D) {
+  for (int64_t r = 0; r < nrows; ++r) {
+    for (int64_t i = 0; i < D; ++i) xbuf[r * D + i] = static_cast<C>(to_float(xs[rows[r] * D + i]));
+  }
+  int64_t j0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (std::is_same_v<C, float>) {
+    if (nrows == kTileRows) {
+      for (; j0 + kTileCols <= D; j0 += kTileCols) tile_4x16(xbuf, m, obuf, D, j0);
+    }
+  }
+#endif
+  for (int64_t r = 0; r < nrows; ++r) {
+    for (int64_t j = j0; j < D; ++j) {
+      C acc = C(0);
+      for (int64_t i = 0; i < D; ++i) acc += xbuf[r * D + i] * m[i * D + j];
+      obuf[r * D + j] = acc;
+    }
+    std::copy(obuf + r * D, obuf + (r + 1) * D, out + rows[r] * D);
+  }
+}
+
+// out = X M for one [N, D] slice and a [D, D] matrix: rows of X that are spikes add the rows of M they
+// select (when M is finite); any other row takes the dense products. tmp: 2 * kTileRows * D scratch
+// values; words: ceil(D / 64) scratch words.
+template <typename C, typename SX>
+void x_times_m(const SX* xs, const C* m, C* out, C* tmp, uint64_t* words, int64_t N, int64_t D) {
+  const bool finite = all_finite(m, D * D);
+  int64_t pending[kTileRows];
+  int64_t npending = 0;
   for (int64_t n = 0; n < N; ++n) {
-    C* __restrict dst = pre + n * D;
-    if (finite && row_bits(qs + n * D, D, words)) {
-      add_rows_at_spikes(words, D, ktv, dst);
+    C* __restrict dst = out + n * D;
+    if (finite && row_bits(xs + n * D, D, words)) {
+      std::fill(dst, dst + D, C(0));
+      add_rows_at_spikes(words, D, m, dst);
       continue;
     }
-    const C* q_n = load_row(qs + n * D, qrow, D);
-    for (int64_t i = 0; i < D; ++i) {
-      const C* __restrict src = ktv + i * D;
-      for (int64_t j = 0; j < D; ++j) dst[j] += q_n[i] * src[j];
+    pending[npending++] = n;
+    if (npending == kTileRows) {
+      dense_rows(xs, pending, npending, m, out, tmp, tmp + kTileRows * D, D);
+      npending = 0;
     }
+  }
+  if (npending > 0) dense_rows(xs, pending, npending, m, out, tmp, tmp + kTileRows * D, D);
+}
+
+template <typename C>
+void transpose(const C* __restrict m, C* __restrict mt, int64_t D) {
+  for (int64_t i = 0; i < D; ++i) {
+    for (int64_t j = 0; j < D; ++j) mt[j * D + i] = m[i * D + j];
   }
 }
 
@@ -186,16 +253,20 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   const C scale = static_cast<C>(p.scale);
   const AttnLif<C> lif(p);
   (void)nthreads;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
+#pragma omp parallel num_threads(nthreads) if (B > 1)
+  {
+  // Per thread, reused for each of its slices (allocating per slice made glibc map and unmap the larger
+  // buffers each time, a page-fault storm): LIF states and one step's pre-activation, [N, D] each.
+  std::vector<C> state(ND), pre(ND), spikes(std::is_same_v<S, C> ? 0 : ND), ktv(D * D), vrow(D),
+      qrow(2 * kTileRows * D);
+  std::vector<uint64_t> words(ceil_div(D, 64)), kwords(N * ceil_div(D, 64));
+#pragma omp for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
-    // Per slice: LIF states and one step's pre-activation (both [N, D], a few tens of KiB: cache-resident).
-    std::vector<C> state(ND, lif.v_init()), pre(ND), spikes(std::is_same_v<S, C> ? 0 : ND), ktv(D * D), vrow(D),
-        qrow(D);
-    std::vector<uint64_t> words(ceil_div(D, 64)), kwords(N * ceil_div(D, 64));
+    std::fill(state.begin(), state.end(), lif.v_init());
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (t * B + b) * ND;
-      ktv_slice<S>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D);
-      q_times_ktv<S>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
+      at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D);
+      x_times_m<C>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
       if constexpr (std::is_same_v<S, C>) {
         lif_row(state.data(), pre.data(), out + off, scale, lif, ND);
       } else {
@@ -203,6 +274,90 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
         for (int64_t e = 0; e < ND; ++e) out[off + e] = from_compute<S>(spikes[e]);
       }
     }
+  }
+  }
+}
+
+// SSA backward for one dtype and surrogate: per slice, the forward is recomputed (K^T V and H for all
+// T steps, kept in per-thread scratch), then BPTT through the LIF runs t = T-1 .. 0 with the
+// formulas of csrc/core/neuron.h (scalar k, no v_init), and the pre-activation gradient
+// gP = gX * scale flows into
+//   grad_q = gP (K^T V)^T      dense (gP has no zeros to skip)
+//   gM     = Q^T gP            event-driven over Q's spikes
+//   grad_k = V gM^T,  grad_v = K gM    event-driven over V's and K's spikes
+// so of the five [N, D] x [D, D] products only grad_q's is dense.
+template <typename S, Surrogate SG>
+void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const TensorView& kv, const TensorView& vv,
+                       const TensorView& gqv, const TensorView& gkv, const TensorView& gvv, const AttentionParams& p,
+                       const AttentionGradParams& gp, int nthreads) {
+  using C = compute_t<S>;
+  const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D, DD = D * D, WD = ceil_div(D, 64);
+  const S* go = gov.ptr<S>();
+  const S* q = qv.ptr<S>();
+  const S* k = kv.ptr<S>();
+  const S* v = vv.ptr<S>();
+  S* gq = gqv.ptr<S>();
+  S* gk = gkv.ptr<S>();
+  S* gv = gvv.ptr<S>();
+  const C scale = static_cast<C>(p.scale);
+  const AttnLif<C> lif(p);
+  const C kl = lif.k, vth = lif.vth, vr = lif.vr, kx = lif.decay ? lif.k : C(1);
+  const C nd = gp.detach_reset ? C(0) : C(1), alpha = static_cast<C>(gp.alpha);
+  const bool hard = lif.hard;
+  (void)nthreads;
+#pragma omp parallel num_threads(nthreads) if (B > 1)
+  {
+  // Per-thread scratch reused across slices (see ssa_impl): K^T V and H of all T steps, [N, D] rows.
+  std::vector<C> ktv(T * DD), h(T * ND), state(ND), buf(ND), gstate(ND), g_pre(ND), sg(ND), mt(DD), g_m(DD),
+      row(2 * kTileRows * D), out_q(ND), out_k(ND), out_v(ND);
+  std::vector<uint64_t> words(WD), awords(N * WD);
+#pragma omp for schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(state.begin(), state.end(), lif.v_init());
+    std::fill(gstate.begin(), gstate.end(), C(0));
+    // forward recompute: H[t] of every step (the spikes are H >= v_th)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = (t * B + b) * ND;
+      C* kt = ktv.data() + t * DD;
+      at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D);
+      x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D);
+      C* ht = h.data() + t * ND;
+      for (int64_t e = 0; e < ND; ++e) {
+        const C x = buf[e] * scale;
+        const C xa = lif.decay ? x : C(0), xb = lif.decay ? C(0) : x;
+        const C hv = state[e] + kl * (xa - (state[e] - lif.vr_c)) + xb;
+        ht[e] = hv;
+        state[e] = hv >= vth ? (hard ? vr : hv - vth) : hv;
+      }
+    }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t off = (t * B + b) * ND;
+      const C* ht = h.data() + t * ND;
+      const C* g_s = load_row(go + off, buf.data(), ND);
+      // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_cpu.cpp)
+      for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, alpha);
+      for (int64_t e = 0; e < ND; ++e) {
+        const C hv = ht[e], sgv = sg[e];
+        const C sp = hv >= vth ? C(1) : C(0);
+        const C dvdh = hard ? (C(1) - sp) + (vr - hv) * sgv * nd : C(1) - vth * sgv * nd;
+        const C gh = g_s[e] * sgv + gstate[e] * dvdh;
+        g_pre[e] = gh * kx * scale;
+        gstate[e] = gh * (C(1) - kl);
+      }
+      const C* kt = ktv.data() + t * DD;
+      transpose(kt, mt.data(), D);
+      x_times_m<C>(g_pre.data(), mt.data(), out_q.data(), row.data(), words.data(), N, D);
+      at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D);
+      x_times_m<C>(k + off, g_m.data(), out_v.data(), row.data(), words.data(), N, D);
+      transpose(g_m.data(), mt.data(), D);
+      x_times_m<C>(v + off, mt.data(), out_k.data(), row.data(), words.data(), N, D);
+      for (int64_t e = 0; e < ND; ++e) {
+        gq[off + e] = from_compute<S>(out_q[e]);
+        gk[off + e] = from_compute<S>(out_k[e]);
+        gv[off + e] = from_compute<S>(out_v[e]);
+      }
+    }
+  }
   }
 }
 
@@ -305,6 +460,21 @@ void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView&
   if (empty(p)) return;  // the output is empty too
   const int nt = threads_of(ex);
   dispatch_dtype(q.dtype, [&](auto tag) { ssa_impl<decltype(tag)>(q, k, v, out, p, nt); });
+}
+
+void ssa_backward_cpu(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
+                      const AttentionParams& p, const AttentionGradParams& gp, const ExecConfig& ex) {
+  check_ssa_backward_args(grad_out, q, k, v, grad_q, grad_k, grad_v, p, gp);
+  SF_CHECK_ARG(q.device == DeviceKind::cpu, "q must be a CPU tensor for ssa_backward_cpu");
+  if (empty(p)) return;  // every gradient is empty too
+  const int nt = threads_of(ex);
+  dispatch_dtype(q.dtype, [&](auto tag) {
+    using S = decltype(tag);
+    dispatch_surrogate(gp.surrogate, [&](auto sg) {
+      ssa_backward_impl<S, decltype(sg)::value>(grad_out, q, k, v, grad_q, grad_k, grad_v, p, gp, nt);
+    });
+  });
 }
 
 void token_reduce_attention_forward_cpu(const TensorView& a, const TensorView* b2, const TensorView& m,

@@ -150,6 +150,35 @@ def _(q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input, det
     return q.new_empty(q.shape)
 
 
+def _ssa_backward_impl(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float,
+                       v_threshold: float, v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool,
+                       surrogate: int, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
+    grads = tuple(torch.empty_like(q) for _ in range(3))
+    if q.numel() == 0:
+        return grads
+    T, B, N, D = _slices(q)
+    native.attention_ssa_backward(grad_out.view(-1), q.view(-1), k.view(-1), v.view(-1),
+                                  *(g.view(-1) for g in grads), T, B, N, D, scale, k_leak, v_threshold, v_reset,
+                                  hard_reset, decay_input, detach_reset, surrogate, alpha, torch.get_num_threads())
+    return grads
+
+
+@torch.library.custom_op("spikeforge::ssa_bwd", mutates_args=())
+def ssa_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float, v_threshold: float,
+            v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int,
+            alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """SSA backward on CPU (csrc/core/attention.h), the forward recomputed -> (grad_q, grad_k, grad_v)."""
+    return _ssa_backward_impl(grad_out, q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input,
+                              detach_reset, surrogate, alpha)
+
+
+@ssa_bwd.register_fake
+def _(grad_out, q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate,
+      alpha):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
 def _ssa_setup_context(ctx, inputs, output):
     q, k, v = inputs[:3]
     ctx.scale = inputs[3]
@@ -166,6 +195,11 @@ def _ssa_backward(ctx, grad_out):
     if grad_out is None or not (need_q or need_k or need_v):
         return (None, None, None) + none
     scale = ctx.scale
+    if q.device.type == "cpu":
+        # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
+        gq, gk, gv = torch.ops.spikeforge.ssa_bwd(grad_out, q, k, v, scale, *ctx.neuron)
+        return (gq if need_q else None, gk if need_k else None, gv if need_v else None) + none
+    # CUDA: cuBLAS products around neuron_bwd, the pre-activation recomputed.
     cdt = _compute_dtype(q.dtype)
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
     ktv = kc.transpose(-2, -1) @ vc  # [.., D, D]
@@ -294,6 +328,19 @@ def _native_ok(t: Tensor) -> bool:
     return _NATIVE_ATTENTION and _has_native(t.device)
 
 
+# Devices where sdsa and the QK ops take the fused kernel. On CPU the composition is faster:
+# `spikeforge bench attention` (bench/results/cpu_attention.json, row "native kernel") measured the
+# kernel at 0.5-0.8x the composition's speed forward and 0.7-1.0x forward+backward at the issue's sizes,
+# with equal saved bytes. The composition is a few memory-bound passes that torch already runs near the
+# bandwidth; the kernel saves one of them but pays the custom op's dispatch and a fresh output like
+# the composition. The CPU kernel stays reachable as torch.ops.spikeforge.attention_reduce_fwd.
+REDUCE_KERNEL_DEVICES = ("cuda",)
+
+
+def _reduce_native_ok(t: Tensor) -> bool:
+    return t.device.type in REDUCE_KERNEL_DEVICES and _native_ok(t)
+
+
 # --------------------------------------------------------------------------------------------
 # public functional API
 # --------------------------------------------------------------------------------------------
@@ -320,12 +367,13 @@ def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: floa
          surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
     """Spike-driven self-attention: Q * SN(sum over tokens of K * V) over [T, *batch, N, D] -> [T, *batch, N, D].
 
-    The native kernel makes one pass per (t, slice): the K * V products are summed as they are formed
-    and the LIF runs on the [D] sums, so no [T, *batch, N, D] intermediate is written.
+    On CUDA a fused kernel makes one pass per (t, slice): the K * V products are summed as they are
+    formed and the LIF runs on the [D] sums, so no [T, *batch, N, D] intermediate is written. On CPU
+    the composition of torch ops measured faster (REDUCE_KERNEL_DEVICES).
     """
     _check_qkv((("q", q), ("k", k), ("v", v)))
     lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
-    if not _native_ok(q):
+    if not _reduce_native_ok(q):
         return _composed_sdsa(q, k, v, lif_kw)
     return torch.ops.spikeforge.attention_reduce_fwd(k, v, q, True, *neuron)[0]
 
@@ -336,7 +384,7 @@ def qk_token_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: f
     """QKFormer token attention: SN(sum over the channels of Q) * K over [T, *batch, N, D] -> [T, *batch, N, D]."""
     _check_qkv((("q", q), ("k", k)))
     lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
-    if not _native_ok(q):
+    if not _reduce_native_ok(q):
         return _composed_qk_token(q, k, lif_kw)
     return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, False, *neuron)[0]
 
@@ -350,6 +398,6 @@ def qk_channel_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold:
     """
     _check_qkv((("q", q), ("k", k)))
     lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
-    if not _native_ok(q):
+    if not _reduce_native_ok(q):
         return _composed_qk_channel(q, k, lif_kw)
     return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, True, *neuron)[0]

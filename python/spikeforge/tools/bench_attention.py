@@ -5,6 +5,8 @@ Standard cases (issue 6): N = 196 tokens, D = 384 and 768 channels split into 8 
 (q, k, v of shape [T, B, heads, N, D / heads]), T = 4, batch 2 on CPU. Inputs are Bernoulli spikes
 (--rate, default 0.15). Contenders, timed round-robin in one process (benchutil.side_by_side):
   spikeforge  spikeforge.ops.<op> (native fused kernel when the build has it)
+  kernel      (sdsa, QK ops on CPU only) the fused kernel torch.ops.spikeforge.attention_reduce_fwd, which
+              ops.<op> leaves unused on CPU because the composition measured faster
   composed    the same op composed from torch ops and the fused spikeforge.ops.lif (K^T V first for SSA)
   reference   spikeforge.reference.<op>: the papers' order ((Q K^T) V for SSA, an N x N score matrix)
               with the plain-PyTorch LIF loop
@@ -34,7 +36,7 @@ OP_ALIASES = {"ssa": "ssa", "sdsa": "sdsa", "qk_token": "qk_token_attention",
               "qk_channel_attention": "qk_channel_attention"}
 N_INPUTS = {"ssa": 3, "sdsa": 3, "qk_token_attention": 2, "qk_channel_attention": 2}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-BASELINES = ("composed", "reference")
+BASELINES = ("composed", "reference")  # plus, for sdsa / QK ops on CPU, the fused kernel ops.<op> does not use
 
 
 def add_arguments(p) -> None:
@@ -50,13 +52,31 @@ def add_arguments(p) -> None:
                    help=f"baselines to leave out, of: {', '.join(BASELINES)}")
 
 
-def contenders(op: str, args) -> dict:
+def _reduce_kernel(op: str):
+    from ..ops import attention as attention_ops
+
+    _, neuron = attention_ops._options(2.0, 0.5, 0.0, True, True, "sigmoid", None)  # the ops' defaults
+
+    def run(*tensors):
+        if op == "sdsa":
+            q, k, v = tensors
+            return torch.ops.spikeforge.attention_reduce_fwd(k, v, q, True, *neuron)[0]
+        q, k = tensors
+        return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, op == "qk_channel_attention", *neuron)[0]
+    return run
+
+
+def contenders(op: str, args, device: torch.device) -> dict:
     from .. import ops, reference
     from ..ops import attention as attention_ops
 
     out = {"spikeforge": (f"spikeforge ops.{op}", getattr(ops, op))}
     if args.no_baselines:
         return out
+    if op != "ssa" and device.type not in attention_ops.REDUCE_KERNEL_DEVICES and attention_ops._native_ok(
+            torch.empty(0, device=device)):
+        # where ops.<op> composes torch ops, the fused kernel it does not use (the measurement behind that)
+        out["kernel"] = ("fused kernel (attention_reduce_fwd)", _reduce_kernel(op))
     if "composed" not in args.skip:
         out["composed"] = ("torch ops + ops.lif", attention_ops.composed(op))
     if "reference" not in args.skip:
@@ -102,7 +122,7 @@ def run_case(op: str, D: int, heads: int, device: torch.device, args, timer: bu.
     input_bytes = sum(t.numel() * t.element_size() for t in inputs)
 
     rows, fns, timed = [], {}, {}
-    for key, (label, f) in contenders(op, args).items():
+    for key, (label, f) in contenders(op, args, device).items():
         rows.append({"impl": key, "label": label, "status": "ok"})
         fns[key] = f
         timed[f"{key}/fwd"] = lambda f=f: f(*inputs)
