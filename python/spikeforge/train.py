@@ -2,6 +2,8 @@
 
     spikeforge train                                  sew_resnet18_cifar on the shipped 8x8 digits
     spikeforge train --model ms_resnet18_cifar --loss tet --epochs 20 --T 4 --checkpoint run.pt
+    spikeforge train --model spikformer_4_384_cifar --image-size 32 --dim 64 --depth 2 --heads 4
+                                                      a spiking transformer on the digits upsampled to 32x32
     spikeforge train --dataset my_arrays.npz ...      any arrays x [N, C, H, W], y [N] (+ x_test, y_test)
     spikeforge train --checkpoint run.pt --resume     continue a run where its last epoch ended
 
@@ -49,6 +51,10 @@ class TrainConfig:
     neuron: Optional[str] = None    # None: the model family's default (IF for spiking/SEW, LIF for MS)
     cnf: str = "ADD"                # SEW models
     width: int = 32                 # channels of the first stage (the CIFAR models' 64 halved: digits are 8x8)
+    dim: Optional[int] = None       # transformers: embedding width (None: the named configuration's)
+    depth: Optional[int] = None     # transformers: number of blocks (None: the named configuration's)
+    heads: Optional[int] = None     # transformers: attention heads (None: the named configuration's)
+    image_size: Optional[int] = None  # resize the images (bilinear) to image_size x image_size first
     seed: int = 0
     threads: Optional[int] = 1       # see add_arguments: small convs gain little from more on a shared CPU
     device: str = "cpu"
@@ -61,11 +67,26 @@ class TrainConfig:
 # building blocks
 # ------------------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> nn.Module:
-    from .models import MODELS
+    from .models import MODELS, TRANSFORMER_MODELS
 
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}; one of: {', '.join(sorted(MODELS))}")
-    kw = dict(num_classes=num_classes, T=cfg.T, width=cfg.width, in_channels=in_channels)
+    kw = dict(num_classes=num_classes, T=cfg.T, in_channels=in_channels)
+    if cfg.model in TRANSFORMER_MODELS:
+        # width/cnf are residual-net options; a transformer takes its size as dim, depth and heads
+        if cfg.model.startswith("meta_spikformer"):
+            if cfg.dim is not None or cfg.depth is not None:
+                raise ValueError("meta_spikformer models have fixed stage widths and depths: --dim/--depth do not "
+                                 "apply (use another transformer for a custom size)")
+        else:
+            kw.update({k: v for k, v in (("dim", cfg.dim), ("depth", cfg.depth)) if v is not None})
+        if cfg.heads is not None:
+            kw["num_heads"] = cfg.heads
+    else:
+        if (cfg.dim, cfg.depth, cfg.heads) != (None, None, None):
+            raise ValueError(f"--dim/--depth/--heads are transformer options; {cfg.model} is a residual net "
+                             "(its size option is --width)")
+        kw["width"] = cfg.width
     if cfg.model.startswith("sew_"):
         kw["cnf"] = cfg.cnf
     if cfg.neuron is not None:
@@ -214,6 +235,11 @@ def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False
         from .data import get_dataset
 
         train_set, test_set = get_dataset(cfg.dataset)
+    if cfg.image_size is not None:
+        from .data import resize_images
+
+        train_set = resize_images(train_set, cfg.image_size)
+        test_set = resize_images(test_set, cfg.image_size) if test_set is not None else None
     x0, y_train = train_set.tensors
     sample = x0[0] if x0.dim() == 4 else x0[0, 0]
     num_classes = int(max(int(y_train.max()), int(test_set.tensors[1].max()) if test_set is not None else 0)) + 1
@@ -306,6 +332,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnf", choices=("ADD", "AND", "IAND"), default=d.cnf, help="SEW connect function")
     p.add_argument("--width", type=int, default=d.width,
                    help=f"channels of the first stage (default {d.width}; the papers' CIFAR/ImageNet nets use 64)")
+    p.add_argument("--dim", type=int, default=None,
+                   help="transformers: embedding width (default: the named model's, e.g. 384)")
+    p.add_argument("--depth", type=int, default=None, help="transformers: number of blocks (default: the model's)")
+    p.add_argument("--heads", type=int, default=None, help="transformers: attention heads (default: the model's)")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="resize the images to S x S (bilinear) before training, e.g. 32 for the CIFAR-sized "
+                        "transformers on the 8x8 digits (default: as stored)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads,
                    help="torch.set_num_threads (default 1: the 8x8 digits' convolutions are too small to gain much "

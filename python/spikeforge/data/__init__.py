@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["load_digits", "digits", "from_arrays", "load_npz", "DATASETS", "get_dataset"]
+__all__ = ["load_digits", "digits", "from_arrays", "load_npz", "DATASETS", "get_dataset", "resize_images"]
 
 
 def load_digits() -> Tuple[np.ndarray, np.ndarray]:
@@ -93,3 +93,24 @@ def get_dataset(name: str, **kw) -> Tuple[TensorDataset, TensorDataset]:
     if name.endswith(".npz"):
         return load_npz(name, **kw)
     raise ValueError(f"unknown dataset {name!r}: one of {sorted(DATASETS)} or a path to an .npz file")
+
+
+def resize_images(dataset: TensorDataset, size: int) -> TensorDataset:
+    """The dataset with its images [N, C, H, W] (or sequences [N, T, C, H, W]) resized to size x size by
+    bilinear interpolation (align_corners=False; values stay in the input's range), labels unchanged: e.g.
+    the 8x8 digits at 32x32 for the CIFAR-sized models, whose patch splitting pools by 4."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    if not isinstance(dataset, TensorDataset) or len(dataset.tensors) != 2:
+        raise TypeError("resize_images expects a TensorDataset of (images, labels)")
+    x, y = dataset.tensors
+    if x.dim() not in (4, 5):
+        raise ValueError(f"resize_images expects images [N, C, H, W] or sequences [N, T, C, H, W], "
+                         f"got {tuple(x.shape)}")
+    if tuple(x.shape[-2:]) == (size, size):
+        return dataset
+    flat = x.float().flatten(0, 1) if x.dim() == 5 else x.float()
+    out = torch.nn.functional.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False)
+    if x.dim() == 5:
+        out = out.view(x.shape[0], x.shape[1], *out.shape[1:])
+    return TensorDataset(out, y)

@@ -1,12 +1,16 @@
 """``spikeforge bench models``: one training step of a zoo model built on spikeforge's fused neurons against
 the same model built on the reference neurons (spikeforge.reference, a plain-PyTorch time loop).
 
-Standard case (shared/BENCHMARKS.md): sew_resnet18 (ImageNet layout, 1000 classes) at T=4, batch 8, 64x64
-input on CPU. Both models get the same initial weights and the same input; a step is zero_grad, forward,
-cross-entropy of the time-averaged logits, backward and an SGD step, timed round-robin in one process
+Standard cases (shared/BENCHMARKS.md): sew_resnet18 (ImageNet layout, 1000 classes) at T=4, batch 8, 64x64
+input on CPU, and spikformer_8_384 at T=4 (``--model spikformer_8_384 --batch 2 --size 224`` on this CPU: the
+paper's 14x14 = 196 tokens at a batch a 2-core machine steps in about 15 s), whose reference build also runs the
+attention from spikeforge.reference (the papers' (Q K^T) V order). Both models get the same initial weights
+and the same input; a step is zero_grad, forward, cross-entropy of the time-averaged logits, backward and an
+SGD step, timed round-robin in one process
 (benchutil.side_by_side, medians). "saved" is what the forward keeps for the backward: the unique storages
 seen by torch.autograd.graph.saved_tensors_hooks, attributed to the module that saved them (conv, BN,
-neuron, other = additions, pooling, fc), so the table shows where the memory goes. --profile adds the
+neuron, attn = the attention op of a transformer block, other = additions, pooling, fc), so the table shows
+where the memory goes. --profile adds the
 operators that dominate each contender's step (torch.profiler, self CPU time).
 """
 from __future__ import annotations
@@ -24,8 +28,8 @@ from torch import nn
 from . import benchutil as bu
 
 NAME = "models"
-HELP = "one training step of a zoo model (default sew_resnet18, T=4): spikeforge vs reference neurons, " \
-       "ms and bytes saved for backward"
+HELP = "one training step of a zoo model (default sew_resnet18, T=4; also spikformer_8_384): spikeforge vs " \
+       "reference build, ms and bytes saved for backward"
 
 
 def add_arguments(p) -> None:
@@ -38,10 +42,13 @@ def add_arguments(p) -> None:
 
 
 def _category(m: nn.Module) -> str:
+    from ..nn.attention import _QKAttention
     from ..nn.neuron import _Neuron
 
     if isinstance(m, _Neuron):
         return "neuron"
+    if isinstance(m, _QKAttention):  # what the attention op saves (its layers are categorised on their own)
+        return "attn"
     if isinstance(m, nn.Conv2d):
         return "conv"
     if isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "TEBN":
@@ -100,7 +107,7 @@ def saved_bytes_by_module(model: nn.Module, x: torch.Tensor) -> dict:
         resnet.bn_spike = plain_bn_spike
         for h in handles:
             h.remove()
-    by = {"conv": 0, "bn": 0, "neuron": 0, "bn+sn": 0, "other": 0, "params": 0}
+    by = {"conv": 0, "bn": 0, "neuron": 0, "bn+sn": 0, "attn": 0, "other": 0, "params": 0}
     for cat, nb in seen.values():
         by[cat] += nb
     by["activations"] = sum(nb for cat, nb in seen.values() if cat != "params")
@@ -173,11 +180,18 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
     x = torch.rand(batch, 3, size, size, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
 
-    # same model, same numbers: logits of one forward in eval mode agree
+    # same model, same numbers: logits of one forward in eval mode agree, and in training mode (batch
+    # statistics; an untrained transformer may not fire at all with BN's initial running statistics, which
+    # makes the eval-mode check trivially 0). The training-mode forward moves both models' running
+    # statistics by the same step.
     sf_model.eval(), ref_model.eval()
     with torch.no_grad():
         diff = float((sf_model(x) - ref_model(x)).abs().max())
     sf_model.train(), ref_model.train()
+    with torch.no_grad():
+        out_sf, out_ref = sf_model(x), ref_model(x)
+        diff_train = float((out_sf - out_ref).abs().max())
+        logit_scale_train = float(out_ref.abs().max())
 
     models = {"spikeforge": sf_model, "reference": ref_model}
     inputs = {"spikeforge": x, "reference": x}
@@ -208,7 +222,8 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
     sj = rows[2] if len(rows) > 2 else None
     return {"model": name, "T": T, "batch": batch, "size": size, "num_classes": num_classes, "device": str(device),
             "dtype": "float32", "params": sum(p.numel() for p in sf_model.parameters()),
-            "max_abs_logit_diff": diff, "rows": rows,
+            "max_abs_logit_diff": diff, "max_abs_logit_diff_train": diff_train,
+            "max_abs_logit_train": logit_scale_train, "rows": rows,
             "speedup": (ref["median_ms"] / sf["median_ms"]) if sf["median_ms"] and ref["median_ms"] else None,
             "saved_ratio": (sf["saved"]["activations"] / ref["saved"]["activations"]
                             if ref["saved"]["activations"] else None),
@@ -222,7 +237,7 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
 
 def case_table(c: dict) -> str:
     mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
-    head = ["impl", "step ms", "x sf", "saved act MiB", "conv in", "bn in", "neuron", "bn+sn", "other",
+    head = ["impl", "step ms", "x sf", "saved act MiB", "conv in", "bn in", "neuron", "bn+sn", "attn", "other",
             "x sf act", "+params MiB", "peak MiB"]
     sf = c["rows"][0]
     rows = []
@@ -231,11 +246,13 @@ def case_table(c: dict) -> str:
         rows.append([r["impl"], bu.fmt(r["median_ms"], ".1f"),
                      bu.fmt(r["median_ms"] / sf["median_ms"] if r["median_ms"] and sf["median_ms"] else None),
                      mib(s["activations"]), mib(s["conv"]), mib(s["bn"]), mib(s["neuron"]), mib(s["bn+sn"]),
-                     mib(s["other"]),
+                     mib(s.get("attn", 0)), mib(s["other"]),
                      bu.fmt(s["activations"] / sf["saved"]["activations"]), mib(s["params"]),
                      mib(r["peak_step_bytes"]) if r.get("peak_step_bytes") else "n/a"])
     title = (f"{c['model']} T={c['T']} batch={c['batch']} {c['size']}x{c['size']} {c['device']} {c['dtype']} "
-             f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e})")
+             f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e} eval"
+             + (f", {c['max_abs_logit_diff_train']:.2e} train (logits up to {c['max_abs_logit_train']:.2g})"
+                if c.get("max_abs_logit_diff_train") is not None else "") + ")")
     if c.get("spikingjelly", "ok") != "ok":
         title += f"\n  SpikingJelly: {c['spikingjelly']}"
     return title + "\n" + bu.format_table(head, rows)
@@ -292,6 +309,7 @@ def run(args) -> int:
     print("  'x sf' = step time / spikeforge's (> 1: spikeforge faster); saved act = unique non-parameter storages "
           "saved for backward by the forward (+ loss), split by the module that saved them (conv: its input; bn: its "
           "input; neuron: what the neuron op keeps; bn+sn: the fused BN + neuron (the conv output and BN statistics); "
+          "attn: the attention op of a transformer block (q, k, v and its neuron's state); "
           "other: the stem image, max-pool, adds, fc, loss); '+params' = parameters saved by "
           "reference (held by the model anyway); 'x sf act' = saved act / spikeforge's\n")
     for c in cases:
