@@ -175,6 +175,50 @@ def test_report_op_inside_forward():
         tools.energy(Bad(), s, T=T, batch_size=B)
 
 
+@pytest.mark.parametrize("cls, names", [
+    (sf.nn.SSA, ["kT@v", "q@(kT@v)"]), (sf.nn.SDSA, ["sum_tokens(k*v)"]),
+    (sf.nn.QKTokenAttention, ["sum_channels(q)"]), (sf.nn.QKChannelAttention, ["sum_tokens(q)"])])
+def test_attention_modules_report_their_accumulates(cls, names):
+    """The attention op's own work (no conv sees it) appears as rows named after the module, with the
+    firing rate of the spikes that drive it: SOPs = accumulates actually done per inference."""
+    torch.manual_seed(0)
+    T, B, C, H, W, heads = 2, 2, 16, 3, 3, 4
+    N, d = H * W, C // heads
+    block = cls(C, num_heads=heads, pre_activation=True)
+    with torch.no_grad():  # large enough weights that q, k, v fire at moderate rates
+        for name in ("q", "k", "v"):
+            if hasattr(block, f"{name}_conv"):
+                getattr(block, f"{name}_conv").weight.normal_(0, 1.0)
+    seen = {}
+    for name in ("q", "k", "v"):
+        sn = getattr(block, f"{name}_sn", None)
+        if sn is not None:
+            sn.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.detach()))
+    x = torch.randn(T, B, C, H, W) * 3
+    rep = tools.energy(block, x, T=T, batch_size=B)
+    rows = {r.name: r for r in rep.layers if not r.name.endswith("conv")}
+    assert sorted(rows) == sorted(names)
+
+    def heads_of(s):  # [T, B, C, H, W] -> [T, B, heads, N, d], as the module splits them
+        return s.reshape(T, B, heads, d, N).transpose(-1, -2)
+
+    q, k = heads_of(seen["q"]), heads_of(seen["k"])
+    assert 0 < float(q.mean()) < 1 and 0 < float(k.mean()) < 1  # the check below is not vacuous
+    if cls is sf.nn.SSA:
+        assert rows["kT@v"].macs == heads * N * d * d and rows["kT@v"].steps == T
+        assert rows["kT@v"].sops == pytest.approx(float(k.sum()) * d / B)
+        assert rows["q@(kT@v)"].sops == pytest.approx(float(q.sum()) * d / B)
+    elif cls is sf.nn.SDSA:
+        v = heads_of(seen["v"])
+        assert rows["sum_tokens(k*v)"].macs == heads * N * d
+        assert rows["sum_tokens(k*v)"].sops == pytest.approx(float((k * v).sum()) / B)
+    else:
+        assert rows[names[0]].sops == pytest.approx(float(q.sum()) / B)
+    for r in rows.values():
+        assert r.kind == "spikes" and r.energy_pj == pytest.approx(r.sops * tools.E_AC_PJ)
+    assert not tools.estimating()
+
+
 def test_matmul_op():
     a, b = torch.ones(2, 3, 4, 5), torch.ones(3, 5, 6)  # broadcast batch [2, 3]: 2 x 3 x (4 x 6) x 5 MACs
     op = matmul_op("ab", a, b)

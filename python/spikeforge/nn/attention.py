@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops, reference
+from ..tools.energy import EnergyOp, estimating, report_op
 from .layers import SeqBatchNorm2d, seq_apply
 from .neuron import LIF, _Neuron
 
@@ -234,6 +235,11 @@ class _QKAttention(_Resettable):
     def _attend(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
         raise NotImplementedError  # each attention names its op
 
+    def _energy_ops(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> list:
+        """The EnergyOps of the attention op for spikeforge.tools.energy (q, k, v: [T, B, heads, N, d]).
+        Masking by a spike (a multiply by 0/1) is a select, not a synaptic operation, and is not charged."""
+        raise NotImplementedError
+
     def forward(self, x: Tensor) -> Tensor:
         _check_seq(self, x, self.dim)
         T, B, C, H, W = x.shape
@@ -242,6 +248,8 @@ class _QKAttention(_Resettable):
         k = self._heads(self._project("k", s))
         v = self._heads(self._project("v", s)) if self.uses_v else None
         a = self._attend(q, k, v)  # [T, B, heads, N, C / heads]
+        if estimating():  # the attention's own accumulates, which no hooked layer sees
+            report_op(self, *self._energy_ops(q, k, v))
         a = a.transpose(-1, -2).reshape(T, B, C, H, W)
         if self.proj_sn is None:
             return _conv_bn(self.proj_conv, self.proj_bn, a)
@@ -270,6 +278,13 @@ class SSA(_QKAttention):
     def _attend(self, q, k, v):
         return self._op()(q, k, v, self.scale, **self.attn_options)
 
+    def _energy_ops(self, q, k, v):
+        # computed as Q (K^T V): every spike of K adds a row of V (d accumulates), every spike of Q a row of
+        # K^T V; the same count as the papers' (Q K^T) V order's N x N x d twice, with N d d MACs each
+        T, B, h, N, d = q.shape
+        macs = float(T * B * h * N * d * d)
+        return [EnergyOp("kT@v", macs, k), EnergyOp("q@(kT@v)", macs, q)]
+
 
 class SDSA(_QKAttention):
     """Spike-driven self-attention (Yao et al. 2023): Q * SN_{0.5}(sum over tokens of K * V) per head.
@@ -283,6 +298,10 @@ class SDSA(_QKAttention):
     def _attend(self, q, k, v):
         return self._op()(q, k, v, **self.attn_options)
 
+    def _energy_ops(self, q, k, v):
+        # K * V is a mask (select); the sum over tokens accumulates each non-zero product once
+        return [EnergyOp("sum_tokens(k*v)", float(k.numel()), k * v)]
+
 
 class QKTokenAttention(_QKAttention):
     """QKFormer token attention (QKTA): SN_{0.5}(sum over the channels of Q within a head) * K: one binary
@@ -294,6 +313,9 @@ class QKTokenAttention(_QKAttention):
     def _attend(self, q, k, v):
         return self._op()(q, k, **self.attn_options)
 
+    def _energy_ops(self, q, k, v):
+        return [EnergyOp("sum_channels(q)", float(q.numel()), q)]  # then a per-token mask of K
+
 
 class QKChannelAttention(_QKAttention):
     """QKFormer channel attention (QKCA): SN_{0.5}(sum over the tokens of Q) * K: one binary weight per
@@ -304,6 +326,9 @@ class QKChannelAttention(_QKAttention):
 
     def _attend(self, q, k, v):
         return self._op()(q, k, **self.attn_options)
+
+    def _energy_ops(self, q, k, v):
+        return [EnergyOp("sum_tokens(q)", float(q.numel()), q)]  # then a per-channel mask of K
 
 
 # ------------------------------------------------------------------------------------------------

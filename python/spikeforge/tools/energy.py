@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["E_MAC_PJ", "E_AC_PJ", "EnergyOp", "LayerEnergy", "EnergyReport", "energy", "layer_macs",
-           "input_kind", "matmul_op", "report_op"]
+           "input_kind", "matmul_op", "report_op", "estimating"]
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014), as in the papers
 E_AC_PJ = 0.9   # pJ per 32-bit float accumulate
@@ -353,6 +353,11 @@ class _Estimator:
 
 
 _ACTIVE: list = []  # the estimators of the energy() calls now running (innermost last)
+
+
+def estimating() -> bool:
+    """True while energy() runs: lets a module skip building EnergyOps (report_op's arguments) otherwise."""
+    return bool(_ACTIVE)
 
 
 def report_op(module: nn.Module, *ops) -> None:
