@@ -63,10 +63,15 @@ def _tracing() -> bool:
 _NATIVE_CUDA = native is not None and bool(native.has_cuda())
 
 
+_CPU = torch.device("cpu")
+
+
 def _has_native(device: torch.device) -> bool:
     if native is None:
         return False
-    return device.type == "cpu" or (device.type == "cuda" and _NATIVE_CUDA)
+    if device == _CPU:  # compared first: reading device.type costs ~0.5 us per call (eager overhead)
+        return True
+    return device.type == "cuda" and _NATIVE_CUDA
 
 def _stream(t: Tensor) -> int:
     """The current CUDA stream of t's device (kernels launch on it), 0 on CPU."""

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ._common import _check_bool, _check_number, _check_surrogate, _check_x, _flat, _has_native, _stream, _tracing
+from ._common import (_CPU, _check_bool, _check_number, _check_surrogate, _check_x, _flat, _has_native, _stream,
+                      _tracing)
 
 __all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step", "default_recompute"]
 
@@ -276,7 +277,7 @@ def _run(x_seq, v_init, w, k, v_threshold, v_reset, decay_input, detach_reset, s
     hard = v_reset is not None
     vr = v_reset if hard else 0.0
     device = x_seq.device
-    recompute = default_recompute.get(device.type, False)
+    recompute = default_recompute.get("cpu" if device == _CPU else device.type, False)
     save_h = not recompute
     args = (k, v_threshold, vr, hard, decay_input, detach_reset, sid, alpha, v_seq, save_h)
     if _tracing() or type(x_seq) is not torch.Tensor:
