@@ -84,20 +84,6 @@ def contenders(op: str, args, device: torch.device) -> dict:
     return out
 
 
-def saved_bytes(f, inputs) -> int:
-    """Bytes of the unique storages the forward saves for the backward (saved_tensors_hooks)."""
-    seen = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        seen[(s.data_ptr(), str(t.device))] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = f(*inputs)
-    del out
-    return sum(seen.values())
-
 
 def cuda_peak_bytes(run_fb, device: torch.device) -> int:
     """Peak bytes allocated during one forward+backward above what was allocated before it."""
@@ -140,7 +126,7 @@ def run_case(op: str, D: int, heads: int, device: torch.device, args, timer: bu.
         if row["status"] != "ok":
             continue
         f = fns[row["impl"]]
-        row["saved_bytes"] = saved_bytes(f, inputs)
+        row["saved_bytes"] = bu.saved_bytes(f, *inputs)
         row["saved_extra_bytes"] = row["saved_bytes"] - input_bytes
         if device.type == "cuda":
             row["cuda_peak_fwd_bwd_bytes"] = cuda_peak_bytes(timed[f"{row['impl']}/fwd_bwd"], device)
@@ -207,10 +193,7 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     axes[0].set_ylabel("time / spikeforge's (>1: spikeforge faster)", fontsize=8)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    bu.save_figure(fig, path)
 
 
 def run(args) -> int:

@@ -280,10 +280,7 @@ def plot(cases: list[dict], path: str, title: str) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    bu.save_figure(fig, path)
 
 
 def run(args) -> int:

@@ -512,10 +512,7 @@ def plot(cases: list[dict], path: str, title: str) -> None:
             ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    bu.save_figure(fig, path)
 
 
 def run(args) -> int:

@@ -123,20 +123,6 @@ def contenders(op: str, T: int, device: torch.device, args, skip: set) -> dict:
 # --------------------------------------------------------------------------------------------
 # one case
 # --------------------------------------------------------------------------------------------
-def saved_bytes(f, x) -> int:
-    """Bytes of the unique storages the forward saves for the backward (saved_tensors_hooks)."""
-    seen = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        seen[(s.data_ptr(), str(t.device))] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = f(x)
-    del out
-    return sum(seen.values())
-
 
 def run_case(op: str, T: int, dtype: torch.dtype, device: torch.device, args, bw: bu.Bandwidth,
              timer: bu.Timer, skip: set) -> dict:
@@ -185,7 +171,7 @@ def run_case(op: str, T: int, dtype: torch.dtype, device: torch.device, args, bw
             row[f"{phase}_gbps"] = bu.gbps(nbytes[phase], r.median)
         f = fns[row["impl"]]
         if row["impl"] != "torch.compile":  # hooks around a compiled graph would measure a different thing
-            row["saved_bytes"] = saved_bytes(f, x)
+            row["saved_bytes"] = bu.saved_bytes(f, x)
             row["saved_in_x"] = row["saved_bytes"] / (x.numel() * b)
         if row["impl"] != "gemm":
             s = f(x).detach()
@@ -265,10 +251,7 @@ def plot(cases: list[dict], path: str, title: str) -> None:
         ax.legend(fontsize=7)
     axes[0].set_title(title + "\nroofline fraction", fontsize=9)
     axes[1].set_title("ratio vs spikeforge", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    bu.save_figure(fig, path)
 
 
 def run(args) -> int:

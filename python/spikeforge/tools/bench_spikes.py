@@ -93,10 +93,7 @@ def plot(results: list[dict], ops, path: str, device_name: str) -> None:
         ax.set_title(f"{op}: {rs[0]['shape'] if rs else ''} ({device_name})", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+    bu.save_figure(fig, path)
 
 
 def run(args) -> int:

@@ -379,3 +379,29 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str) -> None:
+    """Lays out, writes (dpi 110) and closes a figure of a --plot chart, and says where it went."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def saved_bytes(f: Callable[..., object], *inputs) -> int:
+    """Bytes of the unique storages f(*inputs) saves for its backward (saved_tensors_hooks); a storage
+    saved by several ops (or views of one tensor) counts once."""
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        seen[(s.data_ptr(), str(t.device))] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = f(*inputs)
+    del out
+    return sum(seen.values())
