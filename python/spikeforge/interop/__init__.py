@@ -30,6 +30,18 @@ def from_nir(graph, *, dt=None):
     return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt)
 
 
+def _swap_modules(model, swaps):
+    """Replaces each (qualified name, new module) of swaps inside model (the patchers' last step); the name
+    "" replaces the model itself. Returns the model, which is new when it was replaced."""
+    for name, new in swaps:
+        if not name:
+            model = new
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model
+
+
 def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")

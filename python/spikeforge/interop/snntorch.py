@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import nn as sfnn
+from . import _swap_modules
 from .. import ops
 
 __all__ = ["MultiStepLeaky", "patch", "PatchReport", "surrogate_of"]
@@ -266,12 +267,7 @@ def patch(model: nn.Module, *, backend: str = "auto"):
             if isinstance(parent, nn.Sequential) and not isinstance(parent, sfnn.MultiStep):
                 swaps.append((name, sfnn.MultiStep(m)))
                 report.wrapped.append((label, type(m).__name__))
-    for name, new in swaps:
-        if not name:
-            model = new
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    model = _swap_modules(model, swaps)
     for label, cls, why in report.skipped:
         warnings.warn(f"spikeforge snntorch.patch: left {label} ({cls}) as is: {why}", stacklevel=2)
     return model, report

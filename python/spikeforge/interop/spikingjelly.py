@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .. import nn as sfnn
+from . import _swap_modules
 
 __all__ = ["patch", "PatchReport", "surrogate_of"]
 
@@ -194,12 +195,7 @@ def patch(model: nn.Module, *, on_unsupported: str = "raise"):
         new.train(m.training)
         swaps.append((name, new))
         report.replaced.append((name or "<model>", type(m).__name__, type(new).__name__))
-    for name, new in swaps:
-        if not name:
-            model = new
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    model = _swap_modules(model, swaps)
     try:  # SpikingJelly caches which modules reset_net() resets: the swapped ones must be found anew
         from spikingjelly.activation_based import functional
         functional.invalidate_reset_cache(model)
