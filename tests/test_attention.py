@@ -202,6 +202,8 @@ def test_bad_inputs_name_the_argument(name):
                 fn(*with_(good[i].double()))
     with pytest.raises(ValueError, match="tau must be > 0"):
         fn(*good, tau=0.0)
+    with pytest.raises(TypeError, match="tau must be a real number"):  # None is IF for ops.lif, not here
+        fn(*good, tau=None)
     with pytest.raises(TypeError, match="v_threshold must be a number"):
         fn(*good, v_threshold="0.5")
     with pytest.raises(ValueError, match="surrogate: unknown surrogate"):
@@ -215,6 +217,25 @@ def test_bad_inputs_name_the_argument(name):
             fn(*good, float("nan"))
         with pytest.raises(TypeError, match="scale must be a number"):
             fn(*good, torch.tensor(0.125))
+
+
+def test_native_outputs_have_standard_strides():
+    """A contiguous input may carry odd strides on size-1 dims; the native ops' outputs (and gradients)
+    have the standard strides of the fake kernels, which torch.compile relies on."""
+    def odd(t):  # same values, stride 99 on the size-1 dim: still is_contiguous()
+        o = torch.empty_strided(t.shape, (12, 99, 4, 1))
+        o.copy_(t)
+        assert o.is_contiguous() and o.stride() != t.stride()
+        return o
+
+    q, k, v = (odd(t) for t in _inputs("ssa", (2, 1, 3, 4)))
+    standard = torch.empty(q.shape).stride()
+    neuron = (0.5, 0.5, 0.0, True, True, True, 0, 4.0)
+    assert torch.ops.spikeforge.ssa_fwd(q, k, v, 0.125, *neuron).stride() == standard
+    for g in torch.ops.spikeforge.ssa_bwd(torch.ones_like(q), q, k, v, 0.125, *neuron):
+        assert g.stride() == standard
+    out, _, _ = torch.ops.spikeforge.attention_reduce_fwd(k, v, q, True, *neuron)
+    assert out.stride() == standard
 
 
 @pytest.mark.parametrize("name", OPS)

@@ -291,14 +291,26 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   S* out = ov.ptr<S>();
   const C scale = static_cast<C>(p.scale);
   const AttnLif<C> lif(p);
-  (void)nthreads;
-#pragma omp parallel num_threads(nthreads) if (B > 1)
-  {
   // Per thread, reused for each of its slices (allocating per slice made glibc map and unmap the larger
   // buffers each time, a page-fault storm): LIF states and one step's pre-activation, [N, D] each.
-  std::vector<C> state(ND), pre(ND), spikes(std::is_same_v<S, C> ? 0 : ND), ktv(D * D), vrow(D),
-      qrow(2 * kTileRows * D);
-  std::vector<uint64_t> words(ceil_div(D, 64)), kwords(N * ceil_div(D, 64));
+  // Allocated here, before the parallel region: a std::bad_alloc inside it would terminate the process
+  // instead of reaching Python as MemoryError. At most one set per slice (threads beyond B idle).
+  struct Scratch {
+    std::vector<C> state, pre, spikes, ktv, vrow, qrow;
+    std::vector<uint64_t> words, kwords;
+  };
+  const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
+  std::vector<Scratch> scratch(nthr);
+  for (Scratch& sc : scratch) {
+    sc.state.resize(ND), sc.pre.resize(ND), sc.spikes.resize(std::is_same_v<S, C> ? 0 : ND);
+    sc.ktv.resize(D * D), sc.vrow.resize(D), sc.qrow.resize(2 * kTileRows * D);
+    sc.words.resize(ceil_div(D, 64)), sc.kwords.resize(N * ceil_div(D, 64));
+  }
+#pragma omp parallel num_threads(nthr) if (nthr > 1)
+  {
+  Scratch& sc = scratch[cpu::thread_index()];
+  auto &state = sc.state, &pre = sc.pre, &spikes = sc.spikes, &ktv = sc.ktv, &vrow = sc.vrow, &qrow = sc.qrow;
+  auto &words = sc.words, &kwords = sc.kwords;
 #pragma omp for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     std::fill(state.begin(), state.end(), lif.v_init());
@@ -343,13 +355,26 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   const C kl = lif.k, vth = lif.vth, vr = lif.vr, kx = lif.decay ? lif.k : C(1);
   const C nd = gp.detach_reset ? C(0) : C(1), alpha = static_cast<C>(gp.alpha);
   const bool hard = lif.hard;
-  (void)nthreads;
-#pragma omp parallel num_threads(nthreads) if (B > 1)
+  // Per-thread scratch reused across slices, allocated before the parallel region (see ssa_impl): K^T V
+  // and H of all T steps, [N, D] rows.
+  struct Scratch {
+    std::vector<C> ktv, h, state, buf, gstate, g_pre, sg, mt, g_m, row, out_q, out_k, out_v;
+    std::vector<uint64_t> words, awords;
+  };
+  const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
+  std::vector<Scratch> scratch(nthr);
+  for (Scratch& sc : scratch) {
+    sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
+    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg, &sc.out_q, &sc.out_k, &sc.out_v})
+      nd_buf->resize(ND);
+    sc.mt.resize(DD), sc.g_m.resize(DD), sc.words.resize(WD), sc.awords.resize(N * WD);
+  }
+#pragma omp parallel num_threads(nthr) if (nthr > 1)
   {
-  // Per-thread scratch reused across slices (see ssa_impl): K^T V and H of all T steps, [N, D] rows.
-  std::vector<C> ktv(T * DD), h(T * ND), state(ND), buf(ND), gstate(ND), g_pre(ND), sg(ND), mt(DD), g_m(DD),
-      row(2 * kTileRows * D), out_q(ND), out_k(ND), out_v(ND);
-  std::vector<uint64_t> words(WD), awords(N * WD);
+  Scratch& sc = scratch[cpu::thread_index()];
+  auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
+  auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
+  auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
 #pragma omp for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     std::fill(state.begin(), state.end(), lif.v_init());

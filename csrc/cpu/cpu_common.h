@@ -78,4 +78,13 @@ inline int threads_of(const ExecConfig& ex) {
 #endif
 }
 
+// This thread's index inside a parallel region (0 without OpenMP).
+inline int thread_index() {
+#if defined(SPIKEFORGE_HAVE_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 }  // namespace spikeforge::cpu

@@ -165,6 +165,7 @@ void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView
   require_all_cuda({{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}, {&ktv_ws, "ktv_ws"}}, fn);
   check_cuda_dtype(q.dtype, "q");
   check_dense(ktv_ws, "ktv_ws");
+  check_same_device(q, ktv_ws, "q", "ktv_ws");  // written through q's device guard
   SF_CHECK_ARG(ktv_ws.dtype == DType::f32, "ktv_ws must be float32");
   check_numel(ktv_ws, checked_mul(checked_mul(p.T * p.B, p.D, "ktv_ws"), p.D, "ktv_ws"), "ktv_ws");
   if (p.T == 0 || p.B == 0 || p.N == 0 || p.D == 0) return;

@@ -56,6 +56,8 @@ def _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, al
     """Validates the neuron options (the same checks and messages as spikeforge.ops.lif) ->
     (lif kwargs for the composed path, the custom ops' neuron arguments
     (k, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate id, alpha))."""
+    if tau is None:  # the neuron ops read tau=None as "no leak" (IF); the attention neuron is a LIF
+        raise TypeError("tau must be a real number > 0 (the attention neuron is a LIF), got None")
     k, vth, vr, decay, detach, sid, alpha_v, _ = _neuron_options(tau, v_threshold, v_reset, decay_input,
                                                                  detach_reset, surrogate, alpha, "last")
     lif_kw = dict(tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
@@ -70,6 +72,12 @@ def _work(t: Tensor) -> Tensor:
 
 def _sn(x: Tensor, lif_kw: dict) -> Tensor:
     return lif(x, **lif_kw)[0]
+
+
+def _empty(t: Tensor) -> Tensor:
+    """An output like t with standard contiguous strides, as the fake kernels' new_empty (empty_like would
+    copy the odd strides a contiguous t may have on size-1 dims, and torch.compile checks strides)."""
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -92,7 +100,7 @@ def _slices(q: Tensor) -> tuple[int, int, int, int]:
 def _ssa_forward_impl(q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float, v_threshold: float,
                       v_reset: float, hard_reset: bool, decay_input: bool) -> Tensor:
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    out = torch.empty_like(q)
+    out = _empty(q)
     if out.numel() == 0:
         return out
     T, B, N, D = _slices(q)
@@ -116,7 +124,7 @@ def _reduce_forward_impl(a: Tensor, b: Optional[Tensor], m: Tensor, reduce_token
                          decay_input: bool) -> tuple[Tensor, Tensor, Tensor]:
     a, m = a.contiguous(), m.contiguous()
     b = None if b is None else b.contiguous()
-    out = torch.empty_like(a)
+    out = _empty(a)
     cdt = _compute_dtype(a.dtype)
     small = _small_shape(a, reduce_tokens)
     pre = a.new_empty(small, dtype=cdt)
@@ -153,7 +161,7 @@ def _ssa_backward_impl(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, scale:
                        v_threshold: float, v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool,
                        surrogate: int, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
     q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
-    grads = tuple(torch.empty_like(q) for _ in range(3))
+    grads = tuple(_empty(q) for _ in range(3))
     if q.numel() == 0:
         return grads
     T, B, N, D = _slices(q)
@@ -198,7 +206,10 @@ def _ssa_backward(ctx, grad_out):
         # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
         gq, gk, gv = torch.ops.spikeforge.ssa_bwd(grad_out, q, k, v, scale, *ctx.neuron)
         return (gq if need_q else None, gk if need_k else None, gv if need_v else None) + none
-    # CUDA: cuBLAS products around neuron_bwd, the pre-activation recomputed.
+    # CUDA: cuBLAS products around neuron_bwd, the pre-activation recomputed. On spikes the products are
+    # exact integers (times scale), so the recomputed spikes equal the forward kernel's; on real-valued
+    # q, k, v cuBLAS sums in another order (or in TF32 when the user enabled it) and a pre-activation
+    # within rounding of v_threshold may fire differently here than in the forward.
     cdt = _compute_dtype(q.dtype)
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
     ktv = kc.transpose(-2, -1) @ vc  # [.., D, D]
@@ -266,7 +277,7 @@ def _reduce_backward(ctx, grad_out, _grad_pre, _grad_mask):
             grad_a = (g_pre * b.to(cdt)).to(a.dtype) if need_a else None
             grad_b = (g_pre * a.to(cdt)).to(b.dtype) if need_b else None
         else:
-            grad_a = g_pre.expand(ctx.a_shape).to(ctx.a_dtype, memory_format=torch.contiguous_format)
+            grad_a = g_pre.expand(ctx.a_shape).to(ctx.a_dtype).contiguous()  # a real tensor, not a stride-0 view
     return (grad_a, grad_b, grad_m) + none
 
 
