@@ -480,3 +480,47 @@ def test_modules_keep_state_until_reset():
         with pytest.raises(ValueError, match="reset"):  # a batch of another size on stale state is refused
             mod(x[:, :1])
             mod(x)
+
+
+class _CustomIF(torch.nn.Module):
+    """A user's neuron, not from spikeforge: multi-step IF with a membrane carried across calls until
+    reset() (SpikingJelly's convention)."""
+
+    def __init__(self):
+        super().__init__()
+        self.v = None
+
+    def reset(self):
+        self.v = None
+
+    def forward(self, x):
+        v = torch.zeros_like(x[0]) if self.v is None else self.v
+        out = []
+        for x_t in x:
+            v = v + x_t
+            s = (v >= 1.0).to(x.dtype)
+            v = v * (1.0 - s)
+            out.append(s)
+        self.v = v.detach()
+        return torch.stack(out)
+
+
+def test_models_reset_custom_neurons_too():
+    """A zoo model resets every neuron at the start of a forward, a user's neuron from the `neuron`
+    factory included (reset_net calls any module's reset(), as SpikingJelly's does)."""
+    torch.manual_seed(0)
+    m = models.spikformer(1, 32, num_heads=4, imagenet=False, num_classes=5, T=2, neuron=_CustomIF)
+    m.eval()
+    x = torch.rand(2, 3, 16, 16) * 3
+    with torch.no_grad():
+        first = m(x)
+        neurons = [n for n in m.modules() if isinstance(n, _CustomIF)]
+        assert neurons and all(n.v is not None for n in neurons)
+        assert any(bool(n.v.any()) for n in neurons)  # state that would leak into the next call
+        torch.testing.assert_close(m(x), first, rtol=0, atol=0)
+        sf.nn.reset_net(m)
+        assert all(n.v is None for n in neurons)
+        attn = m.blocks[0].attn
+        attn(torch.rand(2, 1, 32, 4, 4))
+        attn.reset()  # a module's reset() reaches the custom neurons inside it
+        assert all(n.v is None for n in attn.modules() if isinstance(n, _CustomIF))

@@ -584,12 +584,11 @@ class NIRGraphModule(nn.Module):
             return values[self.outputs[0]]
         return {n: values[n] for n in self.outputs}
 
+    _reset_delegates = True  # spikeforge.nn.reset_net visits the children itself
+
     def reset(self) -> None:
         """Forget every neuron's state (nested graphs included); call between independent batches."""
-        # Not spikeforge.nn.reset_net(self): that calls self.reset() again.
-        for m in self.modules():
-            if m is not self and not isinstance(m, NIRGraphModule) and callable(getattr(m, "reset", None)):
-                m.reset()
+        snn.reset_net(self)
 
 
 def from_nir(graph, *, dt: float = DEFAULT_DT) -> NIRGraphModule:

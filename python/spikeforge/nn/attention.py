@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .. import ops, reference
 from ..tools.energy import EnergyOp, estimating, report_op
 from .layers import SeqBatchNorm2d, seq_apply
-from .neuron import LIF, _Neuron
+from .neuron import LIF, reset_net
 
 __all__ = ["SSA", "SDSA", "QKTokenAttention", "QKChannelAttention", "SpikingMLP", "SPS", "RepConv",
            "SpikeCountConv2d", "default_neuron", "attention_options"]
@@ -59,12 +59,13 @@ def attention_options(neuron_kwargs: Optional[dict] = None, v_threshold: float =
 
 
 class _Resettable(nn.Module):
-    """reset(): forget the state of every neuron inside (multi-step neurons keep it between calls)."""
+    """reset(): forget the state of every neuron inside (multi-step neurons keep it between calls), custom
+    neurons from a ``neuron`` factory included (any submodule with a reset(); see nn.reset_net)."""
+
+    _reset_delegates = True  # reset_net visits the children itself
 
     def reset(self) -> None:
-        for m in self.modules():
-            if isinstance(m, _Neuron):
-                m.reset()
+        reset_net(self)
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
@@ -105,7 +106,8 @@ class SpikeCountConv2d(nn.Conv2d):
                 or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super().forward(x)
         y = _resnet()._ConvSavingUint8.apply(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        # the bias in y's dtype: under autocast y is bf16/fp16 like nn.Conv2d's output, and stays so
+        return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
 
 
 def _conv_bn(conv: nn.Module, bn: nn.Module, x: Tensor) -> Tensor:
@@ -171,8 +173,11 @@ class RepConv(nn.Module):
 class _QKAttention(_Resettable):
     """Shared skeleton: [SN] -> q, k (, v) = SN(BN(W x)) -> attention op per head -> BN(W_proj a) [-> SN].
 
-    dim: channels C; num_heads must divide it. pre_activation: the Spikingformer / SDT order (SN first, no
-    SN after the projection; the input is a real-valued stream) instead of Spikformer's (the input is spikes
+    dim: channels C; num_heads must divide it. compact=True keeps the convolutions' inputs as uint8 for
+    backward, exact only for spikes or small spike counts (0..255): with pre_activation=False the module's
+    input goes straight into the q/k/v convolutions, so it must be such (as in every model built here);
+    give real-valued input only with compact=False (the default). pre_activation: the Spikingformer / SDT
+    order (SN first, no SN after the projection; the input is a real-valued stream) instead of Spikformer's (the input is spikes
     or spike counts, the output SN(BN(proj))). repconv: Meta-SpikeFormer's RepConv + BN as the linear layers
     (then pre_activation is required, as in its code). neuron: a factory of fresh neuron modules (default:
     LIF tau 2, threshold 1, detach_reset). attn_options: options of the attention neuron (default
@@ -279,8 +284,9 @@ class SSA(_QKAttention):
         return self._op()(q, k, v, self.scale, **self.attn_options)
 
     def _energy_ops(self, q, k, v):
-        # computed as Q (K^T V): every spike of K adds a row of V (d accumulates), every spike of Q a row of
-        # K^T V; the same count as the papers' (Q K^T) V order's N x N x d twice, with N d d MACs each
+        # what the op computes, Q (K^T V): every spike of K adds a row of V (d accumulates), every spike of Q a
+        # row of K^T V: N d^2 MACs per product. The papers' (Q K^T) V order would be charged N^2 d per
+        # product (4x more at N = 196, d = 48); we report the work actually done.
         T, B, h, N, d = q.shape
         macs = float(T * B * h * N * d * d)
         return [EnergyOp("kT@v", macs, k), EnergyOp("q@(kT@v)", macs, q)]

@@ -132,9 +132,11 @@ class PLIF(_Neuron):
 
 
 def reset_net(model: nn.Module) -> None:
-    """reset() every stateful spikeforge module in model (call between independent batches)."""
+    """reset() every module in model that has one (call between independent batches): spikeforge's neurons
+    and any other stateful module that follows the convention (SpikingJelly's neurons, a custom neuron
+    passed to a zoo model), as SpikingJelly's functional.reset_net does. Containers whose reset() only
+    resets their children (``_reset_delegates = True``) are skipped: their children are visited anyway."""
     for m in model.modules():
-        if m is not model and hasattr(m, "reset") and callable(m.reset) and m.__module__.startswith("spikeforge."):
-            m.reset()
-    if hasattr(model, "reset") and model.__module__.startswith("spikeforge."):
-        model.reset()
+        reset = getattr(m, "reset", None)
+        if callable(reset) and not getattr(m, "_reset_delegates", False):
+            reset()
