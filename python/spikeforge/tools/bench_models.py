@@ -182,16 +182,25 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
 
     # same model, same numbers: logits of one forward in eval mode agree, and in training mode (batch
     # statistics; an untrained transformer may not fire at all with BN's initial running statistics, which
-    # makes the eval-mode check trivially 0). The training-mode forward moves both models' running
-    # statistics by the same step.
+    # makes the eval-mode check trivially 0). The training-mode forward runs with autograd on, so it takes
+    # the paths the timed step takes (fused BN + neuron, uint8-saved inputs), and its backward compares the
+    # parameter gradients. It moves both models' running statistics by the same step.
     sf_model.eval(), ref_model.eval()
     with torch.no_grad():
         diff = float((sf_model(x) - ref_model(x)).abs().max())
     sf_model.train(), ref_model.train()
-    with torch.no_grad():
-        out_sf, out_ref = sf_model(x), ref_model(x)
-        diff_train = float((out_sf - out_ref).abs().max())
-        logit_scale_train = float(out_ref.abs().max())
+    out_sf, out_ref = sf_model(x), ref_model(x)
+    diff_train = float((out_sf - out_ref).detach().abs().max())
+    logit_scale_train = float(out_ref.detach().abs().max())
+    for out in (out_sf, out_ref):
+        F.cross_entropy(out.mean(0), y).backward()
+    del out_sf, out_ref
+    grad_diff = grad_scale = 0.0
+    for p_sf, p_ref in zip(sf_model.parameters(), ref_model.parameters()):
+        if p_ref.grad is not None and p_sf.grad is not None:
+            grad_diff = max(grad_diff, float((p_sf.grad - p_ref.grad).abs().max()))
+            grad_scale = max(grad_scale, float(p_ref.grad.abs().max()))
+    sf_model.zero_grad(set_to_none=True), ref_model.zero_grad(set_to_none=True)
 
     models = {"spikeforge": sf_model, "reference": ref_model}
     inputs = {"spikeforge": x, "reference": x}
@@ -223,7 +232,8 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
     return {"model": name, "T": T, "batch": batch, "size": size, "num_classes": num_classes, "device": str(device),
             "dtype": "float32", "params": sum(p.numel() for p in sf_model.parameters()),
             "max_abs_logit_diff": diff, "max_abs_logit_diff_train": diff_train,
-            "max_abs_logit_train": logit_scale_train, "rows": rows,
+            "max_abs_logit_train": logit_scale_train, "max_abs_grad_diff_train": grad_diff,
+            "max_abs_grad_train": grad_scale, "rows": rows,
             "speedup": (ref["median_ms"] / sf["median_ms"]) if sf["median_ms"] and ref["median_ms"] else None,
             "saved_ratio": (sf["saved"]["activations"] / ref["saved"]["activations"]
                             if ref["saved"]["activations"] else None),
@@ -252,7 +262,9 @@ def case_table(c: dict) -> str:
     title = (f"{c['model']} T={c['T']} batch={c['batch']} {c['size']}x{c['size']} {c['device']} {c['dtype']} "
              f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e} eval"
              + (f", {c['max_abs_logit_diff_train']:.2e} train (logits up to {c['max_abs_logit_train']:.2g})"
-                if c.get("max_abs_logit_diff_train") is not None else "") + ")")
+                if c.get("max_abs_logit_diff_train") is not None else "")
+             + (f"; max |grad diff| {c['max_abs_grad_diff_train']:.2e} (grads up to {c['max_abs_grad_train']:.2g})"
+                if c.get("max_abs_grad_diff_train") is not None else "") + ")")
     if c.get("spikingjelly", "ok") != "ok":
         title += f"\n  SpikingJelly: {c['spikingjelly']}"
     return title + "\n" + bu.format_table(head, rows)
