@@ -524,3 +524,10 @@ def test_models_reset_custom_neurons_too():
         attn(torch.rand(2, 1, 32, 4, 4))
         attn.reset()  # a module's reset() reaches the custom neurons inside it
         assert all(n.v is None for n in attn.modules() if isinstance(n, _CustomIF))
+
+
+def test_sps_refuses_a_T_that_contradicts_the_sequence():
+    sps = sf.nn.SPS(3, 16, pooling="0011")
+    with pytest.raises(ValueError, match="T=3 but the sequence x has 2 steps"):
+        sps(torch.rand(2, 1, 3, 8, 8), 3)
+    assert sps(torch.rand(2, 1, 3, 8, 8), 2).shape[:2] == (2, 1)

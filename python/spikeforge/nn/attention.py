@@ -432,6 +432,8 @@ class SPS(_Resettable):
             return y.unsqueeze(0).expand((T,) + tuple(y.shape)).contiguous()
         if x.dim() != 5:
             raise ValueError(f"SPS expects x of shape [T, B, C, H, W] or [B, C, H, W], got {tuple(x.shape)}")
+        if T is not None and T != x.shape[0]:
+            raise ValueError(f"SPS: T={T} but the sequence x has {x.shape[0]} steps (shape {tuple(x.shape)})")
         return seq_apply(self.convs[0], x)
 
     def forward(self, x: Tensor, T: Optional[int] = None) -> Tensor:
