@@ -236,11 +236,99 @@ def check_psn(data, device):
     assert_grads_close(got, want, dtype)
 
 
+# ------------------------------------------------------------------------------------------------
+# family: event-driven spike propagation (spike_linear, spike_conv2d)
+# ------------------------------------------------------------------------------------------------
+def check_spike(data, device):
+    """Binary spikes, small integer counts or dyadic floats against F.linear / F.conv2d. float32 and
+    float64 only: the native kernels take those (other dtypes fall back to the reference itself)."""
+    layer = data.draw(st.sampled_from(["linear", "conv2d"]), label="layer")
+    dtype = data.draw(st.sampled_from([torch.float32] + ([torch.float64] if device == "cpu" else [])),
+                      label="dtype")
+    kind = data.draw(st.sampled_from(["binary", "counts", "float"]), label="kind")
+    lo, hi, denom = {"binary": (0, 2, 1), "counts": (0, 4, 1), "float": (-8, 9, 8)}[kind]
+    mode = data.draw(st.sampled_from(["auto", "sparse", "dense"]), label="mode")
+    with_bias = data.draw(st.booleans(), label="bias")
+    if layer == "linear":
+        K, Nout = data.draw(st.integers(0, 70), label="K"), data.draw(st.integers(1, 5), label="N")
+        s_shape = draw_shape(data, 0, 2, 4) + (K,)
+        w_shape, kw = (Nout, K), {}
+    else:
+        groups = data.draw(st.sampled_from([1, 2]), label="groups")
+        cin, cout = groups * data.draw(st.integers(1, 3), label="cin_g"), groups * data.draw(st.integers(1, 2))
+        kh, kw_ = data.draw(st.integers(1, 3), label="kh"), data.draw(st.integers(1, 3), label="kw")
+        kw = dict(stride=data.draw(st.sampled_from([1, 2, (1, 2)]), label="stride"),
+                  padding=data.draw(st.sampled_from([0, 1, (1, 0)]), label="padding"),
+                  dilation=data.draw(st.sampled_from([1, 2]), label="dilation"), groups=groups)
+        d = kw["dilation"]
+        H = data.draw(st.integers(d * (kh - 1) + 1, 7), label="H")
+        W = data.draw(st.integers(d * (kw_ - 1) + 1, 7), label="W")
+        lead = data.draw(st.sampled_from([(2,), (0,), (2, 1), (1, 2)]), label="lead")
+        s_shape, w_shape = lead + (cin, H, W), (cout, cin // groups, kh, kw_)
+    s_leaf, s_view = draw_tensor(data, s_shape, dtype, device, lo=lo, hi=hi, denom=denom,
+                                 requires_grad=data.draw(st.booleans(), label="s_grad"))
+    w_leaf, w = draw_tensor(data, w_shape, dtype, device, lo=-8, hi=9, requires_grad=True)
+    b_leaf, b = draw_tensor(data, w_shape[:1], dtype, device, lo=-8, hi=9, requires_grad=True) if with_bias \
+        else (None, None)
+    y = getattr(ops, f"spike_{layer}")(s_view, w, b, **kw, mode=mode)
+    sr, wr, br = as_ref(s_leaf, dtype), as_ref(w_leaf, dtype), as_ref(b_leaf, dtype)
+    y_ref = getattr(reference, f"spike_{layer}")(_relayout(sr, s_leaf, s_view), _relayout(wr, w_leaf, w),
+                                                 _relayout(br, b_leaf, b), **kw)
+    assert y.dtype == dtype
+    assert_forward_equal(y, y_ref)  # dyadic sums: exact in any order
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="grad_seed"))
+    up = (torch.randint(-4, 5, y.shape, generator=gen).double() / 4).to(device)
+    assert_grads_close(grads_of((y,), (up,), (s_leaf, w_leaf, b_leaf)), grads_of((y_ref,), (up,), (sr, wr, br)),
+                       dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# family: attention on spikes (ssa, sdsa, qk_token_attention, qk_channel_attention)
+# ------------------------------------------------------------------------------------------------
+def check_attention(data, device):
+    """Spike q, k, v [T, *batch, N, D]: every sum is an integer (times 1/8 for SSA's scale), the LIF's
+    leak is 1/2 or 1/4, so spikes equal the reference's bitwise in every dtype and path."""
+    import spikeforge.ops.attention as attention_mod
+
+    op = data.draw(st.sampled_from(["ssa", "sdsa", "qk_token_attention", "qk_channel_attention"]), label="op")
+    dtype = draw_dtype(data, device)
+    T = data.draw(st.integers(0, 4), label="T")
+    shape = (T,) + draw_shape(data, 0, 2, 3) + (data.draw(st.integers(0, 5), label="N"),
+                                                 data.draw(st.integers(0, 6), label="D"))
+    n_in = 3 if op in ("ssa", "sdsa") else 2
+    leaves, views = zip(*[draw_tensor(data, shape, dtype, device, lo=0, hi=2, denom=1,
+                                      requires_grad=data.draw(st.booleans(), label=f"grad{i}"))
+                          for i in range(n_in)])
+    kw = dict(tau=data.draw(st.sampled_from([2.0, 4.0]), label="tau"),
+              v_threshold=data.draw(st.sampled_from([0.5, 1.0]), label="v_th"),
+              v_reset=data.draw(st.sampled_from([0.0, None]), label="v_reset"),
+              detach_reset=data.draw(st.booleans(), label="detach_reset"),
+              decay_input=data.draw(st.booleans(), label="decay_input"))
+    kw["surrogate"], kw["alpha"] = draw_surrogate(data)
+    # the fused reduce kernel runs on CUDA by default; on CPU draw it too (it is exact as well)
+    fused = data.draw(st.booleans(), label="reduce_kernel")
+    saved = attention_mod.REDUCE_KERNEL_DEVICES
+    attention_mod.REDUCE_KERNEL_DEVICES = ("cpu", "cuda") if fused else saved
+    try:
+        out = getattr(ops, op)(*views, **kw)
+    finally:
+        attention_mod.REDUCE_KERNEL_DEVICES = saved
+    refs = [as_ref(l, dtype) for l in leaves]
+    out_ref = getattr(reference, op)(*[_relayout(r, l, v) for r, l, v in zip(refs, leaves, views)], **kw)
+    assert out.dtype == dtype
+    assert_forward_equal(out, out_ref)
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="grad_seed"))
+    up = (torch.randint(-4, 5, out.shape, generator=gen).double() / 4).to(device)
+    assert_grads_close(grads_of((out,), (up,), leaves), grads_of((out_ref,), (up,), refs), dtype)
+
+
 # New op families register here: name -> check(data, device).
 FAMILIES = {
     "neuron": check_neuron,
     "neuron_step": check_neuron_step,
     "psn": check_psn,
+    "spike": check_spike,
+    "attention": check_attention,
 }
 
 

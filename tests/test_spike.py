@@ -113,6 +113,20 @@ def test_linear_no_bias_integer_dtype_and_empty(device, mode):
     close(ops.spike_linear(s[:, :0], w[:, :0], b, mode=mode), b.expand(9, 5))
 
 
+@pytest.mark.parametrize("mode", ["auto", "sparse", "dense"])
+def test_conv_empty_batch(device, mode):
+    """A conv over zero samples (batch 0, or T = 0 of a sequence) returns an empty output and zero
+    weight gradients (a reshape of no rows used to fail)."""
+    w = dyadic((4, 3, 3, 3), -16, 16, 16, device=device).requires_grad_(True)
+    b = dyadic((4,), -16, 16, 16, device=device).requires_grad_(True)
+    for shape in ((0, 3, 5, 5), (0, 2, 3, 5, 5)):
+        s = torch.zeros(shape, device=device)
+        y = ops.spike_conv2d(s, w, b, padding=1, mode=mode)
+        assert y.shape == shape[:-3] + (4, 5, 5)
+        gw, gb = torch.autograd.grad(y.sum(), [w, b])
+        assert not gw.any() and not gb.any()
+
+
 def test_linear_grad_mask(device):
     s = spikes((6, 90), 0.1, device=device)
     mask = torch.rand(6, 90, device=device) < 0.3

@@ -304,7 +304,8 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
 # --------------------------------------------------------------------------------------------
 def _rows(s: Tensor) -> Tensor:
     """The [R, K] view that is packed: linear rows, or one row per conv sample."""
-    return s if s.dim() == 2 else s.reshape(s.shape[0], -1)
+    # the row length from the shape, not -1: reshape cannot infer it when there are no rows (batch 0)
+    return s if s.dim() == 2 else s.reshape(s.shape[0], math.prod(s.shape[1:]))
 
 
 def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[list[int]], mode: int, kind: int,
