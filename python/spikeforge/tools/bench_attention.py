@@ -138,11 +138,7 @@ def run_case(op: str, D: int, heads: int, device: torch.device, args, timer: bu.
         del s
     del s_sf, timed
     gc.collect()
-    sf = rows[0]
-    for row in rows:
-        for phase in ("fwd", "fwd_bwd"):
-            mine, theirs = sf.get(f"{phase}_ms"), row.get(f"{phase}_ms")
-            row[f"{phase}_ratio_vs_spikeforge"] = theirs / mine if mine and theirs else None
+    bu.add_ratios(rows, rows[0])  # rows[0] is spikeforge
     return {"op": op, "D": D, "heads": heads, "head_dim": D // heads, "T": args.T, "batch": args.batch,
             "tokens": args.tokens, "shape": shape, "rate": args.rate, "dtype": args.dtype, "device": str(device),
             "input_bytes": input_bytes, "rows": rows}

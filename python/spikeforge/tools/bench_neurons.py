@@ -350,11 +350,7 @@ def run_case(neuron: str, T: int, n: Optional[int], dtype: torch.dtype, device: 
         if row["impl"] == "spikeforge[save_h]" and row["status"] == "ok":
             own = {k: v * b * elems for k, v in TRAFFIC_SAVE_H.items()}
             row["own_model_gbps"] = {k: bu.gbps(own[k], row.get(f"{k}_ms")) for k in own}
-    for row in rows:
-        for phase in ("fwd", "fwd_bwd"):
-            base, mine = row.get(f"{phase}_ms"), sf.get(f"{phase}_ms")
-            # ratio = this implementation's time / spikeforge's: how many times faster spikeforge is
-            row[f"{phase}_ratio_vs_spikeforge"] = base / mine if base and mine else None
+    bu.add_ratios(rows, sf)
 
     return {"neuron": neuron, "T": T, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
             "device": str(device), "elements": elems, "bytes_per_element": b,

@@ -181,11 +181,7 @@ def run_case(op: str, T: int, dtype: torch.dtype, device: torch.device, args, bw
             del s
     del s_sf, fns
     gc.collect()
-    sf = rows[0]
-    for row in rows:
-        for phase in ("fwd", "fwd_bwd"):
-            mine, theirs = sf.get(f"{phase}_ms"), row.get(f"{phase}_ms")
-            row[f"{phase}_ratio_vs_spikeforge"] = theirs / mine if mine and theirs else None
+    bu.add_ratios(rows, rows[0])  # rows[0] is spikeforge
     return {"run": 0, "op": op, "T": T, "k": K if op == "sliding_psn" else (min(K, T) if op == "masked_psn" else None),
             "shape": shape, "dtype": str(dtype).replace("torch.", ""), "device": str(device), "elements": x.numel(),
             "bytes_per_element": b, "bytes_fwd": nbytes["fwd"], "bytes_fwd_bwd": nbytes["fwd_bwd"],

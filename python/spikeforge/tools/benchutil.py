@@ -381,6 +381,15 @@ def pyplot():
     return plt
 
 
+def add_ratios(rows: list, sf: dict) -> None:
+    """row["<phase>_ratio_vs_spikeforge"] = row's time / spikeforge's (sf's) for the fwd and fwd_bwd phases:
+    how many times faster spikeforge is (None where either time is missing)."""
+    for row in rows:
+        for phase in ("fwd", "fwd_bwd"):
+            theirs, mine = row.get(f"{phase}_ms"), sf.get(f"{phase}_ms")
+            row[f"{phase}_ratio_vs_spikeforge"] = theirs / mine if theirs and mine else None
+
+
 def save_figure(fig, path: str) -> None:
     """Lays out, writes (dpi 110) and closes a figure of a --plot chart, and says where it went."""
     import matplotlib.pyplot as plt
