@@ -91,15 +91,14 @@ void conv_forward(nb::handle s, nb::handle w, nb::handle bias, nb::handle y, con
   SF_SPIKE_DISPATCH(sv.device, spike_conv2d_forward, sv, wv, bv.get(), yv, p, ex);
 }
 
-void conv_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::handle partials, nb::handle grad_w,
+void conv_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::handle grad_w,
                       const std::vector<int64_t>& params, int num_threads, uintptr_t stream) {
   const OptView bv(bits, "bits"), sv(s, "s");
-  const TensorView gy = to_view(grad_y, "grad_out"), pt = to_view(partials, "partials"),
-                   gw = to_view(grad_w, "grad_weight");
+  const TensorView gy = to_view(grad_y, "grad_out"), gw = to_view(grad_w, "grad_weight");
   const SpikeConvParams p = conv_params(params);
   const ExecConfig ex = exec(num_threads, stream);
   nb::gil_scoped_release release;
-  SF_SPIKE_DISPATCH(gy.device, spike_conv2d_grad_weight, bv.get(), sv.get(), gy, pt, gw, p, ex);
+  SF_SPIKE_DISPATCH(gy.device, spike_conv2d_grad_weight, bv.get(), sv.get(), gy, gw, p, ex);
 }
 
 }  // namespace
@@ -121,10 +120,8 @@ void register_spike(nb::module_& m) {
   m.def("spike_conv2d_forward", &conv_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"),
         nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"), "Event-driven 2-D convolution forward.");
   m.def("spike_conv2d_grad_weight", &conv_grad_weight, nb::arg("bits").none(), nb::arg("s").none(),
-        nb::arg("grad_y"), nb::arg("partials"), nb::arg("grad_w"), nb::arg("params"), nb::arg("num_threads"),
-        nb::arg("stream"), "Event-driven 2-D convolution grad_weight (deterministic partitions).");
-  m.def("spike_conv_partitions", &spike_conv_partitions, nb::arg("B"),
-        "Rows of the conv grad_weight partials workspace for a batch of B samples.");
+        nb::arg("grad_y"), nb::arg("grad_w"), nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"),
+        "Event-driven 2-D convolution grad_weight (fixed summation order).");
 }
 
 }  // namespace spikeforge::bind

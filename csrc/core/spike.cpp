@@ -159,15 +159,13 @@ void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, c
 }
 
 void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                         const TensorView& partials, const TensorView& grad_w,
+                                         const TensorView& grad_w,
                                          const SpikeConvParams& p) {
   check_spike_conv2d_params(p);
   check_float(grad_y, "grad_out");
   check_shape(grad_y, {p.B, p.Cout, p.Ho, p.Wo}, "grad_out");
   check_like(grad_y, grad_w, "grad_out", "grad_weight");
   check_shape(grad_w, {p.Cout, p.Cin / p.groups, p.kh, p.kw}, "grad_weight");
-  check_like(grad_y, partials, "grad_out", "partials");
-  check_shape(partials, {spike_conv_partitions(p.B), grad_w.numel()}, "partials");
   check_saved(bits, s, p.B, p.Cin * p.H * p.W, grad_y, "grad_out");
 }
 

@@ -40,13 +40,6 @@ struct SpikeConvParams {
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
 };
 
-// Batch samples per partition of the conv grad_weight reduction: partials has
-// spike_conv_partitions(B) slices of the weight's size (a fixed count, not the thread count).
-constexpr int64_t kSpikeConvPartition = 16;
-inline int64_t spike_conv_partitions(int64_t B) {
-  return B > 0 ? (B + kSpikeConvPartition - 1) / kSpikeConvPartition : 0;
-}
-
 // ---- CPU -------------------------------------------------------------------------------------
 // pack: s [R, K] float -> bits [R, spike_words(K)] int64; info [2] int64 on the device of s:
 // info[0] = number of non-zeros, info[1] = SpikeKind (max over the elements).
@@ -74,9 +67,9 @@ constexpr int64_t kSpikeMaskedPartitions = 8;
 void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
                               const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
 // conv2d grad_weight: bits [B, words(Cin*H*W)] or s (values); grad_y [B, Cout, Ho, Wo];
-// partials [spike_conv_partitions(B), numel(w)] workspace of grad_w's dtype; grad_w out.
+// grad_w out.
 void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                  const TensorView& partials, const TensorView& grad_w, const SpikeConvParams& p,
+                                  const TensorView& grad_w, const SpikeConvParams& p,
                                   const ExecConfig& ex);
 
 #if defined(SPIKEFORGE_HAVE_CUDA)
@@ -93,7 +86,7 @@ void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorVie
 void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
                                const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
 void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                   const TensorView& partials, const TensorView& grad_w,
+                                   const TensorView& grad_w,
                                    const SpikeConvParams& p, const ExecConfig& ex);
 #endif
 
@@ -110,7 +103,7 @@ void check_spike_conv2d_params(const SpikeConvParams& p);
 void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
                                      const TensorView& y, const SpikeConvParams& p);
 void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                         const TensorView& partials, const TensorView& grad_w,
+                                         const TensorView& grad_w,
                                          const SpikeConvParams& p);
 
 }  // namespace spikeforge

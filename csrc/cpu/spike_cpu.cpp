@@ -10,13 +10,17 @@
 // transposed. Active inputs are listed once per call (CSR: row offsets, column indices, values),
 // found 64 elements at a time with a bit mask and count-trailing-zeros.
 //
-// Conv2d: per batch sample a thread scatters each active input (ci, y, x) into a channels-last
-// output buffer [Ho*Wo, Cout] (one contiguous Cout/groups vector per kernel tap: W is re-laid out once
-// per call as [Cin, kh, kw, Cout/g]), then writes the sample back as NCHW. grad_weight accumulates the
-// same taps into per-partition partials (fixed partitions of kSpikeConvPartition samples) summed in
-// order, so results do not depend on the thread count.
+// Conv2d (groups == 1): the same tile kernels on the implicit im2col matrix, whose rows are (sample, output
+// pixel) and whose columns are (input channel, kernel tap): the lists are built straight from the events
+// (see build_conv_lists), never as a dense im2col. Grouped convs (and lists too large to hold) take scatter
+// kernels: each active input (ci, y, x) adds one W vector per tap into a channels-last output buffer, one
+// input channel at a time over a block of samples (its weights stay in L1), and grad_weight is the mirror
+// image over a channels-last copy of grad_y. Every sum runs in a fixed order: results do not depend on the
+// thread count.
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -106,12 +110,34 @@ inline void for_each_bit(const int64_t* words, int64_t nwords, F&& f) {
   }
 }
 
+// std::allocator whose value-initialising construct (what vector::resize calls) leaves trivial types
+// uninitialised: the lists are filled completely right after, and zeroing them first was a full extra
+// pass over up to hundreds of MB.
+template <typename T>
+struct NoInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = NoInitAllocator<U>;
+  };
+  NoInitAllocator() = default;
+  template <typename U>
+  NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* ptr) noexcept {
+    ::new (static_cast<void*>(ptr)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* ptr, Args&&... args) {
+    ::new (static_cast<void*>(ptr)) U(std::forward<Args>(args)...);
+  }
+};
+
 // Active inputs of a [R, K] input as CSR; binary says every value is 1 (then vals stays empty).
 template <typename T>
 struct ActiveLists {
   std::vector<int64_t> rowptr;
-  std::vector<int32_t> idx;
-  std::vector<T> vals;
+  std::vector<int32_t, NoInitAllocator<int32_t>> idx;  // every entry is written by the builder: no zeroing
+  std::vector<T, NoInitAllocator<T>> vals;
   bool binary = true;
 };
 
@@ -347,16 +373,20 @@ inline void gather_row(const int32_t* idx, const T* vals, int64_t n, const T* bu
   for (int j = 0; j < kTile; ++j) acc[j] += (a0[j] + a1[j]) + (a2[j] + a3[j]);
 }
 
+// Rows of an output (forward) or of grad_y (grad_weight) as strided vectors: feature n of row m sits at
+// base(m) + n * stride. Linear: [M, N] row-major. Conv: NCHW with m = (sample, output pixel), so one row
+// is a pixel's Cout values, npix apart.
+struct RowLayout {
+  int64_t N = 0, npix = 0;  // npix == 0: linear rows
+  int64_t base(int64_t m) const { return npix ? (m / npix) * N * npix + m % npix : m * N; }
+  int64_t stride() const { return npix ? npix : 1; }
+};
+
+// Y[m, :] = bias + sum over the active inputs of row m of value * W[:, k], for W [N, K] row-major.
 template <typename T>
-void linear_forward_impl(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
-                         int nthreads) {
-  const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
-  if (M == 0 || N == 0) return;
-  const ActiveLists<T> a = build_lists<T>(nullptr, s.ptr<T>(), M, K, nthreads);
-  const T* wp = w.ptr<T>();
-  const T* bp = bias ? bias->ptr<T>() : nullptr;
-  T* yp = y.ptr<T>();
-  const int64_t ntiles = (N + kTile - 1) / kTile;
+void gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, int64_t M, int64_t N, int64_t K,
+                    RowLayout rows, int nthreads) {
+  const int64_t ntiles = (N + kTile - 1) / kTile, ys = rows.stride();
 #pragma omp parallel num_threads(nthreads) if (ntiles > 1)
   {
     AlignedBuf<T> buf(std::max<int64_t>(K, 1) * kTile);
@@ -373,23 +403,27 @@ void linear_forward_impl(const TensorView& s, const TensorView& w, const TensorV
         } else {
           gather_row<T, false>(a.idx.data() + p0, a.vals.data() + p0, n, buf.data(), acc);
         }
-        T* out = yp + m * N + n0;
-        for (int64_t j = 0; j < nt; ++j) out[j] = acc[j];
+        T* out = yp + rows.base(m) + n0 * ys;
+        for (int64_t j = 0; j < nt; ++j) out[j * ys] = acc[j];
       }
     }
   }
 }
 
 template <typename T>
-void linear_grad_weight_impl(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                             const TensorView& grad_w, int nthreads) {
-  const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = grad_w.shape[1];
-  if (N == 0 || K == 0) return;
-  const ActiveLists<T> a =
-      build_lists<T>(bits ? bits->ptr<int64_t>() : nullptr, s ? s->ptr<T>() : nullptr, M, K, nthreads);
-  const T* gy = grad_y.ptr<T>();
-  T* gw = grad_w.ptr<T>();
-  const int64_t ntiles = (N + kTile - 1) / kTile;
+void linear_forward_impl(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                         int nthreads) {
+  const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
+  if (M == 0 || N == 0) return;
+  const ActiveLists<T> a = build_lists<T>(nullptr, s.ptr<T>(), M, K, nthreads);
+  gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), M, N, K, RowLayout{N, 0}, nthreads);
+}
+
+// grad_W[n, k] = sum over the rows m where input k is active of value * grad_y[m, n]; grad_W [N, K].
+template <typename T>
+void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M, int64_t N, int64_t K,
+                         RowLayout rows, int nthreads) {
+  const int64_t ntiles = (N + kTile - 1) / kTile, gs = rows.stride();
 #pragma omp parallel num_threads(nthreads) if (ntiles > 1)
   {
     AlignedBuf<T> buf(K * kTile);
@@ -399,7 +433,8 @@ void linear_grad_weight_impl(const TensorView* bits, const TensorView* s, const 
       std::fill(buf.data(), buf.data() + K * kTile, T(0));
       for (int64_t m = 0; m < M; ++m) {
         T g[kTile];
-        for (int j = 0; j < kTile; ++j) g[j] = j < nt ? gy[m * N + n0 + j] : T(0);
+        const T* grow = gy + rows.base(m) + n0 * gs;
+        for (int j = 0; j < kTile; ++j) g[j] = j < nt ? grow[j * gs] : T(0);
         const int64_t p0 = a.rowptr[m], p1 = a.rowptr[m + 1];
 #if defined(__AVX2__)
         if constexpr (std::is_same_v<T, float>) {
@@ -446,6 +481,16 @@ void linear_grad_weight_impl(const TensorView* bits, const TensorView* s, const 
       }
     }
   }
+}
+
+template <typename T>
+void linear_grad_weight_impl(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                             const TensorView& grad_w, int nthreads) {
+  const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = grad_w.shape[1];
+  if (N == 0 || K == 0) return;
+  const ActiveLists<T> a =
+      build_lists<T>(bits ? bits->ptr<int64_t>() : nullptr, s ? s->ptr<T>() : nullptr, M, K, nthreads);
+  scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), M, N, K, RowLayout{N, 0}, nthreads);
 }
 
 // Masked grad_input: the forward's tiles in reverse. For a tile of 16 output features (W transposed
@@ -556,128 +601,291 @@ inline uint64_t extract_bits(const int64_t* words, int64_t off, int64_t n) {
   return n == 64 ? v : (v & ((uint64_t(1) << n) - 1));
 }
 
-// Calls f(ci, y, x, value) for each active input of sample b, walking image rows (no index division).
+// Calls f(y, x, value) for each active input of plane (b, ci) in raster order. The plane's H*W elements
+// are contiguous: they are scanned 64 at a time (small feature maps, e.g. 2x2, cost one mask, not one per
+// row), and (y, x) advance with the index (no division).
 template <typename T, typename F>
-inline void for_each_active_pixel(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b, F&& f) {
-  const int64_t K = p.Cin * p.H * p.W;
+inline void for_each_active_in_plane(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b,
+                                     int64_t ci, F&& f) {
+  const int64_t plane = p.H * p.W, base = ci * plane, K = p.Cin * plane;
   const int64_t* words = bits ? bits + b * spike_words(K) : nullptr;
-  const T* sb = s ? s + b * K : nullptr;
-  for (int64_t ci = 0; ci < p.Cin; ++ci)
-    for (int64_t y = 0; y < p.H; ++y) {
-      const int64_t off = (ci * p.H + y) * p.W;
-      for (int64_t x0 = 0; x0 < p.W; x0 += 64) {
-        const int64_t n = std::min<int64_t>(64, p.W - x0);
-        uint64_t mask = words ? extract_bits(words, off + x0, n) : nonzero_mask(sb + off + x0, n);
-        while (mask) {
-          const int j = __builtin_ctzll(mask);
-          mask &= mask - 1;
-          f(ci, y, x0 + j, words ? T(1) : sb[off + x0 + j]);
-        }
+  const T* sb = s ? s + b * K + base : nullptr;
+  int64_t y = 0, row_end = p.W;
+  for (int64_t i0 = 0; i0 < plane; i0 += 64) {
+    const int64_t n = std::min<int64_t>(64, plane - i0);
+    uint64_t mask = words ? extract_bits(words, base + i0, n) : nonzero_mask(sb + i0, n);
+    while (mask) {
+      const int64_t i = i0 + __builtin_ctzll(mask);
+      mask &= mask - 1;
+      while (i >= row_end) {
+        ++y;
+        row_end += p.W;
       }
+      f(y, i - (row_end - p.W), words ? T(1) : sb[i]);
     }
+  }
 }
 
+// dst[0..n) += v * src[0..n) (v == 1 for spikes: an add, no multiply). Vectorised by the compiler.
 template <typename T>
-void conv_forward_impl(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+inline void add_row(T* __restrict dst, const T* __restrict src, int64_t n, T v) {
+  if (v == T(1)) {
+    for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) dst[j] += v * src[j];
+  }
+}
+
+// Output channels per tile: the whole group unless there are too few tiles to keep the threads busy.
+inline int64_t conv_chunk(int64_t channels, int64_t tiles, int nthreads) {
+  int64_t chunks = 1;
+  tiles = std::max<int64_t>(tiles, 1);
+  if (tiles < 4 * nthreads) chunks = std::min((4 * nthreads + tiles - 1) / tiles, std::max<int64_t>(1, channels / 32));
+  const int64_t width = (channels + chunks - 1) / chunks;
+  return std::min(channels, (width + 7) / 8 * 8);  // whole AVX registers of float32
+}
+
+// Both kernels loop over input channels outermost within a tile, so one channel's weights (forward) or
+// weight-gradient rows (grad_weight), taps x Cout/g values, stay in L1 while all of its events are added.
+// Forward tiles are (block of samples whose channels-last output fits kConvBlockBytes) x (output-channel
+// chunk); grad_weight tiles are (input channel) x (output-channel chunk). Every output element is summed
+// by one tile in a fixed order (input channel, then sample, then raster order): results do not depend on
+// the thread count.
+constexpr int64_t kConvBlockBytes = 256 * 1024;
+
+template <typename T>
+void conv_forward_scatter(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
                        const SpikeConvParams& p, int nthreads) {
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
+  const int64_t C = p.Cout;
   // wt[((ci * taps) + tap) * cout_g + j] = w[g * cout_g + j, ci - g * cin_g, tap]
   std::vector<T> wt(static_cast<size_t>(p.Cin * taps * cout_g));
+  const int64_t per_sample = std::max<int64_t>(1, npix * C * static_cast<int64_t>(sizeof(T)));
+  const int64_t bt = std::clamp<int64_t>(kConvBlockBytes / per_sample, 1, std::max<int64_t>(p.B, 1));
+  const int64_t nsb = (p.B + bt - 1) / bt;
+  const int64_t cw0 = conv_chunk(C, nsb, nthreads), nch = (C + cw0 - 1) / cw0;
+  std::vector<T> outs(static_cast<size_t>(nthreads) * bt * npix * cw0);  // per-thread channels-last tiles
   const T* wp = w.ptr<T>();
-  for (int64_t ci = 0; ci < p.Cin; ++ci) {
-    const int64_t g = ci / cin_g, cl = ci - g * cin_g;
-    for (int64_t tap = 0; tap < taps; ++tap)
-      for (int64_t j = 0; j < cout_g; ++j)
-        wt[(ci * taps + tap) * cout_g + j] = wp[((g * cout_g + j) * cin_g + cl) * taps + tap];
-  }
   const T* sp = s.ptr<T>();
   const T* bp = bias ? bias->ptr<T>() : nullptr;
   T* yp = y.ptr<T>();
-#pragma omp parallel num_threads(nthreads) if (p.B > 1)
+#pragma omp parallel num_threads(nthreads)
   {
-    std::vector<T> out(static_cast<size_t>(npix * p.Cout));  // channels-last sample
+    // per group a [cout_g, cin_g * taps] -> [cin_g * taps, cout_g] transpose, in 16 x 16 blocks: the
+    // element-wise loop read W with a stride of cin_g * taps, a cache miss per element (4608 x 512 took
+    // longer than the event-driven product itself)
+    const int64_t kg = cin_g * taps, nkb = (kg + 15) / 16;
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < p.B; ++b) {
-      for (int64_t q = 0; q < npix; ++q)
-        for (int64_t co = 0; co < p.Cout; ++co) out[q * p.Cout + co] = bp ? bp[co] : T(0);
-      for_each_active_pixel<T>(nullptr, sp, p, b, [&](int64_t ci, int64_t yy, int64_t xx, T v) {
-        const int64_t g = ci / cin_g;
-        const T* wrow = wt.data() + ci * taps * cout_g;
-        for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) {
-          T* o = out.data() + q * p.Cout + g * cout_g;
-          const T* wv = wrow + tap * cout_g;
-          if (v == T(1)) {
-            for (int64_t j = 0; j < cout_g; ++j) o[j] += wv[j];
-          } else {
-            for (int64_t j = 0; j < cout_g; ++j) o[j] += v * wv[j];
-          }
-        });
-      });
+    for (int64_t t = 0; t < p.groups * nkb; ++t) {
+      const int64_t g = t / nkb, k0 = t % nkb * 16, k1 = std::min(kg, k0 + 16);
+      const T* src = wp + g * cout_g * kg;
+      T* dst = wt.data() + g * kg * cout_g;
+      for (int64_t j0 = 0; j0 < cout_g; j0 += 16) {
+        const int64_t j1 = std::min(cout_g, j0 + 16);
+        for (int64_t k = k0; k < k1; ++k)
+          for (int64_t j = j0; j < j1; ++j) dst[k * cout_g + j] = src[j * kg + k];
+      }
+    }
+    T* out = outs.data() + static_cast<int64_t>(cpu::thread_index()) * bt * npix * cw0;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < nsb * nch; ++tile) {
+      const int64_t b0 = tile / nch * bt, b1 = std::min(p.B, b0 + bt);
+      const int64_t c0 = tile % nch * cw0, c1 = std::min(C, c0 + cw0), cw = c1 - c0;
+      for (int64_t r = 0; r < (b1 - b0) * npix; ++r)
+        for (int64_t j = 0; j < cw; ++j) out[r * cw + j] = bp ? bp[c0 + j] : T(0);
+      for (int64_t ci = 0; ci < p.Cin; ++ci) {
+        const int64_t g = ci / cin_g, lo = std::max(c0, g * cout_g), hi = std::min(c1, (g + 1) * cout_g);
+        if (lo >= hi) continue;  // ci's group has no output channel in this chunk
+        const T* wrow = wt.data() + ci * taps * cout_g + (lo - g * cout_g);
+        for (int64_t b = b0; b < b1; ++b) {
+          T* ob = out + (b - b0) * npix * cw + (lo - c0);
+          for_each_active_in_plane<T>(nullptr, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
+            for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) { add_row(ob + q * cw, wrow + tap * cout_g, hi - lo, v); });
+          });
+        }
+      }
       // channels-last -> NCHW, in blocks of 16 pixels
-      T* yb = yp + b * p.Cout * npix;
-      for (int64_t q0 = 0; q0 < npix; q0 += 16) {
-        const int64_t qn = std::min<int64_t>(16, npix - q0);
-        for (int64_t co = 0; co < p.Cout; ++co)
-          for (int64_t qq = 0; qq < qn; ++qq) yb[co * npix + q0 + qq] = out[(q0 + qq) * p.Cout + co];
+      for (int64_t b = b0; b < b1; ++b) {
+        const T* ob = out + (b - b0) * npix * cw;
+        T* yb = yp + (b * C + c0) * npix;
+        for (int64_t q0 = 0; q0 < npix; q0 += 16) {
+          const int64_t qn = std::min<int64_t>(16, npix - q0);
+          for (int64_t j = 0; j < cw; ++j)
+            for (int64_t qq = 0; qq < qn; ++qq) yb[j * npix + q0 + qq] = ob[(q0 + qq) * cw + j];
+        }
       }
     }
   }
 }
 
 template <typename T>
-void conv_grad_weight_impl(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                           const TensorView& partials, const TensorView& grad_w, const SpikeConvParams& p,
-                           int nthreads) {
+void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                           const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
-  const int64_t nparts = spike_conv_partitions(p.B), wsize = grad_w.numel();
+  const int64_t C = p.Cout;
+  const int64_t cw0 = std::max<int64_t>(1, conv_chunk(cout_g, p.Cin, nthreads));
+  const int64_t nch = (cout_g + cw0 - 1) / cw0;
   const int64_t* bitp = bits ? bits->ptr<int64_t>() : nullptr;
   const T* sp = s ? s->ptr<T>() : nullptr;
   const T* gy = grad_y.ptr<T>();
-  T* part = partials.ptr<T>();
-#pragma omp parallel num_threads(nthreads) if (nparts > 1)
+  std::vector<T> gcl_buf(static_cast<size_t>(p.B * npix * C));  // grad_y channels-last: [B, Ho*Wo, Cout]
+  T* gcl = gcl_buf.data();
+  T* gw = grad_w.ptr<T>();
+  std::vector<T> accs(static_cast<size_t>(nthreads) * taps * cw0);  // per-thread [taps, chunk] accumulators
+#pragma omp parallel num_threads(nthreads)
   {
-    std::vector<T> gcl(static_cast<size_t>(npix * p.Cout));  // channels-last grad of one sample
 #pragma omp for schedule(static)
-    for (int64_t pi = 0; pi < nparts; ++pi) {
-      T* acc = part + pi * wsize;  // layout [Cin, taps, cout_g]
-      std::fill(acc, acc + wsize, T(0));
-      const int64_t b1 = std::min(p.B, (pi + 1) * kSpikeConvPartition);
-      for (int64_t b = pi * kSpikeConvPartition; b < b1; ++b) {
-        const T* gb = gy + b * p.Cout * npix;
-        for (int64_t q0 = 0; q0 < npix; q0 += 16) {
-          const int64_t qn = std::min<int64_t>(16, npix - q0);
-          for (int64_t co = 0; co < p.Cout; ++co)
-            for (int64_t qq = 0; qq < qn; ++qq) gcl[(q0 + qq) * p.Cout + co] = gb[co * npix + q0 + qq];
-        }
-        for_each_active_pixel<T>(bitp, sp, p, b, [&](int64_t ci, int64_t yy, int64_t xx, T v) {
-          const int64_t g = ci / cin_g;
-          T* arow = acc + ci * taps * cout_g;
-          for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) {
-            const T* gv = gcl.data() + q * p.Cout + g * cout_g;
-            T* av = arow + tap * cout_g;
-            if (v == T(1)) {
-              for (int64_t j = 0; j < cout_g; ++j) av[j] += gv[j];
-            } else {
-              for (int64_t j = 0; j < cout_g; ++j) av[j] += v * gv[j];
-            }
-          });
+    for (int64_t b = 0; b < p.B; ++b) {
+      const T* gb = gy + b * C * npix;
+      T* cb = gcl + b * npix * C;
+      for (int64_t q0 = 0; q0 < npix; q0 += 16) {
+        const int64_t qn = std::min<int64_t>(16, npix - q0);
+        for (int64_t co = 0; co < C; ++co)
+          for (int64_t qq = 0; qq < qn; ++qq) cb[(q0 + qq) * C + co] = gb[co * npix + q0 + qq];
+      }
+    }
+    T* acc = accs.data() + static_cast<int64_t>(cpu::thread_index()) * taps * cw0;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < p.Cin * nch; ++tile) {
+      const int64_t ci = tile / nch, g = ci / cin_g, cl = ci - g * cin_g;
+      const int64_t j0 = tile % nch * cw0, n = std::min(cout_g, j0 + cw0) - j0;
+      std::fill(acc, acc + taps * n, T(0));
+      for (int64_t b = 0; b < p.B; ++b) {
+        const T* gb = gcl + b * npix * C + g * cout_g + j0;
+        for_each_active_in_plane<T>(bitp, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
+          for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) { add_row(acc + tap * n, gb + q * C, n, v); });
+        });
+      }
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t tap = 0; tap < taps; ++tap) gw[((g * cout_g + j0 + j) * cin_g + cl) * taps + tap] = acc[tap * n + j];
+    }
+  }
+}
+
+// ---- conv2d as an event-driven linear layer over the implicit im2col (groups == 1) ---------------
+// Row m = (sample b, output pixel q) of the im2col matrix has an entry k = ci * taps + tap for every active
+// input in q's receptive field: W [Cout, Cin, kh, kw] is then exactly the linear layer's [N, K] and the
+// linear tile kernels apply: the forward keeps 16 output channels of W transposed in L2 and accumulates each
+// row in registers (no read-modify-write of the output per event), grad_weight accumulates 16 columns of
+// grad_y into a [K, 16] tile. The lists are built from the events (each active input appends itself to the
+// rows of the taps it feeds), sample by sample in input order, so every row lists its entries in increasing
+// k and the sums run in a fixed order. They hold nnz * (taps an input feeds) entries: above
+// kConvListLimit the scatter kernels above run instead (no list memory).
+constexpr int64_t kConvListLimit = int64_t(1) << 27;  // entries (4 bytes each, + 4 for non-binary values)
+
+// Grouped convs keep the scatter kernels (one [N, K] matrix per group would be needed); list entries are
+// int32 column indices.
+inline bool conv_lists_apply(const SpikeConvParams& p) {
+  return p.groups == 1 && p.Cin * p.kh * p.kw < (int64_t(1) << 31);
+}
+
+// Calls f(i, value) for each active input i (index y * W + x) of plane (b, ci), in increasing i.
+template <typename T, typename F>
+inline void for_each_active_index(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b, int64_t ci,
+                                  F&& f) {
+  const int64_t plane = p.H * p.W, base = ci * plane, K = p.Cin * plane;
+  const int64_t* words = bits ? bits + b * spike_words(K) : nullptr;
+  const T* sb = s ? s + b * K + base : nullptr;
+  for (int64_t i0 = 0; i0 < plane; i0 += 64) {
+    const int64_t n = std::min<int64_t>(64, plane - i0);
+    uint64_t mask = words ? extract_bits(words, base + i0, n) : nonzero_mask(sb + i0, n);
+    while (mask) {
+      const int64_t i = i0 + __builtin_ctzll(mask);
+      mask &= mask - 1;
+      f(i, words ? T(1) : sb[i]);
+    }
+  }
+}
+
+// The (tap, output pixel) pairs each input pixel feeds, computed once per call for the plane geometry
+// (the same for every sample and channel): the list builders then do no index arithmetic per event.
+struct TapTable {
+  std::vector<int32_t> start, tap, q;  // pixel i's pairs: [start[i], start[i + 1])
+  explicit TapTable(const SpikeConvParams& p) {
+    const int64_t plane = p.H * p.W;
+    start.reserve(plane + 1);
+    start.push_back(0);
+    for (int64_t i = 0; i < plane; ++i) {
+      for_each_tap(p, i / p.W, i % p.W, [&](int64_t t, int64_t o) {
+        tap.push_back(static_cast<int32_t>(t));
+        q.push_back(static_cast<int32_t>(o));
+      });
+      start.push_back(static_cast<int32_t>(tap.size()));
+    }
+  }
+};
+
+template <typename T>
+bool build_conv_lists(const int64_t* bits, const T* s, const SpikeConvParams& p, int nthreads, ActiveLists<T>& a) {
+  const int64_t npix = p.Ho * p.Wo, taps = p.kh * p.kw, M = p.B * npix;
+  const TapTable tt(p);
+  const int32_t* ts = tt.start.data();
+  const int32_t* tq = tt.q.data();
+  const int32_t* ttap = tt.tap.data();
+  a.rowptr.assign(M + 1, 0);
+  int64_t* count = a.rowptr.data() + 1;
+  // pass 1: entries per row, and whether any value differs from 1 (then the values are listed too)
+  bool graded = false;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (p.B > 1) reduction(|| : graded)
+  for (int64_t b = 0; b < p.B; ++b) {
+    int64_t* cb = count + b * npix;
+    bool g = false;
+    for (int64_t ci = 0; ci < p.Cin; ++ci)
+      for_each_active_index<T>(bits, s, p, b, ci, [&](int64_t i, T v) {
+        g |= v != T(1);
+        for (int32_t e = ts[i]; e < ts[i + 1]; ++e) ++cb[tq[e]];
+      });
+    graded = graded || g;
+  }
+  for (int64_t m = 0; m < M; ++m) a.rowptr[m + 1] += a.rowptr[m];
+  if (a.rowptr[M] > kConvListLimit) return false;
+  a.idx.resize(a.rowptr[M]);
+  a.binary = !graded;
+  if (graded) a.vals.resize(a.rowptr[M]);
+  // pass 2: fill, each sample's rows from its own events (in input order: increasing k within a row)
+#pragma omp parallel num_threads(nthreads) if (p.B > 1)
+  {
+    std::vector<int64_t> cur(static_cast<size_t>(npix));
+    int32_t* idx = a.idx.data();
+    T* vals = graded ? a.vals.data() : nullptr;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < p.B; ++b) {
+      std::copy(a.rowptr.begin() + b * npix, a.rowptr.begin() + (b + 1) * npix, cur.begin());
+      int64_t* c = cur.data();
+      for (int64_t ci = 0; ci < p.Cin; ++ci) {
+        const int32_t k0 = static_cast<int32_t>(ci * taps);
+        for_each_active_index<T>(bits, s, p, b, ci, [&](int64_t i, T v) {
+          for (int32_t e = ts[i]; e < ts[i + 1]; ++e) {
+            const int64_t at = c[tq[e]]++;
+            idx[at] = k0 + ttap[e];
+            if (vals) vals[at] = v;
+          }
         });
       }
     }
-    // fixed-order sum of the partitions, back into the [Cout, Cin/g, kh, kw] layout
-#pragma omp for schedule(static)
-    for (int64_t ci = 0; ci < p.Cin; ++ci) {
-      const int64_t g = ci / cin_g, cl = ci - g * cin_g;
-      for (int64_t tap = 0; tap < taps; ++tap)
-        for (int64_t j = 0; j < cout_g; ++j) {
-          const int64_t src = (ci * taps + tap) * cout_g + j;
-          T sum = T(0);
-          for (int64_t pi = 0; pi < nparts; ++pi) sum += part[pi * wsize + src];
-          grad_w.ptr<T>()[((g * cout_g + j) * cin_g + cl) * taps + tap] = sum;
-        }
-    }
   }
-  if (nparts == 0) std::fill(grad_w.ptr<T>(), grad_w.ptr<T>() + wsize, T(0));
+  return true;
+}
+
+template <typename T>
+void conv_forward(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                  const SpikeConvParams& p, int nthreads) {
+  ActiveLists<T> a;
+  if (!conv_lists_apply(p) || !build_conv_lists<T>(nullptr, s.ptr<T>(), p, nthreads, a))
+    return conv_forward_scatter<T>(s, w, bias, y, p, nthreads);
+  gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout,
+                 p.Cin * p.kh * p.kw, RowLayout{p.Cout, p.Ho * p.Wo}, nthreads);
+}
+
+template <typename T>
+void conv_grad_weight(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+                      const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
+  ActiveLists<T> a;
+  if (!conv_lists_apply(p) ||
+      !build_conv_lists<T>(bits ? bits->ptr<int64_t>() : nullptr, s ? s->ptr<T>() : nullptr, p, nthreads, a))
+    return conv_grad_weight_scatter<T>(bits, s, grad_y, grad_w, p, nthreads);
+  scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout, p.Cin * p.kh * p.kw,
+                      RowLayout{p.Cout, p.Ho * p.Wo}, nthreads);
 }
 
 template <typename F>
@@ -723,15 +931,14 @@ void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView
 void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
                               const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex) {
   check_spike_conv2d_forward_args(s, w, bias, y, p);
-  dispatch_float(s.dtype, [&](auto t) { conv_forward_impl<decltype(t)>(s, w, bias, y, p, threads_of(ex)); });
+  dispatch_float(s.dtype, [&](auto t) { conv_forward<decltype(t)>(s, w, bias, y, p, threads_of(ex)); });
 }
 
 void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                  const TensorView& partials, const TensorView& grad_w, const SpikeConvParams& p,
-                                  const ExecConfig& ex) {
-  check_spike_conv2d_grad_weight_args(bits, s, grad_y, partials, grad_w, p);
+                                  const TensorView& grad_w, const SpikeConvParams& p, const ExecConfig& ex) {
+  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, p);
   dispatch_float(grad_y.dtype, [&](auto t) {
-    conv_grad_weight_impl<decltype(t)>(bits, s, grad_y, partials, grad_w, p, threads_of(ex));
+    conv_grad_weight<decltype(t)>(bits, s, grad_y, grad_w, p, threads_of(ex));
   });
 }
 

@@ -20,7 +20,7 @@
 // conv2d forward: one thread per output element; it walks its receptive field and accumulates only
 //   the non-zero inputs (zero-skipping direct convolution, fixed order). conv2d grad_weight: one
 //   block per weight element reduces over (batch, output pixels) where the input is active, with a
-//   fixed-shape tree reduction in shared memory (deterministic, no atomics; partials is not needed).
+//   fixed-shape tree reduction in shared memory (deterministic, no atomics).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -425,10 +425,10 @@ void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const T
 }
 
 void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                   const TensorView& partials, const TensorView& grad_w,
+                                   const TensorView& grad_w,
                                    const SpikeConvParams& p, const ExecConfig& ex) {
-  check_spike_conv2d_grad_weight_args(bits, s, grad_y, partials, grad_w, p);
-  require_all_cuda({bits, s, &grad_y, &partials, &grad_w}, "spike_conv2d_grad_weight_cuda");
+  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, p);
+  require_all_cuda({bits, s, &grad_y, &grad_w}, "spike_conv2d_grad_weight_cuda");
   const int64_t nw = grad_w.numel();
   if (nw == 0) return;
   const DeviceGuard guard(grad_y.device_index);

@@ -94,8 +94,9 @@ def _resnet():
 
 class SpikeCountConv2d(nn.Conv2d):
     """nn.Conv2d (same parameters, same results) for inputs that are spikes or small integer spike counts
-    (0..255): with ``compact`` set it keeps its input for backward as uint8 while training; a bias is added
-    after the convolution, which saves nothing for backward."""
+    (0..255): with ``compact`` set it runs models.resnet.spike_input_conv while training (event-driven below
+    the crossover on CPU, input kept for backward as bits / uint8); a bias is added after the convolution,
+    which saves nothing for backward."""
 
     def __init__(self, *args, compact: bool = False, **kw):
         super().__init__(*args, **kw)
@@ -105,7 +106,7 @@ class SpikeCountConv2d(nn.Conv2d):
         if not (self.compact and torch.is_grad_enabled() and self.weight.requires_grad) \
                 or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super().forward(x)
-        y = _resnet()._ConvSavingUint8.apply(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+        y = _resnet().spike_input_conv(self, x)
         # the bias in y's dtype: under autocast y is bf16/fp16 like nn.Conv2d's output, and stays so
         return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
 

@@ -45,16 +45,30 @@ _MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
 
 # Firing rate (fraction of non-zero inputs) at or below which the event-driven kernels beat the dense
 # torch op, per device and layer: the crossover measured by `spikeforge bench spikes` (linear
-# 4096->4096 and conv 3x3 64->64 at 32x32, batch*T = 256; bench/results/<device>_spikes.json). "linear" /
+# 4096->4096 and conv 3x3 64->64 at 32x32, batch*T = 256; bench/results/<device>_spikes.json) and, for
+# conv, a sweep over the geometries of a ResNet (bench/results/cpu_conv_crossover.json). "linear" /
 # "conv2d" are the forward+backward crossovers (used when a gradient is needed), "*_fwd" the forward-only
-# ones (inference). None: not measured on that device, so "auto" takes the dense op there and the
-# event-driven kernels run only with mode="sparse".
+# ones (inference). For conv2d the dense convolution's efficiency depends on the output map: it is high on
+# large maps and poor on small ones with many channels, so CONV_CROSSOVER_SMALL_MAPS raises the f+b
+# crossover for output maps of at most that many pixels. Pointwise convs ("conv2d_1x1": one tap per event,
+# little work saved per event) and convs whose stride exceeds the kernel (the event kernels visit every
+# active input, also those the strided kernel never reads) take the dense op. None: not measured to win on
+# that device, so "auto" takes the dense op there; mode="sparse" still runs the event-driven kernels.
 CROSSOVER = {
-    # 2 EPYC cores, two sweeps under load 2-9 (bench/results/cpu_spikes.json, cpu_spikes_run2.json): linear
-    # won up to 30% in both; conv up to 10-20% (the runs disagree between 10% and 20%, near parity): 10%.
-    "cpu": {"linear": 0.30, "conv2d": 0.10, "linear_fwd": 0.30, "conv2d_fwd": 0.10},
-    "cuda": {"linear": None, "conv2d": None, "linear_fwd": None, "conv2d_fwd": None},
+    # 2 EPYC cores. linear: won up to 30% in two sweeps (cpu_spikes.json, cpu_spikes_run2.json, load 2-9).
+    # conv 3x3 f+b on 32x32 and 16x16 maps with 64 channels, batch*T = 32 (cpu_conv_crossover.json): 1.01x
+    # and 1.37x at 10%, 0.60x and 1.34x at 15%; forward only 10% (cpu_spikes*.json: the runs disagreed
+    # between 10% and 20%). 1x1: at most 1.14x (5%), 1.08x at 10%, losing from 15%: the dense GEMM.
+    "cpu": {"linear": 0.30, "conv2d": 0.10, "linear_fwd": 0.30, "conv2d_fwd": 0.10,
+            "conv2d_1x1": None, "conv2d_1x1_fwd": None},
+    "cuda": {"linear": None, "conv2d": None, "linear_fwd": None, "conv2d_fwd": None,
+             "conv2d_1x1": None, "conv2d_1x1_fwd": None},
 }
+
+# (largest output map in pixels, f+b crossover) for small maps, smallest first. CPU, 3x3 f+b, batch*T = 32
+# (cpu_conv_crossover.json): 8x8 maps (128 channels) 1.12x at 20%, 1.00x at 25%; 4x4 (256) 1.07x at 30%,
+# 1.11x at 40%; 2x2 (512, and 256 -> 512 at stride 2) >= 1.5x up to 40%.
+CONV_CROSSOVER_SMALL_MAPS = {"cpu": ((16, 0.30), (64, 0.20)), "cuda": ()}
 
 # Mask density (fraction of set entries) up to which the masked grad_input kernel of spike_linear beats
 # the dense GEMM dY W followed by the mask. CPU: 2 EPYC cores, [256, 4096] x [4096, 4096], load 2.6:
@@ -178,10 +192,31 @@ def _resolve_kind(kind: int, info: Tensor) -> int:
     return kind
 
 
-def _use_sparse(mode: int, kind: int, info: Tensor, numel: int, device: torch.device, layer: str) -> bool:
+def _crossover(device: torch.device, layer: str, cp: Optional[list[int]]) -> Optional[float]:
+    """The firing-rate crossover of a call (layer is "linear" / "conv2d", + "_fwd" for inference), or None
+    when the dense op always wins there (see CROSSOVER)."""
+    table = CROSSOVER.get(device.type, {})
+    if cp is None:
+        return table.get(layer)
+    kh, kw, sh, sw = cp[5], cp[6], cp[9], cp[10]
+    if sh > kh or sw > kw:
+        return None
+    if kh * kw == 1:
+        return table.get(layer.replace("conv2d", "conv2d_1x1"))
+    rate = table.get(layer)
+    if rate is not None and layer == "conv2d":
+        pixels = cp[7] * cp[8]
+        for max_pixels, small_rate in CONV_CROSSOVER_SMALL_MAPS.get(device.type, ()):
+            if pixels <= max_pixels:
+                return max(rate, small_rate)
+    return rate
+
+
+def _use_sparse(mode: int, kind: int, info: Tensor, numel: int, device: torch.device, layer: str,
+                cp: Optional[list[int]] = None) -> bool:
     if mode != MODE_AUTO:
         return mode == MODE_SPARSE
-    rate = CROSSOVER.get(device.type, {}).get(layer)
+    rate = _crossover(device, layer, cp)
     if kind == KIND_FLOAT or numel == 0 or rate is None:
         return False  # non-spike floats: the dense op (the sparse kernels would be exact, just slower)
     return int(info[0]) <= rate * numel
@@ -278,21 +313,22 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
     B, Cin, H, W = cp[:4]
     stride, padding, dilation, groups = _conv_geometry(cp)
     gs = gw = gb = None
-    if need_s:
+    if vals is not None and need_w:
+        vals = _values_of(vals, grad_y.dtype).reshape(B, Cin, H, W).contiguous()
+    if not sparse and need_w:
+        # dense: one convolution_backward for both gradients (what F.conv2d's backward runs), from the input
+        # restored from its compact copy
+        dense = vals if vals is not None else _unpack_impl(bits, Cin * H * W, grad_y.dtype).view(B, Cin, H, W)
+        gs, gw, _ = torch.ops.aten.convolution_backward(
+            grad_y, dense, w, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
+            [need_s, True, False])
+    elif need_s:
         gs = torch.nn.grad.conv2d_input((B, Cin, H, W), w, grad_y, stride, padding, dilation, groups)
-        if grad_mask is not None:
-            gs = gs * grad_mask.reshape(gs.shape).to(gs.dtype)
-    if need_w:
-        if vals is not None:
-            vals = _values_of(vals, grad_y.dtype).reshape(B, Cin, H, W).contiguous()
-        if sparse:
-            gw = torch.empty_like(w)
-            partials = grad_y.new_empty((native.spike_conv_partitions(B), w.numel()))
-            native.spike_conv2d_grad_weight(bits, vals, grad_y, partials, gw, cp, torch.get_num_threads(),
-                                            _stream(grad_y))
-        else:
-            dense = vals if vals is not None else _unpack_impl(bits, Cin * H * W, grad_y.dtype).view(B, Cin, H, W)
-            gw = torch.nn.grad.conv2d_weight(dense, w.shape, grad_y, stride, padding, dilation, groups)
+    if gs is not None and grad_mask is not None:
+        gs = gs * grad_mask.reshape(gs.shape).to(gs.dtype)
+    if sparse and need_w:
+        gw = torch.empty_like(w)
+        native.spike_conv2d_grad_weight(bits, vals, grad_y, gw, cp, torch.get_num_threads(), _stream(grad_y))
     if need_b:
         gb = grad_y.sum((0, 2, 3))
     e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
@@ -313,14 +349,14 @@ def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[lis
     """-> (y, bits, info, kind resolved). training picks the forward+backward crossover."""
     bits, info = _pack_impl(_rows(s))
     kind = _resolve_kind(kind, info)
-    sparse = _use_sparse(mode, kind, info, s.numel(), s.device, layer if training else layer + "_fwd")
+    sparse = _use_sparse(mode, kind, info, s.numel(), s.device, layer if training else layer + "_fwd", cp)
     y = _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
     return y, bits, info, kind
 
 
 def _bwd(layer: str, grad_y, bits, vals, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
     numel = (grad_y.shape[0] * w.shape[1]) if layer == "linear" else cp[0] * cp[1] * cp[2] * cp[3]
-    sparse = _use_sparse(mode, kind, info, numel, grad_y.device, layer)
+    sparse = _use_sparse(mode, kind, info, numel, grad_y.device, layer, cp)
     if layer == "linear":
         return _linear_backward_impl(grad_y, bits, vals, w, grad_mask, sparse, ns, nw, nb)
     return _conv_backward_impl(grad_y, bits, vals, w, grad_mask, cp, sparse, ns, nw, nb)
