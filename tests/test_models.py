@@ -146,6 +146,39 @@ def test_spikeforge_model_equals_reference_model(name, neuron):
         torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-9, msg=n)
 
 
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_spike_input_convs_equal_reference_on_either_path(monkeypatch, path):
+    """The zoo's spike-input convolutions run spikeforge.ops.spike_conv2d on CPU: whichever path its crossover
+    picks (forced here: every conv event-driven, or every conv dense), the model computes what the reference
+    model computes, gradients included."""
+    from spikeforge.ops import spike as S
+
+    rate = 1.0 if path == "sparse" else None
+    monkeypatch.setitem(S.CROSSOVER, "cpu", dict(S.CROSSOVER["cpu"], conv2d=rate, conv2d_1x1=rate))
+    monkeypatch.setitem(S.CONV_CROSSOVER_SMALL_MAPS, "cpu", ())
+    real, calls = S.native, []
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            return lambda *a: (calls.append(name), fn(*a))[1]
+
+    monkeypatch.setattr(S, "native", Spy())
+    torch.manual_seed(0)
+    m = models.sew_resnet18(num_classes=4, T=2, width=4).double()
+    r = models.sew_resnet18(num_classes=4, T=2, width=4, backend="reference").double()
+    r.load_state_dict(m.state_dict())
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 2
+    om, orf = m(x), r(x)
+    torch.testing.assert_close(om, orf, rtol=1e-9, atol=1e-9)
+    om.square().sum().backward()
+    orf.square().sum().backward()
+    for (n, p), q in zip(m.named_parameters(), r.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9, msg=n)
+    assert ("spike_conv2d_forward" in calls) == (path == "sparse")
+    assert "spike_pack" in calls  # either way the input is packed: 1 bit per spike kept for backward
+
+
 def test_compact_mode_saves_less():
     from spikeforge.tools.bench_models import saved_bytes_by_module
 

@@ -276,15 +276,84 @@ def test_conv2d_gradcheck_float64():
             lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, 2, 1, 1, 2, mode=mode), (s, w, b), fast_mode=True)
 
 
-def test_conv2d_deterministic_over_threads():
-    s = spikes((40, 3, 6, 6), 0.3)  # 40 samples: 3 partitions of the grad_weight reduction
-    w = torch.randn(5, 3, 3, 3)
-    gy = torch.randn(40, 5, 6, 6)
+@pytest.mark.parametrize("groups", [1, 3])
+def test_conv2d_deterministic_over_threads(groups):
+    """The event-driven conv sums in a fixed order whatever the thread count: the list kernels (groups 1) and
+    the scatter kernels (grouped convs) alike."""
+    s = spikes((40, 3, 6, 6), 0.3)
+    w = torch.randn(66, 3 // groups, 3, 3)
+    gy = torch.randn(40, 66, 6, 6)
     out = []
-    for nt in (1, 2):
-        torch.set_num_threads(nt)
-        out.append(grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, mode="sparse"), [s, w], gy))
-    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1][1], out[1][1][1])
+    threads = torch.get_num_threads()
+    try:
+        for nt in (1, 2, 3):
+            torch.set_num_threads(nt)
+            out.append(grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, groups=groups, mode="sparse"),
+                             [s, w], gy))
+    finally:
+        torch.set_num_threads(threads)
+    for o in out[1:]:
+        assert torch.equal(out[0][0], o[0]) and torch.equal(out[0][1][1], o[1][1])
+
+
+# (B, Cin, Cout, groups, H, stride, dilation): tilings of the CPU kernels. Grouped convs take the scatter
+# kernels: output-channel chunks that straddle groups (72 = 3 x 24 in chunks of 40), several samples per
+# block, grad_weight chunks within a group (cout/g = 64); groups 1 the list kernels: a partial 16-channel
+# tile (40), strides and dilation.
+TILING_CASES = [(20, 6, 72, 3, 4, 1, 1), (3, 2, 128, 2, 5, 1, 1), (7, 5, 40, 1, 6, 2, 2), (9, 16, 24, 1, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("case", TILING_CASES)
+def test_conv2d_kernel_tilings_match_reference(case):
+    B, Cin, Cout, g, H, st, dl = case
+    s = spikes((B, Cin, H, H), 0.3, "counts", dtype=torch.float64)
+    w = torch.randn(Cout, Cin // g, 3, 3, dtype=torch.float64)
+    b = torch.randn(Cout, dtype=torch.float64)
+    y0 = R.spike_conv2d(s, w, b, st, dl, dl, g)
+    gy = torch.randn(y0.shape, dtype=torch.float64)
+    y, gr = grads(lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, st, dl, dl, g, mode="sparse"), [s, w, b], gy)
+    y0, gr0 = grads(lambda s_, w_, b_: R.spike_conv2d(s_, w_, b_, st, dl, dl, g), [s, w, b], gy)
+    for a, r in zip([y] + gr, [y0] + gr0):
+        close(a, r)
+
+
+def test_conv2d_crossover_by_geometry(monkeypatch):
+    """auto's conv crossover: the small-map entries raise it for small output maps (forward+backward only),
+    pointwise convs have their own entry, and a stride larger than the kernel always takes the dense op."""
+    monkeypatch.setitem(S.CROSSOVER, "cpu", {"linear": 0.3, "conv2d": 0.1, "linear_fwd": 0.3, "conv2d_fwd": 0.1,
+                                             "conv2d_1x1": 0.05, "conv2d_1x1_fwd": None})
+    monkeypatch.setitem(S.CONV_CROSSOVER_SMALL_MAPS, "cpu", ((16, 0.3), (64, 0.2)))
+    cpu = torch.device("cpu")
+
+    def rate(H, k, stride, layer="conv2d"):
+        cp = S._conv_params(torch.zeros(1, 2, H, H), torch.zeros(4, 2, k, k), (stride, stride), (k // 2,) * 2,
+                            (1, 1), 1)
+        return S._crossover(cpu, layer, cp)
+
+    assert rate(32, 3, 1) == 0.1 and rate(16, 3, 1) == 0.1  # 256 output pixels: the base crossover
+    assert rate(8, 3, 1) == 0.2 and rate(16, 3, 2) == 0.2 and rate(4, 3, 1) == 0.3 and rate(2, 3, 1) == 0.3
+    assert rate(4, 3, 1, "conv2d_fwd") == 0.1  # inference: no small-map entry
+    assert rate(8, 1, 1) == 0.05 and rate(8, 1, 1, "conv2d_fwd") is None
+    assert rate(8, 1, 2) is None  # stride 2 > kernel 1: every other input is never read
+    assert S._crossover(cpu, "linear", None) == 0.3
+    # end to end: 25% firing on a 4x4 map runs the event kernels with a gradient, not without
+    real, calls = S.native, []
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            return lambda *a: (calls.append(name), fn(*a))[1]
+
+    monkeypatch.setattr(S, "native", Spy())
+    s = torch.zeros(8, 4, 4, 4)
+    s.view(-1)[::4] = 1
+    w = torch.randn(6, 4, 3, 3, requires_grad=True)
+    ops.spike_conv2d(s, w, None, 1, 1).sum().backward()
+    assert "spike_conv2d_forward" in calls and "spike_conv2d_grad_weight" in calls
+    calls.clear()
+    with torch.no_grad():
+        ops.spike_conv2d(s, w, None, 1, 1)
+    assert "spike_conv2d_forward" not in calls
 
 
 # --------------------------------------------------------------------------------------------

@@ -771,7 +771,7 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
 // rows of the taps it feeds), sample by sample in input order, so every row lists its entries in increasing
 // k and the sums run in a fixed order. They hold nnz * (taps an input feeds) entries: above
 // kConvListLimit the scatter kernels above run instead (no list memory).
-constexpr int64_t kConvListLimit = int64_t(1) << 27;  // entries (4 bytes each, + 4 for non-binary values)
+constexpr int64_t kConvListLimit = int64_t(1) << 25;  // entries: 128 MiB of int32 indices (+ as much for non-binary values)
 
 // Grouped convs keep the scatter kernels (one [N, K] matrix per group would be needed); list entries are
 // int32 column indices.

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from .. import reference
 from ..nn.layers import TEBN, SeqBatchNorm2d, TdBatchNorm2d, seq_apply
 from ..nn.neuron import IF, LIF, PLIF, reset_net
+from ..ops._common import _has_native
 
 __all__ = ["SpikingResNet", "SpikeInputConv2d", "make_neuron", "RefIF", "RefLIF", "RefPLIF"]
 
@@ -220,14 +221,17 @@ class _BNSpikeFn(torch.autograd.Function):
         yf = y.flatten(0, 1)
         # recompute BN(y) exactly as the forward did (same op, same input -> same statistics and values)
         xn, _, _ = torch.ops.aten.native_batch_norm(yf, weight, bias, None, None, True, 0.0, bn.eps)
-        with torch.enable_grad():
-            xr = xn.view(ctx.shape).detach().requires_grad_(True)
-            spikes, _ = sn._multi(xr, None, "last")
-            wrt = [xr] + ([sn.w] if isinstance(getattr(sn, "w", None), torch.Tensor) and ctx.needs_input_grad[3]
-                          else [])
-            grads = torch.autograd.grad(spikes, wrt, grad_spikes)
-        g_xn = grads[0].flatten(0, 1)
-        g_w_neuron = grads[1] if len(grads) > 1 else None
+        need_w = isinstance(getattr(sn, "w", None), torch.Tensor) and ctx.needs_input_grad[3]
+        if _has_native(y.device):
+            # the neuron's backward straight from its input: no neuron forward, no autograd graph
+            g_xn, g_w_neuron = sn._grad_from_input(xn.view(ctx.shape), grad_spikes, need_w)
+        else:
+            with torch.enable_grad():
+                xr = xn.view(ctx.shape).detach().requires_grad_(True)
+                spikes, _ = sn._multi(xr, None, "last")
+                grads = torch.autograd.grad(spikes, [xr] + ([sn.w] if need_w else []), grad_spikes)
+            g_xn, g_w_neuron = grads[0], (grads[1] if need_w else None)
+        g_xn = g_xn.flatten(0, 1)
         gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
             g_xn, yf, weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..ops import neuron as _ops_neuron
 
 __all__ = ["LIF", "IF", "PLIF", "reset_net"]
 
@@ -49,6 +50,11 @@ class _Neuron(nn.Module):
     def _options(self) -> dict:
         return dict(v_threshold=self.v_threshold, v_reset=self.v_reset, detach_reset=self.detach_reset,
                     surrogate=self.surrogate, alpha=self.alpha)
+
+    def _grad_from_input(self, x_seq: Tensor, grad_spike: Tensor, need_w_grad: bool = False):
+        """(grad of x_seq, grad of the neuron's parameter or None) of a multi-step forward from zero state,
+        with the native kernels, without running the forward or building a graph (subclasses)."""
+        raise NotImplementedError
 
     def _multi(self, x_seq: Tensor, v_init: Optional[Tensor], return_v: str):
         raise NotImplementedError
@@ -93,6 +99,10 @@ class LIF(_Neuron):
         return ops.lif(x_seq, v_init, tau=self.tau, decay_input=self.decay_input, return_v=return_v,
                        **self._options())
 
+    def _grad_from_input(self, x_seq, grad_spike, need_w_grad=False):
+        return _ops_neuron._grad_from_input(x_seq, grad_spike, None, self.tau, self.decay_input, **self._options(),
+                                            need_w_grad=False)
+
     def extra_repr(self) -> str:
         return f"tau={self.tau}, decay_input={self.decay_input}, " + super().extra_repr()
 
@@ -102,6 +112,10 @@ class IF(_Neuron):
 
     def _multi(self, x_seq, v_init, return_v):
         return ops.if_neuron(x_seq, v_init, return_v=return_v, **self._options())
+
+    def _grad_from_input(self, x_seq, grad_spike, need_w_grad=False):
+        return _ops_neuron._grad_from_input(x_seq, grad_spike, None, None, False, **self._options(),
+                                            need_w_grad=False)
 
 
 class PLIF(_Neuron):
@@ -126,6 +140,10 @@ class PLIF(_Neuron):
 
     def _multi(self, x_seq, v_init, return_v):
         return ops.plif(x_seq, self.w, v_init, decay_input=self.decay_input, return_v=return_v, **self._options())
+
+    def _grad_from_input(self, x_seq, grad_spike, need_w_grad=False):
+        return _ops_neuron._grad_from_input(x_seq, grad_spike, self.w.detach(), None, self.decay_input,
+                                            **self._options(), need_w_grad=need_w_grad)
 
     def extra_repr(self) -> str:
         return f"w_shape={tuple(self.w.shape)}, decay_input={self.decay_input}, " + super().extra_repr()

@@ -292,6 +292,20 @@ def _run(x_seq, v_init, w, k, v_threshold, v_reset, decay_input, detach_reset, s
     return s, v
 
 
+def _grad_from_input(x_seq: Tensor, grad_spike: Tensor, w: Optional[Tensor], tau, decay_input: bool,
+                     v_threshold, v_reset, detach_reset, surrogate, alpha, need_w_grad: bool):
+    """The backward of lif / if_neuron (tau None) / plif (w given) from a zero initial state, given only
+    x_seq: no forward and no autograd graph (the CPU kernel recomputes the membrane trajectory from x_seq
+    as the default backward does; CUDA reruns the forward into a workspace). -> (grad_x, grad_w or None).
+    For callers that recompute x_seq in their own backward (models.resnet's fused BN + neuron)."""
+    k, vth, vr, decay, detach, sid, alpha_v, _ = _neuron_options(tau, v_threshold, v_reset, decay_input,
+                                                                 detach_reset, surrogate, alpha, "last")
+    hard = vr is not None
+    gx, _, gw = _backward_impl(grad_spike, None, x_seq, None, None, None if w is None else w.reshape(-1), k, vth,
+                               vr if hard else 0.0, hard, decay, detach, sid, alpha_v, False, need_w_grad)
+    return gx, (gw.view_as(w) if need_w_grad else None)
+
+
 # --------------------------------------------------------------------------------------------
 # public functional API (shared/API.md)
 # --------------------------------------------------------------------------------------------
