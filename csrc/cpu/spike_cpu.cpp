@@ -645,12 +645,10 @@ inline int64_t conv_chunk(int64_t channels, int64_t tiles, int nthreads) {
   return std::min(channels, (width + 7) / 8 * 8);  // whole AVX registers of float32
 }
 
-// Both kernels loop over input channels outermost within a tile, so one channel's weights (forward) or
-// weight-gradient rows (grad_weight), taps x Cout/g values, stay in L1 while all of its events are added.
-// Forward tiles are (block of samples whose channels-last output fits kConvBlockBytes) x (output-channel
-// chunk); grad_weight tiles are (input channel) x (output-channel chunk). Every output element is summed
-// by one tile in a fixed order (input channel, then sample, then raster order): results do not depend on
-// the thread count.
+// The scatter forward loops over input channels outermost within a tile, so one channel's weights
+// (taps x Cout/g values) stay in L1 while all of its events are added. Tiles are (block of samples whose
+// channels-last output fits kConvBlockBytes) x (output-channel chunk); every output element is summed by
+// one tile in a fixed order (input channel, then raster order): results do not depend on the thread count.
 constexpr int64_t kConvBlockBytes = 256 * 1024;
 
 template <typename T>
@@ -718,48 +716,63 @@ void conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
   }
 }
 
+// Samples per partition of the scatter grad_weight: each partition accumulates into its own copy of the
+// weight gradient (a fixed count, not the thread count), summed in order at the end.
+constexpr int64_t kConvPartition = 16;
+
 template <typename T>
 void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                           const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
+                              const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
-  const int64_t C = p.Cout;
-  const int64_t cw0 = std::max<int64_t>(1, conv_chunk(cout_g, p.Cin, nthreads));
-  const int64_t nch = (cout_g + cw0 - 1) / cw0;
+  const int64_t nparts = (p.B + kConvPartition - 1) / kConvPartition, wsize = grad_w.numel();
   const int64_t* bitp = bits ? bits->ptr<int64_t>() : nullptr;
   const T* sp = s ? s->ptr<T>() : nullptr;
   const T* gy = grad_y.ptr<T>();
-  std::vector<T> gcl_buf(static_cast<size_t>(p.B * npix * C));  // grad_y channels-last: [B, Ho*Wo, Cout]
-  T* gcl = gcl_buf.data();
   T* gw = grad_w.ptr<T>();
-  std::vector<T> accs(static_cast<size_t>(nthreads) * taps * cw0);  // per-thread [taps, chunk] accumulators
-#pragma omp parallel num_threads(nthreads)
+  std::vector<T> partials(static_cast<size_t>(nparts * wsize));  // per partition, layout [Cin, taps, cout_g]
+  // Per sample, not one input channel over all samples as the forward does: there each channel's events
+  // re-read the whole channels-last grad_y (67 MB at [256, 64, 32, 32]) from memory, and forward+backward
+  // took about twice as long (bench spikes --op conv, 5% firing).
+#pragma omp parallel num_threads(nthreads) if (nparts > 1)
   {
+    std::vector<T> gcl(static_cast<size_t>(npix * p.Cout));  // channels-last grad of one sample
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < p.B; ++b) {
-      const T* gb = gy + b * C * npix;
-      T* cb = gcl + b * npix * C;
-      for (int64_t q0 = 0; q0 < npix; q0 += 16) {
-        const int64_t qn = std::min<int64_t>(16, npix - q0);
-        for (int64_t co = 0; co < C; ++co)
-          for (int64_t qq = 0; qq < qn; ++qq) cb[(q0 + qq) * C + co] = gb[co * npix + q0 + qq];
+    for (int64_t pi = 0; pi < nparts; ++pi) {
+      T* acc = partials.data() + pi * wsize;
+      std::fill(acc, acc + wsize, T(0));
+      const int64_t b1 = std::min(p.B, (pi + 1) * kConvPartition);
+      for (int64_t b = pi * kConvPartition; b < b1; ++b) {
+        const T* gb = gy + b * p.Cout * npix;
+        for (int64_t q0 = 0; q0 < npix; q0 += 16) {
+          const int64_t qn = std::min<int64_t>(16, npix - q0);
+          for (int64_t co = 0; co < p.Cout; ++co)
+            for (int64_t qq = 0; qq < qn; ++qq) gcl[(q0 + qq) * p.Cout + co] = gb[co * npix + q0 + qq];
+        }
+        for (int64_t ci = 0; ci < p.Cin; ++ci) {
+          const int64_t g = ci / cin_g;
+          T* arow = acc + ci * taps * cout_g;
+          for_each_active_in_plane<T>(bitp, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
+            for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) {
+              add_row(arow + tap * cout_g, gcl.data() + q * p.Cout + g * cout_g, cout_g, v);
+            });
+          });
+        }
       }
     }
-    T* acc = accs.data() + static_cast<int64_t>(cpu::thread_index()) * taps * cw0;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t tile = 0; tile < p.Cin * nch; ++tile) {
-      const int64_t ci = tile / nch, g = ci / cin_g, cl = ci - g * cin_g;
-      const int64_t j0 = tile % nch * cw0, n = std::min(cout_g, j0 + cw0) - j0;
-      std::fill(acc, acc + taps * n, T(0));
-      for (int64_t b = 0; b < p.B; ++b) {
-        const T* gb = gcl + b * npix * C + g * cout_g + j0;
-        for_each_active_in_plane<T>(bitp, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
-          for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) { add_row(acc + tap * n, gb + q * C, n, v); });
-        });
-      }
-      for (int64_t j = 0; j < n; ++j)
-        for (int64_t tap = 0; tap < taps; ++tap) gw[((g * cout_g + j0 + j) * cin_g + cl) * taps + tap] = acc[tap * n + j];
+    // fixed-order sum of the partitions, back into the [Cout, Cin/g, kh, kw] layout
+#pragma omp for schedule(static)
+    for (int64_t ci = 0; ci < p.Cin; ++ci) {
+      const int64_t g = ci / cin_g, cl = ci - g * cin_g;
+      for (int64_t tap = 0; tap < taps; ++tap)
+        for (int64_t j = 0; j < cout_g; ++j) {
+          const int64_t src = (ci * taps + tap) * cout_g + j;
+          T sum = T(0);
+          for (int64_t pi = 0; pi < nparts; ++pi) sum += partials[pi * wsize + src];
+          gw[((g * cout_g + j) * cin_g + cl) * taps + tap] = sum;
+        }
     }
   }
+  if (nparts == 0) std::fill(gw, gw + wsize, T(0));
 }
 
 // ---- conv2d as an event-driven linear layer over the implicit im2col (groups == 1) ---------------
