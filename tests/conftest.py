@@ -41,3 +41,20 @@ def seed(request):
     yield value
     torch.set_num_threads(threads)
     torch.set_default_dtype(dtype)
+
+
+@pytest.fixture
+def spy_native(monkeypatch):
+    """spy_native(module) swaps module.native for a proxy that records the name of every native call made
+    through it (which kernels a dispatch chose) and returns that list."""
+    def install(module):
+        real, calls = module.native, []
+
+        class Spy:
+            def __getattr__(self, name):
+                fn = getattr(real, name)
+                return lambda *a: (calls.append(name), fn(*a))[1]
+
+        monkeypatch.setattr(module, "native", Spy())
+        return calls
+    return install

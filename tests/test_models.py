@@ -147,7 +147,7 @@ def test_spikeforge_model_equals_reference_model(name, neuron):
 
 
 @pytest.mark.parametrize("path", ["sparse", "dense"])
-def test_spike_input_convs_equal_reference_on_either_path(monkeypatch, path):
+def test_spike_input_convs_equal_reference_on_either_path(monkeypatch, spy_native, path):
     """The zoo's spike-input convolutions run spikeforge.ops.spike_conv2d on CPU: whichever path its crossover
     picks (forced here: every conv event-driven, or every conv dense), the model computes what the reference
     model computes, gradients included."""
@@ -156,14 +156,7 @@ def test_spike_input_convs_equal_reference_on_either_path(monkeypatch, path):
     rate = 1.0 if path == "sparse" else None
     monkeypatch.setitem(S.CROSSOVER, "cpu", dict(S.CROSSOVER["cpu"], conv2d=rate, conv2d_1x1=rate))
     monkeypatch.setitem(S.CONV_CROSSOVER_SMALL_MAPS, "cpu", ())
-    real, calls = S.native, []
-
-    class Spy:
-        def __getattr__(self, name):
-            fn = getattr(real, name)
-            return lambda *a: (calls.append(name), fn(*a))[1]
-
-    monkeypatch.setattr(S, "native", Spy())
+    calls = spy_native(S)
     torch.manual_seed(0)
     m = models.sew_resnet18(num_classes=4, T=2, width=4).double()
     r = models.sew_resnet18(num_classes=4, T=2, width=4, backend="reference").double()

@@ -317,7 +317,7 @@ def test_conv2d_kernel_tilings_match_reference(case):
         close(a, r)
 
 
-def test_conv2d_crossover_by_geometry(monkeypatch):
+def test_conv2d_crossover_by_geometry(monkeypatch, spy_native):
     """auto's conv crossover: the small-map entries raise it for small output maps (forward+backward only),
     pointwise convs have their own entry, and a stride larger than the kernel always takes the dense op."""
     monkeypatch.setitem(S.CROSSOVER, "cpu", {"linear": 0.3, "conv2d": 0.1, "linear_fwd": 0.3, "conv2d_fwd": 0.1,
@@ -337,14 +337,7 @@ def test_conv2d_crossover_by_geometry(monkeypatch):
     assert rate(8, 1, 2) is None  # stride 2 > kernel 1: every other input is never read
     assert S._crossover(cpu, "linear", None) == 0.3
     # end to end: 25% firing on a 4x4 map runs the event kernels with a gradient, not without
-    real, calls = S.native, []
-
-    class Spy:
-        def __getattr__(self, name):
-            fn = getattr(real, name)
-            return lambda *a: (calls.append(name), fn(*a))[1]
-
-    monkeypatch.setattr(S, "native", Spy())
+    calls = spy_native(S)
     s = torch.zeros(8, 4, 4, 4)
     s.view(-1)[::4] = 1
     w = torch.randn(6, 4, 3, 3, requires_grad=True)
@@ -487,16 +480,9 @@ def test_native_checks_raise_not_crash():
                                     torch.zeros(1, 1, 4, 4), [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1], 1, 0)
 
 
-def test_auto_dispatch_follows_crossover(monkeypatch):
+def test_auto_dispatch_follows_crossover(monkeypatch, spy_native):
     """mode="auto" runs the event-driven kernel at or below CROSSOVER and the dense op above it."""
-    real, calls = S.native, []
-
-    class Spy:
-        def __getattr__(self, name):
-            fn = getattr(real, name)
-            return lambda *a: (calls.append(name), fn(*a))[1]
-
-    monkeypatch.setattr(S, "native", Spy())
+    calls = spy_native(S)
     monkeypatch.setitem(S.CROSSOVER, "cpu", {"linear": 0.1, "conv2d": 0.1, "linear_fwd": 0.1, "conv2d_fwd": None})
     w = torch.randn(8, 100)
     for rate, sparse in ((0.05, True), (0.5, False)):

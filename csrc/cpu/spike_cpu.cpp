@@ -601,29 +601,38 @@ inline uint64_t extract_bits(const int64_t* words, int64_t off, int64_t n) {
   return n == 64 ? v : (v & ((uint64_t(1) << n) - 1));
 }
 
-// Calls f(y, x, value) for each active input of plane (b, ci) in raster order. The plane's H*W elements
-// are contiguous: they are scanned 64 at a time (small feature maps, e.g. 2x2, cost one mask, not one per
-// row), and (y, x) advance with the index (no division).
+// Calls f(i, value) for each active input i (index y * W + x) of plane (b, ci), in increasing i. The plane's
+// H*W elements are contiguous: they are scanned 64 at a time (a 2x2 map costs one mask, not one per row).
 template <typename T, typename F>
-inline void for_each_active_in_plane(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b,
-                                     int64_t ci, F&& f) {
+inline void for_each_active_index(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b, int64_t ci,
+                                  F&& f) {
   const int64_t plane = p.H * p.W, base = ci * plane, K = p.Cin * plane;
   const int64_t* words = bits ? bits + b * spike_words(K) : nullptr;
   const T* sb = s ? s + b * K + base : nullptr;
-  int64_t y = 0, row_end = p.W;
   for (int64_t i0 = 0; i0 < plane; i0 += 64) {
     const int64_t n = std::min<int64_t>(64, plane - i0);
     uint64_t mask = words ? extract_bits(words, base + i0, n) : nonzero_mask(sb + i0, n);
     while (mask) {
       const int64_t i = i0 + __builtin_ctzll(mask);
       mask &= mask - 1;
-      while (i >= row_end) {
-        ++y;
-        row_end += p.W;
-      }
-      f(y, i - (row_end - p.W), words ? T(1) : sb[i]);
+      f(i, words ? T(1) : sb[i]);
     }
   }
+}
+
+// Calls f(y, x, value) for each active input of plane (b, ci) in raster order; (y, x) advance with the
+// index (no division).
+template <typename T, typename F>
+inline void for_each_active_in_plane(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b,
+                                     int64_t ci, F&& f) {
+  int64_t y = 0, row_end = p.W;
+  for_each_active_index<T>(bits, s, p, b, ci, [&](int64_t i, T v) {
+    while (i >= row_end) {
+      ++y;
+      row_end += p.W;
+    }
+    f(y, i - (row_end - p.W), v);
+  });
 }
 
 // dst[0..n) += v * src[0..n) (v == 1 for spikes: an add, no multiply). Vectorised by the compiler.
@@ -790,24 +799,6 @@ constexpr int64_t kConvListLimit = int64_t(1) << 25;  // entries: 128 MiB of int
 // int32 column indices.
 inline bool conv_lists_apply(const SpikeConvParams& p) {
   return p.groups == 1 && p.Cin * p.kh * p.kw < (int64_t(1) << 31);
-}
-
-// Calls f(i, value) for each active input i (index y * W + x) of plane (b, ci), in increasing i.
-template <typename T, typename F>
-inline void for_each_active_index(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b, int64_t ci,
-                                  F&& f) {
-  const int64_t plane = p.H * p.W, base = ci * plane, K = p.Cin * plane;
-  const int64_t* words = bits ? bits + b * spike_words(K) : nullptr;
-  const T* sb = s ? s + b * K + base : nullptr;
-  for (int64_t i0 = 0; i0 < plane; i0 += 64) {
-    const int64_t n = std::min<int64_t>(64, plane - i0);
-    uint64_t mask = words ? extract_bits(words, base + i0, n) : nonzero_mask(sb + i0, n);
-    while (mask) {
-      const int64_t i = i0 + __builtin_ctzll(mask);
-      mask &= mask - 1;
-      f(i, words ? T(1) : sb[i]);
-    }
-  }
 }
 
 // The (tap, output pixel) pairs each input pixel feeds, computed once per call for the plane geometry
