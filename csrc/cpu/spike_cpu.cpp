@@ -742,9 +742,10 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
   // Per sample, not one input channel over all samples as the forward does: there each channel's events
   // re-read the whole channels-last grad_y (67 MB at [256, 64, 32, 32]) from memory, and forward+backward
   // took about twice as long (bench spikes --op conv, 5% firing).
+  std::vector<T> gcls(static_cast<size_t>(nthreads) * npix * p.Cout);  // per thread: one sample's grad, channels-last
 #pragma omp parallel num_threads(nthreads) if (nparts > 1)
   {
-    std::vector<T> gcl(static_cast<size_t>(npix * p.Cout));  // channels-last grad of one sample
+    T* gcl = gcls.data() + static_cast<int64_t>(cpu::thread_index()) * npix * p.Cout;
 #pragma omp for schedule(static)
     for (int64_t pi = 0; pi < nparts; ++pi) {
       T* acc = partials.data() + pi * wsize;
@@ -762,7 +763,7 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
           T* arow = acc + ci * taps * cout_g;
           for_each_active_in_plane<T>(bitp, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
             for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) {
-              add_row(arow + tap * cout_g, gcl.data() + q * p.Cout + g * cout_g, cout_g, v);
+              add_row(arow + tap * cout_g, gcl + q * p.Cout + g * cout_g, cout_g, v);
             });
           });
         }
@@ -846,16 +847,18 @@ bool build_conv_lists(const int64_t* bits, const T* s, const SpikeConvParams& p,
   a.idx.resize(a.rowptr[M]);
   a.binary = !graded;
   if (graded) a.vals.resize(a.rowptr[M]);
-  // pass 2: fill, each sample's rows from its own events (in input order: increasing k within a row)
+  // pass 2: fill, each sample's rows from its own events (in input order: increasing k within a row).
+  // Per-thread row cursors allocated here: an allocation failing inside the parallel region would end the
+  // process instead of raising.
+  std::vector<int64_t> cursors(static_cast<size_t>(nthreads) * npix);
 #pragma omp parallel num_threads(nthreads) if (p.B > 1)
   {
-    std::vector<int64_t> cur(static_cast<size_t>(npix));
+    int64_t* c = cursors.data() + static_cast<int64_t>(cpu::thread_index()) * npix;
     int32_t* idx = a.idx.data();
     T* vals = graded ? a.vals.data() : nullptr;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < p.B; ++b) {
-      std::copy(a.rowptr.begin() + b * npix, a.rowptr.begin() + (b + 1) * npix, cur.begin());
-      int64_t* c = cur.data();
+      std::copy(a.rowptr.begin() + b * npix, a.rowptr.begin() + (b + 1) * npix, c);
       for (int64_t ci = 0; ci < p.Cin; ++ci) {
         const int32_t k0 = static_cast<int32_t>(ci * taps);
         for_each_active_index<T>(bits, s, p, b, ci, [&](int64_t i, T v) {
