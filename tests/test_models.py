@@ -232,3 +232,40 @@ def test_bench_models_cli_smoke(tmp_path, capsys):
     case = json.loads(out.read_text())["cases"][0]
     assert case["saved_ratio"] < 1.0 and case["rows"][0]["median_ms"] > 0  # equality: float64 tests above
     assert "sew_resnet18 T=1" in capsys.readouterr().out
+
+
+NEURON_CASES = [("lif", dict(tau=2.0)), ("lif", dict(tau=3.0, decay_input=False, v_reset=None)),
+                ("if", dict(detach_reset=True)), ("if", dict(v_reset=None, surrogate="atan")),
+                ("plif", dict()), ("plif", dict(num_channels=5, v_reset=None, detach_reset=True))]
+
+
+@pytest.mark.parametrize("kind,kw", NEURON_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fused_bn_neuron_backward_matches_unfused(kind, kw, dtype):
+    """models.resnet.bn_spike's fused BN + neuron runs the neuron's native backward straight from the
+    recomputed BN output (_grad_from_input): gradients of the input, BN's affine parameters and PLIF's w
+    equal those of the unfused sn(bn(y)), for soft / hard reset, detach_reset, per-channel w and in bf16
+    (where PLIF's float32 w meets bf16 inputs)."""
+    from spikeforge.models.resnet import bn_spike
+    from spikeforge.nn import IF, LIF, PLIF
+    from spikeforge.nn.layers import SeqBatchNorm2d
+
+    make = {"lif": LIF, "if": IF, "plif": PLIF}[kind]
+    torch.manual_seed(0)
+    y = torch.randn(3, 2, 5, 4, 4) * 2
+    g = torch.randn(3, 2, 5, 4, 4)
+    out = []
+    for fuse in (True, False):
+        torch.manual_seed(0)
+        bn, sn = SeqBatchNorm2d(5).to(dtype), make(**kw)
+        if kind == "plif":
+            with torch.no_grad():
+                sn.w.add_(torch.linspace(-0.3, 0.3, sn.w.numel()).view(sn.w.shape))
+        yy = y.to(dtype).requires_grad_(True)
+        s = bn_spike(bn, sn, yy, fuse)
+        (s.float() * g).sum().backward()
+        out.append([s.detach(), yy.grad, bn.weight.grad, bn.bias.grad] + ([sn.w.grad] if kind == "plif" else []))
+    tol = dict(rtol=0, atol=0) if dtype != torch.bfloat16 else dict(rtol=2e-2, atol=2e-2)
+    for a, b in zip(*out):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        torch.testing.assert_close(a.float(), b.float(), **tol)

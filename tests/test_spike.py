@@ -450,6 +450,8 @@ def test_bad_inputs():
     wc = torch.randn(6, 2, 3, 3)
     with pytest.raises(ValueError, match="groups must be >= 1 and divide"):
         ops.spike_conv2d(sc, wc, groups=3)
+    with pytest.raises(ValueError, match="s: empty feature maps"):
+        ops.spike_conv2d(sc[..., :0, :], wc, padding=1, groups=2, mode="sparse")
     with pytest.raises(ValueError, match="does not match s's 4 channels"):
         ops.spike_conv2d(sc, wc, groups=1)
     with pytest.raises(ValueError, match="stride must be >= 1"):
@@ -536,3 +538,15 @@ def test_cuda_graph_replay(device, mode):
         torch.cuda.synchronize()
         for a, b in zip(static_out, step()):
             torch.testing.assert_close(a, b)
+
+
+def test_conv2d_large_map_takes_scatter_kernels():
+    """groups=1 convs on maps whose tap table would exceed kConvListMaxTaps (H * W * taps > 2^16) take the
+    scatter kernels: same answers."""
+    s = spikes((2, 2, 90, 90), 0.05, "counts", dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    gy = torch.randn(2, 3, 90, 90, dtype=torch.float64)
+    y, gr = grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, mode="sparse"), [s, w], gy)
+    y0, gr0 = grads(lambda s_, w_: R.spike_conv2d(s_, w_, None, 1, 1), [s, w], gy)
+    for a, r in zip([y] + gr, [y0] + gr0):
+        close(a, r)

@@ -252,6 +252,17 @@ struct AlignedBuf {
   T* data() { return p; }
 };
 
+// One tile buffer of `each` elements per thread, allocated before a parallel region (an allocation that
+// fails inside one ends the process instead of raising). `each` is a multiple of kTile, so every slice
+// stays 64-byte aligned.
+template <typename T>
+struct ThreadTiles {
+  AlignedBuf<T> buf;
+  int64_t each;
+  ThreadTiles(int nthreads, int64_t each_) : buf(static_cast<int64_t>(nthreads) * each_), each(each_) {}
+  T* mine() { return buf.data() + static_cast<int64_t>(cpu::thread_index()) * each; }
+};
+
 // buf[k * kTile + j] = w[(n0 + j) * K + k] for j < nt, 0 for nt <= j < kTile.
 #if defined(__AVX2__)
 // In-register 8 x 8 float transpose: rows r[i] = src + i * ld (8 floats each) -> dst + i * ldd.
@@ -387,21 +398,27 @@ template <typename T>
 void gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, int64_t M, int64_t N, int64_t K,
                     RowLayout rows, int nthreads) {
   const int64_t ntiles = (N + kTile - 1) / kTile, ys = rows.stride();
-#pragma omp parallel num_threads(nthreads) if (ntiles > 1)
+  // With fewer 16-feature tiles than threads the rows are split too (every output element is still summed
+  // by one task, in the same order: the result does not depend on the split).
+  const int64_t nrb = ntiles >= nthreads ? 1 : std::max<int64_t>(1, std::min((nthreads + ntiles - 1) / ntiles, M / 64));
+  const int64_t rows_per = (M + nrb - 1) / nrb;
+  ThreadTiles<T> tiles(nthreads, std::max<int64_t>(K, 1) * kTile);
+#pragma omp parallel num_threads(nthreads) if (ntiles * nrb > 1)
   {
-    AlignedBuf<T> buf(std::max<int64_t>(K, 1) * kTile);
+    T* buf = tiles.mine();
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < ntiles; ++t) {
+    for (int64_t task = 0; task < ntiles * nrb; ++task) {
+      const int64_t t = task / nrb, m0 = task % nrb * rows_per, m1 = std::min(M, m0 + rows_per);
       const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
-      load_tile_transposed(wp, K, n0, nt, buf.data());
-      for (int64_t m = 0; m < M; ++m) {
+      load_tile_transposed(wp, K, n0, nt, buf);
+      for (int64_t m = m0; m < m1; ++m) {
         T acc[kTile];
         for (int j = 0; j < kTile; ++j) acc[j] = (bp && j < nt) ? bp[n0 + j] : T(0);
         const int64_t p0 = a.rowptr[m], n = a.rowptr[m + 1] - p0;
         if (a.binary) {
-          gather_row<T, true>(a.idx.data() + p0, nullptr, n, buf.data(), acc);
+          gather_row<T, true>(a.idx.data() + p0, nullptr, n, buf, acc);
         } else {
-          gather_row<T, false>(a.idx.data() + p0, a.vals.data() + p0, n, buf.data(), acc);
+          gather_row<T, false>(a.idx.data() + p0, a.vals.data() + p0, n, buf, acc);
         }
         T* out = yp + rows.base(m) + n0 * ys;
         for (int64_t j = 0; j < nt; ++j) out[j * ys] = acc[j];
@@ -424,13 +441,16 @@ template <typename T>
 void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M, int64_t N, int64_t K,
                          RowLayout rows, int nthreads) {
   const int64_t ntiles = (N + kTile - 1) / kTile, gs = rows.stride();
+  // split over the 16-feature tiles only: splitting the rows would need per-split partial sums, whose count
+  // (and so the summation order) would depend on the thread count
+  ThreadTiles<T> tiles(nthreads, K * kTile);
 #pragma omp parallel num_threads(nthreads) if (ntiles > 1)
   {
-    AlignedBuf<T> buf(K * kTile);
+    T* buf = tiles.mine();
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
-      std::fill(buf.data(), buf.data() + K * kTile, T(0));
+      std::fill(buf, buf + K * kTile, T(0));
       for (int64_t m = 0; m < M; ++m) {
         T g[kTile];
         const T* grow = gy + rows.base(m) + n0 * gs;
@@ -441,7 +461,7 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
           // one aligned 64-byte line read-modify-written per event (explicit: GCC kept it scalar)
           const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
           for (int64_t p = p0; p < p1; ++p) {
-            float* r = buf.data() + static_cast<int64_t>(a.idx[p]) * kTile;
+            float* r = buf + static_cast<int64_t>(a.idx[p]) * kTile;
             const __m256 v = _mm256_set1_ps(a.binary ? 1.0f : a.vals[p]);
             _mm256_store_ps(r, _mm256_fmadd_ps(v, g0, _mm256_load_ps(r)));
             _mm256_store_ps(r + 8, _mm256_fmadd_ps(v, g1, _mm256_load_ps(r + 8)));
@@ -450,7 +470,7 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
         }
 #endif
         for (int64_t p = p0; p < p1; ++p) {
-          T* r = buf.data() + static_cast<int64_t>(a.idx[p]) * kTile;
+          T* r = buf + static_cast<int64_t>(a.idx[p]) * kTile;
           if (a.binary) {
             for (int j = 0; j < kTile; ++j) r[j] += g[j];
           } else {
@@ -466,8 +486,8 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
         if (nt == kTile) {
           kdone = K / 8 * 8;
           for (int64_t k0 = 0; k0 < kdone; k0 += 8) {
-            transpose8x8(buf.data() + k0 * kTile, kTile, gw + n0 * K + k0, K);
-            transpose8x8(buf.data() + k0 * kTile + 8, kTile, gw + (n0 + 8) * K + k0, K);
+            transpose8x8(buf + k0 * kTile, kTile, gw + n0 * K + k0, K);
+            transpose8x8(buf + k0 * kTile + 8, kTile, gw + (n0 + 8) * K + k0, K);
           }
         }
       }
@@ -476,7 +496,7 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
         const int64_t kn = std::min<int64_t>(16, K - k0);
         for (int64_t j = 0; j < nt; ++j) {
           T* dst = gw + (n0 + j) * K + k0;
-          for (int64_t kk = 0; kk < kn; ++kk) dst[kk] = buf.data()[(k0 + kk) * kTile + j];
+          for (int64_t kk = 0; kk < kn; ++kk) dst[kk] = buf[(k0 + kk) * kTile + j];
         }
       }
     }
@@ -533,21 +553,22 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
   std::vector<T> acc(static_cast<size_t>(P * nnz), T(0));
   const T* wp = w.ptr<T>();
   const T* gy = grad_y.ptr<T>();
+  ThreadTiles<T> tiles(nthreads, K * kTile);
 #pragma omp parallel num_threads(nthreads) if (P > 1)
   {
-    AlignedBuf<T> buf(K * kTile);
+    T* buf = tiles.mine();
     alignas(64) T g[kTile];
 #pragma omp for schedule(static)
     for (int64_t pi = 0; pi < P; ++pi) {
       T* ap = acc.data() + pi * nnz;
       for (int64_t t = ntiles * pi / P; t < ntiles * (pi + 1) / P; ++t) {
         const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
-        load_tile_transposed(wp, K, n0, nt, buf.data());
+        load_tile_transposed(wp, K, n0, nt, buf);
         for (int64_t m = 0; m < M; ++m) {
           const int64_t p0 = a.rowptr[m], p1 = a.rowptr[m + 1];
           if (p0 == p1) continue;
           for (int j = 0; j < kTile; ++j) g[j] = j < nt ? gy[m * N + n0 + j] : T(0);
-          for (int64_t p = p0; p < p1; ++p) ap[p] += dot_tile(g, buf.data() + static_cast<int64_t>(a.idx[p]) * kTile);
+          for (int64_t p = p0; p < p1; ++p) ap[p] += dot_tile(g, buf + static_cast<int64_t>(a.idx[p]) * kTile);
         }
       }
     }
@@ -742,7 +763,8 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
   // Per sample, not one input channel over all samples as the forward does: there each channel's events
   // re-read the whole channels-last grad_y (67 MB at [256, 64, 32, 32]) from memory, and forward+backward
   // took about twice as long (bench spikes --op conv, 5% firing).
-  std::vector<T> gcls(static_cast<size_t>(nthreads) * npix * p.Cout);  // per thread: one sample's grad, channels-last
+  // per thread (one thread when there is a single partition): one sample's grad, channels-last
+  std::vector<T> gcls(static_cast<size_t>(nparts > 1 ? nthreads : 1) * npix * p.Cout);
 #pragma omp parallel num_threads(nthreads) if (nparts > 1)
   {
     T* gcl = gcls.data() + static_cast<int64_t>(cpu::thread_index()) * npix * p.Cout;
@@ -794,12 +816,17 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
 // rows of the taps it feeds), sample by sample in input order, so every row lists its entries in increasing
 // k and the sums run in a fixed order. They hold nnz * (taps an input feeds) entries: above
 // kConvListLimit the scatter kernels above run instead (no list memory).
-constexpr int64_t kConvListLimit = int64_t(1) << 25;  // entries: 128 MiB of int32 indices (+ as much for non-binary values)
+constexpr int64_t kConvListLimit = int64_t(1) << 25;  // entries: 128 MiB of int32 indices (+ 128 / 256 MiB of
+                                                       // float32 / float64 values for non-binary inputs)
 
-// Grouped convs keep the scatter kernels (one [N, K] matrix per group would be needed); list entries are
-// int32 column indices.
+// Grouped convs keep the scatter kernels (one [N, K] matrix per group would be needed), and so do large
+// feature maps: the tap table is H * W * taps entries per call whatever the firing rate (a 1024 x 1024 map
+// with 2 channels at 0.1% firing took 2.4x (forward) to 5.6x (forward + backward) longer than the scatter
+// kernels); the lists pay on small maps with many channels. List entries are int32.
+constexpr int64_t kConvListMaxTaps = int64_t(1) << 16;  // H * W * taps: 64 x 64 maps with a 3 x 3 kernel
+
 inline bool conv_lists_apply(const SpikeConvParams& p) {
-  return p.groups == 1 && p.Cin * p.kh * p.kw < (int64_t(1) << 31);
+  return p.groups == 1 && p.H * p.W * p.kh * p.kw <= kConvListMaxTaps && p.Cin * p.kh * p.kw < (int64_t(1) << 31);
 }
 
 // The (tap, output pixel) pairs each input pixel feeds, computed once per call for the plane geometry
@@ -809,6 +836,8 @@ struct TapTable {
   explicit TapTable(const SpikeConvParams& p) {
     const int64_t plane = p.H * p.W;
     start.reserve(plane + 1);
+    tap.reserve(plane * p.kh * p.kw);
+    q.reserve(plane * p.kh * p.kw);
     start.push_back(0);
     for (int64_t i = 0; i < plane; ++i) {
       for_each_tap(p, i / p.W, i % p.W, [&](int64_t t, int64_t o) {

@@ -145,13 +145,17 @@ def spike_input_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
 
     if (x.device.type == "cpu" and spike_ops._native_ok(x) and x.dtype == conv.weight.dtype
             and not torch.is_autocast_enabled("cpu")):
+        # compiled, the kind is only known inside the op: promise counts (uint8 saved, checked) instead of
+        # letting "auto" save the float input
+        kind = "counts" if torch.compiler.is_compiling() else "auto"
         return spike_ops.spike_conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups,
-                                      mode="auto")
+                                      mode="auto", input_kind=kind)
     return _ConvSavingUint8.apply(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class SpikeInputConv2d(nn.Conv2d):
-    """nn.Conv2d (same parameters, same results) for inputs that are spikes or small integer spike counts:
+    """nn.Conv2d (same parameters; the same results up to the order of float additions) for inputs that are
+    spikes or small integer spike counts:
     while training it runs spike_input_conv (event-driven below the firing-rate crossover on CPU, input kept
     for backward as bits / uint8; spikeforge backend of the models; the reference backend uses plain
     nn.Conv2d). Not for real-valued inputs, which the compact copy would truncate."""

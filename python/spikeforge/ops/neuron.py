@@ -301,9 +301,10 @@ def _grad_from_input(x_seq: Tensor, grad_spike: Tensor, w: Optional[Tensor], tau
     k, vth, vr, decay, detach, sid, alpha_v, _ = _neuron_options(tau, v_threshold, v_reset, decay_input,
                                                                  detach_reset, surrogate, alpha, "last")
     hard = vr is not None
-    gx, _, gw = _backward_impl(grad_spike, None, x_seq, None, None, None if w is None else w.reshape(-1), k, vth,
-                               vr if hard else 0.0, hard, decay, detach, sid, alpha_v, False, need_w_grad)
-    return gx, (gw.view_as(w) if need_w_grad else None)
+    wk = None if w is None else _check_w(w, x_seq).reshape(-1)  # in the kernel's dtype, as plif() does
+    gx, _, gw = _backward_impl(grad_spike, None, x_seq, None, None, wk, k, vth, vr if hard else 0.0, hard, decay,
+                               detach, sid, alpha_v, False, need_w_grad)
+    return gx, (gw.to(w.dtype).view_as(w) if need_w_grad else None)
 
 
 # --------------------------------------------------------------------------------------------

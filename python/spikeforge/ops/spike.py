@@ -643,9 +643,11 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         _check_param(bias, "bias", s, (Cout,))
         if bias.dtype != weight.dtype:
             raise TypeError(f"bias must have the dtype of weight ({weight.dtype}), got {bias.dtype}")
+    if s.shape[-2] == 0 or s.shape[-1] == 0:  # torch's conv rejects these too, with a less clear message
+        raise ValueError(f"s: empty feature maps ({s.shape[-2]} x {s.shape[-1]}) are not supported")
     grad_mask = _check_mask(grad_mask, s)
     lead = tuple(s.shape[:-3])
-    s4 = s.reshape((-1,) + tuple(s.shape[-3:]))
+    s4 = s.reshape((math.prod(lead),) + tuple(s.shape[-3:]))  # not -1: ambiguous when H or W is 0
     cp = _conv_params(s4, weight, st, pd, dl, groups)
     if cp[7] < 1 or cp[8] < 1:
         raise ValueError(f"s: input {tuple(s.shape[-2:])} is smaller than the dilated kernel "
