@@ -442,7 +442,8 @@ class SpikingResNet(nn.Module):
         norm = _norm_factory(norm_layer, T, default_norm)
         sn = make_neuron(neuron, backend, **(default_neuron if neuron_kwargs is None else neuron_kwargs))
         # compact: convolutions and the stem max-pool whose input is spikes (or SEW-ADD spike counts,
-        # integers <= 1 + blocks per stage) keep that input for backward as uint8, and BN followed by a
+        # integers <= 1 + blocks per stage) keep that input for backward compactly (spike_input_conv: bits
+        # or uint8; the max-pool: uint8), and BN followed by a
         # neuron keeps only the conv output (bn_spike); on by default with spikeforge's neurons, whose
         # outputs are exactly 0/1. A custom neuron with graded outputs needs compact=False.
         if compact is None:
@@ -542,7 +543,8 @@ _COMMON_DOC = """
     neuron_kwargs (options of the neuron, replacing the family's defaults), backend ("spikeforge" |
     "reference"), norm_layer (None = family default, "bn", "tdbn", "tebn" or a callable(channels)),
     zero_init_residual (None = family default), width (channels of the first stage), in_channels, compact
-    (None = on for spikeforge neurons: convolutions of spikes save their input as uint8 for backward).
+    (None = on for spikeforge neurons: convolutions of spikes run spike_input_conv, saving their input as
+    bits / uint8 for backward).
     Returns an nn.Module: x [B, C, H, W] or [T, B, C, H, W] -> logits [T, B, num_classes]."""
 
 
