@@ -239,7 +239,8 @@ class _QKAttention(_Resettable):
         return _conv_bn_sn(conv, bn, sn, s, self.compact)
 
     def _attend(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
-        raise NotImplementedError  # each attention names its op
+        """The attention op named by op_name on (q, k[, v]) with the neuron options (SSA adds its scale)."""
+        return self._op()(q, k, *((v,) if self.uses_v else ()), **self.attn_options)
 
     def _energy_ops(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> list:
         """The EnergyOps of the attention op for spikeforge.tools.energy (q, k, v: [T, B, heads, N, d]).
@@ -302,9 +303,6 @@ class SDSA(_QKAttention):
 
     op_name = "sdsa"
 
-    def _attend(self, q, k, v):
-        return self._op()(q, k, v, **self.attn_options)
-
     def _energy_ops(self, q, k, v):
         # K * V is a mask (select); the sum over tokens accumulates each non-zero product once
         return [EnergyOp("sum_tokens(k*v)", float(k.numel()), k * v)]
@@ -317,9 +315,6 @@ class QKTokenAttention(_QKAttention):
     uses_v = False
     op_name = "qk_token_attention"
 
-    def _attend(self, q, k, v):
-        return self._op()(q, k, **self.attn_options)
-
     def _energy_ops(self, q, k, v):
         return [EnergyOp("sum_channels(q)", float(q.numel()), q)]  # then a per-token mask of K
 
@@ -330,9 +325,6 @@ class QKChannelAttention(_QKAttention):
 
     uses_v = False
     op_name = "qk_channel_attention"
-
-    def _attend(self, q, k, v):
-        return self._op()(q, k, **self.attn_options)
 
     def _energy_ops(self, q, k, v):
         return [EnergyOp("sum_tokens(q)", float(q.numel()), q)]  # then a per-channel mask of K
