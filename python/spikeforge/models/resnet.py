@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from .. import reference
 from ..nn.layers import TEBN, SeqBatchNorm2d, TdBatchNorm2d, seq_apply
 from ..nn.neuron import IF, LIF, PLIF, reset_net
+from ..ops import spike as spike_ops
 from ..ops._common import _has_native
 
 __all__ = ["SpikingResNet", "SpikeInputConv2d", "make_neuron", "RefIF", "RefLIF", "RefPLIF"]
@@ -141,8 +142,6 @@ def spike_input_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
     (CUDA, where the event path does not pay and the rate check would synchronise; autocast) the dense
     convolution keeping a uint8 copy of the input (_ConvSavingUint8). Either way the values are those of
     F.conv2d up to the order of the float additions."""
-    from ..ops import spike as spike_ops
-
     if (x.device.type == "cpu" and spike_ops._native_ok(x) and x.dtype == conv.weight.dtype
             and not torch.is_autocast_enabled("cpu")):
         # compiled, the kind is only known inside the op: promise counts (uint8 saved, checked) instead of
