@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from .. import reference
 from ..nn.layers import TEBN, SeqBatchNorm2d, TdBatchNorm2d, seq_apply
 from ..nn.neuron import IF, LIF, PLIF, reset_net
-from ..ops import spike as spike_ops
+from ..nn.spike import SpikeInputConv2d
 from ..ops._common import _has_native
 
 __all__ = ["SpikingResNet", "SpikeInputConv2d", "make_neuron", "RefIF", "RefLIF", "RefPLIF"]
@@ -108,64 +108,6 @@ def _zero_norm(m: nn.Module) -> None:
     nn.init.zeros_(bn.weight)
 
 
-class _ConvSavingUint8(torch.autograd.Function):
-    """conv2d whose input is known to hold small non-negative integers (spikes, or SEW-ADD sums of spikes):
-    the input is saved for the weight gradient as uint8 (1 byte instead of 4) and cast back in backward,
-    which is exact for integers in 0..255. Forward and gradients are bitwise those of F.conv2d."""
-
-    @staticmethod
-    def forward(ctx, x, weight, stride, padding, dilation, groups):
-        y = torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
-        # y.dtype is the dtype the convolution ran in: under autocast lower than x's and weight's
-        ctx.conf = (stride, padding, dilation, groups, y.dtype)
-        ctx.save_for_backward(x.to(torch.uint8), weight)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        x8, weight = ctx.saved_tensors
-        stride, padding, dilation, groups, dtype = ctx.conf
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        # the backward runs in the forward's compute dtype; autograd casts gx / gw to x's / weight's dtype
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            grad.to(dtype), x8.to(dtype), weight.to(dtype), None, list(stride), list(padding), list(dilation),
-            False, [0, 0], groups, [need_x, need_w, False])
-        return gx, gw, None, None, None, None
-
-
-def spike_input_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """conv(x) without its bias, for x that holds spikes or small integer spike counts (0..255), training.
-
-    On CPU (float32 / float64, no autocast) through ops.spike_conv2d in mode "auto": event-driven forward and
-    weight gradient where the firing rate is below the measured crossover (ops.spike.CROSSOVER), the dense
-    convolution above it, and the input kept for backward as 1 bit per spike (uint8 for counts). Elsewhere
-    (CUDA, where the event path does not pay and the rate check would synchronise; autocast) the dense
-    convolution keeping a uint8 copy of the input (_ConvSavingUint8). Either way the values are those of
-    F.conv2d up to the order of the float additions."""
-    if (x.device.type == "cpu" and spike_ops._native_ok(x) and x.dtype == conv.weight.dtype
-            and not torch.is_autocast_enabled("cpu")):
-        # compiled, the kind is only known inside the op: promise counts (uint8 saved, checked) instead of
-        # letting "auto" save the float input
-        kind = "counts" if torch.compiler.is_compiling() else "auto"
-        return spike_ops.spike_conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups,
-                                      mode="auto", input_kind=kind)
-    return _ConvSavingUint8.apply(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-class SpikeInputConv2d(nn.Conv2d):
-    """nn.Conv2d (same parameters; the same results up to the order of float additions) for inputs that are
-    spikes or small integer spike counts:
-    while training it runs spike_input_conv (event-driven below the firing-rate crossover on CPU, input kept
-    for backward as bits / uint8; spikeforge backend of the models; the reference backend uses plain
-    nn.Conv2d). Not for real-valued inputs, which the compact copy would truncate."""
-
-    def forward(self, x):
-        if not (torch.is_grad_enabled() and self.weight.requires_grad) or self.bias is not None \
-                or self.padding_mode != "zeros" or isinstance(self.padding, str):
-            return super().forward(x)
-        return spike_input_conv(self, x)
-
-
 def _max_pool_channels_last(x: Tensor, kernel, stride, padding, return_indices: bool = False):
     """F.max_pool2d of a contiguous NCHW x, run on a channels-last copy (torch's CPU kernel vectorises across
     channels there: 8.5 -> 4.9 ms on [32, 64, 32, 32], conversions included), returned contiguous. Values
@@ -195,6 +137,16 @@ class _MaxPoolSpikesFn(torch.autograd.Function):
         gx = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, [kernel] * 2, [stride] * 2,
                                                               [padding] * 2, [1, 1], False, idx)
         return gx, None, None, None
+
+
+def maxpool_spikes(pool: nn.MaxPool2d, x: Tensor, compact: bool) -> Tensor:
+    """pool over a spike sequence [T, B, C, H, W]; compact (while training): the input is kept for backward
+    as uint8 instead of a float input and int64 indices (_MaxPoolSpikesFn)."""
+    if compact and torch.is_grad_enabled() and x.requires_grad:
+        T, B = x.shape[:2]
+        y = _MaxPoolSpikesFn.apply(x.flatten(0, 1), pool.kernel_size, pool.stride, pool.padding)
+        return y.view((T, B) + tuple(y.shape[1:]))
+    return seq_apply(pool, x)
 
 
 class _BNSpikeFn(torch.autograd.Function):
@@ -511,12 +463,7 @@ class SpikingResNet(nn.Module):
                              f"got {tuple(x.shape)}")
         y = self.stem_bn(y) if self.stem_sn is None else bn_spike(self.stem_bn, self.stem_sn, y, self.compact)
         if self.maxpool is not None:
-            if self.compact and torch.is_grad_enabled() and y.requires_grad:  # y: spikes of the stem's SN
-                T, B = y.shape[:2]
-                y = _MaxPoolSpikesFn.apply(y.flatten(0, 1), 3, 2, 1)
-                y = y.view((T, B) + tuple(y.shape[1:]))
-            else:
-                y = seq_apply(self.maxpool, y)
+            y = maxpool_spikes(self.maxpool, y, self.compact)  # y: spikes of the stem's SN
         y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
         if self.final_sn is not None:
             y = self.final_sn(y)

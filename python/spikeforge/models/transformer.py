@@ -37,7 +37,7 @@ from typing import Callable, Optional, Sequence
 from torch import Tensor, nn
 
 from ..nn.attention import (SDSA, SPS, SSA, QKChannelAttention, QKTokenAttention, SpikeCountConv2d, SpikingMLP,
-                            attention_options)
+                            _check_int, attention_options)
 from ..nn.layers import SeqBatchNorm2d, seq_apply
 from ..nn.neuron import reset_net
 from . import resnet
@@ -48,12 +48,6 @@ __all__ = ["TransformerBlock", "SpikformerNet", "MetaSpikformer", "QKFormer", "s
 
 _DEFAULT_NEURON_KWARGS = {"lif": dict(tau=2.0, detach_reset=True), "if": dict(detach_reset=True),
                           "plif": dict(init_tau=2.0, detach_reset=True)}
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _stem(conv: nn.Module, x: Tensor, T: int) -> Tensor:

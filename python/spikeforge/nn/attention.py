@@ -35,6 +35,7 @@ from .. import ops, reference
 from ..tools.energy import EnergyOp, estimating, report_op
 from .layers import SeqBatchNorm2d, seq_apply
 from .neuron import LIF, reset_net
+from .spike import SpikeInputConv2d
 
 __all__ = ["SSA", "SDSA", "QKTokenAttention", "QKChannelAttention", "SpikingMLP", "SPS", "RepConv",
            "SpikeCountConv2d", "default_neuron", "attention_options"]
@@ -92,23 +93,12 @@ def _resnet():
     return resnet
 
 
-class SpikeCountConv2d(nn.Conv2d):
-    """nn.Conv2d (same parameters, same results) for inputs that are spikes or small integer spike counts
-    (0..255): with ``compact`` set it runs models.resnet.spike_input_conv while training (event-driven below
-    the crossover on CPU, input kept for backward as bits / uint8); a bias is added after the convolution,
-    which saves nothing for backward."""
+class SpikeCountConv2d(SpikeInputConv2d):
+    """SpikeInputConv2d with ``compact`` off unless asked: nn.Conv2d (same parameters) for inputs that are
+    spikes or small integer spike counts (0..255)."""
 
     def __init__(self, *args, compact: bool = False, **kw):
-        super().__init__(*args, **kw)
-        self.compact = bool(compact)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not (self.compact and torch.is_grad_enabled() and self.weight.requires_grad) \
-                or self.padding_mode != "zeros" or isinstance(self.padding, str):
-            return super().forward(x)
-        y = _resnet().spike_input_conv(self, x)
-        # the bias in y's dtype: under autocast y is bf16/fp16 like nn.Conv2d's output, and stays so
-        return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
+        super().__init__(*args, compact=compact, **kw)
 
 
 def _conv_bn(conv: nn.Module, bn: nn.Module, x: Tensor) -> Tensor:
@@ -118,15 +108,6 @@ def _conv_bn(conv: nn.Module, bn: nn.Module, x: Tensor) -> Tensor:
 def _conv_bn_sn(conv: nn.Module, bn: nn.Module, sn: nn.Module, x: Tensor, compact: bool) -> Tensor:
     """SN(BN(conv(x))) on a sequence; compact: BN and the neuron keep one tensor for backward, not two."""
     return _resnet().bn_spike(bn, sn, seq_apply(conv, x), compact)
-
-
-def _maxpool_spikes(pool: nn.MaxPool2d, x: Tensor, compact: bool) -> Tensor:
-    """max-pool of a spike sequence; compact: the input is kept for backward as uint8 (models.resnet)."""
-    if compact and torch.is_grad_enabled() and x.requires_grad:
-        T, B = x.shape[:2]
-        y = _resnet()._MaxPoolSpikesFn.apply(x.flatten(0, 1), pool.kernel_size, pool.stride, pool.padding)
-        return y.view((T, B) + tuple(y.shape[1:]))
-    return seq_apply(pool, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -442,7 +423,7 @@ class SPS(_Resettable):
             for i in range(1, 5):
                 s = self.sns[i - 1](u)
                 if pools[i - 1]:
-                    s = _maxpool_spikes(self.pool, s, self.compact)
+                    s = _resnet().maxpool_spikes(self.pool, s, self.compact)
                 u = self.bns[i](seq_apply(self.convs[i], s))
             return u
         s = None
@@ -451,7 +432,7 @@ class SPS(_Resettable):
                 y = seq_apply(self.convs[i], s)
             s = _resnet().bn_spike(self.bns[i], self.sns[i], y, self.compact)
             if pools[i]:
-                s = _maxpool_spikes(self.pool, s, self.compact)
+                s = _resnet().maxpool_spikes(self.pool, s, self.compact)
         if self.variant == "spikformer":
             r = _conv_bn_sn(self.convs[4], self.bns[4], self.sns[4], s, self.compact)
             return r + s

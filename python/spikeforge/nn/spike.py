@@ -5,6 +5,10 @@ Input [T, B, ...] or [N, ...] (the layers are stateless: time steps are just mor
 path (event-driven or dense) and the input kind are measured on the first call and cached, so later
 calls make no host synchronisation and can be captured in a CUDA graph; replan() measures again. On CPU
 the measurement is free and is made on every call. Setting mode / input_kind fixes them by hand.
+
+SpikeInputConv2d is the plain nn.Conv2d the zoo models (spikeforge.models) build for spike inputs: same
+parameters, and with ``compact`` its training forward runs spike_input_conv (event-driven on CPU below the
+crossover, input kept for backward as bits / uint8).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops import spike as _spike
 
-__all__ = ["SpikeLinear", "SpikeConv2d"]
+__all__ = ["SpikeLinear", "SpikeConv2d", "SpikeInputConv2d"]
 
 
 class _SpikeLayer(nn.Module):
@@ -113,3 +117,71 @@ class SpikeConv2d(_SpikeLayer):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"bias={self.bias is not None}, mode={self.mode!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# convolutions of the models (spikeforge.models): spike-input convs that keep their input compactly
+# --------------------------------------------------------------------------------------------
+class _ConvSavingUint8(torch.autograd.Function):
+    """conv2d whose input is known to hold small non-negative integers (spikes, or SEW-ADD sums of spikes):
+    the input is saved for the weight gradient as uint8 (1 byte instead of 4) and cast back in backward,
+    which is exact for integers in 0..255. Forward and gradients are bitwise those of F.conv2d."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation, groups):
+        y = torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
+        # y.dtype is the dtype the convolution ran in: under autocast lower than x's and weight's
+        ctx.conf = (stride, padding, dilation, groups, y.dtype)
+        ctx.save_for_backward(x.to(torch.uint8), weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x8, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, dtype = ctx.conf
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # the backward runs in the forward's compute dtype; autograd casts gx / gw to x's / weight's dtype
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            grad.to(dtype), x8.to(dtype), weight.to(dtype), None, list(stride), list(padding), list(dilation),
+            False, [0, 0], groups, [need_x, need_w, False])
+        return gx, gw, None, None, None, None
+
+
+def spike_input_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """conv(x) without its bias, for x that holds spikes or small integer spike counts (0..255), training.
+
+    On CPU (float32 / float64, no autocast) through ops.spike_conv2d in mode "auto": event-driven forward and
+    weight gradient where the firing rate is below the measured crossover (ops.spike.CROSSOVER), the dense
+    convolution above it, and the input kept for backward as 1 bit per spike (uint8 for counts). Elsewhere
+    (CUDA, where the event path does not pay and the rate check would synchronise; autocast) the dense
+    convolution keeping a uint8 copy of the input (_ConvSavingUint8). Either way the values are those of
+    F.conv2d up to the order of the float additions."""
+    if (x.device.type == "cpu" and _spike._native_ok(x) and x.dtype == conv.weight.dtype
+            and not torch.is_autocast_enabled("cpu")):
+        # compiled, the kind is only known inside the op: promise counts (uint8 saved, checked) instead of
+        # letting "auto" save the float input
+        kind = "counts" if torch.compiler.is_compiling() else "auto"
+        return _spike.spike_conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups,
+                                      mode="auto", input_kind=kind)
+    return _ConvSavingUint8.apply(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class SpikeInputConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters; the same results up to the order of float additions) for inputs that are
+    spikes or small integer spike counts (0..255): with ``compact`` (the default here) it runs
+    spike_input_conv while training (event-driven below the firing-rate crossover on CPU, input kept for
+    backward as bits / uint8; spikeforge backend of the models, the reference backend uses plain nn.Conv2d).
+    A bias is added after the convolution, which saves nothing for backward. Not for real-valued inputs,
+    which the compact copy would truncate."""
+
+    def __init__(self, *args, compact: bool = True, **kw):
+        super().__init__(*args, **kw)
+        self.compact = bool(compact)
+
+    def forward(self, x):
+        if not (self.compact and torch.is_grad_enabled() and self.weight.requires_grad) \
+                or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        y = spike_input_conv(self, x)
+        # the bias in y's dtype: under autocast y is bf16/fp16 like nn.Conv2d's output, and stays so
+        return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, 1, 1)
