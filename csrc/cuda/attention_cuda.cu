@@ -81,6 +81,14 @@ __global__ void ssa_lif_kernel(const void* q, const float* ktv, void* out, int64
                                int64_t D, float scale, AttnLif lif) {
   const int64_t ND = N * D;
   const int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x * kElemsPerThread + threadIdx.x;
+  // this thread's (token, channel) pairs: the same at every t and b (64-bit divisions out of the loops)
+  int64_t row[kElemsPerThread], col[kElemsPerThread];
+#pragma unroll
+  for (int r = 0; r < kElemsPerThread; ++r) {
+    const int64_t e = base + static_cast<int64_t>(r) * blockDim.x;
+    row[r] = e / D;
+    col[r] = e - row[r] * D;
+  }
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     float state[kElemsPerThread];
 #pragma unroll
@@ -92,7 +100,7 @@ __global__ void ssa_lif_kernel(const void* q, const float* ktv, void* out, int64
       for (int r = 0; r < kElemsPerThread; ++r) {
         const int64_t e = base + static_cast<int64_t>(r) * blockDim.x;
         if (e >= ND) continue;
-        const int64_t n = e / D, j = e % D;
+        const int64_t n = row[r], j = col[r];
         float acc = 0.0f;
         for (int64_t i = 0; i < D; ++i) acc += load_f<S>(q, off + n * D + i) * kt[i * D + j];
         store_f<S>(out, off + e, lif.step(state[r], acc * scale));
@@ -175,9 +183,9 @@ void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView
   const int64_t slices = p.T * p.B;
   const unsigned int ktv_blocks = static_cast<unsigned int>(std::min<int64_t>(slices, 1 << 30));
   const int64_t per_block = static_cast<int64_t>(kThreads) * kElemsPerThread;
+  SF_CHECK_ARG((p.N * p.D + per_block - 1) / per_block <= 0x7fffffff, "q: a head's N * D is too large");
   const dim3 grid(static_cast<unsigned int>((p.N * p.D + per_block - 1) / per_block),
                   static_cast<unsigned int>(std::min<int64_t>(p.B, kMaxGridY)));
-  SF_CHECK_ARG((p.N * p.D + per_block - 1) / per_block <= 0x7fffffff, "q: a head's N * D is too large");
   dispatch_dtype(q.dtype, [&](auto tag) {
     using S = typename decltype(tag)::type;
     ssa_ktv_kernel<S><<<ktv_blocks, kThreads, 0, stream>>>(k.data, v.data, ktv_ws.ptr<float>(), p.N, p.D, slices);
