@@ -11,7 +11,8 @@ SGD step, timed round-robin in one process
 seen by torch.autograd.graph.saved_tensors_hooks, attributed to the module that saved them (conv, BN,
 neuron, attn = the attention op of a transformer block, other = additions, pooling, fc), so the table shows
 where the memory goes. --profile adds the
-operators that dominate each contender's step (torch.profiler, self CPU time).
+operators that dominate each contender's step (torch.profiler, self CPU time). "host ms" is the time a step
+takes to return on the host: on CUDA, close to the step time means a host-bound step.
 """
 from __future__ import annotations
 
@@ -158,6 +159,22 @@ def _spikingjelly_model(name: str, T: int, num_classes: int, device):
         return None, f"failed: {bu.error_text(e)}"
 
 
+def _host_ms(step, device, reps: int = 5) -> float:
+    """Median time for step() to return on the host (kernels queued, not waited for). On CUDA a step whose
+    host time is close to its full time is bound by the host (Python, dispatch, launches), not the GPU; on
+    the CPU the two are the same."""
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2]
+
+
 def _peak_step_bytes(step, device) -> Optional[int]:
     """Peak CUDA memory of one training step above what was allocated before it (model, optimizer state)."""
     if device.type != "cuda":
@@ -224,6 +241,7 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
             sjf.reset_net(m)
         r["saved"] = saved_bytes_by_module(m, inputs[k])
         r["peak_step_bytes"] = _peak_step_bytes(steps[k], device)
+        r["host_ms"] = _host_ms(steps[k], device)
         if args.profile:
             r["top_ops"] = _profile(steps[k])
         rows.append(r)
@@ -248,7 +266,7 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
 def case_table(c: dict) -> str:
     mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
     head = ["impl", "step ms", "x sf", "saved act MiB", "conv in", "bn in", "neuron", "bn+sn", "attn", "other",
-            "x sf act", "+params MiB", "peak MiB"]
+            "x sf act", "+params MiB", "peak MiB", "host ms"]
     sf = c["rows"][0]
     rows = []
     for r in c["rows"]:
@@ -258,7 +276,8 @@ def case_table(c: dict) -> str:
                      mib(s["activations"]), mib(s["conv"]), mib(s["bn"]), mib(s["neuron"]), mib(s["bn+sn"]),
                      mib(s.get("attn", 0)), mib(s["other"]),
                      bu.fmt(s["activations"] / sf["saved"]["activations"]), mib(s["params"]),
-                     mib(r["peak_step_bytes"]) if r.get("peak_step_bytes") else "n/a"])
+                     mib(r["peak_step_bytes"]) if r.get("peak_step_bytes") else "n/a",
+                     bu.fmt(r.get("host_ms"), ".1f")])
     title = (f"{c['model']} T={c['T']} batch={c['batch']} {c['size']}x{c['size']} {c['device']} {c['dtype']} "
              f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e} eval"
              + (f", {c['max_abs_logit_diff_train']:.2e} train (logits up to {c['max_abs_logit_train']:.2g})"
