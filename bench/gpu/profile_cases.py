@@ -22,7 +22,8 @@ elif case == "psn32":
     params = [x, w, b]
 elif case == "small":
     # every kernel family at small shapes (PSN buckets 8/16/32/64, more than one partition, PLIF's
-    # reduction), for compute-sanitizer memcheck / racecheck, where full-size cases take too long
+    # reduction, spike layers, attention), for compute-sanitizer memcheck / racecheck, where full-size
+    # cases take too long
     def fn_small():
         outs = []
         for T in (3, 13, 32, 64):
@@ -44,7 +45,17 @@ elif case == "small":
         sc = (torch.rand(3, 16, 19, 17, device=dev) < 0.1).float().requires_grad_()
         wc = torch.randn(24, 8, 3, 3, device=dev, requires_grad=True)
         yc = sf.ops.spike_conv2d(sc, wc, None, stride=2, padding=1, dilation=1, groups=2, mode="sparse")
-        outs.append(torch.autograd.grad(y.square().sum() + yc.square().sum(), [sp, wl, sc, wc]))
+        # a conv with more than one 64-channel mask word per pixel, groups straddling a word, partial tiles
+        sg = (torch.rand(2, 130, 7, 7, device=dev) < 0.2).float().requires_grad_()
+        wg = torch.randn(80, 65, 3, 3, device=dev, requires_grad=True)
+        yg = sf.ops.spike_conv2d(sg, wg, None, padding=1, groups=2, mode="sparse")
+        outs.append(torch.autograd.grad(y.square().sum() + yc.square().sum() + yg.square().sum(),
+                                        [sp, wl, sc, wc, sg, wg]))
+        # the attention kernels ([T, B, heads, N, D] spikes; N * D not a multiple of the block)
+        qa, ka, va = ((torch.rand(3, 2, 2, 37, 24, device=dev) < 0.3).float().requires_grad_() for _ in range(3))
+        att = (sf.ops.ssa(qa, ka, va).sum() + sf.ops.sdsa(qa, ka, va).sum()
+               + sf.ops.qk_token_attention(qa, ka).sum() + sf.ops.qk_channel_attention(qa, ka).sum())
+        outs.append(torch.autograd.grad(att, [qa, ka, va]))
         packed = sf.ops.pack_spikes(sp.detach())
         assert torch.equal(sf.ops.unpack_spikes(packed), sp.detach())
         return outs
