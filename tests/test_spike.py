@@ -317,6 +317,36 @@ def test_conv2d_kernel_tilings_match_reference(case):
         close(a, r)
 
 
+# (B, Cin, Cout, groups, H, kernel, stride, padding, dilation): tilings of the CUDA kernels. Forward: blocks
+# of 32 positions x 64 channels with partial ones (7 x 7 = 49 positions, 40 channels per group), groups whose
+# input channels straddle a 64-bit mask word (130 = 2 x 65), several mask words per pixel, depthwise.
+# grad_weight: a channel's plane longer than one compaction round (70 x 70), more (tap, channel) pairs than a
+# block holds (160 x 9), B > 16 (several samples per chunk, empty last chunks), a 3 x 1 kernel with padding
+# != dilation. Dyadic values keep every sum exact: the results equal the reference whatever the order.
+CUDA_TILING_CASES = [(3, 130, 80, 2, 7, 3, 1, 1, 1), (2, 70, 40, 1, 9, 3, 2, 2, 2), (5, 96, 96, 3, 6, 3, 1, 1, 1),
+                     (1, 8, 33, 1, 5, 3, 1, 1, 1), (2, 8, 8, 1, 70, 3, 1, 1, 1), (2, 4, 160, 1, 5, 3, 1, 1, 1),
+                     (18, 6, 6, 6, 6, 3, 1, 1, 1), (3, 5, 7, 1, 9, (3, 1), (2, 1), (0, 2), (2, 1))]
+
+
+@pytest.mark.parametrize("case", CUDA_TILING_CASES)
+@pytest.mark.parametrize("kind", ["binary", "counts"])
+def test_conv2d_cuda_tilings_match_reference(device, case, kind):
+    if device != "cuda":
+        pytest.skip("tilings of the CUDA kernels (the CPU ones: test_conv2d_kernel_tilings_match_reference)")
+    B, Cin, Cout, g, H, k, st, pd, dl = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    s = spikes((B, Cin, H, H), 0.2, kind, device="cuda")
+    w = dyadic((Cout, Cin // g, kh, kw), -16, 16, 16, device="cuda")
+    b = dyadic((Cout,), -16, 16, 16, device="cuda")
+    gy = dyadic(R.spike_conv2d(s, w, b, st, pd, dl, g).shape, -8, 8, 16, device="cuda")
+    runs = [grads(lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, st, pd, dl, g, mode="sparse"), [s, w, b], gy)
+            for _ in range(2)]
+    y0, gr0 = grads(lambda s_, w_, b_: R.spike_conv2d(s_, w_, b_, st, pd, dl, g), [s, w, b], gy)
+    for y, gr in runs:
+        for a, r in zip([y] + gr, [y0] + gr0):
+            torch.testing.assert_close(a, r, rtol=0, atol=0)
+
+
 def test_conv2d_crossover_by_geometry(monkeypatch, spy_native):
     """auto's conv crossover: the small-map entries raise it for small output maps (forward+backward only),
     pointwise convs have their own entry, and a stride larger than the kernel always takes the dense op."""
@@ -479,7 +509,24 @@ def test_native_checks_raise_not_crash():
                                               torch.zeros(3, 10), torch.zeros(4, 10), None, 1, 0)
     with pytest.raises((ValueError, RuntimeError), match="output size"):
         native.spike_conv2d_forward(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None,
-                                    torch.zeros(1, 1, 4, 4), [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1], 1, 0)
+                                    torch.zeros(1, 1, 4, 4), None, None, [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1],
+                                    1, 0)
+    # the CUDA workspaces are checked on every device (shapes in csrc/core/spike.h)
+    cp = [2, 4, 5, 5, 6, 3, 3, 3, 3, 1, 1, 0, 0, 1, 1, 2]  # groups 2: w [6, 2, 3, 3]
+    s4, w4, y4 = torch.zeros(2, 4, 5, 5), torch.zeros(6, 2, 3, 3), torch.zeros(2, 6, 3, 3)
+    native.spike_conv2d_forward(s4, w4, None, y4, torch.zeros(18, 6), torch.zeros(2, 5, 5, 1, dtype=torch.int64),
+                                cp, 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="wt"):
+        native.spike_conv2d_forward(s4, w4, None, y4, torch.zeros(36, 6), None, cp, 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="masks"):
+        native.spike_conv2d_forward(s4, w4, None, y4, None, torch.zeros(2, 5, 5, 1), cp, 1, 0)
+    gw4 = torch.zeros(6, 2, 3, 3)
+    assert [native.spike_conv2d_wgrad_chunks(b) for b in (0, 2, 16, 1000)] == [0, 2, 16, 16]
+    native.spike_conv2d_grad_weight(None, s4, y4, gw4, torch.zeros(2, 3, 3, 6), torch.zeros(2, 36, 3), cp, 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="gyt"):
+        native.spike_conv2d_grad_weight(None, s4, y4, gw4, torch.zeros(2, 6, 3, 3), None, cp, 1, 0)
+    with pytest.raises((ValueError, RuntimeError), match="ws"):
+        native.spike_conv2d_grad_weight(None, s4, y4, gw4, None, torch.zeros(36, 3), cp, 1, 0)
 
 
 def test_auto_dispatch_follows_crossover(monkeypatch, spy_native):

@@ -81,24 +81,25 @@ void linear_grad_input_masked(nb::handle mask, nb::handle grad_y, nb::handle w, 
   SF_SPIKE_DISPATCH(gy.device, spike_linear_grad_input_masked, mv, gy, wv, gs, wsv.get(), ex);
 }
 
-void conv_forward(nb::handle s, nb::handle w, nb::handle bias, nb::handle y, const std::vector<int64_t>& params,
-                  int num_threads, uintptr_t stream) {
+void conv_forward(nb::handle s, nb::handle w, nb::handle bias, nb::handle y, nb::handle wt, nb::handle masks,
+                  const std::vector<int64_t>& params, int num_threads, uintptr_t stream) {
   const TensorView sv = to_view(s, "s"), wv = to_view(w, "weight"), yv = to_view(y, "out");
-  const OptView bv(bias, "bias");
+  const OptView bv(bias, "bias"), wtv(wt, "wt"), mv(masks, "masks");
   const SpikeConvParams p = conv_params(params);
   const ExecConfig ex = exec(num_threads, stream);
   nb::gil_scoped_release release;
-  SF_SPIKE_DISPATCH(sv.device, spike_conv2d_forward, sv, wv, bv.get(), yv, p, ex);
+  SF_SPIKE_DISPATCH(sv.device, spike_conv2d_forward, sv, wv, bv.get(), yv, wtv.get(), mv.get(), p, ex);
 }
 
-void conv_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::handle grad_w,
-                      const std::vector<int64_t>& params, int num_threads, uintptr_t stream) {
-  const OptView bv(bits, "bits"), sv(s, "s");
+void conv_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::handle grad_w, nb::handle gyt,
+                      nb::handle ws, const std::vector<int64_t>& params, int num_threads, uintptr_t stream) {
+  const OptView bv(bits, "bits"), sv(s, "s"), gtv(gyt, "gyt"), wsv(ws, "ws");
   const TensorView gy = to_view(grad_y, "grad_out"), gw = to_view(grad_w, "grad_weight");
   const SpikeConvParams p = conv_params(params);
   const ExecConfig ex = exec(num_threads, stream);
   nb::gil_scoped_release release;
-  SF_SPIKE_DISPATCH(gy.device, spike_conv2d_grad_weight, bv.get(), sv.get(), gy, gw, p, ex);
+  SF_SPIKE_DISPATCH(gy.device, spike_conv2d_grad_weight, bv.get(), sv.get(), gy, gw, gtv.get(), wsv.get(), p,
+                    ex);
 }
 
 }  // namespace
@@ -118,10 +119,14 @@ void register_spike(nb::module_& m) {
         nb::arg("grad_s"), nb::arg("ws").none(), nb::arg("num_threads"), nb::arg("stream"),
         "grad_s = grad_y W only where the packed mask is set (zero elsewhere), work in proportion to the mask.");
   m.def("spike_conv2d_forward", &conv_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"),
-        nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"), "Event-driven 2-D convolution forward.");
+        nb::arg("wt").none(), nb::arg("masks").none(), nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"),
+        "Event-driven 2-D convolution forward (wt, masks: CUDA workspaces, None on CPU).");
   m.def("spike_conv2d_grad_weight", &conv_grad_weight, nb::arg("bits").none(), nb::arg("s").none(),
-        nb::arg("grad_y"), nb::arg("grad_w"), nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"),
+        nb::arg("grad_y"), nb::arg("grad_w"), nb::arg("gyt").none(), nb::arg("ws").none(), nb::arg("params"),
+        nb::arg("num_threads"), nb::arg("stream"),
         "Event-driven 2-D convolution grad_weight (fixed summation order).");
+  m.def("spike_conv2d_wgrad_chunks", &spike_conv2d_wgrad_chunks, nb::arg("batch"),
+        "Sample chunks of the CUDA conv2d grad_weight: the first dimension of its ws workspace.");
 }
 
 }  // namespace spikeforge::bind

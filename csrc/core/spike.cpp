@@ -144,7 +144,8 @@ void check_spike_conv2d_params(const SpikeConvParams& p) {
 }
 
 void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
-                                     const TensorView& y, const SpikeConvParams& p) {
+                                     const TensorView& y, const TensorView* wt, const TensorView* masks,
+                                     const SpikeConvParams& p) {
   check_spike_conv2d_params(p);
   check_float(s, "s");
   check_shape(s, {p.B, p.Cin, p.H, p.W}, "s");
@@ -156,10 +157,19 @@ void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, c
   }
   check_like(s, y, "s", "out");
   check_shape(y, {p.B, p.Cout, p.Ho, p.Wo}, "out");
+  if (wt) {
+    check_like(s, *wt, "s", "wt");
+    check_shape(*wt, {p.Cin / p.groups * p.kh * p.kw, p.Cout}, "wt");
+  }
+  if (masks) {
+    SF_CHECK_ARG(masks->dtype == DType::i64, "masks must be int64");
+    check_same_device(s, *masks, "s", "masks");
+    check_shape(*masks, {p.B, p.H, p.W, spike_words(p.Cin)}, "masks");
+  }
 }
 
 void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                         const TensorView& grad_w,
+                                         const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
                                          const SpikeConvParams& p) {
   check_spike_conv2d_params(p);
   check_float(grad_y, "grad_out");
@@ -167,6 +177,14 @@ void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorVie
   check_like(grad_y, grad_w, "grad_out", "grad_weight");
   check_shape(grad_w, {p.Cout, p.Cin / p.groups, p.kh, p.kw}, "grad_weight");
   check_saved(bits, s, p.B, p.Cin * p.H * p.W, grad_y, "grad_out");
+  if (gyt) {
+    check_like(grad_y, *gyt, "grad_out", "gyt");
+    check_shape(*gyt, {p.B, p.Ho, p.Wo, p.Cout}, "gyt");
+  }
+  if (ws) {
+    check_like(grad_y, *ws, "grad_out", "ws");
+    check_shape(*ws, {spike_conv2d_wgrad_chunks(p.B), p.Cin * p.kh * p.kw, p.Cout / p.groups}, "ws");
+  }
 }
 
 }  // namespace spikeforge

@@ -32,6 +32,10 @@ SF_HD int64_t spike_words(int64_t K) { return (K + 63) / 64; }
 enum class SpikeKind : int64_t { binary = 0, counts = 1, other = 2 };
 // Counts above this are "other": ops saves counts at 8 bits per element.
 constexpr int64_t kMaxSpikeCount = 255;
+// CUDA conv2d grad_weight: the samples are split into this many chunks, each summed into its own partial
+// gradient (the ws workspace), then the partials in order. A function of B alone, so that the summation
+// order, hence the result, is the same on every GPU.
+SF_HD int64_t spike_conv2d_wgrad_chunks(int64_t B) { return B < 16 ? B : 16; }
 
 struct SpikeConvParams {
   int64_t B = 0, Cin = 0, H = 0, W = 0;     // input [B, Cin, H, W]
@@ -64,17 +68,22 @@ void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView
 // Output-feature partitions of the CPU masked grad_input (fixed: results do not depend on the threads).
 constexpr int64_t kSpikeMaskedPartitions = 8;
 // conv2d forward: s [B, Cin, H, W], w [Cout, Cin/g, kh, kw], bias [Cout] or null, y [B, Cout, Ho, Wo].
+// Workspaces (CUDA; null on CPU): wt [Cin/g * kh * kw, Cout] (W transposed: one tap's weights for all
+// output channels contiguous) and masks [B, H, W, words(Cin)] int64 (each pixel's active input channels).
 void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
-// conv2d grad_weight: bits [B, words(Cin*H*W)] or s (values); grad_y [B, Cout, Ho, Wo];
-// grad_w out.
+                              const TensorView& y, const TensorView* wt, const TensorView* masks,
+                              const SpikeConvParams& p, const ExecConfig& ex);
+// conv2d grad_weight: bits [B, words(Cin*H*W)] or s (values); grad_y [B, Cout, Ho, Wo]; grad_w out.
+// Workspaces (CUDA; null on CPU): gyt [B, Ho, Wo, Cout] (grad_y channels-last) and ws
+// [spike_conv2d_wgrad_chunks(B), Cin * kh * kw, Cout / groups] (partial gradients, transposed per group).
 void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                  const TensorView& grad_w, const SpikeConvParams& p,
-                                  const ExecConfig& ex);
+                                  const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
+                                  const SpikeConvParams& p, const ExecConfig& ex);
 
 #if defined(SPIKEFORGE_HAVE_CUDA)
 // ---- CUDA: the same contracts on CUDA tensors, launched on ex.stream; float32 only. No host
-// synchronisation: info stays on the device. The forward needs wt, linear grad_weight needs ws.
+// synchronisation: info stays on the device. The forwards need their workspaces (wt; conv2d also
+// masks), linear grad_weight needs ws, conv2d grad_weight gyt and ws.
 void spike_pack_cuda(const TensorView& s, const TensorView& bits, const TensorView& info, const ExecConfig& ex);
 void spike_unpack_cuda(const TensorView& bits, const TensorView& out, const ExecConfig& ex);
 void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
@@ -84,9 +93,10 @@ void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
 void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
                                          const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex);
 void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex);
+                               const TensorView& y, const TensorView* wt, const TensorView* masks,
+                               const SpikeConvParams& p, const ExecConfig& ex);
 void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                   const TensorView& grad_w,
+                                   const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
                                    const SpikeConvParams& p, const ExecConfig& ex);
 #endif
 
@@ -101,9 +111,10 @@ void check_spike_linear_grad_input_masked_args(const TensorView& mask, const Ten
                                                const TensorView& grad_s, const TensorView* ws);
 void check_spike_conv2d_params(const SpikeConvParams& p);
 void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
-                                     const TensorView& y, const SpikeConvParams& p);
+                                     const TensorView& y, const TensorView* wt, const TensorView* masks,
+                                     const SpikeConvParams& p);
 void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                         const TensorView& grad_w,
+                                         const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
                                          const SpikeConvParams& p);
 
 }  // namespace spikeforge

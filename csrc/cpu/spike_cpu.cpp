@@ -965,14 +965,16 @@ void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView
 }
 
 void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex) {
-  check_spike_conv2d_forward_args(s, w, bias, y, p);
+                              const TensorView& y, const TensorView* wt, const TensorView* masks,
+                              const SpikeConvParams& p, const ExecConfig& ex) {
+  check_spike_conv2d_forward_args(s, w, bias, y, wt, masks, p);  // the CUDA workspaces are not used here
   dispatch_float(s.dtype, [&](auto t) { conv_forward<decltype(t)>(s, w, bias, y, p, threads_of(ex)); });
 }
 
 void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                  const TensorView& grad_w, const SpikeConvParams& p, const ExecConfig& ex) {
-  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, p);
+                                  const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
+                                  const SpikeConvParams& p, const ExecConfig& ex) {
+  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, gyt, ws, p);  // CUDA workspaces: not used here
   dispatch_float(grad_y.dtype, [&](auto t) {
     conv_grad_weight<decltype(t)>(bits, s, grad_y, grad_w, p, threads_of(ex));
   });

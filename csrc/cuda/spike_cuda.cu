@@ -17,10 +17,21 @@
 // linear grad_weight: the mirror image on columns: a block owns one input feature k and 1024 output
 //   features, compacts the active rows m of column k (from the packed bits or the values), gathers
 //   rows of grad_y, writes ws[k, :]; a transpose writes grad_w = ws^T.
-// conv2d forward: one thread per output element; it walks its receptive field and accumulates only
-//   the non-zero inputs (zero-skipping direct convolution, fixed order). conv2d grad_weight: one
-//   block per weight element reduces over (batch, output pixels) where the input is active, with a
-//   fixed-shape tree reduction in shared memory (deterministic, no atomics).
+// conv2d forward: each input pixel's active channels are first packed into per-pixel bit masks
+//   (masks [B, H, W, words(Cin)], one coalesced pass over s) and W is transposed into wt
+//   [Cin/g * kh * kw, Cout] (one tap's weights for all output channels contiguous). A block owns 32
+//   consecutive output positions of one sample and 64 output channels of one group: a warp takes a
+//   position, walks its taps, and for each tap iterates the set bits of the input pixel's mask (the
+//   same for every lane: no divergence), each lane adding v * wt[ci, tap, its 2 channels] (coalesced),
+//   4 events' loads in flight at a time. Work per output is the number of active inputs in its
+//   receptive field, not Cin * kh * kw. The block's 32 x 64 results are staged in shared memory and
+//   written as 64 coalesced rows.
+// conv2d grad_weight: a block owns input channel ci, up to 1024 (tap, output channel) pairs of its weight
+//   rows and a chunk of the samples (spike_conv2d_wgrad_chunks: a function of B alone); it compacts the
+//   channel's active inputs once (bits or values, as for linear) and for each event adds v times the
+//   gradient of the output position each tap maps it onto, read from grad_y transposed to channels-last
+//   (gyt [B, Ho, Wo, Cout]: consecutive threads, consecutive channels). Per-chunk partials (ws), summed
+//   over the chunks in order, then transposed into grad_w. Fixed order, no atomics.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -90,26 +101,40 @@ __global__ void unpack_kernel(const int64_t* __restrict__ bits, float* __restric
   }
 }
 
-// out[c, r] = in[r, c] for in [rows, cols]; 32 x 32 tiles through shared memory (padded: no bank conflicts).
+// out[z][c, r] = in[z][r, c] for batch z of in [batch, rows, cols]; 32 x 32 tiles through shared memory
+// (padded: no bank conflicts). Row tiles are strided over grid.y (its 65535 limit).
 __global__ void transpose_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t rows, int64_t cols) {
   __shared__ float tile[32][33];
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32, r0 = static_cast<int64_t>(blockIdx.y) * 32;
-  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-    const int64_t r = r0 + i, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[i][threadIdx.x] = in[r * cols + c];
-  }
-  __syncthreads();
-  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-    const int64_t c = c0 + i, r = r0 + threadIdx.x;
-    if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][i];
+  const int64_t z = blockIdx.z;
+  in += z * rows * cols;
+  out += z * rows * cols;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32;
+  for (int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32; r0 < rows; r0 += static_cast<int64_t>(gridDim.y) * 32) {
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+      const int64_t r = r0 + i, c = c0 + threadIdx.x;
+      if (r < rows && c < cols) tile[i][threadIdx.x] = in[r * cols + c];
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+      const int64_t c = c0 + i, r = r0 + threadIdx.x;
+      if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][i];
+    }
+    __syncthreads();  // the tile is refilled for the next row tile
   }
 }
 
-void transpose(const float* in, float* out, int64_t rows, int64_t cols, cudaStream_t stream) {
-  if (rows == 0 || cols == 0) return;
-  const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32));
-  transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(in, out, rows, cols);
-  check_launch("spike transpose_kernel");
+void transpose(const float* in, float* out, int64_t rows, int64_t cols, cudaStream_t stream, int64_t batch = 1) {
+  if (rows == 0 || cols == 0 || batch == 0) return;
+  SF_CHECK_ARG((cols + 31) / 32 <= 0x7fffffff, "spike kernels: a transposed matrix has too many columns");
+  constexpr int64_t kMaxYZ = 65535;  // grid.y / grid.z limits: row tiles strided, batches in several launches
+  const int64_t row_tiles = (rows + 31) / 32;
+  for (int64_t z0 = 0; z0 < batch; z0 += kMaxYZ) {
+    const int64_t nz = batch - z0 < kMaxYZ ? batch - z0 : kMaxYZ;
+    const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(row_tiles < kMaxYZ ? row_tiles : kMaxYZ),
+                    static_cast<unsigned>(nz));
+    transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(in + z0 * rows * cols, out + z0 * rows * cols, rows, cols);
+    check_launch("spike transpose_kernel");
+  }
 }
 
 // Element e (< n) of a compaction source: a dense row with stride, or bit (col) of packed rows.
@@ -126,7 +151,9 @@ struct Source {
 
 // Compacts the non-zeros of src elements [e0, e0 + n), n <= kChunk, into idx/val (shared memory) in
 // increasing order; returns their count (the same in every thread). Prefix sums over 32-element pieces.
-__device__ int compact(const Source& src, int64_t e0, int n, int* idx, float* val, int* piece_off) {
+// Src: anything with `float get(int64_t e) const` (Source, ConvPlane).
+template <class Src>
+__device__ int compact(const Src& src, int64_t e0, int n, int* idx, float* val, int* piece_off) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int npieces = (n + 31) / 32;
   // pass 1: counts per piece
@@ -256,62 +283,228 @@ ConvDev to_dev(const SpikeConvParams& p) {
                  p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups};
 }
 
-__global__ void conv_forward_kernel(const float* __restrict__ s, const float* __restrict__ w,
-                                    const float* __restrict__ bias, float* __restrict__ y, ConvDev p) {
-  const int64_t total = p.B * p.Cout * p.Ho * p.Wo;
-  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups;
+// masks[b, y, x, word] bit j = (s[b, 64 word + j, y, x] != 0): one thread per (b, word, pixel), pixels
+// fastest (each of its up to 64 channel loads is coalesced across the warp).
+__global__ void conv_masks_kernel(const float* __restrict__ s, int64_t* __restrict__ masks, int64_t B, int64_t Cin,
+                                  int64_t HW) {
+  const int64_t nwc = spike_words(Cin), total = B * nwc * HW;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t ox = i % p.Wo, oy = (i / p.Wo) % p.Ho, co = (i / (p.Wo * p.Ho)) % p.Cout,
-                  b = i / (p.Wo * p.Ho * p.Cout);
-    const int64_t g = co / cout_g;
-    float acc = bias ? bias[co] : 0.0f;
-    for (int64_t cl = 0; cl < cin_g; ++cl) {
-      const float* sp = s + ((b * p.Cin + g * cin_g + cl) * p.H) * p.W;
-      const float* wp = w + ((co * cin_g + cl) * p.kh) * p.kw;
+    const int64_t pix = i % HW, wd = (i / HW) % nwc, b = i / (HW * nwc);
+    const int64_t c0 = wd * 64;
+    const int nc = static_cast<int>(Cin - c0 < 64 ? Cin - c0 : int64_t(64));
+    const float* sp = s + (b * Cin + c0) * HW + pix;
+    uint64_t m = 0;
+    for (int j = 0; j < nc; ++j) m |= static_cast<uint64_t>(sp[j * HW] != 0.0f) << j;  // NaN counts as active
+    masks[(b * HW + pix) * nwc + wd] = static_cast<int64_t>(m);
+  }
+}
+
+constexpr int kConvPos = 32;               // output positions per forward block (one sample)
+constexpr int kConvLaneCo = 2;             // output channels per lane (lane, lane + 32)
+constexpr int kConvCo = 32 * kConvLaneCo;  // output channels per forward block
+constexpr int kConvBatch = 4;              // events whose loads are issued together (latency overlap)
+
+// See the file comment. Grid: B * tiles * groups * chunks blocks (tiles = ceil(Ho*Wo / 32) per sample,
+// chunks = ceil((Cout/g) / 64) per group); the blocks of one (sample, tile) are consecutive (they read the
+// same masks and inputs).
+__global__ void __launch_bounds__(kBlock) conv_forward_kernel(const float* __restrict__ s,
+                                                              const int64_t* __restrict__ masks,
+                                                              const float* __restrict__ wt,
+                                                              const float* __restrict__ bias, float* __restrict__ y,
+                                                              ConvDev p, int64_t tiles, int64_t chunks) {
+  __shared__ float out_tile[kConvCo][kConvPos + 1];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t HW = p.H * p.W, HoWo = p.Ho * p.Wo, taps = p.kh * p.kw, nwc = spike_words(p.Cin);
+  const int64_t blk = blockIdx.x, per_tile = chunks * p.groups;
+  const int64_t bt = blk / per_tile, gc = blk - bt * per_tile;
+  const int64_t b = bt / tiles, q0 = (bt - b * tiles) * kConvPos;
+  const int64_t g = gc / chunks, col0 = (gc - g * chunks) * kConvCo;
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups;
+  // this lane's output channels (a lane past the group's last channel computes a discarded copy of col0's)
+  int64_t co[kConvLaneCo];
+#pragma unroll
+  for (int c = 0; c < kConvLaneCo; ++c) {
+    const int64_t col = col0 + lane + 32 * c;
+    co[c] = g * cout_g + (col < cout_g ? col : col0);
+  }
+  const int64_t c_lo = g * cin_g, c_hi = c_lo + cin_g;  // the group's input channels [c_lo, c_hi)
+  const int64_t w_lo = c_lo >> 6, w_hi = (c_hi - 1) >> 6;
+  const uint64_t m_lo = ~uint64_t(0) << (c_lo & 63);
+  const uint64_t m_hi = (c_hi & 63) ? ~uint64_t(0) >> (64 - (c_hi & 63)) : ~uint64_t(0);
+  const int64_t ci_step = taps * p.Cout;  // wt rows of consecutive input channels, same tap
+  const float* s_b = s + b * p.Cin * HW;
+  const int64_t* masks_b = masks + b * HW * nwc;
+  for (int i = warp; i < kConvPos; i += kWarps) {
+    const int64_t q = q0 + i;
+    float acc[kConvLaneCo] = {};
+    if (q < HoWo) {
+      const int64_t oy = q / p.Wo, ox = q - oy * p.Wo;
       for (int64_t ky = 0; ky < p.kh; ++ky) {
         const int64_t yy = oy * p.sh - p.ph + ky * p.dh;
         if (yy < 0 || yy >= p.H) continue;
         for (int64_t kx = 0; kx < p.kw; ++kx) {
           const int64_t xx = ox * p.sw - p.pw + kx * p.dw;
           if (xx < 0 || xx >= p.W) continue;
-          const float v = sp[yy * p.W + xx];
-          if (v != 0.0f) acc = fmaf(v, wp[ky * p.kw + kx], acc);  // only active inputs contribute
+          const int64_t pix = yy * p.W + xx;
+          const int64_t* mrow = masks_b + pix * nwc;
+          const float* wtap = wt + (ky * p.kw + kx) * p.Cout;  // + (ci - c_lo) * ci_step + co
+          for (int64_t wd = w_lo; wd <= w_hi; ++wd) {
+            uint64_t m = static_cast<uint64_t>(mrow[wd]);  // one address for the whole warp
+            if (wd == w_lo) m &= m_lo;
+            if (wd == w_hi) m &= m_hi;
+            while (m) {
+              // up to kConvBatch active channels (the same for every lane: no divergence), their loads
+              // first, then the additions in channel order (the sum order does not depend on the batching)
+              int64_t ci[kConvBatch];
+              int n = 0;
+#pragma unroll
+              for (int e = 0; e < kConvBatch; ++e) {
+                ci[e] = wd * 64 + (m ? __ffsll(static_cast<long long>(m)) - 1 : 0);
+                n += m != 0;
+                m &= m - 1;
+              }
+              float v[kConvBatch], wv[kConvBatch][kConvLaneCo];
+#pragma unroll
+              for (int e = 0; e < kConvBatch; ++e) {
+                v[e] = e < n ? s_b[ci[e] * HW + pix] : 0.0f;
+#pragma unroll
+                for (int c = 0; c < kConvLaneCo; ++c) wv[e][c] = e < n ? wtap[(ci[e] - c_lo) * ci_step + co[c]] : 0.0f;
+              }
+#pragma unroll
+              for (int e = 0; e < kConvBatch; ++e) {
+                if (e < n) {
+#pragma unroll
+                  for (int c = 0; c < kConvLaneCo; ++c) acc[c] = fmaf(v[e], wv[e][c], acc[c]);
+                }
+              }
+            }
+          }
         }
       }
     }
-    y[i] = acc;
+#pragma unroll
+    for (int c = 0; c < kConvLaneCo; ++c) out_tile[lane + 32 * c][i] = acc[c];
+  }
+  __syncthreads();
+  // row r of the tile is channel col0 + r over the block's 32 consecutive positions: coalesced stores
+  for (int r = warp; r < kConvCo; r += kWarps) {
+    const int64_t col = col0 + r, q = q0 + lane;
+    if (col < cout_g && q < HoWo) {
+      const int64_t c = g * cout_g + col;
+      y[(b * p.Cout + c) * HoWo + q] = out_tile[r][lane] + (bias ? bias[c] : 0.0f);
+    }
   }
 }
 
-__global__ void __launch_bounds__(kBlock) conv_grad_weight_kernel(const float* __restrict__ s,
-                                                                  const int64_t* __restrict__ bits,
-                                                                  const float* __restrict__ gy,
-                                                                  float* __restrict__ gw, ConvDev p) {
-  __shared__ float red[kBlock];
-  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups;
-  const int64_t wi = blockIdx.x;  // weight element [co, cl, ky, kx]
-  const int64_t kx = wi % p.kw, ky = (wi / p.kw) % p.kh, cl = (wi / (p.kw * p.kh)) % cin_g,
-                co = wi / (p.kw * p.kh * cin_g);
-  const int64_t ci = (co / cout_g) * cin_g + cl;
-  const int64_t K = p.Cin * p.H * p.W, nwords = spike_words(K), npix = p.Ho * p.Wo;
-  float acc = 0.0f;
-  for (int64_t i = threadIdx.x; i < p.B * npix; i += kBlock) {
-    const int64_t b = i / npix, q = i - b * npix, oy = q / p.Wo, ox = q - oy * p.Wo;
-    const int64_t yy = oy * p.sh - p.ph + ky * p.dh, xx = ox * p.sw - p.pw + kx * p.dw;
-    if (yy < 0 || yy >= p.H || xx < 0 || xx >= p.W) continue;
-    const int64_t e = (ci * p.H + yy) * p.W + xx;
-    const float v = bits ? static_cast<float>((static_cast<uint64_t>(bits[b * nwords + (e >> 6)]) >> (e & 63)) & 1u)
-                         : s[b * K + e];
-    if (v != 0.0f) acc = fmaf(v, gy[(b * p.Cout + co) * npix + q], acc);
+// Input channel ci over samples [b0, ...): element e = (b - b0) * H*W + pixel, from the packed bits or the
+// values.
+struct ConvPlane {
+  const int64_t* bits;
+  const float* s;
+  int64_t HW, K, nwords, b0, ci;  // K = Cin * H * W (a sample), nwords = words(K)
+  __device__ __forceinline__ float get(int64_t e) const {
+    const int64_t bl = e / HW, k = ci * HW + (e - bl * HW), b = b0 + bl;
+    if (bits) return static_cast<float>((static_cast<uint64_t>(bits[b * nwords + (k >> 6)]) >> (k & 63)) & 1u);
+    return s[b * K + k];
   }
-  red[threadIdx.x] = acc;
-  __syncthreads();
-  for (int d = kBlock / 2; d > 0; d >>= 1) {
-    if (threadIdx.x < d) red[threadIdx.x] += red[threadIdx.x + d];
-    __syncthreads();
+};
+
+// Block (ci, pair chunk, sample chunk z): a thread owns up to kPerThread (tap, co) pairs of ci's row of the
+// weight gradient (pair j = tap * cout_g + co: consecutive threads read consecutive channels of gyt). It
+// compacts the active inputs of channel ci in the sample chunk (once for all taps), and for each event
+// (b, y, x) with value v adds v * gyt[b, oy, ox, co] where the tap maps the input onto an output position
+// (oy = (y + pad - ky * dil) / stride, exact and in range), kConvBatch events' loads in flight at a time.
+// Events in increasing order: a fixed sum per chunk; partials[z, ci * taps + tap, co], summed over z in
+// order by conv_wgrad_reduce_kernel.
+__global__ void __launch_bounds__(kBlock) conv_grad_weight_kernel(const int64_t* __restrict__ bits,
+                                                                  const float* __restrict__ s,
+                                                                  const float* __restrict__ gyt,
+                                                                  float* __restrict__ partials, ConvDev p,
+                                                                  int64_t chunk_samples) {
+  __shared__ int idx[kChunk];
+  __shared__ float val[kChunk];
+  __shared__ int piece_off[kPieces + 1];
+  const int64_t ci = blockIdx.x, z = blockIdx.z;
+  // a sample has < 2^31 elements (check_spike_conv2d_params): positions and pixels fit in int
+  const int W = static_cast<int>(p.W), Ho = static_cast<int>(p.Ho),
+            Wo = static_cast<int>(p.Wo), sh = static_cast<int>(p.sh), sw = static_cast<int>(p.sw);
+  const int64_t HW = p.H * p.W, HoWo = p.Ho * p.Wo, taps = p.kh * p.kw;
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, pairs = taps * cout_g;
+  // the last chunks can be empty (B = 18: 16 chunks of 2 samples, 9 used)
+  const int64_t b0 = z * chunk_samples;
+  const int64_t nb = p.B - b0 <= 0 ? 0 : (p.B - b0 < chunk_samples ? p.B - b0 : chunk_samples);
+  const float* gy_g = gyt + (ci / cin_g) * cout_g;  // ci's group's channels of gyt
+  bool on[kPerThread];
+  int64_t co[kPerThread], row[kPerThread];
+  int dy[kPerThread], dx[kPerThread];  // oy * stride = y + dy
+#pragma unroll
+  for (int q = 0; q < kPerThread; ++q) {
+    const int64_t j = static_cast<int64_t>(blockIdx.y) * kCols + threadIdx.x + q * kBlock;
+    on[q] = j < pairs;
+    const int64_t tap = on[q] ? j / cout_g : 0;
+    co[q] = on[q] ? j - tap * cout_g : 0;
+    row[q] = ci * taps + tap;
+    const int64_t ky = tap / p.kw, kx = tap - ky * p.kw;
+    dy[q] = static_cast<int>(p.ph - ky * p.dh);
+    dx[q] = static_cast<int>(p.pw - kx * p.dw);
   }
-  if (threadIdx.x == 0) gw[wi] = red[0];
+  float acc[kPerThread] = {};
+  const int64_t K = p.Cin * HW;
+  const ConvPlane src{bits, s, HW, K, spike_words(K), b0, ci};
+  const int64_t n_src = nb * HW;
+  for (int64_t e0 = 0; e0 < n_src; e0 += kChunk) {
+    const int n = static_cast<int>(n_src - e0 < kChunk ? n_src - e0 : int64_t(kChunk));
+    const int count = compact(src, e0, n, idx, val, piece_off);
+    for (int j0 = 0; j0 < count; j0 += kConvBatch) {
+      bool has[kConvBatch];
+      int ey[kConvBatch], ex[kConvBatch];
+      int64_t ebase[kConvBatch];  // the event's sample's first row of gyt
+      float ev[kConvBatch];
+#pragma unroll
+      for (int e = 0; e < kConvBatch; ++e) {
+        has[e] = j0 + e < count;
+        const int64_t el = e0 + (has[e] ? idx[j0 + e] : 0);
+        const int64_t bl = el / HW;
+        const int pix = static_cast<int>(el - bl * HW);
+        ey[e] = pix / W;
+        ex[e] = pix - ey[e] * W;
+        ebase[e] = (b0 + bl) * HoWo;
+        ev[e] = has[e] ? val[j0 + e] : 0.0f;
+      }
+#pragma unroll
+      for (int q = 0; q < kPerThread; ++q) {
+        bool hit[kConvBatch];
+        float gv[kConvBatch];
+#pragma unroll
+        for (int e = 0; e < kConvBatch; ++e) {
+          const int ty = ey[e] + dy[q], tx = ex[e] + dx[q];
+          const int oy = ty / sh, ox = tx / sw;
+          hit[e] = on[q] && has[e] && ty >= 0 && tx >= 0 && oy * sh == ty && ox * sw == tx && oy < Ho && ox < Wo;
+          gv[e] = hit[e] ? gy_g[(ebase[e] + static_cast<int64_t>(oy) * Wo + ox) * p.Cout + co[q]] : 0.0f;
+        }
+#pragma unroll
+        for (int e = 0; e < kConvBatch; ++e)
+          if (hit[e]) acc[q] = fmaf(ev[e], gv[e], acc[q]);  // skipped, not v * 0: a non-finite v stays out
+      }
+    }
+    __syncthreads();  // the list is rewritten by the next round
+  }
+  const int64_t rows = p.Cin * taps;
+#pragma unroll
+  for (int q = 0; q < kPerThread; ++q)
+    if (on[q]) partials[(z * rows + row[q]) * cout_g + co[q]] = acc[q];
+}
+
+// partials[0, i] = sum over z of partials[z, i], z in increasing order (in place: element i is read and
+// written by one thread only).
+__global__ void conv_wgrad_reduce_kernel(float* __restrict__ partials, int64_t n, int64_t nz) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = partials[i];
+    for (int64_t z = 1; z < nz; ++z) sum += partials[z * n + i];
+    partials[i] = sum;
+  }
 }
 
 unsigned grid_1d(int64_t n, int device) {
@@ -412,30 +605,62 @@ void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorVie
 }
 
 void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const SpikeConvParams& p, const ExecConfig& ex) {
-  check_spike_conv2d_forward_args(s, w, bias, y, p);
-  require_all_cuda({&s, &w, bias, &y}, "spike_conv2d_forward_cuda");
-  const int64_t total = p.B * p.Cout * p.Ho * p.Wo;
-  if (total == 0) return;
+                               const TensorView& y, const TensorView* wt, const TensorView* masks,
+                               const SpikeConvParams& p, const ExecConfig& ex) {
+  check_spike_conv2d_forward_args(s, w, bias, y, wt, masks, p);
+  require_all_cuda({&s, &w, bias, &y, wt, masks}, "spike_conv2d_forward_cuda");
+  SF_CHECK_ARG(wt != nullptr && masks != nullptr, "wt, masks: the CUDA conv forward needs both workspaces");
+  if (p.B == 0) return;  // check_spike_conv2d_params: every other size is >= 1
+  const int64_t tiles = (p.Ho * p.Wo + kConvPos - 1) / kConvPos;
+  const int64_t chunks = (p.Cout / p.groups + kConvCo - 1) / kConvCo;
+  const int64_t blocks = p.B * tiles * p.groups * chunks;
+  SF_CHECK_ARG(blocks <= 0x7fffffff, "spike_conv2d: too many output positions and channels for one CUDA launch");
   const DeviceGuard guard(s.device_index);
-  conv_forward_kernel<<<grid_1d(total, s.device_index), kBlock, 0, static_cast<cudaStream_t>(ex.stream)>>>(
-      s.ptr<const float>(), w.ptr<const float>(), bias ? bias->ptr<const float>() : nullptr, y.ptr<float>(),
-      to_dev(p));
+  const auto stream = static_cast<cudaStream_t>(ex.stream);
+  const int64_t taps = p.kh * p.kw, HW = p.H * p.W;
+  transpose(w.ptr<const float>(), wt->ptr<float>(), p.Cout, p.Cin / p.groups * taps, stream);
+  conv_masks_kernel<<<grid_1d(p.B * spike_words(p.Cin) * HW, s.device_index), kBlock, 0, stream>>>(
+      s.ptr<const float>(), masks->ptr<int64_t>(), p.B, p.Cin, HW);
+  check_launch("spike conv_masks_kernel");
+  conv_forward_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, stream>>>(
+      s.ptr<const float>(), masks->ptr<const int64_t>(), wt->ptr<const float>(),
+      bias ? bias->ptr<const float>() : nullptr, y.ptr<float>(), to_dev(p), tiles, chunks);
   check_launch("spike conv_forward_kernel");
 }
 
 void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                   const TensorView& grad_w,
+                                   const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
                                    const SpikeConvParams& p, const ExecConfig& ex) {
-  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, p);
-  require_all_cuda({bits, s, &grad_y, &grad_w}, "spike_conv2d_grad_weight_cuda");
-  const int64_t nw = grad_w.numel();
-  if (nw == 0) return;
+  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, gyt, ws, p);
+  require_all_cuda({bits, s, &grad_y, &grad_w, gyt, ws}, "spike_conv2d_grad_weight_cuda");
+  SF_CHECK_ARG(gyt != nullptr && ws != nullptr, "gyt, ws: the CUDA conv grad_weight needs both workspaces");
+  const int64_t taps = p.kh * p.kw, cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups;
+  const int64_t pair_chunks = (taps * cout_g + kCols - 1) / kCols;
+  SF_CHECK_ARG(pair_chunks <= 65535 && p.Cin <= 0x7fffffff,
+               "spike_conv2d: too many channels or output channels x taps per group for one CUDA launch");
+  // the kernel maps input pixels to output positions in int arithmetic
+  SF_CHECK_ARG(p.stride_h < (1 << 30) && p.stride_w < (1 << 30) && p.pad_h < (1 << 30) && p.pad_w < (1 << 30) &&
+                   p.dil_h * p.kh < (1 << 30) && p.dil_w * p.kw < (1 << 30),
+               "spike_conv2d: stride, padding or dilated kernel of 2^30 or more");
   const DeviceGuard guard(grad_y.device_index);
-  conv_grad_weight_kernel<<<static_cast<unsigned>(nw), kBlock, 0, static_cast<cudaStream_t>(ex.stream)>>>(
-      s ? s->ptr<const float>() : nullptr, bits ? bits->ptr<const int64_t>() : nullptr,
-      grad_y.ptr<const float>(), grad_w.ptr<float>(), to_dev(p));
+  const auto stream = static_cast<cudaStream_t>(ex.stream);
+  if (p.B == 0) {  // no positions: the gradient is zero
+    check_cuda(cudaMemsetAsync(grad_w.data, 0, grad_w.numel() * sizeof(float), stream), "cudaMemsetAsync (grad_w)");
+    return;
+  }
+  // grad_y [B, Cout, Ho*Wo] -> gyt [B, Ho*Wo, Cout]: a position's gradients over the channels contiguous
+  transpose(grad_y.ptr<const float>(), gyt->ptr<float>(), p.Cout, p.Ho * p.Wo, stream, p.B);
+  const int64_t nz = spike_conv2d_wgrad_chunks(p.B), chunk_samples = (p.B + nz - 1) / nz;
+  const dim3 grid(static_cast<unsigned>(p.Cin), static_cast<unsigned>(pair_chunks), static_cast<unsigned>(nz));
+  conv_grad_weight_kernel<<<grid, kBlock, 0, stream>>>(bits ? bits->ptr<const int64_t>() : nullptr,
+                                                       s ? s->ptr<const float>() : nullptr, gyt->ptr<const float>(),
+                                                       ws->ptr<float>(), to_dev(p), chunk_samples);
   check_launch("spike conv_grad_weight_kernel");
+  const int64_t n = p.Cin * taps * cout_g;
+  conv_wgrad_reduce_kernel<<<grid_1d(n, grad_y.device_index), kBlock, 0, stream>>>(ws->ptr<float>(), n, nz);
+  check_launch("spike conv_wgrad_reduce_kernel");
+  // ws[0] [groups][cin_g * taps][cout_g] -> grad_w [groups][cout_g][cin_g * taps] = [Cout, cin_g, kh, kw]
+  transpose(ws->ptr<const float>(), grad_w.ptr<float>(), cin_g * taps, cout_g, stream, p.groups);
 }
 
 }  // namespace spikeforge

@@ -61,6 +61,9 @@ CROSSOVER = {
     # between 10% and 20%). 1x1: at most 1.14x (5%), 1.08x at 10%, losing from 15%: the dense GEMM.
     "cpu": {"linear": 0.30, "conv2d": 0.10, "linear_fwd": 0.30, "conv2d_fwd": 0.10,
             "conv2d_1x1": None, "conv2d_1x1_fwd": None},
+    # H100 (cuda_h100_spikes.json): linear forward won up to 2% (1.25x at 1%), f+b never; the conv kernels
+    # measured there (70x slower than cuDNN) have since been rewritten (masks + compacted lists, not yet
+    # run on a GPU): unset until `spikeforge bench spikes --device cuda` measures them.
     "cuda": {"linear": None, "conv2d": None, "linear_fwd": None, "conv2d_fwd": None,
              "conv2d_1x1": None, "conv2d_1x1_fwd": None},
 }
@@ -301,8 +304,12 @@ def _conv_geometry(cp):
 def _conv_forward_impl(s: Tensor, w: Tensor, b: Optional[Tensor], cp: list[int], sparse: bool) -> Tensor:
     if not sparse:
         return F.conv2d(s, w, b, *_conv_geometry(cp))
-    y = s.new_empty((cp[0], cp[4], cp[7], cp[8]))
-    native.spike_conv2d_forward(s, w, b, y, cp, torch.get_num_threads(), _stream(s))
+    B, Cin, H, W, Cout, kh, kw = cp[:7]
+    y = s.new_empty((B, Cout, cp[7], cp[8]))
+    # CUDA workspaces (csrc/core/spike.h): W transposed, and each input pixel's active channels as bits
+    wt = s.new_empty((Cin // cp[15] * kh * kw, Cout)) if s.is_cuda else None
+    masks = s.new_empty((B, H, W, _words(Cin)), dtype=torch.int64) if s.is_cuda else None
+    native.spike_conv2d_forward(s, w, b, y, wt, masks, cp, torch.get_num_threads(), _stream(s))
     return y
 
 
@@ -328,7 +335,11 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
         gs = gs * grad_mask.reshape(gs.shape).to(gs.dtype)
     if sparse and need_w:
         gw = torch.empty_like(w)
-        native.spike_conv2d_grad_weight(bits, vals, grad_y, gw, cp, torch.get_num_threads(), _stream(grad_y))
+        # CUDA workspaces: grad_y channels-last, and one partial grad_w (transposed per group) per sample chunk
+        gyt = grad_y.new_empty((B, cp[7], cp[8], cp[4])) if grad_y.is_cuda else None
+        ws = (grad_y.new_empty((native.spike_conv2d_wgrad_chunks(B), Cin * cp[5] * cp[6], cp[4] // groups))
+              if grad_y.is_cuda else None)
+        native.spike_conv2d_grad_weight(bits, vals, grad_y, gw, gyt, ws, cp, torch.get_num_threads(), _stream(grad_y))
     if need_b:
         gb = grad_y.sum((0, 2, 3))
     e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
