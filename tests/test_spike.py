@@ -317,15 +317,16 @@ def test_conv2d_kernel_tilings_match_reference(case):
         close(a, r)
 
 
-# (B, Cin, Cout, groups, H, kernel, stride, padding, dilation): tilings of the CUDA kernels. Forward: blocks
+# (B, Cin, Cout, groups, H or (H, W), kernel, stride, padding, dilation): tilings of the CUDA kernels. Forward: blocks
 # of 32 positions x 64 channels with partial ones (7 x 7 = 49 positions, 40 channels per group), groups whose
 # input channels straddle a 64-bit mask word (130 = 2 x 65), several mask words per pixel, depthwise.
 # grad_weight: a channel's plane longer than one compaction round (70 x 70), more (tap, channel) pairs than a
-# block holds (160 x 9), B > 16 (several samples per chunk, empty last chunks), a 3 x 1 kernel with padding
-# != dilation. Dyadic values keep every sum exact: the results equal the reference whatever the order.
+# block holds (160 x 9), B > 16 (chunks of 1 and 2 samples), a 3 x 1 kernel with padding != dilation on a
+# non-square map, grouped. Dyadic values keep every sum exact: the results equal the reference whatever the order.
 CUDA_TILING_CASES = [(3, 130, 80, 2, 7, 3, 1, 1, 1), (2, 70, 40, 1, 9, 3, 2, 2, 2), (5, 96, 96, 3, 6, 3, 1, 1, 1),
                      (1, 8, 33, 1, 5, 3, 1, 1, 1), (2, 8, 8, 1, 70, 3, 1, 1, 1), (2, 4, 160, 1, 5, 3, 1, 1, 1),
-                     (18, 6, 6, 6, 6, 3, 1, 1, 1), (3, 5, 7, 1, 9, (3, 1), (2, 1), (0, 2), (2, 1))]
+                     (18, 6, 6, 6, 6, 3, 1, 1, 1), (3, 5, 7, 1, 9, (3, 1), (2, 1), (0, 2), (2, 1)),
+                     (2, 70, 40, 2, (5, 9), (3, 1), (2, 1), (1, 0), (1, 1))]
 
 
 @pytest.mark.parametrize("case", CUDA_TILING_CASES)
@@ -333,9 +334,9 @@ CUDA_TILING_CASES = [(3, 130, 80, 2, 7, 3, 1, 1, 1), (2, 70, 40, 1, 9, 3, 2, 2, 
 def test_conv2d_cuda_tilings_match_reference(device, case, kind):
     if device != "cuda":
         pytest.skip("tilings of the CUDA kernels (the CPU ones: test_conv2d_kernel_tilings_match_reference)")
-    B, Cin, Cout, g, H, k, st, pd, dl = case
-    kh, kw = (k, k) if isinstance(k, int) else k
-    s = spikes((B, Cin, H, H), 0.2, kind, device="cuda")
+    B, Cin, Cout, g, hw, k, st, pd, dl = case
+    (H, W), (kh, kw) = ((hw, hw) if isinstance(hw, int) else hw), ((k, k) if isinstance(k, int) else k)
+    s = spikes((B, Cin, H, W), 0.2, kind, device="cuda")
     w = dyadic((Cout, Cin // g, kh, kw), -16, 16, 16, device="cuda")
     b = dyadic((Cout,), -16, 16, 16, device="cuda")
     gy = dyadic(R.spike_conv2d(s, w, b, st, pd, dl, g).shape, -8, 8, 16, device="cuda")

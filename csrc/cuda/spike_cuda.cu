@@ -421,7 +421,7 @@ __global__ void __launch_bounds__(kBlock) conv_grad_weight_kernel(const int64_t*
                                                                   const float* __restrict__ s,
                                                                   const float* __restrict__ gyt,
                                                                   float* __restrict__ partials, ConvDev p,
-                                                                  int64_t chunk_samples) {
+                                                                  int64_t nz) {
   __shared__ int idx[kChunk];
   __shared__ float val[kChunk];
   __shared__ int piece_off[kPieces + 1];
@@ -431,9 +431,8 @@ __global__ void __launch_bounds__(kBlock) conv_grad_weight_kernel(const int64_t*
             Wo = static_cast<int>(p.Wo), sh = static_cast<int>(p.sh), sw = static_cast<int>(p.sw);
   const int64_t HW = p.H * p.W, HoWo = p.Ho * p.Wo, taps = p.kh * p.kw;
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, pairs = taps * cout_g;
-  // the last chunks can be empty (B = 18: 16 chunks of 2 samples, 9 used)
-  const int64_t b0 = z * chunk_samples;
-  const int64_t nb = p.B - b0 <= 0 ? 0 : (p.B - b0 < chunk_samples ? p.B - b0 : chunk_samples);
+  // samples [z B / nz, (z + 1) B / nz): nz <= B chunks of B / nz or B / nz + 1 samples, none empty
+  const int64_t b0 = z * p.B / nz, nb = (z + 1) * p.B / nz - b0;
   const float* gy_g = gyt + (ci / cin_g) * cout_g;  // ci's group's channels of gyt
   bool on[kPerThread];
   int64_t co[kPerThread], row[kPerThread];
@@ -638,10 +637,10 @@ void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
   const int64_t pair_chunks = (taps * cout_g + kCols - 1) / kCols;
   SF_CHECK_ARG(pair_chunks <= 65535 && p.Cin <= 0x7fffffff,
                "spike_conv2d: too many channels or output channels x taps per group for one CUDA launch");
-  // the kernel maps input pixels to output positions in int arithmetic
-  SF_CHECK_ARG(p.stride_h < (1 << 30) && p.stride_w < (1 << 30) && p.pad_h < (1 << 30) && p.pad_w < (1 << 30) &&
-                   p.dil_h * p.kh < (1 << 30) && p.dil_w * p.kw < (1 << 30),
-               "spike_conv2d: stride, padding or dilated kernel of 2^30 or more");
+  // the kernel maps input pixels to output positions in int arithmetic (y + pad - ky * dil)
+  SF_CHECK_ARG(p.stride_h < (1 << 30) && p.stride_w < (1 << 30) && p.H + p.pad_h < (1 << 30) &&
+                   p.W + p.pad_w < (1 << 30) && p.dil_h * p.kh < (1 << 30) && p.dil_w * p.kw < (1 << 30),
+               "spike_conv2d: stride, padded input or dilated kernel of 2^30 or more");
   const DeviceGuard guard(grad_y.device_index);
   const auto stream = static_cast<cudaStream_t>(ex.stream);
   if (p.B == 0) {  // no positions: the gradient is zero
@@ -650,11 +649,11 @@ void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
   }
   // grad_y [B, Cout, Ho*Wo] -> gyt [B, Ho*Wo, Cout]: a position's gradients over the channels contiguous
   transpose(grad_y.ptr<const float>(), gyt->ptr<float>(), p.Cout, p.Ho * p.Wo, stream, p.B);
-  const int64_t nz = spike_conv2d_wgrad_chunks(p.B), chunk_samples = (p.B + nz - 1) / nz;
+  const int64_t nz = spike_conv2d_wgrad_chunks(p.B);
   const dim3 grid(static_cast<unsigned>(p.Cin), static_cast<unsigned>(pair_chunks), static_cast<unsigned>(nz));
   conv_grad_weight_kernel<<<grid, kBlock, 0, stream>>>(bits ? bits->ptr<const int64_t>() : nullptr,
                                                        s ? s->ptr<const float>() : nullptr, gyt->ptr<const float>(),
-                                                       ws->ptr<float>(), to_dev(p), chunk_samples);
+                                                       ws->ptr<float>(), to_dev(p), nz);
   check_launch("spike conv_grad_weight_kernel");
   const int64_t n = p.Cin * taps * cout_g;
   conv_wgrad_reduce_kernel<<<grid_1d(n, grad_y.device_index), kBlock, 0, stream>>>(ws->ptr<float>(), n, nz);
