@@ -92,12 +92,17 @@ __global__ void pack_kernel(const float* __restrict__ s, int64_t* __restrict__ b
   }
 }
 
+// Bit k of a packed row (csrc/core/spike.h "Packed form"), as 0 / 1.
+__device__ __forceinline__ unsigned spike_bit(const int64_t* row, int64_t k) {
+  return static_cast<unsigned>((static_cast<uint64_t>(row[k >> 6]) >> (k & 63)) & 1u);
+}
+
 __global__ void unpack_kernel(const int64_t* __restrict__ bits, float* __restrict__ out, int64_t R, int64_t K) {
   const int64_t nwords = spike_words(K);
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < R * K;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / K, k = i - r * K;
-    out[i] = static_cast<float>((static_cast<uint64_t>(bits[r * nwords + (k >> 6)]) >> (k & 63)) & 1u);
+    out[i] = static_cast<float>(spike_bit(bits + r * nwords, k));
   }
 }
 
@@ -144,7 +149,7 @@ struct Source {
   const int64_t* bits = nullptr; // packed: bit `col` of row e (words per row: nwords)
   int64_t nwords = 0, col = 0;
   __device__ __forceinline__ float get(int64_t e) const {
-    if (bits) return static_cast<float>((static_cast<uint64_t>(bits[e * nwords + (col >> 6)]) >> (col & 63)) & 1u);
+    if (bits) return static_cast<float>(spike_bit(bits + e * nwords, col));
     return vals[e * stride];
   }
 };
@@ -262,7 +267,7 @@ __global__ void masked_grad_input_kernel(const int64_t* __restrict__ mask, const
   const int64_t nwarp = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   for (int64_t e = warp; e < M * K; e += nwarp) {
     const int64_t m = e / K, k = e - m * K;
-    const bool on = (static_cast<uint64_t>(mask[m * nwords + (k >> 6)]) >> (k & 63)) & 1u;
+    const bool on = spike_bit(mask + m * nwords, k);
     float acc = 0.0f;
     if (on) {  // uniform across the warp: the shuffles below see every lane
       const float* g = gy + m * N;
@@ -405,7 +410,7 @@ struct ConvPlane {
   int64_t HW, K, nwords, b0, ci;  // K = Cin * H * W (a sample), nwords = words(K)
   __device__ __forceinline__ float get(int64_t e) const {
     const int64_t bl = e / HW, k = ci * HW + (e - bl * HW), b = b0 + bl;
-    if (bits) return static_cast<float>((static_cast<uint64_t>(bits[b * nwords + (k >> 6)]) >> (k & 63)) & 1u);
+    if (bits) return static_cast<float>(spike_bit(bits + b * nwords, k));
     return s[b * K + k];
   }
 };
