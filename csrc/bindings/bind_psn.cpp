@@ -9,7 +9,7 @@ namespace spikeforge::bind {
 namespace {
 
 PSNParams make_params(int64_t T_out, int64_t T_in, int64_t N, int64_t band, int surrogate, double alpha) {
-  SF_CHECK_ARG(surrogate >= 0 && surrogate < kNumSurrogates, "surrogate: unknown id");
+  SF_CHECK_ARG(surrogate >= 0 && surrogate < kNumSpikingJellySurrogates, "surrogate: unknown id");
   PSNParams p;
   p.T_out = T_out;
   p.T_in = T_in;

@@ -66,6 +66,10 @@ int cuda_device_count() {
 
 NB_MODULE(_C, m) {
   m.doc() = "spikeforge native core (CPU kernels, and CUDA kernels when built with nvcc)";
+  // spikeforge.ops caches one bound NeuronParams per distinct set of options for the life of the process;
+  // those are still referenced when the interpreter tears the module down, which nanobind would report
+  // as leaks at every exit.
+  nb::set_leak_warnings(false);
   m.def("version", [] { return std::string(SPIKEFORGE_VERSION); });
   m.def("compiler", [] { return std::string(SPIKEFORGE_CXX_COMPILER); });
   m.def("has_cuda", [] {

@@ -2,7 +2,7 @@
 // "Attention on spikes"), one contract for CPU and CUDA.
 //
 // q, k, v are [T, B, N, D] row-major (B = every batch dim flattened, N tokens, D channels of one head).
-// SN is the multi-step LIF of csrc/core/neuron.h with a scalar k = 1/tau and no initial state
+// SN is the multi-step LIF of csrc/core/neuron.h (its sj_forward / sj_backward) with no initial state
 // (V[-1] = v_reset for hard reset, 0 for soft), run over T inside the kernel so the pre-activation of
 // the big [T, B, N, D] ops is never written:
 //   ssa:           out = SN(Q (K^T V) * scale)                         [T, B, N, D]
@@ -32,58 +32,61 @@ namespace spikeforge {
 struct AttentionParams {
   int64_t T = 0, B = 0, N = 0, D = 0;
   double scale = 0.125;  // ssa only
-  // The attention LIF (NeuronParams' meaning; detach_reset and the surrogate matter to backward only).
-  double k = 0.5;
-  double v_threshold = 0.5;
-  double v_reset = 0.0;
-  bool hard_reset = true;
-  bool decay_input = true;
+  // The attention neuron: a LIF of csrc/core/neuron.h (model lif, no coefficient slot, no initial state);
+  // detach_reset and the surrogate matter to backward only.
+  NeuronParams neuron;
 };
 
-// The attention LIF's backward-only options (NeuronParams' meaning).
-struct AttentionGradParams {
-  bool detach_reset = true;
-  Surrogate surrogate = Surrogate::sigmoid;
-  double alpha = 4.0;
-};
+// Elements of the float32 workspace a ssa forward takes on each device: K^T V (T * B * D * D) on CUDA,
+// nothing on CPU (each thread keeps its slice's product).
+int64_t ssa_workspace_elems(const AttentionParams& p, DeviceKind device);
 
-//   q, k, v, out [T, B, N, D], one dtype (f32/f16/bf16; f64 on CPU)
+// Entry points: argument checks (csrc/core/attention.cpp), then the device router (csrc/dispatch.h).
+//   q, k, v, out [T, B, N, D], one dtype (f32/f16/bf16; f64 on CPU); ktv_ws: ssa_workspace_elems floats
+void ssa_forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                 const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex);
+// SSA backward (CPU only: CUDA composes it from cuBLAS products and neuron_backward in Python): recomputes
+// the forward per slice (nothing is saved but q, k, v), then BPTT through the LIF; grad_q = gP (K^T V)^T,
+// grad_k = V (Q^T gP)^T, grad_v = K (Q^T gP), gP the pre-activation's gradient. [T, B, N, D] of q's dtype.
+void ssa_backward(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
+                  const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
+                  const AttentionParams& p, const ExecConfig& ex);
+//   a, m, out [T, B, N, D]; b2 [T, B, N, D] or nullptr; pre, mask [T, B, D] in the compute type
+void token_reduce_attention_forward(const TensorView& a, const TensorView* b2, const TensorView& m,
+                                    const TensorView& out, const TensorView& pre, const TensorView& mask,
+                                    const AttentionParams& p, const ExecConfig& ex);
+//   a, m, out [T, B, N, D]; pre, mask [T, B, N] in the compute type
+void channel_reduce_attention_forward(const TensorView& a, const TensorView& m, const TensorView& out,
+                                      const TensorView& pre, const TensorView& mask, const AttentionParams& p,
+                                      const ExecConfig& ex);
+
+// Device implementations with the entry points' arguments.
 void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                     const AttentionParams& p, const ExecConfig& ex);
-// SSA backward (CPU): recomputes the forward per slice (nothing is saved but q, k, v), then BPTT
-// through the LIF; grad_q = gP (K^T V)^T, grad_k = V (Q^T gP)^T, grad_v = K (Q^T gP), gP the
-// pre-activation's gradient. All tensors [T, B, N, D] of q's dtype.
+                     const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex);
+void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                      const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex);
 void ssa_backward_cpu(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                      const AttentionParams& p, const AttentionGradParams& gp, const ExecConfig& ex);
-//   a, m, out [T, B, N, D]; b2 [T, B, N, D] or nullptr; pre, mask [T, B, D] in the compute type
+                      const AttentionParams& p, const ExecConfig& ex);
 void token_reduce_attention_forward_cpu(const TensorView& a, const TensorView* b2, const TensorView& m,
                                         const TensorView& out, const TensorView& pre, const TensorView& mask,
                                         const AttentionParams& p, const ExecConfig& ex);
-//   a, m, out [T, B, N, D]; pre, mask [T, B, N] in the compute type
-void channel_reduce_attention_forward_cpu(const TensorView& a, const TensorView& m, const TensorView& out,
-                                          const TensorView& pre, const TensorView& mask, const AttentionParams& p,
-                                          const ExecConfig& ex);
-
-#if defined(SPIKEFORGE_HAVE_CUDA)
-// Same contracts on CUDA tensors (no float64), launched on ex.stream. SSA also takes a float32
-// workspace ktv_ws of T * B * D * D elements for K^T V (the caller allocates, so nothing here does).
-void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                      const TensorView& ktv_ws, const AttentionParams& p, const ExecConfig& ex);
 void token_reduce_attention_forward_cuda(const TensorView& a, const TensorView* b2, const TensorView& m,
                                          const TensorView& out, const TensorView& pre, const TensorView& mask,
                                          const AttentionParams& p, const ExecConfig& ex);
+void channel_reduce_attention_forward_cpu(const TensorView& a, const TensorView& m, const TensorView& out,
+                                          const TensorView& pre, const TensorView& mask, const AttentionParams& p,
+                                          const ExecConfig& ex);
 void channel_reduce_attention_forward_cuda(const TensorView& a, const TensorView& m, const TensorView& out,
                                            const TensorView& pre, const TensorView& mask, const AttentionParams& p,
                                            const ExecConfig& ex);
-#endif
 
-// Shape/dtype/device checks shared by both devices (csrc/core/attention.cpp); they raise ArgumentError.
+// Shape/dtype/device checks shared by both devices; they raise ArgumentError.
 void check_ssa_forward_args(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                            const AttentionParams& p);
+                            const TensorView* ktv_ws, const AttentionParams& p);
 void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k,
                              const TensorView& v, const TensorView& grad_q, const TensorView& grad_k,
-                             const TensorView& grad_v, const AttentionParams& p, const AttentionGradParams& gp);
+                             const TensorView& grad_v, const AttentionParams& p);
 // reduce_tokens: token_reduce (pre/mask [T, B, D]) or channel_reduce (pre/mask [T, B, N]).
 void check_reduce_attention_forward_args(const TensorView& a, const TensorView* b2, const TensorView& m,
                                          const TensorView& out, const TensorView& pre, const TensorView& mask,

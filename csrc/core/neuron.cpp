@@ -1,104 +1,171 @@
-// Argument checks of the neuron family, shared by the CPU and CUDA entry points.
-// Python validates first with friendlier messages; these are the native safety net.
+// The neuron family's entry points: argument checks shared by both devices, then the device router.
+// Python validates first with friendlier messages; these checks are the native safety net.
 #include "neuron.h"
 
 #include <cmath>
 #include <string>
 
+#include "dispatch.h"
 #include "index.h"
 
 namespace spikeforge {
 namespace {
 
+std::string slot_name(int s) { return "slot " + std::to_string(s); }
+
 // Returns T * N, formed without overflow (sizes come from the caller; core/index.h).
 int64_t check_params(const NeuronParams& p) {
+  const int m = static_cast<int>(p.model);
+  SF_CHECK_ARG(m >= 0 && m < kNumNeuronModels, "neuron model: unknown id " + std::to_string(m));
   SF_CHECK_ARG(p.T >= 0 && p.N >= 0, "x_seq: negative size");
   const int64_t TN = checked_mul(p.T, p.N, "x_seq");
-  SF_CHECK_ARG(p.C >= 1 && p.S >= 1, "w: channel layout must be positive");
-  const int64_t CS = checked_mul(p.C, p.S, "w");
-  SF_CHECK_ARG(p.N == 0 || p.N % CS == 0, "w: channel layout does not divide the neurons");
-  SF_CHECK_ARG(std::isfinite(p.k) && p.k >= 0.0, "tau must be a finite number > 0");
+  for (int s = 0; s < kMaxParams; ++s) {
+    SF_CHECK_ARG(p.layout[s].C >= 1 && p.layout[s].S >= 1, slot_name(s) + ": layout must be positive");
+    const int64_t CS = checked_mul(p.layout[s].C, p.layout[s].S, "slot layout");
+    SF_CHECK_ARG(p.N == 0 || p.N % CS == 0, slot_name(s) + ": layout does not divide the neurons");
+  }
+  SF_CHECK_ARG(std::isfinite(p.tau) && p.tau >= 0.0, "tau must be a finite number > 0");
   SF_CHECK_ARG(std::isfinite(p.v_threshold), "v_threshold must be finite");
   SF_CHECK_ARG(std::isfinite(p.v_reset), "v_reset must be finite");
-  SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0, "alpha must be a finite number > 0");
+  SF_CHECK_ARG(std::isfinite(p.beta_a) && std::isfinite(p.rho), "beta_a and rho must be finite");
+  SF_CHECK_ARG(p.levels >= 1 && p.levels <= (int64_t(1) << 22), "D (the largest spike count) must be in [1, 2^22]");
+  SF_CHECK_ARG(p.model != NeuronModel::ilif || p.v_threshold != 0.0, "v_threshold must be non-zero for ilif");
+  const int r = static_cast<int>(p.reset);
+  SF_CHECK_ARG(r >= 0 && r <= 2, "reset_mechanism: unknown id " + std::to_string(r));
+  SF_CHECK_ARG(std::isfinite(p.alpha) && std::isfinite(p.beta_sg), "alpha (the surrogate's parameter) must be finite");
   const int s = static_cast<int>(p.surrogate);
   SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
   return TN;
 }
 
-void check_seq(const TensorView& t, const TensorView& x, int64_t TN, const char* name) {
-  check_dense(t, name);
-  check_same_dtype(x, t, "x_seq", name);
-  check_same_device(x, t, "x_seq", name);
-  check_numel(t, TN, name);
+void check_like(const TensorView& t, const TensorView& ref, int64_t n, const std::string& name,
+                const char* ref_name) {
+  check_dense(t, name.c_str());
+  check_same_dtype(ref, t, ref_name, name.c_str());
+  check_same_device(ref, t, ref_name, name.c_str());
+  check_numel(t, n, name.c_str());
 }
 
-void check_state(const TensorView* t, const TensorView& x, const NeuronParams& p, const char* name) {
-  if (!t) return;
-  check_dense(*t, name);
-  check_same_dtype(x, *t, "x_seq", name);
-  check_same_device(x, *t, "x_seq", name);
-  check_numel(*t, p.N, name);
+// compute type of an activation dtype: float32, or float64 for float64
+DType compute_dtype(DType d) { return d == DType::f64 ? DType::f64 : DType::f32; }
+
+void check_states(const TensorView* const* states, const TensorView& ref, const NeuronParams& p, int64_t TN,
+                  const char* what, bool seq_ok) {
+  const int ns = neuron_states(p.model);
+  for (int s = 0; s < kMaxStates; ++s) {
+    const std::string name = std::string(what) + "[" + std::to_string(s) + "]";
+    if (s >= ns) {
+      SF_CHECK_ARG(!states[s], name + ": the model has " + std::to_string(ns) + " state variable(s)");
+      continue;
+    }
+    if (!states[s]) continue;
+    const int64_t n = states[s]->numel();
+    SF_CHECK_ARG(n == p.N || (s == 0 && seq_ok && n == TN),
+                 name + " has " + std::to_string(n) + " elements, expected " + std::to_string(p.N) +
+                     (s == 0 && seq_ok ? " or " + std::to_string(TN) : std::string()));
+    check_like(*states[s], ref, n, name, "x_seq");
+  }
 }
 
-void check_w(const TensorView* w, const TensorView& x, const NeuronParams& p, const char* name) {
-  if (!w) return;
-  check_dense(*w, name);
-  check_same_device(x, *w, "x_seq", name);
-  const DType want = x.dtype == DType::f64 ? DType::f64 : DType::f32;
-  SF_CHECK_ARG(w->dtype == want, std::string(name) + " must be " + dtype_name(want));
-  check_numel(*w, p.C, name);
+void check_slots(const TensorView* const* slots, const TensorView& ref, const NeuronParams& p, const char* what) {
+  const int nsl = neuron_slots(p.model);
+  const DType want = compute_dtype(ref.dtype);
+  for (int s = 0; s < kMaxParams; ++s) {
+    const std::string name = std::string(what) + "[" + std::to_string(s) + "]";
+    if (s >= nsl) {
+      SF_CHECK_ARG(!slots[s], name + ": the model reads " + std::to_string(nsl) + " coefficient slot(s)");
+      continue;
+    }
+    if (!slots[s]) {
+      SF_CHECK_ARG(p.model == NeuronModel::lif, name + " is required by this neuron model");
+      continue;
+    }
+    check_dense(*slots[s], name.c_str());
+    check_same_device(ref, *slots[s], "x_seq", name.c_str());
+    SF_CHECK_ARG(slots[s]->dtype == want, name + " must be " + dtype_name(want));
+    check_numel(*slots[s], p.layout[s].C, name.c_str());
+  }
+}
+
+void check_saved(const TensorView* saved, const TensorView& ref, const NeuronParams& p, int64_t TN) {
+  if (!saved) return;
+  const DType want = neuron_saves_in_activation_dtype(p.model) ? ref.dtype : compute_dtype(ref.dtype);
+  check_dense(*saved, "saved");
+  check_same_device(ref, *saved, "x_seq", "saved");
+  SF_CHECK_ARG(saved->dtype == want, std::string("saved must be ") + dtype_name(want));
+  check_numel(*saved, checked_mul(neuron_saved(p.model), TN, "saved"), "saved");
 }
 
 }  // namespace
 
-void check_neuron_forward_args(const TensorView& x, const TensorView* v_init, const TensorView* w,
-                               const TensorView& spike, const TensorView* h_out, const TensorView& v_out,
-                               const NeuronParams& p) {
+void check_neuron_forward_args(const TensorView& x, const TensorView* const* state_init,
+                               const TensorView* const* slots, const TensorView& spike,
+                               const TensorView* const* state_out, const TensorView* saved, const NeuronParams& p) {
   const int64_t TN = check_params(p);
   check_dense(x, "x_seq");
   check_numel(x, TN, "x_seq");
-  check_state(v_init, x, p, "v_init");
-  check_w(w, x, p, "w");
-  check_seq(spike, x, TN, "spike_seq");
-  if (h_out) check_seq(*h_out, x, TN, "h_seq");
-  check_dense(v_out, "v_out");
-  check_same_dtype(x, v_out, "x_seq", "v_out");
-  check_same_device(x, v_out, "x_seq", "v_out");
-  SF_CHECK_ARG(v_out.numel() == p.N || v_out.numel() == TN, "v_out must have N or T*N elements");
+  check_states(state_init, x, p, TN, "state_init", false);
+  check_slots(slots, x, p, "slots");
+  check_like(spike, x, TN, "spike_seq", "x_seq");
+  check_states(state_out, x, p, TN, "state_out", true);
+  check_saved(saved, x, p, TN);
 }
 
-void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* grad_v, const TensorView* x,
-                                const TensorView* h, const TensorView* v_init, const TensorView* w,
-                                const TensorView& grad_x, const TensorView* grad_v_init,
-                                const TensorView* grad_k_ws, const TensorView* grad_w,
-                                const NeuronParams& p) {
+void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* const* grad_state_out,
+                                const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
+                                const TensorView* const* slots, const TensorView& grad_x,
+                                const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
+                                const TensorView* const* grad_slots, const NeuronParams& p) {
   const int64_t TN = check_params(p);
   const TensorView& ref = grad_spike;
-  check_seq(grad_spike, ref, TN, "grad_spike");
-  if (grad_v) {
-    check_dense(*grad_v, "grad_v");
-    check_same_dtype(ref, *grad_v, "grad_spike", "grad_v");
-    check_same_device(ref, *grad_v, "grad_spike", "grad_v");
-    SF_CHECK_ARG(grad_v->numel() == p.N || grad_v->numel() == TN,
-                 "grad_v must have N or T*N elements");
+  check_like(grad_spike, ref, TN, "grad_spike", "grad_spike");
+  check_states(grad_state_out, ref, p, TN, "grad_state_out", true);
+  SF_CHECK_ARG(x || saved, "backward needs the saved values or x_seq");
+  const bool has_k = slots[0] != nullptr && p.model == NeuronModel::lif;
+  bool any_slot_grad = false;
+  for (int s = 0; s < kMaxParams; ++s) any_slot_grad = any_slot_grad || grad_slots[s] != nullptr;
+  SF_CHECK_ARG(x || !neuron_backward_reads_x(p, has_k) || (!any_slot_grad && p.model != NeuronModel::alpha),
+               "this neuron's backward needs x_seq");
+  if (x) check_like(*x, ref, TN, "x_seq", "grad_spike");
+  check_saved(saved, ref, p, TN);
+  check_states(state_init, ref, p, TN, "state_init", false);
+  check_slots(slots, ref, p, "slots");
+  check_like(grad_x, ref, TN, "grad_x", "grad_spike");
+  check_states(grad_state_init, ref, p, TN, "grad_state_init", false);
+  const DType want = compute_dtype(ref.dtype);
+  for (int s = 0; s < kMaxParams; ++s) {
+    if (!grad_slots[s]) continue;
+    const std::string name = "grad_slots[" + std::to_string(s) + "]";
+    SF_CHECK_ARG(slots[s], name + " needs slot " + std::to_string(s));
+    SF_CHECK_ARG(grad_slot_ws[s], name + " needs its workspace grad_slot_ws[" + std::to_string(s) + "]");
+    check_dense(*grad_slots[s], name.c_str());
+    check_same_device(ref, *grad_slots[s], "grad_spike", name.c_str());
+    SF_CHECK_ARG(grad_slots[s]->dtype == want, name + " must be " + dtype_name(want));
+    check_numel(*grad_slots[s], p.layout[s].C, name.c_str());
+    const std::string ws = "grad_slot_ws[" + std::to_string(s) + "]";
+    check_dense(*grad_slot_ws[s], ws.c_str());
+    check_same_device(ref, *grad_slot_ws[s], "grad_spike", ws.c_str());
+    SF_CHECK_ARG(grad_slot_ws[s]->dtype == want, ws + " must be " + dtype_name(want));
+    check_numel(*grad_slot_ws[s], p.N, ws.c_str());
   }
-  SF_CHECK_ARG(x || h, "backward needs the saved h_seq or x_seq");
-  SF_CHECK_ARG(x || !w || !p.decay_input, "PLIF with decay_input needs x_seq in backward");
-  if (x) check_seq(*x, ref, TN, "x_seq");
-  if (h) check_seq(*h, ref, TN, "h_seq");
-  check_state(v_init, ref, p, "v_init");
-  check_w(w, ref, p, "w");
-  check_seq(grad_x, ref, TN, "grad_x");
-  check_state(grad_v_init, ref, p, "grad_v_init");
-  if (grad_w) {
-    SF_CHECK_ARG(w && grad_k_ws, "grad_w needs w and grad_k_ws");
-    check_w(grad_w, ref, p, "grad_w");
-    check_dense(*grad_k_ws, "grad_k_ws");
-    check_same_device(ref, *grad_k_ws, "grad_spike", "grad_k_ws");
-    SF_CHECK_ARG(grad_k_ws->dtype == w->dtype, "grad_k_ws must have w's dtype");
-    check_numel(*grad_k_ws, p.N, "grad_k_ws");
-  }
+}
+
+void neuron_forward(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
+                    const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
+                    const NeuronParams& p, const ExecConfig& ex) {
+  check_neuron_forward_args(x, state_init, slots, spike, state_out, saved, p);
+  SF_ROUTE(x.device, neuron_forward, x, state_init, slots, spike, state_out, saved, p, ex);
+}
+
+void neuron_backward(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
+                     const TensorView* saved, const TensorView* const* state_init,
+                     const TensorView* const* slots, const TensorView& grad_x,
+                     const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
+                     const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex) {
+  check_neuron_backward_args(grad_spike, grad_state_out, x, saved, state_init, slots, grad_x, grad_state_init,
+                             grad_slot_ws, grad_slots, p);
+  SF_ROUTE(grad_spike.device, neuron_backward, grad_spike, grad_state_out, x, saved, state_init, slots, grad_x,
+           grad_state_init, grad_slot_ws, grad_slots, p, ex);
 }
 
 }  // namespace spikeforge

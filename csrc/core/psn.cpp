@@ -26,7 +26,7 @@ PSNCounts check_params(const PSNParams& p) {
   SF_CHECK_ARG(p.band >= 0, "k must be >= 1");
   SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0, "alpha must be a finite number > 0");
   const int s = static_cast<int>(p.surrogate);
-  SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
+  SF_CHECK_ARG(s >= 0 && s < kNumSpikingJellySurrogates, "surrogate: unknown id " + std::to_string(s));
   return c;
 }
 

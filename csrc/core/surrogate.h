@@ -1,5 +1,5 @@
-// The surrogate derivatives g'(x), x = H - V_th, of shared/SEMANTICS.md. One functor each,
-// usable on host and device; every kernel and spikeforge.reference use these same formulas.
+// The surrogate derivatives g'(x), x = H - V_th (docs/neurons.md). One functor each, usable on host and
+// device; every kernel uses these, and spikeforge/surrogate.py states the same formulas in PyTorch.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -22,8 +22,14 @@ enum class Surrogate : int {
   erf = 5,
   super_spike = 6,
   soft_sign = 7,
+  // snnTorch 1.0's snntorch.surrogate functions (their names there in brackets)
+  fast_sigmoid = 8,       // [fast_sigmoid(slope)]      1 / (alpha |x| + 1)^2
+  snn_triangular = 9,     // [triangular(threshold)]    alpha for x < 0, -alpha for x >= 0 (as written there)
+  straight_through = 10,  // [straight_through_estimator] 1
+  spike_rate_escape = 11, // [spike_rate_escape(beta, slope)] alpha exp(-beta |x - 1|), alpha = slope
+  heaviside = 12,         // [surrogate_disable=True / heaviside()] the gradient passes where x > 0
 };
-constexpr int kNumSurrogates = 8;
+constexpr int kNumSurrogates = 13;
 
 // exp for float that the host compiler can vectorise (no libm call in the loop):
 // exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n ln2 (Cody-Waite), p of degree 6.
@@ -66,14 +72,14 @@ SF_HD double vexp(double x) { return exp(x); }
 template <typename T>
 SF_HD T sf_abs(T x) { return x < T(0) ? -x : x; }
 
-// Each functor: static grad(x, alpha) -> g'(x).
+// Each functor: static grad(x, alpha, beta) -> g'(x); beta is the second parameter (spike_rate_escape only).
 template <Surrogate S>
 struct SurrogateFn;
 
 template <>
 struct SurrogateFn<Surrogate::sigmoid> {
   template <typename T>
-  SF_HD static T grad(T x, T a) {
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
     const T s = T(1) / (T(1) + vexp(-a * x));
     return a * s * (T(1) - s);
   }
@@ -81,7 +87,7 @@ struct SurrogateFn<Surrogate::sigmoid> {
 template <>
 struct SurrogateFn<Surrogate::atan> {
   template <typename T>
-  SF_HD static T grad(T x, T a) {
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
     const T u = T(1.5707963267948966) * a * x;  // pi/2 * alpha * x
     return a / (T(2) * (T(1) + u * u));
   }
@@ -89,12 +95,12 @@ struct SurrogateFn<Surrogate::atan> {
 template <>
 struct SurrogateFn<Surrogate::rect> {
   template <typename T>
-  SF_HD static T grad(T x, T a) { return sf_abs(x) < T(0.5) / a ? a : T(0); }
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) { return sf_abs(x) < T(0.5) / a ? a : T(0); }
 };
 template <>
 struct SurrogateFn<Surrogate::triangle> {
   template <typename T>
-  SF_HD static T grad(T x, T a) {
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
     const T g = a - a * a * sf_abs(x);
     return g > T(0) ? g : T(0);
   }
@@ -102,12 +108,12 @@ struct SurrogateFn<Surrogate::triangle> {
 template <>
 struct SurrogateFn<Surrogate::piecewise_exp> {
   template <typename T>
-  SF_HD static T grad(T x, T a) { return T(0.5) * a * vexp(-a * sf_abs(x)); }
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) { return T(0.5) * a * vexp(-a * sf_abs(x)); }
 };
 template <>
 struct SurrogateFn<Surrogate::erf> {
   template <typename T>
-  SF_HD static T grad(T x, T a) {
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
     const T u = a * x;
     return a * T(0.56418958354775628) * vexp(-u * u);  // 1/sqrt(pi)
   }
@@ -115,7 +121,7 @@ struct SurrogateFn<Surrogate::erf> {
 template <>
 struct SurrogateFn<Surrogate::super_spike> {
   template <typename T>
-  SF_HD static T grad(T x, T a) {
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
     const T d = a * sf_abs(x) + T(1);
     return a / (d * d);
   }
@@ -123,10 +129,38 @@ struct SurrogateFn<Surrogate::super_spike> {
 template <>
 struct SurrogateFn<Surrogate::soft_sign> {
   template <typename T>
-  SF_HD static T grad(T x, T a) {
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
     const T d = T(1) / a + sf_abs(x);
     return T(1) / (T(2) * a * d * d);
   }
+};
+template <>
+struct SurrogateFn<Surrogate::fast_sigmoid> {
+  template <typename T>
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
+    const T d = a * sf_abs(x) + T(1);
+    return T(1) / (d * d);
+  }
+};
+template <>
+struct SurrogateFn<Surrogate::snn_triangular> {
+  template <typename T>
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) { return x >= T(0) ? -a : a; }
+};
+template <>
+struct SurrogateFn<Surrogate::straight_through> {
+  template <typename T>
+  SF_HD static T grad([[maybe_unused]] T x, [[maybe_unused]] T a, [[maybe_unused]] T b) { return T(1); }
+};
+template <>
+struct SurrogateFn<Surrogate::spike_rate_escape> {
+  template <typename T>
+  SF_HD static T grad(T x, T a, T b) { return a * vexp(-b * sf_abs(x - T(1))); }
+};
+template <>
+struct SurrogateFn<Surrogate::heaviside> {
+  template <typename T>
+  SF_HD static T grad(T x, [[maybe_unused]] T a, [[maybe_unused]] T b) { return x > T(0) ? T(1) : T(0); }
 };
 
 // Calls f(std::integral_constant<Surrogate, K>{}) for the run-time surrogate s: one switch per launch,
@@ -134,8 +168,16 @@ struct SurrogateFn<Surrogate::soft_sign> {
 template <Surrogate S>
 using SurrogateTag = std::integral_constant<Surrogate, S>;
 
-template <typename F>
+// The neuron kernels take every surrogate; the PSN and attention kernels the first
+// kNumSpikingJellySurrogates (their Python entry points check this first), which keeps their compile
+// time from growing with the neuron zoo's surrogates.
+constexpr int kNumSpikingJellySurrogates = 8;
+
+template <int kCount = kNumSurrogates, typename F>
 decltype(auto) dispatch_surrogate(Surrogate s, F&& f) {
+  if (static_cast<int>(s) < 0 || static_cast<int>(s) >= kCount) {
+    throw ArgumentError("surrogate id " + std::to_string(static_cast<int>(s)) + " is not supported here");
+  }
   switch (s) {
     case Surrogate::sigmoid: return f(SurrogateTag<Surrogate::sigmoid>{});
     case Surrogate::atan: return f(SurrogateTag<Surrogate::atan>{});
@@ -145,6 +187,17 @@ decltype(auto) dispatch_surrogate(Surrogate s, F&& f) {
     case Surrogate::erf: return f(SurrogateTag<Surrogate::erf>{});
     case Surrogate::super_spike: return f(SurrogateTag<Surrogate::super_spike>{});
     case Surrogate::soft_sign: return f(SurrogateTag<Surrogate::soft_sign>{});
+    default: break;
+  }
+  if constexpr (kCount > kNumSpikingJellySurrogates) {
+    switch (s) {
+      case Surrogate::fast_sigmoid: return f(SurrogateTag<Surrogate::fast_sigmoid>{});
+      case Surrogate::snn_triangular: return f(SurrogateTag<Surrogate::snn_triangular>{});
+      case Surrogate::straight_through: return f(SurrogateTag<Surrogate::straight_through>{});
+      case Surrogate::spike_rate_escape: return f(SurrogateTag<Surrogate::spike_rate_escape>{});
+      case Surrogate::heaviside: return f(SurrogateTag<Surrogate::heaviside>{});
+      default: break;
+    }
   }
   throw ArgumentError("unknown surrogate id " + std::to_string(static_cast<int>(s)));
 }

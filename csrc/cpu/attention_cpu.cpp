@@ -25,41 +25,13 @@ using cpu::dispatch_dtype;
 using cpu::load_row;
 using cpu::threads_of;
 
-// The attention LIF: one neuron step with the expressions of csrc/cpu/neuron_cpu.cpp's
-// charge_fire_reset (scalar k), so spikes equal spikeforge.ops.lif's on the same pre-activation.
+// The attention LIF over a row of n neurons (csrc/core/neuron.h's lif_step): state v, input x * scale ->
+// spikes s (0 or 1). Restrict-qualified arrays and loop-invariant coefficients let the compiler
+// vectorise it (the spike pattern is data-dependent, so a branchy loop would mispredict often).
 template <typename C>
-struct AttnLif {
-  C k, vth, vr, vr_c;
-  bool hard, decay;
-  explicit AttnLif(const AttentionParams& p)
-      : k(static_cast<C>(p.k)), vth(static_cast<C>(p.v_threshold)), vr(static_cast<C>(p.v_reset)),
-        vr_c(p.hard_reset ? static_cast<C>(p.v_reset) : C(0)), hard(p.hard_reset), decay(p.decay_input) {}
-  C v_init() const { return hard ? vr : C(0); }
-  // Updates the membrane v with input x; returns the spike (0 or 1).
-  inline C step(C& v, C x) const {
-    const C xa = decay ? x : C(0), xb = decay ? C(0) : x;
-    const C h = v + k * (xa - (v - vr_c)) + xb;
-    const bool fire = h >= vth;
-    v = fire ? (hard ? vr : h - vth) : h;
-    return fire ? C(1) : C(0);
-  }
-};
-
-// The attention LIF over a row of n neurons: state v, input x * scale -> spikes s (0 or 1).
-// Separate restrict-qualified arrays and loop-invariant coefficients let the compiler vectorise it
-// (the spike pattern is data-dependent, so a branchy loop would mispredict about every other step).
-template <typename C>
-void lif_row(C* __restrict v, const C* __restrict x, C* __restrict s, C scale, const AttnLif<C>& lif, int64_t n) {
-  const C k = lif.k, vth = lif.vth, vr = lif.vr, vr_c = lif.vr_c;
-  const bool hard = lif.hard, decay = lif.decay;
-  for (int64_t j = 0; j < n; ++j) {
-    const C xj = x[j] * scale;
-    const C xa = decay ? xj : C(0), xb = decay ? C(0) : xj;
-    const C h = v[j] + k * (xa - (v[j] - vr_c)) + xb;
-    const bool fire = h >= vth;
-    v[j] = fire ? (hard ? vr : h - vth) : h;
-    s[j] = fire ? C(1) : C(0);
-  }
+void lif_row(C* __restrict v, const C* __restrict x, C* __restrict s, C scale, const NeuronCoeffs<C>& lif,
+             int64_t n) {
+  for (int64_t j = 0; j < n; ++j) s[j] = lif_step(lif, v[j], x[j] * scale);
 }
 
 // Bit i % 64 of words[i / 64] is row[i] == 1, for a row of D values. Returns false when a value is
@@ -290,7 +262,7 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   const S* v = vv.ptr<S>();
   S* out = ov.ptr<S>();
   const C scale = static_cast<C>(p.scale);
-  const AttnLif<C> lif(p);
+  const NeuronCoeffs<C> lif(p.neuron, false);
   // Per thread, reused for each of its slices (allocating per slice made glibc map and unmap the larger
   // buffers each time, a page-fault storm): LIF states and one step's pre-activation, [N, D] each.
   // Allocated here, before the parallel region: a std::bad_alloc inside it would terminate the process
@@ -313,7 +285,7 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   auto &words = sc.words, &kwords = sc.kwords;
 #pragma omp for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
-    std::fill(state.begin(), state.end(), lif.v_init());
+    std::fill(state.begin(), state.end(), lif_v_init(lif));
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (t * B + b) * ND;
       at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D);
@@ -330,8 +302,8 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
 }
 
 // SSA backward for one dtype and surrogate: per slice, the forward is recomputed (K^T V and H for all
-// T steps, kept in per-thread scratch), then BPTT through the LIF runs t = T-1 .. 0 with the
-// formulas of csrc/core/neuron.h (scalar k, no v_init), and the pre-activation gradient
+// T steps, kept in per-thread scratch), then BPTT through the LIF runs t = T-1 .. 0 with
+// csrc/core/neuron.h's sj_backward (no v_init), and the pre-activation gradient
 // gP = gX * scale flows into
 //   grad_q = gP (K^T V)^T      dense (gP has no zeros to skip)
 //   gM     = Q^T gP            event-driven over Q's spikes
@@ -340,7 +312,7 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
 template <typename S, Surrogate SG>
 void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const TensorView& kv, const TensorView& vv,
                        const TensorView& gqv, const TensorView& gkv, const TensorView& gvv, const AttentionParams& p,
-                       const AttentionGradParams& gp, int nthreads) {
+                       int nthreads) {
   using C = compute_t<S>;
   const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D, DD = D * D, WD = ceil_div(D, 64);
   const S* go = gov.ptr<S>();
@@ -351,21 +323,18 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   S* gk = gkv.ptr<S>();
   S* gv = gvv.ptr<S>();
   const C scale = static_cast<C>(p.scale);
-  const AttnLif<C> lif(p);
-  const C kl = lif.k, vth = lif.vth, vr = lif.vr, kx = lif.decay ? lif.k : C(1);
-  const C nd = gp.detach_reset ? C(0) : C(1), alpha = static_cast<C>(gp.alpha);
-  const bool hard = lif.hard;
+  const NeuronCoeffs<C> lif(p.neuron, false);
   // Per-thread scratch reused across slices, allocated before the parallel region (see ssa_impl): K^T V
   // and H of all T steps, [N, D] rows.
   struct Scratch {
-    std::vector<C> ktv, h, state, buf, gstate, g_pre, sg, mt, g_m, row, out_q, out_k, out_v;
+    std::vector<C> ktv, h, state, buf, gstate, g_pre, mt, g_m, row, out_q, out_k, out_v;
     std::vector<uint64_t> words, awords;
   };
   const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
-    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg, &sc.out_q, &sc.out_k, &sc.out_v})
+    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.out_q, &sc.out_k, &sc.out_v})
       nd_buf->resize(ND);
     sc.mt.resize(DD), sc.g_m.resize(DD), sc.words.resize(WD), sc.awords.resize(N * WD);
   }
@@ -373,11 +342,11 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   {
   Scratch& sc = scratch[cpu::thread_index()];
   auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
-  auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
+  auto &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
   auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
 #pragma omp for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
-    std::fill(state.begin(), state.end(), lif.v_init());
+    std::fill(state.begin(), state.end(), lif_v_init(lif));
     std::fill(gstate.begin(), gstate.end(), C(0));
     // forward recompute: H[t] of every step (the spikes are H >= v_th)
     for (int64_t t = 0; t < T; ++t) {
@@ -386,27 +355,17 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
       at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D);
       x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D);
       C* ht = h.data() + t * ND;
-      for (int64_t e = 0; e < ND; ++e) {
-        const C x = buf[e] * scale;
-        const C xa = lif.decay ? x : C(0), xb = lif.decay ? C(0) : x;
-        const C hv = state[e] + kl * (xa - (state[e] - lif.vr_c)) + xb;
-        ht[e] = hv;
-        state[e] = hv >= vth ? (hard ? vr : hv - vth) : hv;
-      }
+      for (int64_t e = 0; e < ND; ++e) lif_step(lif, state[e], buf[e] * scale, ht[e]);
     }
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t off = (t * B + b) * ND;
       const C* ht = h.data() + t * ND;
       const C* g_s = load_row(go + off, buf.data(), ND);
-      // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_cpu.cpp)
-      for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, alpha);
       for (int64_t e = 0; e < ND; ++e) {
-        const C hv = ht[e], sgv = sg[e];
-        const C sp = hv >= vth ? C(1) : C(0);
-        const C dvdh = hard ? (C(1) - sp) + (vr - hv) * sgv * nd : C(1) - vth * sgv * nd;
-        const C gh = g_s[e] * sgv + gstate[e] * dvdh;
-        g_pre[e] = gh * kx * scale;
-        gstate[e] = gh * (C(1) - kl);
+        const C sv[kMaxSaved] = {ht[e]};
+        C gst[kMaxStates] = {gstate[e]}, gk = C(0);
+        g_pre[e] = sj_backward<NeuronModel::lif, SG>(lif, C(0), sv, C(0), C(0), g_s[e], gst, gk, false) * scale;
+        gstate[e] = gst[0];
       }
       const C* kt = ktv.data() + t * DD;
       transpose(kt, mt.data(), D);
@@ -436,11 +395,11 @@ void token_reduce_impl(const TensorView& av, const TensorView* b2v, const Tensor
   S* out = ov.ptr<S>();
   C* pre = prev.ptr<C>();
   C* mask = maskv.ptr<C>();
-  const AttnLif<C> lif(p);
+  const NeuronCoeffs<C> lif(p.neuron, false);
   (void)nthreads;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
   for (int64_t b = 0; b < B; ++b) {
-    std::vector<C> state(D, lif.v_init()), acc(D);
+    std::vector<C> state(D, lif_v_init(lif)), acc(D);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (t * B + b) * ND, small = (t * B + b) * D;
       C* __restrict s = acc.data();
@@ -457,7 +416,7 @@ void token_reduce_impl(const TensorView& av, const TensorView* b2v, const Tensor
       C* __restrict mk = mask + small;
       for (int64_t d = 0; d < D; ++d) {
         pre[small + d] = s[d];
-        mk[d] = lif.step(state[d], s[d]);
+        mk[d] = lif_step(lif, state[d], s[d]);
       }
       for (int64_t n = 0; n < N; ++n) {
         const S* __restrict mr = m + off + n * D;
@@ -493,17 +452,17 @@ void channel_reduce_impl(const TensorView& av, const TensorView& mv, const Tenso
   S* out = ov.ptr<S>();
   C* pre = prev.ptr<C>();
   C* mask = maskv.ptr<C>();
-  const AttnLif<C> lif(p);
+  const NeuronCoeffs<C> lif(p.neuron, false);
   (void)nthreads;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
   for (int64_t b = 0; b < B; ++b) {
-    std::vector<C> state(N, lif.v_init());
+    std::vector<C> state(N, lif_v_init(lif));
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (t * B + b) * ND, small = (t * B + b) * N;
       for (int64_t n = 0; n < N; ++n) {
         const C s = row_sum<S>(a + off + n * D, D);
         pre[small + n] = s;
-        const C mk = lif.step(state[n], s);
+        const C mk = lif_step(lif, state[n], s);
         mask[small + n] = mk;
         const S* __restrict mr = m + off + n * D;
         S* __restrict orow = out + off + n * D;
@@ -518,9 +477,8 @@ bool empty(const AttentionParams& p) { return p.T == 0 || p.B == 0 || p.N == 0 |
 }  // namespace
 
 void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                     const AttentionParams& p, const ExecConfig& ex) {
-  check_ssa_forward_args(q, k, v, out, p);
-  SF_CHECK_ARG(q.device == DeviceKind::cpu, "q must be a CPU tensor for ssa_forward_cpu");
+                     const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex) {
+  (void)ktv_ws;  // none on CPU (ssa_workspace_elems); arguments checked by ssa_forward
   if (empty(p)) return;  // the output is empty too
   const int nt = threads_of(ex);
   dispatch_dtype(q.dtype, [&](auto tag) { ssa_impl<decltype(tag)>(q, k, v, out, p, nt); });
@@ -528,15 +486,13 @@ void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView&
 
 void ssa_backward_cpu(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                      const AttentionParams& p, const AttentionGradParams& gp, const ExecConfig& ex) {
-  check_ssa_backward_args(grad_out, q, k, v, grad_q, grad_k, grad_v, p, gp);
-  SF_CHECK_ARG(q.device == DeviceKind::cpu, "q must be a CPU tensor for ssa_backward_cpu");
+                      const AttentionParams& p, const ExecConfig& ex) {
   if (empty(p)) return;  // every gradient is empty too
   const int nt = threads_of(ex);
   dispatch_dtype(q.dtype, [&](auto tag) {
     using S = decltype(tag);
-    dispatch_surrogate(gp.surrogate, [&](auto sg) {
-      ssa_backward_impl<S, decltype(sg)::value>(grad_out, q, k, v, grad_q, grad_k, grad_v, p, gp, nt);
+    dispatch_surrogate<kNumSpikingJellySurrogates>(p.neuron.surrogate, [&](auto sg) {
+      ssa_backward_impl<S, decltype(sg)::value>(grad_out, q, k, v, grad_q, grad_k, grad_v, p, nt);
     });
   });
 }
@@ -544,8 +500,6 @@ void ssa_backward_cpu(const TensorView& grad_out, const TensorView& q, const Ten
 void token_reduce_attention_forward_cpu(const TensorView& a, const TensorView* b2, const TensorView& m,
                                         const TensorView& out, const TensorView& pre, const TensorView& mask,
                                         const AttentionParams& p, const ExecConfig& ex) {
-  check_reduce_attention_forward_args(a, b2, m, out, pre, mask, p, true);
-  SF_CHECK_ARG(a.device == DeviceKind::cpu, "a must be a CPU tensor for token_reduce_attention_forward_cpu");
   // N == 0 still has a [T, B, D] mask to compute (the LIF of zero sums); only an empty mask is skipped.
   if (p.T == 0 || p.B == 0 || p.D == 0) return;
   const int nt = threads_of(ex);
@@ -555,8 +509,6 @@ void token_reduce_attention_forward_cpu(const TensorView& a, const TensorView* b
 void channel_reduce_attention_forward_cpu(const TensorView& a, const TensorView& m, const TensorView& out,
                                           const TensorView& pre, const TensorView& mask, const AttentionParams& p,
                                           const ExecConfig& ex) {
-  check_reduce_attention_forward_args(a, nullptr, m, out, pre, mask, p, false);
-  SF_CHECK_ARG(a.device == DeviceKind::cpu, "a must be a CPU tensor for channel_reduce_attention_forward_cpu");
   if (p.T == 0 || p.B == 0 || p.N == 0) return;  // D == 0: sums of nothing, still a mask per token
   const int nt = threads_of(ex);
   dispatch_dtype(a.dtype, [&](auto tag) { channel_reduce_impl<decltype(tag)>(a, m, out, pre, mask, p, nt); });

@@ -1,99 +1,173 @@
-// Multi-step IF / LIF / PLIF on CPU: formulas in csrc/core/neuron.h.
+// Multi-step neurons on CPU: one kernel skeleton for every model of csrc/core/neuron.h, whose
+// step functions (the dynamics) it calls per neuron.
 //
-// Work is split into chunks of cpu::chunk_for(T) neurons (OpenMP, static schedule). A chunk keeps its state
-// (V, k, gradients) in small arrays and walks the T steps; every step touches one contiguous row
-// of a chunk's neurons per tensor, so the inner loops are plain element-wise loops over float arrays
-// that the compiler vectorises. Half-precision rows are converted to float in a separate loop.
-// Chunk boundaries depend only on N, never on the thread count, so results are bitwise identical
-// for any number of threads.
+// Work is split into chunks of chunk_for(T * saved values) neurons (OpenMP, static schedule). A chunk
+// keeps its state, coefficients and gradients in small row arrays and walks the T steps; every step
+// touches one contiguous row of the chunk's neurons per tensor, so the inner loops are element-wise
+// loops over compute-type arrays that the compiler vectorises (the model's flags are loop invariants:
+// GCC unswitches the loops on them). Half-precision rows are converted in separate loops. Chunk
+// boundaries depend only on N, never on the thread count, so results are bitwise identical for any
+// number of threads.
+//
+// Backward recomputes the chunk's forward from x into an L2-resident buffer of the saved values (the
+// default: x is the only [T, N] tensor kept), or reads the saved values the forward wrote.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "core/half_bits.h"
+#include "core/neuron.h"
 #include "cpu/cpu_common.h"
 
 namespace spikeforge {
 namespace {
 
-using cpu::dispatch_dtype;
 using cpu::chunk_for;
+using cpu::dispatch_dtype;
 using cpu::kBlock;
 using cpu::load_row;
 using cpu::out_row;
 using cpu::store_row;
 using cpu::threads_of;
 
-template <typename C>
-struct Coeffs {  // the run-time constants of the charge/reset equations, in compute type
-  C vth, vr, vr_c, nd, alpha;
-  bool hard, decay;
-  // IF (k = 0, no w): H = V + X exactly. The general form adds 0 * (0 - (V - vr_c)), which is NaN
-  // once V is infinite (an inf input with soft reset), where shared/SEMANTICS.md's H = V + X stays inf.
-  bool leak;
-  Coeffs(const NeuronParams& p, bool has_w)
-      : vth(static_cast<C>(p.v_threshold)), vr(static_cast<C>(p.v_reset)),
-        vr_c(p.hard_reset ? static_cast<C>(p.v_reset) : C(0)), nd(p.detach_reset ? C(0) : C(1)),
-        alpha(static_cast<C>(p.alpha)), hard(p.hard_reset), decay(p.decay_input), leak(has_w || p.k != 0.0) {}
+// The model's step functions behind one interface (the family decides which of csrc/core/neuron.h).
+template <NeuronModel M>
+struct Step {
+  static constexpr bool kSnn = M == NeuronModel::leaky || M == NeuronModel::synaptic || M == NeuronModel::alpha;
+  template <typename C>
+  static C forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
+                   C (&sv)[kMaxSaved]) {
+    if constexpr (kSnn) {
+      return snn_forward<M>(q, sl, st, x, sv);
+    } else {
+      return sj_forward<M>(q, sl.v[0], st, x, sv);
+    }
+  }
+  template <typename C>
+  static void state_after(const NeuronCoeffs<C>& q, const C (&sv)[kMaxSaved], C (&st)[kMaxStates]) {
+    if constexpr (kSnn) {
+      (void)q;
+      snn_state_after<M>(sv, st);
+    } else {
+      sj_state_after<M>(q, sv, st);
+    }
+  }
+  template <Surrogate SG, typename C>
+  static C backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
+                    const C (&st_prev)[kMaxStates], C x, C gs, C (&gst)[kMaxStates], C (&gsl)[kMaxParams],
+                    bool want_gk) {
+    if constexpr (kSnn) {
+      (void)want_gk;
+      return snn_backward<M, SG>(q, sl, sv, st_prev, x, gs, gst, gsl);
+    } else {
+      return sj_backward<M, SG>(q, sl.v[0], sv, st_prev[0], x, gs, gst, gsl[0], want_gk);
+    }
+  }
 };
 
-// k for each neuron of the chunk [i0, i0 + n): the scalar 1/tau, or sigmoid(w) of its channel.
+// Row scratch of the threads of one call, carved from a cache owned by the calling thread (grown as
+// needed, never shrunk): no allocation per call, and none inside an OpenMP region, where a failure
+// would end the process.
 template <typename C>
-void fill_k(C* k, const C* w, const NeuronParams& p, int64_t i0, int64_t n) {
-  if (!w) {
-    std::fill(k, k + n, static_cast<C>(p.k));
-    return;
+C* scratch(size_t count) {
+  static thread_local std::vector<C> cache;
+  if (cache.size() < count) cache.resize(count);
+  return cache.data();
+}
+
+// The rows one thread uses for a chunk of at most blk neurons.
+template <typename C>
+struct Rows {
+  C* st[kMaxStates];       // state
+  C* sl[kMaxParams];       // coefficient slots
+  C* tmp[2];               // converted input rows
+  C* out[kMaxSaved + 1];   // computed rows before conversion (saved values, then the spike / grad_x)
+  C* gst[kMaxStates];      // backward: state gradients
+  C* gsl[kMaxParams];      // backward: slot gradients
+  C* prev[kMaxStates];     // backward: the state before the step
+  C* init[kMaxStates];     // backward: the initial state
+  C* conv[kMaxSaved];      // backward: step t-1's saved values converted
+  C* svbuf;                // backward (recompute): [NSV, T, blk] saved values
+  static constexpr int kRows = kMaxStates + kMaxParams + 2 + kMaxSaved + 1;      // forward
+  static constexpr int kGradRows = 3 * kMaxStates + kMaxParams + kMaxSaved;      // backward only
+  static size_t size(int64_t blk, int64_t svbuf, bool backward) {
+    return static_cast<size_t>((kRows + (backward ? kGradRows : 0)) * blk + svbuf);
   }
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t c = ((i0 + j) / p.S) % p.C;
-    k[j] = C(1) / (C(1) + vexp(-w[c]));
+  Rows(C* base, int64_t blk, bool backward) {
+    auto take = [&]() {
+      C* r = base;
+      base += blk;
+      return r;
+    };
+    for (auto& r : st) r = take();
+    for (auto& r : sl) r = take();
+    for (auto& r : tmp) r = take();
+    for (auto& r : out) r = take();
+    for (auto& r : gst) r = backward ? take() : nullptr;
+    for (auto& r : gsl) r = backward ? take() : nullptr;
+    for (auto& r : prev) r = backward ? take() : nullptr;
+    for (auto& r : init) r = backward ? take() : nullptr;
+    for (auto& r : conv) r = backward ? take() : nullptr;
+    svbuf = base;
+  }
+};
+
+// The coefficient slots of the chunk [i0, i0 + n): entry (i / S) % C of each slot tensor.
+template <typename C>
+void fill_slots(const Rows<C>& r, const C* const* slots, const NeuronParams& p, int nslots, int64_t i0, int64_t n) {
+  for (int s = 0; s < nslots; ++s) {
+    C* dst = r.sl[s];
+    if (!slots[s]) {
+      std::fill(dst, dst + n, C(0));
+      continue;
+    }
+    const int64_t Cs = p.layout[s].C, Ss = p.layout[s].S;
+    if (Cs == 1) {
+      std::fill(dst, dst + n, slots[s][0]);
+      continue;
+    }
+    // walk (channel, position in its run) forward from i0: two divisions per chunk instead of per neuron
+    const int64_t q0 = i0 / Ss;
+    int64_t rr = i0 - q0 * Ss, c = q0 % Cs;
+    for (int64_t j = 0; j < n; ++j) {
+      dst[j] = slots[s][c];
+      if (++rr == Ss) {
+        rr = 0;
+        if (++c == Cs) c = 0;
+      }
+    }
   }
 }
 
-template <typename C>
-void fill_v_init(C* v, const C* vinit_row, const Coeffs<C>& q, int64_t n) {
-  if (vinit_row) {
-    std::copy(vinit_row, vinit_row + n, v);
-  } else {
-    std::fill(v, v + n, q.hard ? q.vr : C(0));
+// Initial states: the given rows, else V = v_reset (hard reset, SpikingJelly family) and 0 elsewhere.
+template <NeuronModel M, typename S, typename C>
+void fill_init(C* const* st, C* tmp, const S* const* init, const NeuronCoeffs<C>& q, int64_t i0, int64_t n) {
+  constexpr int NS = neuron_states(M);
+  for (int s = 0; s < NS; ++s) {
+    if (init[s]) {
+      const C* row = load_row(init[s] + i0, tmp, n);
+      std::copy(row, row + n, st[s]);
+    } else {
+      const bool vr = s == 0 && !Step<M>::kSnn && q.hard && M != NeuronModel::ilif;
+      std::fill(st[s], st[s] + n, vr ? q.vr : C(0));
+    }
   }
 }
 
-// One forward step for a row of n neurons: reads V (state) and X; writes H, S and the new V both
-// to the state and to v_row (each output row may be the destination tensor itself or a local row).
-template <typename C>
-inline void charge_fire_reset(C* __restrict v, const C* __restrict k, const C* __restrict x,
-                              C* __restrict h_row, C* __restrict s_row, C* __restrict v_row, const Coeffs<C>& q,
-                              int64_t n) {
-  const C vth = q.vth, vr_c = q.vr_c, vr = q.vr;
-  const bool hard = q.hard, decay = q.decay, leak = q.leak;  // loop invariants: the loop is unswitched
-  for (int64_t j = 0; j < n; ++j) {
-    const C xa = decay ? x[j] : C(0), xb = decay ? C(0) : x[j];
-    const C h = leak ? v[j] + k[j] * (xa - (v[j] - vr_c)) + xb : v[j] + xb;
-    const bool fire = h >= vth;
-    const C vn = fire ? (hard ? vr : h - vth) : h;
-    h_row[j] = h;
-    s_row[j] = fire ? C(1) : C(0);
-    v[j] = vn;
-    v_row[j] = vn;
-  }
-}
-
-// Stores a row of H. In a 16-bit dtype a rounded H that crossed v_th is moved back one ulp
-// (core/half_bits.h), so backward's S = (H >= v_th) is the forward's decision.
+// Stores a row of saved values. H of the binary LIF in a 16-bit dtype: a rounded H that crossed v_th is
+// moved back one ulp (core/half_bits.h), so backward's S = (H >= v_th) is the forward's decision.
 template <typename S>
-void store_h_row(S* dst, const compute_t<S>* h, compute_t<S> vth, int64_t n) {
+void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n) {
   if constexpr (std::is_same_v<S, compute_t<S>>) {
-    (void)dst, (void)h, (void)vth, (void)n;  // written in place, exact
+    std::copy(v, v + n, dst);
   } else {
     for (int64_t j = 0; j < n; ++j) {
-      S r = from_compute<S>(h[j]);
-      if ((to_float(r) >= vth) != (h[j] >= vth)) {
+      S r = from_compute<S>(v[j]);
+      if ((to_float(r) >= vth) != (v[j] >= vth)) {
         uint16_t bits;
         std::memcpy(&bits, &r, 2);
-        bits = half_bits_step(bits, h[j] >= vth);
+        bits = half_bits_step(bits, v[j] >= vth);
         std::memcpy(&r, &bits, 2);
       }
       dst[j] = r;
@@ -101,228 +175,358 @@ void store_h_row(S* dst, const compute_t<S>* h, compute_t<S> vth, int64_t n) {
   }
 }
 
-template <typename S>
-void forward_impl(const TensorView& xv, const TensorView* v_init, const TensorView* wv, const TensorView& sv,
-                  const TensorView* hv, const TensorView& vv, const NeuronParams& p, int nthreads) {
+// The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
+// the spike rows (when spike is given), the state-0 rows (v_seq), and the saved values either into
+// `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute).
+template <NeuronModel M, typename S, typename SV>
+void forward_chunk(const Rows<compute_t<S>>& r, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
+                   S* v_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0, int64_t n) {
   using C = compute_t<S>;
-  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
-  const bool v_seq = vv.numel() == T * N && T != 1;
-  const S* x = xv.ptr<S>();
-  S* spike = sv.ptr<S>();
-  S* hs = hv ? hv->ptr<S>() : nullptr;
-  S* vout = vv.ptr<S>();
-  const S* vinit = v_init ? v_init->ptr<S>() : nullptr;
-  const C* w = wv ? wv->ptr<C>() : nullptr;
-  const Coeffs<C> q(p, w != nullptr);
-  (void)nthreads;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  constexpr bool kDirect = std::is_same_v<SV, C>;  // saved values written in place
+  const int64_t T = p.T, N = p.N;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t off = t * N + i0;
+    const C* xr = load_row(x + off, r.tmp[0], n);
+    C* s_dst = spike ? out_row(spike + off, r.out[kMaxSaved]) : r.out[kMaxSaved];
+    C* sv_dst[kMaxSaved] = {};
+    for (int k = 0; k < NSV; ++k) {
+      if (to_svbuf) {
+        sv_dst[k] = r.svbuf + (k * T + t) * blk;
+      } else if (saved && kDirect) {
+        sv_dst[k] = reinterpret_cast<C*>(saved) + (k * T + t) * N + i0;
+      } else {
+        sv_dst[k] = r.out[k];
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      C st[kMaxStates] = {}, sv[kMaxSaved] = {};
+      NeuronSlots<C> sl{};
+      for (int s = 0; s < NS; ++s) st[s] = r.st[s][j];
+      for (int s = 0; s < NSL; ++s) sl.v[s] = r.sl[s][j];
+      s_dst[j] = Step<M>::forward(q, sl, st, xr[j], sv);
+      for (int s = 0; s < NS; ++s) r.st[s][j] = st[s];
+      for (int k = 0; k < NSV; ++k) sv_dst[k][j] = sv[k];
+    }
+    if (spike) store_row(spike + off, s_dst, n);
+    if (saved && !kDirect) {
+      for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
+    }
+    if (v_seq) {
+      C* v_dst = out_row(v_seq + off, r.tmp[1]);
+      std::copy(r.st[0], r.st[0] + n, v_dst);
+      store_row(v_seq + off, v_dst, n);
+    }
+  }
+}
+
+struct ForwardTensors {
+  const void* x;
+  const void* init[kMaxStates];
+  const void* slots[kMaxParams];
+  void* spike;
+  void* state_out[kMaxStates];
+  void* saved;
+  bool v_seq;  // state_out[0] holds every step
+};
+
+template <NeuronModel M, typename S>
+void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) {
+  using C = compute_t<S>;
+  using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T * NSV), nchunks = (N + blk - 1) / blk;
+  const C* slots[kMaxParams] = {};
+  for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
+  const S* init[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
+  const NeuronCoeffs<C> q(p, slots[0] != nullptr);
+  const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
+  const size_t per_thread = Rows<C>::size(blk, 0, false);
+  C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
   for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, false);
     const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
-    alignas(64) C v[kBlock], k[kBlock], tmp_x[kBlock], h[kBlock], s[kBlock], vrow[kBlock], tmp_v[kBlock];
-    fill_k(k, w, p, i0, n);
-    fill_v_init(v, vinit ? load_row(vinit + i0, tmp_v, n) : nullptr, q, n);
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t off = t * N + i0;
-      // float32/float64 write straight into the outputs; half types go through local rows.
-      C* s_dst = out_row(spike + off, s);
-      C* h_dst = hs ? out_row(hs + off, h) : h;
-      C* v_dst = v_seq ? out_row(vout + off, vrow) : vrow;
-      charge_fire_reset(v, k, load_row(x + off, tmp_x, n), h_dst, s_dst, v_dst, q, n);
-      store_row(spike + off, s_dst, n);
-      if (hs) store_h_row(hs + off, h_dst, q.vth, n);
-      if (v_seq) store_row(vout + off, v_dst, n);
-    }
-    if (!v_seq) {
-      C* v_dst = out_row(vout + i0, vrow);
-      std::copy(v, v + n, v_dst);
-      store_row(vout + i0, v_dst, n);
+    fill_slots(r, slots, p, NSL, i0, n);
+    fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
+    forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike),
+                            a.v_seq ? static_cast<S*>(a.state_out[0]) : nullptr, static_cast<SV*>(a.saved), false,
+                            blk, p, i0, n);
+    for (int s = 0; s < NS; ++s) {
+      if (!a.state_out[s] || (s == 0 && a.v_seq)) continue;
+      S* dst = static_cast<S*>(a.state_out[s]) + i0;
+      C* v_dst = out_row(dst, r.tmp[1]);
+      std::copy(r.st[s], r.st[s] + n, v_dst);
+      store_row(dst, v_dst, n);
     }
   }
 }
 
-template <typename S, Surrogate SG>
-void backward_impl(const TensorView& gsv, const TensorView* gvv, const TensorView* xv, const TensorView* hv,
-                   const TensorView* v_init, const TensorView* wv, const TensorView& gxv,
-                   const TensorView* gviv, const TensorView* gkv, const NeuronParams& p, int nthreads) {
+struct BackwardTensors {
+  const void* grad_spike;
+  const void* grad_out[kMaxStates];
+  bool gv_seq;  // grad_out[0] holds every step
+  const void* x;
+  const void* saved;
+  const void* init[kMaxStates];
+  const void* slots[kMaxParams];
+  void* grad_x;
+  void* grad_init[kMaxStates];
+  void* slot_ws[kMaxParams];  // per-neuron slot gradients (compute type), or nullptr
+};
+
+template <NeuronModel M, typename S, Surrogate SG>
+void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads) {
   using C = compute_t<S>;
-  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
-  const S* gs = gsv.ptr<S>();
-  const S* gv = gvv ? gvv->ptr<S>() : nullptr;
-  const bool gv_seq = gvv && gvv->numel() == T * N && T != 1;
-  const S* x = xv ? xv->ptr<S>() : nullptr;
-  const S* hsaved = hv ? hv->ptr<S>() : nullptr;
-  const S* vinit = v_init ? v_init->ptr<S>() : nullptr;
-  const C* w = wv ? wv->ptr<C>() : nullptr;
-  S* gx = gxv.ptr<S>();
-  S* gvi = gviv ? gviv->ptr<S>() : nullptr;
-  C* gk_ws = gkv ? gkv->ptr<C>() : nullptr;
-  const bool plif = gk_ws != nullptr;
-  const bool recompute = hsaved == nullptr;
-  const Coeffs<C> q(p, w != nullptr);
-  const C alpha = q.alpha, vth = q.vth, vr = q.vr, vr_c = q.vr_c, nd = q.nd;
-  const bool hard = q.hard, decay = q.decay;
-  (void)nthreads;
-#pragma omp parallel num_threads(nthreads) if (nchunks > 1)
-  {
-    // Recompute mode keeps the chunk's H for all T steps here (T * blk values, in L2).
-    std::vector<C> hbuf(recompute ? static_cast<size_t>(T * blk) : 0);
-#pragma omp for schedule(static)
-    for (int64_t ch = 0; ch < nchunks; ++ch) {
-      const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
-      alignas(64) C k[kBlock], kx[kBlock], gvst[kBlock], gk[kBlock], vprev[kBlock], scratch_s[kBlock], scratch_v[kBlock];
-      alignas(64) C tmp_a[kBlock], tmp_b[kBlock], tmp_c[kBlock], tmp_d[kBlock], tmp_e[kBlock], tmp_g[kBlock], gh_row[kBlock], sg_row[kBlock];
-      fill_k(k, w, p, i0, n);
-      for (int64_t j = 0; j < n; ++j) kx[j] = decay ? k[j] : C(1);
-      const C* vinit_row = vinit ? load_row(vinit + i0, tmp_a, n) : nullptr;
-      if (recompute) {  // fused forward: H rows into hbuf
-        C* v = vprev;
-        fill_v_init(v, vinit_row, q, n);
-        for (int64_t t = 0; t < T; ++t)
-          charge_fire_reset(v, k, load_row(x + t * N + i0, tmp_b, n), hbuf.data() + t * blk, scratch_s, scratch_v, q, n);
-      }
-      // gvst: dL/dV[t] flowing back from later steps (and from the returned v).
-      if (gv && !gv_seq) {
-        const C* g = load_row(gv + i0, tmp_b, n);
-        std::copy(g, g + n, gvst);
+  using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T * NSV), nchunks = (N + blk - 1) / blk;
+  const C* slots[kMaxParams] = {};
+  for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
+  const S* init[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
+  const NeuronCoeffs<C> q(p, slots[0] != nullptr);
+  const bool recompute = a.saved == nullptr;
+  bool want_slot_grad = false;
+  for (int s = 0; s < NSL; ++s) want_slot_grad = want_slot_grad || a.slot_ws[s] != nullptr;
+  // The SpikingJelly family reads V[t-1] only for dH/dk; the snnTorch family always reads the previous
+  // state (its reset decision R).
+  const bool need_prev = Step<M>::kSnn || want_slot_grad;
+  const bool read_x = M == NeuronModel::alpha || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
+  const S* x = static_cast<const S*>(a.x);
+  const S* gs = static_cast<const S*>(a.grad_spike);
+  const S* gv_seq = a.gv_seq ? static_cast<const S*>(a.grad_out[0]) : nullptr;
+  S* gx = static_cast<S*>(a.grad_x);
+  const SV* saved = static_cast<const SV*>(a.saved);
+  const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
+  const size_t per_thread = Rows<C>::size(blk, recompute ? NSV * T * blk : 0, true);
+  C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, true);
+    const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
+    fill_slots(r, slots, p, NSL, i0, n);
+    fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
+    if (recompute) {
+      for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
+      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, i0, n);
+    }
+    for (int s = 0; s < NS; ++s) {
+      if (a.grad_out[s] && !(s == 0 && a.gv_seq)) {  // the gradient of a returned last state
+        const C* row = load_row(static_cast<const S*>(a.grad_out[s]) + i0, r.tmp[0], n);
+        std::copy(row, row + n, r.gst[s]);
       } else {
-        std::fill(gvst, gvst + n, C(0));
+        std::fill(r.gst[s], r.gst[s] + n, C(0));
       }
-      std::fill(gk, gk + n, C(0));
-      for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t off = t * N + i0;
-        const C* h = recompute ? hbuf.data() + t * blk : load_row(hsaved + off, tmp_c, n);
-        const C* g_s = load_row(gs + off, tmp_d, n);
-        if (gv_seq) {
-          const C* g = load_row(gv + off, tmp_e, n);
-          for (int64_t j = 0; j < n; ++j) gvst[j] += g[j];
-        }
-        C* g_x = out_row(gx + off, tmp_g);
-        // The surrogate in a loop of its own: kept apart from the selects below, the compiler
-        // vectorises its exp (a 10x difference for the sigmoid/erf/piecewise_exp surrogates).
-        for (int64_t j = 0; j < n; ++j) sg_row[j] = SurrogateFn<SG>::grad(h[j] - vth, alpha);
-        for (int64_t j = 0; j < n; ++j) {
-          const C hj = h[j], sg = sg_row[j];
-          const C s = hj >= vth ? C(1) : C(0);
-          const C dvdh = hard ? (C(1) - s) + (vr - hj) * sg * nd : C(1) - vth * sg * nd;
-          const C gh = g_s[j] * sg + gvst[j] * dvdh;
-          g_x[j] = gh * kx[j];
-          gvst[j] = gh * (C(1) - k[j]);
-          gh_row[j] = gh;  // kept for the PLIF term below
-        }
-        store_row(gx + off, g_x, n);
-        if (plif) {
-          // V[t-1]: the reset of H[t-1], or v_init at t = 0.
-          if (t > 0) {
-            const C* hp = recompute ? hbuf.data() + (t - 1) * blk : load_row(hsaved + off - N, tmp_c, n);
-            for (int64_t j = 0; j < n; ++j) {
-              const bool fire = hp[j] >= vth;
-              vprev[j] = fire ? (hard ? vr : hp[j] - vth) : hp[j];
-            }
-          } else {
-            fill_v_init(vprev, vinit_row, q, n);
-          }
-          const C* xr = decay ? load_row(x + off, tmp_b, n) : nullptr;
+    }
+    for (int s = 0; s < NSL; ++s) std::fill(r.gsl[s], r.gsl[s] + n, C(0));
+    // step t's saved values as compute-type rows (converted into `into` when stored in 16 bits)
+    auto saved_rows = [&](int64_t t, const C* (&dst)[kMaxSaved], C* const* into) {
+      for (int k = 0; k < NSV; ++k) {
+        dst[k] = recompute ? r.svbuf + (k * T + t) * blk : load_row(saved + (k * T + t) * N + i0, into[k], n);
+      }
+    };
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t off = t * N + i0;
+      const C* svr[kMaxSaved] = {};
+      saved_rows(t, svr, r.out);
+      if (need_prev) {
+        if (t > 0) {
+          const C* pv[kMaxSaved] = {};
+          saved_rows(t - 1, pv, r.conv);
           for (int64_t j = 0; j < n; ++j) {
-            const C xa = decay ? xr[j] : C(0);
-            gk[j] += gh_row[j] * (xa - (vprev[j] - vr_c));
+            C sv[kMaxSaved] = {}, st[kMaxStates] = {};
+            for (int k = 0; k < NSV; ++k) sv[k] = pv[k][j];
+            Step<M>::state_after(q, sv, st);
+            for (int s = 0; s < NS; ++s) r.prev[s][j] = st[s];
           }
-        }
-      }
-      if (gvi) {
-        if constexpr (std::is_same_v<S, C>) {
-          std::copy(gvst, gvst + n, gvi + i0);
         } else {
-          store_row(gvi + i0, gvst, n);
+          for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.prev[s]);
         }
       }
-      if (plif) std::copy(gk, gk + n, gk_ws + i0);
+      if (gv_seq) {  // the gradient of the returned V[t]
+        const C* row = load_row(gv_seq + off, r.tmp[0], n);
+        for (int64_t j = 0; j < n; ++j) r.gst[0][j] += row[j];
+      }
+      const C* g_s = load_row(gs + off, r.tmp[0], n);
+      const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
+      C* g_x = out_row(gx + off, r.out[kMaxSaved]);
+      for (int64_t j = 0; j < n; ++j) {
+        C sv[kMaxSaved] = {}, prev[kMaxStates] = {}, gst[kMaxStates] = {}, gsl[kMaxParams] = {};
+        NeuronSlots<C> sl{};
+        for (int k = 0; k < NSV; ++k) sv[k] = svr[k][j];
+        if (need_prev) {
+          for (int s = 0; s < NS; ++s) prev[s] = r.prev[s][j];
+        }
+        for (int s = 0; s < NS; ++s) gst[s] = r.gst[s][j];
+        for (int s = 0; s < NSL; ++s) {
+          sl.v[s] = r.sl[s][j];
+          gsl[s] = r.gsl[s][j];
+        }
+        g_x[j] = Step<M>::template backward<SG>(q, sl, sv, prev, xr ? xr[j] : C(0), g_s[j], gst, gsl,
+                                               want_slot_grad);
+        for (int s = 0; s < NS; ++s) r.gst[s][j] = gst[s];
+        for (int s = 0; s < NSL; ++s) r.gsl[s][j] = gsl[s];
+      }
+      store_row(gx + off, g_x, n);
+    }
+    for (int s = 0; s < NS; ++s) {
+      if (!a.grad_init[s]) continue;
+      S* dst = static_cast<S*>(a.grad_init[s]) + i0;
+      C* v_dst = out_row(dst, r.tmp[0]);
+      std::copy(r.gst[s], r.gst[s] + n, v_dst);
+      store_row(dst, v_dst, n);
+    }
+    for (int s = 0; s < NSL; ++s) {
+      if (a.slot_ws[s]) std::copy(r.gsl[s], r.gsl[s] + n, static_cast<C*>(a.slot_ws[s]) + i0);
     }
   }
 }
 
-// grad_w[c] = k_c (1 - k_c) * sum over the channel's neurons of gk, summed in double in a fixed order.
+// grad[c] = sum over the neurons i with (i / S) % C == c of ws[i], summed in double in a fixed order
+// (independent of the thread count).
 template <typename C>
-void reduce_grad_w(const C* gk, const C* w, C* grad_w, const NeuronParams& p, int nthreads) {
-  const int64_t N = p.N, C_ = p.C, S_ = p.S, B = C_ * S_ > 0 ? N / (C_ * S_) : 0;
-  (void)nthreads;
-  if (C_ == 1) {
+void reduce_slot_grad(const C* ws, C* grad, const ParamLayout& L, int64_t N, int nthreads) {
+  const int64_t Cn = L.C, Sn = L.S, B = Cn * Sn > 0 ? N / (Cn * Sn) : 0;
+  if (Cn == 1) {
     constexpr int64_t kPart = 1 << 14;
     const int64_t nparts = (N + kPart - 1) / kPart;
     std::vector<double> part(static_cast<size_t>(std::max<int64_t>(nparts, 1)), 0.0);
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nparts > 1)
     for (int64_t b = 0; b < nparts; ++b) {
       double acc = 0.0;
-      for (int64_t i = b * kPart, e = std::min(N, (b + 1) * kPart); i < e; ++i) acc += gk[i];
-      part[b] = acc;
+      for (int64_t i = b * kPart, e = std::min(N, (b + 1) * kPart); i < e; ++i) acc += ws[i];
+      part[static_cast<size_t>(b)] = acc;
     }
     double total = 0.0;
     for (double v : part) total += v;
-    const double kk = 1.0 / (1.0 + std::exp(-static_cast<double>(w[0])));
-    grad_w[0] = static_cast<C>(total * kk * (1.0 - kk));
+    grad[0] = static_cast<C>(total);
     return;
   }
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-  for (int64_t c = 0; c < C_; ++c) {
+  for (int64_t c = 0; c < Cn; ++c) {
     double acc = 0.0;
     for (int64_t b = 0; b < B; ++b) {
-      const C* row = gk + (b * C_ + c) * S_;
-      for (int64_t s = 0; s < S_; ++s) acc += row[s];
+      const C* row = ws + (b * Cn + c) * Sn;
+      for (int64_t s = 0; s < Sn; ++s) acc += row[s];
     }
-    const double kk = 1.0 / (1.0 + std::exp(-static_cast<double>(w[c])));
-    grad_w[c] = static_cast<C>(acc * kk * (1.0 - kk));
+    grad[c] = static_cast<C>(acc);
   }
+}
+
+template <typename F>
+void dispatch_model(NeuronModel m, F&& f) {
+  switch (m) {
+    case NeuronModel::lif: return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
+    case NeuronModel::alif: return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
+    case NeuronModel::ilif: return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
+    case NeuronModel::ternary: return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
+    case NeuronModel::leaky: return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
+    case NeuronModel::synaptic: return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
+    case NeuronModel::alpha: return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
+  }
+  throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
+}
+
+const void* data_of(const TensorView* t) { return t ? t->data : nullptr; }
+void* mdata_of(const TensorView* t) { return t ? t->data : nullptr; }
+
+// T == 0: the returned last states are the initial ones, and their gradients pass straight back.
+void copy_or_fill(const TensorView* src, const TensorView& dst, double fill) {
+  dispatch_dtype(dst.dtype, [&](auto tag) {
+    using S = decltype(tag);
+    S* out = dst.ptr<S>();
+    const int64_t n = dst.numel();
+    if (src && src->numel() == n) {
+      std::copy(src->ptr<S>(), src->ptr<S>() + n, out);
+    } else {
+      std::fill(out, out + n, from_compute<S>(static_cast<compute_t<S>>(fill)));
+    }
+  });
 }
 
 }  // namespace
 
-void neuron_forward_cpu(const TensorView& x, const TensorView* v_init, const TensorView* w,
-                        const TensorView& spike, const TensorView* h_out, const TensorView& v_out,
+void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
+                        const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
                         const NeuronParams& p, const ExecConfig& ex) {
-  check_neuron_forward_args(x, v_init, w, spike, h_out, v_out, p);
-  SF_CHECK_ARG(x.device == DeviceKind::cpu, "x_seq must be a CPU tensor for neuron_forward_cpu");
-  if (p.T == 0 || p.N == 0) return;
+  // arguments checked by neuron_forward (csrc/core/neuron.cpp)
+  const int ns = neuron_states(p.model);
+  if (p.T == 0) {
+    const bool vr = !is_snntorch_family(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
+    for (int s = 0; s < ns; ++s) {
+      if (state_out[s] && state_out[s]->numel() == p.N) copy_or_fill(state_init[s], *state_out[s], s == 0 && vr ? p.v_reset : 0.0);
+    }
+    return;
+  }
+  if (p.N == 0) return;
+  ForwardTensors a{};
+  a.x = x.data;
+  for (int s = 0; s < kMaxStates; ++s) {
+    a.init[s] = data_of(state_init[s]);
+    a.state_out[s] = mdata_of(state_out[s]);
+  }
+  for (int s = 0; s < kMaxParams; ++s) a.slots[s] = data_of(slots[s]);
+  a.spike = spike.data;
+  a.saved = mdata_of(saved);
+  a.v_seq = state_out[0] && state_out[0]->numel() == p.T * p.N && p.T != 1;
   const int nt = threads_of(ex);
-  dispatch_dtype(x.dtype, [&](auto tag) {
-    using S = decltype(tag);
-    forward_impl<S>(x, v_init, w, spike, h_out, v_out, p, nt);
+  dispatch_model(p.model, [&](auto mtag) {
+    constexpr NeuronModel M = decltype(mtag)::value;
+    dispatch_dtype(x.dtype, [&](auto tag) { forward_impl<M, decltype(tag)>(a, p, nt); });
   });
 }
 
-void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* grad_v, const TensorView* x,
-                         const TensorView* h, const TensorView* v_init, const TensorView* w,
-                         const TensorView& grad_x, const TensorView* grad_v_init,
-                         const TensorView* grad_k_ws, const TensorView* grad_w, const NeuronParams& p,
-                         const ExecConfig& ex) {
-  check_neuron_backward_args(grad_spike, grad_v, x, h, v_init, w, grad_x, grad_v_init, grad_k_ws, grad_w, p);
-  SF_CHECK_ARG(grad_spike.device == DeviceKind::cpu, "grad_spike must be a CPU tensor for neuron_backward_cpu");
+void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* grad_state_out,
+                         const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
+                         const TensorView* const* slots, const TensorView& grad_x,
+                         const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
+                         const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex) {
+  // arguments checked by neuron_backward (csrc/core/neuron.cpp)
   const int nt = threads_of(ex);
-  const TensorView* gk = grad_w ? grad_k_ws : nullptr;
+  const int ns = neuron_states(p.model), nsl = neuron_slots(p.model);
   if (p.T > 0 && p.N > 0) {
-    dispatch_dtype(grad_spike.dtype, [&](auto tag) {
-      using S = decltype(tag);
-      dispatch_surrogate(p.surrogate, [&](auto sg) {
-        backward_impl<S, decltype(sg)::value>(grad_spike, grad_v, x, h, v_init, w, grad_x, grad_v_init, gk, p, nt);
+    BackwardTensors a{};
+    a.grad_spike = grad_spike.data;
+    for (int s = 0; s < kMaxStates; ++s) {
+      a.grad_out[s] = data_of(grad_state_out[s]);
+      a.init[s] = data_of(state_init[s]);
+      a.grad_init[s] = mdata_of(grad_state_init[s]);
+    }
+    a.gv_seq = grad_state_out[0] && grad_state_out[0]->numel() == p.T * p.N && p.T != 1;
+    a.x = data_of(x);
+    a.saved = data_of(saved);
+    for (int s = 0; s < kMaxParams; ++s) {
+      a.slots[s] = data_of(slots[s]);
+      a.slot_ws[s] = grad_slots[s] ? mdata_of(grad_slot_ws[s]) : nullptr;
+    }
+    a.grad_x = grad_x.data;
+    dispatch_model(p.model, [&](auto mtag) {
+      constexpr NeuronModel M = decltype(mtag)::value;
+      dispatch_dtype(grad_spike.dtype, [&](auto tag) {
+        using S = decltype(tag);
+        dispatch_surrogate(p.surrogate, [&](auto sg) { backward_impl<M, S, decltype(sg)::value>(a, p, nt); });
       });
     });
-  } else if (grad_v_init && p.N > 0) {
-    // T == 0: the returned v is v_init itself, so its gradient passes straight through.
-    dispatch_dtype(grad_spike.dtype, [&](auto tag) {
-      using S = decltype(tag);
-      S* out = grad_v_init->ptr<S>();
-      if (grad_v && grad_v->numel() == p.N) {  // a [T, N] grad_v is empty when T == 0
-        std::copy(grad_v->ptr<S>(), grad_v->ptr<S>() + p.N, out);
-      } else {
-        std::fill(out, out + p.N, from_compute<S>(0));
+  } else {
+    for (int s = 0; s < ns; ++s) {
+      if (grad_state_init[s] && p.N > 0) {
+        const TensorView* g = grad_state_out[s];
+        // T == 0 passes the last state's gradient through; N == 0 has nothing to write
+        copy_or_fill(p.T == 0 ? g : nullptr, *grad_state_init[s], 0.0);
       }
-    });
+    }
   }
-  if (grad_w) {
+  for (int s = 0; s < nsl; ++s) {
+    if (!grad_slots[s]) continue;
     dispatch_dtype(grad_spike.dtype, [&](auto tag) {
       using C = compute_t<decltype(tag)>;
+      C* out = grad_slots[s]->ptr<C>();
       if (p.N == 0 || p.T == 0) {
-        std::fill(grad_w->ptr<C>(), grad_w->ptr<C>() + p.C, C(0));
+        std::fill(out, out + p.layout[s].C, C(0));
       } else {
-        reduce_grad_w<C>(grad_k_ws->ptr<C>(), w->ptr<C>(), grad_w->ptr<C>(), p, nt);
+        reduce_slot_grad<C>(grad_slot_ws[s]->ptr<C>(), out, p.layout[s], p.N, nt);
       }
     });
   }

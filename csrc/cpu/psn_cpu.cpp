@@ -123,7 +123,7 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
           charge_row(h, xb.data(), w, b, p, t, n);
           const C* g = load_row(gs + t * N + i0, tmp, n);
           C* ght = gh.data() + t * kBlock;
-          for (int64_t j = 0; j < n; ++j) ght[j] = SurrogateFn<SG>::grad(h[j], alpha);
+          for (int64_t j = 0; j < n; ++j) ght[j] = SurrogateFn<SG>::grad(h[j], alpha, C(0));
           for (int64_t j = 0; j < n; ++j) ght[j] *= g[j];
         }
         if (gx) {  // grad_X[i] = sum_t W[t, i] gH[t]
@@ -201,7 +201,7 @@ void psn_backward_cpu(const TensorView& grad_spike, const TensorView& x, const T
     using S = decltype(tag);
     using C = compute_t<S>;
     if (p.N > 0 && p.T_in > 0) {
-      dispatch_surrogate(p.surrogate, [&](auto sg) {
+      dispatch_surrogate<kNumSpikingJellySurrogates>(p.surrogate, [&](auto sg) {
         backward_impl<S, decltype(sg)::value>(grad_spike, x, w, b, grad_x, want_params ? partials : nullptr, p,
                                               nt);
       });
@@ -218,10 +218,10 @@ void psn_backward_cpu(const TensorView& grad_spike, const TensorView& x, const T
         if (p.N > 0) {
           const S* gs = grad_spike.ptr<S>();
           const C* bb = b.ptr<C>();
-          dispatch_surrogate(p.surrogate, [&](auto sg) {
+          dispatch_surrogate<kNumSpikingJellySurrogates>(p.surrogate, [&](auto sg) {
             for (int64_t t = 0; t < p.T_out; ++t) {
               double acc = 0.0;
-              const C g = SurrogateFn<decltype(sg)::value>::grad(bb[t], static_cast<C>(p.alpha));
+              const C g = SurrogateFn<decltype(sg)::value>::grad(bb[t], static_cast<C>(p.alpha), C(0));
               for (int64_t j = 0; j < p.N; ++j) acc += static_cast<double>(to_float(gs[t * p.N + j])) * g;
               gb[t] = static_cast<C>(acc);
             }

@@ -1,5 +1,5 @@
 // Spike-driven attention forward on CUDA, fused with the attention LIF: contracts in
-// csrc/core/attention.h, LIF expressions of csrc/cpu/attention_cpu.cpp (the ground truth this file mirrors).
+// csrc/core/attention.h, the LIF of csrc/core/neuron.h (lif_step), as csrc/cpu/attention_cpu.cpp.
 //
 // SSA is two launches: K^T V per (t, b) slice into a caller-provided float32 workspace [T, B, D, D]
 // (one block per slice, thread per (i, j), tokens summed in order), then one thread per 4 elements of
@@ -38,29 +38,8 @@ __device__ __forceinline__ void store_f(void* base, int64_t i, float f) {
   static_cast<typename StorageTraits<S>::Bits*>(base)[i] = StorageTraits<S>::from_float(f);
 }
 
-struct AttnLif {
-  float k, vth, vr, vr_c;
-  bool hard, decay;
-  __device__ __forceinline__ float v_init() const { return hard ? vr : 0.0f; }
-  __device__ __forceinline__ float step(float& v, float x) const {
-    const float xa = decay ? x : 0.0f, xb = decay ? 0.0f : x;
-    const float h = v + k * (xa - (v - vr_c)) + xb;
-    const bool fire = h >= vth;
-    v = fire ? (hard ? vr : h - vth) : h;
-    return fire ? 1.0f : 0.0f;
-  }
-};
-
-AttnLif make_lif(const AttentionParams& p) {
-  AttnLif l;
-  l.k = static_cast<float>(p.k);
-  l.vth = static_cast<float>(p.v_threshold);
-  l.vr = static_cast<float>(p.v_reset);
-  l.vr_c = p.hard_reset ? static_cast<float>(p.v_reset) : 0.0f;
-  l.hard = p.hard_reset;
-  l.decay = p.decay_input;
-  return l;
-}
+// The attention LIF: csrc/core/neuron.h's lif_step with float32 coefficients.
+using AttnLif = NeuronCoeffs<float>;
 
 template <typename S>
 __global__ void ssa_ktv_kernel(const void* k, const void* v, float* ktv, int64_t N, int64_t D, int64_t slices) {
@@ -92,7 +71,7 @@ __global__ void ssa_lif_kernel(const void* q, const float* ktv, void* out, int64
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     float state[kElemsPerThread];
 #pragma unroll
-    for (int r = 0; r < kElemsPerThread; ++r) state[r] = lif.v_init();
+    for (int r = 0; r < kElemsPerThread; ++r) state[r] = lif_v_init(lif);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t slice = t * B + b, off = slice * ND;
       const float* kt = ktv + slice * D * D;
@@ -103,7 +82,7 @@ __global__ void ssa_lif_kernel(const void* q, const float* ktv, void* out, int64
         const int64_t n = row[r], j = col[r];
         float acc = 0.0f;
         for (int64_t i = 0; i < D; ++i) acc += load_f<S>(q, off + n * D + i) * kt[i * D + j];
-        store_f<S>(out, off + e, lif.step(state[r], acc * scale));
+        store_f<S>(out, off + e, lif_step(lif, state[r], acc * scale));
       }
     }
   }
@@ -115,7 +94,7 @@ __global__ void token_reduce_kernel(const void* a, const void* b2, const void* m
   const int64_t ND = N * D;
   for (int64_t col = first_group(); col < B * D; col += group_stride()) {
     const int64_t b = col / D, d = col % D;
-    float v = lif.v_init();
+    float v = lif_v_init(lif);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (t * B + b) * ND + d;
       float s = 0.0f;
@@ -127,7 +106,7 @@ __global__ void token_reduce_kernel(const void* a, const void* b2, const void* m
         }
       }
       const int64_t small = (t * B + b) * D + d;
-      const float mk = lif.step(v, s);
+      const float mk = lif_step(lif, v, s);
       pre[small] = s;
       mask[small] = mk;
       for (int64_t n = 0; n < N; ++n) store_f<S>(out, off + n * D, load_f<S>(m, off + n * D) * mk);
@@ -142,7 +121,7 @@ __global__ void channel_reduce_kernel(const void* a, const void* m, void* out, f
   const int64_t warp = first_group() >> 5, nwarps = group_stride() >> 5;
   for (int64_t row = warp; row < B * N; row += nwarps) {  // warp-uniform: the whole warp takes each row
     const int64_t b = row / N, n = row % N;
-    float v = lif.v_init();
+    float v = lif_v_init(lif);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = ((t * B + b) * N + n) * D;
       float s = 0.0f;
@@ -150,7 +129,7 @@ __global__ void channel_reduce_kernel(const void* a, const void* m, void* out, f
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
       s = __shfl_sync(0xffffffffu, s, 0);  // one sum for every lane, so all lanes step the same state
-      const float mk = lif.step(v, s);
+      const float mk = lif_step(lif, v, s);
       if (lane == 0) {
         pre[(t * B + b) * N + n] = s;
         mask[(t * B + b) * N + n] = mk;
@@ -167,19 +146,16 @@ void require_all_cuda(std::initializer_list<std::pair<const TensorView*, const c
 }  // namespace
 
 void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                      const TensorView& ktv_ws, const AttentionParams& p, const ExecConfig& ex) {
-  check_ssa_forward_args(q, k, v, out, p);
+                      const TensorView* ktv_ws_p, const AttentionParams& p, const ExecConfig& ex) {
+  // arguments checked by ssa_forward (csrc/core/attention.cpp), the workspace's size included
   constexpr const char* fn = "ssa_forward_cuda";
-  require_all_cuda({{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}, {&ktv_ws, "ktv_ws"}}, fn);
+  require_all_cuda({{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}, {ktv_ws_p, "ktv_ws"}}, fn);
   check_cuda_dtype(q.dtype, "q");
-  check_dense(ktv_ws, "ktv_ws");
-  check_same_device(q, ktv_ws, "q", "ktv_ws");  // written through q's device guard
-  SF_CHECK_ARG(ktv_ws.dtype == DType::f32, "ktv_ws must be float32");
-  check_numel(ktv_ws, checked_mul(checked_mul(p.T * p.B, p.D, "ktv_ws"), p.D, "ktv_ws"), "ktv_ws");
   if (p.T == 0 || p.B == 0 || p.N == 0 || p.D == 0) return;
+  const TensorView& ktv_ws = *ktv_ws_p;
   const DeviceGuard guard(q.device_index);
   const cudaStream_t stream = static_cast<cudaStream_t>(ex.stream);
-  const AttnLif lif = make_lif(p);
+  const AttnLif lif(p.neuron, false);
   const int64_t slices = p.T * p.B;
   const unsigned int ktv_blocks = static_cast<unsigned int>(std::min<int64_t>(slices, 1 << 30));
   const int64_t per_block = static_cast<int64_t>(kThreads) * kElemsPerThread;
@@ -199,14 +175,13 @@ void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView
 void token_reduce_attention_forward_cuda(const TensorView& a, const TensorView* b2, const TensorView& m,
                                          const TensorView& out, const TensorView& pre, const TensorView& mask,
                                          const AttentionParams& p, const ExecConfig& ex) {
-  check_reduce_attention_forward_args(a, b2, m, out, pre, mask, p, true);
   constexpr const char* fn = "token_reduce_attention_forward_cuda";
   require_all_cuda({{&a, "a"}, {b2, "b"}, {&m, "m"}, {&out, "out"}, {&pre, "pre"}, {&mask, "mask"}}, fn);
   check_cuda_dtype(a.dtype, "a");
   if (p.T == 0 || p.B == 0 || p.D == 0) return;
   const DeviceGuard guard(a.device_index);
   const cudaStream_t stream = static_cast<cudaStream_t>(ex.stream);
-  const AttnLif lif = make_lif(p);
+  const AttnLif lif(p.neuron, false);
   const unsigned int blocks = grid_for(p.B * p.D, a.device_index);
   dispatch_dtype(a.dtype, [&](auto tag) {
     using S = typename decltype(tag)::type;
@@ -226,14 +201,13 @@ void token_reduce_attention_forward_cuda(const TensorView& a, const TensorView* 
 void channel_reduce_attention_forward_cuda(const TensorView& a, const TensorView& m, const TensorView& out,
                                            const TensorView& pre, const TensorView& mask, const AttentionParams& p,
                                            const ExecConfig& ex) {
-  check_reduce_attention_forward_args(a, nullptr, m, out, pre, mask, p, false);
   constexpr const char* fn = "channel_reduce_attention_forward_cuda";
   require_all_cuda({{&a, "a"}, {&m, "m"}, {&out, "out"}, {&pre, "pre"}, {&mask, "mask"}}, fn);
   check_cuda_dtype(a.dtype, "a");
   if (p.T == 0 || p.B == 0 || p.N == 0) return;
   const DeviceGuard guard(a.device_index);
   const cudaStream_t stream = static_cast<cudaStream_t>(ex.stream);
-  const AttnLif lif = make_lif(p);
+  const AttnLif lif(p.neuron, false);
   const unsigned int blocks = grid_for(p.B * p.N * 32, a.device_index);  // one warp per row
   dispatch_dtype(a.dtype, [&](auto tag) {
     using S = typename decltype(tag)::type;

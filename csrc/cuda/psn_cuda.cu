@@ -441,7 +441,7 @@ __global__ void __launch_bounds__(BwdShape<TB>::kNT, BwdShape<TB>::kMinBlocks) p
           const float gs[kRows] = {s4.x, s4.y, s4.z, s4.w};
           float gh[kRows];
 #pragma unroll
-          for (int r = 0; r < kRows; ++r) gh[r] = t0 + r < T_out ? SurrogateFn<SG>::grad(h[r][0], alpha) * gs[r] : 0.0f;
+          for (int r = 0; r < kRows; ++r) gh[r] = t0 + r < T_out ? SurrogateFn<SG>::grad(h[r][0], alpha, 0.0f) * gs[r] : 0.0f;
           *reinterpret_cast<float4*>(grow + t0) = make_float4(gh[0], gh[1], gh[2], gh[3]);
         }
         // grad_X[i] = sum over t ascending of W[t, i] gH[t] (the thread's own row: no barrier needed)
@@ -633,7 +633,7 @@ void backward_launch(BackwardArgs a, double* part, void* grad_x, Surrogate sg, i
   using Sh = BwdShape<TB>;
   a.TIB = imax(Sh::kMI, round_up(a.band.T_in, Sh::kMI));
   a.XST = row_stride(a.TIB);
-  dispatch_surrogate(sg, [&](auto tag) {
+  dispatch_surrogate<kNumSpikingJellySurrogates>(sg, [&](auto tag) {
     constexpr Surrogate SG = decltype(tag)::value;
     if (!part) {
       a.part = nullptr;

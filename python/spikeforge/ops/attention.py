@@ -10,14 +10,15 @@ thousands (Q K^T V on binary inputs sums up to N * D products), which float16 ca
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
+from .. import reference
 from .._native import native
-from ._common import _FLOAT_DTYPES, _check_number, _has_native, _stream
-from .neuron import _neuron_options, lif
+from ._common import _FLOAT_DTYPES, FusedOp, _check_number, _compute_dtype, _has_native, _stream
+from .neuron import NeuronOptions, _native_params, _sj_options, lif, lif_input_grad
 
 __all__ = ["ssa", "sdsa", "qk_token_attention", "qk_channel_attention"]
 
@@ -52,18 +53,45 @@ def _check_qkv(named: tuple[tuple[str, object], ...]) -> None:
             raise ValueError(f"{name} is on {t.device} but {first_name} is on {first.device}")
 
 
-def _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha) -> tuple[dict, tuple]:
-    """Validates the neuron options (the same checks and messages as spikeforge.ops.lif) ->
-    (lif kwargs for the composed path, the custom ops' neuron arguments
-    (k, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate id, alpha))."""
+class AttentionOptions(NamedTuple):
+    """The attention neuron (a LIF, spikeforge.ops.lif's options) and the op's own scalars."""
+    scale: float
+    tau: float
+    v_threshold: float
+    v_reset: float
+    hard_reset: bool
+    decay_input: bool
+    detach_reset: bool
+    surrogate: int
+    alpha: float
+    reduce_tokens: bool  # attention_reduce: sum over tokens (SDSA, QK channel) or channels (QK token)
+    has_b: bool          # attention_reduce: a second operand b (SDSA's K * V)
+
+
+def _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, x, *, scale=0.0,
+             reduce_tokens=False, has_b=False) -> tuple[dict, AttentionOptions]:
+    """Validates the neuron options (spikeforge.ops.lif's checks and messages) -> (lif kwargs for the
+    composed path, the fused ops' options)."""
     if tau is None:  # the neuron ops read tau=None as "no leak" (IF); the attention neuron is a LIF
         raise TypeError("tau must be a real number > 0 (the attention neuron is a LIF), got None")
-    k, vth, vr, decay, detach, sid, alpha_v, _ = _neuron_options(tau, v_threshold, v_reset, decay_input,
-                                                                 detach_reset, surrogate, alpha, "last")
+    tau = _check_number("tau", tau, positive=True)
+    o = _sj_options(0, x, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, "last")
     lif_kw = dict(tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
                   detach_reset=detach_reset, surrogate=surrogate, alpha=alpha)
-    hard = vr is not None
-    return lif_kw, (k, vth, vr if hard else 0.0, hard, decay, detach, sid, alpha_v)
+    return lif_kw, AttentionOptions(float(scale), o.tau, o.v_threshold, o.v_reset, o.hard_reset, o.decay_input,
+                                    o.detach_reset, o.surrogate, o.alpha, reduce_tokens, has_b)
+
+
+def _neuron(o: AttentionOptions) -> NeuronOptions:
+    return NeuronOptions(0, o.tau, o.v_threshold, o.v_reset, o.hard_reset, o.decay_input, o.detach_reset, 1.8, 0.9,
+                         4, False, 0, True, o.surrogate, o.alpha, 0.0, 1, 1, 1, 1, False, False)
+
+
+def _lif_kw(o: AttentionOptions) -> dict:
+    from ..surrogate import SURROGATES
+    name = next(n for n, spec in SURROGATES.items() if spec.id == o.surrogate)
+    return dict(tau=o.tau, v_threshold=o.v_threshold, v_reset=o.v_reset if o.hard_reset else None,
+                decay_input=o.decay_input, detach_reset=o.detach_reset, surrogate=name, alpha=o.alpha)
 
 
 def _work(t: Tensor) -> Tensor:
@@ -80,11 +108,6 @@ def _empty(t: Tensor) -> Tensor:
     return torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The kernels' sum and state type: float64 for float64, float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _slices(q: Tensor) -> tuple[int, int, int, int]:
     """[T, *batch, N, D] -> (T, B, N, D), B the product of the batch dims."""
     T, N, D = q.shape[0], q.shape[-2], q.shape[-1]
@@ -95,23 +118,77 @@ def _slices(q: Tensor) -> tuple[int, int, int, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# native forward (csrc/core/attention.h); backward composed from torch ops and neuron_bwd
+# SSA: native forward (csrc/core/attention.h); backward fused on CPU, composed (cuBLAS + neuron) on CUDA
 # --------------------------------------------------------------------------------------------
-def _ssa_forward_impl(q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float, v_threshold: float,
-                      v_reset: float, hard_reset: bool, decay_input: bool) -> Tensor:
+def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[Tensor]:
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = _empty(q)
     if out.numel() == 0:
-        return out
+        return (out,)
     T, B, N, D = _slices(q)
-    # CUDA forms K^T V in a workspace first (csrc/cuda/attention_cuda.cu); the CPU kernel keeps it per thread.
-    ktv_ws = q.new_empty(T * B * D * D, dtype=torch.float32) if q.is_cuda else None
+    # K^T V: a workspace on CUDA (csrc/cuda/attention_cuda.cu), per-thread scratch on CPU (size 0)
+    n_ws = native.attention_ssa_workspace(T, B, N, D, q.is_cuda)
+    ktv_ws = q.new_empty(n_ws, dtype=torch.float32) if n_ws else None
     # The kernels index by element count only: flat views also lift the 8-dim limit of the native views.
-    native.attention_ssa_forward(q.view(-1), k.view(-1), v.view(-1), out.view(-1), ktv_ws, T, B, N, D, scale, k_leak,
-                                 v_threshold, v_reset, hard_reset, decay_input, torch.get_num_threads(), _stream(q))
-    return out
+    native.attention_ssa_forward(q.view(-1), k.view(-1), v.view(-1), out.view(-1), ktv_ws, T, B, N, D, o.scale,
+                                 _native_params(_neuron(o)), torch.get_num_threads(), _stream(q))
+    return (out,)
 
 
+def _ssa_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
+    if q.device.type == "cpu":
+        # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
+        grads = tuple(_empty(q) for _ in range(3))
+        if q.numel() == 0:
+            return grads
+        T, B, N, D = _slices(q)
+        native.attention_ssa_backward(grad_out.view(-1), q.view(-1), k.view(-1), v.view(-1),
+                                      *(g.view(-1) for g in grads), T, B, N, D, o.scale,
+                                      _native_params(_neuron(o)), torch.get_num_threads())
+        return grads
+    # CUDA: cuBLAS products around the neuron backward, the pre-activation recomputed. On spikes the
+    # products are exact integers (times scale), so the recomputed spikes equal the forward kernel's; on
+    # real-valued q, k, v cuBLAS sums in another order (or in TF32 when the user enabled it) and a
+    # pre-activation within rounding of v_threshold may fire differently here than in the forward.
+    cdt = _compute_dtype(q.dtype)
+    qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
+    ktv = kc.transpose(-2, -1) @ vc  # [.., D, D]
+    pre = (qc @ ktv) * o.scale
+    g_pre = lif_input_grad(grad_out, pre, _neuron(o)) * o.scale
+    g_ktv = qc.transpose(-2, -1) @ g_pre  # [.., D, D]
+    return ((g_pre @ ktv.transpose(-2, -1)).to(q.dtype), (vc @ g_ktv.transpose(-2, -1)).to(k.dtype),
+            (kc @ g_ktv).to(v.dtype))
+
+
+def _ssa_save(inputs, o, outputs):
+    # Only the inputs are kept: the [T, *batch, N, D] pre-activation is recomputed in backward, which is
+    # what saves its bytes over the composition (whose LIF keeps it for backward).
+    return inputs, None
+
+
+def _ssa_grads(saved, info, o, needs, grad_outputs, call_bwd):
+    (grad_out,) = grad_outputs
+    if grad_out is None:
+        return [None, None, None]
+    gq, gk, gv = call_bwd(grad_out, *saved, o)
+    return [gq if needs[0] else None, gk if needs[1] else None, gv if needs[2] else None]
+
+
+_SSA = FusedOp(
+    "ssa", "spikeforge.ops.ssa", inputs=("q", "k", "v"), options=AttentionOptions, n_out=1, visible=1,
+    forward=_ssa_forward, fake_forward=lambda q, k, v, o: (q.new_empty(q.shape),),
+    bwd_inputs=("grad_out", "q", "k", "v"), bwd_options=AttentionOptions, n_grads=3, backward=_ssa_backward,
+    fake_backward=lambda g, q, k, v, o: (q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)),
+    save=_ssa_save, grads=_ssa_grads,
+    reference=lambda q, k, v, o: reference.ssa(q, k, v, o.scale, **_lif_kw(o)),
+    reference_inputs=lambda saved, info: saved)
+
+
+# --------------------------------------------------------------------------------------------
+# SDSA / QK attention: m * SN(sum of a (* b) over tokens or channels); native forward, composed backward
+# --------------------------------------------------------------------------------------------
 def _small_shape(a: Tensor, reduce_tokens: bool) -> list[int]:
     """Shape of the sums and the attention mask: [T, *batch, 1, D] (over tokens) or [T, *batch, N, 1]."""
     shape = list(a.shape)
@@ -119,169 +196,84 @@ def _small_shape(a: Tensor, reduce_tokens: bool) -> list[int]:
     return shape
 
 
-def _reduce_forward_impl(a: Tensor, b: Optional[Tensor], m: Tensor, reduce_tokens: bool, k_leak: float,
-                         v_threshold: float, v_reset: float, hard_reset: bool,
-                         decay_input: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _reduce_forward(a: Tensor, b: Optional[Tensor], m: Tensor, o: AttentionOptions) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (out, sums, mask); sums and mask ([T, *batch, 1, D] or [T, *batch, N, 1], compute dtype) are for
+    the backward only."""
     a, m = a.contiguous(), m.contiguous()
     b = None if b is None else b.contiguous()
     out = _empty(a)
     cdt = _compute_dtype(a.dtype)
-    small = _small_shape(a, reduce_tokens)
+    small = _small_shape(a, o.reduce_tokens)
     pre = a.new_empty(small, dtype=cdt)
     mask = a.new_empty(small, dtype=cdt)
     if pre.numel() == 0:
         return out, pre, mask
     T, B, N, D = _slices(a)
     native.attention_reduce_forward(a.view(-1), None if b is None else b.view(-1), m.view(-1), out.view(-1),
-                                    pre.view(-1), mask.view(-1), reduce_tokens, T, B, N, D, k_leak, v_threshold,
-                                    v_reset, hard_reset, decay_input, torch.get_num_threads(), _stream(a))
+                                    pre.view(-1), mask.view(-1), o.reduce_tokens, T, B, N, D,
+                                    _native_params(_neuron(o)), torch.get_num_threads(), _stream(a))
     return out, pre, mask
 
 
-def _lif_backward(grad_spike: Tensor, pre: Tensor, neuron: tuple) -> Tensor:
-    """dL/d(pre-activation) of the attention LIF, recomputing its states from pre (neuron_bwd, fused)."""
-    k_leak, vth, vr, hard, decay, detach, sid, alpha = neuron
-    return torch.ops.spikeforge.neuron_bwd(grad_spike.to(pre.dtype), None, pre, None, None, None, k_leak, vth, vr,
-                                           hard, decay, detach, sid, alpha, False, False)[0]
-
-
-@torch.library.custom_op("spikeforge::ssa_fwd", mutates_args=())
-def ssa_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float, v_threshold: float, v_reset: float,
-            hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int, alpha: float) -> Tensor:
-    """SSA fused with the attention LIF -> spikes [T, *batch, N, D] (detach_reset, surrogate, alpha: backward)."""
-    return _ssa_forward_impl(q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input)
-
-
-@ssa_fwd.register_fake
-def _(q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate, alpha):
-    return q.new_empty(q.shape)
-
-
-def _ssa_backward_impl(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float,
-                       v_threshold: float, v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool,
-                       surrogate: int, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
-    q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
-    grads = tuple(_empty(q) for _ in range(3))
-    if q.numel() == 0:
-        return grads
-    T, B, N, D = _slices(q)
-    native.attention_ssa_backward(grad_out.view(-1), q.view(-1), k.view(-1), v.view(-1),
-                                  *(g.view(-1) for g in grads), T, B, N, D, scale, k_leak, v_threshold, v_reset,
-                                  hard_reset, decay_input, detach_reset, surrogate, alpha, torch.get_num_threads())
-    return grads
-
-
-@torch.library.custom_op("spikeforge::ssa_bwd", mutates_args=())
-def ssa_bwd(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float, k_leak: float, v_threshold: float,
-            v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int,
-            alpha: float) -> tuple[Tensor, Tensor, Tensor]:
-    """SSA backward on CPU (csrc/core/attention.h), the forward recomputed -> (grad_q, grad_k, grad_v)."""
-    return _ssa_backward_impl(grad_out, q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input,
-                              detach_reset, surrogate, alpha)
-
-
-@ssa_bwd.register_fake
-def _(grad_out, q, k, v, scale, k_leak, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate,
-      alpha):
-    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
-
-
-def _ssa_setup_context(ctx, inputs, output):
-    q, k, v = inputs[:3]
-    ctx.scale = inputs[3]
-    ctx.neuron = inputs[4:]
-    # Only the inputs are kept: the [T, *batch, N, D] pre-activation is recomputed in backward, which is
-    # what saves its bytes over the composition (whose LIF keeps it for backward).
-    ctx.save_for_backward(q, k, v)
-
-
-def _ssa_backward(ctx, grad_out):
-    q, k, v = ctx.saved_tensors
-    need_q, need_k, need_v = ctx.needs_input_grad[:3]
-    none = (None,) * 9
-    if grad_out is None or not (need_q or need_k or need_v):
-        return (None, None, None) + none
-    scale = ctx.scale
-    if q.device.type == "cpu":
-        # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
-        gq, gk, gv = torch.ops.spikeforge.ssa_bwd(grad_out, q, k, v, scale, *ctx.neuron)
-        return (gq if need_q else None, gk if need_k else None, gv if need_v else None) + none
-    # CUDA: cuBLAS products around neuron_bwd, the pre-activation recomputed. On spikes the products are
-    # exact integers (times scale), so the recomputed spikes equal the forward kernel's; on real-valued
-    # q, k, v cuBLAS sums in another order (or in TF32 when the user enabled it) and a pre-activation
-    # within rounding of v_threshold may fire differently here than in the forward.
-    cdt = _compute_dtype(q.dtype)
-    qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
-    ktv = kc.transpose(-2, -1) @ vc  # [.., D, D]
-    pre = (qc @ ktv) * scale
-    g_pre = _lif_backward(grad_out, pre, ctx.neuron) * scale
-    grad_q = (g_pre @ ktv.transpose(-2, -1)).to(q.dtype) if need_q else None
-    grad_k = grad_v = None
-    if need_k or need_v:
-        g_ktv = qc.transpose(-2, -1) @ g_pre  # [.., D, D]
-        grad_k = (vc @ g_ktv.transpose(-2, -1)).to(k.dtype) if need_k else None
-        grad_v = (kc @ g_ktv).to(v.dtype) if need_v else None
-    return (grad_q, grad_k, grad_v) + none
-
-
-ssa_fwd.register_autograd(_ssa_backward, setup_context=_ssa_setup_context)
-
-
-@torch.library.custom_op("spikeforge::attention_reduce_fwd", mutates_args=())
-def attention_reduce_fwd(a: Tensor, b: Optional[Tensor], m: Tensor, reduce_tokens: bool, k_leak: float,
-                         v_threshold: float, v_reset: float, hard_reset: bool, decay_input: bool,
-                         detach_reset: bool, surrogate: int, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
-    """m * SN(sum of a (* b) over tokens (reduce_tokens) or channels) -> (out, sums, mask).
-
-    SDSA: (a, b, m) = (K, V, Q); QK channel attention: (Q, None, K); QK token attention: (Q, None, K) with
-    reduce_tokens=False. sums and mask ([T, *batch, 1, D] or [T, *batch, N, 1], float32 or float64) are
-    for the backward only: the public ops return out and no gradient flows into them.
-    """
-    return _reduce_forward_impl(a, b, m, reduce_tokens, k_leak, v_threshold, v_reset, hard_reset, decay_input)
-
-
-@attention_reduce_fwd.register_fake
-def _(a, b, m, reduce_tokens, k_leak, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate,
-      alpha):
-    small = _small_shape(a, reduce_tokens)
+def _reduce_fake(a, b, m, o):
+    small = _small_shape(a, o.reduce_tokens)
     cdt = _compute_dtype(a.dtype)
     return a.new_empty(a.shape), a.new_empty(small, dtype=cdt), a.new_empty(small, dtype=cdt)
 
 
-def _reduce_setup_context(ctx, inputs, output):
-    a, b, m, reduce_tokens = inputs[:4]
-    ctx.reduce_tokens = reduce_tokens
-    ctx.neuron = inputs[4:]
-    ctx.has_b = b is not None
-    ctx.a_shape, ctx.a_dtype = a.shape, a.dtype
-    _, pre, mask = output
-    # a enters the gradients only through b's (d(a * b)/db = a): without b it is not kept.
-    ctx.save_for_backward(a if b is not None else None, b, m, pre, mask)
-
-
-def _reduce_backward(ctx, grad_out, _grad_pre, _grad_mask):
-    a, b, m, pre, mask = ctx.saved_tensors
-    need_a, need_b, need_m = ctx.needs_input_grad[:3]
-    none = (None,) * 9
-    if grad_out is None:
-        return (None, None, None) + none
+def _reduce_backward(grad_out, a, b, m, pre, mask, o: AttentionOptions) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (grad_a, grad_b or empty, grad_m): torch ops around the neuron backward of the sums."""
     cdt = pre.dtype
     g = grad_out.to(cdt)
-    grad_m = (g * mask).to(m.dtype) if need_m else None
-    grad_a = grad_b = None
-    if need_a or (ctx.has_b and need_b):
-        dim = -2 if ctx.reduce_tokens else -1
-        g_mask = (g * m.to(cdt)).sum(dim=dim, keepdim=True)
-        g_pre = _lif_backward(g_mask, pre, ctx.neuron)
-        if ctx.has_b:
-            grad_a = (g_pre * b.to(cdt)).to(a.dtype) if need_a else None
-            grad_b = (g_pre * a.to(cdt)).to(b.dtype) if need_b else None
-        else:
-            grad_a = g_pre.expand(ctx.a_shape).to(ctx.a_dtype).contiguous()  # a real tensor, not a stride-0 view
-    return (grad_a, grad_b, grad_m) + none
+    grad_m = (g * mask).to(m.dtype)
+    dim = -2 if o.reduce_tokens else -1
+    g_pre = lif_input_grad((g * m.to(cdt)).sum(dim=dim, keepdim=True), pre, _neuron(o))
+    if o.has_b:
+        return (g_pre * b.to(cdt)).to(a.dtype), (g_pre * a.to(cdt)).to(b.dtype), grad_m
+    shape = list(m.shape)
+    return g_pre.expand(shape).to(m.dtype).contiguous(), g.new_empty(0), grad_m  # a real tensor, not a stride-0 view
 
 
-attention_reduce_fwd.register_autograd(_reduce_backward, setup_context=_reduce_setup_context)
+def _reduce_fake_backward(grad_out, a, b, m, pre, mask, o):
+    e = m.new_empty
+    return e(m.shape), (e(m.shape) if o.has_b else e(0)), e(m.shape)
+
+
+def _reduce_save(inputs, o, outputs):
+    a, b, m = inputs
+    _, pre, mask = outputs
+    # a enters the gradients only through b's (d(a * b)/db = a): without b it is not kept.
+    return (a if b is not None else None, b, m, pre, mask), None
+
+
+def _reduce_grads(saved, info, o, needs, grad_outputs, call_bwd):
+    grad_out = grad_outputs[0]
+    if grad_out is None:
+        return [None, None, None]
+    a, b, m, pre, mask = saved
+    ga, gb, gm = call_bwd(grad_out, a, b, m, pre, mask, o)
+    return [ga if needs[0] else None, gb if (needs[1] and b is not None) else None, gm if needs[2] else None]
+
+
+def _reduce_reference(a, b, m, o):
+    kw = _lif_kw(o)
+    if o.has_b:
+        return reference.sdsa(m, a, b, **kw)
+    if o.reduce_tokens:
+        return reference.qk_channel_attention(a, m, **kw)
+    return reference.qk_token_attention(a, m, **kw)
+
+
+_REDUCE = FusedOp(
+    "attention_reduce", "spikeforge.ops (sdsa / qk attention)", inputs=("a", "b?", "m"), options=AttentionOptions,
+    n_out=3, visible=1, forward=_reduce_forward, fake_forward=_reduce_fake,
+    bwd_inputs=("grad_out", "a?", "b?", "m", "pre", "mask"), bwd_options=AttentionOptions, n_grads=3,
+    backward=_reduce_backward, fake_backward=_reduce_fake_backward, save=_reduce_save, grads=_reduce_grads,
+    reference=_reduce_reference,
+    # without b, a is not kept (its gradient comes from the saved sums): double backward then raises
+    reference_inputs=lambda saved, info: saved[:3] if saved[0] is not None else None)
+ssa_fwd, ssa_bwd = _SSA.fwd_op, _SSA.bwd_op
+attention_reduce_fwd, attention_reduce_bwd = _REDUCE.fwd_op, _REDUCE.bwd_op
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +313,7 @@ def composed(name: str):
 
     def run(*tensors, scale=None, tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True,
             surrogate="sigmoid", alpha=None):
-        lif_kw, _ = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
+        lif_kw, _ = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, tensors[0])
         if name == "ssa":
             return impl(*tensors, 0.125 if scale is None else scale, lif_kw)
         return impl(*tensors, lif_kw)
@@ -366,10 +358,10 @@ def ssa(q: Tensor, k: Tensor, v: Tensor, scale: float = 0.125, *, tau: float = 2
     """
     _check_qkv((("q", q), ("k", k), ("v", v)))
     scale = _check_number("scale", scale)
-    lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
+    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q, scale=scale)
     if not _native_ok(q):
         return _composed_ssa(q, k, v, scale, lif_kw)
-    return torch.ops.spikeforge.ssa_fwd(q, k, v, scale, *neuron)
+    return _SSA((q, k, v), o)
 
 
 def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
@@ -382,10 +374,11 @@ def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: floa
     the composition of torch ops measured faster (REDUCE_KERNEL_DEVICES).
     """
     _check_qkv((("q", q), ("k", k), ("v", v)))
-    lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
+    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q,
+                         reduce_tokens=True, has_b=True)
     if not _reduce_native_ok(q):
         return _composed_sdsa(q, k, v, lif_kw)
-    return torch.ops.spikeforge.attention_reduce_fwd(k, v, q, True, *neuron)[0]
+    return _REDUCE((k, v, q), o)
 
 
 def qk_token_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
@@ -393,10 +386,11 @@ def qk_token_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: f
                        surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
     """QKFormer token attention: SN(sum over the channels of Q) * K over [T, *batch, N, D] -> [T, *batch, N, D]."""
     _check_qkv((("q", q), ("k", k)))
-    lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
+    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q,
+                         reduce_tokens=False)
     if not _reduce_native_ok(q):
         return _composed_qk_token(q, k, lif_kw)
-    return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, False, *neuron)[0]
+    return _REDUCE((q, None, k), o)
 
 
 def qk_channel_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
@@ -407,7 +401,8 @@ def qk_channel_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold:
     v_threshold defaults to 0.5 as SpikingJelly's ChannelQKAttention (the QKFormer attention LIF).
     """
     _check_qkv((("q", q), ("k", k)))
-    lif_kw, neuron = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
+    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q,
+                         reduce_tokens=True)
     if not _reduce_native_ok(q):
         return _composed_qk_channel(q, k, lif_kw)
-    return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, True, *neuron)[0]
+    return _REDUCE((q, None, k), o)

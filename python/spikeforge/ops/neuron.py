@@ -1,333 +1,362 @@
-"""Multi-step IF / LIF / PLIF neurons: custom ops over the native kernels (csrc/core/neuron.h).
+"""Multi-step spiking neurons over the native kernels (csrc/core/neuron.h): one fused op for every model.
 
-Two entry paths share one implementation (_forward_impl / _backward_impl):
-- the custom ops ``torch.ops.spikeforge.neuron_fwd`` / ``neuron_bwd`` (register_fake +
-  register_autograd): what torch.compile, export and opcheck see;
-- an eager fast path (a torch.autograd.Function, or no autograd node at all when no gradient is
-  needed) taken for plain tensors outside compilation. The custom-op dispatcher costs 40-90 us
-  per call in eager PyTorch; the fast path keeps per-call overhead near the allocation cost.
-When the native module is missing or lacks the tensor's device, the ops fall back to
-``spikeforge.reference``.
+SpikingJelly conventions: ``lif``, ``if_neuron``, ``plif``, ``alif`` (adaptive threshold), ``ilif`` (integer
+spikes), ``ternary_lif`` (spikes in {-1, 0, 1}). snnTorch 1.0 conventions: ``leaky``, ``synaptic``,
+``alpha_neuron`` (its Leaky, Synaptic and Alpha: strict firing, the reset decided by the previous step's
+membrane). docs/neurons.md states every model's equations.
+
+All of them are the custom ops ``torch.ops.spikeforge.neuron_fwd`` / ``neuron_bwd`` (one schema, the
+model an option), built by ops/_common.FusedOp with the eager fast path, the reference fallback and
+the higher-order-autograd rules it gives every op family. Per-neuron coefficients (PLIF's
+k = sigmoid(w), snnTorch's clamped beta, threshold, ...) are computed here with torch ops, exactly as
+the peers compute them, and enter the kernels as coefficient slots; autograd carries the slots'
+gradients back to the parameters.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ._common import (_CPU, _check_bool, _check_number, _check_surrogate, _check_x, _flat, _has_native, _stream,
-                      _tracing)
+from ._common import (_CPU, FusedOp, _check_bool, _check_choice, _check_int, _check_number, _check_surrogate,
+                      _check_x, _compute_dtype, _has_native, _stream, _tracing)
 
-__all__ = ["lif", "if_neuron", "plif", "lif_step", "if_step", "plif_step", "default_recompute"]
+__all__ = ["lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky", "synaptic", "alpha_neuron",
+           "lif_step", "if_step", "plif_step", "counts_to_binary", "default_recompute", "MODELS"]
 
+# Model ids of csrc/core/neuron.h (NeuronModel), and per model: state variables, saved values per step.
+MODELS = {"lif": 0, "alif": 1, "ilif": 2, "ternary": 3, "leaky": 4, "synaptic": 5, "alpha": 6}
+_STATES = {0: 1, 1: 2, 2: 1, 3: 1, 4: 1, 5: 2, 6: 3}
+_SAVED = {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 3, 6: 3}
+_SNN_FAMILY = (4, 5, 6)
+_RESETS = {"subtract": 0, "zero": 1, "none": 2}
+MAX_STATES, MAX_SLOTS = 3, 4
 
-# Backward either reads H saved by the forward (one [T, N] tensor in the activation dtype) or
-# recomputes it from X inside the fused backward kernel. Both save one [T, N] tensor; recompute
-# moves fewer bytes (5 instead of 6 per element-step) and keeps H in float32 for the surrogate, so
-# it is the CPU default (bench/results/cpu_neurons.json has the measurement). On CUDA recompute
-# runs the forward into a workspace before the backward kernel, which moves more bytes, so CUDA
-# saves H by default.
+# Backward either reads the values the forward saved (H for LIF: one [T, N] tensor in the activation
+# dtype) or recomputes them from X inside the fused backward kernel. Both keep one [T, N] tensor for the
+# LIF; recompute moves fewer bytes (5 instead of 6 per element-step) and keeps H in float32 for the
+# surrogate, so it is the CPU default (bench/results/cpu_neurons.json). On CUDA recompute runs the
+# forward into a workspace before the backward kernel, which moves more bytes, so CUDA saves by default.
 default_recompute = {"cpu": True, "cuda": False}
 
 
+class NeuronOptions(NamedTuple):
+    """The scalar options of a neuron call (NeuronParams of csrc/core/neuron.h, plus the layout runs of
+    the coefficient slots and what the forward returns / keeps)."""
+    model: int
+    tau: float
+    v_threshold: float
+    v_reset: float
+    hard_reset: bool
+    decay_input: bool
+    detach_reset: bool
+    beta_a: float
+    rho: float
+    levels: int
+    two_sided: bool
+    reset: int
+    reset_delay: bool
+    surrogate: int
+    alpha: float
+    beta_sg: float
+    run0: int  # S of each slot's layout (neuron i reads entry (i // S) % C; C = the slot's length)
+    run1: int
+    run2: int
+    run3: int
+    v_seq: bool  # state 0 returned for every step, else the last
+    save: bool   # the forward writes the saved values (else backward recomputes them from x)
+
+
+class NeuronBackwardOptions(NamedTuple):
+    opts_model: int
+    tau: float
+    v_threshold: float
+    v_reset: float
+    hard_reset: bool
+    decay_input: bool
+    detach_reset: bool
+    beta_a: float
+    rho: float
+    levels: int
+    two_sided: bool
+    reset: int
+    reset_delay: bool
+    surrogate: int
+    alpha: float
+    beta_sg: float
+    run0: int
+    run1: int
+    run2: int
+    run3: int
+    need_init0: bool
+    need_init1: bool
+    need_init2: bool
+    need_slot0: bool
+    need_slot1: bool
+    need_slot2: bool
+    need_slot3: bool
+
+
+_PARAM_FIELDS = NeuronOptions._fields[:16]
+_native_params_cache: dict = {}
+
+
+def _native_params(opts) -> object:
+    """The bound NeuronParams of these options (created once per distinct set and reused)."""
+    key = tuple(opts[:16])
+    p = _native_params_cache.get(key)
+    if p is None:
+        p = native.NeuronParams()
+        for name, value in zip(_PARAM_FIELDS, key):
+            setattr(p, "model" if name == "opts_model" else name, value)
+        if len(_native_params_cache) < 4096:
+            _native_params_cache[key] = p
+    return p
+
+
+def _layouts(opts, slots) -> tuple:
+    runs = (opts.run0, opts.run1, opts.run2, opts.run3)
+    out = []
+    for s, run in zip(slots, runs):
+        out += [1, 1] if s is None else [max(s.numel(), 1), run]
+    return tuple(out)
+
+
+def _TN(x: Tensor) -> tuple[int, int]:
+    T = x.shape[0]
+    return T, (x.numel() // T if T > 0 else math.prod(x.shape[1:]))
+
+
 # --------------------------------------------------------------------------------------------
-# validation of this family's arguments (shared checks in ops/_common.py)
+# native forward / backward (shared by the custom ops and the eager fast path)
 # --------------------------------------------------------------------------------------------
-def _check_state(v, x_seq: Tensor, name: str, state_shape) -> Optional[Tensor]:
+def _v(t: Optional[Tensor]) -> Optional[Tensor]:
+    """Native views hold at most 8 dims and the kernels only count elements: flatten beyond that."""
+    return t if (t is None or t.dim() <= 8) else t.reshape(-1)
+
+
+def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
+    """-> (spike, state0 [T, *] or [*], state1 [*] or empty, state2 [*] or empty, saved or empty)."""
+    x = x.contiguous()
+    T, N = _TN(x)
+    ns = _STATES[opts.model]
+    spike = torch.empty_like(x)
+    # empty_like(x[0]) is ~2 us cheaper per call than empty(shape, dtype=, device=) (eager overhead)
+    one = (lambda: torch.empty_like(x[0])) if T > 0 else (lambda: x.new_empty(x.shape[1:]))
+    states = [torch.empty_like(x) if opts.v_seq else one()] + [one() if s < ns else x.new_empty(0) for s in (1, 2)]
+    if opts.save:
+        sv_dtype = x.dtype if opts.model == 0 else _compute_dtype(x.dtype)
+        saved = x.new_empty((_SAVED[opts.model],) + tuple(x.shape), dtype=sv_dtype)
+    else:
+        saved = x.new_empty(0)
+    if N == 0:
+        return (spike, *states, saved)
+    slots = (s0, s1, s2, s3)
+    inits = tuple(None if i is None else _v(i.contiguous()) for i in (i0, i1, i2))
+    outs = tuple(_v(st) if s < ns else None for s, st in enumerate(states))
+    native.neuron_forward(_v(x), inits, slots, _v(spike), outs, _v(saved) if opts.save else None,
+                          _native_params(opts), T, N, _layouts(opts, slots), torch.get_num_threads(), _stream(x))
+    return (spike, *states, saved)
+
+
+def _fake_forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
+    ns = _STATES[opts.model]
+    one = lambda: x.new_empty(x.shape[1:])  # noqa: E731
+    states = [x.new_empty(x.shape) if opts.v_seq else one()] + [one() if s < ns else x.new_empty(0) for s in (1, 2)]
+    if opts.save:
+        sv_dtype = x.dtype if opts.model == 0 else _compute_dtype(x.dtype)
+        saved = x.new_empty((_SAVED[opts.model],) + tuple(x.shape), dtype=sv_dtype)
+    else:
+        saved = x.new_empty(0)
+    return (x.new_empty(x.shape), *states, saved)
+
+
+def _backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
+    """-> (grad_x, grad_init0..2, grad_slot0..3); absent gradients are empty tensors."""
+    gs = gs.contiguous()
+    T, N = _TN(gs)
+    ns = _STATES[bo.opts_model]
+    inits, slots = (i0, i1, i2), (s0, s1, s2, s3)
+    needs_init = (bo.need_init0, bo.need_init1, bo.need_init2)
+    needs_slot = (bo.need_slot0, bo.need_slot1, bo.need_slot2, bo.need_slot3)
+    if saved is not None and saved.numel() == 0:
+        saved = None
+    if saved is None and gs.is_cuda and T * N > 0:
+        # recompute on CUDA: run the forward into a workspace first, then the backward kernel reads it
+        saved = _forward(x, i0, i1, i2, s0, s1, s2, s3, NeuronOptions(*bo[:20], False, True))[4]
+    e = gs.new_empty
+    grad_x = torch.empty_like(gs)
+    g_init = [e(gs.shape[1:]) if (needs_init[s] and inits[s] is not None) else None for s in range(3)]
+    cdt = _compute_dtype(gs.dtype)
+    g_slot = [torch.empty(sl.numel(), dtype=cdt, device=gs.device) if (needs_slot[k] and sl is not None) else None
+              for k, sl in enumerate(slots)]
+    ws = tuple(torch.empty(N, dtype=cdt, device=gs.device) if g is not None else None for g in g_slot)
+    gouts = tuple(_v(g.contiguous()) if (s < ns and g is not None and g.numel() > 0) else None
+                  for s, g in enumerate((g0, g1, g2)))
+    native.neuron_backward(_v(gs), gouts, None if x is None else _v(x.contiguous()),
+                           None if saved is None else _v(saved.contiguous()),
+                           tuple(None if i is None else _v(i.contiguous()) for i in inits), slots, _v(grad_x),
+                           tuple(_v(g) for g in g_init), ws, tuple(g_slot), _native_params(bo), T, N,
+                           _layouts(bo, slots), torch.get_num_threads(), _stream(gs))
+    return (grad_x, *[g if g is not None else e(0) for g in g_init], *[g if g is not None else e(0) for g in g_slot])
+
+
+def _fake_backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
+    e = gs.new_empty
+    cdt = _compute_dtype(gs.dtype)
+    inits, slots = (i0, i1, i2), (s0, s1, s2, s3)
+    needs_init = (bo.need_init0, bo.need_init1, bo.need_init2)
+    needs_slot = (bo.need_slot0, bo.need_slot1, bo.need_slot2, bo.need_slot3)
+    g_init = [e(gs.shape[1:]) if (needs_init[s] and inits[s] is not None) else e(0) for s in range(3)]
+    g_slot = [gs.new_empty(sl.numel(), dtype=cdt) if (needs_slot[k] and sl is not None) else e(0)
+              for k, sl in enumerate(slots)]
+    return (e(gs.shape), *g_init, *g_slot)
+
+
+def _reads_x(opts, slots) -> bool:
+    """Backward needs x: recompute, the alpha model, or PLIF's dH/dk with decay_input."""
+    return (not opts.save) or opts.model == 6 or (opts.model == 0 and slots[0] is not None and opts.decay_input)
+
+
+def _save(inputs, opts, outputs):
+    x, i0, i1, i2, s0, s1, s2, s3 = inputs
+    keep_x = _reads_x(opts, (s0, s1, s2, s3))
+    saved = outputs[4] if opts.save else None
+    return (x if keep_x else None, saved, i0, i1, i2, s0, s1, s2, s3), (tuple(x.shape), x.dtype)
+
+
+def _grads(saved_t, info, opts, needs, grad_outputs, call_bwd):
+    x, saved, i0, i1, i2, s0, s1, s2, s3 = saved_t
+    g_spike, g0, g1, g2 = grad_outputs[:4]
+    if g_spike is None:  # only a state output reached the loss
+        shape, dtype = info
+        device = (x if x is not None else saved).device
+        g_spike = torch.zeros(shape, dtype=dtype, device=device)
+    inits, slots = (i0, i1, i2), (s0, s1, s2, s3)
+    need_init = tuple(bool(needs[1 + s] and inits[s] is not None) for s in range(3))
+    need_slot = tuple(bool(needs[4 + k] and slots[k] is not None) for k in range(4))
+    bo = NeuronBackwardOptions(*opts[:20], *need_init, *need_slot)
+    out = call_bwd(g_spike, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo)
+    gx = out[0] if needs[0] else None
+    gi = [out[1 + s] if need_init[s] else None for s in range(3)]
+    gsl = [out[4 + k] if need_slot[k] else None for k in range(4)]
+    return [gx, *gi, *gsl]
+
+
+def _reference_inputs(saved_t, info):
+    x, saved, i0, i1, i2, s0, s1, s2, s3 = saved_t
+    return None if x is None else (x, i0, i1, i2, s0, s1, s2, s3)
+
+
+def _reference_forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
+    return reference.neuron_from_options(x, (i0, i1, i2), (s0, s1, s2, s3), opts)
+
+
+_OP = FusedOp(
+    "neuron", "spikeforge.ops (neuron)",
+    inputs=("x", "init0?", "init1?", "init2?", "slot0?", "slot1?", "slot2?", "slot3?"), options=NeuronOptions,
+    n_out=5, visible=4, forward=_forward, fake_forward=_fake_forward,
+    bwd_inputs=("grad_spike", "grad_state0?", "grad_state1?", "grad_state2?", "x?", "saved?", "init0?", "init1?",
+                "init2?", "slot0?", "slot1?", "slot2?", "slot3?"),
+    bwd_options=NeuronBackwardOptions, n_grads=8, backward=_backward, fake_backward=_fake_backward, save=_save,
+    grads=_grads, reference=_reference_forward, reference_inputs=_reference_inputs)
+neuron_fwd, neuron_bwd = _OP.fwd_op, _OP.bwd_op
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------
+def _check_state(v, x_seq: Tensor, name: str) -> Optional[Tensor]:
     if v is None:
         return None
     if not isinstance(v, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(v).__name__}")
     if not v.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {v.dtype}")
-    if tuple(v.shape) != tuple(state_shape):
-        raise ValueError(f"{name} must have shape {tuple(state_shape)} (x_seq.shape[1:]), got {tuple(v.shape)}")
+    if tuple(v.shape) != tuple(x_seq.shape[1:]):
+        raise ValueError(f"{name} must have shape {tuple(x_seq.shape[1:])} (x_seq.shape[1:]), got {tuple(v.shape)}")
     if v.device != x_seq.device:
         raise ValueError(f"{name} is on {v.device} but x_seq is on {x_seq.device}")
     return v if v.dtype == x_seq.dtype else v.to(x_seq.dtype)
 
 
-def _check_w(w, x_seq: Tensor) -> Tensor:
-    if not isinstance(w, Tensor):
-        raise TypeError(f"w must be a torch.Tensor (1/tau = sigmoid(w)), got {type(w).__name__}")
-    if not w.is_floating_point():
-        raise TypeError(f"w must be a floating-point tensor, got {w.dtype}")
-    if w.device != x_seq.device:
-        raise ValueError(f"w is on {w.device} but x_seq is on {x_seq.device}")
-    if w.numel() != 1:
-        if w.dim() != 1 or x_seq.dim() < 3 or w.shape[0] != x_seq.shape[2]:
-            raise ValueError("w must be a scalar or have shape [C] with C = x_seq.shape[2] (the channel dim); "
-                             f"got w of shape {tuple(w.shape)} for x_seq of shape {tuple(x_seq.shape)}")
-    want = torch.float64 if x_seq.dtype == torch.float64 else torch.float32
-    return w if w.dtype == want else w.to(want)
+def _check_return(name: str, value) -> bool:
+    if value not in ("last", "seq"):
+        raise ValueError(f"{name} must be 'last' or 'seq', got {value!r}")
+    return value == "seq"
 
 
-def _check_return_v(return_v) -> bool:
-    if return_v not in ("last", "seq"):
-        raise ValueError(f"return_v must be 'last' or 'seq', got {return_v!r}")
-    return return_v == "seq"
+def _slot(value, x_seq: Tensor, name: str) -> tuple[Tensor, int]:
+    """A per-neuron coefficient (a number, or a tensor broadcastable to one step x_seq.shape[1:]) as the
+    kernels read it: a flat [C] tensor in the compute dtype and the run length S (neuron i reads entry
+    (i // S) % C). Autograd reaches `value` through the returned tensor."""
+    cdt = _compute_dtype(x_seq.dtype)
+    if not isinstance(value, Tensor):
+        return torch.full((1,), float(value), dtype=cdt, device=x_seq.device), 1
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if value.device != x_seq.device:
+        raise ValueError(f"{name} is on {value.device} but x_seq is on {x_seq.device}")
+    state = tuple(x_seq.shape[1:])
+    shape = tuple(value.shape)
+    if value.numel() == 1:
+        return value.reshape(1).to(cdt), 1
+    if len(shape) > len(state) or any(p not in (1, s) for p, s in zip(shape[::-1], state[::-1])):
+        raise ValueError(f"{name} of shape {shape} does not broadcast to one step of x_seq {state}")
+    full = (1,) * (len(state) - len(shape)) + shape
+    dims = [i for i, d in enumerate(full) if d != 1]
+    lo, hi = dims[0], dims[-1]
+    if all(full[i] == state[i] for i in range(lo, hi + 1)):
+        return value.reshape(-1).to(cdt), math.prod(state[hi + 1:])
+    return value.expand(state).reshape(-1).to(cdt), 1  # a pattern (C, S) cannot express: one per neuron
 
 
-# Validated scalar options, memoised by value and type. A model calls each neuron with the same options
-# every step, and re-validating them cost ~5-8 us per call, a third of the eager overhead of the op
-# on a small tensor (`spikeforge bench neurons`, per-call overhead). Types are part of the key so
-# that True (== 1) or 2 (== 2.0) never reuse another value's verdict; only valid options are stored,
-# so a bad one raises on every call. Not used while tracing (values may be symbolic).
-_OPTIONS_CACHE: dict = {}
-_OPTIONS_CACHE_MAX = 1024
+def _options(model: int, *, tau=0.0, v_threshold=1.0, v_reset=0.0, hard=True, decay_input=True,
+             detach_reset=False, beta_a=1.8, rho=0.9, levels=4, two_sided=False, reset=0, reset_delay=True,
+             surrogate=0, alpha=4.0, beta_sg=0.0, runs=(1, 1, 1, 1), v_seq=False, device=_CPU, needs_grad=True):
+    save = not default_recompute.get("cpu" if device == _CPU else device.type, False)
+    # the no-grad path never runs backward: nothing to save
+    return NeuronOptions(model, float(tau), float(v_threshold), float(v_reset), hard, decay_input, detach_reset,
+                         float(beta_a), float(rho), int(levels), two_sided, reset, reset_delay, surrogate, float(alpha),
+                         float(beta_sg), *runs, v_seq, save and needs_grad)
 
 
-def _neuron_options(tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v):
-    """-> (k, v_threshold, v_reset, decay_input, detach_reset, surrogate id, alpha, v_seq), validated.
+def _run(public: str, x_seq: Tensor, inits, slots, opts) -> tuple:
+    """-> (spike, state0, state1, state2) from the fused op (or the reference without native kernels)."""
+    inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
+    slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
+    if not _has_native(x_seq.device) and x_seq.device.type != "meta":
+        return reference.neuron_from_options(x_seq, inits, slots, opts)
+    return _OP((x_seq, *inits, *slots), opts)
 
-    tau=None: no leak (IF) or a learnable one (PLIF), k = 0."""
-    tracing = _tracing()
-    if not tracing:
-        key = (tau, type(tau), v_threshold, type(v_threshold), v_reset, type(v_reset), decay_input,
-               type(decay_input), detach_reset, type(detach_reset), surrogate, type(surrogate), alpha, type(alpha),
-               return_v, type(return_v))
-        try:
-            hit = _OPTIONS_CACHE.get(key)
-        except TypeError:  # an unhashable argument: validation below names it
-            key, hit = None, None
-        if hit is not None:
-            return hit
-    k = 0.0 if tau is None else 1.0 / _check_number("tau", tau, positive=True)
-    v_threshold = _check_number("v_threshold", v_threshold)
-    v_reset = _check_number("v_reset", v_reset, allow_none=True)
-    _check_bool("decay_input", decay_input)
-    _check_bool("detach_reset", detach_reset)
-    sid, alpha_v = _check_surrogate(surrogate, alpha)
-    options = (k, v_threshold, v_reset, decay_input, detach_reset, sid, alpha_v, _check_return_v(return_v))
-    if not tracing and key is not None and len(_OPTIONS_CACHE) < _OPTIONS_CACHE_MAX:
-        _OPTIONS_CACHE[key] = options
-    return options
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
 
 # --------------------------------------------------------------------------------------------
-# implementation shared by the custom ops and the eager fast path
-# --------------------------------------------------------------------------------------------
-def _layout(x: Tensor, w: Optional[Tensor]) -> tuple[int, int, int, int]:
-    """T, N, and PLIF's channel layout C, S (neuron i uses w[(i // S) % C])."""
-    T = x.shape[0]
-    N = x.numel() // T if T > 0 else math.prod(x.shape[1:])
-    if w is not None and w.numel() > 1:
-        return T, N, w.numel(), math.prod(x.shape[3:])
-    return T, N, 1, 1
-
-
-def _forward_impl(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: float, v_threshold: float,
-                  v_reset: float, hard_reset: bool, decay_input: bool, surrogate: int, alpha: float,
-                  v_seq: bool, save_h: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    """-> (spike_seq, v_seq or v_last, h_seq or None)."""
-    x = x.contiguous()
-    T, N, C, S = _layout(x, w)
-    spike = torch.empty_like(x)
-    # empty_like(x[0]) is ~2 us cheaper per call than empty(shape, dtype=, device=) (eager overhead)
-    v_out = torch.empty_like(x) if v_seq else (torch.empty_like(x[0]) if T > 0 else x.new_empty(x.shape[1:]))
-    h = torch.empty_like(x) if save_h else None
-    if T == 0 or N == 0:  # nothing to compute; with no step the returned state is the initial state
-        if not v_seq:
-            v_out.copy_(v_init) if v_init is not None else v_out.fill_(v_reset if hard_reset else 0.0)
-        return spike, v_out, h
-    args = (x, None if v_init is None else v_init.contiguous(), w, spike, h, v_out)
-    if x.dim() > 8:
-        args = _flat(args)
-    native.neuron_forward(*args, T, N, C, S, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
-                          torch.get_num_threads(), _stream(x))
-    return spike, v_out, h
-
-
-def _backward_impl(grad_spike: Tensor, grad_v: Optional[Tensor], x: Optional[Tensor], h: Optional[Tensor],
-                   v_init: Optional[Tensor], w: Optional[Tensor], k: float, v_threshold: float, v_reset: float,
-                   hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int, alpha: float,
-                   need_v_init_grad: bool, need_w_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
-    grad_spike = grad_spike.contiguous()
-    ref = x if x is not None else h
-    T, N, C, S = _layout(ref, w)
-    if h is not None and h.numel() == 0 and T * N > 0:
-        h = None
-    if x is not None:
-        x = x.contiguous()
-    if v_init is not None:
-        v_init = v_init.contiguous()
-    if grad_v is not None:
-        grad_v = grad_v.contiguous()
-    if h is None and grad_spike.device.type == "cuda":
-        # Recompute on CUDA: run the forward into a workspace, then the backward kernel reads it.
-        _, _, h = _forward_impl(x, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha,
-                                False, True)
-    grad_x = torch.empty_like(grad_spike)
-    grad_v_init = grad_spike.new_empty(grad_spike.shape[1:]) if need_v_init_grad else grad_spike.new_empty(0)
-    grad_w = torch.empty_like(w) if need_w_grad else grad_spike.new_empty(0)
-    if N == 0 or T == 0:  # no neuron or no step: only v_init's gradient can be non-zero (T == 0: it is grad_v)
-        grad_x.zero_()
-        grad_w.zero_()
-        if need_v_init_grad:
-            grad_v_init.copy_(grad_v) if (grad_v is not None and T == 0 and grad_v.dim() == grad_v_init.dim()) \
-                else grad_v_init.zero_()
-        return grad_x, grad_v_init, grad_w
-    grad_k_ws = torch.empty(N, dtype=w.dtype, device=w.device) if need_w_grad else None
-    args = (grad_spike, grad_v, x, h, v_init, w, grad_x, grad_v_init if need_v_init_grad else None, grad_k_ws,
-            grad_w if need_w_grad else None)
-    if grad_spike.dim() > 8:
-        args = _flat(args)
-    native.neuron_backward(*args, T, N, C, S, k, v_threshold, v_reset,
-                           hard_reset, decay_input, detach_reset, surrogate, alpha, torch.get_num_threads(),
-                           _stream(grad_spike))
-    return grad_x, grad_v_init, grad_w
-
-
-# --------------------------------------------------------------------------------------------
-# custom ops (torch.compile / export / opcheck path)
-# --------------------------------------------------------------------------------------------
-@torch.library.custom_op("spikeforge::neuron_fwd", mutates_args=())
-def neuron_fwd(x: Tensor, v_init: Optional[Tensor], w: Optional[Tensor], k: float, v_threshold: float,
-               v_reset: float, hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int,
-               alpha: float, v_seq: bool, save_h: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Multi-step IF/LIF/PLIF forward -> (spike_seq, v_seq or v_last, h_seq or empty)."""
-    s, v, h = _forward_impl(x, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, surrogate, alpha, v_seq,
-                            save_h)
-    return s, v, (h if h is not None else x.new_empty(0))
-
-
-@neuron_fwd.register_fake
-def _(x, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate, alpha, v_seq,
-      save_h):
-    # contiguous, as the real op allocates them from x.contiguous()
-    v = x.new_empty(x.shape) if v_seq else x.new_empty(x.shape[1:])
-    return x.new_empty(x.shape), v, (x.new_empty(x.shape) if save_h else x.new_empty(0))
-
-
-@torch.library.custom_op("spikeforge::neuron_bwd", mutates_args=())
-def neuron_bwd(grad_spike: Tensor, grad_v: Optional[Tensor], x: Optional[Tensor], h: Optional[Tensor],
-               v_init: Optional[Tensor], w: Optional[Tensor], k: float, v_threshold: float, v_reset: float,
-               hard_reset: bool, decay_input: bool, detach_reset: bool, surrogate: int, alpha: float,
-               need_v_init_grad: bool, need_w_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Multi-step IF/LIF/PLIF backward -> (grad_x, grad_v_init or empty, grad_w or empty)."""
-    return _backward_impl(grad_spike, grad_v, x, h, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input,
-                          detach_reset, surrogate, alpha, need_v_init_grad, need_w_grad)
-
-
-@neuron_bwd.register_fake
-def _(grad_spike, grad_v, x, h, v_init, w, k, v_threshold, v_reset, hard_reset, decay_input, detach_reset,
-      surrogate, alpha, need_v_init_grad, need_w_grad):
-    gvi = grad_spike.new_empty(grad_spike.shape[1:]) if need_v_init_grad else grad_spike.new_empty(0)
-    gw = w.new_empty(w.shape) if need_w_grad else grad_spike.new_empty(0)
-    return grad_spike.new_empty(grad_spike.shape), gvi, gw
-
-
-# Positions of the non-tensor arguments of neuron_fwd after (x, v_init, w).
-_PARAM_NAMES = ("k", "v_threshold", "v_reset", "hard_reset", "decay_input", "detach_reset", "surrogate", "alpha")
-
-
-def _setup_context(ctx, inputs, output):
-    x, v_init, w = inputs[:3]
-    ctx.params = inputs[3:11]
-    save_h = inputs[12]
-    h = output[2]
-    decay_input = ctx.params[4]
-    keep_x = (not save_h) or (w is not None and decay_input)
-    ctx.save_for_backward(x if keep_x else None, h if save_h else None, v_init, w)
-    ctx.v_init_given, ctx.w_given = v_init is not None, w is not None
-
-
-def _grads(ctx, grad_spike, grad_v, call):
-    x, h, v_init, w = ctx.saved_tensors
-    need_x, need_vi, need_w = ctx.needs_input_grad[:3]
-    ref = x if x is not None else h
-    if grad_spike is None:
-        grad_spike = torch.zeros_like(ref)
-    k, vth, vr, hard, decay, detach, sid, alpha = ctx.params
-    gx, gvi, gw = call(grad_spike, grad_v, x, h, v_init, w, k, vth, vr, hard, decay, detach, sid, alpha,
-                       bool(ctx.v_init_given and need_vi), bool(ctx.w_given and need_w))
-    return (gx if need_x else None, gvi if (ctx.v_init_given and need_vi) else None,
-            gw if (ctx.w_given and need_w) else None)
-
-
-def _backward(ctx, grad_spike, grad_v, grad_h):
-    return _grads(ctx, grad_spike, grad_v, torch.ops.spikeforge.neuron_bwd) + (None,) * 10
-
-
-neuron_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _NeuronFunction(torch.autograd.Function):
-    """Eager fast path: the same forward/backward as the custom ops without the dispatcher's cost."""
-
-    @staticmethod
-    def forward(ctx, x, v_init, w, *args):
-        k, vth, vr, hard, decay, _detach, sid, alpha, v_seq, save_h = args
-        out = _forward_impl(x, v_init, w, k, vth, vr, hard, decay, sid, alpha, v_seq, save_h)
-        _setup_context(ctx, (x, v_init, w) + args, out)
-        return out[0], out[1]
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_spike, grad_v):
-        return _grads(ctx, grad_spike, grad_v, _backward_impl) + (None,) * 10
-
-
-def _run(x_seq, v_init, w, k, v_threshold, v_reset, decay_input, detach_reset, sid, alpha, v_seq):
-    """Picks the path: eager fast path, custom op, or reference fallback."""
-    hard = v_reset is not None
-    vr = v_reset if hard else 0.0
-    device = x_seq.device
-    recompute = default_recompute.get("cpu" if device == _CPU else device.type, False)
-    save_h = not recompute
-    args = (k, v_threshold, vr, hard, decay_input, detach_reset, sid, alpha, v_seq, save_h)
-    if _tracing() or type(x_seq) is not torch.Tensor:
-        s, v, _ = torch.ops.spikeforge.neuron_fwd(x_seq, v_init, w, *args)
-        return s, v
-    needs_grad = torch.is_grad_enabled() and (
-        x_seq.requires_grad or (v_init is not None and v_init.requires_grad) or (w is not None and w.requires_grad))
-    if needs_grad:
-        s, v = _NeuronFunction.apply(x_seq, v_init, w, *args)
-    else:
-        s, v, _ = _forward_impl(x_seq, v_init, w, k, v_threshold, vr, hard, decay_input, sid, alpha, v_seq, False)
-    return s, v
-
-
-def _grad_from_input(x_seq: Tensor, grad_spike: Tensor, w: Optional[Tensor], tau, decay_input: bool,
-                     v_threshold, v_reset, detach_reset, surrogate, alpha, need_w_grad: bool):
-    """The backward of lif / if_neuron (tau None) / plif (w given) from a zero initial state, given only
-    x_seq: no forward and no autograd graph (the CPU kernel recomputes the membrane trajectory from x_seq
-    as the default backward does; CUDA reruns the forward into a workspace). -> (grad_x, grad_w or None).
-    For callers that recompute x_seq in their own backward (models.resnet's fused BN + neuron)."""
-    k, vth, vr, decay, detach, sid, alpha_v, _ = _neuron_options(tau, v_threshold, v_reset, decay_input,
-                                                                 detach_reset, surrogate, alpha, "last")
-    hard = vr is not None
-    wk = None if w is None else _check_w(w, x_seq).reshape(-1)  # in the kernel's dtype, as plif() does
-    gx, _, gw = _backward_impl(grad_spike, None, x_seq, None, None, wk, k, vth, vr if hard else 0.0, hard, decay,
-                               detach, sid, alpha_v, False, need_w_grad)
-    return gx, (gw.to(w.dtype).view_as(w) if need_w_grad else None)
-
-
-# --------------------------------------------------------------------------------------------
-# public functional API (shared/API.md)
+# SpikingJelly family
 # --------------------------------------------------------------------------------------------
 def lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: float = 2.0, v_threshold: float = 1.0,
         v_reset: Optional[float] = 0.0, decay_input: bool = True, detach_reset: bool = False,
         surrogate: str = "sigmoid", alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor]:
     """Multi-step leaky integrate-and-fire over x_seq [T, *] -> (spike_seq [T, *], v).
 
-    v is V[T-1] (return_v="last", shape [*]) or every V[t] (return_v="seq", shape [T, *]).
-    v_reset=None selects soft reset (subtract v_threshold). Semantics: shared/SEMANTICS.md.
+    H = V + (X - (V - v_reset)) / tau (decay_input; else V - (V - v_reset) / tau + X), S = H >= v_threshold,
+    V = v_reset where S (hard reset) or H - S v_threshold (v_reset=None: soft reset). v is V[T-1]
+    (return_v="last", shape [*]) or every V[t] (return_v="seq", shape [T, *]). docs/neurons.md.
     """
     _check_x(x_seq)
-    k, v_threshold, v_reset, decay_input, detach_reset, sid, alpha_v, v_seq = _neuron_options(
-        tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v)
-    if v_init is not None:
-        v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
-    if not _has_native(x_seq.device):
-        return reference.lif(x_seq, v_init, tau=tau, v_threshold=v_threshold, v_reset=v_reset,
-                             decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate,
-                             alpha=alpha_v, return_v=return_v)
-    return _run(x_seq, v_init, None, k, v_threshold, v_reset, decay_input, detach_reset, sid, alpha_v, v_seq)
+    tau = _check_number("tau", tau, positive=True)
+    o = _sj_options(0, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
+                    v_init)
+    v_init = _check_state(v_init, x_seq, "v_init")
+    s, v, _, _ = _run("lif", x_seq, (v_init,), (), o)
+    return s, v
 
 
 def if_neuron(x_seq: Tensor, v_init: Optional[Tensor] = None, *, v_threshold: float = 1.0,
@@ -335,62 +364,305 @@ def if_neuron(x_seq: Tensor, v_init: Optional[Tensor] = None, *, v_threshold: fl
               alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor]:
     """Multi-step integrate-and-fire (H = V + X) over x_seq [T, *] -> (spike_seq, v)."""
     _check_x(x_seq)
-    _, v_threshold, v_reset, _, detach_reset, sid, alpha_v, v_seq = _neuron_options(
-        None, v_threshold, v_reset, False, detach_reset, surrogate, alpha, return_v)
-    if v_init is not None:
-        v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
-    if not _has_native(x_seq.device):
-        return reference.if_neuron(x_seq, v_init, v_threshold=v_threshold, v_reset=v_reset,
-                                   detach_reset=detach_reset, surrogate=surrogate, alpha=alpha_v, return_v=return_v)
-    return _run(x_seq, v_init, None, 0.0, v_threshold, v_reset, False, detach_reset, sid, alpha_v, v_seq)
+    o = _sj_options(0, x_seq, 0.0, v_threshold, v_reset, False, detach_reset, surrogate, alpha, return_v, v_init)
+    v_init = _check_state(v_init, x_seq, "v_init")
+    s, v, _, _ = _run("if_neuron", x_seq, (v_init,), (), o)
+    return s, v
 
 
 def plif(x_seq: Tensor, w: Tensor, v_init: Optional[Tensor] = None, *, decay_input: bool = True,
          v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, detach_reset: bool = False,
          surrogate: str = "sigmoid", alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor]:
-    """Multi-step parametric LIF, 1/tau = sigmoid(w); w a scalar or one value per channel (x_seq dim 2).
+    """Multi-step parametric LIF, 1/tau = k = sigmoid(w); w a scalar or one value per channel (x_seq dim 2).
 
-    The gradient of w is reduced inside the kernel in a fixed order (deterministic).
+    H = V + (X - (V - v_reset)) * k. The gradient of w is reduced in a fixed order (deterministic).
     """
     _check_x(x_seq)
-    w = _check_w(w, x_seq)
-    _, v_threshold, v_reset, decay_input, detach_reset, sid, alpha_v, v_seq = _neuron_options(
-        None, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v)
-    if v_init is not None:
-        v_init = _check_state(v_init, x_seq, "v_init", x_seq.shape[1:])
-    if not _has_native(x_seq.device):
-        return reference.plif(x_seq, w, v_init, decay_input=decay_input, v_threshold=v_threshold, v_reset=v_reset,
-                              detach_reset=detach_reset, surrogate=surrogate, alpha=alpha_v, return_v=return_v)
-    w_flat = w.reshape(-1)
-    return _run(x_seq, v_init, w_flat, 0.0, v_threshold, v_reset, decay_input, detach_reset, sid, alpha_v, v_seq)
+    if not isinstance(w, Tensor):
+        raise TypeError(f"w must be a torch.Tensor (1/tau = sigmoid(w)), got {type(w).__name__}")
+    if not w.is_floating_point():
+        raise TypeError(f"w must be a floating-point tensor, got {w.dtype}")
+    if w.device != x_seq.device:
+        raise ValueError(f"w is on {w.device} but x_seq is on {x_seq.device}")
+    if w.numel() != 1 and (w.dim() != 1 or x_seq.dim() < 3 or w.shape[0] != x_seq.shape[2]):
+        raise ValueError("w must be a scalar or have shape [C] with C = x_seq.shape[2] (the channel dim); "
+                         f"got w of shape {tuple(w.shape)} for x_seq of shape {tuple(x_seq.shape)}")
+    k = torch.sigmoid(w.to(_compute_dtype(x_seq.dtype))).reshape(-1)
+    run = math.prod(x_seq.shape[3:]) if w.numel() != 1 else 1
+    o = _sj_options(0, x_seq, 0.0, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
+                    v_init, runs=(run, 1, 1, 1), extra=(w,))
+    v_init = _check_state(v_init, x_seq, "v_init")
+    s, v, _, _ = _run("plif", x_seq, (v_init,), (k,), o)
+    return s, v
 
 
-def _step(multi, x, v, **kw):
+def alif(x_seq: Tensor, v_init: Optional[Tensor] = None, b_init: Optional[Tensor] = None, *, tau: float = 2.0,
+         v_threshold: float = 1.0, v_reset: Optional[float] = None, beta_a: float = 1.8, rho: float = 0.9,
+         decay_input: bool = True, detach_reset: bool = False, surrogate: str = "sigmoid",
+         alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+    """Adaptive-threshold LIF (Bellec et al. 2018, LSNN) over x_seq [T, *] -> (spike_seq, v, b).
+
+    Charge as lif; theta = v_threshold + beta_a B[t-1] (B[-1] = 0); S = H >= theta; soft reset
+    V = H - S theta (v_reset=None, the default) or hard to v_reset; B = rho B[t-1] + (1 - rho) S.
+    Gradients flow through B over time. b is the last B ([*]).
+    """
+    _check_x(x_seq)
+    tau = _check_number("tau", tau, positive=True)
+    beta_a = _check_number("beta_a", beta_a)
+    rho = _check_number("rho", rho)
+    if not _tracing() and not 0.0 <= rho <= 1.0:
+        raise ValueError(f"rho must be in [0, 1], got {rho}")
+    o = _sj_options(1, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
+                    v_init, b_init, beta_a=beta_a, rho=rho)
+    v_init = _check_state(v_init, x_seq, "v_init")
+    b_init = _check_state(b_init, x_seq, "b_init")
+    s, v, b, _ = _run("alif", x_seq, (v_init, b_init), (), o)
+    return s, v, b
+
+
+def ilif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, D: int = 4, tau: Optional[float] = 2.0,
+         v_threshold: float = 1.0, decay_input: bool = True, detach_reset: bool = False,
+         return_v: str = "last") -> tuple[Tensor, Tensor]:
+    """Integer-spike LIF (I-LIF of Spike-driven Transformer v3 / E-SpikeFormer) -> (spike_seq, v).
+
+    Charge as lif (tau=None: no leak, H = V + X); S = round(clamp(H / v_threshold, 0, D)), an integer
+    0..D stored in x_seq's dtype (round half to even); soft reset V = H - S v_threshold. Backward:
+    straight-through, dS/dH = 1 / v_threshold where 0 <= H / v_threshold <= D, else 0.
+    ``counts_to_binary(s, D)`` expands the counts into D binary steps (how the papers count operations).
+    """
+    _check_x(x_seq)
+    D = _check_int("D", D, minimum=1, maximum=1 << 22)
+    tau = 0.0 if tau is None else _check_number("tau", tau, positive=True)
+    vth = _check_number("v_threshold", v_threshold)
+    if not _tracing() and vth == 0.0:
+        raise ValueError("v_threshold must be non-zero for ilif (S = H / v_threshold)")
+    o = _sj_options(2, x_seq, tau, vth, None, decay_input and tau != 0.0, detach_reset, "sigmoid", None, return_v,
+                    v_init, levels=D)
+    v_init = _check_state(v_init, x_seq, "v_init")
+    s, v, _, _ = _run("ilif", x_seq, (v_init,), (), o)
+    return s, v
+
+
+def ternary_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: Optional[float] = 2.0,
+                v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, decay_input: bool = True,
+                detach_reset: bool = False, surrogate: str = "sigmoid", alpha: Optional[float] = None,
+                two_sided: bool = False, return_v: str = "last") -> tuple[Tensor, Tensor]:
+    """Ternary-spike LIF (Guo et al. 2024) -> (spike_seq in {-1, 0, 1}, v). tau=None: ternary IF.
+
+    S = 1 where H >= v_threshold, -1 where H <= -v_threshold, else 0; hard reset to v_reset where S != 0
+    (v_reset=None: soft, V = H - S v_threshold). dS/dH = g'(|H| - v_threshold); two_sided=True uses
+    SpikingJelly 2.0's g'(H - v_threshold) + g'(-H - v_threshold) (its TernaryLIFNode).
+    """
+    _check_x(x_seq)
+    tau = 0.0 if tau is None else _check_number("tau", tau, positive=True)
+    _check_bool("two_sided", two_sided)
+    vth = _check_number("v_threshold", v_threshold)
+    if not _tracing() and vth <= 0.0:
+        raise ValueError(f"v_threshold must be > 0 for ternary spikes, got {vth}")
+    o = _sj_options(3, x_seq, tau, vth, v_reset, decay_input and tau != 0.0, detach_reset, surrogate, alpha,
+                    return_v, v_init, two_sided=two_sided)
+    v_init = _check_state(v_init, x_seq, "v_init")
+    s, v, _, _ = _run("ternary_lif", x_seq, (v_init,), (), o)
+    return s, v
+
+
+def _sj_options(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
+                *state_inits, runs=(1, 1, 1, 1), extra=(), **kw):
+    v_threshold = _check_number("v_threshold", v_threshold)
+    v_reset = _check_number("v_reset", v_reset, allow_none=True)
+    _check_bool("decay_input", decay_input)
+    _check_bool("detach_reset", detach_reset)
+    sid, alpha_v, beta_sg = _check_surrogate(surrogate, alpha)
+    v_seq = _check_return("return_v", return_v)
+    hard = v_reset is not None
+    return _options(model, tau=tau, v_threshold=v_threshold, v_reset=v_reset if hard else 0.0, hard=hard,
+                    decay_input=decay_input, detach_reset=detach_reset, surrogate=sid, alpha=alpha_v,
+                    beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device, needs_grad=_needs_grad(x_seq, *state_inits, *extra), **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# snnTorch family
+# --------------------------------------------------------------------------------------------
+def _snn_options(model, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha,
+                 surrogate_beta, return_mem, runs, grads_of):
+    reset = _check_choice("reset_mechanism", reset_mechanism, _RESETS)
+    _check_bool("reset_delay", reset_delay)
+    sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True, beta=surrogate_beta)
+    v_seq = _check_return("return_mem", return_mem)
+    return _options(model, v_threshold=0.0, hard=False, reset=reset, reset_delay=reset_delay, surrogate=sid,
+                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device,
+                    needs_grad=_needs_grad(x_seq, threshold, *grads_of))
+
+
+def _clamped(value, x_seq, name):
+    """snnTorch's beta.clamp(0, 1) (alpha likewise), computed on the parameter as snnTorch does."""
+    if isinstance(value, Tensor):
+        return _slot(value.clamp(0, 1), x_seq, name)
+    v = _check_number(name, value)
+    return _slot(min(max(v, 0.0), 1.0), x_seq, name)
+
+
+def _number_or_tensor(value, name):
+    if isinstance(value, Tensor):
+        return value
+    return _check_number(name, value)
+
+
+def leaky(x_seq: Tensor, mem_init: Optional[Tensor] = None, *, beta: Union[float, Tensor],
+          threshold: Union[float, Tensor] = 1.0, reset_mechanism: str = "subtract", reset_delay: bool = True,
+          graded_spikes_factor: Union[float, Tensor] = 1.0, surrogate: str = "atan",
+          surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
+          return_mem: str = "last") -> tuple[Tensor, Tensor]:
+    """snnTorch 1.0's Leaky over x_seq [T, *] -> (spikes [T, *], mem): its numbers, fused.
+
+    R = [U[t-1] - thr > 0] (detached); subtract: U = beta U[t-1] + X - R thr; zero: U = beta ((1 - R) U[t-1])
+    + X; none: U = beta U[t-1] + X; S = [U - thr > 0] * graded_spikes_factor; reset_delay=False also resets
+    in the same step. beta is clamped to [0, 1]; beta, threshold and graded_spikes_factor may be tensors
+    broadcastable to one step (per-neuron) and learnable. mem is the last U ([*], return_mem="last") or
+    every U[t] ("seq"); mem_init is U[-1] (default 0). surrogate: a name of spikeforge.surrogate with
+    snnTorch's defaults (atan alpha 2; fast_sigmoid slope 25 = surrogate_alpha).
+    """
+    _check_x(x_seq)
+    _number_or_tensor(threshold, "threshold")
+    _number_or_tensor(graded_spikes_factor, "graded_spikes_factor")
+    b, rb = _clamped(beta, x_seq, "beta")
+    t, rt = _slot(threshold, x_seq, "threshold")
+    g, rg = _slot(graded_spikes_factor, x_seq, "graded_spikes_factor")
+    o = _snn_options(4, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
+                     return_mem, (rb, rt, rg, 1), (beta, graded_spikes_factor, mem_init))
+    mem_init = _check_state(mem_init, x_seq, "mem_init")
+    s, u, _, _ = _run("leaky", x_seq, (mem_init,), (b, t, g), o)
+    return s, u
+
+
+def synaptic(x_seq: Tensor, syn_init: Optional[Tensor] = None, mem_init: Optional[Tensor] = None, *,
+             alpha: Union[float, Tensor], beta: Union[float, Tensor], threshold: Union[float, Tensor] = 1.0,
+             reset_mechanism: str = "subtract", reset_delay: bool = True, surrogate: str = "atan",
+             surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
+             return_mem: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+    """snnTorch 1.0's Synaptic (second-order: a synaptic current) over x_seq -> (spikes, syn, mem).
+
+    I = alpha I[t-1] + X; U = beta U[t-1] + I, then U -= R thr (subtract) or U -= U R (zero), R as in leaky;
+    S = [U - thr > 0]. alpha and beta are clamped to [0, 1]. syn is the last I; mem the last U (or every U).
+    """
+    _check_x(x_seq)
+    _number_or_tensor(threshold, "threshold")
+    b, rb = _clamped(beta, x_seq, "beta")
+    t, rt = _slot(threshold, x_seq, "threshold")
+    a, ra = _clamped(alpha, x_seq, "alpha")
+    o = _snn_options(5, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
+                     return_mem, (rb, rt, ra, 1), (alpha, beta, syn_init, mem_init))
+    mem_init = _check_state(mem_init, x_seq, "mem_init")
+    syn_init = _check_state(syn_init, x_seq, "syn_init")
+    s, u, i, _ = _run("synaptic", x_seq, (mem_init, syn_init), (b, t, a), o)
+    return s, i, u
+
+
+def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_init: Optional[Tensor] = None,
+                 mem_init: Optional[Tensor] = None, *, alpha: Union[float, Tensor], beta: Union[float, Tensor],
+                 threshold: Union[float, Tensor] = 1.0, reset_mechanism: str = "zero", surrogate: str = "atan",
+                 surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
+                 return_mem: str = "last") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """snnTorch 1.0's Alpha neuron over x_seq -> (spikes, syn_exc, syn_inh, mem).
+
+    E = a E[t-1] + X; I = b I[t-1] - X; U = tau_a (E + I) with tau_a = ln a / (ln b - ln a) + 1 (a = alpha,
+    b = beta, both clamped to [0, 1]; snnTorch requires alpha > beta and beta < 1); subtract: E -= thr R,
+    I -= I R, U += I[t-1] R; zero: E, I, U -= (E, I, U) R; R as in leaky. S = [U - thr > 0].
+    """
+    _check_x(x_seq)
+    _number_or_tensor(threshold, "threshold")
+    a_t = alpha if isinstance(alpha, Tensor) else torch.tensor(_check_number("alpha", alpha), dtype=torch.float32)
+    b_t = beta if isinstance(beta, Tensor) else torch.tensor(_check_number("beta", beta), dtype=torch.float32)
+    a_c, b_c = a_t.clamp(0, 1), b_t.clamp(0, 1)
+    if not _tracing() and not isinstance(alpha, Tensor) and not isinstance(beta, Tensor):
+        if not float(a_c) > float(b_c) or float(b_c) == 1.0:
+            raise ValueError("alpha_neuron: alpha must be greater than beta, and beta < 1 (snnTorch's Alpha); "
+                             f"got alpha={alpha}, beta={beta}")
+    tau_a = torch.log(a_c) / (torch.log(b_c) - torch.log(a_c)) + 1  # snnTorch's expression, its rounding
+    b, rb = _slot(b_c.to(x_seq.device), x_seq, "beta")
+    t, rt = _slot(threshold, x_seq, "threshold")
+    a, ra = _slot(a_c.to(x_seq.device), x_seq, "alpha")
+    ta, rta = _slot(tau_a.to(x_seq.device), x_seq, "tau_alpha")
+    o = _snn_options(6, x_seq, threshold, reset_mechanism, True, surrogate, surrogate_alpha, surrogate_beta,
+                     return_mem, (rb, rt, ra, rta), (alpha, beta, syn_exc_init, syn_inh_init, mem_init))
+    mem_init = _check_state(mem_init, x_seq, "mem_init")
+    syn_exc_init = _check_state(syn_exc_init, x_seq, "syn_exc_init")
+    syn_inh_init = _check_state(syn_inh_init, x_seq, "syn_inh_init")
+    s, u, e, i = _run("alpha_neuron", x_seq, (mem_init, syn_exc_init, syn_inh_init), (b, t, a, ta), o)
+    return s, e, i, u
+
+
+# --------------------------------------------------------------------------------------------
+# single steps, integer spikes, and the fused-layer helper
+# --------------------------------------------------------------------------------------------
+def _step_check(x, v, name="v"):
     _check_x(x, "x", min_dim=0)
     if v is not None and not isinstance(v, Tensor):
-        raise TypeError(f"v must be a torch.Tensor or None, got {type(v).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(v).__name__}")
     if v is not None and tuple(v.shape) != tuple(x.shape):
-        raise ValueError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
-    s, v_next = multi(x.unsqueeze(0), v, **kw)
-    return s[0], v_next
+        raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
 
 
 def lif_step(x: Tensor, v: Optional[Tensor] = None, **kw) -> tuple[Tensor, Tensor]:
     """One LIF step (streaming inference) -> (spike, v_next); identical to one step of lif()."""
-    return _step(lif, x, v, **kw)
+    _step_check(x, v)
+    s, v_next = lif(x.unsqueeze(0), v, **kw)
+    return s[0], v_next
 
 
 def if_step(x: Tensor, v: Optional[Tensor] = None, **kw) -> tuple[Tensor, Tensor]:
     """One IF step -> (spike, v_next); identical to one step of if_neuron()."""
-    return _step(if_neuron, x, v, **kw)
+    _step_check(x, v)
+    s, v_next = if_neuron(x.unsqueeze(0), v, **kw)
+    return s[0], v_next
 
 
 def plif_step(x: Tensor, w: Tensor, v: Optional[Tensor] = None, **kw) -> tuple[Tensor, Tensor]:
     """One PLIF step -> (spike, v_next); identical to one step of plif(). Per-channel w uses x's dim 1."""
-    _check_x(x, "x", min_dim=0)
-    if v is not None and not isinstance(v, Tensor):
-        raise TypeError(f"v must be a torch.Tensor or None, got {type(v).__name__}")
-    if v is not None and tuple(v.shape) != tuple(x.shape):
-        raise ValueError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
+    _step_check(x, v)
     s, v_next = plif(x.unsqueeze(0), w, v, **kw)
     return s[0], v_next
+
+
+def counts_to_binary(s: Tensor, D: int) -> Tensor:
+    """Integer spikes s (counts 0..D, e.g. from ilif) -> [D, *s.shape] binary: out[d] = (s > d).
+
+    At inference an integer spike s equals s binary spikes over D virtual steps; energy estimates count
+    them that way (the papers' convention)."""
+    if not isinstance(s, Tensor):
+        raise TypeError(f"s must be a torch.Tensor, got {type(s).__name__}")
+    D = _check_int("D", D, minimum=1)
+    if not _tracing() and s.numel() and not bool(((s >= 0) & (s <= D) & (s == torch.round(s))).all()):
+        raise ValueError(f"s must hold integer counts in [0, {D}]")
+    levels = torch.arange(D, device=s.device, dtype=s.dtype).view((D,) + (1,) * s.dim())
+    return (s.unsqueeze(0) > levels).to(s.dtype if s.is_floating_point() else torch.float32)
+
+
+def lif_input_grad(grad_spike: Tensor, x: Tensor, opts: NeuronOptions, k: Optional[Tensor] = None,
+                   need_k: bool = False) -> tuple:
+    """dL/dx (and dL/dk with need_k) of the LIF-family neuron `opts` run from its default initial state on
+    x, given only dL/dspike: no forward output and no autograd graph (the CPU kernel recomputes the
+    membrane trajectory from x as the default backward does; CUDA reruns the forward into a workspace).
+    For callers that recompute x in their own backward (the attention ops, nn.fused's BN + neuron).
+    -> grad_x, or (grad_x, grad_k) with need_k."""
+    bo = NeuronBackwardOptions(*opts[:20], False, False, False, need_k and k is not None, False, False, False)
+    out = _backward(grad_spike.to(x.dtype), None, None, None, x, None, None, None, None, k, None, None, None, bo)
+    return (out[0], out[4]) if need_k else out[0]
+
+
+def _grad_from_input(x_seq: Tensor, grad_spike: Tensor, w: Optional[Tensor], tau, decay_input: bool,
+                     v_threshold, v_reset, detach_reset, surrogate, alpha, need_w_grad: bool):
+    """lif_input_grad for lif / if_neuron (tau None) / plif (w given) with the public options ->
+    (grad_x, grad_w or None)."""
+    k, runs = None, (1, 1, 1, 1)
+    if w is not None:
+        k = torch.sigmoid(w.detach().to(_compute_dtype(x_seq.dtype))).reshape(-1)
+        runs = (math.prod(x_seq.shape[3:]) if w.numel() != 1 else 1, 1, 1, 1)
+    tau_v = 0.0 if (tau is None or w is not None) else _check_number("tau", tau, positive=True)
+    o = _sj_options(0, x_seq, tau_v, v_threshold, v_reset, bool(decay_input) and (tau is not None or w is not None),
+                    detach_reset, surrogate, alpha, "last", runs=runs)
+    need = need_w_grad and w is not None
+    if not need:
+        return lif_input_grad(grad_spike, x_seq, o, k), None
+    gx, gk = lif_input_grad(grad_spike, x_seq, o, k, need_k=True)
+    return gx, (gk * k * (1 - k)).to(w.dtype).view_as(w)

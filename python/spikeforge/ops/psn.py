@@ -6,29 +6,43 @@ native kernel reads X once, mixes over time on chip, fires and writes S; the bac
 (nothing but X is saved: one [T, N] tensor in the activation dtype). On CUDA, T beyond the fused
 kernels' register budget (psn_max_cuda_t) goes through a GEMM path (torch.addmm / matmul).
 
-Paths mirror ops/neuron.py: custom ops torch.ops.spikeforge.psn_fwd / psn_bwd for torch.compile and
-opcheck, an autograd.Function fast path for eager plain tensors, reference fallback without native.
+The op (custom ops torch.ops.spikeforge.psn_fwd / psn_bwd, eager fast path, reference fallback,
+higher-order-autograd rules) is built by ops/_common.FusedOp like every family.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ..reference.surrogate import surrogate_grad
-from ..reference.surrogate import SURROGATES
-from ._common import _check_number, _check_surrogate, _check_x, _flat, _has_native, _stream, _tracing
+from ..surrogate import SURROGATES, surrogate_grad
+from ._common import FusedOp, _check_int, _check_number, _check_surrogate, _check_x, _flat, _has_native, _stream
 
 __all__ = ["psn", "masked_psn", "sliding_psn", "psn_window_step"]
 
-_SURROGATE_NAMES = {sid: name for name, (sid, _) in SURROGATES.items()}
+_SURROGATE_NAMES = {spec.id: name for name, spec in SURROGATES.items()}
+
+
+class PSNOptions(NamedTuple):
+    band: int       # k of a causal band the kernel may restrict the sums to (0: the full T x T weight)
+    surrogate: int
+    alpha: float
+
+
+class PSNBackwardOptions(NamedTuple):
+    band: int
+    surrogate: int
+    alpha: float
+    need_x: bool
+    need_w: bool
+    need_b: bool
 
 
 # --------------------------------------------------------------------------------------------
-# implementation shared by the custom ops and the eager fast path
+# native forward / backward (shared by the custom ops and the eager fast path)
 # --------------------------------------------------------------------------------------------
 def _use_gemm(x: Tensor, T_out: int, T_in: int) -> bool:
     return x.device.type == "cuda" and max(T_out, T_in) > native.psn_max_cuda_t
@@ -38,112 +52,85 @@ def _gemm_h(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return torch.addmm(b.unsqueeze(1), w, x.reshape(x.shape[0], -1).float())
 
 
-def _forward_impl(x: Tensor, w: Tensor, b: Tensor, band: int, surrogate: int, alpha: float) -> Tensor:
+def _forward(x: Tensor, w: Tensor, b: Tensor, o: PSNOptions) -> tuple[Tensor]:
     x = x.contiguous()
     T_out, T_in = w.shape
     N = x.numel() // T_in if T_in > 0 else 0
     out_shape = (T_out,) + tuple(x.shape[1:])
     if _use_gemm(x, T_out, T_in):
-        return (_gemm_h(x, w, b) >= 0).to(x.dtype).reshape(out_shape)
+        return ((_gemm_h(x, w, b) >= 0).to(x.dtype).reshape(out_shape),)
     spike = x.new_empty(out_shape)
     args = (x, w.contiguous(), b.contiguous(), spike)
     if x.dim() > 8:
         args = _flat(args)
-    native.psn_forward(*args, None, T_out, T_in, N, band, surrogate, alpha, torch.get_num_threads(), _stream(x))
-    return spike
+    native.psn_forward(*args, None, T_out, T_in, N, o.band, o.surrogate, o.alpha, torch.get_num_threads(),
+                       _stream(x))
+    return (spike,)
 
 
-def _backward_impl(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, band: int, surrogate: int, alpha: float,
-                   need_x: bool, need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _backward(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, o: PSNBackwardOptions
+              ) -> tuple[Tensor, Tensor, Tensor]:
     grad_spike, x, w, b = grad_spike.contiguous(), x.contiguous(), w.contiguous(), b.contiguous()
     T_out, T_in = w.shape
     N = x.numel() // T_in if T_in > 0 else 0
     if _use_gemm(x, T_out, T_in):
         h = _gemm_h(x, w, b)
-        gh = grad_spike.reshape(T_out, -1).float() * surrogate_grad(_SURROGATE_NAMES[surrogate], h, alpha)
-        gx = (w.t() @ gh).to(x.dtype).reshape(x.shape) if need_x else x.new_empty(0)
-        gw = gh @ x.reshape(T_in, -1).float().t() if need_w else w.new_empty(0)
-        gb = gh.sum(1) if need_b else b.new_empty(0)
+        gh = grad_spike.reshape(T_out, -1).float() * surrogate_grad(_SURROGATE_NAMES[o.surrogate], h, o.alpha)
+        gx = (w.t() @ gh).to(x.dtype).reshape(x.shape) if o.need_x else x.new_empty(0)
+        gw = gh @ x.reshape(T_in, -1).float().t() if o.need_w else w.new_empty(0)
+        gb = gh.sum(1) if o.need_b else b.new_empty(0)
         return gx, gw, gb
-    grad_x = torch.empty_like(x) if need_x else None
-    grad_w = torch.empty_like(w) if need_w else None
-    grad_b = torch.empty_like(b) if need_b else None
+    grad_x = torch.empty_like(x) if o.need_x else None
+    grad_w = torch.empty_like(w) if o.need_w else None
+    grad_b = torch.empty_like(b) if o.need_b else None
     partials = None
-    if need_w or need_b:
+    if o.need_w or o.need_b:
         partials = torch.empty(native.psn_num_partitions(N), T_out * (T_in + 1), dtype=torch.float64,
                                device=x.device)
     args = (grad_spike, x, w, b, grad_x)
     if x.dim() > 8:
         args = _flat(args)
-    native.psn_backward(*args, partials, grad_w, grad_b, T_out, T_in, N, band, surrogate, alpha,
+    native.psn_backward(*args, partials, grad_w, grad_b, T_out, T_in, N, o.band, o.surrogate, o.alpha,
                         torch.get_num_threads(), _stream(x))
-    return (grad_x if need_x else x.new_empty(0), grad_w if need_w else w.new_empty(0),
-            grad_b if need_b else b.new_empty(0))
+    return (grad_x if o.need_x else x.new_empty(0), grad_w if o.need_w else w.new_empty(0),
+            grad_b if o.need_b else b.new_empty(0))
 
 
-@torch.library.custom_op("spikeforge::psn_fwd", mutates_args=())
-def psn_fwd(x: Tensor, w: Tensor, b: Tensor, band: int, surrogate: int, alpha: float) -> Tensor:
-    """S = Heaviside(W X + b): x [T_in, *], w [T_out, T_in], b [T_out] -> spikes [T_out, *]."""
-    return _forward_impl(x, w, b, band, surrogate, alpha)
-
-
-@psn_fwd.register_fake
-def _(x, w, b, band, surrogate, alpha):
-    return x.new_empty((w.shape[0],) + tuple(x.shape[1:]))
-
-
-@torch.library.custom_op("spikeforge::psn_bwd", mutates_args=())
-def psn_bwd(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, band: int, surrogate: int, alpha: float,
-            need_x: bool, need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (grad_x or empty, grad_w or empty, grad_b or empty)."""
-    return _backward_impl(grad_spike, x, w, b, band, surrogate, alpha, need_x, need_w, need_b)
-
-
-@psn_bwd.register_fake
-def _(grad_spike, x, w, b, band, surrogate, alpha, need_x, need_w, need_b):
+def _fake_backward(grad_spike, x, w, b, o):
     # contiguous, as the real op allocates them
-    return (x.new_empty(x.shape) if need_x else x.new_empty(0), w.new_empty(w.shape) if need_w else w.new_empty(0),
-            b.new_empty(b.shape) if need_b else b.new_empty(0))
+    return (x.new_empty(x.shape) if o.need_x else x.new_empty(0), w.new_empty(w.shape) if o.need_w else w.new_empty(0),
+            b.new_empty(b.shape) if o.need_b else b.new_empty(0))
 
 
-def _setup_context(ctx, inputs, output):
-    x, w, b, band, surrogate, alpha = inputs
-    ctx.save_for_backward(x, w, b)  # H is recomputed: X is the only [T, N] tensor kept
-    ctx.params = (band, surrogate, alpha)
+def _save(inputs, o, outputs):
+    return inputs, None  # H is recomputed: X is the only [T, N] tensor kept
 
 
-def _grads(ctx, grad_spike, call):
-    x, w, b = ctx.saved_tensors
-    nx, nw, nb = ctx.needs_input_grad[:3]
-    gx, gw, gb = call(grad_spike, x, w, b, *ctx.params, nx, nw, nb)
-    return (gx if nx else None, gw if nw else None, gb if nb else None, None, None, None)
+def _grads(saved, info, o, needs, grad_outputs, call_bwd):
+    (grad_spike,) = grad_outputs
+    x, w, b = saved
+    if grad_spike is None:
+        return [None, None, None]
+    nx, nw, nb = needs
+    gx, gw, gb = call_bwd(grad_spike, x, w, b, PSNBackwardOptions(*o, nx, nw, nb))
+    return [gx if nx else None, gw if nw else None, gb if nb else None]
 
 
-psn_fwd.register_autograd(lambda ctx, g: _grads(ctx, g, torch.ops.spikeforge.psn_bwd),
-                          setup_context=_setup_context)
+def _reference(x, w, b, o: PSNOptions):
+    """S = Heaviside(W X + b) in torch ops: the effective weight the op received."""
+    T_out, T_in = w.shape
+    h = torch.addmm(b.to(x.dtype).unsqueeze(1), w.to(x.dtype), x.reshape(T_in, -1))
+    return reference.surrogate.spike_fn(h, _SURROGATE_NAMES[o.surrogate], o.alpha).reshape(
+        (T_out,) + tuple(x.shape[1:]))
 
 
-class _PSNFunction(torch.autograd.Function):
-    """Eager fast path: the custom op's forward/backward without the dispatcher's per-call cost."""
-
-    @staticmethod
-    def forward(ctx, x, w, b, band, surrogate, alpha):
-        out = _forward_impl(x, w, b, band, surrogate, alpha)
-        _setup_context(ctx, (x, w, b, band, surrogate, alpha), out)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_spike):
-        return _grads(ctx, grad_spike, _backward_impl)
-
-
-def _run(x_seq: Tensor, w_eff: Tensor, b_eff: Tensor, band: int, sid: int, alpha: float) -> Tensor:
-    if _tracing() or type(x_seq) is not torch.Tensor:
-        return torch.ops.spikeforge.psn_fwd(x_seq, w_eff, b_eff, band, sid, alpha)
-    if torch.is_grad_enabled() and (x_seq.requires_grad or w_eff.requires_grad or b_eff.requires_grad):
-        return _PSNFunction.apply(x_seq, w_eff, b_eff, band, sid, alpha)
-    return _forward_impl(x_seq, w_eff, b_eff, band, sid, alpha)
+_OP = FusedOp(
+    "psn", "spikeforge.ops (psn family)", inputs=("x", "w", "b"), options=PSNOptions, n_out=1, visible=1,
+    forward=_forward, fake_forward=lambda x, w, b, o: (x.new_empty((w.shape[0],) + tuple(x.shape[1:])),),
+    bwd_inputs=("grad_spike", "x", "w", "b"), bwd_options=PSNBackwardOptions, n_grads=3, backward=_backward,
+    fake_backward=_fake_backward, save=_save, grads=_grads, reference=_reference,
+    reference_inputs=lambda saved, info: saved)
+psn_fwd, psn_bwd = _OP.fwd_op, _OP.bwd_op
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,20 +151,17 @@ def _param(t, name: str, x_seq: Tensor, shape: tuple) -> Tensor:
 
 
 def _check_k(k, T: Optional[int]) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = _check_int("k", k, minimum=1)
     if T is not None and k > T:
         raise ValueError(f"k must be <= T ({T}), got {k}")
     return k
 
 
 def _dispatch(x_seq, w_eff, b_eff, band, surrogate, alpha, ref):
-    sid, alpha_v = _check_surrogate(surrogate, alpha)
-    if not _has_native(x_seq.device):
+    sid, alpha_v, _ = _check_surrogate(surrogate, alpha)
+    if not _has_native(x_seq.device) and x_seq.device.type != "meta":
         return ref(alpha_v)
-    return _run(x_seq, w_eff, b_eff, band, sid, alpha_v)
+    return _OP((x_seq, w_eff, b_eff), PSNOptions(band, sid, alpha_v))
 
 
 def psn(x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str = "atan",

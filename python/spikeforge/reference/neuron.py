@@ -1,75 +1,260 @@
-"""Multi-step IF / LIF / PLIF in plain PyTorch: the ground truth for spikeforge.ops.neuron.
+"""Multi-step spiking neurons in plain PyTorch: the ground truth for spikeforge.ops.neuron.
 
-A time loop written the way shared/SEMANTICS.md states the equations (and the way SpikingJelly's
-torch backend computes them); autograd gives BPTT, spike_fn the surrogate gradient.
+Time loops written the way docs/neurons.md states the equations and the way the peers compute them
+(SpikingJelly's torch backend for lif / if / plif / ilif / ternary, snnTorch 1.0's per-step code for
+leaky / synaptic / alpha_neuron), operation for operation; autograd gives BPTT and spike_fn the
+surrogate gradient. alif follows Bellec et al. 2018 in the same style.
 """
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 import torch
 
-from .surrogate import spike_fn
+from ..surrogate import spike_fn
+
+_EMPTY = None
 
 
-def _multi_step(x_seq, v_init, k, charge_decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
-                return_v, is_if):
-    hard = v_reset is not None
-    vr = v_reset if hard else 0.0
-    if v_init is None:
-        v = torch.full_like(x_seq[0], vr) if x_seq.shape[0] > 0 else None
-    else:
-        v = v_init
+def _stack(seq, x_seq, fill):
+    return torch.stack(seq) if seq else torch.empty_like(x_seq) if fill is None else fill
+
+
+class _CountSTE(torch.autograd.Function):
+    """round(clamp(u, 0, D)) forward; gradient passed where 0 <= u <= D (SpikingJelly's MultiLevelSpikeCount).
+    The backward is a torch expression, so it is itself differentiable (its derivative is 0)."""
+
+    @staticmethod
+    def forward(ctx, u, D):
+        ctx.save_for_backward(u)
+        ctx.D = D
+        return torch.round(torch.clamp(u, 0, D))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        return grad * ((u >= 0) & (u <= ctx.D)).to(grad.dtype), None
+
+
+def _sj_multi_step(x_seq, v_init, b_init, *, model="lif", k=None, tau=0.0, v_threshold=1.0, v_reset=0.0,
+                   decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=None, beta_sg=None, beta_a=1.8,
+                   rho=0.9, levels=4, two_sided=False, return_v="last"):
+    """The SpikingJelly family: charge (k: PLIF's coefficient tensor, else 1/tau by division; IF when
+    neither), fire by `model`, reset. -> (spike_seq, v (seq or last), b last or None)."""
+    hard = v_reset is not None and model != "ilif"
+    vr = v_reset if v_reset is not None else 0.0
+    vr_c = vr if hard else 0.0
+    leak = k is not None or tau != 0.0
+    T = x_seq.shape[0]
+    v = v_init if v_init is not None else (torch.full_like(x_seq[0], vr if hard else 0.0) if T > 0 else None)
+    b = b_init if b_init is not None else (torch.zeros_like(x_seq[0]) if T > 0 else None)
     spikes, vs = [], []
-    for t in range(x_seq.shape[0]):
+    for t in range(T):
         x = x_seq[t]
-        if is_if:
+        if not leak:
             h = v + x
-        elif charge_decay_input:
-            h = v + (x - (v - vr)) * k
+        elif decay_input:
+            d = x - (v - vr_c)
+            h = v + (d * k if k is not None else d / tau)
         else:
-            h = v - (v - vr) * k + x
-        s = spike_fn(h - v_threshold, surrogate, alpha)
-        s_r = s.detach() if detach_reset else s
+            d = v - vr_c
+            h = v - (d * k if k is not None else d / tau) + x
+        theta = v_threshold + beta_a * b if model == "alif" else v_threshold
+        if model == "ilif":
+            s = _CountSTE.apply(h / v_threshold, levels)
+            event = s
+        elif model == "ternary":
+            if two_sided:
+                pos = spike_fn(h - v_threshold, surrogate, alpha, beta_sg)
+                neg = spike_fn(-h - v_threshold, surrogate, alpha, beta_sg)
+                s = pos - neg
+                event = pos + neg if hard else s
+            else:
+                mag = spike_fn(h.abs() - v_threshold, surrogate, alpha, beta_sg)
+                s = torch.sign(h) * mag
+                event = mag if hard else s
+        else:
+            s = spike_fn(h - theta, surrogate, alpha, beta_sg)
+            event = s
+        ev = event.detach() if detach_reset else event
         if hard:
-            v = s_r * v_reset + (1 - s_r) * h
+            v = ev * vr + (1 - ev) * h
         else:
-            v = h - s_r * v_threshold
+            v = h - ev * theta
+        if model == "alif":
+            b = rho * b + (1 - rho) * s
         spikes.append(s)
         vs.append(v)
-    if x_seq.shape[0] == 0:
-        spike_seq = torch.empty_like(x_seq)
-        v_seq = torch.empty_like(x_seq)
-        v_last = v_init if v_init is not None else x_seq.new_full(x_seq.shape[1:], vr)
-        return spike_seq, (v_seq if return_v == "seq" else v_last)
-    spike_seq = torch.stack(spikes)
-    if return_v == "seq":
-        return spike_seq, torch.stack(vs)
-    return spike_seq, v
+    if T == 0:
+        v_last = v_init if v_init is not None else x_seq.new_full(x_seq.shape[1:], vr if hard else 0.0)
+        b_last = b_init if b_init is not None else x_seq.new_zeros(x_seq.shape[1:])
+        return torch.empty_like(x_seq), (torch.empty_like(x_seq) if return_v == "seq" else v_last), b_last
+    return torch.stack(spikes), (torch.stack(vs) if return_v == "seq" else v), b
 
 
 def lif(x_seq, v_init=None, *, tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
         surrogate="sigmoid", alpha=None, return_v="last"):
     """Reference multi-step LIF -> (spike_seq, v)."""
-    return _multi_step(x_seq, v_init, 1.0 / tau, decay_input, v_threshold, v_reset, detach_reset, surrogate,
-                       alpha, return_v, False)
+    s, v, _ = _sj_multi_step(x_seq, v_init, None, tau=tau, v_threshold=v_threshold, v_reset=v_reset,
+                             decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
+                             return_v=return_v)
+    return s, v
 
 
 def if_neuron(x_seq, v_init=None, *, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate="sigmoid",
               alpha=None, return_v="last"):
     """Reference multi-step IF -> (spike_seq, v)."""
-    return _multi_step(x_seq, v_init, 0.0, False, v_threshold, v_reset, detach_reset, surrogate, alpha,
-                       return_v, True)
+    s, v, _ = _sj_multi_step(x_seq, v_init, None, tau=0.0, v_threshold=v_threshold, v_reset=v_reset,
+                             decay_input=False, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
+                             return_v=return_v)
+    return s, v
+
+
+def _plif_k(w, x_seq):
+    k = torch.sigmoid(w)
+    if k.dim() == 1 and k.numel() != 1:  # per channel, C = 0 included (an empty channel dim)
+        return k.view([-1] + [1] * (x_seq.dim() - 3))
+    return k.reshape(())
 
 
 def plif(x_seq, w, v_init=None, *, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False,
          surrogate="sigmoid", alpha=None, return_v="last"):
     """Reference multi-step parametric LIF, 1/tau = sigmoid(w); w scalar or per channel (x_seq dim 2)."""
-    k = torch.sigmoid(w)
-    if k.dim() == 1 and k.numel() != 1:  # per channel, C = 0 included (an empty channel dim)
-        k = k.view([-1] + [1] * (x_seq.dim() - 3))
-    elif k.numel() == 1:
-        k = k.reshape(())
-    return _multi_step(x_seq, v_init, k, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha,
-                       return_v, False)
+    s, v, _ = _sj_multi_step(x_seq, v_init, None, k=_plif_k(w, x_seq), v_threshold=v_threshold, v_reset=v_reset,
+                             decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
+                             return_v=return_v)
+    return s, v
+
+
+def alif(x_seq, v_init=None, b_init=None, *, tau=2.0, v_threshold=1.0, v_reset=None, beta_a=1.8, rho=0.9,
+         decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=None, return_v="last"):
+    """Reference adaptive-threshold LIF -> (spike_seq, v, b)."""
+    return _sj_multi_step(x_seq, v_init, b_init, model="alif", tau=tau, v_threshold=v_threshold, v_reset=v_reset,
+                          decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
+                          beta_a=beta_a, rho=rho, return_v=return_v)
+
+
+def ilif(x_seq, v_init=None, *, D=4, tau=2.0, v_threshold=1.0, decay_input=True, detach_reset=False,
+         return_v="last"):
+    """Reference integer-spike LIF -> (spike_seq, v)."""
+    s, v, _ = _sj_multi_step(x_seq, v_init, None, model="ilif", tau=0.0 if tau is None else tau,
+                             v_threshold=v_threshold, v_reset=None, decay_input=decay_input and tau is not None,
+                             detach_reset=detach_reset, levels=D, return_v=return_v)
+    return s, v
+
+
+def ternary_lif(x_seq, v_init=None, *, tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
+                surrogate="sigmoid", alpha=None, two_sided=False, return_v="last"):
+    """Reference ternary-spike LIF -> (spike_seq, v)."""
+    s, v, _ = _sj_multi_step(x_seq, v_init, None, model="ternary", tau=0.0 if tau is None else tau,
+                             v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input and tau is not None,
+                             detach_reset=detach_reset, surrogate=surrogate, alpha=alpha, two_sided=two_sided,
+                             return_v=return_v)
+    return s, v
+
+
+# --------------------------------------------------------------------------------------------
+# snnTorch family: snnTorch 1.0's Leaky / Synaptic / Alpha forward, step for step
+# --------------------------------------------------------------------------------------------
+def _fire(mem, thr, surrogate, alpha, beta_sg):
+    return spike_fn(mem - thr, surrogate, alpha, beta_sg, strict=True)
+
+
+def _snn_multi_step(x_seq, inits, *, model, beta, thr, third, tau_a=None, reset_mechanism="subtract",
+                    reset_delay=True, surrogate="atan", alpha=None, beta_sg=None, return_mem="last"):
+    """beta / third (leaky: graded factor; synaptic / alpha: the synaptic decay) already clamped.
+    -> (spikes, mem (seq or last), second state last or None, third state last or None)."""
+    T = x_seq.shape[0]
+    zeros = (lambda: torch.zeros_like(x_seq[0])) if T > 0 else (lambda: x_seq.new_zeros(x_seq.shape[1:]))
+    mem = inits[0] if inits[0] is not None else zeros()
+    syn = inits[1] if inits[1] is not None else zeros()  # synaptic: I; alpha: E
+    inh = inits[2] if len(inits) > 2 and inits[2] is not None else zeros()  # alpha: I
+    sub, zero = reset_mechanism == "subtract", reset_mechanism == "zero"
+    spikes, mems = [], []
+    gsf = third if model == "leaky" else 1.0
+    for t in range(T):
+        x = x_seq[t]
+        reset = _fire(mem, thr, surrogate, alpha, beta_sg).detach()
+        if model == "leaky":
+            if sub:
+                mem = beta * mem + x - reset * thr
+            elif zero:
+                mem = (1 - reset) * mem
+                mem = beta * mem + x
+            else:
+                mem = beta * mem + x
+        elif model == "synaptic":
+            syn = third * syn + x
+            mem = beta * mem + syn
+            if sub:
+                mem = mem - reset * thr
+            elif zero:
+                mem = mem - mem * reset
+        else:  # alpha
+            inh_prev = inh
+            e = third * syn + x
+            i = beta * inh - x
+            m = tau_a * (e + i)
+            if sub:
+                e = e - thr * reset
+                i = i - i * reset
+                m = m - (-inh_prev) * reset
+            elif zero:
+                e = e - e * reset
+                i = i - i * reset
+                m = m - m * reset
+            syn, inh, mem = e, i, m
+        spk = _fire(mem, thr, surrogate, alpha, beta_sg) * gsf
+        if model != "alpha" and not reset_delay:
+            do_reset = spk / gsf - reset
+            if sub:
+                mem = mem - do_reset * thr
+            elif zero:
+                mem = mem - do_reset * mem
+        spikes.append(spk)
+        mems.append(mem)
+    spike_seq = torch.stack(spikes) if T > 0 else torch.empty_like(x_seq)
+    mem_out = (torch.stack(mems) if T > 0 else torch.empty_like(x_seq)) if return_mem == "seq" else mem
+    return spike_seq, mem_out, syn, inh
+
+
+def leaky(x_seq, mem_init=None, *, beta, threshold=1.0, reset_mechanism="subtract", reset_delay=True,
+          graded_spikes_factor=1.0, surrogate="atan", surrogate_alpha=None, surrogate_beta=None,
+          return_mem="last"):
+    """Reference snnTorch Leaky -> (spikes, mem)."""
+    b = beta.clamp(0, 1) if isinstance(beta, torch.Tensor) else min(max(float(beta), 0.0), 1.0)
+    s, m, _, _ = _snn_multi_step(x_seq, (mem_init, None), model="leaky", beta=b, thr=threshold,
+                                 third=graded_spikes_factor, reset_mechanism=reset_mechanism, reset_delay=reset_delay,
+                                 surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
+                                 return_mem=return_mem)
+    return s, m
+
+
+def synaptic(x_seq, syn_init=None, mem_init=None, *, alpha, beta, threshold=1.0, reset_mechanism="subtract",
+             reset_delay=True, surrogate="atan", surrogate_alpha=None, surrogate_beta=None, return_mem="last"):
+    """Reference snnTorch Synaptic -> (spikes, syn, mem)."""
+    clamp = lambda v: v.clamp(0, 1) if isinstance(v, torch.Tensor) else min(max(float(v), 0.0), 1.0)  # noqa: E731
+    s, m, i, _ = _snn_multi_step(x_seq, (mem_init, syn_init), model="synaptic", beta=clamp(beta), thr=threshold,
+                                 third=clamp(alpha), reset_mechanism=reset_mechanism, reset_delay=reset_delay,
+                                 surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
+                                 return_mem=return_mem)
+    return s, i, m
+
+
+def alpha_neuron(x_seq, syn_exc_init=None, syn_inh_init=None, mem_init=None, *, alpha, beta, threshold=1.0,
+                 reset_mechanism="zero", surrogate="atan", surrogate_alpha=None, surrogate_beta=None,
+                 return_mem="last"):
+    """Reference snnTorch Alpha -> (spikes, syn_exc, syn_inh, mem)."""
+    a = (alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha))).clamp(0, 1)
+    b = (beta if isinstance(beta, torch.Tensor) else torch.tensor(float(beta))).clamp(0, 1)
+    tau_a = torch.log(a) / (torch.log(b) - torch.log(a)) + 1
+    dev = x_seq.device
+    s, m, e, i = _snn_multi_step(x_seq, (mem_init, syn_exc_init, syn_inh_init), model="alpha", beta=b.to(dev),
+                                 thr=threshold, third=a.to(dev), tau_a=tau_a.to(dev), reset_mechanism=reset_mechanism,
+                                 surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
+                                 return_mem=return_mem)
+    return s, e, i, m
 
 
 def lif_step(x, v=None, **kw):
@@ -85,3 +270,47 @@ def if_step(x, v=None, **kw):
 def plif_step(x, w, v=None, **kw):
     s, v = plif(x.unsqueeze(0), w, v, **kw)
     return s[0], v
+
+
+# --------------------------------------------------------------------------------------------
+# the fused op's options -> the reference (fallback without native kernels, double backward)
+# --------------------------------------------------------------------------------------------
+_MODEL_NAMES = ("lif", "alif", "ilif", "ternary", "leaky", "synaptic", "alpha")
+_RESET_NAMES = ("subtract", "zero", "none")
+
+
+def _per_neuron(slot, run, x_seq):
+    """A coefficient slot ([C], neuron i reads (i // run) % C) as a tensor of one step's shape."""
+    if slot is None:
+        return None
+    state = tuple(x_seq.shape[1:])
+    N = math.prod(state)
+    C = slot.numel()
+    if C == 1:
+        return slot.reshape(()).to(x_seq.dtype)
+    reps = N // (C * run) if C * run > 0 else 0
+    return slot.repeat_interleave(run).repeat(reps).view(state).to(x_seq.dtype)
+
+
+def neuron_from_options(x_seq, inits, slots, opts):
+    """The reference of spikeforge.ops.neuron's fused op for its NeuronOptions ->
+    (spike_seq, state0 (seq or last), state1 last or empty, state2 last or empty)."""
+    from ..surrogate import SURROGATES
+    name = _MODEL_NAMES[opts.model]
+    surrogate = next(n for n, spec in SURROGATES.items() if spec.id == opts.surrogate)
+    runs = (opts.run0, opts.run1, opts.run2, opts.run3)
+    sl = [_per_neuron(s, r, x_seq) for s, r in zip(slots, runs)]
+    ret = "seq" if opts.v_seq else "last"
+    empty = x_seq.new_empty(0)
+    if opts.model < 4:
+        s, v, b = _sj_multi_step(
+            x_seq, inits[0], inits[1], model=name, k=sl[0], tau=opts.tau, v_threshold=opts.v_threshold,
+            v_reset=opts.v_reset if opts.hard_reset else None, decay_input=opts.decay_input,
+            detach_reset=opts.detach_reset, surrogate=surrogate, alpha=opts.alpha, beta_sg=opts.beta_sg,
+            beta_a=opts.beta_a, rho=opts.rho, levels=opts.levels, two_sided=opts.two_sided, return_v=ret)
+        return s, v, (b if name == "alif" else empty), empty
+    s, m, second, third = _snn_multi_step(
+        x_seq, inits, model=name, beta=sl[0], thr=sl[1], third=sl[2], tau_a=sl[3],
+        reset_mechanism=_RESET_NAMES[opts.reset], reset_delay=opts.reset_delay, surrogate=surrogate,
+        alpha=opts.alpha, beta_sg=opts.beta_sg, return_mem=ret)
+    return s, m, (second if name in ("synaptic", "alpha") else empty), (third if name == "alpha" else empty)

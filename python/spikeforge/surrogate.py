@@ -1,0 +1,108 @@
+"""Surrogate gradients: the one table shared by spikeforge.ops (names -> native ids) and
+spikeforge.reference (the formulas in PyTorch). csrc/core/surrogate.h holds the same formulas for the
+kernels; docs/neurons.md lists them for users.
+
+g'(x) is the derivative used for dS/dH in backward, x = H - threshold. Two groups:
+- SpikingJelly's conventions (ids 0-7): every op family accepts them.
+- snnTorch 1.0's ``snntorch.surrogate`` functions (ids 8-12), for the neuron ops (the snnTorch models
+  above all): ``fast_sigmoid(slope)``, its ``triangular(threshold)`` (as written there: +threshold
+  below 0, -threshold from 0 on), ``straight_through_estimator()``, ``spike_rate_escape(beta, slope)``
+  and ``heaviside`` (snnTorch's surrogate_disable=True: the gradient passes where the spike fired).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+__all__ = ["SURROGATES", "SPIKINGJELLY_SURROGATES", "SECOND_PARAMETER", "SurrogateSpec", "surrogate_grad",
+           "spike_fn", "NUM_SPIKINGJELLY"]
+
+
+class SurrogateSpec(NamedTuple):
+    id: int       # spikeforge::Surrogate in csrc/core/surrogate.h
+    alpha: float  # default parameter
+
+
+# name -> (native id, default alpha)
+SURROGATES: dict[str, SurrogateSpec] = {
+    "sigmoid": SurrogateSpec(0, 4.0),
+    "atan": SurrogateSpec(1, 2.0),
+    "rect": SurrogateSpec(2, 1.0),
+    "triangle": SurrogateSpec(3, 1.0),
+    "piecewise_quadratic": SurrogateSpec(3, 1.0),
+    "piecewise_exp": SurrogateSpec(4, 1.0),
+    "erf": SurrogateSpec(5, 2.0),
+    "super_spike": SurrogateSpec(6, 1.0),
+    "soft_sign": SurrogateSpec(7, 2.0),
+    "fast_sigmoid": SurrogateSpec(8, 25.0),
+    "snntorch_triangular": SurrogateSpec(9, 1.0),
+    "straight_through": SurrogateSpec(10, 1.0),
+    "spike_rate_escape": SurrogateSpec(11, 25.0),
+    "heaviside": SurrogateSpec(12, 1.0),
+}
+NUM_SPIKINGJELLY = 8  # ids below this are accepted by every op family
+SPIKINGJELLY_SURROGATES = {name: spec for name, spec in SURROGATES.items() if spec.id < NUM_SPIKINGJELLY}
+# The default second parameter of the surrogates that have one (beta of spike_rate_escape).
+SECOND_PARAMETER: dict[str, float] = {"spike_rate_escape": 1.0}
+
+
+def surrogate_grad(name: str, x: torch.Tensor, alpha: float, beta: Optional[float] = None) -> torch.Tensor:
+    """g'(x) for surrogate `name` at x = H - threshold."""
+    a = alpha
+    if name == "sigmoid":
+        s = torch.sigmoid(a * x)
+        return a * s * (1 - s)
+    if name == "atan":
+        return a / (2 * (1 + (math.pi / 2 * a * x) ** 2))
+    if name == "rect":
+        return torch.where(x.abs() < 0.5 / a, torch.full_like(x, a), torch.zeros_like(x))
+    if name in ("triangle", "piecewise_quadratic"):
+        return torch.clamp(a - a * a * x.abs(), min=0)
+    if name == "piecewise_exp":
+        return a / 2 * torch.exp(-a * x.abs())
+    if name == "erf":
+        return a / math.sqrt(math.pi) * torch.exp(-((a * x) ** 2))
+    if name == "super_spike":
+        return a / (a * x.abs() + 1) ** 2
+    if name == "soft_sign":
+        return 1 / (2 * a * (1 / a + x.abs()) ** 2)
+    if name == "fast_sigmoid":
+        return 1 / (a * x.abs() + 1) ** 2
+    if name == "snntorch_triangular":
+        return torch.where(x >= 0, torch.full_like(x, -a), torch.full_like(x, a))
+    if name == "straight_through":
+        return torch.ones_like(x)
+    if name == "spike_rate_escape":
+        b = SECOND_PARAMETER[name] if beta is None else beta
+        return a * torch.exp(-b * (x - 1).abs())
+    if name == "heaviside":
+        return (x > 0).to(x.dtype)
+    raise ValueError(f"surrogate: unknown surrogate {name!r}; expected one of {sorted(SURROGATES)}")
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside(x) forward (x >= 0, or x > 0 when strict), surrogate derivative backward. The backward is
+    written in torch ops, so it is itself differentiable (second-order gradients of the reference)."""
+
+    @staticmethod
+    def forward(ctx, x, name, alpha, beta, strict):
+        ctx.save_for_backward(x)
+        ctx.params = (name, alpha, beta)
+        return ((x > 0) if strict else (x >= 0)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        name, alpha, beta = ctx.params
+        return grad * surrogate_grad(name, x, alpha, beta), None, None, None, None
+
+
+def spike_fn(x: torch.Tensor, name: str = "sigmoid", alpha: Optional[float] = None, beta: Optional[float] = None,
+             strict: bool = False) -> torch.Tensor:
+    """S = Heaviside(x) (x >= 0; x > 0 with strict=True, snnTorch's convention) with the surrogate `name`
+    in backward."""
+    spec = SURROGATES[name]
+    return _SpikeFn.apply(x, name, float(spec.alpha if alpha is None else alpha),
+                          float(SECOND_PARAMETER.get(name, 0.0) if beta is None else beta), strict)
