@@ -230,11 +230,12 @@ def test_native_outputs_have_standard_strides():
 
     q, k, v = (odd(t) for t in _inputs("ssa", (2, 1, 3, 4)))
     standard = torch.empty(q.shape).stride()
-    neuron = (0.5, 0.5, 0.0, True, True, True, 0, 4.0)
-    assert torch.ops.spikeforge.ssa_fwd(q, k, v, 0.125, *neuron).stride() == standard
-    for g in torch.ops.spikeforge.ssa_bwd(torch.ones_like(q), q, k, v, 0.125, *neuron):
+    o = _op_options(NEURON_ARGS[0], q, scale=0.125)
+    assert torch.ops.spikeforge.ssa_fwd(q, k, v, *o).stride() == standard
+    for g in torch.ops.spikeforge.ssa_bwd(torch.ones_like(q), q, k, v, *o):
         assert g.stride() == standard
-    out, _, _ = torch.ops.spikeforge.attention_reduce_fwd(k, v, q, True, *neuron)
+    out, _, _ = torch.ops.spikeforge.attention_reduce_fwd(k, v, q, *_op_options(NEURON_ARGS[0], q, reduce_tokens=True,
+                                                                                 has_b=True))
     assert out.stride() == standard
 
 
@@ -284,13 +285,16 @@ def test_non_contiguous_inputs(device):
 # ------------------------------------------------------------------------------------------------
 # native kernels: custom ops, the composed fallback, per-slice binary detection
 # ------------------------------------------------------------------------------------------------
-from spikeforge.reference.surrogate import SURROGATES  # noqa: E402
 
 needs_native = pytest.mark.skipif(not attention_mod._NATIVE_ATTENTION,
                                   reason="the native module has no attention kernels")
-#         (k_leak, v_threshold, v_reset, hard_reset, decay_input, detach_reset, surrogate id, alpha)
-NEURON_ARGS = [(0.5, 0.5, 0.0, True, True, True, SURROGATES["sigmoid"][0], 4.0),
-               (0.25, 1.0, 0.0, False, False, False, SURROGATES["atan"][0], 2.0)]
+# the attention neuron's public options: (tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
+NEURON_ARGS = [(2.0, 0.5, 0.0, True, True, "sigmoid", 4.0), (4.0, 1.0, None, False, False, "atan", 2.0)]
+
+
+def _op_options(neuron, x, **kw):
+    """The custom ops' scalar arguments for these public options (ops.attention builds them the same way)."""
+    return attention_mod._options(*neuron, x, **kw)[1]
 
 
 @needs_native
@@ -300,7 +304,7 @@ def test_opcheck_ssa_fwd(device, neuron, dtype):
     if dtype == torch.float64 and device == "cuda":
         pytest.skip("float64 is CPU only")
     q, k, v = _inputs("ssa", (3, 2, 9, 5), device, dtype=dtype, requires_grad=True)
-    torch.library.opcheck(torch.ops.spikeforge.ssa_fwd.default, (q, k, v, 0.125) + neuron)
+    torch.library.opcheck(torch.ops.spikeforge.ssa_fwd.default, (q, k, v) + tuple(_op_options(neuron, q, scale=0.125)))
 
 
 @needs_native
@@ -310,7 +314,8 @@ def test_opcheck_ssa_bwd(neuron, dtype):
     """The fused CPU backward (CUDA composes its backward from cuBLAS products and neuron_bwd)."""
     q, k, v = _inputs("ssa", (3, 2, 9, 5), dtype=dtype)
     g = torch.randn(q.shape, dtype=dtype)
-    torch.library.opcheck(torch.ops.spikeforge.ssa_bwd.default, (g, q, k, v, 0.125) + neuron)
+    torch.library.opcheck(torch.ops.spikeforge.ssa_bwd.default,
+                          (g, q, k, v) + tuple(_op_options(neuron, q, scale=0.125)))
 
 
 @needs_native
@@ -320,10 +325,11 @@ def test_opcheck_attention_reduce_fwd(device, neuron, case):
     name = {"sdsa": "sdsa", "qk_channel": "qk_channel_attention", "qk_token": "qk_token_attention"}[case]
     ts = _inputs(name, (3, 2, 9, 5), device, requires_grad=True)
     if case == "sdsa":
-        args = (ts[1], ts[2], ts[0], True)
+        args = (ts[1], ts[2], ts[0])
     else:
-        args = (ts[0], None, ts[1], case == "qk_channel")
-    torch.library.opcheck(torch.ops.spikeforge.attention_reduce_fwd.default, args + neuron)
+        args = (ts[0], None, ts[1])
+    o = _op_options(neuron, ts[0], reduce_tokens=case != "qk_token", has_b=case == "sdsa")
+    torch.library.opcheck(torch.ops.spikeforge.attention_reduce_fwd.default, args + tuple(o))
 
 
 @needs_native

@@ -15,6 +15,7 @@ import torch
 
 from neuron_helpers import (NEURONS, assert_grads_close, call, dyadic, fwd_bwd, h_seq, make_w, ops,
                             reference, upstream)
+from spikeforge.ops import neuron as neuron_mod
 from spikeforge.reference.surrogate import SURROGATES, surrogate_grad
 
 SHAPE = (5, 2, 3, 4)  # [T, B, C, D]: PLIF's per-channel w has C = 3 entries
@@ -215,14 +216,18 @@ def _v_seq_fn(kind, path, vth, v_reset, decay):
             return call(ops, kind, x, v_init, w, v_threshold=vth, v_reset=v_reset, decay_input=decay,
                         detach_reset=True, return_v="seq")[1]
         return fn
-    k = 0.0 if kind == "if" else (0.5 if kind == "lif_tau2" else 0.25)
-    hard = v_reset is not None
 
     def fn(x, v_init, w=None):
-        wf = None if w is None else w.reshape(-1)
-        return torch.ops.spikeforge.neuron_fwd(x, v_init, wf, 0.0 if w is not None else k, vth,
-                                               v_reset if hard else 0.0, hard, decay and kind != "if", True, 0,
-                                               4.0, True, False)[1]
+        # the custom op's own inputs for this call (PLIF's k = sigmoid(w) is formed by the op's torch code)
+        kw = dict(v_threshold=vth, v_reset=v_reset, detach_reset=True, return_v="seq")
+        if kind == "if":
+            args = neuron_mod.op_inputs(ops.if_neuron, x, v_init, **kw)
+        elif kind.startswith("lif"):
+            args = neuron_mod.op_inputs(ops.lif, x, v_init, tau=2.0 if kind == "lif_tau2" else 4.0,
+                                        decay_input=decay, **kw)
+        else:
+            args = neuron_mod.op_inputs(ops.plif, x, w, v_init, decay_input=decay, **kw)
+        return torch.ops.spikeforge.neuron_fwd(*args)[1]
     return fn
 
 

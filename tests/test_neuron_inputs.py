@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from neuron_helpers import (assert_grads_close, call, dyadic, fwd_bwd, make_w, native_fwd_args, ops, reference,
+                            call_native_forward, call_native_backward, native_bwd_args, native_params,
                             upstream)
 from spikeforge._native import native
 
@@ -471,18 +472,20 @@ NATIVE_BAD_FWD = {
     "x_noncontiguous": (dict(x=torch.randn(8, 3).t()), "x_seq"),
     "x_int": (dict(x=torch.zeros(3, 8, dtype=torch.int32)), "dtype"),
     "x_none": (dict(x=None), "x"),
-    "v_out_dtype": (dict(v_out=torch.full((8,), 7.0, dtype=torch.float64)), "v_out"),
-    "v_out_numel": (dict(v_out=torch.full((5,), 7.0)), "v_out"),
+    "v_out_dtype": (dict(v_out=torch.full((8,), 7.0, dtype=torch.float64)), r"v \(state_out\)"),
+    "v_out_numel": (dict(v_out=torch.full((5,), 7.0)), r"v \(state_out\)"),
     "v_init_numel": (dict(v_init=torch.zeros(7)), "v_init"),
     "v_init_dtype": (dict(v_init=torch.zeros(8, dtype=torch.float16)), "v_init"),
-    "k_negative": (dict(k=-0.5), "tau"),
-    "k_nan": (dict(k=float("nan")), "tau"),
+    "tau_negative": (dict(tau=-0.5), "tau"),
+    "tau_nan": (dict(tau=float("nan")), "tau"),
     "surrogate_id": (dict(surrogate=42), "surrogate"),
-    "alpha_zero": (dict(alpha=0.0), "alpha"),
+    "alpha_inf": (dict(alpha=float("inf")), "alpha"),
     "v_threshold_inf": (dict(v_threshold=float("inf")), "v_threshold"),
-    "w_dtype": (dict(w=torch.zeros(1, dtype=torch.float64)), "w"),
-    "w_layout": (dict(w=torch.zeros(3), C=3), "w"),
-    "h_numel": (dict(h_out=torch.zeros(2, 8)), "h_seq"),
+    "w_dtype": (dict(w=torch.zeros(1, dtype=torch.float64)), r"k \(PLIF"),
+    "w_layout": (dict(w=torch.zeros(3), C=3), r"k \(PLIF"),
+    "model_id": (dict(model=9), "model"),
+    "second_state_for_lif": (dict(x=torch.randn(3, 8)), None),
+    "h_numel": (dict(h_out=torch.zeros(2, 8)), "saved"),
     "N_mismatch": (dict(N=9), "x_seq"),
 }
 
@@ -492,30 +495,26 @@ NATIVE_BAD_FWD = {
 def test_native_forward_rejects(case):
     over, name = NATIVE_BAD_FWD[case]
     a = native_fwd_args(**over)
+    if case == "second_state_for_lif":  # a state the model does not have
+        from spikeforge import native as nat
+        params = native_params(model=0)
+        with pytest.raises(ValueError, match="b_init"):
+            nat.neuron_forward(a["x"], (None, torch.zeros(8), None), (None,) * 4, a["spike"], (a["v_out"], None, None),
+                               None, params, 3, 8, (1,) * 8, 1, 0)
+        return
     exc = TypeError if case == "x_none" else ValueError  # None where a tensor is required: nanobind's TypeError
     with pytest.raises(exc, match=name):
-        native.neuron_forward(*a.values())
+        call_native_forward(a)
     assert a["spike"].eq(7.0).all() and a["v_out"].eq(7.0).all()  # nothing written
 
 
-def _native_bwd_args(**over):
-    T, N = 3, 8
-    a = dict(grad_spike=torch.randn(T, N), grad_v=None, x=torch.randn(T, N), h=None, v_init=None,
-             w=torch.zeros(1), grad_x=torch.full((T, N), 7.0), grad_v_init=None, grad_k_ws=torch.zeros(N),
-             grad_w=torch.full((1,), 7.0), T=T, N=N, C=1, S=1, k=0.0, v_threshold=1.0, v_reset=0.0,
-             hard_reset=True, decay_input=True, detach_reset=False, surrogate=0, alpha=4.0, num_threads=1,
-             stream=0)
-    a.update(over)
-    return a
-
-
 NATIVE_BAD_BWD = {
-    "no_x_no_h": (dict(x=None, w=None, grad_w=None, grad_k_ws=None), "h_seq or x_seq"),
+    "no_x_no_h": (dict(x=None, w=None, grad_w=None, grad_k_ws=None), "saved values or x_seq"),
     "plif_decay_without_x": (dict(x=None, h=torch.randn(3, 8)), "x_seq"),
-    "grad_v_numel": (dict(grad_v=torch.zeros(5)), "grad_v"),
+    "grad_v_numel": (dict(grad_v=torch.zeros(5)), r"v \(grad_state_out\)"),
     "grad_x_dtype": (dict(grad_x=torch.full((3, 8), 7.0, dtype=torch.float64)), "grad_x"),
-    "grad_w_without_ws": (dict(grad_k_ws=None), "grad_k_ws"),
-    "grad_k_ws_numel": (dict(grad_k_ws=torch.zeros(3)), "grad_k_ws"),
+    "grad_w_without_ws": (dict(grad_k_ws=None), "grad_slot_ws"),
+    "grad_k_ws_numel": (dict(grad_k_ws=torch.zeros(3)), "grad_slot_ws"),
     "surrogate_id": (dict(surrogate=-1), "surrogate"),
 }
 
@@ -524,9 +523,9 @@ NATIVE_BAD_BWD = {
 @pytest.mark.parametrize("case", list(NATIVE_BAD_BWD))
 def test_native_backward_rejects(case):
     over, name = NATIVE_BAD_BWD[case]
-    a = _native_bwd_args(**over)
+    a = native_bwd_args(**over)
     with pytest.raises(ValueError, match=name):
-        native.neuron_backward(*a.values())
+        call_native_backward(a)
     assert a["grad_x"].eq(7.0).all()
     if a["grad_w"] is not None:
         assert a["grad_w"].eq(7.0).all()

@@ -7,21 +7,22 @@ from neuron_helpers import (assert_grads_close, call, capture_cuda_graph, dyadic
                             reference, upstream)
 import spikeforge.ops.neuron as neuron_mod
 import spikeforge.ops._common as common_mod
-from spikeforge.reference.surrogate import SURROGATES
 
 RTOL32, ATOL32 = 1e-5, 1e-5  # see test_neuron.py
 KINDS = ("lif_tau2", "if", "plif", "plif_c")
-SID = {name: sid for name, (sid, _) in SURROGATES.items()}  # surrogate name -> the op's integer id
 
 
 def _op_args(kind, x, v_init, w, *, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
              surrogate="sigmoid", alpha=4.0, v_seq=False, save_h=False):
-    """Positional arguments of neuron_fwd for the same call as ops.<kind>(...)."""
-    k = {"lif_tau2": 0.5, "lif_tau4": 0.25, "if": 0.0}.get(kind, 0.0)
-    hard = v_reset is not None
-    wf = None if w is None else w.reshape(-1)
-    return (x, v_init, wf, k, float(v_threshold), float(v_reset) if hard else 0.0, hard,
-            bool(decay_input and kind != "if"), detach_reset, SID[surrogate], float(alpha), v_seq, save_h)
+    """Positional inputs of neuron_fwd for the same call as ops.<kind>(...) (built by the op itself)."""
+    kw = dict(v_threshold=v_threshold, v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
+              alpha=alpha, return_v="seq" if v_seq else "last")
+    if kind in ("lif_tau2", "lif_tau4"):
+        return neuron_mod.op_inputs(ops.lif, x, v_init, tau=2.0 if kind == "lif_tau2" else 4.0,
+                                    decay_input=decay_input, save=save_h, **kw)
+    if kind == "if":
+        return neuron_mod.op_inputs(ops.if_neuron, x, v_init, save=save_h, **kw)
+    return neuron_mod.op_inputs(ops.plif, x, w, v_init, decay_input=decay_input, save=save_h, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -69,16 +70,23 @@ def _bwd_arg_sets(device):
     gs = torch.randn(T, *shape, device=device)
     gv_last = torch.randn(shape, device=device)
     gv_seq = torch.randn(T, *shape, device=device)
-    _, _, h = torch.ops.spikeforge.neuron_fwd(*_op_args("plif_c", x, v_init, w, save_h=True))
-    #      (grad_spike, grad_v, x, h, v_init, w, k, vth, vr, hard, decay, detach, sid, alpha, need_vi, need_w)
+
+    def case(fwd, grad_v, needs):
+        saved = torch.ops.spikeforge.neuron_fwd(*fwd)[4]
+        return neuron_mod.bwd_inputs(fwd, saved, gs, (grad_v, None, None), needs)
+
+    no, vi, vi_k, k = (False,) * 7, (True,) + (False,) * 6, (True, False, False, True, False, False, False), \
+        (False, False, False, True, False, False, False)
     return {
-        "lif_recompute": (gs, gv_last, x, None, None, None, 0.5, 1.0, 0.0, True, True, False, 0, 4.0, False, False),
-        "lif_vseq_vinit": (gs, gv_seq, x, None, v_init, None, 0.25, 0.75, -0.5, True, False, True, 1, 2.0, True,
-                           False),
-        "if_no_grad_v": (gs, None, x, None, v_init, None, 0.0, 1.0, 0.0, False, False, False, 3, 1.0, True, False),
-        "plif_saved_h": (gs, gv_last, x, h, v_init, w, 0.0, 1.0, 0.0, True, True, False, 0, 4.0, True, True),
-        "plif_nodecay_h_only": (gs, gv_seq, None, h, None, w, 0.0, 1.0, 0.0, True, False, False, 5, 2.0, False,
-                                True),
+        "lif_recompute": case(_op_args("lif_tau2", x, None, None), gv_last, no),
+        "lif_vseq_vinit": case(_op_args("lif_tau4", x, v_init, None, v_threshold=0.75, v_reset=-0.5,
+                                        decay_input=False, detach_reset=True, surrogate="atan", alpha=2.0,
+                                        v_seq=True), gv_seq, vi),
+        "if_no_grad_v": case(_op_args("if", x, v_init, None, v_reset=None, surrogate="triangle", alpha=1.0), None,
+                             vi),
+        "plif_saved_h": case(_op_args("plif_c", x, v_init, w, save_h=True), gv_last, vi_k),
+        "plif_nodecay_h_only": case(_op_args("plif_c", x, None, w, decay_input=False, surrogate="erf", alpha=2.0,
+                                             v_seq=True, save_h=True), gv_seq, k),
     }
 
 
@@ -110,8 +118,8 @@ def test_fast_path_equals_custom_op(device, kind, return_v, save_h):
     leaves = [x.clone().requires_grad_(), v_init.clone().requires_grad_()] + \
              ([w.clone().requires_grad_()] if w is not None else [])
     w_leaf = leaves[2] if w is not None else None
-    s, v, h = torch.ops.spikeforge.neuron_fwd(*_op_args(kind, leaves[0], leaves[1], w_leaf, v_seq=return_v == "seq",
-                                                        save_h=save_h, **kw))
+    s, v, _, _, h = torch.ops.spikeforge.neuron_fwd(*_op_args(kind, leaves[0], leaves[1], w_leaf,
+                                                              v_seq=return_v == "seq", save_h=save_h, **kw))
     assert torch.equal(s.detach(), fast["s"]) and torch.equal(v.detach(), fast["v"])
     assert h.numel() == (x.numel() if save_h else 0)
     grads = torch.autograd.grad((s * gs).sum() + (v * gv).sum(), leaves)
@@ -130,7 +138,7 @@ def test_saved_h_is_the_charge(device, kind):
     v_init = dyadic((2, 3, 4), -8, 8, device=device)
     w = make_w(kind, 3, device=device)
     for v_reset in (-0.5, None):
-        _, _, h = torch.ops.spikeforge.neuron_fwd(*_op_args(kind, x, v_init, w, v_reset=v_reset, save_h=True))
+        h = torch.ops.spikeforge.neuron_fwd(*_op_args(kind, x, v_init, w, v_reset=v_reset, save_h=True))[4][0]
         want = h_seq(kind, x.double(), v_init.double(), w, v_reset=v_reset)
         assert torch.equal(h.double(), want)
 

@@ -17,7 +17,7 @@ import torch
 from spikeforge import ops, reference
 from spikeforge._native import native
 
-from neuron_helpers import native_fwd_args
+from neuron_helpers import call_native_forward, native_fwd_args
 
 needs_native = pytest.mark.skipif(native is None, reason="native module not built")
 SANITIZED = native is not None and bool(getattr(native, "sanitizers", lambda: "")())
@@ -57,7 +57,7 @@ NATIVE_NEURON_FWD = {
     # T * N = 2^64 + 2^32 wraps to 2^32 in int64: must be refused, not compared against numel
     "T_times_N_overflows": (dict(T=BIG, N=BIG + 1), ValueError, "overflows"),
     # C * S = 2^64 wrapped to 0 and the layout check divided by it (SIGFPE) before the fix
-    "C_times_S_overflows": (dict(w=torch.zeros(1), C=BIG, S=BIG), ValueError, "w"),
+    "C_times_S_overflows": (dict(w=torch.zeros(1), C=BIG, S=BIG), ValueError, r"k \(PLIF"),
     "negative_T": (dict(T=-3), ValueError, "negative"),
     "x_meta": (dict(x=torch.empty(3, 8, device="meta")), ValueError, "x_seq"),
     "x_string": (dict(x="tensor"), ValueError, "x_seq"),
@@ -107,7 +107,7 @@ def test_native_neuron_forward_rejects(case):
     over, exc, pattern = NATIVE_NEURON_FWD[case]
     a = native_fwd_args(**over)
     with pytest.raises(exc, match=pattern):
-        native.neuron_forward(*a.values())
+        call_native_forward(a)
     _untouched(a, ["spike", "v_out"])
 
 
@@ -135,7 +135,7 @@ def test_native_psn_backward_rejects(case):
 def test_native_valid_calls_of_the_tables_work():
     """The tables' base arguments are valid: each rejection above is caused by its one override."""
     a = native_fwd_args()
-    native.neuron_forward(*a.values())
+    call_native_forward(a)
     s, v = reference.lif(a["x"])
     assert torch.equal(a["spike"], s) and torch.equal(a["v_out"], v)
     a = _psn_fwd()
@@ -152,7 +152,7 @@ def test_native_thread_count_out_of_range(num_threads):
     """Any thread count is clamped (100000 crashed libgomp before); the result does not depend on it."""
     x = dyadic((3, 5000))
     a = native_fwd_args(x=x, spike=torch.empty(3, 5000), v_out=torch.empty(5000), N=5000, num_threads=num_threads)
-    native.neuron_forward(*a.values())
+    call_native_forward(a)
     s, v = reference.lif(x)
     assert torch.equal(a["spike"], s) and torch.equal(a["v_out"], v)
 
@@ -350,8 +350,7 @@ def test_native_calls_release_the_gil():
     bindings release the GIL (nb::gil_scoped_release). Were it held, no main-thread iteration could
     fall inside the call's interval."""
     T, N = 64, 1 << 18
-    x = torch.randn(T, N)
-    spike, v_out = torch.empty(T, N), torch.empty(N)
+    a = native_fwd_args(x=torch.randn(T, N), spike=torch.empty(T, N), v_out=torch.empty(N), T=T, N=N)
     span = {}
     started = threading.Event()
 
@@ -359,8 +358,7 @@ def test_native_calls_release_the_gil():
         started.set()
         t0 = time.perf_counter()
         for _ in range(3):
-            native.neuron_forward(x, None, None, spike, None, v_out, T, N, 1, 1, 0.5, 1.0, 0.0, True, True, 0,
-                                  4.0, 1, 0)
+            call_native_forward(a)
         span["t"] = (t0, time.perf_counter())
 
     th = threading.Thread(target=worker)

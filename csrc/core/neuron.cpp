@@ -11,7 +11,25 @@
 namespace spikeforge {
 namespace {
 
-std::string slot_name(int s) { return "slot " + std::to_string(s); }
+// The names users know for a model's coefficient slots and state variables (csrc/core/neuron.h).
+std::string slot_name(NeuronModel m, int s) {
+  static const char* const lif[] = {"k (PLIF's sigmoid(w))", "slot 1", "slot 2", "slot 3"};
+  static const char* const leaky[] = {"beta", "threshold", "graded_spikes_factor", "slot 3"};
+  static const char* const synaptic[] = {"beta", "threshold", "alpha", "slot 3"};
+  static const char* const alpha[] = {"beta", "threshold", "alpha", "tau_alpha"};
+  const char* const* names = m == NeuronModel::leaky ? leaky : m == NeuronModel::synaptic ? synaptic
+                             : m == NeuronModel::alpha ? alpha : lif;
+  return names[s];
+}
+std::string state_name(NeuronModel m, int s, const char* what) {
+  static const char* const sj[] = {"v", "b", "state 2"};
+  static const char* const snn[] = {"mem", "syn", "state 2"};
+  static const char* const alpha[] = {"mem", "syn_exc", "syn_inh"};
+  const char* const* names = m == NeuronModel::alpha ? alpha : is_snntorch_family(m) ? snn : sj;
+  const std::string w(what);
+  if (w == "state_init") return std::string(names[s]) + "_init";
+  return std::string(names[s]) + " (" + w + ")";
+}
 
 // Returns T * N, formed without overflow (sizes come from the caller; core/index.h).
 int64_t check_params(const NeuronParams& p) {
@@ -20,9 +38,10 @@ int64_t check_params(const NeuronParams& p) {
   SF_CHECK_ARG(p.T >= 0 && p.N >= 0, "x_seq: negative size");
   const int64_t TN = checked_mul(p.T, p.N, "x_seq");
   for (int s = 0; s < kMaxParams; ++s) {
-    SF_CHECK_ARG(p.layout[s].C >= 1 && p.layout[s].S >= 1, slot_name(s) + ": layout must be positive");
-    const int64_t CS = checked_mul(p.layout[s].C, p.layout[s].S, "slot layout");
-    SF_CHECK_ARG(p.N == 0 || p.N % CS == 0, slot_name(s) + ": layout does not divide the neurons");
+    const std::string name = slot_name(p.model, s);
+    SF_CHECK_ARG(p.layout[s].C >= 1 && p.layout[s].S >= 1, name + ": layout must be positive");
+    const int64_t CS = checked_mul(p.layout[s].C, p.layout[s].S, name.c_str());
+    SF_CHECK_ARG(p.N == 0 || p.N % CS == 0, name + ": its layout does not divide the neurons");
   }
   SF_CHECK_ARG(std::isfinite(p.tau) && p.tau >= 0.0, "tau must be a finite number > 0");
   SF_CHECK_ARG(std::isfinite(p.v_threshold), "v_threshold must be finite");
@@ -35,6 +54,9 @@ int64_t check_params(const NeuronParams& p) {
   SF_CHECK_ARG(std::isfinite(p.alpha) && std::isfinite(p.beta_sg), "alpha (the surrogate's parameter) must be finite");
   const int s = static_cast<int>(p.surrogate);
   SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
+  SF_CHECK_ARG(p.model == NeuronModel::ilif || surrogate_allowed(p.model, p.surrogate),
+               "surrogate: id " + std::to_string(s) + " is not available for this neuron model (the SpikingJelly "
+               "models take SpikingJelly's surrogates, the snnTorch models snntorch.surrogate's and atan / sigmoid)");
   return TN;
 }
 
@@ -53,7 +75,7 @@ void check_states(const TensorView* const* states, const TensorView& ref, const 
                   const char* what, bool seq_ok) {
   const int ns = neuron_states(p.model);
   for (int s = 0; s < kMaxStates; ++s) {
-    const std::string name = std::string(what) + "[" + std::to_string(s) + "]";
+    const std::string name = state_name(p.model, s, what);
     if (s >= ns) {
       SF_CHECK_ARG(!states[s], name + ": the model has " + std::to_string(ns) + " state variable(s)");
       continue;
@@ -67,11 +89,11 @@ void check_states(const TensorView* const* states, const TensorView& ref, const 
   }
 }
 
-void check_slots(const TensorView* const* slots, const TensorView& ref, const NeuronParams& p, const char* what) {
+void check_slots(const TensorView* const* slots, const TensorView& ref, const NeuronParams& p) {
   const int nsl = neuron_slots(p.model);
   const DType want = compute_dtype(ref.dtype);
   for (int s = 0; s < kMaxParams; ++s) {
-    const std::string name = std::string(what) + "[" + std::to_string(s) + "]";
+    const std::string name = slot_name(p.model, s);
     if (s >= nsl) {
       SF_CHECK_ARG(!slots[s], name + ": the model reads " + std::to_string(nsl) + " coefficient slot(s)");
       continue;
@@ -105,7 +127,7 @@ void check_neuron_forward_args(const TensorView& x, const TensorView* const* sta
   check_dense(x, "x_seq");
   check_numel(x, TN, "x_seq");
   check_states(state_init, x, p, TN, "state_init", false);
-  check_slots(slots, x, p, "slots");
+  check_slots(slots, x, p);
   check_like(spike, x, TN, "spike_seq", "x_seq");
   check_states(state_out, x, p, TN, "state_out", true);
   check_saved(saved, x, p, TN);
@@ -129,20 +151,20 @@ void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* 
   if (x) check_like(*x, ref, TN, "x_seq", "grad_spike");
   check_saved(saved, ref, p, TN);
   check_states(state_init, ref, p, TN, "state_init", false);
-  check_slots(slots, ref, p, "slots");
+  check_slots(slots, ref, p);
   check_like(grad_x, ref, TN, "grad_x", "grad_spike");
   check_states(grad_state_init, ref, p, TN, "grad_state_init", false);
   const DType want = compute_dtype(ref.dtype);
   for (int s = 0; s < kMaxParams; ++s) {
     if (!grad_slots[s]) continue;
-    const std::string name = "grad_slots[" + std::to_string(s) + "]";
-    SF_CHECK_ARG(slots[s], name + " needs slot " + std::to_string(s));
-    SF_CHECK_ARG(grad_slot_ws[s], name + " needs its workspace grad_slot_ws[" + std::to_string(s) + "]");
+    const std::string name = "grad_slots (" + slot_name(p.model, s) + ")";
+    SF_CHECK_ARG(slots[s], name + " needs the coefficient itself");
+    SF_CHECK_ARG(grad_slot_ws[s], name + " needs its per-neuron workspace grad_slot_ws");
     check_dense(*grad_slots[s], name.c_str());
     check_same_device(ref, *grad_slots[s], "grad_spike", name.c_str());
     SF_CHECK_ARG(grad_slots[s]->dtype == want, name + " must be " + dtype_name(want));
     check_numel(*grad_slots[s], p.layout[s].C, name.c_str());
-    const std::string ws = "grad_slot_ws[" + std::to_string(s) + "]";
+    const std::string ws = "grad_slot_ws (" + slot_name(p.model, s) + ")";
     check_dense(*grad_slot_ws[s], ws.c_str());
     check_same_device(ref, *grad_slot_ws[s], "grad_spike", ws.c_str());
     SF_CHECK_ARG(grad_slot_ws[s]->dtype == want, ws + " must be " + dtype_name(want));

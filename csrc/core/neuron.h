@@ -121,6 +121,17 @@ SF_HD constexpr int neuron_slots(NeuronModel m) {
     default: return 0;
   }
 }
+// The surrogates each model is compiled for: SpikingJelly's set (ids below kNumSpikingJellySurrogates) for
+// its family, snnTorch's functions plus its atan and sigmoid for the snnTorch family, none for ilif (its
+// spike has a straight-through gradient). Each (model, surrogate) pair is a kernel instantiation, so the
+// sets keep the build quick; the entry points refuse other pairs.
+SF_HD constexpr bool surrogate_allowed(NeuronModel m, Surrogate s) {
+  const int id = static_cast<int>(s);
+  if (m == NeuronModel::ilif) return id == 0;  // ignored; the one instantiation
+  if (is_snntorch_family(m)) return id >= kNumSpikingJellySurrogates || s == Surrogate::atan || s == Surrogate::sigmoid;
+  return id < kNumSpikingJellySurrogates;
+}
+
 // Whether saved values may be stored in the 16-bit activation dtype without changing what backward
 // derives from them (core/half_bits.h keeps H on its side of the constant threshold): only the binary
 // LIF; other models save them in the compute type (float32, or float64 for float64 activations).
@@ -231,6 +242,10 @@ SF_HD C sj_reset(const NeuronCoeffs<C>& q, C h, C s, C theta) {
   return rn_sub(h, rn_mul(s, theta));
 }
 
+// The k that sj_backward takes: PLIF's coefficient, else 1/tau (0 for IF).
+template <typename C>
+SF_HD C backward_leak(const NeuronCoeffs<C>& q, C k_slot) { return q.divide ? q.inv_tau : k_slot; }
+
 // One forward step: st = (V, B) before, updated in place; sv = (H, B[t-1]); returns S.
 template <NeuronModel M, typename C>
 SF_HD C sj_forward(const NeuronCoeffs<C>& q, C k, C (&st)[kMaxStates], C x, C (&sv)[kMaxSaved]) {
@@ -274,10 +289,12 @@ SF_HD void sj_state_after(const NeuronCoeffs<C>& q, const C (&sv)[kMaxSaved], C 
 }
 
 // One backward step. gst = (dL/dV[t], dL/dB[t]) in, (dL/dV[t-1], dL/dB[t-1]) out (without the
-// gradient of a returned V[t-1], which the caller adds); gs = dL/dS[t]. Returns dL/dX[t]; adds dL/dk
-// to gk (PLIF: v_prev = V[t-1], read only then).
-template <NeuronModel M, Surrogate SG, typename C>
-SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v_prev, C x, C gs,
+// gradient of a returned V[t-1], which the caller adds); gs = dL/dS[t]; g = g' of the surrogate at the
+// arguments surrogate_args() gave for this step; k = the leak coefficient: PLIF's slot, 1/tau (q.inv_tau)
+// for LIF, 0 for IF (backward_leak() gives it). Returns dL/dX[t]; adds dL/dk to gk (PLIF: v_prev = V[t-1],
+// read only then).
+template <NeuronModel M, typename C>
+SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v_prev, C x, C gs, const C (&g)[2],
                     C (&gst)[kMaxStates], C& gk, bool want_gk) {
   const C h = sv[0];
   const C theta = sj_theta<M>(q, sv[1]);
@@ -291,14 +308,11 @@ SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v
   } else if constexpr (M == NeuronModel::ternary) {
     C devent;  // derivative of the reset event (S != 0) in H
     if (q.two_sided) {
-      const C gp = SurrogateFn<SG>::grad(h - q.vth, q.sg_a, q.sg_b);
-      const C gn = SurrogateFn<SG>::grad(-h - q.vth, q.sg_a, q.sg_b);
-      ds_dh = gp + gn;
-      devent = gp - gn;
+      ds_dh = g[0] + g[1];
+      devent = g[0] - g[1];
     } else {
-      const C g = SurrogateFn<SG>::grad((h < C(0) ? -h : h) - q.vth, q.sg_a, q.sg_b);
-      ds_dh = h == C(0) ? C(0) : g;
-      devent = h > C(0) ? g : (h < C(0) ? -g : C(0));
+      ds_dh = h == C(0) ? C(0) : g[0];
+      devent = h > C(0) ? g[0] : (h < C(0) ? -g[0] : C(0));
     }
     if (q.hard) {
       const C ev = s != C(0) ? C(1) : C(0);
@@ -307,17 +321,16 @@ SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v
       dv_dh = C(1) - q.vth * ds_dh * q.nd;
     }
   } else {
-    const C g = SurrogateFn<SG>::grad(h - theta, q.sg_a, q.sg_b);
-    ds_dh = g;
+    ds_dh = g[0];
     if (q.hard) {
-      dv_dh = (C(1) - s) + (q.vr - h) * g * q.nd;
+      dv_dh = (C(1) - s) + (q.vr - h) * g[0] * q.nd;
     } else {
-      dv_dh = C(1) - theta * g * q.nd;
+      dv_dh = C(1) - theta * g[0] * q.nd;
     }
     if constexpr (M == NeuronModel::alif) {
-      ds_dth = -g;
+      ds_dth = -g[0];
       // hard: V = S v_r + (1 - S) H;  soft: V = H - S theta (S itself, and theta through S unless detached)
-      dv_dth = q.hard ? -(q.vr - h) * g * q.nd : -s + theta * g * q.nd;
+      dv_dth = q.hard ? -(q.vr - h) * g[0] * q.nd : -s + theta * g[0] * q.nd;
     }
   }
   C gs_tot = gs;
@@ -327,7 +340,7 @@ SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v
     const C gth = gs_tot * ds_dth + gst[0] * dv_dth;
     gst[1] = gst[1] * q.rho + gth * q.beta_a;
   }
-  const C kk = q.divide ? q.inv_tau : k;
+  const C kk = k;
   gst[0] = q.leak ? gh * (C(1) - kk) : gh;
   if (want_gk) gk += gh * ((q.decay ? x : C(0)) - (v_prev - q.vr_c));
   return q.leak && q.decay ? gh * kk : gh;
@@ -412,16 +425,17 @@ SF_HD void snn_state_after(const C (&sv)[kMaxSaved], C (&st)[kMaxStates]) {
 }
 
 // One backward step. st_prev: the state before step t. gst: dL/d(state after t) in, dL/d(state before
-// t) out (the caller adds the gradient of a returned U[t-1]). gsl accumulates dL/d(slot) per neuron.
-// Returns dL/dX[t].
-template <NeuronModel M, Surrogate SG, typename C>
+// t) out (the caller adds the gradient of a returned U[t-1]). gsl accumulates dL/d(slot) per neuron;
+// gv[0] is g' at surrogate_args()'s argument. Returns dL/dX[t].
+template <NeuronModel M, typename C>
 SF_HD C snn_backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
-                     const C (&st_prev)[kMaxStates], C x, C gs, C (&gst)[kMaxStates], C (&gsl)[kMaxParams]) {
+                     const C (&st_prev)[kMaxStates], C x, C gs, const C (&gv)[2], C (&gst)[kMaxStates],
+                     C (&gsl)[kMaxParams]) {
   const C beta = sl.v[0], thr = sl.v[1];
   const C u = sv[0];
   const C R = snn_heaviside(st_prev[0], thr);
   const C step = snn_heaviside(u, thr);
-  const C g = SurrogateFn<SG>::grad(u - thr, q.sg_a, q.sg_b);
+  const C g = gv[0];
   const C gsf = M == NeuronModel::leaky ? sl.v[2] : C(1);
   // dL/dU (the membrane the spike is fired from) and dL/dthr of this step
   C gu = gs * gsf * g;
@@ -475,6 +489,49 @@ SF_HD C snn_backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C
     gx = ge0 - gi0;
   }
   gsl[1] += gthr;
+  return gx;
+}
+
+// ================================================================================================
+// The surrogate's arguments of a step: backward evaluates g' at these (kernels may do it in a pass of its
+// own: on CPU, exp-based surrogates vectorise there and not inside the step's selects).
+// ================================================================================================
+template <NeuronModel M>
+constexpr int kSurrogateArgs = M == NeuronModel::ilif ? 0 : M == NeuronModel::ternary ? 2 : 1;
+
+template <NeuronModel M, typename C>
+SF_HD void surrogate_args(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved], C (&a)[2]) {
+  if constexpr (M == NeuronModel::ternary) {
+    const C h = sv[0];
+    a[0] = q.two_sided ? h - q.vth : (h < C(0) ? -h : h) - q.vth;
+    a[1] = -h - q.vth;
+  } else if constexpr (M == NeuronModel::leaky || M == NeuronModel::synaptic || M == NeuronModel::alpha) {
+    a[0] = sv[0] - sl.v[1];
+  } else {
+    a[0] = sv[0] - sj_theta<M>(q, sv[1]);
+  }
+}
+
+// g' at a step's surrogate arguments (the second is read by the two-sided ternary spike only).
+template <NeuronModel M, Surrogate SG, typename C>
+SF_HD void surrogate_values(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
+                            C (&g)[2]) {
+  C a[2] = {C(0), C(0)};
+  surrogate_args<M>(q, sl, sv, a);
+  g[0] = kSurrogateArgs<M> > 0 ? SurrogateFn<SG>::grad(a[0], q.sg_a, q.sg_b) : C(0);
+  g[1] = kSurrogateArgs<M> > 1 && q.two_sided ? SurrogateFn<SG>::grad(a[1], q.sg_a, q.sg_b) : C(0);
+}
+
+// The attention LIF's backward step from its saved H: -> dL/dX; gv = dL/dV[t] in, dL/dV[t-1] out.
+template <Surrogate SG, typename C>
+SF_HD C lif_backward(const NeuronCoeffs<C>& q, C h, C gs, C& gv) {
+  const C sv[kMaxSaved] = {h};
+  const NeuronSlots<C> sl{};
+  C g[2];
+  surrogate_values<NeuronModel::lif, SG>(q, sl, sv, g);
+  C gst[kMaxStates] = {gv}, gk = C(0);
+  const C gx = sj_backward<NeuronModel::lif>(q, q.inv_tau, sv, C(0), C(0), gs, g, gst, gk, false);
+  gv = gst[0];
   return gx;
 }
 

@@ -327,14 +327,14 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   // Per-thread scratch reused across slices, allocated before the parallel region (see ssa_impl): K^T V
   // and H of all T steps, [N, D] rows.
   struct Scratch {
-    std::vector<C> ktv, h, state, buf, gstate, g_pre, mt, g_m, row, out_q, out_k, out_v;
+    std::vector<C> ktv, h, state, buf, gstate, g_pre, sg, mt, g_m, row, out_q, out_k, out_v;
     std::vector<uint64_t> words, awords;
   };
   const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
-    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.out_q, &sc.out_k, &sc.out_v})
+    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg, &sc.out_q, &sc.out_k, &sc.out_v})
       nd_buf->resize(ND);
     sc.mt.resize(DD), sc.g_m.resize(DD), sc.words.resize(WD), sc.awords.resize(N * WD);
   }
@@ -342,7 +342,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   {
   Scratch& sc = scratch[cpu::thread_index()];
   auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
-  auto &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
+  auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
   auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
 #pragma omp for schedule(static)
   for (int64_t b = 0; b < B; ++b) {
@@ -361,10 +361,13 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
       const int64_t off = (t * B + b) * ND;
       const C* ht = h.data() + t * ND;
       const C* g_s = load_row(go + off, buf.data(), ND);
+      // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_cpu.cpp)
+      const C vth = lif.vth;
+      for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, lif.sg_a, lif.sg_b);
       for (int64_t e = 0; e < ND; ++e) {
-        const C sv[kMaxSaved] = {ht[e]};
+        const C sv[kMaxSaved] = {ht[e]}, g[2] = {sg[e], C(0)};
         C gst[kMaxStates] = {gstate[e]}, gk = C(0);
-        g_pre[e] = sj_backward<NeuronModel::lif, SG>(lif, C(0), sv, C(0), C(0), g_s[e], gst, gk, false) * scale;
+        g_pre[e] = sj_backward<NeuronModel::lif>(lif, lif.inv_tau, sv, C(0), C(0), g_s[e], g, gst, gk, false) * scale;
         gstate[e] = gst[0];
       }
       const C* kt = ktv.data() + t * DD;

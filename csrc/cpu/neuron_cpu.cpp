@@ -13,6 +13,7 @@
 // default: x is the only [T, N] tensor kept), or reads the saved values the forward wrote.
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -36,7 +37,7 @@ template <NeuronModel M>
 struct Step {
   static constexpr bool kSnn = M == NeuronModel::leaky || M == NeuronModel::synaptic || M == NeuronModel::alpha;
   template <typename C>
-  static C forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
+  SF_HD static C forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
                    C (&sv)[kMaxSaved]) {
     if constexpr (kSnn) {
       return snn_forward<M>(q, sl, st, x, sv);
@@ -45,7 +46,7 @@ struct Step {
     }
   }
   template <typename C>
-  static void state_after(const NeuronCoeffs<C>& q, const C (&sv)[kMaxSaved], C (&st)[kMaxStates]) {
+  SF_HD static void state_after(const NeuronCoeffs<C>& q, const C (&sv)[kMaxSaved], C (&st)[kMaxStates]) {
     if constexpr (kSnn) {
       (void)q;
       snn_state_after<M>(sv, st);
@@ -53,15 +54,15 @@ struct Step {
       sj_state_after<M>(q, sv, st);
     }
   }
-  template <Surrogate SG, typename C>
-  static C backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
-                    const C (&st_prev)[kMaxStates], C x, C gs, C (&gst)[kMaxStates], C (&gsl)[kMaxParams],
-                    bool want_gk) {
+  template <typename C>
+  SF_HD static C backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
+                    const C (&st_prev)[kMaxStates], C x, C gs, const C (&g)[2], C (&gst)[kMaxStates],
+                    C (&gsl)[kMaxParams], bool want_gk) {
     if constexpr (kSnn) {
       (void)want_gk;
-      return snn_backward<M, SG>(q, sl, sv, st_prev, x, gs, gst, gsl);
+      return snn_backward<M>(q, sl, sv, st_prev, x, gs, g, gst, gsl);
     } else {
-      return sj_backward<M, SG>(q, sl.v[0], sv, st_prev[0], x, gs, gst, gsl[0], want_gk);
+      return sj_backward<M>(q, backward_leak(q, sl.v[0]), sv, st_prev[0], x, gs, g, gst, gsl[0], want_gk);
     }
   }
 };
@@ -72,8 +73,11 @@ struct Step {
 template <typename C>
 C* scratch(size_t count) {
   static thread_local std::vector<C> cache;
-  if (cache.size() < count) cache.resize(count);
-  return cache.data();
+  constexpr size_t kAlign = 64 / sizeof(C);
+  if (cache.size() < count + kAlign) cache.resize(count + kAlign);
+  C* p = cache.data();
+  const size_t mis = (reinterpret_cast<uintptr_t>(p) % 64) / sizeof(C);
+  return mis ? p + (kAlign - mis) : p;  // rows start on cache lines
 }
 
 // The rows one thread uses for a chunk of at most blk neurons.
@@ -88,16 +92,21 @@ struct Rows {
   C* prev[kMaxStates];     // backward: the state before the step
   C* init[kMaxStates];     // backward: the initial state
   C* conv[kMaxSaved];      // backward: step t-1's saved values converted
+  C* sg[2];                // backward: the surrogate's arguments, then its values
   C* svbuf;                // backward (recompute): [NSV, T, blk] saved values
   static constexpr int kRows = kMaxStates + kMaxParams + 2 + kMaxSaved + 1;      // forward
-  static constexpr int kGradRows = 3 * kMaxStates + kMaxParams + kMaxSaved;      // backward only
+  static constexpr int kGradRows = 3 * kMaxStates + kMaxParams + kMaxSaved + 2;  // backward only
+  // Rows are blk + a cache line apart: at exactly blk * sizeof(C) (a multiple of 4 KiB) the loads of one row
+  // and the stores of another share their low 12 address bits, which the CPU's store-to-load
+  // disambiguation takes for a possible dependence (4K aliasing) and stalls on.
+  static int64_t stride(int64_t blk) { return blk + 64 / static_cast<int64_t>(sizeof(C)); }
   static size_t size(int64_t blk, int64_t svbuf, bool backward) {
-    return static_cast<size_t>((kRows + (backward ? kGradRows : 0)) * blk + svbuf);
+    return static_cast<size_t>((kRows + (backward ? kGradRows : 0)) * stride(blk) + svbuf);
   }
   Rows(C* base, int64_t blk, bool backward) {
     auto take = [&]() {
       C* r = base;
-      base += blk;
+      base += stride(blk);
       return r;
     };
     for (auto& r : st) r = take();
@@ -109,6 +118,7 @@ struct Rows {
     for (auto& r : prev) r = backward ? take() : nullptr;
     for (auto& r : init) r = backward ? take() : nullptr;
     for (auto& r : conv) r = backward ? take() : nullptr;
+    for (auto& r : sg) r = backward ? take() : nullptr;
     svbuf = base;
   }
 };
@@ -175,13 +185,180 @@ void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n)
   }
 }
 
+// One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
+// they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
+// those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
+template <NeuronModel M, typename C>
+void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
+                 C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
+                 const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3, C* __restrict sv0,
+                 C* __restrict sv1, C* __restrict sv2) {
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  // a local copy: the row stores could otherwise alias the coefficients, which would be reloaded per element
+  const NeuronCoeffs<C> q = coeffs;
+  for (int64_t j = 0; j < n; ++j) {
+    C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
+    C sv[kMaxSaved] = {};
+    const NeuronSlots<C> sl{{NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0),
+                            NSL > 3 ? sl3[j] : C(0)}};
+    spike[j] = Step<M>::forward(q, sl, st, x[j], sv);
+    st0[j] = st[0];
+    if constexpr (NS > 1) st1[j] = st[1];
+    if constexpr (NS > 2) st2[j] = st[2];
+    sv0[j] = sv[0];
+    if constexpr (NSV > 1) sv1[j] = sv[1];
+    if constexpr (NSV > 2) sv2[j] = sv[2];
+  }
+}
+
+// The flags a model's backward step branches on, fixed at compile time: GCC vectorises a loop only after
+// unswitching it on such flags, which its size limits refuse for the larger steps (measured: the LIF
+// backward twice as slow, scalar). Variant bits: the reset (hard: SpikingJelly family; subtract / zero /
+// none: snnTorch family), two-sided ternary surrogate, reset_delay, and for LIF whether dL/dk is
+// accumulated and with decay_input.
+struct Variant {
+  static constexpr int kHard = 1, kTwoSided = 2, kGk = 4, kDecay = 8, kDelay = 16, kResetShift = 5;
+};
+
+// The variants a model is compiled for (each one is an instantiation of the row).
+template <NeuronModel M>
+constexpr bool variant_exists(int v) {
+  const int reset = v >> Variant::kResetShift, low = v & ((1 << Variant::kResetShift) - 1);
+  if constexpr (M == NeuronModel::lif) {
+    return reset == 0 && (low & ~(Variant::kHard | Variant::kGk | Variant::kDecay)) == 0 &&
+           ((low & Variant::kGk) || !(low & Variant::kDecay));
+  } else if constexpr (M == NeuronModel::alif) {
+    return reset == 0 && (low & ~Variant::kHard) == 0;
+  } else if constexpr (M == NeuronModel::ternary) {
+    return reset == 0 && (low & ~(Variant::kHard | Variant::kTwoSided)) == 0;
+  } else if constexpr (M == NeuronModel::ilif) {
+    return v == 0;
+  } else if constexpr (M == NeuronModel::alpha) {
+    return reset <= 2 && low == 0;
+  } else {  // leaky, synaptic
+    return reset <= 2 && (low & ~Variant::kDelay) == 0;
+  }
+}
+
+template <NeuronModel M>
+int variant_of(const NeuronParams& p, bool want_gk) {
+  if (M == NeuronModel::ilif) return 0;
+  if (is_snntorch_family(M)) {
+    return (static_cast<int>(p.reset) << Variant::kResetShift) |
+           (M != NeuronModel::alpha && p.reset_delay ? Variant::kDelay : 0);
+  }
+  int v = p.hard_reset ? Variant::kHard : 0;
+  if (M == NeuronModel::ternary && p.two_sided) v |= Variant::kTwoSided;
+  if (M == NeuronModel::lif && want_gk) v |= Variant::kGk | (p.decay_input ? Variant::kDecay : 0);
+  return v;
+}
+
+// The call's coefficients with the variant's flags as constants (a local copy: after inlining the
+// compiler folds them).
+template <NeuronModel M, int V, typename C>
+NeuronCoeffs<C> pinned(NeuronCoeffs<C> q) {
+  if constexpr (Step<M>::kSnn) {
+    q.reset = static_cast<ResetMechanism>(V >> Variant::kResetShift);
+    q.reset_delay = (V & Variant::kDelay) != 0;
+  } else {
+    q.hard = (V & Variant::kHard) != 0;
+    q.two_sided = (V & Variant::kTwoSided) != 0;
+    if (V & Variant::kGk) q.decay = (V & Variant::kDecay) != 0;
+  }
+  return q;
+}
+
+// Calls f(std::integral_constant<int, v>) for the variant v of a call (one test per variant of the model).
+template <NeuronModel M, int V, typename F>
+void try_variant(int v, F& f, bool& done) {
+  if constexpr (variant_exists<M>(V)) {
+    if (!done && v == V) {
+      f(std::integral_constant<int, V>{});
+      done = true;
+    }
+  }
+}
+template <NeuronModel M, typename F, int... I>
+void dispatch_variant_in(int v, F& f, std::integer_sequence<int, I...>) {
+  bool done = false;
+  (try_variant<M, I>(v, f, done), ...);
+  SF_CHECK_ARG(done, "neuron backward: unsupported combination of options for this model");
+}
+template <NeuronModel M, typename F>
+void dispatch_variant(int v, F&& f) {
+  dispatch_variant_in<M>(v, f, std::make_integer_sequence<int, 3 << Variant::kResetShift>{});
+}
+
+// One backward step of a row (see forward_row), in three passes: the surrogate's arguments into g0 (g1),
+// g' over them in a loop of its own (an exp-based surrogate vectorises there; inside the step's selects
+// GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
+// read it.
+template <NeuronModel M, Surrogate SG, int V, typename C>
+void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0, const C* __restrict sv1,
+                  const C* __restrict sv2, const C* __restrict pv0, const C* __restrict pv1,
+                  const C* __restrict pv2, const C* __restrict x, const C* __restrict gs, C* __restrict gx,
+                  C* __restrict g0, C* __restrict g1, C* __restrict g2, const C* __restrict sl0,
+                  const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3, C* __restrict gl0,
+                  C* __restrict gl1, C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
+                  bool want_slot_grad) {
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NA = kSurrogateArgs<M>;
+  // the snnTorch family always reads the previous state (its reset decision) and alpha x; of the
+  // SpikingJelly family only PLIF's dH/dk reads them
+  constexpr bool PREV = Step<M>::kSnn || (V & Variant::kGk);
+  constexpr bool READ_X = M == NeuronModel::alpha || ((V & Variant::kGk) && (V & Variant::kDecay));
+  constexpr bool WANT_GK = (V & Variant::kGk) != 0;
+  const NeuronCoeffs<C> q = pinned<M, V>(coeffs);  // a local copy, as in forward_row, with V's flags fixed
+  (void)want_slot_grad;
+  // (no lambdas for the per-element loads below: GCC reloads the row pointers from a by-reference closure
+  // each element and then does not vectorise)
+  if constexpr (NA > 0) {
+    for (int64_t j = 0; j < n; ++j) {
+      const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
+      const NeuronSlots<C> sl{{NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0),
+                               NSL > 3 ? sl3[j] : C(0)}};
+      C a[2] = {C(0), C(0)};
+      surrogate_args<M>(q, sl, sv, a);
+      sg0[j] = a[0];
+      if constexpr (NA > 1) sg1[j] = a[1];
+    }
+    for (int64_t j = 0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
+    if (NA > 1 && q.two_sided) {
+      for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
+    const NeuronSlots<C> sl{{NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0),
+                             NSL > 3 ? sl3[j] : C(0)}};
+    C prev[kMaxStates] = {};
+    if constexpr (PREV) {
+      prev[0] = pv0[j];
+      if constexpr (NS > 1) prev[1] = pv1[j];
+      if constexpr (NS > 2) prev[2] = pv2[j];
+    }
+    C gst[kMaxStates] = {g0[j], NS > 1 ? g1[j] : C(0), NS > 2 ? g2[j] : C(0)};
+    C gsl[kMaxParams] = {NSL > 0 ? gl0[j] : C(0), NSL > 1 ? gl1[j] : C(0), NSL > 2 ? gl2[j] : C(0),
+                         NSL > 3 ? gl3[j] : C(0)};
+    const C g[2] = {NA > 0 ? sg0[j] : C(0), NA > 1 ? sg1[j] : C(0)};
+    gx[j] = Step<M>::backward(q, sl, sv, prev, READ_X ? x[j] : C(0), gs[j], g, gst, gsl, WANT_GK);
+    g0[j] = gst[0];
+    if constexpr (NS > 1) g1[j] = gst[1];
+    if constexpr (NS > 2) g2[j] = gst[2];
+    if constexpr (NSL > 0) gl0[j] = gsl[0];
+    if constexpr (NSL > 1) gl1[j] = gsl[1];
+    if constexpr (NSL > 2) gl2[j] = gsl[2];
+    if constexpr (NSL > 3) gl3[j] = gsl[3];
+  }
+}
+
 // The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
 // the spike rows (when spike is given), the state-0 rows (v_seq), and the saved values either into
 // `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute).
 template <NeuronModel M, typename S, typename SV>
-void forward_chunk(const Rows<compute_t<S>>& r, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
+void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
                    S* v_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0, int64_t n) {
   using C = compute_t<S>;
+  const Rows<C>& r = rows;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
   constexpr bool kDirect = std::is_same_v<SV, C>;  // saved values written in place
   const int64_t T = p.T, N = p.N;
@@ -199,15 +376,8 @@ void forward_chunk(const Rows<compute_t<S>>& r, const NeuronCoeffs<compute_t<S>>
         sv_dst[k] = r.out[k];
       }
     }
-    for (int64_t j = 0; j < n; ++j) {
-      C st[kMaxStates] = {}, sv[kMaxSaved] = {};
-      NeuronSlots<C> sl{};
-      for (int s = 0; s < NS; ++s) st[s] = r.st[s][j];
-      for (int s = 0; s < NSL; ++s) sl.v[s] = r.sl[s][j];
-      s_dst[j] = Step<M>::forward(q, sl, st, xr[j], sv);
-      for (int s = 0; s < NS; ++s) r.st[s][j] = st[s];
-      for (int k = 0; k < NSV; ++k) sv_dst[k][j] = sv[k];
-    }
+    forward_row<M, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2], r.sl[3], sv_dst[0],
+                      sv_dst[1], sv_dst[2]);
     if (spike) store_row(spike + off, s_dst, n);
     if (saved && !kDirect) {
       for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
@@ -293,6 +463,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   // The SpikingJelly family reads V[t-1] only for dH/dk; the snnTorch family always reads the previous
   // state (its reset decision R).
   const bool need_prev = Step<M>::kSnn || want_slot_grad;
+  const int variant = variant_of<M>(p, want_slot_grad);
   const bool read_x = M == NeuronModel::alpha || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
   const S* x = static_cast<const S*>(a.x);
   const S* gs = static_cast<const S*>(a.grad_spike);
@@ -335,11 +506,12 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
         if (t > 0) {
           const C* pv[kMaxSaved] = {};
           saved_rows(t - 1, pv, r.conv);
+          C* pr[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
           for (int64_t j = 0; j < n; ++j) {
             C sv[kMaxSaved] = {}, st[kMaxStates] = {};
             for (int k = 0; k < NSV; ++k) sv[k] = pv[k][j];
             Step<M>::state_after(q, sv, st);
-            for (int s = 0; s < NS; ++s) r.prev[s][j] = st[s];
+            for (int s = 0; s < NS; ++s) pr[s][j] = st[s];
           }
         } else {
           for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.prev[s]);
@@ -352,23 +524,12 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       const C* g_s = load_row(gs + off, r.tmp[0], n);
       const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
       C* g_x = out_row(gx + off, r.out[kMaxSaved]);
-      for (int64_t j = 0; j < n; ++j) {
-        C sv[kMaxSaved] = {}, prev[kMaxStates] = {}, gst[kMaxStates] = {}, gsl[kMaxParams] = {};
-        NeuronSlots<C> sl{};
-        for (int k = 0; k < NSV; ++k) sv[k] = svr[k][j];
-        if (need_prev) {
-          for (int s = 0; s < NS; ++s) prev[s] = r.prev[s][j];
-        }
-        for (int s = 0; s < NS; ++s) gst[s] = r.gst[s][j];
-        for (int s = 0; s < NSL; ++s) {
-          sl.v[s] = r.sl[s][j];
-          gsl[s] = r.gsl[s][j];
-        }
-        g_x[j] = Step<M>::template backward<SG>(q, sl, sv, prev, xr ? xr[j] : C(0), g_s[j], gst, gsl,
-                                               want_slot_grad);
-        for (int s = 0; s < NS; ++s) r.gst[s][j] = gst[s];
-        for (int s = 0; s < NSL; ++s) r.gsl[s][j] = gsl[s];
-      }
+      const C* pv[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
+      dispatch_variant<M>(variant, [&](auto vc) {
+        backward_row<M, SG, decltype(vc)::value, C>(
+            q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
+            r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
+      });
       store_row(gx + off, g_x, n);
     }
     for (int s = 0; s < NS; ++s) {
@@ -506,7 +667,11 @@ void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* 
       constexpr NeuronModel M = decltype(mtag)::value;
       dispatch_dtype(grad_spike.dtype, [&](auto tag) {
         using S = decltype(tag);
-        dispatch_surrogate(p.surrogate, [&](auto sg) { backward_impl<M, S, decltype(sg)::value>(a, p, nt); });
+        // ilif has no surrogate (one instantiation); each model is compiled for its surrogate set only
+        const Surrogate sgt = M == NeuronModel::ilif ? Surrogate::sigmoid : p.surrogate;
+        dispatch_surrogate(sgt, [&](auto sg) {
+          if constexpr (surrogate_allowed(M, decltype(sg)::value)) backward_impl<M, S, decltype(sg)::value>(a, p, nt);
+        });
       });
     });
   } else {

@@ -14,6 +14,17 @@
 
 using namespace spikeforge;
 
+// The entry points of csrc/core/neuron.cpp route to the device kernels, which this test does not link:
+// it exercises the argument checks only, so the CPU implementations are stubs here.
+namespace spikeforge {
+void neuron_forward_cpu(const TensorView&, const TensorView* const*, const TensorView* const*, const TensorView&,
+                        const TensorView* const*, const TensorView*, const NeuronParams&, const ExecConfig&) {}
+void neuron_backward_cpu(const TensorView&, const TensorView* const*, const TensorView*, const TensorView*,
+                         const TensorView* const*, const TensorView* const*, const TensorView&,
+                         const TensorView* const*, const TensorView* const*, const TensorView* const*,
+                         const NeuronParams&, const ExecConfig&) {}
+}  // namespace spikeforge
+
 static int failures = 0;
 #define EXPECT(cond)                                                      \
   do {                                                                    \
@@ -101,23 +112,27 @@ int main() {
     p.T = int64_t(1) << 20;
     p.N = int64_t(1) << 20;
     const TensorView x = view({p.T, p.N}), v = view({p.N});
-    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, nullptr, nullptr, x, nullptr, v, p); }));
-    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, nullptr, nullptr, x, &x, x, p); }));  // v_seq
+    const TensorView* none[kMaxParams] = {};
+    const TensorView* v_out[kMaxStates] = {&v};
+    const TensorView* v_seq[kMaxStates] = {&x};
+    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, none, none, x, v_out, nullptr, p); }));
+    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, none, none, x, v_seq, &x, p); }));  // v_seq, saved H
     // T * N = 2^64 + 2^32 wraps to 2^32 in int64 arithmetic: a 2^32-element x must not pass
     NeuronParams q = p;
     q.T = k32;
     q.N = k32 + 1;
     const TensorView xs = view({k32}), vs = view({k32 + 1});
-    EXPECT(throws_arg([&] { check_neuron_forward_args(xs, nullptr, nullptr, xs, nullptr, vs, q); },
-                      "overflows"));
-    EXPECT(throws_arg([&] { check_neuron_backward_args(xs, nullptr, &xs, nullptr, nullptr, nullptr, xs,
-                                                       nullptr, nullptr, nullptr, q); }, "overflows"));
-    // PLIF channel layout C * S that wraps must not pass the divisibility check
+    const TensorView* vs_out[kMaxStates] = {&vs};
+    EXPECT(throws_arg([&] { check_neuron_forward_args(xs, none, none, xs, vs_out, nullptr, q); }, "overflows"));
+    EXPECT(throws_arg([&] { check_neuron_backward_args(xs, none, &xs, nullptr, none, none, xs, none, none, none,
+                                                       q); }, "overflows"));
+    // a coefficient slot's layout C * S that wraps must not pass the divisibility check
     NeuronParams c = p;
-    c.C = k32;
-    c.S = k32;
+    c.layout[0].C = k32;
+    c.layout[0].S = k32;
     const TensorView w = view({k32});
-    EXPECT(throws_arg([&] { check_neuron_forward_args(x, nullptr, &w, x, nullptr, v, c); }));
+    const TensorView* slots[kMaxParams] = {&w};
+    EXPECT(throws_arg([&] { check_neuron_forward_args(x, none, slots, x, v_out, nullptr, c); }));
   }
 
   // ---- PSN checks: large legal N passes; wrapping T * N and partials sizes are rejected

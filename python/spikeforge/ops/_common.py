@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .._native import native
-from ..surrogate import NUM_SPIKINGJELLY, SECOND_PARAMETER, SURROGATES
+from ..surrogate import SECOND_PARAMETER, SPIKINGJELLY_SURROGATES, SURROGATES
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -88,7 +88,7 @@ def _check_x(x_seq, name: str = "x_seq", min_dim: int = 1) -> None:
         shape = "[T, *]" if min_dim == 1 else "[*]"
         raise ValueError(f"{name} must have shape {shape} with at least {min_dim} dimension(s); "
                          f"got a tensor of shape {tuple(x_seq.shape)}")
-    if x_seq.dtype == torch.float64 and x_seq.device.type == "cuda":
+    if x_seq.dtype == torch.float64 and x_seq.is_cuda:
         raise TypeError(f"{name}: float64 is supported on CPU only (for gradcheck)")
 
 
@@ -97,7 +97,7 @@ def _check_surrogate(surrogate, alpha, *, all_surrogates: bool = False, beta=Non
     neuron family also snnTorch's (all_surrogates)."""
     if not isinstance(surrogate, str):
         raise TypeError(f"surrogate must be a str, got {type(surrogate).__name__}")
-    names = SURROGATES if all_surrogates else {n: s for n, s in SURROGATES.items() if s.id < NUM_SPIKINGJELLY}
+    names = SURROGATES if all_surrogates else SPIKINGJELLY_SURROGATES
     if surrogate not in names:
         raise ValueError(f"surrogate: unknown surrogate {surrogate!r}; expected one of {sorted(names)}")
     spec = names[surrogate]
@@ -166,6 +166,11 @@ def _tensor_params(names: Sequence[str]) -> list[inspect.Parameter]:
     return out
 
 
+def _no_none(out: tuple, like: Tensor) -> tuple:
+    """Custom ops return tensors only: an output a family leaves out (None in eager calls) is an empty one."""
+    return tuple(like.new_empty(0) if o is None else o for o in out)
+
+
 def _one_or_tuple(out, n_out: int):
     """A custom op with one output returns the tensor itself (the family functions return tuples)."""
     return out[0] if n_out == 1 and isinstance(out, tuple) else out
@@ -198,14 +203,24 @@ def _vmap_loop(op, n_out: int):
     return rule
 
 
+_forward_ad = torch.autograd.forward_ad
+
+
 def _has_tangent(tensors) -> bool:
-    if torch.autograd.forward_ad._current_level < 0:  # no dual level open: no tangent can exist
+    if _forward_ad._current_level < 0:  # no dual level open: no tangent can exist
         return False
-    return any(t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+    return any(t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+_functorch = torch._C._functorch
 
 
 def _functorch_wrapped(tensors) -> bool:
-    return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    """Whether a functorch transform (vmap, grad, jvp) wrapped any input: those take the custom op, whose
+    vmap rule and autograd functorch understands. One C call when no transform is active."""
+    if _functorch.maybe_current_level() is None:
+        return False
+    return any(t is not None and _functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def _no_forward_ad(public: str):
@@ -249,7 +264,7 @@ class FusedOp:
         n_in = self.n_in
 
         self.fwd_op = _custom_op(f"spikeforge::{name}_fwd", _tensor_params(inputs) + _option_params(options), n_out,
-                                 lambda *a: self._forward(*a[:n_in], options(*a[n_in:])))
+                                 lambda *a: _no_none(self._forward(*a[:n_in], options(*a[n_in:])), a[0]))
         self.fwd_op.register_fake(lambda *a: _one_or_tuple(fake_forward(*a[:n_in], options(*a[n_in:])), n_out))
         nb_in = len(bwd_inputs)
         self.bwd_op = _custom_op(f"spikeforge::{name}_bwd", _tensor_params(bwd_inputs) + _option_params(bwd_options),
@@ -281,9 +296,6 @@ class FusedOp:
                 saved, info = op._save(tuple(tensors), opts, out)
                 ctx.save_for_backward(*saved)
                 ctx.info, ctx.opts = info, opts
-                hidden = out[op.visible:]
-                if hidden:
-                    ctx.mark_non_differentiable(*hidden)
                 return out[:op.visible] if op.visible > 1 else out[0]
 
             @staticmethod
@@ -339,7 +351,7 @@ class FusedOp:
     def __call__(self, tensors: tuple, opts) -> Any:
         """Runs the op on its tensor inputs -> the visible outputs (one tensor, or a tuple)."""
         ref = tensors[0]
-        if type(ref) is not torch.Tensor or _tracing() or ref.device.type == "meta" or _functorch_wrapped(tensors):
+        if type(ref) is not torch.Tensor or _tracing() or ref.is_meta or _functorch_wrapped(tensors):
             if _has_tangent(tensors):
                 raise _no_forward_ad(self.public)
             out = self.fwd_op(*tensors, *opts)
@@ -347,7 +359,14 @@ class FusedOp:
             return out[:self.visible] if self.visible > 1 else out[0]
         if _has_tangent(tensors):
             raise _no_forward_ad(self.public)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            return self.Function.apply(*tensors, opts)
+        if torch.is_grad_enabled():
+            for t in tensors:
+                if t is not None and t.requires_grad:
+                    return self.Function.apply(*tensors, opts)
         out = self._forward(*tensors, opts)
         return out[:self.visible] if self.visible > 1 else out[0]
+
+    def no_grad_forward(self, tensors: tuple, opts):
+        """The native forward alone, for callers that checked that no gradient and no transform is involved
+        (the eager no-grad fast path of a family)."""
+        return self._forward(*tensors, opts)

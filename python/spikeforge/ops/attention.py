@@ -343,6 +343,22 @@ def _reduce_native_ok(t: Tensor) -> bool:
     return t.device.type in REDUCE_KERNEL_DEVICES and _native_ok(t)
 
 
+def fused_kernel(name: str):
+    """sdsa / qk_token_attention / qk_channel_attention through the fused kernel on any device with native
+    kernels, with the public op's defaults (benchmarks compare it with the composition)."""
+    def run(*tensors):
+        lif_kw = dict(tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True,
+                      surrogate="sigmoid", alpha=None)
+        if name == "sdsa":
+            q, k, v = tensors
+            _, o = _options(*lif_kw.values(), q, reduce_tokens=True, has_b=True)
+            return _REDUCE((k, v, q), o)
+        q, k = tensors
+        _, o = _options(*lif_kw.values(), q, reduce_tokens=name == "qk_channel_attention")
+        return _REDUCE((q, None, k), o)
+    return run
+
+
 # --------------------------------------------------------------------------------------------
 # public functional API
 # --------------------------------------------------------------------------------------------

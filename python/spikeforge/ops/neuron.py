@@ -105,8 +105,17 @@ _PARAM_FIELDS = NeuronOptions._fields[:16]
 _native_params_cache: dict = {}
 
 
+# (options object, its NeuronParams) of the latest call: a model calls the same neuron repeatedly. One tuple,
+# replaced whole, so a thread never sees one call's options with another's parameters.
+_last_params: tuple = (None, None)
+
+
 def _native_params(opts) -> object:
     """The bound NeuronParams of these options (created once per distinct set and reused)."""
+    global _last_params
+    last = _last_params
+    if last[0] is opts:
+        return last[1]
     key = tuple(opts[:16])
     p = _native_params_cache.get(key)
     if p is None:
@@ -115,14 +124,17 @@ def _native_params(opts) -> object:
             setattr(p, "model" if name == "opts_model" else name, value)
         if len(_native_params_cache) < 4096:
             _native_params_cache[key] = p
+    _last_params = (opts, p)
     return p
 
 
 def _layouts(opts, slots) -> tuple:
+    if slots[0] is None and slots[1] is None:
+        return _NO_SLOTS
     runs = (opts.run0, opts.run1, opts.run2, opts.run3)
     out = []
     for s, run in zip(slots, runs):
-        out += [1, 1] if s is None else [max(s.numel(), 1), run]
+        out += [1, 1] if s is None else [max(s.numel(), 1), max(run, 1)]  # an empty layout: no neuron reads it
     return tuple(out)
 
 
@@ -139,27 +151,31 @@ def _v(t: Optional[Tensor]) -> Optional[Tensor]:
     return t if (t is None or t.dim() <= 8) else t.reshape(-1)
 
 
+_NO_SLOTS = (1,) * 8
+
+
 def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
     """-> (spike, state0 [T, *] or [*], state1 [*] or empty, state2 [*] or empty, saved or empty)."""
+    """(Outputs the call does not have are None; the custom op turns them into empty tensors.)"""
     x = x.contiguous()
     T, N = _TN(x)
     ns = _STATES[opts.model]
     spike = torch.empty_like(x)
     # empty_like(x[0]) is ~2 us cheaper per call than empty(shape, dtype=, device=) (eager overhead)
     one = (lambda: torch.empty_like(x[0])) if T > 0 else (lambda: x.new_empty(x.shape[1:]))
-    states = [torch.empty_like(x) if opts.v_seq else one()] + [one() if s < ns else x.new_empty(0) for s in (1, 2)]
+    states = (torch.empty_like(x) if opts.v_seq else one(), one() if ns > 1 else None, one() if ns > 2 else None)
+    saved = None
     if opts.save:
         sv_dtype = x.dtype if opts.model == 0 else _compute_dtype(x.dtype)
         saved = x.new_empty((_SAVED[opts.model],) + tuple(x.shape), dtype=sv_dtype)
-    else:
-        saved = x.new_empty(0)
     if N == 0:
         return (spike, *states, saved)
     slots = (s0, s1, s2, s3)
-    inits = tuple(None if i is None else _v(i.contiguous()) for i in (i0, i1, i2))
-    outs = tuple(_v(st) if s < ns else None for s, st in enumerate(states))
-    native.neuron_forward(_v(x), inits, slots, _v(spike), outs, _v(saved) if opts.save else None,
-                          _native_params(opts), T, N, _layouts(opts, slots), torch.get_num_threads(), _stream(x))
+    inits = (i0, i1, i2) if (i0 is None and i1 is None and i2 is None) else \
+        tuple(None if i is None else _v(i.contiguous()) for i in (i0, i1, i2))
+    outs = states if x.dim() <= 8 else tuple(_v(st) for st in states)
+    native.neuron_forward(_v(x), inits, slots, _v(spike), outs, _v(saved), _native_params(opts), T, N,
+                          _layouts(opts, slots), torch.get_num_threads(), _stream(x))
     return (spike, *states, saved)
 
 
@@ -325,17 +341,60 @@ def _options(model: int, *, tau=0.0, v_threshold=1.0, v_reset=0.0, hard=True, de
                          float(beta_sg), *runs, v_seq, save and needs_grad)
 
 
-def _run(public: str, x_seq: Tensor, inits, slots, opts) -> tuple:
-    """-> (spike, state0, state1, state2) from the fused op (or the reference without native kernels)."""
+def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
+    """-> (spike, state0, state1, state2) from the fused op, or ref() (the public reference function with the
+    caller's arguments) on a device without native kernels."""
+    if not _has_native(x_seq.device) and x_seq.device.type != "meta":
+        out = ref()
+        return tuple(out) + (None,) * (4 - len(out))
     inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
     slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
-    if not _has_native(x_seq.device) and x_seq.device.type != "meta":
-        return reference.neuron_from_options(x_seq, inits, slots, opts)
     return _OP((x_seq, *inits, *slots), opts)
 
 
+def op_inputs(fn, *args, save: Optional[bool] = None, **kw) -> tuple:
+    """The positional inputs torch.ops.spikeforge.neuron_fwd receives for the public call fn(*args, **kw),
+    e.g. op_inputs(lif, x, return_v="seq"): for opcheck and tests of the op itself. save=True / False sets
+    where the backward gets the saved values (written by the forward / recomputed from x)."""
+    global _run
+    captured = []
+
+    def record(public, x_seq, inits, slots, opts, ref):
+        inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
+        slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
+        captured.append((x_seq, *inits, *slots, *(opts if save is None else opts._replace(save=save))))
+        return (x_seq, x_seq, x_seq, x_seq)
+
+    real, _run = _run, record
+    try:
+        fn(*args, **kw)
+    finally:
+        _run = real
+    return captured[0]
+
+
+def bwd_inputs(fwd_inputs: tuple, saved: Tensor, grad_spike: Tensor, grad_states=(None, None, None),
+               needs=(False,) * 7) -> tuple:
+    """The positional inputs of torch.ops.spikeforge.neuron_bwd matching op_inputs(...) and the forward's
+    saved output; needs: (init0, init1, init2, slot0, slot1, slot2, slot3) gradients wanted."""
+    x, i0, i1, i2, s0, s1, s2, s3 = fwd_inputs[:8]
+    opts = NeuronOptions(*fwd_inputs[8:])
+    return (grad_spike, *grad_states, x, saved if saved.numel() else None, i0, i1, i2, s0, s1, s2, s3,
+            *NeuronBackwardOptions(*opts[:20], *needs))
+
+
+def _reorder(out: tuple, order: tuple) -> tuple:
+    """The public result order -> (spike, state0, state1, state2) of the fused op."""
+    return tuple(out[i] for i in order)
+
+
 def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if isinstance(t, Tensor) and t.requires_grad:
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,11 +410,12 @@ def lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: float = 2.0, v_t
     (return_v="last", shape [*]) or every V[t] (return_v="seq", shape [T, *]). docs/neurons.md.
     """
     _check_x(x_seq)
-    tau = _check_number("tau", tau, positive=True)
     o = _sj_options(0, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
-                    v_init)
+                    v_init, check_tau=True)
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("lif", x_seq, (v_init,), (), o)
+    s, v, _, _ = _run("lif", x_seq, (v_init,), (), o, lambda: reference.lif(
+        x_seq, v_init, tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
+        detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v))
     return s, v
 
 
@@ -366,7 +426,9 @@ def if_neuron(x_seq: Tensor, v_init: Optional[Tensor] = None, *, v_threshold: fl
     _check_x(x_seq)
     o = _sj_options(0, x_seq, 0.0, v_threshold, v_reset, False, detach_reset, surrogate, alpha, return_v, v_init)
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("if_neuron", x_seq, (v_init,), (), o)
+    s, v, _, _ = _run("if_neuron", x_seq, (v_init,), (), o, lambda: reference.if_neuron(
+        x_seq, v_init, v_threshold=v_threshold, v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
+        alpha=o.alpha, return_v=return_v))
     return s, v
 
 
@@ -392,7 +454,9 @@ def plif(x_seq: Tensor, w: Tensor, v_init: Optional[Tensor] = None, *, decay_inp
     o = _sj_options(0, x_seq, 0.0, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
                     v_init, runs=(run, 1, 1, 1), extra=(w,))
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("plif", x_seq, (v_init,), (k,), o)
+    s, v, _, _ = _run("plif", x_seq, (v_init,), (k,), o, lambda: reference.plif(
+        x_seq, w.to(_compute_dtype(x_seq.dtype)), v_init, decay_input=decay_input, v_threshold=v_threshold,
+        v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v))
     return s, v
 
 
@@ -416,7 +480,9 @@ def alif(x_seq: Tensor, v_init: Optional[Tensor] = None, b_init: Optional[Tensor
                     v_init, b_init, beta_a=beta_a, rho=rho)
     v_init = _check_state(v_init, x_seq, "v_init")
     b_init = _check_state(b_init, x_seq, "b_init")
-    s, v, b, _ = _run("alif", x_seq, (v_init, b_init), (), o)
+    s, v, b, _ = _run("alif", x_seq, (v_init, b_init), (), o, lambda: reference.alif(
+        x_seq, v_init, b_init, tau=tau, v_threshold=v_threshold, v_reset=v_reset, beta_a=beta_a, rho=rho,
+        decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v))
     return s, v, b
 
 
@@ -439,7 +505,9 @@ def ilif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, D: int = 4, tau: Opt
     o = _sj_options(2, x_seq, tau, vth, None, decay_input and tau != 0.0, detach_reset, "sigmoid", None, return_v,
                     v_init, levels=D)
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("ilif", x_seq, (v_init,), (), o)
+    s, v, _, _ = _run("ilif", x_seq, (v_init,), (), o, lambda: reference.ilif(
+        x_seq, v_init, D=D, tau=None if tau == 0.0 else tau, v_threshold=vth, decay_input=decay_input,
+        detach_reset=detach_reset, return_v=return_v))
     return s, v
 
 
@@ -462,12 +530,48 @@ def ternary_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: Optional
     o = _sj_options(3, x_seq, tau, vth, v_reset, decay_input and tau != 0.0, detach_reset, surrogate, alpha,
                     return_v, v_init, two_sided=two_sided)
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("ternary_lif", x_seq, (v_init,), (), o)
+    s, v, _, _ = _run("ternary_lif", x_seq, (v_init,), (), o, lambda: reference.ternary_lif(
+        x_seq, v_init, tau=None if tau == 0.0 else tau, v_threshold=vth, v_reset=v_reset, decay_input=decay_input,
+        detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, two_sided=two_sided, return_v=return_v))
     return s, v
+
+
+# Validated options, memoised by value and type. A model calls each neuron with the same options every step,
+# and validating them again cost a third of the eager overhead of a call on a small tensor. Types are part
+# of the key so that True (== 1) or 2 (== 2.0) never reuse another value's verdict; only valid options are
+# stored, so a bad one raises on every call. Not used while tracing (values may be symbolic).
+_OPTIONS_CACHE: dict = {}
+_OPTIONS_CACHE_MAX = 4096
+
+
+def _memo(key: tuple, build):
+    if _tracing():
+        return build()
+    try:
+        hit = _OPTIONS_CACHE.get(key)
+    except TypeError:  # an unhashable argument: build() names it
+        return build()
+    if hit is None:
+        hit = build()
+        if len(_OPTIONS_CACHE) < _OPTIONS_CACHE_MAX:
+            _OPTIONS_CACHE[key] = hit
+    return hit
 
 
 def _sj_options(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
                 *state_inits, runs=(1, 1, 1, 1), extra=(), **kw):
+    needs_grad = _needs_grad(x_seq, *state_inits, *extra)
+    key = (model, x_seq.is_cuda, needs_grad, runs, tau, type(tau), v_threshold, type(v_threshold), v_reset,
+           type(v_reset), decay_input, type(decay_input), detach_reset, type(detach_reset), surrogate, type(surrogate),
+           alpha, type(alpha), return_v, type(return_v), *kw.items())
+    return _memo(key, lambda: _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input,
+                                                  detach_reset, surrogate, alpha, return_v, needs_grad, runs, kw))
+
+
+def _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha,
+                        return_v, needs_grad, runs, kw):
+    if kw.pop("check_tau", False):
+        tau = _check_number("tau", tau, positive=True)
     v_threshold = _check_number("v_threshold", v_threshold)
     v_reset = _check_number("v_reset", v_reset, allow_none=True)
     _check_bool("decay_input", decay_input)
@@ -477,7 +581,7 @@ def _sj_options(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_res
     hard = v_reset is not None
     return _options(model, tau=tau, v_threshold=v_threshold, v_reset=v_reset if hard else 0.0, hard=hard,
                     decay_input=decay_input, detach_reset=detach_reset, surrogate=sid, alpha=alpha_v,
-                    beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device, needs_grad=_needs_grad(x_seq, *state_inits, *extra), **kw)
+                    beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device, needs_grad=needs_grad, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,13 +589,23 @@ def _sj_options(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_res
 # --------------------------------------------------------------------------------------------
 def _snn_options(model, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha,
                  surrogate_beta, return_mem, runs, grads_of):
+    needs_grad = _needs_grad(x_seq, threshold, *grads_of)
+    key = (model, x_seq.is_cuda, needs_grad, runs, reset_mechanism, type(reset_mechanism), reset_delay,
+           type(reset_delay), surrogate, type(surrogate), surrogate_alpha, type(surrogate_alpha), surrogate_beta,
+           type(surrogate_beta), return_mem, type(return_mem))
+    return _memo(key, lambda: _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate,
+                                                   surrogate_alpha, surrogate_beta, return_mem, runs, needs_grad))
+
+
+def _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
+                         return_mem, runs, needs_grad):
     reset = _check_choice("reset_mechanism", reset_mechanism, _RESETS)
     _check_bool("reset_delay", reset_delay)
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True, beta=surrogate_beta)
     v_seq = _check_return("return_mem", return_mem)
     return _options(model, v_threshold=0.0, hard=False, reset=reset, reset_delay=reset_delay, surrogate=sid,
                     alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device,
-                    needs_grad=_needs_grad(x_seq, threshold, *grads_of))
+                    needs_grad=needs_grad)
 
 
 def _clamped(value, x_seq, name):
@@ -531,7 +645,10 @@ def leaky(x_seq: Tensor, mem_init: Optional[Tensor] = None, *, beta: Union[float
     o = _snn_options(4, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
                      return_mem, (rb, rt, rg, 1), (beta, graded_spikes_factor, mem_init))
     mem_init = _check_state(mem_init, x_seq, "mem_init")
-    s, u, _, _ = _run("leaky", x_seq, (mem_init,), (b, t, g), o)
+    s, u, _, _ = _run("leaky", x_seq, (mem_init,), (b, t, g), o, lambda: reference.leaky(
+        x_seq, mem_init, beta=beta, threshold=threshold, reset_mechanism=reset_mechanism, reset_delay=reset_delay,
+        graded_spikes_factor=graded_spikes_factor, surrogate=surrogate, surrogate_alpha=o.alpha,
+        surrogate_beta=o.beta_sg, return_mem=return_mem))
     return s, u
 
 
@@ -554,7 +671,10 @@ def synaptic(x_seq: Tensor, syn_init: Optional[Tensor] = None, mem_init: Optiona
                      return_mem, (rb, rt, ra, 1), (alpha, beta, syn_init, mem_init))
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_init = _check_state(syn_init, x_seq, "syn_init")
-    s, u, i, _ = _run("synaptic", x_seq, (mem_init, syn_init), (b, t, a), o)
+    s, u, i, _ = _run("synaptic", x_seq, (mem_init, syn_init), (b, t, a), o, lambda: _reorder(reference.synaptic(
+        x_seq, syn_init, mem_init, alpha=alpha, beta=beta, threshold=threshold, reset_mechanism=reset_mechanism,
+        reset_delay=reset_delay, surrogate=surrogate, surrogate_alpha=o.alpha, surrogate_beta=o.beta_sg,
+        return_mem=return_mem), (0, 2, 1)))
     return s, i, u
 
 
@@ -588,7 +708,11 @@ def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_i
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_exc_init = _check_state(syn_exc_init, x_seq, "syn_exc_init")
     syn_inh_init = _check_state(syn_inh_init, x_seq, "syn_inh_init")
-    s, u, e, i = _run("alpha_neuron", x_seq, (mem_init, syn_exc_init, syn_inh_init), (b, t, a, ta), o)
+    s, u, e, i = _run("alpha_neuron", x_seq, (mem_init, syn_exc_init, syn_inh_init), (b, t, a, ta), o,
+                      lambda: _reorder(reference.alpha_neuron(
+                          x_seq, syn_exc_init, syn_inh_init, mem_init, alpha=alpha, beta=beta, threshold=threshold,
+                          reset_mechanism=reset_mechanism, surrogate=surrogate, surrogate_alpha=o.alpha,
+                          surrogate_beta=o.beta_sg, return_mem=return_mem), (0, 3, 1, 2)))
     return s, e, i, u
 
 
@@ -665,4 +789,4 @@ def _grad_from_input(x_seq: Tensor, grad_spike: Tensor, w: Optional[Tensor], tau
     if not need:
         return lif_input_grad(grad_spike, x_seq, o, k), None
     gx, gk = lif_input_grad(grad_spike, x_seq, o, k, need_k=True)
-    return gx, (gk * k * (1 - k)).to(w.dtype).view_as(w)
+    return gx, (gk * (1 - k) * k).to(w.dtype).view_as(w)  # torch.sigmoid's backward, in its order

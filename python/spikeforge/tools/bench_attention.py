@@ -55,15 +55,7 @@ def add_arguments(p) -> None:
 def _reduce_kernel(op: str):
     from ..ops import attention as attention_ops
 
-    _, neuron = attention_ops._options(2.0, 0.5, 0.0, True, True, "sigmoid", None)  # the ops' defaults
-
-    def run(*tensors):
-        if op == "sdsa":
-            q, k, v = tensors
-            return torch.ops.spikeforge.attention_reduce_fwd(k, v, q, True, *neuron)[0]
-        q, k = tensors
-        return torch.ops.spikeforge.attention_reduce_fwd(q, None, k, op == "qk_channel_attention", *neuron)[0]
-    return run
+    return attention_ops.fused_kernel(op)
 
 
 def contenders(op: str, args, device: torch.device) -> dict:
