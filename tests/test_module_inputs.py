@@ -139,6 +139,8 @@ def test_module_messages_name_the_argument():
          "SSA: x is torch.float64 but the module's parameters are torch.float32"),
         (sf.nn.SpikingMLP(16), torch.rand(2, 1, 16, 2, 2, dtype=torch.float16), TypeError, "SpikingMLP: x is"),
         (sf.nn.SPS(3, 16), torch.ones(2, 1, 3, 8, 8, dtype=torch.uint8), TypeError, "SPS: x must be a floating"),
+        (sf.nn.SPS(3, 16), torch.rand(2, 1, 3, 0, 8), ValueError, "SPS: x has empty feature maps"),
+        (sf.nn.QKChannelAttention(16, 4), torch.rand(2, 1, 16, 2, 0), ValueError, "empty feature maps"),
         (sf.nn.SeqBatchNorm2d(4), torch.rand(2, 2, 3, 2, 2), ValueError, "SeqBatchNorm2d was built for 4 channels"),
         (sf.nn.SeqBatchNorm2d(4), torch.rand(2, 2, 4, 2, 2, dtype=torch.float64), TypeError, "float64"),
         (sf.nn.TdBatchNorm2d(4), torch.rand(2, 2, 3, 2, 2), ValueError, "TdBatchNorm2d was built for 4"),

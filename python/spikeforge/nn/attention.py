@@ -170,6 +170,13 @@ def _check_seq(module: nn.Module, x: Tensor, channels: int) -> None:
     if x.shape[2] != channels:
         raise ValueError(f"{type(module).__name__} was built for {channels} channels but x has {x.shape[2]} "
                          f"(shape {tuple(x.shape)})")
+    _check_maps(module, x)
+
+
+def _check_maps(module: nn.Module, x: Tensor) -> None:
+    if x.shape[-1] < 1 or x.shape[-2] < 1:
+        raise ValueError(f"{type(module).__name__}: x has empty feature maps ({x.shape[-2]} x {x.shape[-1]}, shape "
+                         f"{tuple(x.shape)})")
 
 
 def _resnet():
@@ -574,6 +581,8 @@ class SPS(_Resettable):
         if x.dim() in (4, 5) and x.shape[-3] != self.in_channels:
             raise ValueError(f"SPS was built for {self.in_channels} input channels but x has {x.shape[-3]} "
                              f"(shape {tuple(x.shape)})")
+        if x.dim() in (4, 5):
+            _check_maps(self, x)
         self._check_input(x)
         with atomic(self):
             return self._forward(x, T)
