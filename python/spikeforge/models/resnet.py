@@ -43,7 +43,7 @@ from .. import reference
 from ..nn._inputs import check_model_input, model_errors
 from ..nn._state import atomic
 from ..nn.layers import TEBN, SeqBatchNorm2d, TdBatchNorm2d, seq_apply
-from ..nn.neuron import IF, LIF, PLIF, reset_net
+from ..nn.neuron import IF, LIF, PLIF
 from ..nn.spike import SpikeInputConv2d
 from ..ops._common import _has_native
 
@@ -468,8 +468,9 @@ class SpikingResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_model_input(type(self).__name__, x, self.T, self.in_channels, self)
-        with model_errors(type(self).__name__, x), atomic(self):  # a call that raises changes no state
-            reset_net(self)  # one call = one batch of independent sequences: no state from the last batch
+        # one call = one batch of independent sequences: every neuron is reset first (nn.reset_net), and a
+        # call that raises gives them back their states
+        with model_errors(type(self).__name__, x), atomic(self, reset=True):
             return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:

@@ -41,7 +41,6 @@ from ..nn.attention import (SDSA, SPS, SSA, QKChannelAttention, QKTokenAttention
 from ..nn._inputs import check_model_input, model_errors
 from ..nn._state import atomic
 from ..nn.layers import SeqBatchNorm2d, seq_apply
-from ..nn.neuron import reset_net
 from . import resnet
 from .resnet import make_neuron
 
@@ -112,8 +111,9 @@ class _SpikingTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_model_input(type(self).__name__, x, self.T, self.in_channels, self)
-        with model_errors(type(self).__name__, x), atomic(self):  # a call that raises changes no state
-            reset_net(self)  # one call = one batch of independent sequences: no state from the last batch
+        # one call = one batch of independent sequences: every neuron is reset first (nn.reset_net), and a
+        # call that raises gives them back their states
+        with model_errors(type(self).__name__, x), atomic(self, reset=True):
             return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:

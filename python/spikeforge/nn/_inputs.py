@@ -8,6 +8,7 @@ reaches the user.
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -36,11 +37,11 @@ def _autocast_on(device: torch.device) -> bool:
 
 
 def check_matches_parameters(owner: str, name: str, x: Tensor, module: nn.Module, dtype: bool = True,
-                             kind: str = "module") -> None:
-    """x is on the device of module's parameters and (dtype=True, outside autocast) of their dtype: a
-    float64 or float16 input to a float32 model is an error that says so, not a torch message from the
-    first convolution."""
-    p = next(module.parameters(), None)
+                             kind: str = "module", ref: Optional[Tensor] = None) -> None:
+    """x is on the device of module's parameters (ref: the one to compare with, default the first) and
+    (dtype=True, outside autocast) of their dtype: a float64 or float16 input to a float32 model is an error
+    that says so, not a torch message from the first convolution."""
+    p = next(module.parameters(), None) if ref is None else ref
     if p is None:
         return
     if x.device != p.device:

@@ -14,6 +14,7 @@ on a later chunk of the sequence that starts from it, backpropagates into the ca
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 from torch import Tensor, nn
@@ -28,22 +29,68 @@ def detach_value(value):
     return value
 
 
-def _stateful(model: nn.Module):
-    return [m for m in model.modules() if callable(getattr(m, "_state_snapshot", None))]
+def _method(m: nn.Module, name: str):
+    """m's method `name` if it has one (looked up on the class first: a missing attribute on an instance
+    costs nn.Module.__getattr__'s exception, which adds up over every module of a model on every call)."""
+    if hasattr(type(m), name) or name in m.__dict__:
+        f = getattr(m, name, None)
+        return f if callable(f) else None
+    return None
+
+
+def reset_module(m: nn.Module) -> None:
+    """reset() m if it has one, unless it is a container whose reset() only resets its children
+    (``_reset_delegates = True``): a walk over a model visits those children anyway."""
+    if not getattr(type(m), "_reset_delegates", False):
+        f = _method(m, "reset")
+        if f is not None:
+            f()
+
+
+def detach_module(m: nn.Module) -> None:
+    """detach() m if it has one (the same rule as reset_module)."""
+    if not getattr(type(m), "_reset_delegates", False):
+        f = _method(m, "detach")
+        if f is not None:
+            f()
+
+
+# ids of the modules inside the atomic() blocks running now in this thread: a block nested in one that
+# already covers it (an attention block inside a model's forward) takes no second snapshot
+_COVERED = threading.local()
 
 
 @contextlib.contextmanager
-def atomic(model: nn.Module):
+def atomic(model: nn.Module, reset: bool = False):
     """Runs the body; if it raises, every stateful module inside ``model`` gets back the state it had
     before (a call that raises changes nothing). Snapshots hold references, not copies: the modules
-    replace their state tensors on every call and never write into them."""
+    replace their state tensors on every call and never write into them. reset=True also resets every
+    module (as nn.reset_net) in the same walk over the model: the models do it at the start of a forward."""
     if torch.compiler.is_compiling():  # dynamo applies a traced call's attribute writes after its graph ran
+        if reset:
+            for m in model.modules():
+                reset_module(m)
         yield
         return
-    saved = [(m, m._state_snapshot()) for m in _stateful(model)]
+    active = getattr(_COVERED, "stack", None)
+    if active is None:
+        active = _COVERED.stack = []
+    if not reset and any(id(model) in ids for ids in active):
+        yield
+        return
+    ids, saved = set(), []
+    for m in model.modules():
+        ids.add(id(m))
+        if getattr(type(m), "_state_snapshot", None) is not None:
+            saved.append((m, m._state_snapshot()))
+        if reset:
+            reset_module(m)
+    active.append(ids)
     try:
         yield
     except BaseException:
         for m, snap in saved:
             m._state_restore(snap)
         raise
+    finally:
+        active.remove(ids)

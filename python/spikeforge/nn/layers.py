@@ -57,9 +57,11 @@ def _check_bn(bn: nn.Module, x, num_features: int, allow_4d: bool = True) -> Non
     if x.shape[-3] != num_features:
         raise ValueError(f"{name} was built for {num_features} channels but x_seq has {x.shape[-3]} "
                          f"(shape {tuple(x.shape)})")
-    p = next(bn.parameters(), None)
+    p = bn._parameters.get("weight")  # BN's own weight (None when not affine), else the first
+    p = p if p is not None else next(bn.parameters(), None)
     half_on_float = p is not None and p.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)
-    check_matches_parameters(name, "x_seq", x, bn, dtype=not half_on_float)
+    if p is not None:
+        check_matches_parameters(name, "x_seq", x, bn, dtype=not half_on_float, ref=p)
 
 
 class SeqBatchNorm2d(nn.BatchNorm2d):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops import neuron as _ops_neuron
 from ._inputs import check_float_input
-from ._state import detach_value
+from ._state import detach_module, detach_value, reset_module
 
 __all__ = ["LIF", "IF", "PLIF", "reset_net", "detach_net"]
 
@@ -251,9 +251,7 @@ def reset_net(model: nn.Module) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for m in model.modules():
-        reset = getattr(m, "reset", None)
-        if callable(reset) and not getattr(m, "_reset_delegates", False):
-            reset()
+        reset_module(m)
 
 
 def detach_net(model: nn.Module) -> None:
@@ -264,6 +262,4 @@ def detach_net(model: nn.Module) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for m in model.modules():
-        detach = getattr(m, "detach", None)
-        if callable(detach) and not getattr(m, "_reset_delegates", False):
-            detach()
+        detach_module(m)
