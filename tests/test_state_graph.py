@@ -341,3 +341,15 @@ def test_model_neuron_state_keeps_graph_through_the_fused_bn(device):
         grads.append(torch.autograd.grad(loss, [m.stem[0].weight, m.layer1[0].conv1.weight]))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_continuing_attention_uses_the_ops_neuron_defaults():
+    """A continuing call runs ops.lif with the attention ops' own neuron defaults (not lif's threshold 1):
+    the table in nn.attention must follow the ops' signatures."""
+    import inspect
+
+    from spikeforge import ops
+    from spikeforge.nn.attention import _ATTN_DEFAULTS
+    for op in (ops.ssa, ops.sdsa, ops.qk_token_attention, ops.qk_channel_attention):
+        params = inspect.signature(op).parameters
+        assert {k: params[k].default for k in _ATTN_DEFAULTS} == _ATTN_DEFAULTS, op.__name__
