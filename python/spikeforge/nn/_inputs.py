@@ -1,4 +1,4 @@
-"""Input checks shared by spikeforge.nn's modules and the models (a leaf: imports nothing from spikeforge).
+"""Input checks shared by spikeforge.nn's modules and the models (imports only nn._state).
 
 A module checks its input before it runs anything, so that the error names the module and the argument
 the user passed (``x_seq`` of a multi-step call, ``x`` of a single step) rather than an op's internal
@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
+
+from ._state import first_parameter
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -41,7 +43,7 @@ def check_matches_parameters(owner: str, name: str, x: Tensor, module: nn.Module
     """x is on the device of module's parameters (ref: the one to compare with, default the first) and
     (dtype=True, outside autocast) of their dtype: a float64 or float16 input to a float32 model is an error
     that says so, not a torch message from the first convolution."""
-    p = next(module.parameters(), None) if ref is None else ref
+    p = first_parameter(module) if ref is None else ref
     if p is None:
         return
     if x.device != p.device:

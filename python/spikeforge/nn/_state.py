@@ -29,6 +29,28 @@ def detach_value(value):
     return value
 
 
+def walk(model: nn.Module):
+    """model and every submodule, depth first (model.modules() without the qualified names it builds, which
+    cost more than the visit itself on a model's every forward); a shared submodule comes once."""
+    seen, stack = set(), [model]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        yield m
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+
+
+def first_parameter(model: nn.Module):
+    """The first parameter of model in modules() order (None if it has none), without a full walk."""
+    for m in walk(model):
+        for p in m._parameters.values():
+            if p is not None:
+                return p
+    return None
+
+
 def _method(m: nn.Module, name: str):
     """m's method `name` if it has one (looked up on the class first: a missing attribute on an instance
     costs nn.Module.__getattr__'s exception, which adds up over every module of a model on every call)."""
@@ -60,6 +82,13 @@ def detach_module(m: nn.Module) -> None:
 _COVERED = threading.local()
 
 
+def in_model_call() -> bool:
+    """True inside a zoo model's forward (atomic(reset=True)) in this thread: the model checked its input
+    at the boundary and every tensor its layers see was made by the model, so the layers' own input checks
+    (BN, attention blocks) are skipped there; they cost a few microseconds per layer and call."""
+    return getattr(_COVERED, "models", 0) > 0
+
+
 @contextlib.contextmanager
 def atomic(model: nn.Module, reset: bool = False):
     """Runs the body; if it raises, every stateful module inside ``model`` gets back the state it had
@@ -72,6 +101,7 @@ def atomic(model: nn.Module, reset: bool = False):
                 reset_module(m)
         yield
         return
+    # (model.modules() above: dynamo traces it; walk() below is the cheaper eager walk)
     active = getattr(_COVERED, "stack", None)
     if active is None:
         active = _COVERED.stack = []
@@ -79,13 +109,15 @@ def atomic(model: nn.Module, reset: bool = False):
         yield
         return
     ids, saved = set(), []
-    for m in model.modules():
+    for m in walk(model):
         ids.add(id(m))
         if getattr(type(m), "_state_snapshot", None) is not None:
             saved.append((m, m._state_snapshot()))
         if reset:
             reset_module(m)
     active.append(ids)
+    if reset:
+        _COVERED.models = getattr(_COVERED, "models", 0) + 1
     try:
         yield
     except BaseException:
@@ -94,3 +126,5 @@ def atomic(model: nn.Module, reset: bool = False):
         raise
     finally:
         active.remove(ids)
+        if reset:
+            _COVERED.models -= 1

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .. import ops, reference
 from ..tools.energy import EnergyOp, estimating, report_op
 from ._inputs import check_matches_parameters
-from ._state import atomic, detach_value
+from ._state import atomic, detach_value, in_model_call
 from .layers import SeqBatchNorm2d, seq_apply
 from .neuron import LIF, detach_net, reset_net
 from .spike import SpikeInputConv2d
@@ -85,8 +85,10 @@ class _Resettable(nn.Module):
         detach_net(self)
 
     def _check_input(self, x: Tensor) -> None:
-        """x on the parameters' device and of their dtype (outside autocast), before anything runs."""
-        check_matches_parameters(type(self).__name__, "x", x, self)
+        """x on the parameters' device and of their dtype (outside autocast), before anything runs; inside a
+        zoo model's forward the model checked its input already."""
+        if not in_model_call():
+            check_matches_parameters(type(self).__name__, "x", x, self)
 
 
 class _Pending:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._inputs import check_float_input, check_matches_parameters
+from ._state import in_model_call
 
 __all__ = ["seq_apply", "MultiStep", "SeqBatchNorm2d", "TdBatchNorm2d", "TEBN", "direct_encode", "poisson_encode",
            "DirectEncoder", "PoissonEncoder", "tet_loss", "TETLoss"]
@@ -48,7 +49,9 @@ def _check_5d(name: str, x: Tensor) -> None:
 def _check_bn(bn: nn.Module, x, num_features: int, allow_4d: bool = True) -> None:
     """A BN layer's input: a floating tensor [T, B, C, H, W] (or [N, C, H, W]) with C = num_features, on the
     layer's device and of its dtype (outside autocast); torch's batch norm also takes float16 / bfloat16
-    input with float32 parameters."""
+    input with float32 parameters. Skipped inside a zoo model's forward (checked at the model's input)."""
+    if in_model_call():
+        return
     name = type(bn).__name__
     check_float_input(name, "x_seq", x)
     if x.dim() != 5 and not (allow_4d and x.dim() == 4):

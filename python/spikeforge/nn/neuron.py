@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..ops import neuron as _ops_neuron
 from ._inputs import check_float_input
-from ._state import detach_module, detach_value, reset_module
+from ._state import detach_module, detach_value, reset_module, walk
 
 __all__ = ["LIF", "IF", "PLIF", "reset_net", "detach_net"]
 
@@ -250,7 +250,7 @@ def reset_net(model: nn.Module) -> None:
     resets their children (``_reset_delegates = True``) are skipped: their children are visited anyway."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for m in model.modules():
+    for m in walk(model):
         reset_module(m)
 
 
@@ -261,5 +261,5 @@ def detach_net(model: nn.Module) -> None:
     are skipped: their children are visited anyway."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for m in model.modules():
+    for m in walk(model):
         detach_module(m)
