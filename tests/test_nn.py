@@ -34,13 +34,17 @@ def test_lif_matches_reference_and_continues_sequence():
     torch.testing.assert_close(m(x[:4]), s1, rtol=0, atol=0)
 
 
-def test_state_detached_between_sequences_in_multi_step():
+def test_multi_step_state_keeps_graph_until_detach():
+    """The state left by a multi-step call carries its graph (SpikingJelly's convention); detach() cuts it,
+    so the next chunk backpropagates on its own (truncated BPTT)."""
     x = torch.randn(4, 2, 3, requires_grad=True)
     m = sf.nn.LIF()
     m(x).sum().backward()
-    assert m.v is not None and not m.v.requires_grad
+    assert m.v is not None and m.v.grad_fn is not None
+    m.detach()
+    assert not m.v.requires_grad
     x2 = torch.randn(4, 2, 3, requires_grad=True)
-    m(x2).sum().backward()  # no "backward through the graph a second time"
+    m(x2).sum().backward()  # no "backward through the graph a second time": the first graph is cut
     assert x2.grad is not None
 
 

@@ -40,8 +40,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import reference
+from ..nn._inputs import check_model_input, model_errors
+from ..nn._state import atomic
 from ..nn.layers import TEBN, SeqBatchNorm2d, TdBatchNorm2d, seq_apply
-from ..nn.neuron import IF, LIF, PLIF, reset_net
+from ..nn.neuron import IF, LIF, PLIF
 from ..nn.spike import SpikeInputConv2d
 from ..ops._common import _has_native
 
@@ -164,28 +166,33 @@ class _BNSpikeFn(torch.autograd.Function):
         xn, mean, invstd = torch.ops.aten.native_batch_norm(yf, weight, bias, bn.running_mean, bn.running_var,
                                                              True, momentum, bn.eps)
         spikes, v = sn._multi(xn.view(y.shape), None, "last")
-        sn.v = v.detach()
         ctx.bn, ctx.sn, ctx.shape = bn, sn, y.shape
         ctx.save_for_backward(y, weight, bias, mean, invstd)
-        return spikes
+        ctx.set_materialize_grads(False)  # grad_v is None unless the neuron's state v is used
+        return spikes, v  # v: the neuron's state, with its graph (bn_spike stores it in sn.v)
 
     @staticmethod
-    def backward(ctx, grad_spikes):
+    def backward(ctx, grad_spikes, grad_v):
         y, weight, bias, mean, invstd = ctx.saved_tensors
         bn, sn = ctx.bn, ctx.sn
         yf = y.flatten(0, 1)
         # recompute BN(y) exactly as the forward did (same op, same input -> same statistics and values)
         xn, _, _ = torch.ops.aten.native_batch_norm(yf, weight, bias, None, None, True, 0.0, bn.eps)
         need_w = isinstance(getattr(sn, "w", None), torch.Tensor) and ctx.needs_input_grad[3]
-        if _has_native(y.device):
+        if grad_spikes is None:
+            grad_spikes = torch.zeros(ctx.shape, dtype=y.dtype, device=y.device)
+        if _has_native(y.device) and grad_v is None:
             # the neuron's backward straight from its input: no neuron forward, no autograd graph
             g_xn, g_w_neuron = sn._grad_from_input(xn.view(ctx.shape), grad_spikes, need_w)
-        else:
+        else:  # no native kernels, or a loss on the state v: the neuron's own backward through autograd
             with torch.enable_grad():
                 xr = xn.view(ctx.shape).detach().requires_grad_(True)
-                spikes, _ = sn._multi(xr, None, "last")
-                grads = torch.autograd.grad(spikes, [xr] + ([sn.w] if need_w else []), grad_spikes)
+                spikes, v = sn._multi(xr, None, "last")
+                outs, grads = ([spikes], [grad_spikes]) if grad_v is None else ([spikes, v], [grad_spikes, grad_v])
+                grads = torch.autograd.grad(outs, [xr] + ([sn.w] if need_w else []), grads, allow_unused=True)
             g_xn, g_w_neuron = grads[0], (grads[1] if need_w else None)
+            if g_xn is None:
+                g_xn = torch.zeros_like(xr)
         g_xn = g_xn.flatten(0, 1)
         gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
             g_xn, yf, weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps,
@@ -195,7 +202,7 @@ class _BNSpikeFn(torch.autograd.Function):
 
 def _fusable(bn: nn.Module, sn: nn.Module, y: Tensor) -> bool:
     return (type(bn) is SeqBatchNorm2d and bn.training and bn.affine and bn.track_running_stats
-            and torch.is_grad_enabled() and y.dim() == 5 and isinstance(sn, (IF, LIF, PLIF))
+            and torch.is_grad_enabled() and y.dim() == 5 and y.numel() > 0 and isinstance(sn, (IF, LIF, PLIF))
             and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None
             # a neuron observed by spikeforge.tools.FiringRateMonitor must run through its forward (and hooks)
             and not getattr(sn, "run_unfused", False))
@@ -209,7 +216,8 @@ def bn_spike(bn: nn.Module, sn: nn.Module, y: Tensor, fuse: bool) -> Tensor:
     bn.num_batches_tracked.add_(1)
     momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     w = sn.w if isinstance(sn, PLIF) else None
-    return _BNSpikeFn.apply(y, bn.weight, bn.bias, w, bn, sn, momentum)
+    spikes, sn.v = _BNSpikeFn.apply(y, bn.weight, bn.bias, w, bn, sn, momentum)
+    return spikes
 
 
 def conv3x3(cin, cout, stride=1, spikes=False):
@@ -374,14 +382,21 @@ class SpikingResNet(nn.Module):
         super().__init__()
         if family not in ("spiking", "sew", "ms"):
             raise ValueError(f"family must be 'spiking', 'sew' or 'ms', got {family!r}")
-        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-            raise ValueError(f"T must be an int >= 1, got {T!r}")
+        for name, value in (("T", T), ("num_classes", num_classes), ("width", width), ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not (isinstance(layers, (list, tuple)) and len(layers) == 4
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers)):
+            raise ValueError(f"layers must be four ints >= 1 (blocks per stage), got {layers!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         cnf = str(cnf).upper()
         if family == "sew" and cnf not in ("ADD", "AND", "IAND"):
             raise ValueError(f"cnf must be 'ADD', 'AND' or 'IAND', got {cnf!r}")
         if family == "ms" and bottleneck:
             raise ValueError("MS-ResNet uses basic blocks only")
         self.family, self.T, self.cnf, self.num_classes = family, T, cnf if family == "sew" else None, num_classes
+        self.in_channels = in_channels
         if family == "ms":
             default_norm = functools.partial(TdBatchNorm2d, v_threshold=0.5)
             default_neuron = dict(tau=4.0 / 3.0, decay_input=False, v_threshold=0.5, surrogate="rect", alpha=1.0,
@@ -452,15 +467,18 @@ class SpikingResNet(nn.Module):
                     _zero_norm(b.last_norm())
 
     def forward(self, x: Tensor) -> Tensor:
-        reset_net(self)  # one call = one batch of independent sequences: no state from the last batch
+        check_model_input(type(self).__name__, x, self.T, self.in_channels, self)
+        # one call = one batch of independent sequences: every neuron is reset first (nn.reset_net), and a
+        # call that raises gives them back their states
+        with model_errors(type(self).__name__, x), atomic(self, reset=True):
+            return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:  # static image, direct encoding: stem convs once, repeated over T
             y = self.stem(x)
             y = y.unsqueeze(0).expand((self.T,) + tuple(y.shape)).contiguous()
-        elif x.dim() == 5:
-            y = seq_apply(self.stem, x)
         else:
-            raise ValueError(f"expected an image batch [B, C, H, W] or a sequence [T, B, C, H, W], "
-                             f"got {tuple(x.shape)}")
+            y = seq_apply(self.stem, x)
         y = self.stem_bn(y) if self.stem_sn is None else bn_spike(self.stem_bn, self.stem_sn, y, self.compact)
         if self.maxpool is not None:
             y = maxpool_spikes(self.maxpool, y, self.compact)  # y: spikes of the stem's SN

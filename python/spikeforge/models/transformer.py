@@ -38,8 +38,9 @@ from torch import Tensor, nn
 
 from ..nn.attention import (SDSA, SPS, SSA, QKChannelAttention, QKTokenAttention, SpikeCountConv2d, SpikingMLP,
                             _check_int, attention_options)
+from ..nn._inputs import check_model_input, model_errors
+from ..nn._state import atomic
 from ..nn.layers import SeqBatchNorm2d, seq_apply
-from ..nn.neuron import reset_net
 from . import resnet
 from .resnet import make_neuron
 
@@ -96,8 +97,10 @@ class _SpikingTransformer(nn.Module):
         self.compact = bool(compact)
 
     def _attn_kw(self, pre_activation: bool, **extra) -> dict:
+        # keep_state=False: the model resets every forward, so its blocks never continue a sequence and
+        # need not keep q, k, v to rebuild the attention neuron's membrane
         return dict(pre_activation=pre_activation, neuron=self.sn, attn_options=self.attn_options,
-                    backend=self.backend, compact=self.compact, **extra)
+                    backend=self.backend, compact=self.compact, keep_state=False, **extra)
 
     def _init_head(self) -> None:
         nn.init.trunc_normal_(self.head.weight, std=0.02)  # all five codes: timm's trunc_normal_(std=.02)
@@ -107,15 +110,13 @@ class _SpikingTransformer(nn.Module):
         raise NotImplementedError  # each family builds its own trunk
 
     def forward(self, x: Tensor) -> Tensor:
-        reset_net(self)  # one call = one batch of independent sequences: no state from the last batch
-        if not isinstance(x, Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() not in (4, 5):
-            raise ValueError(f"expected an image batch [B, C, H, W] or a sequence [T, B, C, H, W], "
-                             f"got {tuple(x.shape)}")
-        if x.shape[-3] != self.in_channels:
-            raise ValueError(f"the model was built for {self.in_channels} input channels but x has "
-                             f"{x.shape[-3]} (shape {tuple(x.shape)})")
+        check_model_input(type(self).__name__, x, self.T, self.in_channels, self)
+        # one call = one batch of independent sequences: every neuron is reset first (nn.reset_net), and a
+        # call that raises gives them back their states
+        with model_errors(type(self).__name__, x), atomic(self, reset=True):
+            return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         y = self.forward_features(x).flatten(3).mean(3)  # global average over the tokens -> [T, B, C]
         if self.head_sn is not None:
             y = self.head_sn(y)

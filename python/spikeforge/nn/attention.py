@@ -14,9 +14,15 @@ convolution has the parameters of nn.Linear on the tokens). Two orders of the la
 The attention itself is one spikeforge.ops call (or spikeforge.reference with backend="reference") on
 q, k, v of shape [T, B, heads, N, D / heads] with the papers' attention neuron (LIF, V_th = 0.5).
 
-The modules hold neurons, so like the neurons they keep their membrane state after a call (the next call
-continues the sequence): call ``reset()`` (or spikeforge.nn.reset_net) before an unrelated batch; the
-models do it at the start of every forward.
+The modules hold neurons, so like the neurons they keep their state after a call, with its autograd graph
+(the next call continues the sequence; ``detach()`` / spikeforge.nn.detach_net cuts the graph): call
+``reset()`` (or spikeforge.nn.reset_net) before an unrelated batch; the models do it at the start of every
+forward. The attention neuron inside the op continues too: the fused op starts from rest, so a block keeps
+what it needs to rebuild that neuron's last membrane (``attn_state``) and runs a call that continues a
+sequence through the composed attention with that membrane as the initial state; chunks then give the
+numbers and gradients of one call over the whole sequence. The zoo models, which reset every forward, build
+their blocks with ``keep_state=False`` (nothing kept; a continuing call is refused). A call that raises
+leaves every state of the block as it was.
 
 compact=True (the models' default with spikeforge neurons): convolutions whose input is spikes or small
 integer spike counts keep that input for backward as uint8, and BN followed by a neuron keeps only its
@@ -33,8 +39,10 @@ from torch import Tensor, nn
 
 from .. import ops, reference
 from ..tools.energy import EnergyOp, estimating, report_op
+from ._inputs import check_matches_parameters
+from ._state import atomic, detach_value, in_model_call
 from .layers import SeqBatchNorm2d, seq_apply
-from .neuron import LIF, reset_net
+from .neuron import LIF, detach_net, reset_net
 from .spike import SpikeInputConv2d
 
 __all__ = ["SSA", "SDSA", "QKTokenAttention", "QKChannelAttention", "SpikingMLP", "SPS", "RepConv",
@@ -42,6 +50,10 @@ __all__ = ["SSA", "SDSA", "QKTokenAttention", "QKChannelAttention", "SpikingMLP"
 
 # the keyword options the attention ops accept (shared/API.md); a neuron's other options do not apply there
 _ATTN_KEYS = ("tau", "v_threshold", "v_reset", "detach_reset", "decay_input", "surrogate", "alpha")
+# their defaults in the four attention ops (the attention LIF); a continuing call runs ops.lif, whose own
+# defaults differ (threshold 1, no detach_reset), with these
+_ATTN_DEFAULTS = dict(tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True,
+                      surrogate="sigmoid", alpha=None)
 
 
 def default_neuron() -> nn.Module:
@@ -61,12 +73,89 @@ def attention_options(neuron_kwargs: Optional[dict] = None, v_threshold: float =
 
 class _Resettable(nn.Module):
     """reset(): forget the state of every neuron inside (multi-step neurons keep it between calls), custom
-    neurons from a ``neuron`` factory included (any submodule with a reset(); see nn.reset_net)."""
+    neurons from a ``neuron`` factory included (any submodule with a reset(); see nn.reset_net).
+    detach(): keep the states' values, cut their graphs (nn.detach_net)."""
 
-    _reset_delegates = True  # reset_net visits the children itself
+    _reset_delegates = True  # reset_net / detach_net visit the children themselves
 
     def reset(self) -> None:
         reset_net(self)
+
+    def detach(self) -> None:
+        detach_net(self)
+
+    def _check_input(self, x: Tensor) -> None:
+        """x on the parameters' device and of their dtype (outside autocast), before anything runs; inside a
+        zoo model's forward the model checked its input already."""
+        if not in_model_call():
+            check_matches_parameters(type(self).__name__, "x", x, self)
+
+
+class _Pending:
+    """The attention neuron's last membrane, computed when first needed (the fused op does not return it)."""
+
+    def __init__(self, compute: Callable[[], Tensor], detached: bool = False):
+        self.compute, self.detached = compute, detached
+        self.grad_enabled = torch.is_grad_enabled()
+
+    def resolve(self) -> Tensor:
+        with torch.set_grad_enabled(self.grad_enabled):
+            v = self.compute()
+        return v.detach() if self.detached else v
+
+
+class _AttentionState(nn.Module):
+    """The state of a block's attention neuron (the LIF inside the attention op): None at rest, else its
+    membrane after the last call ([T, B, heads, ...] without T), kept with its graph like a neuron's v.
+
+    The fused op starts from rest and returns only the output, so after a call from rest the block keeps
+    what rebuilds the membrane (q, k, v of that call) and computes it on the next continuing call or when
+    ``v`` is read. keep=False (the zoo models, which reset every forward) keeps nothing: a continuing call
+    is refused instead of restarting the attention neuron silently."""
+
+    _NOT_KEPT = "not kept"
+
+    def __init__(self, keep: bool = True):
+        super().__init__()
+        self.keep = bool(keep)
+        self._value = None
+
+    @property
+    def at_rest(self) -> bool:
+        return self._value is None
+
+    @property
+    def v(self) -> Optional[Tensor]:
+        """The attention neuron's membrane (None at rest); raises if it was not kept."""
+        if self._value is self._NOT_KEPT:
+            raise ValueError("the attention state was not kept (keep_state=False); call reset()")
+        if isinstance(self._value, _Pending):
+            self._value = self._value.resolve()
+        return self._value
+
+    def after_fused_call(self, compute: Callable[[], Tensor]) -> None:
+        self._value = _Pending(compute) if self.keep else self._NOT_KEPT
+
+    def set(self, v: Tensor) -> None:
+        self._value = v
+
+    def reset(self) -> None:
+        self._value = None
+
+    def detach(self) -> None:
+        if isinstance(self._value, _Pending):
+            self._value = _Pending(self._value.compute, detached=True)
+        elif isinstance(self._value, Tensor):
+            self._value = detach_value(self._value)
+
+    def _state_snapshot(self):
+        return self._value
+
+    def _state_restore(self, snapshot) -> None:
+        self._value = snapshot
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}"
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
@@ -83,6 +172,13 @@ def _check_seq(module: nn.Module, x: Tensor, channels: int) -> None:
     if x.shape[2] != channels:
         raise ValueError(f"{type(module).__name__} was built for {channels} channels but x has {x.shape[2]} "
                          f"(shape {tuple(x.shape)})")
+    _check_maps(module, x)
+
+
+def _check_maps(module: nn.Module, x: Tensor) -> None:
+    if x.shape[-1] < 1 or x.shape[-2] < 1:
+        raise ValueError(f"{type(module).__name__}: x has empty feature maps ({x.shape[-2]} x {x.shape[-1]}, shape "
+                         f"{tuple(x.shape)})")
 
 
 def _resnet():
@@ -164,6 +260,8 @@ class _QKAttention(_Resettable):
     as the linear layers (then pre_activation is required, as in its code). neuron: a factory of fresh
     neuron modules (default: LIF tau 2, threshold 1, detach_reset). attn_options: options of the attention neuron (default
     attention_options(): LIF, V_th 0.5). backend: "spikeforge" (ops) or "reference" (spikeforge.reference).
+    keep_state: keep what continues the attention neuron on the next call (see the module docstring; the
+    zoo models pass False).
     """
 
     uses_v = True
@@ -171,7 +269,8 @@ class _QKAttention(_Resettable):
 
     def __init__(self, dim: int, num_heads: int = 8, *, pre_activation: bool = False, repconv: bool = False,
                  neuron: Optional[Callable[[], nn.Module]] = None, attn_options: Optional[dict] = None,
-                 backend: str = "spikeforge", compact: bool = False, proj_bias: bool = True):
+                 backend: str = "spikeforge", compact: bool = False, proj_bias: bool = True,
+                 keep_state: bool = True):
         super().__init__()
         dim = _check_int("dim", dim)
         num_heads = _check_int("num_heads", num_heads)
@@ -206,6 +305,7 @@ class _QKAttention(_Resettable):
             self.proj_conv = SpikeCountConv2d(dim, dim, 1, bias=proj_bias, compact=self.compact)
         self.proj_bn = SeqBatchNorm2d(dim)
         self.proj_sn = None if pre_activation else neuron()
+        self.attn_state = _AttentionState(keep=keep_state)
 
     def _op(self):
         return getattr(ops if self.backend == "spikeforge" else reference, self.op_name)
@@ -219,9 +319,38 @@ class _QKAttention(_Resettable):
         conv, bn, sn = getattr(self, f"{name}_conv"), getattr(self, f"{name}_bn"), getattr(self, f"{name}_sn")
         return _conv_bn_sn(conv, bn, sn, s, self.compact)
 
-    def _attend(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
-        """The attention op named by op_name on (q, k[, v]) with the neuron options (SSA adds its scale)."""
+    def _fused(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
+        """The attention op named by op_name on (q, k[, v]) with the neuron options (SSA adds its scale): its
+        attention neuron starts from rest."""
         return self._op()(q, k, *((v,) if self.uses_v else ()), **self.attn_options)
+
+    def _pre(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
+        """The attention neuron's input sequence (subclasses; q, k, v in the working dtype)."""
+        raise NotImplementedError
+
+    def _post(self, a: Tensor, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
+        """The output from the attention neuron's spikes a (subclasses)."""
+        raise NotImplementedError
+
+    def _composed(self, q: Tensor, k: Tensor, v: Optional[Tensor], v_init: Optional[Tensor]):
+        """(output, the attention neuron's last membrane) of the attention composed from torch ops and the
+        multi-step LIF from v_init (as the ops' composed path, half precision computed in float32)."""
+        work = [t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t for t in (q, k, v)]
+        lif = ops.lif if self.backend == "spikeforge" else reference.lif
+        a, v_last = lif(self._pre(*work), v_init, return_v="last", **{**_ATTN_DEFAULTS, **self.attn_options})
+        return self._post(a, *work).to(q.dtype), v_last
+
+    def _attend(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
+        """From rest: the fused op, keeping what rebuilds its neuron's last membrane; continuing a sequence:
+        the composed attention from the stored membrane, keeping the new one (with its graph)."""
+        state = self.attn_state
+        if state.at_rest:
+            out = self._fused(q, k, v)
+            state.after_fused_call(lambda: self._composed(q, k, v, None)[1])
+            return out
+        out, v_last = self._composed(q, k, v, state.v)
+        state.set(v_last)
+        return out
 
     def _energy_ops(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> list:
         """The EnergyOps of the attention op for spikeforge.tools.energy (q, k, v: [T, B, heads, N, d]).
@@ -230,6 +359,15 @@ class _QKAttention(_Resettable):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_seq(self, x, self.dim)
+        self._check_input(x)
+        if not self.attn_state.keep and not self.attn_state.at_rest:
+            raise ValueError(f"{type(self).__name__} was built with keep_state=False and cannot continue a "
+                             "sequence: call reset() (spikeforge.nn.reset_net) before the next call, or build it "
+                             "with keep_state=True")
+        with atomic(self):
+            return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         T, B, C, H, W = x.shape
         s = self.pre_sn(x) if self.pre_sn is not None else x
         q = self._heads(self._project("q", s))
@@ -263,8 +401,14 @@ class SSA(_QKAttention):
             raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
         self.scale = float(scale)
 
-    def _attend(self, q, k, v):
+    def _fused(self, q, k, v):
         return self._op()(q, k, v, self.scale, **self.attn_options)
+
+    def _pre(self, q, k, v):
+        return (q @ (k.transpose(-2, -1) @ v)) * self.scale  # K^T V first, as the op: no N x N scores
+
+    def _post(self, a, q, k, v):
+        return a
 
     def _energy_ops(self, q, k, v):
         # what the op computes, Q (K^T V): every spike of K adds a row of V (d accumulates), every spike of Q a
@@ -284,6 +428,12 @@ class SDSA(_QKAttention):
 
     op_name = "sdsa"
 
+    def _pre(self, q, k, v):
+        return (k * v).sum(dim=-2, keepdim=True)
+
+    def _post(self, a, q, k, v):
+        return q * a
+
     def _energy_ops(self, q, k, v):
         # K * V is a mask (select); the sum over tokens accumulates each non-zero product once
         return [EnergyOp("sum_tokens(k*v)", float(k.numel()), k * v)]
@@ -296,6 +446,12 @@ class QKTokenAttention(_QKAttention):
     uses_v = False
     op_name = "qk_token_attention"
 
+    def _pre(self, q, k, v):
+        return q.sum(dim=-1, keepdim=True)
+
+    def _post(self, a, q, k, v):
+        return a * k
+
     def _energy_ops(self, q, k, v):
         return [EnergyOp("sum_channels(q)", float(q.numel()), q)]  # then a per-token mask of K
 
@@ -306,6 +462,12 @@ class QKChannelAttention(_QKAttention):
 
     uses_v = False
     op_name = "qk_channel_attention"
+
+    def _pre(self, q, k, v):
+        return q.sum(dim=-2, keepdim=True)
+
+    def _post(self, a, q, k, v):
+        return a * k
 
     def _energy_ops(self, q, k, v):
         return [EnergyOp("sum_tokens(q)", float(q.numel()), q)]  # then a per-channel mask of K
@@ -343,6 +505,11 @@ class SpikingMLP(_Resettable):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_seq(self, x, self.dim)
+        self._check_input(x)
+        with atomic(self):
+            return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         if self.pre_activation:
             h = _conv_bn(self.fc1_conv, self.fc1_bn, self.fc1_sn(x))
             return _conv_bn(self.fc2_conv, self.fc2_bn, self.fc2_sn(h))
@@ -416,6 +583,13 @@ class SPS(_Resettable):
         if x.dim() in (4, 5) and x.shape[-3] != self.in_channels:
             raise ValueError(f"SPS was built for {self.in_channels} input channels but x has {x.shape[-3]} "
                              f"(shape {tuple(x.shape)})")
+        if x.dim() in (4, 5):
+            _check_maps(self, x)
+        self._check_input(x)
+        with atomic(self):
+            return self._forward(x, T)
+
+    def _forward(self, x: Tensor, T: Optional[int]) -> Tensor:
         y = self._first_conv(x, T)
         pools = [flag == "1" for flag in self.pooling]
         if self.variant == "spikingformer":

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._inputs import check_float_input, check_matches_parameters
+from ._state import in_model_call
+
 __all__ = ["seq_apply", "MultiStep", "SeqBatchNorm2d", "TdBatchNorm2d", "TEBN", "direct_encode", "poisson_encode",
            "DirectEncoder", "PoissonEncoder", "tet_loss", "TETLoss"]
 
@@ -43,6 +46,27 @@ def _check_5d(name: str, x: Tensor) -> None:
         raise ValueError(f"{name} expects x_seq of shape [T, B, C, H, W], got {tuple(x.shape)}")
 
 
+def _check_bn(bn: nn.Module, x, num_features: int, allow_4d: bool = True) -> None:
+    """A BN layer's input: a floating tensor [T, B, C, H, W] (or [N, C, H, W]) with C = num_features, on the
+    layer's device and of its dtype (outside autocast); torch's batch norm also takes float16 / bfloat16
+    input with float32 parameters. Skipped inside a zoo model's forward (checked at the model's input)."""
+    if in_model_call():
+        return
+    name = type(bn).__name__
+    check_float_input(name, "x_seq", x)
+    if x.dim() != 5 and not (allow_4d and x.dim() == 4):
+        raise ValueError(f"{name} expects x_seq of shape [T, B, C, H, W]" + (" or [N, C, H, W]" if allow_4d else "")
+                         + f", got {tuple(x.shape)}")
+    if x.shape[-3] != num_features:
+        raise ValueError(f"{name} was built for {num_features} channels but x_seq has {x.shape[-3]} "
+                         f"(shape {tuple(x.shape)})")
+    p = bn._parameters.get("weight")  # BN's own weight (None when not affine), else the first
+    p = p if p is not None else next(bn.parameters(), None)
+    half_on_float = p is not None and p.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)
+    if p is not None:
+        check_matches_parameters(name, "x_seq", x, bn, dtype=not half_on_float, ref=p)
+
+
 class SeqBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose statistics run over T*B*H*W: input [T, B, C, H, W] (or a plain [N, C, H, W]).
 
@@ -50,9 +74,9 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_bn(self, x, self.num_features)
         if x.dim() == 4:
             return super().forward(x)
-        _check_5d(type(self).__name__, x)
         return super().forward(x.flatten(0, 1)).view(x.shape)
 
 
@@ -73,11 +97,10 @@ class TdBatchNorm2d(nn.BatchNorm2d):
         self.v_threshold = float(v_threshold)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_bn(self, x, self.num_features)
         shape = x.shape
         if x.dim() == 5:
             x = x.flatten(0, 1)
-        elif x.dim() != 4:
-            raise ValueError(f"TdBatchNorm2d expects [T, B, C, H, W] or [N, C, H, W], got {tuple(shape)}")
         self._check_input_dim(x)
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -110,7 +133,7 @@ class TEBN(nn.Module):
         self.p = nn.Parameter(torch.ones(T, 1, 1, 1, 1))
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        _check_5d("TEBN", x_seq)
+        _check_bn(self, x_seq, self.bn.num_features, allow_4d=False)
         if x_seq.shape[0] != self.T:
             raise ValueError(f"TEBN was built for T={self.T} but x_seq has T={x_seq.shape[0]}")
         return self.bn(x_seq.flatten(0, 1)).view(x_seq.shape) * self.p
@@ -127,13 +150,18 @@ def _check_T(T) -> int:
 
 def direct_encode(x: Tensor, T: int) -> Tensor:
     """Direct (analog) encoding: the same input at every step, [B, ...] -> [T, B, ...] (a broadcast view)."""
+    _check_T(T)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"direct_encode: x must be a torch.Tensor, got {type(x).__name__}")
     return x.unsqueeze(0).expand((_check_T(T),) + tuple(x.shape))
 
 
 def poisson_encode(x: Tensor, T: int, generator: Optional[torch.Generator] = None) -> Tensor:
     """Poisson (rate) encoding: S[t] = 1 with probability x, independently per step; x must be in [0, 1]."""
     _check_T(T)
-    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1)):
+    check_float_input("poisson_encode", "x", x)
+    # values are unknown on the meta device (shape inference): only real tensors are range-checked
+    if x.numel() and x.device.type != "meta" and (bool(x.min() < 0) or bool(x.max() > 1)):
         raise ValueError("poisson_encode needs intensities in [0, 1] (normalise the input first)")
     u = torch.rand((T,) + tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
     return (u < x.unsqueeze(0)).to(x.dtype)
@@ -167,8 +195,18 @@ def tet_loss(out_seq: Tensor, target: Tensor, lamb: float = 1e-3, means: float =
     out_seq: [T, B, classes] outputs of every step (not averaged); target: [B] class indices.
     The mean over t of per-step cross-entropies equals one cross-entropy over the T*B folded rows.
     """
+    if not isinstance(out_seq, Tensor) or not out_seq.is_floating_point():
+        got = out_seq.dtype if isinstance(out_seq, Tensor) else type(out_seq).__name__
+        raise TypeError(f"tet_loss: out_seq must be a floating-point tensor, got {got}")
     if out_seq.dim() != 3:
         raise ValueError(f"tet_loss expects out_seq of shape [T, B, classes], got {tuple(out_seq.shape)}")
+    if not isinstance(target, Tensor) or target.is_floating_point() or target.is_complex() \
+            or target.dtype == torch.bool:
+        got = target.dtype if isinstance(target, Tensor) else type(target).__name__
+        raise TypeError(f"tet_loss: target must be an integer tensor of class indices, got {got}")
+    if tuple(target.shape) != (out_seq.shape[1],):
+        raise ValueError(f"tet_loss: target must have shape [B] = ({out_seq.shape[1]},) for out_seq of shape "
+                         f"{tuple(out_seq.shape)}, got {tuple(target.shape)}")
     T = out_seq.shape[0]
     ce = F.cross_entropy(out_seq.flatten(0, 1), target.repeat(T), label_smoothing=label_smoothing)
     if lamb == 0:

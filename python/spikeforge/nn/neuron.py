@@ -1,10 +1,14 @@
 """Spiking neuron modules: LIF, IF, PLIF over spikeforge.ops.
 
 step_mode "m" (default): forward takes a whole sequence x_seq [T, B, ...] and runs the fused
-multi-step kernel once. The state left at the end is kept, detached, so the next call continues the
-sequence without backpropagating into the previous one; call reset() before an unrelated sequence.
-step_mode "s": forward takes one step x [B, ...]; the state keeps its graph across steps (BPTT
-through a Python time loop) until reset().
+multi-step kernel once. step_mode "s": forward takes one step x [B, ...].
+
+State (as SpikingJelly's neurons): the membrane ``v`` left by a call is kept, with its autograd graph, and
+the next call continues the sequence from it. So a loss on ``node.v`` (membrane read-out) reaches the
+inputs, and a sequence fed in consecutive chunks without a reset gives the gradients of one call over the
+whole sequence. Truncation is explicit: ``detach()`` (or ``spikeforge.nn.detach_net(model)``) keeps the
+values and cuts the graph (truncated BPTT); ``reset()`` (``reset_net``) forgets the state before an
+unrelated sequence. A call that raises leaves the state as it was. docs/bad_inputs.md has the contract.
 """
 from __future__ import annotations
 
@@ -16,11 +20,27 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..ops import neuron as _ops_neuron
+from ._inputs import check_float_input
+from ._state import detach_module, detach_value, reset_module, walk
 
-__all__ = ["LIF", "IF", "PLIF", "reset_net"]
+__all__ = ["LIF", "IF", "PLIF", "reset_net", "detach_net"]
 
 
 class _Neuron(nn.Module):
+    """Base of the neuron modules: the one place that owns their state (v, reset, detach, the step modes,
+    store_v_seq). A neuron subclass only defines its op call:
+
+        _multi(x_seq, v_init, return_v, *more_inits) -> (spike_seq, v, *more)
+
+    where ``_state_names`` lists the state variables, the membrane first (``("v",)``; a neuron with an
+    adaptation variable declares e.g. ``("v", "b")`` and gets b's initial value and returns its last
+    value after v). ``return_v="seq"`` asks for every V[t] (store_v_seq); the other states are always
+    their last values. Each state is None at rest (the op's initial value: v_reset, or 0 for soft reset),
+    or a tensor of the input step's shape; a float assigned to it is taken as that value everywhere.
+    """
+
+    _state_names: tuple = ("v",)
+
     def __init__(self, *, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, detach_reset: bool = False,
                  surrogate: str = "sigmoid", alpha: Optional[float] = None, step_mode: str = "m",
                  store_v_seq: bool = False):
@@ -34,19 +54,64 @@ class _Neuron(nn.Module):
         self.alpha = alpha
         self.step_mode = step_mode
         self.store_v_seq = store_v_seq
-        self.v: Optional[Tensor] = None
+        for name in self._state_names:
+            setattr(self, name, None)
         self.v_seq: Optional[Tensor] = None
 
+    # ---- state ---------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the membrane state (and its graph): the next forward starts a new sequence."""
-        self.v = None
+        """Forget the state (and its graph): the next forward starts a new sequence."""
+        for name in self._state_names:
+            setattr(self, name, None)
         self.v_seq = None
 
     def detach(self) -> None:
-        """Keep the state but cut its graph (truncated BPTT in single-step mode)."""
-        if self.v is not None:
-            self.v = self.v.detach()
+        """Keep the state's values but cut its autograd graph (truncated BPTT); v_seq too."""
+        for name in self._state_names:
+            setattr(self, name, detach_value(getattr(self, name)))
+        self.v_seq = detach_value(self.v_seq)
 
+    def _state_snapshot(self):
+        return tuple(getattr(self, name) for name in self._state_names), self.v_seq
+
+    def _state_restore(self, snapshot) -> None:
+        states, self.v_seq = snapshot
+        for name, value in zip(self._state_names, states):
+            setattr(self, name, value)
+
+    def _states_for(self, x: Tensor, shape: tuple, arg: str) -> tuple:
+        """The stored states as initial values for a step of the given shape, checked (not changed)."""
+        out = []
+        for name in self._state_names:
+            s = getattr(self, name)
+            if s is None:
+                out.append(None)
+                continue
+            if isinstance(s, (int, float)) and not isinstance(s, bool):
+                # SpikingJelly's convention: a float state is that value for every neuron
+                out.append(torch.full(shape, float(s), dtype=x.dtype, device=x.device))
+                continue
+            if not isinstance(s, Tensor):
+                raise TypeError(f"{type(self).__name__}: stored state {name} must be a tensor, a float or None, "
+                                f"got {type(s).__name__}; call reset()")
+            if tuple(s.shape) != tuple(shape):
+                raise ValueError(f"{type(self).__name__}: stored state {name} has shape {tuple(s.shape)} but the "
+                                 f"input step ({arg}) has shape {tuple(shape)}; call reset() (or "
+                                 "spikeforge.nn.reset_net(model)) between batches")
+            if s.device != x.device:
+                raise ValueError(f"{type(self).__name__}: stored state {name} is on {s.device} but {arg} is on "
+                                 f"{x.device}; call reset() before moving to another device")
+            if not s.is_floating_point():
+                raise TypeError(f"{type(self).__name__}: stored state {name} must be a floating-point tensor, "
+                                f"got {s.dtype}; call reset()")
+            out.append(s)
+        return tuple(out)
+
+    def _commit(self, states: tuple) -> None:
+        for name, value in zip(self._state_names, states):
+            setattr(self, name, value)
+
+    # ---- the op call (subclasses) ------------------------------------------------------------------
     def _options(self) -> dict:
         return dict(v_threshold=self.v_threshold, v_reset=self.v_reset, detach_reset=self.detach_reset,
                     surrogate=self.surrogate, alpha=self.alpha)
@@ -56,30 +121,49 @@ class _Neuron(nn.Module):
         with the native kernels, without running the forward or building a graph (subclasses)."""
         raise NotImplementedError
 
-    def _multi(self, x_seq: Tensor, v_init: Optional[Tensor], return_v: str):
+    def _multi(self, x_seq: Tensor, v_init: Optional[Tensor], return_v: str, *more_inits):
         raise NotImplementedError
 
-    def _state_for(self, shape) -> Optional[Tensor]:
-        if self.v is not None and tuple(self.v.shape) != tuple(shape):
-            raise ValueError(f"{type(self).__name__}: stored state has shape {tuple(self.v.shape)} but the input "
-                             f"step has shape {tuple(shape)}; call reset() (or spikeforge.nn.reset_net(model)) "
-                             "between batches")
-        return self.v
+    def _check_call(self, x: Tensor, arg: str, channel_dim: int) -> None:
+        """Checks of the module's own parameters against the input (subclasses with parameters)."""
 
+    def _run(self, x_seq: Tensor, states: tuple, return_v: str):
+        out = self._multi(x_seq, states[0], return_v, *states[1:])
+        if len(out) != 1 + len(self._state_names):
+            raise RuntimeError(f"{type(self).__name__}._multi returned {len(out)} tensors; expected the spikes and "
+                               f"one per state {self._state_names}")
+        return out[0], tuple(out[1:])
+
+    # ---- forward -------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
+        name = type(self).__name__
         if self.step_mode == "m":
+            x = check_float_input(name, "x_seq", x)
             if x.dim() < 1:
-                raise ValueError(f"{type(self).__name__} in step_mode 'm' expects x_seq of shape [T, *]")
-            v_init = self._state_for(x.shape[1:])
-            spike, v = self._multi(x, v_init, "seq" if self.store_v_seq else "last")
+                raise ValueError(f"{name} in step_mode 'm' expects x_seq of shape [T, *], got a 0-dim tensor "
+                                 "(use step_mode='s' for one step)")
+            self._check_call(x, "x_seq", 2)
+            states = self._states_for(x, tuple(x.shape[1:]), "x_seq[t]")
+            spike, new = self._run(x, states, "seq" if self.store_v_seq else "last")
+            v_seq = None
             if self.store_v_seq:
-                self.v_seq = v
-                v = v[-1] if v.shape[0] > 0 else (v_init if v_init is not None else None)
-            self.v = None if v is None else v.detach()
+                v_seq = new[0]
+                new = (v_seq[-1] if x.shape[0] > 0 else states[0],) + new[1:]
+            if x.shape[0] > 0:  # no step, no change of state
+                self._commit(new)
+            if self.store_v_seq:
+                self.v_seq = v_seq
             return spike
-        v_init = self._state_for(x.shape)
-        spike, v = self._multi(x.unsqueeze(0), v_init, "last")
-        self.v = v
+        x = check_float_input(name, "x", x)
+        self._check_call(x, "x", 1)
+        states = self._states_for(x, tuple(x.shape), "x")
+        spike, new = self._run(x.unsqueeze(0), states, "last")
+        self._commit(new)
+        if self.store_v_seq:  # one more V[t] per step, kept until reset() (as SpikingJelly's single-step mode)
+            v_step, old = new[0].unsqueeze(0), self.v_seq
+            same = (isinstance(old, Tensor) and old.shape[1:] == v_step.shape[1:] and old.device == v_step.device
+                    and old.dtype == v_step.dtype)
+            self.v_seq = torch.cat([old, v_step]) if same else v_step
         return spike[0]
 
     def extra_repr(self) -> str:
@@ -138,6 +222,16 @@ class PLIF(_Neuron):
     def tau(self) -> Tensor:
         return 1.0 / torch.sigmoid(self.w.detach())
 
+    def _check_call(self, x, arg, channel_dim):
+        w = self.w
+        if x.device != w.device:
+            raise ValueError(f"PLIF: {arg} is on {x.device} but the parameter w is on {w.device}; move the input "
+                             f"(x.to('{w.device}')) or the module (module.to('{x.device}'))")
+        if w.numel() != 1 and (x.dim() <= channel_dim or x.shape[channel_dim] != w.numel()):
+            layout = "[T, B, C, ...]" if arg == "x_seq" else "[B, C, ...]"
+            raise ValueError(f"PLIF(num_channels={w.numel()}) expects {arg} of shape {layout} with C = {w.numel()} "
+                             f"(dimension {channel_dim}), got shape {tuple(x.shape)}")
+
     def _multi(self, x_seq, v_init, return_v):
         return ops.plif(x_seq, self.w, v_init, decay_input=self.decay_input, return_v=return_v, **self._options())
 
@@ -154,7 +248,18 @@ def reset_net(model: nn.Module) -> None:
     and any other stateful module that follows the convention (SpikingJelly's neurons, a custom neuron
     passed to a zoo model), as SpikingJelly's functional.reset_net does. Containers whose reset() only
     resets their children (``_reset_delegates = True``) are skipped: their children are visited anyway."""
-    for m in model.modules():
-        reset = getattr(m, "reset", None)
-        if callable(reset) and not getattr(m, "_reset_delegates", False):
-            reset()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for m in walk(model):
+        reset_module(m)
+
+
+def detach_net(model: nn.Module) -> None:
+    """detach() every stateful module in model (truncated BPTT: the states keep their values, their graphs
+    into the earlier chunks are cut), as SpikingJelly's functional.detach_net does; other modules with a
+    detach() (SpikingJelly's neurons) are detached too. Containers that delegate (``_reset_delegates``)
+    are skipped: their children are visited anyway."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for m in walk(model):
+        detach_module(m)

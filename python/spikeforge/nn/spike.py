@@ -3,8 +3,9 @@ spike_conv2d (event-driven below the firing-rate crossover, 1-bit saved input).
 
 Input [T, B, ...] or [N, ...] (the layers are stateless: time steps are just more rows). On CUDA the
 path (event-driven or dense) and the input kind are measured on the first call and cached, so later
-calls make no host synchronisation and can be captured in a CUDA graph; replan() measures again. On CPU
-the measurement is free and is made on every call. Setting mode / input_kind fixes them by hand.
+calls make no host synchronisation and can be captured in a CUDA graph; replan() measures again. A first
+call that raises caches nothing. On CPU the measurement is free and is made on every call. Setting
+mode / input_kind fixes them by hand.
 
 SpikeInputConv2d is the plain nn.Conv2d the zoo models (spikeforge.models) build for spike inputs: same
 parameters, and with ``compact`` its training forward runs spike_input_conv (event-driven on CPU below the
@@ -24,6 +25,22 @@ from ..ops import spike as _spike
 __all__ = ["SpikeLinear", "SpikeConv2d", "SpikeInputConv2d"]
 
 
+def _check_spikes(layer: nn.Module, s) -> None:
+    """The layer's input against its weight, in the layer's words (the op would name its own arguments)."""
+    name, w = type(layer).__name__, layer.weight
+    if not isinstance(s, Tensor):
+        raise TypeError(f"{name}: s must be a torch.Tensor, got {type(s).__name__}")
+    if s.is_complex():
+        raise TypeError(f"{name}: s must be a real tensor (float, integer or bool), got {s.dtype}")
+    if s.device != w.device:
+        raise ValueError(f"{name}: s is on {s.device} but the layer's weight is on {w.device}; move the input "
+                         f"(s.to('{w.device}')) or the layer (layer.to('{s.device}'))")
+    if s.is_floating_point() and s.dtype != w.dtype:
+        raise TypeError(f"{name}: s is {s.dtype} but the layer's weight is {w.dtype}; convert the input "
+                        f"(s.to({w.dtype})) or the layer (layer.to({s.dtype})); integer and bool spikes are "
+                        "converted to the weight's dtype")
+
+
 class _SpikeLayer(nn.Module):
     _layer = ""
 
@@ -38,19 +55,35 @@ class _SpikeLayer(nn.Module):
         """Forget the cached (mode, input_kind): the next CUDA call measures its input again."""
         self._plan = None
 
-    def _choose(self, s: Tensor) -> tuple[str, str]:
-        if s.device.type != "cuda" or torch.compiler.is_compiling():
-            return self.mode, self.input_kind
-        if self._plan is None:
-            nnz, kind = ops.spike_stats(s)  # one synchronisation, then cached
-            mode = self.mode
-            if mode == "auto":
-                key = self._layer if torch.is_grad_enabled() else self._layer + "_fwd"
-                limit = _spike.CROSSOVER["cuda"].get(key)
-                rate = nnz / max(s.numel(), 1)
-                mode = "sparse" if kind != "float" and limit is not None and rate <= limit else "dense"
-            self._plan = (mode, kind if self.input_kind == "auto" else self.input_kind)
+    def _state_snapshot(self):
         return self._plan
+
+    def _state_restore(self, snapshot) -> None:
+        self._plan = snapshot
+
+    def _choose(self, s: Tensor) -> tuple[tuple[str, str], bool]:
+        """((mode, input_kind) for this call, whether it was measured now). A plan measured on a first CUDA
+        call is returned, not stored: _run stores it once the op has accepted the input, so a call that
+        raises leaves no plan behind."""
+        if s.device.type != "cuda" or torch.compiler.is_compiling():
+            return (self.mode, self.input_kind), False
+        if self._plan is not None:
+            return self._plan, False
+        nnz, kind = ops.spike_stats(s)  # one synchronisation, then cached
+        mode = self.mode
+        if mode == "auto":
+            key = self._layer if torch.is_grad_enabled() else self._layer + "_fwd"
+            limit = _spike.CROSSOVER["cuda"].get(key)
+            rate = nnz / max(s.numel(), 1)
+            mode = "sparse" if kind != "float" and limit is not None and rate <= limit else "dense"
+        return (mode, kind if self.input_kind == "auto" else self.input_kind), True
+
+    def _run(self, s: Tensor, call):
+        plan, measured = self._choose(s)
+        y = call(*plan)
+        if measured:
+            self._plan = plan
+        return y
 
     def _init(self, fan_in: int) -> None:
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -76,8 +109,9 @@ class SpikeLinear(_SpikeLayer):
         self._init(in_features)
 
     def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
-        mode, kind = self._choose(s)
-        return ops.spike_linear(s, self.weight, self.bias, mode=mode, input_kind=kind, grad_mask=grad_mask)
+        _check_spikes(self, s)
+        return self._run(s, lambda mode, kind: ops.spike_linear(s, self.weight, self.bias, mode=mode,
+                                                                input_kind=kind, grad_mask=grad_mask))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -109,9 +143,10 @@ class SpikeConv2d(_SpikeLayer):
         self._init(in_channels // groups * kh * kw)
 
     def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
-        mode, kind = self._choose(s)
-        return ops.spike_conv2d(s, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                                mode=mode, input_kind=kind, grad_mask=grad_mask)
+        _check_spikes(self, s)
+        return self._run(s, lambda mode, kind: ops.spike_conv2d(
+            s, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, mode=mode,
+            input_kind=kind, grad_mask=grad_mask))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
