@@ -24,10 +24,10 @@ def to_nir(model, input_shape=None, *, dt=None):
     return nir_io.to_nir(model, input_shape, dt=nir_io.DEFAULT_DT if dt is None else dt)
 
 
-def from_nir(graph, *, dt=None):
+def from_nir(graph, *, dt=None, unit_r=None):
     """A runnable multi-step module from a nir.NIRGraph or a NIR file (see spikeforge.interop.nir_io.from_nir)."""
     from . import nir_io
-    return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt)
+    return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt, unit_r=unit_r)
 
 
 def _swap_modules(model, swaps):
