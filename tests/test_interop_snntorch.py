@@ -407,6 +407,10 @@ def test_bad_calls_in_sequence_mode():
     sfs.patch(net, step_mode="m")
     with pytest.raises(ValueError, match="one step given to a sequence call"):
         net(torch.rand(2, 1, 5, 5))
+    net[1].step_mode = "s"  # a neuron switched by hand inside a sequence-mode model would see x_seq as one step
+    with pytest.raises(ValueError, match="set_step_mode"):
+        net(torch.rand(4, 2, 1, 5, 5))
+    sfs.set_step_mode(net, "m")
     with pytest.raises(ValueError, match="step_mode"):
         sfs.patch(net, step_mode="x")
     with pytest.raises(ValueError, match="backend"):

@@ -476,6 +476,9 @@ class _SequenceSequential(nn.Sequential):
     def forward(self, x):
         for name, m in self._modules.items():
             plan = _layer_plan(name, m)
+            if plan == "neuron" and getattr(m, "step_mode", "s") != "m":
+                raise ValueError(f"{name} ({type(m).__name__}) is in step_mode {getattr(m, 'step_mode', 's')!r} "
+                                 "inside a sequence-mode model: use set_step_mode(model, ...) to switch both")
             if plan in ("neuron", "sequence", "container"):
                 x = m(x)
                 continue
