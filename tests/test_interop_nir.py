@@ -280,3 +280,66 @@ def test_reset_clears_state_between_batches():
     back(torch.randn(3, 7, 4))
     snn.reset_net(back)  # spikeforge's reset_net reaches it too
     assert torch.equal(back(x), first)
+
+
+def _mutated(node, **fields):
+    for k, v in fields.items():
+        setattr(node, k, v)
+    return node
+
+
+def _io(n_in, n_out):
+    return {"input": nir.Input(input_type={"input": np.array([n_in])}),
+            "output": nir.Output(output_type={"output": np.array([n_out])})}
+
+
+@pytest.mark.parametrize("node,match", [
+    (nir.Affine(weight=np.ones((3, 4)), bias=np.ones((1, 3))), r"fc.bias must have shape \(3,\), got \(1, 3\)"),
+    (nir.Affine(weight=np.ones((3, 4, 1)), bias=np.ones(3)), "fc.weight must have 2 dims"),
+    (nir.Linear(weight=np.array([["a", "b"]])), "fc.weight must be numeric"),
+    (nir.Conv2d(input_shape=None, weight=np.ones((4, 2, 3, 3)), stride=1, padding=1, dilation=1, groups=3,
+                bias=np.zeros(4)), "groups = 3 does not divide"),
+    (nir.Conv2d(input_shape=None, weight=np.ones((4, 2, 3, 3)), stride=0, padding=1, dilation=1, groups=1,
+                bias=np.zeros(4)), "stride"),
+    (nir.Conv2d(input_shape=None, weight=np.ones((4, 2, 3, 3)), stride=1, padding=-1, dilation=1, groups=1,
+                bias=np.zeros(4)), "padding"),
+    (nir.Conv1d(input_shape=None, weight=np.ones((4, 2, 3)), stride=1, padding=1, dilation=1, groups=1,
+                bias=np.zeros(5)), r"fc.bias must have shape \(4,\)"),
+    (nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([3, 3])), "padding"),
+    (nir.LIF(tau=np.full(3, -1.0), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)), "tau must be > 0"),
+    (nir.LIF(tau=np.full(3, 1e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, np.nan)),
+     "v_threshold must be finite"),
+    (_mutated(nir.LIF(tau=np.full(3, 1e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)), r=np.ones(2)),
+     "do not match"),  # nir checks this when a node is built, not when a built node is changed
+    (nir.IF(r=np.ones(3) / DT, v_threshold=np.ones(3), v_reset=np.array([0.0, 0.5, 0.0])), "differs between"),
+    (nir.LI(tau=np.zeros(3), r=np.ones(3), v_leak=np.zeros(3)), "tau must be > 0"),
+])
+def test_from_nir_refuses_what_it_cannot_import_with_a_value_error(node, match):
+    graph = nir.NIRGraph(nodes={**_io(4, 3), "fc": node}, edges=[("input", "fc"), ("fc", "output")],
+                         type_check=False)
+    with pytest.raises(ValueError, match=match):
+        from_nir(graph)
+
+
+def _if_graph(r):
+    return nir.NIRGraph(nodes={**_io(3, 3), "if": nir.IF(r=np.full(3, r), v_threshold=np.ones(3))},
+                        edges=[("input", "if"), ("if", "output")])
+
+
+def test_if_with_unit_r_warns_and_can_be_read_per_step():
+    x = torch.full((6, 2, 3), 0.5)
+    with pytest.warns(UserWarning, match="unit_r='per_step'"):
+        euler = from_nir(_if_graph(1.0))
+    assert euler(x).sum() == 0  # NIR's reading: 1e-4 of the input per step, never reaching the threshold
+    per_step = from_nir(_if_graph(1.0), unit_r="per_step")
+    want = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])  # v += 0.5 per step, fire at 1, reset to 0
+    assert torch.equal(per_step(x)[:, 0, 0], want)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_nir(_if_graph(1.0), unit_r="euler")  # NIR's reading, asked for: no warning
+        from_nir(_if_graph(1.0), dt=1.0)  # dt = 1: both readings agree
+        same = from_nir(_if_graph(1.0 / DT), unit_r="per_step")  # r = 1/dt is v += I under either reading
+    assert torch.equal(same(x)[:, 0, 0], want)
+    with pytest.raises(ValueError, match="unit_r"):
+        from_nir(_if_graph(1.0), unit_r="sinabs")

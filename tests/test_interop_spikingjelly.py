@@ -1,4 +1,5 @@
-"""spikeforge.interop.spikingjelly.patch: a patched SpikingJelly model computes the same spikes and gradients.
+"""spikeforge.interop.spikingjelly: a patched SpikingJelly model is still a SpikingJelly model (its tools, state
+API and checkpoints) and computes the same spikes and gradients on spikeforge's kernels.
 
 Neuron-level cases feed dyadic inputs with tau in {2, 4}, so every forward intermediate is exact in float32
 and spikes and membranes must be bitwise equal whatever the evaluation order; gradients sum over time in
@@ -11,11 +12,11 @@ import torch
 from torch import nn
 
 from neuron_helpers import dyadic
-from spikeforge import nn as sfnn
 
 pytest.importorskip("spikingjelly")
-from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
+from spikingjelly.activation_based import base, functional, layer, neuron, surrogate  # noqa: E402
 
+from spikeforge import ops  # noqa: E402
 from spikeforge.interop import spikingjelly as sj  # noqa: E402
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -32,6 +33,20 @@ SURROGATES = {  # SpikingJelly surrogate -> the spikeforge name it must map to
 }
 
 
+@pytest.fixture
+def op_calls(monkeypatch):
+    """Counts the spikeforge ops the drop-ins call (a fused path that silently fell back would not count)."""
+    calls = []
+    for name in ("if_neuron", "lif", "plif", "psn", "sliding_psn"):
+        real = getattr(ops, name)
+
+        def spy(*a, _real=real, _name=name, **kw):
+            calls.append(_name)
+            return _real(*a, **kw)
+        monkeypatch.setattr(sj.ops, name, spy)
+    return calls
+
+
 def _run(model, x, loss_weight):
     """Forward + backward of sum(out * loss_weight) -> (out, x.grad, {param name: grad})."""
     functional.reset_net(model)
@@ -39,46 +54,58 @@ def _run(model, x, loss_weight):
     out = model(x)
     (out * loss_weight).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
     return out.detach(), x.grad, grads
 
 
-def _compare(sj_model, x, expect_classes):
+def _compare(sj_model, x, expect_classes, calls=None):
     patched = copy.deepcopy(sj_model)
-    patched, report = sj.patch(patched)
+    same, report = sj.patch(patched)
+    assert same is patched
     assert [r[2] for r in report.replaced] == expect_classes and not report.skipped
+    assert all(r[3] == "fused" for r in report.replaced), report
     functional.reset_net(sj_model)
     g = torch.randn_like(sj_model(x).detach())  # upstream gradient of the output's shape
     want = _run(sj_model, x, g)
+    n_before = len(calls) if calls is not None else 0
     got = _run(patched, x, g)
+    if calls is not None:
+        assert len(calls) - n_before == len(expect_classes), "every swapped node must run its spikeforge op"
     assert 0 < want[0].sum() < want[0].numel(), "the case must exercise both firing and not firing"
     assert torch.equal(got[0], want[0])
     torch.testing.assert_close(got[1], want[1], rtol=RTOL, atol=ATOL)
-    return patched, want[2], got[2]
+    assert set(got[2]) == set(want[2])
+    for name in want[2]:
+        torch.testing.assert_close(got[2][name], want[2][name], rtol=RTOL, atol=ATOL, msg=name)
+    return patched
 
 
+# ------------------------------------------------------------------------------------------------------
+# numbers
+# ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sg_name", sorted(SURROGATES))
 @pytest.mark.parametrize("tau,decay_input,v_reset,detach_reset", [
     (2.0, True, 0.0, False), (4.0, False, None, True), (2.0, False, -0.5, False)])
-def test_lif_node_every_surrogate(sg_name, tau, decay_input, v_reset, detach_reset):
+def test_lif_node_every_surrogate(sg_name, tau, decay_input, v_reset, detach_reset, op_calls):
     sg, name = SURROGATES[sg_name]
     node = neuron.LIFNode(tau=tau, decay_input=decay_input, v_reset=v_reset, v_threshold=0.75,
                           detach_reset=detach_reset, surrogate_function=sg, step_mode="m")
     x = dyadic((6, 2, 3, 4), -8, 24)
-    patched, _, _ = _compare(node, x, ["LIF"])
-    assert patched.surrogate == name and patched.alpha == sg.alpha and patched.tau == tau
+    patched = _compare(node, x, ["LIFNode"], op_calls)
+    assert isinstance(patched, neuron.LIFNode) and patched.surrogate_function is not sg  # deepcopy
+    assert sj.surrogate_of(patched.surrogate_function) == (name, sg.alpha)
 
 
 @pytest.mark.parametrize("v_reset", [0.0, None])
-def test_if_and_plif_nodes(v_reset):
+def test_if_and_plif_nodes(v_reset, op_calls):
     x = dyadic((6, 2, 3, 4), -8, 24)
-    _compare(neuron.IFNode(v_reset=v_reset, step_mode="m", surrogate_function=surrogate.ATan()), x, ["IF"])
+    _compare(neuron.IFNode(v_reset=v_reset, step_mode="m", surrogate_function=surrogate.ATan()), x, ["IFNode"],
+             op_calls)
     plif = neuron.ParametricLIFNode(init_tau=2.0, v_reset=v_reset, step_mode="m", detach_reset=True)
-    patched, want, got = _compare(plif, x, ["PLIF"])
-    assert patched.w is plif.w or torch.equal(patched.w, plif.w)
-    torch.testing.assert_close(got["w"], want["w"], rtol=RTOL, atol=ATOL)
+    _compare(plif, x, ["ParametricLIFNode"], op_calls)
 
 
-def test_conv_bn_lif_model_gives_identical_spikes_and_close_gradients():
+def test_conv_bn_lif_model_gives_identical_spikes_and_close_gradients(op_calls):
     torch.manual_seed(0)
     model = nn.Sequential(
         layer.Conv2d(2, 4, 3, padding=1, step_mode="m"), layer.BatchNorm2d(4, step_mode="m"),
@@ -91,43 +118,248 @@ def test_conv_bn_lif_model_gives_identical_spikes_and_close_gradients():
         model[6].weight.mul_(8.0)
         model[6].bias.add_(0.5)
     x = torch.rand(4, 3, 2, 6, 6)
-    patched, want, got = _compare(model, x, ["LIF", "PLIF", "IF"])
-    assert set(got) == set(want)
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=RTOL, atol=ATOL, msg=name)
-    # SpikingJelly's reset_net resets the swapped modules: a batch of another size runs right after
-    functional.reset_net(patched)
+    patched = _compare(model, x, ["LIFNode", "ParametricLIFNode", "IFNode"], op_calls)
+    functional.reset_net(patched)  # a batch of another size runs right after
     assert patched(torch.rand(4, 2, 2, 6, 6)).shape == (4, 2, 5)
 
 
-def test_psn_family():
+def test_psn_family(op_calls):
     T = 6
     x = torch.randn(T, 3, 5)
     psn = neuron.PSN(T=T)
     nn.init.uniform_(psn.weight, -0.5, 0.5)
     nn.init.uniform_(psn.bias, -0.3, 0.3)
-    _, want, got = _compare(psn, x, ["PSN"])
+    _compare(psn, x, ["PSN"], op_calls)
     masked = neuron.MaskedPSN(k=3, T=T, lambda_init=0.5, step_mode="m")
     nn.init.uniform_(masked.weight, -0.5, 0.5)
-    patched, want2, got2 = _compare(masked, x, ["MaskedPSN"])
-    assert patched.lam == 0.5
+    _compare(masked, x, ["MaskedPSN"], op_calls)
     sliding = neuron.SlidingPSN(k=3, step_mode="m")
-    _, want3, got3 = _compare(sliding, x + 0.5, ["SlidingPSN"])
-    for w, g in ((want, got), (want2, got2), (want3, got3)):
-        assert set(w) == set(g) == {"weight", "bias"}
-        for name in w:
-            torch.testing.assert_close(g[name].reshape(w[name].shape), w[name], rtol=RTOL, atol=ATOL)
+    _compare(sliding, x + 0.5, ["SlidingPSN"], op_calls)
 
 
-def test_single_step_nodes_become_single_step_modules():
-    node = neuron.LIFNode(tau=2.0, step_mode="s")
-    patched, report = sj.patch(copy.deepcopy(node))
-    assert isinstance(patched, sfnn.LIF) and patched.step_mode == "s" and report.replaced[0][0] == "<model>"
-    x = dyadic((5, 2, 4), -8, 24)
-    want = torch.stack([node(x[t]) for t in range(5)])
-    got = torch.stack([patched(x[t]) for t in range(5)])
-    assert 0 < want.sum() < want.numel()
+# ------------------------------------------------------------------------------------------------------
+# SpikingJelly's tools see the swapped nodes
+# ------------------------------------------------------------------------------------------------------
+def _mlp():
+    torch.manual_seed(1)
+    net = nn.Sequential(layer.Linear(8, 16, step_mode="m"), neuron.LIFNode(step_mode="m"),
+                        layer.Linear(16, 4, step_mode="m"), neuron.IFNode(step_mode="m"))
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+        net[2].weight.mul_(3.0)
+    return net
+
+
+def test_output_monitor_finds_the_swapped_nodes():
+    pytest.importorskip("torch.utils.tensorboard", reason="spikingjelly.monitor imports tensorboard")
+    from spikingjelly.activation_based import monitor
+    net = _mlp()
+    patched, _ = sj.patch(copy.deepcopy(net))
+    x = torch.rand(4, 2, 8) * 2
+    want_mon, got_mon = monitor.OutputMonitor(net, neuron.IFNode), monitor.OutputMonitor(patched, neuron.IFNode)
+    net(x)
+    patched(x)
+    assert got_mon.monitored_layers == want_mon.monitored_layers == ["3"]
+    assert len(got_mon.records) == 1 and torch.equal(got_mon.records[0], want_mon.records[0])
+    assert monitor.OutputMonitor(patched, neuron.LIFNode).monitored_layers == ["1"]
+
+
+def test_op_counters_and_energy_report_equal_the_unpatched_model():
+    from spikingjelly.activation_based import op_counter
+    from spikingjelly.activation_based.op_counter.base import DispatchCounterMode
+    net = _mlp()
+    patched, _ = sj.patch(copy.deepcopy(net))
+    x = torch.rand(4, 2, 8) * 2
+
+    def counts(model):
+        functional.reset_net(model)
+        counter = op_counter.NeuronStateCounter()
+        with DispatchCounterMode([counter]):
+            out = model(x)
+        functional.reset_net(model)
+        report = op_counter.estimate_simple_energy(model, x)
+        return out, counter.get_metric_counts(), report.counts, report.energy_total_pj
+
+    want, got = counts(net), counts(patched)
+    assert torch.equal(got[0], want[0])
+    assert want[1] and got[1:] == want[1:]
+
+
+def test_reset_set_step_mode_and_detach_net():
+    net = _mlp()
+    patched, _ = sj.patch(net)
+    x = torch.rand(4, 2, 8, requires_grad=True) * 2
+    patched(x)
+    assert patched[1].v.grad_fn is not None  # the state keeps its graph after a multi-step call
+    functional.detach_net(patched)
+    assert patched[1].v.grad_fn is None and patched[3].v.grad_fn is None
+    functional.reset_net(patched)
+    assert patched[1].v == 0.0 and isinstance(patched[1].v, float)
+    functional.set_step_mode(patched, "s")
+    assert patched[1].step_mode == "s" and patched[1].fused_blocker.startswith("step_mode 's'")
+    ref = _mlp()
+    functional.set_step_mode(ref, "s")
+    want = torch.stack([ref(x[t]) for t in range(4)])
+    got = torch.stack([patched(x[t]) for t in range(4)])
     assert torch.equal(got, want)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the state API
+# ------------------------------------------------------------------------------------------------------
+def test_v_is_a_float_after_reset_and_assignable_from_a_float(op_calls):
+    node = neuron.LIFNode(tau=2.0, v_reset=-0.25, step_mode="m")
+    patched, _ = sj.patch(copy.deepcopy(node))
+    assert patched.v == -0.25 and isinstance(patched.v, float) and patched.surrogate_function is not None
+    x = dyadic((5, 2, 4), -8, 24)
+    for m in (node, patched):
+        m.v = 0.5  # SpikingJelly's convention: a float state is that value for every neuron
+    assert torch.equal(patched(x), node(x)) and torch.equal(patched.v, node.v)
+    assert op_calls == ["lif"]
+    patched.reset()
+    assert patched.v == -0.25 and isinstance(patched.v, float)
+
+
+def test_memory_api_is_spikingjellys():
+    node = neuron.IFNode(step_mode="m", store_v_seq=True)
+    patched, _ = sj.patch(copy.deepcopy(node))
+    assert list(patched._memories) == ["v"] and dict(patched.named_memories()) == {"v": 0.0}
+    x = dyadic((5, 2, 4), -8, 24)
+    (v,) = patched.materialize_states((x,), (0.0,), "m")
+    assert v.shape == (2, 4) and torch.all(v == 0)
+    node(x)
+    patched(x)
+    assert torch.equal(patched.v_seq, node.v_seq) and torch.equal(patched.v, node.v)
+    assert not patched.v._is_view()  # detach() detaches it in place
+    names = dict(base.named_memories(nn.Sequential(patched)))
+    assert list(names) == ["0.v"] and names["0.v"] is patched.v
+    memories = base.extract_memories(patched)
+    patched.reset()
+    base.load_memories(patched, memories)
+    assert torch.equal(patched.v, node.v)
+    # the functional API of SpikingJelly runs on a patched node too
+    outputs, states = base.to_functional_forward(patched)((x,), (node.v,))
+    node_out = node(x)
+    assert torch.equal(outputs[0], node_out) and torch.equal(states[0], node.v)
+
+
+def test_store_v_seq_in_single_step_mode():
+    node = neuron.LIFNode(tau=2.0, step_mode="s", store_v_seq=True)
+    patched, _ = sj.patch(copy.deepcopy(node))
+    x = dyadic((5, 2, 4), -8, 24)
+    for t in range(5):
+        assert torch.equal(patched(x[t]), node(x[t]))
+    assert patched.v_seq.shape == (5, 2, 4) and torch.equal(patched.v_seq, node.v_seq)
+
+
+def test_store_v_seq_multi_step():
+    node = neuron.LIFNode(tau=2.0, v_reset=None, step_mode="m", store_v_seq=True)
+    patched, _ = sj.patch(copy.deepcopy(node))
+    x = dyadic((5, 2, 4), -8, 24)
+    node(x)
+    patched(x)
+    assert torch.equal(patched.v_seq, node.v_seq) and torch.equal(patched.v, node.v)
+
+
+def test_batch_size_change_without_reset_behaves_as_spikingjelly():
+    node = neuron.LIFNode(tau=2.0, v_reset=0.0, step_mode="m")
+    patched, _ = sj.patch(copy.deepcopy(node))
+    for shape in ((4, 3, 5), (4, 2, 5), (4, 2, 5)):  # the state of another shape restarts from v_reset
+        x = dyadic(shape, -8, 24)
+        assert torch.equal(patched(x), node(x)) and torch.equal(patched.v, node.v)
+
+
+def test_state_keeps_its_graph_membrane_readout_and_chunks():
+    x = dyadic((8, 2, 6), -8, 24)
+    g = torch.randn(8, 2, 6)
+    node = neuron.LIFNode(tau=2.0, step_mode="m", surrogate_function=surrogate.ATan())
+    patched, _ = sj.patch(copy.deepcopy(node))
+    grads = []
+    for m in (node, patched):
+        functional.reset_net(m)
+        xr = x.clone().requires_grad_()
+        s1 = m(xr[:3])  # two chunks without a reset: truncation only by an explicit detach
+        s2 = m(xr[3:])
+        ((torch.cat([s1, s2]) * g).sum() + m.v.sum()).backward()  # membrane read-out
+        grads.append(xr.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=RTOL, atol=ATOL)
+    functional.reset_net(patched)
+    xr = x.clone().requires_grad_()
+    patched(xr[:3])
+    functional.detach_net(patched)
+    patched(xr[3:]).sum().backward()
+    assert torch.all(xr.grad[:3] == 0) and xr.grad[3:].abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------------
+# checkpoints and MaskedPSN's schedule
+# ------------------------------------------------------------------------------------------------------
+def _psn_model(T):
+    torch.manual_seed(2)
+    return nn.Sequential(layer.Linear(5, 6, step_mode="m"), neuron.PSN(T=T),
+                         layer.Linear(6, 6, step_mode="m"), neuron.MaskedPSN(k=2, T=T, lambda_init=0.25, step_mode="m"),
+                         layer.Linear(6, 6, step_mode="m"), neuron.SlidingPSN(k=3, step_mode="m"),
+                         layer.Linear(6, 4, step_mode="m"), neuron.ParametricLIFNode(step_mode="m"))
+
+
+def test_state_dict_loads_across_the_swap_in_both_directions():
+    T = 5
+    x = torch.randn(T, 3, 5)
+    trained = _psn_model(T)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        trained[3].lambda_ = 0.75
+    sd = trained.state_dict()
+    assert sd["1.bias"].shape == (T, 1) and "3._lambda_" in sd and "3.mask0" in sd
+    patched, _ = sj.patch(_psn_model(T))
+    patched.load_state_dict(sd)  # SpikingJelly -> patched, strict
+    functional.reset_net(trained)
+    want = trained(x)
+    assert patched[3].lambda_ == 0.75 and torch.equal(patched(x), want)
+    back = _psn_model(T)
+    back.load_state_dict(patched.state_dict())  # patched -> SpikingJelly, strict
+    assert torch.equal(back(x), want)
+    assert set(patched.state_dict()) == set(sd)
+
+
+def test_masked_psn_lambda_schedule_takes_effect(op_calls):
+    T = 6
+    x = torch.randn(T, 3, 5)
+    node = neuron.MaskedPSN(k=2, T=T, lambda_init=0.0, step_mode="m")
+    nn.init.uniform_(node.weight, -1.0, 1.0)
+    patched, _ = sj.patch(copy.deepcopy(node))
+    outs = []
+    for lam in (0.0, 0.5, 1.0):  # SpikingJelly's documented schedule: m.lambda_ = min(1, epoch / warmup)
+        node.lambda_ = lam
+        patched.lambda_ = lam
+        want = node(x)
+        assert torch.equal(patched(x), want)
+        outs.append(want)
+    assert not torch.equal(outs[0], outs[2])  # the schedule changes the numbers
+    assert op_calls == ["psn"] * 3
+    patched.step_mode = "s"  # streaming once the mask is fully applied: SpikingJelly's own code
+    node.step_mode = "s"
+    functional.reset_net(node)
+    functional.reset_net(patched)
+    assert torch.equal(torch.stack([patched(x[t]) for t in range(T)]), torch.stack([node(x[t]) for t in range(T)]))
+
+
+# ------------------------------------------------------------------------------------------------------
+# what runs SpikingJelly's own code, and what patch() refuses
+# ------------------------------------------------------------------------------------------------------
+def test_half_precision_and_changed_surrogate_run_spikingjellys_code(op_calls):
+    node = neuron.LIFNode(tau=2.0, step_mode="m")
+    patched, _ = sj.patch(copy.deepcopy(node))
+    x = dyadic((5, 2, 4), -8, 24, dtype=torch.float16)
+    assert torch.equal(patched(x), node(x)) and patched.v.dtype == node.v.dtype == torch.float16
+    assert op_calls == []
+    for m in (node, patched):
+        m.reset()
+        m.surrogate_function = surrogate.PiecewiseLeakyReLU()
+    x = dyadic((5, 2, 4), -8, 24)
+    assert torch.equal(patched(x), node(x)) and op_calls == []
+    assert "PiecewiseLeakyReLU" in patched.fused_blocker
 
 
 def test_unsupported_nodes_raise_or_are_skipped_with_a_warning():
@@ -135,25 +367,36 @@ def test_unsupported_nodes_raise_or_are_skipped_with_a_warning():
                         neuron.LIFNode(step_mode="m", surrogate_function=surrogate.PiecewiseLeakyReLU()))
     with pytest.raises(ValueError, match="PiecewiseLeakyReLU"):
         sj.patch(odd)
+    assert type(odd[1]) is neuron.LIFNode  # a refused patch changes nothing
     with pytest.warns(UserWarning, match="left 1"):
         same, report = sj.patch(odd, on_unsupported="skip")
-    assert same is odd and isinstance(odd[1], neuron.LIFNode) and report.skipped[0][0] == "1"
+    assert same is odd and type(odd[1]) is neuron.LIFNode and report.skipped[0][0] == "1"
     with pytest.raises(ValueError, match="alpha = 1"):
         sj.patch(neuron.LIFNode(step_mode="m", surrogate_function=surrogate.SuperSpike(alpha=2.0)))
     with pytest.raises(ValueError, match="spiking=False"):
         sj.patch(neuron.IFNode(step_mode="m", surrogate_function=surrogate.Sigmoid(spiking=False)))
     with pytest.raises(ValueError, match="subclass"):
         sj.patch(nn.Sequential(neuron.ILIFNode(step_mode="m")))
+    mixed = nn.Sequential(neuron.IFNode(step_mode="m"), neuron.ILIFNode(step_mode="m"))
+    with pytest.raises(ValueError, match="subclass"):
+        sj.patch(mixed)
+    assert type(mixed[0]) is neuron.IFNode  # nothing swapped before every node was checked
     with pytest.raises(ValueError, match="on_unsupported"):
         sj.patch(odd, on_unsupported="ignore")
     with pytest.raises(TypeError, match="model"):
         sj.patch(None)
 
 
-def test_store_v_seq_is_carried():
-    node = neuron.LIFNode(tau=2.0, v_reset=None, step_mode="m", store_v_seq=True)
-    patched, _ = sj.patch(copy.deepcopy(node))
-    x = dyadic((5, 2, 4), -8, 24)
-    node(x)
-    patched(x)
-    assert patched.store_v_seq and torch.equal(patched.v_seq, node.v_seq)
+def test_patch_twice_and_unpatch():
+    net = _mlp()
+    patched, report = sj.patch(net)
+    assert len(report.replaced) == 2 and "fused" in str(report)
+    _, again = sj.patch(patched)
+    assert not again.replaced and not again.skipped
+    x = torch.rand(4, 2, 8)
+    out = patched(x)
+    v = patched[1].v
+    assert sj.unpatch(patched) is net
+    assert type(net[1]) is neuron.LIFNode and type(net[3]) is neuron.IFNode and net[1].v is v
+    functional.reset_net(net)
+    assert torch.equal(net(x), out)

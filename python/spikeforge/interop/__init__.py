@@ -2,9 +2,10 @@
 
 - ``to_nir(model, input_shape)`` / ``from_nir(graph)``: the Neuromorphic Intermediate Representation
   (needs ``pip install nir``); see ``spikeforge.interop.nir_io`` for the time-step convention.
-- ``spikeforge.interop.spikingjelly.patch(model)``: swap a SpikingJelly model's multi-step neurons for
-  spikeforge's fused ones.
-- ``spikeforge.interop.snntorch``: multi-step snnTorch ``Leaky`` layers with snnTorch's numbers.
+- ``spikeforge.interop.spikingjelly.patch(model)``: run a SpikingJelly model's neurons on spikeforge's fused
+  kernels (they stay SpikingJelly modules).
+- ``spikeforge.interop.snntorch.patch(model)``: the same for snnTorch's Leaky / Synaptic / Alpha, one step
+  per call (snnTorch's code) or whole sequences per call (step_mode="m"), with snnTorch's numbers.
 
 The submodules load on first attribute access, so ``import spikeforge`` never imports nir, SpikingJelly
 or snnTorch.
@@ -24,10 +25,10 @@ def to_nir(model, input_shape=None, *, dt=None):
     return nir_io.to_nir(model, input_shape, dt=nir_io.DEFAULT_DT if dt is None else dt)
 
 
-def from_nir(graph, *, dt=None):
+def from_nir(graph, *, dt=None, unit_r=None):
     """A runnable multi-step module from a nir.NIRGraph or a NIR file (see spikeforge.interop.nir_io.from_nir)."""
     from . import nir_io
-    return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt)
+    return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt, unit_r=unit_r)
 
 
 def _swap_modules(model, swaps):

@@ -21,6 +21,11 @@ What NIR cannot say, and what happens to it:
   The two differ only when a membrane lands exactly on the threshold.
 - per-neuron time constants or thresholds (arrays that are not uniform): spikeforge's neurons take
   scalars, so from_nir raises; per-neuron r and v_leak are folded into an input scale and shift.
+- an IF (or I) written with r = 1: under NIR's equation it integrates dt r I = 1e-4 I per step and rarely
+  spikes, but Sinabs, Norse, Spyx and BindsNET write r = 1 meaning v += I per step. from_nir warns, and
+  ``unit_r="per_step"`` reads it their way (``unit_r="euler"``: NIR's way, silently).
+- anything else a node cannot be (a bias of the wrong shape, a non-numeric or non-finite parameter, a
+  groups that does not divide the channels, ...) is a ValueError naming the node and the field.
 
 to_nir exports Sequential / MultiStep models and any forward() torch.fx can trace with the neurons and
 MultiStep wrappers kept whole; ``a + b`` between layers becomes two edges into the consumer.
@@ -33,6 +38,7 @@ a step-by-step loop) are refused.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -323,13 +329,43 @@ def _uniform(value, what: str) -> float:
     return first
 
 
-def _ints(v, n: int = 2) -> tuple[int, ...]:
-    arr = np.asarray(v).reshape(-1)
+def _close(a, b) -> bool:
+    return bool(np.allclose(a, b, rtol=1e-6, atol=1e-12))
+
+
+def _array(name: str, field: str, value, *, ndim: Optional[int] = None, shape: Optional[tuple] = None,
+           finite: bool = False) -> np.ndarray:
+    """A node's numeric field as float64, checked: ValueError naming node and field (a graph is user input)."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"from_nir: {name}.{field} must be numeric, got {type(value).__name__}") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"from_nir: {name}.{field} must have {ndim} dims, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"from_nir: {name}.{field} must have shape {tuple(shape)}, got {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
+        raise ValueError(f"from_nir: {name}.{field} must be finite")
+    return arr
+
+
+def _int_tuple(name: str, field: str, value, n: int, minimum: int) -> tuple[int, ...]:
+    """A stride / padding / kernel field: one int or n ints, each >= minimum."""
+    arr = _array(name, field, value).reshape(-1)
+    if arr.size not in (1, n) or not np.all(arr == np.round(arr)) or not np.all(arr >= minimum):
+        raise ValueError(f"from_nir: {name}.{field} must be 1 or {n} integers >= {minimum}, got {value!r}")
     return tuple(int(a) for a in (np.repeat(arr, n) if arr.size == 1 else arr))
 
 
-def _close(a, b) -> bool:
-    return bool(np.allclose(a, b, rtol=1e-6, atol=1e-12))
+def _neuron_arrays(name: str, node, fields: tuple) -> dict:
+    """The neuron's parameter arrays: finite, one common (broadcast) shape."""
+    arrays = {f: _array(name, f, getattr(node, f), finite=True) for f in fields if getattr(node, f) is not None}
+    try:
+        np.broadcast_shapes(*(a.shape for a in arrays.values()))
+    except ValueError:
+        raise ValueError(f"from_nir: {name}: the shapes of " + ", ".join(f"{f} {a.shape}" for f, a in arrays.items())
+                         + " do not match") from None
+    return arrays
 
 
 class _Seq(nn.Module):
@@ -383,19 +419,39 @@ class _LeakyIntegrator(nn.Module):
         return torch.stack(out) if out else torch.empty_like(x_seq)
 
 
-def _import_neuron(nir, name: str, node, dt: float) -> nn.Module:
+def _integrator_gain(name: str, kind: str, r: np.ndarray, dt: float, unit_r: Optional[str]) -> np.ndarray:
+    """dt r, the input an IF / I node integrates per step, with r = 1 read as unit_r says: NIR's Euler step
+    ("euler": dt r, i.e. dt of the input per step) or "per_step" (v += I each step: what Sinabs, Norse, Spyx and
+    BindsNET mean when they write an IF with r = 1). unit_r None: "euler", with a warning when dt != 1."""
+    if unit_r == "per_step" and _close(r, 1.0):
+        return np.ones_like(r)
+    if unit_r is None and _close(r, 1.0) and not _close(dt, 1.0):
+        warnings.warn(f"from_nir: {kind} node {name!r} has r = 1, so with NIR's Euler step (v += dt r I, dt = {dt:g}) "
+                      f"it integrates {dt:g} of its input per step and will rarely spike. Exporters such as Sinabs, "
+                      "Norse, Spyx and BindsNET write r = 1 for v += I per step: pass from_nir(..., unit_r='per_step') "
+                      "for that reading, or unit_r='euler' to keep NIR's and silence this warning", UserWarning,
+                      stacklevel=4)
+    return r * dt
+
+
+def _import_neuron(nir, name: str, node, dt: float, unit_r: Optional[str] = None) -> nn.Module:
     meta = _meta(node)
-    opts = dict(v_threshold=_uniform(node.v_threshold, f"{name}.v_threshold"),
-                v_reset=_uniform(node.v_reset, f"{name}.v_reset"),
+    fields = ("r", "v_threshold", "v_reset") if isinstance(node, nir.IF) else ("tau", "r", "v_leak", "v_threshold",
+                                                                                "v_reset")
+    arrays = _neuron_arrays(name, node, fields)
+    opts = dict(v_threshold=_uniform(arrays["v_threshold"], f"{name}.v_threshold"),
+                v_reset=_uniform(arrays["v_reset"], f"{name}.v_reset") if "v_reset" in arrays else 0.0,
                 detach_reset=bool(meta.get("detach_reset", False)),
                 surrogate=str(meta.get("surrogate", "sigmoid")), alpha=meta.get("alpha"))
     if isinstance(node, nir.IF):
         neuron = snn.IF(**opts)
-        r_dt = np.asarray(node.r, dtype=np.float64) * dt
+        r_dt = _integrator_gain(name, "IF", arrays["r"], dt, unit_r)
         return neuron if _close(r_dt, 1.0) else nn.Sequential(_Scale(r_dt), neuron)
+    if np.any(arrays["tau"] <= 0):
+        raise ValueError(f"from_nir: {name}.tau must be > 0")
     if meta.get("module") == "PLIF" and "w" in meta:
         w = np.asarray(meta["w"], dtype=np.float64).reshape(-1)
-        k_graph = dt / np.asarray(node.tau, dtype=np.float64)
+        k_graph = dt / arrays["tau"]
         k_w = 1.0 / (1.0 + np.exp(-w))
         if w.size > 1:  # per channel: dimension 0 of one sample
             k_w = k_w.reshape((-1,) + (1,) * (k_graph.ndim - 1))
@@ -403,20 +459,18 @@ def _import_neuron(nir, name: str, node, dt: float) -> nn.Module:
         decay_input = bool(meta.get("decay_input", True))
         r_expect = np.ones_like(k_graph) if decay_input else 1.0 / k_graph
         if (k_graph.ndim >= 1 and k_w.shape[0] in (1, k_graph.shape[0])
-                and _close(np.broadcast_to(k_w, k_graph.shape), k_graph) and _close(node.r, r_expect)
-                and _close(node.v_leak, opts["v_reset"])):
+                and _close(np.broadcast_to(k_w, k_graph.shape), k_graph) and _close(arrays["r"], r_expect)
+                and _close(arrays["v_leak"], opts["v_reset"])):
             channels = int(meta.get("num_channels", 0))
             neuron = snn.PLIF(decay_input=decay_input, num_channels=channels or None, **opts)
             with torch.no_grad():
                 neuron.w.copy_(torch.as_tensor(w, dtype=neuron.w.dtype).reshape(neuron.w.shape))
             return neuron
-    tau = _uniform(node.tau, f"{name}.tau") / dt
-    if not tau > 0:
-        raise ValueError(f"from_nir: {name}.tau must be > 0, got {tau * dt}")
+    tau = _uniform(arrays["tau"], f"{name}.tau") / dt
     if "tau" in meta and _close(meta["tau"], tau):
         tau = float(meta["tau"])  # the exact value exported (tau_nir / dt may be off by a rounding)
-    r = np.asarray(node.r, dtype=np.float64)
-    shift = np.asarray(node.v_leak, dtype=np.float64) - opts["v_reset"]
+    r = arrays["r"]
+    shift = arrays["v_leak"] - opts["v_reset"]
     if _close(shift, 0.0) and _close(r, 1.0) and meta.get("decay_input", True):
         return snn.LIF(tau=tau, decay_input=True, **opts)
     if _close(shift, 0.0) and _close(r, tau):
@@ -428,30 +482,56 @@ def _import_neuron(nir, name: str, node, dt: float) -> nn.Module:
     return nn.Sequential(_InputAffine(r, shift), snn.LIF(tau=tau, decay_input=True, **opts))
 
 
-def _import_node(nir, name: str, node, dt: float) -> Optional[nn.Module]:
-    """NIR node -> a module on [T, B, ...] (None: the identity)."""
+def _bias(name: str, node, out: int) -> Optional[np.ndarray]:
+    if getattr(node, "bias", None) is None:
+        return None
+    return _array(name, "bias", node.bias, shape=(out,))
+
+
+def _padding(name: str, value, n: int):
+    if isinstance(value, bytes):  # h5 strings
+        value = value.decode("utf8")
+    if isinstance(value, str):
+        if value not in ("same", "valid"):
+            raise ValueError(f"from_nir: {name}.padding must be 'same', 'valid' or integers, got {value!r}")
+        return value
+    return _int_tuple(name, "padding", value, n, 0)
+
+
+def _groups(name: str, value, c_out: int) -> int:
+    g = _int_tuple(name, "groups", value, 1, 1)[0]
+    if c_out % g:
+        raise ValueError(f"from_nir: {name}.groups = {g} does not divide the {c_out} output channels")
+    return g
+
+
+def _import_node(nir, name: str, node, dt: float, unit_r: Optional[str] = None) -> Optional[nn.Module]:
+    """NIR node -> a module on [T, B, ...] (None: the identity). ValueError naming the node and field for
+    anything that cannot be imported."""
     meta = _meta(node)
     if isinstance(node, (nir.Input, nir.Output)):
         return None
     if isinstance(node, (nir.Affine, nir.Linear)):
-        weight = torch.as_tensor(np.asarray(node.weight))
-        if weight.dim() != 2:
-            raise ValueError(f"from_nir: {name}: only 2-D weights are supported, got shape {tuple(weight.shape)}")
+        weight = _array(name, "weight", node.weight, ndim=2)
         has_bias = isinstance(node, nir.Affine)
+        bias = _bias(name, node, weight.shape[0]) if has_bias else None
+        has_bias = bias is not None
         cls = snn.SpikeLinear if meta.get("module") == "SpikeLinear" else nn.Linear
         layer = cls(weight.shape[1], weight.shape[0], bias=has_bias)
         with torch.no_grad():
-            layer.weight.copy_(weight)
+            layer.weight.copy_(torch.as_tensor(weight))
             if has_bias:
-                layer.bias.copy_(torch.as_tensor(np.asarray(node.bias)))
+                layer.bias.copy_(torch.as_tensor(bias))
         return layer  # both act on the last dim of [T, B, ..., in]
     if isinstance(node, nir.Conv2d):
-        weight = torch.as_tensor(np.asarray(node.weight))
-        padding = node.padding.decode("utf8") if isinstance(node.padding, bytes) else node.padding  # h5 strings
-        padding = padding if isinstance(padding, str) else _ints(padding)
-        kw = dict(stride=_ints(node.stride), dilation=_ints(node.dilation), groups=int(np.asarray(node.groups)))
+        weight = _array(name, "weight", node.weight, ndim=4)
+        padding = _padding(name, node.padding, 2)
+        kw = dict(stride=_int_tuple(name, "stride", node.stride, 2, 1),
+                  dilation=_int_tuple(name, "dilation", node.dilation, 2, 1),
+                  groups=_groups(name, node.groups, weight.shape[0]))
+        bias = _bias(name, node, weight.shape[0])
         # NIR's Conv2d always has a bias; drop it only if it was exported from a bias-free layer and is zero
-        has_bias = bool(meta.get("has_bias", True)) or bool(np.any(np.asarray(node.bias) != 0))
+        has_bias = bias is not None and (bool(meta.get("has_bias", True)) or bool(np.any(bias != 0)))
         if meta.get("module") == "SpikeConv2d" and not isinstance(padding, str):
             layer = snn.SpikeConv2d(weight.shape[1] * kw["groups"], weight.shape[0], tuple(weight.shape[-2:]),
                                     padding=padding, bias=has_bias, **kw)
@@ -459,43 +539,53 @@ def _import_node(nir, name: str, node, dt: float) -> Optional[nn.Module]:
             layer = nn.Conv2d(weight.shape[1] * kw["groups"], weight.shape[0], tuple(weight.shape[-2:]),
                               padding=padding, bias=has_bias, **kw)
         with torch.no_grad():
-            layer.weight.copy_(weight)
+            layer.weight.copy_(torch.as_tensor(weight))
             if has_bias:
-                layer.bias.copy_(torch.as_tensor(np.asarray(node.bias)))
+                layer.bias.copy_(torch.as_tensor(bias))
         return layer if isinstance(layer, snn.SpikeConv2d) else _Seq(layer)
     if isinstance(node, nir.Conv1d):
-        weight = torch.as_tensor(np.asarray(node.weight))
-        padding = node.padding if isinstance(node.padding, str) else int(np.asarray(node.padding).reshape(-1)[0])
-        groups = int(np.asarray(node.groups))
+        weight = _array(name, "weight", node.weight, ndim=3)
+        padding = _padding(name, node.padding, 1)
+        groups = _groups(name, node.groups, weight.shape[0])
+        bias = _bias(name, node, weight.shape[0])
         layer = nn.Conv1d(weight.shape[1] * groups, weight.shape[0], weight.shape[-1],
-                          stride=int(np.asarray(node.stride).reshape(-1)[0]), padding=padding,
-                          dilation=int(np.asarray(node.dilation).reshape(-1)[0]), groups=groups)
+                          stride=_int_tuple(name, "stride", node.stride, 1, 1)[0],
+                          padding=padding if isinstance(padding, str) else padding[0],
+                          dilation=_int_tuple(name, "dilation", node.dilation, 1, 1)[0], groups=groups,
+                          bias=bias is not None)
         with torch.no_grad():
-            layer.weight.copy_(weight)
-            layer.bias.copy_(torch.as_tensor(np.asarray(node.bias)))
+            layer.weight.copy_(torch.as_tensor(weight))
+            if bias is not None:
+                layer.bias.copy_(torch.as_tensor(bias))
         return _Seq(layer)
     if isinstance(node, nir.Flatten):
         # One sample's dims -> the folded [T*B, ...] layout: non-negative dims shift by one.
-        start, end = int(node.start_dim), int(node.end_dim)
+        start, end = (_int_tuple(name, f, getattr(node, f), 1, -(2 ** 31))[0] for f in ("start_dim", "end_dim"))
         return _Seq(nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end))
     if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-        kernel, stride, padding = _ints(node.kernel_size), _ints(node.stride), _ints(node.padding)
+        kernel = _int_tuple(name, "kernel_size", node.kernel_size, 2, 1)
+        stride = _int_tuple(name, "stride", node.stride, 2, 1)
+        padding = _int_tuple(name, "padding", node.padding, 2, 0)
+        if any(2 * p > k for p, k in zip(padding, kernel)):
+            raise ValueError(f"from_nir: {name}.padding {padding} must be at most half of kernel_size {kernel}")
         if isinstance(node, nir.SumPool2d):  # a sum is an average whose divisor is 1
             return _Seq(nn.AvgPool2d(kernel, stride, padding, divisor_override=1))
         return _Seq(nn.AvgPool2d(kernel, stride, padding))
     if isinstance(node, nir.Scale):
-        return _Scale(np.asarray(node.scale))
+        return _Scale(_array(name, "scale", node.scale))
     if isinstance(node, (nir.LIF, nir.IF)):
-        return _import_neuron(nir, name, node, dt)
+        return _import_neuron(nir, name, node, dt, unit_r)
     if isinstance(node, nir.LI):
-        k = np.asarray(node.tau, dtype=np.float64)
-        k = dt / k
-        return _LeakyIntegrator(k, k * np.asarray(node.r), k * np.asarray(node.v_leak))
+        arrays = _neuron_arrays(name, node, ("tau", "r", "v_leak"))
+        if np.any(arrays["tau"] <= 0):
+            raise ValueError(f"from_nir: {name}.tau must be > 0")
+        k = dt / arrays["tau"]
+        return _LeakyIntegrator(k, k * arrays["r"], k * arrays["v_leak"])
     if isinstance(node, nir.I):
-        r = np.asarray(node.r, dtype=np.float64)
-        return _LeakyIntegrator(np.zeros_like(r), dt * r, np.zeros_like(r))
+        r = _neuron_arrays(name, node, ("r",))["r"]
+        return _LeakyIntegrator(np.zeros_like(r), _integrator_gain(name, "I", r, dt, unit_r), np.zeros_like(r))
     if isinstance(node, nir.NIRGraph):
-        return NIRGraphModule(node, dt=dt)
+        return NIRGraphModule(node, dt=dt, unit_r=unit_r)
     raise ValueError(f"from_nir: node {name!r} of type {type(node).__name__} has no spikeforge equivalent "
                      "(supported: Input, Output, Affine, Linear, Conv1d, Conv2d, Flatten, AvgPool2d, SumPool2d, "
                      "Scale, LIF, IF, LI, I and acyclic subgraphs)")
@@ -533,12 +623,14 @@ class NIRGraphModule(nn.Module):
     returns one. ``reset()`` clears every neuron's state (call it between independent batches).
     """
 
-    def __init__(self, graph, *, dt: float = DEFAULT_DT):
+    def __init__(self, graph, *, dt: float = DEFAULT_DT, unit_r: Optional[str] = None):
         super().__init__()
         nir = _import_nir()
         if not isinstance(graph, nir.NIRGraph):
             raise TypeError(f"graph must be a nir.NIRGraph, got {type(graph).__name__}")
         self.dt = _check_dt(dt)
+        if unit_r not in (None, "euler", "per_step"):
+            raise ValueError(f"unit_r must be None, 'euler' or 'per_step', got {unit_r!r}")
         self.order = _topological(list(graph.nodes), [tuple(e) for e in graph.edges])
         self.inputs = [n for n in self.order if isinstance(graph.nodes[n], nir.Input)]
         self.outputs = [n for n in self.order if isinstance(graph.nodes[n], nir.Output)]
@@ -553,7 +645,14 @@ class NIRGraphModule(nn.Module):
                     for i, n in enumerate(self.order)}
         self.layers = nn.ModuleDict()
         for n in self.order:
-            module = _import_node(nir, n, graph.nodes[n], self.dt)
+            node = graph.nodes[n]
+            try:
+                module = _import_node(nir, n, node, self.dt, unit_r)
+            except (ValueError, TypeError, ImportError):
+                raise
+            except Exception as e:  # a field the checks above did not foresee: still the graph's fault, say which
+                raise ValueError(f"from_nir: node {n!r} ({type(node).__name__}) cannot be imported: "
+                                 f"{type(e).__name__}: {e}") from e
             if module is not None:
                 self.layers[self.key[n]] = module
 
@@ -591,13 +690,17 @@ class NIRGraphModule(nn.Module):
         snn.reset_net(self)
 
 
-def from_nir(graph, *, dt: float = DEFAULT_DT) -> NIRGraphModule:
+def from_nir(graph, *, dt: float = DEFAULT_DT, unit_r: Optional[str] = None) -> NIRGraphModule:
     """Build a runnable multi-step spikeforge module from a ``nir.NIRGraph`` (or a path to a NIR file).
 
     dt: seconds per time step (the Euler step; 1e-4 is what snnTorch, SpikingJelly and Sinabs write).
-    The module takes [T, B, ...] and returns [T, B, ...]; see NIRGraphModule.
+    unit_r: how an IF / I node with r = 1 is read. "euler": NIR's equation, v += dt r I (SpikingJelly and
+    spikeforge write r = 1/dt for v += I); "per_step": v += I each step (what Sinabs, Norse, Spyx and BindsNET
+    mean by r = 1); None (default): "euler", with a warning when dt != 1, because such a layer then integrates
+    dt of its input per step and rarely spikes. The module takes [T, B, ...] and returns [T, B, ...]; see
+    NIRGraphModule. A node that cannot be imported is a ValueError naming it.
     """
     nir = _import_nir()
     if isinstance(graph, (str, bytes)) or hasattr(graph, "__fspath__"):
         graph = nir.read(graph)
-    return NIRGraphModule(graph, dt=dt)
+    return NIRGraphModule(graph, dt=dt, unit_r=unit_r)

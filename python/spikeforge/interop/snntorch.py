@@ -1,62 +1,82 @@
-"""snnTorch's Leaky neuron run over whole sequences, with snnTorch's numbers.
+"""Drop-in backend for snnTorch 1.0 models: snnTorch's numbers, one step per call or a whole sequence per call.
 
-snnTorch's Leaky is a single-step module with conventions of its own (snnTorch 1.0.0, reset_delay=True):
+patch(model) changes the class of every ``snntorch.Leaky`` / ``Synaptic`` / ``Alpha`` in model, in place, to a
+subclass here (``spikeforge.interop.snntorch.Leaky`` is a ``snntorch.Leaky``), so the object, its parameters,
+buffers, state_dict keys, ``snntorch.utils.reset`` and everything else of snnTorch stay as they were. Each
+drop-in has a ``step_mode``:
 
-    R[t] = Heaviside(U[t-1] - thr), detached     (the reset comes from the previous step's membrane)
-    subtract: U[t] = beta U[t-1] + X[t] - R[t] thr
-    zero:     U[t] = beta (1 - R[t]) U[t-1] + X[t]
-    none:     U[t] = beta U[t-1] + X[t]
-    S[t] = Heaviside(U[t] - thr) with Heaviside(0) = 0, surrogate spike_grad in backward; U[-1] = 0.
+- ``"s"`` (patch's default): a call is one step, exactly as snnTorch's tutorials call it (``init_hidden=True``
+  or an explicit ``mem``); the call runs snnTorch's own ``forward``, so the numbers, the state kept between
+  calls until ``utils.reset``, ``leaky.mem`` and the dtypes are snnTorch's by construction.
+- ``"m"``: a call takes a whole sequence ``x_seq [T, B, ...]`` and returns what T single-step calls would
+  return, stacked over time (``spk_seq``, and ``mem_seq`` etc. where snnTorch returns the states), with the
+  same state rules: the sequence starts from the stored state (or the ``mem`` / ``syn`` passed, of shape
+  ``[B, ...]``), a stored state of another shape restarts from zeros, and the last states are stored (with
+  their autograd graph: a chunked sequence backpropagates through the chunks until ``utils.reset``) so the
+  next call, of either mode, continues the sequence. ``patch(model, step_mode="m")`` also makes an
+  ``nn.Sequential`` model run whole sequences: per-sample layers get T folded into the batch, batch norms
+  in training mode run step by step (snnTorch normalises each step on its own), and anything whose
+  sequence semantics are unknown is refused with ValueError at patch time.
 
-Compared with spikeforge's LIF (shared/SEMANTICS.md) the input is not scaled by 1/tau, and the returned
-membrane U is the value before the reset. MultiStepLeaky takes a snntorch.Leaky and runs x_seq [T, B, ...]
-on one of two paths:
+A sequence runs on one of two paths per neuron model:
 
-- "fused" (spikeforge's multi-step kernel) when the equations are the same: reset_mechanism="zero". With
-  H = U, that is spikeforge's LIF with decay_input=False, v_reset=0, tau = 1 / (1 - beta) (IF for
-  beta = 1) and detach_reset=True: H[t] = (1 - 1/tau) V[t-1] + X[t], V[t] = (1 - S[t]) H[t]. The firing
-  test is made strict by passing the next floating-point number above thr as v_threshold (H >= next(thr)
-  is exactly H > thr). The surrogate must have a spikeforge twin: snntorch.surrogate.atan(alpha) ->
-  atan, sigmoid(slope) -> sigmoid, fast_sigmoid(slope) -> super_spike (slope 1) or soft_sign (slope 2).
-  Same equations, so the same spikes, but not bit for bit the same arithmetic: the kernel computes
-  V - V/tau + X where snnTorch computes beta V + X, so membranes may differ in the last bit (and a spike
-  whose membrane is within that rounding of the threshold may flip); the surrogate is evaluated at
-  H - next(thr), one ulp from snnTorch's U - thr.
-- "loop" (snnTorch's own arithmetic, op for op, in a Python time loop) for everything else: the default
-  reset_mechanism="subtract" with beta < 1 (its reset subtracts thr one step late, after the decay, which
-  spikeforge's soft reset - subtract V_th at once - cannot express), "none", reset_delay=False, learnable
-  beta or threshold, graded spikes, other surrogates, half precision. Bitwise snnTorch's numbers, no speedup.
+- "fused": a spikeforge kernel that computes snnTorch's equations with the same arithmetic, so the spikes
+  are bitwise snnTorch's (membranes too; gradients to float rounding: the surrogate is evaluated one ulp
+  away). Today: ``Leaky`` with ``reset_mechanism="zero"``, where snnTorch's U[t] = beta (1 - R[t]) U[t-1] +
+  X[t] is spikeforge's LIF with decay_input=False, v_reset = 0, k = 1 - beta and detach_reset=True (V = the
+  reset membrane, H = U), firing on the next float above the threshold (H >= next(thr) is U > thr). The
+  kernel computes V - k V + X; that rounds like snnTorch's beta V + X exactly when k is a power of two
+  (beta = 0.5, 0.75, 0.875, ...; beta = 1 is IF), so only those betas fuse.
+- "loop": snnTorch's per-step arithmetic, operation for operation, in a Python time loop (same spikes,
+  membranes and gradients bitwise, same dtypes; no speedup) for everything else.
 
-backend="auto" takes the fused path when it applies, "fused" raises if it does not, "loop" forces the
-exact loop. Inhibition and state quantisation are not supported (ValueError).
+Each model's fused path plugs in by one entry of ``FUSED_PATHS`` (a FusedPath: a blocker saying why a
+neuron cannot run it, and the runner); the kernels of issue 18 (Leaky with subtract reset, Synaptic, Alpha)
+are added there. The report of patch() says, per neuron, "fused" or "loop: <why>".
+
+Every other snnTorch neuron (RLeaky, RSynaptic, Lapicque, SLSTM, SConv2dLSTM, subclasses of the three
+models, ...) is left as it is in step_mode "s" (snnTorch's own numbers; listed in the report) and refused
+with ValueError in step_mode "m" (it has no sequence path); the sequence modules (LeakyParallel, StateLeaky,
+LinearLeaky) take [T, B, ...] already and are passed the sequence as they are.
 """
 from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .. import nn as sfnn
-from . import _swap_modules
 from .. import ops
 
-__all__ = ["MultiStepLeaky", "patch", "PatchReport", "surrogate_of"]
+try:
+    import snntorch as _snn
+except ImportError as e:  # the module is snnTorch's drop-in: without snnTorch there is nothing to patch
+    raise ImportError("spikeforge.interop.snntorch needs snnTorch 1.x (pip install snntorch, or "
+                      "spikeforge[peers])") from e
 
-_RESETS = {0: "subtract", 1: "zero", 2: "none"}
+__all__ = ["patch", "set_step_mode", "unpatch", "PatchReport", "surrogate_of", "Leaky", "Synaptic", "Alpha",
+           "FusedPath", "FUSED_PATHS"]
+
+_SUBTRACT, _ZERO, _NONE = 0, 1, 2  # snnTorch's reset_mechanism_val
+_STATE_FUNCTIONS = {"_base_sub": _SUBTRACT, "_base_zero": _ZERO, "_base_int": _NONE}
 
 
-def _snn():
-    try:
-        import snntorch
-    except ImportError as e:
-        raise ImportError("spikeforge.interop.snntorch needs snnTorch (pip install snntorch, or "
-                          "spikeforge[peers])") from e
-    return snntorch
+def _update_mode(nrn) -> int:
+    """The state update a step runs: snnTorch binds state_function when the neuron is built (a later change of
+    reset_mechanism or a loaded reset_mechanism_val does not change it), so that is what decides."""
+    return _STATE_FUNCTIONS[nrn.state_function.__func__.__name__]
+
+
+def _late_reset(nrn, mem: Tensor, do_reset: Tensor) -> Tensor:
+    """reset_delay=False: the reset of this step's spike, decided by reset_mechanism_val as snnTorch does."""
+    if nrn.reset_mechanism_val == _SUBTRACT:
+        return mem - do_reset * nrn.threshold
+    if nrn.reset_mechanism_val == _ZERO:
+        return mem - do_reset * mem
+    return mem
 
 
 def surrogate_of(spike_grad) -> Optional[tuple[str, float]]:
@@ -80,194 +100,536 @@ def surrogate_of(spike_grad) -> Optional[tuple[str, float]]:
     return None
 
 
+# ---------------------------------------------------------------------------------------------------------
+# exact loop paths: snnTorch 1.0's per-step arithmetic, operation for operation (same order, same in-place
+# updates, so the same rounding and the same dtype promotions). Each takes the neuron, x_seq [T, ...] (T >= 1),
+# the states before the sequence and whether the per-step states are wanted, and returns
+# (spk_seq, last states, state sequences or None, the reset of the last step).
+# The stateless helpers mem_reset / fire / fire_inhibition are the module's own.
+# ---------------------------------------------------------------------------------------------------------
+def _fire(nrn, mem: Tensor) -> Tensor:
+    return nrn.fire_inhibition(mem.size(0), mem) if nrn.inhibition else nrn.fire(mem)
+
+
+def _leaky_loop(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
+    (mem,) = states
+    mode, thr, gsf = _update_mode(nrn), nrn.threshold, nrn.graded_spikes_factor
+    beta = nrn.beta.clamp(0, 1)  # snnTorch clamps on every step; the value (and the forward) is the same
+    reset, spikes, mems = nrn.__dict__.get("reset"), [], []
+    for x in x_seq:
+        reset = nrn.mem_reset(mem)
+        if mode == _SUBTRACT:
+            mem = beta * mem + x - reset * thr
+        elif mode == _ZERO:
+            mem = (1 - reset) * mem
+            mem = beta * mem + x
+        else:
+            mem = beta * mem + x
+        if nrn.state_quant:
+            mem = nrn.state_quant(mem)
+        spk = _fire(nrn, mem)
+        if not nrn.reset_delay:
+            mem = _late_reset(nrn, mem, spk / gsf - reset)
+        spikes.append(spk)
+        if keep_seq:
+            mems.append(mem)
+    return torch.stack(spikes), (mem,), ((torch.stack(mems),) if keep_seq else None), reset
+
+
+def _synaptic_loop(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
+    syn, mem = states
+    mode, thr, gsf = _update_mode(nrn), nrn.threshold, nrn.graded_spikes_factor
+    alpha, beta = nrn.alpha.clamp(0, 1), nrn.beta.clamp(0, 1)
+    reset, spikes, syns, mems = nrn.__dict__.get("reset"), [], [], []
+    for x in x_seq:
+        reset = nrn.mem_reset(mem)
+        syn_new = alpha * syn + x
+        mem_new = beta * mem + syn_new
+        if mode == _SUBTRACT:
+            mem_new = mem_new - reset * thr
+        elif mode == _ZERO:  # snnTorch subtracts (0, the recomputed membrane) times the reset, in place
+            mem_again = beta * mem + (alpha * syn + x)
+            syn_new -= 0 * reset
+            mem_new -= mem_again * reset
+        syn, mem = syn_new, mem_new
+        if nrn.state_quant:
+            mem = nrn.state_quant(mem)
+            syn = nrn.state_quant(syn)
+        spk = _fire(nrn, mem)
+        if not nrn.reset_delay:
+            mem = _late_reset(nrn, mem, spk / gsf - reset)
+        spikes.append(spk)
+        if keep_seq:
+            syns.append(syn)
+            mems.append(mem)
+    return torch.stack(spikes), (syn, mem), ((torch.stack(syns), torch.stack(mems)) if keep_seq else None), reset
+
+
+def _alpha_loop(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
+    exc, inh, mem = states
+    mode, thr = _update_mode(nrn), nrn.threshold
+    alpha, beta = nrn.alpha.clamp(0, 1), nrn.beta.clamp(0, 1)
+    tau_alpha = torch.log(alpha) / (torch.log(beta) - torch.log(alpha)) + 1
+    reset, spikes, seqs = nrn.__dict__.get("reset"), [], ([], [], [])
+    for x in x_seq:
+        reset = nrn.mem_reset(mem)
+        exc_new = alpha * exc + x
+        inh_new = beta * inh - x
+        mem_new = tau_alpha * (exc_new + inh_new)
+        if mode == _SUBTRACT:
+            exc2, inh2, mem2 = thr, beta * inh - x, -inh
+        elif mode == _ZERO:
+            exc2, inh2 = alpha * exc + x, beta * inh - x
+            mem2 = tau_alpha * (exc2 + inh2)
+        if mode != _NONE:  # in place, as snnTorch's _base_sub / _base_zero
+            exc_new -= exc2 * reset
+            inh_new -= inh2 * reset
+            mem_new -= mem2 * reset
+        exc, inh, mem = exc_new, inh_new, mem_new
+        if nrn.state_quant:
+            exc, inh, mem = nrn.state_quant(exc), nrn.state_quant(inh), nrn.state_quant(mem)
+        spikes.append(_fire(nrn, mem))
+        if keep_seq:
+            for seq, s in zip(seqs, (exc, inh, mem)):
+                seq.append(s)
+    return (torch.stack(spikes), (exc, inh, mem), (tuple(torch.stack(seq) for seq in seqs) if keep_seq else None),
+            reset)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fused paths: one FusedPath per model. blocker(neuron, x_seq, states) -> None when run() reproduces
+# snnTorch's numbers for this call, else the reason (x_seq / states None: the question asked at patch time,
+# for float32 input). run has the loop paths' signature and results.
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FusedPath:
+    blocker: Callable
+    run: Callable
+
+
 def _scalar(t) -> Optional[float]:
     if isinstance(t, Tensor):
         return float(t.item()) if t.numel() == 1 else None
     return float(t)
 
 
-class MultiStepLeaky(nn.Module):
-    """Runs a snntorch.Leaky over x_seq [T, B, ...] in one call -> spikes [T, B, ...] (and, with
-    return_mem or the Leaky's output=True, the membranes U [T, B, ...] snnTorch returns).
+def _leaky_fused_blocker(nrn, x_seq: Optional[Tensor] = None, states: Optional[tuple] = None) -> Optional[str]:
+    if torch.compiler.is_compiling():  # the kernel's constants come from the buffers' values (a graph break)
+        return "under torch.compile the sequence runs the loop, which the compiler traces"
+    mode = _update_mode(nrn)
+    if mode != _ZERO:
+        return f"reset_mechanism={'subtract' if mode == _SUBTRACT else 'none'!r} has no fused kernel yet"
+    if not nrn.reset_delay:
+        return "reset_delay=False"
+    if nrn.inhibition or nrn.state_quant:
+        return "inhibition or state_quant"
+    if any(isinstance(getattr(nrn, n), nn.Parameter) for n in ("beta", "threshold", "graded_spikes_factor")):
+        return "learnable beta, threshold or graded_spikes_factor"
+    beta, thr = _scalar(nrn.beta), _scalar(nrn.threshold)
+    if beta is None or thr is None:
+        return "per-neuron beta or threshold"
+    if _scalar(nrn.graded_spikes_factor) != 1.0:
+        return "graded_spikes_factor != 1"
+    if not math.isfinite(thr) or not math.isfinite(beta):
+        return "a non-finite beta or threshold"
+    k = 1.0 - min(max(beta, 0.0), 1.0)
+    if k != 0.0 and math.frexp(k)[0] != 0.5:
+        return (f"beta={beta}: the kernel's V - (1 - beta) V rounds like snnTorch's beta V only when 1 - beta is "
+                "a power of two")
+    if surrogate_of(nrn.spike_grad) is None:
+        return f"spike_grad {getattr(nrn.spike_grad, '__qualname__', nrn.spike_grad)!r} has no spikeforge twin"
+    if x_seq is not None:
+        if x_seq.dtype not in (torch.float32, torch.float64):
+            return f"input dtype {x_seq.dtype} (the fused path takes float32 / float64)"
+        if states is not None and (states[0].dtype != x_seq.dtype or states[0].device != x_seq.device):
+            return "the stored membrane's dtype or device differs from the input's"
+    return None
 
-    The Leaky is kept as a submodule, so beta, threshold and spike_grad are shared with it (learnable
-    ones keep training). Each call starts a new sequence from U = 0, or from mem0 [B, ...] if given (as
-    passing mem to snnTorch's Leaky); the module keeps no state between calls. ``path`` tells which path
-    runs ("fused" or "loop") and ``path_reason`` why; see the module docstring.
-    """
 
-    def __init__(self, leaky: nn.Module, backend: str = "auto", return_mem: Optional[bool] = None):
-        super().__init__()
-        snntorch = _snn()
-        if not isinstance(leaky, snntorch.Leaky):
-            raise TypeError(f"leaky must be a snntorch.Leaky, got {type(leaky).__name__}")
-        if type(leaky) is not snntorch.Leaky:
-            raise ValueError(f"leaky is a {type(leaky).__name__}, a subclass of snntorch.Leaky whose equations "
-                             "may differ; only snntorch.Leaky itself is supported")
-        if backend not in ("auto", "fused", "loop"):
-            raise ValueError(f"backend must be 'auto', 'fused' or 'loop', got {backend!r}")
-        if leaky.inhibition:
-            raise ValueError("MultiStepLeaky: inhibition=True (winner-take-all per step) is not supported")
-        if leaky.state_quant:
-            raise ValueError("MultiStepLeaky: state_quant is not supported")
-        self.leaky = leaky
-        self.return_mem = bool(leaky.output) if return_mem is None else bool(return_mem)
-        self.reset_mechanism = _RESETS[int(leaky.reset_mechanism_val)]
-        reason = self._fused_blocker()
-        if backend == "fused" and reason is not None:
-            raise ValueError(f"MultiStepLeaky: the fused path cannot reproduce this Leaky: {reason}")
-        self.backend = backend
-        self.path_reason = reason or "reset_mechanism='zero' is spikeforge's LIF with decay_input=False"
+def _leaky_fused(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
+    (mem,) = states
+    beta = min(max(_scalar(nrn.beta), 0.0), 1.0)  # snnTorch clamps beta to [0, 1]
+    thr = _scalar(nrn.threshold)
+    surrogate, alpha = surrogate_of(nrn.spike_grad)
+    dt = x_seq.dtype
+    # H >= next(thr) is H > thr exactly in the compute dtype (snnTorch fires on U - thr > 0).
+    thr_strict = float(torch.nextafter(torch.tensor(thr, dtype=dt), torch.tensor(math.inf, dtype=dt)))
+    reset0 = nrn.mem_reset(mem)          # step 0's late reset comes from the stored membrane (detached)
+    v_init = (1 - reset0) * mem          # snnTorch's first operation of the step: V[-1] of the kernel
+    opts = dict(v_threshold=thr_strict, v_reset=0.0, detach_reset=True, surrogate=surrogate, alpha=alpha,
+                return_v="seq")
+    if beta == 1.0:
+        spk, v = ops.if_neuron(x_seq, v_init, **opts)
+    else:
+        spk, v = ops.lif(x_seq, v_init, tau=1.0 / (1.0 - beta), decay_input=False, **opts)
+    spk_dtype = torch.promote_types(torch.float32, nrn.graded_spikes_factor.dtype)  # snnTorch: (U > thr).float()
+    spk_seq = spk.to(spk_dtype)
+    # snnTorch's membrane is U[t] = H[t] = beta V[t-1] + X[t], before its (late) reset: the kernel's H,
+    # bitwise for the betas this path accepts.
+    v_prev = torch.cat([v_init.unsqueeze(0), v[:-1]]) if keep_seq else (v[-2] if x_seq.shape[0] > 1 else v_init)
+    mem_seq = beta * v_prev + (x_seq if keep_seq else x_seq[-1])
+    mem_last = mem_seq[-1].clone() if keep_seq else mem_seq
+    reset_last = reset0 if x_seq.shape[0] == 1 else spk_seq[-2].detach()
+    return spk_seq, (mem_last,), ((mem_seq,) if keep_seq else None), reset_last
 
-    def _fused_blocker(self) -> Optional[str]:
-        """None if the fused kernel computes this Leaky's equations, else why not."""
-        lk = self.leaky
-        if self.reset_mechanism != "zero":
-            return (f"reset_mechanism={self.reset_mechanism!r}: snnTorch subtracts the threshold one step late, "
-                    "after the decay" if self.reset_mechanism == "subtract" else "reset_mechanism='none'")
-        if not lk.reset_delay:
-            return "reset_delay=False"
-        if isinstance(lk.beta, nn.Parameter) or isinstance(lk.threshold, nn.Parameter):
-            return "learnable beta or threshold"
-        beta, thr = _scalar(lk.beta), _scalar(lk.threshold)
-        if beta is None or thr is None:
-            return "per-neuron beta or threshold"
-        if _scalar(lk.graded_spikes_factor) != 1.0:
-            return "graded_spikes_factor != 1"
-        if surrogate_of(lk.spike_grad) is None:
-            return f"spike_grad {getattr(lk.spike_grad, '__qualname__', lk.spike_grad)!r} has no spikeforge twin"
-        return None
+
+# model name -> fused path. Synaptic / Alpha / Leaky-subtract kernels (issue 18) add or extend entries.
+FUSED_PATHS: dict[str, FusedPath] = {"Leaky": FusedPath(_leaky_fused_blocker, _leaky_fused)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the drop-in neurons
+# ---------------------------------------------------------------------------------------------------------
+class _DropIn:
+    """Mixin placed before a snnTorch neuron class. step_mode "s" is snnTorch's forward untouched; "m" runs a
+    sequence with snnTorch's state rules on the fused path when it applies, else the exact loop."""
+
+    step_mode = "s"        # instance attributes set by patch() / set_step_mode(); class defaults otherwise
+    backend = "auto"       # "auto" | "fused" | "loop"
+    _MODEL: str
+    _STATES: tuple
+    _LOOP: Callable
+
+    def fused_blocker(self, x_seq: Optional[Tensor] = None, states: Optional[tuple] = None) -> Optional[str]:
+        """None when a sequence call runs fused (for float32 input when x_seq is not given), else why not."""
+        path = FUSED_PATHS.get(self._MODEL)
+        if path is None:
+            return f"no fused kernel for {self._MODEL} yet"
+        return path.blocker(self, x_seq, states)
 
     @property
     def path(self) -> str:
-        if self.backend == "loop" or self._fused_blocker() is not None:
-            return "loop"
-        return "fused"
+        """The sequence path of a float32 call: "fused" or "loop"."""
+        return "loop" if self.backend == "loop" or self.fused_blocker() is not None else "fused"
 
-    def forward(self, x_seq: Tensor, mem0: Optional[Tensor] = None):
-        if not isinstance(x_seq, Tensor) or x_seq.dim() < 1:
-            raise ValueError("x_seq must be a tensor of shape [T, B, ...]")
-        if mem0 is not None and (not isinstance(mem0, Tensor) or mem0.shape != x_seq.shape[1:]):
-            raise ValueError(f"mem0 must be a tensor of shape {tuple(x_seq.shape[1:])} (x_seq.shape[1:])")
-        use_fused = self.path == "fused" and x_seq.dtype in (torch.float32, torch.float64) and x_seq.shape[0] > 0
-        spk, mem = self._fused(x_seq, mem0) if use_fused else self._loop(x_seq, mem0)
-        return (spk, mem) if self.return_mem else spk
+    def _outputs(self, spk: Tensor, seqs: Optional[tuple]):
+        # snnTorch returns the spikes alone only with init_hidden=True and output=False
+        if self.init_hidden and not self.output:
+            return spk
+        return (spk,) + seqs
 
-    def _fused(self, x_seq: Tensor, mem0: Optional[Tensor]):
-        lk = self.leaky
-        beta = min(max(_scalar(lk.beta), 0.0), 1.0)  # snnTorch clamps beta to [0, 1]
-        thr = _scalar(lk.threshold)
-        surrogate, alpha = surrogate_of(lk.spike_grad)
-        # H >= next(thr) is H > thr exactly in the compute dtype (float32 for float32 input).
-        thr_strict = float(torch.nextafter(torch.tensor(thr, dtype=x_seq.dtype),
-                                           torch.tensor(math.inf, dtype=x_seq.dtype)))
-        v_init = None
-        if mem0 is not None:  # V[-1] is U[-1] after its (late) reset: zero where U[-1] > thr
-            mem0 = mem0.to(x_seq.dtype)
-            v_init = mem0 * (mem0 - thr <= 0).to(mem0.dtype)
-        opts = dict(v_threshold=thr_strict, v_reset=0.0, detach_reset=True, surrogate=surrogate, alpha=alpha,
-                    return_v="seq" if self.return_mem else "last")
-        if beta == 1.0:
-            spk, v = ops.if_neuron(x_seq, v_init, **opts)
-        else:
-            spk, v = ops.lif(x_seq, v_init, tau=1.0 / (1.0 - beta), decay_input=False, **opts)
-        if not self.return_mem:
-            return spk, None
-        # snnTorch returns U[t] = H[t] (before the reset): H[t] = beta V[t-1] + X[t].
-        v_prev = torch.cat([(v_init if v_init is not None else torch.zeros_like(x_seq[0])).unsqueeze(0), v[:-1]])
-        return spk, beta * v_prev + x_seq
+    def _forward_seq(self, x_seq, given: dict):
+        name = type(self).__name__
+        if not isinstance(x_seq, Tensor):
+            raise TypeError(f"{name} in step_mode 'm': x_seq must be a tensor, got {type(x_seq).__name__}")
+        if x_seq.dim() < 3:  # a batch dimension is required: [B, N] is one step far more often than a sequence
+            raise ValueError(f"{name} in step_mode 'm' takes x_seq [T, B, ...] (at least 3 dims), got shape "
+                             f"{tuple(x_seq.shape)}; for one step per call use step_mode 's'")
+        return self._run_seq(x_seq, given)
 
-    def _loop(self, x_seq: Tensor, mem0: Optional[Tensor]):
-        """snnTorch 1.0.0's Leaky.forward, step for step (same operations in the same order)."""
-        lk = self.leaky
-        mem = torch.zeros_like(x_seq[0]) if mem0 is None else mem0
-        spikes, mems = [], []
-        gsf = lk.graded_spikes_factor
-        for t in range(x_seq.shape[0]):
-            reset = lk.spike_grad(mem - lk.threshold).clone().detach()
-            if self.reset_mechanism == "subtract":
-                mem = lk.beta.clamp(0, 1) * mem + x_seq[t] - reset * lk.threshold
-            elif self.reset_mechanism == "zero":
-                mem = (1 - reset) * mem
-                mem = lk.beta.clamp(0, 1) * mem + x_seq[t]
-            else:
-                mem = lk.beta.clamp(0, 1) * mem + x_seq[t]
-            spk = lk.spike_grad(mem - lk.threshold) * gsf
-            if not lk.reset_delay:
-                do_reset = spk / gsf - reset
-                if self.reset_mechanism == "subtract":
-                    mem = mem - do_reset * lk.threshold
-                elif self.reset_mechanism == "zero":
-                    mem = mem - do_reset * mem
-            spikes.append(spk)
-            mems.append(mem)
-        if not spikes:
-            return torch.empty_like(x_seq), torch.empty_like(x_seq)
-        return torch.stack(spikes), (torch.stack(mems) if self.return_mem else None)
+    def _run_seq(self, x_seq: Tensor, given: dict):
+        """The sequence call after the rank check: snnTorch's state rules, the path, the stored states."""
+        name = type(self).__name__
+        if self.init_hidden and any(v is not None for v in given.values()):
+            raise TypeError(f"{name}: {' / '.join(f'`{n}`' for n in self._STATES)} should not be passed as an "
+                            "argument while `init_hidden=True`")
+        step = tuple(x_seq.shape[1:])
+        for n, value in given.items():
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{name}: {n} must be a tensor (the state before the sequence) or None, got "
+                                f"{type(value).__name__}")
+        states = []
+        for n in self._STATES:
+            s = given[n] if given[n] is not None else getattr(self, n)
+            if tuple(s.shape) == tuple(x_seq.shape):
+                raise ValueError(f"{name} in step_mode 'm' got x_seq of the shape of its stored state {n} "
+                                 f"{tuple(s.shape)}: one step given to a sequence call? Use step_mode 's' for "
+                                 "one step per call, or pass [T, B, ...]")
+            if tuple(s.shape) != step:  # snnTorch's rule (init_leaky()'s empty state too): restart from zeros
+                s = torch.zeros_like(x_seq[0], device=s.device) if x_seq.shape[0] else \
+                    x_seq.new_zeros(step, device=s.device)
+            states.append(s)
+        states = tuple(states)
+        keep_seq = self.output or not self.init_hidden
+        if x_seq.shape[0] == 0:  # no step: empty outputs, the state is left as it was
+            spk = x_seq.new_empty(x_seq.shape, dtype=torch.promote_types(torch.float32,
+                                                                          self.graded_spikes_factor.dtype))
+            return self._outputs(spk, tuple(s.new_empty((0,) + step) for s in states) if keep_seq else None)
+        run = type(self)._LOOP
+        if self.backend != "loop":
+            why = self.fused_blocker(x_seq, states)
+            if why is None:
+                run = FUSED_PATHS[self._MODEL].run
+            elif self.backend == "fused":
+                raise ValueError(f"{name} has backend='fused' but the fused path cannot reproduce this call: {why}")
+        spk_seq, last, seqs, reset = run(self, x_seq, states, keep_seq)
+        for n, s in zip(self._STATES, last):
+            setattr(self, n, s)
+        if reset is not None:
+            self.reset = reset
+        return self._outputs(spk_seq, seqs)
 
-    def extra_repr(self) -> str:
-        return f"path={self.path!r}, reset_mechanism={self.reset_mechanism!r}, return_mem={self.return_mem}"
+
+class Leaky(_DropIn, _snn.Leaky):
+    """snnTorch's Leaky with step_mode "s" (its own forward) or "m" (x_seq [T, B, ...] per call)."""
+    _MODEL, _STATES, _LOOP = "Leaky", ("mem",), _leaky_loop
+
+    def forward(self, input_, mem=None):
+        if self.step_mode == "s":
+            return super().forward(input_, mem)
+        return self._forward_seq(input_, {"mem": mem})
+
+
+class Synaptic(_DropIn, _snn.Synaptic):
+    """snnTorch's Synaptic with step_mode "s" (its own forward) or "m" (x_seq [T, B, ...] per call)."""
+    _MODEL, _STATES, _LOOP = "Synaptic", ("syn", "mem"), _synaptic_loop
+
+    def forward(self, input_, syn=None, mem=None):
+        if self.step_mode == "s":
+            return super().forward(input_, syn, mem)
+        return self._forward_seq(input_, {"syn": syn, "mem": mem})
+
+
+class Alpha(_DropIn, _snn.Alpha):
+    """snnTorch's Alpha with step_mode "s" (its own forward) or "m" (x_seq [T, B, ...] per call)."""
+    _MODEL, _STATES, _LOOP = "Alpha", ("syn_exc", "syn_inh", "mem"), _alpha_loop
+
+    def forward(self, input_, syn_exc=None, syn_inh=None, mem=None):
+        if self.step_mode == "s":
+            return super().forward(input_, syn_exc, syn_inh, mem)
+        return self._forward_seq(input_, {"syn_exc": syn_exc, "syn_inh": syn_inh, "mem": mem})
+
+
+_DROP_INS = {_snn.Leaky: Leaky, _snn.Synaptic: Synaptic, _snn.Alpha: Alpha}
+_ORIGINAL = {v: k for k, v in _DROP_INS.items()}
+# snnTorch modules that take [T, B, ...] themselves: a sequence call passes x_seq to them as it is
+_SEQUENCE_MODULES = tuple(getattr(_snn, n) for n in ("LeakyParallel", "StateLeaky", "LinearLeaky") if hasattr(_snn, n))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# whole sequences through an nn.Sequential
+# ---------------------------------------------------------------------------------------------------------
+# Layers that compute each sample on its own: folding T into the batch gives a per-step call's numbers
+# (dropout draws its masks in one call, so they differ from a per-step run's, with the same distribution).
+# A layer with a fixed per-step rank is given a tensor of that rank + 1 ([T, B, ...]), checked.
+_RANKED = {}
+for _rank, _types in ((3, ("Conv1d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
+                           "AdaptiveMaxPool1d", "LPPool1d", "Dropout1d", "InstanceNorm1d")),
+                      (4, ("Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+                           "AdaptiveMaxPool2d", "LPPool2d", "Dropout2d", "InstanceNorm2d", "PixelShuffle",
+                           "PixelUnshuffle", "BatchNorm2d")),
+                      (5, ("Conv3d", "ConvTranspose3d", "MaxPool3d", "AvgPool3d", "AdaptiveAvgPool3d",
+                           "AdaptiveMaxPool3d", "Dropout3d", "InstanceNorm3d", "BatchNorm3d"))):
+    for _t in _types:
+        if hasattr(nn, _t):
+            _RANKED[getattr(nn, _t)] = _rank
+_FOLD = tuple(_RANKED) + (
+    nn.Linear, nn.Identity, nn.Flatten, nn.Unflatten, nn.Upsample, nn.LayerNorm, nn.GroupNorm,
+    nn.LocalResponseNorm, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.ZeroPad2d,
+    nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
+    nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Softshrink,
+    nn.Hardshrink, nn.Threshold, nn.LogSigmoid, nn.Softmax, nn.LogSoftmax, nn.Softmin)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _fold_blocker(m: nn.Module) -> Optional[str]:
+    """Why folding T into the batch would not give a per-step call's numbers for this layer, or None."""
+    if isinstance(m, nn.Flatten) and m.start_dim == 0:
+        return "Flatten(start_dim=0) flattens the batch dimension"
+    if isinstance(m, nn.Unflatten) and m.dim == 0:
+        return "Unflatten(dim=0) splits the batch dimension"
+    if isinstance(m, (nn.Softmax, nn.LogSoftmax, nn.Softmin)) and (m.dim is None or m.dim == 0):
+        return f"{type(m).__name__}(dim={m.dim}) normalises over the batch dimension"
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats and m.training:
+        return "instance norm with track_running_stats updates its statistics once per call"
+    return None
+
+
+def _layer_plan(name: str, m: nn.Module) -> str:
+    """How a child of a sequence-mode nn.Sequential runs: "neuron", "sequence", "container", "fold", "per step"
+    (batch norm); ValueError for a layer without known sequence semantics."""
+    label = name or "<model>"
+    if type(m) in _ORIGINAL or type(m) in _DROP_INS:  # a drop-in, or a neuron patch() is about to swap
+        return "neuron"
+    if isinstance(m, _SEQUENCE_MODULES):
+        return "sequence"
+    if type(m) in (nn.Sequential, _SequenceSequential):
+        return "container"
+    if isinstance(m, _snn.SpikingNeuron) or isinstance(m, tuple(_DROP_INS)):
+        raise ValueError(f"{label} ({type(m).__name__}): this snnTorch neuron has no sequence path, so it cannot run "
+                         "in step_mode 'm' (patch with step_mode='s': it then runs snnTorch's own per-step code)")
+    if isinstance(m, _BATCH_NORMS) and type(m) in _BATCH_NORMS:
+        return "per step"
+    if isinstance(m, _FOLD) and not isinstance(m, _BATCH_NORMS):
+        why = _fold_blocker(m)
+        if why is None:
+            return "fold"
+        raise ValueError(f"{label} ({type(m).__name__}) cannot run on [T, B, ...] with a per-step call's numbers: "
+                         f"{why}")
+    raise ValueError(f"{label} ({type(m).__name__}): its numbers on a sequence [T, B, ...] are unknown (it is not a "
+                     "per-sample torch.nn layer, an nn.Sequential or a supported snnTorch neuron); patch with "
+                     "step_mode='s', or give this part of the model its own per-step loop")
+
+
+def _check_rank(name: str, m: nn.Module, x: Tensor, rank: int) -> None:
+    if x.dim() != rank + 1:
+        raise ValueError(f"{name} ({type(m).__name__}) in a sequence-mode model takes [T, B, ...] of {rank + 1} "
+                         f"dims, got shape {tuple(x.shape)} (one step given to a sequence call? use step_mode 's')")
+
+
+class _SequenceSequential(nn.Sequential):
+    """An nn.Sequential running x_seq [T, B, ...] through its children (patch(..., step_mode="m")): snnTorch
+    neurons take the sequence, per-sample layers see T folded into the batch, batch norms in training mode run
+    once per step (snnTorch normalises every step separately). Same children and state_dict as before."""
+
+    def forward(self, x):
+        for name, m in self._modules.items():
+            plan = _layer_plan(name, m)
+            if plan == "neuron" and getattr(m, "step_mode", "s") != "m":
+                raise ValueError(f"{name} ({type(m).__name__}) is in step_mode {getattr(m, 'step_mode', 's')!r} "
+                                 "inside a sequence-mode model: use set_step_mode(model, ...) to switch both")
+            if plan in ("neuron", "sequence", "container"):
+                x = m(x)
+                continue
+            if not isinstance(x, Tensor) or x.dim() < 2:
+                raise ValueError(f"{name} ({type(m).__name__}) in a sequence-mode model takes [T, B, ...], got "
+                                 f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+            rank = _RANKED.get(type(m))
+            if isinstance(m, nn.BatchNorm1d):
+                if x.dim() not in (3, 4):
+                    raise ValueError(f"{name} (BatchNorm1d) in a sequence-mode model takes [T, B, C] or [T, B, C, L], "
+                                     f"got shape {tuple(x.shape)}")
+            elif rank is not None:
+                _check_rank(name, m, x, rank)
+            if plan == "per step" and (m.training or not m.track_running_stats):
+                x = torch.stack([m(x_t) for x_t in x])
+            else:  # per-sample layers and batch norms on running statistics (an affine map per element)
+                x = m(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        return x
+
+
+def _sequentials(model: nn.Module):
+    """The nn.Sequential containers a sequence call runs through: model and its nested Sequential children."""
+    yield model
+    for m in model.children():
+        if type(m) in (nn.Sequential, _SequenceSequential):
+            yield from _sequentials(m)
 
 
 @dataclass
 class PatchReport:
-    """What patch() did: replaced [(name, from, to + path)], wrapped [(name, class)] stateless layers put
-    in spikeforge.nn.MultiStep, skipped [(name, class, reason)]."""
-    replaced: list = field(default_factory=list)
-    wrapped: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
+    """What patch() did. neurons [(name, class, path)]: the drop-ins, path "fused" or "loop: <why>" for a
+    float32 sequence call (a step_mode "s" call always runs snnTorch's own step); kept [(name, class, why)]:
+    snnTorch neurons left as they are; layers [(name, class, how)] in step_mode "m": "fold", "per step",
+    "sequence"."""
+    step_mode: str = "s"
+    neurons: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
+    layers: list = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"replaced {len(self.replaced)}, wrapped {len(self.wrapped)}, skipped {len(self.skipped)}"]
-        lines += [f"  {n}: {a} -> {b}" for n, a, b in self.replaced]
-        lines += [f"  {n}: {a} wrapped in MultiStep" for n, a in self.wrapped]
-        lines += [f"  {n}: {a} left as is ({why})" for n, a, why in self.skipped]
+        lines = [f"step_mode {self.step_mode!r}: {len(self.neurons)} drop-in neuron(s), {len(self.kept)} kept"]
+        lines += [f"  {n}: {c} -> spikeforge.interop.snntorch.{c} [{p}]" for n, c, p in self.neurons]
+        lines += [f"  {n}: {c} kept ({why})" for n, c, why in self.kept]
+        lines += [f"  {n}: {c} [{how}]" for n, c, how in self.layers]
         return "\n".join(lines)
 
 
-# Layers that treat each sample on its own: folding T into the batch leaves their numbers unchanged.
-_PER_SAMPLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
-               nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Unflatten)
+def _plan_sequence_mode(model: nn.Module) -> list:
+    """[(qualified name, module, plan)] for every child a sequence call runs through; ValueError naming what
+    cannot run on [T, B, ...] (nothing is changed before this passes)."""
+    if type(model) in _DROP_INS or type(model) in _ORIGINAL:  # one neuron: it takes the sequence itself
+        return [("", model, "neuron")]
+    if type(model) not in (nn.Sequential, _SequenceSequential):
+        raise ValueError(f"step_mode='m' needs an nn.Sequential model (each layer called once per call, on the whole "
+                         f"sequence); model is a {type(model).__name__}, whose forward may loop over time. Patch "
+                         "with step_mode='s' (snnTorch's per-step numbers), or set step_mode='m' on the drop-in "
+                         "neurons your forward calls with whole sequences, or patch the nn.Sequential inside")
+    prefix = {id(m): n for n, m in model.named_modules()}
+    plan = []
+    for seq in _sequentials(model):  # model and the nn.Sequential containers nested in it
+        for child_name, m in seq.named_children():
+            name = f"{prefix[id(seq)]}.{child_name}" if prefix[id(seq)] else child_name
+            plan.append((name, m, _layer_plan(name, m)))
+    return plan
 
 
-def patch(model: nn.Module, *, backend: str = "auto"):
-    """Make a sequential snnTorch model run whole sequences, in place -> (model, PatchReport).
+def set_step_mode(model: nn.Module, step_mode: str) -> nn.Module:
+    """Switch a patched model between one step per call ("s", snnTorch's convention) and whole sequences per
+    call ("m": model must be an nn.Sequential; see the module docstring) -> model. Checks everything before
+    changing anything."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if step_mode not in ("s", "m"):
+        raise ValueError(f"step_mode must be 's' (one step per call) or 'm' (x_seq [T, B, ...] per call), got "
+                         f"{step_mode!r}")
+    if step_mode == "m":
+        plan = _plan_sequence_mode(model)
+        for name, m, how in plan:
+            if how == "neuron" and type(m) in _DROP_INS:
+                raise ValueError(f"{name or '<model>'} ({type(m).__name__}) is snnTorch's own class: call patch(model, "
+                                 "step_mode='m') first")
+        for seq in list(_sequentials(model)):
+            if type(seq) is nn.Sequential:
+                seq.__class__ = _SequenceSequential
+        for _, m, how in plan:
+            if how == "neuron":
+                m.step_mode = "m"
+        return model
+    for m in model.modules():
+        if type(m) is _SequenceSequential:
+            m.__class__ = nn.Sequential
+        elif type(m) in _ORIGINAL:
+            m.step_mode = "s"
+    return model
 
-    Every snntorch.Leaky with init_hidden=True (the nn.Sequential style) becomes a MultiStepLeaky around
-    it; per-sample layers (convolutions, pooling, Flatten) that are children of an nn.Sequential are
-    wrapped in spikeforge.nn.MultiStep so they accept [T, B, ...]; nn.Linear needs nothing. Afterwards
-    call model(x_seq) once instead of looping over time. Left as is, and reported: Leaky modules with
-    init_hidden=False (your forward passes mem step by step: use MultiStepLeaky there yourself) and
-    batch norms (snnTorch normalises each step on its own; folded statistics would change numbers).
+
+def patch(model: nn.Module, *, step_mode: str = "s", backend: str = "auto"):
+    """Swap snnTorch's Leaky / Synaptic / Alpha in model for the drop-ins, in place -> (model, PatchReport).
+
+    step_mode "s" (default): calls stay one step each, with snnTorch's own numbers; "m": model (an
+    nn.Sequential) takes x_seq [T, B, ...] per call (set_step_mode switches later). backend: "auto" (fused
+    where a kernel reproduces snnTorch's numbers, else the exact loop), "loop" (always the loop), "fused"
+    (ValueError naming any neuron that cannot run fused). Nothing changes when a check fails.
     """
-    snntorch = _snn()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if backend not in ("auto", "fused", "loop"):
         raise ValueError(f"backend must be 'auto', 'fused' or 'loop', got {backend!r}")
-    report = PatchReport()
+    if step_mode not in ("s", "m"):
+        raise ValueError(f"step_mode must be 's' (one step per call) or 'm' (x_seq [T, B, ...] per call), got "
+                         f"{step_mode!r}")
+    report = PatchReport(step_mode=step_mode)
     swaps = []
     for name, m in model.named_modules():
         label = name or "<model>"
-        if isinstance(m, MultiStepLeaky) or any(name.startswith(s + ".") for s, _ in swaps if s):
-            continue
-        if type(m) is snntorch.Leaky:
-            if not m.init_hidden:
-                report.skipped.append((label, "Leaky", "init_hidden=False: called step by step with mem"))
-                continue
-            new = MultiStepLeaky(m, backend=backend)
-            swaps.append((name, new))
-            report.replaced.append((label, "Leaky", f"MultiStepLeaky[{new.path}]"))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            report.skipped.append((label, type(m).__name__, "per-step statistics in snnTorch; wrap it yourself "
-                                   "if statistics over T*B are acceptable"))
-        elif isinstance(m, _PER_SAMPLE) and name:
-            parent_name, _, _ = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            if isinstance(parent, nn.Sequential) and not isinstance(parent, sfnn.MultiStep):
-                swaps.append((name, sfnn.MultiStep(m)))
-                report.wrapped.append((label, type(m).__name__))
-    model = _swap_modules(model, swaps)
-    for label, cls, why in report.skipped:
-        warnings.warn(f"spikeforge snntorch.patch: left {label} ({cls}) as is: {why}", stacklevel=2)
+        if type(m) in _DROP_INS or type(m) in _ORIGINAL:
+            swaps.append((label, m))
+        elif isinstance(m, _SEQUENCE_MODULES):
+            report.kept.append((label, type(m).__name__, "takes [T, B, ...] itself"))
+        elif isinstance(m, _snn.SpikingNeuron):
+            why = ("a subclass of a snnTorch neuron (its equations may differ)" if isinstance(m, tuple(_DROP_INS))
+                   else "no drop-in for this snnTorch neuron")
+            report.kept.append((label, type(m).__name__, f"{why}: runs snnTorch's own per-step code"))
+    if backend == "fused":
+        for label, m in swaps:
+            why = FUSED_PATHS[type(m).__name__].blocker(m) if type(m).__name__ in FUSED_PATHS else \
+                f"no fused kernel for {type(m).__name__} yet"
+            if why is not None:
+                raise ValueError(f"patch(backend='fused'): {label} ({type(m).__name__}) cannot run fused: {why}")
+    plan = _plan_sequence_mode(model) if step_mode == "m" else []
+    for label, m in swaps:
+        if type(m) in _DROP_INS:
+            m.__class__ = _DROP_INS[type(m)]
+        m.backend = backend
+        why = m.fused_blocker() if backend != "loop" else "backend='loop'"
+        report.neurons.append((label, _ORIGINAL[type(m)].__name__, "fused" if why is None else f"loop: {why}"))
+    set_step_mode(model, step_mode)
+    report.layers = [(n, type(m).__name__, how) for n, m, how in plan if how in ("fold", "per step", "sequence")]
     return model, report
+
+
+def unpatch(model: nn.Module) -> nn.Module:
+    """Give every drop-in (and sequence-mode container) in model its snnTorch / torch class back, in place
+    (state and parameters kept) -> model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for m in model.modules():
+        if type(m) is _SequenceSequential:
+            m.__class__ = nn.Sequential
+        elif type(m) in _ORIGINAL:
+            m.__class__ = _ORIGINAL[type(m)]
+            m.__dict__.pop("step_mode", None)
+            m.__dict__.pop("backend", None)
+    return model
