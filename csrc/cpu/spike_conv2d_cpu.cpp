@@ -6,9 +6,13 @@
 // scatter kernels: each active input (ci, y, x) adds one W vector per tap into a channels-last output
 // buffer, one input channel at a time over a block of samples (its weights stay in L1), and grad_weight is
 // the mirror image over a channels-last copy of grad_y. Every sum runs in a fixed order: results do not
-// depend on the thread count.
+// depend on the thread count. Both kernel families report whether the weights (forward) or grad_y
+// (grad_weight) held an inf or NaN, and a fix-up pass then writes the NaN of the skipped zero products
+// (csrc/core/spike.h "Non-finite values").
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "core/spike.h"
@@ -117,9 +121,10 @@ inline int64_t conv_chunk(int64_t channels, int64_t tiles, int nthreads) {
 // one tile in a fixed order (input channel, then raster order): results do not depend on the thread count.
 constexpr int64_t kConvBlockBytes = 256 * 1024;
 
+// Returns false when the weights may hold an inf or NaN (see conv_forward_nonfinite).
 template <typename T>
-void conv_forward_scatter(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
-                       const SpikeConvParams& p, int nthreads) {
+bool conv_forward_scatter(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                          const SpikeConvParams& p, int nthreads) {
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
   const int64_t C = p.Cout;
   // wt[((ci * taps) + tap) * cout_g + j] = w[g * cout_g + j, ci - g * cin_g, tap]
@@ -133,22 +138,31 @@ void conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
   const T* sp = s.ptr<T>();
   const T* bp = bias ? bias->ptr<T>() : nullptr;
   T* yp = y.ptr<T>();
+  bool finite = true;
 #pragma omp parallel num_threads(nthreads)
   {
     // per group a [cout_g, cin_g * taps] -> [cin_g * taps, cout_g] transpose, in 16 x 16 blocks: the
     // element-wise loop read W with a stride of cin_g * taps, a cache miss per element (4608 x 512 took
-    // longer than the event-driven product itself)
+    // longer than the event-driven product itself). nf[j] accumulates value * 0 (NaN iff one is not finite).
     const int64_t kg = cin_g * taps, nkb = (kg + 15) / 16;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) reduction(&& : finite)
     for (int64_t t = 0; t < p.groups * nkb; ++t) {
       const int64_t g = t / nkb, k0 = t % nkb * 16, k1 = std::min(kg, k0 + 16);
       const T* src = wp + g * cout_g * kg;
       T* dst = wt.data() + g * kg * cout_g;
+      T nf[16] = {};
       for (int64_t j0 = 0; j0 < cout_g; j0 += 16) {
         const int64_t j1 = std::min(cout_g, j0 + 16);
         for (int64_t k = k0; k < k1; ++k)
-          for (int64_t j = j0; j < j1; ++j) dst[k * cout_g + j] = src[j * kg + k];
+          for (int64_t j = j0; j < j1; ++j) {
+            const T v = src[j * kg + k];
+            dst[k * cout_g + j] = v;
+            nf[j - j0] += v * T(0);
+          }
       }
+      T sum = T(0);
+      for (const T x : nf) sum += x;
+      finite = sum == T(0) && finite;
     }
     T* out = outs.data() + static_cast<int64_t>(cpu::thread_index()) * bt * npix * cw0;
 #pragma omp for schedule(dynamic, 1)
@@ -180,14 +194,16 @@ void conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
       }
     }
   }
+  return finite;
 }
 
 // Samples per partition of the scatter grad_weight: each partition accumulates into its own copy of the
 // weight gradient (a fixed count, not the thread count), summed in order at the end.
 constexpr int64_t kConvPartition = 16;
 
+// Returns false when grad_y may hold an inf or NaN (see conv_grad_weight_nonfinite).
 template <typename T>
-void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
+bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
                               const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
   const int64_t nparts = (p.B + kConvPartition - 1) / kConvPartition, wsize = grad_w.numel();
@@ -201,20 +217,26 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
   // took about twice as long (bench spikes --op conv, 5% firing).
   // per thread (one thread when there is a single partition): one sample's grad, channels-last
   std::vector<T> gcls(static_cast<size_t>(nparts > 1 ? nthreads : 1) * npix * p.Cout);
+  bool finite = true;
 #pragma omp parallel num_threads(nthreads) if (nparts > 1)
   {
     T* gcl = gcls.data() + static_cast<int64_t>(cpu::thread_index()) * npix * p.Cout;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) reduction(&& : finite)
     for (int64_t pi = 0; pi < nparts; ++pi) {
       T* acc = partials.data() + pi * wsize;
       std::fill(acc, acc + wsize, T(0));
       const int64_t b1 = std::min(p.B, (pi + 1) * kConvPartition);
+      T nf[16] = {};  // value * 0 accumulated over the grad_y values copied below: NaN iff one is not finite
       for (int64_t b = pi * kConvPartition; b < b1; ++b) {
         const T* gb = gy + b * p.Cout * npix;
         for (int64_t q0 = 0; q0 < npix; q0 += 16) {
           const int64_t qn = std::min<int64_t>(16, npix - q0);
           for (int64_t co = 0; co < p.Cout; ++co)
-            for (int64_t qq = 0; qq < qn; ++qq) gcl[(q0 + qq) * p.Cout + co] = gb[co * npix + q0 + qq];
+            for (int64_t qq = 0; qq < qn; ++qq) {
+              const T v = gb[co * npix + q0 + qq];
+              gcl[(q0 + qq) * p.Cout + co] = v;
+              nf[qq] += v * T(0);
+            }
         }
         for (int64_t ci = 0; ci < p.Cin; ++ci) {
           const int64_t g = ci / cin_g;
@@ -226,6 +248,9 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
           });
         }
       }
+      T sum = T(0);
+      for (const T x : nf) sum += x;
+      finite = sum == T(0) && finite;
     }
     // fixed-order sum of the partitions, back into the [Cout, Cin/g, kh, kw] layout
 #pragma omp for schedule(static)
@@ -241,6 +266,86 @@ void conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
     }
   }
   if (nparts == 0) std::fill(gw, gw + wsize, T(0));
+  return finite;
+}
+
+// ---- non-finite values: the zero products the event sums skip -------------------------------------
+// Dense convolution forms w * x for every tap of every output position, x an input element or the zero
+// padding, also where x is 0: 0 * inf = NaN. Padding counts as zeros (the definition of zero padding, and
+// what torch's reference convolution and F.conv2d of an explicitly padded input give; some oneDNN kernels
+// skip padded taps and show fewer NaN at the borders). The passes below run only when a kernel met an inf
+// or NaN; they split over output channels (disjoint outputs: no races) and only write NaN, so their order
+// does not matter.
+
+template <typename T>
+constexpr T kNaN = std::numeric_limits<T>::quiet_NaN();
+
+// Calls f(q, i) for each output position q = oy * Wo + ox, with i the index iy * W + ix of the input element
+// that tap (ky, kx) reads there, or -1 where it reads the padding.
+template <typename F>
+inline void for_each_tap_position(const SpikeConvParams& p, int64_t ky, int64_t kx, F&& f) {
+  for (int64_t oy = 0; oy < p.Ho; ++oy) {
+    const int64_t iy = oy * p.stride_h - p.pad_h + ky * p.dil_h;
+    const bool row_in = iy >= 0 && iy < p.H;
+    for (int64_t ox = 0; ox < p.Wo; ++ox) {
+      const int64_t ix = ox * p.stride_w - p.pad_w + kx * p.dil_w;
+      f(oy * p.Wo + ox, row_in && ix >= 0 && ix < p.W ? iy * p.W + ix : int64_t(-1));
+    }
+  }
+}
+
+// Whether input element k of sample b ([Cin * H * W] per sample) is zero: packed event bits or values.
+template <typename T>
+inline bool zero_input(const int64_t* bits, const T* s, int64_t b, int64_t K, int64_t k) {
+  if (bits) return ((static_cast<uint64_t>(bits[b * spike_words(K) + (k >> 6)]) >> (k & 63)) & 1u) == 0;
+  return s[b * K + k] == T(0);
+}
+
+// y[b, co, oy, ox] = NaN where a non-finite w[co, cl, ky, kx] meets a zero (input or padding) that its tap
+// reads.
+template <typename T>
+void conv_forward_nonfinite(const T* s, const T* w, T* y, const SpikeConvParams& p, int nthreads) {
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, K = p.Cin * p.H * p.W;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+  for (int64_t co = 0; co < p.Cout; ++co) {
+    const int64_t g = co / cout_g;
+    for (int64_t cl = 0; cl < cin_g; ++cl)
+      for (int64_t ky = 0; ky < p.kh; ++ky)
+        for (int64_t kx = 0; kx < p.kw; ++kx) {
+          if (std::isfinite(w[((co * cin_g + cl) * p.kh + ky) * p.kw + kx])) continue;
+          const int64_t plane = (g * cin_g + cl) * p.H * p.W;
+          for (int64_t b = 0; b < p.B; ++b) {
+            T* yb = y + (b * p.Cout + co) * p.Ho * p.Wo;
+            for_each_tap_position(p, ky, kx, [&](int64_t q, int64_t i) {
+              if (i < 0 || zero_input<T>(nullptr, s, b, K, plane + i)) yb[q] = kNaN<T>;
+            });
+          }
+        }
+  }
+}
+
+// grad_w[co, cl, ky, kx] = NaN where a non-finite grad_y[b, co, oy, ox] meets a zero (input or padding)
+// that the tap reads for that output position.
+template <typename T>
+void conv_grad_weight_nonfinite(const int64_t* bits, const T* s, const T* gy, T* gw, const SpikeConvParams& p,
+                                int nthreads) {
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, K = p.Cin * p.H * p.W;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+  for (int64_t co = 0; co < p.Cout; ++co) {
+    const int64_t g = co / cout_g;
+    for (int64_t cl = 0; cl < cin_g; ++cl)
+      for (int64_t ky = 0; ky < p.kh; ++ky)
+        for (int64_t kx = 0; kx < p.kw; ++kx) {
+          T& out = gw[((co * cin_g + cl) * p.kh + ky) * p.kw + kx];
+          const int64_t plane = (g * cin_g + cl) * p.H * p.W;
+          for (int64_t b = 0; b < p.B && !std::isnan(out); ++b) {
+            const T* gb = gy + (b * p.Cout + co) * p.Ho * p.Wo;
+            for_each_tap_position(p, ky, kx, [&](int64_t q, int64_t i) {
+              if (!std::isfinite(gb[q]) && (i < 0 || zero_input(bits, s, b, K, plane + i))) out = kNaN<T>;
+            });
+          }
+        }
+  }
 }
 
 // ---- conv2d as an event-driven linear layer over the implicit im2col (groups == 1) ---------------
@@ -343,21 +448,25 @@ template <typename T>
 void conv_forward(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
                   const SpikeConvParams& p, int nthreads) {
   ActiveLists<T> a;
-  if (!conv_lists_apply(p) || !build_conv_lists<T>(nullptr, s.ptr<T>(), p, nthreads, a))
-    return conv_forward_scatter<T>(s, w, bias, y, p, nthreads);
-  gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout,
-                 p.Cin * p.kh * p.kw, RowLayout{p.Cout, p.Ho * p.Wo}, nthreads);
+  const bool finite =
+      conv_lists_apply(p) && build_conv_lists<T>(nullptr, s.ptr<T>(), p, nthreads, a)
+          ? gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout,
+                           p.Cin * p.kh * p.kw, RowLayout{p.Cout, p.Ho * p.Wo}, nthreads)
+          : conv_forward_scatter<T>(s, w, bias, y, p, nthreads);
+  if (!finite) conv_forward_nonfinite(s.ptr<T>(), w.ptr<T>(), y.ptr<T>(), p, nthreads);
 }
 
 template <typename T>
 void conv_grad_weight(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
                       const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
+  const int64_t* bp = bits ? bits->ptr<int64_t>() : nullptr;
+  const T* sp = s ? s->ptr<T>() : nullptr;
   ActiveLists<T> a;
-  if (!conv_lists_apply(p) ||
-      !build_conv_lists<T>(bits ? bits->ptr<int64_t>() : nullptr, s ? s->ptr<T>() : nullptr, p, nthreads, a))
-    return conv_grad_weight_scatter<T>(bits, s, grad_y, grad_w, p, nthreads);
-  scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout, p.Cin * p.kh * p.kw,
-                      RowLayout{p.Cout, p.Ho * p.Wo}, nthreads);
+  const bool finite = conv_lists_apply(p) && build_conv_lists<T>(bp, sp, p, nthreads, a)
+                          ? scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout,
+                                                p.Cin * p.kh * p.kw, RowLayout{p.Cout, p.Ho * p.Wo}, nthreads)
+                          : conv_grad_weight_scatter<T>(bits, s, grad_y, grad_w, p, nthreads);
+  if (!finite) conv_grad_weight_nonfinite(bp, sp, grad_y.ptr<T>(), grad_w.ptr<T>(), p, nthreads);
 }
 
 }  // namespace

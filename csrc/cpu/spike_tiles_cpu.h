@@ -9,6 +9,12 @@
 // and each event costs one cache line. grad_weight is the mirror image: the tile accumulates [K, 16] from
 // 16 columns of grad_y, then is written back transposed. The active inputs come as CSR lists
 // (spike_events_cpu.h).
+//
+// Non-finite values: the event sums skip the products of zero inputs, which the dense op forms (0 * inf
+// = NaN). So the passes that read every weight (the tile transposes) and every grad_y value (the tile
+// kernels' row loads) also report whether they met an inf or NaN, at the cost of a few vector adds; the
+// callers (spike_linear_cpu.cpp, spike_conv2d_cpu.cpp) then run a fix-up pass that writes NaN where a
+// skipped zero meets a non-finite value. Nothing extra happens on finite data.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -48,13 +54,20 @@ struct ThreadTiles {
   T* mine() { return buf.data() + static_cast<int64_t>(cpu::thread_index()) * each; }
 };
 
-// buf[k * kTile + j] = w[(n0 + j) * K + k] for j < nt, 0 for nt <= j < kTile.
 #if defined(__AVX2__)
-// In-register 8 x 8 float transpose: rows r[i] = src + i * ld (8 floats each) -> dst + i * ldd.
-inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd) {
+// In-register 8 x 8 float transpose: rows r[i] = src + i * ld (8 floats each) -> dst + i * ldd. With nf,
+// *nf accumulates (sum of the 64 values) * 0: it turns NaN if one of them is inf or NaN (or, harmlessly,
+// if their sum overflows: the fix-up pass then checks each value and finds nothing to do). One add tree
+// and one FMA per block keep the check off the transpose's critical path.
+inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd, __m256* nf = nullptr) {
   __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld), r2 = _mm256_loadu_ps(src + 2 * ld),
          r3 = _mm256_loadu_ps(src + 3 * ld), r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld),
          r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+  if (nf) {
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(r0, r1), _mm256_add_ps(r2, r3)),
+                                     _mm256_add_ps(_mm256_add_ps(r4, r5), _mm256_add_ps(r6, r7)));
+    *nf = _mm256_fmadd_ps(sum, _mm256_setzero_ps(), *nf);
+  }
   __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
          t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
          t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
@@ -73,8 +86,11 @@ inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd) 
 }
 #endif
 
+// buf[k * kTile + j] = w[(n0 + j) * K + k] for j < nt, 0 for nt <= j < kTile. Returns false when the
+// tile's weights may hold an inf or NaN (see transpose8x8), true when they are all finite.
 template <typename T>
-void load_tile_transposed(const T* w, int64_t K, int64_t n0, int64_t nt, T* buf) {
+bool load_tile_transposed(const T* w, int64_t K, int64_t n0, int64_t nt, T* buf) {
+  T nfs = T(0);  // sum of value * 0 over the scalar part: NaN iff a value there is not finite
 #if defined(__AVX2__)
   // The scalar transpose cost more than the whole sparse product (48 ms of 72 at 5% firing):
   // 8 x 8 register transposes, for full tiles; the remainder of K goes through the scalar loop.
@@ -82,10 +98,14 @@ void load_tile_transposed(const T* w, int64_t K, int64_t n0, int64_t nt, T* buf)
   if constexpr (std::is_same_v<T, float>) {
     if (nt == kTile) {
       kdone = K / 8 * 8;
+      __m256 nf0 = _mm256_setzero_ps(), nf1 = nf0;  // two chains: the two halves are independent
       for (int64_t k0 = 0; k0 < kdone; k0 += 8) {
-        transpose8x8(w + n0 * K + k0, K, buf + k0 * kTile, kTile);
-        transpose8x8(w + (n0 + 8) * K + k0, K, buf + k0 * kTile + 8, kTile);
+        transpose8x8(w + n0 * K + k0, K, buf + k0 * kTile, kTile, &nf0);
+        transpose8x8(w + (n0 + 8) * K + k0, K, buf + k0 * kTile + 8, kTile, &nf1);
       }
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, _mm256_add_ps(nf0, nf1));
+      for (float x : lanes) nfs += x;
     }
   }
 #else
@@ -97,12 +117,45 @@ void load_tile_transposed(const T* w, int64_t K, int64_t n0, int64_t nt, T* buf)
     for (int64_t j = 0; j < kTile; ++j) {
       if (j < nt) {
         const T* src = w + (n0 + j) * K + k0;
-        for (int64_t kk = 0; kk < kn; ++kk) buf[(k0 + kk) * kTile + j] = src[kk];
+        for (int64_t kk = 0; kk < kn; ++kk) {
+          buf[(k0 + kk) * kTile + j] = src[kk];
+          nfs += src[kk] * T(0);
+        }
       } else {
         for (int64_t kk = 0; kk < kn; ++kk) buf[(k0 + kk) * kTile + j] = T(0);
       }
     }
   }
+  return nfs == T(0);
+}
+
+#if defined(__AVX2__)
+// True when no lane of an accumulated value * 0 is NaN.
+inline bool tile_finite_vec(__m256 nf) { return _mm256_movemask_ps(_mm256_cmp_ps(nf, nf, _CMP_UNORD_Q)) == 0; }
+#endif
+
+// (sum of the kTile values of g) * 0: 0 when they are finite, NaN when one is inf or NaN (or their sum
+// overflows, which only sends the caller to its exact fix-up pass for nothing). Callers add it up over rows
+// and compare with 0 at the end: one add per row on the loop-carried chain.
+template <typename T>
+inline T tile_nf(const T* g) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(g), _mm256_loadu_ps(g + 8));
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x) * 0.0f;
+  }
+#endif
+  T part[4] = {T(0), T(0), T(0), T(0)};
+  for (int j = 0; j < kTile; j += 4) {
+    part[0] += g[j];
+    part[1] += g[j + 1];
+    part[2] += g[j + 2];
+    part[3] += g[j + 3];
+  }
+  return ((part[0] + part[1]) + (part[2] + part[3])) * T(0);
 }
 
 // acc[0..kTile) += sum over the row's events of (value *) buf[idx]. Four independent accumulators hide
@@ -179,8 +232,10 @@ struct RowLayout {
 };
 
 // Y[m, :] = bias + sum over the active inputs of row m of value * W[:, k], for W [N, K] row-major.
+// Returns false when W may hold an inf or NaN (the caller's fix-up pass then writes the NaN of the skipped
+// zero products), true when it is all finite.
 template <typename T>
-void gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, int64_t M, int64_t N, int64_t K,
+bool gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, int64_t M, int64_t N, int64_t K,
                     RowLayout rows, int nthreads) {
   const int64_t ntiles = (N + kTile - 1) / kTile, ys = rows.stride();
   // With fewer 16-feature tiles than threads the rows are split too (every output element is still summed
@@ -188,14 +243,15 @@ void gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, in
   const int64_t nrb = ntiles >= nthreads ? 1 : std::max<int64_t>(1, std::min((nthreads + ntiles - 1) / ntiles, M / 64));
   const int64_t rows_per = (M + nrb - 1) / nrb;
   ThreadTiles<T> tiles(nthreads, std::max<int64_t>(K, 1) * kTile);
+  bool finite = true;
 #pragma omp parallel num_threads(nthreads) if (ntiles * nrb > 1)
   {
     T* buf = tiles.mine();
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) reduction(&& : finite)
     for (int64_t task = 0; task < ntiles * nrb; ++task) {
       const int64_t t = task / nrb, m0 = task % nrb * rows_per, m1 = std::min(M, m0 + rows_per);
       const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
-      load_tile_transposed(wp, K, n0, nt, buf);
+      finite = load_tile_transposed(wp, K, n0, nt, buf) && finite;
       for (int64_t m = m0; m < m1; ++m) {
         T acc[kTile];
         for (int j = 0; j < kTile; ++j) acc[j] = (bp && j < nt) ? bp[n0 + j] : T(0);
@@ -210,22 +266,31 @@ void gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, in
       }
     }
   }
+  return finite;
 }
+
 // grad_W[n, k] = sum over the rows m where input k is active of value * grad_y[m, n]; grad_W [N, K].
+// Returns false when grad_y may hold an inf or NaN (the caller's fix-up pass then writes the NaN of the
+// skipped zero products), true when it is all finite.
 template <typename T>
-void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M, int64_t N, int64_t K,
+bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M, int64_t N, int64_t K,
                          RowLayout rows, int nthreads) {
   const int64_t ntiles = (N + kTile - 1) / kTile, gs = rows.stride();
   // split over the 16-feature tiles only: splitting the rows would need per-split partial sums, whose count
   // (and so the summation order) would depend on the thread count
   ThreadTiles<T> tiles(nthreads, K * kTile);
+  bool finite = true;
 #pragma omp parallel num_threads(nthreads) if (ntiles > 1)
   {
     T* buf = tiles.mine();
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) reduction(&& : finite)
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
       std::fill(buf, buf + K * kTile, T(0));
+      T nfs = T(0);  // sum over the rows of tile_nf(g): NaN iff a grad_y value of the tile is not finite
+#if defined(__AVX2__)
+      __m256 nf = _mm256_setzero_ps();  // float32: the same as (g0 + g1) * 0 per row, lane-wise
+#endif
       for (int64_t m = 0; m < M; ++m) {
         T g[kTile];
         const T* grow = gy + rows.base(m) + n0 * gs;
@@ -235,6 +300,7 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
         if constexpr (std::is_same_v<T, float>) {
           // one aligned 64-byte line read-modify-written per event (explicit: GCC kept it scalar)
           const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
+          nf = _mm256_fmadd_ps(_mm256_add_ps(g0, g1), _mm256_setzero_ps(), nf);
           for (int64_t p = p0; p < p1; ++p) {
             float* r = buf + static_cast<int64_t>(a.idx[p]) * kTile;
             const __m256 v = _mm256_set1_ps(a.binary ? 1.0f : a.vals[p]);
@@ -244,6 +310,7 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
           continue;
         }
 #endif
+        nfs += tile_nf(g);
         for (int64_t p = p0; p < p1; ++p) {
           T* r = buf + static_cast<int64_t>(a.idx[p]) * kTile;
           if (a.binary) {
@@ -254,6 +321,10 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
           }
         }
       }
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<T, float>) finite = tile_finite_vec(nf) && finite;
+#endif
+      finite = nfs == T(0) && finite;
       // write back transposed: grad_w[n0 + j, k] = buf[k, j] (8 x 8 register transposes, then blocks of 16 k)
       int64_t kdone = 0;
 #if defined(__AVX2__)
@@ -276,6 +347,7 @@ void scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
       }
     }
   }
+  return finite;
 }
 
 }  // namespace spikeforge::cpu
