@@ -297,3 +297,15 @@ def test_reduce_attention_cpu_kernel_nonfinite(reduce_tokens):
     out = torch.ops.spikeforge.attention_reduce_fwd(a, b if reduce_tokens else None, m, reduce_tokens, *neuron)[0]
     pre = (a * b).sum(-2, keepdim=True) if reduce_tokens else a.sum(-1, keepdim=True)
     assert_same(out, m * ops.lif(pre, **lif)[0])
+
+
+def test_nonfinite_workspace_is_checked():
+    """The CUDA flag workspace (int64 [1]) is checked on every device, like the other workspaces."""
+    from spikeforge._native import native
+    s, w, y = torch.zeros(4, 10), torch.zeros(3, 10), torch.zeros(4, 3)
+    native.spike_linear_forward(s, w, None, y, None, 1, 0, torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(ValueError, match="nonfinite must be int64"):
+        native.spike_linear_forward(s, w, None, y, None, 1, 0, torch.zeros(1))
+    with pytest.raises(ValueError, match="nonfinite"):
+        native.spike_linear_grad_input_masked(torch.zeros(4, 1, dtype=torch.int64), y, w, torch.zeros(4, 10), None,
+                                              1, 0, torch.zeros(2, dtype=torch.int64))

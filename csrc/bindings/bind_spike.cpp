@@ -54,12 +54,12 @@ void unpack(nb::handle bits, nb::handle out, int num_threads, uintptr_t stream) 
 }
 
 void linear_forward(nb::handle s, nb::handle w, nb::handle bias, nb::handle y, nb::handle wt, int num_threads,
-                    uintptr_t stream) {
+                    uintptr_t stream, nb::handle nonfinite) {
   const TensorView sv = to_view(s, "s"), wv = to_view(w, "weight"), yv = to_view(y, "out");
-  const OptView bv(bias, "bias"), tv(wt, "wt");
+  const OptView bv(bias, "bias"), tv(wt, "wt"), nv(nonfinite, "nonfinite");
   const ExecConfig ex = exec(num_threads, stream);
   nb::gil_scoped_release release;
-  SF_SPIKE_DISPATCH(sv.device, spike_linear_forward, sv, wv, bv.get(), yv, tv.get(), ex);
+  SF_SPIKE_DISPATCH(sv.device, spike_linear_forward, sv, wv, bv.get(), yv, tv.get(), nv.get(), ex);
 }
 
 void linear_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::handle grad_w, nb::handle ws,
@@ -72,13 +72,13 @@ void linear_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::ha
 }
 
 void linear_grad_input_masked(nb::handle mask, nb::handle grad_y, nb::handle w, nb::handle grad_s, nb::handle ws,
-                              int num_threads, uintptr_t stream) {
+                              int num_threads, uintptr_t stream, nb::handle nonfinite) {
   const TensorView mv = to_view(mask, "grad_mask bits"), gy = to_view(grad_y, "grad_out"), wv = to_view(w, "weight"),
                    gs = to_view(grad_s, "grad_s");
-  const OptView wsv(ws, "ws");
+  const OptView wsv(ws, "ws"), nv(nonfinite, "nonfinite");
   const ExecConfig ex = exec(num_threads, stream);
   nb::gil_scoped_release release;
-  SF_SPIKE_DISPATCH(gy.device, spike_linear_grad_input_masked, mv, gy, wv, gs, wsv.get(), ex);
+  SF_SPIKE_DISPATCH(gy.device, spike_linear_grad_input_masked, mv, gy, wv, gs, wsv.get(), nv.get(), ex);
 }
 
 void conv_forward(nb::handle s, nb::handle w, nb::handle bias, nb::handle y, nb::handle wt, nb::handle masks,
@@ -111,13 +111,15 @@ void register_spike(nb::module_& m) {
         "Unpack [R, words] bits into a [R, K] 0/1 float tensor.");
   m.def("spike_linear_forward", &linear_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(),
         nb::arg("y"), nb::arg("wt").none(), nb::arg("num_threads"), nb::arg("stream"),
-        "Event-driven Y = S W^T + b into a preallocated output.");
+        nb::arg("nonfinite").none() = nb::none(),
+        "Event-driven Y = S W^T + b into a preallocated output (wt, nonfinite: CUDA workspaces).");
   m.def("spike_linear_grad_weight", &linear_grad_weight, nb::arg("bits").none(), nb::arg("s").none(),
         nb::arg("grad_y"), nb::arg("grad_w"), nb::arg("ws").none(), nb::arg("num_threads"), nb::arg("stream"),
         "grad_W = dY^T S accumulated over the active inputs only.");
   m.def("spike_linear_grad_input_masked", &linear_grad_input_masked, nb::arg("mask"), nb::arg("grad_y"), nb::arg("w"),
         nb::arg("grad_s"), nb::arg("ws").none(), nb::arg("num_threads"), nb::arg("stream"),
-        "grad_s = grad_y W only where the packed mask is set (zero elsewhere), work in proportion to the mask.");
+        nb::arg("nonfinite").none() = nb::none(),
+        "grad_s = (grad_y W) * mask for the packed mask, work in proportion to the mask.");
   m.def("spike_conv2d_forward", &conv_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"),
         nb::arg("wt").none(), nb::arg("masks").none(), nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"),
         "Event-driven 2-D convolution forward (wt, masks: CUDA workspaces, None on CPU).");

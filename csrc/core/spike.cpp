@@ -39,6 +39,14 @@ void check_bits(const TensorView& bits, int64_t R, int64_t K, const TensorView& 
   check_shape(bits, {R, spike_words(K)}, "bits");
 }
 
+// the CUDA non-finite flag workspace: int64 [1] on the device of ref
+void check_flag(const TensorView* flag, const TensorView& ref, const char* rn) {
+  if (!flag) return;
+  SF_CHECK_ARG(flag->dtype == DType::i64, "nonfinite must be int64");
+  check_same_device(ref, *flag, rn, "nonfinite");
+  check_shape(*flag, {1}, "nonfinite");
+}
+
 // exactly one of bits / s: the saved input of a backward
 void check_saved(const TensorView* bits, const TensorView* s, int64_t R, int64_t K, const TensorView& grad,
                  const char* gn) {
@@ -71,7 +79,7 @@ void check_spike_unpack_args(const TensorView& bits, const TensorView& out) {
 }
 
 void check_spike_linear_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
-                                     const TensorView& y, const TensorView* wt) {
+                                     const TensorView& y, const TensorView* wt, const TensorView* nonfinite) {
   check_float(s, "s");
   SF_CHECK_ARG(s.ndim == 2 && w.ndim == 2, "s and weight must be 2-D");
   const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
@@ -88,6 +96,7 @@ void check_spike_linear_forward_args(const TensorView& s, const TensorView& w, c
     check_like(s, *wt, "s", "wt");
     check_shape(*wt, {K, N}, "wt");
   }
+  check_flag(nonfinite, s, "s");
   SF_CHECK_ARG(K < (int64_t(1) << 31), "s: rows longer than 2^31 elements are not supported");
 }
 
@@ -108,7 +117,8 @@ void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorVie
 }
 
 void check_spike_linear_grad_input_masked_args(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
-                                               const TensorView& grad_s, const TensorView* ws) {
+                                               const TensorView& grad_s, const TensorView* ws,
+                                               const TensorView* nonfinite) {
   check_float(grad_y, "grad_out");
   SF_CHECK_ARG(grad_y.ndim == 2 && w.ndim == 2, "grad_out and weight must be 2-D");
   const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = w.shape[1];
@@ -124,6 +134,7 @@ void check_spike_linear_grad_input_masked_args(const TensorView& mask, const Ten
     check_like(grad_y, *ws, "grad_out", "ws");
     check_shape(*ws, {K, N}, "ws");
   }
+  check_flag(nonfinite, grad_y, "grad_out");
   SF_CHECK_ARG(M < (int64_t(1) << 31) && K < (int64_t(1) << 31), "grad_s: more than 2^31 rows or columns");
 }
 

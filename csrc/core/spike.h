@@ -18,6 +18,15 @@
 //
 // Packed form: row r of a [R, K] spike tensor is ceil(K/64) little-endian 64-bit words; bit j of word
 // w is element 64 w + j; padding bits are zero. Stored in int64 tensors.
+//
+// Non-finite values: every result is NaN / +-inf exactly where the dense product is, although the event
+// sums skip the zero inputs that the dense product multiplies: 0 * inf = NaN. So y[m, n] is NaN where a
+// non-finite W[n, k] meets a zero S[m, k], grad_W[n, k] where a non-finite dY[m, n] meets a zero S[m, k]
+// (conv2d: the zero inputs, and the zero padding, that a tap reads). The kernels detect non-finite weights
+// and gradients in passes they make anyway (the transposes, the row loads); only then does a fix-up pass
+// write those NaN. Products with active inputs are in the event sums already (inf * 1 = inf, NaN * x =
+// NaN). The masked grad_input multiplies like (dY W) * mask: outside the mask it is 0, or NaN where row m
+// of dY or column k of W holds an inf or NaN.
 #pragma once
 #include <cstdint>
 
@@ -52,8 +61,11 @@ void spike_pack_cpu(const TensorView& s, const TensorView& bits, const TensorVie
 void spike_unpack_cpu(const TensorView& bits, const TensorView& out, const ExecConfig& ex);
 // linear forward: s [M, K], w [N, K], bias [N] or null, y [M, N]; all of one float dtype (f32/f64).
 // wt: [K, N] workspace (CUDA: W transposed by the kernel for coalesced rows) or null on CPU.
+// nonfinite: int64 [1] workspace (CUDA: set by the transpose when W holds an inf or NaN, read by the
+// fix-up kernel on the device) or null on CPU.
 void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const TensorView* wt, const ExecConfig& ex);
+                              const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
+                              const ExecConfig& ex);
 // linear grad_weight: exactly one of bits [M, words] / s [M, K] (values); grad_y [M, N];
 // grad_w [N, K] out; ws: [K, N] workspace (CUDA) or null (CPU).
 void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
@@ -62,9 +74,11 @@ void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* s, c
 // neuron's surrogate is zero outside a window, so only entries inside it are needed):
 //   grad_s[m, k] = sum_n grad_y[m, n] w[n, k] where bit k of mask row m is set, else 0.
 // mask [M, words(K)] int64 (packed); grad_y [M, N]; w [N, K]; grad_s [M, K] out; ws: [K, N] workspace
-// (CUDA: W transposed) or null (CPU). Work is proportional to the set bits, not to M K.
+// (CUDA: W transposed) or null (CPU); nonfinite as for the forward. Work is proportional to the set bits,
+// not to M K.
 void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
-                                        const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex);
+                                        const TensorView& grad_s, const TensorView* ws, const TensorView* nonfinite,
+                                        const ExecConfig& ex);
 // Output-feature partitions of the CPU masked grad_input (fixed: results do not depend on the threads).
 constexpr int64_t kSpikeMaskedPartitions = 8;
 // conv2d forward: s [B, Cin, H, W], w [Cout, Cin/g, kh, kw], bias [Cout] or null, y [B, Cout, Ho, Wo].
@@ -82,16 +96,19 @@ void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, c
 
 #if defined(SPIKEFORGE_HAVE_CUDA)
 // ---- CUDA: the same contracts on CUDA tensors, launched on ex.stream; float32 only. No host
-// synchronisation: info stays on the device. The forwards need their workspaces (wt; conv2d also
-// masks), linear grad_weight needs ws, conv2d grad_weight gyt and ws.
+// synchronisation: info and nonfinite stay on the device. The forwards need their workspaces (wt and
+// nonfinite; conv2d wt and masks), linear grad_weight needs ws, the masked grad_input ws and nonfinite,
+// conv2d grad_weight gyt and ws.
 void spike_pack_cuda(const TensorView& s, const TensorView& bits, const TensorView& info, const ExecConfig& ex);
 void spike_unpack_cuda(const TensorView& bits, const TensorView& out, const ExecConfig& ex);
 void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const TensorView* wt, const ExecConfig& ex);
+                               const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
+                               const ExecConfig& ex);
 void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
                                    const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex);
 void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
-                                         const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex);
+                                         const TensorView& grad_s, const TensorView* ws, const TensorView* nonfinite,
+                                         const ExecConfig& ex);
 void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
                                const TensorView& y, const TensorView* wt, const TensorView* masks,
                                const SpikeConvParams& p, const ExecConfig& ex);
@@ -104,11 +121,12 @@ void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
 void check_spike_pack_args(const TensorView& s, const TensorView& bits, const TensorView& info);
 void check_spike_unpack_args(const TensorView& bits, const TensorView& out);
 void check_spike_linear_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
-                                     const TensorView& y, const TensorView* wt);
+                                     const TensorView& y, const TensorView* wt, const TensorView* nonfinite);
 void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
                                          const TensorView& grad_w, const TensorView* ws);
 void check_spike_linear_grad_input_masked_args(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
-                                               const TensorView& grad_s, const TensorView* ws);
+                                               const TensorView& grad_s, const TensorView* ws,
+                                               const TensorView* nonfinite);
 void check_spike_conv2d_params(const SpikeConvParams& p);
 void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
                                      const TensorView& y, const TensorView* wt, const TensorView* masks,

@@ -194,8 +194,9 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
 }  // namespace
 
 void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const TensorView* wt, const ExecConfig& ex) {
-  check_spike_linear_forward_args(s, w, bias, y, wt);
+                              const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
+                              const ExecConfig& ex) {
+  check_spike_linear_forward_args(s, w, bias, y, wt, nonfinite);  // the CUDA workspaces are not used here
   dispatch_f32_f64(s.dtype, "s", [&](auto t) { linear_forward_impl<decltype(t)>(s, w, bias, y, threads_of(ex)); });
 }
 
@@ -207,8 +208,9 @@ void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* s, c
 }
 
 void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
-                                        const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex) {
-  check_spike_linear_grad_input_masked_args(mask, grad_y, w, grad_s, ws);
+                                        const TensorView& grad_s, const TensorView* ws, const TensorView* nonfinite,
+                                        const ExecConfig& ex) {
+  check_spike_linear_grad_input_masked_args(mask, grad_y, w, grad_s, ws, nonfinite);  // CUDA workspaces: unused
   dispatch_f32_f64(grad_y.dtype, "grad_out", [&](auto t) {
     linear_grad_input_masked_impl<decltype(t)>(mask, grad_y, w, grad_s, threads_of(ex));
   });

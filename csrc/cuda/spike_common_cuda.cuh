@@ -37,18 +37,28 @@ __device__ __forceinline__ unsigned spike_bit(const int64_t* row, int64_t k) {
   return static_cast<unsigned>((static_cast<uint64_t>(row[k >> 6]) >> (k & 63)) & 1u);
 }
 
+// The NaN the fix-up kernels write (one bit pattern: threads that write the same element agree).
+__device__ __forceinline__ float spike_nan() { return __int_as_float(0x7fc00000); }
+
 // out[z][c, r] = in[z][r, c] for batch z of in [batch, rows, cols]; 32 x 32 tiles through shared memory
-// (padded: no bank conflicts). Row tiles are strided over grid.y (its 65535 limit).
-__global__ void transpose_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t rows, int64_t cols) {
+// (padded: no bank conflicts). Row tiles are strided over grid.y (its 65535 limit). With nonfinite, a warp
+// that read an inf or NaN sets *nonfinite to 1 (one atomic per such warp, none on finite data).
+__global__ void transpose_kernel(const float* __restrict__ in, float* __restrict__ out, int64_t rows, int64_t cols,
+                                 unsigned long long* __restrict__ nonfinite) {
   __shared__ float tile[32][33];
   const int64_t z = blockIdx.z;
   in += z * rows * cols;
   out += z * rows * cols;
   const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32;
+  bool bad = false;
   for (int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32; r0 < rows; r0 += static_cast<int64_t>(gridDim.y) * 32) {
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
       const int64_t r = r0 + i, c = c0 + threadIdx.x;
-      if (r < rows && c < cols) tile[i][threadIdx.x] = in[r * cols + c];
+      if (r < rows && c < cols) {
+        const float v = in[r * cols + c];
+        tile[i][threadIdx.x] = v;
+        bad |= !isfinite(v);
+      }
     }
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
@@ -57,9 +67,13 @@ __global__ void transpose_kernel(const float* __restrict__ in, float* __restrict
     }
     __syncthreads();  // the tile is refilled for the next row tile
   }
+  // blocks are 32 x 8: a warp is one threadIdx.y row, and every thread reaches this point
+  if (nonfinite && __any_sync(0xffffffffu, bad) && threadIdx.x == 0) atomicOr(nonfinite, 1ull);
 }
 
-inline void transpose(const float* in, float* out, int64_t rows, int64_t cols, cudaStream_t stream, int64_t batch = 1) {
+// nonfinite: see transpose_kernel (nullptr: no check).
+inline void transpose(const float* in, float* out, int64_t rows, int64_t cols, cudaStream_t stream, int64_t batch = 1,
+                      unsigned long long* nonfinite = nullptr) {
   if (rows == 0 || cols == 0 || batch == 0) return;
   SF_CHECK_ARG((cols + 31) / 32 <= 0x7fffffff, "spike kernels: a transposed matrix has too many columns");
   constexpr int64_t kMaxYZ = 65535;  // grid.y / grid.z limits: row tiles strided, batches in several launches
@@ -68,7 +82,8 @@ inline void transpose(const float* in, float* out, int64_t rows, int64_t cols, c
     const int64_t nz = batch - z0 < kMaxYZ ? batch - z0 : kMaxYZ;
     const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(row_tiles < kMaxYZ ? row_tiles : kMaxYZ),
                     static_cast<unsigned>(nz));
-    transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(in + z0 * rows * cols, out + z0 * rows * cols, rows, cols);
+    transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(in + z0 * rows * cols, out + z0 * rows * cols, rows, cols,
+                                                       nonfinite);
     check_launch("spike transpose_kernel");
   }
 }

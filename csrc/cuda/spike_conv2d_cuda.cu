@@ -15,6 +15,8 @@
 //   gradient of the output position each tap maps it onto, read from grad_y transposed to channels-last
 //   (gyt [B, Ho, Wo, Cout]: consecutive threads, consecutive channels). Per-chunk partials (ws), summed
 //   over the chunks in order, then transposed into grad_w. Fixed order, no atomics.
+// Non-finite values: fix-up kernels (see conv_forward_nonfinite_kernel) write the NaN of the zero
+//   products the event kernels skip.
 #include "cuda/spike_common_cuda.cuh"
 
 namespace spikeforge {
@@ -251,6 +253,64 @@ __global__ void conv_wgrad_reduce_kernel(float* __restrict__ partials, int64_t n
   }
 }
 
+// ---- non-finite values (csrc/core/spike.h; padding counts as zeros, as csrc/cpu/spike_conv2d_cpu.cpp) ----
+// The event kernels skip the zero inputs, and the padding, that the dense convolution multiplies: these
+// fix-up kernels write the NaN of those products. A thread per weight (forward: W is small) or per grad_y
+// value (grad_weight) checks it; only a non-finite one costs a loop over the output positions it meets.
+
+// Input element (iy, ix) that tap (ky, kx) reads for output position (oy, ox); false for the padding.
+__device__ __forceinline__ bool tap_input(const ConvDev& p, int64_t oy, int64_t ox, int64_t ky, int64_t kx,
+                                          int64_t& iy, int64_t& ix) {
+  iy = oy * p.sh - p.ph + ky * p.dh;
+  ix = ox * p.sw - p.pw + kx * p.dw;
+  return iy >= 0 && iy < p.H && ix >= 0 && ix < p.W;
+}
+
+// y[b, co, oy, ox] = NaN where a non-finite w[co, cl, ky, kx] meets a zero input or the padding.
+__global__ void conv_forward_nonfinite_kernel(const float* __restrict__ w, const float* __restrict__ s,
+                                              float* __restrict__ y, ConvDev p) {
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.Cout * cin_g * taps;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (isfinite(w[i])) continue;
+    const int64_t tap = i % taps, cl = (i / taps) % cin_g, co = i / (taps * cin_g);
+    const int64_t ky = tap / p.kw, kx = tap - ky * p.kw, ci = co / cout_g * cin_g + cl;
+    for (int64_t b = 0; b < p.B; ++b)
+      for (int64_t oy = 0; oy < p.Ho; ++oy)
+        for (int64_t ox = 0; ox < p.Wo; ++ox) {
+          int64_t iy, ix;
+          if (!tap_input(p, oy, ox, ky, kx, iy, ix) || s[((b * p.Cin + ci) * p.H + iy) * p.W + ix] == 0.0f)
+            y[((b * p.Cout + co) * p.Ho + oy) * p.Wo + ox] = spike_nan();
+        }
+  }
+}
+
+// Before the partial sums are transposed into grad_w: ws0[ci * taps + tap, co - g * cout_g] = NaN where a
+// non-finite grad_y[b, co, oy, ox] meets a zero input (packed bits or values) or the padding.
+__global__ void conv_grad_weight_nonfinite_kernel(const int64_t* __restrict__ bits, const float* __restrict__ s,
+                                                  const float* __restrict__ gy, float* __restrict__ ws0, ConvDev p) {
+  const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, HoWo = p.Ho * p.Wo;
+  const int64_t K = p.Cin * p.H * p.W, nwords = spike_words(K);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.B * p.Cout * HoWo;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (isfinite(gy[i])) continue;
+    const int64_t q = i % HoWo, co = (i / HoWo) % p.Cout, b = i / (HoWo * p.Cout);
+    const int64_t oy = q / p.Wo, ox = q - oy * p.Wo, g = co / cout_g;
+    for (int64_t cl = 0; cl < cin_g; ++cl) {
+      const int64_t ci = g * cin_g + cl;
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        int64_t iy, ix;
+        bool zero = !tap_input(p, oy, ox, tap / p.kw, tap % p.kw, iy, ix);
+        if (!zero) {
+          const int64_t k = (ci * p.H + iy) * p.W + ix;
+          zero = bits ? spike_bit(bits + b * nwords, k) == 0 : s[b * K + k] == 0.0f;
+        }
+        if (zero) ws0[(ci * taps + tap) * cout_g + (co - g * cout_g)] = spike_nan();
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
@@ -275,6 +335,9 @@ void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const T
       s.ptr<const float>(), masks->ptr<const int64_t>(), wt->ptr<const float>(),
       bias ? bias->ptr<const float>() : nullptr, y.ptr<float>(), to_dev(p), tiles, chunks);
   check_launch("spike conv_forward_kernel");
+  conv_forward_nonfinite_kernel<<<grid_1d(w.numel(), s.device_index), kBlock, 0, stream>>>(
+      w.ptr<const float>(), s.ptr<const float>(), y.ptr<float>(), to_dev(p));
+  check_launch("spike conv_forward_nonfinite_kernel");
 }
 
 void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
@@ -308,6 +371,10 @@ void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
   const int64_t n = p.Cin * taps * cout_g;
   conv_wgrad_reduce_kernel<<<grid_1d(n, grad_y.device_index), kBlock, 0, stream>>>(ws->ptr<float>(), n, nz);
   check_launch("spike conv_wgrad_reduce_kernel");
+  conv_grad_weight_nonfinite_kernel<<<grid_1d(grad_y.numel(), grad_y.device_index), kBlock, 0, stream>>>(
+      bits ? bits->ptr<const int64_t>() : nullptr, s ? s->ptr<const float>() : nullptr, grad_y.ptr<const float>(),
+      ws->ptr<float>(), to_dev(p));
+  check_launch("spike conv_grad_weight_nonfinite_kernel");
   // ws[0] [groups][cin_g * taps][cout_g] -> grad_w [groups][cout_g][cin_g * taps] = [Cout, cin_g, kh, kw]
   transpose(ws->ptr<const float>(), grad_w.ptr<float>(), cin_g * taps, cout_g, stream, p.groups);
 }

@@ -11,6 +11,9 @@
 //   features, compacts the active rows m of column k (from the packed bits or the values), gathers
 //   rows of grad_y, writes ws[k, :]; a transpose writes grad_w = ws^T.
 // masked grad_input: one warp per entry (see masked_grad_input_kernel).
+// Non-finite values (csrc/core/spike.h): the W transposes set the nonfinite flag; fix-up kernels, launched
+// always (no host read), return at once unless there is an inf or NaN to account for, then write the NaN of
+// the products the event sums skipped. grad_y is not read whole by the event kernels: its fix-up scans it.
 #include "cuda/spike_common_cuda.cuh"
 
 namespace spikeforge {
@@ -86,24 +89,88 @@ __global__ void masked_grad_input_kernel(const int64_t* __restrict__ mask, const
   }
 }
 
+// Forward fix-up: y[m, n] = NaN where a non-finite w[n, k] meets a zero s[m, k]. Returns at once when the
+// transpose saw no inf or NaN in W; otherwise a thread per weight, a loop over the rows for a non-finite one.
+__global__ void linear_forward_nonfinite_kernel(const unsigned long long* __restrict__ nonfinite,
+                                                const float* __restrict__ w, const float* __restrict__ s,
+                                                float* __restrict__ y, int64_t M, int64_t N, int64_t K) {
+  if (*nonfinite == 0) return;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < N * K;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (isfinite(w[i])) continue;
+    const int64_t n = i / K, k = i - n * K;
+    for (int64_t m = 0; m < M; ++m)
+      if (s[m * K + k] == 0.0f) y[m * N + n] = spike_nan();
+  }
+}
+
+// grad_weight fix-up, before ws is transposed into grad_w: ws[k, n] = NaN where a non-finite grad_y[m, n]
+// meets a zero input (m, k) (from the packed bits or the values).
+__global__ void linear_grad_weight_nonfinite_kernel(const int64_t* __restrict__ bits, const float* __restrict__ s,
+                                                    const float* __restrict__ gy, float* __restrict__ ws, int64_t M,
+                                                    int64_t N, int64_t K) {
+  const int64_t nwords = spike_words(K);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < M * N;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (isfinite(gy[i])) continue;
+    const int64_t m = i / N, n = i - m * N;
+    for (int64_t k = 0; k < K; ++k) {
+      const bool zero = bits ? spike_bit(bits + m * nwords, k) == 0 : s[m * K + k] == 0.0f;
+      if (zero) ws[k * N + n] = spike_nan();
+    }
+  }
+}
+
+// Masked grad_input fix-up: an entry outside the mask is 0 * (grad_y W)[m, k] in the dense op, NaN where row
+// m of grad_y or column k of W holds an inf or NaN. grad_y is scanned always, W only when its transpose set
+// the flag.
+__global__ void masked_grad_input_nonfinite_kernel(const unsigned long long* __restrict__ nonfinite,
+                                                   const int64_t* __restrict__ mask, const float* __restrict__ gy,
+                                                   const float* __restrict__ w, float* __restrict__ gs, int64_t M,
+                                                   int64_t N, int64_t K) {
+  const int64_t nwords = spike_words(K);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < M * N; i += stride) {
+    if (isfinite(gy[i])) continue;
+    const int64_t m = i / N;
+    for (int64_t k = 0; k < K; ++k)
+      if (!spike_bit(mask + m * nwords, k)) gs[m * K + k] = spike_nan();
+  }
+  if (*nonfinite == 0) return;
+  for (int64_t i = first; i < N * K; i += stride) {
+    if (isfinite(w[i])) continue;
+    const int64_t k = i % K;
+    for (int64_t m = 0; m < M; ++m)
+      if (!spike_bit(mask + m * nwords, k)) gs[m * K + k] = spike_nan();
+  }
+}
+
 }  // namespace
 
 void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const TensorView* wt, const ExecConfig& ex) {
-  check_spike_linear_forward_args(s, w, bias, y, wt);
-  require_all_cuda({&s, &w, bias, &y, wt}, "spike_linear_forward_cuda");
-  SF_CHECK_ARG(wt != nullptr, "wt: the CUDA forward needs the [K, N] workspace");
+                               const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
+                               const ExecConfig& ex) {
+  check_spike_linear_forward_args(s, w, bias, y, wt, nonfinite);
+  require_all_cuda({&s, &w, bias, &y, wt, nonfinite}, "spike_linear_forward_cuda");
+  SF_CHECK_ARG(wt != nullptr && nonfinite != nullptr, "wt, nonfinite: the CUDA forward needs both workspaces");
   const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
   if (M == 0 || N == 0) return;
   const DeviceGuard guard(s.device_index);
   const auto stream = static_cast<cudaStream_t>(ex.stream);
-  transpose(w.ptr<const float>(), wt->ptr<float>(), N, K, stream);
+  auto* flag = reinterpret_cast<unsigned long long*>(nonfinite->ptr<int64_t>());
+  check_cuda(cudaMemsetAsync(flag, 0, sizeof(int64_t), stream), "cudaMemsetAsync (nonfinite)");
+  transpose(w.ptr<const float>(), wt->ptr<float>(), N, K, stream, 1, flag);
   Source src;
   src.vals = s.ptr<const float>();
   const dim3 grid(static_cast<unsigned>(M), static_cast<unsigned>((N + kCols - 1) / kCols));
   gather_kernel<<<grid, kBlock, 0, stream>>>(src, K, K, 0, wt->ptr<const float>(),
                                              bias ? bias->ptr<const float>() : nullptr, y.ptr<float>(), N);
   check_launch("spike gather_kernel (linear forward)");
+  if (K == 0) return;  // no weights, nothing non-finite
+  linear_forward_nonfinite_kernel<<<grid_1d(N * K, s.device_index), kBlock, 0, stream>>>(
+      flag, w.ptr<const float>(), s.ptr<const float>(), y.ptr<float>(), M, N, K);
+  check_launch("spike linear_forward_nonfinite_kernel");
 }
 
 void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
@@ -127,21 +194,35 @@ void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
   const dim3 grid(static_cast<unsigned>(K), static_cast<unsigned>((N + kCols - 1) / kCols));
   gather_kernel<<<grid, kBlock, 0, stream>>>(src, M, 1, 1, grad_y.ptr<const float>(), nullptr, ws->ptr<float>(), N);
   check_launch("spike gather_kernel (linear grad_weight)");
+  if (M > 0) {
+    linear_grad_weight_nonfinite_kernel<<<grid_1d(M * N, grad_y.device_index), kBlock, 0, stream>>>(
+        bits ? bits->ptr<const int64_t>() : nullptr, s ? s->ptr<const float>() : nullptr, grad_y.ptr<const float>(),
+        ws->ptr<float>(), M, N, K);
+    check_launch("spike linear_grad_weight_nonfinite_kernel");
+  }
   transpose(ws->ptr<const float>(), grad_w.ptr<float>(), K, N, stream);
 }
 
 void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
-                                         const TensorView& grad_s, const TensorView* ws, const ExecConfig& ex) {
-  check_spike_linear_grad_input_masked_args(mask, grad_y, w, grad_s, ws);
-  require_all_cuda({&mask, &grad_y, &w, &grad_s, ws}, "spike_linear_grad_input_masked_cuda");
-  SF_CHECK_ARG(ws != nullptr, "ws: the CUDA masked grad_input needs the [K, N] workspace");
+                                         const TensorView& grad_s, const TensorView* ws, const TensorView* nonfinite,
+                                         const ExecConfig& ex) {
+  check_spike_linear_grad_input_masked_args(mask, grad_y, w, grad_s, ws, nonfinite);
+  require_all_cuda({&mask, &grad_y, &w, &grad_s, ws, nonfinite}, "spike_linear_grad_input_masked_cuda");
+  SF_CHECK_ARG(ws != nullptr && nonfinite != nullptr,
+               "ws, nonfinite: the CUDA masked grad_input needs both workspaces");
   const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = w.shape[1];
   if (M == 0 || K == 0) return;
   const DeviceGuard guard(grad_y.device_index);
   const auto stream = static_cast<cudaStream_t>(ex.stream);
-  transpose(w.ptr<const float>(), ws->ptr<float>(), N, K, stream);
+  auto* flag = reinterpret_cast<unsigned long long*>(nonfinite->ptr<int64_t>());
+  check_cuda(cudaMemsetAsync(flag, 0, sizeof(int64_t), stream), "cudaMemsetAsync (nonfinite)");
+  transpose(w.ptr<const float>(), ws->ptr<float>(), N, K, stream, 1, flag);
   masked_grad_input_kernel<<<grid_1d(M * K * 32, grad_y.device_index), kBlock, 0, stream>>>(
       mask.ptr<const int64_t>(), grad_y.ptr<const float>(), ws->ptr<const float>(), grad_s.ptr<float>(), M, N, K);
   check_launch("spike masked_grad_input_kernel");
+  if (N == 0) return;  // grad_y W is 0: finite
+  masked_grad_input_nonfinite_kernel<<<grid_1d((M > K ? M : K) * N, grad_y.device_index), kBlock, 0, stream>>>(
+      flag, mask.ptr<const int64_t>(), grad_y.ptr<const float>(), w.ptr<const float>(), grad_s.ptr<float>(), M, N, K);
+  check_launch("spike masked_grad_input_nonfinite_kernel");
 }
 }  // namespace spikeforge

@@ -243,8 +243,10 @@ def _linear_forward_impl(s2d: Tensor, w: Tensor, b: Optional[Tensor], sparse: bo
     if not sparse:
         return F.linear(s2d, w, b)
     y = s2d.new_empty(M, N)
+    # CUDA workspaces: W transposed, and the flag its transpose sets when W holds an inf or NaN
     wt = s2d.new_empty(K, N) if s2d.is_cuda else None
-    native.spike_linear_forward(s2d, w, b, y, wt, torch.get_num_threads(), _stream(s2d))
+    nonfinite = s2d.new_empty(1, dtype=torch.int64) if s2d.is_cuda else None
+    native.spike_linear_forward(s2d, w, b, y, wt, torch.get_num_threads(), _stream(s2d), nonfinite)
     return y
 
 
@@ -265,8 +267,9 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
                 # only the masked entries are computed (work in proportion to the mask)
                 gs = grad_y.new_empty(M, K)
                 ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
+                nonfinite = grad_y.new_empty(1, dtype=torch.int64) if grad_y.is_cuda else None
                 native.spike_linear_grad_input_masked(mask_bits, grad_y, w, gs, ws, torch.get_num_threads(),
-                                                      _stream(grad_y))
+                                                      _stream(grad_y), nonfinite)
             else:  # a dense mask: the GEMM is faster
                 gs = (grad_y @ w) * grad_mask.reshape(M, K).to(grad_y.dtype)
     if need_w:
