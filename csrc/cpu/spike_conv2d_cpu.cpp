@@ -62,21 +62,24 @@ inline uint64_t extract_bits(const int64_t* words, int64_t off, int64_t n) {
   return n == 64 ? v : (v & ((uint64_t(1) << n) - 1));
 }
 
-// Calls f(i, value) for each active input i (index y * W + x) of plane (b, ci), in increasing i. The plane's
-// H*W elements are contiguous: they are scanned 64 at a time (a 2x2 map costs one mask, not one per row).
+// Calls f(i, value) for each active input i (index y * W + x) of plane (b, ci), in increasing i, from the
+// packed bits (value 1, or -1 where the sign words have the bit set) or the values s. The plane's H*W
+// elements are contiguous: they are scanned 64 at a time (a 2x2 map costs one mask, not one per row).
 template <typename T, typename F>
-inline void for_each_active_index(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b, int64_t ci,
-                                  F&& f) {
+inline void for_each_active_index(const int64_t* bits, const int64_t* signs, const T* s, const SpikeConvParams& p,
+                                  int64_t b, int64_t ci, F&& f) {
   const int64_t plane = p.H * p.W, base = ci * plane, K = p.Cin * plane;
   const int64_t* words = bits ? bits + b * spike_words(K) : nullptr;
+  const int64_t* sign_words = signs ? signs + b * spike_words(K) : nullptr;
   const T* sb = s ? s + b * K + base : nullptr;
   for (int64_t i0 = 0; i0 < plane; i0 += 64) {
     const int64_t n = std::min<int64_t>(64, plane - i0);
     uint64_t mask = words ? extract_bits(words, base + i0, n) : nonzero_mask(sb + i0, n);
+    const uint64_t neg = sign_words ? extract_bits(sign_words, base + i0, n) : 0;
     while (mask) {
-      const int64_t i = i0 + __builtin_ctzll(mask);
+      const int j = __builtin_ctzll(mask);
       mask &= mask - 1;
-      f(i, words ? T(1) : sb[i]);
+      f(i0 + j, words ? ((neg >> j) & 1u ? T(-1) : T(1)) : sb[i0 + j]);
     }
   }
 }
@@ -84,10 +87,10 @@ inline void for_each_active_index(const int64_t* bits, const T* s, const SpikeCo
 // Calls f(y, x, value) for each active input of plane (b, ci) in raster order; (y, x) advance with the
 // index (no division).
 template <typename T, typename F>
-inline void for_each_active_in_plane(const int64_t* bits, const T* s, const SpikeConvParams& p, int64_t b,
-                                     int64_t ci, F&& f) {
+inline void for_each_active_in_plane(const int64_t* bits, const int64_t* signs, const T* s, const SpikeConvParams& p,
+                                     int64_t b, int64_t ci, F&& f) {
   int64_t y = 0, row_end = p.W;
-  for_each_active_index<T>(bits, s, p, b, ci, [&](int64_t i, T v) {
+  for_each_active_index<T>(bits, signs, s, p, b, ci, [&](int64_t i, T v) {
     while (i >= row_end) {
       ++y;
       row_end += p.W;
@@ -177,7 +180,7 @@ bool conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
         const T* wrow = wt.data() + ci * taps * cout_g + (lo - g * cout_g);
         for (int64_t b = b0; b < b1; ++b) {
           T* ob = out + (b - b0) * npix * cw + (lo - c0);
-          for_each_active_in_plane<T>(nullptr, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
+          for_each_active_in_plane<T>(nullptr, nullptr, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
             for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) { add_row(ob + q * cw, wrow + tap * cout_g, hi - lo, v); });
           });
         }
@@ -203,11 +206,13 @@ constexpr int64_t kConvPartition = 16;
 
 // Returns false when grad_y may hold an inf or NaN (see conv_grad_weight_nonfinite).
 template <typename T>
-bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                              const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
+bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                              const TensorView& grad_y, const TensorView& grad_w, const SpikeConvParams& p,
+                              int nthreads) {
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, taps = p.kh * p.kw, npix = p.Ho * p.Wo;
   const int64_t nparts = (p.B + kConvPartition - 1) / kConvPartition, wsize = grad_w.numel();
   const int64_t* bitp = bits ? bits->ptr<int64_t>() : nullptr;
+  const int64_t* sgp = signs ? signs->ptr<int64_t>() : nullptr;
   const T* sp = s ? s->ptr<T>() : nullptr;
   const T* gy = grad_y.ptr<T>();
   T* gw = grad_w.ptr<T>();
@@ -241,7 +246,7 @@ bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* s, const
         for (int64_t ci = 0; ci < p.Cin; ++ci) {
           const int64_t g = ci / cin_g;
           T* arow = acc + ci * taps * cout_g;
-          for_each_active_in_plane<T>(bitp, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
+          for_each_active_in_plane<T>(bitp, sgp, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
             for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) {
               add_row(arow + tap * cout_g, gcl + q * p.Cout + g * cout_g, cout_g, v);
             });
@@ -391,7 +396,8 @@ struct TapTable {
 };
 
 template <typename T>
-bool build_conv_lists(const int64_t* bits, const T* s, const SpikeConvParams& p, int nthreads, ActiveLists<T>& a) {
+bool build_conv_lists(const int64_t* bits, const int64_t* signs, const T* s, const SpikeConvParams& p, int nthreads,
+                      ActiveLists<T>& a) {
   const int64_t npix = p.Ho * p.Wo, taps = p.kh * p.kw, M = p.B * npix;
   const TapTable tt(p);
   const int32_t* ts = tt.start.data();
@@ -406,7 +412,7 @@ bool build_conv_lists(const int64_t* bits, const T* s, const SpikeConvParams& p,
     int64_t* cb = count + b * npix;
     bool g = false;
     for (int64_t ci = 0; ci < p.Cin; ++ci)
-      for_each_active_index<T>(bits, s, p, b, ci, [&](int64_t i, T v) {
+      for_each_active_index<T>(bits, signs, s, p, b, ci, [&](int64_t i, T v) {
         g |= v != T(1);
         for (int32_t e = ts[i]; e < ts[i + 1]; ++e) ++cb[tq[e]];
       });
@@ -431,7 +437,7 @@ bool build_conv_lists(const int64_t* bits, const T* s, const SpikeConvParams& p,
       std::copy(a.rowptr.begin() + b * npix, a.rowptr.begin() + (b + 1) * npix, c);
       for (int64_t ci = 0; ci < p.Cin; ++ci) {
         const int32_t k0 = static_cast<int32_t>(ci * taps);
-        for_each_active_index<T>(bits, s, p, b, ci, [&](int64_t i, T v) {
+        for_each_active_index<T>(bits, signs, s, p, b, ci, [&](int64_t i, T v) {
           for (int32_t e = ts[i]; e < ts[i + 1]; ++e) {
             const int64_t at = c[tq[e]]++;
             idx[at] = k0 + ttap[e];
@@ -449,7 +455,7 @@ void conv_forward(const TensorView& s, const TensorView& w, const TensorView* bi
                   const SpikeConvParams& p, int nthreads) {
   ActiveLists<T> a;
   const bool finite =
-      conv_lists_apply(p) && build_conv_lists<T>(nullptr, s.ptr<T>(), p, nthreads, a)
+      conv_lists_apply(p) && build_conv_lists<T>(nullptr, nullptr, s.ptr<T>(), p, nthreads, a)
           ? gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout,
                            p.Cin * p.kh * p.kw, RowLayout{p.Cout, p.Ho * p.Wo}, nthreads)
           : conv_forward_scatter<T>(s, w, bias, y, p, nthreads);
@@ -457,15 +463,16 @@ void conv_forward(const TensorView& s, const TensorView& w, const TensorView* bi
 }
 
 template <typename T>
-void conv_grad_weight(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                      const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
+void conv_grad_weight(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                      const TensorView& grad_y, const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
   const int64_t* bp = bits ? bits->ptr<int64_t>() : nullptr;
   const T* sp = s ? s->ptr<T>() : nullptr;
   ActiveLists<T> a;
-  const bool finite = conv_lists_apply(p) && build_conv_lists<T>(bp, sp, p, nthreads, a)
+  const bool finite = conv_lists_apply(p) &&
+                              build_conv_lists<T>(bp, signs ? signs->ptr<int64_t>() : nullptr, sp, p, nthreads, a)
                           ? scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout,
                                                 p.Cin * p.kh * p.kw, RowLayout{p.Cout, p.Ho * p.Wo}, nthreads)
-                          : conv_grad_weight_scatter<T>(bits, s, grad_y, grad_w, p, nthreads);
+                          : conv_grad_weight_scatter<T>(bits, signs, s, grad_y, grad_w, p, nthreads);
   if (!finite) conv_grad_weight_nonfinite(bp, sp, grad_y.ptr<T>(), grad_w.ptr<T>(), p, nthreads);
 }
 
@@ -478,12 +485,12 @@ void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const Te
   dispatch_f32_f64(s.dtype, "s", [&](auto t) { conv_forward<decltype(t)>(s, w, bias, y, p, threads_of(ex)); });
 }
 
-void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                  const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
-                                  const SpikeConvParams& p, const ExecConfig& ex) {
-  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, gyt, ws, p);  // CUDA workspaces: not used here
+void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                                  const TensorView& grad_y, const TensorView& grad_w, const TensorView* gyt,
+                                  const TensorView* ws, const SpikeConvParams& p, const ExecConfig& ex) {
+  check_spike_conv2d_grad_weight_args(bits, signs, s, grad_y, grad_w, gyt, ws, p);  // CUDA workspaces: unused here
   dispatch_f32_f64(grad_y.dtype, "grad_out", [&](auto t) {
-    conv_grad_weight<decltype(t)>(bits, s, grad_y, grad_w, p, threads_of(ex));
+    conv_grad_weight<decltype(t)>(bits, signs, s, grad_y, grad_w, p, threads_of(ex));
   });
 }
 

@@ -64,6 +64,48 @@ inline uint64_t binary_mask(const T* p, int64_t n) {
   return m;
 }
 
+// Bit j set where p[j] is 0, 1 or -1 (a ternary spike).
+template <typename T>
+inline uint64_t ternary_mask(const T* p, int64_t n) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (n == 64) {
+      uint64_t m = 0;
+      const __m256 z = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+      for (int j = 0; j < 8; ++j) {
+        const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(p + 8 * j));  // |v|
+        const __m256 ok = _mm256_or_ps(_mm256_cmp_ps(a, z, _CMP_EQ_OQ), _mm256_cmp_ps(a, one, _CMP_EQ_OQ));
+        m |= static_cast<uint64_t>(_mm256_movemask_ps(ok)) << (8 * j);
+      }
+      return m;
+    }
+  }
+#endif
+  uint64_t m = 0;
+  for (int64_t j = 0; j < n; ++j) m |= static_cast<uint64_t>(p[j] == T(0) || p[j] == T(1) || p[j] == T(-1)) << j;
+  return m;
+}
+
+// Bit j set where p[j] < 0 (the sign words of a ternary tensor).
+template <typename T>
+inline uint64_t negative_mask(const T* p, int64_t n) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (n == 64) {
+      uint64_t m = 0;
+      const __m256 z = _mm256_setzero_ps();
+      for (int j = 0; j < 8; ++j)
+        m |= static_cast<uint64_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p + 8 * j), z, _CMP_LT_OQ)))
+             << (8 * j);
+      return m;
+    }
+  }
+#endif
+  uint64_t m = 0;
+  for (int64_t j = 0; j < n; ++j) m |= static_cast<uint64_t>(p[j] < T(0)) << j;
+  return m;
+}
+
 // Calls f(k, value) for each non-zero of row[0..K), in increasing k.
 template <typename T, typename F>
 inline void for_each_nonzero(const T* row, int64_t K, F&& f) {
@@ -78,15 +120,17 @@ inline void for_each_nonzero(const T* row, int64_t K, F&& f) {
   }
 }
 
-// Calls f(k, 1) for each set bit of a packed row of `words` 64-bit words.
+// Calls f(k, value) for each set bit of a packed row of `words` 64-bit words: value 1, or -1 where the sign
+// word (signs: the row's sign words, or null) has the bit set.
 template <typename T, typename F>
-inline void for_each_bit(const int64_t* words, int64_t nwords, F&& f) {
+inline void for_each_bit(const int64_t* words, const int64_t* signs, int64_t nwords, F&& f) {
   for (int64_t w = 0; w < nwords; ++w) {
     uint64_t mask = static_cast<uint64_t>(words[w]);
+    const uint64_t neg = signs ? static_cast<uint64_t>(signs[w]) : 0;
     while (mask) {
       const int j = __builtin_ctzll(mask);
       mask &= mask - 1;
-      f(w * 64 + j, T(1));
+      f(w * 64 + j, (neg >> j) & 1u ? T(-1) : T(1));
     }
   }
 }
@@ -113,7 +157,8 @@ struct NoInitAllocator : std::allocator<T> {
   }
 };
 
-// Active inputs of a [R, K] input as CSR; binary says every value is 1 (then vals stays empty).
+// Active inputs of a [R, K] input as CSR; binary says every value is 1 (then vals stays empty). Built from
+// packed bits (with sign words for ternary input) or from the values.
 template <typename T>
 struct ActiveLists {
   std::vector<int64_t> rowptr;
@@ -123,7 +168,8 @@ struct ActiveLists {
 };
 
 template <typename T>
-ActiveLists<T> build_lists(const int64_t* bits, const T* s, int64_t R, int64_t K, int nthreads) {
+ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s, int64_t R, int64_t K,
+                           int nthreads) {
   ActiveLists<T> a;
   a.rowptr.assign(R + 1, 0);
   const int64_t nwords = spike_words(K);
@@ -141,7 +187,8 @@ ActiveLists<T> build_lists(const int64_t* bits, const T* s, int64_t R, int64_t K
   }
   for (int64_t r = 0; r < R; ++r) a.rowptr[r + 1] += a.rowptr[r];
   a.idx.resize(a.rowptr[R]);
-  if (!bits) {
+  const bool valued = !bits || signs;  // values listed (then checked for all-ones below)
+  if (valued) {
     a.vals.resize(a.rowptr[R]);
     a.binary = false;
   }
@@ -149,8 +196,13 @@ ActiveLists<T> build_lists(const int64_t* bits, const T* s, int64_t R, int64_t K
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (R > 1)
   for (int64_t r = 0; r < R; ++r) {
     int64_t p = a.rowptr[r];
-    if (bits) {
-      for_each_bit<T>(bits + r * nwords, nwords, [&](int64_t k, T) { a.idx[p++] = static_cast<int32_t>(k); });
+    if (bits && signs) {
+      for_each_bit<T>(bits + r * nwords, signs + r * nwords, nwords, [&](int64_t k, T v) {
+        a.idx[p] = static_cast<int32_t>(k);
+        a.vals[p++] = v;
+      });
+    } else if (bits) {
+      for_each_bit<T>(bits + r * nwords, nullptr, nwords, [&](int64_t k, T) { a.idx[p++] = static_cast<int32_t>(k); });
     } else {
       for_each_nonzero(s + r * K, K, [&](int64_t k, T v) {
         a.idx[p] = static_cast<int32_t>(k);
@@ -159,7 +211,7 @@ ActiveLists<T> build_lists(const int64_t* bits, const T* s, int64_t R, int64_t K
     }
   }
   // Values that are all 1 take the add-only inner loop.
-  if (!bits) {
+  if (valued) {
     bool all_one = true;
     for (const T& v : a.vals) all_one &= (v == T(1));
     if (all_one) {

@@ -52,7 +52,7 @@ void linear_forward_impl(const TensorView& s, const TensorView& w, const TensorV
                          int nthreads) {
   const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
   if (M == 0 || N == 0) return;
-  const ActiveLists<T> a = build_lists<T>(nullptr, s.ptr<T>(), M, K, nthreads);
+  const ActiveLists<T> a = build_lists<T>(nullptr, nullptr, s.ptr<T>(), M, K, nthreads);
   if (!gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), M, N, K, RowLayout{N, 0},
                       nthreads))
     linear_forward_nonfinite(s.ptr<T>(), w.ptr<T>(), y.ptr<T>(), M, N, K, nthreads);
@@ -73,13 +73,13 @@ void linear_grad_weight_nonfinite(const int64_t* bits, const T* s, const T* gy, 
 }
 
 template <typename T>
-void linear_grad_weight_impl(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                             const TensorView& grad_w, int nthreads) {
+void linear_grad_weight_impl(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                             const TensorView& grad_y, const TensorView& grad_w, int nthreads) {
   const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = grad_w.shape[1];
   if (N == 0 || K == 0) return;
   const int64_t* bp = bits ? bits->ptr<int64_t>() : nullptr;
   const T* sp = s ? s->ptr<T>() : nullptr;
-  const ActiveLists<T> a = build_lists<T>(bp, sp, M, K, nthreads);
+  const ActiveLists<T> a = build_lists<T>(bp, signs ? signs->ptr<int64_t>() : nullptr, sp, M, K, nthreads);
   if (!scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), M, N, K, RowLayout{N, 0}, nthreads))
     linear_grad_weight_nonfinite(bp, sp, grad_y.ptr<T>(), grad_w.ptr<T>(), M, N, K, nthreads);
 }
@@ -148,7 +148,7 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
   if (M == 0 || K == 0 || N == 0) return;
   const T* wp = w.ptr<T>();
   const T* gy = grad_y.ptr<T>();
-  const ActiveLists<T> a = build_lists<T>(mask.ptr<int64_t>(), nullptr, M, K, nthreads);
+  const ActiveLists<T> a = build_lists<T>(mask.ptr<int64_t>(), nullptr, nullptr, M, K, nthreads);
   const int64_t nnz = a.rowptr[M];
   if (nnz == 0) {  // nothing to compute inside the mask; outside it the dense op can still give NaN
     linear_grad_input_masked_nonfinite(mask.ptr<int64_t>(), gy, wp, gs, M, N, K, nthreads);
@@ -200,11 +200,13 @@ void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const Te
   dispatch_f32_f64(s.dtype, "s", [&](auto t) { linear_forward_impl<decltype(t)>(s, w, bias, y, threads_of(ex)); });
 }
 
-void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                  const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex) {
-  check_spike_linear_grad_weight_args(bits, s, grad_y, grad_w, ws);
-  dispatch_f32_f64(grad_y.dtype, "grad_out",
-                   [&](auto t) { linear_grad_weight_impl<decltype(t)>(bits, s, grad_y, grad_w, threads_of(ex)); });
+void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                                  const TensorView& grad_y, const TensorView& grad_w, const TensorView* ws,
+                                  const ExecConfig& ex) {
+  check_spike_linear_grad_weight_args(bits, signs, s, grad_y, grad_w, ws);
+  dispatch_f32_f64(grad_y.dtype, "grad_out", [&](auto t) {
+    linear_grad_weight_impl<decltype(t)>(bits, signs, s, grad_y, grad_w, threads_of(ex));
+  });
 }
 
 void spike_linear_grad_input_masked_cpu(const TensorView& mask, const TensorView& grad_y, const TensorView& w,

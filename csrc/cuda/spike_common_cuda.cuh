@@ -37,6 +37,12 @@ __device__ __forceinline__ unsigned spike_bit(const int64_t* row, int64_t k) {
   return static_cast<unsigned>((static_cast<uint64_t>(row[k >> 6]) >> (k & 63)) & 1u);
 }
 
+// Element k of a packed row as a value: 0, 1, or -1 where the sign row (or null) has the bit set.
+__device__ __forceinline__ float spike_value(const int64_t* row, const int64_t* sign_row, int64_t k) {
+  if (!spike_bit(row, k)) return 0.0f;
+  return sign_row && spike_bit(sign_row, k) ? -1.0f : 1.0f;
+}
+
 // The NaN the fix-up kernels write (one bit pattern: threads that write the same element agree).
 __device__ __forceinline__ float spike_nan() { return __int_as_float(0x7fc00000); }
 
@@ -88,14 +94,16 @@ inline void transpose(const float* in, float* out, int64_t rows, int64_t cols, c
   }
 }
 
-// Element e (< n) of a compaction source: a dense row with stride, or bit (col) of packed rows.
+// Element e (< n) of a compaction source: a dense row with stride, or bit (col) of packed rows (with their
+// sign rows for ternary input).
 struct Source {
   const float* vals = nullptr;   // values: vals[e * stride]
   int64_t stride = 1;
   const int64_t* bits = nullptr; // packed: bit `col` of row e (words per row: nwords)
+  const int64_t* signs = nullptr;  // null, or the sign rows of bits (same layout)
   int64_t nwords = 0, col = 0;
   __device__ __forceinline__ float get(int64_t e) const {
-    if (bits) return static_cast<float>(spike_bit(bits + e * nwords, col));
+    if (bits) return spike_value(bits + e * nwords, signs ? signs + e * nwords : nullptr, col);
     return vals[e * stride];
   }
 };

@@ -144,15 +144,16 @@ __global__ void __launch_bounds__(kBlock) conv_forward_kernel(const float* __res
   }
 }
 
-// Input channel ci over samples [b0, ...): element e = (b - b0) * H*W + pixel, from the packed bits or the
-// values.
+// Input channel ci over samples [b0, ...): element e = (b - b0) * H*W + pixel, from the packed bits (with
+// the sign words of ternary input, or null) or the values.
 struct ConvPlane {
   const int64_t* bits;
+  const int64_t* signs;
   const float* s;
   int64_t HW, K, nwords, b0, ci;  // K = Cin * H * W (a sample), nwords = words(K)
   __device__ __forceinline__ float get(int64_t e) const {
     const int64_t bl = e / HW, k = ci * HW + (e - bl * HW), b = b0 + bl;
-    if (bits) return static_cast<float>(spike_bit(bits + b * nwords, k));
+    if (bits) return spike_value(bits + b * nwords, signs ? signs + b * nwords : nullptr, k);
     return s[b * K + k];
   }
 };
@@ -165,6 +166,7 @@ struct ConvPlane {
 // Events in increasing order: a fixed sum per chunk; partials[z, ci * taps + tap, co], summed over z in
 // order by conv_wgrad_reduce_kernel.
 __global__ void __launch_bounds__(kBlock) conv_grad_weight_kernel(const int64_t* __restrict__ bits,
+                                                                  const int64_t* __restrict__ signs,
                                                                   const float* __restrict__ s,
                                                                   const float* __restrict__ gyt,
                                                                   float* __restrict__ partials, ConvDev p,
@@ -197,7 +199,7 @@ __global__ void __launch_bounds__(kBlock) conv_grad_weight_kernel(const int64_t*
   }
   float acc[kPerThread] = {};
   const int64_t K = p.Cin * HW;
-  const ConvPlane src{bits, s, HW, K, spike_words(K), b0, ci};
+  const ConvPlane src{bits, signs, s, HW, K, spike_words(K), b0, ci};
   const int64_t n_src = nb * HW;
   for (int64_t e0 = 0; e0 < n_src; e0 += kChunk) {
     const int n = static_cast<int>(n_src - e0 < kChunk ? n_src - e0 : int64_t(kChunk));
@@ -340,11 +342,11 @@ void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const T
   check_launch("spike conv_forward_nonfinite_kernel");
 }
 
-void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                   const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
-                                   const SpikeConvParams& p, const ExecConfig& ex) {
-  check_spike_conv2d_grad_weight_args(bits, s, grad_y, grad_w, gyt, ws, p);
-  require_all_cuda({bits, s, &grad_y, &grad_w, gyt, ws}, "spike_conv2d_grad_weight_cuda");
+void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                                   const TensorView& grad_y, const TensorView& grad_w, const TensorView* gyt,
+                                   const TensorView* ws, const SpikeConvParams& p, const ExecConfig& ex) {
+  check_spike_conv2d_grad_weight_args(bits, signs, s, grad_y, grad_w, gyt, ws, p);
+  require_all_cuda({bits, signs, s, &grad_y, &grad_w, gyt, ws}, "spike_conv2d_grad_weight_cuda");
   SF_CHECK_ARG(gyt != nullptr && ws != nullptr, "gyt, ws: the CUDA conv grad_weight needs both workspaces");
   const int64_t taps = p.kh * p.kw, cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups;
   const int64_t pair_chunks = (taps * cout_g + kCols - 1) / kCols;
@@ -365,6 +367,7 @@ void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
   const int64_t nz = spike_conv2d_wgrad_chunks(p.B);
   const dim3 grid(static_cast<unsigned>(p.Cin), static_cast<unsigned>(pair_chunks), static_cast<unsigned>(nz));
   conv_grad_weight_kernel<<<grid, kBlock, 0, stream>>>(bits ? bits->ptr<const int64_t>() : nullptr,
+                                                       signs ? signs->ptr<const int64_t>() : nullptr,
                                                        s ? s->ptr<const float>() : nullptr, gyt->ptr<const float>(),
                                                        ws->ptr<float>(), to_dev(p), nz);
   check_launch("spike conv_grad_weight_kernel");

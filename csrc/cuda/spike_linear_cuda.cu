@@ -173,10 +173,11 @@ void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const T
   check_launch("spike linear_forward_nonfinite_kernel");
 }
 
-void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                   const TensorView& grad_w, const TensorView* ws, const ExecConfig& ex) {
-  check_spike_linear_grad_weight_args(bits, s, grad_y, grad_w, ws);
-  require_all_cuda({bits, s, &grad_y, &grad_w, ws}, "spike_linear_grad_weight_cuda");
+void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                                   const TensorView& grad_y, const TensorView& grad_w, const TensorView* ws,
+                                   const ExecConfig& ex) {
+  check_spike_linear_grad_weight_args(bits, signs, s, grad_y, grad_w, ws);
+  require_all_cuda({bits, signs, s, &grad_y, &grad_w, ws}, "spike_linear_grad_weight_cuda");
   SF_CHECK_ARG(ws != nullptr, "ws: the CUDA grad_weight needs the [K, N] workspace");
   const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = grad_w.shape[1];
   if (N == 0 || K == 0) return;
@@ -186,6 +187,7 @@ void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* s, 
   Source src;
   if (bits) {
     src.bits = bits->ptr<const int64_t>();
+    src.signs = signs ? signs->ptr<const int64_t>() : nullptr;
     src.nwords = spike_words(K);
   } else {
     src.vals = s->ptr<const float>();
