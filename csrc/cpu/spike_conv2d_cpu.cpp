@@ -141,14 +141,14 @@ bool conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
   const T* sp = s.ptr<T>();
   const T* bp = bias ? bias->ptr<T>() : nullptr;
   T* yp = y.ptr<T>();
-  bool finite = true;
+  const int64_t kg = cin_g * taps, nkb = (kg + 15) / 16;
+  TaskFlags finite(p.groups * nkb);
 #pragma omp parallel num_threads(nthreads)
   {
     // per group a [cout_g, cin_g * taps] -> [cin_g * taps, cout_g] transpose, in 16 x 16 blocks: the
     // element-wise loop read W with a stride of cin_g * taps, a cache miss per element (4608 x 512 took
     // longer than the event-driven product itself). nf[j] accumulates value * 0 (NaN iff one is not finite).
-    const int64_t kg = cin_g * taps, nkb = (kg + 15) / 16;
-#pragma omp for schedule(static) reduction(&& : finite)
+#pragma omp for schedule(static)
     for (int64_t t = 0; t < p.groups * nkb; ++t) {
       const int64_t g = t / nkb, k0 = t % nkb * 16, k1 = std::min(kg, k0 + 16);
       const T* src = wp + g * cout_g * kg;
@@ -165,7 +165,7 @@ bool conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
       }
       T sum = T(0);
       for (const T x : nf) sum += x;
-      finite = sum == T(0) && finite;
+      finite.set(t, sum == T(0));
     }
     T* out = outs.data() + static_cast<int64_t>(cpu::thread_index()) * bt * npix * cw0;
 #pragma omp for schedule(dynamic, 1)
@@ -197,7 +197,7 @@ bool conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
       }
     }
   }
-  return finite;
+  return finite.all();
 }
 
 // Samples per partition of the scatter grad_weight: each partition accumulates into its own copy of the
@@ -222,11 +222,11 @@ bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* signs, c
   // took about twice as long (bench spikes --op conv, 5% firing).
   // per thread (one thread when there is a single partition): one sample's grad, channels-last
   std::vector<T> gcls(static_cast<size_t>(nparts > 1 ? nthreads : 1) * npix * p.Cout);
-  bool finite = true;
+  TaskFlags finite(nparts);
 #pragma omp parallel num_threads(nthreads) if (nparts > 1)
   {
     T* gcl = gcls.data() + static_cast<int64_t>(cpu::thread_index()) * npix * p.Cout;
-#pragma omp for schedule(static) reduction(&& : finite)
+#pragma omp for schedule(static)
     for (int64_t pi = 0; pi < nparts; ++pi) {
       T* acc = partials.data() + pi * wsize;
       std::fill(acc, acc + wsize, T(0));
@@ -255,7 +255,7 @@ bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* signs, c
       }
       T sum = T(0);
       for (const T x : nf) sum += x;
-      finite = sum == T(0) && finite;
+      finite.set(pi, sum == T(0));
     }
     // fixed-order sum of the partitions, back into the [Cout, Cin/g, kh, kw] layout
 #pragma omp for schedule(static)
@@ -271,7 +271,7 @@ bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* signs, c
     }
   }
   if (nparts == 0) std::fill(gw, gw + wsize, T(0));
-  return finite;
+  return finite.all();
 }
 
 // ---- non-finite values: the zero products the event sums skip -------------------------------------

@@ -158,17 +158,18 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
   const int64_t P = std::min<int64_t>(kSpikeMaskedPartitions, ntiles);
   std::vector<T> acc(static_cast<size_t>(P * nnz), T(0));
   ThreadTiles<T> tiles(nthreads, K * kTile);
-  bool finite = true;  // every weight and every grad_y value passes through the loop below
+  TaskFlags finite(P);  // every weight and every grad_y value passes through the loop below
 #pragma omp parallel num_threads(nthreads) if (P > 1)
   {
     T* buf = tiles.mine();
     alignas(64) T g[kTile];
-#pragma omp for schedule(static) reduction(&& : finite)
+#pragma omp for schedule(static)
     for (int64_t pi = 0; pi < P; ++pi) {
       T* ap = acc.data() + pi * nnz;
+      bool part_finite = true;
       for (int64_t t = ntiles * pi / P; t < ntiles * (pi + 1) / P; ++t) {
         const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
-        finite = load_tile_transposed(wp, K, n0, nt, buf) && finite;
+        const bool tile_finite = load_tile_transposed(wp, K, n0, nt, buf);
         T nfs = T(0);  // tile_nf over the rows (rows without masked entries too: their grad_s can be NaN)
         for (int64_t m = 0; m < M; ++m) {
           const int64_t p0 = a.rowptr[m], p1 = a.rowptr[m + 1];
@@ -176,8 +177,9 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
           nfs += tile_nf(g);
           for (int64_t p = p0; p < p1; ++p) ap[p] += dot_tile(g, buf + static_cast<int64_t>(a.idx[p]) * kTile);
         }
-        finite = nfs == T(0) && finite;
+        part_finite = part_finite && tile_finite && nfs == T(0);
       }
+      finite.set(pi, part_finite);
     }
 #pragma omp for schedule(static)
     for (int64_t m = 0; m < M; ++m) {
@@ -188,7 +190,7 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
       }
     }
   }
-  if (!finite) linear_grad_input_masked_nonfinite(mask.ptr<int64_t>(), gy, wp, gs, M, N, K, nthreads);
+  if (!finite.all()) linear_grad_input_masked_nonfinite(mask.ptr<int64_t>(), gy, wp, gs, M, N, K, nthreads);
 }
 
 }  // namespace
