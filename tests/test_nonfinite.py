@@ -312,3 +312,51 @@ def test_nonfinite_workspace_is_checked():
     with pytest.raises(ValueError, match="nonfinite"):
         native.spike_linear_grad_input_masked(torch.zeros(4, 1, dtype=torch.int64), y, w, torch.zeros(4, 10), None,
                                               1, 0, torch.zeros(2, dtype=torch.int64))
+
+
+# --------------------------------------------------------------------------------------------
+# property test: drawn shapes, kinds, rates, geometry and injection sites
+# --------------------------------------------------------------------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_nonfinite_like_dense(data):
+    """spike_linear and spike_conv2d (mode="sparse", CPU) against the dense computation over drawn sizes,
+    kinds, firing rates, conv geometry and sets of inf / -inf / NaN in the weight, the input (float kind)
+    and grad_y: the same NaN / inf positions and the same finite values."""
+    d = data.draw
+    torch.manual_seed(d(st.integers(0, 2**31 - 1), label="seed"))
+    kind = d(st.sampled_from(["binary", "counts", "ternary", "float"]), label="kind")
+    rate = d(st.sampled_from([0.0, 0.05, 0.3, 1.0]), label="rate")
+    bad = st.lists(st.sampled_from([INF, -INF, NAN]), max_size=3)
+    bad_w, bad_s, bad_g = d(bad, label="weight"), d(bad, label="input"), d(bad, label="grad_y")
+    if d(st.booleans(), label="conv"):
+        g = d(st.sampled_from([1, 2]), label="groups")
+        cin, cout = g * d(st.integers(1, 3)), g * d(st.integers(1, 3))
+        kh, kw = d(st.integers(1, 3)), d(st.integers(1, 3))
+        st_, pd, dl = d(st.integers(1, 2)), d(st.integers(0, 2)), d(st.integers(1, 2))
+        H = d(st.integers(dl * (kh - 1) + 1, 7))
+        W = d(st.integers(dl * (kw - 1) + 1, 7))
+        s = spikes((d(st.integers(1, 3)), cin, H, W), rate, kind)
+        w = dyadic((cout, cin // g, kh, kw), -16, 16, 16)
+        dense = lambda s_, w_: dense_conv(s_, w_, None, st_, pd, dl, g)  # noqa: E731
+        fn = lambda s_, w_: ops.spike_conv2d(s_, w_, None, st_, pd, dl, g, mode="sparse")  # noqa: E731
+    else:
+        K, N = d(st.integers(1, 140)), d(st.integers(1, 40))
+        s = spikes((d(st.integers(1, 9)), K), rate, kind)
+        w = dyadic((N, K), -16, 16, 16)
+        dense, fn = F.linear, (lambda s_, w_: ops.spike_linear(s_, w_, mode="sparse"))
+    if bad_w:
+        w = poke(w, bad_w[:w.numel()])
+    if bad_s and kind == "float":
+        s = poke(s, bad_s[:s.numel()])
+    gy = dyadic(dense(s, w).shape, -8, 8, 16)
+    if bad_g:
+        gy = poke(gy, bad_g[:gy.numel()])
+    for a, r, name in zip(run(fn, [s, w], gy), run(dense, [s, w], gy), ("y", "grad_s", "grad_w")):
+        assert_same(a, r, name)
