@@ -170,14 +170,14 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
       for (int64_t t = ntiles * pi / P; t < ntiles * (pi + 1) / P; ++t) {
         const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
         const bool tile_finite = load_tile_transposed(wp, K, n0, nt, buf);
-        T nfs = T(0);  // tile_nf over the rows (rows without masked entries too: their grad_s can be NaN)
+        FiniteRows<T> rows_finite;  // every row, also those without masked entries (their grad_s can be NaN)
         for (int64_t m = 0; m < M; ++m) {
           const int64_t p0 = a.rowptr[m], p1 = a.rowptr[m + 1];
           for (int j = 0; j < kTile; ++j) g[j] = j < nt ? gy[m * N + n0 + j] : T(0);
-          nfs += tile_nf(g);
+          rows_finite.add(g);
           for (int64_t p = p0; p < p1; ++p) ap[p] += dot_tile(g, buf + static_cast<int64_t>(a.idx[p]) * kTile);
         }
-        part_finite = part_finite && tile_finite && nfs == T(0);
+        part_finite = part_finite && tile_finite && rows_finite.finite();
       }
       finite.set(pi, part_finite);
     }

@@ -146,34 +146,33 @@ class TaskFlags {
   std::vector<char> ok_;
 };
 
-#if defined(__AVX2__)
-// True when no lane of an accumulated value * 0 is NaN.
-inline bool tile_finite_vec(__m256 nf) { return _mm256_movemask_ps(_mm256_cmp_ps(nf, nf, _CMP_UNORD_Q)) == 0; }
-#endif
-
-// (sum of the kTile values of g) * 0: 0 when they are finite, NaN when one is inf or NaN (or their sum
-// overflows, which only sends the caller to its exact fix-up pass for nothing). Callers add it up over rows
-// and compare with 0 at the end: one add per row on the loop-carried chain.
+// Whether the kTile-value rows g added to it were all finite: accumulates (pairwise sums of g) * 0, which
+// stays 0 for finite values and turns NaN for an inf or NaN (or, harmlessly, when a pair's sum overflows: the
+// caller's exact fix-up pass then finds nothing to do). One vector add and one FMA per row, no horizontal
+// sum: cheap next to the events of the row.
 template <typename T>
-inline T tile_nf(const T* g) {
+struct FiniteRows {
+  T acc[kTile / 2] = {};
+  void add(const T* g) {
+    for (int j = 0; j < kTile / 2; ++j) acc[j] += (g[j] + g[j + kTile / 2]) * T(0);
+  }
+  bool finite() const {
+    T sum = T(0);
+    for (const T x : acc) sum += x;
+    return sum == T(0);
+  }
+};
 #if defined(__AVX2__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(g), _mm256_loadu_ps(g + 8));
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x) * 0.0f;
+template <>
+struct FiniteRows<float> {
+  __m256 acc = _mm256_setzero_ps();
+  void add(const float* g) {
+    add(_mm256_loadu_ps(g), _mm256_loadu_ps(g + 8));
   }
+  void add(__m256 g0, __m256 g1) { acc = _mm256_fmadd_ps(_mm256_add_ps(g0, g1), _mm256_setzero_ps(), acc); }
+  bool finite() const { return _mm256_movemask_ps(_mm256_cmp_ps(acc, acc, _CMP_UNORD_Q)) == 0; }
+};
 #endif
-  T part[4] = {T(0), T(0), T(0), T(0)};
-  for (int j = 0; j < kTile; j += 4) {
-    part[0] += g[j];
-    part[1] += g[j + 1];
-    part[2] += g[j + 2];
-    part[3] += g[j + 3];
-  }
-  return ((part[0] + part[1]) + (part[2] + part[3])) * T(0);
-}
 
 // acc[0..kTile) += sum over the row's events of (value *) buf[idx]. Four independent accumulators hide
 // the latency of the adds (a fixed order: the result does not depend on the thread count).
@@ -305,10 +304,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t n0 = t * kTile, nt = std::min(kTile, N - n0);
       std::fill(buf, buf + K * kTile, T(0));
-      T nfs = T(0);  // sum over the rows of tile_nf(g): NaN iff a grad_y value of the tile is not finite
-#if defined(__AVX2__)
-      __m256 nf = _mm256_setzero_ps();  // float32: the same as (g0 + g1) * 0 per row, lane-wise
-#endif
+      FiniteRows<T> rows_finite;  // every grad_y value of the tile passes through it
       for (int64_t m = 0; m < M; ++m) {
         T g[kTile];
         const T* grow = gy + rows.base(m) + n0 * gs;
@@ -318,7 +314,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
         if constexpr (std::is_same_v<T, float>) {
           // one aligned 64-byte line read-modify-written per event (explicit: GCC kept it scalar)
           const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
-          nf = _mm256_fmadd_ps(_mm256_add_ps(g0, g1), _mm256_setzero_ps(), nf);
+          rows_finite.add(g0, g1);
           for (int64_t p = p0; p < p1; ++p) {
             float* r = buf + static_cast<int64_t>(a.idx[p]) * kTile;
             const __m256 v = _mm256_set1_ps(a.binary ? 1.0f : a.vals[p]);
@@ -328,7 +324,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
           continue;
         }
 #endif
-        nfs += tile_nf(g);
+        rows_finite.add(g);
         for (int64_t p = p0; p < p1; ++p) {
           T* r = buf + static_cast<int64_t>(a.idx[p]) * kTile;
           if (a.binary) {
@@ -339,11 +335,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
           }
         }
       }
-      bool tile_finite = nfs == T(0);
-#if defined(__AVX2__)
-      if constexpr (std::is_same_v<T, float>) tile_finite = tile_finite_vec(nf);
-#endif
-      finite.set(t, tile_finite);
+      finite.set(t, rows_finite.finite());
       // write back transposed: grad_w[n0 + j, k] = buf[k, j] (8 x 8 register transposes, then blocks of 16 k)
       int64_t kdone = 0;
 #if defined(__AVX2__)
