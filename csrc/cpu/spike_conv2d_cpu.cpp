@@ -231,17 +231,15 @@ bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* signs, c
       T* acc = partials.data() + pi * wsize;
       std::fill(acc, acc + wsize, T(0));
       const int64_t b1 = std::min(p.B, (pi + 1) * kConvPartition);
-      T nf[16] = {};  // value * 0 accumulated over the grad_y values copied below: NaN iff one is not finite
+      bool part_finite = true;
       for (int64_t b = pi * kConvPartition; b < b1; ++b) {
         const T* gb = gy + b * p.Cout * npix;
+        // a contiguous vectorised check of the sample's grad_y (it also brings it into cache for the copy)
+        part_finite = all_finite_values(gb, p.Cout * npix) && part_finite;
         for (int64_t q0 = 0; q0 < npix; q0 += 16) {
           const int64_t qn = std::min<int64_t>(16, npix - q0);
           for (int64_t co = 0; co < p.Cout; ++co)
-            for (int64_t qq = 0; qq < qn; ++qq) {
-              const T v = gb[co * npix + q0 + qq];
-              gcl[(q0 + qq) * p.Cout + co] = v;
-              nf[qq] += v * T(0);
-            }
+            for (int64_t qq = 0; qq < qn; ++qq) gcl[(q0 + qq) * p.Cout + co] = gb[co * npix + q0 + qq];
         }
         for (int64_t ci = 0; ci < p.Cin; ++ci) {
           const int64_t g = ci / cin_g;
@@ -253,9 +251,7 @@ bool conv_grad_weight_scatter(const TensorView* bits, const TensorView* signs, c
           });
         }
       }
-      T sum = T(0);
-      for (const T x : nf) sum += x;
-      finite.set(pi, sum == T(0));
+      finite.set(pi, part_finite);
     }
     // fixed-order sum of the partitions, back into the [Cout, Cin/g, kh, kw] layout
 #pragma omp for schedule(static)

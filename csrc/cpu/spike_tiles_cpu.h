@@ -146,6 +146,19 @@ class TaskFlags {
   std::vector<char> ok_;
 };
 
+// Whether the n contiguous values x are all finite: 8 independent lanes of value * 0 (vectorised), 0 or NaN.
+template <typename T>
+inline bool all_finite_values(const T* x, int64_t n) {
+  T acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += x[i + l] * T(0);
+  for (; i < n; ++i) acc[0] += x[i] * T(0);
+  T sum = T(0);
+  for (const T a : acc) sum += a;
+  return sum == T(0);
+}
+
 // Whether the kTile-value rows g added to it were all finite: accumulates (pairwise sums of g) * 0, which
 // stays 0 for finite values and turns NaN for an inf or NaN (or, harmlessly, when a pair's sum overflows: the
 // caller's exact fix-up pass then finds nothing to do). One vector add and one FMA per row, no horizontal
