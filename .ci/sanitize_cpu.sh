@@ -47,4 +47,5 @@ export PYTHONPATH="$PWD/$DIR/site${PYTHONPATH:+:$PYTHONPATH}"
 # (the same kernels run through the eager and opcheck tests).
 "$PY" -m pytest -q -p no:cacheprovider \
   tests/test_neuron.py tests/test_neuron_op.py tests/test_neuron_inputs.py tests/test_psn.py tests/test_nn.py \
-  tests/test_properties.py tests/test_reliability.py tests/test_spike.py tests/test_attention.py -k "not compile" "$@"
+  tests/test_properties.py tests/test_reliability.py tests/test_spike.py tests/test_spike_kinds.py tests/test_nonfinite.py \
+  tests/test_attention.py -k "not compile" "$@"

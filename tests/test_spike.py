@@ -80,8 +80,9 @@ def test_spike_stats(device, kind):
     nnz, k = ops.spike_stats(s)
     assert nnz == int((s != 0).sum())
     assert k == (kind if s.ne(0).any() else "binary")
-    assert ops.spike_stats(torch.tensor([[-1.0]], device=device))[1] == "float"
-    assert ops.spike_stats(torch.tensor([[0.5]], device=device))[1] == "float"
+    assert ops.spike_stats(torch.tensor([[-1.0, 0.0, 1.0]], device=device))[1] == "ternary"
+    for other in ([[-2.0]], [[0.5]], [[-1.0, 2.0]], [[256.0]], [[float("inf")]], [[float("nan")]]):
+        assert ops.spike_stats(torch.tensor(other, device=device))[1] == "float", other
 
 
 # --------------------------------------------------------------------------------------------

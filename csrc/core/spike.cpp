@@ -33,18 +33,29 @@ void check_like(const TensorView& ref, const TensorView& t, const char* rn, cons
   check_dense(t, name);
 }
 
-void check_bits(const TensorView& bits, int64_t R, int64_t K, const TensorView& ref, const char* rn) {
-  SF_CHECK_ARG(bits.dtype == DType::i64, "bits must be int64");
-  check_same_device(ref, bits, rn, "bits");
-  check_shape(bits, {R, spike_words(K)}, "bits");
+void check_bits(const TensorView& bits, int64_t R, int64_t K, const TensorView& ref, const char* rn,
+                const char* name = "bits") {
+  SF_CHECK_ARG(bits.dtype == DType::i64, std::string(name) + " must be int64");
+  check_same_device(ref, bits, rn, name);
+  check_shape(bits, {R, spike_words(K)}, name);
 }
 
-// exactly one of bits / s: the saved input of a backward
-void check_saved(const TensorView* bits, const TensorView* s, int64_t R, int64_t K, const TensorView& grad,
-                 const char* gn) {
+// the CUDA non-finite flag workspace: int64 [1] on the device of ref
+void check_flag(const TensorView* flag, const TensorView& ref, const char* rn) {
+  if (!flag) return;
+  SF_CHECK_ARG(flag->dtype == DType::i64, "nonfinite must be int64");
+  check_same_device(ref, *flag, rn, "nonfinite");
+  check_shape(*flag, {1}, "nonfinite");
+}
+
+// exactly one of bits / s: the saved input of a backward; signs only with bits
+void check_saved(const TensorView* bits, const TensorView* signs, const TensorView* s, int64_t R, int64_t K,
+                 const TensorView& grad, const char* gn) {
   SF_CHECK_ARG((bits != nullptr) != (s != nullptr), "pass exactly one of bits (packed input) and s (values)");
+  SF_CHECK_ARG(signs == nullptr || bits != nullptr, "signs go with bits (packed ternary input), not with values");
   if (bits) {
     check_bits(*bits, R, K, grad, gn);
+    if (signs) check_bits(*signs, R, K, grad, gn, "signs");
   } else {
     check_like(grad, *s, gn, "s");
     check_numel(*s, R * K, "s");
@@ -53,25 +64,28 @@ void check_saved(const TensorView* bits, const TensorView* s, int64_t R, int64_t
 
 }  // namespace
 
-void check_spike_pack_args(const TensorView& s, const TensorView& bits, const TensorView& info) {
+void check_spike_pack_args(const TensorView& s, const TensorView& bits, const TensorView& info,
+                           const TensorView* signs) {
   check_float(s, "s");
   check_dense(s, "s");
   SF_CHECK_ARG(s.ndim == 2, "s must be 2-D [R, K]");
   check_bits(bits, s.shape[0], s.shape[1], s, "s");
+  if (signs) check_bits(*signs, s.shape[0], s.shape[1], s, "s", "signs");
   SF_CHECK_ARG(info.dtype == DType::i64, "info must be int64");
   check_same_device(s, info, "s", "info");
   check_shape(info, {2}, "info");
 }
 
-void check_spike_unpack_args(const TensorView& bits, const TensorView& out) {
+void check_spike_unpack_args(const TensorView& bits, const TensorView* signs, const TensorView& out) {
   check_float(out, "out");
   SF_CHECK_ARG(out.ndim == 2, "out must be 2-D [R, K]");
   check_dense(out, "out");
   check_bits(bits, out.shape[0], out.shape[1], out, "out");
+  if (signs) check_bits(*signs, out.shape[0], out.shape[1], out, "out", "signs");
 }
 
 void check_spike_linear_forward_args(const TensorView& s, const TensorView& w, const TensorView* bias,
-                                     const TensorView& y, const TensorView* wt) {
+                                     const TensorView& y, const TensorView* wt, const TensorView* nonfinite) {
   check_float(s, "s");
   SF_CHECK_ARG(s.ndim == 2 && w.ndim == 2, "s and weight must be 2-D");
   const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
@@ -88,18 +102,19 @@ void check_spike_linear_forward_args(const TensorView& s, const TensorView& w, c
     check_like(s, *wt, "s", "wt");
     check_shape(*wt, {K, N}, "wt");
   }
+  check_flag(nonfinite, s, "s");
   SF_CHECK_ARG(K < (int64_t(1) << 31), "s: rows longer than 2^31 elements are not supported");
 }
 
-void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                         const TensorView& grad_w, const TensorView* ws) {
+void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                                         const TensorView& grad_y, const TensorView& grad_w, const TensorView* ws) {
   check_float(grad_y, "grad_out");
   SF_CHECK_ARG(grad_y.ndim == 2 && grad_w.ndim == 2, "grad_out and grad_weight must be 2-D");
   const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = grad_w.shape[1];
   check_dense(grad_y, "grad_out");
   check_like(grad_y, grad_w, "grad_out", "grad_weight");
   check_shape(grad_w, {N, K}, "grad_weight");
-  check_saved(bits, s, M, K, grad_y, "grad_out");
+  check_saved(bits, signs, s, M, K, grad_y, "grad_out");
   if (ws) {
     check_like(grad_y, *ws, "grad_out", "ws");
     check_shape(*ws, {K, N}, "ws");
@@ -108,7 +123,8 @@ void check_spike_linear_grad_weight_args(const TensorView* bits, const TensorVie
 }
 
 void check_spike_linear_grad_input_masked_args(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
-                                               const TensorView& grad_s, const TensorView* ws) {
+                                               const TensorView& grad_s, const TensorView* ws,
+                                               const TensorView* nonfinite) {
   check_float(grad_y, "grad_out");
   SF_CHECK_ARG(grad_y.ndim == 2 && w.ndim == 2, "grad_out and weight must be 2-D");
   const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = w.shape[1];
@@ -124,6 +140,7 @@ void check_spike_linear_grad_input_masked_args(const TensorView& mask, const Ten
     check_like(grad_y, *ws, "grad_out", "ws");
     check_shape(*ws, {K, N}, "ws");
   }
+  check_flag(nonfinite, grad_y, "grad_out");
   SF_CHECK_ARG(M < (int64_t(1) << 31) && K < (int64_t(1) << 31), "grad_s: more than 2^31 rows or columns");
 }
 
@@ -168,15 +185,15 @@ void check_spike_conv2d_forward_args(const TensorView& s, const TensorView& w, c
   }
 }
 
-void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorView* s, const TensorView& grad_y,
-                                         const TensorView& grad_w, const TensorView* gyt, const TensorView* ws,
-                                         const SpikeConvParams& p) {
+void check_spike_conv2d_grad_weight_args(const TensorView* bits, const TensorView* signs, const TensorView* s,
+                                         const TensorView& grad_y, const TensorView& grad_w, const TensorView* gyt,
+                                         const TensorView* ws, const SpikeConvParams& p) {
   check_spike_conv2d_params(p);
   check_float(grad_y, "grad_out");
   check_shape(grad_y, {p.B, p.Cout, p.Ho, p.Wo}, "grad_out");
   check_like(grad_y, grad_w, "grad_out", "grad_weight");
   check_shape(grad_w, {p.Cout, p.Cin / p.groups, p.kh, p.kw}, "grad_weight");
-  check_saved(bits, s, p.B, p.Cin * p.H * p.W, grad_y, "grad_out");
+  check_saved(bits, signs, s, p.B, p.Cin * p.H * p.W, grad_y, "grad_out");
   if (gyt) {
     check_like(grad_y, *gyt, "grad_out", "gyt");
     check_shape(*gyt, {p.B, p.Ho, p.Wo, p.Cout}, "gyt");

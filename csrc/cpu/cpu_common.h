@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #if defined(SPIKEFORGE_HAVE_OPENMP)
@@ -63,6 +64,15 @@ inline void dispatch_dtype(DType d, F&& f) {
     case DType::bf16: return f(bf16_t{});
   }
   throw ArgumentError("x_seq: unsupported dtype");
+}
+
+// For kernels with float32 / float64 instantiations only (spike propagation has no half-precision
+// path: ops send float16 / bfloat16 to the dense torch op). `arg` names the tensor in the error.
+template <typename F>
+inline void dispatch_f32_f64(DType d, const char* arg, F&& f) {
+  if (d == DType::f32) return f(float{});
+  if (d == DType::f64) return f(double{});
+  throw ArgumentError(std::string(arg) + ": these kernels take float32 or float64, got " + dtype_name(d));
 }
 
 // The caller's thread count (torch.get_num_threads()), at most max(OpenMP's limit, processors):

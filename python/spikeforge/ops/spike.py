@@ -2,12 +2,13 @@
 csrc/core/spike.h (shared/SEMANTICS.md "Spike propagation").
 
 Forward: the input S is bit-packed once (one pass that also counts the non-zeros and classifies the
-values: binary 0/1, small integer counts, or other floats). Below a per-device firing-rate threshold
-the native event-driven kernels run (only active inputs add their weights); above it, or for
-non-spike floats, the dense torch op runs. Either way the answer is exact for any input.
+values: binary 0/1, small integer counts 0..255, ternary -1/0/1, or other floats). Below a per-device
+firing-rate threshold the native event-driven kernels run (only active inputs add (or, for -1, subtract)
+their weights); above it, or for non-spike floats, the dense torch op runs. Either way the answer is exact
+for any input, NaN and inf included (docs/bad_inputs.md).
 
-Saved for backward: binary input -> the packed bits (1 bit per element); counts -> uint8 (8 bits);
-other floats -> the input itself. Backward: grad_weight accumulated over the active inputs (native, from
+Saved for backward: binary input -> the packed bits (1 bit per element); ternary -> the packed bits and
+their sign bits (2 bits); counts -> uint8 (8 bits); other floats -> the input itself. Backward: grad_weight accumulated over the active inputs (native, from
 the packed bits) or as a dense GEMM / conv above the threshold; grad_input dense (dY W, a transposed
 conv), or, with grad_mask (the sparse-gradient idea of Perez-Nieves & Goodman 2021), only where the mask
 is set: for linear a native kernel computes just those entries; for conv2d the transposed conv is masked
@@ -15,7 +16,7 @@ after the fact (same values, no saving); grad_bias a sum.
 
 Host synchronisation: deciding the path and the saved format reads two numbers computed on the
 device (non-zeros, kind). On CPU that is free. On CUDA it is one synchronisation per call, so for CUDA
-graphs fix both: mode="sparse" or "dense" and input_kind="binary" / "counts" / "float" (a device-side
+graphs fix both: mode="sparse" or "dense" and input_kind="binary" / "counts" / "ternary" / "float" (a device-side
 assertion then checks the promised kind without a sync). nn.SpikeLinear / SpikeConv2d measure on their
 first call and cache the decision (module.replan() measures again).
 
@@ -38,8 +39,25 @@ from ._common import _has_native, _stream, _tracing
 
 __all__ = ["spike_linear", "spike_conv2d", "pack_spikes", "unpack_spikes", "PackedSpikes", "CROSSOVER"]
 
-KIND_AUTO, KIND_BINARY, KIND_COUNTS, KIND_FLOAT = -1, 0, 1, 2
-_KINDS = {"auto": KIND_AUTO, "binary": KIND_BINARY, "counts": KIND_COUNTS, "float": KIND_FLOAT}
+KIND_AUTO, KIND_BINARY, KIND_COUNTS, KIND_FLOAT, KIND_TERNARY = -1, 0, 1, 2, 3
+_KINDS = {"auto": KIND_AUTO, "binary": KIND_BINARY, "counts": KIND_COUNTS, "ternary": KIND_TERNARY,
+          "float": KIND_FLOAT}
+_KIND_NAMES = {v: k for k, v in _KINDS.items()}
+# Value classes of csrc/core/spike.h, OR-ed over the elements into info[1] by the pack kernel (0: only 0 and 1)
+CLASS_COUNTS, CLASS_NEG_ONE, CLASS_OTHER = 1, 2, 4
+_KIND_CLASSES = {KIND_BINARY: 0, KIND_COUNTS: CLASS_COUNTS, KIND_TERNARY: CLASS_NEG_ONE}  # what a kind admits
+
+
+def _kind_of(classes: int) -> int:
+    """The kind of a tensor whose values fall into `classes` (e.g. -1 and 2 together: float)."""
+    return {0: KIND_BINARY, CLASS_COUNTS: KIND_COUNTS, CLASS_NEG_ONE: KIND_TERNARY}.get(classes, KIND_FLOAT)
+
+
+def _describe(classes: int) -> str:
+    parts = [text for bit, text in ((CLASS_COUNTS, "counts > 1"), (CLASS_NEG_ONE, "-1 values"),
+                                    (CLASS_OTHER, "other values (fractions, negatives, > 255, inf or NaN)"))
+             if classes & bit]
+    return " and ".join(parts)
 MODE_AUTO, MODE_SPARSE, MODE_DENSE = 0, 1, 2
 _MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
 
@@ -87,23 +105,32 @@ def _words(K: int) -> int:
     return (K + 63) // 64
 
 
-def _pack_impl(s2d: Tensor) -> tuple[Tensor, Tensor]:
+def _pack_impl(s2d: Tensor, signs: bool = False) -> tuple[Tensor, Tensor]:
+    """-> (bits [R, words], or [2R, words] with the sign words (bit set where s < 0) in rows R.., info)."""
     R, K = s2d.shape
-    bits = torch.empty(R, _words(K), dtype=torch.int64, device=s2d.device)
+    bits = torch.empty(2 * R if signs else R, _words(K), dtype=torch.int64, device=s2d.device)
     info = torch.empty(2, dtype=torch.int64, device=s2d.device)
-    native.spike_pack(s2d, bits, info, torch.get_num_threads(), _stream(s2d))
+    native.spike_pack(s2d, bits[:R], info, torch.get_num_threads(), _stream(s2d), bits[R:] if signs else None)
     return bits, info
 
 
-def _unpack_impl(bits: Tensor, K: int, dtype: torch.dtype) -> Tensor:
+def _unpack_impl(bits: Tensor, K: int, dtype: torch.dtype, signs: Optional[Tensor] = None) -> Tensor:
+    """bits [R, words] (and their sign words) -> [R, K] of 0 / 1 (0 / 1 / -1)."""
     out = torch.empty(bits.shape[0], K, dtype=dtype, device=bits.device)
-    native.spike_unpack(bits, out, torch.get_num_threads(), _stream(bits))
+    native.spike_unpack(bits, out, torch.get_num_threads(), _stream(bits), signs)
     return out
+
+
+def _ternary_planes(bits: Tensor) -> tuple[Tensor, Tensor]:
+    """The saved form of ternary input, [2R, words] -> (event words, sign words), [R, words] each."""
+    R = bits.shape[0] // 2
+    return bits[:R], bits[R:]
 
 
 @torch.library.custom_op("spikeforge::spike_pack", mutates_args=())
 def spike_pack(s: Tensor) -> tuple[Tensor, Tensor]:
-    """s [R, K] (float32/float64) -> (bits [R, ceil(K/64)] int64, info [2] int64 = (non-zeros, kind))."""
+    """s [R, K] (float32/float64) -> (bits [R, ceil(K/64)] int64, info [2] int64 = (non-zeros, value classes:
+    0 for 0/1 only, else an OR of CLASS_COUNTS, CLASS_NEG_ONE, CLASS_OTHER))."""
     return _pack_impl(s.contiguous())
 
 
@@ -185,13 +212,14 @@ def _resolve_kind(kind: int, info: Tensor) -> int:
     """The kind to save for backward. KIND_AUTO reads info on the host; a promised kind is checked
     (on CPU with a ValueError, on CUDA by a device-side assertion: no synchronisation)."""
     if kind == KIND_AUTO:
-        return int(info[1])
+        return _kind_of(int(info[1]))
     if kind != KIND_FLOAT:
+        outside = ~_KIND_CLASSES[kind]  # the value classes the promised kind does not admit
         if info.is_cuda:
-            torch._assert_async(info[1] <= kind, "spike op: the input does not match input_kind")
-        elif int(info[1]) > kind:
-            raise ValueError(f"s: input_kind={'binary' if kind == KIND_BINARY else 'counts'} was promised but "
-                             f"s holds {'non-integer or negative values' if int(info[1]) == 2 else 'counts > 1'}")
+            torch._assert_async((info[1] & outside) == 0, "spike op: the input does not match input_kind")
+        elif int(info[1]) & outside:
+            raise ValueError(f"s: input_kind={_KIND_NAMES[kind]} was promised but s holds "
+                             f"{_describe(int(info[1]) & outside)}")
     return kind
 
 
@@ -243,14 +271,17 @@ def _linear_forward_impl(s2d: Tensor, w: Tensor, b: Optional[Tensor], sparse: bo
     if not sparse:
         return F.linear(s2d, w, b)
     y = s2d.new_empty(M, N)
+    # CUDA workspaces: W transposed, and the flag its transpose sets when W holds an inf or NaN
     wt = s2d.new_empty(K, N) if s2d.is_cuda else None
-    native.spike_linear_forward(s2d, w, b, y, wt, torch.get_num_threads(), _stream(s2d))
+    nonfinite = s2d.new_empty(1, dtype=torch.int64) if s2d.is_cuda else None
+    native.spike_linear_forward(s2d, w, b, y, wt, torch.get_num_threads(), _stream(s2d), nonfinite)
     return y
 
 
 def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], w: Tensor,
                           grad_mask: Optional[Tensor], sparse: bool, need_s: bool, need_w: bool,
-                          need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+                          need_b: bool, signs: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """signs: the sign words of ternary input (with bits), else None."""
     grad_y, w = grad_y.contiguous(), w.contiguous()
     M, N = grad_y.shape
     K = w.shape[1]
@@ -265,8 +296,9 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
                 # only the masked entries are computed (work in proportion to the mask)
                 gs = grad_y.new_empty(M, K)
                 ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
+                nonfinite = grad_y.new_empty(1, dtype=torch.int64) if grad_y.is_cuda else None
                 native.spike_linear_grad_input_masked(mask_bits, grad_y, w, gs, ws, torch.get_num_threads(),
-                                                      _stream(grad_y))
+                                                      _stream(grad_y), nonfinite)
             else:  # a dense mask: the GEMM is faster
                 gs = (grad_y @ w) * grad_mask.reshape(M, K).to(grad_y.dtype)
     if need_w:
@@ -275,9 +307,10 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
         if sparse:
             gw = grad_y.new_empty(N, K)
             ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
-            native.spike_linear_grad_weight(bits, vals, grad_y, gw, ws, torch.get_num_threads(), _stream(grad_y))
+            native.spike_linear_grad_weight(bits, vals, grad_y, gw, ws, torch.get_num_threads(), _stream(grad_y),
+                                            signs)
         else:
-            dense = vals if vals is not None else _unpack_impl(bits, K, grad_y.dtype)
+            dense = vals if vals is not None else _unpack_impl(bits, K, grad_y.dtype, signs)
             gw = grad_y.t() @ dense
     if need_b:
         gb = grad_y.sum(0)
@@ -315,7 +348,8 @@ def _conv_forward_impl(s: Tensor, w: Tensor, b: Optional[Tensor], cp: list[int],
 
 def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], w: Tensor,
                         grad_mask: Optional[Tensor], cp: list[int], sparse: bool, need_s: bool, need_w: bool,
-                        need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+                        need_b: bool, signs: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """signs: the sign words of ternary input (with bits), else None."""
     grad_y, w = grad_y.contiguous(), w.contiguous()
     B, Cin, H, W = cp[:4]
     stride, padding, dilation, groups = _conv_geometry(cp)
@@ -325,7 +359,8 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
     if not sparse and need_w:
         # dense: one convolution_backward for both gradients (what F.conv2d's backward runs), from the input
         # restored from its compact copy
-        dense = vals if vals is not None else _unpack_impl(bits, Cin * H * W, grad_y.dtype).view(B, Cin, H, W)
+        dense = (vals if vals is not None
+                 else _unpack_impl(bits, Cin * H * W, grad_y.dtype, signs).view(B, Cin, H, W))
         gs, gw, _ = torch.ops.aten.convolution_backward(
             grad_y, dense, w, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
             [need_s, True, False])
@@ -339,7 +374,8 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
         gyt = grad_y.new_empty((B, cp[7], cp[8], cp[4])) if grad_y.is_cuda else None
         ws = (grad_y.new_empty((native.spike_conv2d_wgrad_chunks(B), Cin * cp[5] * cp[6], cp[4] // groups))
               if grad_y.is_cuda else None)
-        native.spike_conv2d_grad_weight(bits, vals, grad_y, gw, gyt, ws, cp, torch.get_num_threads(), _stream(grad_y))
+        native.spike_conv2d_grad_weight(bits, vals, grad_y, gw, gyt, ws, cp, torch.get_num_threads(), _stream(grad_y),
+                                        signs)
     if need_b:
         gb = grad_y.sum((0, 2, 3))
     e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
@@ -357,8 +393,9 @@ def _rows(s: Tensor) -> Tensor:
 
 def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[list[int]], mode: int, kind: int,
          training: bool = True):
-    """-> (y, bits, info, kind resolved). training picks the forward+backward crossover."""
-    bits, info = _pack_impl(_rows(s))
+    """-> (y, bits, info, kind resolved). training picks the forward+backward crossover. A promised ternary
+    input is packed with its sign words for the backward (bits [2R, words], see _pack_impl)."""
+    bits, info = _pack_impl(_rows(s), signs=training and kind == KIND_TERNARY)
     kind = _resolve_kind(kind, info)
     sparse = _use_sparse(mode, kind, info, s.numel(), s.device, layer if training else layer + "_fwd", cp)
     y = _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
@@ -368,23 +405,33 @@ def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[lis
 def _bwd(layer: str, grad_y, bits, vals, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
     numel = (grad_y.shape[0] * w.shape[1]) if layer == "linear" else cp[0] * cp[1] * cp[2] * cp[3]
     sparse = _use_sparse(mode, kind, info, numel, grad_y.device, layer, cp)
+    signs = None
+    if kind == KIND_TERNARY:
+        bits, signs = _ternary_planes(bits)
     if layer == "linear":
-        return _linear_backward_impl(grad_y, bits, vals, w, grad_mask, sparse, ns, nw, nb)
-    return _conv_backward_impl(grad_y, bits, vals, w, grad_mask, cp, sparse, ns, nw, nb)
+        return _linear_backward_impl(grad_y, bits, vals, w, grad_mask, sparse, ns, nw, nb, signs)
+    return _conv_backward_impl(grad_y, bits, vals, w, grad_mask, cp, sparse, ns, nw, nb, signs)
 
 
 def _split_saved(kind: int, s: Tensor, bits: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """(bits, values) kept for backward: exactly one is a tensor. Binary -> 1 bit per element."""
+    """(bits, values) kept for backward: exactly one is a tensor. Binary -> 1 bit per element; ternary -> the
+    bits and their sign words, [2R, words] (2 bits per element)."""
     if kind == KIND_BINARY:
+        return bits, None
+    if kind == KIND_TERNARY:
+        rows = _rows(s)
+        if bits.shape[0] != 2 * rows.shape[0]:  # measured as ternary (input_kind="auto"): pack the signs too
+            bits = _pack_impl(rows, signs=True)[0]
         return bits, None
     return None, _saved_values(s, kind)
 
 
-def _fake_fwd(s, w, cp):
+def _fake_fwd(s, w, cp, kind):
     y = (s.new_empty((s.shape[0], w.shape[0])) if cp is None
          else s.new_empty((cp[0], cp[4], cp[7], cp[8])))
     r = _rows(s)
-    return y, s.new_empty((r.shape[0], _words(r.shape[1])), dtype=torch.int64), s.new_empty(2, dtype=torch.int64)
+    rows = 2 * r.shape[0] if kind == KIND_TERNARY else r.shape[0]  # ternary: the sign words too (see _fwd)
+    return y, s.new_empty((rows, _words(r.shape[1])), dtype=torch.int64), s.new_empty(2, dtype=torch.int64)
 
 
 def _fake_bwd(grad_y, s_shape, w, ns, nw, nb, bias_len):
@@ -398,8 +445,9 @@ def _fake_bwd(grad_y, s_shape, w, ns, nw, nb, bias_len):
 @torch.library.custom_op("spikeforge::spike_linear_fwd", mutates_args=())
 def spike_linear_fwd(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor], mode: int,
                      kind: int) -> tuple[Tensor, Tensor, Tensor]:
-    """s [M, K], w [N, K], b [N] or None -> (y [M, N], bits [M, words], info [2] = (non-zeros, kind)).
-    grad_mask ([M, K] or None) is only kept for the backward."""
+    """s [M, K], w [N, K], b [N] or None -> (y [M, N], bits [M, words] ([2M, words] with the sign words for
+    kind ternary), info [2] = (non-zeros, value classes)). grad_mask ([M, K] or None) is only kept for the
+    backward."""
     y, bits, info, _ = _fwd("linear", s.contiguous(), w.contiguous(), None if b is None else b.contiguous(),
                             None, mode, kind)
     return y, bits, info
@@ -407,7 +455,7 @@ def spike_linear_fwd(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optio
 
 @spike_linear_fwd.register_fake
 def _(s, w, b, grad_mask, mode, kind):
-    return _fake_fwd(s, w, None)
+    return _fake_fwd(s, w, None, kind)
 
 
 @torch.library.custom_op("spikeforge::spike_linear_bwd", mutates_args=())
@@ -434,7 +482,7 @@ def spike_conv2d_fwd(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optio
 
 @spike_conv2d_fwd.register_fake
 def _(s, w, b, grad_mask, params, mode, kind):
-    return _fake_fwd(s, w, params)
+    return _fake_fwd(s, w, params, kind)
 
 
 @torch.library.custom_op("spikeforge::spike_conv2d_bwd", mutates_args=())
@@ -594,11 +642,13 @@ def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optio
 def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, mode: str = "auto",
                  input_kind: str = "auto", grad_mask: Optional[Tensor] = None) -> Tensor:
     """Y = S W^T + b, event-driven below the firing-rate crossover. s [..., K] (binary spikes, small
-    non-negative integer counts, or any float), weight [N, K], bias [N] or None -> [..., N].
+    non-negative integer counts, ternary spikes -1/0/1, or any float), weight [N, K], bias [N] or None ->
+    [..., N].
 
     mode: "auto" (by firing rate, CROSSOVER), "sparse" (event-driven kernels) or "dense" (torch).
-    input_kind: "auto" (measured), or a promise "binary" / "counts" / "float" (checked) that fixes what
-    is saved for backward without a host read. grad_mask (bool, s's shape): grad_s is zero where False.
+    input_kind: "auto" (measured), or a promise "binary" / "counts" / "ternary" / "float" (checked) that
+    fixes what is saved for backward without a host read. grad_mask (bool, s's shape) multiplies grad_s:
+    zero where False (NaN there only where dY W itself is not finite, as (dY W) * mask).
     """
     _check_s(s, "s", 1)
     m, k = _check_choice("mode", mode, _MODES), _check_choice("input_kind", input_kind, _KINDS)
@@ -671,34 +721,36 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
 
 def spike_stats(s: Tensor) -> tuple[int, str]:
-    """(non-zeros, kind) of a spike tensor: kind "binary" (0/1), "counts" (integers in [0, 255]) or
-    "float". Reads the device (one synchronisation on CUDA)."""
+    """(non-zeros, kind) of a spike tensor: kind "binary" (0/1), "counts" (integers in [0, 255]), "ternary"
+    (-1/0/1) or "float" (anything else, e.g. -1 together with 2). Reads the device (one synchronisation on
+    CUDA)."""
     _check_s(s, "s", 0)
     flat = s.reshape(1, -1)
     if not flat.is_floating_point():
         flat = flat.float()
     if not _native_ok(flat):
         v = flat.float()
-        kind = KIND_BINARY if bool(((v == 0) | (v == 1)).all()) else \
-            KIND_COUNTS if bool(((v >= 0) & (v <= 255) & (v == v.round())).all()) else KIND_FLOAT
-        return int((v != 0).sum()), ["binary", "counts", "float"][kind]
+        counts = (v > 1) & (v <= 255) & (v == v.round())
+        classes = (CLASS_COUNTS if bool(counts.any()) else 0) | (CLASS_NEG_ONE if bool((v == -1).any()) else 0) | \
+            (CLASS_OTHER if bool((~(counts | (v == 0) | (v == 1) | (v == -1))).any()) else 0)
+        return int((v != 0).sum()), _KIND_NAMES[_kind_of(classes)]
     _, info = _pack_impl(flat.contiguous())
-    return int(info[0]), ["binary", "counts", "float"][int(info[1])]
+    return int(info[0]), _KIND_NAMES[_kind_of(int(info[1]))]
 
 
 def saved_bytes(s: Tensor, input_kind: str = "auto", layer: Optional[str] = None) -> int:
     """Bytes of s that spike_linear / spike_conv2d keep for backward (eager path): 1 bit per element for
-    binary input (packed int64 rows, padded to whole words), 1 byte for counts, the input itself for other
-    floats. layer "linear" packs rows of the last dimension, "conv2d" one row per [C, H, W] sample;
-    None: "linear" for 2-D / 3-D s, else "conv2d"."""
+    binary input (packed int64 rows, padded to whole words), 2 bits for ternary (the bits and their sign
+    words), 1 byte for counts, the input itself for other floats. layer "linear" packs rows of the last
+    dimension, "conv2d" one row per [C, H, W] sample; None: "linear" for 2-D / 3-D s, else "conv2d"."""
     kind = _check_choice("input_kind", input_kind, _KINDS)
     if layer is None:
         layer = "linear" if s.dim() <= 3 else "conv2d"
     if layer not in ("linear", "conv2d"):
         raise ValueError(f"layer must be 'linear', 'conv2d' or None, got {layer!r}")
     if kind == KIND_AUTO:
-        kind = ["binary", "counts", "float"].index(spike_stats(s)[1])
-    if kind == KIND_BINARY:
+        kind = _KINDS[spike_stats(s)[1]]
+    if kind in (KIND_BINARY, KIND_TERNARY):
         K = s.shape[-1] if layer == "linear" else math.prod(s.shape[-3:])
-        return (s.numel() // max(K, 1)) * _words(K) * 8
+        return (s.numel() // max(K, 1)) * _words(K) * 8 * (2 if kind == KIND_TERNARY else 1)
     return s.numel() * (1 if kind == KIND_COUNTS else s.element_size())
