@@ -296,8 +296,9 @@ def test_reduce_attention_cpu_kernel_nonfinite(reduce_tokens):
     """The CPU kernel of sdsa / qk attention (reachable as a custom op; the public ops compose on CPU)."""
     a, b, m = _attention_inputs(3, "cpu", torch.float32, False, 0)
     m = poke(m, [INF, NAN])
-    lif, neuron = attention_mod._options(2.0, 0.5, 0.0, True, True, "sigmoid", None)
-    out = torch.ops.spikeforge.attention_reduce_fwd(a, b if reduce_tokens else None, m, reduce_tokens, *neuron)[0]
+    lif, _ = attention_mod._options(2.0, 0.5, 0.0, True, True, "sigmoid", None, a)
+    run = attention_mod.fused_kernel("sdsa" if reduce_tokens else "qk_token_attention")
+    out = run(m, a, b) if reduce_tokens else run(a, m)
     pre = (a * b).sum(-2, keepdim=True) if reduce_tokens else a.sum(-1, keepdim=True)
     assert_same(out, m * ops.lif(pre, **lif)[0])
 

@@ -1,4 +1,4 @@
-"""Spiking neuron modules: LIF, IF, PLIF over spikeforge.ops.
+"""Spiking neuron modules: LIF, IF, PLIF, ALIF, ILIF, TernaryLIF over spikeforge.ops.
 
 step_mode "m" (default): forward takes a whole sequence x_seq [T, B, ...] and runs the fused
 multi-step kernel once. step_mode "s": forward takes one step x [B, ...].
@@ -23,7 +23,7 @@ from ..ops import neuron as _ops_neuron
 from ._inputs import check_float_input
 from ._state import detach_module, detach_value, reset_module, walk
 
-__all__ = ["LIF", "IF", "PLIF", "reset_net", "detach_net"]
+__all__ = ["LIF", "IF", "PLIF", "ALIF", "ILIF", "TernaryLIF", "reset_net", "detach_net"]
 
 
 class _Neuron(nn.Module):
@@ -241,6 +241,74 @@ class PLIF(_Neuron):
 
     def extra_repr(self) -> str:
         return f"w_shape={tuple(self.w.shape)}, decay_input={self.decay_input}, " + super().extra_repr()
+
+
+class ALIF(_Neuron):
+    """Adaptive-threshold LIF (Bellec et al. 2018, LSNN): the threshold v_threshold + beta_a B rises with
+    each spike (B = rho B + (1 - rho) S) and decays back. States v and b; soft reset by default
+    (v_reset=None). See spikeforge.ops.alif."""
+
+    _state_names = ("v", "b")
+
+    def __init__(self, tau: float = 2.0, beta_a: float = 1.8, rho: float = 0.9, decay_input: bool = True,
+                 v_reset: Optional[float] = None, **kw):
+        super().__init__(v_reset=v_reset, **kw)
+        self.tau = tau
+        self.beta_a = beta_a
+        self.rho = rho
+        self.decay_input = decay_input
+
+    def _multi(self, x_seq, v_init, return_v, b_init=None):
+        return ops.alif(x_seq, v_init, b_init, tau=self.tau, beta_a=self.beta_a, rho=self.rho,
+                        decay_input=self.decay_input, return_v=return_v, **self._options())
+
+    def extra_repr(self) -> str:
+        return (f"tau={self.tau}, beta_a={self.beta_a}, rho={self.rho}, decay_input={self.decay_input}, "
+                + super().extra_repr())
+
+
+class ILIF(_Neuron):
+    """Integer-spike LIF (I-LIF of Spike-driven Transformer v3 / E-SpikeFormer): spikes are counts 0..D,
+    S = round(clamp(H / v_threshold, 0, D)), soft reset V = H - S v_threshold, straight-through gradient.
+    tau=None: no leak. See spikeforge.ops.ilif; ops.counts_to_binary expands the counts into D binary steps."""
+
+    def __init__(self, D: int = 4, tau: Optional[float] = 2.0, decay_input: bool = True, **kw):
+        for unused in ("v_reset", "surrogate", "alpha"):
+            if unused in kw:
+                raise TypeError(f"ILIF() got the argument {unused!r}, which integer spikes do not use (soft reset, "
+                                "straight-through gradient)")
+        super().__init__(v_reset=None, **kw)
+        self.D = D
+        self.tau = tau
+        self.decay_input = decay_input
+
+    def _multi(self, x_seq, v_init, return_v):
+        return ops.ilif(x_seq, v_init, D=self.D, tau=self.tau, v_threshold=self.v_threshold,
+                        decay_input=self.decay_input, detach_reset=self.detach_reset, return_v=return_v)
+
+    def extra_repr(self) -> str:
+        return (f"D={self.D}, tau={self.tau}, decay_input={self.decay_input}, v_threshold={self.v_threshold}, "
+                f"detach_reset={self.detach_reset}, step_mode={self.step_mode!r}")
+
+
+class TernaryLIF(_Neuron):
+    """Ternary-spike LIF (Guo et al. 2024): spikes in {-1, 0, 1}, hard reset to v_reset where S != 0 (soft
+    with v_reset=None), dS/dH = g'(|H| - v_threshold) (two_sided=True: SpikingJelly's sum of both
+    thresholds' surrogates). tau=None: ternary IF. See spikeforge.ops.ternary_lif."""
+
+    def __init__(self, tau: Optional[float] = 2.0, decay_input: bool = True, two_sided: bool = False, **kw):
+        super().__init__(**kw)
+        self.tau = tau
+        self.decay_input = decay_input
+        self.two_sided = two_sided
+
+    def _multi(self, x_seq, v_init, return_v):
+        return ops.ternary_lif(x_seq, v_init, tau=self.tau, decay_input=self.decay_input, two_sided=self.two_sided,
+                               return_v=return_v, **self._options())
+
+    def extra_repr(self) -> str:
+        return (f"tau={self.tau}, decay_input={self.decay_input}, two_sided={self.two_sided}, "
+                + super().extra_repr())
 
 
 def reset_net(model: nn.Module) -> None:
