@@ -84,13 +84,20 @@ def surrogate_grad(name: str, x: torch.Tensor, alpha: float, beta: Optional[floa
 
 class _SpikeFn(torch.autograd.Function):
     """Heaviside(x) forward (x >= 0, or x > 0 when strict), surrogate derivative backward. The backward is
-    written in torch ops, so it is itself differentiable (second-order gradients of the reference)."""
+    written in torch ops, so it is itself differentiable (second-order gradients of the reference); the
+    setup_context form and the generated vmap rule let torch.func's transforms run it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, name, alpha, beta, strict):
+    def forward(x, name, alpha, beta, strict):
+        return ((x > 0) if strict else (x >= 0)).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, name, alpha, beta, _ = inputs
         ctx.save_for_backward(x)
         ctx.params = (name, alpha, beta)
-        return ((x > 0) if strict else (x >= 0)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):

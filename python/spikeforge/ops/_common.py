@@ -213,6 +213,7 @@ def _has_tangent(tensors) -> bool:
 
 
 _functorch = torch._C._functorch
+_TransformType = torch._C._functorch.TransformType
 
 
 def _functorch_wrapped(tensors) -> bool:
@@ -291,22 +292,22 @@ class FusedOp:
         class Function(torch.autograd.Function):
             @staticmethod
             def forward(ctx, *args):
-                tensors, opts = args[:n_in], args[n_in]
+                tensors, opts, public = args[:n_in], args[n_in], args[n_in + 1]
                 out = op._forward(*tensors, opts)
                 saved, info = op._save(tuple(tensors), opts, out)
                 ctx.save_for_backward(*saved)
-                ctx.info, ctx.opts = info, opts
+                ctx.info, ctx.opts, ctx.public = info, opts, public
                 return out[:op.visible] if op.visible > 1 else out[0]
 
             @staticmethod
             def backward(ctx, *grad_outputs):
                 grads = op._backward_ctx(ctx, grad_outputs + (None,) * (op.n_out - op.visible),
                                          lambda *a: op._backward(*a[:-1], a[-1]))
-                return tuple(grads) + (None,)
+                return tuple(grads) + (None, None)
 
             @staticmethod
             def jvp(ctx, *grad_inputs):
-                raise _no_forward_ad(op.public)
+                raise _no_forward_ad(ctx.public)
 
         self.Function = Function
 
@@ -318,16 +319,17 @@ class FusedOp:
         needs = ctx.needs_input_grad[:self.n_in]
         saved = ctx.saved_tensors
         if torch.is_grad_enabled() and any(needs):
-            return self._double_backward(saved, ctx.info, ctx.opts, needs, grad_outputs)
+            return self._double_backward(saved, ctx.info, ctx.opts, needs, grad_outputs,
+                                         getattr(ctx, "public", self.public))
         return self._grads(saved, ctx.info, ctx.opts, needs, grad_outputs, call_bwd)
 
-    def _double_backward(self, saved, info, opts, needs, grad_outputs):
+    def _double_backward(self, saved, info, opts, needs, grad_outputs, public):
         """First-order gradients as a differentiable function of the inputs (create_graph=True): the
         reference forward again, differentiated by autograd, gives the reference's higher derivatives."""
         inputs = self._reference_inputs(saved, info)
         if inputs is None:
             raise RuntimeError(
-                f"{self.public}: double backward (create_graph=True) needs the op's inputs, which this path does "
+                f"{public}: double backward (create_graph=True) needs the op's inputs, which this path does "
                 "not keep (it saves intermediate values instead); run the op on CPU, or compute the first-order "
                 "gradient without create_graph")
         outs = self._reference(*inputs, opts)
@@ -348,21 +350,34 @@ class FusedOp:
         return res
 
     # ---- the router
-    def __call__(self, tensors: tuple, opts) -> Any:
-        """Runs the op on its tensor inputs -> the visible outputs (one tensor, or a tuple)."""
+    def __call__(self, tensors: tuple, opts, public: Optional[str] = None) -> Any:
+        """Runs the op on its tensor inputs -> the visible outputs (one tensor, or a tuple). public: the
+        public function's name for error messages (default: the family's)."""
+        public = public or self.public
         ref = tensors[0]
+        if _functorch.maybe_current_level() is not None:
+            stack = _functorch.get_interpreter_stack() or ()
+            kinds = {i.key() for i in stack}
+            if _TransformType.Jvp in kinds or _has_tangent(tensors):
+                raise _no_forward_ad(public)
+            if _TransformType.Grad in kinds:
+                # torch.func.grad / vjp / jacrev: the custom op's autograd does not run under functorch's
+                # grad transform, the reference (plain torch ops) does, with the same numbers
+                out = self._reference(*tensors, opts)
+                return out
+            # vmap alone: the custom op and its vmap rule
         if type(ref) is not torch.Tensor or _tracing() or ref.is_meta or _functorch_wrapped(tensors):
             if _has_tangent(tensors):
-                raise _no_forward_ad(self.public)
+                raise _no_forward_ad(public)
             out = self.fwd_op(*tensors, *opts)
             out = out if isinstance(out, tuple) else (out,)
             return out[:self.visible] if self.visible > 1 else out[0]
         if _has_tangent(tensors):
-            raise _no_forward_ad(self.public)
+            raise _no_forward_ad(public)
         if torch.is_grad_enabled():
             for t in tensors:
                 if t is not None and t.requires_grad:
-                    return self.Function.apply(*tensors, opts)
+                    return self.Function.apply(*tensors, opts, public)
         out = self._forward(*tensors, opts)
         return out[:self.visible] if self.visible > 1 else out[0]
 

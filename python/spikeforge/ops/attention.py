@@ -377,7 +377,7 @@ def ssa(q: Tensor, k: Tensor, v: Tensor, scale: float = 0.125, *, tau: float = 2
     lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q, scale=scale)
     if not _native_ok(q):
         return _composed_ssa(q, k, v, scale, lif_kw)
-    return _SSA((q, k, v), o)
+    return _SSA((q, k, v), o, "spikeforge.ops.ssa")
 
 
 def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
@@ -394,7 +394,7 @@ def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: floa
                          reduce_tokens=True, has_b=True)
     if not _reduce_native_ok(q):
         return _composed_sdsa(q, k, v, lif_kw)
-    return _REDUCE((k, v, q), o)
+    return _REDUCE((k, v, q), o, "spikeforge.ops.sdsa")
 
 
 def qk_token_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
@@ -406,7 +406,7 @@ def qk_token_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: f
                          reduce_tokens=False)
     if not _reduce_native_ok(q):
         return _composed_qk_token(q, k, lif_kw)
-    return _REDUCE((q, None, k), o)
+    return _REDUCE((q, None, k), o, "spikeforge.ops.qk_token_attention")
 
 
 def qk_channel_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
@@ -421,4 +421,4 @@ def qk_channel_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold:
                          reduce_tokens=True)
     if not _reduce_native_ok(q):
         return _composed_qk_channel(q, k, lif_kw)
-    return _REDUCE((q, None, k), o)
+    return _REDUCE((q, None, k), o, "spikeforge.ops.qk_channel_attention")

@@ -341,6 +341,10 @@ def _options(model: int, *, tau=0.0, v_threshold=1.0, v_reset=0.0, hard=True, de
                          float(beta_sg), *runs, v_seq, save and needs_grad)
 
 
+_PUBLIC = {n: f"spikeforge.ops.{n}" for n in ("lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky",
+                                                "synaptic", "alpha_neuron")}
+
+
 def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
     """-> (spike, state0, state1, state2) from the fused op, or ref() (the public reference function with the
     caller's arguments) on a device without native kernels."""
@@ -349,7 +353,7 @@ def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
         return tuple(out) + (None,) * (4 - len(out))
     inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
     slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
-    return _OP((x_seq, *inits, *slots), opts)
+    return _OP((x_seq, *inits, *slots), opts, _PUBLIC[public])
 
 
 def op_inputs(fn, *args, save: Optional[bool] = None, **kw) -> tuple:

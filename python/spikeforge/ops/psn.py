@@ -157,11 +157,11 @@ def _check_k(k, T: Optional[int]) -> int:
     return k
 
 
-def _dispatch(x_seq, w_eff, b_eff, band, surrogate, alpha, ref):
+def _dispatch(x_seq, w_eff, b_eff, band, surrogate, alpha, ref, public):
     sid, alpha_v, _ = _check_surrogate(surrogate, alpha)
     if not _has_native(x_seq.device) and x_seq.device.type != "meta":
         return ref(alpha_v)
-    return _OP((x_seq, w_eff, b_eff), PSNOptions(band, sid, alpha_v))
+    return _OP((x_seq, w_eff, b_eff), PSNOptions(band, sid, alpha_v), f"spikeforge.ops.{public}")
 
 
 def psn(x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str = "atan",
@@ -172,7 +172,7 @@ def psn(x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str = "atan",
     w = _param(weight, "weight", x_seq, (T, T))
     b = _param(bias, "bias", x_seq, (T,))
     return _dispatch(x_seq, w, b, 0, surrogate, alpha,
-                     lambda a: reference.psn(x_seq, w, b, surrogate=surrogate, alpha=a))
+                     lambda a: reference.psn(x_seq, w, b, surrogate=surrogate, alpha=a), "psn")
 
 
 def masked_psn(x_seq: Tensor, weight: Tensor, bias: Tensor, k: int, lam: float = 1.0, *, surrogate: str = "atan",
@@ -192,7 +192,7 @@ def masked_psn(x_seq: Tensor, weight: Tensor, bias: Tensor, k: int, lam: float =
     M = reference.band_mask(T, k, w.device, w.dtype)
     w_eff = w * M if lam == 1.0 else w * (lam * M + (1.0 - lam))
     return _dispatch(x_seq, w_eff, b, k if lam == 1.0 else 0, surrogate, alpha,
-                     lambda a: reference.masked_psn(x_seq, w, b, k, lam, surrogate=surrogate, alpha=a))
+                     lambda a: reference.masked_psn(x_seq, w, b, k, lam, surrogate=surrogate, alpha=a), "masked_psn")
 
 
 def _toeplitz(w: Tensor, T: int) -> Tensor:
@@ -217,7 +217,7 @@ def sliding_psn(x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str =
         raise ValueError("bias must be a tensor with one element (shared by every step)")
     b = _param(bias.reshape(()), "bias", x_seq, ())
     return _dispatch(x_seq, _toeplitz(w, T), b.expand(T), k, surrogate, alpha,
-                     lambda a: reference.sliding_psn(x_seq, w, b, surrogate=surrogate, alpha=a))
+                     lambda a: reference.sliding_psn(x_seq, w, b, surrogate=surrogate, alpha=a), "sliding_psn")
 
 
 def psn_window_step(x_window: Tensor, w_row: Tensor, b_t: Tensor, *, surrogate: str = "atan",
@@ -233,4 +233,4 @@ def psn_window_step(x_window: Tensor, w_row: Tensor, b_t: Tensor, *, surrogate: 
                      lambda a: reference.surrogate.spike_fn(
                          (torch.addmm(b.to(x_window.dtype).unsqueeze(1), w.to(x_window.dtype),
                                       x_window.reshape(k, -1))).reshape((1,) + tuple(x_window.shape[1:])),
-                         surrogate, a))[0]
+                         surrogate, a), "psn_window_step")[0]

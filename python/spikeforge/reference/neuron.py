@@ -25,11 +25,17 @@ class _CountSTE(torch.autograd.Function):
     """round(clamp(u, 0, D)) forward; gradient passed where 0 <= u <= D (SpikingJelly's MultiLevelSpikeCount).
     The backward is a torch expression, so it is itself differentiable (its derivative is 0)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, u, D):
+    def forward(u, D):
+        return torch.round(torch.clamp(u, 0, D))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        u, D = inputs
         ctx.save_for_backward(u)
         ctx.D = D
-        return torch.round(torch.clamp(u, 0, D))
 
     @staticmethod
     def backward(ctx, grad):
