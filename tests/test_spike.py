@@ -395,17 +395,23 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.spikeforge.spike_pack, (s,))
     bits, info = torch.ops.spikeforge.spike_pack(s)
     torch.library.opcheck(torch.ops.spikeforge.spike_unpack, (bits, 70, torch.float32))
-    for mode, kind in ((S.MODE_SPARSE, S.KIND_BINARY), (S.MODE_DENSE, S.KIND_AUTO)):
-        # both paths and both saved formats, without the full product (opcheck is slow)
-        torch.library.opcheck(torch.ops.spikeforge.spike_linear_fwd, (s, w.requires_grad_(), b, None, mode, kind))
-        torch.library.opcheck(torch.ops.spikeforge.spike_conv2d_fwd,
-                              (sc, wc.requires_grad_(), bc, None, cp, mode, kind))
+    for mode, kind in (("sparse", "binary"), ("dense", "auto")):
+        # both paths and both saved formats, without the full product (opcheck is slow). op_inputs gives the
+        # op's own inputs for a public call; with a promised kind they are what a compiled call sees
+        args = S.op_inputs(ops.spike_linear, s, w.requires_grad_(), b, mode=mode, input_kind=kind)
+        args = args[:4] + (None, None) + args[6:]  # the compiled path: the op packs s itself
+        torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args)
+        args = S.op_inputs(ops.spike_conv2d, sc, wc.requires_grad_(), bc, 1, 1, 1, 2, mode=mode, input_kind=kind)
+        torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args[:4] + (None, None) + args[6:])
     gy = torch.randn(6, 5, device=device)
-    torch.library.opcheck(torch.ops.spikeforge.spike_linear_bwd,
-                          (gy, bits, None, info, w.detach(), None, S.MODE_SPARSE, S.KIND_BINARY, True, True, True))
+    fwd = S.op_inputs(ops.spike_linear, s, w.requires_grad_(), b, mode="sparse", input_kind="binary")
+    o = S.SpikeOptions(*fwd[6:])
+    torch.library.opcheck(torch.ops.spikeforge.spike_bwd,
+                          (gy, bits, None, info, w.detach(), None, o.conv, o.cp, o.mode, o.kind, True, True, True))
     mask = torch.rand(6, 70, device=device) < 0.2
-    torch.library.opcheck(torch.ops.spikeforge.spike_linear_bwd,
-                          (gy, bits, None, info, w.detach(), mask, S.MODE_DENSE, S.KIND_BINARY, True, False, False))
+    torch.library.opcheck(torch.ops.spikeforge.spike_bwd,
+                          (gy, bits, None, info, w.detach(), mask, o.conv, o.cp, S.MODE_DENSE, o.kind, True, False,
+                           False))
 
 
 @pytest.mark.parametrize("input_kind", ["auto", "binary"])

@@ -173,13 +173,13 @@ def test_ternary_deterministic_over_threads(groups):
 def test_ternary_opcheck_and_compile(device):
     s = ternary((6, 70), 0.2, device=device)
     w, b = torch.randn(5, 70, device=device), torch.randn(5, device=device)
-    torch.library.opcheck(torch.ops.spikeforge.spike_linear_fwd,
-                          (s, w.requires_grad_(), b, None, S.MODE_SPARSE, S.KIND_TERNARY))
+    args = S.op_inputs(ops.spike_linear, s, w.requires_grad_(), b, mode="sparse", input_kind="ternary")
+    torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args[:4] + (None, None) + args[6:])
     sc = ternary((2, 4, 6, 6), 0.2, device=device)
     wc = torch.randn(6, 2, 3, 3, device=device)
-    cp = S._conv_params(sc, wc, (1, 1), (1, 1), (1, 1), 2)
-    torch.library.opcheck(torch.ops.spikeforge.spike_conv2d_fwd,
-                          (sc, wc.requires_grad_(), None, None, cp, S.MODE_SPARSE, S.KIND_TERNARY))
+    args = S.op_inputs(ops.spike_conv2d, sc, wc.requires_grad_(), None, 1, 1, 1, 2, mode="sparse",
+                       input_kind="ternary")
+    torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args[:4] + (None, None) + args[6:])
     fc = sf.nn.SpikeLinear(70, 5, input_kind="ternary").to(device)
     torch._dynamo.reset()
     y = torch.compile(lambda x: fc(x).square().sum(), fullgraph=True)(s)

@@ -143,7 +143,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 # --------------------------------------------------------------------------------------------
 # options: a NamedTuple of scalars, expanded into the custom ops' schemas and memoised
 # --------------------------------------------------------------------------------------------
-_SCALAR_TYPES = {float: "float", int: "int", bool: "bool"}
+_SCALAR_TYPES = (float, int, bool, list[int])
 
 
 def _option_params(options: type) -> list[inspect.Parameter]:
@@ -152,7 +152,8 @@ def _option_params(options: type) -> list[inspect.Parameter]:
     for name in options._fields:
         t = hints[name]
         if t not in _SCALAR_TYPES:
-            raise TypeError(f"option {name}: only float, int and bool options can cross the custom-op boundary")
+            raise TypeError(f"option {name}: only float, int, bool and list[int] options can cross the custom-op "
+                            "boundary")
         params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=t))
     return params
 
@@ -249,19 +250,20 @@ class FusedOp:
                 is the backward op (traced path) or the native backward (eager), same arguments
     reference(*tensors, opts) -> the visible outputs in plain PyTorch (differentiable)
     reference_inputs(saved, info) -> the forward's tensor inputs recovered from the saved tensors, or
-                None when they were not kept (double backward then raises)
+                None when they were not kept (double backward then raises, with double_backward_hint)
     """
 
     def __init__(self, name: str, public: str, *, inputs: Sequence[str], options: type, n_out: int, visible: int,
                  forward: Callable, fake_forward: Callable, bwd_inputs: Sequence[str], bwd_options: type,
                  n_grads: int, backward: Callable, fake_backward: Callable, save: Callable, grads: Callable,
-                 reference: Callable, reference_inputs: Callable):
+                 reference: Callable, reference_inputs: Callable, double_backward_hint: str = ""):
         self.name, self.public = name, public
         self.n_in, self.n_out, self.visible = len(inputs), n_out, visible
         self.options, self.bwd_options = options, bwd_options
         self._forward, self._backward = forward, backward
         self._save, self._grads = save, grads
         self._reference, self._reference_inputs = reference, reference_inputs
+        self._hint = double_backward_hint
         n_in = self.n_in
 
         self.fwd_op = _custom_op(f"spikeforge::{name}_fwd", _tensor_params(inputs) + _option_params(options), n_out,
@@ -329,9 +331,9 @@ class FusedOp:
         inputs = self._reference_inputs(saved, info)
         if inputs is None:
             raise RuntimeError(
-                f"{public}: double backward (create_graph=True) needs the op's inputs, which this path does "
-                "not keep (it saves intermediate values instead); run the op on CPU, or compute the first-order "
-                "gradient without create_graph")
+                f"{public}: double backward (create_graph=True) needs the op's inputs, which this call does not "
+                f"keep (it saves a compact form instead){'; ' + self._hint if self._hint else ''}; or compute the "
+                "first-order gradient without create_graph")
         outs = self._reference(*inputs, opts)
         outs = outs if isinstance(outs, tuple) else (outs,)
         pairs = [(o, g) for o, g in zip(outs, grad_outputs[:self.visible]) if g is not None and o.requires_grad]

@@ -271,7 +271,9 @@ _REDUCE = FusedOp(
     backward=_reduce_backward, fake_backward=_reduce_fake_backward, save=_reduce_save, grads=_reduce_grads,
     reference=_reduce_reference,
     # without b, a is not kept (its gradient comes from the saved sums): double backward then raises
-    reference_inputs=lambda saved, info: saved[:3] if saved[0] is not None else None)
+    reference_inputs=lambda saved, info: saved[:3] if saved[0] is not None else None,
+    double_backward_hint="the fused QK attention kernel (CUDA) keeps only the reduced sums; "
+                         "spikeforge.reference's QK attention composes torch ops")
 ssa_fwd, ssa_bwd = _SSA.fwd_op, _SSA.bwd_op
 attention_reduce_fwd, attention_reduce_bwd = _REDUCE.fwd_op, _REDUCE.bwd_op
 

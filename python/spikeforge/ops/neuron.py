@@ -279,7 +279,9 @@ _OP = FusedOp(
     bwd_inputs=("grad_spike", "grad_state0?", "grad_state1?", "grad_state2?", "x?", "saved?", "init0?", "init1?",
                 "init2?", "slot0?", "slot1?", "slot2?", "slot3?"),
     bwd_options=NeuronBackwardOptions, n_grads=8, backward=_backward, fake_backward=_fake_backward, save=_save,
-    grads=_grads, reference=_reference_forward, reference_inputs=_reference_inputs)
+    grads=_grads, reference=_reference_forward, reference_inputs=_reference_inputs,
+    double_backward_hint="on CUDA the forward keeps its charges, not x: set "
+                         "spikeforge.ops.neuron.default_recompute['cuda'] = True to keep x")
 neuron_fwd, neuron_bwd = _OP.fwd_op, _OP.bwd_op
 
 

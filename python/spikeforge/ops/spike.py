@@ -1,5 +1,5 @@
 """Event-driven spike propagation: spike_linear, spike_conv2d, pack_spikes / unpack_spikes over
-csrc/core/spike.h (shared/SEMANTICS.md "Spike propagation").
+csrc/core/spike.h (docs/spike_propagation.md).
 
 Forward: the input S is bit-packed once (one pass that also counts the non-zeros and classifies the
 values: binary 0/1, small integer counts 0..255, ternary -1/0/1, or other floats). Below a per-device
@@ -8,8 +8,9 @@ their weights); above it, or for non-spike floats, the dense torch op runs. Eith
 for any input, NaN and inf included (docs/bad_inputs.md).
 
 Saved for backward: binary input -> the packed bits (1 bit per element); ternary -> the packed bits and
-their sign bits (2 bits); counts -> uint8 (8 bits); other floats -> the input itself. Backward: grad_weight accumulated over the active inputs (native, from
-the packed bits) or as a dense GEMM / conv above the threshold; grad_input dense (dY W, a transposed
+their sign bits (2 bits); counts -> uint8 (8 bits); other floats -> the input itself. Backward: grad_weight
+accumulated over the active inputs (native, from the packed bits) or as a dense GEMM / conv above the
+threshold; grad_input dense (dY W, a transposed
 conv), or, with grad_mask (the sparse-gradient idea of Perez-Nieves & Goodman 2021), only where the mask
 is set: for linear a native kernel computes just those entries; for conv2d the transposed conv is masked
 after the fact (same values, no saving); grad_bias a sum.
@@ -20,9 +21,10 @@ graphs fix both: mode="sparse" or "dense" and input_kind="binary" / "counts" / "
 assertion then checks the promised kind without a sync). nn.SpikeLinear / SpikeConv2d measure on their
 first call and cache the decision (module.replan() measures again).
 
-Paths mirror ops/psn.py: custom ops torch.ops.spikeforge.spike_* for torch.compile and opcheck, an
-autograd.Function fast path for eager plain tensors, the reference (dense torch) without native kernels
-and for float16 / bfloat16 (the native kernels take float32, and float64 on CPU).
+Both layers are one fused op (torch.ops.spikeforge.spike_fwd / spike_bwd) built by ops/_common.FusedOp like
+every family: the eager fast path, the custom ops for torch.compile and opcheck, the higher-order-autograd
+rules; the reference (dense torch) runs without native kernels and for float16 / bfloat16 (the native
+kernels take float32, and float64 on CPU).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ._common import _has_native, _stream, _tracing
+from ._common import FusedOp, _has_native, _stream, _tracing
 
 __all__ = ["spike_linear", "spike_conv2d", "pack_spikes", "unpack_spikes", "PackedSpikes", "CROSSOVER"]
 
@@ -391,17 +393,6 @@ def _rows(s: Tensor) -> Tensor:
     return s if s.dim() == 2 else s.reshape(s.shape[0], math.prod(s.shape[1:]))
 
 
-def _fwd(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], cp: Optional[list[int]], mode: int, kind: int,
-         training: bool = True):
-    """-> (y, bits, info, kind resolved). training picks the forward+backward crossover. A promised ternary
-    input is packed with its sign words for the backward (bits [2R, words], see _pack_impl)."""
-    bits, info = _pack_impl(_rows(s), signs=training and kind == KIND_TERNARY)
-    kind = _resolve_kind(kind, info)
-    sparse = _use_sparse(mode, kind, info, s.numel(), s.device, layer if training else layer + "_fwd", cp)
-    y = _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
-    return y, bits, info, kind
-
-
 def _bwd(layer: str, grad_y, bits, vals, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
     numel = (grad_y.shape[0] * w.shape[1]) if layer == "linear" else cp[0] * cp[1] * cp[2] * cp[3]
     sparse = _use_sparse(mode, kind, info, numel, grad_y.device, layer, cp)
@@ -430,7 +421,7 @@ def _fake_fwd(s, w, cp, kind):
     y = (s.new_empty((s.shape[0], w.shape[0])) if cp is None
          else s.new_empty((cp[0], cp[4], cp[7], cp[8])))
     r = _rows(s)
-    rows = 2 * r.shape[0] if kind == KIND_TERNARY else r.shape[0]  # ternary: the sign words too (see _fwd)
+    rows = 2 * r.shape[0] if kind == KIND_TERNARY else r.shape[0]  # ternary: the sign words too
     return y, s.new_empty((rows, _words(r.shape[1])), dtype=torch.int64), s.new_empty(2, dtype=torch.int64)
 
 
@@ -439,121 +430,137 @@ def _fake_bwd(grad_y, s_shape, w, ns, nw, nb, bias_len):
     return (e(s_shape) if ns else e(0), e(w.shape) if nw else e(0), e((bias_len,)) if nb else e(0))
 
 
-# ---- custom ops (torch.compile, opcheck). With input_kind "auto" the kind is only known inside the op,
-# so the compiled path saves the input values (correct for any input); pass input_kind="binary" (as
-# nn.SpikeLinear / SpikeConv2d do once they have seen their input) to keep 1 bit per element.
-@torch.library.custom_op("spikeforge::spike_linear_fwd", mutates_args=())
-def spike_linear_fwd(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor], mode: int,
-                     kind: int) -> tuple[Tensor, Tensor, Tensor]:
-    """s [M, K], w [N, K], b [N] or None -> (y [M, N], bits [M, words] ([2M, words] with the sign words for
-    kind ternary), info [2] = (non-zeros, value classes)). grad_mask ([M, K] or None) is only kept for the
-    backward."""
-    y, bits, info, _ = _fwd("linear", s.contiguous(), w.contiguous(), None if b is None else b.contiguous(),
-                            None, mode, kind)
+# ---- the op (ops/_common.FusedOp): spike_linear and spike_conv2d are one fused op whose options say which.
+# What the backward keeps depends on the input's kind. The eager path measures the kind first (a host read
+# of the packing's info, free on CPU) and passes it as the op's kind; a compiled call cannot read data,
+# so with input_kind "auto" it keeps the input values (KIND_FLOAT: correct for any input). Pass
+# input_kind="binary" (as nn.SpikeLinear / SpikeConv2d do once they have seen their input) to keep 1 bit per
+# element there too. The same save function serves both paths.
+class SpikeOptions(NamedTuple):
+    conv: bool          # spike_conv2d (else spike_linear)
+    cp: list[int]       # conv: the 16 integers of csrc/core/spike.h SpikeConvParams (see _conv_params)
+    mode: int
+    kind: int
+    training: bool      # the forward+backward crossover (else the forward-only one)
+
+
+class SpikeBackwardOptions(NamedTuple):
+    conv: bool
+    cp: list[int]
+    mode: int
+    kind: int
+    need_s: bool
+    need_w: bool
+    need_b: bool
+
+
+def _layer(o) -> tuple[str, Optional[list[int]]]:
+    return ("conv2d", list(o.cp)) if o.conv else ("linear", None)
+
+
+def _forward(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor], bits: Optional[Tensor],
+             info: Optional[Tensor], o: SpikeOptions) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (y, bits, info). bits / info: the packing of s when the caller made it already (eager path)."""
+    layer, cp = _layer(o)
+    s, w = s.contiguous(), w.contiguous()
+    b = None if b is None else b.contiguous()
+    if bits is None:
+        bits, info = _pack_impl(_rows(s), signs=o.training and o.kind == KIND_TERNARY)
+    kind = _resolve_kind(o.kind, info)
+    sparse = _use_sparse(o.mode, kind, info, s.numel(), s.device, layer if o.training else layer + "_fwd", cp)
+    y = _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
     return y, bits, info
 
 
-@spike_linear_fwd.register_fake
-def _(s, w, b, grad_mask, mode, kind):
-    return _fake_fwd(s, w, None, kind)
+def _fake_forward(s, w, b, grad_mask, bits, info, o):
+    return _fake_fwd(s, w, list(o.cp) if o.conv else None, o.kind)
 
 
-@torch.library.custom_op("spikeforge::spike_linear_bwd", mutates_args=())
-def spike_linear_bwd(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], info: Tensor, w: Tensor,
-                     grad_mask: Optional[Tensor], mode: int, kind: int, need_s: bool, need_w: bool,
-                     need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (grad_s [M, K] or empty, grad_w [N, K] or empty, grad_b [N] or empty)."""
-    return _bwd("linear", grad_y, bits, vals, info, w, grad_mask, None, mode, kind, need_s, need_w, need_b)
+def _backward(grad_y, bits, vals, info, w, grad_mask, bo: SpikeBackwardOptions) -> tuple[Tensor, Tensor, Tensor]:
+    layer, cp = _layer(bo)
+    return _bwd(layer, grad_y.contiguous(), bits, vals, info, w.contiguous(), grad_mask, cp, bo.mode, bo.kind,
+                bo.need_s, bo.need_w, bo.need_b)
 
 
-@spike_linear_bwd.register_fake
-def _(grad_y, bits, vals, info, w, grad_mask, mode, kind, need_s, need_w, need_b):
-    return _fake_bwd(grad_y, (grad_y.shape[0], w.shape[1]), w, need_s, need_w, need_b, w.shape[0])
+def _fake_backward(grad_y, bits, vals, info, w, grad_mask, bo):
+    s_shape = tuple(bo.cp[:4]) if bo.conv else (grad_y.shape[0], w.shape[1])
+    return _fake_bwd(grad_y, s_shape, w, bo.need_s, bo.need_w, bo.need_b, w.shape[0])
 
 
-@torch.library.custom_op("spikeforge::spike_conv2d_fwd", mutates_args=())
-def spike_conv2d_fwd(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor], params: list[int],
-                     mode: int, kind: int) -> tuple[Tensor, Tensor, Tensor]:
-    """s [B, Cin, H, W], w [Cout, Cin/groups, kh, kw] -> (y [B, Cout, Ho, Wo], bits [B, words], info [2])."""
-    y, bits, info, _ = _fwd("conv2d", s.contiguous(), w.contiguous(), None if b is None else b.contiguous(),
-                            list(params), mode, kind)
-    return y, bits, info
-
-
-@spike_conv2d_fwd.register_fake
-def _(s, w, b, grad_mask, params, mode, kind):
-    return _fake_fwd(s, w, params, kind)
-
-
-@torch.library.custom_op("spikeforge::spike_conv2d_bwd", mutates_args=())
-def spike_conv2d_bwd(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], info: Tensor, w: Tensor,
-                     grad_mask: Optional[Tensor], params: list[int], mode: int, kind: int, need_s: bool,
-                     need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (grad_s [B, Cin, H, W] or empty, grad_w or empty, grad_b [Cout] or empty)."""
-    return _bwd("conv2d", grad_y, bits, vals, info, w, grad_mask, list(params), mode, kind, need_s, need_w, need_b)
-
-
-@spike_conv2d_bwd.register_fake
-def _(grad_y, bits, vals, info, w, grad_mask, params, mode, kind, need_s, need_w, need_b):
-    return _fake_bwd(grad_y, tuple(params[:4]), w, need_s, need_w, need_b, w.shape[0])
-
-
-def _setup(ctx, s, w, grad_mask, bits, info, cp, mode, kind):
-    # in the compiled path an unresolved kind saves the values (KIND_FLOAT: correct for any input)
-    kind = KIND_FLOAT if kind == KIND_AUTO else kind
+def _save(inputs, o: SpikeOptions, outputs):
+    s, w, b, grad_mask = inputs[:4]
+    _, bits, info = outputs
+    kind = KIND_FLOAT if o.kind == KIND_AUTO else o.kind
     sb, sv = _split_saved(kind, s, bits)
-    ctx.save_for_backward(sb, sv, info, w, grad_mask)
-    ctx.params = (cp, mode, kind)
+    return (sb, sv, info, w, grad_mask), (tuple(s.shape), s.dtype, kind, b is not None)
 
 
-def _linear_setup(ctx, inputs, output):
-    s, w, b, grad_mask, mode, kind = inputs
-    _setup(ctx, s, w, grad_mask, output[1], output[2], None, mode, kind)
+def _grads(saved, info, o: SpikeOptions, needs, grad_outputs, call_bwd):
+    grad_y = grad_outputs[0]
+    if grad_y is None:
+        return [None] * 6
+    sb, sv, pinfo, w, grad_mask = saved
+    ns, nw, nb = needs[0], needs[1], bool(needs[2] and info[3])
+    kind = info[2]
+    bo = SpikeBackwardOptions(o.conv, o.cp, o.mode, kind, ns, nw, nb)
+    gs, gw, gb = call_bwd(grad_y.contiguous(), sb, sv, pinfo, w, grad_mask, bo)
+    return [gs if ns else None, gw if nw else None, gb if nb else None, None, None, None]
 
 
-def _conv_setup(ctx, inputs, output):
-    s, w, b, grad_mask, params, mode, kind = inputs
-    _setup(ctx, s, w, grad_mask, output[1], output[2], list(params), mode, kind)
+def _reference_inputs(saved, info):
+    """The forward's inputs for a second-order backward: only where s itself was kept (input_kind="float",
+    or non-spike input): a packed copy is no longer connected to s's graph."""
+    sb, sv, pinfo, w, grad_mask = saved
+    shape, dtype, kind, has_b = info
+    if sv is None or sv.dtype != dtype or kind != KIND_FLOAT:
+        return None
+    # b's value does not enter any gradient (Y = S W^T + b): a zero leaf of its shape stands in for it
+    b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device, requires_grad=True) if has_b else None
+    return (sv.reshape(shape), w, b, grad_mask, None, None)
 
 
-def _grads(ctx, grad_y, layer: str, call, n_extra: int):
-    sb, sv, info, w, grad_mask = ctx.saved_tensors
-    cp, mode, kind = ctx.params
-    ns, nw, nb = ctx.needs_input_grad[:3]
-    gs, gw, gb = call(grad_y.contiguous(), sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb)
-    return (gs if ns else None, gw if nw else None, gb if nb else None) + (None,) * n_extra
+def _reference(s, w, b, grad_mask, bits, info, o: SpikeOptions):
+    if not o.conv:
+        return reference.spike_linear(s, w, b, grad_mask)
+    stride, padding, dilation, groups = _conv_geometry(list(o.cp))
+    return reference.spike_conv2d(s, w, b, stride, padding, dilation, groups, grad_mask)
 
 
-def _linear_bwd_op(grad_y, sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
-    return torch.ops.spikeforge.spike_linear_bwd(grad_y, sb, sv, info, w, grad_mask, mode, kind, ns, nw, nb)
+_OP = FusedOp(
+    "spike", "spikeforge.ops (spike_linear / spike_conv2d)", inputs=("s", "w", "b?", "grad_mask?", "bits?", "info?"),
+    options=SpikeOptions, n_out=3, visible=1, forward=_forward, fake_forward=_fake_forward,
+    bwd_inputs=("grad_y", "bits?", "vals?", "info", "w", "grad_mask?"), bwd_options=SpikeBackwardOptions, n_grads=3,
+    backward=_backward, fake_backward=_fake_backward, save=_save, grads=_grads, reference=_reference,
+    reference_inputs=_reference_inputs,
+    double_backward_hint="pass input_kind='float' so that the op keeps s itself instead of its packed bits")
+spike_fwd, spike_bwd = _OP.fwd_op, _OP.bwd_op
+_NO_CONV = [0] * 16
 
 
-def _conv_bwd_op(grad_y, sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb):
-    return torch.ops.spikeforge.spike_conv2d_bwd(grad_y, sb, sv, info, w, grad_mask, cp, mode, kind, ns, nw, nb)
+def op_inputs(fn, *args, **kw) -> tuple:
+    """The positional inputs torch.ops.spikeforge.spike_fwd receives for the public call fn(*args, **kw) with
+    grad-requiring inputs (e.g. op_inputs(spike_linear, s, w)): for opcheck and tests of the op itself."""
+    global _OP
+    captured = []
 
+    class _Captured(Exception):
+        pass
 
-spike_linear_fwd.register_autograd(lambda ctx, gy, _gb, _gi: _grads(ctx, gy, "linear", _linear_bwd_op, 3),
-                                   setup_context=_linear_setup)
-spike_conv2d_fwd.register_autograd(lambda ctx, gy, _gb, _gi: _grads(ctx, gy, "conv2d", _conv_bwd_op, 4),
-                                   setup_context=_conv_setup)
+    class _Recorder:
+        def __call__(self, tensors, opts, public=None):
+            captured.append((*tensors, *opts))
+            raise _Captured
 
-
-class _SpikeFunction(torch.autograd.Function):
-    """Eager fast path for both layers: resolves the input kind on the host before saving, so binary
-    input keeps 1 bit per element even with input_kind="auto"."""
-
-    @staticmethod
-    def forward(ctx, s, w, b, grad_mask, layer, cp, mode, kind):
-        y, bits, info, kind = _fwd(layer, s, w, b, cp, mode, kind)
-        _setup(ctx, s, w, grad_mask, bits, info, cp, mode, kind)
-        ctx.layer = layer
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y):
-        layer = ctx.layer
-        return _grads(ctx, grad_y, layer, lambda *a: _bwd(layer, *a), 5)
+    real, _OP = _OP, _Recorder()
+    try:
+        fn(*args, **kw)
+    except _Captured:
+        pass
+    finally:
+        _OP = real
+    if not captured:
+        raise ValueError("op_inputs: the call did not reach the fused op (no grad needed, or no native kernels)")
+    return captured[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -625,18 +632,30 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
 
 def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor],
          cp: Optional[list[int]], mode: int, kind: int) -> Tensor:
-    if _tracing() or type(s) is not torch.Tensor:
-        if layer == "linear":
-            return torch.ops.spikeforge.spike_linear_fwd(s, w, b, grad_mask, mode, kind)[0]
-        return torch.ops.spikeforge.spike_conv2d_fwd(s, w, b, grad_mask, cp, mode, kind)[0]
-    s, w = s.contiguous(), w.contiguous()
-    b = None if b is None else b.contiguous()
-    if torch.is_grad_enabled() and (s.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
-        return _SpikeFunction.apply(s, w, b, grad_mask, layer, cp, mode, kind)
-    if mode != MODE_AUTO and kind == KIND_AUTO:  # inference with a fixed path: no packing needed
-        sparse = mode == MODE_SPARSE
-        return _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
-    return _fwd(layer, s, w, b, cp, mode, kind, training=False)[0]
+    """The router of the family: a measured kind for eager training calls (see SpikeOptions), the forward
+    alone for inference."""
+    conv = layer == "conv2d"
+    public = f"spikeforge.ops.spike_{layer}"
+    cpl = list(cp) if conv else _NO_CONV
+    plain = (type(s) is torch.Tensor and not _tracing() and not s.is_meta and
+             torch._C._functorch.maybe_current_level() is None)  # functorch transforms go to the op as they are
+    needs_grad = torch.is_grad_enabled() and (s.requires_grad or w.requires_grad or
+                                              (b is not None and b.requires_grad))
+    if plain and not needs_grad:
+        if mode != MODE_AUTO and kind == KIND_AUTO:  # inference with a fixed path: no packing needed
+            sparse = mode == MODE_SPARSE
+            s, w = s.contiguous(), w.contiguous()
+            b = None if b is None else b.contiguous()
+            return _linear_forward_impl(s, w, b, sparse) if not conv else _conv_forward_impl(s, w, b, cp, sparse)
+        return _OP((s, w, b, grad_mask, None, None), SpikeOptions(conv, cpl, mode, kind, False), public)
+    bits = info = None
+    if plain:
+        # eager training: measure the kind once (the packing is reused by the op) so that the backward keeps
+        # the compact form of what s really holds
+        s = s.contiguous()
+        bits, info = _pack_impl(_rows(s), signs=kind == KIND_TERNARY)
+        kind = _resolve_kind(kind, info)
+    return _OP((s, w, b, grad_mask, bits, info), SpikeOptions(conv, cpl, mode, kind, True), public)
 
 
 def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, mode: str = "auto",
