@@ -48,6 +48,23 @@ std::vector<std::string> cuda_arch_list() {
   return out;
 }
 
+#ifndef SPIKEFORGE_CPU_ISA
+#define SPIKEFORGE_CPU_ISA "baseline"
+#endif
+
+// Which code the CPU kernels' hot loops run on this machine: "native" (built with -march=native for the
+// building machine), or in a portable build the clone the loader picked (csrc/cpu/cpu_common.h).
+std::string cpu_kernel_path() {
+  const std::string build = SPIKEFORGE_CPU_ISA;
+  if (build != "clones") return build == "native" ? "native (-march=native of the building machine)" : "baseline";
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512), picked at load time";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2, FMA), picked at load time";
+#endif
+  return "baseline x86-64, picked at load time";
+}
+
 int cuda_device_count() {
 #if defined(SPIKEFORGE_HAVE_CUDA)
   int n = 0;
@@ -88,6 +105,7 @@ NB_MODULE(_C, m) {
   });
   m.def("cuda_arch_list", &cuda_arch_list, "CUDA architectures the kernels were compiled for.");
   m.def("cuda_device_count", &cuda_device_count, "GPUs visible to the CUDA runtime (0 without a driver).");
+  m.def("cpu_kernel_path", &cpu_kernel_path, "Which code the CPU kernels' hot loops run on this machine.");
   m.def("has_openmp", [] {
 #if defined(SPIKEFORGE_HAVE_OPENMP)
     return true;

@@ -13,6 +13,18 @@
 #include "core/dtype.h"
 #include "core/neuron.h"
 
+// Runtime ISA dispatch for portable builds (SPIKEFORGE_NATIVE_ARCH=OFF): the hot row loops are compiled
+// for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, and the dynamic loader picks the best
+// the CPU has (GCC's target_clones, one ifunc per function). A native build (-march=native, the
+// default) compiles everything for the building machine instead. Only leaf loops carry it: their callees
+// are inlined into each clone, and results are the same on every path (no FMA contraction where exactness
+// matters; csrc/core/neuron.h).
+#if defined(SPIKEFORGE_ISA_CLONES) && (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+#define SF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SF_CPU_CLONES
+#endif
+
 namespace spikeforge::cpu {
 
 // Neurons per chunk, at most. Long rows let the hardware prefetchers stream each of the T rows a

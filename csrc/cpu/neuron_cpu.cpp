@@ -189,7 +189,7 @@ void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n)
 // they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
 // those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
 template <NeuronModel M, typename C>
-void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
+SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
                  C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
                  const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3, C* __restrict sv0,
                  C* __restrict sv1, C* __restrict sv2) {
@@ -294,7 +294,7 @@ void dispatch_variant(int v, F&& f) {
 // GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
 // read it.
 template <NeuronModel M, Surrogate SG, int V, typename C>
-void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0, const C* __restrict sv1,
+SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0, const C* __restrict sv1,
                   const C* __restrict sv2, const C* __restrict pv0, const C* __restrict pv1,
                   const C* __restrict pv2, const C* __restrict x, const C* __restrict gs, C* __restrict gx,
                   C* __restrict g0, C* __restrict g1, C* __restrict g2, const C* __restrict sl0,
