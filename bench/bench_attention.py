@@ -3,7 +3,7 @@ qk_channel_attention) against their composition from torch ops and against the r
 
 Standard cases (issue 6): N = 196 tokens, D = 384 and 768 channels split into 8 or 12 heads
 (q, k, v of shape [T, B, heads, N, D / heads]), T = 4, batch 2 on CPU. Inputs are Bernoulli spikes
-(--rate, default 0.15). Contenders, timed round-robin in one process (benchutil.side_by_side):
+(--rate, default 0.15). Contenders, timed round-robin in one process (benchlib.side_by_side):
   spikeforge  spikeforge.ops.<op> (native fused kernel when the build has it)
   kernel      (sdsa, QK ops on CPU only) the fused kernel torch.ops.spikeforge.attention_reduce_fwd, which
               ops.<op> leaves unused on CPU because the composition measured faster
@@ -22,9 +22,11 @@ import gc
 import os
 import time
 
+import sys
+
 import torch
 
-from . import benchutil as bu
+import benchlib as bu
 
 NAME = "attention"
 HELP = "spike-driven attention ops (ssa, sdsa, qk_token/qk_channel): ms, saved bytes, CUDA peak bytes, " \
@@ -53,14 +55,14 @@ def add_arguments(p) -> None:
 
 
 def _reduce_kernel(op: str):
-    from ..ops import attention as attention_ops
+    from spikeforge.ops import attention as attention_ops
 
     return attention_ops.fused_kernel(op)
 
 
 def contenders(op: str, args, device: torch.device) -> dict:
-    from .. import ops, reference
-    from ..ops import attention as attention_ops
+    from spikeforge import ops, reference
+    from spikeforge.ops import attention as attention_ops
 
     out = {"spikeforge": (f"spikeforge ops.{op}", getattr(ops, op))}
     if args.no_baselines:
@@ -228,3 +230,7 @@ def run(args) -> int:
         plot(cases, args.plot, f"spikeforge bench attention on {env['device_name']} ({env['device']}, "
                                f"{env['torch_threads']} threads)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(bu.main(NAME))

@@ -1,22 +1,24 @@
 """``spikeforge bench spikes``: event-driven spike propagation (ops.spike_linear / spike_conv2d) against
 dense torch (F.linear / F.conv2d) over a sweep of firing rates.
 
-Standard cases (shared/BENCHMARKS.md): linear 4096 -> 4096 and conv 3x3 64 -> 64 at 32x32 (padding 1),
+Standard cases (docs/benchmarks.md): linear 4096 -> 4096 and conv 3x3 64 -> 64 at 32x32 (padding 1),
 batch*T = 256, float32, binary Bernoulli spikes at rates 0.5% .. 50%. Per case: median ms of the forward
 (inputs require grad, as in training) and of forward+backward (torch.autograd.grad w.r.t. the input, the
 weight and the bias with a random upstream gradient), spikeforge in mode="sparse" (the event path forced)
 and mode="auto" (the rate dispatch), timed round-robin with the dense op in one process
-(benchutil.side_by_side). "saved" is what the op keeps of the input for backward
+(benchlib.side_by_side). "saved" is what the op keeps of the input for backward
 (ops.spike.saved_bytes) against the dense layer's float32 input. The crossover is the highest swept rate
 at which the event path is still faster than dense (forward+backward), per op; spikeforge's
 ops.spike.CROSSOVER table holds the measured values.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
-from . import benchutil as bu
+import benchlib as bu
 
 NAME = "spikes"
 HELP = "event-driven spike_linear / spike_conv2d vs dense torch over firing rates: ms, speedup, saved bytes, " \
@@ -50,7 +52,7 @@ def _case(op: str, rate: float, batch: int, quick: bool, device: torch.device):
 
 
 def _fns(op, s, w, b):
-    from .. import ops
+    from spikeforge import ops
 
     def sf(mode):
         if op == "linear":
@@ -106,7 +108,7 @@ def run(args) -> int:
     env = bu.environment(device)
     for line in bu.environment_lines(env):
         print(line)
-    from ..ops import spike as sp
+    from spikeforge.ops import spike as sp
 
     rows, results = [], []
     for op in args.op:
@@ -153,3 +155,7 @@ def run(args) -> int:
     if args.plot:
         plot(results, args.op, args.plot, env["device_name"])
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(bu.main(NAME))
