@@ -13,6 +13,7 @@ ops.spike.CROSSOVER table holds the measured values.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -137,7 +138,7 @@ def run(args) -> int:
                          bu.fmt(dfw), bu.fmt(rec["speedup_fwd"]) + "x", bu.fmt(sfb),
                          bu.fmt(rec["fwd_bwd_ms"]["spikeforge_auto"]), bu.fmt(dfb),
                          bu.fmt(rec["speedup_fwd_bwd"]) + "x", f"{saved}", f"1/{dense_saved / max(saved, 1):.0f}"])
-            print(f"  done: {op} rate {rate}", flush=True)
+            print(f"  done: {op} at {100 * rate:g}% firing", flush=True)
     print(bu.format_table(["op", "shape", "rate", "event fwd", "auto fwd", "dense fwd", "x fwd", "event f+b",
                            "auto f+b", "dense f+b", "x f+b", "saved B", "vs f32"], rows, left=2))
     crossover = {}
@@ -146,10 +147,18 @@ def run(args) -> int:
         fast = [r["rate"] for r in rs if (r["speedup_fwd_bwd"] or 0) >= 1.0]
         fastf = [r["rate"] for r in rs if (r["speedup_fwd"] or 0) >= 1.0]
         crossover[op] = {"fwd_bwd": max(fast) if fast else None, "fwd": max(fastf) if fastf else None}
-        print(f"crossover ({op}, {device.type}): event path faster than dense up to rate "
-              f"{crossover[op]['fwd_bwd']} (forward+backward), {crossover[op]['fwd']} (forward) "
-              f"of the swept rates; ops.spike.CROSSOVER[{device.type!r}] = {sp.CROSSOVER.get(device.type)}")
-    print(f"load average at end: {', '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
+        key = "conv2d" if op == "conv" else op
+        setting = sp.CROSSOVER.get(device.type, {}).get(key)
+        fb, f = crossover[op]["fwd_bwd"], crossover[op]["fwd"]
+
+        def upto(r):
+            return "at none of the swept rates" if r is None else f"up to {100 * r:g}% firing"
+
+        auto = (f"mode='auto' takes it up to {100 * setting:g}%" if setting is not None
+                else "mode='auto' never takes it")
+        print(f"crossover ({op}, {device.type}): the event path beats dense {upto(fb)} forward+backward, "
+              f"{upto(f)} forward; {auto} (spikeforge.ops.spike.CROSSOVER[{device.type!r}][{key!r}])")
+    print(f"load average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         bu.write_json(args.json, {"target": NAME, "environment": env, "results": results, "crossover": crossover})
     if args.plot:
