@@ -166,23 +166,19 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     if plt is None:
         return
     labels = list(dict.fromkeys(r["label"] for c in cases for r in c["rows"][1:]))
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(cases) + 5), 4.5), sharey=True)
-    width = 0.8 / max(1, len(labels))
+    color_of = bu.colors_by_label(plt, labels)
+    names = [f"{c['op'].replace('_attention', '')}\nD={c['D']}\nh={c['heads']}" for c in cases]
+    fig, axes = plt.subplots(2, 1, figsize=(max(9, 0.75 * len(cases) + 3), 9), sharey=True)
+    handles = []
     for ax, phase, name in zip(axes, ("fwd", "fwd_bwd"), ("forward", "forward+backward")):
-        for i, lab in enumerate(labels):
-            vals = [next((r.get(f"{phase}_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
-                    for c in cases]
-            ax.bar([j + (i - (len(labels) - 1) / 2) * width for j in range(len(cases))],
-                   [float("nan") if v is None else v for v in vals], width, label=lab)
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels([f"{c['op'].replace('_attention', '')}\nD={c['D']} h={c['heads']}" for c in cases],
-                           fontsize=6, rotation=90)
-        ax.set_yscale("log")
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_title(name, fontsize=9)
-    axes[0].set_ylabel("time / spikeforge's (>1: spikeforge faster)", fontsize=8)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+        series = {lab: [next((r.get(f"{phase}_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
+                        for c in cases] for lab in labels}
+        handles.append(bu.grouped_bars(ax, names, series, color_of))
+        bu.ratio_axis(ax)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("time / spikeforge's\n(>1: spikeforge faster)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    bu.figure_legend(fig, *handles, ncol=2)
     bu.save_figure(fig, path)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -473,43 +472,32 @@ def summary_table(cases: list[dict]) -> str:
 
 
 def plot(cases: list[dict], path: str, title: str) -> None:
+    """Four panels: forward and forward+backward roofline fractions (every contender), and their times over
+    spikeforge's (log scale). One legend under the figure, listing the contenders that have bars."""
     plt = bu.pyplot()
     if plt is None:
         return
-    labels = []
-    for c in cases:
-        for r in c["rows"]:
-            if r["label"] not in labels:
-                labels.append(r["label"])
+    labels = list(dict.fromkeys(r["label"] for c in cases for r in c["rows"]))
     defaults = {r["label"] for c in cases for r in c["rows"] if r["default"]}
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color_of = bu.colors_by_label(plt, labels)
     names = [f"{c['neuron']} T={c['T']}\n{c['dtype']}" for c in cases]
-    fig, axes = plt.subplots(2, 2, figsize=(max(10, 2.2 * len(cases) + 6), 8.5))
+    fig, axes = plt.subplots(2, 2, figsize=(max(10, 2.2 * len(cases) + 6), 9))
+    handles = []
     for col, phase in enumerate(("fwd", "fwd_bwd")):
         for ax, key, ylabel, log in ((axes[0][col], f"{phase}_roofline_fraction", "fraction of copy bandwidth", False),
                                      (axes[1][col], f"{phase}_ratio_vs_spikeforge",
-                                      "time / spikeforge time (>1: spikeforge faster)", True)):
+                                      "time / spikeforge's (>1: spikeforge faster)", True)):
             shown = [lab for lab in labels if not (log and lab in defaults)]
-            for i, lab in enumerate(shown):
-                vals = []
-                for c in cases:
-                    r = next((r for r in c["rows"] if r["label"] == lab), None)
-                    v = None if r is None else r.get(key)
-                    vals.append(v if v is not None else math.nan)
-                width = 0.8 / max(1, len(shown))
-                xs = [j + (i - (len(shown) - 1) / 2) * width for j in range(len(cases))]
-                ax.bar(xs, vals, width, label=lab, color=colors[labels.index(lab) % len(colors)])
-            ax.set_xticks(range(len(cases)))
-            ax.set_xticklabels(names, fontsize=8)
+            series = {lab: [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases]
+                      for lab in shown}
+            handles.append(bu.grouped_bars(ax, names, series, color_of))
             ax.set_ylabel(ylabel, fontsize=9)
             if log:
-                ax.set_yscale("log")
-                ax.axhline(1.0, color="black", linewidth=0.8)
+                bu.ratio_axis(ax)
             ax.set_title(("forward" if phase == "fwd" else "forward+backward")
-                         + (": roofline fraction" if not log else ": ratio vs spikeforge"), fontsize=10)
-            ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="upper right")
+                         + (": roofline fraction" if not log else ": time over spikeforge's"), fontsize=10)
     fig.suptitle(title, fontsize=10)
+    bu.figure_legend(fig, *handles)
     bu.save_figure(fig, path)
 
 

@@ -224,31 +224,26 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     if plt is None:
         return
     labels = list(dict.fromkeys(r["label"] for c in cases for r in c["rows"]))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.6 * len(cases) + 4), 8))
+    spikeforge = {c["rows"][0]["label"] for c in cases}
+    color_of = bu.colors_by_label(plt, labels)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.8 * len(cases) + 4), 9))
     names = [f"{c['op']} T={c['T']}" + (f"\n{c['dtype']}" if c.get("dtype") else "") for c in cases]
-    for ax, key, shown, log, ylabel in (
-            (axes[0], "fwd_bwd_roofline_fraction", labels, False, "forward+backward GB/s / copy GB/s"),
-            (axes[1], "fwd_bwd_ratio_vs_spikeforge", labels[1:], True,
-             "forward+backward time / spikeforge's (>1: spikeforge faster)")):
-        width = 0.8 / max(1, len(shown))
-        for i, lab in enumerate(shown):
-            vals = [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases]
-            ax.bar([j + (i - (len(shown) - 1) / 2) * width for j in range(len(cases))],
-                   [math.nan if v is None else v for v in vals], width, label=lab,
-                   color=colors[labels.index(lab) % len(colors)])
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels(names, fontsize=8)
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
+    handles = []
+    for ax, key, log, ylabel in ((axes[0], "fwd_bwd_roofline_fraction", False, "forward+backward GB/s / copy GB/s"),
+                                 (axes[1], "fwd_bwd_ratio_vs_spikeforge", True,
+                                  "forward+backward time / spikeforge's\n(>1: spikeforge faster)")):
+        shown = [lab for lab in labels if not (log and lab in spikeforge)]
+        series = {lab: [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases]
+                  for lab in shown}
+        handles.append(bu.grouped_bars(ax, names, series, color_of))
+        ax.set_ylabel(ylabel, fontsize=9)
         if log:
-            ax.set_yscale("log")
-            ax.axhline(1.0, color="black", linewidth=0.8)
+            bu.ratio_axis(ax)
         else:
             ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")  # the copy bandwidth
-        ax.legend(fontsize=7)
-    axes[0].set_title(title + "\nroofline fraction", fontsize=9)
-    axes[1].set_title("ratio vs spikeforge", fontsize=9)
+    axes[0].set_title(title + "\nroofline fraction (dashed: the copy bandwidth)", fontsize=9)
+    axes[1].set_title("time over spikeforge's", fontsize=9)
+    bu.figure_legend(fig, *handles)
     bu.save_figure(fig, path)
 
 

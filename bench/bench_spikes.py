@@ -90,7 +90,7 @@ def plot(results: list[dict], ops, path: str, device_name: str) -> None:
         for key, label, style in (("fwd_ms", "forward", "-"), ("fwd_bwd_ms", "forward+backward", "--")):
             ax.plot(x, [r[key]["spikeforge"] for r in rs], "o" + style, color="C0", label=f"event {label}")
             ax.plot(x, [r[key]["dense"] for r in rs], "s" + style, color="C1", label=f"dense torch {label}")
-        ax.set_xscale("log")
+        bu.ratio_axis(ax, "x")  # firing rates 0.5 ... 50 %, labelled as plain numbers
         ax.set_xlabel("firing rate (%)")
         ax.set_ylabel("ms (median)")
         ax.set_title(f"{op}: {rs[0]['shape'] if rs else ''} ({device_name})", fontsize=9)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -178,7 +179,8 @@ def save_figure(fig, path: str) -> None:
     """Lays out, writes (dpi 110) and closes a figure of a --plot chart, and says where it went."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if not fig.legends:  # figure_legend has laid the figure out around its legend already
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")
@@ -206,3 +208,61 @@ def main(name: str, argv: Optional[list] = None) -> int:
 
     os.environ.setdefault("SPIKEFORGE_BENCH_DIR", os.path.dirname(os.path.abspath(__file__)))
     return cli_main(["bench", name, *(sys.argv[1:] if argv is None else argv)])
+
+
+# --------------------------------------------------------------------------------------------
+# charts: grouped bars, a readable log axis, one legend under the figure
+# --------------------------------------------------------------------------------------------
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def grouped_bars(ax, groups: list, series: dict, color_of) -> dict:
+    """Bars per group (x tick), one per series label that has a value there: the bars present in a group
+    sit side by side centred on its tick (a contender without a value leaves no gap). series: {label:
+    [value per group or None]}. Returns {label: bar handle} of the labels drawn, for figure_legend."""
+    handles = {}
+    for j in range(len(groups)):
+        present = [lab for lab, vals in series.items() if _finite(vals[j])]
+        width = 0.8 / max(1, len(present))
+        for i, lab in enumerate(present):
+            bar = ax.bar(j + (i - (len(present) - 1) / 2) * width, series[lab][j], width, color=color_of(lab))
+            handles.setdefault(lab, bar)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return handles
+
+
+def ratio_axis(ax, axis: str = "y") -> None:
+    """A log axis for ratios labelled 0.5, 1, 2, 5, 10 ... (no 3x10^0), with the line at 1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+    if axis == "y":
+        ax.axhline(1.0, color="black", linewidth=0.8)
+
+
+def figure_legend(fig, *handle_dicts, ncol: int = 3) -> None:
+    """One legend under the plots listing every label that has a bar somewhere (first-seen order)."""
+    merged = {}
+    for d in handle_dicts:
+        for lab, h in d.items():
+            merged.setdefault(lab, h)
+    if not merged:
+        return
+    rows = math.ceil(len(merged) / ncol)
+    fig.legend(list(merged.values()), list(merged), loc="lower center", ncol=min(ncol, len(merged)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.035 * rows + 0.02, 1, 1))
+
+
+def colors_by_label(plt, labels: list):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    index = {lab: i for i, lab in enumerate(dict.fromkeys(labels))}
+    return lambda lab: colors[index.get(lab, 0) % len(colors)]
