@@ -324,6 +324,16 @@ def plot(cases: list[dict], path: str, title: str) -> None:
 
 
 def run(args) -> int:
+    from spikeforge.cli import UsageError
+    from spikeforge.cli._common import unknown_name
+    from spikeforge.models import MODELS
+
+    for name in args.model:
+        if name not in MODELS:
+            raise unknown_name("model", name, MODELS)
+    for option in ("T", "batch", "size"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise UsageError(f"--{option} must be >= 1, got {getattr(args, option)}")
     device = bu.resolve_device(args.device)
     bu.setup_threads(args, device)
     args.reps = args.reps or (3 if args.quick else 5)

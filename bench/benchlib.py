@@ -58,18 +58,22 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def resolve_device(name: str) -> torch.device:
+    from spikeforge.cli import UsageError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("spikeforge bench: --device cuda but torch sees no GPU")
+        raise UsageError("--device cuda: torch sees no GPU; use --device cpu")
     return torch.device(name)
 
 
 def setup_threads(args, device: torch.device) -> None:
+    from spikeforge.cli import UsageError
+
     threads = args.threads if args.threads is not None else (2 if device.type == "cpu" else None)
     if threads is not None:
         if threads < 1:
-            raise SystemExit("spikeforge bench: --threads must be >= 1")
+            raise UsageError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
 
 

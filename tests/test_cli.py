@@ -76,6 +76,8 @@ def test_train_help_describes_every_option(capsys):
     (["bench", "neurons", "--device", "cuda"] if not torch.cuda.is_available() else ["bench", "neurons", "--T", "0"],
      r"--device cuda|--T"),
     (["bench", "neurons", "--json", "/nonexistent/dir/x.json", "--quick"], r"does not exist"),
+    (["bench", "models", "--model", "resnet_nope", "--no-thp"], r"unknown model 'resnet_nope'"),
+    (["bench", "psn", "--threads", "0", "--no-thp"], r"--threads"),
 ])
 def test_one_line_errors(capsys, argv, match):
     _one_line_error(capsys, *argv, match=match)

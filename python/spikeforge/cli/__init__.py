@@ -79,6 +79,12 @@ def main(argv: Optional[list] = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (spikeforge info | head): nothing left to say
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
     except Exception as e:  # noqa: BLE001 - no traceback for a user; SPIKEFORGE_DEBUG=1 shows it
         if os.environ.get("SPIKEFORGE_DEBUG"):
             raise

@@ -113,6 +113,11 @@ def _run_neurons(args) -> int:
     from . import bench_neurons
 
     if args.full is None:
+        bench_neurons.check_args(args)
+        if not args.no_thp:
+            from .benchcore import reexec_with_thp
+
+            reexec_with_thp(args.argv, quiet=True)  # the table's notes say so
         return bench_neurons.run(args)
     mod = load_target("neurons")
     parser = argparse.ArgumentParser(prog="spikeforge bench neurons --full", parents=[_benchlib().common_parser()],

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -47,6 +47,10 @@ def add_arguments(p) -> None:
                    help="time torch.compile of the loop even when its kernels are not cached (slow the first time)")
     p.add_argument("--no-peers", action="store_true", help="leave out SpikingJelly and snnTorch")
     p.add_argument("--quick", action="store_true", help="T=4, 2^14 neurons: a smoke test in seconds")
+    p.add_argument("--no-thp", action="store_true",
+                   help="run in the process's own memory settings (by default the run restarts itself with "
+                        "PyTorch's huge pages and glibc malloc keeping freed memory, the settings docs/benchmarks.md "
+                        "recommends for CPU training; they speed up every contender, the eager loops most)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
 
 
@@ -126,18 +130,32 @@ def _compile_key(T: int, n: int, device: torch.device) -> str:
     return f"torch {torch.__version__} {device.type} lif T={T} n={n} float32"
 
 
+def _inductor_cache() -> Optional[str]:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        return cache_dir()
+    except Exception:  # noqa: BLE001 - another torch version: no cache knowledge, so no cached rows
+        return None
+
+
 def _compiled_before() -> dict:
+    """{row key: compile seconds} of rows compiled before whose inductor cache is still on disk."""
     try:
         with open(_cache_file(), encoding="utf-8") as f:
             d = json.load(f)
-        return d if isinstance(d, dict) else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(d, dict):
+        return {}
+    # a wiped cache (a cleaned /tmp) means a cold compile again: forget those rows
+    return {k: v for k, v in d.items() if isinstance(v, dict) and v.get("cache") and os.path.isdir(v["cache"])
+            and os.listdir(v["cache"])}
 
 
 def _remember_compile(key: str, seconds: float) -> None:
     d = _compiled_before()
-    d[key] = round(seconds, 1)
+    d[key] = {"compile_s": round(seconds, 1), "cache": _inductor_cache()}
     try:
         os.makedirs(os.path.dirname(_cache_file()), exist_ok=True)
         with open(_cache_file(), "w", encoding="utf-8") as f:
@@ -261,13 +279,18 @@ def summary_line(results: list, labels: dict) -> str:
             + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + ".")
 
 
-def run(args) -> int:
+def check_args(args) -> None:
+    """The checks that need no measurement (before the run restarts itself with other memory settings)."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: torch sees no GPU; use --device cpu")
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
     if args.json:
         check_output_path("--json", args.json)
+
+
+def run(args) -> int:
+    check_args(args)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
     Ts = args.T or ([4] if args.quick else [4, 8, 32])
@@ -316,6 +339,13 @@ def run(args) -> int:
                  if r["cells"]["torch.compile"].get("compile_s")]
     if compile_s:
         notes.append("torch.compile's compile time (not in the ratios): " + ", ".join(compile_s))
+    if os.environ.get(bc.THP_ENV) is not None:
+        notes.append(f"memory settings: {bc.THP_ENV}={os.environ[bc.THP_ENV]} "
+                     + " ".join(f"{k}={os.environ.get(k)}" for k in bc.MALLOC_ENV)
+                     + " (huge pages; freed memory kept for reuse); --no-thp runs without them")
+    else:
+        notes.append("memory settings: the process's defaults (--no-thp); on some machines the eager loops run "
+                     "many times slower like this, every fresh tensor faulting in new pages")
     notes.append("the full comparison (forward-only times, both backward modes, overhead, JSON, plots): "
                  "spikeforge bench neurons --full, from a source checkout")
     wall = time.perf_counter() - t_start
@@ -324,6 +354,7 @@ def run(args) -> int:
     print(f"  ({wall:.0f} s)")
     if args.json:
         data = {"benchmark": "neurons (main job)", "device": str(device), "machine": machine,
+                "memory_settings": {k: os.environ.get(k) for k in (bc.THP_ENV, *bc.MALLOC_ENV)},
                 "torch": torch.__version__, "threads": torch.get_num_threads(), "options": OPTIONS,
                 "n": n, "copy_gbps": bw.gbps, "rows": results, "summary": summary_line(results, labels),
                 "run_time_s": wall}

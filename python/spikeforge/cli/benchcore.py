@@ -30,7 +30,7 @@ THP_ENV = "THP_MEM_ALLOC_ENABLE"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
 
 
-def reexec_with_thp(argv: list[str]) -> None:
+def reexec_with_thp(argv: list[str], quiet: bool = False) -> None:
     """Re-runs ``python -m spikeforge <argv>`` with THP_MEM_ALLOC_ENABLE=1 and MALLOC_ENV unless
     THP_MEM_ALLOC_ENABLE is already set (the re-run's marker; MALLOC_ENV values the caller set win).
 
@@ -47,9 +47,10 @@ def reexec_with_thp(argv: list[str]) -> None:
     os.environ[THP_ENV] = "1"
     for key, value in MALLOC_ENV.items():
         os.environ.setdefault(key, value)
-    print(f"[spikeforge bench] re-running with {THP_ENV}=1 and "
-          f"{' '.join(f'{k}={os.environ[k]}' for k in MALLOC_ENV)} (huge pages, freed blocks kept in the "
-          "heap; --no-thp to skip)", file=sys.stderr)
+    if not quiet:
+        print(f"[spikeforge bench] re-running with {THP_ENV}=1 and "
+              f"{' '.join(f'{k}={os.environ[k]}' for k in MALLOC_ENV)} (huge pages, freed blocks kept in the "
+              "heap; --no-thp to skip)", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "spikeforge", *argv])
