@@ -207,11 +207,13 @@ def saved_bytes(f: Callable[..., object], *inputs) -> int:
 
 
 def main(name: str, argv: Optional[list] = None) -> int:
-    """``python bench/bench_<name>.py [options]``: the same as ``spikeforge bench <name> [options]``."""
+    """``python bench/bench_<name>.py [options]``: the same as ``spikeforge bench <name> [options]`` (for neurons:
+    ``spikeforge bench neurons --full [options]``)."""
     from spikeforge.cli import main as cli_main
 
     os.environ.setdefault("SPIKEFORGE_BENCH_DIR", os.path.dirname(os.path.abspath(__file__)))
-    return cli_main(["bench", name, *(sys.argv[1:] if argv is None else argv)])
+    full = ["--full"] if name == "neurons" else []  # the installed `bench neurons` is the short main job
+    return cli_main(["bench", name, *full, *(sys.argv[1:] if argv is None else argv)])
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""spikeforge.tools.energy (SOPs and energy, shared/SEMANTICS.md) on hand-checkable models, the EnergyOp
+"""spikeforge.tools.energy (SOPs and energy, docs/tools.md) on hand-checkable models, the EnergyOp
 opt-in, a zoo model against torch's FLOP counter, and the `spikeforge energy` command."""
 import json
 
