@@ -253,7 +253,8 @@ def _cell(cell: dict, key: str) -> str:
 
 
 def _versus(xs: list, label: str) -> str:
-    """'4.1-5.7x faster than L', '2.0x slower than L' or 'about as fast as L (0.9-1.2x)'."""
+    """'4.1-5.7x faster than L', '2.0x slower than L', 'about as fast as L' (0.9-1.1x) or 'between 1.7x slower
+    and 8.2x faster than L'."""
     lo, hi = min(xs), max(xs)
 
     def rng(a, b):
@@ -263,7 +264,9 @@ def _versus(xs: list, label: str) -> str:
         return f"{rng(lo, hi)} faster than {label}"
     if hi <= 1.0:
         return f"{rng(1 / hi, 1 / lo)} slower than {label}"
-    return f"about as fast as {label} ({rng(lo, hi)})"
+    if lo >= 0.9 and hi <= 1.1:
+        return f"about as fast as {label}"
+    return f"between {1 / lo:.1f}x slower and {hi:.1f}x faster than {label}"
 
 
 def summary_line(results: list, labels: dict) -> str:
@@ -348,6 +351,11 @@ def run(args) -> int:
                      "many times slower like this, every fresh tensor faulting in new pages")
     notes.append("the full comparison (forward-only times, both backward modes, overhead, JSON, plots): "
                  "spikeforge bench neurons --full, from a source checkout")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cores = os.cpu_count() or 1
+    if device.type == "cpu" and load is not None and load > 0.75 * cores + 0.5:
+        notes.append(f"the machine was busy (load average {load:.1f} on {cores} cores): other programs competed "
+                     "for the cores and the memory, so these numbers are noisy; run again when it is idle")
     wall = time.perf_counter() - t_start
     for line in notes:
         print(f"  - {line}")
@@ -357,6 +365,7 @@ def run(args) -> int:
                 "memory_settings": {k: os.environ.get(k) for k in (bc.THP_ENV, *bc.MALLOC_ENV)},
                 "torch": torch.__version__, "threads": torch.get_num_threads(), "options": OPTIONS,
                 "n": n, "copy_gbps": bw.gbps, "rows": results, "summary": summary_line(results, labels),
+                "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                 "run_time_s": wall}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, default=str)
