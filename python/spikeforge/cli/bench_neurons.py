@@ -304,6 +304,7 @@ def run(args) -> int:
     print(f"spikeforge bench neurons: LIF neurons, one training step (forward + backward) of {n:,} neurons "
           f"x T steps, float32, on {machine}", flush=True)
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # before this run adds to it
     timer = bc.Timer(device)
     bw = bc.Bandwidth(device)
     bw.measure(timer, reps=5)
@@ -351,11 +352,11 @@ def run(args) -> int:
                      "many times slower like this, every fresh tensor faulting in new pages")
     notes.append("the full comparison (forward-only times, both backward modes, overhead, JSON, plots): "
                  "spikeforge bench neurons --full, from a source checkout")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     cores = os.cpu_count() or 1
-    if device.type == "cpu" and load is not None and load > 0.75 * cores + 0.5:
-        notes.append(f"the machine was busy (load average {load:.1f} on {cores} cores): other programs competed "
-                     "for the cores and the memory, so these numbers are noisy; run again when it is idle")
+    if device.type == "cpu" and load_start is not None and load_start > 0.5 * cores + 0.5:
+        notes.append(f"the machine was busy before the run (load average {load_start:.1f} on {cores} cores): other "
+                     "programs competed for the cores and the memory, so these numbers are noisy; run again when "
+                     "it is idle")
     wall = time.perf_counter() - t_start
     for line in notes:
         print(f"  - {line}")
@@ -365,7 +366,7 @@ def run(args) -> int:
                 "memory_settings": {k: os.environ.get(k) for k in (bc.THP_ENV, *bc.MALLOC_ENV)},
                 "torch": torch.__version__, "threads": torch.get_num_threads(), "options": OPTIONS,
                 "n": n, "copy_gbps": bw.gbps, "rows": results, "summary": summary_line(results, labels),
-                "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                "load_average_start": load_start,
                 "run_time_s": wall}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, default=str)
