@@ -165,3 +165,20 @@ def test_bench_target_without_checkout_says_where(capsys, monkeypatch, tmp_path)
     monkeypatch.setattr(bench, "find_bench_dir", lambda: None)
     _one_line_error(capsys, "bench", "psn", match="bench/ folder of a spikeforge source checkout")
     _one_line_error(capsys, "bench", "neurons", "--full", match="bench/ folder")
+
+
+def test_main_job_quick_table_summary_and_json(capsys, tmp_path, monkeypatch):
+    from spikeforge.cli import bench_neurons
+
+    monkeypatch.setattr(bench_neurons.bc, "dist_version", lambda name: None)  # as if no peer were installed
+    out_json = tmp_path / "main.json"
+    rc, out, err = _run(capsys, "bench", "neurons", "--quick", "--no-thp", "--json", str(out_json))
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("spikeforge bench neurons: LIF neurons, one training step")  # no jargon first
+    assert any(line.startswith("In short: for one training step") for line in lines)
+    assert "not installed, so not compared" in out and "SpikingJelly" not in lines[2]  # a note, not a column
+    import json
+
+    d = json.loads(out_json.read_text())
+    assert d["rows"][0]["cells"]["spikeforge"]["ms"] > 0 and d["summary"].startswith("In short")

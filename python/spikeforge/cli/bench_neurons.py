@@ -40,8 +40,8 @@ def add_arguments(p) -> None:
                    help="auto: cuda when torch sees a GPU, else cpu (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch.set_num_threads on CPU (default: torch's own, the number a training job gets)")
-    p.add_argument("--time-budget", type=positive_float, default=2.0, metavar="SECONDS",
-                   help="timing budget per contender and row: a slow one gets fewer repetitions, at least 3 "
+    p.add_argument("--time-budget", type=positive_float, default=1.5, metavar="SECONDS",
+                   help="timing budget per contender and row: a slow one gets fewer repetitions, at least 2 "
                         "(default: %(default)s)")
     p.add_argument("--compile", action="store_true",
                    help="time torch.compile of the loop even when its kernels are not cached (slow the first time)")
@@ -226,7 +226,9 @@ def run_row(T: int, n: int, device: torch.device, rows: list, args, timer: bc.Ti
         except Exception as e:  # noqa: BLE001 - a contender that fails is reported, not fatal
             cell["status"] = f"failed: {bc.error_text(e, 80)}"
     fns["copy"] = bw.fn
-    res = bc.side_by_side(fns, timer, reps=7, warmup=1, time_budget_s=args.time_budget,
+    # a slow contender (an eager loop at T=32 on a busy machine: seconds per step) gets 2 timed steps, so the
+    # main job stays near a minute there too
+    res = bc.side_by_side(fns, timer, reps=7, warmup=1, time_budget_s=args.time_budget, min_reps=2,
                           progress=lambda done, total: progress.update(f"T={T}: timing", done, total))
     progress.next_row()
     bw.add(res.pop("copy").samples)
@@ -318,13 +320,16 @@ def run(args) -> int:
     labels = {key: label for key, label, _, _ in rows}
     from ..tools._text import format_table
 
-    head = ["T", "spikeforge", "% of memory bw"] + [f"{labels[k]}" for k, _, _, _ in rows[1:]]
+    # peers that are not installed get a note instead of a column
+    absent = [k for k, _, _, why in rows if why]
+    shown = [k for k, _, _, why in rows[1:] if not why]
+    head = ["T", "spikeforge", "% of memory bw"] + [labels[k] for k in shown]
     table = []
     for r in results:
         sf = r["cells"]["spikeforge"]
         frac = bc.gbps(r["bytes"], sf.get("ms")) / bw.gbps if sf.get("ms") and bw.gbps else None
         table.append([str(r["T"]), _cell(sf, "spikeforge"), "n/a" if frac is None else f"{100 * frac:.0f}%"]
-                     + [_cell(r["cells"][k], k) for k, _, _, _ in rows[1:]])
+                     + [_cell(r["cells"][k], k) for k in shown])
     print()
     print(format_table(head, table))
     print()
@@ -333,6 +338,9 @@ def run(args) -> int:
              "(> 1: spikeforge is faster); ratios depend on the CPU / GPU and on what else runs on it",
              f"% of memory bw: spikeforge's minimum traffic ({BYTES_PER_ELEMENT_STEP} x 4 bytes per neuron and "
              f"step) over the {bw.gbps or 0:.1f} GB/s of a memory copy measured in this run"]
+    if absent:
+        notes.append(f"{' and '.join(labels[k] for k in absent)}: not installed, so not compared (pip install "
+                     f"{' '.join(k for k in absent)} adds {'them' if len(absent) > 1 else 'it'})")
     if "snntorch" in labels and any(r["cells"]["snntorch"].get("ms") for r in results):
         notes.append("snnTorch's Leaky differs slightly (unscaled input, reset one step late): same cost, "
                      "not the same spikes")
