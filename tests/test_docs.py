@@ -34,10 +34,15 @@ def test_readme_has_python_blocks():
 
 @pytest.mark.parametrize("i", range(len(PY_BLOCKS)))
 def test_readme_python_block_runs(i):
-    # a subprocess: the block runs as a user would paste it, with nothing imported or defined beforehand
+    # a subprocess: the block runs as a user would paste it, with nothing imported or defined beforehand, on
+    # the spikeforge this test session imports (the installed one in CI)
+    import spikeforge
+
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(ROOT, "python"), env.get("PYTHONPATH")) if p)
-    r = subprocess.run([sys.executable, "-c", PY_BLOCKS[i]], capture_output=True, text=True, env=env, timeout=300)
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(spikeforge.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    r = subprocess.run([sys.executable, "-c", PY_BLOCKS[i]], capture_output=True, text=True, env=env, timeout=300,
+                       cwd=os.path.dirname(ROOT))
     assert r.returncode == 0, f"README python block {i} failed:\n{PY_BLOCKS[i]}\n{r.stderr[-2000:]}"
 
 
