@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from spikeforge.ops import spike_conv2d
-from spikeforge.tools import benchutil as bu
+import benchlib as bu
 
 GEOMETRIES = [(64, 64, 32, 3, 1), (64, 64, 16, 3, 1), (128, 128, 8, 3, 1), (256, 256, 4, 3, 1), (512, 512, 2, 3, 1),
               (256, 512, 4, 3, 2), (256, 256, 8, 1, 1), (128, 256, 8, 1, 2)]  # cin, cout, input size, kernel, stride

@@ -86,7 +86,7 @@ def assert_grads_close(got: dict, want: dict, rtol, atol_scale):
 
 
 def charge(kind, x, v_prev, w=None, *, v_reset=0.0, decay_input=True, tau=None):
-    """H[t] from V[t-1] and X[t] (shared/SEMANTICS.md), for margin checks in float64."""
+    """H[t] from V[t-1] and X[t] (docs/ops.md), for margin checks in float64."""
     vr = 0.0 if v_reset is None else v_reset
     if kind == "if":
         return v_prev + x

@@ -173,7 +173,9 @@ def test_spike_input_convs_equal_reference_on_either_path(monkeypatch, spy_nativ
 
 
 def test_compact_mode_saves_less():
-    from spikeforge.tools.bench_models import saved_bytes_by_module
+    from bench_helpers import bench_module
+
+    saved_bytes_by_module = bench_module("models").saved_bytes_by_module
 
     torch.manual_seed(0)
     m = models.sew_resnet18_cifar(num_classes=4, T=2, width=8)

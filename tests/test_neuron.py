@@ -96,7 +96,7 @@ def test_surrogates_match_reference(device, sur, alpha, kind, v_reset, detach):
 
 
 def _semantics_surrogate(name, x, a):
-    """g'(x) written out independently from shared/SEMANTICS.md (float64)."""
+    """g'(x) written out independently from docs/ops.md (float64)."""
     ax = (a * x).abs()
     if name == "sigmoid":
         s = 1 / (1 + torch.exp(-a * x))
@@ -290,7 +290,7 @@ def test_float64_keeps_float64_parameters(v_reset):
 # float16 / bfloat16 against float32
 # ------------------------------------------------------------------------------------------------
 # Tolerances (eps = torch.finfo(dtype).eps: 2^-10 for float16, 2^-7 for bfloat16):
-# - H: state and accumulation are float32 (shared/ARCHITECTURE.md), but an implementation may round
+# - H: state and accumulation are float32 (docs/design.md), but an implementation may round
 #   H or V to the activation dtype once per step (relative error eps/2); an error in V[t-1] reaches H[t]
 #   with a factor <= 1, so |H_half - H_fp32| <= T * eps/2 * max|H|. A neuron whose fp32 H comes within
 #   that distance of the threshold at any step may legitimately fire differently (and then everything

@@ -1,4 +1,4 @@
-"""PSN family (shared/SEMANTICS.md "Parallel spiking neurons"): spikeforge.ops.psn / masked_psn /
+"""PSN family (docs/ops.md "Parallel spiking neurons"): spikeforge.ops.psn / masked_psn /
 sliding_psn / psn_window_step, the custom ops torch.ops.spikeforge.psn_fwd / psn_bwd, and the modules
 spikeforge.nn.PSN / MaskedPSN / SlidingPSN.
 

@@ -1,4 +1,4 @@
-"""Spike propagation (shared/SEMANTICS.md "Spike propagation"): spikeforge.ops.spike_linear /
+"""Spike propagation (docs/spike_propagation.md): spikeforge.ops.spike_linear /
 spike_conv2d / pack_spikes / unpack_spikes, the custom ops torch.ops.spikeforge.spike_*, and the modules
 spikeforge.nn.SpikeLinear / SpikeConv2d.
 

@@ -441,7 +441,9 @@ def test_neuron_options_reach_the_attention_neuron():
 
 
 def test_compact_mode_saves_less():
-    from spikeforge.tools.bench_models import saved_bytes_by_module
+    from bench_helpers import bench_module
+
+    saved_bytes_by_module = bench_module("models").saved_bytes_by_module
 
     torch.manual_seed(0)
     kw = dict(num_classes=4, T=2, dim=32, depth=2, num_heads=4)

@@ -1,4 +1,4 @@
-"""A training loop for the model zoo, and the ``spikeforge train`` command.
+"""A training loop for the model zoo (the library behind ``spikeforge train``, spikeforge/cli/train.py).
 
     spikeforge train                                  sew_resnet18_cifar on the shipped 8x8 digits
     spikeforge train --model ms_resnet18_cifar --loss tet --epochs 20 --T 4 --checkpoint run.pt
@@ -13,8 +13,6 @@ RNG state is saved in the checkpoint). Same seed, same threads, same result.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import sys
@@ -28,8 +26,11 @@ from torch import nn
 
 from .nn.layers import poisson_encode, tet_loss
 
-__all__ = ["TrainConfig", "fit", "evaluate", "build_model", "save_checkpoint", "load_checkpoint", "main",
-           "add_arguments"]
+__all__ = ["TrainConfig", "fit", "evaluate", "build_model", "save_checkpoint", "load_checkpoint",
+           "read_checkpoint", "check_resume", "CheckpointError", "MODEL_FIELDS"]
+
+# the config fields that fix a model's architecture: a checkpoint's weights fit a run only if these match
+MODEL_FIELDS = ("model", "T", "neuron", "cnf", "width", "dim", "depth", "heads", "image_size")
 
 
 @dataclass
@@ -207,10 +208,63 @@ def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, 
     os.replace(tmp, path)  # never leave a half-written checkpoint behind
 
 
+class CheckpointError(ValueError):
+    """A file that is not a readable ``spikeforge train`` checkpoint, or one that does not fit the run."""
+
+
+def read_checkpoint(path: str) -> dict:
+    """Loads and checks a ``spikeforge train`` checkpoint (weights only: no code in the file is run).
+
+    Raises FileNotFoundError for a missing file and CheckpointError (a ValueError) for an empty, corrupt or
+    foreign file, each with a one-line message naming the path.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path} is empty (an interrupted save?), not a spikeforge train checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt zip, pickle of another program, ...: one message for all
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path} is not a readable spikeforge train checkpoint ({type(e).__name__}: "
+                              f"{first})") from None
+    keys = {"model", "config"}
+    if not isinstance(state, dict) or not keys <= set(state) or not isinstance(state["config"], dict) \
+            or not isinstance(state["model"], dict) or not isinstance(state["config"].get("model"), str):
+        found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a spikeforge train checkpoint (expected the keys 'model' (weights) "
+                              f"and 'config' (naming the model), found {found})")
+    return state
+
+
+def _describe(config: dict) -> str:
+    extra = ", ".join(f"{k}={config.get(k)}" for k in MODEL_FIELDS[1:] if config.get(k) is not None)
+    return f"{config.get('model')} ({extra})" if extra else str(config.get("model"))
+
+
+def check_resume(state: dict, cfg: TrainConfig, path: str = "the checkpoint") -> None:
+    """CheckpointError unless the checkpoint was written for the same model and architecture as cfg."""
+    missing = [k for k in ("optimizer", "schedule", "epoch", "rng") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} holds weights but no training state ({', '.join(missing)} missing): it "
+                              "cannot be resumed")
+    saved = state["config"]
+    mine = asdict(cfg)
+    diff = [k for k in MODEL_FIELDS if saved.get(k) != mine.get(k)]
+    if diff:
+        raise CheckpointError(f"{path} holds {_describe(saved)}, but this run builds {_describe(mine)} "
+                              f"(differs in {', '.join(diff)}); pass the checkpoint's options or another path")
+
+
 def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """read_checkpoint(path), then the state loaded into whichever of model, opt, sched are given."""
+    state = read_checkpoint(path)
     if model is not None:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: its weights do not fit {type(model).__name__} "
+                                  f"({(str(e).splitlines() or [''])[0][:160]})") from None
     if opt is not None:
         opt.load_state_dict(state["optimizer"])
     if sched is not None:
@@ -254,8 +308,9 @@ def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False
     sched = make_schedule(cfg, opt, steps)
     start_epoch, history = 0, []
     if resume:
-        if not cfg.checkpoint or not os.path.exists(cfg.checkpoint):
-            raise FileNotFoundError(f"--resume: no checkpoint at {cfg.checkpoint!r}")
+        if not cfg.checkpoint:
+            raise ValueError("resume=True needs cfg.checkpoint (the path to continue from)")
+        check_resume(read_checkpoint(cfg.checkpoint), cfg, cfg.checkpoint)
         state = load_checkpoint(cfg.checkpoint, model, opt, sched)
         start_epoch, history = state["epoch"], state.get("history", [])
         torch.set_rng_state(state["rng"])
@@ -298,74 +353,9 @@ def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False
             + (f" | test loss {rec['test_loss']:.4f} acc {rec['test_acc']:.4f}" if "test_acc" in rec else "")
             + f" | {rec['epoch_s']:.1f} s")
         if cfg.checkpoint:
-            save_checkpoint(cfg.checkpoint, model, opt, sched, epoch + 1, cfg, {"history": history})
+            save_checkpoint(cfg.checkpoint, model, opt, sched, epoch + 1, cfg,
+                            {"history": history, "input_shape": list(sample.shape), "num_classes": num_classes})
     wall = time.perf_counter() - t_start
     final = history[-1] if history else {}
     return {"model": model, "history": history, "train_s": wall, "test_acc": final.get("test_acc"),
             "n_params": n_params}
-
-
-# ------------------------------------------------------------------------------------------------
-# command line
-# ------------------------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    p.add_argument("--model", default=d.model, help=f"a zoo model name (default {d.model}; "
-                                                     "see spikeforge.models.MODELS)")
-    p.add_argument("--dataset", default=d.dataset,
-                   help="digits (shipped, default) or a path to an .npz with arrays x, y[, x_test, y_test]")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"(default {d.epochs})")
-    p.add_argument("--T", type=int, default=d.T, help=f"time steps (default {d.T})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer)
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (Nesterov)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=("cosine", "step", "none"), default=d.schedule)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--loss", choices=("ce", "tet"), default=d.loss,
-                   help="ce on the time-averaged logits, or TET (Deng et al. 2022) on every step")
-    p.add_argument("--tet-lambda", type=float, default=d.tet_lambda)
-    p.add_argument("--encoding", choices=("direct", "poisson"), default=d.encoding)
-    p.add_argument("--neuron", choices=("if", "lif", "plif"), default=None,
-                   help="neuron of every layer (default: the family's, IF for spiking/SEW, LIF for MS)")
-    p.add_argument("--cnf", choices=("ADD", "AND", "IAND"), default=d.cnf, help="SEW connect function")
-    p.add_argument("--width", type=int, default=d.width,
-                   help=f"channels of the first stage (default {d.width}; the papers' CIFAR/ImageNet nets use 64)")
-    p.add_argument("--dim", type=int, default=None,
-                   help="transformers: embedding width (default: the named model's, e.g. 384)")
-    p.add_argument("--depth", type=int, default=None, help="transformers: number of blocks (default: the model's)")
-    p.add_argument("--heads", type=int, default=None, help="transformers: attention heads (default: the model's)")
-    p.add_argument("--image-size", type=int, default=None, metavar="S",
-                   help="resize the images to S x S (bilinear) before training, e.g. 32 for the CIFAR-sized "
-                        "transformers on the 8x8 digits (default: as stored)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch.set_num_threads (default 1: the 8x8 digits' convolutions are too small to gain much "
-                        "from a second thread, and on a shared, loaded CPU two threads ran 10x slower than one)")
-    p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
-    p.add_argument("--checkpoint", default=None, metavar="PATH", help="save after every epoch")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between test evaluations")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", metavar="PATH", help="write the config, history and final accuracy as JSON")
-
-
-def run(args) -> int:
-    fields = {f for f in TrainConfig.__dataclass_fields__ if f != "history"}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    res = fit(cfg, resume=args.resume, progress=not args.no_progress)
-    acc = res["test_acc"]
-    print(f"done: test accuracy {acc:.4f} after {cfg.epochs} epochs, {res['train_s']:.1f} s"
-          if acc is not None else f"done in {res['train_s']:.1f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": asdict(cfg), "history": res["history"], "test_acc": acc,
-                       "train_s": res["train_s"], "n_params": res["n_params"]}, f, indent=2)
-    return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="spikeforge train", description=(__doc__ or "").split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))

@@ -40,15 +40,29 @@ def _as_tensor(a, name: str) -> torch.Tensor:
     return t
 
 
+def _labels(a, name: str) -> torch.Tensor:
+    """Class indices as int64 [N]: integers >= 0 (integral floats are accepted, 2.5 is not)."""
+    t = _as_tensor(a, name).reshape(-1)
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+    if t.is_floating_point():
+        bad = ~torch.isfinite(t) | (t != t.trunc())
+        if bool(bad.any()):
+            raise ValueError(f"{name} must hold integer class indices, got {float(t[bad][0])!r} (dtype {t.dtype})")
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} must hold class indices >= 0, got {int(t.min())}")
+    return t.long()
+
+
 def from_arrays(x, y, x_test=None, y_test=None, *, test_fraction: float = 0.2, split_seed: int = 0,
                 scale: Optional[float] = None) -> Tuple[TensorDataset, TensorDataset]:
     """(train, test) TensorDatasets from tensors or numpy arrays.
 
     x: [N, C, H, W] images (or [N, T, C, H, W] sequences, which the trainer moves to time-first), y: [N]
-    class indices. Without x_test/y_test a fixed random split (split_seed) holds out test_fraction.
+    class indices (integers >= 0; a float array is accepted when every value is integral). Without x_test/y_test a fixed random split (split_seed) holds out test_fraction.
     Inputs are converted to float32 and divided by ``scale`` when given.
     """
-    x, y = _as_tensor(x, "x"), _as_tensor(y, "y").long().reshape(-1)
+    x, y = _as_tensor(x, "x"), _labels(y, "y")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
     x = x.float() / scale if scale else x.float()
@@ -57,7 +71,9 @@ def from_arrays(x, y, x_test=None, y_test=None, *, test_fraction: float = 0.2, s
             raise ValueError("y_test given without x_test")
         tr, te = _split(x.shape[0], test_fraction, split_seed)
         return TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te])
-    xt, yt = _as_tensor(x_test, "x_test"), _as_tensor(y_test, "y_test").long().reshape(-1)
+    xt, yt = _as_tensor(x_test, "x_test"), _labels(y_test, "y_test")
+    if xt.shape[0] != yt.shape[0]:
+        raise ValueError(f"x_test has {xt.shape[0]} samples but y_test has {yt.shape[0]}")
     xt = xt.float() / scale if scale else xt.float()
     if xt.shape[1:] != x.shape[1:]:
         raise ValueError(f"x_test samples have shape {tuple(xt.shape[1:])}, x samples {tuple(x.shape[1:])}")

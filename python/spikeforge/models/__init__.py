@@ -1,4 +1,4 @@
-"""Model zoo: functions returning nn.Modules built from spikeforge.nn (shared/API.md names).
+"""Model zoo: functions returning nn.Modules built from spikeforge.nn (the public model names).
 
 Residual families (models/resnet.py): spiking_resnet18/34/50/101/152, sew_resnet18/34/50/101/152 (cnf
 "ADD" | "AND" | "IAND"), ms_resnet18/34/104, each with a CIFAR-sized ``*_cifar`` variant.

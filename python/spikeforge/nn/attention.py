@@ -26,7 +26,7 @@ leaves every state of the block as it was.
 
 compact=True (the models' default with spikeforge neurons): convolutions whose input is spikes or small
 integer spike counts keep that input for backward as uint8, and BN followed by a neuron keeps only its
-input (models.resnet.bn_spike); numerically identical, fewer bytes saved for backward. Needs neurons
+input (spikeforge.nn.fused.bn_spike); numerically identical, fewer bytes saved for backward. Needs neurons
 whose outputs are exactly 0/1.
 """
 from __future__ import annotations
@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops, reference
-from ..tools.energy import EnergyOp, estimating, report_op
+from ._accounting import EnergyOp, estimating, report_op
 from ._inputs import check_matches_parameters
 from ._state import atomic, detach_value, in_model_call
+from .fused import bn_spike, maxpool_spikes
 from .layers import SeqBatchNorm2d, seq_apply
 from .neuron import LIF, detach_net, reset_net
 from .spike import SpikeInputConv2d
@@ -181,14 +182,6 @@ def _check_maps(module: nn.Module, x: Tensor) -> None:
                          f"{tuple(x.shape)})")
 
 
-def _resnet():
-    # the uint8-saving convolution and the fused BN + neuron live with the residual zoo (models.resnet); the
-    # lookup happens at call time so that nn stays importable on its own and the model benchmark's tagging
-    # of resnet.bn_spike sees these calls too
-    from ..models import resnet
-    return resnet
-
-
 class SpikeCountConv2d(SpikeInputConv2d):
     """SpikeInputConv2d with ``compact`` off unless asked: nn.Conv2d (same parameters) for inputs that are
     spikes or small integer spike counts (0..255)."""
@@ -203,7 +196,7 @@ def _conv_bn(conv: nn.Module, bn: nn.Module, x: Tensor) -> Tensor:
 
 def _conv_bn_sn(conv: nn.Module, bn: nn.Module, sn: nn.Module, x: Tensor, compact: bool) -> Tensor:
     """SN(BN(conv(x))) on a sequence; compact: BN and the neuron keep one tensor for backward, not two."""
-    return _resnet().bn_spike(bn, sn, seq_apply(conv, x), compact)
+    return bn_spike(bn, sn, seq_apply(conv, x), compact)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -597,16 +590,16 @@ class SPS(_Resettable):
             for i in range(1, 5):
                 s = self.sns[i - 1](u)
                 if pools[i - 1]:
-                    s = _resnet().maxpool_spikes(self.pool, s, self.compact)
+                    s = maxpool_spikes(self.pool, s, self.compact)
                 u = self.bns[i](seq_apply(self.convs[i], s))
             return u
         s = None
         for i in range(3 if self.variant == "sdt" else 4):
             if i > 0:
                 y = seq_apply(self.convs[i], s)
-            s = _resnet().bn_spike(self.bns[i], self.sns[i], y, self.compact)
+            s = bn_spike(self.bns[i], self.sns[i], y, self.compact)
             if pools[i]:
-                s = _resnet().maxpool_spikes(self.pool, s, self.compact)
+                s = maxpool_spikes(self.pool, s, self.compact)
         if self.variant == "spikformer":
             r = _conv_bn_sn(self.convs[4], self.bns[4], self.sns[4], s, self.compact)
             return r + s

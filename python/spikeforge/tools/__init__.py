@@ -3,9 +3,10 @@
 - ``energy(model, inputs)``: per-layer firing rates, MACs, SOPs and energy with the ANN-equivalent
   energy (tools/energy.py; ``EnergyOp`` is the opt-in for operations the hooks cannot see).
 - ``FiringRateMonitor(model)``: per-layer firing rates over a run, a table and a PNG (tools/monitor.py).
-- benchmarks (``bench_*``) and their shared helpers (benchutil). A benchmark target is one module
-  ``spikeforge.tools.bench_<name>`` with ``add_arguments(parser)`` and ``run(args) -> int``, registered
-  by one line in ``spikeforge.cli.BENCH_TARGETS``.
+
+``EnergyOp``, ``matmul_op``, ``report_op`` and ``estimating`` are defined in spikeforge.nn._accounting (the
+modules report into it) and re-exported here. The command line is spikeforge.cli; the benchmarks live in
+the source checkout's bench/ folder.
 
 ``spikeforge.tools.energy`` is the function (the module's names are imported from
 ``spikeforge.tools.energy`` by ``from ... import``, which reads the module, or re-exported here).

@@ -4,7 +4,7 @@
     print(report.table())                             # per layer: input rate, MACs, SOPs, energy, ANN energy
     report.total_energy_mj, report.ann_energy_mj      # per inference (one sample, all T steps)
 
-The convention (shared/SEMANTICS.md; Spikformer, Spike-driven Transformer, QKFormer):
+The convention (docs/tools.md; Spikformer, Spike-driven Transformer, QKFormer):
 - E_MAC = 4.6 pJ per multiply-accumulate, E_AC = 0.9 pJ per accumulate (45 nm, Horowitz 2014).
 - A synaptic layer (Linear, Conv, SpikeLinear, SpikeConv2d, ...) performs ``MACs`` multiply-accumulates per
   time step on one sample (the FLOPs of the ANN twin of the layer). Fed with spikes it only accumulates
@@ -43,10 +43,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, NamedTuple, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+
+# what modules report into lives in nn (a leaf below nn's modules); the estimator here is its listener
+from ..nn._accounting import EnergyOp, estimating, listening, matmul_op, report_op
+from ..nn.observe import is_neuron
 
 __all__ = ["E_MAC_PJ", "E_AC_PJ", "EnergyOp", "LayerEnergy", "EnergyReport", "energy", "layer_macs",
            "input_kind", "matmul_op", "report_op", "estimating"]
@@ -55,36 +59,6 @@ E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
 E_AC_PJ = 0.9   # pJ per 32-bit float accumulate
 
 KINDS = ("spikes", "counts", "real")
-
-
-class EnergyOp(NamedTuple):
-    """One operation a module reports through ``energy_ops`` or ``report_op``.
-
-    name: label inside the module ("q@kT"; "" for the module itself). macs: dense multiply-accumulates
-    this call performed, over all its rows (every step and sample of the call). operand: the tensor whose
-    non-zeros drive the accumulates; rate, kind and steps are measured from it. Without an operand give
-    kind ("spikes" | "counts" | "real") and, for spikes or counts, rate (mean value per input element).
-    steps: time steps this call covered per sample (None: inferred from the operand's leading dimensions,
-    or T without an operand).
-    """
-    name: str
-    macs: float
-    operand: Optional[Tensor] = None
-    kind: Optional[str] = None
-    rate: Optional[float] = None
-    steps: Optional[int] = None
-
-
-def matmul_op(name: str, a: Tensor, b: Tensor, operand: Optional[Tensor] = None) -> EnergyOp:
-    """The EnergyOp of ``a @ b`` (batched, broadcasting): output elements x the shared dimension MACs.
-    operand: the tensor whose non-zeros drive the accumulates (default a, e.g. the spike queries)."""
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
-        raise TypeError(f"a and b must be torch.Tensors, got {type(a).__name__} and {type(b).__name__}")
-    if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"a @ b needs a [..., n, k] and b [..., k, m], got {tuple(a.shape)} and {tuple(b.shape)}")
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    macs = _prod(batch) * a.shape[-2] * b.shape[-1] * a.shape[-1]
-    return EnergyOp(name, float(macs), a if operand is None else operand)
 
 
 @dataclass
@@ -115,7 +89,11 @@ class LayerEnergy:
 
 @dataclass
 class EnergyReport:
-    """The result of energy(): per-layer rows and per-inference totals (energies in mJ)."""
+    """The result of energy(): per-layer rows and per-inference totals (energies in mJ).
+
+    mean_rate: the synaptic layers' input firing rate weighted by their MACs (what the SOPs are made of).
+    neuron_rate: spikes per neuron per step over every neuron layer of the run, the number
+    FiringRateMonitor's table ends with for the same model, input and mode (None without neurons)."""
     layers: list
     T: int
     batch_size: int
@@ -127,6 +105,7 @@ class EnergyReport:
     total_energy_mj: float = 0.0
     ann_energy_mj: float = 0.0
     mean_rate: Optional[float] = None
+    neuron_rate: Optional[float] = None
 
     @property
     def ratio(self) -> Optional[float]:
@@ -142,7 +121,7 @@ class EnergyReport:
             "energy_pj": "pJ per inference", "total_energy_mj": "mJ per inference"}}
 
     def table(self) -> str:
-        from .benchutil import format_table
+        from ._text import format_table
 
         def big(v: float) -> str:
             for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -158,10 +137,10 @@ class EnergyReport:
                      f"{self.total_energy_mj * 1e3:.4f}", f"{self.ann_energy_mj * 1e3:.4f}"])
         head = ["layer", "type", "input", "rate", "steps", "MACs/step", "SOPs", "MAC ops", "energy uJ", "ANN uJ"]
         ratio = "n/a" if self.ratio is None else f"{self.ratio:.2f}x"
-        foot = (f"per inference (batch of {self.batch_size}, T={self.T}); E_MAC={self.e_mac_pj} pJ, "
+        foot = (f"per image (batch totals / {self.batch_size} images, T={self.T}); E_MAC={self.e_mac_pj} pJ, "
                 f"E_AC={self.e_ac_pj} pJ; SOPs = rate x steps x MACs/step for spike inputs, real inputs charged "
-                f"MACs\nenergy: {self.total_energy_mj:.6f} mJ; ANN equivalent (E_MAC x MACs/step): "
-                f"{self.ann_energy_mj:.6f} mJ; ANN / SNN = {ratio}")
+                f"MACs\nenergy: {self.total_energy_mj:.6f} mJ per image; ANN equivalent (E_MAC x MACs/step): "
+                f"{self.ann_energy_mj:.6f} mJ per image; ANN / SNN = {ratio}")
         return format_table(head, rows, left=3) + "\n" + foot
 
 
@@ -317,19 +296,23 @@ class _Estimator:
             self.add(label, type(module).__name__ + (f".{op.name}" if op.name else ""), op.macs, kind, rate,
                      steps, invariant)
 
+    def reported(self, module: nn.Module, ops) -> None:
+        """report_op's listener (nn._accounting): ops reported from inside a module's forward."""
+        name = self.names.get(id(module))
+        if name is None:  # a module outside the model being estimated
+            return
+        self._reported(name, module, ops, f"report_op({type(module).__name__} {name or 'model'})")
+
     def attach(self) -> None:
         for name, m in self.model.named_modules():
             self.names[id(m)] = name
             if _is_synaptic(m) or (hasattr(m, "energy_ops") and callable(m.energy_ops)):
                 self.handles.append(m.register_forward_hook(self.hook(name)))
-        _ACTIVE.append(self)
 
     def detach(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles = []
-        if self in _ACTIVE:
-            _ACTIVE.remove(self)
 
     def report(self) -> EnergyReport:
         rep = EnergyReport(layers=[], T=self.T, batch_size=self.B, e_mac_pj=self.e_mac, e_ac_pj=self.e_ac)
@@ -350,33 +333,6 @@ class _Estimator:
             spike_dense += rec._spike_dense
         rep.mean_rate = rep.total_sops / spike_dense if spike_dense > 0 else None
         return rep
-
-
-_ACTIVE: list = []  # the estimators of the energy() calls now running (innermost last)
-
-
-def estimating() -> bool:
-    """True while energy() runs: lets a module skip building EnergyOps (report_op's arguments) otherwise."""
-    return bool(_ACTIVE)
-
-
-def report_op(module: nn.Module, *ops) -> None:
-    """Reports EnergyOps from inside ``module``'s forward while energy() runs; does nothing otherwise.
-
-    The alternative to an ``energy_ops`` method that needs no tensors kept on the module::
-
-        attn = q @ k.transpose(-2, -1)
-        report_op(self, matmul_op("q@kT", q, k.transpose(-2, -1)))
-
-    Outside an estimate the cost is one list check (matmul_op itself only multiplies shapes).
-    """
-    if not _ACTIVE:
-        return
-    est = _ACTIVE[-1]
-    name = est.names.get(id(module))
-    if name is None:  # a module outside the model being estimated
-        return
-    est._reported(name, module, ops, f"report_op({type(module).__name__} {name or 'model'})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,6 +371,7 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
     statistics are restored afterwards, so the estimate leaves the model as it was.
     """
     from ..nn.neuron import reset_net
+    from .monitor import FiringRateMonitor
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -441,131 +398,32 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
     e_mac, e_ac = _positive("e_mac", e_mac), _positive("e_ac", e_ac)
 
     est = _Estimator(model, T, batch_size, e_mac, e_ac)
+    # the neurons' own firing rate, counted exactly as FiringRateMonitor counts it
+    monitor = FiringRateMonitor(model) if any(is_neuron(m) for m in model.modules()) else None
     was_training = model.training
     buffers = {name: b.clone() for name, b in model.named_buffers()}  # BN statistics a training-mode run moves
     est.attach()
+    if monitor is not None:
+        monitor.attach()
     try:
         if eval_mode:
             model.eval()
         reset_net(model)
-        with torch.no_grad():
+        with torch.no_grad(), listening(est):
             model(*args)
     finally:
         est.detach()
+        if monitor is not None:
+            monitor.detach()
         model.train(was_training)
         reset_net(model)  # leave no state from the estimate behind
         with torch.no_grad():
             for name, b in model.named_buffers():
                 if name in buffers:
                     b.copy_(buffers[name])
-    return est.report()
-
-
-# ------------------------------------------------------------------------------------------------
-# the ``spikeforge energy`` command
-# ------------------------------------------------------------------------------------------------
-def add_arguments(p) -> None:
-    p.add_argument("--model", default="sew_resnet18_cifar",
-                   help="a zoo model name (spikeforge.models.MODELS; default sew_resnet18_cifar)")
-    p.add_argument("--T", type=int, default=4, help="time steps (default 4)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="input height = width (default: 32 for *_cifar models, 224 otherwise, 8 for --input digits)")
-    p.add_argument("--batch", type=int, default=4, help="images averaged over (default 4)")
-    p.add_argument("--input", choices=("random", "digits"), default="random",
-                   help="random: uniform [0, 1) RGB images; digits: the shipped 8x8 digits (1 channel), "
-                        "resized to --image-size when given")
-    p.add_argument("--num-classes", type=int, default=None, help="(default: the model's; 10 for digits)")
-    p.add_argument("--width", type=int, default=None, help="channels of the first stage (ResNets; default the model's)")
-    p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="weights from `spikeforge train --checkpoint PATH` (its model, T, width and classes)")
-    p.add_argument("--seed", type=int, default=0, help="initial weights and random input (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--train-mode", action="store_true",
-                   help="run in training mode: BN normalises with the batch's statistics (realistic firing rates "
-                        "for random weights; default: eval mode, the papers' setting for a trained model)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                   help="write the report as JSON to PATH (or to stdout without PATH) instead of the table")
-
-
-def _build(args, in_channels: int, num_classes: int) -> nn.Module:
-    import inspect
-
-    from ..models import MODELS
-
-    if args.model not in MODELS:
-        raise SystemExit(f"spikeforge energy: unknown model {args.model!r}; one of: {', '.join(sorted(MODELS))}")
-    fn = MODELS[args.model]
-    params = inspect.signature(fn).parameters
-    open_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kw = {"T": args.T, "num_classes": num_classes}
-    optional = {"in_channels": in_channels if in_channels != 3 else None, "width": args.width}
-    for key in ("img_size", "image_size"):  # transformer families size their position embeddings by it
-        if key in params:
-            optional[key] = args.image_size
-    for key, value in optional.items():
-        if value is None:
-            continue
-        if key not in params and not open_kw:
-            raise SystemExit(f"spikeforge energy: {args.model} takes no {key!r} argument")
-        kw[key] = value
-    return fn(**kw)
-
-
-def run(args) -> int:
-    import json
-
-    from ..data import load_digits
-    from .benchutil import write_json
-
-    for name in ("T", "batch"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"spikeforge energy: --{name.lower()} must be >= 1")
-    torch.manual_seed(args.seed)
-    state = None
-    if args.checkpoint:
-        from ..train import load_checkpoint
-
-        state = load_checkpoint(args.checkpoint)
-        cfg = state.get("config", {})
-        args.model, args.T = cfg.get("model", args.model), cfg.get("T", args.T)
-        args.width = cfg.get("width", args.width)
-    if args.input == "digits":
-        data, _ = load_digits()
-        x = torch.from_numpy(data[: args.batch]).float().reshape(-1, 1, 8, 8) / 16.0
-        if args.image_size is not None and args.image_size != 8:
-            x = torch.nn.functional.interpolate(x, size=(args.image_size, args.image_size), mode="bilinear",
-                                                align_corners=False)
-        num_classes = args.num_classes or 10
-    else:
-        size = args.image_size or (32 if args.model.endswith("_cifar") else 224)
-        args.image_size = size
-        x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
-        num_classes = args.num_classes
-        if num_classes is None:
-            num_classes = 10 if args.model.endswith("_cifar") else 1000
-    if state is not None:  # the checkpoint's classifier fixes the class count
-        out_shapes = [v.shape for v in state["model"].values() if isinstance(v, Tensor) and v.dim() == 2]
-        num_classes = out_shapes[-1][0] if out_shapes else num_classes
-    model = _build(args, x.shape[1], num_classes)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    model.to(args.device)
-    rep = energy(model, x.to(args.device), T=args.T, batch_size=x.shape[0], eval_mode=not args.train_mode)
-    if args.json is not None:
-        d = {"model": args.model, "input": args.input, "image_size": list(x.shape[2:]), "checkpoint": args.checkpoint,
-             "mode": "train" if args.train_mode else "eval", **rep.as_dict()}
-        if args.json == "-":
-            print(json.dumps(d, indent=2))
-        else:
-            write_json(args.json, d)
-        return 0
-    src = "shipped digits" if args.input == "digits" else "uniform random images"
-    print(f"spikeforge energy: {args.model}, T={args.T}, {x.shape[0]} x {tuple(x.shape[1:])} {src}"
-          + (f", weights from {args.checkpoint}" if args.checkpoint else ", random weights")
-          + (" (training mode: BN with batch statistics)" if args.train_mode else " (eval mode)"))
-    print(rep.table())
-    ratio = "n/a" if rep.ratio is None else f"{rep.ratio:.2f}x"
-    print(f"total: {rep.total_energy_mj:.6f} mJ per image (ANN equivalent {rep.ann_energy_mj:.6f} mJ, {ratio}); "
-          f"{rep.total_sops / 1e9:.4f} G SOPs, {rep.total_mac_ops / 1e9:.4f} G MACs charged, "
-          f"mean input firing rate {'n/a' if rep.mean_rate is None else format(rep.mean_rate, '.4f')}")
-    return 0
+    rep = est.report()
+    if monitor is not None:
+        layers = monitor.summary()
+        elements = sum(r.elements for r in layers)
+        rep.neuron_rate = sum(r.spikes for r in layers) / elements if elements else None
+    return rep

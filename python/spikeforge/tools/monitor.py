@@ -12,14 +12,15 @@ neuron, step and sample), and for multi-step layers (input [T, B, ...]) the rate
 Sums stay on the tensors' device until a summary is asked for, so recording adds no host
 synchronisation to a training step.
 
-Which modules are neurons: spikeforge.nn's LIF / IF / PLIF (and their subclasses) and PSN / MaskedPSN /
-SlidingPSN; any module whose class sets ``spikeforge_neuron = True`` (the opt-in for neurons defined
-elsewhere); or exactly the classes given in ``types=``.
+Which modules are neurons: ``spikeforge.nn.observe.is_neuron`` (spikeforge.nn's neurons and PSN family;
+any module whose class sets ``spikeforge_neuron = True``, the opt-in for neurons defined elsewhere); or
+exactly the classes given in ``types=``.
 
-The zoo models fuse BN + neuron in training mode (models.resnet.bn_spike), calling the neuron's kernel
-without its forward, so no hook would fire. While attached, the monitor sets ``run_unfused = True`` on
-every recorded module (restored on detach), which sends those models through BN, then the neuron's
-forward: the same values, one more saved tensor per layer while monitoring.
+The zoo models fuse BN + neuron in training mode (spikeforge.nn.fused.bn_spike), calling the neuron's
+kernel without its forward, so no hook would fire. While attached, the monitor holds
+``spikeforge.nn.observe.run_through_forward`` on every recorded module (released on detach), which sends
+those models through BN, then the neuron's forward: the same values, one more saved tensor per layer
+while monitoring.
 """
 from __future__ import annotations
 
@@ -29,24 +30,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..nn.observe import is_multi_step, is_neuron, run_through_forward
+
 __all__ = ["FiringRateMonitor", "LayerRate", "is_neuron"]
-
-_ABSENT = object()
-
-
-def is_neuron(module: nn.Module) -> bool:
-    """Whether the monitor records this module by default (see the module docstring)."""
-    from ..nn.neuron import _Neuron
-    from ..nn.psn import PSN, _Streaming
-
-    return isinstance(module, (_Neuron, PSN, _Streaming)) or bool(getattr(type(module), "spikeforge_neuron", False))
-
-
-def _multi_step(module: nn.Module) -> bool:
-    """Whether the module's output is a whole sequence [T, ...] (so dim 0 is time)."""
-    from ..nn.psn import PSN
-
-    return isinstance(module, PSN) or getattr(module, "step_mode", None) == "m"
 
 
 @dataclass
@@ -90,7 +76,7 @@ class FiringRateMonitor:
         self.model, self.types = model, types
         self._records: dict[str, _Record] = {}
         self._handles: list = []
-        self._flagged: list = []  # (module, its run_unfused before attach)
+        self._forward_handles: list = []  # run_through_forward on every recorded module while attached
 
     # -------------------------------------------------------------------------------- hooks
     def _selected(self, module: nn.Module) -> bool:
@@ -102,8 +88,7 @@ class FiringRateMonitor:
         for name, m in self.model.named_modules():
             if self._selected(m):
                 self._handles.append(m.register_forward_hook(self._hook(name or type(m).__name__)))
-                self._flagged.append((m, m.__dict__.get("run_unfused", _ABSENT)))
-                m.run_unfused = True
+                self._forward_handles.append(run_through_forward(m))
         if not self._handles:
             raise ValueError(f"model: no neuron modules found in {type(self.model).__name__} (pass types=...)")
         return self
@@ -111,12 +96,9 @@ class FiringRateMonitor:
     def detach(self) -> None:
         for h in self._handles:
             h.remove()
-        for m, before in reversed(self._flagged):
-            if before is _ABSENT:
-                del m.run_unfused
-            else:
-                m.run_unfused = before
-        self._handles, self._flagged = [], []
+        for h in self._forward_handles:
+            h.remove()
+        self._handles, self._forward_handles = [], []
 
     def __enter__(self) -> "FiringRateMonitor":
         return self.attach()
@@ -141,7 +123,7 @@ class FiringRateMonitor:
             rec.spikes = total if rec.spikes is None else rec.spikes + total
             rec.elements += o.numel()
             rec.calls += 1
-            if _multi_step(module) and o.dim() >= 1:
+            if is_multi_step(module) and o.dim() >= 1:
                 steps = o.shape[0]
                 per = o.reshape(steps, -1).sum(1, dtype=torch.float64)
                 if rec.per_step is None:
@@ -179,7 +161,7 @@ class FiringRateMonitor:
         return {"layers": [asdict(s) for s in self.summary()]}
 
     def table(self) -> str:
-        from .benchutil import format_table
+        from ._text import format_table
 
         summ = self.summary()
         if not summ:

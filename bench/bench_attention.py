@@ -3,7 +3,7 @@ qk_channel_attention) against their composition from torch ops and against the r
 
 Standard cases (issue 6): N = 196 tokens, D = 384 and 768 channels split into 8 or 12 heads
 (q, k, v of shape [T, B, heads, N, D / heads]), T = 4, batch 2 on CPU. Inputs are Bernoulli spikes
-(--rate, default 0.15). Contenders, timed round-robin in one process (benchutil.side_by_side):
+(--rate, default 0.15). Contenders, timed round-robin in one process (benchlib.side_by_side):
   spikeforge  spikeforge.ops.<op> (native fused kernel when the build has it)
   kernel      (sdsa, QK ops on CPU only) the fused kernel torch.ops.spikeforge.attention_reduce_fwd, which
               ops.<op> leaves unused on CPU because the composition measured faster
@@ -22,9 +22,11 @@ import gc
 import os
 import time
 
+import sys
+
 import torch
 
-from . import benchutil as bu
+import benchlib as bu
 
 NAME = "attention"
 HELP = "spike-driven attention ops (ssa, sdsa, qk_token/qk_channel): ms, saved bytes, CUDA peak bytes, " \
@@ -53,14 +55,14 @@ def add_arguments(p) -> None:
 
 
 def _reduce_kernel(op: str):
-    from ..ops import attention as attention_ops
+    from spikeforge.ops import attention as attention_ops
 
     return attention_ops.fused_kernel(op)
 
 
 def contenders(op: str, args, device: torch.device) -> dict:
-    from .. import ops, reference
-    from ..ops import attention as attention_ops
+    from spikeforge import ops, reference
+    from spikeforge.ops import attention as attention_ops
 
     out = {"spikeforge": (f"spikeforge ops.{op}", getattr(ops, op))}
     if args.no_baselines:
@@ -164,23 +166,19 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     if plt is None:
         return
     labels = list(dict.fromkeys(r["label"] for c in cases for r in c["rows"][1:]))
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(cases) + 5), 4.5), sharey=True)
-    width = 0.8 / max(1, len(labels))
+    color_of = bu.colors_by_label(plt, labels)
+    names = [f"{c['op'].replace('_attention', '')}\nD={c['D']}\nh={c['heads']}" for c in cases]
+    fig, axes = plt.subplots(2, 1, figsize=(max(9, 0.75 * len(cases) + 3), 9), sharey=True)
+    handles = []
     for ax, phase, name in zip(axes, ("fwd", "fwd_bwd"), ("forward", "forward+backward")):
-        for i, lab in enumerate(labels):
-            vals = [next((r.get(f"{phase}_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
-                    for c in cases]
-            ax.bar([j + (i - (len(labels) - 1) / 2) * width for j in range(len(cases))],
-                   [float("nan") if v is None else v for v in vals], width, label=lab)
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels([f"{c['op'].replace('_attention', '')}\nD={c['D']} h={c['heads']}" for c in cases],
-                           fontsize=6, rotation=90)
-        ax.set_yscale("log")
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_title(name, fontsize=9)
-    axes[0].set_ylabel("time / spikeforge's (>1: spikeforge faster)", fontsize=8)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+        series = {lab: [next((r.get(f"{phase}_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
+                        for c in cases] for lab in labels}
+        handles.append(bu.grouped_bars(ax, names, series, color_of))
+        bu.ratio_axis(ax)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("time / spikeforge's\n(>1: spikeforge faster)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    bu.figure_legend(fig, *handles, ncol=2)
     bu.save_figure(fig, path)
 
 
@@ -228,3 +226,7 @@ def run(args) -> int:
         plot(cases, args.plot, f"spikeforge bench attention on {env['device_name']} ({env['device']}, "
                                f"{env['torch_threads']} threads)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(bu.main(NAME))

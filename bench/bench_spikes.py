@@ -1,22 +1,25 @@
 """``spikeforge bench spikes``: event-driven spike propagation (ops.spike_linear / spike_conv2d) against
 dense torch (F.linear / F.conv2d) over a sweep of firing rates.
 
-Standard cases (shared/BENCHMARKS.md): linear 4096 -> 4096 and conv 3x3 64 -> 64 at 32x32 (padding 1),
+Standard cases (docs/benchmarks.md): linear 4096 -> 4096 and conv 3x3 64 -> 64 at 32x32 (padding 1),
 batch*T = 256, float32, binary Bernoulli spikes at rates 0.5% .. 50%. Per case: median ms of the forward
 (inputs require grad, as in training) and of forward+backward (torch.autograd.grad w.r.t. the input, the
 weight and the bias with a random upstream gradient), spikeforge in mode="sparse" (the event path forced)
 and mode="auto" (the rate dispatch), timed round-robin with the dense op in one process
-(benchutil.side_by_side). "saved" is what the op keeps of the input for backward
+(benchlib.side_by_side). "saved" is what the op keeps of the input for backward
 (ops.spike.saved_bytes) against the dense layer's float32 input. The crossover is the highest swept rate
 at which the event path is still faster than dense (forward+backward), per op; spikeforge's
 ops.spike.CROSSOVER table holds the measured values.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 import torch.nn.functional as F
 
-from . import benchutil as bu
+import benchlib as bu
 
 NAME = "spikes"
 HELP = "event-driven spike_linear / spike_conv2d vs dense torch over firing rates: ms, speedup, saved bytes, " \
@@ -50,7 +53,7 @@ def _case(op: str, rate: float, batch: int, quick: bool, device: torch.device):
 
 
 def _fns(op, s, w, b):
-    from .. import ops
+    from spikeforge import ops
 
     def sf(mode):
         if op == "linear":
@@ -87,7 +90,7 @@ def plot(results: list[dict], ops, path: str, device_name: str) -> None:
         for key, label, style in (("fwd_ms", "forward", "-"), ("fwd_bwd_ms", "forward+backward", "--")):
             ax.plot(x, [r[key]["spikeforge"] for r in rs], "o" + style, color="C0", label=f"event {label}")
             ax.plot(x, [r[key]["dense"] for r in rs], "s" + style, color="C1", label=f"dense torch {label}")
-        ax.set_xscale("log")
+        bu.ratio_axis(ax, "x")  # firing rates 0.5 ... 50 %, labelled as plain numbers
         ax.set_xlabel("firing rate (%)")
         ax.set_ylabel("ms (median)")
         ax.set_title(f"{op}: {rs[0]['shape'] if rs else ''} ({device_name})", fontsize=9)
@@ -106,7 +109,7 @@ def run(args) -> int:
     env = bu.environment(device)
     for line in bu.environment_lines(env):
         print(line)
-    from ..ops import spike as sp
+    from spikeforge.ops import spike as sp
 
     rows, results = [], []
     for op in args.op:
@@ -135,7 +138,7 @@ def run(args) -> int:
                          bu.fmt(dfw), bu.fmt(rec["speedup_fwd"]) + "x", bu.fmt(sfb),
                          bu.fmt(rec["fwd_bwd_ms"]["spikeforge_auto"]), bu.fmt(dfb),
                          bu.fmt(rec["speedup_fwd_bwd"]) + "x", f"{saved}", f"1/{dense_saved / max(saved, 1):.0f}"])
-            print(f"  done: {op} rate {rate}", flush=True)
+            print(f"  done: {op} at {100 * rate:g}% firing", flush=True)
     print(bu.format_table(["op", "shape", "rate", "event fwd", "auto fwd", "dense fwd", "x fwd", "event f+b",
                            "auto f+b", "dense f+b", "x f+b", "saved B", "vs f32"], rows, left=2))
     crossover = {}
@@ -144,12 +147,24 @@ def run(args) -> int:
         fast = [r["rate"] for r in rs if (r["speedup_fwd_bwd"] or 0) >= 1.0]
         fastf = [r["rate"] for r in rs if (r["speedup_fwd"] or 0) >= 1.0]
         crossover[op] = {"fwd_bwd": max(fast) if fast else None, "fwd": max(fastf) if fastf else None}
-        print(f"crossover ({op}, {device.type}): event path faster than dense up to rate "
-              f"{crossover[op]['fwd_bwd']} (forward+backward), {crossover[op]['fwd']} (forward) "
-              f"of the swept rates; ops.spike.CROSSOVER[{device.type!r}] = {sp.CROSSOVER.get(device.type)}")
-    print(f"load average at end: {', '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
+        key = "conv2d" if op == "conv" else op
+        setting = sp.CROSSOVER.get(device.type, {}).get(key)
+        fb, f = crossover[op]["fwd_bwd"], crossover[op]["fwd"]
+
+        def upto(r):
+            return "at none of the swept rates" if r is None else f"up to {100 * r:g}% firing"
+
+        auto = (f"mode='auto' takes it up to {100 * setting:g}%" if setting is not None
+                else "mode='auto' never takes it")
+        print(f"crossover ({op}, {device.type}): the event path beats dense {upto(fb)} forward+backward, "
+              f"{upto(f)} forward; {auto} (spikeforge.ops.spike.CROSSOVER[{device.type!r}][{key!r}])")
+    print(f"load average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         bu.write_json(args.json, {"target": NAME, "environment": env, "results": results, "crossover": crossover})
     if args.plot:
         plot(results, args.op, args.plot, env["device_name"])
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(bu.main(NAME))

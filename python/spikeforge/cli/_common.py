@@ -1,0 +1,72 @@
+"""What every ``spikeforge`` subcommand shares: one-line usage errors and the checks behind them.
+
+A subcommand raises ``UsageError("...")``; ``spikeforge.cli.main`` prints it argparse-style
+(``spikeforge train: error: ...`` on stderr) and exits with status 2, so no traceback reaches a user.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+
+
+class UsageError(Exception):
+    """A bad command line or input file: printed as one line, exit status 2."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def unknown_name(kind: str, name: str, choices) -> UsageError:
+    """'unknown model 'x' (did you mean 'y'?); one of: a, b, c'."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UsageError(f"unknown {kind} {name!r}{hint}; one of: {', '.join(choices)}")
+
+
+def check_output_path(option: str, path: str) -> None:
+    """The folder a file will be written into must exist (checked before any work starts)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a folder; give a file path")
+
+
+def check_device(option: str, device: str) -> str:
+    """cpu, cuda or cuda:N, and CUDA only where torch sees a GPU."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{option} {device!r}: not a device (cpu, cuda or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"{option} {device!r}: spikeforge runs on cpu or cuda")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "torch sees no GPU"
+            raise UsageError(f"{option} {device}: {why}; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"{option} {device}: only {torch.cuda.device_count()} GPU(s) visible")
+    return device

@@ -1,0 +1,184 @@
+"""The command line as a new user meets it: help texts, one-line errors (stderr, exit status 2, no traceback)
+for bad options and files, checkpoints that must fit the run, and `energy` on a `train` checkpoint."""
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from spikeforge import cli
+
+
+def _run(capsys, *argv):
+    try:
+        rc = cli.main(list(argv))
+    except SystemExit as e:  # argparse's own errors exit (status 2) as they do from the shell
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _one_line_error(capsys, *argv, match=None):
+    rc, out, err = _run(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, (rc, out, err)
+    assert len(lines) == 1, err
+    assert re.match(r"spikeforge( \w+)*: error: ", lines[0]), lines[0]
+    assert "Traceback" not in err
+    if match:
+        assert re.search(match, lines[0]), lines[0]
+    return lines[0]
+
+
+def _tiny_npz(path, y=None, n=24):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 8, 8)).astype(np.float32)
+    np.savez(path, x=x, y=np.arange(n) % 3 if y is None else y)
+    return str(path)
+
+
+TINY = ["--model", "spiking_resnet18_cifar", "--width", "4", "--T", "1", "--epochs", "1", "--no-progress"]
+
+
+def test_train_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "surrogate gradients" in text and "examples:" in text
+    # every option's help says what it does; every option that takes a value shows its default
+    blocks = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
+    for block in blocks[1:]:
+        head = block.split("\n")[0].strip()
+        if head.startswith(("-h", "--resume", "--no-progress")):
+            continue
+        assert "default" in " ".join(block.split()), head
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--model", "resnet_nope"], r"unknown model 'resnet_nope'"),
+    (["energy", "--model", "resnet_nope"], r"unknown model"),
+    (["train", "--dataset", "/nonexistent/data.npz"], r"no such file"),
+    (["train", "--dataset", "cifar10"], r"'digits' or a path"),
+    (["train", "--resume"], r"--resume needs --checkpoint"),
+    (["train", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], r"--device"),
+    (["train", "--device", "tpu"], r"--device"),
+    (["train", "--batch-size", "0"], r"--batch-size.*>= 1"),
+    (["train", "--epochs", "-1"], r"--epochs"),
+    (["train", "--eval-every", "0"], r"--eval-every"),
+    (["train", "--image-size", "0"], r"--image-size"),
+    (["train", "--width", "0"], r"--width"),
+    (["train", "--T", "zero"], r"--T"),
+    (["train", "--checkpoint", "/nonexistent/dir/run.pt"], r"folder .* does not exist"),
+    (["train", "--json", "/nonexistent/dir/run.json"], r"folder .* does not exist"),
+    (["energy", "--checkpoint", "/nonexistent/run.pt"], r"no checkpoint at"),
+    (["energy", "--batch", "0"], r"--batch"),
+    (["bench", "neurons", "--device", "cuda"] if not torch.cuda.is_available() else ["bench", "neurons", "--T", "0"],
+     r"--device cuda|--T"),
+    (["bench", "neurons", "--json", "/nonexistent/dir/x.json", "--quick"], r"does not exist"),
+    (["bench", "models", "--model", "resnet_nope", "--no-thp"], r"unknown model 'resnet_nope'"),
+    (["bench", "psn", "--threads", "0", "--no-thp"], r"--threads"),
+])
+def test_one_line_errors(capsys, argv, match):
+    _one_line_error(capsys, *argv, match=match)
+
+
+def test_resume_missing_checkpoint_file(capsys, tmp_path):
+    _one_line_error(capsys, "train", "--checkpoint", str(tmp_path / "run.pt"), "--resume", match="no checkpoint at")
+
+
+def test_non_integer_labels(capsys, tmp_path):
+    path = _tiny_npz(tmp_path / "d.npz", y=np.linspace(0, 2, 24))
+    _one_line_error(capsys, "train", "--dataset", path, *TINY, match=r"integer class indices")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n" * 4, "foreign"])
+def test_bad_checkpoint_files(capsys, tmp_path, content):
+    path = tmp_path / "run.pt"
+    if content == "foreign":
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    line = _one_line_error(capsys, "energy", "--checkpoint", str(path))
+    assert str(path) in line
+    line = _one_line_error(capsys, "train", "--checkpoint", str(path), "--resume")
+    assert str(path) in line
+
+
+def test_checkpoint_must_fit_and_energy_reads_it(capsys, tmp_path):
+    data = _tiny_npz(tmp_path / "d.npz")
+    ckpt = str(tmp_path / "run.pt")
+    rc, out, err = _run(capsys, "train", "--dataset", data, *TINY, "--checkpoint", ckpt)
+    assert rc == 0, err
+    assert os.path.abspath(ckpt) in out  # says where the checkpoint went
+    # resume with another model or width: the error names both
+    line = _one_line_error(capsys, "train", "--dataset", data, *TINY[:2], "--width", "8", "--T", "1",
+                           "--checkpoint", ckpt, "--resume")
+    assert "width=4" in line and "width=8" in line
+    line = _one_line_error(capsys, "train", "--dataset", data, "--model", "sew_resnet18_cifar", *TINY[2:],
+                           "--checkpoint", ckpt, "--resume")
+    assert "spiking_resnet18_cifar" in line and "sew_resnet18_cifar" in line
+    line = _one_line_error(capsys, "energy", "--checkpoint", ckpt, "--model", "sew_resnet18_cifar")
+    assert "spiking_resnet18_cifar" in line and "sew_resnet18_cifar" in line
+    # energy on the checkpoint: model and input shape (1 x 8 x 8, random: the data was a custom .npz)
+    rc, out, err = _run(capsys, "energy", "--checkpoint", ckpt, "--batch", "2")
+    assert rc == 0, err
+    assert "(1, 8, 8)" in out and "per image" in out
+
+
+def test_energy_on_default_train_checkpoint(capsys, tmp_path):
+    ckpt = str(tmp_path / "digits.pt")
+    rc, out, err = _run(capsys, "train", *TINY, "--checkpoint", ckpt)
+    assert rc == 0, err
+    rc, out, err = _run(capsys, "energy", "--checkpoint", ckpt, "--batch", "3")
+    assert rc == 0, err
+    assert "shipped digits" in out and "(1, 8, 8)" in out
+
+
+def test_energy_warns_on_silent_random_model(capsys):
+    rc, out, err = _run(capsys, "energy", "--batch", "2")  # sew_resnet18_cifar, random weights, eval mode
+    assert rc == 0
+    assert "per image (mean over the batch of 2)" in out
+    assert "warning:" in err and "--train-mode" in err
+
+
+def test_energy_neuron_rate_agrees_with_monitor():
+    import spikeforge as sf
+
+    torch.manual_seed(0)
+    model = sf.models.sew_resnet18_cifar(num_classes=10, T=2, width=8)
+    x = torch.rand(2, 3, 16, 16)
+    for train in (False, True):
+        model.train(train)
+        rep = sf.tools.energy(model, x, eval_mode=not train)
+        with torch.no_grad(), sf.tools.FiringRateMonitor(model) as mon:
+            model(x)
+        layers = mon.summary()
+        total = sum(r.spikes for r in layers) / sum(r.elements for r in layers)
+        assert rep.neuron_rate == pytest.approx(total, rel=1e-9), train
+    assert model.training  # energy() left the mode as it found it
+
+
+def test_bench_target_without_checkout_says_where(capsys, monkeypatch, tmp_path):
+    from spikeforge.cli import bench
+
+    monkeypatch.setattr(bench, "find_bench_dir", lambda: None)
+    _one_line_error(capsys, "bench", "psn", match="bench/ folder of a spikeforge source checkout")
+    _one_line_error(capsys, "bench", "neurons", "--full", match="bench/ folder")
+
+
+def test_main_job_quick_table_summary_and_json(capsys, tmp_path, monkeypatch):
+    from spikeforge.cli import bench_neurons
+
+    monkeypatch.setattr(bench_neurons.bc, "dist_version", lambda name: None)  # as if no peer were installed
+    out_json = tmp_path / "main.json"
+    rc, out, err = _run(capsys, "bench", "neurons", "--quick", "--no-thp", "--json", str(out_json))
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("spikeforge bench neurons: LIF neurons, one training step")  # no jargon first
+    assert any(line.startswith("In short: for one training step") for line in lines)
+    assert "not installed, so not compared" in out and "SpikingJelly" not in lines[2]  # a note, not a column
+    import json
+
+    d = json.loads(out_json.read_text())
+    assert d["rows"][0]["cells"]["spikeforge"]["ms"] > 0 and d["summary"].startswith("In short")
