@@ -55,12 +55,9 @@ def test_readme_commands_first_and_ci_runs_the_test_command():
     assert README.index(bash[1]) < README.index("## ")  # both commands above the first section
 
 
-# What a user reads: the docs, the CLI and tools, the zoo, the bench scripts, the build and CI files. (The ops,
-# reference, interop and native sources are being reworked elsewhere; their comments are fixed there.)
-USER_FACING = ("README.md", "CMakeLists.txt", "pyproject.toml", "docs", "bench", ".ci", "python/spikeforge/cli",
-               "python/spikeforge/tools", "python/spikeforge/models", "python/spikeforge/data",
-               "python/spikeforge/train.py", "python/spikeforge/__init__.py", "python/spikeforge/nn/fused.py",
-               "python/spikeforge/nn/_accounting.py", "python/spikeforge/nn/observe.py")
+# Everything in the project: users read the docs, the CLI and tools, and the sources too (docstrings,
+# comments), so nothing may point at design notes they do not have.
+USER_FACING = ("README.md", "CMakeLists.txt", "pyproject.toml", "docs", "bench", ".ci", "python", "csrc", "tests")
 
 
 def _project_files():
@@ -73,7 +70,7 @@ def _project_files():
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames[:] = [d for d in dirnames if d not in skip_dirs]
             for name in filenames:
-                if name.endswith((".py", ".md", ".txt", ".toml", ".sh")) or name == "run":
+                if name.endswith((".py", ".md", ".txt", ".toml", ".sh", ".h", ".cpp", ".cu", ".cuh")) or name == "run":
                     yield os.path.join(dirpath, name)
 
 

@@ -121,7 +121,7 @@ def _semantics_surrogate(name, x, a):
 @pytest.mark.parametrize("custom", [False, True], ids=["default_alpha", "custom_alpha"])
 @pytest.mark.parametrize("sur", SURROGATE_NAMES)
 def test_surrogate_formula(sur, custom):
-    """Reference and native surrogate g'(H - V_th) equal the formula of SEMANTICS.md with its default alpha.
+    """Reference and native surrogate g'(H - V_th) equal the formula of docs/ops.md with its default alpha.
 
     Native: one IF step from V = 0 gives H = x, so d spike / d x = g'(x - V_th)."""
     default_alpha = {"sigmoid": 4.0, "atan": 2.0, "rect": 1.0, "triangle": 1.0, "piecewise_quadratic": 1.0,

@@ -133,7 +133,7 @@ def test_fast_path_equals_custom_op(device, kind, return_v, save_h):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_saved_h_is_the_charge(device, kind):
-    """h_seq saved by the forward (what the CUDA backward reads) is H[t] of SEMANTICS.md (exact inputs)."""
+    """h_seq saved by the forward (what the CUDA backward reads) is H[t] of docs/ops.md (exact inputs)."""
     x = dyadic((5, 2, 3, 4), -8, 40, device=device)
     v_init = dyadic((2, 3, 4), -8, 8, device=device)
     w = make_w(kind, 3, device=device)

@@ -199,7 +199,7 @@ def test_every_surrogate(device, op, surrogate):
 
 @pytest.mark.parametrize("op,k", [("psn", None), ("masked", 3), ("sliding", 2)])
 def test_default_surrogate_is_atan_alpha_2(device, op, k):
-    """SEMANTICS: the PSN family defaults to surrogate atan with alpha 2 (ops and modules)."""
+    """docs/ops.md: the PSN family defaults to surrogate atan with alpha 2 (ops and modules)."""
     T = 6
     x, w, b = case(op, T, (2, 40), k, device=device)
     s, g = fwd_bwd(lambda *a: call(ops, op, *a, k, 0.5), (x, w, b))

@@ -1,5 +1,5 @@
-// Spike-driven attention forward kernels fused with the attention LIF (shared/SEMANTICS.md
-// "Attention on spikes"), one contract for CPU and CUDA.
+// Spike-driven attention forward kernels fused with the attention LIF (docs/attention.md),
+// one contract for CPU and CUDA.
 //
 // q, k, v are [T, B, N, D] row-major (B = every batch dim flattened, N tokens, D channels of one head).
 // SN is the multi-step LIF of csrc/core/neuron.h (its sj_forward / sj_backward) with no initial state

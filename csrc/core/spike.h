@@ -1,4 +1,4 @@
-// Event-driven spike propagation (shared/SEMANTICS.md "Spike propagation"), one contract for CPU and
+// Event-driven spike propagation (docs/spike_propagation.md), one contract for CPU and
 // CUDA. A synaptic layer's input S is mostly zero: an active input only adds its weights, so the work
 // is proportional to the number of non-zeros (nnz), not to the dense size.
 //

@@ -33,7 +33,9 @@ def _info() -> dict:
                   "cuda_kernels": native.has_cuda(), "cuda_version": native.cuda_version() or None,
                   "cuda_arch_list": list(native.cuda_arch_list()),
                   "native_cuda_device_count": native.cuda_device_count(),
-                  "openmp": native.has_openmp(), "openmp_max_threads": native.openmp_max_threads()})
+                  "openmp": native.has_openmp(), "openmp_max_threads": native.openmp_max_threads(),
+                  # which clone of the CPU kernels' hot loops runs here (portable builds pick one at load time)
+                  "cpu_kernel_path": native.cpu_kernel_path() if hasattr(native, "cpu_kernel_path") else None})
     return d
 
 
@@ -54,6 +56,7 @@ def run(args) -> int:
             print(f"  CUDA kernels:    compiled for {archs}; CUDA {d['cuda_version'] or '?'}")
         else:
             print("  CUDA kernels:    not compiled (CPU-only build)")
+        print(f"  CPU kernels:     {d['cpu_kernel_path'] or 'unknown (older native module)'}")
         print(f"  OpenMP:          {yn(d['openmp'])} (max threads {d['openmp_max_threads']})")
     print(f"  torch:           {d['torch']} (CUDA {d['torch_cuda'] or 'none'}); "
           f"torch.get_num_threads() = {d['torch_threads']}")

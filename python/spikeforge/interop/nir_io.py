@@ -7,7 +7,7 @@ step dt, and spikeforge follows the convention SpikingJelly's and snnTorch's NIR
 
     v[t] = v[t-1] + dt / tau_nir * ((v_leak - v[t-1]) + r I[t])
 
-which is spikeforge's LIF charge (shared/SEMANTICS.md) with
+which is spikeforge's LIF charge (docs/ops.md) with
     tau = tau_nir / dt,  v_leak = v_reset,  r = 1 (decay_input=True) or r = tau (decay_input=False);
 an IF is NIR's IF with r = 1 / dt (v[t] = v[t-1] + dt r I[t] = v[t-1] + I[t]).
 

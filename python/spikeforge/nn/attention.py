@@ -49,7 +49,7 @@ from .spike import SpikeInputConv2d
 __all__ = ["SSA", "SDSA", "QKTokenAttention", "QKChannelAttention", "SpikingMLP", "SPS", "RepConv",
            "SpikeCountConv2d", "default_neuron", "attention_options"]
 
-# the keyword options the attention ops accept (shared/API.md); a neuron's other options do not apply there
+# the keyword options the attention ops accept (docs/attention.md); a neuron's other options do not apply there
 _ATTN_KEYS = ("tau", "v_threshold", "v_reset", "detach_reset", "decay_input", "surrogate", "alpha")
 # their defaults in the four attention ops (the attention LIF); a continuing call runs ops.lif, whose own
 # defaults differ (threshold 1, no detach_reset), with these

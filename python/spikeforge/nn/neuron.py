@@ -172,7 +172,7 @@ class _Neuron(nn.Module):
 
 
 class LIF(_Neuron):
-    """Leaky integrate-and-fire (SpikingJelly's LIFNode conventions); see shared/SEMANTICS.md."""
+    """Leaky integrate-and-fire (SpikingJelly's LIFNode conventions); see docs/ops.md."""
 
     def __init__(self, tau: float = 2.0, decay_input: bool = True, **kw):
         super().__init__(**kw)

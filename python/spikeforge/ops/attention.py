@@ -1,5 +1,5 @@
 """Spike-driven attention ops: Spikformer SSA, Spike-driven Transformer SDSA, QKFormer token and
-channel Q-K attention (shared/SEMANTICS.md "Attention on spikes").
+channel Q-K attention (docs/attention.md).
 
 Layout of q, k, v: [T, *batch, N, D]: time first, any batch dims (models pass [T, B, heads, N, Dh]),
 N tokens, D channels of one head. SN is the multi-step LIF of spikeforge.ops.lif with the papers'

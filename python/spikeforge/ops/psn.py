@@ -134,7 +134,7 @@ psn_fwd, psn_bwd = _OP.fwd_op, _OP.bwd_op
 
 
 # --------------------------------------------------------------------------------------------
-# validation and public API (shared/API.md)
+# validation and public API (docs/ops.md)
 # --------------------------------------------------------------------------------------------
 def _param(t, name: str, x_seq: Tensor, shape: tuple) -> Tensor:
     if not isinstance(t, Tensor):

@@ -564,7 +564,7 @@ def op_inputs(fn, *args, **kw) -> tuple:
 
 
 # --------------------------------------------------------------------------------------------
-# validation and public API (shared/API.md)
+# validation and public API (docs/spike_propagation.md)
 # --------------------------------------------------------------------------------------------
 def _check_s(s, name: str, min_dim: int) -> None:
     if not isinstance(s, Tensor):

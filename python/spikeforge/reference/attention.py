@@ -1,6 +1,6 @@
 """Spike-driven attention in plain PyTorch: the ground truth for spikeforge.ops.attention.
 
-Written the way the papers' code computes them (shared/SEMANTICS.md "Attention on spikes"), with the
+Written the way the papers' code computes them (docs/attention.md), with the
 reference LIF loop as SN. Layout of q, k, v: [T, *batch, N, D] (time first, N tokens, D channels of
 one head). Half-precision inputs are computed in float32 and the spikes cast back: the attention
 sums reach thousands, which float16 cannot hold exactly, and spikes are exact in any dtype.

@@ -1,4 +1,4 @@
-"""Spike propagation in plain PyTorch (shared/SEMANTICS.md "Spike propagation"): the ground truth for
+"""Spike propagation in plain PyTorch (docs/spike_propagation.md): the ground truth for
 spikeforge.ops.spike_linear / spike_conv2d / pack_spikes.
 
 The synaptic layers are the dense ops themselves (Y = S W^T + b, conv2d); autograd gives dW = dY^T S,
