@@ -321,7 +321,17 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
       sg0[j] = a[0];
       if constexpr (NA > 1) sg1[j] = a[1];
     }
-    for (int64_t j = 0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
+    // g' is arithmetic only (no memory traffic), so this loop also asks for the cache lines of this
+    // row's gradient rows that the step loop below reads (gs) and writes (gx): they stream in while the
+    // surrogate computes instead of after it.
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
+    int64_t j0 = 0;
+    for (; j0 + kLine <= n; j0 += kLine) {
+      __builtin_prefetch(gs + j0, 0, 2);
+      __builtin_prefetch(gx + j0, 1, 2);
+      for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
+    }
+    for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
     if (NA > 1 && q.two_sided) {
       for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
     }
