@@ -14,6 +14,8 @@
 //   alif     theta = v_th + beta_a B[t-1] (B[-1] = 0);  S = H >= theta;  V = S ? v_reset : H | H - S theta;
 //            B = rho B[t-1] + (1 - rho) S   (adaptive threshold, Bellec et al. 2018)
 //   ilif     S = round(clamp(H / v_th, 0, D)) (half to even);  V = H - S v_th   (integer spikes)
+//            charge as LIF, except decay_input=False: H = (1 - 1/tau) V + X with 1 - 1/tau rounded once
+//            from double, as SpikingJelly 2.0's multi-step ILIFNode (its CPU / torch code) rounds it
 //   ternary  S = [H >= v_th] - [-H >= v_th];  V = S != 0 ? v_reset : H (hard) | H - S v_th (soft)
 // snnTorch 1.0 conventions (strict firing U - thr > 0; the reset of step t is decided by the previous
 // membrane, R = [U[t-1] - thr > 0], and is detached):
@@ -174,18 +176,22 @@ SF_HD C round_half_even_small(C x) {
 // ------------------------------------------------------------------------------------------------
 template <typename C>
 struct NeuronCoeffs {
-  C vth, vr, vr_c, nd, tau, inv_tau, beta_a, rho, one_minus_rho, levels, sg_a, sg_b;
-  bool hard, decay, leak, divide, two_sided, reset_delay;
+  C vth, vr, vr_c, nd, tau, inv_tau, keep, beta_a, rho, one_minus_rho, levels, sg_a, sg_b;
+  bool hard, decay, leak, divide, keep_form, two_sided, reset_delay;
   ResetMechanism reset;
   NeuronCoeffs(const NeuronParams& p, bool has_k)
       : vth(static_cast<C>(p.v_threshold)), vr(static_cast<C>(p.v_reset)),
         vr_c(p.hard_reset ? static_cast<C>(p.v_reset) : C(0)), nd(p.detach_reset ? C(0) : C(1)),
         tau(static_cast<C>(p.tau)), inv_tau(p.tau != 0.0 ? static_cast<C>(1.0 / p.tau) : C(0)),
+        keep(p.tau != 0.0 ? static_cast<C>(1.0 - 1.0 / p.tau) : C(1)),
         beta_a(static_cast<C>(p.beta_a)), rho(static_cast<C>(p.rho)), one_minus_rho(static_cast<C>(1.0 - p.rho)),
         levels(static_cast<C>(p.levels)), sg_a(static_cast<C>(p.alpha)), sg_b(static_cast<C>(p.beta_sg)),
         hard(p.hard_reset), decay(p.decay_input),
         // IF: H = V + X exactly (the general form would add 0 * (..), which is NaN once V is infinite)
-        leak(has_k || p.tau != 0.0), divide(!has_k), two_sided(p.two_sided), reset_delay(p.reset_delay),
+        leak(has_k || p.tau != 0.0), divide(!has_k),
+        // ilif without decay_input: H = keep V + X (SpikingJelly's ILIFNode), not V - V / tau + X
+        keep_form(p.model == NeuronModel::ilif && !p.decay_input && !has_k && p.tau != 0.0),
+        two_sided(p.two_sided), reset_delay(p.reset_delay),
         reset(p.reset) {}
 };
 
@@ -201,6 +207,7 @@ struct NeuronSlots {
 template <typename C>
 SF_HD C sj_charge(const NeuronCoeffs<C>& q, C k, C v, C x) {
   if (!q.leak) return rn_add(v, x);
+  if (q.keep_form) return rn_add(rn_mul(q.keep, v), x);
   if (q.decay) {
     const C d = rn_sub(x, rn_sub(v, q.vr_c));
     return rn_add(v, q.divide ? rn_div(d, q.tau) : rn_mul(d, k));
@@ -341,7 +348,7 @@ SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v
     gst[1] = gst[1] * q.rho + gth * q.beta_a;
   }
   const C kk = k;
-  gst[0] = q.leak ? gh * (C(1) - kk) : gh;
+  gst[0] = q.leak ? gh * (q.keep_form ? q.keep : C(1) - kk) : gh;
   if (want_gk) gk += gh * ((q.decay ? x : C(0)) - (v_prev - q.vr_c));
   return q.leak && q.decay ? gh * kk : gh;
 }
