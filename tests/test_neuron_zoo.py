@@ -152,6 +152,27 @@ def test_ilif_rounds_half_to_even():
     assert torch.equal(v, x[0] - s[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tau", [4.0 / 3.0, 1.5, 3.0])
+def test_ilif_without_decay_input_charges_as_spikingjelly_ilifnode(tau, dtype):
+    """Regression: ilif(decay_input=False) is SpikingJelly 2.0's multi-step ILIFNode, which charges
+    H = (1 - 1/tau) V + X with 1 - 1/tau rounded once from double; the LIF form V - V / tau + X (the kernels'
+    first version) differs in the last bit for most V when 1/tau is not a power of two, and the
+    membranes drifted apart from SpikingJelly's (tests/test_neuron_peers.py compares with ILIFNode itself)."""
+    x = torch.randn(32, 4, 64, dtype=dtype) * 1.2 + 0.9
+    s, v = ops.ilif(x, D=4, tau=tau, decay_input=False, return_v="seq")
+    keep = 1.0 - 1.0 / tau
+    vp = torch.zeros_like(x[0])
+    lif_form_differs = False
+    for t in range(x.shape[0]):
+        h = keep * vp + x[t]
+        lif_form_differs |= not torch.equal(h, vp - vp / tau + x[t])
+        st = torch.round(torch.clamp(h / 1.0, 0, 4))
+        vp = h - st * 1.0
+        assert torch.equal(s[t], st) and torch.equal(v[t], vp), t
+    assert lif_form_differs  # the check can tell the two roundings apart
+
+
 def _ternary_cases():
     out = []
     for i, (tau, v_reset, decay, detach, two_sided) in enumerate(itertools.product(

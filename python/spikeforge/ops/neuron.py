@@ -497,7 +497,9 @@ def ilif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, D: int = 4, tau: Opt
          return_v: str = "last") -> tuple[Tensor, Tensor]:
     """Integer-spike LIF (I-LIF of Spike-driven Transformer v3 / E-SpikeFormer) -> (spike_seq, v).
 
-    Charge as lif (tau=None: no leak, H = V + X); S = round(clamp(H / v_threshold, 0, D)), an integer
+    Charge as lif (tau=None: no leak, H = V + X), except that decay_input=False (SpikingJelly 2.0's ILIFNode,
+    whose numbers this matches bit for bit) computes H = (1 - 1/tau) V + X, 1 - 1/tau rounded once from
+    double as SpikingJelly does; S = round(clamp(H / v_threshold, 0, D)), an integer
     0..D stored in x_seq's dtype (round half to even); soft reset V = H - S v_threshold. Backward:
     straight-through, dS/dH = 1 / v_threshold where 0 <= H / v_threshold <= D, else 0.
     ``counts_to_binary(s, D)`` expands the counts into D binary steps (how the papers count operations).

@@ -60,6 +60,8 @@ def _sj_multi_step(x_seq, v_init, b_init, *, model="lif", k=None, tau=0.0, v_thr
         x = x_seq[t]
         if not leak:
             h = v + x
+        elif model == "ilif" and not decay_input and k is None:
+            h = (1.0 - 1.0 / tau) * v + x  # SpikingJelly's multi-step ILIFNode, in its rounding
         elif decay_input:
             d = x - (v - vr_c)
             h = v + (d * k if k is not None else d / tau)
