@@ -27,9 +27,10 @@ enum class Surrogate : int {
   snn_triangular = 9,     // [triangular(threshold)]    alpha for x < 0, -alpha for x >= 0 (as written there)
   straight_through = 10,  // [straight_through_estimator] 1
   spike_rate_escape = 11, // [spike_rate_escape(beta, slope)] alpha exp(-beta |x - 1|), alpha = slope
-  heaviside = 12,         // [surrogate_disable=True / heaviside()] the gradient passes where x > 0
+  heaviside = 12,         // [heaviside()] the gradient passes where x > 0
+  disabled = 13,          // [surrogate_disable=True] no gradient through the spike
 };
-constexpr int kNumSurrogates = 13;
+constexpr int kNumSurrogates = 14;
 
 // exp for float that the host compiler can vectorise (no libm call in the loop):
 // exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n ln2 (Cody-Waite), p of degree 6.
@@ -163,6 +164,12 @@ struct SurrogateFn<Surrogate::heaviside> {
   SF_HD static T grad(T x, [[maybe_unused]] T a, [[maybe_unused]] T b) { return x > T(0) ? T(1) : T(0); }
 };
 
+template <>
+struct SurrogateFn<Surrogate::disabled> {
+  template <typename T>
+  SF_HD static T grad([[maybe_unused]] T x, [[maybe_unused]] T a, [[maybe_unused]] T b) { return T(0); }
+};
+
 // Calls f(std::integral_constant<Surrogate, K>{}) for the run-time surrogate s: one switch per launch,
 // so kernels are compiled once per surrogate and their inner loops carry no branch on it.
 template <Surrogate S>
@@ -196,6 +203,7 @@ decltype(auto) dispatch_surrogate(Surrogate s, F&& f) {
       case Surrogate::straight_through: return f(SurrogateTag<Surrogate::straight_through>{});
       case Surrogate::spike_rate_escape: return f(SurrogateTag<Surrogate::spike_rate_escape>{});
       case Surrogate::heaviside: return f(SurrogateTag<Surrogate::heaviside>{});
+      case Surrogate::disabled: return f(SurrogateTag<Surrogate::disabled>{});
       default: break;
     }
   }
