@@ -50,7 +50,7 @@ SNN_SURROGATES = {
     "atan1.5": (lambda: snn_sg.atan(alpha=1.5), ("atan", 1.5, None), False),
     "fast_sigmoid": (lambda: snn_sg.fast_sigmoid(), ("fast_sigmoid", None, None), False),
     "fast_sigmoid5": (lambda: snn_sg.fast_sigmoid(slope=5), ("fast_sigmoid", 5.0, None), False),
-    "sigmoid": (lambda: snn_sg.sigmoid(), ("sigmoid", 25.0, None), True),
+    "sigmoid": (lambda: snn_sg.sigmoid(), ("sigmoid", None, None), True),  # snnTorch's default slope 25
     "sigmoid3": (lambda: snn_sg.sigmoid(slope=3), ("sigmoid", 3.0, None), False),
     "triangular": (lambda: snn_sg.triangular(), ("snntorch_triangular", None, None), True),
     "triangular0.5": (lambda: snn_sg.triangular(threshold=0.5), ("snntorch_triangular", 0.5, None), False),
@@ -59,13 +59,18 @@ SNN_SURROGATES = {
     "spike_rate_escape_b2s1": (lambda: snn_sg.spike_rate_escape(beta=2, slope=1), ("spike_rate_escape", 1.0, 2.0),
                                False),
     "heaviside": (lambda: snn_sg.heaviside(), ("heaviside", None, None), False),
+    "surrogate_disable": (None, ("disabled", None, None), False),  # the neuron's surrogate_disable=True
 }
 
 
 def _snn_module(cls_name, sg_key, reset, delay, *, beta, threshold, alpha=None, gsf=None, learn=False):
     make_sg = SNN_SURROGATES[sg_key][0]
-    kw = dict(beta=beta.clone(), threshold=threshold.clone(), spike_grad=make_sg(), reset_mechanism=reset,
-              learn_beta=learn, learn_threshold=learn)
+    kw = dict(beta=beta.clone(), threshold=threshold.clone(), reset_mechanism=reset, learn_beta=learn,
+              learn_threshold=learn)
+    if make_sg is None:
+        kw["surrogate_disable"] = True
+    else:
+        kw["spike_grad"] = make_sg()
     if cls_name == "Leaky":
         kw.update(reset_delay=delay, graded_spikes_factor=gsf.clone(), learn_graded_spikes_factor=learn)
         return snn.Leaky(**kw)
@@ -220,25 +225,21 @@ def test_snntorch_long_sequence_many_crossings(cls_name):
     _compare_snn(cls_name, "subtract", False, "atan", True, True, True, shape=(8, 64), steps=256)
 
 
-@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
-@pytest.mark.parametrize("cls_name", ["Leaky", "Synaptic"])
-def test_snntorch_surrogate_disable(cls_name, reset):
-    """snnTorch's surrogate_disable=True: Heaviside without any gradient through the spike (its
-    _surrogate_bypass is a comparison). spikeforge's surrogate="heaviside" is snntorch.surrogate.heaviside()
-    instead (the gradient passes where the spike fired): forward identical, gradients differ."""
-    x = _snn_x(cls_name, (T,) + SHAPE)
-    beta = torch.tensor(0.9)
-    kw = dict(beta=beta, threshold=torch.tensor(1.0), surrogate_disable=True, reset_mechanism=reset)
-    peer = snn.Leaky(**kw) if cls_name == "Leaky" else snn.Synaptic(alpha=torch.tensor(0.8), **kw)
-    spk_p, states_p = _snn_steps(peer, x, [None] * (1 if cls_name == "Leaky" else 2))
-    if cls_name == "Leaky":
-        spk_s, mem_s = ops.leaky(x, beta=0.9, reset_mechanism=reset, surrogate="heaviside", return_mem="seq")
-    else:
-        spk_s, _, mem_s = ops.synaptic(x, alpha=0.8, beta=0.9, reset_mechanism=reset, surrogate="heaviside",
-                                       return_mem="seq")
-    _equal(spk_s, spk_p, "spikes")
-    _equal(mem_s, states_p[-1], "mem")
-    assert not spk_p.requires_grad  # nothing flows through snnTorch's disabled spike
+def test_snntorch_surrogate_disable_is_not_heaviside():
+    """Regression (spikeforge.surrogate said otherwise): snnTorch's surrogate_disable=True has no gradient through
+    the spike (its _surrogate_bypass is a comparison), which is surrogate="disabled"; surrogate="heaviside" is
+    snntorch.surrogate.heaviside(), whose gradient passes where the spike fired."""
+    x = _snn_x("Leaky", (T,) + SHAPE).requires_grad_()
+    peer = snn.Leaky(beta=0.9, surrogate_disable=True)
+    spk, _ = _snn_steps(peer, x, [None])
+    assert not spk.requires_grad
+    s_dis, _ = ops.leaky(x, beta=0.9, surrogate="disabled")
+    s_hv, _ = ops.leaky(x, beta=0.9, surrogate="heaviside")
+    assert torch.equal(s_dis, spk) and torch.equal(s_hv, spk)
+    g_dis, = torch.autograd.grad(s_dis.sum(), [x], allow_unused=True)
+    g_hv, = torch.autograd.grad(s_hv.sum(), [x])
+    assert g_dis is None or not g_dis.any()
+    assert g_hv.any()
 
 
 # ------------------------------------------------------------------------------------------------

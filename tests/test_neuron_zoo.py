@@ -27,7 +27,7 @@ SJ_SURROGATES = (("sigmoid", None), ("atan", 3.0), ("erf", None), ("super_spike"
 SNN_SURROGATES = (("atan", None, None), ("fast_sigmoid", None, None), ("sigmoid", 5.0, None),
                   ("snntorch_triangular", 0.5, None), ("straight_through", None, None),
                   ("spike_rate_escape", 1.0, 2.0), ("heaviside", None, None), ("fast_sigmoid", 10.0, None),
-                  ("atan", 1.0, None))
+                  ("atan", 1.0, None), ("disabled", None, None), ("sigmoid", None, None))
 LAYOUTS = ("float", "scalar", "last", "channel", "neuron", "pattern", "clamped")
 
 
@@ -240,6 +240,43 @@ def test_alpha_neuron_matches_reference(reset, delay, layout, ret, given, sur, s
         pytest.skip("alpha_neuron needs alpha > beta within [0, 1] (covered by the other layouts)")
     kw = _snn_call_kw("alpha_neuron", reset, delay, ret, sur, sa, sb, _snn_kw("alpha_neuron", layout, SHAPE))
     _check("alpha_neuron", _x("alpha_neuron", SHAPE), _inits("alpha_neuron", SHAPE, given), kw)
+
+
+@pytest.mark.parametrize("name", SNN_MODELS)
+def test_snntorch_models_use_snntorch_surrogate_defaults(name):
+    """Regression: the snnTorch models' surrogate="sigmoid" is snntorch.surrogate.sigmoid() (slope 25), not
+    SpikingJelly's sigmoid (alpha 4, the other models' default); the reference agrees."""
+    x = _x(name, SHAPE)
+    kw = _snn_kw(name, "channel", SHAPE)
+    grads = upstream_grads(name, x, kw)
+    default = run(ops, name, x, {}, dict(kw, surrogate="sigmoid"), grads)
+    slope25 = run(ops, name, x, {}, dict(kw, surrogate="sigmoid", surrogate_alpha=25.0), grads)
+    slope4 = run(ops, name, x, {}, dict(kw, surrogate="sigmoid", surrogate_alpha=4.0), grads)
+    ref = run(reference, name, x, {}, dict(kw, surrogate="sigmoid"), grads)
+    assert torch.equal(default["g_x"], slope25["g_x"]) and not torch.equal(default["g_x"], slope4["g_x"])
+    assert_grads_close(default, ref, RTOL32, ATOL32)
+    # and the SpikingJelly models keep SpikingJelly's default
+    xa = _x("alif", SHAPE)
+    ga = upstream_grads("alif", xa, {})
+    sj = run(ops, "alif", xa, {}, dict(surrogate="sigmoid"), ga)
+    sj4 = run(ops, "alif", xa, {}, dict(surrogate="sigmoid", alpha=4.0), ga)
+    assert torch.equal(sj["g_x"], sj4["g_x"])
+
+
+@pytest.mark.parametrize("name", SNN_MODELS)
+def test_disabled_surrogate_passes_no_gradient_through_spikes(name):
+    """surrogate="disabled" (snnTorch's surrogate_disable=True): the spikes carry no gradient; the states' own
+    gradients are unchanged (the reset is decided by the detached previous membrane)."""
+    x = _x(name, SHAPE)
+    kw = dict(_snn_kw(name, "channel", SHAPE), return_mem="seq")
+    grads = upstream_grads(name, x, kw)
+    only_states = [torch.zeros_like(grads[0])] + grads[1:]
+    dis = run(ops, name, x, {}, dict(kw, surrogate="disabled"), grads)
+    states = run(ops, name, x, {}, dict(kw, surrogate="atan"), only_states)
+    assert torch.equal(dis["g_x"], states["g_x"])
+    spikes_only = run(ops, name, x, {}, dict(kw, surrogate="disabled"),
+                      [grads[0]] + [torch.zeros_like(g) for g in grads[1:]])
+    assert not spikes_only["g_x"].any()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,10 +4,14 @@ kernels; docs/neurons.md lists them for users.
 
 g'(x) is the derivative used for dS/dH in backward, x = H - threshold. Two groups:
 - SpikingJelly's conventions (ids 0-7): every op family accepts them.
-- snnTorch 1.0's ``snntorch.surrogate`` functions (ids 8-12), for the neuron ops (the snnTorch models
+- snnTorch 1.0's ``snntorch.surrogate`` functions (ids 8-13), for the neuron ops (the snnTorch models
   above all): ``fast_sigmoid(slope)``, its ``triangular(threshold)`` (as written there: +threshold
-  below 0, -threshold from 0 on), ``straight_through_estimator()``, ``spike_rate_escape(beta, slope)``
-  and ``heaviside`` (snnTorch's surrogate_disable=True: the gradient passes where the spike fired).
+  below 0, -threshold from 0 on), ``straight_through_estimator()``, ``spike_rate_escape(beta, slope)``,
+  ``heaviside()`` (the gradient passes where the spike fired) and ``disabled`` (snnTorch's
+  surrogate_disable=True: no gradient through the spike at all).
+
+The snnTorch models (ops.leaky / synaptic / alpha_neuron) take SNNTORCH_SURROGATES: those functions plus
+atan and sigmoid, with snnTorch's default parameters (its sigmoid's slope is 25, SpikingJelly's alpha 4).
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["SURROGATES", "SPIKINGJELLY_SURROGATES", "SECOND_PARAMETER", "SurrogateSpec", "surrogate_grad",
-           "spike_fn", "NUM_SPIKINGJELLY"]
+__all__ = ["SURROGATES", "SPIKINGJELLY_SURROGATES", "SNNTORCH_SURROGATES", "SECOND_PARAMETER", "SurrogateSpec",
+           "surrogate_grad", "spike_fn", "NUM_SPIKINGJELLY"]
 
 
 class SurrogateSpec(NamedTuple):
@@ -41,9 +45,13 @@ SURROGATES: dict[str, SurrogateSpec] = {
     "straight_through": SurrogateSpec(10, 1.0),
     "spike_rate_escape": SurrogateSpec(11, 25.0),
     "heaviside": SurrogateSpec(12, 1.0),
+    "disabled": SurrogateSpec(13, 1.0),
 }
 NUM_SPIKINGJELLY = 8  # ids below this are accepted by every op family
 SPIKINGJELLY_SURROGATES = {name: spec for name, spec in SURROGATES.items() if spec.id < NUM_SPIKINGJELLY}
+# The snnTorch models' set (csrc/core/neuron.h surrogate_allowed), with snnTorch's defaults.
+SNNTORCH_SURROGATES = {name: (SurrogateSpec(spec.id, 25.0) if name == "sigmoid" else spec)
+                       for name, spec in SURROGATES.items() if spec.id >= NUM_SPIKINGJELLY or name in ("atan", "sigmoid")}
 # The default second parameter of the surrogates that have one (beta of spike_rate_escape).
 SECOND_PARAMETER: dict[str, float] = {"spike_rate_escape": 1.0}
 
@@ -79,6 +87,8 @@ def surrogate_grad(name: str, x: torch.Tensor, alpha: float, beta: Optional[floa
         return a * torch.exp(-b * (x - 1).abs())
     if name == "heaviside":
         return (x > 0).to(x.dtype)
+    if name == "disabled":
+        return torch.zeros_like(x)
     raise ValueError(f"surrogate: unknown surrogate {name!r}; expected one of {sorted(SURROGATES)}")
 
 

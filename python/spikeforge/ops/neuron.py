@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import reference
 from .._native import native
+from ..surrogate import SNNTORCH_SURROGATES
 from ._common import (_CPU, FusedOp, _check_bool, _check_choice, _check_int, _check_number, _check_surrogate,
                       _check_x, _compute_dtype, _has_native, _has_tangent, _no_forward_ad, _stream, _tracing)
 
@@ -617,6 +618,13 @@ def _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate, 
                          return_mem, runs, needs_grad):
     reset = _check_choice("reset_mechanism", reset_mechanism, _RESETS)
     _check_bool("reset_delay", reset_delay)
+    if not isinstance(surrogate, str):
+        raise TypeError(f"surrogate must be a str, got {type(surrogate).__name__}")
+    if surrogate not in SNNTORCH_SURROGATES:  # the kernels are built for this set (csrc/core/neuron.h)
+        raise ValueError(f"surrogate: {surrogate!r} is not a surrogate of the snnTorch models; expected one of "
+                         f"{sorted(SNNTORCH_SURROGATES)}")
+    if surrogate_alpha is None:  # snnTorch's default (its sigmoid's slope is 25, SpikingJelly's alpha 4)
+        surrogate_alpha = SNNTORCH_SURROGATES[surrogate].alpha
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True, beta=surrogate_beta)
     v_seq = _check_return("return_mem", return_mem)
     return _options(model, v_threshold=0.0, hard=False, reset=reset, reset_delay=reset_delay, surrogate=sid,
@@ -649,8 +657,10 @@ def leaky(x_seq: Tensor, mem_init: Optional[Tensor] = None, *, beta: Union[float
     + X; none: U = beta U[t-1] + X; S = [U - thr > 0] * graded_spikes_factor; reset_delay=False also resets
     in the same step. beta is clamped to [0, 1]; beta, threshold and graded_spikes_factor may be tensors
     broadcastable to one step (per-neuron) and learnable. mem is the last U ([*], return_mem="last") or
-    every U[t] ("seq"); mem_init is U[-1] (default 0). surrogate: a name of spikeforge.surrogate with
-    snnTorch's defaults (atan alpha 2; fast_sigmoid slope 25 = surrogate_alpha).
+    every U[t] ("seq"); mem_init is U[-1] (default 0). surrogate: a name of
+    spikeforge.surrogate.SNNTORCH_SURROGATES, its parameter surrogate_alpha with snnTorch's defaults (atan
+    alpha 2; sigmoid, fast_sigmoid and spike_rate_escape slope 25; triangular threshold 1), surrogate_beta
+    spike_rate_escape's beta (1); "disabled" is snnTorch's surrogate_disable=True (no gradient through S).
     """
     _check_x(x_seq)
     _number_or_tensor(threshold, "threshold")

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ..surrogate import spike_fn
+from ..surrogate import SNNTORCH_SURROGATES, spike_fn
 
 _EMPTY = None
 
@@ -179,6 +179,8 @@ def _snn_multi_step(x_seq, inits, *, model, beta, thr, third, tau_a=None, reset_
     syn = inits[1] if inits[1] is not None else zeros()  # synaptic: I; alpha: E
     inh = inits[2] if len(inits) > 2 and inits[2] is not None else zeros()  # alpha: I
     sub, zero = reset_mechanism == "subtract", reset_mechanism == "zero"
+    if alpha is None and surrogate in SNNTORCH_SURROGATES:  # snnTorch's defaults (its sigmoid's slope is 25)
+        alpha = SNNTORCH_SURROGATES[surrogate].alpha
     spikes, mems = [], []
     gsf = third if model == "leaky" else 1.0
     for t in range(T):
