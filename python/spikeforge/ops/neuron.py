@@ -514,6 +514,7 @@ def ilif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, D: int = 4, tau: Opt
     _check_x(x_seq)
     D = _check_int("D", D, minimum=1, maximum=1 << 22)
     tau = 0.0 if tau is None else _check_number("tau", tau, positive=True)
+    _check_bool("decay_input", decay_input)  # checked here: without a leak it is dropped before the options
     vth = _check_number("v_threshold", v_threshold)
     if not _tracing() and vth == 0.0:
         raise ValueError("v_threshold must be non-zero for ilif (S = H / v_threshold)")
@@ -538,6 +539,7 @@ def ternary_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: Optional
     """
     _check_x(x_seq)
     tau = 0.0 if tau is None else _check_number("tau", tau, positive=True)
+    _check_bool("decay_input", decay_input)  # checked here: without a leak it is dropped before the options
     _check_bool("two_sided", two_sided)
     vth = _check_number("v_threshold", v_threshold)
     if not _tracing() and vth <= 0.0:
@@ -625,6 +627,10 @@ def _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate, 
                          f"{sorted(SNNTORCH_SURROGATES)}")
     if surrogate_alpha is None:  # snnTorch's default (its sigmoid's slope is 25, SpikingJelly's alpha 4)
         surrogate_alpha = SNNTORCH_SURROGATES[surrogate].alpha
+    # checked under their public names (synaptic and alpha_neuron have an `alpha` of their own)
+    surrogate_alpha = _check_number("surrogate_alpha", surrogate_alpha, positive=True)
+    if surrogate_beta is not None:
+        surrogate_beta = _check_number("surrogate_beta", surrogate_beta)
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True, beta=surrogate_beta)
     v_seq = _check_return("return_mem", return_mem)
     return _options(model, v_threshold=0.0, hard=False, reset=reset, reset_delay=reset_delay, surrogate=sid,
@@ -782,9 +788,14 @@ def counts_to_binary(s: Tensor, D: int) -> Tensor:
     if not isinstance(s, Tensor):
         raise TypeError(f"s must be a torch.Tensor, got {type(s).__name__}")
     D = _check_int("D", D, minimum=1)
-    if not _tracing() and s.numel() and not bool(((s >= 0) & (s <= D) & (s == torch.round(s))).all()):
-        raise ValueError(f"s must hold integer counts in [0, {D}]")
-    levels = torch.arange(D, device=s.device, dtype=s.dtype).view((D,) + (1,) * s.dim())
+    if s.is_complex():
+        raise TypeError(f"s must hold real counts, got {s.dtype}")
+    if not _tracing() and s.numel():
+        whole = (s == torch.round(s)) if s.is_floating_point() else True  # integer and bool tensors are whole
+        if not bool(((s >= 0) & (s <= D) & whole).all()):
+            raise ValueError(f"s must hold integer counts in [0, {D}]")
+    levels = torch.arange(D, device=s.device, dtype=s.dtype if s.is_floating_point() else torch.int64)
+    levels = levels.view((D,) + (1,) * s.dim())
     return (s.unsqueeze(0) > levels).to(s.dtype if s.is_floating_point() else torch.float32)
 
 
