@@ -174,6 +174,68 @@ def test_inputs_are_not_modified(name):
         assert torch.equal(kw[k], before[2][k])
 
 
+def _noncontiguous_case(name):
+    x = (torch.randn(5, 4, 6) + 0.5).transpose(1, 2)  # [T, 6, 4], not contiguous
+    inits = {n: torch.randn(4, 6).t().abs() for n in SPECS[name]["inits"]}
+    kw = {"leaky": dict(beta=(torch.rand(4, 6) * 0.3 + 0.6).t(), threshold=(torch.rand(4) + 0.5).expand(6, 4),
+                        graded_spikes_factor=torch.rand(8)[::2] + 0.5, return_mem="seq"),
+          "synaptic": dict(alpha=(torch.rand(4, 6) * 0.3 + 0.5).t(), beta=torch.rand(6, 1).expand(6, 4) * 0.3 + 0.6,
+                           return_mem="seq"),
+          "alpha_neuron": dict(alpha=torch.rand(8)[::2] * 0.05 + 0.9, beta=(torch.rand(4, 6) * 0.2 + 0.6).t()),
+          "alif": dict(return_v="seq"), "ilif": dict(D=2), "ternary_lif": dict(v_reset=None)}[name]
+    return x, inits, kw
+
+
+@pytest.mark.parametrize("name", SJ_MODELS + SNN_MODELS)
+def test_non_contiguous_inputs(name):
+    """Transposed x and initial states, strided and expanded coefficients: the same numbers as contiguous ones
+    (and as the reference)."""
+    x, inits, kw = _noncontiguous_case(name)
+    grads = upstream_grads(name, x, kw)
+    got = getattr(ops, name)(x, *[inits[n] for n in SPECS[name]["inits"]], **kw)
+    want = getattr(ops, name)(x.contiguous(), *[inits[n].contiguous() for n in SPECS[name]["inits"]],
+                              **{k: (v.contiguous() if torch.is_tensor(v) else v) for k, v in kw.items()})
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    g = run(ops, name, x, inits, kw, grads)
+    r = run(reference, name, x, inits, kw, grads)
+    assert_same_forward(g, r, name)
+    for key in r:
+        if key.startswith("g_"):
+            torch.testing.assert_close(g[key], r[key], rtol=1e-5, atol=1e-5 * max(1.0, r[key].abs().max().item()))
+
+
+@pytest.mark.parametrize("name", SJ_MODELS + SNN_MODELS)
+def test_meta_tensors_get_shapes(name):
+    """Meta tensors (shape inference) run the op's fake: outputs of the right shapes, no value is read."""
+    x = torch.empty(6, 3, 5, device="meta")
+    kw = {"leaky": dict(beta=torch.empty(5, device="meta"), threshold=torch.empty(3, 1, device="meta")),
+          "synaptic": dict(alpha=torch.empty(5, device="meta"), beta=0.9),
+          "alpha_neuron": dict(alpha=torch.empty(5, device="meta"), beta=torch.empty(5, device="meta"))}.get(name, {})
+    kw[SPECS[name]["ret"]] = "seq"
+    out = getattr(ops, name)(x, **kw)
+    want = [tuple(x.shape)] + [tuple(x.shape) if k == SPECS[name]["seq"] else tuple(x.shape[1:])
+                               for k in range(1, len(SPECS[name]["outs"]))]
+    assert [tuple(o.shape) for o in out] == want and all(o.is_meta for o in out)
+
+
+def test_counts_to_binary_meta():
+    """Regression: the value check called .item() on a meta tensor."""
+    b = ops.counts_to_binary(torch.empty(3, 4, device="meta"), 2)
+    assert b.shape == (2, 3, 4) and b.is_meta
+
+
+@pytest.mark.parametrize("v_reset", [0.0, -0.25])
+def test_ternary_hard_reset_of_an_infinite_membrane_selects_v_reset(v_reset):
+    """As the LIF's (tests/test_reliability.py): H = +-inf fires +-1 and the hard reset selects V = v_reset (the
+    reference's arithmetic form S v_reset + (1 - S) H would give 0 * inf = NaN)."""
+    x = torch.tensor([[float("inf"), -float("inf"), 0.5], [0.25, 0.25, 0.75]])
+    s, v = ops.ternary_lif(x, tau=None, v_reset=v_reset, return_v="seq")
+    assert s[0].tolist() == [1.0, -1.0, 0.0]
+    assert v[0].tolist() == [v_reset, v_reset, v_reset + 0.5]  # V[-1] = v_reset
+    assert v[1].tolist() == [v_reset + 0.25, v_reset + 0.25, v_reset]  # the third fires (H >= 1) and resets
+
+
 # ------------------------------------------------------------------------------------------------
 # modules
 # ------------------------------------------------------------------------------------------------

@@ -790,7 +790,7 @@ def counts_to_binary(s: Tensor, D: int) -> Tensor:
     D = _check_int("D", D, minimum=1)
     if s.is_complex():
         raise TypeError(f"s must hold real counts, got {s.dtype}")
-    if not _tracing() and s.numel():
+    if not _tracing() and s.numel() and not s.is_meta:  # (a meta tensor has no values to check)
         whole = (s == torch.round(s)) if s.is_floating_point() else True  # integer and bool tensors are whole
         if not bool(((s >= 0) & (s <= D) & whole).all()):
             raise ValueError(f"s must hold integer counts in [0, {D}]")
