@@ -24,7 +24,7 @@ from .. import reference
 from .._native import native
 from ..surrogate import SNNTORCH_SURROGATES
 from ._common import (_CPU, FusedOp, _check_bool, _check_choice, _check_int, _check_number, _check_surrogate,
-                      _check_x, _compute_dtype, _has_native, _has_tangent, _no_forward_ad, _stream, _tracing)
+                      _check_x, _compute_dtype, _has_native, _stream, _tracing)
 
 __all__ = ["lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky", "synaptic", "alpha_neuron",
            "lif_step", "if_step", "plif_step", "counts_to_binary", "default_recompute", "MODELS"]
@@ -359,8 +359,6 @@ def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
         out = ref()
         return tuple(out) + (None,) * (4 - len(out))
     inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
-    if _has_tangent((x_seq, *inits, *slots)):  # named here: the fused op only knows its family
-        raise _no_forward_ad(f"spikeforge.ops.{public}")
     slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
     return _OP((x_seq, *inits, *slots), opts, _PUBLIC[public])
 
@@ -580,9 +578,9 @@ def _sj_options(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_res
     needs_grad = _needs_grad(x_seq, *state_inits, *extra)
     # default_recompute decides where backward gets its saved values (opts.save): part of the key, so that
     # changing it takes effect for option sets already seen
-    key = (model, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, tau, type(tau), v_threshold, type(v_threshold), v_reset,
-           type(v_reset), decay_input, type(decay_input), detach_reset, type(detach_reset), surrogate, type(surrogate),
-           alpha, type(alpha), return_v, type(return_v), *kw.items())
+    key = (model, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, tau, type(tau), v_threshold,
+           type(v_threshold), v_reset, type(v_reset), decay_input, type(decay_input), detach_reset, type(detach_reset),
+           surrogate, type(surrogate), alpha, type(alpha), return_v, type(return_v), *kw.items())
     return _memo(key, lambda: _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input,
                                                   detach_reset, surrogate, alpha, return_v, needs_grad, runs, kw))
 
@@ -609,9 +607,9 @@ def _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input, de
 def _snn_options(model, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha,
                  surrogate_beta, return_mem, runs, grads_of):
     needs_grad = _needs_grad(x_seq, threshold, *grads_of)
-    key = (model, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, reset_mechanism, type(reset_mechanism), reset_delay,
-           type(reset_delay), surrogate, type(surrogate), surrogate_alpha, type(surrogate_alpha), surrogate_beta,
-           type(surrogate_beta), return_mem, type(return_mem))
+    key = (model, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, reset_mechanism,
+           type(reset_mechanism), reset_delay, type(reset_delay), surrogate, type(surrogate), surrogate_alpha,
+           type(surrogate_alpha), surrogate_beta, type(surrogate_beta), return_mem, type(return_mem))
     return _memo(key, lambda: _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate,
                                                    surrogate_alpha, surrogate_beta, return_mem, runs, needs_grad))
 
