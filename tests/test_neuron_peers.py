@@ -219,6 +219,22 @@ def test_snntorch_float64(cls_name, reset):
     _compare_snn(cls_name, reset, cls_name != "Alpha", "fast_sigmoid5", True, True, True, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_leaky_half_precision_is_snntorch(reset, dtype):
+    """16-bit inputs: snnTorch's Leaky turns its membrane into float32 at the first step (its float32 spikes and
+    reset enter the update), which is the kernels' float32 state: the same spikes, and its membranes rounded to
+    the input's dtype are spikeforge's. (Where snnTorch keeps a 16-bit membrane, reset "none", Synaptic's
+    in-place zero reset or Alpha, its numbers are 16-bit arithmetic and the fused ops' are not: not compared.)"""
+    x = _snn_x("Leaky", (T,) + SHAPE).to(dtype)
+    peer = snn.Leaky(beta=torch.tensor(0.875), threshold=torch.tensor(0.9), reset_mechanism=reset)
+    spk_p, (mem_p,) = _snn_steps(peer, x, [None])
+    assert mem_p.dtype == torch.float32
+    spk_s, mem_s = ops.leaky(x, beta=0.875, threshold=0.9, reset_mechanism=reset, return_mem="seq")
+    _equal(spk_s, spk_p, "spikes")
+    _equal(mem_s, mem_p.to(dtype), "mem")
+
+
 @pytest.mark.parametrize("cls_name", ["Leaky", "Synaptic"])
 def test_snntorch_long_sequence_many_crossings(cls_name):
     """T = 256 with inputs near the threshold (membranes sit around it): any last-bit difference flips spikes."""

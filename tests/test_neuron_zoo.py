@@ -386,6 +386,17 @@ def test_zero_steps(name, given, ret):
             assert torch.equal(out, torch.full(shape[1:], default)), n
 
 
+@pytest.mark.parametrize("ret", ["last", "seq"])
+@pytest.mark.parametrize("name", ALL)
+def test_one_step(name, ret):
+    """T = 1: the sequence of states and the last state are the same [1, N] values (the kernels take either)."""
+    shape = (1, 2, 3, 2, 4)
+    x = _x(name, shape)
+    kw = dict(_representative(name, shape=shape))
+    kw[SPECS[name]["ret"]] = ret
+    _check(name, x, _inits(name, shape, True), kw, fires=False)
+
+
 @pytest.mark.parametrize("given", [False, True], ids=["noinit", "init"])
 @pytest.mark.parametrize("name", ALL)
 def test_zero_neurons(name, given):
