@@ -411,6 +411,24 @@ def test_zero_neurons(name, given):
     assert_grads_close(got, want, 0.0, 0.0)
 
 
+@pytest.mark.parametrize("shape", [(5, 2, 0), (0, 2, 3), (0, 2, 0)], ids=["N0", "T0", "T0N0"])
+@pytest.mark.parametrize("name", SNN_MODELS)
+def test_empty_with_per_neuron_coefficients(name, shape):
+    """Regression: N = 0 with per-neuron coefficients (empty slots) failed in backward ("beta has 0 elements,
+    expected 1"); their gradients are zeros of their own shapes."""
+    x = torch.randn(shape)
+    third = "graded_spikes_factor" if name == "leaky" else "alpha"
+    kw = {"beta": torch.rand(shape[-1]) * 0.2 + 0.6, "threshold": torch.rand(shape[1:]) + 0.5,
+          third: torch.rand(2, 1) * 0.05 + 0.9}
+    grads = upstream_grads(name, x, kw)
+    got = run(ops, name, x, {}, kw, grads)
+    want = run(reference, name, x, {}, kw, grads)
+    assert_same_forward(got, want, name)
+    assert_grads_close(got, want, 0.0, 0.0)
+    for k, v in kw.items():
+        assert got["g_" + k].shape == v.shape and not got["g_" + k].any()
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_more_than_eight_dims(name):
     """Native views hold 8 dims; the ops flatten beyond (10 dims here), per-channel coefficients included."""

@@ -211,6 +211,9 @@ def _backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
     cdt = _compute_dtype(gs.dtype)
     g_slot = [torch.empty(sl.numel(), dtype=cdt, device=gs.device) if (needs_slot[k] and sl is not None) else None
               for k, sl in enumerate(slots)]
+    if N == 0:  # nothing to compute; the native checks would find the empty coefficient slots without entries
+        return (grad_x, *[g if g is not None else e(0) for g in g_init],
+                *[g.zero_() if g is not None else e(0) for g in g_slot])
     ws = tuple(torch.empty(N, dtype=cdt, device=gs.device) if g is not None else None for g in g_slot)
     gouts = tuple(_v(g.contiguous()) if (s < ns and g is not None and g.numel() > 0) else None
                   for s, g in enumerate((g0, g1, g2)))
