@@ -382,13 +382,11 @@ def _det_case(name, layout):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("layout", ["scalar", "per_neuron"])
-@pytest.mark.parametrize("name", SJ_MODELS + SNN_MODELS)
+@pytest.mark.parametrize("name,layout", [(n, "scalar") for n in SJ_MODELS + SNN_MODELS] +
+                         [(n, "per_neuron") for n in SNN_MODELS])
 def test_bitwise_across_thread_counts_and_runs(name, layout, dtype):
     """Chunking depends on N only and coefficient gradients are reduced in a fixed order: 1, 2 and 3 threads,
     and a repeated run, give bitwise-identical outputs and gradients (coefficients included)."""
-    if layout == "per_neuron" and name in SJ_MODELS:
-        pytest.skip("the SpikingJelly-family models have no coefficient tensors")
     x, inits, kw = _det_case(name, layout)
     x = x.to(dtype)
     inits = {k: v.to(dtype) for k, v in inits.items()}
