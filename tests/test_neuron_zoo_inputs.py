@@ -36,6 +36,9 @@ BAD = [
     ("ilif", (), dict(D=True), TypeError, "D"),
     ("ilif", (), dict(D=1 << 23), ValueError, "D"),
     ("ilif", (), dict(v_threshold=0.0), ValueError, "v_threshold"),
+    ("ilif", (), dict(v_threshold=-1.0), ValueError, "v_threshold"),  # SpikingJelly refuses it too
+    ("ternary_lif", (), dict(v_reset=1.0), ValueError, "v_reset"),  # outside (-v_th, v_th), as SpikingJelly
+    ("ternary_lif", (), dict(v_reset=-2.0), ValueError, "v_reset"),
     ("ilif", (), dict(tau=-1.0), ValueError, "tau"),
     ("ilif", (), dict(tau="2"), TypeError, "tau"),
     ("ilif", (), dict(detach_reset=None), TypeError, "detach_reset"),
@@ -86,6 +89,8 @@ BAD = [
     ("alpha_neuron", (), dict(alpha="0.9", beta=0.8), TypeError, "alpha"),
     ("alpha_neuron", (), dict(alpha=torch.rand(5) + 1, beta=0.1), ValueError, "alpha"),
     ("alpha_neuron", (), dict(alpha=torch.tensor(1), beta=0.1), TypeError, "alpha"),
+    ("alpha_neuron", (), dict(alpha=torch.tensor([0.9, 0.5]), beta=torch.tensor([0.8, 0.6])), ValueError, "alpha"),
+    ("alpha_neuron", (), dict(alpha=torch.tensor(0.9), beta=torch.tensor(1.0)), ValueError, "beta"),
     ("alpha_neuron", (), dict(alpha=0.9, beta=0.8, reset_mechanism="hard"), ValueError, "reset_mechanism"),
     ("alpha_neuron", (torch.zeros(1),), dict(alpha=0.9, beta=0.8), ValueError, "syn_exc_init"),
     ("alpha_neuron", (None, torch.zeros(1)), dict(alpha=0.9, beta=0.8), ValueError, "syn_inh_init"),

@@ -517,8 +517,8 @@ def ilif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, D: int = 4, tau: Opt
     tau = 0.0 if tau is None else _check_number("tau", tau, positive=True)
     _check_bool("decay_input", decay_input)  # checked here: without a leak it is dropped before the options
     vth = _check_number("v_threshold", v_threshold)
-    if not _tracing() and vth == 0.0:
-        raise ValueError("v_threshold must be non-zero for ilif (S = H / v_threshold)")
+    if not _tracing() and not vth > 0.0:
+        raise ValueError(f"v_threshold must be > 0 for ilif (S = round(H / v_threshold)), got {vth}")
     o = _sj_options(2, x_seq, tau, vth, None, decay_input and tau != 0.0, detach_reset, "sigmoid", None, return_v,
                     v_init, levels=D)
     v_init = _check_state(v_init, x_seq, "v_init")
@@ -545,6 +545,10 @@ def ternary_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: Optional
     vth = _check_number("v_threshold", v_threshold)
     if not _tracing() and vth <= 0.0:
         raise ValueError(f"v_threshold must be > 0 for ternary spikes, got {vth}")
+    if not _tracing() and v_reset is not None and isinstance(v_reset, (int, float)) and not -vth < v_reset < vth:
+        # as SpikingJelly's ternary nodes: a reset outside (-v_threshold, v_threshold) would fire again at once
+        raise ValueError(f"v_reset must lie strictly between -v_threshold and v_threshold ({-vth}, {vth}), "
+                         f"got {v_reset}")
     o = _sj_options(3, x_seq, tau, vth, v_reset, decay_input and tau != 0.0, detach_reset, surrogate, alpha,
                     return_v, v_init, two_sided=two_sided)
     v_init = _check_state(v_init, x_seq, "v_init")
@@ -727,10 +731,15 @@ def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_i
     a_t = alpha if isinstance(alpha, Tensor) else torch.tensor(_check_number("alpha", alpha), dtype=torch.float32)
     b_t = beta if isinstance(beta, Tensor) else torch.tensor(_check_number("beta", beta), dtype=torch.float32)
     a_c, b_c = a_t.clamp(0, 1), b_t.clamp(0, 1)
-    if not _tracing() and not isinstance(alpha, Tensor) and not isinstance(beta, Tensor):
-        if not float(a_c) > float(b_c) or float(b_c) == 1.0:
+    # snnTorch's Alpha refuses alpha <= beta and beta == 1 (its time constant would be negative, infinite
+    # or NaN). Tensors are checked too (one device sync), except while tracing, under a torch.func
+    # transform or on the meta device, where their values are not concrete.
+    if not _tracing() and torch._C._functorch.maybe_current_level() is None and not a_c.is_meta and not b_c.is_meta:
+        if bool((a_c <= b_c).any()) or bool((b_c == 1.0).any()):
+            got = (f"alpha={alpha}, beta={beta}" if not isinstance(alpha, Tensor) and not isinstance(beta, Tensor)
+                   else "tensors with alpha <= beta or beta == 1 somewhere")
             raise ValueError("alpha_neuron: alpha must be greater than beta, and beta < 1 (snnTorch's Alpha); "
-                             f"got alpha={alpha}, beta={beta}")
+                             f"got {got}")
     tau_a = torch.log(a_c) / (torch.log(b_c) - torch.log(a_c)) + 1  # snnTorch's expression, its rounding
     b, rb = _slot(b_c.to(x_seq.device), x_seq, "beta")
     t, rt = _slot(threshold, x_seq, "threshold")
