@@ -60,6 +60,10 @@ PUBLISHED = {
     # QKFormer's CIFAR table: HST-4-384 6.74M, the count with the 100-class head its released model code
     # builds (6,740,884); the 10-class model has 6,706,234 (6.71M)
     "qkformer_hst_4_384_cifar": (100, 6.74, "round"),
+    # E-SpikeFormer (Spike-driven Transformer v3, TPAMI 2025) base models: 5.1 / 10.0 / 19.0M (exact counts in
+    # tests/test_e_spikeformer.py)
+    "e_spikeformer_5m": (1000, 5.1, "round"), "e_spikeformer_10m": (1000, 10.0, "round"),
+    "e_spikeformer_19m": (1000, 19.0, "round"),
 }
 
 
@@ -100,13 +104,14 @@ def test_exact_counts_and_what_changes_them():
 # the paper's configuration for every CIFAR model and the smallest ImageNet model of each family; the wider
 # ImageNet models (the same layers at more channels) run narrowed so the file stays fast on a CPU
 _FULL = {n for n in models.TRANSFORMER_MODELS if n.endswith("_cifar")} | {
-    "spikformer_8_384", "spikingformer_8_384", "sdt_8_384", "qkformer_hst_10_384", "meta_spikformer_15m"}
+    "spikformer_8_384", "spikingformer_8_384", "sdt_8_384", "qkformer_hst_10_384", "meta_spikformer_15m",
+    "e_spikeformer_5m"}
 
 
 def _narrow(name):
     if name in _FULL:
         return {}
-    if name.startswith("meta_spikformer"):
+    if name.startswith(("meta_spikformer", "e_spikeformer")):
         return dict(dims=(32, 64, 128, 160))
     return dict(dim=64, num_heads=4)
 
