@@ -12,8 +12,10 @@ The convention (docs/tools.md; Spikformer, Spike-driven Transformer, QKFormer):
 - A layer whose input is not binary (the stem conv on the image, a layer after a membrane shortcut) is
   charged MACs at E_MAC: T x MACs, or MACs once when its input is the same at every step (a static image
   under direct encoding: the papers' E_MAC x FL_conv^1 term; spikeforge's zoo models compute it once).
-- Inputs that are non-negative integers above 1 (the sums of spikes a SEW-ADD shortcut makes) are
-  spike counts: an input of k is k accumulates, so the rate is the mean count per input element.
+- Inputs that are non-negative integers above 1 (the sums of spikes a SEW-ADD shortcut makes, the integer
+  spikes of nn.ILIF) are spike counts: an input of k is k accumulates, so the rate is the mean count per
+  input element. For I-LIF that is the papers' count: s binary spikes over D virtual steps
+  (ops.counts_to_binary) give the same SOPs with T x D steps.
 - The ANN-equivalent energy is E_MAC x MACs per layer: the same network run once with real values.
 - Bias additions, normalisation, pooling, neuron updates and residual additions are not charged (the
   papers fold BN into the weights and count only the synaptic layers).
