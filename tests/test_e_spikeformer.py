@@ -167,7 +167,7 @@ def test_attention_is_the_papers_formula():
     v = v.reshape(T, B, H * W, 2, 32).permute(0, 1, 3, 2, 4) / D
     ref = ((q @ k.transpose(-2, -1)) @ v) * (8 ** -0.5 * 2)
     ref = ref.transpose(2, 3).reshape(T, B, H * W, 64).transpose(-1, -2).reshape(T, B, 64, H, W)
-    torch.testing.assert_close(got["pre"], ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got["pre"], ref, rtol=0, atol=0)
 
 
 def test_spikeforge_model_equals_reference_model():
