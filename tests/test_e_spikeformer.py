@@ -334,6 +334,13 @@ def test_bad_arguments_are_clear_errors():
         models.e_spikeformer_5m(backend="cuda")
     with pytest.raises(ValueError, match="dim / depth do not apply"):
         models.e_spikeformer_10m(dim=64)
+    with pytest.raises(ValueError, match="num_heads \\(3\\) must divide dim \\(16\\)"):
+        sdt_v3.ESpikeAttention(16, 3, ILIF, levels=4)
+    attn = sdt_v3.ESpikeAttention(16, 2, ILIF, levels=4)
+    with pytest.raises(ValueError, match="built for 16 channels"):
+        attn(torch.rand(1, 2, 8, 2, 2))
+    with pytest.raises(ValueError, match="T, B, C, H, W"):
+        attn(torch.rand(2, 16, 2, 2))
     m = _small()
     with pytest.raises(ValueError, match="3 input channels"):
         m(torch.rand(2, 1, 32, 32))

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from .. import reference
 from ..nn._accounting import estimating, matmul_op, report_op
-from ..nn.attention import SpikeCountConv2d, SpikingMLP, _check_int, _conv_bn, _conv_bn_sn
+from ..nn.attention import SpikeCountConv2d, SpikingMLP, _check_int, _check_seq, _conv_bn, _conv_bn_sn
 from ..nn.layers import SeqBatchNorm2d
 from ..nn.neuron import ILIF
 from .resnet import make_neuron
@@ -161,6 +161,7 @@ class ESpikeAttention(nn.Module):
         return s.reshape(T, B, self.num_heads, C // self.num_heads, H * W).transpose(-1, -2)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_seq(self, x, self.dim)
         T, B, C, H, W = x.shape
         s = self.head_sn(x)
         q, k, v = (self._heads(_conv_bn_sn(getattr(self, f"{n}_conv"), getattr(self, f"{n}_bn"),
@@ -195,8 +196,10 @@ class ESpikeFormer(_SpikingTransformer):
     """E-SpikeFormer with stage widths dims (d0, d1, d2, d3), e.g. (32, 64, 128, 192) for the 5.1M model.
 
     D: the I-LIF spike range (spikes 0..D; the paper's T x D is T x D here). neuron: "ilif" (default),
-    "if" / "lif" / "plif" (binary spikes) or a callable; neuron_kwargs override the I-LIF's tau 2,
-    decay_input False, v_threshold 1 (or the binary neuron's defaults). See the module docstring.
+    "if" / "lif" / "plif" (binary spikes) or a callable returning a neuron module whose spikes are taken to
+    be integers 0..D (the attention's scale divides by D^3; compact is then off unless asked for);
+    neuron_kwargs override the I-LIF's tau 2, decay_input False, v_threshold 1 (or the binary neuron's
+    defaults). See the module docstring.
     """
 
     def __init__(self, dims: Sequence[int] = (32, 64, 128, 192), num_heads: int = 8, *, num_classes: int = 1000,
