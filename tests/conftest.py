@@ -5,17 +5,9 @@ import pytest
 import torch
 
 
-def _cuda_ok() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from spikeforge._native import native
-    except ImportError:  # pragma: no cover - the package itself failed to import
-        return False
-    return native is not None and bool(native.has_cuda())
+from spikeforge.testing import native_available
 
-
-CUDA_OK = _cuda_ok()
+CUDA_OK = native_available("cuda")
 
 # Use as @pytest.mark.parametrize("device", DEVICES) or through the `device` fixture.
 DEVICES = [
@@ -41,6 +33,13 @@ def seed(request):
     yield value
     torch.set_num_threads(threads)
     torch.set_default_dtype(dtype)
+
+
+@pytest.fixture
+def one_thread():
+    """For small models: one thread is as fast and does not stall on a shared, loaded CPU (seed restores the
+    count). Use as pytestmark = pytest.mark.usefixtures("one_thread")."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

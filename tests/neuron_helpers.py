@@ -39,14 +39,6 @@ def call(impl, kind: str, x, v_init=None, w=None, **kw):
     raise AssertionError(kind)
 
 
-def dyadic(shape, lo=-8, hi=24, denom=8, dtype=torch.float32, device="cpu"):
-    """Random multiples of 1/denom in [lo/denom, hi/denom): exactly representable, and so are the neuron
-    dynamics over a few steps with k in {1/2, 1/4} and dyadic thresholds/resets."""
-    # drawn on the CPU, then moved: the same seed gives the same data on every device (the tests'
-    # sanity checks, e.g. "some neurons fire", hold for the CPU stream they were written against)
-    return (torch.randint(lo, hi, shape).to(dtype) / denom).to(device)
-
-
 def fwd_bwd(impl, kind, x, v_init, w, grad_s, grad_v, **kw):
     """Runs impl on fresh leaf copies of (x, v_init, w), backpropagates the given upstream gradients of
     both outputs. Returns dict with s, v and the gradients of every leaf that was given."""
@@ -114,7 +106,7 @@ def h_seq(kind, x_seq, v_init, w=None, *, v_threshold=1.0, v_reset=0.0, decay_in
     return torch.stack(hs) if hs else x_seq.clone()
 
 
-__all__ = ["NEURONS", "W_QUARTER", "make_w", "call", "dyadic", "fwd_bwd", "upstream", "assert_grads_close",
+__all__ = ["NEURONS", "W_QUARTER", "make_w", "call", "fwd_bwd", "upstream", "assert_grads_close",
            "charge", "h_seq", "ops", "reference"]
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import spikeforge.ops.attention as attention_mod
-from spikeforge import ops, reference
+from spikeforge import ops, reference, testing
 
 OPS = ("ssa", "sdsa", "qk_token_attention", "qk_channel_attention")
 N_INPUTS = {"ssa": 3, "sdsa": 3, "qk_token_attention": 2, "qk_channel_attention": 2}
@@ -286,7 +286,7 @@ def test_non_contiguous_inputs(device):
 # native kernels: custom ops, the composed fallback, per-slice binary detection
 # ------------------------------------------------------------------------------------------------
 
-needs_native = pytest.mark.skipif(not attention_mod._NATIVE_ATTENTION,
+needs_native = pytest.mark.skipif(not testing.native_available("attention"),
                                   reason="the native module has no attention kernels")
 # the attention neuron's public options: (tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
 NEURON_ARGS = [(2.0, 0.5, 0.0, True, True, "sigmoid", 4.0), (4.0, 1.0, None, False, False, "atan", 2.0)]

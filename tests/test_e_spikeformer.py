@@ -16,10 +16,7 @@ from spikeforge.nn import ILIF, MultiStep
 from spikeforge.tools.energy import input_kind
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one thread is as fast and does not stall on a shared, loaded CPU (conftest restores it)."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(fn, **kw):

@@ -14,9 +14,7 @@ from spikeforge.tools.energy import EnergyOp, input_kind, matmul_op, report_op
 E_MAC, E_AC = 4.6, 0.9
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer(rep, name):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from neuron_helpers import dyadic
+from spikeforge.testing import dyadic
 
 snn = pytest.importorskip("snntorch")
 from snntorch import surrogate, utils  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from neuron_helpers import dyadic
+from spikeforge.testing import dyadic
 
 pytest.importorskip("spikingjelly")
 from spikingjelly.activation_based import base, functional, layer, neuron, surrogate  # noqa: E402

@@ -8,10 +8,7 @@ from spikeforge import models
 from spikeforge.models.resnet import MSBasicBlock, SEWBasicBlock
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast and does not stall on a shared, loaded CPU (conftest restores it)."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # torchvision's ResNets (ImageNet, 1000 classes); the SEW paper's table has the same numbers (11.69M ...)

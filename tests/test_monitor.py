@@ -9,9 +9,7 @@ from spikeforge import models
 from spikeforge.tools import FiringRateMonitor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TwoIF(nn.Module):

@@ -13,7 +13,9 @@ import math
 import pytest
 import torch
 
-from neuron_helpers import (NEURONS, assert_grads_close, call, dyadic, fwd_bwd, h_seq, make_w, ops,
+from spikeforge.testing import dyadic
+
+from neuron_helpers import (NEURONS, assert_grads_close, call, fwd_bwd, h_seq, make_w, ops,
                             reference, upstream)
 from spikeforge.ops import neuron as neuron_mod
 from spikeforge.reference.surrogate import SURROGATES, surrogate_grad

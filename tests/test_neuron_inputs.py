@@ -5,13 +5,13 @@ import itertools
 import pytest
 import torch
 
-from neuron_helpers import (assert_grads_close, call, dyadic, fwd_bwd, make_w, native_fwd_args, ops, reference,
+from neuron_helpers import (assert_grads_close, call, fwd_bwd, make_w, native_fwd_args, ops, reference,
                             call_native_forward, call_native_backward, native_bwd_args, native_params,
                             upstream)
 from spikeforge._native import native
+from spikeforge.testing import dyadic, needs_native
 
 RTOL32, ATOL32 = 1e-5, 1e-5  # see test_neuron.py
-needs_native = pytest.mark.skipif(native is None, reason="spikeforge._C is not built")
 KINDS = ("lif_tau2", "if", "plif", "plif_c")
 
 

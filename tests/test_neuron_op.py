@@ -3,7 +3,9 @@ eager fast path against the custom-op path, saved-H against recomputed-H backwar
 import pytest
 import torch
 
-from neuron_helpers import (assert_grads_close, call, capture_cuda_graph, dyadic, fwd_bwd, h_seq, make_w, ops,
+from spikeforge.testing import dyadic
+
+from neuron_helpers import (assert_grads_close, call, capture_cuda_graph, fwd_bwd, h_seq, make_w, ops,
                             reference, upstream)
 import spikeforge.ops.neuron as neuron_mod
 import spikeforge.ops._common as common_mod

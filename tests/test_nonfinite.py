@@ -17,12 +17,9 @@ import torch.nn.functional as F
 
 from spikeforge import ops
 from spikeforge.ops import attention as attention_mod
+from spikeforge.testing import dyadic
 
 INF, NAN = float("inf"), float("nan")
-
-
-def dyadic(shape, lo, hi, denom, dtype=torch.float32, device="cpu"):
-    return (torch.randint(lo, hi, tuple(shape)) / denom).to(dtype=dtype, device=device)
 
 
 def spikes(shape, rate, kind, dtype=torch.float32, device="cpu"):

@@ -24,6 +24,7 @@ import spikeforge as sf
 from spikeforge import ops
 from spikeforge import reference as R
 from spikeforge.reference.surrogate import SURROGATES
+from spikeforge.testing import dyadic
 
 SURR = sorted(SURROGATES)  # every surrogate name, the alias "piecewise_quadratic" included
 PARTITION = 1 << 14  # kPSNPartition in csrc/core/psn.h
@@ -32,11 +33,6 @@ PARTITION = 1 << 14  # kPSNPartition in csrc/core/psn.h
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def dyadic(shape, lo, hi, denom, dtype=torch.float32, device="cpu"):
-    """Random multiples of 1/denom in [lo/denom, hi/denom): exact in every float type used here."""
-    return (torch.randint(lo, hi, tuple(shape)) / denom).to(dtype=dtype, device=device)
-
-
 def case(op, T, tail, k=None, dtype=torch.float32, device="cpu"):
     """(x, weight, bias) for op in {"psn", "masked", "sliding"}; all exact dyadic values."""
     x = dyadic((T,) + tuple(tail), -16, 16, 8, dtype, device)

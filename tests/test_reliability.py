@@ -14,18 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from spikeforge import ops, reference
+from spikeforge import ops, reference, testing
 from spikeforge._native import native
+
+from spikeforge.testing import needs_native
 
 from neuron_helpers import call_native_forward, native_fwd_args
 
-needs_native = pytest.mark.skipif(native is None, reason="native module not built")
 SANITIZED = native is not None and bool(getattr(native, "sanitizers", lambda: "")())
 
 
 def dyadic(shape, lo=-8, hi=24, denom=8, dtype=torch.float32, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randint(lo, hi, shape, generator=g).double() / denom).to(dtype).to(device)
+    """spikeforge.testing.dyadic from its own generator: the same data whatever ran before in the test."""
+    return testing.dyadic(shape, lo, hi, denom, dtype, device, generator=torch.Generator().manual_seed(seed))
 
 
 # ------------------------------------------------------------------------------------------------

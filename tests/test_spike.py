@@ -18,15 +18,12 @@ import spikeforge as sf
 from spikeforge import ops
 from spikeforge import reference as R
 from spikeforge.ops import spike as S
+from spikeforge.testing import dyadic, grads
 
 from neuron_helpers import capture_cuda_graph
 
 MODES = ["sparse", "dense", "auto"]
 RATES = [0.0, 0.05, 0.5, 1.0]
-
-
-def dyadic(shape, lo, hi, denom, dtype=torch.float32, device="cpu"):
-    return (torch.randint(lo, hi, tuple(shape)) / denom).to(dtype=dtype, device=device)
 
 
 def spikes(shape, rate, kind="binary", dtype=torch.float32, device="cpu"):
@@ -38,13 +35,6 @@ def spikes(shape, rate, kind="binary", dtype=torch.float32, device="cpu"):
     else:  # arbitrary floats, zeros kept at the same rate
         v = on.to(dtype) * dyadic(shape, -16, 16, 8, dtype)
     return v.to(device)
-
-
-def grads(fn, inputs, gy):
-    inputs = [None if t is None else t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
-    y = fn(*inputs)
-    y.backward(gy)
-    return y.detach(), [None if t is None or not t.requires_grad else t.grad for t in inputs]
 
 
 def close(a, b):

@@ -11,13 +11,10 @@ import pytest
 import torch
 
 import spikeforge as sf
-from spikeforge import ops
+from spikeforge import ops, testing
 from spikeforge import reference as R
 from spikeforge.ops import spike as S
-
-
-def dyadic(shape, lo, hi, denom, dtype=torch.float32, device="cpu"):
-    return (torch.randint(lo, hi, tuple(shape)) / denom).to(dtype=dtype, device=device)
+from spikeforge.testing import dyadic
 
 
 def ternary(shape, rate, dtype=torch.float32, device="cpu"):
@@ -33,9 +30,9 @@ def counts(shape, rate, D, dtype=torch.float32, device="cpu"):
 
 
 def grads(fn, inputs, gy):
-    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
-    y = fn(*inputs)
-    return [y.detach()] + list(torch.autograd.grad(y, inputs, gy))
+    """[output, gradient of each input] in one list, for exact()."""
+    y, g = testing.grads(fn, inputs, gy)
+    return [y, *g]
 
 
 def exact(got, want):

@@ -17,7 +17,7 @@ import spikeforge as sf
 from spikeforge import models, reference
 from spikeforge.nn.neuron import _Neuron
 
-from neuron_helpers import dyadic
+from spikeforge.testing import dyadic
 
 NEURON_KW = [
     pytest.param("LIF", dict(tau=2.0), id="lif"),

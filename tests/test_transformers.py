@@ -13,10 +13,7 @@ from spikeforge import cli, data, models, reference
 from spikeforge.models import transformer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: one thread is as fast and does not stall on a shared, loaded CPU (conftest restores it)."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(fn, **kw):
