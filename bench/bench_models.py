@@ -50,7 +50,8 @@ def _category(m: nn.Module) -> str:
 
     if is_neuron(m):
         return "neuron"
-    if isinstance(m, (SSA, SDSA, QKTokenAttention, QKChannelAttention)):  # what the attention op saves (its layers are categorised on their own)
+    # what the attention op saves (its layers are categorised on their own)
+    if isinstance(m, (SSA, SDSA, QKTokenAttention, QKChannelAttention)):
         return "attn"
     if isinstance(m, nn.Conv2d):
         return "conv"

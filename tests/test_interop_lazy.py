@@ -18,4 +18,4 @@ def test_unknown_interop_attribute_is_an_attribute_error():
 
     import spikeforge.interop as interop
     with pytest.raises(AttributeError, match="no_such"):
-        interop.no_such
+        interop.no_such  # noqa: B018 (the attribute access is the test)

@@ -53,7 +53,7 @@ def test_no_upward_imports(layer):
 
 
 def test_accounting_is_a_leaf():
-    for mod, names in _imports(os.path.join(PKG, "nn", "_accounting.py")):
+    for mod, _ in _imports(os.path.join(PKG, "nn", "_accounting.py")):
         assert not mod.startswith("spikeforge"), mod
 
 

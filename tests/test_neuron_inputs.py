@@ -8,7 +8,6 @@ import torch
 from neuron_helpers import (assert_grads_close, call, fwd_bwd, make_w, native_fwd_args, ops, reference,
                             call_native_forward, call_native_backward, native_bwd_args, native_params,
                             upstream)
-from spikeforge._native import native
 from spikeforge.testing import dyadic, needs_native
 
 RTOL32, ATOL32 = 1e-5, 1e-5  # see test_neuron.py

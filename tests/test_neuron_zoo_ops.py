@@ -206,7 +206,7 @@ def _fwd_args(name, *, grad=True, save=None, ret="seq", given=True, layout="chan
         x.requires_grad_()
         for t in inits.values():
             t.requires_grad_()
-        for k, v in kw.items():
+        for v in kw.values():
             if torch.is_tensor(v):
                 v.requires_grad_()
     args, kw = _public_args(name, x, inits, kw)

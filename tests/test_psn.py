@@ -283,7 +283,7 @@ def _atan(h, a=2.0):
 def test_float64_grads_by_hand():
     """Tiny cases, the backward formulas of csrc/core/psn.h written out: gH = gS g'(H), grad_X = W^T gH,
     grad_W = gH X^T (then through the mask / Toeplitz map), grad_b = sum_n gH."""
-    T, N, k, lam = 3, 4, 2, 0.3
+    T, k, lam = 3, 2, 0.3
     x = torch.tensor([[0.5, -1.0, 0.25, 2.0], [1.5, 0.0, -0.75, 0.125], [-0.5, 1.0, 0.375, -2.0]],
                      dtype=torch.float64)
     W = torch.tensor([[0.5, -0.25, 1.0], [0.125, 0.75, -0.5], [-1.0, 0.25, 0.5]], dtype=torch.float64)

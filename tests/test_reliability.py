@@ -183,7 +183,7 @@ def test_python_validates_before_native(monkeypatch):
     monkeypatch.setattr(common, "_has_native", lambda device: True)
     calls = [(c[0], c[1], c[2]) for c in tni._bad_calls()] + [(c[0], c[1], c[2]) for c in tp._bad_calls("cpu")]
     assert len(calls) > 80
-    for name, fn, exc in calls:
+    for _name, fn, exc in calls:
         with pytest.raises(exc):
             fn()
 

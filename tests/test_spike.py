@@ -381,7 +381,7 @@ def test_opcheck(device):
     w, b = torch.randn(5, 70, device=device), torch.randn(5, device=device)
     sc = spikes((2, 4, 6, 6), 0.2, device=device)
     wc, bc = torch.randn(6, 2, 3, 3, device=device), torch.randn(6, device=device)
-    cp = S._conv_params(sc, wc, (1, 1), (1, 1), (1, 1), 2)
+    S._conv_params(sc, wc, (1, 1), (1, 1), (1, 1), 2)  # the conv arguments are valid
     torch.library.opcheck(torch.ops.spikeforge.spike_pack, (s,))
     bits, info = torch.ops.spikeforge.spike_pack(s)
     torch.library.opcheck(torch.ops.spikeforge.spike_unpack, (bits, 70, torch.float32))

@@ -1,9 +1,8 @@
-"""Input kinds of spike_linear / spike_conv2d beyond binary spikes (docs/spike_propagation.md
-and docs/ops.md "More neuron models"): ternary spikes {-1, 0, 1} (Guo et al. 2024) propagate event-driven (an active input
-adds or subtracts its weights) and are saved for backward as 2 bits per element (the event bits and their
-sign bits); integer counts 0..D (I-LIF, SEW-ADD, D up to 255) take the counts path, event-driven with 1 byte
-per element saved. Forward and both gradients are exact against the dense reference (dyadic values: every
-sum is exact in float32 whatever its order).
+"""Input kinds of spike_linear / spike_conv2d beyond binary spikes (docs/spike_propagation.md and docs/ops.md "More
+neuron models"): ternary spikes {-1, 0, 1} (Guo et al. 2024) propagate event-driven (an active input adds or subtracts
+its weights) and are saved for backward as 2 bits per element (the event bits and their sign bits); integer counts
+0..D (I-LIF, SEW-ADD, D up to 255) take the counts path, event-driven with 1 byte per element saved. Forward and both
+gradients are exact against the dense reference (dyadic values: every sum is exact in float32 whatever its order).
 """
 from __future__ import annotations
 

@@ -9,6 +9,6 @@ import torch  # noqa: F401
 native = None
 native_error: str | None = None
 try:
-    from . import _C as native  # type: ignore[no-redef]
+    from . import _C as native  # type: ignore[no-redef]  # noqa: F401 (re-exported: the one handle on _C)
 except ImportError as e:  # a source checkout that was never built: ops fall back to reference
     native_error = f"{type(e).__name__}: {e}"

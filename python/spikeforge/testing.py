@@ -20,7 +20,8 @@ import torch
 
 from ._native import native
 
-__all__ = ["native_available", "needs_native", "needs_cuda", "dyadic", "grads"]
+# needs_native / needs_cuda come from __getattr__ below (built on first use, so that pytest stays optional)
+__all__ = ["native_available", "needs_native", "needs_cuda", "dyadic", "grads"]  # noqa: F822
 
 
 def native_available(feature: str | None = None) -> bool:

@@ -59,7 +59,8 @@ def from_arrays(x, y, x_test=None, y_test=None, *, test_fraction: float = 0.2, s
     """(train, test) TensorDatasets from tensors or numpy arrays.
 
     x: [N, C, H, W] images (or [N, T, C, H, W] sequences, which the trainer moves to time-first), y: [N]
-    class indices (integers >= 0; a float array is accepted when every value is integral). Without x_test/y_test a fixed random split (split_seed) holds out test_fraction.
+    class indices (integers >= 0; a float array is accepted when every value is integral). Without
+    x_test/y_test a fixed random split (split_seed) holds out test_fraction.
     Inputs are converted to float32 and divided by ``scale`` when given.
     """
     x, y = _as_tensor(x, "x"), _labels(y, "y")

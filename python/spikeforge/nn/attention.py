@@ -249,12 +249,12 @@ class _QKAttention(_Resettable):
     input goes straight into the q/k/v convolutions, so it must be such (as in every model built here);
     give real-valued input only with compact=False (the default). pre_activation: the Spikingformer / SDT
     order (SN first, no SN after the projection; the input is a real-valued stream) instead of Spikformer's
-    (the input is spikes or spike counts, the output SN(BN(proj))). repconv: Meta-SpikeFormer's RepConv + BN
-    as the linear layers (then pre_activation is required, as in its code). neuron: a factory of fresh
-    neuron modules (default: LIF tau 2, threshold 1, detach_reset). attn_options: options of the attention neuron (default
+    (the input is spikes or spike counts, the output SN(BN(proj))). repconv: Meta-SpikeFormer's RepConv + BN as the
+    linear layers (then pre_activation is required, as in its code). neuron: a factory of fresh neuron modules
+    (default: LIF tau 2, threshold 1, detach_reset). attn_options: options of the attention neuron (default
     attention_options(): LIF, V_th 0.5). backend: "spikeforge" (ops) or "reference" (spikeforge.reference).
-    keep_state: keep what continues the attention neuron on the next call (see the module docstring; the
-    zoo models pass False).
+    keep_state: keep what continues the attention neuron on the next call (see the module docstring; the zoo models
+    pass False).
     """
 
     uses_v = True

@@ -1,8 +1,8 @@
 """What a tool that observes a model (a firing-rate monitor, a profiler) needs from spikeforge.nn.
 
 - ``is_neuron(module)``: whether a module is a spiking neuron layer: spikeforge's neurons (IF / LIF /
-  PLIF and their subclasses), the PSN family, or any class that sets ``spikeforge_neuron = True`` (the opt-in for neurons
-  defined elsewhere).
+  PLIF and their subclasses), the PSN family, or any class that sets ``spikeforge_neuron = True`` (the
+  opt-in for neurons defined elsewhere).
 - ``is_multi_step(module)``: whether its output is a whole sequence [T, ...] (dim 0 is time).
 - ``run_through_forward(module)``: the zoo's fused BN + neuron (``nn.fused.bn_spike``) calls a neuron's
   kernel without its forward, so forward hooks on the neuron would not fire. While the returned handle

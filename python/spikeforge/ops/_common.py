@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor

@@ -8,7 +8,6 @@ surrogate gradient. alif follows Bellec et al. 2018 in the same style.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 

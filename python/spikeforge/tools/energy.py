@@ -25,19 +25,19 @@ from what it actually computed: its calls' MACs / batch / steps, where a call's 
 starts with T*B rows or with (T, B) (time folded into the batch, spikeforge.nn's layout [T, B, ...]), and
 1 when it starts with B rows (computed once before the time expansion).
 
-Layers the hooks cannot see (a matmul on spikes inside an attention block) are reported by the module
-that owns them through a method ``energy_ops(inputs, output) -> iterable of EnergyOp`` (``matmul_op`` builds one for ``a @ b``), called after every
-forward of that module. Report only the operations its submodules do not (children are hooked on their
-own), e.g. for spiking self-attention ``q @ k^T`` and ``attn @ v``::
+Layers the hooks cannot see (a matmul on spikes inside an attention block) are reported by the module that owns them
+through a method ``energy_ops(inputs, output) -> iterable of EnergyOp`` (``matmul_op`` builds one for ``a @ b``),
+called after every forward of that module. Report only the operations its submodules do not (children are hooked on
+their own), e.g. for spiking self-attention ``q @ k^T`` and ``attn @ v``::
 
     def energy_ops(self, inputs, output):
         q, k, v, attn = self._saved                            # kept by forward for this purpose
         return [matmul_op("q@kT", q, k.transpose(-2, -1)),     # rate of the spike queries
                 matmul_op("attn@v", attn, v, operand=v)]       # or EnergyOp(name, macs, operand) by hand
 
-Or, keeping no tensors on the module, call ``report_op(self, matmul_op("q@kT", q, kT))`` inside forward
-(a no-op unless energy() is running). The operand is the tensor whose non-zero entries trigger the accumulates: its firing rate and kind
-(spikes / counts / real) are measured from it, and its leading dimensions give the steps. A module with
+Or, keeping no tensors on the module, call ``report_op(self, matmul_op("q@kT", q, kT))`` inside forward (a no-op
+unless energy() is running). The operand is the tensor whose non-zero entries trigger the accumulates: its firing rate
+and kind (spikes / counts / real) are measured from it, and its leading dimensions give the steps. A module with
 ``energy_ops`` is never counted by the built-in rules, so a custom synaptic layer can also use it.
 """
 from __future__ import annotations
