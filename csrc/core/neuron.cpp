@@ -17,15 +17,18 @@ std::string slot_name(NeuronModel m, int s) {
   static const char* const leaky[] = {"beta", "threshold", "graded_spikes_factor", "slot 3"};
   static const char* const synaptic[] = {"beta", "threshold", "alpha", "slot 3"};
   static const char* const alpha[] = {"beta", "threshold", "alpha", "tau_alpha"};
+  static const char* const norse[] = {"dt * tau_mem_inv", "dt * tau_syn_inv", "v_leak", "v_th"};
   const char* const* names = m == NeuronModel::leaky ? leaky : m == NeuronModel::synaptic ? synaptic
-                             : m == NeuronModel::alpha ? alpha : lif;
+                             : m == NeuronModel::alpha ? alpha : m == NeuronModel::norse_lif ? norse : lif;
   return names[s];
 }
 std::string state_name(NeuronModel m, int s, const char* what) {
   static const char* const sj[] = {"v", "b", "state 2"};
   static const char* const snn[] = {"mem", "syn", "state 2"};
   static const char* const alpha[] = {"mem", "syn_exc", "syn_inh"};
-  const char* const* names = m == NeuronModel::alpha ? alpha : is_snntorch_family(m) ? snn : sj;
+  static const char* const norse[] = {"v", "i", "state 2"};
+  const char* const* names = m == NeuronModel::alpha ? alpha : is_snntorch_family(m) ? snn
+                             : m == NeuronModel::norse_lif ? norse : sj;
   const std::string w(what);
   if (w == "state_init") return std::string(names[s]) + "_init";
   return std::string(names[s]) + " (" + w + ")";
@@ -56,7 +59,8 @@ int64_t check_params(const NeuronParams& p) {
   SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
   SF_CHECK_ARG(p.model == NeuronModel::ilif || surrogate_allowed(p.model, p.surrogate),
                "surrogate: id " + std::to_string(s) + " is not available for this neuron model (the SpikingJelly "
-               "models take SpikingJelly's surrogates, the snnTorch models snntorch.surrogate's and atan / sigmoid)");
+               "models take SpikingJelly's surrogates, the snnTorch models snntorch.surrogate's and atan / sigmoid, "
+               "norse_lif fast_sigmoid, disabled, triangle, sigmoid, erf and atan)");
   return TN;
 }
 
@@ -127,6 +131,8 @@ void check_neuron_forward_args(const TensorView& x, const TensorView* const* sta
   check_dense(x, "x_seq");
   check_numel(x, TN, "x_seq");
   check_states(state_init, x, p, TN, "state_init", false);
+  // norse_lif has no constant to start from (Norse starts V at v_leak, a per-neuron slot): the caller passes V
+  SF_CHECK_ARG(p.model != NeuronModel::norse_lif || state_init[0], "v_init is required by the norse_lif model");
   check_slots(slots, x, p);
   check_like(spike, x, TN, "spike_seq", "x_seq");
   check_states(state_out, x, p, TN, "state_out", true);
@@ -146,11 +152,12 @@ void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* 
   const bool has_k = slots[0] != nullptr && p.model == NeuronModel::lif;
   bool any_slot_grad = false;
   for (int s = 0; s < kMaxParams; ++s) any_slot_grad = any_slot_grad || grad_slots[s] != nullptr;
-  SF_CHECK_ARG(x || !neuron_backward_reads_x(p, has_k) || (!any_slot_grad && p.model != NeuronModel::alpha),
+  SF_CHECK_ARG(x || !neuron_backward_reads_x(p, has_k) || (!any_slot_grad && !neuron_always_reads_x(p.model)),
                "this neuron's backward needs x_seq");
   if (x) check_like(*x, ref, TN, "x_seq", "grad_spike");
   check_saved(saved, ref, p, TN);
   check_states(state_init, ref, p, TN, "state_init", false);
+  SF_CHECK_ARG(p.model != NeuronModel::norse_lif || state_init[0], "v_init is required by the norse_lif model");
   check_slots(slots, ref, p);
   check_like(grad_x, ref, TN, "grad_x", "grad_spike");
   check_states(grad_state_init, ref, p, TN, "grad_state_init", false);

@@ -26,6 +26,11 @@
 //   S = [U - thr > 0] * gsf (leaky's graded_spikes_factor, else 1). reset_delay=False (leaky, synaptic)
 //   also resets in the same step: U -= (S / gsf - R) thr (subtract) | U -= (S / gsf - R) U (zero), with
 //   gradients through S.
+// Norse 1.1 convention (norse.torch.functional.lif.lif_feed_forward_step, strict firing, same-step reset):
+//   norse_lif  J = I[t-1] + X;  Vd = V[t-1] + a_m ((v_leak - V[t-1]) + J);  I = J - a_s J;
+//              S = [Vd - v_th > 0];  V = (1 - S) Vd + S v_reset   (a_m = dt tau_mem_inv, a_s = dt tau_syn_inv)
+//   The reset keeps its gradient through S (Norse's feed-forward step does not detach it; detach_reset cuts
+//   it, as Norse's recurrent step does). V[-1] has no default here: the caller passes it (Norse: v_leak).
 // Per-neuron coefficients (k, beta, thr, gsf, alpha, tau_a) arrive as parameter slots already computed
 // by the caller the way the peer computes them (sigmoid(w), beta.clamp(0, 1), ln a / (ln b - ln a) + 1),
 // so they are the peer's values bit for bit; the kernels return the gradient of each slot and autograd
@@ -53,8 +58,9 @@ enum class NeuronModel : int {
   leaky = 4,     // snnTorch Leaky
   synaptic = 5,  // snnTorch Synaptic
   alpha = 6,     // snnTorch Alpha
+  norse_lif = 7, // Norse's current-based LIF (feed-forward)
 };
-constexpr int kNumNeuronModels = 7;
+constexpr int kNumNeuronModels = 8;
 
 enum class ResetMechanism : int { subtract = 0, zero = 1, none = 2 };  // snnTorch's reset_mechanism
 
@@ -71,7 +77,8 @@ struct ParamLayout {
 
 // Slots:  lif 0 = k (PLIF; absent: divide by tau)   leaky 0 = beta, 1 = thr, 2 = gsf
 //         synaptic 0 = beta, 1 = thr, 2 = alpha      alpha 0 = beta, 1 = thr, 2 = alpha, 3 = tau_a
-// alif, ilif and ternary read no slot. The snnTorch models need all their slots.
+//         norse_lif 0 = a_m = dt tau_mem_inv, 1 = a_s = dt tau_syn_inv, 2 = v_leak, 3 = v_th
+// alif, ilif and ternary read no slot. The snnTorch models and norse_lif need all their slots.
 struct NeuronParams {
   NeuronModel model = NeuronModel::lif;
   int64_t T = 0;  // time steps
@@ -95,21 +102,30 @@ struct NeuronParams {
   double beta_sg = 1.0;      // its second parameter (spike_rate_escape)
 };
 
-SF_HD constexpr bool is_snntorch_family(NeuronModel m) { return static_cast<int>(m) >= static_cast<int>(NeuronModel::leaky); }
+SF_HD constexpr bool is_snntorch_family(NeuronModel m) {
+  return static_cast<int>(m) >= static_cast<int>(NeuronModel::leaky) && static_cast<int>(m) <= static_cast<int>(NeuronModel::alpha);
+}
+// Models whose backward step always reads the state before the step (the snnTorch family's reset decision,
+// norse_lif's current) and, of those, the ones that also always read X (alpha's E + I, norse_lif's jump).
+SF_HD constexpr bool neuron_reads_prev_state(NeuronModel m) { return is_snntorch_family(m) || m == NeuronModel::norse_lif; }
+SF_HD constexpr bool neuron_always_reads_x(NeuronModel m) { return m == NeuronModel::alpha || m == NeuronModel::norse_lif; }
 
-// State variables of a model (state 0 is the membrane; alif 1 = B; synaptic 1 = I; alpha 1 = E, 2 = I).
+// State variables of a model (state 0 is the membrane; alif 1 = B; synaptic 1 = I; alpha 1 = E, 2 = I;
+// norse_lif 1 = I).
 SF_HD constexpr int neuron_states(NeuronModel m) {
-  return m == NeuronModel::alpha ? 3 : (m == NeuronModel::alif || m == NeuronModel::synaptic) ? 2 : 1;
+  return m == NeuronModel::alpha ? 3
+         : (m == NeuronModel::alif || m == NeuronModel::synaptic || m == NeuronModel::norse_lif) ? 2 : 1;
 }
 // Values saved per neuron and step for backward (recomputed inside the CPU backward by default):
 // SpikingJelly family H (alif: H, B[t-1]); leaky U before and after the same-step reset; synaptic those
-// and I; alpha U, E, I.
+// and I; alpha U, E, I; norse_lif Vd (before the reset), V, I.
 SF_HD constexpr int neuron_saved(NeuronModel m) {
   switch (m) {
     case NeuronModel::alif: return 2;
     case NeuronModel::leaky: return 2;
     case NeuronModel::synaptic: return 3;
     case NeuronModel::alpha: return 3;
+    case NeuronModel::norse_lif: return 3;
     default: return 1;
   }
 }
@@ -120,6 +136,7 @@ SF_HD constexpr int neuron_slots(NeuronModel m) {
     case NeuronModel::leaky: return 3;
     case NeuronModel::synaptic: return 3;
     case NeuronModel::alpha: return 4;
+    case NeuronModel::norse_lif: return 4;
     default: return 0;
   }
 }
@@ -130,6 +147,13 @@ SF_HD constexpr int neuron_slots(NeuronModel m) {
 SF_HD constexpr bool surrogate_allowed(NeuronModel m, Surrogate s) {
   const int id = static_cast<int>(s);
   if (m == NeuronModel::ilif) return id == 0;  // ignored; the one instantiation
+  // norse_lif: the surrogates Norse's threshold methods map onto (docs/neurons.md): fast_sigmoid with
+  // alpha 1 is its "super", disabled its "heaviside", triangle / sigmoid / erf its triangle (alpha 1),
+  // tanh (alpha 2) and heavi_erfc (alpha 2); atan as every model has it.
+  if (m == NeuronModel::norse_lif) {
+    return s == Surrogate::fast_sigmoid || s == Surrogate::disabled || s == Surrogate::triangle ||
+           s == Surrogate::sigmoid || s == Surrogate::erf || s == Surrogate::atan;
+  }
   if (is_snntorch_family(m)) return id >= kNumSpikingJellySurrogates || s == Surrogate::atan || s == Surrogate::sigmoid;
   return id < kNumSpikingJellySurrogates;
 }
@@ -138,10 +162,10 @@ SF_HD constexpr bool surrogate_allowed(NeuronModel m, Surrogate s) {
 // derives from them (core/half_bits.h keeps H on its side of the constant threshold): only the binary
 // LIF; other models save them in the compute type (float32, or float64 for float64 activations).
 SF_HD constexpr bool neuron_saves_in_activation_dtype(NeuronModel m) { return m == NeuronModel::lif; }
-// Whether backward reads X (besides the saved values): PLIF's dH/dk with decay_input, and the alpha
-// model, whose E + I before the reset is recomputed from X.
+// Whether backward reads X (besides the saved values): PLIF's dH/dk with decay_input, the alpha model,
+// whose E + I before the reset is recomputed from X, and norse_lif, whose current jump I[t-1] + X is.
 inline bool neuron_backward_reads_x(const NeuronParams& p, bool has_k) {
-  return p.model == NeuronModel::alpha || (p.model == NeuronModel::lif && has_k && p.decay_input);
+  return neuron_always_reads_x(p.model) || (p.model == NeuronModel::lif && has_k && p.decay_input);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -500,6 +524,61 @@ SF_HD C snn_backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C
 }
 
 // ================================================================================================
+// Norse: norse_lif. State: V, I. Saved: Vd (the decayed membrane the spike is fired from), V, I after
+// the step. Slots: a_m, a_s, v_leak, v_th (NeuronParams.v_reset is v_reset).
+// ================================================================================================
+// One forward step in Norse's order of operations (lif_feed_forward_step): st before, updated in place.
+template <typename C>
+SF_HD C norse_forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
+                      C (&sv)[kMaxSaved]) {
+  const C am = sl.v[0], as = sl.v[1], vl = sl.v[2], th = sl.v[3];
+  const C v = st[0];
+  const C j = rn_add(st[1], x);                                  // i_new = i + x
+  const C vd = rn_add(v, rn_mul(am, rn_add(rn_sub(vl, v), j)));  // v + dt tau_mem_inv ((v_leak - v) + i_new)
+  const C i = rn_sub(j, rn_mul(as, j));                          // i_new + (-dt tau_syn_inv) i_new
+  const C z = snn_heaviside(vd, th);                             // heaviside(v_dec - v_th): 0 at 0
+  // (1 - z) v_dec + z v_reset as Norse writes it: both products are formed (so an infinite v_dec that
+  // fired gives NaN there too), each rounding once
+  const C vn = rn_add(rn_mul(rn_sub(C(1), z), vd), rn_mul(z, q.vr));
+  sv[0] = vd;
+  sv[1] = vn;
+  sv[2] = i;
+  st[0] = vn;
+  st[1] = i;
+  return z;
+}
+
+template <typename C>
+SF_HD void norse_state_after(const C (&sv)[kMaxSaved], C (&st)[kMaxStates]) {
+  st[0] = sv[1];
+  st[1] = sv[2];
+}
+
+// One backward step (arguments as snn_backward's; gv[0] = g'(Vd - v_th)). dVd/dV[t-1] = 1 - a_m,
+// dVd/dJ = a_m, dI/dJ = 1 - a_s, dV/dVd = (1 - S) + (v_reset - Vd) g' (the second term cut by
+// detach_reset), dS/dv_th = -g'.
+template <typename C>
+SF_HD C norse_backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
+                       const C (&st_prev)[kMaxStates], C x, C gs, const C (&gv)[2], C (&gst)[kMaxStates],
+                       C (&gsl)[kMaxParams]) {
+  const C am = sl.v[0], as = sl.v[1], vl = sl.v[2], th = sl.v[3];
+  const C vd = sv[0];
+  const C z = snn_heaviside(vd, th);
+  const C v_prev = st_prev[0];
+  const C j = rn_add(st_prev[1], x);  // the forward's i_new, recomputed exactly
+  const C w = (gs + gst[0] * (q.vr - vd) * q.nd) * gv[0];  // dL/dS through the spike and the reset, times g'
+  const C gvd = w + gst[0] * (C(1) - z);
+  const C gj = gvd * am + gst[1] * (C(1) - as);
+  gsl[0] += gvd * ((vl - v_prev) + j);
+  gsl[1] -= gst[1] * j;
+  gsl[2] += gvd * am;
+  gsl[3] -= w;
+  gst[0] = gvd * (C(1) - am);
+  gst[1] = gj;
+  return gj;
+}
+
+// ================================================================================================
 // The surrogate's arguments of a step: backward evaluates g' at these (kernels may do it in a pass of its
 // own: on CPU, exp-based surrogates vectorise there and not inside the step's selects).
 // ================================================================================================
@@ -514,6 +593,8 @@ SF_HD void surrogate_args(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, co
     a[1] = -h - q.vth;
   } else if constexpr (M == NeuronModel::leaky || M == NeuronModel::synaptic || M == NeuronModel::alpha) {
     a[0] = sv[0] - sl.v[1];
+  } else if constexpr (M == NeuronModel::norse_lif) {
+    a[0] = sv[0] - sl.v[3];
   } else {
     a[0] = sv[0] - sj_theta<M>(q, sv[1]);
   }
@@ -548,7 +629,8 @@ SF_HD C lif_backward(const NeuronCoeffs<C>& q, C h, C gs, C& gv) {
 // Forward over all T steps.
 //   x            [T, N] activations (float32/float16/bfloat16; float64 on CPU)
 //   state_init   kMaxStates entries, [N] in x's dtype or nullptr (V: v_reset for hard reset, else 0;
-//                every other state 0). Entries past neuron_states(model) must be nullptr.
+//                every other state 0; norse_lif requires V). Entries past neuron_states(model) must be
+//                nullptr.
 //   slots        kMaxParams entries, [layout.C] in the compute type (float32; float64 for float64 x), or
 //                nullptr (only lif's slot 0 is optional)
 //   spike        [T, N] out, x's dtype

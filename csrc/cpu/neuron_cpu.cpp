@@ -35,11 +35,14 @@ using cpu::threads_of;
 // The model's step functions behind one interface (the family decides which of csrc/core/neuron.h).
 template <NeuronModel M>
 struct Step {
-  static constexpr bool kSnn = M == NeuronModel::leaky || M == NeuronModel::synaptic || M == NeuronModel::alpha;
+  static constexpr bool kSnn = is_snntorch_family(M);
+  static constexpr bool kNorse = M == NeuronModel::norse_lif;
   template <typename C>
   SF_HD static C forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
                    C (&sv)[kMaxSaved]) {
-    if constexpr (kSnn) {
+    if constexpr (kNorse) {
+      return norse_forward(q, sl, st, x, sv);
+    } else if constexpr (kSnn) {
       return snn_forward<M>(q, sl, st, x, sv);
     } else {
       return sj_forward<M>(q, sl.v[0], st, x, sv);
@@ -47,7 +50,10 @@ struct Step {
   }
   template <typename C>
   SF_HD static void state_after(const NeuronCoeffs<C>& q, const C (&sv)[kMaxSaved], C (&st)[kMaxStates]) {
-    if constexpr (kSnn) {
+    if constexpr (kNorse) {
+      (void)q;
+      norse_state_after(sv, st);
+    } else if constexpr (kSnn) {
       (void)q;
       snn_state_after<M>(sv, st);
     } else {
@@ -58,7 +64,10 @@ struct Step {
   SF_HD static C backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
                     const C (&st_prev)[kMaxStates], C x, C gs, const C (&g)[2], C (&gst)[kMaxStates],
                     C (&gsl)[kMaxParams], bool want_gk) {
-    if constexpr (kSnn) {
+    if constexpr (kNorse) {
+      (void)want_gk;
+      return norse_backward(q, sl, sv, st_prev, x, gs, g, gst, gsl);
+    } else if constexpr (kSnn) {
       (void)want_gk;
       return snn_backward<M>(q, sl, sv, st_prev, x, gs, g, gst, gsl);
     } else {
@@ -159,7 +168,7 @@ void fill_init(C* const* st, C* tmp, const S* const* init, const NeuronCoeffs<C>
       const C* row = load_row(init[s] + i0, tmp, n);
       std::copy(row, row + n, st[s]);
     } else {
-      const bool vr = s == 0 && !Step<M>::kSnn && q.hard && M != NeuronModel::ilif;
+      const bool vr = s == 0 && !neuron_reads_prev_state(M) && q.hard && M != NeuronModel::ilif;
       std::fill(st[s], st[s] + n, vr ? q.vr : C(0));
     }
   }
@@ -235,6 +244,8 @@ constexpr bool variant_exists(int v) {
     return v == 0;
   } else if constexpr (M == NeuronModel::alpha) {
     return reset <= 2 && low == 0;
+  } else if constexpr (M == NeuronModel::norse_lif) {
+    return v == 0;  // detach_reset is a run-time coefficient (q.nd)
   } else {  // leaky, synaptic
     return reset <= 2 && (low & ~Variant::kDelay) == 0;
   }
@@ -242,7 +253,7 @@ constexpr bool variant_exists(int v) {
 
 template <NeuronModel M>
 int variant_of(const NeuronParams& p, bool want_gk) {
-  if (M == NeuronModel::ilif) return 0;
+  if (M == NeuronModel::ilif || M == NeuronModel::norse_lif) return 0;
   if (is_snntorch_family(M)) {
     return (static_cast<int>(p.reset) << Variant::kResetShift) |
            (M != NeuronModel::alpha && p.reset_delay ? Variant::kDelay : 0);
@@ -257,7 +268,9 @@ int variant_of(const NeuronParams& p, bool want_gk) {
 // compiler folds them).
 template <NeuronModel M, int V, typename C>
 NeuronCoeffs<C> pinned(NeuronCoeffs<C> q) {
-  if constexpr (Step<M>::kSnn) {
+  if constexpr (Step<M>::kNorse) {
+    // no compile-time flags
+  } else if constexpr (Step<M>::kSnn) {
     q.reset = static_cast<ResetMechanism>(V >> Variant::kResetShift);
     q.reset_delay = (V & Variant::kDelay) != 0;
   } else {
@@ -302,10 +315,10 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
                   C* __restrict gl1, C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
                   bool want_slot_grad) {
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NA = kSurrogateArgs<M>;
-  // the snnTorch family always reads the previous state (its reset decision) and alpha x; of the
-  // SpikingJelly family only PLIF's dH/dk reads them
-  constexpr bool PREV = Step<M>::kSnn || (V & Variant::kGk);
-  constexpr bool READ_X = M == NeuronModel::alpha || ((V & Variant::kGk) && (V & Variant::kDecay));
+  // the snnTorch family and norse_lif always read the previous state (the reset decision, the current)
+  // and alpha and norse_lif x; of the SpikingJelly family only PLIF's dH/dk reads them
+  constexpr bool PREV = neuron_reads_prev_state(M) || (V & Variant::kGk);
+  constexpr bool READ_X = neuron_always_reads_x(M) || ((V & Variant::kGk) && (V & Variant::kDecay));
   constexpr bool WANT_GK = (V & Variant::kGk) != 0;
   const NeuronCoeffs<C> q = pinned<M, V>(coeffs);  // a local copy, as in forward_row, with V's flags fixed
   (void)want_slot_grad;
@@ -472,9 +485,9 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   for (int s = 0; s < NSL; ++s) want_slot_grad = want_slot_grad || a.slot_ws[s] != nullptr;
   // The SpikingJelly family reads V[t-1] only for dH/dk; the snnTorch family always reads the previous
   // state (its reset decision R).
-  const bool need_prev = Step<M>::kSnn || want_slot_grad;
+  const bool need_prev = neuron_reads_prev_state(M) || want_slot_grad;
   const int variant = variant_of<M>(p, want_slot_grad);
-  const bool read_x = M == NeuronModel::alpha || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
+  const bool read_x = neuron_always_reads_x(M) || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
   const S* x = static_cast<const S*>(a.x);
   const S* gs = static_cast<const S*>(a.grad_spike);
   const S* gv_seq = a.gv_seq ? static_cast<const S*>(a.grad_out[0]) : nullptr;
@@ -596,6 +609,7 @@ void dispatch_model(NeuronModel m, F&& f) {
     case NeuronModel::leaky: return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
     case NeuronModel::synaptic: return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
     case NeuronModel::alpha: return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
+    case NeuronModel::norse_lif: return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
   }
   throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
 }
@@ -625,7 +639,7 @@ void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init
   // arguments checked by neuron_forward (csrc/core/neuron.cpp)
   const int ns = neuron_states(p.model);
   if (p.T == 0) {
-    const bool vr = !is_snntorch_family(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
+    const bool vr = !neuron_reads_prev_state(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
     for (int s = 0; s < ns; ++s) {
       if (state_out[s] && state_out[s]->numel() == p.N) copy_or_fill(state_init[s], *state_out[s], s == 0 && vr ? p.v_reset : 0.0);
     }

@@ -31,13 +31,18 @@ namespace {
 using namespace cuda_detail;
 
 constexpr bool snn_model(NeuronModel m) { return is_snntorch_family(m); }
+constexpr bool norse_model(NeuronModel m) { return m == NeuronModel::norse_lif; }
+// V[-1] without an initial state: v_reset for a SpikingJelly-style hard reset, else 0 (norse_lif always has one)
+constexpr bool starts_at_v_reset(NeuronModel m) { return !neuron_reads_prev_state(m) && m != NeuronModel::ilif; }
 
 // The model's step functions behind one interface (as csrc/cpu/neuron_cpu.cpp's Step).
 template <NeuronModel M>
 struct Step {
   static __device__ __forceinline__ float forward(const NeuronCoeffs<float>& q, const NeuronSlots<float>& sl,
                                                   float (&st)[kMaxStates], float x, float (&sv)[kMaxSaved]) {
-    if constexpr (snn_model(M)) {
+    if constexpr (norse_model(M)) {
+      return norse_forward(q, sl, st, x, sv);
+    } else if constexpr (snn_model(M)) {
       return snn_forward<M>(q, sl, st, x, sv);
     } else {
       return sj_forward<M>(q, sl.v[0], st, x, sv);
@@ -45,7 +50,9 @@ struct Step {
   }
   static __device__ __forceinline__ void state_after(const NeuronCoeffs<float>& q, const float (&sv)[kMaxSaved],
                                                      float (&st)[kMaxStates]) {
-    if constexpr (snn_model(M)) {
+    if constexpr (norse_model(M)) {
+      norse_state_after(sv, st);
+    } else if constexpr (snn_model(M)) {
       snn_state_after<M>(sv, st);
     } else {
       sj_state_after<M>(q, sv, st);
@@ -58,7 +65,9 @@ struct Step {
                                                    float (&gsl)[kMaxParams], bool want_gk) {
     float g[2];
     surrogate_values<M, SG>(q, sl, sv, g);
-    if constexpr (snn_model(M)) {
+    if constexpr (norse_model(M)) {
+      return norse_backward(q, sl, sv, prev, x, gs, g, gst, gsl);
+    } else if constexpr (snn_model(M)) {
       return snn_backward<M>(q, sl, sv, prev, x, gs, g, gst, gsl);
     } else {
       return sj_backward<M>(q, backward_leak(q, sl.v[0]), sv, prev[0], x, gs, g, gst, gsl[0], want_gk);
@@ -149,7 +158,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a, 
         P::load_row(a.init[s], i0, st[s]);
       } else {
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) st[s][j] = (s == 0 && !snn_model(M) && q.hard && M != NeuronModel::ilif) ? q.vr : 0.0f;
+        for (int j = 0; j < VEC; ++j) st[s][j] = (s == 0 && starts_at_v_reset(M) && q.hard) ? q.vr : 0.0f;
       }
     }
     typename P::Raw x_ring[kDepth];
@@ -229,7 +238,7 @@ __device__ __forceinline__ void load_saved(const BackwardArgs& a, int64_t t, int
   }
 }
 
-// PLIF / the snnTorch family / alpha need the previous state (and x); the others need only the saved
+// PLIF / the snnTorch family / alpha / norse_lif need the previous state (and x); the others need only the saved
 // values and the incoming gradients: a template flag, so the plain LIF keeps its registers.
 template <typename S, NeuronModel M, Surrogate SG, int VEC, bool PREV>
 __global__ void __launch_bounds__(kThreads, 2) backward_kernel(const BackwardArgs a, const NeuronCoeffs<float> q) {
@@ -251,7 +260,7 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(const BackwardArg
         } else {
 #pragma unroll
           for (int j = 0; j < VEC; ++j) {
-            init[s][j] = (s == 0 && !snn_model(M) && q.hard && M != NeuronModel::ilif) ? q.vr : 0.0f;
+            init[s][j] = (s == 0 && starts_at_v_reset(M) && q.hard) ? q.vr : 0.0f;
           }
         }
       }
@@ -398,6 +407,7 @@ void dispatch_model(NeuronModel m, F&& f) {
     case NeuronModel::leaky: return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
     case NeuronModel::synaptic: return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
     case NeuronModel::alpha: return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
+    case NeuronModel::norse_lif: return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
   }
   throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
 }
@@ -428,7 +438,7 @@ void backward_launch(const BackwardArgs& a, const NeuronCoeffs<float>& q, Surrog
     vec = vec && aligned16(a.grad_out[s]) && aligned16(a.init[s]) && aligned16(a.grad_init[s]);
   }
   for (int s = 0; s < kMaxParams; ++s) vec = vec && aligned16(a.slot_ws[s]);
-  const bool prev = snn_model(M) || a.want_slot_grad;
+  const bool prev = neuron_reads_prev_state(M) || a.want_slot_grad;
   const Surrogate sgt = M == NeuronModel::ilif ? Surrogate::sigmoid : sg;
   dispatch_surrogate(sgt, [&](auto tag) {
     constexpr Surrogate SG = decltype(tag)::value;
@@ -440,8 +450,9 @@ void backward_launch(const BackwardArgs& a, const NeuronCoeffs<float>& q, Surrog
       };
       using VecT = std::integral_constant<int, kVec>;
       using One = std::integral_constant<int, 1>;
-      // the plain LIF / alif / ilif / ternary never read the previous state; the snnTorch family always
-      if constexpr (snn_model(M)) {
+      // the plain LIF / alif / ilif / ternary never read the previous state; the snnTorch family and
+      // norse_lif always
+      if constexpr (neuron_reads_prev_state(M)) {
         launch(One{}, std::true_type{});
       } else if constexpr (M == NeuronModel::lif) {
         if (vec && prev) {
@@ -496,7 +507,7 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_ini
   const cudaStream_t stream = static_cast<cudaStream_t>(ex.stream);
   const int ns = neuron_states(p.model);
   if (p.T == 0) {  // the returned last states are the initial ones
-    const bool vr = !is_snntorch_family(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
+    const bool vr = !neuron_reads_prev_state(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
     for (int s = 0; s < ns; ++s) {
       if (!state_out[s] || state_out[s]->numel() != p.N) continue;
       const size_t bytes = static_cast<size_t>(p.N) * elem_size(x.dtype);
@@ -590,7 +601,7 @@ void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const*
     a.T = p.T;
     a.N = p.N;
     a.want_slot_grad = want_slot_grad;
-    a.read_x = p.model == NeuronModel::alpha || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
+    a.read_x = neuron_always_reads_x(p.model) || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
     SF_CHECK_ARG(!a.read_x || x, "this neuron's backward needs x_seq");
     const NeuronCoeffs<float> q(p, slots[0] != nullptr);
     dispatch_model(p.model, [&](auto mtag) {

@@ -12,6 +12,9 @@ g'(x) is the derivative used for dS/dH in backward, x = H - threshold. Two group
 
 The snnTorch models (ops.leaky / synaptic / alpha_neuron) take SNNTORCH_SURROGATES: those functions plus
 atan and sigmoid, with snnTorch's default parameters (its sigmoid's slope is 25, SpikingJelly's alpha 4).
+
+Norse's current-based LIF (ops.norse_lif) takes NORSE_SURROGATES; norse_method() maps a Norse threshold
+``method`` and its ``alpha`` onto one of them where the two derivatives are the same function.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["SURROGATES", "SPIKINGJELLY_SURROGATES", "SNNTORCH_SURROGATES", "SECOND_PARAMETER", "SurrogateSpec",
-           "surrogate_grad", "spike_fn", "NUM_SPIKINGJELLY"]
+__all__ = ["SURROGATES", "SPIKINGJELLY_SURROGATES", "SNNTORCH_SURROGATES", "NORSE_SURROGATES", "SECOND_PARAMETER",
+           "SurrogateSpec", "surrogate_grad", "spike_fn", "norse_method", "NUM_SPIKINGJELLY"]
 
 
 class SurrogateSpec(NamedTuple):
@@ -52,6 +55,47 @@ SPIKINGJELLY_SURROGATES = {name: spec for name, spec in SURROGATES.items() if sp
 # The snnTorch models' set (csrc/core/neuron.h surrogate_allowed), with snnTorch's defaults.
 SNNTORCH_SURROGATES = {name: (SurrogateSpec(spec.id, 25.0) if name == "sigmoid" else spec)
                        for name, spec in SURROGATES.items() if spec.id >= NUM_SPIKINGJELLY or name in ("atan", "sigmoid")}
+# norse_lif's set (csrc/core/neuron.h surrogate_allowed). fast_sigmoid's default slope is 1 here: Norse's
+# SuperSpike ("super", its default method) computes 1 / (|x| + 1)^2 whatever its alpha.
+NORSE_SURROGATES = {name: (SurrogateSpec(spec.id, 1.0) if name == "fast_sigmoid" else spec)
+                    for name, spec in SURROGATES.items()
+                    if name in ("fast_sigmoid", "disabled", "triangle", "sigmoid", "erf", "atan")}
+
+# Norse 1.1's threshold methods (norse/torch/functional/threshold.py), x = v_dec - v_th, k its alpha:
+#   super       1 / (|x| + 1)^2 (k unused)            -> fast_sigmoid, slope 1
+#   heaviside   no gradient through the spike         -> disabled
+#   triangle    k relu(1 - |x|)                       -> triangle(1) = relu(1 - |x|) when k = 1
+#   tanh        1 - tanh(k x)^2                       -> sigmoid(4) = 4 s (1 - s), s = sigmoid(4 x), when k = 2
+#   heavi_erfc  2 / sqrt(pi) exp(-(k x)^2)            -> erf(2) when k = 2
+#   circ        k^3 / (k^2 + x^2)^(3/2)               no spikeforge surrogate
+#   adjoint     Norse's adjoint (EventProp-style) solver, not a surrogate
+# For other k the spikeforge function differs from Norse's by a factor (its height is not tied to its width).
+_NORSE_EXACT = {"super": ("fast_sigmoid", 1.0, None), "heaviside": ("disabled", 1.0, None),
+                "triangle": ("triangle", 1.0, 1.0), "tanh": ("sigmoid", 4.0, 2.0), "heavi_erfc": ("erf", 2.0, 2.0)}
+
+
+def norse_method(method: str, alpha) -> tuple[str, float]:
+    """(surrogate name, surrogate alpha) of ops.norse_lif that gives Norse's threshold `method` with its
+    parameter `alpha` (LIFParameters.method / .alpha) the same gradient; ValueError where none does."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str (Norse's LIFParameters.method), got {type(method).__name__}")
+    if method not in _NORSE_EXACT:
+        why = {"circ": "its derivative k^3 / (k^2 + x^2)^(3/2) has no spikeforge surrogate",
+               "adjoint": "Norse's adjoint solver is not a surrogate gradient"}.get(method, "Norse has no such method")
+        raise ValueError(f"method: {method!r} does not map onto a spikeforge surrogate ({why}); supported: "
+                         f"{sorted(_NORSE_EXACT)}, or pass surrogate= directly")
+    name, sg_alpha, needs = _NORSE_EXACT[method]
+    if needs is not None:
+        try:
+            k = float(alpha)
+        except (TypeError, ValueError):
+            raise TypeError(f"alpha must be a number (Norse's LIFParameters.alpha), got {type(alpha).__name__}") from None
+        if k != needs:
+            raise ValueError(f"alpha: Norse's {method!r} with alpha={k} has no spikeforge surrogate (it equals "
+                             f"{name}({sg_alpha}) only at alpha={needs}); pass surrogate= to choose one")
+    return name, sg_alpha
+
+
 # The default second parameter of the surrogates that have one (beta of spike_rate_escape).
 SECOND_PARAMETER: dict[str, float] = {"spike_rate_escape": 1.0}
 

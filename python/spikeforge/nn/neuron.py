@@ -1,4 +1,4 @@
-"""Spiking neuron modules: LIF, IF, PLIF, ALIF, ILIF, TernaryLIF over spikeforge.ops.
+"""Spiking neuron modules: LIF, IF, PLIF, ALIF, ILIF, TernaryLIF, NorseLIF over spikeforge.ops.
 
 step_mode "m" (default): forward takes a whole sequence x_seq [T, B, ...] and runs the fused
 multi-step kernel once. step_mode "s": forward takes one step x [B, ...].
@@ -20,10 +20,11 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..ops import neuron as _ops_neuron
+from ..surrogate import norse_method
 from ._inputs import check_float_input
 from ._state import detach_module, detach_value, reset_module, walk
 
-__all__ = ["LIF", "IF", "PLIF", "ALIF", "ILIF", "TernaryLIF", "reset_net", "detach_net"]
+__all__ = ["LIF", "IF", "PLIF", "ALIF", "ILIF", "TernaryLIF", "NorseLIF", "reset_net", "detach_net"]
 
 
 class _Neuron(nn.Module):
@@ -309,6 +310,61 @@ class TernaryLIF(_Neuron):
     def extra_repr(self) -> str:
         return (f"tau={self.tau}, decay_input={self.decay_input}, two_sided={self.two_sided}, "
                 + super().extra_repr())
+
+
+class NorseLIF(_Neuron):
+    """Norse 1.1's current-based LIF (norse.torch.LIF, feed-forward), fused: states v and i. See
+    spikeforge.ops.norse_lif and docs/neurons.md.
+
+    Parameters as Norse's LIFParameters (defaults too): tau_syn_inv, tau_mem_inv, v_leak, v_th (numbers, or
+    tensors broadcastable to one step, learnable when they are Parameters), v_reset (a number), and dt.
+    ``p`` may be a Norse LIFParameters (any object with those fields); its values then replace the keyword
+    defaults. ``method`` / ``alpha`` are Norse's threshold method and its parameter, mapped onto a
+    spikeforge surrogate by spikeforge.surrogate.norse_method ("super", the default, is fast_sigmoid with
+    slope 1); a method without an exact counterpart is refused. ``surrogate`` (with ``surrogate_alpha``)
+    picks a surrogate of spikeforge.surrogate.NORSE_SURROGATES directly instead. At rest v starts at
+    v_leak and i at 0, as norse.torch.LIF starts them.
+    """
+
+    _state_names = ("v", "i")
+
+    def __init__(self, p=None, *, dt: float = 0.001, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, v_th=1.0,
+                 v_reset: float = 0.0, method: str = "super", alpha=100.0, surrogate: Optional[str] = None,
+                 surrogate_alpha: Optional[float] = None, detach_reset: bool = False, step_mode: str = "m",
+                 store_v_seq: bool = False):
+        if p is not None:
+            fields = ("tau_syn_inv", "tau_mem_inv", "v_leak", "v_th", "v_reset", "method", "alpha")
+            missing = [f for f in fields if not hasattr(p, f)]
+            if missing:
+                raise TypeError(f"p must be a Norse LIFParameters (fields {fields}); {type(p).__name__} lacks "
+                                f"{missing}")
+            tau_syn_inv, tau_mem_inv, v_leak, v_th = p.tau_syn_inv, p.tau_mem_inv, p.v_leak, p.v_th
+            v_reset, method, alpha = p.v_reset, p.method, p.alpha
+        if isinstance(v_reset, Tensor):  # a kernel constant: Norse's default is a 0-dim tensor
+            if v_reset.numel() != 1 or v_reset.requires_grad:
+                raise ValueError("v_reset must be one number (it is a constant of the kernel), got a tensor of "
+                                 f"shape {tuple(v_reset.shape)}{' that requires grad' if v_reset.requires_grad else ''}")
+            v_reset = float(v_reset)
+        if surrogate is None:
+            surrogate, surrogate_alpha = norse_method(method, alpha)
+        super().__init__(v_threshold=v_th, v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
+                         alpha=surrogate_alpha, step_mode=step_mode, store_v_seq=store_v_seq)
+        self.dt = dt
+        self.tau_syn_inv = tau_syn_inv
+        self.tau_mem_inv = tau_mem_inv
+        self.v_leak = v_leak
+
+    def _multi(self, x_seq, v_init, return_v, i_init=None):
+        return ops.norse_lif(x_seq, v_init, i_init, dt=self.dt, tau_syn_inv=self.tau_syn_inv,
+                             tau_mem_inv=self.tau_mem_inv, v_leak=self.v_leak, v_th=self.v_threshold,
+                             v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate,
+                             surrogate_alpha=self.alpha, return_v=return_v)
+
+    def extra_repr(self) -> str:
+        return (f"dt={self.dt}, tau_syn_inv={self.tau_syn_inv}, tau_mem_inv={self.tau_mem_inv}, "
+                f"v_leak={self.v_leak}, v_th={self.v_threshold}, v_reset={self.v_reset}, "
+                f"detach_reset={self.detach_reset}, surrogate={self.surrogate!r}, surrogate_alpha={self.alpha}, "
+                f"step_mode={self.step_mode!r}")
 
 
 def reset_net(model: nn.Module) -> None:

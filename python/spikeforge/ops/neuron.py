@@ -3,7 +3,8 @@
 SpikingJelly conventions: ``lif``, ``if_neuron``, ``plif``, ``alif`` (adaptive threshold), ``ilif`` (integer
 spikes), ``ternary_lif`` (spikes in {-1, 0, 1}). snnTorch 1.0 conventions: ``leaky``, ``synaptic``,
 ``alpha_neuron`` (its Leaky, Synaptic and Alpha: strict firing, the reset decided by the previous step's
-membrane). docs/neurons.md states every model's equations.
+membrane). Norse 1.1 conventions: ``norse_lif`` (its current-based LIF, lif_feed_forward_step).
+docs/neurons.md states every model's equations.
 
 All of them are the custom ops ``torch.ops.spikeforge.neuron_fwd`` / ``neuron_bwd`` (one schema, the
 model an option), built by ops/_common.FusedOp with the eager fast path, the reference fallback and
@@ -22,17 +23,17 @@ from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ..surrogate import SNNTORCH_SURROGATES
+from ..surrogate import NORSE_SURROGATES, SNNTORCH_SURROGATES
 from ._common import (_CPU, FusedOp, _check_bool, _check_choice, _check_int, _check_number, _check_surrogate,
                       _check_x, _compute_dtype, _has_native, _stream, _tracing)
 
 __all__ = ["lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky", "synaptic", "alpha_neuron",
-           "lif_step", "if_step", "plif_step", "counts_to_binary", "default_recompute", "MODELS"]
+           "norse_lif", "lif_step", "if_step", "plif_step", "counts_to_binary", "default_recompute", "MODELS"]
 
 # Model ids of csrc/core/neuron.h (NeuronModel), and per model: state variables, saved values per step.
-MODELS = {"lif": 0, "alif": 1, "ilif": 2, "ternary": 3, "leaky": 4, "synaptic": 5, "alpha": 6}
-_STATES = {0: 1, 1: 2, 2: 1, 3: 1, 4: 1, 5: 2, 6: 3}
-_SAVED = {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 3, 6: 3}
+MODELS = {"lif": 0, "alif": 1, "ilif": 2, "ternary": 3, "leaky": 4, "synaptic": 5, "alpha": 6, "norse_lif": 7}
+_STATES = {0: 1, 1: 2, 2: 1, 3: 1, 4: 1, 5: 2, 6: 3, 7: 2}
+_SAVED = {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 3, 6: 3, 7: 3}
 _SNN_FAMILY = (4, 5, 6)
 _RESETS = {"subtract": 0, "zero": 1, "none": 2}
 MAX_STATES, MAX_SLOTS = 3, 4
@@ -238,8 +239,8 @@ def _fake_backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
 
 
 def _reads_x(opts, slots) -> bool:
-    """Backward needs x: recompute, the alpha model, or PLIF's dH/dk with decay_input."""
-    return (not opts.save) or opts.model == 6 or (opts.model == 0 and slots[0] is not None and opts.decay_input)
+    """Backward needs x: recompute, the alpha model, norse_lif, or PLIF's dH/dk with decay_input."""
+    return (not opts.save) or opts.model in (6, 7) or (opts.model == 0 and slots[0] is not None and opts.decay_input)
 
 
 def _save(inputs, opts, outputs):
@@ -352,7 +353,7 @@ def _options(model: int, *, tau=0.0, v_threshold=1.0, v_reset=0.0, hard=True, de
 
 
 _PUBLIC = {n: f"spikeforge.ops.{n}" for n in ("lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky",
-                                                "synaptic", "alpha_neuron")}
+                                                "synaptic", "alpha_neuron", "norse_lif")}
 
 
 def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
@@ -756,6 +757,87 @@ def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_i
                           reset_mechanism=reset_mechanism, surrogate=surrogate, surrogate_alpha=o.alpha,
                           surrogate_beta=o.beta_sg, return_mem=return_mem), (0, 3, 1, 2)))
     return s, e, i, u
+
+
+# --------------------------------------------------------------------------------------------
+# Norse
+# --------------------------------------------------------------------------------------------
+def _norse_options(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, grads_of):
+    needs_grad = _needs_grad(x_seq, *grads_of)
+    key = (7, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, v_reset, type(v_reset), detach_reset,
+           type(detach_reset), surrogate, type(surrogate), surrogate_alpha, type(surrogate_alpha), return_v,
+           type(return_v))
+    return _memo(key, lambda: _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha,
+                                                     return_v, runs, needs_grad))
+
+
+def _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, needs_grad):
+    v_reset = _check_number("v_reset", v_reset)
+    _check_bool("detach_reset", detach_reset)
+    if not isinstance(surrogate, str):
+        raise TypeError(f"surrogate must be a str, got {type(surrogate).__name__}")
+    if surrogate not in NORSE_SURROGATES:  # the kernels are built for this set (csrc/core/neuron.h)
+        raise ValueError(f"surrogate: {surrogate!r} is not a surrogate of norse_lif; expected one of "
+                         f"{sorted(NORSE_SURROGATES)} (spikeforge.surrogate.norse_method maps Norse's methods)")
+    if surrogate_alpha is None:
+        surrogate_alpha = NORSE_SURROGATES[surrogate].alpha
+    surrogate_alpha = _check_number("surrogate_alpha", surrogate_alpha, positive=True)
+    sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True)
+    v_seq = _check_return("return_v", return_v)
+    return _options(7, v_threshold=0.0, v_reset=v_reset, hard=False, detach_reset=detach_reset, surrogate=sid,
+                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device,
+                    needs_grad=needs_grad)
+
+
+def _norse_param(value, x_seq: Tensor, name: str) -> Tensor:
+    """A LIFParameters field as Norse holds it: a tensor (a number becomes one, in the compute dtype)."""
+    if isinstance(value, Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+        if value.device != x_seq.device:
+            raise ValueError(f"{name} is on {value.device} but x_seq is on {x_seq.device}")
+        return value
+    return torch.tensor(_check_number(name, value), dtype=_compute_dtype(x_seq.dtype), device=x_seq.device)
+
+
+def norse_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, i_init: Optional[Tensor] = None, *, dt: float = 0.001,
+              tau_syn_inv: Union[float, Tensor] = 200.0, tau_mem_inv: Union[float, Tensor] = 100.0,
+              v_leak: Union[float, Tensor] = 0.0, v_th: Union[float, Tensor] = 1.0, v_reset: float = 0.0,
+              detach_reset: bool = False, surrogate: str = "fast_sigmoid", surrogate_alpha: Optional[float] = None,
+              return_v: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+    """Norse 1.1's current-based LIF (lif_feed_forward_step, norse.torch.LIF) over x_seq [T, *] ->
+    (spikes [T, *], v, i): its numbers, fused.
+
+    Per step: J = I + X; Vd = V + dt tau_mem_inv ((v_leak - V) + J); I = J - dt tau_syn_inv J;
+    S = [Vd - v_th > 0]; V = (1 - S) Vd + S v_reset. The reset keeps its gradient through S, as in
+    Norse's feed-forward step (detach_reset=True cuts it). Defaults are LIFParameters()'s. tau_syn_inv,
+    tau_mem_inv, v_leak and v_th may be tensors broadcastable to one step (per neuron or per channel) and
+    learnable; dt * tau is formed first, with torch, as Norse forms it. v_init is V[-1] (default v_leak,
+    detached, as norse.torch.LIF starts), i_init I[-1] (default 0). v is the last V ([*],
+    return_v="last") or every V[t] ("seq"); i the last I. surrogate: a name of
+    spikeforge.surrogate.NORSE_SURROGATES; the default fast_sigmoid with slope 1 is Norse's "super"
+    (SuperSpike, 1 / (|x| + 1)^2); spikeforge.surrogate.norse_method maps Norse's other methods.
+    """
+    _check_x(x_seq)
+    dt = _check_number("dt", dt, positive=True)
+    tsi = _norse_param(tau_syn_inv, x_seq, "tau_syn_inv")
+    tmi = _norse_param(tau_mem_inv, x_seq, "tau_mem_inv")
+    vl = _norse_param(v_leak, x_seq, "v_leak")
+    vth = _norse_param(v_th, x_seq, "v_th")
+    a_m, r_m = _slot(dt * tmi, x_seq, "tau_mem_inv")
+    a_s, r_s = _slot(dt * tsi, x_seq, "tau_syn_inv")
+    l, r_l = _slot(vl, x_seq, "v_leak")
+    t, r_t = _slot(vth, x_seq, "v_th")
+    o = _norse_options(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, (r_m, r_s, r_l, r_t),
+                       (tau_syn_inv, tau_mem_inv, v_leak, v_th, v_init, i_init))
+    v_init = _check_state(v_init, x_seq, "v_init")
+    i_init = _check_state(i_init, x_seq, "i_init")
+    if v_init is None:  # norse.torch.LIF's initial state: v_leak, detached
+        v_init = torch.broadcast_to(vl.detach().to(x_seq.dtype), x_seq.shape[1:]).contiguous()
+    s, v, i, _ = _run("norse_lif", x_seq, (v_init, i_init), (a_m, a_s, l, t), o, lambda: reference.norse_lif(
+        x_seq, v_init, i_init, dt=dt, tau_syn_inv=tsi, tau_mem_inv=tmi, v_leak=vl, v_th=vth, v_reset=o.v_reset,
+        detach_reset=detach_reset, surrogate=surrogate, surrogate_alpha=o.alpha, return_v=return_v))
+    return s, v, i
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Time loops written the way docs/neurons.md states the equations and the way the peers compute them
 (SpikingJelly's torch backend for lif / if / plif / ilif / ternary, snnTorch 1.0's per-step code for
-leaky / synaptic / alpha_neuron), operation for operation; autograd gives BPTT and spike_fn the
-surrogate gradient. alif follows Bellec et al. 2018 in the same style.
+leaky / synaptic / alpha_neuron, Norse 1.1's lif_feed_forward_step for norse_lif), operation for
+operation; autograd gives BPTT and spike_fn the surrogate gradient. alif follows Bellec et al. 2018 in the
+same style.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 
 import torch
 
-from ..surrogate import SNNTORCH_SURROGATES, spike_fn
+from ..surrogate import NORSE_SURROGATES, SNNTORCH_SURROGATES, spike_fn
 
 _EMPTY = None
 
@@ -266,6 +267,51 @@ def alpha_neuron(x_seq, syn_exc_init=None, syn_inh_init=None, mem_init=None, *, 
     return s, e, i, m
 
 
+# --------------------------------------------------------------------------------------------
+# Norse 1.1's current-based LIF (norse.torch.functional.lif.lif_feed_forward_step), step for step
+# --------------------------------------------------------------------------------------------
+def _norse_multi_step(x_seq, v_init, i_init, *, a_m, a_s, v_leak, v_th, v_reset, detach_reset, surrogate, alpha,
+                      return_v):
+    """a_m = dt tau_mem_inv and a_s = dt tau_syn_inv already formed (as Norse forms them); v_init given.
+    -> (spikes, v (seq or last), i last)."""
+    T = x_seq.shape[0]
+    v = v_init
+    i = i_init if i_init is not None else x_seq.new_zeros(x_seq.shape[1:])
+    spikes, vs = [], []
+    for t in range(T):
+        i_new = i + x_seq[t]
+        v_dec = v + a_m * ((v_leak - v) + i_new)
+        i = i_new + (-a_s) * i_new
+        z = spike_fn(v_dec - v_th, surrogate, alpha, strict=True)  # Norse's heaviside: 0 at 0
+        zr = z.detach() if detach_reset else z
+        v = (1 - zr) * v_dec + zr * v_reset
+        spikes.append(z)
+        vs.append(v)
+    spike_seq = torch.stack(spikes) if T > 0 else torch.empty_like(x_seq)
+    v_out = (torch.stack(vs) if T > 0 else torch.empty_like(x_seq)) if return_v == "seq" else v
+    return spike_seq, v_out, i
+
+
+def _norse_tensor(value, x_seq):
+    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=x_seq.dtype,
+                                                                       device=x_seq.device)
+
+
+def norse_lif(x_seq, v_init=None, i_init=None, *, dt=0.001, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0,
+              v_th=1.0, v_reset=0.0, detach_reset=False, surrogate="fast_sigmoid", surrogate_alpha=None,
+              return_v="last"):
+    """Reference Norse LIF (feed-forward) -> (spikes, v, i). V[-1] = v_leak (detached), I[-1] = 0."""
+    vl = _norse_tensor(v_leak, x_seq)
+    a_m = dt * _norse_tensor(tau_mem_inv, x_seq)  # Norse's dt * p.tau_mem_inv, formed first
+    a_s = dt * _norse_tensor(tau_syn_inv, x_seq)
+    if v_init is None:
+        v_init = torch.broadcast_to(vl.detach().to(x_seq.dtype), x_seq.shape[1:]).clone()
+    if surrogate_alpha is None and surrogate in NORSE_SURROGATES:
+        surrogate_alpha = NORSE_SURROGATES[surrogate].alpha
+    return _norse_multi_step(x_seq, v_init, i_init, a_m=a_m, a_s=a_s, v_leak=vl, v_th=v_th, v_reset=v_reset,
+                             detach_reset=detach_reset, surrogate=surrogate, alpha=surrogate_alpha, return_v=return_v)
+
+
 def lif_step(x, v=None, **kw):
     s, v = lif(x.unsqueeze(0), v, **kw)
     return s[0], v
@@ -284,7 +330,7 @@ def plif_step(x, w, v=None, **kw):
 # --------------------------------------------------------------------------------------------
 # the fused op's options -> the reference (fallback without native kernels, double backward)
 # --------------------------------------------------------------------------------------------
-_MODEL_NAMES = ("lif", "alif", "ilif", "ternary", "leaky", "synaptic", "alpha")
+_MODEL_NAMES = ("lif", "alif", "ilif", "ternary", "leaky", "synaptic", "alpha", "norse_lif")
 _RESET_NAMES = ("subtract", "zero", "none")
 
 
@@ -318,6 +364,11 @@ def neuron_from_options(x_seq, inits, slots, opts):
             detach_reset=opts.detach_reset, surrogate=surrogate, alpha=opts.alpha, beta_sg=opts.beta_sg,
             beta_a=opts.beta_a, rho=opts.rho, levels=opts.levels, two_sided=opts.two_sided, return_v=ret)
         return s, v, (b if name == "alif" else empty), empty
+    if name == "norse_lif":
+        s, v, i = _norse_multi_step(x_seq, inits[0], inits[1], a_m=sl[0], a_s=sl[1], v_leak=sl[2], v_th=sl[3],
+                                    v_reset=opts.v_reset, detach_reset=opts.detach_reset, surrogate=surrogate,
+                                    alpha=opts.alpha, return_v=ret)
+        return s, v, i, empty
     s, m, second, third = _snn_multi_step(
         x_seq, inits, model=name, beta=sl[0], thr=sl[1], third=sl[2], tau_a=sl[3],
         reset_mechanism=_RESET_NAMES[opts.reset], reset_delay=opts.reset_delay, surrogate=surrogate,
