@@ -89,7 +89,8 @@ def norse_method(method: str, alpha) -> tuple[str, float]:
         try:
             k = float(alpha)
         except (TypeError, ValueError):
-            raise TypeError(f"alpha must be a number (Norse's LIFParameters.alpha), got {type(alpha).__name__}") from None
+            raise TypeError("alpha must be a number (Norse's LIFParameters.alpha), got "
+                            f"{type(alpha).__name__}") from None
         if k != needs:
             raise ValueError(f"alpha: Norse's {method!r} with alpha={k} has no spikeforge surrogate (it equals "
                              f"{name}({sg_alpha}) only at alpha={needs}); pass surrogate= to choose one")

@@ -9,7 +9,8 @@ from .layers import (TEBN, DirectEncoder, MultiStep, PoissonEncoder, SeqBatchNor
 from .attention import (SDSA, SPS, SSA, QKChannelAttention, QKTokenAttention, RepConv,  # noqa: F401
                         SpikeCountConv2d, SpikingMLP)
 
-__all__ = ["LIF", "IF", "PLIF", "ALIF", "ILIF", "TernaryLIF", "NorseLIF", "reset_net", "detach_net", "PSN", "MaskedPSN", "SlidingPSN", "set_masked_psn_lambda",
+__all__ = ["LIF", "IF", "PLIF", "ALIF", "ILIF", "TernaryLIF", "NorseLIF", "reset_net", "detach_net",
+           "PSN", "MaskedPSN", "SlidingPSN", "set_masked_psn_lambda",
            "SpikeLinear", "SpikeConv2d"]
 __all__ += ["SeqBatchNorm2d", "TdBatchNorm2d", "TEBN", "MultiStep", "seq_apply", "DirectEncoder", "PoissonEncoder",
             "direct_encode", "poisson_encode", "TETLoss", "tet_loss"]

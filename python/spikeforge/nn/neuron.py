@@ -342,8 +342,9 @@ class NorseLIF(_Neuron):
             v_reset, method, alpha = p.v_reset, p.method, p.alpha
         if isinstance(v_reset, Tensor):  # a kernel constant: Norse's default is a 0-dim tensor
             if v_reset.numel() != 1 or v_reset.requires_grad:
+                grad = " that requires grad" if v_reset.requires_grad else ""
                 raise ValueError("v_reset must be one number (it is a constant of the kernel), got a tensor of "
-                                 f"shape {tuple(v_reset.shape)}{' that requires grad' if v_reset.requires_grad else ''}")
+                                 f"shape {tuple(v_reset.shape)}{grad}")
             v_reset = float(v_reset)
         if surrogate is None:
             surrogate, surrogate_alpha = norse_method(method, alpha)
