@@ -18,21 +18,26 @@ drop-in has a ``step_mode``:
   in training mode run step by step (snnTorch normalises each step on its own), and anything whose
   sequence semantics are unknown is refused with ValueError at patch time.
 
-A sequence runs on one of two paths per neuron model:
+A sequence runs on one of two paths per neuron:
 
-- "fused": a spikeforge kernel that computes snnTorch's equations with the same arithmetic, so the spikes
-  are bitwise snnTorch's (membranes too; gradients to float rounding: the surrogate is evaluated one ulp
-  away). Today: ``Leaky`` with ``reset_mechanism="zero"``, where snnTorch's U[t] = beta (1 - R[t]) U[t-1] +
-  X[t] is spikeforge's LIF with decay_input=False, v_reset = 0, k = 1 - beta and detach_reset=True (V = the
-  reset membrane, H = U), firing on the next float above the threshold (H >= next(thr) is U > thr). The
-  kernel computes V - k V + X; that rounds like snnTorch's beta V + X exactly when k is a power of two
-  (beta = 0.5, 0.75, 0.875, ...; beta = 1 is IF), so only those betas fuse.
+- "fused": ``spikeforge.ops.leaky`` / ``synaptic`` / ``alpha_neuron``, which compute snnTorch's step with its
+  arithmetic (the same operations in the same order, each rounded once), so spikes, states and the stored
+  reset are bitwise snnTorch's and gradients agree to float rounding. Every reset mechanism, reset_delay,
+  graded spikes, per-neuron and learnable beta / threshold / alpha / graded_spikes_factor, surrogate_disable,
+  and the snntorch.surrogate functions with a twin (surrogate_of: atan, sigmoid, fast_sigmoid, triangular,
+  straight_through_estimator, spike_rate_escape, heaviside, with the parameters read from the closure), for
+  float32 / float64 input, and float16 / bfloat16 input of a Leaky with a reset (snnTorch's membrane is
+  then float32 from the first step on, the input entering exactly).
 - "loop": snnTorch's per-step arithmetic, operation for operation, in a Python time loop (same spikes,
-  membranes and gradients bitwise, same dtypes; no speedup) for everything else.
+  states and gradients, same dtypes; no speedup) for what the kernels cannot do: custom surrogates (Python
+  functions, custom_surrogate, SSO / LSO / SFS), inhibition, state_quant, half-precision Synaptic / Alpha /
+  Leaky without reset (snnTorch rounds those states in half precision at every operation), parameters whose
+  dtype promotes snnTorch's state (a per-neuron float64 beta for float32 input), and a few corners listed
+  by _fused_blocker. Under torch.compile the loop runs (the compiler traces it).
 
-Each model's fused path plugs in by one entry of ``FUSED_PATHS`` (a FusedPath: a blocker saying why a
-neuron cannot run it, and the runner); the kernels of issue 18 (Leaky with subtract reset, Synaptic, Alpha)
-are added there. The report of patch() says, per neuron, "fused" or "loop: <why>".
+Each model's fused path is one entry of ``FUSED_PATHS`` (a FusedPath: a blocker saying why a call cannot run
+it, and the runner). The report of patch() says, per neuron, "fused" or "loop: <why>" for a float32 call;
+``neuron.fused_blocker(x_seq, states)`` answers for a given call.
 
 Every other snnTorch neuron (RLeaky, RSynaptic, Lapicque, SLSTM, SConv2dLSTM, subclasses of the three
 models, ...) is left as it is in step_mode "s" (snnTorch's own numbers; listed in the report) and refused
@@ -44,6 +49,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -79,25 +85,53 @@ def _late_reset(nrn, mem: Tensor, do_reset: Tensor) -> Tensor:
     return mem
 
 
-def surrogate_of(spike_grad) -> Optional[tuple[str, float]]:
-    """snnTorch spike_grad -> (spikeforge surrogate name, alpha) when the gradients are the same function,
-    else None. Recognises the closures snntorch.surrogate.atan / sigmoid / fast_sigmoid return."""
+# snntorch.surrogate factory -> (spikeforge surrogate, the closure's parameter read as its alpha, the one read as
+# its second parameter). Each is the same gradient function as snnTorch's backward (csrc/core/surrogate.h):
+#   atan(alpha)                 alpha / 2 / (1 + (pi/2 alpha x)^2)
+#   sigmoid(slope)              slope e^{-slope x} / (e^{-slope x} + 1)^2 = slope s (1 - s)
+#   fast_sigmoid(slope)         1 / (slope |x| + 1)^2
+#   triangular(threshold)       threshold for x < 0, -threshold for x >= 0 (as snnTorch writes it)
+#   straight_through_estimator  1
+#   spike_rate_escape(beta, slope)  slope e^{-beta |x - 1|}
+#   heaviside                   1 where x > 0 (the spike), else 0
+# Every one fires on x > 0. SSO, LSO, SFS and custom_surrogate have no twin (random, or a Python function).
+_SURROGATE_TWINS = {"atan": ("atan", "alpha", None), "sigmoid": ("sigmoid", "slope", None),
+                    "fast_sigmoid": ("fast_sigmoid", "slope", None),
+                    "triangular": ("snntorch_triangular", "threshold", None),
+                    "straight_through_estimator": ("straight_through", None, None),
+                    "spike_rate_escape": ("spike_rate_escape", "slope", "beta"), "heaviside": ("heaviside", None, None)}
+
+
+def _closure_number(v) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def surrogate_of(spike_grad) -> Optional[tuple[str, Optional[float], Optional[float]]]:
+    """snnTorch spike_grad -> (spikeforge surrogate name, its alpha, its second parameter) when the gradient is the
+    same function (the fused ops' surrogate, surrogate_alpha, surrogate_beta), else None.
+
+    Recognises the closures that ``snntorch.surrogate.atan / sigmoid / fast_sigmoid / triangular /
+    straight_through_estimator / spike_rate_escape / heaviside`` return, with the parameters they closed over
+    (e.g. fast_sigmoid(slope=25) -> ("fast_sigmoid", 25.0, None)); a parameter the op refuses (not a finite
+    number, or alpha <= 0) gives None, as do custom surrogates and snnTorch's SSO / LSO / SFS."""
     qualname = getattr(spike_grad, "__qualname__", "")
     if getattr(spike_grad, "__module__", "") != "snntorch.surrogate" or not qualname.endswith(".<locals>.inner"):
         return None
-    factory = qualname.split(".")[0]
-    params = inspect.getclosurevars(spike_grad).nonlocals
-    if factory == "atan":  # alpha / 2 / (1 + (pi / 2 alpha x)^2): spikeforge's atan
-        return "atan", float(params["alpha"])
-    if factory == "sigmoid":  # slope e^{-slope x} / (e^{-slope x} + 1)^2 = slope s (1 - s)
-        return "sigmoid", float(params["slope"])
-    if factory == "fast_sigmoid":  # 1 / (slope |x| + 1)^2
-        slope = float(params["slope"])
-        if slope == 1.0:
-            return "super_spike", 1.0  # alpha / (alpha |x| + 1)^2 at alpha = 1
-        if slope == 2.0:
-            return "soft_sign", 2.0  # 1 / (2 alpha (1/alpha + |x|)^2) at alpha = 2
-    return None
+    twin = _SURROGATE_TWINS.get(qualname.split(".")[0])
+    if twin is None:
+        return None
+    name, first, second = twin
+    try:
+        params = inspect.getclosurevars(spike_grad).nonlocals
+    except (TypeError, ValueError):
+        return None
+    alpha = _closure_number(params.get(first)) if first else None
+    beta = _closure_number(params.get(second)) if second else None
+    if (first and (alpha is None or alpha <= 0)) or (second and beta is None):
+        return None
+    return name, alpha, beta
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -207,74 +241,198 @@ class FusedPath:
     run: Callable
 
 
-def _scalar(t) -> Optional[float]:
-    if isinstance(t, Tensor):
-        return float(t.item()) if t.numel() == 1 else None
-    return float(t)
+_RESET_NAMES = ("subtract", "zero", "none")
+# the coefficients each model's step reads (snnTorch keeps every one as a tensor: buffer or Parameter)
+_PARAMS = {"Leaky": ("beta", "threshold", "graded_spikes_factor"),
+           "Synaptic": ("alpha", "beta", "threshold", "graded_spikes_factor"),
+           "Alpha": ("alpha", "beta", "threshold", "graded_spikes_factor")}
+_STATE_NAMES = {"Leaky": ("mem",), "Synaptic": ("syn", "mem"), "Alpha": ("syn_exc", "syn_inh", "mem")}
+_HALF = (torch.float16, torch.bfloat16)
+_BYPASS = _snn.SpikingNeuron._surrogate_bypass  # spike_grad of surrogate_disable=True: a spike without gradient
+_PROBES = {}  # dtype -> a 1-element tensor: torch.result_type(probe, p) is the dtype of snnTorch's `p * state`
 
 
-def _leaky_fused_blocker(nrn, x_seq: Optional[Tensor] = None, states: Optional[tuple] = None) -> Optional[str]:
-    if torch.compiler.is_compiling():  # the kernel's constants come from the buffers' values (a graph break)
+def _probe(dtype: torch.dtype) -> Tensor:
+    p = _PROBES.get(dtype)
+    if p is None:
+        p = _PROBES[dtype] = torch.empty(1, dtype=dtype)
+    return p
+
+
+def _resets_late(model: str, nrn) -> bool:
+    """reset_delay=False (Leaky, Synaptic; Alpha has no such option)."""
+    return model != "Alpha" and not nrn.reset_delay
+
+
+def _spike_surrogate(nrn) -> Optional[tuple]:
+    """(surrogate, alpha, second parameter, detach) for the fused op: spike_grad's twin, or for surrogate_disable a
+    spike that carries no gradient (detach; the surrogate is then never evaluated into a gradient). None: a
+    surrogate without a twin."""
+    if nrn.spike_grad is _BYPASS:
+        return "straight_through", None, None, True
+    twin = surrogate_of(nrn.spike_grad)
+    return None if twin is None else (*twin, False)
+
+
+def _plain_factor(gsf: Tensor) -> bool:
+    """graded_spikes_factor is the default: one constant 1 (spikes are then the 0/1 steps, in float32)."""
+    return gsf.dim() == 0 and not gsf.requires_grad and float(gsf) == 1.0
+
+
+def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Optional[tuple] = None) -> Optional[str]:
+    if torch.compiler.is_compiling():  # the checks below read values (graph breaks)
         return "under torch.compile the sequence runs the loop, which the compiler traces"
-    mode = _update_mode(nrn)
-    if mode != _ZERO:
-        return f"reset_mechanism={'subtract' if mode == _SUBTRACT else 'none'!r} has no fused kernel yet"
-    if not nrn.reset_delay:
-        return "reset_delay=False"
-    if nrn.inhibition or nrn.state_quant:
-        return "inhibition or state_quant"
-    if any(isinstance(getattr(nrn, n), nn.Parameter) for n in ("beta", "threshold", "graded_spikes_factor")):
-        return "learnable beta, threshold or graded_spikes_factor"
-    beta, thr = _scalar(nrn.beta), _scalar(nrn.threshold)
-    if beta is None or thr is None:
-        return "per-neuron beta or threshold"
-    if _scalar(nrn.graded_spikes_factor) != 1.0:
-        return "graded_spikes_factor != 1"
-    if not math.isfinite(thr) or not math.isfinite(beta):
-        return "a non-finite beta or threshold"
-    k = 1.0 - min(max(beta, 0.0), 1.0)
-    if k != 0.0 and math.frexp(k)[0] != 0.5:
-        return (f"beta={beta}: the kernel's V - (1 - beta) V rounds like snnTorch's beta V only when 1 - beta is "
-                "a power of two")
-    if surrogate_of(nrn.spike_grad) is None:
-        return f"spike_grad {getattr(nrn.spike_grad, '__qualname__', nrn.spike_grad)!r} has no spikeforge twin"
-    if x_seq is not None:
-        if x_seq.dtype not in (torch.float32, torch.float64):
-            return f"input dtype {x_seq.dtype} (the fused path takes float32 / float64)"
-        if states is not None and (states[0].dtype != x_seq.dtype or states[0].device != x_seq.device):
-            return "the stored membrane's dtype or device differs from the input's"
+    if nrn.inhibition:
+        return "inhibition=True (only the largest membrane of each sample fires: no fused kernel)"
+    if nrn.state_quant:
+        return "state_quant (a Python quantiser inside each step: no fused kernel)"
+    mode, late = _update_mode(nrn), _resets_late(model, nrn)
+    if late and int(nrn.reset_mechanism_val) != mode:
+        return (f"reset_mechanism set to {nrn.reset_mechanism!r} after construction, with reset_delay=False: snnTorch "
+                "then updates with the mechanism bound at construction and resets late with the new one")
+    sg = _spike_surrogate(nrn)
+    if sg is None:
+        return (f"spike_grad {getattr(nrn.spike_grad, '__qualname__', type(nrn.spike_grad).__name__)!r} has no "
+                "spikeforge twin (a custom surrogate, or SSO / LSO / SFS, or a parameter the kernels refuse)")
+    params = {n: getattr(nrn, n) for n in _PARAMS[model]}
+    for n, p in params.items():
+        if not isinstance(p, Tensor) or not p.is_floating_point():
+            return f"{n} is a {type(p).__name__}, not a floating-point tensor"
+    if sg[3] and (late or params["graded_spikes_factor"].requires_grad):
+        return "surrogate_disable=True with reset_delay=False or a learnable graded_spikes_factor"
+    dt = torch.float32 if x_seq is None else x_seq.dtype
+    if dt in _HALF:
+        # snnTorch keeps a Leaky membrane in float32 after its first reset operation (its R is float32, and the
+        # input enters exactly); without a reset, and in Synaptic / Alpha's currents, every operation rounds in dt
+        if model != "Leaky" or mode == _NONE:
+            what = "membrane" if model == "Leaky" else "synaptic current(s)"
+            return (f"input dtype {dt}: snnTorch keeps the {what} in {dt}, rounding every operation there (the kernels "
+                    "compute in float32)")
+        compute = torch.float32
+    elif dt in (torch.float32, torch.float64):
+        compute = dt
+    else:
+        return f"input dtype {dt}"
+    for n, p in params.items():
+        promoted = torch.result_type(_probe(compute), p)
+        if promoted != compute:
+            return (f"{n} ({p.dtype}, shape {tuple(p.shape)}) makes snnTorch compute the state in {promoted}, not "
+                    f"{compute}")
+        if x_seq is not None:
+            if p.device != x_seq.device:
+                return f"{n} is on {p.device}, the input on {x_seq.device}"
+            step = tuple(x_seq.shape[1:])
+            try:
+                fits = tuple(torch.broadcast_shapes(p.shape, step)) == step
+            except RuntimeError:
+                fits = False
+            if not fits:
+                return f"{n} of shape {tuple(p.shape)} does not broadcast to one step {step}"
+    thr = params["threshold"]
+    subtracts = mode == _SUBTRACT or (late and int(nrn.reset_mechanism_val) == _SUBTRACT)
+    if (compute == torch.float64 and subtracts and thr.dim() == 0 and thr.dtype == torch.float64
+            and float(thr) != float(thr.float())):
+        return ("a float64 threshold that float32 cannot hold: snnTorch's subtract reset R * threshold rounds it to "
+                "float32 (R is float32)")
+    if states is None:
+        return None
+    for n, s in zip(_STATE_NAMES[model], states):
+        if s.device != x_seq.device:
+            return f"the stored {n} is on {s.device}, the input on {x_seq.device}"
+        if s.dtype == compute:
+            continue
+        if s.dtype != dt or dt not in _HALF:
+            return f"the stored {n} is {s.dtype}, the input {dt}: snnTorch's first step promotes them"
+        # a dt state: snnTorch's first step rounds in dt, which only reaches the result from a zero state,
+        # through the reset R = [0 - thr > 0] when thr is so small a negative number that dt rounds it to 0
+        if bool(s.any()):
+            return f"a nonzero {dt} {n} before the sequence: snnTorch's first step rounds in {dt}"
+        if subtracts and bool(((thr < 0) & (thr >= -2.0 ** -24)).any()):
+            return f"a negative threshold that {dt} rounds to zero, with a {dt} state"
     return None
 
 
-def _leaky_fused(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
-    (mem,) = states
-    beta = min(max(_scalar(nrn.beta), 0.0), 1.0)  # snnTorch clamps beta to [0, 1]
-    thr = _scalar(nrn.threshold)
-    surrogate, alpha = surrogate_of(nrn.spike_grad)
+def _alpha_synapses(nrn, x_seq: Tensor, exc: Tensor, inh: Tensor, resets: Tensor, mode: int) -> tuple[Tensor, Tensor]:
+    """Alpha's syn_exc and syn_inh at every step, given the resets the fused run decided (snnTorch's
+    _base_sub / _base_zero / _base_int with R known: the same operations, so the same values bitwise and
+    autograd through x, alpha, beta, threshold and the initial currents, R detached as in snnTorch)."""
+    alpha, beta, thr = nrn.alpha.clamp(0, 1), nrn.beta.clamp(0, 1), nrn.threshold
+    excs, inhs = [], []
+    for x, r in zip(x_seq, resets):
+        e0, i0 = alpha * exc + x, beta * inh - x
+        if mode == _SUBTRACT:
+            exc, inh = e0 - thr * r, i0 - i0 * r
+        elif mode == _ZERO:
+            exc, inh = e0 - e0 * r, i0 - i0 * r
+        else:
+            exc, inh = e0, i0
+        excs.append(exc)
+        inhs.append(inh)
+    return torch.stack(excs), torch.stack(inhs)
+
+
+def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
+    """The sequence through ops.leaky / synaptic / alpha_neuron, with the results the loop path returns."""
     dt = x_seq.dtype
-    # H >= next(thr) is H > thr exactly in the compute dtype (snnTorch fires on U - thr > 0).
-    thr_strict = float(torch.nextafter(torch.tensor(thr, dtype=dt), torch.tensor(math.inf, dtype=dt)))
-    reset0 = nrn.mem_reset(mem)          # step 0's late reset comes from the stored membrane (detached)
-    v_init = (1 - reset0) * mem          # snnTorch's first operation of the step: V[-1] of the kernel
-    opts = dict(v_threshold=thr_strict, v_reset=0.0, detach_reset=True, surrogate=surrogate, alpha=alpha,
-                return_v="seq")
-    if beta == 1.0:
-        spk, v = ops.if_neuron(x_seq, v_init, **opts)
+    compute = torch.float32 if dt in _HALF else dt  # half: a Leaky whose membrane snnTorch keeps in float32
+    x = x_seq.to(compute)
+    inits = tuple(s.to(compute) for s in states)
+    surrogate, s_alpha, s_beta, detach = _spike_surrogate(nrn)
+    mode, late = _update_mode(nrn), _resets_late(model, nrn)
+    gsf = nrn.graded_spikes_factor
+    plain = _plain_factor(gsf)
+    T = x.shape[0]
+    # snnTorch leaves the last step's reset R = [U[T-2] - thr > 0] in nrn.reset: the spike of step T-2 when
+    # the membrane kept is the one that fired and the spike is the 0/1 step, else read from U[T-2]
+    steps_are_spikes = model != "Leaky" or plain
+    want_seq = keep_seq or (T > 1 and (late or not steps_are_spikes))
+    kw = dict(threshold=nrn.threshold, reset_mechanism=_RESET_NAMES[mode], surrogate=surrogate,
+              surrogate_alpha=s_alpha, surrogate_beta=s_beta, return_mem="seq" if want_seq else "last")
+    if model == "Leaky":
+        step, mem = ops.leaky(x, inits[0], beta=nrn.beta, graded_spikes_factor=gsf, reset_delay=nrn.reset_delay, **kw)
+        others = ()
+    elif model == "Synaptic":
+        step, syn, mem = ops.synaptic(x, inits[0], inits[1], alpha=nrn.alpha, beta=nrn.beta,
+                                      reset_delay=nrn.reset_delay, **kw)
+        others = (syn,)
     else:
-        spk, v = ops.lif(x_seq, v_init, tau=1.0 / (1.0 - beta), decay_input=False, **opts)
-    spk_dtype = torch.promote_types(torch.float32, nrn.graded_spikes_factor.dtype)  # snnTorch: (U > thr).float()
-    spk_seq = spk.to(spk_dtype)
-    # snnTorch's membrane is U[t] = H[t] = beta V[t-1] + X[t], before its (late) reset: the kernel's H,
-    # bitwise for the betas this path accepts.
-    v_prev = torch.cat([v_init.unsqueeze(0), v[:-1]]) if keep_seq else (v[-2] if x_seq.shape[0] > 1 else v_init)
-    mem_seq = beta * v_prev + (x_seq if keep_seq else x_seq[-1])
-    mem_last = mem_seq[-1].clone() if keep_seq else mem_seq
-    reset_last = reset0 if x_seq.shape[0] == 1 else spk_seq[-2].detach()
-    return spk_seq, (mem_last,), ((mem_seq,) if keep_seq else None), reset_last
+        step, exc, inh, mem = ops.alpha_neuron(x, *inits, alpha=nrn.alpha, beta=nrn.beta, **kw)
+        others = (exc, inh)
+    # snnTorch's spikes: (U - thr > 0).float() * graded_spikes_factor (float32 unless the factor promotes)
+    if model == "Leaky":
+        spk = step.to(torch.result_type(_probe(torch.float32), gsf))
+    else:
+        spk = step.to(torch.float32)
+        if not plain:
+            spk = spk * gsf
+    if detach:  # surrogate_disable: snnTorch's spike has no gradient
+        spk = spk.detach()
+    if T == 1:
+        reset = nrn.mem_reset(states[-1])
+    elif want_seq:
+        reset = nrn.mem_reset(mem[-2])
+    else:
+        reset = step[-2].detach().to(torch.float32)
+    mem_last = mem[-1].clone() if want_seq else mem  # a copy: snnTorch's detach_hidden detaches it in place
+    seqs = None
+    if keep_seq:
+        if model == "Leaky":
+            seqs = (mem,)
+        elif model == "Synaptic":  # I = alpha I + X never resets: its sequence is that recurrence, as snnTorch runs it
+            alpha, syn_t, syns = nrn.alpha.clamp(0, 1), states[0], []
+            for x_t in x_seq:
+                syn_t = alpha * syn_t + x_t
+                syns.append(syn_t)
+            seqs = (torch.stack(syns), mem)
+        else:
+            resets = nrn.mem_reset(torch.cat([states[2].unsqueeze(0), mem[:-1]]))
+            seqs = (*_alpha_synapses(nrn, x_seq, states[0], states[1], resets, mode), mem)
+    return spk, (*others, mem_last), seqs, reset
 
 
-# model name -> fused path. Synaptic / Alpha / Leaky-subtract kernels (issue 18) add or extend entries.
-FUSED_PATHS: dict[str, FusedPath] = {"Leaky": FusedPath(_leaky_fused_blocker, _leaky_fused)}
+# model name -> fused path (see _fused_blocker for what runs the loop instead, and why)
+FUSED_PATHS: dict[str, FusedPath] = {m: FusedPath(partial(_fused_blocker, m), partial(_fused_run, m))
+                                     for m in ("Leaky", "Synaptic", "Alpha")}
 
 
 # ---------------------------------------------------------------------------------------------------------
