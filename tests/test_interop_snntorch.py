@@ -706,3 +706,21 @@ def test_sequence_call_compiles_without_graph_breaks():
         nrn.reset_mem()
         dynamo.reset()
         torch.testing.assert_close(torch.compile(nrn, fullgraph=True, backend="eager")(x), want, rtol=0, atol=0)
+
+
+def test_custom_surrogate_runs_fused_without_gradients(fused_calls):
+    """A custom surrogate only shapes the gradient; snnTorch's custom_surrogate fires on x > 0 like every other, so
+    inference (no graph) runs fused and training runs the loop."""
+    nrn = snn.Synaptic(alpha=0.8, beta=0.7, spike_grad=surrogate.custom_surrogate(_custom_fast_sigmoid),
+                       init_hidden=True, output=True)
+    ref = copy.deepcopy(nrn)
+    sfs.patch(nrn, step_mode="m")
+    assert "torch.no_grad" in nrn.fused_blocker()
+    x = _inputs(T=40, scale=0.5, shift=0.1)
+    with torch.no_grad():
+        got, want = nrn(x), _per_step(ref, x)
+    assert fused_calls == ["synaptic"]
+    _assert_same(got, want)
+    _assert_same(_states(nrn), _states(ref))
+    got = nrn(x.requires_grad_())
+    assert fused_calls == ["synaptic"] and got[0].requires_grad

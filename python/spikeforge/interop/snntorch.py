@@ -33,7 +33,8 @@ A sequence runs on one of two paths per neuron:
   functions, custom_surrogate, SSO / LSO / SFS), inhibition, state_quant, half-precision Synaptic / Alpha /
   Leaky without reset (snnTorch rounds those states in half precision at every operation), parameters whose
   dtype promotes snnTorch's state (a per-neuron float64 beta for float32 input), and a few corners listed
-  by _fused_blocker. Under torch.compile the loop runs (the compiler traces it).
+  by _fused_blocker. Under torch.compile the loop runs (the compiler traces it). A custom_surrogate / SSO /
+  SFS spike_grad only matters for gradients: calls that build no graph (torch.no_grad) run fused.
 
 Each model's fused path is one entry of ``FUSED_PATHS`` (a FusedPath: a blocker saying why a call cannot run
 it, and the runner). The report of patch() says, per neuron, "fused" or "loop: <why>" for a float32 call;
@@ -102,6 +103,14 @@ _SURROGATE_TWINS = {"atan": ("atan", "alpha", None), "sigmoid": ("sigmoid", "slo
                     "spike_rate_escape": ("spike_rate_escape", "slope", "beta"), "heaviside": ("heaviside", None, None)}
 
 
+def _factory(spike_grad) -> Optional[str]:
+    """The snntorch.surrogate function that made this spike_grad closure, else None."""
+    qualname = getattr(spike_grad, "__qualname__", "")
+    if getattr(spike_grad, "__module__", "") != "snntorch.surrogate" or not qualname.endswith(".<locals>.inner"):
+        return None
+    return qualname.split(".")[0]
+
+
 def _closure_number(v) -> Optional[float]:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
@@ -116,10 +125,7 @@ def surrogate_of(spike_grad) -> Optional[tuple[str, Optional[float], Optional[fl
     straight_through_estimator / spike_rate_escape / heaviside`` return, with the parameters they closed over
     (e.g. fast_sigmoid(slope=25) -> ("fast_sigmoid", 25.0, None)); a parameter the op refuses (not a finite
     number, or alpha <= 0) gives None, as do custom surrogates and snnTorch's SSO / LSO / SFS."""
-    qualname = getattr(spike_grad, "__qualname__", "")
-    if getattr(spike_grad, "__module__", "") != "snntorch.surrogate" or not qualname.endswith(".<locals>.inner"):
-        return None
-    twin = _SURROGATE_TWINS.get(qualname.split(".")[0])
+    twin = _SURROGATE_TWINS.get(_factory(spike_grad))
     if twin is None:
         return None
     name, first, second = twin
@@ -264,14 +270,34 @@ def _resets_late(model: str, nrn) -> bool:
     return model != "Alpha" and not nrn.reset_delay
 
 
-def _spike_surrogate(nrn) -> Optional[tuple]:
+# snntorch.surrogate closures without a gradient twin whose forward is snnTorch's (x > 0).float() all the same:
+# exact on the fused path when no gradient is asked for (inference). (LSO is not among them: snnTorch 1.0's
+# LSO calls StochasticSpikeOperator with a missing argument and raises; the loop raises as snnTorch does.)
+_FORWARD_ONLY = ("custom_surrogate", "SSO", "SFS")
+
+
+def _spike_surrogate(nrn, grad: bool = True) -> Optional[tuple]:
     """(surrogate, alpha, second parameter, detach) for the fused op: spike_grad's twin, or for surrogate_disable a
-    spike that carries no gradient (detach; the surrogate is then never evaluated into a gradient). None: a
-    surrogate without a twin."""
+    spike that carries no gradient (detach; the surrogate is then never evaluated into a gradient), or without
+    gradients (grad=False) any surrogate for a spike_grad whose forward is known. None: the loop must run it."""
     if nrn.spike_grad is _BYPASS:
         return "straight_through", None, None, True
     twin = surrogate_of(nrn.spike_grad)
-    return None if twin is None else (*twin, False)
+    if twin is not None:
+        return (*twin, False)
+    if not grad and _factory(nrn.spike_grad) in _FORWARD_ONLY:
+        return "straight_through", None, None, False
+    return None
+
+
+def _grad_wanted(model: str, nrn, x_seq: Optional[Tensor], states: Optional[tuple]) -> bool:
+    """Whether this call builds a graph (at patch time, x_seq None: assume a training call)."""
+    if x_seq is None:
+        return True
+    if not torch.is_grad_enabled():
+        return False
+    tensors = [x_seq, *(states or ()), *(getattr(nrn, n) for n in _PARAMS[model])]
+    return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
 
 def _plain_factor(gsf: Tensor) -> bool:
@@ -290,10 +316,12 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
     if late and int(nrn.reset_mechanism_val) != mode:
         return (f"reset_mechanism set to {nrn.reset_mechanism!r} after construction, with reset_delay=False: snnTorch "
                 "then updates with the mechanism bound at construction and resets late with the new one")
-    sg = _spike_surrogate(nrn)
+    sg = _spike_surrogate(nrn, _grad_wanted(model, nrn, x_seq, states))
     if sg is None:
+        note = (" (without gradients, e.g. under torch.no_grad, the fused kernels run it: its forward is x > 0)"
+                if _factory(nrn.spike_grad) in _FORWARD_ONLY else "")
         return (f"spike_grad {getattr(nrn.spike_grad, '__qualname__', type(nrn.spike_grad).__name__)!r} has no "
-                "spikeforge twin (a custom surrogate, or SSO / LSO / SFS, or a parameter the kernels refuse)")
+                "spikeforge twin (a custom surrogate, or SSO / LSO / SFS, or a parameter the kernels refuse)" + note)
     params = {n: getattr(nrn, n) for n in _PARAMS[model]}
     for n, p in params.items():
         if not isinstance(p, Tensor) or not p.is_floating_point():
@@ -377,7 +405,7 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     compute = torch.float32 if dt in _HALF else dt  # half: a Leaky whose membrane snnTorch keeps in float32
     x = x_seq.to(compute)
     inits = tuple(s.to(compute) for s in states)
-    surrogate, s_alpha, s_beta, detach = _spike_surrogate(nrn)
+    surrogate, s_alpha, s_beta, detach = _spike_surrogate(nrn, _grad_wanted(model, nrn, x_seq, states))
     mode, late = _update_mode(nrn), _resets_late(model, nrn)
     gsf = nrn.graded_spikes_factor
     plain = _plain_factor(gsf)
