@@ -15,6 +15,8 @@ op counters and energy profilers). The state left by a multi-step call keeps its
 Swapped (exact classes only: a subclass may change the equations):
 
     neuron.IFNode, LIFNode, ParametricLIFNode   multi-step: spikeforge.ops.if_neuron / lif / plif
+    neuron.ILIFNode                             spikeforge.ops.ilif (integer spikes, MultiLevelSpikeCount(D))
+    neuron.TernaryIFNode, TernaryLIFNode        spikeforge.ops.ternary_lif (two_sided=True; tau=None for IF)
     neuron.PSN                                  spikeforge.ops.psn (bias [T, 1] read as [T])
     neuron.MaskedPSN                            spikeforge.ops.psn on SpikingJelly's own masked_weight()
     neuron.SlidingPSN                           spikeforge.ops.sliding_psn
@@ -31,7 +33,11 @@ not fuse a float32 call (None when it does).
 
 Surrogates with a spikeforge twin (same gradient function): Sigmoid, ATan, Rect, PiecewiseQuadratic,
 PiecewiseExp, Erf, SoftSign (any alpha) and SuperSpike with alpha = 1 (SpikingJelly's SuperSpike is
-alpha / (|x| + 1)^2, spikeforge's alpha / (alpha |x| + 1)^2). patch() refuses a node whose configuration
+alpha / (|x| + 1)^2, spikeforge's alpha / (alpha |x| + 1)^2); the I-LIF's spiking MultiLevelSpikeCount(D)
+with its default gradient window [0, D]. An I-LIF fuses when tau is a power of two: SpikingJelly's
+multi-step I-LIF charges (1 - 1/tau) V + X, ops.ilif V - V/tau + X (its LIF charge), which round alike only
+then; with another tau (the default 4/3 among them) the swapped node runs SpikingJelly's code and says so.
+patch() refuses a node whose configuration
 never fuses (another surrogate, spiking=False, a tensor threshold, a subclass) with ValueError, or with
 on_unsupported="skip" leaves it in place with a warning and a report line. unpatch(model) restores the
 SpikingJelly classes (for exporters that look classes up by exact type).
@@ -55,8 +61,8 @@ except ImportError as e:  # the module is SpikingJelly's drop-in: without Spikin
     raise ImportError("spikeforge.interop.spikingjelly needs SpikingJelly 2.x (pip install spikingjelly, or "
                       "spikeforge[peers])") from e
 
-__all__ = ["patch", "unpatch", "PatchReport", "surrogate_of", "IFNode", "LIFNode", "ParametricLIFNode", "PSN",
-           "MaskedPSN", "SlidingPSN"]
+__all__ = ["patch", "unpatch", "PatchReport", "surrogate_of", "IFNode", "LIFNode", "ParametricLIFNode", "ILIFNode",
+           "TernaryIFNode", "TernaryLIFNode", "PSN", "MaskedPSN", "SlidingPSN"]
 
 _SURROGATES = {_sjs.Sigmoid: "sigmoid", _sjs.ATan: "atan", _sjs.Rect: "rect",
                _sjs.PiecewiseQuadratic: "piecewise_quadratic", _sjs.PiecewiseExp: "piecewise_exp", _sjs.Erf: "erf",
@@ -201,6 +207,74 @@ class ParametricLIFNode(_FusedNode, _sjn.ParametricLIFNode):
         return ops.plif(x_seq, self.w, v, decay_input=self.decay_input, return_v=return_v, **opts)
 
 
+class ILIFNode(_FusedNode, _sjn.ILIFNode):
+    """SpikingJelly's ILIFNode (integer spikes, I-LIF of Spike-driven Transformer v3); multi-step calls run
+    spikeforge.ops.ilif: decay_input=False, soft reset, S = round(clamp(H / v_threshold, 0, D)) with D the
+    MultiLevelSpikeCount's max_spike_count and its straight-through gradient over [0, D]."""
+
+    def _fused_options(self) -> dict:
+        D = _multi_level_count(self.surrogate_function)
+        tau = _number(self.tau, "tau")
+        if not _ilif_charge_exact(tau):
+            # ops.ilif charges V - V / tau + X (SpikingJelly's LIF charge, and its single-step ilif_step);
+            # SpikingJelly's multi-step I-LIF computes (1 - 1 / tau) V + X, which rounds differently unless
+            # 1 / tau is a power of two (test_interop_spikingjelly's xfail names the case)
+            raise ValueError(f"tau={tau}: SpikingJelly's multi-step I-LIF charges (1 - 1/tau) V + X, ops.ilif "
+                             "V - V/tau + X; they round alike only for tau a power of two (2, 4, 8, ...)")
+        vth = _number(self.v_threshold, "v_threshold")
+        if vth == 0.0:
+            raise ValueError("v_threshold=0 (S = H / v_threshold)")
+        if not isinstance(self.detach_reset, bool):
+            raise ValueError(f"detach_reset={self.detach_reset!r} is not a bool")
+        return dict(D=D, tau=tau, v_threshold=vth, detach_reset=self.detach_reset)
+
+    def _run(self, x_seq, v, return_v, opts):
+        return ops.ilif(x_seq, v, decay_input=False, return_v=return_v, **opts)
+
+
+def _multi_level_count(fn) -> int:
+    """D of a spiking MultiLevelSpikeCount(D) with its default gradient window [0, D]; ValueError otherwise."""
+    if type(fn) is not _sjs.MultiLevelSpikeCount:
+        raise ValueError(f"surrogate {type(fn).__name__}: I-LIF's spike is a MultiLevelSpikeCount")
+    if not fn.spiking:
+        raise ValueError("MultiLevelSpikeCount with spiking=False (it outputs the clamp, not integer spikes)")
+    D = fn.max_spike_count
+    if isinstance(D, bool) or not isinstance(D, int) or not 1 <= D <= 1 << 22:
+        raise ValueError(f"max_spike_count={D!r}; ops.ilif takes an int in [1, 2^22]")
+    if (fn.grad_min, fn.grad_max) != (0.0, float(D)):
+        raise ValueError(f"grad_window=({fn.grad_min}, {fn.grad_max}): ops.ilif's straight-through gradient passes "
+                         f"over [0, D] = [0, {D}] only")
+    return D
+
+
+def _ilif_charge_exact(tau: float) -> bool:
+    """(1 - 1/tau) V rounds like V - V/tau when 1/tau is a power of two: V/tau is then exact and both are the
+    one rounding of the same product (for V whose V/tau does not underflow)."""
+    m, e = math.frexp(tau)
+    return m == 0.5 and e >= 1
+
+
+class TernaryIFNode(_FusedNode, _sjn.TernaryIFNode):
+    """SpikingJelly's TernaryIFNode (spikes in {-1, 0, 1}); multi-step calls run spikeforge.ops.ternary_lif with
+    tau=None and two_sided=True (SpikingJelly's gradient g'(H - v_th) + g'(-H - v_th))."""
+
+    def _run(self, x_seq, v, return_v, opts):
+        return ops.ternary_lif(x_seq, v, tau=None, two_sided=True, return_v=return_v, **opts)
+
+
+class TernaryLIFNode(_FusedNode, _sjn.TernaryLIFNode):
+    """SpikingJelly's TernaryLIFNode; multi-step calls run spikeforge.ops.ternary_lif with two_sided=True."""
+
+    def _check_own(self, x_seq=None):
+        _number(self.tau, "tau")
+        if not isinstance(self.decay_input, bool):
+            raise ValueError(f"decay_input={self.decay_input!r} is not a bool")
+
+    def _run(self, x_seq, v, return_v, opts):
+        return ops.ternary_lif(x_seq, v, tau=float(self.tau), decay_input=self.decay_input, two_sided=True,
+                               return_v=return_v, **opts)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # parallel spiking neurons
 # ---------------------------------------------------------------------------------------------------------
@@ -276,15 +350,21 @@ class SlidingPSN(_sjn.SlidingPSN):
 
 
 # SpikingJelly class -> drop-in (a subclass adding no state, so the swap is a class change in place)
-_DROP_INS = {_sjn.IFNode: IFNode, _sjn.LIFNode: LIFNode, _sjn.ParametricLIFNode: ParametricLIFNode, _sjn.PSN: PSN,
-             _sjn.MaskedPSN: MaskedPSN, _sjn.SlidingPSN: SlidingPSN}
+_DROP_INS = {_sjn.IFNode: IFNode, _sjn.LIFNode: LIFNode, _sjn.ParametricLIFNode: ParametricLIFNode,
+             _sjn.ILIFNode: ILIFNode, _sjn.TernaryIFNode: TernaryIFNode, _sjn.TernaryLIFNode: TernaryLIFNode,
+             _sjn.PSN: PSN, _sjn.MaskedPSN: MaskedPSN, _sjn.SlidingPSN: SlidingPSN}
 _ORIGINAL = {v: k for k, v in _DROP_INS.items()}
 
 
 def _never_fuses(m) -> Optional[str]:
-    """Why a node of a swappable class would never run the fused path (checked at patch time)."""
+    """Why a node of a swappable class would never run the fused path (checked at patch time). An I-LIF whose tau
+    the kernel charges with other rounding is swapped and runs SpikingJelly's code (the report says why): that
+    is the kernel's to fix, not a configuration the op cannot express."""
     try:
-        surrogate_of(m.surrogate_function)
+        if isinstance(m, _sjn.ILIFNode):
+            _multi_level_count(m.surrogate_function)
+        else:
+            surrogate_of(m.surrogate_function)
     except ValueError as e:
         return str(e)
     if isinstance(m, _sjn.BaseNode):
@@ -316,11 +396,12 @@ class PatchReport:
 def patch(model: nn.Module, *, on_unsupported: str = "raise"):
     """Run the SpikingJelly neurons of model on spikeforge's kernels, in place -> (model, PatchReport).
 
-    Each IFNode / LIFNode / ParametricLIFNode / PSN / MaskedPSN / SlidingPSN becomes its drop-in subclass (the
-    same object, so parameters, optimizer references, hooks and state are kept; model is returned as given).
-    on_unsupported: "raise" (default) raises ValueError naming a node that would never run fused (another
-    surrogate, spiking=False, a tensor threshold, or a subclass of a neuron class, whose equations may
-    differ); "skip" leaves such nodes as they are, with a warning and a report line.
+    Each IFNode / LIFNode / ParametricLIFNode / ILIFNode / TernaryIFNode / TernaryLIFNode / PSN / MaskedPSN /
+    SlidingPSN becomes its drop-in subclass (the same object, so parameters, optimizer references, hooks and
+    state are kept; model is returned as given). on_unsupported: "raise" (default) raises ValueError naming a
+    node that would never run fused (another surrogate, spiking=False, a tensor threshold, an I-LIF gradient
+    window other than [0, D], or a subclass of a neuron class, whose equations may differ); "skip" leaves such
+    nodes as they are, with a warning and a report line.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
