@@ -130,7 +130,9 @@ PARAM_CASES = {
                              learn_beta=True, learn_threshold=True),
     "graded": dict(graded_spikes_factor=2.0), "learn_graded": dict(graded_spikes_factor=1.5,
                                                                   learn_graded_spikes_factor=True),
-    "surrogate_disable": dict(surrogate_disable=True)}
+    "surrogate_disable": dict(surrogate_disable=True),
+    "surrogate_disable_learn_graded": dict(surrogate_disable=True, graded_spikes_factor=1.5,
+                                           learn_graded_spikes_factor=True)}
 
 
 def _leaky(reset, reset_delay, params="plain", spike_grad=None, **kw):
@@ -154,9 +156,7 @@ def test_leaky_every_snntorch_surrogate_runs_fused(spike_grad, reset, fused_call
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 def test_leaky_every_option_runs_fused(reset, reset_delay, params, fused_calls):
     nrn = _leaky(reset, reset_delay, params, init_hidden=True, output=True)
-    blocked = params == "surrogate_disable" and not reset_delay  # its spike has no gradient, the late reset uses it
-    _check_sequence_call(nrn, _inputs(shift=0.1 if reset == "none" else 0.25), path="loop" if blocked else "fused",
-                         calls=fused_calls)
+    _check_sequence_call(nrn, _inputs(shift=0.1 if reset == "none" else 0.25), path="fused", calls=fused_calls)
 
 
 @pytest.mark.parametrize("init_hidden,output", [(True, False), (True, True), (False, False)])
@@ -185,9 +185,8 @@ def test_synaptic_runs_fused(reset, reset_delay, case, fused_calls):
     kw = dict(alpha=0.8, beta=0.7, threshold=0.75, reset_mechanism=reset, reset_delay=reset_delay)
     kw.update(copy.deepcopy(SYNAPTIC_CASES[case]))
     nrn = snn.Synaptic(**kw)
-    blocked = case == "surrogate_disable" and not reset_delay
-    _check_sequence_call(nrn, _inputs(scale=0.5, shift=0.1 if reset != "none" else 0.03),
-                         path="loop" if blocked else "fused", calls=fused_calls)
+    _check_sequence_call(nrn, _inputs(scale=0.5, shift=0.1 if reset != "none" else 0.03), path="fused",
+                         calls=fused_calls)
 
 
 # (snnTorch 1.0's Alpha(learn_alpha=True) fails in its __init__; a learnable alpha is assigned afterwards)
@@ -223,7 +222,15 @@ def _custom_fast_sigmoid(input_, grad_input, spikes):
     return grad_input / (25 * torch.abs(input_) + 1.0) ** 2
 
 
+def _alpha_beta_overtaken():
+    """A beta set (or learnt) past alpha after construction: snnTorch computes it, ops.alpha_neuron refuses it."""
+    nrn = snn.Alpha(alpha=0.9, beta=0.8, threshold=0.1)
+    nrn.beta = torch.tensor(0.95)
+    return nrn
+
+
 LOOP_CASES = {
+    "alpha_beta_overtaken": (_alpha_beta_overtaken, "alpha <= beta"),
     "custom_surrogate": (lambda: snn.Leaky(beta=0.9, spike_grad=surrogate.custom_surrogate(_custom_fast_sigmoid)),
                          "no spikeforge twin"),
     "sfs": (lambda: snn.Leaky(beta=0.9, spike_grad=surrogate.SFS(slope=25, B=-1.0)), "no spikeforge twin"),

@@ -168,8 +168,11 @@ def _compare_node(node, x, op, calls, fires=lambda s: s != 0):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tau,D,v_threshold,detach_reset", [
-    (2.0, 4, 1.0, False), (4.0, 4, 0.5, True), (2.0, 2, 0.75, True), (8.0, 8, 1.0, False)])
+    (4.0 / 3.0, 4, 1.0, False), (1.7, 3, 0.6, True), (3.0, 2, 0.75, False), (2.5, 6, 1.3, True),
+    (2.0, 4, 1.0, False), (8.0, 8, 1.0, False)])
 def test_ilif_node_is_spikingjellys_multi_step(tau, D, v_threshold, detach_reset, dtype, op_calls):
+    """Every tau runs fused, with SpikingJelly's multi-step numbers bit for bit: its default 4/3 and other
+    taus whose 1 - 1/tau is not a power of two (where V - V/tau + X would round differently) included."""
     node = neuron.ILIFNode(tau=tau, v_threshold=v_threshold, surrogate_function=surrogate.MultiLevelSpikeCount(D),
                            detach_reset=detach_reset, step_mode="m")
     x = (torch.randn(64, 3, 32, generator=torch.Generator().manual_seed(1)) * 1.5 * v_threshold).to(dtype)
@@ -177,35 +180,38 @@ def test_ilif_node_is_spikingjellys_multi_step(tau, D, v_threshold, detach_reset
     assert isinstance(patched, neuron.ILIFNode) and isinstance(patched, neuron.LIFNode)
 
 
-@pytest.mark.xfail(strict=True, reason="ops.ilif charges V - V/tau + X (SpikingJelly's LIF charge and its "
-                   "single-step ilif_step); SpikingJelly 2.0's multi-step I-LIF computes (1 - 1/tau) V + X: the "
-                   "membranes differ in the last bit for tau = 4/3 (ILIFNode's default), so spikes can flip")
-def test_ops_ilif_membrane_is_spikingjellys_multi_step_at_default_tau():
-    """Minimal reproduction: x = [0.1, 0] (float32), tau = 4/3, no spike: SpikingJelly's V[1] is
-    fl(0.25 * 0.1f) = 0.025000000372529, ops.ilif's fl(0.1f - fl(0.1f / 1.3333334)) = 0.025000005960464."""
-    x = torch.tensor([[0.1], [0.0]])
+def test_ilif_node_default_runs_fused_with_spikingjellys_rounding(op_calls):
+    """ILIFNode() as built (tau 4/3): x = [0.1, 0] (float32) gives SpikingJelly's V[1] = fl(0.25 * 0.1f) =
+    0.025000000372529 (the LIF form fl(0.1f - fl(0.1f / 1.3333334)) would be 0.025000005960464), fused."""
     node = neuron.ILIFNode(step_mode="m", store_v_seq=True)
-    node(x)
-    _, v_seq = ops.ilif(x, tau=4.0 / 3.0, decay_input=False, return_v="seq")
-    assert torch.equal(v_seq, node.v_seq), (v_seq.flatten().tolist(), node.v_seq.flatten().tolist())
+    patched, report = sj.patch(copy.deepcopy(node))
+    assert report.replaced[0][3] == "fused" and patched.fused_blocker is None
+    x = torch.tensor([[0.1], [0.0]])
+    assert torch.equal(patched(x), node(x)) and torch.equal(patched.v_seq, node.v_seq) and op_calls == ["ilif"]
+    assert patched.v_seq[1].item() == 0.025000000372529030
 
 
 def test_ilif_node_that_does_not_fuse_runs_spikingjellys_code(op_calls):
-    """ILIFNode's default tau = 4/3 (see the xfail above), a half-precision input, single steps: SpikingJelly's
-    own code on the swapped node, with its numbers; the report says why."""
+    """A half-precision input, single steps, a non-positive threshold set after construction (ops.ilif
+    refuses it): SpikingJelly's own code on the swapped node, with its numbers (and its error)."""
     node = neuron.ILIFNode(step_mode="m", store_v_seq=True)
-    patched, report = sj.patch(copy.deepcopy(node))
-    assert "tau=1.33" in report.replaced[0][3] and patched.fused_blocker == report.replaced[0][3]
+    patched, _ = sj.patch(copy.deepcopy(node))
     x = torch.randn(32, 2, 16) * 1.5
-    assert torch.equal(patched(x), node(x)) and torch.equal(patched.v_seq, node.v_seq) and op_calls == []
-    fast = neuron.ILIFNode(tau=2.0, step_mode="m")
-    patched, _ = sj.patch(copy.deepcopy(fast))
     xh = x.half()
-    assert torch.equal(patched(xh), fast(xh)) and torch.equal(patched.v, fast.v) and op_calls == []
-    for m in (fast, patched):
+    assert torch.equal(patched(xh), node(xh)) and torch.equal(patched.v, node.v) and op_calls == []
+    for m in (node, patched):
         m.reset()
+        m.v_threshold = -0.5
+    assert "v_threshold=-0.5" in patched.fused_blocker
+    for m in (node, patched):
+        with pytest.raises(ValueError, match="positive threshold"):
+            m(x)
+    assert op_calls == []
+    for m in (node, patched):
+        m.reset()
+        m.v_threshold = 1.0
         m.step_mode = "s"
-    assert torch.equal(torch.stack([patched(x[t]) for t in range(4)]), torch.stack([fast(x[t]) for t in range(4)]))
+    assert torch.equal(torch.stack([patched(x[t]) for t in range(4)]), torch.stack([node(x[t]) for t in range(4)]))
     assert op_calls == []
 
 
@@ -237,6 +243,18 @@ def test_ternary_nodes_are_spikingjellys_multi_step(sg_name, tau, decay_input, v
     patched = _compare_node(node, x, "ternary_lif", op_calls)
     s = patched(x)
     assert set(s.unique().tolist()) == {-1.0, 0.0, 1.0}
+
+
+def test_ternary_reset_changed_outside_the_thresholds_runs_spikingjellys_code(op_calls):
+    """SpikingJelly checks v_reset in (-v_th, v_th) when the node is built; a value set afterwards still runs
+    its code, which ops.ternary_lif refuses: the swapped node runs SpikingJelly's code and says why."""
+    node = neuron.TernaryLIFNode(tau=2.0, v_threshold=0.75, step_mode="m")
+    patched, _ = sj.patch(copy.deepcopy(node))
+    for m in (node, patched):
+        m.v_reset = 0.9
+    assert "v_reset=0.9" in patched.fused_blocker
+    x = torch.randn(16, 2, 8, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(patched(x), node(x)) and torch.equal(patched.v, node.v) and op_calls == []
 
 
 def test_ternary_float64_and_chunks(op_calls):

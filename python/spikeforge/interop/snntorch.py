@@ -277,16 +277,17 @@ _FORWARD_ONLY = ("custom_surrogate", "SSO", "SFS")
 
 
 def _spike_surrogate(nrn, grad: bool = True) -> Optional[tuple]:
-    """(surrogate, alpha, second parameter, detach) for the fused op: spike_grad's twin, or for surrogate_disable a
-    spike that carries no gradient (detach; the surrogate is then never evaluated into a gradient), or without
-    gradients (grad=False) any surrogate for a spike_grad whose forward is known. None: the loop must run it."""
+    """(surrogate, alpha, second parameter) for the fused op: spike_grad's twin, "disabled" for surrogate_disable
+    (snnTorch's _surrogate_bypass is a comparison: no gradient through the spike, the graded factor's own
+    gradient kept), or without gradients (grad=False) "disabled" for a spike_grad whose forward is known (only
+    its gradient has no twin, and no gradient is asked for). None: the loop must run it."""
     if nrn.spike_grad is _BYPASS:
-        return "straight_through", None, None, True
+        return "disabled", None, None
     twin = surrogate_of(nrn.spike_grad)
     if twin is not None:
-        return (*twin, False)
+        return twin
     if not grad and _factory(nrn.spike_grad) in _FORWARD_ONLY:
-        return "straight_through", None, None, False
+        return "disabled", None, None
     return None
 
 
@@ -326,8 +327,13 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
     for n, p in params.items():
         if not isinstance(p, Tensor) or not p.is_floating_point():
             return f"{n} is a {type(p).__name__}, not a floating-point tensor"
-    if sg[3] and (late or params["graded_spikes_factor"].requires_grad):
-        return "surrogate_disable=True with reset_delay=False or a learnable graded_spikes_factor"
+    if model == "Alpha":
+        # snnTorch's Alpha refuses these when built, but computes a later value (a learnt beta overtaking alpha)
+        # with a negative, infinite or NaN time constant; ops.alpha_neuron refuses them on every call
+        a, b = params["alpha"].detach().clamp(0, 1), params["beta"].detach().clamp(0, 1)
+        if bool((a <= b).any()) or bool((b == 1).any()):
+            return "alpha <= beta or beta == 1 somewhere (snnTorch's Alpha refuses them when built; ops.alpha_neuron " \
+                   "on every call)"
     dt = torch.float32 if x_seq is None else x_seq.dtype
     if dt in _HALF:
         # snnTorch keeps a Leaky membrane in float32 after its first reset operation (its R is float32, and the
@@ -405,7 +411,7 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     compute = torch.float32 if dt in _HALF else dt  # half: a Leaky whose membrane snnTorch keeps in float32
     x = x_seq.to(compute)
     inits = tuple(s.to(compute) for s in states)
-    surrogate, s_alpha, s_beta, detach = _spike_surrogate(nrn, _grad_wanted(model, nrn, x_seq, states))
+    surrogate, s_alpha, s_beta = _spike_surrogate(nrn, _grad_wanted(model, nrn, x_seq, states))
     mode, late = _update_mode(nrn), _resets_late(model, nrn)
     gsf = nrn.graded_spikes_factor
     plain = _plain_factor(gsf)
@@ -433,8 +439,6 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         spk = step.to(torch.float32)
         if not plain:
             spk = spk * gsf
-    if detach:  # surrogate_disable: snnTorch's spike has no gradient
-        spk = spk.detach()
     if T == 1:
         reset = nrn.mem_reset(states[-1])
     elif want_seq:

@@ -34,12 +34,10 @@ not fuse a float32 call (None when it does).
 Surrogates with a spikeforge twin (same gradient function): Sigmoid, ATan, Rect, PiecewiseQuadratic,
 PiecewiseExp, Erf, SoftSign (any alpha) and SuperSpike with alpha = 1 (SpikingJelly's SuperSpike is
 alpha / (|x| + 1)^2, spikeforge's alpha / (alpha |x| + 1)^2); the I-LIF's spiking MultiLevelSpikeCount(D)
-with its default gradient window [0, D]. An I-LIF fuses when tau is a power of two: SpikingJelly's
-multi-step I-LIF charges (1 - 1/tau) V + X, ops.ilif V - V/tau + X (its LIF charge), which round alike only
-then; with another tau (the default 4/3 among them) the swapped node runs SpikingJelly's code and says so.
-patch() refuses a node whose configuration
-never fuses (another surrogate, spiking=False, a tensor threshold, a subclass) with ValueError, or with
-on_unsupported="skip" leaves it in place with a warning and a report line. unpatch(model) restores the
+with its default gradient window [0, D]. The I-LIF charges as SpikingJelly's multi-step ILIFNode,
+(1 - 1/tau) V + X with its rounding, so every tau fuses (the default 4/3 included). patch() refuses a node
+whose configuration never fuses (another surrogate, spiking=False, a tensor threshold, a subclass) with
+ValueError, or with on_unsupported="skip" leaves it in place with a warning and a report line. unpatch(model) restores the
 SpikingJelly classes (for exporters that look classes up by exact type).
 """
 from __future__ import annotations
@@ -215,15 +213,11 @@ class ILIFNode(_FusedNode, _sjn.ILIFNode):
     def _fused_options(self) -> dict:
         D = _multi_level_count(self.surrogate_function)
         tau = _number(self.tau, "tau")
-        if not _ilif_charge_exact(tau):
-            # ops.ilif charges V - V / tau + X (SpikingJelly's LIF charge, and its single-step ilif_step);
-            # SpikingJelly's multi-step I-LIF computes (1 - 1 / tau) V + X, which rounds differently unless
-            # 1 / tau is a power of two (test_interop_spikingjelly's xfail names the case)
-            raise ValueError(f"tau={tau}: SpikingJelly's multi-step I-LIF charges (1 - 1/tau) V + X, ops.ilif "
-                             "V - V/tau + X; they round alike only for tau a power of two (2, 4, 8, ...)")
+        if not tau > 0.0:
+            raise ValueError(f"tau={tau}: ops.ilif takes a positive tau")
         vth = _number(self.v_threshold, "v_threshold")
-        if vth == 0.0:
-            raise ValueError("v_threshold=0 (S = H / v_threshold)")
+        if not vth > 0.0:  # SpikingJelly computes S = round(clamp(H / v_threshold, 0, D)) with any threshold
+            raise ValueError(f"v_threshold={vth}: ops.ilif takes a positive threshold")
         if not isinstance(self.detach_reset, bool):
             raise ValueError(f"detach_reset={self.detach_reset!r} is not a bool")
         return dict(D=D, tau=tau, v_threshold=vth, detach_reset=self.detach_reset)
@@ -247,16 +241,23 @@ def _multi_level_count(fn) -> int:
     return D
 
 
-def _ilif_charge_exact(tau: float) -> bool:
-    """(1 - 1/tau) V rounds like V - V/tau when 1/tau is a power of two: V/tau is then exact and both are the
-    one rounding of the same product (for V whose V/tau does not underflow)."""
-    m, e = math.frexp(tau)
-    return m == 0.5 and e >= 1
+def _check_ternary(node) -> None:
+    """SpikingJelly's ternary nodes check their threshold and reset when built; ops.ternary_lif checks them on
+    every call. A value changed afterwards runs SpikingJelly's code (ValueError here says why)."""
+    vth = _number(node.v_threshold, "v_threshold")
+    if not vth > 0.0:
+        raise ValueError(f"v_threshold={vth}: ops.ternary_lif takes a positive threshold")
+    v_reset = _number(node.v_reset, "v_reset", allow_none=True)
+    if v_reset is not None and not -vth < v_reset < vth:
+        raise ValueError(f"v_reset={v_reset} outside (-v_threshold, v_threshold): ops.ternary_lif refuses it")
 
 
 class TernaryIFNode(_FusedNode, _sjn.TernaryIFNode):
     """SpikingJelly's TernaryIFNode (spikes in {-1, 0, 1}); multi-step calls run spikeforge.ops.ternary_lif with
     tau=None and two_sided=True (SpikingJelly's gradient g'(H - v_th) + g'(-H - v_th))."""
+
+    def _check_own(self, x_seq=None):
+        _check_ternary(self)
 
     def _run(self, x_seq, v, return_v, opts):
         return ops.ternary_lif(x_seq, v, tau=None, two_sided=True, return_v=return_v, **opts)
@@ -266,7 +267,9 @@ class TernaryLIFNode(_FusedNode, _sjn.TernaryLIFNode):
     """SpikingJelly's TernaryLIFNode; multi-step calls run spikeforge.ops.ternary_lif with two_sided=True."""
 
     def _check_own(self, x_seq=None):
-        _number(self.tau, "tau")
+        _check_ternary(self)
+        if not _number(self.tau, "tau") > 0.0:
+            raise ValueError(f"tau={self.tau}: ops.ternary_lif takes a positive tau")
         if not isinstance(self.decay_input, bool):
             raise ValueError(f"decay_input={self.decay_input!r} is not a bool")
 
@@ -357,9 +360,7 @@ _ORIGINAL = {v: k for k, v in _DROP_INS.items()}
 
 
 def _never_fuses(m) -> Optional[str]:
-    """Why a node of a swappable class would never run the fused path (checked at patch time). An I-LIF whose tau
-    the kernel charges with other rounding is swapped and runs SpikingJelly's code (the report says why): that
-    is the kernel's to fix, not a configuration the op cannot express."""
+    """Why a node of a swappable class would never run the fused path (checked at patch time)."""
     try:
         if isinstance(m, _sjn.ILIFNode):
             _multi_level_count(m.surrogate_function)
