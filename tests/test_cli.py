@@ -78,6 +78,10 @@ def test_train_help_describes_every_option(capsys):
     (["bench", "neurons", "--json", "/nonexistent/dir/x.json", "--quick"], r"does not exist"),
     (["bench", "models", "--model", "resnet_nope", "--no-thp"], r"unknown model 'resnet_nope'"),
     (["bench", "psn", "--threads", "0", "--no-thp"], r"--threads"),
+    (["bench", "neurons", "--model", "lifx", "--quick", "--no-thp"], r"unknown model 'lifx' \(did you mean 'lif'\?\)"),
+    (["bench", "neurons", "--model", "psn", "--quick", "--no-thp"], r"unknown model 'psn'.*leaky"),
+    (["bench", "neurons", "--model", "", "--no-thp"], r"unknown model ''"),
+    (["bench", "neurons", "--model"], r"--model: expected one argument"),
 ])
 def test_one_line_errors(capsys, argv, match):
     _one_line_error(capsys, *argv, match=match)
@@ -182,3 +186,58 @@ def test_main_job_quick_table_summary_and_json(capsys, tmp_path, monkeypatch):
 
     d = json.loads(out_json.read_text())
     assert d["rows"][0]["cells"]["spikeforge"]["ms"] > 0 and d["summary"].startswith("In short")
+
+
+def _main_job_json(capsys, tmp_path, *argv):
+    import json
+
+    out_json = tmp_path / "main.json"
+    rc, out, err = _run(capsys, "bench", "neurons", "--quick", "--no-thp", "--threads", "1", *argv,
+                        "--json", str(out_json))
+    assert rc == 0, err
+    assert "Traceback" not in err
+    return out, json.loads(out_json.read_text())
+
+
+@pytest.mark.parametrize("model", ["ilif", "ternary", "alif"])
+def test_main_job_models_of_the_spikingjelly_family(capsys, tmp_path, model):
+    """--model: spikeforge against the PyTorch loop and SpikingJelly's node where it has the model, the spikes
+    checked bit for bit, the roofline's values named."""
+    out, d = _main_job_json(capsys, tmp_path, "--model", model)
+    lines = out.splitlines()
+    assert lines[0].startswith("spikeforge bench neurons: ") and "one training step" in lines[0]
+    assert d["model"] == model and d["traffic"]["values_per_element_step"] >= 5 and d["traffic"]["which"]
+    assert f"the {d['traffic']['values_per_element_step']} values: forward reads x" in out
+    cells = d["rows"][0]["cells"]
+    assert cells["spikeforge"]["ms"] > 0 and cells["reference"]["same_spikes"] is True
+    assert 0.02 < d["rows"][0]["firing_rate"] < 0.98
+    if model == "alif":
+        assert "spikingjelly" not in cells and "no peer library has this model" in out
+    elif "spikingjelly" in cells and "ms" in cells["spikingjelly"]:
+        assert cells["spikingjelly"]["same_spikes"] is True and "spikes differ" not in out
+
+
+@pytest.mark.parametrize("model,cls", [("leaky", "Leaky"), ("alpha", "Alpha")])
+def test_main_job_snntorch_models_through_the_drop_in(capsys, tmp_path, model, cls):
+    """snnTorch's model with its defaults: its own per-step loop and the same module patched with
+    spikeforge.interop.snntorch, both with spikeforge's spikes; the drop-in line compares the two."""
+    pytest.importorskip("snntorch")
+    out, d = _main_job_json(capsys, tmp_path, "--model", model)
+    cells = d["rows"][0]["cells"]
+    for key in ("reference", "snntorch", "snntorch_patched"):
+        assert cells[key]["same_spikes"] is True and cells[key]["ms"] > 0, (key, cells[key])
+    assert f"snnTorch's own {cls} module patched with spikeforge.interop.snntorch is " in out
+    assert "with the same spikes." in out and d["drop_in"].endswith("with the same spikes.")
+    assert "patched" in out.splitlines()[2]  # its own column
+
+
+def test_main_job_model_without_its_peer_installed(capsys, tmp_path, monkeypatch):
+    from spikeforge.cli import bench_neurons
+
+    monkeypatch.setattr(bench_neurons.bc, "dist_version", lambda name: None)  # as if no peer were installed
+    out, d = _main_job_json(capsys, tmp_path, "--model", "synaptic")
+    cells = d["rows"][0]["cells"]
+    assert cells["snntorch"]["status"].startswith("not installed")
+    assert cells["snntorch_patched"]["status"].startswith("not installed")
+    assert "snnTorch: not installed, so not compared (pip install snntorch adds it)" in out
+    assert "patched" not in out.splitlines()[2] and d["drop_in"] is None

@@ -1,29 +1,39 @@
-"""``spikeforge bench neurons``, the main job: one training step (forward + backward) of a layer of LIF
+"""``spikeforge bench neurons``, the main job: one training step (forward + backward) of a layer of spiking
 neurons, spikeforge's fused kernel against a plain PyTorch loop and the peer libraries that are installed,
-in about a minute. The full comparison (both backward modes, forward-only times, per-call overhead,
-torch.compile at every T, JSON and plots) is ``spikeforge bench neurons --full`` (bench/bench_neurons.py).
+in about a minute. ``--model`` picks the neuron (LIF by default; IF, PLIF, ALIF, I-LIF, ternary, and
+snnTorch's Leaky, Synaptic and Alpha, these also through spikeforge.interop.snntorch's drop-in). The full
+comparison (both backward modes, forward-only times, per-call overhead, torch.compile at every T, JSON and
+plots) is ``spikeforge bench neurons --full`` (bench/bench_neurons.py).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
 from . import benchcore as bc
-from ._common import UsageError, check_output_path, positive_float, positive_int
+from ._common import UsageError, check_output_path, positive_float, positive_int, unknown_name
 
-HELP = "the main job: fused LIF neurons against a PyTorch loop and the peer libraries (about a minute)"
+HELP = ("the main job: fused LIF neurons (--model: another) against a PyTorch loop and the peer libraries "
+        "(about a minute)")
 DESCRIPTION = """\
-Times one training step (forward + backward through time) of N LIF neurons over T time steps: spikeforge's
-fused kernel against the same neuron written as a plain PyTorch loop, SpikingJelly and snnTorch (when
-installed) and torch.compile of the loop (when its compiled kernels are cached: a cold compile takes from
-20 s to minutes on a small CPU; --compile compiles anyway). Medians of repeated runs, all contenders
-timed round-robin in one process. How it is measured: docs/benchmarks.md."""
+Times one training step (forward + backward through time) of N spiking neurons over T time steps:
+spikeforge's fused kernel against the same neuron written as a plain PyTorch loop, the peer libraries that
+have the model (SpikingJelly, snnTorch; when installed) and torch.compile of the loop (when its compiled
+kernels are cached: a cold compile takes from 20 s to minutes on a small CPU; --compile compiles anyway).
+Every contender's spikes are checked against spikeforge's. Medians of repeated runs, all contenders timed
+round-robin in one process. How it is measured: docs/benchmarks.md.
+
+--model (default lif): lif, if, plif, alif, ilif, ternary (SpikingJelly's family), leaky, synaptic, alpha
+(snnTorch's models with its defaults; these are also timed as snnTorch's own module patched with
+spikeforge.interop.snntorch, against snnTorch's per-step loop)."""
 
 TAU, V_TH, V_RESET, ALPHA = 2.0, 1.0, 0.0, 4.0  # SpikingJelly's LIF defaults, spikeforge's too
 OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False,
@@ -55,42 +65,51 @@ def add_arguments(p) -> None:
                         "PyTorch's huge pages and glibc malloc keeping freed memory, the settings docs/benchmarks.md "
                         "recommends for CPU training; they speed up every contender, the eager loops most)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
+    p.add_argument("--model", type=model_name, default="lif", metavar="{" + ",".join(MODELS) + "}",
+                   help="the neuron model (default: %(default)s); snnTorch's leaky / synaptic / alpha with its "
+                        "defaults, also through spikeforge.interop.snntorch")
+
+
+def model_name(text: str) -> str:
+    """argparse type of --model: one of MODELS (any case), else a one-line error naming the choices."""
+    name = text.strip().lower()
+    if name not in MODELS:
+        raise argparse.ArgumentTypeError(str(unknown_name("model", text, MODELS)))
+    return name
 
 
 # ------------------------------------------------------------------------------------------------
-# contenders: each builds f(x) -> spikes; forward + backward is autograd.grad(f(x), x, grad)
+# contenders: each builder returns (f, leaves): f(x [T, n]) -> spikes [T, n]; forward + backward is
+# autograd.grad(f(x), [x, *leaves], grad), leaves being the model's learnable parameters (PLIF's w)
 # ------------------------------------------------------------------------------------------------
-def _spikeforge():
-    from .. import ops
-
-    return lambda x: ops.lif(x, **OPTIONS)[0]
-
-
-def _reference():
-    from .. import reference
-
-    return lambda x: reference.lif(x, **OPTIONS)[0]
+@dataclass(frozen=True)
+class Contender:
+    key: str
+    label: str
+    build: Callable
+    why: Optional[str] = None   # why it is absent (not installed), else None
+    dist: Optional[str] = None  # the pip distribution of a peer
+    same_model: bool = True     # computes the model spikeforge computes, so the spikes must be the same
 
 
-def _compiled():
-    torch._dynamo.reset()  # one graph per row: no recompilation limit, no dynamic shapes
-    return torch.compile(_reference(), dynamic=False)
+def _spikingjelly_node(make: Callable) -> Callable:
+    """A builder for a SpikingJelly node, multi-step, reset before each call (a fresh sequence)."""
+    def build():
+        logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # SJ probes for Triton at import
+        from spikingjelly.activation_based import neuron, surrogate
+
+        node = make(neuron, surrogate)
+
+        def run(x):
+            node.to(x.device)
+            node.reset()
+            return node(x)
+        return run, [p for p in node.parameters() if p.requires_grad]
+    return build
 
 
-def _spikingjelly():
-    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # SJ probes for Triton at import
-    from spikingjelly.activation_based import neuron, surrogate
-
-    node = neuron.LIFNode(tau=TAU, decay_input=True, v_threshold=V_TH, v_reset=V_RESET, detach_reset=False,
-                          surrogate_function=surrogate.Sigmoid(alpha=ALPHA), step_mode="m")
-
-    def run(x):
-        node.reset()
-        return node(x)
-    return run
-
-
-def _snntorch():
+def _snntorch_lif():
+    """snnTorch's Leaky as close to the LIF as it gets (its input is unscaled and its reset one step late)."""
     import snntorch as snn
     from snntorch import surrogate
 
@@ -105,20 +124,183 @@ def _snntorch():
             s, mem = leaky(x[t], mem)
             out.append(s)
         return torch.stack(out)
-    return run
+    return run, []
+
+
+def _snntorch_module(make: Callable, patched: bool) -> Callable:
+    """A builder for a snnTorch module built with its defaults (init_hidden=False: a call returns the spikes
+    and the states). patched=False: snnTorch's own per-step loop, one call per step as its tutorials write it;
+    True: the same module patched with spikeforge.interop.snntorch (step_mode "m"), one call per sequence.
+    x [T, n] is run as [T, 1, n] (a batch of one sample of n neurons)."""
+    def build():
+        import snntorch as snn
+
+        module = make(snn)
+        if patched:
+            from ..interop import snntorch as sfs
+
+            sfs.patch(module, step_mode="m")
+
+        def run(x):
+            module.to(x.device)
+            module.reset_mem()
+            x3 = x.unsqueeze(1)
+            if patched:
+                return module(x3)[0].reshape(x.shape)
+            return torch.stack([module(x3[t])[0] for t in range(x.shape[0])]).reshape(x.shape)
+        return run, [p for p in module.parameters() if p.requires_grad]
+    return build
+
+
+@dataclass(frozen=True)
+class Model:
+    """One --model: what spikeforge runs, its PyTorch loop, the peers that have it, and its traffic."""
+    name: str
+    title: str           # the first line: "LIF neurons"
+    options: dict        # the configuration timed (JSON)
+    op: Callable         # builder of spikeforge's fused op
+    reference: Callable  # builder of the same neuron as a plain PyTorch loop (spikeforge.reference)
+    peers: tuple         # ((key, dist, label, builder, same_model), ...)
+    states: str          # what the recomputing backward rebuilds from x, in words
+    saved: tuple         # the values per neuron and step the forward saves when the backward does not recompute
+    reads_x: bool = False  # the backward reads x besides the saved values (ops.neuron's _reads_x)
+    drive: tuple = (1.0, 0.0)  # x = scale * randn + shift: membranes crossing the threshold often
+
+
+def _fn(call: Callable, leaves: Callable = lambda: []) -> Callable:
+    """A builder from call(x, *leaves) -> spikes."""
+    def build():
+        ls = leaves()
+        return (lambda x: call(x, *ls)), ls
+    return build
+
+
+def _plif_w():
+    return [torch.zeros((), requires_grad=True)]  # SpikingJelly's init_tau = 2: w = -ln(tau - 1) = 0
+
+
+IF_OPTIONS = dict(v_threshold=V_TH, v_reset=V_RESET, detach_reset=False, surrogate="sigmoid", alpha=ALPHA)
+PLIF_OPTIONS = dict(decay_input=True, **IF_OPTIONS)
+ALIF_OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=None, beta_a=1.8, rho=0.9, decay_input=True,
+                    detach_reset=False, surrogate="sigmoid", alpha=ALPHA)  # ops.alif's defaults
+ILIF_OPTIONS = dict(D=4, tau=4.0 / 3.0, v_threshold=V_TH, decay_input=False, detach_reset=False)  # SJ's ILIFNode
+TERNARY_OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False,
+                       surrogate="sigmoid", alpha=ALPHA, two_sided=True)  # SpikingJelly's TernaryLIFNode
+LEAKY_OPTIONS = dict(beta=0.9)  # snnTorch's defaults otherwise: threshold 1, subtract reset, atan(alpha=2)
+SYNAPTIC_OPTIONS = dict(alpha=0.9, beta=0.8)
+ALPHA_OPTIONS = dict(alpha=0.9, beta=0.8)  # Alpha's default reset is "zero"
+
+
+def _ops():
+    from .. import ops
+
+    return ops
+
+
+def _ref():
+    from .. import reference
+
+    return reference
+
+
+_SJ, _SNN = ("spikingjelly", "spikingjelly", "SpikingJelly"), ("snntorch", "snntorch", "snnTorch")
+_SNN_PATCHED = ("snntorch_patched", "snntorch", "snnTorch")  # label: "snnTorch <version> patched"
+_SNN_DEFAULTS = "snnTorch's defaults otherwise: threshold 1, atan surrogate (alpha 2), init_hidden=False"
+MODELS: dict[str, Model] = {m.name: m for m in (
+    Model("lif", "LIF neurons", OPTIONS,
+          _fn(lambda x: _ops().lif(x, **OPTIONS)[0]), _fn(lambda x: _ref().lif(x, **OPTIONS)[0]),
+          ((*_SJ, _spikingjelly_node(lambda n, sg: n.LIFNode(
+              tau=TAU, decay_input=True, v_threshold=V_TH, v_reset=V_RESET, detach_reset=False,
+              surrogate_function=sg.Sigmoid(alpha=ALPHA), step_mode="m")), True),
+           (*_SNN, _snntorch_lif, False)),
+          "H", ("H",)),
+    Model("if", "IF neurons", IF_OPTIONS,
+          _fn(lambda x: _ops().if_neuron(x, **IF_OPTIONS)[0]), _fn(lambda x: _ref().if_neuron(x, **IF_OPTIONS)[0]),
+          ((*_SJ, _spikingjelly_node(lambda n, sg: n.IFNode(
+              v_threshold=V_TH, v_reset=V_RESET, detach_reset=False, surrogate_function=sg.Sigmoid(alpha=ALPHA),
+              step_mode="m")), True),),
+          "H", ("H",), drive=(0.5, 0.1)),
+    Model("plif", "PLIF neurons (learnable tau, w = 0: tau 2)", dict(w=0.0, **PLIF_OPTIONS),
+          _fn(lambda x, w: _ops().plif(x, w, **PLIF_OPTIONS)[0], _plif_w),
+          _fn(lambda x, w: _ref().plif(x, w, **PLIF_OPTIONS)[0], _plif_w),
+          ((*_SJ, _spikingjelly_node(lambda n, sg: n.ParametricLIFNode(
+              init_tau=2.0, decay_input=True, v_threshold=V_TH, v_reset=V_RESET, detach_reset=False,
+              surrogate_function=sg.Sigmoid(alpha=ALPHA), step_mode="m")), True),),
+          "H", ("H",), reads_x=True, drive=(1.0, 0.5)),
+    Model("alif", "ALIF neurons (adaptive threshold)", ALIF_OPTIONS,
+          _fn(lambda x: _ops().alif(x, **ALIF_OPTIONS)[0]), _fn(lambda x: _ref().alif(x, **ALIF_OPTIONS)[0]),
+          (), "H and the threshold B", ("H", "B[t-1]"), drive=(1.0, 0.5)),
+    Model("ilif", "I-LIF neurons (integer spikes 0..4, SpikingJelly's ILIFNode: tau 4/3)", ILIF_OPTIONS,
+          _fn(lambda x: _ops().ilif(x, **ILIF_OPTIONS)[0]), _fn(lambda x: _ref().ilif(x, **ILIF_OPTIONS)[0]),
+          ((*_SJ, _spikingjelly_node(lambda n, sg: n.ILIFNode(step_mode="m")), True),),
+          "H", ("H",), drive=(1.5, 0.5)),
+    Model("ternary", "ternary-spike LIF neurons (SpikingJelly's TernaryLIFNode)", TERNARY_OPTIONS,
+          _fn(lambda x: _ops().ternary_lif(x, **TERNARY_OPTIONS)[0]),
+          _fn(lambda x: _ref().ternary_lif(x, **TERNARY_OPTIONS)[0]),
+          ((*_SJ, _spikingjelly_node(lambda n, sg: n.TernaryLIFNode(step_mode="m")), True),),
+          "H", ("H",), drive=(1.5, 0.0)),
+    Model("leaky", "snnTorch Leaky neurons (beta 0.9, subtract reset; " + _SNN_DEFAULTS + ")", LEAKY_OPTIONS,
+          _fn(lambda x: _ops().leaky(x, **LEAKY_OPTIONS)[0]), _fn(lambda x: _ref().leaky(x, **LEAKY_OPTIONS)[0]),
+          ((*_SNN, _snntorch_module(lambda snn: snn.Leaky(**LEAKY_OPTIONS), False), True),
+           (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Leaky(**LEAKY_OPTIONS), True), True)),
+          "the membrane", ("U", "U after the reset"), drive=(0.5, 0.3)),
+    Model("synaptic", "snnTorch Synaptic neurons (alpha 0.9, beta 0.8, subtract reset; " + _SNN_DEFAULTS + ")",
+          SYNAPTIC_OPTIONS,
+          _fn(lambda x: _ops().synaptic(x, **SYNAPTIC_OPTIONS)[0]),
+          _fn(lambda x: _ref().synaptic(x, **SYNAPTIC_OPTIONS)[0]),
+          ((*_SNN, _snntorch_module(lambda snn: snn.Synaptic(**SYNAPTIC_OPTIONS), False), True),
+           (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Synaptic(**SYNAPTIC_OPTIONS), True), True)),
+          "the membrane and the synaptic current", ("U", "U after the reset", "I"), drive=(0.25, 0.05)),
+    Model("alpha", "snnTorch Alpha neurons (alpha 0.9, beta 0.8, zero reset; " + _SNN_DEFAULTS + ")",
+          ALPHA_OPTIONS,
+          _fn(lambda x: _ops().alpha_neuron(x, **ALPHA_OPTIONS)[0]),
+          _fn(lambda x: _ref().alpha_neuron(x, **ALPHA_OPTIONS)[0]),
+          ((*_SNN, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), False), True),
+           (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), True), True)),
+          "the membrane and both synaptic currents", ("U", "E", "I"), reads_x=True, drive=(1.0, 1.0)),
+)}
+
+
+def _compiled(model: Model):
+    def build():
+        torch._dynamo.reset()  # one graph per row: no recompilation limit, no dynamic shapes
+        f, leaves = model.reference()
+        return torch.compile(f, dynamic=False), leaves
+    return build
 
 
 def contenders(args) -> list:
-    """(key, label, builder, why it is absent or None) in table order."""
-    rows = [("spikeforge", "spikeforge", _spikeforge, None), ("reference", "PyTorch loop", _reference, None)]
+    """The Contenders of args.model in table order (peers that are not installed carry why)."""
+    model = MODELS[getattr(args, "model", "lif")]
+    rows = [Contender("spikeforge", "spikeforge", model.op), Contender("reference", "PyTorch loop", model.reference)]
     if not args.no_peers:
-        for key, dist, label, build in (("spikingjelly", "spikingjelly", "SpikingJelly", _spikingjelly),
-                                        ("snntorch", "snntorch", "snnTorch", _snntorch)):
+        for key, dist, label, build, same in model.peers:
             version = bc.dist_version(dist)
             why = None if version and bc.installed(dist) else f"not installed (pip install {dist})"
-            rows.append((key, f"{label} {version}" if version else label, build, why))
-    rows.append(("torch.compile", "torch.compile(loop)", _compiled, None))
+            label = f"{label} {version}" if version else label
+            if key == "snntorch_patched":
+                label += " patched"
+            rows.append(Contender(key, label, build, why, dist, same))
+    rows.append(Contender("torch.compile", "torch.compile(loop)", _compiled(model)))
     return rows
+
+
+def traffic(model: Model, device: torch.device) -> tuple[int, str]:
+    """(values per neuron and step that one training step must move at least, which ones): the roofline of
+    the fused op as it runs on this device. With the recomputing backward (ops.neuron.default_recompute, the
+    CPU default) the states stay in registers and only x is read again; with saved values the forward writes
+    them and the backward reads them back (and x too where the backward needs it)."""
+    from ..ops import neuron as ops_neuron
+
+    if ops_neuron.default_recompute.get(device.type, False):
+        return BYTES_PER_ELEMENT_STEP, (f"forward reads x and writes the spikes; backward reads the spikes' "
+                                        f"gradient and x (it recomputes {model.states} from x) and writes x's "
+                                        "gradient")
+    n = len(model.saved)
+    names = ", ".join(model.saved)
+    return 4 + 2 * n + int(model.reads_x), (
+        f"forward reads x and writes the spikes and {n} saved value{'s' if n > 1 else ''} ({names}); backward "
+        f"reads the spikes' gradient, the saved values{' and x' if model.reads_x else ''} and writes x's gradient")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,12 +311,13 @@ def _cache_file() -> str:
     return os.path.join(root, "spikeforge", "bench_neurons_compiled.json")
 
 
-def _compile_key(T: int, n: int, device: torch.device) -> str:
+def _compile_key(T: int, n: int, device: torch.device, model: str = "lif") -> str:
     # the compiled graph's cache entries depend on torch and on where the traced code lives (another install
     # of spikeforge compiles afresh), so both are part of the key
     from .. import reference
 
-    return f"torch {torch.__version__} {os.path.dirname(reference.__file__)} {device.type} lif T={T} n={n} float32"
+    return (f"torch {torch.__version__} {os.path.dirname(reference.__file__)} {device.type} {model} T={T} n={n} "
+            "float32")
 
 
 def _inductor_cache() -> Optional[str]:
@@ -201,42 +384,61 @@ class _Progress:
 # ------------------------------------------------------------------------------------------------
 # one row (one T)
 # ------------------------------------------------------------------------------------------------
-def _fwd_bwd(f: Callable, x: torch.Tensor, g: torch.Tensor):
-    return lambda: torch.autograd.grad(f(x), [x], g)
+def _fwd_bwd(f: Callable, x: torch.Tensor, leaves: list, g: torch.Tensor):
+    return lambda: torch.autograd.grad(f(x), [x, *leaves], g)
+
+
+def _spikes(f: Callable, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return f(x).detach()
 
 
 def run_row(T: int, n: int, device: torch.device, rows: list, args, timer: bc.Timer, bw: bc.Bandwidth,
-            progress: _Progress) -> dict:
+            progress: _Progress, model: Optional[Model] = None) -> dict:
+    model = model or MODELS["lif"]
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(T, n, generator=gen).to(device).requires_grad_(True)
+    scale, shift = model.drive
+    x = (torch.randn(T, n, generator=gen) * scale + shift).to(device).requires_grad_(True)
     g = torch.randn(T, n, generator=gen).to(device)
     compiled = _compiled_before()
     out = {"T": T, "n": n, "cells": {}}
-    fns = {}
-    for key, label, build, why in rows:
-        cell = out["cells"][key] = {"label": label}
-        if why:
-            cell["status"] = why
+    fns, spikes = {}, {}
+    for c in rows:
+        cell = out["cells"][c.key] = {"label": c.label}
+        if c.why:
+            cell["status"] = c.why
             continue
-        if key == "torch.compile" and not args.compile:
-            if _compile_key(T, n, device) not in compiled:
+        if c.key == "torch.compile" and not args.compile:
+            if _compile_key(T, n, device, model.name) not in compiled:
                 cell["status"] = "not cached"
                 continue
             if args.compile_spent_s > COMPILE_BUDGET_S:  # the cache did not serve the earlier rows
                 cell["status"] = "not timed (compiling was slow)"
                 continue
         try:
-            f = build()
-            if key == "torch.compile":  # compile outside the timing; the warm-up of side_by_side follows
+            f, leaves = c.build()
+            if c.key == "torch.compile":  # compile outside the timing; the warm-up of side_by_side follows
                 progress.update(f"T={T}: compiling the loop")
                 t0 = time.perf_counter()
-                _fwd_bwd(f, x, g)()
+                _fwd_bwd(f, x, leaves, g)()
                 cell["compile_s"] = time.perf_counter() - t0
                 args.compile_spent_s += cell["compile_s"]
-                _remember_compile(_compile_key(T, n, device), cell["compile_s"])
-            fns[key] = _fwd_bwd(f, x, g)
+                _remember_compile(_compile_key(T, n, device, model.name), cell["compile_s"])
+            # the spikes of every contender against spikeforge's, bit for bit, before any timing
+            progress.update(f"T={T}: checking {c.label}")
+            s = _spikes(f, x)
+            if c.key == "spikeforge":
+                spikes["spikeforge"] = s
+                out["firing_rate"] = float((s != 0).float().mean())
+            elif "spikeforge" in spikes:
+                cell["same_spikes"] = bool(s.shape == spikes["spikeforge"].shape
+                                           and torch.equal(s.to(spikes["spikeforge"].dtype), spikes["spikeforge"]))
+                cell["same_model"] = c.same_model
+            del s
+            fns[c.key] = _fwd_bwd(f, x, leaves, g)
         except Exception as e:  # noqa: BLE001 - a contender that fails is reported, not fatal
             cell["status"] = f"failed: {bc.error_text(e, 80)}"
+    spikes.clear()
     fns["copy"] = bw.fn
     # a slow contender (an eager loop at T=32 on a busy machine: seconds per step) gets 2 timed steps, so the
     # main job stays near a minute there too
@@ -254,15 +456,21 @@ def run_row(T: int, n: int, device: torch.device, rows: list, args, timer: bc.Ti
     for cell in out["cells"].values():
         if cell.get("ms") and sf:
             cell["x_spikeforge"] = cell["ms"] / sf
-    out["bytes"] = BYTES_PER_ELEMENT_STEP * 4 * T * n
+    values, _ = traffic(model, device)
+    out["bytes"] = values * 4 * T * n
     return out
+
+
+def _differs(cell: dict) -> bool:
+    """A contender computing spikeforge's model whose spikes are not spikeforge's (a finding, flagged)."""
+    return cell.get("same_model", False) and cell.get("same_spikes") is False
 
 
 def _cell(cell: dict, key: str) -> str:
     if key == "spikeforge":
         return f"{cell['ms']:.2f} ms" if cell.get("ms") else cell.get("status", "n/a")
     if cell.get("x_spikeforge"):
-        return f"{cell['x_spikeforge']:.1f}x"
+        return f"{cell['x_spikeforge']:.1f}x" + (" (spikes differ)" if _differs(cell) else "")
     return cell.get("status", "n/a")
 
 
@@ -296,6 +504,22 @@ def summary_line(results: list, labels: dict) -> str:
             + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + ".")
 
 
+def drop_in_line(results: list, model: Model) -> Optional[str]:
+    """snnTorch's own module, patched, against snnTorch's per-step loop (None when either did not run)."""
+    xs, same = [], True
+    for r in results:
+        own, patched = r["cells"].get("snntorch", {}), r["cells"].get("snntorch_patched", {})
+        if own.get("ms") and patched.get("ms"):
+            xs.append(own["ms"] / patched["ms"])
+            same = same and patched.get("same_spikes") is True and own.get("same_spikes") is True
+    if not xs:
+        return None
+    cls = {"leaky": "Leaky", "synaptic": "Synaptic", "alpha": "Alpha"}[model.name]
+    return (f"snnTorch's own {cls} module patched with spikeforge.interop.snntorch is "
+            f"{_versus(xs, 'its per-step loop in snnTorch')}, "
+            + ("with the same spikes." if same else "BUT THE SPIKES DIFFER (a bug: please report it)."))
+
+
 def check_args(args) -> None:
     """The checks that need no measurement (before the run restarts itself with other memory settings)."""
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -312,10 +536,11 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     Ts = args.T or ([4] if args.quick else [4, 8, 32])
     n = args.n or ((1 << 14) if args.quick else ((1 << 22) if device.type == "cuda" else (1 << 20)))
+    model = MODELS[getattr(args, "model", "lif")]
     rows = contenders(args)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{bc.cpu_model()}, {torch.get_num_threads()} threads"
-    print(f"spikeforge bench neurons: LIF neurons, one training step (forward + backward) of {n:,} neurons "
+    print(f"spikeforge bench neurons: {model.title}, one training step (forward + backward) of {n:,} neurons "
           f"x T steps, float32, on {machine}", flush=True)
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # before this run adds to it
@@ -327,15 +552,15 @@ def run(args) -> int:
     results = []
     try:
         for T in Ts:
-            results.append(run_row(T, n, device, rows, args, timer, bw, progress))
+            results.append(run_row(T, n, device, rows, args, timer, bw, progress, model))
     finally:
         progress.close()
-    labels = {key: label for key, label, _, _ in rows}
+    labels = {c.key: c.label for c in rows}
     from ..tools._text import format_table
 
     # peers that are not installed get a note instead of a column
-    absent = [k for k, _, _, why in rows if why]
-    shown = [k for k, _, _, why in rows[1:] if not why]
+    absent = [c for c in rows if c.why]
+    shown = [c.key for c in rows[1:] if not c.why]
     head = ["T", "spikeforge", "% of memory bw"] + [labels[k] for k in shown]
     table = []
     for r in results:
@@ -347,16 +572,38 @@ def run(args) -> int:
     print(format_table(head, table))
     print()
     print(summary_line(results, labels))
+    drop_in = drop_in_line(results, model) if "snntorch_patched" in labels else None
+    if drop_in:
+        print(drop_in)
+    values, which = traffic(model, device)
     notes = ["columns after the first two: how many times longer the contender takes than spikeforge "
              "(> 1: spikeforge is faster); ratios depend on the CPU / GPU and on what else runs on it",
-             f"% of memory bw: spikeforge's minimum traffic ({BYTES_PER_ELEMENT_STEP} x 4 bytes per neuron and "
-             f"step) over the {bw.gbps or 0:.1f} GB/s of a memory copy measured in this run"]
+             f"% of memory bw: spikeforge's minimum traffic ({values} x 4 bytes per neuron and "
+             f"step) over the {bw.gbps or 0:.1f} GB/s of a memory copy measured in this run"
+             + ("" if model.name == "lif" else f"; the {values} values: {which}")]
     if absent:
-        notes.append(f"{' and '.join(labels[k] for k in absent)}: not installed, so not compared (pip install "
-                     f"{' '.join(k for k in absent)} adds {'them' if len(absent) > 1 else 'it'})")
-    if "snntorch" in labels and any(r["cells"]["snntorch"].get("ms") for r in results):
+        dists = list(dict.fromkeys(c.dist for c in absent))
+        names = list(dict.fromkeys(labels[c.key].replace(" patched", "") for c in absent))
+        notes.append(f"{' and '.join(names)}: not installed, so not compared (pip install "
+                     f"{' '.join(dists)} adds {'them' if len(dists) > 1 else 'it'})")
+    if not model.peers:
+        notes.append(f"no peer library has this model ({model.title}): compared with the PyTorch loop only")
+    if model.name == "lif" and "snntorch" in labels and any(r["cells"]["snntorch"].get("ms") for r in results):
         notes.append("snnTorch's Leaky differs slightly (unscaled input, reset one step late): same cost, "
                      "not the same spikes")
+    if "snntorch_patched" in labels and any(r["cells"]["snntorch_patched"].get("ms") for r in results):
+        notes.append(f"{labels['snntorch_patched']}: the same snnTorch module after "
+                     "spikeforge.interop.snntorch.patch(module, step_mode='m'), one call per sequence instead of "
+                     "one per step")
+    if model.name != "lif":
+        checked = [labels[k] for k in shown if any("same_spikes" in r["cells"][k] for r in results)]
+        if checked:
+            notes.append(f"firing rate {results[0].get('firing_rate', 0):.2f}; spikes checked bit for bit against "
+                         f"spikeforge's: {', '.join(checked)}")
+    differ = sorted({labels[k] for r in results for k in shown if _differs(r["cells"][k])})
+    if differ:
+        notes.append(f"spikes differ from spikeforge's for {', '.join(differ)}, which compute(s) the same model: "
+                     "a bug, please report it")
     if any(r["cells"]["torch.compile"].get("status", "").startswith("not timed") for r in results):
         notes.append(f"torch.compile: its cached kernels did not serve this run (compiling took "
                      f"{args.compile_spent_s:.0f} s), so the larger T were not compiled; --compile compiles them")
@@ -386,10 +633,12 @@ def run(args) -> int:
         print(f"  - {line}")
     print(f"  ({wall:.0f} s)")
     if args.json:
-        data = {"benchmark": "neurons (main job)", "device": str(device), "machine": machine,
+        data = {"benchmark": "neurons (main job)", "model": model.name, "device": str(device), "machine": machine,
                 "memory_settings": {k: os.environ.get(k) for k in (bc.THP_ENV, *bc.MALLOC_ENV)},
-                "torch": torch.__version__, "threads": torch.get_num_threads(), "options": OPTIONS,
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "options": model.options,
+                "traffic": {"values_per_element_step": values, "bytes_per_value": 4, "which": which},
                 "n": n, "copy_gbps": bw.gbps, "rows": results, "summary": summary_line(results, labels),
+                "drop_in": drop_in,
                 "load_average_start": load_start,
                 "run_time_s": wall}
         with open(args.json, "w", encoding="utf-8") as f:

@@ -37,8 +37,8 @@ alpha / (|x| + 1)^2, spikeforge's alpha / (alpha |x| + 1)^2); the I-LIF's spikin
 with its default gradient window [0, D]. The I-LIF charges as SpikingJelly's multi-step ILIFNode,
 (1 - 1/tau) V + X with its rounding, so every tau fuses (the default 4/3 included). patch() refuses a node
 whose configuration never fuses (another surrogate, spiking=False, a tensor threshold, a subclass) with
-ValueError, or with on_unsupported="skip" leaves it in place with a warning and a report line. unpatch(model) restores the
-SpikingJelly classes (for exporters that look classes up by exact type).
+ValueError, or with on_unsupported="skip" leaves it in place with a warning and a report line.
+unpatch(model) restores the SpikingJelly classes (for exporters that look classes up by exact type).
 """
 from __future__ import annotations
 
