@@ -166,6 +166,20 @@ def _compare_node(node, x, op, calls, fires=lambda s: s != 0):
     return patched
 
 
+@pytest.mark.parametrize("kind,tau,decay_input,v_reset", [
+    ("lif", 3.0, True, 0.0), ("lif", 1.7, False, 0.0), ("lif", 2.3, True, None), ("plif", 3.0, True, 0.0),
+    ("plif", 1.3, False, None), ("if", None, None, 0.0)])
+def test_lif_family_is_spikingjellys_at_any_tau(kind, tau, decay_input, v_reset, op_calls):
+    """Random inputs and taus whose 1/tau is not a power of two: the fused ops do SpikingJelly's arithmetic, so
+    spikes and membranes are its own bit for bit."""
+    kw = dict(v_reset=v_reset, surrogate_function=surrogate.ATan(), step_mode="m")
+    node = {"lif": lambda: neuron.LIFNode(tau=tau, decay_input=decay_input, **kw),
+            "plif": lambda: neuron.ParametricLIFNode(init_tau=tau, decay_input=decay_input, **kw),
+            "if": lambda: neuron.IFNode(**kw)}[kind]()
+    x = torch.randn(48, 3, 32, generator=torch.Generator().manual_seed(5)) * 1.5 + 0.6
+    _compare_node(node, x, {"lif": "lif", "plif": "plif", "if": "if_neuron"}[kind], op_calls)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tau,D,v_threshold,detach_reset", [
     (4.0 / 3.0, 4, 1.0, False), (1.7, 3, 0.6, True), (3.0, 2, 0.75, False), (2.5, 6, 1.3, True),
