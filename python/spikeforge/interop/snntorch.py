@@ -457,7 +457,10 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
                 syns.append(syn_t)
             seqs = (torch.stack(syns), mem)
         else:
-            resets = nrn.mem_reset(torch.cat([states[2].unsqueeze(0), mem[:-1]]))
+            # R[t] = [U[t-1] - thr > 0]: the spike the op fired at t-1 (Alpha's steps are the 0/1 spikes, the same
+            # comparison as snnTorch's mem_reset), and from the membrane before the sequence at t = 0
+            r0 = nrn.mem_reset(states[2]).unsqueeze(0)
+            resets = torch.cat([r0, step[:-1].detach().to(r0.dtype)])
             seqs = (*_alpha_synapses(nrn, x_seq, states[0], states[1], resets, mode), mem)
     return spk, (*others, mem_last), seqs, reset
 
