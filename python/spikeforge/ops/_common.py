@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -38,7 +38,12 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # --------------------------------------------------------------------------------------------
 # validation shared by the families
 # --------------------------------------------------------------------------------------------
+@typing.overload
+def _check_number(name: str, value, *, positive: bool = False, allow_none: Literal[False] = False) -> float: ...
+@typing.overload
+def _check_number(name: str, value, *, positive: bool = False, allow_none: bool) -> Optional[float]: ...
 def _check_number(name: str, value, *, positive: bool = False, allow_none: bool = False) -> Optional[float]:
+    """-> value as a float; None only where allow_none and value is None (the overloads say so to callers)."""
     if value is None and allow_none:
         return None
     if _tracing():
@@ -146,7 +151,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 _SCALAR_TYPES = (float, int, bool, list[int])
 
 
-def _option_params(options: type) -> list[inspect.Parameter]:
+def _option_params(options: type[NamedTuple]) -> list[inspect.Parameter]:
     hints = typing.get_type_hints(options)  # resolves the string annotations of `from __future__ import annotations`
     params = []
     for name in options._fields:
@@ -182,8 +187,10 @@ def _custom_op(qualname: str, params: list[inspect.Parameter], n_out: int, impl:
     def fn(*args):
         return _one_or_tuple(impl(*args), n_out)
 
-    ret = Tensor if n_out == 1 else tuple[(Tensor,) * n_out]
-    fn.__signature__ = inspect.Signature(params, return_annotation=ret)  # what infer_schema reads
+    # a return annotation built at run time (n_out tensors) for infer_schema, which mypy cannot read as a type
+    ret = Tensor if n_out == 1 else tuple[(Tensor,) * n_out]  # type: ignore[misc]
+    # what infer_schema reads; inspect honours __signature__ on any callable, typeshed does not declare it
+    fn.__signature__ = inspect.Signature(params, return_annotation=ret)  # type: ignore[attr-defined]
     fn.__name__ = qualname.split("::")[1]
     return torch.library.custom_op(qualname, mutates_args=())(fn)
 
@@ -253,10 +260,11 @@ class FusedOp:
                 None when they were not kept (double backward then raises, with double_backward_hint)
     """
 
-    def __init__(self, name: str, public: str, *, inputs: Sequence[str], options: type, n_out: int, visible: int,
-                 forward: Callable, fake_forward: Callable, bwd_inputs: Sequence[str], bwd_options: type,
-                 n_grads: int, backward: Callable, fake_backward: Callable, save: Callable, grads: Callable,
-                 reference: Callable, reference_inputs: Callable, double_backward_hint: str = ""):
+    def __init__(self, name: str, public: str, *, inputs: Sequence[str], options: type[NamedTuple], n_out: int,
+                 visible: int, forward: Callable, fake_forward: Callable, bwd_inputs: Sequence[str],
+                 bwd_options: type[NamedTuple], n_grads: int, backward: Callable, fake_backward: Callable,
+                 save: Callable, grads: Callable, reference: Callable, reference_inputs: Callable,
+                 double_backward_hint: str = ""):
         self.name, self.public = name, public
         self.n_in, self.n_out, self.visible = len(inputs), n_out, visible
         self.options, self.bwd_options = options, bwd_options
