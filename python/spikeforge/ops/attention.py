@@ -140,7 +140,7 @@ def _ssa_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Attentio
     q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
     if q.device.type == "cpu":
         # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
-        grads = tuple(_empty(q) for _ in range(3))
+        grads = (_empty(q), _empty(q), _empty(q))
         if q.numel() == 0:
             return grads
         T, B, N, D = _slices(q)

@@ -92,8 +92,9 @@ def _backward(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, o: PSNBackwar
         args = _flat(args)
     native.psn_backward(*args, partials, grad_w, grad_b, T_out, T_in, N, o.band, o.surrogate, o.alpha,
                         torch.get_num_threads(), _stream(x))
-    return (grad_x if o.need_x else x.new_empty(0), grad_w if o.need_w else w.new_empty(0),
-            grad_b if o.need_b else b.new_empty(0))
+    # each gradient was allocated exactly when its need_* flag is set (else None: an empty in its place)
+    return (grad_x if grad_x is not None else x.new_empty(0), grad_w if grad_w is not None else w.new_empty(0),
+            grad_b if grad_b is not None else b.new_empty(0))
 
 
 def _fake_backward(grad_spike, x, w, b, o):

@@ -29,10 +29,11 @@ kernels take float32, and float64 on CPU).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+import torch.nn.grad  # conv2d_input: torch.nn does not import it itself
 from torch import Tensor
 
 from .. import reference
@@ -74,7 +75,7 @@ _MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
 # little work saved per event) and convs whose stride exceeds the kernel (the event kernels visit every
 # active input, also those the strided kernel never reads) take the dense op. None: not measured to win on
 # that device, so "auto" takes the dense op there; mode="sparse" still runs the event-driven kernels.
-CROSSOVER = {
+CROSSOVER: dict[str, dict[str, Optional[float]]] = {
     # 2 EPYC cores. linear: won up to 30% in two sweeps (cpu_spikes.json, cpu_spikes_run2.json, load 2-9).
     # conv 3x3 f+b on 32x32 and 16x16 maps with 64 channels, batch*T = 32 (cpu_conv_crossover.json): 1.01x
     # and 1.37x at 10%, 0.60x and 1.34x at 15%; forward only 10% (cpu_spikes*.json: the runs disagreed
@@ -91,13 +92,13 @@ CROSSOVER = {
 # (largest output map in pixels, f+b crossover) for small maps, smallest first. CPU, 3x3 f+b, batch*T = 32
 # (cpu_conv_crossover.json): 8x8 maps (128 channels) 1.12x at 20%, 1.00x at 25%; 4x4 (256) 1.07x at 30%,
 # 1.11x at 40%; 2x2 (512, and 256 -> 512 at stride 2) >= 1.5x up to 40%.
-CONV_CROSSOVER_SMALL_MAPS = {"cpu": ((16, 0.30), (64, 0.20)), "cuda": ()}
+CONV_CROSSOVER_SMALL_MAPS: dict[str, tuple[tuple[int, float], ...]] = {"cpu": ((16, 0.30), (64, 0.20)), "cuda": ()}
 
 # Mask density (fraction of set entries) up to which the masked grad_input kernel of spike_linear beats
 # the dense GEMM dY W followed by the mask. CPU: 2 EPYC cores, [256, 4096] x [4096, 4096], load 2.6:
 # 6.5x at 1%, 3.1x at 5%, 1.08x at 20%. CUDA (None): the masked kernel always (no host read of the mask's
 # density, so the backward stays capturable); not measured.
-MASKED_CROSSOVER = {"cpu": 0.2, "cuda": None}
+MASKED_CROSSOVER: dict[str, Optional[float]] = {"cpu": 0.2, "cuda": None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +288,9 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
     grad_y, w = grad_y.contiguous(), w.contiguous()
     M, N = grad_y.shape
     K = w.shape[1]
-    gs = gw = gb = None
+    gs: Optional[Tensor] = None
+    gw: Optional[Tensor] = None
+    gb: Optional[Tensor] = None
     if need_s:
         if grad_mask is None:
             gs = grad_y @ w
@@ -311,13 +314,16 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
             ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
             native.spike_linear_grad_weight(bits, vals, grad_y, gw, ws, torch.get_num_threads(), _stream(grad_y),
                                             signs)
+        elif vals is not None:
+            gw = grad_y.t() @ vals
         else:
-            dense = vals if vals is not None else _unpack_impl(bits, K, grad_y.dtype, signs)
-            gw = grad_y.t() @ dense
+            assert bits is not None  # _split_saved keeps exactly one of bits / vals
+            gw = grad_y.t() @ _unpack_impl(bits, K, grad_y.dtype, signs)
     if need_b:
         gb = grad_y.sum(0)
+    # each gradient is computed exactly when its need_* flag is set (else None: an empty in its place)
     e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
-    return (gs if need_s else e(0), gw if need_w else e(0), gb if need_b else e(0))
+    return (gs if gs is not None else e(0), gw if gw is not None else e(0), gb if gb is not None else e(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,14 +361,19 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
     grad_y, w = grad_y.contiguous(), w.contiguous()
     B, Cin, H, W = cp[:4]
     stride, padding, dilation, groups = _conv_geometry(cp)
-    gs = gw = gb = None
+    gs: Optional[Tensor] = None
+    gw: Optional[Tensor] = None
+    gb: Optional[Tensor] = None
     if vals is not None and need_w:
         vals = _values_of(vals, grad_y.dtype).reshape(B, Cin, H, W).contiguous()
     if not sparse and need_w:
         # dense: one convolution_backward for both gradients (what F.conv2d's backward runs), from the input
         # restored from its compact copy
-        dense = (vals if vals is not None
-                 else _unpack_impl(bits, Cin * H * W, grad_y.dtype, signs).view(B, Cin, H, W))
+        if vals is not None:
+            dense = vals
+        else:
+            assert bits is not None  # _split_saved keeps exactly one of bits / vals
+            dense = _unpack_impl(bits, Cin * H * W, grad_y.dtype, signs).view(B, Cin, H, W)
         gs, gw, _ = torch.ops.aten.convolution_backward(
             grad_y, dense, w, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
             [need_s, True, False])
@@ -380,8 +391,9 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
                                         signs)
     if need_b:
         gb = grad_y.sum((0, 2, 3))
+    # each gradient is computed exactly when its need_* flag is set (else None: an empty in its place)
     e = grad_y.new_empty  # distinct empties: custom-op outputs must not alias each other
-    return (gs if need_s else e(0), gw if need_w else e(0), gb if need_b else e(0))
+    return (gs if gs is not None else e(0), gw if gw is not None else e(0), gb if gb is not None else e(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,9 +478,11 @@ def _forward(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tens
     b = None if b is None else b.contiguous()
     if bits is None:
         bits, info = _pack_impl(_rows(s), signs=o.training and o.kind == KIND_TERNARY)
+    assert info is not None  # the eager path passes bits and info together (_run)
     kind = _resolve_kind(o.kind, info)
     sparse = _use_sparse(o.mode, kind, info, s.numel(), s.device, layer if o.training else layer + "_fwd", cp)
-    y = _linear_forward_impl(s, w, b, sparse) if layer == "linear" else _conv_forward_impl(s, w, b, cp, sparse)
+    # cp is None exactly for linear (_layer)
+    y = _linear_forward_impl(s, w, b, sparse) if cp is None else _conv_forward_impl(s, w, b, cp, sparse)
     return y, bits, info
 
 
@@ -526,6 +540,8 @@ def _reference(s, w, b, grad_mask, bits, info, o: SpikeOptions):
     return reference.spike_conv2d(s, w, b, stride, padding, dilation, groups, grad_mask)
 
 
+# the router's op; op_inputs swaps in a recorder with the same call signature for the duration of a call
+_OP: Union[FusedOp, Callable[..., Any]]
 _OP = FusedOp(
     "spike", "spikeforge.ops (spike_linear / spike_conv2d)", inputs=("s", "w", "b?", "grad_mask?", "bits?", "info?"),
     options=SpikeOptions, n_out=3, visible=1, forward=_forward, fake_forward=_fake_forward,
@@ -633,10 +649,10 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
 def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor],
          cp: Optional[list[int]], mode: int, kind: int) -> Tensor:
     """The router of the family: a measured kind for eager training calls (see SpikeOptions), the forward
-    alone for inference."""
+    alone for inference. cp: the conv parameters (conv2d), None for linear."""
     conv = layer == "conv2d"
     public = f"spikeforge.ops.spike_{layer}"
-    cpl = list(cp) if conv else _NO_CONV
+    cpl = _NO_CONV if cp is None else list(cp)
     plain = (type(s) is torch.Tensor and not _tracing() and not s.is_meta and
              torch._C._functorch.maybe_current_level() is None)  # functorch transforms go to the op as they are
     needs_grad = torch.is_grad_enabled() and (s.requires_grad or w.requires_grad or
@@ -646,7 +662,7 @@ def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optio
             sparse = mode == MODE_SPARSE
             s, w = s.contiguous(), w.contiguous()
             b = None if b is None else b.contiguous()
-            return _linear_forward_impl(s, w, b, sparse) if not conv else _conv_forward_impl(s, w, b, cp, sparse)
+            return _linear_forward_impl(s, w, b, sparse) if cp is None else _conv_forward_impl(s, w, b, cp, sparse)
         return _OP((s, w, b, grad_mask, None, None), SpikeOptions(conv, cpl, mode, kind, False), public)
     bits = info = None
     if plain:
