@@ -31,7 +31,7 @@ whose outputs are exactly 0/1.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +119,7 @@ class _AttentionState(nn.Module):
     def __init__(self, keep: bool = True):
         super().__init__()
         self.keep = bool(keep)
-        self._value = None
+        self._value: Union[None, _Pending, str, Tensor] = None  # str: _NOT_KEPT
 
     @property
     def at_rest(self) -> bool:
@@ -128,7 +128,7 @@ class _AttentionState(nn.Module):
     @property
     def v(self) -> Optional[Tensor]:
         """The attention neuron's membrane (None at rest); raises if it was not kept."""
-        if self._value is self._NOT_KEPT:
+        if isinstance(self._value, str):  # _NOT_KEPT, the only str it holds
             raise ValueError("the attention state was not kept (keep_state=False); call reset()")
         if isinstance(self._value, _Pending):
             self._value = self._value.resolve()
@@ -215,6 +215,8 @@ class _BNAndPad(nn.BatchNorm2d):
         y = super().forward(x)
         if self.pad <= 0:
             return y
+        # BatchNorm2d's default track_running_stats=True (built so in __init__) registers the running stats
+        assert self.running_mean is not None and self.running_var is not None
         pad_value = (self.bias - self.running_mean * self.weight / torch.sqrt(self.running_var + self.eps)).detach()
         pad_value = pad_value.view(1, -1, 1, 1)
         # pad (y - value) with zeros, then add value back: border = value, interior = y (differentiable in y)
@@ -293,7 +295,7 @@ class _QKAttention(_Resettable):
             setattr(self, f"{name}_bn", SeqBatchNorm2d(dim))
             setattr(self, f"{name}_sn", neuron())
         if repconv:
-            self.proj_conv = RepConv(dim, dim, compact=self.compact)
+            self.proj_conv: nn.Module = RepConv(dim, dim, compact=self.compact)
         else:
             self.proj_conv = SpikeCountConv2d(dim, dim, 1, bias=proj_bias, compact=self.compact)
         self.proj_bn = SeqBatchNorm2d(dim)
@@ -328,10 +330,13 @@ class _QKAttention(_Resettable):
     def _composed(self, q: Tensor, k: Tensor, v: Optional[Tensor], v_init: Optional[Tensor]):
         """(output, the attention neuron's last membrane) of the attention composed from torch ops and the
         multi-step LIF from v_init (as the ops' composed path, half precision computed in float32)."""
-        work = [t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t for t in (q, k, v)]
+        def working(t: Tensor) -> Tensor:
+            return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+        wq, wk, wv = working(q), working(k), (None if v is None else working(v))
         lif = ops.lif if self.backend == "spikeforge" else reference.lif
-        a, v_last = lif(self._pre(*work), v_init, return_v="last", **{**_ATTN_DEFAULTS, **self.attn_options})
-        return self._post(a, *work).to(q.dtype), v_last
+        a, v_last = lif(self._pre(wq, wk, wv), v_init, return_v="last", **{**_ATTN_DEFAULTS, **self.attn_options})
+        return self._post(a, wq, wk, wv).to(q.dtype), v_last
 
     def _attend(self, q: Tensor, k: Tensor, v: Optional[Tensor]) -> Tensor:
         """From rest: the fused op, keeping what rebuilds its neuron's last membrane; continuing a sequence:
@@ -504,8 +509,10 @@ class SpikingMLP(_Resettable):
 
     def _forward(self, x: Tensor) -> Tensor:
         if self.pre_activation:
+            assert self.fc1_sn is not None  # built with pre_activation
             h = _conv_bn(self.fc1_conv, self.fc1_bn, self.fc1_sn(x))
             return _conv_bn(self.fc2_conv, self.fc2_bn, self.fc2_sn(h))
+        assert self.out_sn is not None  # built without pre_activation
         h = _conv_bn_sn(self.fc1_conv, self.fc1_bn, self.fc2_sn, x, self.compact)
         return _conv_bn_sn(self.fc2_conv, self.fc2_bn, self.out_sn, h, self.compact)
 
@@ -593,10 +600,9 @@ class SPS(_Resettable):
                     s = maxpool_spikes(self.pool, s, self.compact)
                 u = self.bns[i](seq_apply(self.convs[i], s))
             return u
-        s = None
         for i in range(3 if self.variant == "sdt" else 4):
             if i > 0:
-                y = seq_apply(self.convs[i], s)
+                y = seq_apply(self.convs[i], s)  # s: set by the previous step
             s = bn_spike(self.bns[i], self.sns[i], y, self.compact)
             if pools[i]:
                 s = maxpool_spikes(self.pool, s, self.compact)

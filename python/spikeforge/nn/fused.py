@@ -27,9 +27,12 @@ def _max_pool_channels_last(x: Tensor, kernel, stride, padding, return_indices: 
     """F.max_pool2d of a contiguous NCHW x, run on a channels-last copy (torch's CPU kernel vectorises across
     channels there: 8.5 -> 4.9 ms on [32, 64, 32, 32], conversions included), returned contiguous. Values
     and indices (positions in the H*W plane, the first maximum in window order) are those of the NCHW call."""
-    out = torch.nn.functional.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel, stride, padding,
-                                         return_indices=return_indices)
-    return (out[0].contiguous(), out[1].contiguous()) if return_indices else out.contiguous()
+    xc = x.contiguous(memory_format=torch.channels_last)
+    # two calls: torch types max_pool2d's result by a literal return_indices
+    if return_indices:
+        out, idx = torch.nn.functional.max_pool2d(xc, kernel, stride, padding, return_indices=True)
+        return out.contiguous(), idx.contiguous()
+    return torch.nn.functional.max_pool2d(xc, kernel, stride, padding).contiguous()
 
 
 class _MaxPoolSpikesFn(torch.autograd.Function):
@@ -125,6 +128,8 @@ def bn_spike(bn: nn.Module, sn: nn.Module, y: Tensor, fuse: bool) -> Tensor:
     """sn(bn(y)); with fuse (the models' compact mode) BN + spikeforge neuron save one tensor instead of two."""
     if not (fuse and _fusable(bn, sn, y)):
         return sn(bn(y))
+    # _fusable checked: a SeqBatchNorm2d that tracks running statistics
+    assert isinstance(bn, SeqBatchNorm2d) and bn.num_batches_tracked is not None
     # momentum exactly as nn.BatchNorm2d computes it (None: cumulative average)
     bn.num_batches_tracked.add_(1)
     momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum

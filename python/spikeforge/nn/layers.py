@@ -106,6 +106,7 @@ class TdBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.momentum is None and self.training and self.track_running_stats:
+            assert self.num_batches_tracked is not None  # registered by BatchNorm with track_running_stats
             momentum = 1.0 / float(self.num_batches_tracked)
         use_batch = self.training or not self.track_running_stats
         y = F.batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import weakref
+from typing import Optional
 
 from torch import nn
 
@@ -40,7 +41,7 @@ class _ForwardHandle:
     """Returned by run_through_forward; remove() releases it (idempotent)."""
 
     def __init__(self, module: nn.Module):
-        self._module = weakref.ref(module)
+        self._module: Optional[weakref.ref[nn.Module]] = weakref.ref(module)
         _REQUIRED[module] = _REQUIRED.get(module, 0) + 1
 
     def remove(self) -> None:

@@ -43,6 +43,8 @@ def _check_spikes(layer: nn.Module, s) -> None:
 
 class _SpikeLayer(nn.Module):
     _layer = ""
+    weight: nn.Parameter  # set by the subclasses
+    bias: Optional[nn.Parameter]
 
     def __init__(self, mode: str, input_kind: str):
         super().__init__()
@@ -191,6 +193,8 @@ def spike_input_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
     (CUDA, where the event path does not pay and the rate check would synchronise; autocast) the dense
     convolution keeping a uint8 copy of the input (_ConvSavingUint8). Either way the values are those of
     F.conv2d up to the order of the float additions."""
+    # SpikeInputConv2d, the caller, runs nn.Conv2d's own forward for string padding ("same" / "valid")
+    assert not isinstance(conv.padding, str)
     if (x.device.type == "cpu" and _spike._native_ok(x) and x.dtype == conv.weight.dtype
             and not torch.is_autocast_enabled("cpu")):
         # compiled, the kind is only known inside the op: promise counts (uint8 saved, checked) instead of
