@@ -211,7 +211,7 @@ class _Estimator:
     def __init__(self, model: nn.Module, T: int, batch_size: int, e_mac: float, e_ac: float):
         self.model, self.T, self.B, self.e_mac, self.e_ac = model, T, batch_size, e_mac, e_ac
         self.layers: dict[str, LayerEnergy] = {}
-        self.handles = []
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.names: dict[int, str] = {}  # id(module) -> qualified name, for report_op
 
     def steps_of(self, shape: Sequence[int]) -> int:
