@@ -82,7 +82,7 @@ class _Neuron(nn.Module):
 
     def _states_for(self, x: Tensor, shape: tuple, arg: str) -> tuple:
         """The stored states as initial values for a step of the given shape, checked (not changed)."""
-        out = []
+        out: list[Optional[Tensor]] = []
         for name in self._state_names:
             s = getattr(self, name)
             if s is None:
@@ -164,7 +164,7 @@ class _Neuron(nn.Module):
             v_step, old = new[0].unsqueeze(0), self.v_seq
             same = (isinstance(old, Tensor) and old.shape[1:] == v_step.shape[1:] and old.device == v_step.device
                     and old.dtype == v_step.dtype)
-            self.v_seq = torch.cat([old, v_step]) if same else v_step
+            self.v_seq = torch.cat([old, v_step]) if isinstance(old, Tensor) and same else v_step
         return spike[0]
 
     def extra_repr(self) -> str:
