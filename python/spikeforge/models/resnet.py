@@ -34,7 +34,7 @@ have no parameters (PLIF has one per layer) and BN / tdBN have the usual two vec
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union, cast
 
 from torch import Tensor, nn
 
@@ -106,6 +106,7 @@ def _norm_factory(norm_layer, T: int, default: Callable[[int], nn.Module]) -> Ca
 def _zero_norm(m: nn.Module) -> None:
     """Zero the scale of a norm layer (BN / tdBN weight, TEBN's inner BN weight)."""
     bn = m.bn if isinstance(m, TEBN) else m
+    assert isinstance(bn.weight, Tensor), f"{type(m).__name__} has no affine weight to zero"
     nn.init.zeros_(bn.weight)
 
 
@@ -138,6 +139,13 @@ class _Shortcut(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # blocks (x: [T, B, C, H, W])
 # ------------------------------------------------------------------------------------------------
+class _BlockClass(Protocol):
+    """What SpikingResNet needs of a block class: its channel expansion and a constructor."""
+    expansion: int
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module: ...
+
+
 class SpikingBasicBlock(nn.Module):
     expansion = 1
 
@@ -287,7 +295,7 @@ class SpikingResNet(nn.Module):
         self.family, self.T, self.cnf, self.num_classes = family, T, cnf if family == "sew" else None, num_classes
         self.in_channels = in_channels
         if family == "ms":
-            default_norm = functools.partial(TdBatchNorm2d, v_threshold=0.5)
+            default_norm: Callable[[int], nn.Module] = functools.partial(TdBatchNorm2d, v_threshold=0.5)
             default_neuron = dict(tau=4.0 / 3.0, decay_input=False, v_threshold=0.5, surrogate="rect", alpha=1.0,
                                   detach_reset=True)  # V = 0.25 V (1 - S) + X, fire at 0.5 (authors' code)
             neuron = "lif" if neuron == "if" and neuron_kwargs is None else neuron
@@ -318,9 +326,9 @@ class SpikingResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet and family != "ms" else None
         first_stride = 2 if imagenet and family == "ms" else 1
 
-        block = {("spiking", False): SpikingBasicBlock, ("spiking", True): SpikingBottleneck,
-                 ("sew", False): SEWBasicBlock, ("sew", True): SEWBottleneck, ("ms", False): MSBasicBlock}[
-            (family, bottleneck)]
+        block = cast(_BlockClass, {("spiking", False): SpikingBasicBlock, ("spiking", True): SpikingBottleneck,
+                                   ("sew", False): SEWBasicBlock, ("sew", True): SEWBottleneck,
+                                   ("ms", False): MSBasicBlock}[(family, bottleneck)])
         extra = dict(cnf=cnf) if family == "sew" else {}
         cin = width
         stages = []
@@ -353,7 +361,7 @@ class SpikingResNet(nn.Module):
         if zero_init_residual:
             for stage in stages:
                 for b in stage:
-                    _zero_norm(b.last_norm())
+                    _zero_norm(cast(Any, b).last_norm())  # every block class has last_norm()
 
     def forward(self, x: Tensor) -> Tensor:
         check_model_input(type(self).__name__, x, self.T, self.in_channels, self)
@@ -409,14 +417,15 @@ def _make(family: str, depth: int, imagenet: bool, name: str):
     default_classes = 1000 if imagenet else 10
     extra = dict(ms_avgpool_shortcut=True, dropout=0.2) if family == "ms" and depth == 104 else {}
 
-    if family == "sew":
-        def fn(num_classes: int = default_classes, T: int = 4, cnf: str = "ADD", **kw) -> SpikingResNet:
-            return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
-                                 imagenet=imagenet, cnf=cnf, **{**extra, **kw})
-    else:
-        def fn(num_classes: int = default_classes, T: int = 4, **kw) -> SpikingResNet:
-            return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
-                                 imagenet=imagenet, **{**extra, **kw})
+    def sew_fn(num_classes: int = default_classes, T: int = 4, cnf: str = "ADD", **kw) -> SpikingResNet:
+        return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
+                             imagenet=imagenet, cnf=cnf, **{**extra, **kw})
+
+    def other_fn(num_classes: int = default_classes, T: int = 4, **kw) -> SpikingResNet:
+        return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
+                             imagenet=imagenet, **{**extra, **kw})
+
+    fn: Callable[..., SpikingResNet] = sew_fn if family == "sew" else other_fn  # only SEW takes cnf
     title = {"spiking": "Spiking ResNet", "sew": "SEW ResNet (cnf ADD | AND | IAND)", "ms": "MS-ResNet"}[family]
     layout = "ImageNet layout (224x224 input)" if imagenet else "CIFAR layout (3x3 stem, stride 1, no max-pool)"
     fn.__name__ = fn.__qualname__ = name

@@ -32,7 +32,7 @@ ops), the baseline of ``spikeforge bench models``.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from torch import Tensor, nn
 
@@ -47,14 +47,17 @@ from .resnet import make_neuron
 __all__ = ["TransformerBlock", "SpikformerNet", "MetaSpikformer", "QKFormer", "spikformer", "spikingformer",
            "sdt", "qkformer_hst", "TRANSFORMER_MODELS"]
 
-_DEFAULT_NEURON_KWARGS = {"lif": dict(tau=2.0, detach_reset=True), "if": dict(detach_reset=True),
-                          "plif": dict(init_tau=2.0, detach_reset=True)}
+_DEFAULT_NEURON_KWARGS: dict[str, dict[str, Any]] = {
+    "lif": dict(tau=2.0, detach_reset=True), "if": dict(detach_reset=True),
+    "plif": dict(init_tau=2.0, detach_reset=True)}
 
 
-def _stem(conv: nn.Module, x: Tensor, T: int) -> Tensor:
+def _stem(conv: nn.Module, x: Tensor, T: Optional[int]) -> Tensor:
     """The first convolution: once on a static image batch [B, ...] and repeated over T (exact), or per
     step on a sequence [T, B, ...]."""
     if x.dim() == 4:
+        if T is None:
+            raise ValueError("an image batch [B, C, H, W] needs the number of time steps T to repeat it over")
         y = conv(x)
         return y.unsqueeze(0).expand((T,) + tuple(y.shape)).contiguous()
     return seq_apply(conv, x)
@@ -76,6 +79,9 @@ class TransformerBlock(nn.Module):
 # the shared skeleton: neuron factory, input checks, reset, pooling and head
 # ------------------------------------------------------------------------------------------------
 class _SpikingTransformer(nn.Module):
+    head: nn.Linear  # built by each family
+    head_sn: Optional[nn.Module]
+
     def __init__(self, *, num_classes: int, T: int, in_channels: int, neuron, neuron_kwargs: Optional[dict],
                  backend: str, compact: Optional[bool]):
         super().__init__()
@@ -86,7 +92,7 @@ class _SpikingTransformer(nn.Module):
             raise ValueError(f"backend must be 'spikeforge' or 'reference', got {backend!r}")
         if neuron_kwargs is None:
             key = neuron.lower() if isinstance(neuron, str) else None
-            neuron_kwargs = dict(_DEFAULT_NEURON_KWARGS.get(key, {}))
+            neuron_kwargs = dict(_DEFAULT_NEURON_KWARGS.get(key or "", {}))
         self.backend = backend
         self.sn = make_neuron(neuron, backend, **neuron_kwargs)
         self.attn_options = attention_options(neuron_kwargs)
@@ -189,13 +195,14 @@ class _MSDownsample(nn.Module):
         self.first = first
         self.sn = None if first else sn()
         conv_cls = nn.Conv2d if first else SpikeCountConv2d
-        extra = {} if first else dict(compact=compact)
+        extra: dict[str, Any] = {} if first else dict(compact=compact)
         self.conv = conv_cls(cin, cout, kernel, stride, padding, **extra)
         self.bn = SeqBatchNorm2d(cout)
 
     def forward(self, x: Tensor, T: int) -> Tensor:
         if self.first:
             return self.bn(_stem(self.conv, x, T))
+        assert self.sn is not None  # built for every unit but the first
         return self.bn(seq_apply(self.conv, self.sn(x)))
 
 
@@ -332,7 +339,8 @@ class QKPatchEmbed(nn.Module):
         super().__init__()
         self.first = first
         if first:
-            self.unit0 = _ConvBNSN(cin, dim // 2, 3, 1, sn, pool=imagenet, image_input=True, compact=compact)
+            self.unit0: Optional[_ConvBNSN] = _ConvBNSN(cin, dim // 2, 3, 1, sn, pool=imagenet, image_input=True,
+                                                        compact=compact)
             main = [_ConvBNSN(dim // 2, dim, 3, 1, sn, pool=imagenet, image_input=False, compact=compact)]
             if imagenet:
                 main.append(_ConvBNSN(dim, dim, 3, 1, sn, pool=False, image_input=False, compact=compact))
@@ -468,7 +476,8 @@ def _make_meta(dims: Sequence[int], name: str, size: str):
 # name -> (builder, depth, dim, heads, imagenet, title). Heads: Spikformer's and SDT's ImageNet configs use
 # 8, their CIFAR codes 12 at dim 384 (8 where 12 does not divide the width); QKFormer uses 6/8/12 heads at
 # 384/512/768 on ImageNet and 8 on CIFAR. Heads change no parameter count.
-_CONFIGS = {}
+# name -> (builder, depth, dim, heads, imagenet, title)
+_CONFIGS: dict[str, tuple[Callable[..., nn.Module], int, int, int, bool, str]] = {}
 for _d in (384, 512, 768):
     _CONFIGS[f"spikformer_8_{_d}"] = (spikformer, 8, _d, 8, True, f"Spikformer-8-{_d}")
     _CONFIGS[f"spikingformer_8_{_d}"] = (spikingformer, 8, _d, 8, True, f"Spikingformer-8-{_d}")
