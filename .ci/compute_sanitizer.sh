@@ -15,10 +15,10 @@ tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=(memcheck racecheck synccheck)
 for tool in "${tools[@]}"; do
   if [ "$tool" = memcheck ]; then
-    files=(tests/test_neuron.py tests/test_neuron_op.py tests/test_neuron_inputs.py tests/test_psn.py
-           tests/test_properties.py tests/test_reliability.py)
+    files=(tests/ops/test_neuron.py tests/ops/test_neuron_op.py tests/ops/test_neuron_inputs.py tests/ops/test_psn.py
+           tests/ops/test_properties.py tests/ops/test_reliability.py)
   else
-    files=(tests/test_properties.py tests/test_reliability.py)
+    files=(tests/ops/test_properties.py tests/ops/test_reliability.py)
   fi
   echo "== compute-sanitizer --tool $tool"
   # torch's caching allocator hides out-of-bounds accesses inside its pooled blocks: disable it.

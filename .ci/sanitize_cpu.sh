@@ -46,6 +46,6 @@ export PYTHONPATH="$PWD/$DIR/site${PYTHONPATH:+:$PYTHONPATH}"
 # and its subprocesses, which the preloaded runtime slows down without exercising spikeforge's code
 # (the same kernels run through the eager and opcheck tests).
 "$PY" -m pytest -q -p no:cacheprovider \
-  tests/test_neuron.py tests/test_neuron_op.py tests/test_neuron_inputs.py tests/test_psn.py tests/test_nn.py \
-  tests/test_properties.py tests/test_reliability.py tests/test_spike.py tests/test_spike_kinds.py tests/test_nonfinite.py \
-  tests/test_attention.py -k "not compile" "$@"
+  tests/ops/test_neuron.py tests/ops/test_neuron_op.py tests/ops/test_neuron_inputs.py tests/ops/test_psn.py tests/nn/test_nn.py \
+  tests/ops/test_properties.py tests/ops/test_reliability.py tests/ops/test_spike.py tests/ops/test_spike_kinds.py tests/ops/test_nonfinite.py \
+  tests/ops/test_attention.py -k "not compile" "$@"

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests of the newer neuron models (tests/test_neuron_zoo*.py, test_neuron_peers.py):
+"""Helpers shared by the tests of the newer neuron models (tests/ops/test_neuron_zoo*.py, test_neuron_peers.py):
 one calling convention for alif / ilif / ternary_lif (SpikingJelly conventions) and leaky / synaptic /
 alpha_neuron (snnTorch conventions) on either spikeforge.ops or spikeforge.reference."""
 from __future__ import annotations

@@ -57,8 +57,8 @@ if has profile; then  # ncu on the kernels below target (launch 2 of each: the f
 fi
 if has sanitize; then  # memcheck over the CUDA op tests (a subset: it is slow), racecheck over every kernel
   timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider \
-    tests/test_neuron_inputs.py tests/test_psn.py tests/test_attention.py \
-    "tests/test_spike.py::test_conv2d_cuda_tilings_match_reference" -k "cuda and not compile and not opcheck" 2>&1 \
+    tests/ops/test_neuron_inputs.py tests/ops/test_psn.py tests/ops/test_attention.py \
+    "tests/ops/test_spike.py::test_conv2d_cuda_tilings_match_reference" -k "cuda and not compile and not opcheck" 2>&1 \
     | tee "$OUT/memcheck.log" | tail -6
   echo "memcheck rc=${PIPESTATUS[0]}"
   timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 python3 bench/gpu/profile_cases.py small 1 2>&1 \

@@ -58,7 +58,7 @@ PUBLISHED = {
     # builds (6,740,884); the 10-class model has 6,706,234 (6.71M)
     "qkformer_hst_4_384_cifar": (100, 6.74, "round"),
     # E-SpikeFormer (Spike-driven Transformer v3, TPAMI 2025) base models: 5.1 / 10.0 / 19.0M (exact counts in
-    # tests/test_e_spikeformer.py)
+    # tests/models/test_e_spikeformer.py)
     "e_spikeformer_5m": (1000, 5.1, "round"), "e_spikeformer_10m": (1000, 10.0, "round"),
     "e_spikeformer_19m": (1000, 19.0, "round"),
 }

@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python", "spikeforge")
+PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "python",
+                   "spikeforge")
 LAYERS = ["cli", "tools", "models", "nn", "ops"]  # top to bottom; train/data sit with tools
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "tests" / "cpp" / "test_index.cpp", ROOT / "csrc" / "core" / "neuron.cpp",
            ROOT / "csrc" / "core" / "psn.cpp"]
 

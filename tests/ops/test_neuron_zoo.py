@@ -159,7 +159,7 @@ def test_ilif_without_decay_input_charges_as_spikingjelly_ilifnode(tau, dtype):
     """Regression: ilif(decay_input=False) is SpikingJelly 2.0's multi-step ILIFNode, which charges
     H = (1 - 1/tau) V + X with 1 - 1/tau rounded once from double; the LIF form V - V / tau + X (the kernels'
     first version) differs in the last bit for most V when 1/tau is not a power of two, and the
-    membranes drifted apart from SpikingJelly's (tests/test_neuron_peers.py compares with ILIFNode itself)."""
+    membranes drifted apart from SpikingJelly's (tests/interop/test_neuron_peers.py compares with ILIFNode itself)."""
     x = torch.randn(32, 4, 64, dtype=dtype) * 1.2 + 0.9
     s, v = ops.ilif(x, D=4, tau=tau, decay_input=False, return_v="seq")
     keep = 1.0 - 1.0 / tau
