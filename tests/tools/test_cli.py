@@ -231,6 +231,19 @@ def test_main_job_snntorch_models_through_the_drop_in(capsys, tmp_path, model, c
     assert "patched" in out.splitlines()[2]  # its own column
 
 
+def test_main_job_norse_model(capsys, tmp_path):
+    """--model norse: Norse's current-based LIF against the PyTorch loop, and Norse's own LIF module where
+    norse is installed (the same spikes), else a note."""
+    out, d = _main_job_json(capsys, tmp_path, "--model", "norse")
+    cells = d["rows"][0]["cells"]
+    assert d["model"] == "norse" and cells["reference"]["same_spikes"] is True
+    assert d["traffic"]["values_per_element_step"] == 5 and 0.02 < d["rows"][0]["firing_rate"] < 0.98
+    if "ms" in cells["norse"]:
+        assert cells["norse"]["same_spikes"] is True
+    else:
+        assert cells["norse"]["status"].startswith("not installed") and "Norse: not installed" in out
+
+
 def test_main_job_model_without_its_peer_installed(capsys, tmp_path, monkeypatch):
     from spikeforge.cli import bench_neurons
 

@@ -32,6 +32,7 @@ Every contender's spikes are checked against spikeforge's. Medians of repeated r
 round-robin in one process. How it is measured: docs/benchmarks.md.
 
 --model (default lif): lif, if, plif, alif, ilif, ternary (SpikingJelly's family), leaky, synaptic, alpha
+(snnTorch's), norse (Norse's current-based LIF)
 (snnTorch's models with its defaults; these are also timed as snnTorch's own module patched with
 spikeforge.interop.snntorch, against snnTorch's per-step loop)."""
 
@@ -152,6 +153,20 @@ def _snntorch_module(make: Callable, patched: bool) -> Callable:
     return build
 
 
+def _norse_lif() -> Callable:
+    """A builder for Norse's LIF module (norse.torch.LIF with LIFParameters()'s defaults), one call per sequence."""
+    def build():
+        from norse.torch import LIF
+
+        module = LIF()
+
+        def run(x):
+            module.to(x.device)
+            return module(x)[0]  # a fresh state on every call (none passed): from v_leak and no current
+        return run, []
+    return build
+
+
 @dataclass(frozen=True)
 class Model:
     """One --model: what spikeforge runs, its PyTorch loop, the peers that have it, and its traffic."""
@@ -189,6 +204,7 @@ TERNARY_OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=T
 LEAKY_OPTIONS = dict(beta=0.9)  # snnTorch's defaults otherwise: threshold 1, subtract reset, atan(alpha=2)
 SYNAPTIC_OPTIONS = dict(alpha=0.9, beta=0.8)
 ALPHA_OPTIONS = dict(alpha=0.9, beta=0.8)  # Alpha's default reset is "zero"
+NORSE_OPTIONS: dict = {}  # LIFParameters(): dt 1 ms, tau_syn_inv 200, tau_mem_inv 100, v_th 1, SuperSpike
 
 
 def _ops():
@@ -204,7 +220,8 @@ def _ref():
 
 
 _SJ, _SNN = ("spikingjelly", "spikingjelly", "SpikingJelly"), ("snntorch", "snntorch", "snnTorch")
-_SNN_PATCHED = ("snntorch_patched", "snntorch", "snnTorch")  # label: "snnTorch <version> patched"
+_SNN_PATCHED = ("snntorch_patched", "snntorch", "snnTorch")
+_NORSE = ("norse", "norse", "Norse")  # label: "snnTorch <version> patched"
 _SNN_DEFAULTS = "snnTorch's defaults otherwise: threshold 1, atan surrogate (alpha 2), init_hidden=False"
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("lif", "LIF neurons", OPTIONS,
@@ -258,6 +275,12 @@ MODELS: dict[str, Model] = {m.name: m for m in (
           ((*_SNN, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), False), True),
            (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), True), True)),
           "the membrane and both synaptic currents", ("U", "E", "I"), reads_x=True, drive=(1.0, 1.0)),
+    Model("norse", "Norse LIF neurons (current-based; LIFParameters()'s defaults: dt 1 ms, tau_syn_inv 200, "
+          "tau_mem_inv 100, threshold 1, SuperSpike)", NORSE_OPTIONS,
+          _fn(lambda x: _ops().norse_lif(x, **NORSE_OPTIONS)[0]),
+          _fn(lambda x: _ref().norse_lif(x, **NORSE_OPTIONS)[0]),
+          ((*_NORSE, _norse_lif(), True),),
+          "the membrane and the synaptic current", ("V before the reset", "V", "I"), reads_x=True, drive=(1.0, 1.0)),
 )}
 
 
