@@ -16,6 +16,7 @@ the forward keeps for the backward (torch.autograd.graph.saved_tensors_hooks), t
 "extra" = saved minus the inputs' bytes; on CUDA also the peak allocated bytes of forward+backward above
 the inputs (torch.cuda.max_memory_allocated).
 """
+
 from __future__ import annotations
 
 import gc
@@ -29,13 +30,20 @@ import torch
 import benchlib as bu
 
 NAME = "attention"
-HELP = "spike-driven attention ops (ssa, sdsa, qk_token/qk_channel): ms, saved bytes, CUDA peak bytes, " \
-       "ratios vs the torch-op composition and the reference"
+HELP = (
+    "spike-driven attention ops (ssa, sdsa, qk_token/qk_channel): ms, saved bytes, CUDA peak bytes, "
+    "ratios vs the torch-op composition and the reference"
+)
 
 OPS = ("ssa", "sdsa", "qk_token_attention", "qk_channel_attention")
-OP_ALIASES = {"ssa": "ssa", "sdsa": "sdsa", "qk_token": "qk_token_attention",
-              "qk_token_attention": "qk_token_attention", "qk_channel": "qk_channel_attention",
-              "qk_channel_attention": "qk_channel_attention"}
+OP_ALIASES = {
+    "ssa": "ssa",
+    "sdsa": "sdsa",
+    "qk_token": "qk_token_attention",
+    "qk_token_attention": "qk_token_attention",
+    "qk_channel": "qk_channel_attention",
+    "qk_channel_attention": "qk_channel_attention",
+}
 N_INPUTS = {"ssa": 3, "sdsa": 3, "qk_token_attention": 2, "qk_channel_attention": 2}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BASELINES = ("composed", "reference")  # plus, for sdsa / QK ops on CPU, the fused kernel ops.<op> does not use
@@ -50,8 +58,14 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=None, help="batch (default 2 on CPU, 32 on CUDA)")
     p.add_argument("--rate", type=float, default=0.15, help="firing rate of the q, k, v spikes (default 0.15)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="(default float32)")
-    p.add_argument("--skip", nargs="+", default=[], choices=BASELINES, metavar="BASELINE",
-                   help=f"baselines to leave out, of: {', '.join(BASELINES)}")
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=BASELINES,
+        metavar="BASELINE",
+        help=f"baselines to leave out, of: {', '.join(BASELINES)}",
+    )
 
 
 def _reduce_kernel(op: str):
@@ -67,8 +81,11 @@ def contenders(op: str, args, device: torch.device) -> dict:
     out = {"spikeforge": (f"spikeforge ops.{op}", getattr(ops, op))}
     if args.no_baselines:
         return out
-    if op != "ssa" and device.type not in attention_ops.REDUCE_KERNEL_DEVICES and attention_ops._native_ok(
-            torch.empty(0, device=device)):
+    if (
+        op != "ssa"
+        and device.type not in attention_ops.REDUCE_KERNEL_DEVICES
+        and attention_ops._native_ok(torch.empty(0, device=device))
+    ):
         # where ops.<op> composes torch ops, the fused kernel it does not use (the measurement behind that)
         out["kernel"] = ("fused kernel (attention_reduce_fwd)", _reduce_kernel(op))
     if "composed" not in args.skip:
@@ -76,7 +93,6 @@ def contenders(op: str, args, device: torch.device) -> dict:
     if "reference" not in args.skip:
         out["reference"] = (f"reference.{op} (paper order, eager LIF)", getattr(reference, op))
     return out
-
 
 
 def cuda_peak_bytes(run_fb, device: torch.device) -> int:
@@ -96,8 +112,10 @@ def run_case(op: str, D: int, heads: int, device: torch.device, args, timer: bu.
     dtype = DTYPES[args.dtype]
     shape = [args.T, args.batch, heads, args.tokens, D // heads]
     gen = torch.Generator(device="cpu").manual_seed(0)
-    inputs = [(torch.rand(shape, generator=gen) < args.rate).to(device=device, dtype=dtype).requires_grad_(True)
-              for _ in range(N_INPUTS[op])]
+    inputs = [
+        (torch.rand(shape, generator=gen) < args.rate).to(device=device, dtype=dtype).requires_grad_(True)
+        for _ in range(N_INPUTS[op])
+    ]
     g = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
     input_bytes = sum(t.numel() * t.element_size() for t in inputs)
 
@@ -133,9 +151,21 @@ def run_case(op: str, D: int, heads: int, device: torch.device, args, timer: bu.
     del s_sf, timed
     gc.collect()
     bu.add_ratios(rows, rows[0])  # rows[0] is spikeforge
-    return {"op": op, "D": D, "heads": heads, "head_dim": D // heads, "T": args.T, "batch": args.batch,
-            "tokens": args.tokens, "shape": shape, "rate": args.rate, "dtype": args.dtype, "device": str(device),
-            "input_bytes": input_bytes, "rows": rows}
+    return {
+        "op": op,
+        "D": D,
+        "heads": heads,
+        "head_dim": D // heads,
+        "T": args.T,
+        "batch": args.batch,
+        "tokens": args.tokens,
+        "shape": shape,
+        "rate": args.rate,
+        "dtype": args.dtype,
+        "device": str(device),
+        "input_bytes": input_bytes,
+        "rows": rows,
+    }
 
 
 def _mib(b):
@@ -143,20 +173,40 @@ def _mib(b):
 
 
 def case_table(c: dict) -> str:
-    head = (f"{c['op']}  D={c['D']} heads={c['heads']} (Dh={c['head_dim']})  shape={c['shape']}  {c['dtype']}  "
-            f"{c['device']}  inputs {_mib(c['input_bytes'])} MiB")
-    headers = ["contender", "fwd ms", "f+b ms", "x sf fwd", "x sf f+b", "saved MiB", "extra MiB", "cuda peak MiB",
-               "out=sf"]
+    head = (
+        f"{c['op']}  D={c['D']} heads={c['heads']} (Dh={c['head_dim']})  shape={c['shape']}  {c['dtype']}  "
+        f"{c['device']}  inputs {_mib(c['input_bytes'])} MiB"
+    )
+    headers = [
+        "contender",
+        "fwd ms",
+        "f+b ms",
+        "x sf fwd",
+        "x sf f+b",
+        "saved MiB",
+        "extra MiB",
+        "cuda peak MiB",
+        "out=sf",
+    ]
     rows = []
     for r in c["rows"]:
         if r["status"] != "ok":
             rows.append([r["label"], r["status"]])
             continue
         eq = r.get("output_equal_to_spikeforge")
-        rows.append([r["label"], bu.fmt(r["fwd_ms"], ".3f"), bu.fmt(r["fwd_bwd_ms"], ".3f"),
-                     bu.fmt(r["fwd_ratio_vs_spikeforge"]), bu.fmt(r["fwd_bwd_ratio_vs_spikeforge"]),
-                     _mib(r.get("saved_bytes")), _mib(r.get("saved_extra_bytes")),
-                     _mib(r.get("cuda_peak_fwd_bwd_bytes")), bu.fmt(None if eq is None else 100 * eq, ".1f")])
+        rows.append(
+            [
+                r["label"],
+                bu.fmt(r["fwd_ms"], ".3f"),
+                bu.fmt(r["fwd_bwd_ms"], ".3f"),
+                bu.fmt(r["fwd_ratio_vs_spikeforge"]),
+                bu.fmt(r["fwd_bwd_ratio_vs_spikeforge"]),
+                _mib(r.get("saved_bytes")),
+                _mib(r.get("saved_extra_bytes")),
+                _mib(r.get("cuda_peak_fwd_bwd_bytes")),
+                bu.fmt(None if eq is None else 100 * eq, ".1f"),
+            ]
+        )
     return head + "\n" + bu.format_table(headers, rows)
 
 
@@ -171,8 +221,13 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(2, 1, figsize=(max(9, 0.75 * len(cases) + 3), 9), sharey=True)
     handles = []
     for ax, phase, name in zip(axes, ("fwd", "fwd_bwd"), ("forward", "forward+backward")):
-        series = {lab: [next((r.get(f"{phase}_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
-                        for c in cases] for lab in labels}
+        series = {
+            lab: [
+                next((r.get(f"{phase}_ratio_vs_spikeforge") for r in c["rows"] if r["label"] == lab), None)
+                for c in cases
+            ]
+            for lab in labels
+        }
         handles.append(bu.grouped_bars(ax, names, series, color_of))
         bu.ratio_axis(ax)
         ax.set_title(name, fontsize=10)
@@ -203,28 +258,52 @@ def run(args) -> int:
                 t0 = time.perf_counter()
                 cases.append(run_case(op, D, heads, device, args, timer))
                 print(f"  ... {op} D={D} heads={heads} done in {time.perf_counter() - t0:.1f} s", flush=True)
-    print(f"\n  timing: median of {args.reps} reps after {args.warmup} warm-up, round-robin; fwd = training "
-          "forward (inputs require grad); f+b = forward + autograd.grad w.r.t. q, k, v")
-    print("  columns: 'x sf' = time / spikeforge's (> 1: spikeforge faster); 'saved' = the forward's "
-          "saved-for-backward storages (inputs included), 'extra' = saved - inputs; 'out=sf' = % of output "
-          "elements equal to spikeforge's\n")
+    print(
+        f"\n  timing: median of {args.reps} reps after {args.warmup} warm-up, round-robin; fwd = training "
+        "forward (inputs require grad); f+b = forward + autograd.grad w.r.t. q, k, v"
+    )
+    print(
+        "  columns: 'x sf' = time / spikeforge's (> 1: spikeforge faster); 'saved' = the forward's "
+        "saved-for-backward storages (inputs included), 'extra' = saved - inputs; 'out=sf' = % of output "
+        "elements equal to spikeforge's\n"
+    )
     for c in cases:
         print(case_table(c) + "\n")
     end_load = list(os.getloadavg()) if hasattr(os, "getloadavg") else []
     wall = time.perf_counter() - t_start
     print(f"  load average at end: {', '.join(f'{v:.1f}' for v in end_load)}; run time {wall:.0f} s")
-    data = {"benchmark": "attention", "environment": env, "run_time_s": wall, "load_average_end": end_load,
-            "settings": {"ops": op_names, "D": dims, "heads": heads_list, "T": args.T, "batch": args.batch,
-                         "tokens": args.tokens, "rate": args.rate, "dtype": args.dtype, "reps": args.reps,
-                         "warmup": args.warmup, "threads": torch.get_num_threads(), "quick": args.quick,
-                         "baselines": not args.no_baselines, "skipped": args.skip,
-                         "ratio": "contender time / spikeforge time"},
-            "cases": cases}
+    data = {
+        "benchmark": "attention",
+        "environment": env,
+        "run_time_s": wall,
+        "load_average_end": end_load,
+        "settings": {
+            "ops": op_names,
+            "D": dims,
+            "heads": heads_list,
+            "T": args.T,
+            "batch": args.batch,
+            "tokens": args.tokens,
+            "rate": args.rate,
+            "dtype": args.dtype,
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "threads": torch.get_num_threads(),
+            "quick": args.quick,
+            "baselines": not args.no_baselines,
+            "skipped": args.skip,
+            "ratio": "contender time / spikeforge time",
+        },
+        "cases": cases,
+    }
     if args.json:
         bu.write_json(args.json, data)
     if args.plot:
-        plot(cases, args.plot, f"spikeforge bench attention on {env['device_name']} ({env['device']}, "
-                               f"{env['torch_threads']} threads)")
+        plot(
+            cases,
+            args.plot,
+            f"spikeforge bench attention on {env['device_name']} ({env['device']}, {env['torch_threads']} threads)",
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ where the memory goes. --profile adds the
 operators that dominate each contender's step (torch.profiler, self CPU time). "host ms" is the time a step
 takes to return on the host: on CUDA, close to the step time means a host-bound step.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,10 @@ from torch import nn
 import benchlib as bu
 
 NAME = "models"
-HELP = "one training step of a zoo model (default sew_resnet18, T=4; also spikformer_8_384): spikeforge vs " \
-       "reference build, ms and bytes saved for backward"
+HELP = (
+    "one training step of a zoo model (default sew_resnet18, T=4; also spikformer_8_384): spikeforge vs "
+    "reference build, ms and bytes saved for backward"
+)
 
 
 def add_arguments(p) -> None:
@@ -66,6 +69,7 @@ def saved_bytes_by_module(model: nn.Module, x: torch.Tensor) -> dict:
     stack: list[str] = []
     seen: dict = {}
     handles = []
+
     def push(mod, inp, c):
         stack.append(c)
 
@@ -103,8 +107,11 @@ def saved_bytes_by_module(model: nn.Module, x: torch.Tensor) -> dict:
         finally:
             stack.pop()
 
-    users = [m for name, m in list(sys.modules.items())
-             if name.startswith("spikeforge.") and getattr(m, "bn_spike", None) is plain_bn_spike]
+    users = [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith("spikeforge.") and getattr(m, "bn_spike", None) is plain_bn_spike
+    ]
     for m in users:
         m.bn_spike = tagged_bn_spike
     try:
@@ -132,6 +139,7 @@ def _step_fn(model, opt, x, y):
         out = model(x)
         F.cross_entropy(out.mean(0), y).backward()
         opt.step()
+
     return step
 
 
@@ -158,11 +166,18 @@ def _spikingjelly_model(name: str, T: int, num_classes: int, device):
         import importlib
 
         from spikingjelly.activation_based import functional, neuron, surrogate
-        zoo = importlib.import_module("spikingjelly.activation_based.model."
-                                      + ("sew_resnet" if name.startswith("sew") else "spiking_resnet"))
+
+        zoo = importlib.import_module(
+            "spikingjelly.activation_based.model." + ("sew_resnet" if name.startswith("sew") else "spiking_resnet")
+        )
         kw = dict(cnf="ADD") if name.startswith("sew") else {}
-        m = getattr(zoo, name)(spiking_neuron=neuron.IFNode, surrogate_function=surrogate.Sigmoid(alpha=4.0),
-                               detach_reset=False, num_classes=num_classes, **kw)
+        m = getattr(zoo, name)(
+            spiking_neuron=neuron.IFNode,
+            surrogate_function=surrogate.Sigmoid(alpha=4.0),
+            detach_reset=False,
+            num_classes=num_classes,
+            **kw,
+        )
         functional.set_step_mode(m, "m")
         return m.to(device), None
     except Exception as e:  # noqa: BLE001
@@ -242,6 +257,7 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
         def sj_reset_step(f=sj_step, m=sj_model):
             sjf.reset_net(m)
             f()
+
         models["spikingjelly"], inputs["spikingjelly"], steps["spikingjelly"] = sj_model, x_seq, sj_reset_step
     res = bu.side_by_side(steps, timer, reps=args.reps, warmup=args.warmup, time_budget_s=args.time_budget)
     rows = []
@@ -257,43 +273,93 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
         rows.append(r)
     sf, ref = rows[0], rows[1]
     sj = rows[2] if len(rows) > 2 else None
-    return {"model": name, "T": T, "batch": batch, "size": size, "num_classes": num_classes, "device": str(device),
-            "dtype": "float32", "params": sum(p.numel() for p in sf_model.parameters()),
-            "max_abs_logit_diff": diff, "max_abs_logit_diff_train": diff_train,
-            "max_abs_logit_train": logit_scale_train, "max_abs_grad_diff_train": grad_diff,
-            "max_abs_grad_train": grad_scale, "rows": rows,
-            "speedup": (ref["median_ms"] / sf["median_ms"]) if sf["median_ms"] and ref["median_ms"] else None,
-            "saved_ratio": (sf["saved"]["activations"] / ref["saved"]["activations"]
-                            if ref["saved"]["activations"] else None),
-            "saved_ratio_with_params": sf["saved"]["total"] / ref["saved"]["total"] if ref["saved"]["total"] else None,
-            "spikingjelly": sj_note or "ok",
-            "speedup_vs_spikingjelly": (sj["median_ms"] / sf["median_ms"]
-                                        if sj and sj["median_ms"] and sf["median_ms"] else None),
-            "peak_ratio_vs_spikingjelly": (sf["peak_step_bytes"] / sj["peak_step_bytes"]
-                                           if sj and sj["peak_step_bytes"] and sf["peak_step_bytes"] else None)}
+    return {
+        "model": name,
+        "T": T,
+        "batch": batch,
+        "size": size,
+        "num_classes": num_classes,
+        "device": str(device),
+        "dtype": "float32",
+        "params": sum(p.numel() for p in sf_model.parameters()),
+        "max_abs_logit_diff": diff,
+        "max_abs_logit_diff_train": diff_train,
+        "max_abs_logit_train": logit_scale_train,
+        "max_abs_grad_diff_train": grad_diff,
+        "max_abs_grad_train": grad_scale,
+        "rows": rows,
+        "speedup": (ref["median_ms"] / sf["median_ms"]) if sf["median_ms"] and ref["median_ms"] else None,
+        "saved_ratio": (
+            sf["saved"]["activations"] / ref["saved"]["activations"] if ref["saved"]["activations"] else None
+        ),
+        "saved_ratio_with_params": sf["saved"]["total"] / ref["saved"]["total"] if ref["saved"]["total"] else None,
+        "spikingjelly": sj_note or "ok",
+        "speedup_vs_spikingjelly": (
+            sj["median_ms"] / sf["median_ms"] if sj and sj["median_ms"] and sf["median_ms"] else None
+        ),
+        "peak_ratio_vs_spikingjelly": (
+            sf["peak_step_bytes"] / sj["peak_step_bytes"]
+            if sj and sj["peak_step_bytes"] and sf["peak_step_bytes"]
+            else None
+        ),
+    }
 
 
 def case_table(c: dict) -> str:
     mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
-    head = ["impl", "step ms", "x sf", "saved act MiB", "conv in", "bn in", "neuron", "bn+sn", "attn", "other",
-            "x sf act", "+params MiB", "peak MiB", "host ms"]
+    head = [
+        "impl",
+        "step ms",
+        "x sf",
+        "saved act MiB",
+        "conv in",
+        "bn in",
+        "neuron",
+        "bn+sn",
+        "attn",
+        "other",
+        "x sf act",
+        "+params MiB",
+        "peak MiB",
+        "host ms",
+    ]
     sf = c["rows"][0]
     rows = []
     for r in c["rows"]:
         s = r["saved"]
-        rows.append([r["impl"], bu.fmt(r["median_ms"], ".1f"),
-                     bu.fmt(r["median_ms"] / sf["median_ms"] if r["median_ms"] and sf["median_ms"] else None),
-                     mib(s["activations"]), mib(s["conv"]), mib(s["bn"]), mib(s["neuron"]), mib(s["bn+sn"]),
-                     mib(s.get("attn", 0)), mib(s["other"]),
-                     bu.fmt(s["activations"] / sf["saved"]["activations"]), mib(s["params"]),
-                     mib(r["peak_step_bytes"]) if r.get("peak_step_bytes") else "n/a",
-                     bu.fmt(r.get("host_ms"), ".1f")])
-    title = (f"{c['model']} T={c['T']} batch={c['batch']} {c['size']}x{c['size']} {c['device']} {c['dtype']} "
-             f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e} eval"
-             + (f", {c['max_abs_logit_diff_train']:.2e} train (logits up to {c['max_abs_logit_train']:.2g})"
-                if c.get("max_abs_logit_diff_train") is not None else "")
-             + (f"; max |grad diff| {c['max_abs_grad_diff_train']:.2e} (grads up to {c['max_abs_grad_train']:.2g})"
-                if c.get("max_abs_grad_diff_train") is not None else "") + ")")
+        rows.append(
+            [
+                r["impl"],
+                bu.fmt(r["median_ms"], ".1f"),
+                bu.fmt(r["median_ms"] / sf["median_ms"] if r["median_ms"] and sf["median_ms"] else None),
+                mib(s["activations"]),
+                mib(s["conv"]),
+                mib(s["bn"]),
+                mib(s["neuron"]),
+                mib(s["bn+sn"]),
+                mib(s.get("attn", 0)),
+                mib(s["other"]),
+                bu.fmt(s["activations"] / sf["saved"]["activations"]),
+                mib(s["params"]),
+                mib(r["peak_step_bytes"]) if r.get("peak_step_bytes") else "n/a",
+                bu.fmt(r.get("host_ms"), ".1f"),
+            ]
+        )
+    title = (
+        f"{c['model']} T={c['T']} batch={c['batch']} {c['size']}x{c['size']} {c['device']} {c['dtype']} "
+        f"({c['params'] / 1e6:.2f}M params; max |logit diff| sf vs reference {c['max_abs_logit_diff']:.2e} eval"
+        + (
+            f", {c['max_abs_logit_diff_train']:.2e} train (logits up to {c['max_abs_logit_train']:.2g})"
+            if c.get("max_abs_logit_diff_train") is not None
+            else ""
+        )
+        + (
+            f"; max |grad diff| {c['max_abs_grad_diff_train']:.2e} (grads up to {c['max_abs_grad_train']:.2g})"
+            if c.get("max_abs_grad_diff_train") is not None
+            else ""
+        )
+        + ")"
+    )
     if c.get("spikingjelly", "ok") != "ok":
         title += f"\n  SpikingJelly: {c['spikingjelly']}"
     return title + "\n" + bu.format_table(head, rows)
@@ -308,13 +374,22 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(max(9, 2.5 * len(cases) + 5), 4.5))
     width = 0.8 / max(1, len(impls))
     names = [f"{c['model']}\nT={c['T']} B={c['batch']} {c['size']}px" for c in cases]
-    for ax, value, ylabel in ((axes[0], lambda r: r.get("median_ms"), "training step, ms (median)"),
-                              (axes[1], lambda r: r["saved"]["activations"] / 2**20 if r.get("saved") else None,
-                               "activations saved for backward, MiB")):
+    for ax, value, ylabel in (
+        (axes[0], lambda r: r.get("median_ms"), "training step, ms (median)"),
+        (
+            axes[1],
+            lambda r: r["saved"]["activations"] / 2**20 if r.get("saved") else None,
+            "activations saved for backward, MiB",
+        ),
+    ):
         for i, impl in enumerate(impls):
             vals = [next((value(r) for r in c["rows"] if r["impl"] == impl), None) for c in cases]
-            ax.bar([j + (i - (len(impls) - 1) / 2) * width for j in range(len(cases))],
-                   [math.nan if v is None else v for v in vals], width, label=impl)
+            ax.bar(
+                [j + (i - (len(impls) - 1) / 2) * width for j in range(len(cases))],
+                [math.nan if v is None else v for v in vals],
+                width,
+                label=impl,
+            )
         ax.set_xticks(range(len(cases)))
         ax.set_xticklabels(names, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=9)
@@ -352,14 +427,18 @@ def run(args) -> int:
         t0 = time.perf_counter()
         cases.append(run_case(name, T, batch, size, args.num_classes, device, args, timer))
         print(f"  ... {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"\n  timing: median of {args.reps} reps after {args.warmup} warm-up, round-robin; a step = zero_grad + "
-          "forward + CE(mean over T) + backward + SGD step")
-    print("  'x sf' = step time / spikeforge's (> 1: spikeforge faster); saved act = unique non-parameter storages "
-          "saved for backward by the forward (+ loss), split by the module that saved them (conv: its input; bn: its "
-          "input; neuron: what the neuron op keeps; bn+sn: the fused BN + neuron (the conv output and BN statistics); "
-          "attn: the attention op of a transformer block (q, k, v and its neuron's state); "
-          "other: the stem image, max-pool, adds, fc, loss); '+params' = parameters saved by "
-          "reference (held by the model anyway); 'x sf act' = saved act / spikeforge's\n")
+    print(
+        f"\n  timing: median of {args.reps} reps after {args.warmup} warm-up, round-robin; a step = zero_grad + "
+        "forward + CE(mean over T) + backward + SGD step"
+    )
+    print(
+        "  'x sf' = step time / spikeforge's (> 1: spikeforge faster); saved act = unique non-parameter storages "
+        "saved for backward by the forward (+ loss), split by the module that saved them (conv: its input; bn: its "
+        "input; neuron: what the neuron op keeps; bn+sn: the fused BN + neuron (the conv output and BN statistics); "
+        "attn: the attention op of a transformer block (q, k, v and its neuron's state); "
+        "other: the stem image, max-pool, adds, fc, loss); '+params' = parameters saved by "
+        "reference (held by the model anyway); 'x sf act' = saved act / spikeforge's\n"
+    )
     for c in cases:
         print(case_table(c))
         if args.profile:
@@ -372,14 +451,28 @@ def run(args) -> int:
     wall = time.perf_counter() - t_start
     print(f"  load average at end: {', '.join(f'{v:.1f}' for v in end_load)}; run time {wall:.0f} s")
     if args.json:
-        bu.write_json(args.json, {"benchmark": "models", "environment": env, "run_time_s": wall,
-                                  "load_average_end": end_load,
-                                  "settings": {"reps": args.reps, "warmup": args.warmup,
-                                               "threads": torch.get_num_threads(), "quick": args.quick},
-                                  "cases": cases})
+        bu.write_json(
+            args.json,
+            {
+                "benchmark": "models",
+                "environment": env,
+                "run_time_s": wall,
+                "load_average_end": end_load,
+                "settings": {
+                    "reps": args.reps,
+                    "warmup": args.warmup,
+                    "threads": torch.get_num_threads(),
+                    "quick": args.quick,
+                },
+                "cases": cases,
+            },
+        )
     if args.plot:
-        plot(cases, args.plot, f"spikeforge bench models on {env['device_name']} ({env['device']}, "
-                               f"{env['torch_threads']} threads)")
+        plot(
+            cases,
+            args.plot,
+            f"spikeforge bench models on {env['device_name']} ({env['device']}, {env['torch_threads']} threads)",
+        )
     return 0
 
 

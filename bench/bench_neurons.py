@@ -12,6 +12,7 @@ GB/s compare like ratios, and "%bw" is that over the bandwidth of a large tensor
 the same run: the fraction of the roofline a fused kernel reaches. spikeforge's other backward
 mode (saving h in the forward) moves 3 b + 3 b; its own-model numbers are in the JSON.
 """
+
 from __future__ import annotations
 
 import gc
@@ -35,28 +36,48 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 NEURONS = ("lif", "if", "plif")
 # The options every implementation runs with (SpikingJelly's defaults; spikeforge's too).
 TAU, V_TH, V_RESET, ALPHA = 2.0, 1.0, 0.0, 4.0
-OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False,
-               surrogate="sigmoid", alpha=ALPHA)
+OPTIONS = dict(
+    tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=ALPHA
+)
 BASELINES = ("spikeforge-other-mode", "reference", "torch.compile", "spikingjelly", "snntorch")
-TRAFFIC = {"fwd": 2, "fwd_bwd": 5}           # bytes per element-step, in units of b (minimal model)
-TRAFFIC_SAVE_H = {"fwd": 3, "fwd_bwd": 6}    # spikeforge when the forward saves h for the backward
-TRAFFIC_MODEL = ("minimal traffic, per element-step with b bytes per activation: forward = read x + write "
-                 "spikes = 2b; backward = read grad_spike + read saved state (x, recompute) + write grad_x "
-                 "= 3b; forward+backward = 5b (spikeforge's default CPU mode). Save-h mode moves 3b + 3b.")
+TRAFFIC = {"fwd": 2, "fwd_bwd": 5}  # bytes per element-step, in units of b (minimal model)
+TRAFFIC_SAVE_H = {"fwd": 3, "fwd_bwd": 6}  # spikeforge when the forward saves h for the backward
+TRAFFIC_MODEL = (
+    "minimal traffic, per element-step with b bytes per activation: forward = read x + write "
+    "spikes = 2b; backward = read grad_spike + read saved state (x, recompute) + write grad_x "
+    "= 3b; forward+backward = 5b (spikeforge's default CPU mode). Save-h mode moves 3b + 3b."
+)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--T", type=int, nargs="+", default=None, metavar="T",
-                   help="time steps, one case each (default 4 8 32; --quick: 4)")
-    p.add_argument("--n", type=int, default=None,
-                   help="neurons per time step: shape [T, n] (default 2^20 on CPU; on CUDA the shape is "
-                        "[T, 64, 65536]; --quick: 2^14)")
-    p.add_argument("--dtype", nargs="+", choices=tuple(DTYPES), default=["float32"],
-                   help="activation dtypes (default float32)")
+    p.add_argument(
+        "--T",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="time steps, one case each (default 4 8 32; --quick: 4)",
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="neurons per time step: shape [T, n] (default 2^20 on CPU; on CUDA the shape is "
+        "[T, 64, 65536]; --quick: 2^14)",
+    )
+    p.add_argument(
+        "--dtype", nargs="+", choices=tuple(DTYPES), default=["float32"], help="activation dtypes (default float32)"
+    )
     p.add_argument("--neuron", nargs="+", choices=NEURONS, default=["lif"], help="neuron models (default lif)")
-    p.add_argument("--skip", nargs="+", default=[], choices=BASELINES, metavar="BASELINE",
-                   help=f"baselines to leave out, of: {', '.join(BASELINES)} (e.g. torch.compile: a cold inductor "
-                        "cache takes minutes to compile the T=32 loop on 2 cores)")
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=BASELINES,
+        metavar="BASELINE",
+        help=f"baselines to leave out, of: {', '.join(BASELINES)} (e.g. torch.compile: a cold inductor "
+        "cache takes minutes to compile the T=32 loop on 2 cores)",
+    )
     p.add_argument("--no-overhead", action="store_true", help="skip the per-call overhead measurement")
 
 
@@ -73,8 +94,8 @@ class Impl:
     label: str
     note: str
     build: Callable[[], tuple[Callable[[torch.Tensor], torch.Tensor], list]]
-    baseline: bool = True      # ratios are reported against the default spikeforge row
-    compiled: bool = False     # compile warm-up is timed separately and excluded
+    baseline: bool = True  # ratios are reported against the default spikeforge row
+    compiled: bool = False  # compile warm-up is timed separately and excluded
     default: bool = False
 
 
@@ -110,22 +131,32 @@ def _spikeforge_impl(neuron: str, device: torch.device, recompute: bool, default
                 return f(x)
             finally:
                 ops_neuron.default_recompute[device.type] = saved
+
         return run, params
 
     mode = "recompute" if recompute else "save h"
-    note = ("backward recomputes h from x (forward saves x only)" if recompute
-            else "forward also writes h for the backward")
-    return Impl("spikeforge[recompute]" if recompute else "spikeforge[save_h]",
-                f"spikeforge ({mode}{', default' if default else ''})", note, build, baseline=not default,
-                default=default)
+    note = (
+        "backward recomputes h from x (forward saves x only)" if recompute else "forward also writes h for the backward"
+    )
+    return Impl(
+        "spikeforge[recompute]" if recompute else "spikeforge[save_h]",
+        f"spikeforge ({mode}{', default' if default else ''})",
+        note,
+        build,
+        baseline=not default,
+        default=default,
+    )
 
 
 def _reference_impl(neuron: str, device: torch.device) -> Impl:
     from spikeforge import reference
 
-    return Impl("reference", "reference (eager loop)",
-                f"spikeforge.reference.{'if_neuron' if neuron == 'if' else neuron}: plain PyTorch time loop, "
-                "autograd BPTT", lambda: _spikeforge_fn(reference, neuron, device))
+    return Impl(
+        "reference",
+        "reference (eager loop)",
+        f"spikeforge.reference.{'if_neuron' if neuron == 'if' else neuron}: plain PyTorch time loop, autograd BPTT",
+        lambda: _spikeforge_fn(reference, neuron, device),
+    )
 
 
 def _compile_impl(neuron: str, device: torch.device) -> Impl:
@@ -136,9 +167,13 @@ def _compile_impl(neuron: str, device: torch.device) -> Impl:
         torch._dynamo.reset()  # a fresh cache per case: no recompilation limits, no dynamic shapes
         return torch.compile(f, dynamic=False), params
 
-    return Impl("torch.compile", "torch.compile(reference)",
-                "torch.compile(reference, dynamic=False), default inductor backend; compile time excluded "
-                "(reported apart)", build, compiled=True)
+    return Impl(
+        "torch.compile",
+        "torch.compile(reference)",
+        "torch.compile(reference, dynamic=False), default inductor backend; compile time excluded (reported apart)",
+        build,
+        compiled=True,
+    )
 
 
 def _quiet_triton_warnings() -> None:
@@ -162,8 +197,13 @@ def _spikingjelly_impl(neuron: str, device: torch.device) -> Impl:
             from spikingjelly.activation_based import surrogate as sjs
         except Exception as e:  # noqa: BLE001
             raise Unavailable(f"import failed: {bu.error_text(e)}") from e
-        common = dict(v_threshold=V_TH, v_reset=V_RESET, surrogate_function=sjs.Sigmoid(alpha=ALPHA),
-                      detach_reset=False, step_mode="m")
+        common = dict(
+            v_threshold=V_TH,
+            v_reset=V_RESET,
+            surrogate_function=sjs.Sigmoid(alpha=ALPHA),
+            detach_reset=False,
+            step_mode="m",
+        )
         if neuron == "lif":
             cls, kw = sjn.LIFNode, dict(tau=TAU, decay_input=True)
         elif neuron == "if":
@@ -179,6 +219,7 @@ def _spikingjelly_impl(neuron: str, device: torch.device) -> Impl:
         def run(x):
             node.reset()
             return node(x)
+
         return run, [p for p in node.parameters() if p.requires_grad]
 
     return Impl("spikingjelly", label, _spikingjelly_note(neuron, device), build)
@@ -192,20 +233,29 @@ def _spikingjelly_cuda_implementation(neuron: str, device: torch.device) -> Opti
     try:
         _quiet_triton_warnings()
         from spikingjelly.activation_based import functional as sjf
+
         return str(sjf.neuron_implementation(neuron, device)["implementation"])
     except Exception:  # noqa: BLE001 - older SpikingJelly, or no CUDA implementation at all
         return None
 
 
 def _spikingjelly_note(neuron: str, device: torch.device) -> str:
-    cls = {"lif": "LIFNode(tau=2, decay_input=True", "if": "IFNode(",
-           "plif": "ParametricLIFNode(init_tau=2, decay_input=True"}[neuron]
+    cls = {
+        "lif": "LIFNode(tau=2, decay_input=True",
+        "if": "IFNode(",
+        "plif": "ParametricLIFNode(init_tau=2, decay_input=True",
+    }[neuron]
     sep = "" if neuron == "if" else ", "
-    where = ("on CPU its sj_* op runs a PyTorch time loop with a hand-written backward (the 'torch' "
-             "implementation, the only one on CPU)" if device.type == "cpu" else
-             "on CUDA it picks its fastest implementation (cuda > triton > torch; env SJ_*_CUDA_IMPLEMENTATION)")
-    return (f"{cls}{sep}v_threshold=1, v_reset=0, detach_reset=False, surrogate Sigmoid(alpha=4), step_mode='m'); "
-            f"same semantics as spikeforge; SpikingJelly 2.x has no backend argument: {where}")
+    where = (
+        "on CPU its sj_* op runs a PyTorch time loop with a hand-written backward (the 'torch' "
+        "implementation, the only one on CPU)"
+        if device.type == "cpu"
+        else "on CUDA it picks its fastest implementation (cuda > triton > torch; env SJ_*_CUDA_IMPLEMENTATION)"
+    )
+    return (
+        f"{cls}{sep}v_threshold=1, v_reset=0, detach_reset=False, surrogate Sigmoid(alpha=4), step_mode='m'); "
+        f"same semantics as spikeforge; SpikingJelly 2.x has no backend argument: {where}"
+    )
 
 
 def _snntorch_impl(neuron: str, device: torch.device) -> Impl:
@@ -222,8 +272,13 @@ def _snntorch_impl(neuron: str, device: torch.device) -> Impl:
         except Exception as e:  # noqa: BLE001
             raise Unavailable(f"import failed: {bu.error_text(e)}") from e
         b = torch.tensor(beta) if neuron == "plif" else beta
-        leaky = snn.Leaky(beta=b, threshold=V_TH, spike_grad=sns.sigmoid(slope=ALPHA), reset_mechanism="zero",
-                          learn_beta=neuron == "plif").to(device)
+        leaky = snn.Leaky(
+            beta=b,
+            threshold=V_TH,
+            spike_grad=sns.sigmoid(slope=ALPHA),
+            reset_mechanism="zero",
+            learn_beta=neuron == "plif",
+        ).to(device)
 
         def run(x):
             mem = torch.zeros_like(x[0])
@@ -232,12 +287,15 @@ def _snntorch_impl(neuron: str, device: torch.device) -> Impl:
                 s, mem = leaky(x[t], mem)
                 out.append(s)
             return torch.stack(out)
+
         return run, [p for p in leaky.parameters() if p.requires_grad]
 
-    note = (f"† different semantics: Leaky(beta={beta:g}{' learnable' if neuron == 'plif' else ''}, threshold=1, "
-            "reset_mechanism='zero', spike_grad=sigmoid(slope=4)) looped over T in Python; "
-            "U[t] = beta*U[t-1] + X[t] (beta = 1 - 1/tau; the input is not scaled by 1/tau) and the reset to 0 "
-            "comes one step late from the previous membrane, detached; its spikes differ from spikeforge's")
+    note = (
+        f"† different semantics: Leaky(beta={beta:g}{' learnable' if neuron == 'plif' else ''}, threshold=1, "
+        "reset_mechanism='zero', spike_grad=sigmoid(slope=4)) looped over T in Python; "
+        "U[t] = beta*U[t-1] + X[t] (beta = 1 - 1/tau; the input is not scaled by 1/tau) and the reset to 0 "
+        "comes one step late from the previous membrane, detached; its spikes differ from spikeforge's"
+    )
     return Impl("snntorch", label, note, build)
 
 
@@ -250,8 +308,12 @@ def implementations(neuron: str, device: torch.device, baselines: bool, skip=())
     if "spikeforge-other-mode" not in skip:
         impls.append(_spikeforge_impl(neuron, device, not default_recompute, False))
     if baselines:
-        for name, make in (("reference", _reference_impl), ("torch.compile", _compile_impl),
-                           ("spikingjelly", _spikingjelly_impl), ("snntorch", _snntorch_impl)):
+        for name, make in (
+            ("reference", _reference_impl),
+            ("torch.compile", _compile_impl),
+            ("spikingjelly", _spikingjelly_impl),
+            ("snntorch", _snntorch_impl),
+        ):
             if name not in skip:
                 impls.append(make(neuron, device))
     return impls
@@ -270,11 +332,20 @@ def _fwd_bwd(f, x, params, g):
     def run():
         s = f(x)
         return torch.autograd.grad(s, [x] + params, g)
+
     return run
 
 
-def run_case(neuron: str, T: int, n: Optional[int], dtype: torch.dtype, device: torch.device, args,
-             bw: bu.Bandwidth, timer: bu.Timer) -> dict:
+def run_case(
+    neuron: str,
+    T: int,
+    n: Optional[int],
+    dtype: torch.dtype,
+    device: torch.device,
+    args,
+    bw: bu.Bandwidth,
+    timer: bu.Timer,
+) -> dict:
     shape = _shape(T, n, device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
@@ -307,7 +378,7 @@ def run_case(neuron: str, T: int, n: Optional[int], dtype: torch.dtype, device: 
                 row["status"] = f"n/a: compilation failed: {bu.error_text(e)}"
                 continue
         fns[impl.key] = (f, params)
-        contenders[f"{impl.key}/fwd"] = (lambda f=f: f(x_req))
+        contenders[f"{impl.key}/fwd"] = lambda f=f: f(x_req)
         contenders[f"{impl.key}/fwd_bwd"] = _fwd_bwd(f, x_req, params, g)
     contenders["copy"] = bw.fn
 
@@ -353,10 +424,19 @@ def run_case(neuron: str, T: int, n: Optional[int], dtype: torch.dtype, device: 
             row["own_model_gbps"] = {k: bu.gbps(own[k], row.get(f"{k}_ms")) for k in own}
     bu.add_ratios(rows, sf)
 
-    return {"neuron": neuron, "T": T, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
-            "device": str(device), "elements": elems, "bytes_per_element": b,
-            "bytes_fwd": nbytes["fwd"], "bytes_fwd_bwd": nbytes["fwd_bwd"],
-            "copy_gbps_this_case": bu.gbps(bw.bytes_per_copy, copy_ms), "rows": rows}
+    return {
+        "neuron": neuron,
+        "T": T,
+        "shape": shape,
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": str(device),
+        "elements": elems,
+        "bytes_per_element": b,
+        "bytes_fwd": nbytes["fwd"],
+        "bytes_fwd_bwd": nbytes["fwd_bwd"],
+        "copy_gbps_this_case": bu.gbps(bw.bytes_per_copy, copy_ms),
+        "rows": rows,
+    }
 
 
 def set_roofline_fractions(cases: list[dict], bandwidth_gbps: Optional[float]) -> None:
@@ -371,20 +451,42 @@ def set_roofline_fractions(cases: list[dict], bandwidth_gbps: Optional[float]) -
 
 
 def case_table(case: dict) -> str:
-    head = (f"{case['neuron']}  T={case['T']}  shape={case['shape']}  {case['dtype']}  {case['device']}  "
-            f"(copy in this case: {bu.fmt(case['copy_gbps_this_case'], '.1f')} GB/s)")
-    headers = ["implementation", "fwd ms", "f+b ms", "fwd GB/s", "f+b GB/s", "fwd %bw", "f+b %bw",
-               "x sf fwd", "x sf f+b", "spikes=sf"]
+    head = (
+        f"{case['neuron']}  T={case['T']}  shape={case['shape']}  {case['dtype']}  {case['device']}  "
+        f"(copy in this case: {bu.fmt(case['copy_gbps_this_case'], '.1f')} GB/s)"
+    )
+    headers = [
+        "implementation",
+        "fwd ms",
+        "f+b ms",
+        "fwd GB/s",
+        "f+b GB/s",
+        "fwd %bw",
+        "f+b %bw",
+        "x sf fwd",
+        "x sf f+b",
+        "spikes=sf",
+    ]
     rows = []
     for r in case["rows"]:
         if r["status"] != "ok":
             rows.append([r["label"], r["status"]])
             continue
         pct = lambda v: bu.fmt(None if v is None else 100 * v, ".1f")  # noqa: E731
-        rows.append([r["label"], bu.fmt(r["fwd_ms"]), bu.fmt(r["fwd_bwd_ms"]), bu.fmt(r["fwd_gbps"]),
-                     bu.fmt(r["fwd_bwd_gbps"]), pct(r["fwd_roofline_fraction"]), pct(r["fwd_bwd_roofline_fraction"]),
-                     bu.fmt(r["fwd_ratio_vs_spikeforge"]), bu.fmt(r["fwd_bwd_ratio_vs_spikeforge"]),
-                     pct(r.get("spikes_equal_to_spikeforge"))])
+        rows.append(
+            [
+                r["label"],
+                bu.fmt(r["fwd_ms"]),
+                bu.fmt(r["fwd_bwd_ms"]),
+                bu.fmt(r["fwd_gbps"]),
+                bu.fmt(r["fwd_bwd_gbps"]),
+                pct(r["fwd_roofline_fraction"]),
+                pct(r["fwd_bwd_roofline_fraction"]),
+                bu.fmt(r["fwd_ratio_vs_spikeforge"]),
+                bu.fmt(r["fwd_bwd_ratio_vs_spikeforge"]),
+                pct(r.get("spikes_equal_to_spikeforge")),
+            ]
+        )
     return head + "\n" + bu.format_table(headers, rows)
 
 
@@ -439,10 +541,17 @@ def overhead_table(ov: dict) -> str:
         if r.get("no_grad_error") and r.get("no_grad_error") == r.get("fwd_bwd_error"):
             rows.append([r["label"], f"n/a: {r['no_grad_error']}"])
             continue
-        rows.append([r["label"], bu.fmt(r["no_grad_us"], ".1f", r.get("no_grad_error", "n/a")),
-                     bu.fmt(r["fwd_bwd_us"], ".1f", r.get("fwd_bwd_error", "n/a"))])
-    return (f"per-call overhead, tiny input {ov['shape']} (median of {ov['reps']} loops of {ov['iters']} calls)\n"
-            + bu.format_table(headers, rows))
+        rows.append(
+            [
+                r["label"],
+                bu.fmt(r["no_grad_us"], ".1f", r.get("no_grad_error", "n/a")),
+                bu.fmt(r["fwd_bwd_us"], ".1f", r.get("fwd_bwd_error", "n/a")),
+            ]
+        )
+    return (
+        f"per-call overhead, tiny input {ov['shape']} (median of {ov['reps']} loops of {ov['iters']} calls)\n"
+        + bu.format_table(headers, rows)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,15 +569,25 @@ def summary_table(cases: list[dict]) -> str:
         sf = next(r for r in c["rows"] if r["default"])
         by_label = {r["label"]: r for r in c["rows"]}
         frac = sf.get("fwd_bwd_roofline_fraction")
-        row = [f"{c['neuron']} T={c['T']} {c['dtype']}", bu.fmt(sf.get("fwd_ms")), bu.fmt(sf.get("fwd_bwd_ms")),
-               bu.fmt(sf.get("fwd_bwd_gbps")), bu.fmt(None if frac is None else 100 * frac, ".1f")]
+        row = [
+            f"{c['neuron']} T={c['T']} {c['dtype']}",
+            bu.fmt(sf.get("fwd_ms")),
+            bu.fmt(sf.get("fwd_bwd_ms")),
+            bu.fmt(sf.get("fwd_bwd_gbps")),
+            bu.fmt(None if frac is None else 100 * frac, ".1f"),
+        ]
         for b in baselines:
             r = by_label.get(b)
-            row.append("n/a" if r is None or r.get("fwd_bwd_ratio_vs_spikeforge") is None
-                       else f"{r['fwd_bwd_ratio_vs_spikeforge']:.2f}")
+            row.append(
+                "n/a"
+                if r is None or r.get("fwd_bwd_ratio_vs_spikeforge") is None
+                else f"{r['fwd_bwd_ratio_vs_spikeforge']:.2f}"
+            )
         rows.append(row)
-    return ("summary (forward+backward; 'x NAME' = NAME's time / spikeforge's time, > 1: spikeforge is faster)\n"
-            + bu.format_table(headers, rows))
+    return (
+        "summary (forward+backward; 'x NAME' = NAME's time / spikeforge's time, > 1: spikeforge is faster)\n"
+        + bu.format_table(headers, rows)
+    )
 
 
 def plot(cases: list[dict], path: str, title: str) -> None:
@@ -484,18 +603,23 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(max(10, 2.2 * len(cases) + 6), 9))
     handles = []
     for col, phase in enumerate(("fwd", "fwd_bwd")):
-        for ax, key, ylabel, log in ((axes[0][col], f"{phase}_roofline_fraction", "fraction of copy bandwidth", False),
-                                     (axes[1][col], f"{phase}_ratio_vs_spikeforge",
-                                      "time / spikeforge's (>1: spikeforge faster)", True)):
+        for ax, key, ylabel, log in (
+            (axes[0][col], f"{phase}_roofline_fraction", "fraction of copy bandwidth", False),
+            (axes[1][col], f"{phase}_ratio_vs_spikeforge", "time / spikeforge's (>1: spikeforge faster)", True),
+        ):
             shown = [lab for lab in labels if not (log and lab in defaults)]
-            series = {lab: [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases]
-                      for lab in shown}
+            series = {
+                lab: [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases] for lab in shown
+            }
             handles.append(bu.grouped_bars(ax, names, series, color_of))
             ax.set_ylabel(ylabel, fontsize=9)
             if log:
                 bu.ratio_axis(ax)
-            ax.set_title(("forward" if phase == "fwd" else "forward+backward")
-                         + (": roofline fraction" if not log else ": time over spikeforge's"), fontsize=10)
+            ax.set_title(
+                ("forward" if phase == "fwd" else "forward+backward")
+                + (": roofline fraction" if not log else ": time over spikeforge's"),
+                fontsize=10,
+            )
     fig.suptitle(title, fontsize=10)
     bu.figure_legend(fig, *handles)
     bu.save_figure(fig, path)
@@ -532,15 +656,21 @@ def run(args) -> int:
         print(f"  ... per-call overhead done in {time.perf_counter() - t0:.0f} s", flush=True)
     set_roofline_fractions(cases, bw.gbps)
     case_copies = ", ".join(bu.fmt(c["copy_gbps_this_case"], ".1f") for c in cases)
-    print(f"\n  memory bandwidth: {bu.fmt(bw.gbps, '.1f')} GB/s = copy of {bw.bytes_per_copy / 2 / 2**20:.0f} MiB "
-          f"(read + write) / median time of {len(bw.samples_ms)} copies timed at the start and inside each case "
-          f"(per case: {case_copies} GB/s)")
+    print(
+        f"\n  memory bandwidth: {bu.fmt(bw.gbps, '.1f')} GB/s = copy of {bw.bytes_per_copy / 2 / 2**20:.0f} MiB "
+        f"(read + write) / median time of {len(bw.samples_ms)} copies timed at the start and inside each case "
+        f"(per case: {case_copies} GB/s)"
+    )
     print(f"  traffic model: {TRAFFIC_MODEL}")
-    print(f"  timing: median of {args.reps} reps after {args.warmup} warm-up, contenders round-robin "
-          f"(slow ones fewer reps, >= 3, to stay near {args.time_budget:g} s each); fwd = training forward "
-          "(input requires grad)")
-    print("  columns: '%bw' = GB/s / copy bandwidth; 'x sf' = time / spikeforge default time (> 1: spikeforge "
-          "faster); 'spikes=sf' = % of spikes equal to spikeforge's\n")
+    print(
+        f"  timing: median of {args.reps} reps after {args.warmup} warm-up, contenders round-robin "
+        f"(slow ones fewer reps, >= 3, to stay near {args.time_budget:g} s each); fwd = training forward "
+        "(input requires grad)"
+    )
+    print(
+        "  columns: '%bw' = GB/s / copy bandwidth; 'x sf' = time / spikeforge default time (> 1: spikeforge "
+        "faster); 'spikes=sf' = % of spikes equal to spikeforge's\n"
+    )
     for case in cases:
         print(case_table(case))
         print()
@@ -554,8 +684,12 @@ def run(args) -> int:
     for c in cases:
         for r in c["rows"]:
             notes.setdefault(r["label"], r["note"])
-    compile_s = [f"{c['neuron']} T={c['T']}: {r['compile_s']:.1f} s" for c in cases for r in c["rows"]
-                 if r.get("compile_s") is not None]
+    compile_s = [
+        f"{c['neuron']} T={c['T']}: {r['compile_s']:.1f} s"
+        for c in cases
+        for r in c["rows"]
+        if r.get("compile_s") is not None
+    ]
     print("\nnotes:")
     for label, note in notes.items():
         print(f"  {label}: {note}")
@@ -565,21 +699,43 @@ def run(args) -> int:
     wall = time.perf_counter() - t_start
     print(f"  load average at end: {', '.join(f'{v:.1f}' for v in end_load)}; run time {wall:.0f} s")
 
-    data = {"benchmark": "neurons", "environment": env, "bandwidth": bw.as_dict(), "run_time_s": wall,
-            "settings": {"reps": args.reps, "warmup": args.warmup, "time_budget_s": args.time_budget,
-                         "threads": torch.get_num_threads(), "quick": args.quick, "baselines": not args.no_baselines,
-                         "skipped": args.skip,
-                         "fwd": "training forward (input requires grad)",
-                         "fwd_bwd": "forward + torch.autograd.grad(spikes, [x] + params, grad_spike)",
-                         "options": OPTIONS, "ratio": "implementation time / spikeforge default time"},
-            "traffic_model": {"description": TRAFFIC_MODEL, "bytes_per_element_step_in_b": TRAFFIC,
-                              "spikeforge_save_h_in_b": TRAFFIC_SAVE_H},
-            "cases": cases, "overhead": overhead, "notes": notes, "load_average_end": end_load}
+    data = {
+        "benchmark": "neurons",
+        "environment": env,
+        "bandwidth": bw.as_dict(),
+        "run_time_s": wall,
+        "settings": {
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "time_budget_s": args.time_budget,
+            "threads": torch.get_num_threads(),
+            "quick": args.quick,
+            "baselines": not args.no_baselines,
+            "skipped": args.skip,
+            "fwd": "training forward (input requires grad)",
+            "fwd_bwd": "forward + torch.autograd.grad(spikes, [x] + params, grad_spike)",
+            "options": OPTIONS,
+            "ratio": "implementation time / spikeforge default time",
+        },
+        "traffic_model": {
+            "description": TRAFFIC_MODEL,
+            "bytes_per_element_step_in_b": TRAFFIC,
+            "spikeforge_save_h_in_b": TRAFFIC_SAVE_H,
+        },
+        "cases": cases,
+        "overhead": overhead,
+        "notes": notes,
+        "load_average_end": end_load,
+    }
     if args.json:
         bu.write_json(args.json, data)
     if args.plot:
-        plot(cases, args.plot, f"spikeforge bench neurons on {env['device_name']} ({env['device']}, "
-                               f"{env['torch_threads']} threads, copy {bu.fmt(bw.gbps, '.1f')} GB/s)")
+        plot(
+            cases,
+            args.plot,
+            f"spikeforge bench neurons on {env['device_name']} ({env['device']}, "
+            f"{env['torch_threads']} threads, copy {bu.fmt(bw.gbps, '.1f')} GB/s)",
+        )
     return 0
 
 

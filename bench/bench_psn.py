@@ -10,6 +10,7 @@ read X, write gX (5 b); "%bw" is GB/s under that model over the copy bandwidth m
 "saved" is what the forward keeps for the backward: the unique storages' bytes seen by
 torch.autograd.graph.saved_tensors_hooks (X itself included: "xX" = saved bytes / bytes of X).
 """
+
 from __future__ import annotations
 
 import gc
@@ -25,33 +26,66 @@ import torch
 import benchlib as bu
 
 NAME = "psn"
-HELP = "parallel spiking neurons (psn, masked_psn, sliding_psn): ms, GB/s, saved bytes, ratios vs reference, " \
-       "torch.compile, SpikingJelly, bare GEMM"
+HELP = (
+    "parallel spiking neurons (psn, masked_psn, sliding_psn): ms, GB/s, saved bytes, ratios vs reference, "
+    "torch.compile, SpikingJelly, bare GEMM"
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-OPS = {"psn": "psn", "masked": "masked_psn", "masked_psn": "masked_psn", "sliding": "sliding_psn",
-       "sliding_psn": "sliding_psn"}
+OPS = {
+    "psn": "psn",
+    "masked": "masked_psn",
+    "masked_psn": "masked_psn",
+    "sliding": "sliding_psn",
+    "sliding_psn": "sliding_psn",
+}
 K, LAM, ALPHA = 4, 1.0, 2.0  # order of masked/sliding PSN (capped at T), mask lambda, atan surrogate alpha
 BASELINES = ("reference", "torch.compile", "spikingjelly", "gemm")
 TRAFFIC = {"fwd": 2, "fwd_bwd": 5}  # bytes per element-step in units of b (minimal model)
-TRAFFIC_MODEL = ("minimal traffic per element-step, b bytes per activation: forward = read X + write S = 2b; "
-                 "backward = read grad_S + read X + write grad_X = 3b; forward+backward = 5b")
+TRAFFIC_MODEL = (
+    "minimal traffic per element-step, b bytes per activation: forward = read X + write S = 2b; "
+    "backward = read grad_S + read X + write grad_X = 3b; forward+backward = 5b"
+)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--op", nargs="+", choices=tuple(OPS), default=["psn"],
-                   help=f"psn (default), masked[_psn] (k=min({K}, T), lam=1), sliding[_psn] (k={K})")
-    p.add_argument("--T", type=int, nargs="+", default=None, metavar="T",
-                   help="time steps (default 4 8 32; --quick: 4)")
-    p.add_argument("--n", type=int, default=None, help="neurons per step: shape [T, n] (default 2^20 on CPU, "
-                                                       "[T, 64, 65536] on CUDA; --quick: 2^14)")
+    p.add_argument(
+        "--op",
+        nargs="+",
+        choices=tuple(OPS),
+        default=["psn"],
+        help=f"psn (default), masked[_psn] (k=min({K}, T), lam=1), sliding[_psn] (k={K})",
+    )
+    p.add_argument(
+        "--T", type=int, nargs="+", default=None, metavar="T", help="time steps (default 4 8 32; --quick: 4)"
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="neurons per step: shape [T, n] (default 2^20 on CPU, [T, 64, 65536] on CUDA; --quick: 2^14)",
+    )
     p.add_argument("--dtype", nargs="+", choices=tuple(DTYPES), default=["float32"], help="(default float32)")
-    p.add_argument("--skip", nargs="+", default=[], choices=BASELINES, metavar="BASELINE",
-                   help=f"baselines to leave out, of: {', '.join(BASELINES)}")
-    p.add_argument("--compile-limit", type=float, default=60.0, metavar="SECONDS",
-                   help="once torch.compile took longer than this in a case, cases with a larger T skip it (n/a)")
-    p.add_argument("--append", action="store_true",
-                   help="add this run's cases to the existing --json file of `bench psn` instead of replacing it")
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=BASELINES,
+        metavar="BASELINE",
+        help=f"baselines to leave out, of: {', '.join(BASELINES)}",
+    )
+    p.add_argument(
+        "--compile-limit",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="once torch.compile took longer than this in a case, cases with a larger T skip it (n/a)",
+    )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add this run's cases to the existing --json file of `bench psn` instead of replacing it",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,19 +139,25 @@ def contenders(op: str, T: int, device: torch.device, args, skip: set) -> dict:
     if "reference" not in skip:
         out["reference"] = (f"reference.{op} (eager)", lambda: (_call(reference, op, ps, kw), ps))
     if "torch.compile" not in skip:
+
         def build_compiled():
             torch._dynamo.reset()  # a fresh cache per case
             return torch.compile(_call(reference, op, ps, kw), dynamic=False), ps
+
         out["torch.compile"] = ("torch.compile(reference)", build_compiled)
     if "spikingjelly" not in skip:
         v = bu.dist_version("spikingjelly")
         cls = {"psn": "PSN", "masked_psn": "MaskedPSN", "sliding_psn": "SlidingPSN"}[op]
-        out["spikingjelly"] = (f"SpikingJelly {v or ''} {cls}".replace("  ", " "),
-                               lambda: _spikingjelly(op, T, ps, kw, device))
+        out["spikingjelly"] = (
+            f"SpikingJelly {v or ''} {cls}".replace("  ", " "),
+            lambda: _spikingjelly(op, T, ps, kw, device),
+        )
     if "gemm" not in skip:
+
         def build_gemm():
             w, b = (p.detach().clone().requires_grad_(True) for p in _params("psn", T, device)[0])
             return (lambda x: torch.addmm(b.to(x.dtype).unsqueeze(1), w.to(x.dtype), x.reshape(T, -1))), [w, b]
+
         out["gemm"] = ("bare GEMM torch.addmm(b, W, X)", build_gemm)
     return out
 
@@ -126,8 +166,10 @@ def contenders(op: str, T: int, device: torch.device, args, skip: set) -> dict:
 # one case
 # --------------------------------------------------------------------------------------------
 
-def run_case(op: str, T: int, dtype: torch.dtype, device: torch.device, args, bw: bu.Bandwidth,
-             timer: bu.Timer, skip: set) -> dict:
+
+def run_case(
+    op: str, T: int, dtype: torch.dtype, device: torch.device, args, bw: bu.Bandwidth, timer: bu.Timer, skip: set
+) -> dict:
     shape = [T, 64, 65536] if args.n is None and device.type == "cuda" else [T, args.n or (1 << 20)]
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
@@ -184,10 +226,21 @@ def run_case(op: str, T: int, dtype: torch.dtype, device: torch.device, args, bw
     del s_sf, fns
     gc.collect()
     bu.add_ratios(rows, rows[0])  # rows[0] is spikeforge
-    return {"run": 0, "op": op, "T": T, "k": K if op == "sliding_psn" else (min(K, T) if op == "masked_psn" else None),
-            "shape": shape, "dtype": str(dtype).replace("torch.", ""), "device": str(device), "elements": x.numel(),
-            "bytes_per_element": b, "bytes_fwd": nbytes["fwd"], "bytes_fwd_bwd": nbytes["fwd_bwd"],
-            "copy_gbps_this_case": bu.gbps(bw.bytes_per_copy, res["copy"].median), "rows": rows}
+    return {
+        "run": 0,
+        "op": op,
+        "T": T,
+        "k": K if op == "sliding_psn" else (min(K, T) if op == "masked_psn" else None),
+        "shape": shape,
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": str(device),
+        "elements": x.numel(),
+        "bytes_per_element": b,
+        "bytes_fwd": nbytes["fwd"],
+        "bytes_fwd_bwd": nbytes["fwd_bwd"],
+        "copy_gbps_this_case": bu.gbps(bw.bytes_per_copy, res["copy"].median),
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,21 +252,46 @@ def _pct(v):
 
 def case_table(c: dict) -> str:
     k = f" k={c['k']}" if c["k"] else ""
-    head = (f"{c['op']} T={c['T']}{k}  shape={c['shape']}  {c['dtype']}  {c['device']}  "
-            f"(copy in this case: {bu.fmt(c['copy_gbps_this_case'], '.1f')} GB/s)")
-    headers = ["contender", "fwd ms", "f+b ms", "fwd GB/s", "f+b GB/s", "fwd %bw", "f+b %bw", "x sf fwd",
-               "x sf f+b", "saved MiB", "xX", "spikes=sf"]
+    head = (
+        f"{c['op']} T={c['T']}{k}  shape={c['shape']}  {c['dtype']}  {c['device']}  "
+        f"(copy in this case: {bu.fmt(c['copy_gbps_this_case'], '.1f')} GB/s)"
+    )
+    headers = [
+        "contender",
+        "fwd ms",
+        "f+b ms",
+        "fwd GB/s",
+        "f+b GB/s",
+        "fwd %bw",
+        "f+b %bw",
+        "x sf fwd",
+        "x sf f+b",
+        "saved MiB",
+        "xX",
+        "spikes=sf",
+    ]
     rows = []
     for r in c["rows"]:
         if r["status"] != "ok":
             rows.append([r["label"], r["status"]])
             continue
         sb = r.get("saved_bytes")
-        rows.append([r["label"], bu.fmt(r["fwd_ms"]), bu.fmt(r["fwd_bwd_ms"]), bu.fmt(r["fwd_gbps"], ".1f"),
-                     bu.fmt(r["fwd_bwd_gbps"], ".1f"), _pct(r.get("fwd_roofline_fraction")),
-                     _pct(r.get("fwd_bwd_roofline_fraction")), bu.fmt(r["fwd_ratio_vs_spikeforge"]),
-                     bu.fmt(r["fwd_bwd_ratio_vs_spikeforge"]), bu.fmt(None if sb is None else sb / 2**20, ".0f"),
-                     bu.fmt(r.get("saved_in_x"), ".2f"), _pct(r.get("spikes_equal_to_spikeforge"))])
+        rows.append(
+            [
+                r["label"],
+                bu.fmt(r["fwd_ms"]),
+                bu.fmt(r["fwd_bwd_ms"]),
+                bu.fmt(r["fwd_gbps"], ".1f"),
+                bu.fmt(r["fwd_bwd_gbps"], ".1f"),
+                _pct(r.get("fwd_roofline_fraction")),
+                _pct(r.get("fwd_bwd_roofline_fraction")),
+                bu.fmt(r["fwd_ratio_vs_spikeforge"]),
+                bu.fmt(r["fwd_bwd_ratio_vs_spikeforge"]),
+                bu.fmt(None if sb is None else sb / 2**20, ".0f"),
+                bu.fmt(r.get("saved_in_x"), ".2f"),
+                _pct(r.get("spikes_equal_to_spikeforge")),
+            ]
+        )
     return head + "\n" + bu.format_table(headers, rows)
 
 
@@ -229,12 +307,14 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.8 * len(cases) + 4), 9))
     names = [f"{c['op']} T={c['T']}" + (f"\n{c['dtype']}" if c.get("dtype") else "") for c in cases]
     handles = []
-    for ax, key, log, ylabel in ((axes[0], "fwd_bwd_roofline_fraction", False, "forward+backward GB/s / copy GB/s"),
-                                 (axes[1], "fwd_bwd_ratio_vs_spikeforge", True,
-                                  "forward+backward time / spikeforge's\n(>1: spikeforge faster)")):
+    for ax, key, log, ylabel in (
+        (axes[0], "fwd_bwd_roofline_fraction", False, "forward+backward GB/s / copy GB/s"),
+        (axes[1], "fwd_bwd_ratio_vs_spikeforge", True, "forward+backward time / spikeforge's\n(>1: spikeforge faster)"),
+    ):
         shown = [lab for lab in labels if not (log and lab in spikeforge)]
-        series = {lab: [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases]
-                  for lab in shown}
+        series = {
+            lab: [next((r.get(key) for r in c["rows"] if r["label"] == lab), None) for c in cases] for lab in shown
+        }
         handles.append(bu.grouped_bars(ax, names, series, color_of))
         ax.set_ylabel(ylabel, fontsize=9)
         if log:
@@ -272,9 +352,15 @@ def run(args) -> int:
                 t0 = time.perf_counter()
                 case = run_case(op, T, DTYPES[dname], device, args, bw, timer, skip)
                 if "torch.compile" in skip - set(args.skip) and not args.no_baselines:
-                    case["rows"].insert(2, {"impl": "torch.compile", "label": "torch.compile(reference)",
-                                            "status": f"n/a: skipped, compile at T={slow_compile[0]} took "
-                                                      f"{slow_compile[1]:.0f} s > --compile-limit"})
+                    case["rows"].insert(
+                        2,
+                        {
+                            "impl": "torch.compile",
+                            "label": "torch.compile(reference)",
+                            "status": f"n/a: skipped, compile at T={slow_compile[0]} took "
+                            f"{slow_compile[1]:.0f} s > --compile-limit",
+                        },
+                    )
                 cs = next((r.get("compile_s") for r in case["rows"] if r["impl"] == "torch.compile"), None)
                 if cs is not None and cs > args.compile_limit and slow_compile is None:
                     slow_compile = (T, cs)
@@ -287,32 +373,60 @@ def run(args) -> int:
                 v = r.get(f"{phase}_gbps")
                 r[f"{phase}_roofline_fraction"] = v / bw.gbps if v and bw.gbps else None
 
-    print(f"\n  memory bandwidth: {bu.fmt(bw.gbps, '.1f')} GB/s (copy of {bw.bytes_per_copy / 2 / 2**20:.0f} MiB, "
-          f"median of {len(bw.samples_ms)} copies at the start and inside each case)")
+    print(
+        f"\n  memory bandwidth: {bu.fmt(bw.gbps, '.1f')} GB/s (copy of {bw.bytes_per_copy / 2 / 2**20:.0f} MiB, "
+        f"median of {len(bw.samples_ms)} copies at the start and inside each case)"
+    )
     print(f"  traffic model: {TRAFFIC_MODEL}")
-    print(f"  timing: median of {args.reps} reps after {args.warmup} warm-up, round-robin; fwd = training forward; "
-          "f+b = forward + autograd.grad w.r.t. x, W, b")
-    print("  columns: '%bw' = GB/s / copy bandwidth; 'x sf' = time / spikeforge's (> 1: spikeforge faster); "
-          "'saved' = forward's saved-for-backward storages (X included), 'xX' = that / bytes of X\n")
+    print(
+        f"  timing: median of {args.reps} reps after {args.warmup} warm-up, round-robin; fwd = training forward; "
+        "f+b = forward + autograd.grad w.r.t. x, W, b"
+    )
+    print(
+        "  columns: '%bw' = GB/s / copy bandwidth; 'x sf' = time / spikeforge's (> 1: spikeforge faster); "
+        "'saved' = forward's saved-for-backward storages (X included), 'xX' = that / bytes of X\n"
+    )
     for c in cases:
         print(case_table(c) + "\n")
-    compile_s = [f"{c['op']} T={c['T']}: {r['compile_s']:.1f} s" for c in cases for r in c["rows"]
-                 if r.get("compile_s") is not None]
+    compile_s = [
+        f"{c['op']} T={c['T']}: {r['compile_s']:.1f} s"
+        for c in cases
+        for r in c["rows"]
+        if r.get("compile_s") is not None
+    ]
     if compile_s:
         print("  torch.compile compile time (excluded from the timings): " + "; ".join(compile_s))
     end_load = list(os.getloadavg()) if hasattr(os, "getloadavg") else []
     wall = time.perf_counter() - t_start
     print(f"  load average at end: {', '.join(f'{v:.1f}' for v in end_load)}; run time {wall:.0f} s")
 
-    run_info = {"environment": env, "bandwidth": bw.as_dict(), "run_time_s": wall, "load_average_end": end_load,
-                "settings": {"ops": [OPS[o] for o in args.op], "T": Ts, "reps": args.reps, "warmup": args.warmup,
-                             "time_budget_s": args.time_budget, "threads": torch.get_num_threads(),
-                             "quick": args.quick, "baselines": not args.no_baselines, "skipped": args.skip,
-                             "k": K, "lam": LAM, "surrogate": f"atan(alpha={ALPHA})",
-                             "ratio": "contender time / spikeforge time"}}
-    data = {"benchmark": "psn", **run_info, "traffic_model": {"description": TRAFFIC_MODEL,
-                                                               "bytes_per_element_step_in_b": TRAFFIC},
-            "cases": cases}
+    run_info = {
+        "environment": env,
+        "bandwidth": bw.as_dict(),
+        "run_time_s": wall,
+        "load_average_end": end_load,
+        "settings": {
+            "ops": [OPS[o] for o in args.op],
+            "T": Ts,
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "time_budget_s": args.time_budget,
+            "threads": torch.get_num_threads(),
+            "quick": args.quick,
+            "baselines": not args.no_baselines,
+            "skipped": args.skip,
+            "k": K,
+            "lam": LAM,
+            "surrogate": f"atan(alpha={ALPHA})",
+            "ratio": "contender time / spikeforge time",
+        },
+    }
+    data = {
+        "benchmark": "psn",
+        **run_info,
+        "traffic_model": {"description": TRAFFIC_MODEL, "bytes_per_element_step_in_b": TRAFFIC},
+        "cases": cases,
+    }
     if args.json and args.append and os.path.exists(args.json):
         import json
 
@@ -327,8 +441,11 @@ def run(args) -> int:
     if args.json:
         bu.write_json(args.json, data)
     if args.plot:
-        plot(data["cases"], args.plot, f"spikeforge bench psn on {env['device_name']} ({env['device']}, "
-                                       f"{env['torch_threads']} threads)")
+        plot(
+            data["cases"],
+            args.plot,
+            f"spikeforge bench psn on {env['device_name']} ({env['device']}, {env['torch_threads']} threads)",
+        )
     return 0
 
 

@@ -11,6 +11,7 @@ and mode="auto" (the rate dispatch), timed round-robin with the dense op in one 
 at which the event path is still faster than dense (forward+backward), per op; spikeforge's
 ops.spike.CROSSOVER table holds the measured values.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,16 +23,24 @@ import torch.nn.functional as F
 import benchlib as bu
 
 NAME = "spikes"
-HELP = "event-driven spike_linear / spike_conv2d vs dense torch over firing rates: ms, speedup, saved bytes, " \
-       "crossover rate"
+HELP = (
+    "event-driven spike_linear / spike_conv2d vs dense torch over firing rates: ms, speedup, saved bytes, "
+    "crossover rate"
+)
 
 RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def add_arguments(p) -> None:
     p.add_argument("--op", nargs="+", choices=("linear", "conv"), default=["linear", "conv"])
-    p.add_argument("--rates", type=float, nargs="+", default=None, metavar="RATE",
-                   help=f"firing rates (default {' '.join(map(str, RATES))}; --quick: 0.05 0.5)")
+    p.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="RATE",
+        help=f"firing rates (default {' '.join(map(str, RATES))}; --quick: 0.05 0.5)",
+    )
     p.add_argument("--batch", type=int, default=None, help="batch*T rows / images (default 256; --quick 16)")
 
 
@@ -40,7 +49,7 @@ def _case(op: str, rate: float, batch: int, quick: bool, device: torch.device):
     if op == "linear":
         K = N = 512 if quick else 4096
         s = (torch.rand(batch, K, generator=gen) < rate).float()
-        w = torch.randn(N, K, generator=gen) / K ** 0.5
+        w = torch.randn(N, K, generator=gen) / K**0.5
         b = torch.randn(N, generator=gen)
         shape = f"[{batch}, {K}] -> {N}"
     else:
@@ -60,8 +69,9 @@ def _fns(op, s, w, b):
             return lambda s_, w_, b_: ops.spike_linear(s_, w_, b_, mode=mode)
         return lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, 1, 1, mode=mode)
 
-    dense = (lambda s_, w_, b_: F.linear(s_, w_, b_)) if op == "linear" else \
-        (lambda s_, w_, b_: F.conv2d(s_, w_, b_, 1, 1))
+    dense = (
+        (lambda s_, w_, b_: F.linear(s_, w_, b_)) if op == "linear" else (lambda s_, w_, b_: F.conv2d(s_, w_, b_, 1, 1))
+    )
     return {"spikeforge": sf("sparse"), "spikeforge_auto": sf("auto"), "dense": dense}
 
 
@@ -73,6 +83,7 @@ def _fwd_bwd(fn, s, w, b, gy):
     def run():
         y = fn(s, w, b)
         torch.autograd.grad(y, (s, w, b), gy)
+
     return run
 
 
@@ -125,22 +136,61 @@ def run(args) -> int:
             rfb = bu.side_by_side(cont_fb, timer, reps=reps, warmup=args.warmup, time_budget_s=args.time_budget)
             saved = sp.saved_bytes(s0)
             dense_saved = s0.numel() * 4
-            rec = {"op": op, "shape": shape, "rate": rate, "measured_rate": float((s0 != 0).float().mean()),
-                   "saved_bytes": saved, "dense_saved_bytes": dense_saved,
-                   "fwd_ms": {k: r.median for k, r in rf.items()}, "fwd_bwd_ms": {k: r.median for k, r in rfb.items()},
-                   "errors": {k: r.error for k, r in list(rf.items()) + list(rfb.items()) if r.error}}
+            rec = {
+                "op": op,
+                "shape": shape,
+                "rate": rate,
+                "measured_rate": float((s0 != 0).float().mean()),
+                "saved_bytes": saved,
+                "dense_saved_bytes": dense_saved,
+                "fwd_ms": {k: r.median for k, r in rf.items()},
+                "fwd_bwd_ms": {k: r.median for k, r in rfb.items()},
+                "errors": {k: r.error for k, r in list(rf.items()) + list(rfb.items()) if r.error},
+            }
             sfw, dfw = rec["fwd_ms"]["spikeforge"], rec["fwd_ms"]["dense"]
             sfb, dfb = rec["fwd_bwd_ms"]["spikeforge"], rec["fwd_bwd_ms"]["dense"]
             rec["speedup_fwd"] = dfw / sfw if sfw and dfw else None
             rec["speedup_fwd_bwd"] = dfb / sfb if sfb and dfb else None
             results.append(rec)
-            rows.append([op, shape, f"{100 * rate:g}%", bu.fmt(sfw), bu.fmt(rec["fwd_ms"]["spikeforge_auto"]),
-                         bu.fmt(dfw), bu.fmt(rec["speedup_fwd"]) + "x", bu.fmt(sfb),
-                         bu.fmt(rec["fwd_bwd_ms"]["spikeforge_auto"]), bu.fmt(dfb),
-                         bu.fmt(rec["speedup_fwd_bwd"]) + "x", f"{saved}", f"1/{dense_saved / max(saved, 1):.0f}"])
+            rows.append(
+                [
+                    op,
+                    shape,
+                    f"{100 * rate:g}%",
+                    bu.fmt(sfw),
+                    bu.fmt(rec["fwd_ms"]["spikeforge_auto"]),
+                    bu.fmt(dfw),
+                    bu.fmt(rec["speedup_fwd"]) + "x",
+                    bu.fmt(sfb),
+                    bu.fmt(rec["fwd_bwd_ms"]["spikeforge_auto"]),
+                    bu.fmt(dfb),
+                    bu.fmt(rec["speedup_fwd_bwd"]) + "x",
+                    f"{saved}",
+                    f"1/{dense_saved / max(saved, 1):.0f}",
+                ]
+            )
             print(f"  done: {op} at {100 * rate:g}% firing", flush=True)
-    print(bu.format_table(["op", "shape", "rate", "event fwd", "auto fwd", "dense fwd", "x fwd", "event f+b",
-                           "auto f+b", "dense f+b", "x f+b", "saved B", "vs f32"], rows, left=2))
+    print(
+        bu.format_table(
+            [
+                "op",
+                "shape",
+                "rate",
+                "event fwd",
+                "auto fwd",
+                "dense fwd",
+                "x fwd",
+                "event f+b",
+                "auto f+b",
+                "dense f+b",
+                "x f+b",
+                "saved B",
+                "vs f32",
+            ],
+            rows,
+            left=2,
+        )
+    )
     crossover = {}
     for op in args.op:
         rs = [r for r in results if r["op"] == op]
@@ -154,10 +204,11 @@ def run(args) -> int:
         def upto(r):
             return "at none of the swept rates" if r is None else f"up to {100 * r:g}% firing"
 
-        auto = (f"mode='auto' takes it up to {100 * setting:g}%" if setting is not None
-                else "mode='auto' never takes it")
-        print(f"crossover ({op}, {device.type}): the event path beats dense {upto(fb)} forward+backward, "
-              f"{upto(f)} forward; {auto} (spikeforge.ops.spike.CROSSOVER[{device.type!r}][{key!r}])")
+        auto = f"mode='auto' takes it up to {100 * setting:g}%" if setting is not None else "mode='auto' never takes it"
+        print(
+            f"crossover ({op}, {device.type}): the event path beats dense {upto(fb)} forward+backward, "
+            f"{upto(f)} forward; {auto} (spikeforge.ops.spike.CROSSOVER[{device.type!r}][{key!r}])"
+        )
     print(f"load average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         bu.write_json(args.json, {"target": NAME, "environment": env, "results": results, "crossover": crossover})

@@ -10,6 +10,7 @@ A benchmark target is one file bench/bench_<name>.py exposing NAME, HELP, ``add_
 ``run(args) -> int``; ``spikeforge bench <name>`` loads it from this folder, and ``python
 bench/bench_<name>.py`` runs it directly (``main``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,10 +24,24 @@ from typing import Callable, Optional
 
 import torch
 
-from spikeforge.cli.benchcore import (MALLOC_ENV, THP_ENV, Bandwidth, Result, Timer, cpu_model,  # noqa: F401
-                                      dist_version, error_text, gbps, installed, read_sys_file, reexec_with_thp,
-                                      side_by_side)
+# re-exported: the bench scripts import the timing core from here
+from spikeforge.cli.benchcore import (  # noqa: F401
+    MALLOC_ENV,
+    THP_ENV,
+    Bandwidth,
+    Result,
+    Timer,
+    cpu_model,
+    dist_version,
+    error_text,
+    gbps,
+    installed,
+    read_sys_file,
+    reexec_with_thp,
+    side_by_side,
+)
 from spikeforge.tools._text import fmt, format_table  # noqa: F401
+
 
 # --------------------------------------------------------------------------------------------
 # command-line options shared by every `spikeforge bench <target>`
@@ -35,25 +50,48 @@ def common_parser() -> argparse.ArgumentParser:
     """Parent parser with the options every bench target takes (argparse ``parents=[...]``)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common benchmark options")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where to run (auto: cuda when torch sees a GPU, else cpu)")
-    g.add_argument("--reps", type=int, default=None,
-                   help="timed repetitions per contender after warm-up; the median is reported (default 5, --quick 3)")
+    g.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to run (auto: cuda when torch sees a GPU, else cpu)",
+    )
+    g.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="timed repetitions per contender after warm-up; the median is reported (default 5, --quick 3)",
+    )
     g.add_argument("--warmup", type=int, default=1, help="untimed calls per contender before timing (default 1)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads on CPU (default 2; spikeforge's kernels use the same count)")
-    g.add_argument("--time-budget", type=float, default=30.0, metavar="SECONDS",
-                   help="per contender and case: a slow contender (e.g. an eager baseline at T=32) gets "
-                        "fewer repetitions, at least 3, to stay near this budget (default 30)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads on CPU (default 2; spikeforge's kernels use the same count)",
+    )
+    g.add_argument(
+        "--time-budget",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="per contender and case: a slow contender (e.g. an eager baseline at T=32) gets "
+        "fewer repetitions, at least 3, to stay near this budget (default 30)",
+    )
     g.add_argument("--json", metavar="PATH", help="write the whole table, with the environment, as JSON")
     g.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
-    g.add_argument("--no-baselines", action="store_true",
-                   help="time spikeforge only (no reference, torch.compile or peer libraries)")
+    g.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="time spikeforge only (no reference, torch.compile or peer libraries)",
+    )
     g.add_argument("--quick", action="store_true", help="small sizes and few repetitions (CI smoke test)")
-    g.add_argument("--no-thp", action="store_true",
-                   help=f"do not re-run with {THP_ENV}=1 and the glibc malloc settings "
-                        f"{' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())} (huge pages and no "
-                        "page-fault storm for the fresh output tensors of every contender)")
+    g.add_argument(
+        "--no-thp",
+        action="store_true",
+        help=f"do not re-run with {THP_ENV}=1 and the glibc malloc settings "
+        f"{' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())} (huge pages and no "
+        "page-fault storm for the fresh output tensors of every contender)",
+    )
     return p
 
 
@@ -80,14 +118,17 @@ def setup_threads(args, device: torch.device) -> None:
 # --------------------------------------------------------------------------------------------
 # timing (the core is spikeforge.cli.benchcore: side_by_side, Timer, Bandwidth)
 # --------------------------------------------------------------------------------------------
-def per_call_us(contenders: dict[str, Callable[[], object]], timer: Timer, *, iters: int, reps: int,
-                grad: dict[str, bool]) -> dict[str, Result]:
+def per_call_us(
+    contenders: dict[str, Callable[[], object]], timer: Timer, *, iters: int, reps: int, grad: dict[str, bool]
+) -> dict[str, Result]:
     """Per-call overhead in microseconds: `iters` calls in a loop, round-robin, median over `reps`."""
+
     def looped(fn, with_grad):
         def run():
             with torch.set_grad_enabled(with_grad):
                 for _ in range(iters):
                     fn()
+
         return run
 
     loops = {name: looped(fn, grad.get(name, True)) for name, fn in contenders.items()}
@@ -119,9 +160,15 @@ def environment(device: torch.device) -> dict:
         **{key: os.environ.get(key) for key in MALLOC_ENV},
         "kernel_thp": read_sys_file("/sys/kernel/mm/transparent_hugepage/enabled"),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "native": None if native is None else {
-            "compiler": native.compiler(), "has_cuda": native.has_cuda(), "cuda_version": native.cuda_version(),
-            "cuda_arch_list": list(native.cuda_arch_list()), "has_openmp": native.has_openmp()},
+        "native": None
+        if native is None
+        else {
+            "compiler": native.compiler(),
+            "has_cuda": native.has_cuda(),
+            "cuda_version": native.cuda_version(),
+            "cuda_arch_list": list(native.cuda_arch_list()),
+            "has_openmp": native.has_openmp(),
+        },
         "native_error": native_error,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -263,8 +310,9 @@ def figure_legend(fig, *handle_dicts, ncol: int = 3) -> None:
     if not merged:
         return
     rows = math.ceil(len(merged) / ncol)
-    fig.legend(list(merged.values()), list(merged), loc="lower center", ncol=min(ncol, len(merged)), fontsize=8,
-               frameon=False)
+    fig.legend(
+        list(merged.values()), list(merged), loc="lower center", ncol=min(ncol, len(merged)), fontsize=8, frameon=False
+    )
     fig.tight_layout(rect=(0, 0.035 * rows + 0.02, 1, 1))
 
 

@@ -4,6 +4,7 @@ these maps). The result sets ops.spike.CROSSOVER["cpu"]["conv2d"] and CONV_CROSS
 
     python bench/conv_crossover.py [--threads 2] [--json bench/results/cpu_conv_crossover.json]
 """
+
 import argparse
 import time
 
@@ -13,8 +14,16 @@ import torch.nn.functional as F
 from spikeforge.ops import spike_conv2d
 import benchlib as bu
 
-GEOMETRIES = [(64, 64, 32, 3, 1), (64, 64, 16, 3, 1), (128, 128, 8, 3, 1), (256, 256, 4, 3, 1), (512, 512, 2, 3, 1),
-              (256, 512, 4, 3, 2), (256, 256, 8, 1, 1), (128, 256, 8, 1, 2)]  # cin, cout, input size, kernel, stride
+GEOMETRIES = [
+    (64, 64, 32, 3, 1),
+    (64, 64, 16, 3, 1),
+    (128, 128, 8, 3, 1),
+    (256, 256, 4, 3, 1),
+    (512, 512, 2, 3, 1),
+    (256, 512, 4, 3, 2),
+    (256, 256, 8, 1, 1),
+    (128, 256, 8, 1, 2),
+]  # cin, cout, input size, kernel, stride
 RATES = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
 
 
@@ -48,13 +57,24 @@ def main() -> None:
             row["speedup_fwd_bwd"][str(rate)] = dense / sparse
         row["output_pixels"] = ((size + 2 * (k // 2) - k) // stride + 1) ** 2
         cases.append(row)
-        print(f"{cin}->{cout} {size}x{size} k{k} s{stride} (out {row['output_pixels']} px): "
-              + "  ".join(f"{r}: {v:.2f}x" for r, v in row["speedup_fwd_bwd"].items()), flush=True)
+        print(
+            f"{cin}->{cout} {size}x{size} k{k} s{stride} (out {row['output_pixels']} px): "
+            + "  ".join(f"{r}: {v:.2f}x" for r, v in row["speedup_fwd_bwd"].items()),
+            flush=True,
+        )
     if args.json:
-        bu.write_json(args.json, {"benchmark": "conv_crossover", "environment": bu.environment(torch.device("cpu")),
-                                  "batch_times_T": 32, "threads": args.threads, "reps": args.reps,
-                                  "note": "speedup = dense F.conv2d f+b time / spike_conv2d(mode='sparse') f+b time",
-                                  "cases": cases})
+        bu.write_json(
+            args.json,
+            {
+                "benchmark": "conv_crossover",
+                "environment": bu.environment(torch.device("cpu")),
+                "batch_times_T": 32,
+                "threads": args.threads,
+                "reps": args.reps,
+                "note": "speedup = dense F.conv2d f+b time / spike_conv2d(mode='sparse') f+b time",
+                "cases": cases,
+            },
+        )
 
 
 if __name__ == "__main__":

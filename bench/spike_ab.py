@@ -7,6 +7,7 @@ ratio new / base per kernel (1.00: no change; > 1: the new build is slower).
 
 Only the arguments both builds accept are passed (the workspaces a newer build adds are optional).
 """
+
 import argparse
 import importlib.util
 import platform
@@ -33,7 +34,7 @@ def cases(rate: float, gen: torch.Generator):
     K = N = 4096
     M = 256
     s = (torch.rand(M, K, generator=gen) < rate).float()
-    w = torch.randn(N, K, generator=gen) / K ** 0.5
+    w = torch.randn(N, K, generator=gen) / K**0.5
     b = torch.randn(N, generator=gen)
     gy = torch.randn(M, N, generator=gen)
     bits = R.pack_bits(s)
@@ -53,9 +54,14 @@ def cases(rate: float, gen: torch.Generator):
         gyc = torch.randn(B, C, H, H, generator=gen)
         cbits = R.pack_bits(sc.reshape(B, -1))
         name = f"conv {C}->{C} {H}x{H} g{groups}"
-        yield name + " forward", lambda nat, a=(sc, wc, None, yc, None, None, cp): nat.spike_conv2d_forward(*a, THREADS, 0)
-        yield name + " grad_weight", \
-            lambda nat, a=(cbits, None, gyc, gwc, None, None, cp): nat.spike_conv2d_grad_weight(*a, THREADS, 0)
+        yield (
+            name + " forward",
+            lambda nat, a=(sc, wc, None, yc, None, None, cp): nat.spike_conv2d_forward(*a, THREADS, 0),
+        )
+        yield (
+            name + " grad_weight",
+            lambda nat, a=(cbits, None, gyc, gwc, None, None, cp): nat.spike_conv2d_grad_weight(*a, THREADS, 0),
+        )
 
 
 def main() -> None:
@@ -69,8 +75,10 @@ def main() -> None:
     THREADS = args.threads
     torch.set_num_threads(args.threads)
     base = load_base(args.base)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor())
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
+    )
     print(f"cpu: {cpu}, {args.threads} threads, float32; median of {args.reps} alternating calls each")
     print(f"{'kernel':40s} {'rate':>5s} {'base ms':>8s} {'new ms':>8s} {'new/base':>8s}")
     for rate in args.rates:

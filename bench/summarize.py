@@ -8,6 +8,7 @@ spike propagation (`bench spikes`), the conv crossover sweep (bench/conv_crossov
 (`spikeforge train --json`). In every ratio column "x NAME" is NAME's time over spikeforge's: > 1 means
 spikeforge is faster. Exit status 1 for a file that is not one of these (with a one-line reason).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,16 +58,21 @@ def neurons_or_psn(d: dict) -> str:
         if frac is None and bw and sf.get("fwd_bwd_gbps"):
             frac = sf["fwd_bwd_gbps"] / bw
         k = f" k={c['k']}" if c.get("k") not in (None, "") else ""
-        cells = [f"{c.get('neuron') or c.get('op')} T={c['T']}{k} {c['dtype']}", _f(sf.get("fwd_ms")),
-                 _f(sf.get("fwd_bwd_ms")), "n/a" if frac is None else f"{100 * frac:.0f}%"]
+        cells = [
+            f"{c.get('neuron') or c.get('op')} T={c['T']}{k} {c['dtype']}",
+            _f(sf.get("fwd_ms")),
+            _f(sf.get("fwd_bwd_ms")),
+            "n/a" if frac is None else f"{100 * frac:.0f}%",
+        ]
         for o in others:
             r = by.get(o)
             ratio = r.get("fwd_bwd_ratio_vs_spikeforge") if r and r.get("status", "ok") == "ok" else None
             cells.append(_f(ratio))
         rows.append(cells)
     head = ["case", "sf fwd ms", "sf f+b ms", "f+b %bw"] + [f"x {o}" for o in others]
-    return (f"copy bandwidth {_f(bw, '.1f')} GB/s; %bw = spikeforge's minimal traffic over it\n\n" if bw else "") \
-        + _md(head, rows)
+    return (f"copy bandwidth {_f(bw, '.1f')} GB/s; %bw = spikeforge's minimal traffic over it\n\n" if bw else "") + _md(
+        head, rows
+    )
 
 
 def main_job(d: dict) -> str:
@@ -76,12 +82,20 @@ def main_job(d: dict) -> str:
     table = []
     for r in rows:
         sf = r["cells"]["spikeforge"]
-        table.append([f"T={r['T']}", _f(sf.get("ms"))]
-                     + [_f(r["cells"][k].get("x_spikeforge"), ".1f") if r["cells"][k].get("x_spikeforge")
-                        else r["cells"][k].get("status", "n/a") for k in keys])
-    return (f"{d.get('n', '?'):,} LIF neurons, forward + backward, float32\n\n"
-            + _md(["case", "spikeforge ms"] + [f"x {labels[k]}" for k in keys], table)
-            + (f"\n\n{d['summary']}" if d.get("summary") else ""))
+        table.append(
+            [f"T={r['T']}", _f(sf.get("ms"))]
+            + [
+                _f(r["cells"][k].get("x_spikeforge"), ".1f")
+                if r["cells"][k].get("x_spikeforge")
+                else r["cells"][k].get("status", "n/a")
+                for k in keys
+            ]
+        )
+    return (
+        f"{d.get('n', '?'):,} LIF neurons, forward + backward, float32\n\n"
+        + _md(["case", "spikeforge ms"] + [f"x {labels[k]}" for k in keys], table)
+        + (f"\n\n{d['summary']}" if d.get("summary") else "")
+    )
 
 
 def attention(d: dict) -> str:
@@ -94,15 +108,21 @@ def attention(d: dict) -> str:
     for c in d["cases"]:
         sf = c["rows"][0]
         by = {r["label"]: r for r in c["rows"]}
-        row = [f"{c['op']} {c.get('shape')}", _f(sf.get("fwd_ms")), _f(sf.get("fwd_bwd_ms")),
-               _f((sf.get("saved_extra_bytes") or 0) / 2**20, ".1f")]
+        row = [
+            f"{c['op']} {c.get('shape')}",
+            _f(sf.get("fwd_ms")),
+            _f(sf.get("fwd_bwd_ms")),
+            _f((sf.get("saved_extra_bytes") or 0) / 2**20, ".1f"),
+        ]
         for o in others:
             r = by.get(o)
             ok = r is not None and r.get("status", "ok") == "ok"
             row.append(_f(r.get("fwd_bwd_ratio_vs_spikeforge")) if ok else "n/a")
         table.append(row)
-    return _md(["case [T, B, heads, N, d]", "sf fwd ms", "sf f+b ms", "sf saved extra MiB"]
-               + [f"x {o} (f+b)" for o in others], table)
+    return _md(
+        ["case [T, B, heads, N, d]", "sf fwd ms", "sf f+b ms", "sf saved extra MiB"] + [f"x {o} (f+b)" for o in others],
+        table,
+    )
 
 
 def models(d: dict) -> str:
@@ -113,25 +133,56 @@ def models(d: dict) -> str:
         for r in rows:
             saved = (r.get("saved") or {}).get("activations")
             x = (r["median_ms"] / sf["median_ms"]) if sf and r.get("median_ms") and sf.get("median_ms") else None
-            table.append([f"{c['model']} T={c['T']} batch {c['batch']} {c['size']}x{c['size']}", r.get("impl"),
-                          _f(r.get("median_ms"), ".1f") if not r.get("error") else f"n/a ({r['error'][:60]})",
-                          _f(x), _f(None if saved is None else saved / 2**20, ".1f"),
-                          _f(None if not r.get("peak_step_bytes") else r["peak_step_bytes"] / 2**20, ".1f")])
+            table.append(
+                [
+                    f"{c['model']} T={c['T']} batch {c['batch']} {c['size']}x{c['size']}",
+                    r.get("impl"),
+                    _f(r.get("median_ms"), ".1f") if not r.get("error") else f"n/a ({r['error'][:60]})",
+                    _f(x),
+                    _f(None if saved is None else saved / 2**20, ".1f"),
+                    _f(None if not r.get("peak_step_bytes") else r["peak_step_bytes"] / 2**20, ".1f"),
+                ]
+            )
     return _md(["case", "implementation", "step ms", "x spikeforge", "saved activations MiB", "peak MiB"], table)
 
 
 def spikes(d: dict) -> str:
     table = []
     for r in d["results"]:
-        table.append([r["op"], r["shape"], f"{100 * r['rate']:g}%", _f(r["fwd_ms"].get("spikeforge")),
-                      _f(r["fwd_ms"].get("dense")), _f(r.get("speedup_fwd")),
-                      _f(r["fwd_bwd_ms"].get("spikeforge")), _f(r["fwd_bwd_ms"].get("dense")),
-                      _f(r.get("speedup_fwd_bwd")), f"1/{r['dense_saved_bytes'] / max(1, r['saved_bytes']):.0f}"])
-    cross = "; ".join(f"{op}: forward+backward up to {_f(v.get('fwd_bwd'), 'g', 'none')}, forward up to "
-                      f"{_f(v.get('fwd'), 'g', 'none')}" for op, v in (d.get("crossover") or {}).items())
-    return _md(["op", "shape", "firing", "event fwd ms", "dense fwd ms", "x fwd", "event f+b ms", "dense f+b ms",
-                "x f+b", "saved vs float32"], table) + (f"\n\ncrossover (highest swept rate the event path wins): "
-                                                       f"{cross}" if cross else "")
+        table.append(
+            [
+                r["op"],
+                r["shape"],
+                f"{100 * r['rate']:g}%",
+                _f(r["fwd_ms"].get("spikeforge")),
+                _f(r["fwd_ms"].get("dense")),
+                _f(r.get("speedup_fwd")),
+                _f(r["fwd_bwd_ms"].get("spikeforge")),
+                _f(r["fwd_bwd_ms"].get("dense")),
+                _f(r.get("speedup_fwd_bwd")),
+                f"1/{r['dense_saved_bytes'] / max(1, r['saved_bytes']):.0f}",
+            ]
+        )
+    cross = "; ".join(
+        f"{op}: forward+backward up to {_f(v.get('fwd_bwd'), 'g', 'none')}, forward up to "
+        f"{_f(v.get('fwd'), 'g', 'none')}"
+        for op, v in (d.get("crossover") or {}).items()
+    )
+    return _md(
+        [
+            "op",
+            "shape",
+            "firing",
+            "event fwd ms",
+            "dense fwd ms",
+            "x fwd",
+            "event f+b ms",
+            "dense f+b ms",
+            "x f+b",
+            "saved vs float32",
+        ],
+        table,
+    ) + (f"\n\ncrossover (highest swept rate the event path wins): {cross}" if cross else "")
 
 
 def conv_crossover(d: dict) -> str:
@@ -139,22 +190,30 @@ def conv_crossover(d: dict) -> str:
     table = []
     for c in d["cases"]:
         sp = {float(k): v for k, v in c["speedup_fwd_bwd"].items()}
-        table.append([f"{c['cin']}->{c['cout']} {c['kernel']}x{c['kernel']} stride {c['stride']}",
-                      f"{c['input']}x{c['input']}"] + [_f(sp.get(r)) for r in rates])
-    return (f"{d.get('note', '')}; batch*T = {d.get('batch_times_T')}\n\n"
-            + _md(["conv", "map"] + [f"{100 * r:g}%" for r in rates], table))
+        table.append(
+            [f"{c['cin']}->{c['cout']} {c['kernel']}x{c['kernel']} stride {c['stride']}", f"{c['input']}x{c['input']}"]
+            + [_f(sp.get(r)) for r in rates]
+        )
+    return f"{d.get('note', '')}; batch*T = {d.get('batch_times_T')}\n\n" + _md(
+        ["conv", "map"] + [f"{100 * r:g}%" for r in rates], table
+    )
 
 
 def training(d: dict) -> str:
     cfg = d["config"]
     last = (d.get("history") or [{}])[-1]
-    opts = ", ".join(f"{k} {cfg[k]}" for k in ("T", "width", "dim", "depth", "heads", "image_size", "epochs",
-                                                 "batch_size", "lr", "threads") if cfg.get(k) is not None)
+    opts = ", ".join(
+        f"{k} {cfg[k]}"
+        for k in ("T", "width", "dim", "depth", "heads", "image_size", "epochs", "batch_size", "lr", "threads")
+        if cfg.get(k) is not None
+    )
     acc = d.get("test_acc")
-    return (f"`spikeforge train --model {cfg['model']}` on {cfg.get('dataset')} ({opts}): "
-            f"test accuracy {_f(None if acc is None else 100 * acc, '.2f')}% after {len(d.get('history', []))} "
-            f"epochs in {_f(d.get('train_s'), '.0f')} s, {_f(d.get('n_params', 0) / 1e6, '.3f')}M parameters; "
-            f"last epoch {_f(last.get('epoch_s'), '.1f')} s")
+    return (
+        f"`spikeforge train --model {cfg['model']}` on {cfg.get('dataset')} ({opts}): "
+        f"test accuracy {_f(None if acc is None else 100 * acc, '.2f')}% after {len(d.get('history', []))} "
+        f"epochs in {_f(d.get('train_s'), '.0f')} s, {_f(d.get('n_params', 0) / 1e6, '.3f')}M parameters; "
+        f"last epoch {_f(last.get('epoch_s'), '.1f')} s"
+    )
 
 
 def kind(d: dict) -> str:
@@ -178,8 +237,15 @@ def kind(d: dict) -> str:
     return ""
 
 
-SUMMARIES = {"main_job": main_job, "neurons_or_psn": neurons_or_psn, "attention": attention, "models": models,
-             "spikes": spikes, "conv_crossover": conv_crossover, "training": training}
+SUMMARIES = {
+    "main_job": main_job,
+    "neurons_or_psn": neurons_or_psn,
+    "attention": attention,
+    "models": models,
+    "spikes": spikes,
+    "conv_crossover": conv_crossover,
+    "training": training,
+}
 
 
 def summarize(path: str) -> str:
@@ -194,8 +260,11 @@ def summarize(path: str) -> str:
         keys = ", ".join(list(d)[:8]) if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"{path}: not a spikeforge benchmark or training result (top-level keys: {keys})")
     title = d.get("benchmark") or d.get("target") or k.replace("_", " ")
-    machine = _machine(d) if k != "training" else (_machine(d) if d.get("environment") else
-                                                   "machine not recorded in the file")
+    machine = (
+        _machine(d)
+        if k != "training"
+        else (_machine(d) if d.get("environment") else "machine not recorded in the file")
+    )
     return f"### `{path}`: {title} on {machine}\n\n{SUMMARIES[k](d)}\n"
 
 

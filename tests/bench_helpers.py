@@ -1,4 +1,5 @@
 """Imports of the benchmark scripts in bench/ (outside the installed package) for the tests."""
+
 from spikeforge.cli.bench import load_target
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the device list (cpu always, cuda when both torch and the native build have it) and seeding."""
+
 import zlib
 
 import pytest
@@ -12,8 +13,10 @@ CUDA_OK = native_available("cuda")
 # Use as @pytest.mark.parametrize("device", DEVICES) or through the `device` fixture.
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(
-        not CUDA_OK, reason="needs torch.cuda and a spikeforge build with CUDA kernels")),
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not CUDA_OK, reason="needs torch.cuda and a spikeforge build with CUDA kernels"),
+    ),
 ]
 
 
@@ -46,6 +49,7 @@ def one_thread():
 def spy_native(monkeypatch):
     """spy_native(module) swaps module.native for a proxy that records the name of every native call made
     through it (which kernels a dispatch chose) and returns that list."""
+
     def install(module):
         real, calls = module.native, []
 
@@ -56,4 +60,5 @@ def spy_native(monkeypatch):
 
         monkeypatch.setattr(module, "native", Spy())
         return calls
+
     return install

@@ -1,5 +1,6 @@
 """Helpers shared by the neuron-op tests: one calling convention for IF / LIF / PLIF on either the
 native ops (spikeforge.ops) or the plain-PyTorch ground truth (spikeforge.reference)."""
+
 from __future__ import annotations
 
 import math
@@ -106,21 +107,42 @@ def h_seq(kind, x_seq, v_init, w=None, *, v_threshold=1.0, v_reset=0.0, decay_in
     return torch.stack(hs) if hs else x_seq.clone()
 
 
-__all__ = ["NEURONS", "W_QUARTER", "make_w", "call", "fwd_bwd", "upstream", "assert_grads_close",
-           "charge", "h_seq", "ops", "reference"]
+__all__ = [
+    "NEURONS",
+    "W_QUARTER",
+    "make_w",
+    "call",
+    "fwd_bwd",
+    "upstream",
+    "assert_grads_close",
+    "charge",
+    "h_seq",
+    "ops",
+    "reference",
+]
 
 
 def native_params(**fields):
     """A bound NeuronParams (the options of a direct native call) with these fields set."""
     from spikeforge import native
+
     p = native.NeuronParams()
     for name, value in fields.items():
         setattr(p, name, value)
     return p
 
 
-_PARAM_KEYS = ("model", "tau", "v_threshold", "v_reset", "hard_reset", "decay_input", "detach_reset", "surrogate",
-               "alpha")
+_PARAM_KEYS = (
+    "model",
+    "tau",
+    "v_threshold",
+    "v_reset",
+    "hard_reset",
+    "decay_input",
+    "detach_reset",
+    "surrogate",
+    "alpha",
+)
 
 
 def native_fwd_args(**over):
@@ -129,42 +151,109 @@ def native_fwd_args(**over):
     replaces; call_native_forward(args) makes the call. v_init / w / v_out / h_out are the first state,
     coefficient slot, state output and the saved values; C, S the slot's layout."""
     T, N = 3, 8
-    a = dict(x=torch.randn(T, N), v_init=None, w=None, spike=torch.full((T, N), 7.0), h_out=None,
-             v_out=torch.full((N,), 7.0), T=T, N=N, C=1, S=1, model=0, tau=2.0, v_threshold=1.0, v_reset=0.0,
-             hard_reset=True, decay_input=True, detach_reset=False, surrogate=0, alpha=4.0, num_threads=1,
-             stream=0)
+    a = dict(
+        x=torch.randn(T, N),
+        v_init=None,
+        w=None,
+        spike=torch.full((T, N), 7.0),
+        h_out=None,
+        v_out=torch.full((N,), 7.0),
+        T=T,
+        N=N,
+        C=1,
+        S=1,
+        model=0,
+        tau=2.0,
+        v_threshold=1.0,
+        v_reset=0.0,
+        hard_reset=True,
+        decay_input=True,
+        detach_reset=False,
+        surrogate=0,
+        alpha=4.0,
+        num_threads=1,
+        stream=0,
+    )
     a.update(over)
     return a
 
 
 def call_native_forward(a):
     from spikeforge import native
+
     params = native_params(**{k: a[k] for k in _PARAM_KEYS})
-    return native.neuron_forward(a["x"], (a["v_init"], None, None), (a["w"], None, None, None), a["spike"],
-                                 (a["v_out"], None, None), a["h_out"], params, a["T"], a["N"],
-                                 (a["C"], a["S"], 1, 1, 1, 1, 1, 1), a["num_threads"], a["stream"])
+    return native.neuron_forward(
+        a["x"],
+        (a["v_init"], None, None),
+        (a["w"], None, None, None),
+        a["spike"],
+        (a["v_out"], None, None),
+        a["h_out"],
+        params,
+        a["T"],
+        a["N"],
+        (a["C"], a["S"], 1, 1, 1, 1, 1, 1),
+        a["num_threads"],
+        a["stream"],
+    )
 
 
 def native_bwd_args(**over):
     """As native_fwd_args for the native backward of a PLIF (k in slot 0, its gradient requested)."""
     T, N = 3, 8
-    a = dict(grad_spike=torch.randn(T, N), grad_v=None, x=torch.randn(T, N), h=None, v_init=None,
-             w=torch.full((1,), 0.5), grad_x=torch.full((T, N), 7.0), grad_v_init=None, grad_k_ws=torch.zeros(N),
-             grad_w=torch.full((1,), 7.0), T=T, N=N, C=1, S=1, model=0, tau=0.0, v_threshold=1.0, v_reset=0.0,
-             hard_reset=True, decay_input=True, detach_reset=False, surrogate=0, alpha=4.0, num_threads=1,
-             stream=0)
+    a = dict(
+        grad_spike=torch.randn(T, N),
+        grad_v=None,
+        x=torch.randn(T, N),
+        h=None,
+        v_init=None,
+        w=torch.full((1,), 0.5),
+        grad_x=torch.full((T, N), 7.0),
+        grad_v_init=None,
+        grad_k_ws=torch.zeros(N),
+        grad_w=torch.full((1,), 7.0),
+        T=T,
+        N=N,
+        C=1,
+        S=1,
+        model=0,
+        tau=0.0,
+        v_threshold=1.0,
+        v_reset=0.0,
+        hard_reset=True,
+        decay_input=True,
+        detach_reset=False,
+        surrogate=0,
+        alpha=4.0,
+        num_threads=1,
+        stream=0,
+    )
     a.update(over)
     return a
 
 
 def call_native_backward(a):
     from spikeforge import native
+
     params = native_params(**{k: a[k] for k in _PARAM_KEYS})
-    return native.neuron_backward(a["grad_spike"], (a["grad_v"], None, None), a["x"], a["h"],
-                                  (a["v_init"], None, None), (a["w"], None, None, None), a["grad_x"],
-                                  (a["grad_v_init"], None, None), (a["grad_k_ws"], None, None, None),
-                                  (a["grad_w"], None, None, None), params, a["T"], a["N"],
-                                  (a["C"], a["S"], 1, 1, 1, 1, 1, 1), a["num_threads"], a["stream"])
+    return native.neuron_backward(
+        a["grad_spike"],
+        (a["grad_v"], None, None),
+        a["x"],
+        a["h"],
+        (a["v_init"], None, None),
+        (a["w"], None, None, None),
+        a["grad_x"],
+        (a["grad_v_init"], None, None),
+        (a["grad_k_ws"], None, None, None),
+        (a["grad_w"], None, None, None),
+        params,
+        a["T"],
+        a["N"],
+        (a["C"], a["S"], 1, 1, 1, 1, 1, 1),
+        a["num_threads"],
+        a["stream"],
+    )
 
 
 def capture_cuda_graph(step, warmup: int = 2):

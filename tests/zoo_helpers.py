@@ -1,6 +1,7 @@
 """Helpers shared by the tests of the newer neuron models (tests/ops/test_neuron_zoo*.py, test_neuron_peers.py):
 one calling convention for alif / ilif / ternary_lif (SpikingJelly conventions) and leaky / synaptic /
 alpha_neuron (snnTorch conventions) on either spikeforge.ops or spikeforge.reference."""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,12 @@ SPECS = {
     "ternary_lif": dict(inits=("v_init",), outs=("s", "v"), seq=1, ret="return_v"),
     "leaky": dict(inits=("mem_init",), outs=("s", "mem"), seq=1, ret="return_mem"),
     "synaptic": dict(inits=("syn_init", "mem_init"), outs=("s", "syn", "mem"), seq=2, ret="return_mem"),
-    "alpha_neuron": dict(inits=("syn_exc_init", "syn_inh_init", "mem_init"), outs=("s", "syn_exc", "syn_inh", "mem"),
-                         seq=3, ret="return_mem"),
+    "alpha_neuron": dict(
+        inits=("syn_exc_init", "syn_inh_init", "mem_init"),
+        outs=("s", "syn_exc", "syn_inh", "mem"),
+        seq=3,
+        ret="return_mem",
+    ),
 }
 SNN_MODELS = ("leaky", "synaptic", "alpha_neuron")
 SJ_MODELS = ("alif", "ilif", "ternary_lif")
@@ -26,8 +31,9 @@ SJ_MODELS = ("alif", "ilif", "ternary_lif")
 def out_shapes(name: str, x: Tensor, kw: dict) -> list:
     spec = SPECS[name]
     seq = kw.get(spec["ret"], "last") == "seq"
-    return [tuple(x.shape)] + [tuple(x.shape) if (seq and k == spec["seq"]) else tuple(x.shape[1:])
-                               for k in range(1, len(spec["outs"]))]
+    return [tuple(x.shape)] + [
+        tuple(x.shape) if (seq and k == spec["seq"]) else tuple(x.shape[1:]) for k in range(1, len(spec["outs"]))
+    ]
 
 
 def upstream_grads(name: str, x: Tensor, kw: dict, dtype=None) -> list:
@@ -40,6 +46,7 @@ def run(impl, name: str, x: Tensor, inits: dict, kw: dict, grads=None, leaves=No
     floating-point tensor in kw. With grads (one per output), also the gradient of sum(out * grad) with
     respect to each leaf (None -> zeros). `leaves` limits which inputs require grad (default: all).
     -> {"out": [outputs, detached], "g_<name>": gradient}."""
+
     def leaf(key, t):
         t = t.detach().clone()
         if grads is not None and (leaves is None or key in leaves):
@@ -70,8 +77,10 @@ def assert_same_forward(got: dict, want: dict, name: str):
             bad = (a != b) & ~(a.isnan() & b.isnan())
             if bad.any():
                 idx = bad.nonzero()[0].tolist()
-                raise AssertionError(f"{name}: output {what} differs at {int(bad.sum())} of {a.numel()} places, "
-                                     f"first {idx}: {a[tuple(idx)].item()!r} != {b[tuple(idx)].item()!r}")
+                raise AssertionError(
+                    f"{name}: output {what} differs at {int(bad.sum())} of {a.numel()} places, "
+                    f"first {idx}: {a[tuple(idx)].item()!r} != {b[tuple(idx)].item()!r}"
+                )
 
 
 def assert_grads_close(got: dict, want: dict, rtol: float, atol_scale: float, skip=()):
@@ -87,5 +96,15 @@ def assert_grads_close(got: dict, want: dict, rtol: float, atol_scale: float, sk
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol_scale * scale, msg=lambda m: f"{key}: {m}")
 
 
-__all__ = ["SPECS", "SNN_MODELS", "SJ_MODELS", "out_shapes", "upstream_grads", "run", "assert_same_forward",
-           "assert_grads_close", "ops", "reference"]
+__all__ = [
+    "SPECS",
+    "SNN_MODELS",
+    "SJ_MODELS",
+    "out_shapes",
+    "upstream_grads",
+    "run",
+    "assert_same_forward",
+    "assert_grads_close",
+    "ops",
+    "reference",
+]

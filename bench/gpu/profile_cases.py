@@ -1,5 +1,6 @@
 """Runs one forward+backward of a benchmark case a few times, for ncu / compute-sanitizer to watch.
 usage: python bench/gpu/profile_cases.py {lif16,psn32} [reps]"""
+
 import sys
 
 import torch
@@ -16,7 +17,7 @@ if case == "lif16":
 elif case == "psn32":
     T = 32
     x = torch.randn(T, 64, 65536, device=dev, requires_grad=True)
-    w = (torch.randn(T, T, device=dev) / T ** 0.5).requires_grad_()
+    w = (torch.randn(T, T, device=dev) / T**0.5).requires_grad_()
     b = (-torch.ones(T, device=dev)).requires_grad_()
     fn = lambda: sf.ops.psn(x, w, b)  # noqa: E731
     params = [x, w, b]
@@ -28,7 +29,7 @@ elif case == "small":
         outs = []
         for T in (3, 13, 32, 64):
             xx = torch.randn(T, 2, 20011, device=dev, requires_grad=True)
-            ww = (torch.randn(T, T, device=dev) / T ** 0.5).requires_grad_()
+            ww = (torch.randn(T, T, device=dev) / T**0.5).requires_grad_()
             bb = (-torch.ones(T, device=dev)).requires_grad_()
             s1 = sf.ops.psn(xx, ww, bb)
             s2 = sf.ops.masked_psn(xx, ww, bb, k=3, lam=0.5)
@@ -49,16 +50,22 @@ elif case == "small":
         sg = (torch.rand(2, 130, 7, 7, device=dev) < 0.2).float().requires_grad_()
         wg = torch.randn(80, 65, 3, 3, device=dev, requires_grad=True)
         yg = sf.ops.spike_conv2d(sg, wg, None, padding=1, groups=2, mode="sparse")
-        outs.append(torch.autograd.grad(y.square().sum() + yc.square().sum() + yg.square().sum(),
-                                        [sp, wl, sc, wc, sg, wg]))
+        outs.append(
+            torch.autograd.grad(y.square().sum() + yc.square().sum() + yg.square().sum(), [sp, wl, sc, wc, sg, wg])
+        )
         # the attention kernels ([T, B, heads, N, D] spikes; N * D not a multiple of the block)
         qa, ka, va = ((torch.rand(3, 2, 2, 37, 24, device=dev) < 0.3).float().requires_grad_() for _ in range(3))
-        att = (sf.ops.ssa(qa, ka, va).sum() + sf.ops.sdsa(qa, ka, va).sum()
-               + sf.ops.qk_token_attention(qa, ka).sum() + sf.ops.qk_channel_attention(qa, ka).sum())
+        att = (
+            sf.ops.ssa(qa, ka, va).sum()
+            + sf.ops.sdsa(qa, ka, va).sum()
+            + sf.ops.qk_token_attention(qa, ka).sum()
+            + sf.ops.qk_channel_attention(qa, ka).sum()
+        )
         outs.append(torch.autograd.grad(att, [qa, ka, va]))
         packed = sf.ops.pack_spikes(sp.detach())
         assert torch.equal(sf.ops.unpack_spikes(packed), sp.detach())
         return outs
+
     fn, params = None, None
     for _ in range(reps):
         fn_small()

@@ -3,6 +3,7 @@
 Layers: ``spikeforge.ops`` (functional custom ops with autograd), ``spikeforge.reference``
 (plain-PyTorch ground truth), ``spikeforge.nn`` (multi-step modules).
 """
+
 from ._native import native, native_error  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """``python -m spikeforge ...``: the same command line as the ``spikeforge`` script."""
+
 import sys
 
 from .cli import main

@@ -1,4 +1,5 @@
 """Loads the native module spikeforge._C. ``spikeforge.ops`` is its only user."""
+
 from __future__ import annotations
 
 from typing import Any

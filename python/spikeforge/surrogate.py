@@ -16,6 +16,7 @@ atan and sigmoid, with snnTorch's default parameters (its sigmoid's slope is 25,
 Norse's current-based LIF (ops.norse_lif) takes NORSE_SURROGATES; norse_method() maps a Norse threshold
 ``method`` and its ``alpha`` onto one of them where the two derivatives are the same function.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,22 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["SURROGATES", "SPIKINGJELLY_SURROGATES", "SNNTORCH_SURROGATES", "NORSE_SURROGATES", "SECOND_PARAMETER",
-           "SurrogateSpec", "surrogate_grad", "spike_fn", "norse_method", "NUM_SPIKINGJELLY"]
+__all__ = [
+    "SURROGATES",
+    "SPIKINGJELLY_SURROGATES",
+    "SNNTORCH_SURROGATES",
+    "NORSE_SURROGATES",
+    "SECOND_PARAMETER",
+    "SurrogateSpec",
+    "surrogate_grad",
+    "spike_fn",
+    "norse_method",
+    "NUM_SPIKINGJELLY",
+]
 
 
 class SurrogateSpec(NamedTuple):
-    id: int       # spikeforge::Surrogate in csrc/core/surrogate.h
+    id: int  # spikeforge::Surrogate in csrc/core/surrogate.h
     alpha: float  # default parameter
 
 
@@ -53,13 +64,18 @@ SURROGATES: dict[str, SurrogateSpec] = {
 NUM_SPIKINGJELLY = 8  # ids below this are accepted by every op family
 SPIKINGJELLY_SURROGATES = {name: spec for name, spec in SURROGATES.items() if spec.id < NUM_SPIKINGJELLY}
 # The snnTorch models' set (csrc/core/neuron.h surrogate_allowed), with snnTorch's defaults.
-SNNTORCH_SURROGATES = {name: (SurrogateSpec(spec.id, 25.0) if name == "sigmoid" else spec)
-                       for name, spec in SURROGATES.items() if spec.id >= NUM_SPIKINGJELLY or name in ("atan", "sigmoid")}
+SNNTORCH_SURROGATES = {
+    name: (SurrogateSpec(spec.id, 25.0) if name == "sigmoid" else spec)
+    for name, spec in SURROGATES.items()
+    if spec.id >= NUM_SPIKINGJELLY or name in ("atan", "sigmoid")
+}
 # norse_lif's set (csrc/core/neuron.h surrogate_allowed). fast_sigmoid's default slope is 1 here: Norse's
 # SuperSpike ("super", its default method) computes 1 / (|x| + 1)^2 whatever its alpha.
-NORSE_SURROGATES = {name: (SurrogateSpec(spec.id, 1.0) if name == "fast_sigmoid" else spec)
-                    for name, spec in SURROGATES.items()
-                    if name in ("fast_sigmoid", "disabled", "triangle", "sigmoid", "erf", "atan")}
+NORSE_SURROGATES = {
+    name: (SurrogateSpec(spec.id, 1.0) if name == "fast_sigmoid" else spec)
+    for name, spec in SURROGATES.items()
+    if name in ("fast_sigmoid", "disabled", "triangle", "sigmoid", "erf", "atan")
+}
 
 # Norse 1.1's threshold methods (norse/torch/functional/threshold.py), x = v_dec - v_th, k its alpha:
 #   super       1 / (|x| + 1)^2 (k unused)            -> fast_sigmoid, slope 1
@@ -70,8 +86,13 @@ NORSE_SURROGATES = {name: (SurrogateSpec(spec.id, 1.0) if name == "fast_sigmoid"
 #   circ        k^3 / (k^2 + x^2)^(3/2)               no spikeforge surrogate
 #   adjoint     Norse's adjoint (EventProp-style) solver, not a surrogate
 # For other k the spikeforge function differs from Norse's by a factor (its height is not tied to its width).
-_NORSE_EXACT = {"super": ("fast_sigmoid", 1.0, None), "heaviside": ("disabled", 1.0, None),
-                "triangle": ("triangle", 1.0, 1.0), "tanh": ("sigmoid", 4.0, 2.0), "heavi_erfc": ("erf", 2.0, 2.0)}
+_NORSE_EXACT = {
+    "super": ("fast_sigmoid", 1.0, None),
+    "heaviside": ("disabled", 1.0, None),
+    "triangle": ("triangle", 1.0, 1.0),
+    "tanh": ("sigmoid", 4.0, 2.0),
+    "heavi_erfc": ("erf", 2.0, 2.0),
+}
 
 
 def norse_method(method: str, alpha) -> tuple[str, float]:
@@ -80,20 +101,27 @@ def norse_method(method: str, alpha) -> tuple[str, float]:
     if not isinstance(method, str):
         raise TypeError(f"method must be a str (Norse's LIFParameters.method), got {type(method).__name__}")
     if method not in _NORSE_EXACT:
-        why = {"circ": "its derivative k^3 / (k^2 + x^2)^(3/2) has no spikeforge surrogate",
-               "adjoint": "Norse's adjoint solver is not a surrogate gradient"}.get(method, "Norse has no such method")
-        raise ValueError(f"method: {method!r} does not map onto a spikeforge surrogate ({why}); supported: "
-                         f"{sorted(_NORSE_EXACT)}, or pass surrogate= directly")
+        why = {
+            "circ": "its derivative k^3 / (k^2 + x^2)^(3/2) has no spikeforge surrogate",
+            "adjoint": "Norse's adjoint solver is not a surrogate gradient",
+        }.get(method, "Norse has no such method")
+        raise ValueError(
+            f"method: {method!r} does not map onto a spikeforge surrogate ({why}); supported: "
+            f"{sorted(_NORSE_EXACT)}, or pass surrogate= directly"
+        )
     name, sg_alpha, needs = _NORSE_EXACT[method]
     if needs is not None:
         try:
             k = float(alpha)
         except (TypeError, ValueError):
-            raise TypeError("alpha must be a number (Norse's LIFParameters.alpha), got "
-                            f"{type(alpha).__name__}") from None
+            raise TypeError(
+                f"alpha must be a number (Norse's LIFParameters.alpha), got {type(alpha).__name__}"
+            ) from None
         if k != needs:
-            raise ValueError(f"alpha: Norse's {method!r} with alpha={k} has no spikeforge surrogate (it equals "
-                             f"{name}({sg_alpha}) only at alpha={needs}); pass surrogate= to choose one")
+            raise ValueError(
+                f"alpha: Norse's {method!r} with alpha={k} has no spikeforge surrogate (it equals "
+                f"{name}({sg_alpha}) only at alpha={needs}); pass surrogate= to choose one"
+            )
     return name, sg_alpha
 
 
@@ -161,10 +189,20 @@ class _SpikeFn(torch.autograd.Function):
         return grad * surrogate_grad(name, x, alpha, beta), None, None, None, None
 
 
-def spike_fn(x: torch.Tensor, name: str = "sigmoid", alpha: Optional[float] = None, beta: Optional[float] = None,
-             strict: bool = False) -> torch.Tensor:
+def spike_fn(
+    x: torch.Tensor,
+    name: str = "sigmoid",
+    alpha: Optional[float] = None,
+    beta: Optional[float] = None,
+    strict: bool = False,
+) -> torch.Tensor:
     """S = Heaviside(x) (x >= 0; x > 0 with strict=True, snnTorch's convention) with the surrogate `name`
     in backward."""
     spec = SURROGATES[name]
-    return _SpikeFn.apply(x, name, float(spec.alpha if alpha is None else alpha),
-                          float(SECOND_PARAMETER.get(name, 0.0) if beta is None else beta), strict)
+    return _SpikeFn.apply(
+        x,
+        name,
+        float(spec.alpha if alpha is None else alpha),
+        float(SECOND_PARAMETER.get(name, 0.0) if beta is None else beta),
+        strict,
+    )

@@ -12,6 +12,7 @@ kernels) is absent. Only the pytest marks need pytest, and they import it when f
         x = dyadic((8, 4, 16))          # multiples of 1/8: the LIF arithmetic on them is exact
         y, (gx,) = grads(lambda x: my_layer(x), [x], torch.ones(8, 4, 16))
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -53,8 +54,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'spikeforge.testing' has no attribute {name!r}")
 
 
-def dyadic(shape: Sequence[int], lo: int = -8, hi: int = 24, denom: int = 8, dtype: torch.dtype = torch.float32,
-           device: torch.device | str = "cpu", *, generator: torch.Generator | None = None) -> torch.Tensor:
+def dyadic(
+    shape: Sequence[int],
+    lo: int = -8,
+    hi: int = 24,
+    denom: int = 8,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Random multiples of 1/denom in [lo/denom, hi/denom): exactly representable in every float type, and so
     are a few steps of IF/LIF arithmetic on them with decay 1/2 or 1/4 and dyadic thresholds and resets, so a
     fused kernel and the reference must agree bit for bit. Drawn on the CPU (from generator, else torch's
@@ -63,8 +72,9 @@ def dyadic(shape: Sequence[int], lo: int = -8, hi: int = 24, denom: int = 8, dty
     return (k.double() / denom).to(dtype=dtype, device=device)
 
 
-def grads(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor | None], upstream: torch.Tensor
-          ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+def grads(
+    fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor | None], upstream: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """(fn(*inputs) detached, the gradient of <fn(*inputs), upstream> with respect to each input). Inputs are
     copied to fresh leaves; None and non-floating inputs are passed through and get None."""
     leaves = [None if t is None else t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]

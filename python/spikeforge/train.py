@@ -11,6 +11,7 @@ Reproducible: the seed fixes the initial weights, the shuffling (a generator per
 seed, so a resumed run shuffles as the uninterrupted one would), Poisson encoding and dropout (the torch
 RNG state is saved in the checkpoint). Same seed, same threads, same result.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,18 @@ from torch import nn
 
 from .nn.layers import poisson_encode, tet_loss
 
-__all__ = ["TrainConfig", "fit", "evaluate", "build_model", "save_checkpoint", "load_checkpoint",
-           "read_checkpoint", "check_resume", "CheckpointError", "MODEL_FIELDS"]
+__all__ = [
+    "TrainConfig",
+    "fit",
+    "evaluate",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "check_resume",
+    "CheckpointError",
+    "MODEL_FIELDS",
+]
 
 # the config fields that fix a model's architecture: a checkpoint's weights fit a run only if these match
 MODEL_FIELDS = ("model", "T", "neuron", "cnf", "width", "dim", "depth", "heads", "image_size")
@@ -40,24 +51,24 @@ class TrainConfig:
     epochs: int = 6
     T: int = 2
     batch_size: int = 32
-    optimizer: str = "adamw"        # sgd | adam | adamw
+    optimizer: str = "adamw"  # sgd | adam | adamw
     lr: float = 2e-3
-    momentum: float = 0.9           # sgd only
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
-    schedule: str = "cosine"        # cosine | step | none (per iteration for cosine)
+    schedule: str = "cosine"  # cosine | step | none (per iteration for cosine)
     warmup_epochs: float = 0.0
-    loss: str = "ce"                # ce (on the mean over T) | tet
+    loss: str = "ce"  # ce (on the mean over T) | tet
     tet_lambda: float = 1e-3
-    encoding: str = "direct"        # direct | poisson (static images only)
-    neuron: Optional[str] = None    # None: the model family's default (IF for spiking/SEW, LIF for MS)
-    cnf: str = "ADD"                # SEW models
-    width: int = 32                 # channels of the first stage (the CIFAR models' 64 halved: digits are 8x8)
-    dim: Optional[int] = None       # transformers: embedding width (None: the named configuration's)
-    depth: Optional[int] = None     # transformers: number of blocks (None: the named configuration's)
-    heads: Optional[int] = None     # transformers: attention heads (None: the named configuration's)
+    encoding: str = "direct"  # direct | poisson (static images only)
+    neuron: Optional[str] = None  # None: the model family's default (IF for spiking/SEW, LIF for MS)
+    cnf: str = "ADD"  # SEW models
+    width: int = 32  # channels of the first stage (the CIFAR models' 64 halved: digits are 8x8)
+    dim: Optional[int] = None  # transformers: embedding width (None: the named configuration's)
+    depth: Optional[int] = None  # transformers: number of blocks (None: the named configuration's)
+    heads: Optional[int] = None  # transformers: attention heads (None: the named configuration's)
     image_size: Optional[int] = None  # resize the images (bilinear) to image_size x image_size first
     seed: int = 0
-    threads: Optional[int] = 1       # see add_arguments: small convs gain little from more on a shared CPU
+    threads: Optional[int] = 1  # see add_arguments: small convs gain little from more on a shared CPU
     device: str = "cpu"
     checkpoint: Optional[str] = None
     eval_every: int = 1
@@ -77,23 +88,30 @@ def build_model(cfg: TrainConfig, in_channels: int, num_classes: int) -> nn.Modu
         # width/cnf are residual-net options; a transformer takes its size as dim, depth and heads
         if cfg.model.startswith("meta_spikformer"):
             if cfg.dim is not None or cfg.depth is not None:
-                raise ValueError("meta_spikformer models have fixed stage widths and depths: --dim/--depth do not "
-                                 "apply (use another transformer for a custom size)")
+                raise ValueError(
+                    "meta_spikformer models have fixed stage widths and depths: --dim/--depth do not "
+                    "apply (use another transformer for a custom size)"
+                )
         else:
             kw.update({k: v for k, v in (("dim", cfg.dim), ("depth", cfg.depth)) if v is not None})
         if cfg.heads is not None:
             kw["num_heads"] = cfg.heads
     else:
         if (cfg.dim, cfg.depth, cfg.heads) != (None, None, None):
-            raise ValueError(f"--dim/--depth/--heads are transformer options; {cfg.model} is a residual net "
-                             "(its size option is --width)")
+            raise ValueError(
+                f"--dim/--depth/--heads are transformer options; {cfg.model} is a residual net "
+                "(its size option is --width)"
+            )
         kw["width"] = cfg.width
     if cfg.model.startswith("sew_"):
         kw["cnf"] = cfg.cnf
     if cfg.neuron is not None:
         kw["neuron"] = cfg.neuron
-        kw["neuron_kwargs"] = dict(surrogate="atan", detach_reset=True) if cfg.neuron != "lif" else dict(
-            tau=2.0, surrogate="atan", detach_reset=True)
+        kw["neuron_kwargs"] = (
+            dict(surrogate="atan", detach_reset=True)
+            if cfg.neuron != "lif"
+            else dict(tau=2.0, surrogate="atan", detach_reset=True)
+        )
     return MODELS[cfg.model](**kw)
 
 
@@ -155,8 +173,8 @@ def evaluate(model: nn.Module, dataset, cfg: TrainConfig, batch_size: int = 256)
     x_all, y_all = dataset.tensors
     correct, loss_sum = 0, 0.0
     for i in range(0, len(y_all), batch_size):
-        x = _inputs(x_all[i:i + batch_size].to(cfg.device), cfg, False)
-        y = y_all[i:i + batch_size].to(cfg.device)
+        x = _inputs(x_all[i : i + batch_size].to(cfg.device), cfg, False)
+        y = y_all[i : i + batch_size].to(cfg.device)
         logits = model(x).mean(0)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
@@ -199,8 +217,15 @@ class Progress:
 # ------------------------------------------------------------------------------------------------
 def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, extra: Optional[dict] = None):
     """Everything to continue exactly: weights + BN buffers, optimizer, schedule, torch RNG, config, history."""
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-             "epoch": epoch, "config": asdict(cfg), "rng": torch.get_rng_state(), "format": 1}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "schedule": sched.state_dict(),
+        "epoch": epoch,
+        "config": asdict(cfg),
+        "rng": torch.get_rng_state(),
+        "format": 1,
+    }
     if extra:
         state.update(extra)
     tmp = f"{path}.tmp"
@@ -226,14 +251,22 @@ def read_checkpoint(path: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt zip, pickle of another program, ...: one message for all
         first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path} is not a readable spikeforge train checkpoint ({type(e).__name__}: "
-                              f"{first})") from None
+        raise CheckpointError(
+            f"{path} is not a readable spikeforge train checkpoint ({type(e).__name__}: {first})"
+        ) from None
     keys = {"model", "config"}
-    if not isinstance(state, dict) or not keys <= set(state) or not isinstance(state["config"], dict) \
-            or not isinstance(state["model"], dict) or not isinstance(state["config"].get("model"), str):
+    if (
+        not isinstance(state, dict)
+        or not keys <= set(state)
+        or not isinstance(state["config"], dict)
+        or not isinstance(state["model"], dict)
+        or not isinstance(state["config"].get("model"), str)
+    ):
         found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path} is not a spikeforge train checkpoint (expected the keys 'model' (weights) "
-                              f"and 'config' (naming the model), found {found})")
+        raise CheckpointError(
+            f"{path} is not a spikeforge train checkpoint (expected the keys 'model' (weights) "
+            f"and 'config' (naming the model), found {found})"
+        )
     return state
 
 
@@ -246,14 +279,17 @@ def check_resume(state: dict, cfg: TrainConfig, path: str = "the checkpoint") ->
     """CheckpointError unless the checkpoint was written for the same model and architecture as cfg."""
     missing = [k for k in ("optimizer", "schedule", "epoch", "rng") if k not in state]
     if missing:
-        raise CheckpointError(f"{path} holds weights but no training state ({', '.join(missing)} missing): it "
-                              "cannot be resumed")
+        raise CheckpointError(
+            f"{path} holds weights but no training state ({', '.join(missing)} missing): it cannot be resumed"
+        )
     saved = state["config"]
     mine = asdict(cfg)
     diff = [k for k in MODEL_FIELDS if saved.get(k) != mine.get(k)]
     if diff:
-        raise CheckpointError(f"{path} holds {_describe(saved)}, but this run builds {_describe(mine)} "
-                              f"(differs in {', '.join(diff)}); pass the checkpoint's options or another path")
+        raise CheckpointError(
+            f"{path} holds {_describe(saved)}, but this run builds {_describe(mine)} "
+            f"(differs in {', '.join(diff)}); pass the checkpoint's options or another path"
+        )
 
 
 def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
@@ -263,8 +299,9 @@ def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
-            raise CheckpointError(f"{path}: its weights do not fit {type(model).__name__} "
-                                  f"({(str(e).splitlines() or [''])[0][:160]})") from None
+            raise CheckpointError(
+                f"{path}: its weights do not fit {type(model).__name__} ({(str(e).splitlines() or [''])[0][:160]})"
+            ) from None
     if opt is not None:
         opt.load_state_dict(state["optimizer"])
     if sched is not None:
@@ -275,8 +312,17 @@ def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
 # ------------------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------------------
-def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False, progress: bool = False,
-        log=print, model: Optional[nn.Module] = None, stop_after: Optional[int] = None) -> dict:
+def fit(
+    cfg: TrainConfig,
+    train_set=None,
+    test_set=None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    log=print,
+    model: Optional[nn.Module] = None,
+    stop_after: Optional[int] = None,
+) -> dict:
     """Trains cfg.model on cfg.dataset (or the given TensorDatasets); returns a summary dict.
 
     With cfg.checkpoint set, a checkpoint is written after every epoch; resume=True continues from it.
@@ -316,9 +362,11 @@ def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False
         torch.set_rng_state(state["rng"])
         log(f"resumed from {cfg.checkpoint} after epoch {start_epoch}")
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{cfg.model}: {n_params / 1e6:.3f}M parameters, T={cfg.T}, {n} training / "
+    log(
+        f"{cfg.model}: {n_params / 1e6:.3f}M parameters, T={cfg.T}, {n} training / "
         f"{len(test_set.tensors[1]) if test_set is not None else 0} test samples, loss {cfg.loss}, "
-        f"{cfg.optimizer} lr {cfg.lr} ({cfg.schedule}), {torch.get_num_threads()} threads")
+        f"{cfg.optimizer} lr {cfg.lr} ({cfg.schedule}), {torch.get_num_threads()} threads"
+    )
     t_start = time.perf_counter()
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
@@ -329,7 +377,7 @@ def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False
         bar = Progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", progress)
         loss_sum, correct, seen = 0.0, 0, 0
         for it in range(steps):
-            idx = perm[it * cfg.batch_size:(it + 1) * cfg.batch_size]
+            idx = perm[it * cfg.batch_size : (it + 1) * cfg.batch_size]
             x = _inputs(x0[idx].to(cfg.device), cfg, True)
             y = y_train[idx].to(cfg.device)
             out = model(x)
@@ -343,19 +391,38 @@ def fit(cfg: TrainConfig, train_set=None, test_set=None, *, resume: bool = False
             seen += len(idx)
             bar.update(it + 1, loss=loss_sum / seen, acc=correct / seen)
         bar.close()
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "epoch_s": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "epoch_s": time.perf_counter() - t0,
+            "lr": opt.param_groups[0]["lr"],
+        }
         if test_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             ev = evaluate(model, test_set, cfg)
             rec.update(test_acc=ev["acc"], test_loss=ev["loss"])
         history.append(rec)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f}"
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f}"
             + (f" | test loss {rec['test_loss']:.4f} acc {rec['test_acc']:.4f}" if "test_acc" in rec else "")
-            + f" | {rec['epoch_s']:.1f} s")
+            + f" | {rec['epoch_s']:.1f} s"
+        )
         if cfg.checkpoint:
-            save_checkpoint(cfg.checkpoint, model, opt, sched, epoch + 1, cfg,
-                            {"history": history, "input_shape": list(sample.shape), "num_classes": num_classes})
+            save_checkpoint(
+                cfg.checkpoint,
+                model,
+                opt,
+                sched,
+                epoch + 1,
+                cfg,
+                {"history": history, "input_shape": list(sample.shape), "num_classes": num_classes},
+            )
     wall = time.perf_counter() - t_start
     final = history[-1] if history else {}
-    return {"model": model, "history": history, "train_s": wall, "test_acc": final.get("test_acc"),
-            "n_params": n_params}
+    return {
+        "model": model,
+        "history": history,
+        "train_s": wall,
+        "test_acc": final.get("test_acc"),
+        "n_params": n_params,
+    }

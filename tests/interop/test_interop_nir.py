@@ -1,4 +1,5 @@
 """NIR export / import (spikeforge.interop.to_nir / from_nir). Skipped when the optional `nir` package is absent."""
+
 import numpy as np
 import pytest
 import torch
@@ -58,8 +59,7 @@ def test_round_trip_keeps_outputs_and_gradients_identical(tmp_path):
 
 
 def test_round_trip_linear_only_needs_no_input_shape():
-    net = nn.Sequential(nn.Linear(10, 8), snn.LIF(tau=2.0, decay_input=False, v_reset=0.2), nn.Linear(8, 4),
-                        snn.IF())
+    net = nn.Sequential(nn.Linear(10, 8), snn.LIF(tau=2.0, decay_input=False, v_reset=0.2), nn.Linear(8, 4), snn.IF())
     with torch.no_grad():
         for m in (net[0], net[2]):
             m.weight.mul_(3.0)
@@ -84,10 +84,13 @@ def test_graph_exported_by_spikingjelly_loads_and_matches(tmp_path):
     from spikingjelly.activation_based.nir_exchange import to_nir as sj_to_nir
 
     torch.manual_seed(3)
-    net = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, step_mode="m"),
-                        neuron.LIFNode(tau=2.0, decay_input=False, step_mode="m"),
-                        layer.Flatten(step_mode="m"), layer.Linear(4 * 6 * 6, 5, step_mode="m"),
-                        neuron.IFNode(step_mode="m"))
+    net = nn.Sequential(
+        layer.Conv2d(2, 4, 3, padding=1, step_mode="m"),
+        neuron.LIFNode(tau=2.0, decay_input=False, step_mode="m"),
+        layer.Flatten(step_mode="m"),
+        layer.Linear(4 * 6 * 6, 5, step_mode="m"),
+        neuron.IFNode(step_mode="m"),
+    )
     with torch.no_grad():
         net[0].weight.mul_(4.0)
         net[3].weight.mul_(8.0)
@@ -131,18 +134,33 @@ def test_hand_written_graph_with_branches_matches_a_hand_computation(tmp_path):
     nodes = {
         "input": nir.Input(input_type={"input": np.array([5])}),
         "fc1": nir.Affine(weight=w1.astype(np.float32), bias=b1.astype(np.float32)),
-        "lif1": nir.LIF(tau=np.full(6, tau1), r=np.full(6, tau1 / DT), v_leak=np.zeros(6),
-                        v_threshold=np.full(6, 1.0), v_reset=np.zeros(6)),
+        "lif1": nir.LIF(
+            tau=np.full(6, tau1),
+            r=np.full(6, tau1 / DT),
+            v_leak=np.zeros(6),
+            v_threshold=np.full(6, 1.0),
+            v_reset=np.zeros(6),
+        ),
         "fc2": nir.Linear(weight=w2.astype(np.float32)),
         "skip": nir.Affine(weight=w3.astype(np.float32), bias=b3.astype(np.float32)),
-        "lif2": nir.LIF(tau=np.full(4, 3 * DT), r=r2, v_leak=v_leak2, v_threshold=np.full(4, 0.5),
-                        v_reset=np.full(4, -0.1)),
+        "lif2": nir.LIF(
+            tau=np.full(4, 3 * DT), r=r2, v_leak=v_leak2, v_threshold=np.full(4, 0.5), v_reset=np.full(4, -0.1)
+        ),
         "fc3": nir.Linear(weight=w4.astype(np.float32)),
         "li": nir.LI(tau=np.full(3, tau_li), r=np.ones(3), v_leak=np.zeros(3)),
         "output": nir.Output(output_type={"output": np.array([3])}),
     }
-    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("input", "skip"),
-             ("skip", "lif2"), ("lif2", "fc3"), ("fc3", "li"), ("li", "output")]
+    edges = [
+        ("input", "fc1"),
+        ("fc1", "lif1"),
+        ("lif1", "fc2"),
+        ("fc2", "lif2"),
+        ("input", "skip"),
+        ("skip", "lif2"),
+        ("lif2", "fc3"),
+        ("fc3", "li"),
+        ("li", "output"),
+    ]
     nir.write(tmp_path / "g.nir", nir.NIRGraph(nodes=nodes, edges=edges))
     model = from_nir(nir.read(tmp_path / "g.nir")).double()
     x = torch.randn(8, 4, 5, dtype=torch.float64)
@@ -178,21 +196,32 @@ def test_to_nir_refuses_what_nir_cannot_say():
 
 
 def test_from_nir_refuses_what_spikeforge_cannot_run():
-    lif = lambda thr: nir.LIF(tau=np.full(2, 2 * DT), r=np.ones(2), v_leak=np.zeros(2),  # noqa: E731
-                              v_threshold=thr, v_reset=np.zeros(2))
+    lif = lambda thr: nir.LIF(
+        tau=np.full(2, 2 * DT),
+        r=np.ones(2),
+        v_leak=np.zeros(2),  # noqa: E731
+        v_threshold=thr,
+        v_reset=np.zeros(2),
+    )
     fc = nir.Linear(weight=np.eye(2, dtype=np.float32))
-    io = {"input": nir.Input(input_type={"input": np.array([2])}),
-          "output": nir.Output(output_type={"output": np.array([2])})}
-    per_neuron = nir.NIRGraph(nodes={**io, "lif": lif(np.array([1.0, 2.0]))},
-                              edges=[("input", "lif"), ("lif", "output")])
+    io = {
+        "input": nir.Input(input_type={"input": np.array([2])}),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    per_neuron = nir.NIRGraph(
+        nodes={**io, "lif": lif(np.array([1.0, 2.0]))}, edges=[("input", "lif"), ("lif", "output")]
+    )
     with pytest.raises(ValueError, match="differs between neurons"):
         from_nir(per_neuron)
-    cyclic = nir.NIRGraph(nodes={**io, "lif": lif(np.ones(2)), "rec": fc},
-                          edges=[("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")])
+    cyclic = nir.NIRGraph(
+        nodes={**io, "lif": lif(np.ones(2)), "rec": fc},
+        edges=[("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")],
+    )
     with pytest.raises(ValueError, match="cycle"):
         from_nir(cyclic)
-    delay = nir.NIRGraph(nodes={**io, "d": nir.Delay(delay=np.ones(2))}, edges=[("input", "d"), ("d", "output")],
-                         type_check=False)
+    delay = nir.NIRGraph(
+        nodes={**io, "d": nir.Delay(delay=np.ones(2))}, edges=[("input", "d"), ("d", "output")], type_check=False
+    )
     with pytest.raises(ValueError, match="no spikeforge equivalent"):
         from_nir(delay)
     with pytest.raises(TypeError, match="nir.NIRGraph"):
@@ -200,8 +229,10 @@ def test_from_nir_refuses_what_spikeforge_cannot_run():
 
 
 def test_round_trip_per_channel_plif_after_a_convolution(tmp_path):
-    net = nn.Sequential(snn.MultiStep(nn.Conv2d(1, 3, 3, padding=1, bias=False)),
-                        snn.PLIF(init_tau=2.0, num_channels=3, v_reset=-0.25, surrogate="erf"))
+    net = nn.Sequential(
+        snn.MultiStep(nn.Conv2d(1, 3, 3, padding=1, bias=False)),
+        snn.PLIF(init_tau=2.0, num_channels=3, v_reset=-0.25, surrogate="erf"),
+    )
     with torch.no_grad():
         net[0][0].weight.abs_().mul_(2.0)
         net[1].w.copy_(torch.tensor([0.5, -1.0, 2.0]))  # three different time constants
@@ -289,41 +320,87 @@ def _mutated(node, **fields):
 
 
 def _io(n_in, n_out):
-    return {"input": nir.Input(input_type={"input": np.array([n_in])}),
-            "output": nir.Output(output_type={"output": np.array([n_out])})}
+    return {
+        "input": nir.Input(input_type={"input": np.array([n_in])}),
+        "output": nir.Output(output_type={"output": np.array([n_out])}),
+    }
 
 
-@pytest.mark.parametrize("node,match", [
-    (nir.Affine(weight=np.ones((3, 4)), bias=np.ones((1, 3))), r"fc.bias must have shape \(3,\), got \(1, 3\)"),
-    (nir.Affine(weight=np.ones((3, 4, 1)), bias=np.ones(3)), "fc.weight must have 2 dims"),
-    (nir.Linear(weight=np.array([["a", "b"]])), "fc.weight must be numeric"),
-    (nir.Conv2d(input_shape=None, weight=np.ones((4, 2, 3, 3)), stride=1, padding=1, dilation=1, groups=3,
-                bias=np.zeros(4)), "groups = 3 does not divide"),
-    (nir.Conv2d(input_shape=None, weight=np.ones((4, 2, 3, 3)), stride=0, padding=1, dilation=1, groups=1,
-                bias=np.zeros(4)), "stride"),
-    (nir.Conv2d(input_shape=None, weight=np.ones((4, 2, 3, 3)), stride=1, padding=-1, dilation=1, groups=1,
-                bias=np.zeros(4)), "padding"),
-    (nir.Conv1d(input_shape=None, weight=np.ones((4, 2, 3)), stride=1, padding=1, dilation=1, groups=1,
-                bias=np.zeros(5)), r"fc.bias must have shape \(4,\)"),
-    (nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([3, 3])), "padding"),
-    (nir.LIF(tau=np.full(3, -1.0), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)), "tau must be > 0"),
-    (nir.LIF(tau=np.full(3, 1e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, np.nan)),
-     "v_threshold must be finite"),
-    (_mutated(nir.LIF(tau=np.full(3, 1e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)), r=np.ones(2)),
-     "do not match"),  # nir checks this when a node is built, not when a built node is changed
-    (nir.IF(r=np.ones(3) / DT, v_threshold=np.ones(3), v_reset=np.array([0.0, 0.5, 0.0])), "differs between"),
-    (nir.LI(tau=np.zeros(3), r=np.ones(3), v_leak=np.zeros(3)), "tau must be > 0"),
-])
+@pytest.mark.parametrize(
+    "node,match",
+    [
+        (nir.Affine(weight=np.ones((3, 4)), bias=np.ones((1, 3))), r"fc.bias must have shape \(3,\), got \(1, 3\)"),
+        (nir.Affine(weight=np.ones((3, 4, 1)), bias=np.ones(3)), "fc.weight must have 2 dims"),
+        (nir.Linear(weight=np.array([["a", "b"]])), "fc.weight must be numeric"),
+        (
+            nir.Conv2d(
+                input_shape=None,
+                weight=np.ones((4, 2, 3, 3)),
+                stride=1,
+                padding=1,
+                dilation=1,
+                groups=3,
+                bias=np.zeros(4),
+            ),
+            "groups = 3 does not divide",
+        ),
+        (
+            nir.Conv2d(
+                input_shape=None,
+                weight=np.ones((4, 2, 3, 3)),
+                stride=0,
+                padding=1,
+                dilation=1,
+                groups=1,
+                bias=np.zeros(4),
+            ),
+            "stride",
+        ),
+        (
+            nir.Conv2d(
+                input_shape=None,
+                weight=np.ones((4, 2, 3, 3)),
+                stride=1,
+                padding=-1,
+                dilation=1,
+                groups=1,
+                bias=np.zeros(4),
+            ),
+            "padding",
+        ),
+        (
+            nir.Conv1d(
+                input_shape=None, weight=np.ones((4, 2, 3)), stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(5)
+            ),
+            r"fc.bias must have shape \(4,\)",
+        ),
+        (nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([3, 3])), "padding"),
+        (nir.LIF(tau=np.full(3, -1.0), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)), "tau must be > 0"),
+        (
+            nir.LIF(tau=np.full(3, 1e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.full(3, np.nan)),
+            "v_threshold must be finite",
+        ),
+        (
+            _mutated(
+                nir.LIF(tau=np.full(3, 1e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)), r=np.ones(2)
+            ),
+            "do not match",
+        ),  # nir checks this when a node is built, not when a built node is changed
+        (nir.IF(r=np.ones(3) / DT, v_threshold=np.ones(3), v_reset=np.array([0.0, 0.5, 0.0])), "differs between"),
+        (nir.LI(tau=np.zeros(3), r=np.ones(3), v_leak=np.zeros(3)), "tau must be > 0"),
+    ],
+)
 def test_from_nir_refuses_what_it_cannot_import_with_a_value_error(node, match):
-    graph = nir.NIRGraph(nodes={**_io(4, 3), "fc": node}, edges=[("input", "fc"), ("fc", "output")],
-                         type_check=False)
+    graph = nir.NIRGraph(nodes={**_io(4, 3), "fc": node}, edges=[("input", "fc"), ("fc", "output")], type_check=False)
     with pytest.raises(ValueError, match=match):
         from_nir(graph)
 
 
 def _if_graph(r):
-    return nir.NIRGraph(nodes={**_io(3, 3), "if": nir.IF(r=np.full(3, r), v_threshold=np.ones(3))},
-                        edges=[("input", "if"), ("if", "output")])
+    return nir.NIRGraph(
+        nodes={**_io(3, 3), "if": nir.IF(r=np.full(3, r), v_threshold=np.ones(3))},
+        edges=[("input", "if"), ("if", "output")],
+    )
 
 
 def test_if_with_unit_r_warns_and_can_be_read_per_step():
@@ -335,6 +412,7 @@ def test_if_with_unit_r_warns_and_can_be_read_per_step():
     want = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])  # v += 0.5 per step, fire at 1, reset to 0
     assert torch.equal(per_step(x)[:, 0, 0], want)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from_nir(_if_graph(1.0), unit_r="euler")  # NIR's reading, asked for: no warning

@@ -7,6 +7,7 @@ rounding and accumulate BPTT in their order). Sequences are long and random, wit
 threshold often. Model-level cases use dyadic weights and inputs so that folding time into the batch of a
 convolution or linear layer is exact too. Skipped when snnTorch is absent.
 """
+
 import copy
 
 import pytest
@@ -29,6 +30,8 @@ def _close(got, want, rtol=RTOL, atol=ATOL, msg=None):
     the absolute tolerance scales with the largest gradient."""
     scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol * scale, msg=msg)
+
+
 _FUSED_OPS = ("leaky", "synaptic", "alpha_neuron")
 
 
@@ -42,6 +45,7 @@ def fused_calls(monkeypatch):
         def spy(*a, _real=real, _name=name, **kw):
             calls.append(_name)
             return _real(*a, **kw)
+
         monkeypatch.setattr(sfs.ops, name, spy)
     return calls
 
@@ -114,25 +118,34 @@ def _inputs(T=96, B=3, N=16, scale=0.6, shift=0.25, dtype=torch.float32, seed=0)
 # one neuron, a sequence per call == one step per call, bit for bit: every configuration the fused ops
 # compute runs fused
 # ------------------------------------------------------------------------------------------------------
-SURROGATES = {"atan": None, "atan3": lambda: surrogate.atan(alpha=3.0),
-              "fast_sigmoid25": lambda: surrogate.fast_sigmoid(25), "fast_sigmoid4": lambda: surrogate.fast_sigmoid(4),
-              "sigmoid5": lambda: surrogate.sigmoid(slope=5), "triangular": lambda: surrogate.triangular(),
-              "triangular05": lambda: surrogate.triangular(threshold=0.5),
-              "ste": lambda: surrogate.straight_through_estimator(),
-              "spike_rate_escape": lambda: surrogate.spike_rate_escape(),
-              "spike_rate_escape2": lambda: surrogate.spike_rate_escape(beta=2, slope=10),
-              "heaviside": lambda: surrogate.heaviside()}
+SURROGATES = {
+    "atan": None,
+    "atan3": lambda: surrogate.atan(alpha=3.0),
+    "fast_sigmoid25": lambda: surrogate.fast_sigmoid(25),
+    "fast_sigmoid4": lambda: surrogate.fast_sigmoid(4),
+    "sigmoid5": lambda: surrogate.sigmoid(slope=5),
+    "triangular": lambda: surrogate.triangular(),
+    "triangular05": lambda: surrogate.triangular(threshold=0.5),
+    "ste": lambda: surrogate.straight_through_estimator(),
+    "spike_rate_escape": lambda: surrogate.spike_rate_escape(),
+    "spike_rate_escape2": lambda: surrogate.spike_rate_escape(beta=2, slope=10),
+    "heaviside": lambda: surrogate.heaviside(),
+}
 N = 16
 PARAM_CASES = {
-    "plain": {}, "learn_beta_threshold": dict(learn_beta=True, learn_threshold=True),
+    "plain": {},
+    "learn_beta_threshold": dict(learn_beta=True, learn_threshold=True),
     "per_neuron_beta": dict(beta=torch.linspace(0.5, 1.0, N)),
-    "per_neuron_learn": dict(beta=torch.linspace(0.6, 0.95, N), threshold=torch.linspace(0.5, 1.0, N),
-                             learn_beta=True, learn_threshold=True),
-    "graded": dict(graded_spikes_factor=2.0), "learn_graded": dict(graded_spikes_factor=1.5,
-                                                                  learn_graded_spikes_factor=True),
+    "per_neuron_learn": dict(
+        beta=torch.linspace(0.6, 0.95, N), threshold=torch.linspace(0.5, 1.0, N), learn_beta=True, learn_threshold=True
+    ),
+    "graded": dict(graded_spikes_factor=2.0),
+    "learn_graded": dict(graded_spikes_factor=1.5, learn_graded_spikes_factor=True),
     "surrogate_disable": dict(surrogate_disable=True),
-    "surrogate_disable_learn_graded": dict(surrogate_disable=True, graded_spikes_factor=1.5,
-                                           learn_graded_spikes_factor=True)}
+    "surrogate_disable_learn_graded": dict(
+        surrogate_disable=True, graded_spikes_factor=1.5, learn_graded_spikes_factor=True
+    ),
+}
 
 
 def _leaky(reset, reset_delay, params="plain", spike_grad=None, **kw):
@@ -164,18 +177,22 @@ def test_leaky_every_option_runs_fused(reset, reset_delay, params, fused_calls):
 def test_calling_conventions_fused(model, init_hidden, output, fused_calls):
     """init_hidden / output decide what a call returns; the per-step states (Synaptic's syn, Alpha's syn_exc
     and syn_inh) come out bitwise too, with their gradients."""
-    nrn = {"Leaky": lambda: snn.Leaky(beta=0.9, threshold=0.8, init_hidden=init_hidden, output=output),
-           "Synaptic": lambda: snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=init_hidden, output=output),
-           "Alpha": lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, init_hidden=init_hidden,
-                                      output=output)}[model]()
+    nrn = {
+        "Leaky": lambda: snn.Leaky(beta=0.9, threshold=0.8, init_hidden=init_hidden, output=output),
+        "Synaptic": lambda: snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=init_hidden, output=output),
+        "Alpha": lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, init_hidden=init_hidden, output=output),
+    }[model]()
     x = _inputs(scale=0.4, shift=0.12) if model == "Synaptic" else _inputs()
     _check_sequence_call(nrn, x, path="fused", calls=fused_calls)
 
 
-SYNAPTIC_CASES = {"plain": {}, "learn": dict(learn_alpha=True, learn_beta=True, learn_threshold=True),
-                  "per_neuron": dict(alpha=torch.linspace(0.5, 0.95, N), beta=torch.linspace(0.6, 0.9, N)),
-                  "fast_sigmoid": dict(spike_grad=surrogate.fast_sigmoid(10)),
-                  "surrogate_disable": dict(surrogate_disable=True)}
+SYNAPTIC_CASES = {
+    "plain": {},
+    "learn": dict(learn_alpha=True, learn_beta=True, learn_threshold=True),
+    "per_neuron": dict(alpha=torch.linspace(0.5, 0.95, N), beta=torch.linspace(0.6, 0.9, N)),
+    "fast_sigmoid": dict(spike_grad=surrogate.fast_sigmoid(10)),
+    "surrogate_disable": dict(surrogate_disable=True),
+}
 
 
 @pytest.mark.parametrize("case", sorted(SYNAPTIC_CASES))
@@ -185,15 +202,19 @@ def test_synaptic_runs_fused(reset, reset_delay, case, fused_calls):
     kw = dict(alpha=0.8, beta=0.7, threshold=0.75, reset_mechanism=reset, reset_delay=reset_delay)
     kw.update(copy.deepcopy(SYNAPTIC_CASES[case]))
     nrn = snn.Synaptic(**kw)
-    _check_sequence_call(nrn, _inputs(scale=0.5, shift=0.1 if reset != "none" else 0.03), path="fused",
-                         calls=fused_calls)
+    _check_sequence_call(
+        nrn, _inputs(scale=0.5, shift=0.1 if reset != "none" else 0.03), path="fused", calls=fused_calls
+    )
 
 
 # (snnTorch 1.0's Alpha(learn_alpha=True) fails in its __init__; a learnable alpha is assigned afterwards)
-ALPHA_CASES = {"plain": {}, "learn": dict(learn_beta=True, learn_threshold=True),
-               "per_neuron": dict(alpha=torch.linspace(0.85, 0.95, N), beta=torch.linspace(0.6, 0.8, N)),
-               "fast_sigmoid": dict(spike_grad=surrogate.fast_sigmoid(10)),
-               "surrogate_disable": dict(surrogate_disable=True)}
+ALPHA_CASES = {
+    "plain": {},
+    "learn": dict(learn_beta=True, learn_threshold=True),
+    "per_neuron": dict(alpha=torch.linspace(0.85, 0.95, N), beta=torch.linspace(0.6, 0.8, N)),
+    "fast_sigmoid": dict(spike_grad=surrogate.fast_sigmoid(10)),
+    "surrogate_disable": dict(surrogate_disable=True),
+}
 
 
 @pytest.mark.parametrize("case", sorted(ALPHA_CASES))
@@ -209,8 +230,10 @@ def test_alpha_runs_fused(reset, case, fused_calls):
 
 def test_graded_spikes_factor_of_synaptic_and_alpha():
     """snnTorch's fire() scales every model's spikes by graded_spikes_factor (a buffer of Synaptic / Alpha too)."""
-    for nrn in (snn.Synaptic(alpha=0.8, beta=0.7, threshold=0.75, reset_delay=False),
-                snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5)):
+    for nrn in (
+        snn.Synaptic(alpha=0.8, beta=0.7, threshold=0.75, reset_delay=False),
+        snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5),
+    ):
         nrn.graded_spikes_factor = torch.tensor(3.0)
         _check_sequence_call(nrn, _inputs(scale=0.5, shift=0.1), path="fused")
 
@@ -231,19 +254,29 @@ def _alpha_beta_overtaken():
 
 LOOP_CASES = {
     "alpha_beta_overtaken": (_alpha_beta_overtaken, "alpha <= beta"),
-    "custom_surrogate": (lambda: snn.Leaky(beta=0.9, spike_grad=surrogate.custom_surrogate(_custom_fast_sigmoid)),
-                         "no spikeforge twin"),
+    "custom_surrogate": (
+        lambda: snn.Leaky(beta=0.9, spike_grad=surrogate.custom_surrogate(_custom_fast_sigmoid)),
+        "no spikeforge twin",
+    ),
     "sfs": (lambda: snn.Leaky(beta=0.9, spike_grad=surrogate.SFS(slope=25, B=-1.0)), "no spikeforge twin"),
-    "python_function": (lambda: snn.Synaptic(alpha=0.8, beta=0.7, spike_grad=lambda u: (u > 0).float()),
-                        "no spikeforge twin"),
+    "python_function": (
+        lambda: snn.Synaptic(alpha=0.8, beta=0.7, spike_grad=lambda u: (u > 0).float()),
+        "no spikeforge twin",
+    ),
     "inhibition": (lambda: snn.Leaky(beta=0.9, inhibition=True), "inhibition"),
     "state_quant": (lambda: snn.Leaky(beta=0.9, state_quant=lambda u: torch.round(u * 8) / 8), "state_quant"),
-    "alpha_state_quant": (lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5,
-                                            state_quant=lambda u: torch.round(u * 8) / 8), "state_quant"),
-    "triangular_negative": (lambda: snn.Leaky(beta=0.9, spike_grad=surrogate.triangular(threshold=-1.0)),
-                            "no spikeforge twin"),
-    "float64_per_neuron_beta": (lambda: snn.Leaky(beta=torch.linspace(0.5, 1.0, N, dtype=torch.float64)),
-                                "torch.float64"),
+    "alpha_state_quant": (
+        lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, state_quant=lambda u: torch.round(u * 8) / 8),
+        "state_quant",
+    ),
+    "triangular_negative": (
+        lambda: snn.Leaky(beta=0.9, spike_grad=surrogate.triangular(threshold=-1.0)),
+        "no spikeforge twin",
+    ),
+    "float64_per_neuron_beta": (
+        lambda: snn.Leaky(beta=torch.linspace(0.5, 1.0, N, dtype=torch.float64)),
+        "torch.float64",
+    ),
 }
 
 
@@ -267,9 +300,11 @@ class _nothing:
 
 
 def test_backend_loop_gives_the_same_numbers_as_fused(fused_calls):
-    for make in (lambda: snn.Leaky(beta=0.9, threshold=0.8, reset_delay=False, learn_beta=True),
-                 lambda: snn.Synaptic(alpha=0.8, beta=0.7, threshold=0.75, learn_threshold=True),
-                 lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, reset_mechanism="subtract")):
+    for make in (
+        lambda: snn.Leaky(beta=0.9, threshold=0.8, reset_delay=False, learn_beta=True),
+        lambda: snn.Synaptic(alpha=0.8, beta=0.7, threshold=0.75, learn_threshold=True),
+        lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, reset_mechanism="subtract"),
+    ):
         _check_sequence_call(make(), _inputs(scale=0.5, shift=0.15), path="loop", calls=fused_calls, backend="loop")
 
 
@@ -289,15 +324,14 @@ def test_reset_mechanism_changed_after_construction_with_late_reset():
 # dtypes: snnTorch's spikes are float32 whatever the input; its states promote as its operations do. The
 # fused path runs where that promotion is a float32 / float64 computation of the same values.
 # ------------------------------------------------------------------------------------------------------
-DTYPE_MODELS = {"Leaky": lambda: snn.Leaky(beta=0.9, threshold=0.8, init_hidden=True, output=True),
-                "Leaky_zero": lambda: snn.Leaky(beta=0.9, reset_mechanism="zero", threshold=0.8, init_hidden=True,
-                                                output=True),
-                "Leaky_late": lambda: snn.Leaky(beta=0.9, threshold=0.8, reset_delay=False, init_hidden=True,
-                                                output=True),
-                "Leaky_none": lambda: snn.Leaky(beta=0.9, reset_mechanism="none", threshold=0.8, init_hidden=True,
-                                                output=True),
-                "Synaptic": lambda: snn.Synaptic(alpha=0.8, beta=0.7, init_hidden=True, output=True),
-                "Alpha": lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, init_hidden=True, output=True)}
+DTYPE_MODELS = {
+    "Leaky": lambda: snn.Leaky(beta=0.9, threshold=0.8, init_hidden=True, output=True),
+    "Leaky_zero": lambda: snn.Leaky(beta=0.9, reset_mechanism="zero", threshold=0.8, init_hidden=True, output=True),
+    "Leaky_late": lambda: snn.Leaky(beta=0.9, threshold=0.8, reset_delay=False, init_hidden=True, output=True),
+    "Leaky_none": lambda: snn.Leaky(beta=0.9, reset_mechanism="none", threshold=0.8, init_hidden=True, output=True),
+    "Synaptic": lambda: snn.Synaptic(alpha=0.8, beta=0.7, init_hidden=True, output=True),
+    "Alpha": lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, init_hidden=True, output=True),
+}
 # (model, dtype) pairs whose snnTorch arithmetic is a float32 computation the kernels reproduce
 FUSED_HALF = {"Leaky", "Leaky_zero", "Leaky_late"}
 
@@ -308,8 +342,7 @@ def test_dtype_rules_are_snntorchs(model, dtype, fused_calls):
     nrn = DTYPE_MODELS[model]()
     fused = dtype == torch.float64 or model in FUSED_HALF
     x = _inputs(T=64, scale=0.5, shift=0.1 if model in ("Synaptic", "Leaky_none") else 0.25, dtype=dtype)
-    got, ref = _check_sequence_call(nrn, x, path="fused" if fused else "loop", calls=fused_calls, rtol=1e-3,
-                                    atol=1e-3)
+    got, ref = _check_sequence_call(nrn, x, path="fused" if fused else "loop", calls=fused_calls, rtol=1e-3, atol=1e-3)
     if not fused:
         assert str(dtype) in got.fused_blocker(x, tuple(_states(got)[:-1]))
     # a second chunk continues from the stored state (float32 after a fused half-precision chunk)
@@ -381,12 +414,17 @@ def test_fused_firing_test_is_strict_like_snntorch(fused_calls):
 def test_fused_chunks_continue_the_state_and_its_graph(model, fused_calls):
     """Chunks without a reset == one sequence == snnTorch step by step: values bitwise, gradients of the input
     and the learnable parameters through every chunk."""
-    make = {"Leaky": lambda: snn.Leaky(beta=0.9, threshold=0.8, learn_beta=True, learn_threshold=True,
-                                       init_hidden=True, output=True),
-            "Synaptic": lambda: snn.Synaptic(alpha=0.8, beta=0.7, learn_alpha=True, learn_beta=True,
-                                             init_hidden=True, output=True),
-            "Alpha": lambda: snn.Alpha(alpha=0.9, beta=0.8, threshold=0.5, learn_beta=True, learn_threshold=True,
-                                       init_hidden=True, output=True)}[model]
+    make = {
+        "Leaky": lambda: snn.Leaky(
+            beta=0.9, threshold=0.8, learn_beta=True, learn_threshold=True, init_hidden=True, output=True
+        ),
+        "Synaptic": lambda: snn.Synaptic(
+            alpha=0.8, beta=0.7, learn_alpha=True, learn_beta=True, init_hidden=True, output=True
+        ),
+        "Alpha": lambda: snn.Alpha(
+            alpha=0.9, beta=0.8, threshold=0.5, learn_beta=True, learn_threshold=True, init_hidden=True, output=True
+        ),
+    }[model]
     nrn = make()
     if model == "Alpha":
         nrn.alpha = nn.Parameter(nrn.alpha.clone())
@@ -431,9 +469,16 @@ def _conv_net(neuron_kw=None, seed=0):
     torch.manual_seed(seed)
     kw = dict(beta=0.5, threshold=0.5, init_hidden=True)
     kw.update(neuron_kw or {})
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2), snn.Leaky(**kw), nn.Flatten(),
-                        nn.Linear(4 * 4 * 4, 16), snn.Leaky(**kw),
-                        nn.Linear(16, 5), snn.Leaky(beta=0.75, init_hidden=True, output=True))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.MaxPool2d(2),
+        snn.Leaky(**kw),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 16),
+        snn.Leaky(**kw),
+        nn.Linear(16, 5),
+        snn.Leaky(beta=0.75, init_hidden=True, output=True),
+    )
     with torch.no_grad():  # dyadic weights: every layer's output is exact whatever the summation order
         for p in net.parameters():
             p.copy_(torch.round(p * 16) / 16 * 2)
@@ -537,15 +582,23 @@ def test_chunks_backpropagate_through_each_other_until_reset():
 
 def test_synaptic_and_alpha_in_a_patched_sequential_are_reported_and_exact():
     torch.manual_seed(3)
-    net = nn.Sequential(nn.Linear(6, 8), snn.Synaptic(alpha=0.8, beta=0.7, init_hidden=True),
-                        nn.Linear(8, 8), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
-                        nn.Linear(8, 4), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    net = nn.Sequential(
+        nn.Linear(6, 8),
+        snn.Synaptic(alpha=0.8, beta=0.7, init_hidden=True),
+        nn.Linear(8, 8),
+        snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+        nn.Linear(8, 4),
+        snn.Leaky(beta=0.9, init_hidden=True, output=True),
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.round(p * 16) / 16 * 2)
     patched, report = sfs.patch(copy.deepcopy(net), step_mode="m")
     assert [(n, c, p.split(":")[0]) for n, c, p in report.neurons] == [
-        ("1", "Synaptic", "fused"), ("3", "Alpha", "fused"), ("5", "Leaky", "fused")]
+        ("1", "Synaptic", "fused"),
+        ("3", "Alpha", "fused"),
+        ("5", "Leaky", "fused"),
+    ]
     assert "Synaptic -> spikeforge.interop.snntorch.Synaptic [fused]" in str(report)
     x = dyadic((9, 5, 6), 0, 16)
     utils.reset(net)
@@ -557,9 +610,15 @@ def test_synaptic_and_alpha_in_a_patched_sequential_are_reported_and_exact():
 
 def test_batch_norm_in_training_runs_step_by_step_with_snntorchs_numbers():
     torch.manual_seed(4)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), snn.Leaky(beta=0.5, init_hidden=True),
-                        nn.Flatten(), nn.Linear(4 * 8 * 8, 5), nn.BatchNorm1d(5),
-                        snn.Leaky(beta=0.5, init_hidden=True, output=True))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        snn.Leaky(beta=0.5, init_hidden=True),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 5),
+        nn.BatchNorm1d(5),
+        snn.Leaky(beta=0.5, init_hidden=True, output=True),
+    )
     patched, report = sfs.patch(copy.deepcopy(net), step_mode="m")
     assert dict((n, how) for n, _, how in report.layers)["1"] == "per step"
     x = torch.rand(6, 4, 1, 8, 8)
@@ -582,14 +641,17 @@ def test_batch_norm_in_training_runs_step_by_step_with_snntorchs_numbers():
 # what is refused, loudly and before anything changes
 # ------------------------------------------------------------------------------------------------------
 def test_other_snntorch_neurons_are_kept_per_step_and_refused_for_sequences():
-    net = nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.9, init_hidden=True),
-                        nn.Linear(4, 4), snn.RLeaky(beta=0.9, linear_features=4, init_hidden=True))
+    net = nn.Sequential(
+        nn.Linear(4, 4),
+        snn.Leaky(beta=0.9, init_hidden=True),
+        nn.Linear(4, 4),
+        snn.RLeaky(beta=0.9, linear_features=4, init_hidden=True),
+    )
     with pytest.raises(ValueError, match="RLeaky"):
         sfs.patch(net, step_mode="m")
     assert type(net[1]) is snn.Leaky and type(net) is nn.Sequential  # a refused patch changes nothing
     patched, report = sfs.patch(net)
-    assert report.kept == [("3", "RLeaky", "no drop-in for this snnTorch neuron: runs snnTorch's own per-step "
-                                          "code")]
+    assert report.kept == [("3", "RLeaky", "no drop-in for this snnTorch neuron: runs snnTorch's own per-step code")]
     assert "RLeaky kept" in str(report)
     ref = copy.deepcopy(net)
     sfs.unpatch(ref)
@@ -604,8 +666,12 @@ def test_unknown_layers_and_custom_forwards_are_refused_at_patch_time():
         def forward(self, x):
             return x * 2
 
-    for bad, match in ((nn.SyncBatchNorm(4), "SyncBatchNorm"), (Block(), "Block"),
-                       (nn.Softmax(dim=0), "batch dimension"), (nn.Flatten(0), "batch dimension")):
+    for bad, match in (
+        (nn.SyncBatchNorm(4), "SyncBatchNorm"),
+        (Block(), "Block"),
+        (nn.Softmax(dim=0), "batch dimension"),
+        (nn.Flatten(0), "batch dimension"),
+    ):
         net = nn.Sequential(nn.Linear(4, 4), bad, snn.Leaky(beta=0.9, init_hidden=True))
         with pytest.raises(ValueError, match=match):
             sfs.patch(net, step_mode="m")
@@ -702,9 +768,13 @@ def test_state_dict_and_unpatch():
 
 def test_sequence_call_compiles_without_graph_breaks():
     import torch._dynamo as dynamo
-    for nrn in (snn.Leaky(beta=0.5, init_hidden=True, spike_grad=surrogate.fast_sigmoid(25)),
-                snn.Leaky(beta=0.5, reset_mechanism="zero", init_hidden=True),
-                snn.Synaptic(alpha=0.8, beta=0.7, init_hidden=True), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True)):
+
+    for nrn in (
+        snn.Leaky(beta=0.5, init_hidden=True, spike_grad=surrogate.fast_sigmoid(25)),
+        snn.Leaky(beta=0.5, reset_mechanism="zero", init_hidden=True),
+        snn.Synaptic(alpha=0.8, beta=0.7, init_hidden=True),
+        snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+    ):
         sfs.patch(nrn, step_mode="m")
         x = torch.rand(6, 2, 8)
         assert dynamo.explain(nrn)(x).graph_break_count == 0
@@ -718,8 +788,9 @@ def test_sequence_call_compiles_without_graph_breaks():
 def test_custom_surrogate_runs_fused_without_gradients(fused_calls):
     """A custom surrogate only shapes the gradient; snnTorch's custom_surrogate fires on x > 0 like every other, so
     inference (no graph) runs fused and training runs the loop."""
-    nrn = snn.Synaptic(alpha=0.8, beta=0.7, spike_grad=surrogate.custom_surrogate(_custom_fast_sigmoid),
-                       init_hidden=True, output=True)
+    nrn = snn.Synaptic(
+        alpha=0.8, beta=0.7, spike_grad=surrogate.custom_surrogate(_custom_fast_sigmoid), init_hidden=True, output=True
+    )
     ref = copy.deepcopy(nrn)
     sfs.patch(nrn, step_mode="m")
     assert "torch.no_grad" in nrn.fused_blocker()

@@ -5,6 +5,7 @@ Neuron-level cases feed dyadic inputs with tau in {2, 4}, so every forward inter
 and spikes and membranes must be bitwise equal whatever the evaluation order; gradients sum over time in
 different orders and are compared with a tolerance. Skipped when SpikingJelly is absent.
 """
+
 import copy
 
 import pytest
@@ -43,6 +44,7 @@ def op_calls(monkeypatch):
         def spy(*a, _real=real, _name=name, **kw):
             calls.append(_name)
             return _real(*a, **kw)
+
         monkeypatch.setattr(sj.ops, name, spy)
     return calls
 
@@ -84,12 +86,21 @@ def _compare(sj_model, x, expect_classes, calls=None):
 # numbers
 # ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sg_name", sorted(SURROGATES))
-@pytest.mark.parametrize("tau,decay_input,v_reset,detach_reset", [
-    (2.0, True, 0.0, False), (4.0, False, None, True), (2.0, False, -0.5, False)])
+@pytest.mark.parametrize(
+    "tau,decay_input,v_reset,detach_reset",
+    [(2.0, True, 0.0, False), (4.0, False, None, True), (2.0, False, -0.5, False)],
+)
 def test_lif_node_every_surrogate(sg_name, tau, decay_input, v_reset, detach_reset, op_calls):
     sg, name = SURROGATES[sg_name]
-    node = neuron.LIFNode(tau=tau, decay_input=decay_input, v_reset=v_reset, v_threshold=0.75,
-                          detach_reset=detach_reset, surrogate_function=sg, step_mode="m")
+    node = neuron.LIFNode(
+        tau=tau,
+        decay_input=decay_input,
+        v_reset=v_reset,
+        v_threshold=0.75,
+        detach_reset=detach_reset,
+        surrogate_function=sg,
+        step_mode="m",
+    )
     x = dyadic((6, 2, 3, 4), -8, 24)
     patched = _compare(node, x, ["LIFNode"], op_calls)
     assert isinstance(patched, neuron.LIFNode) and patched.surrogate_function is not sg  # deepcopy
@@ -99,8 +110,9 @@ def test_lif_node_every_surrogate(sg_name, tau, decay_input, v_reset, detach_res
 @pytest.mark.parametrize("v_reset", [0.0, None])
 def test_if_and_plif_nodes(v_reset, op_calls):
     x = dyadic((6, 2, 3, 4), -8, 24)
-    _compare(neuron.IFNode(v_reset=v_reset, step_mode="m", surrogate_function=surrogate.ATan()), x, ["IFNode"],
-             op_calls)
+    _compare(
+        neuron.IFNode(v_reset=v_reset, step_mode="m", surrogate_function=surrogate.ATan()), x, ["IFNode"], op_calls
+    )
     plif = neuron.ParametricLIFNode(init_tau=2.0, v_reset=v_reset, step_mode="m", detach_reset=True)
     _compare(plif, x, ["ParametricLIFNode"], op_calls)
 
@@ -108,11 +120,15 @@ def test_if_and_plif_nodes(v_reset, op_calls):
 def test_conv_bn_lif_model_gives_identical_spikes_and_close_gradients(op_calls):
     torch.manual_seed(0)
     model = nn.Sequential(
-        layer.Conv2d(2, 4, 3, padding=1, step_mode="m"), layer.BatchNorm2d(4, step_mode="m"),
+        layer.Conv2d(2, 4, 3, padding=1, step_mode="m"),
+        layer.BatchNorm2d(4, step_mode="m"),
         neuron.LIFNode(tau=2.0, step_mode="m", surrogate_function=surrogate.ATan()),
-        layer.Flatten(step_mode="m"), layer.Linear(4 * 6 * 6, 10, step_mode="m"),
+        layer.Flatten(step_mode="m"),
+        layer.Linear(4 * 6 * 6, 10, step_mode="m"),
         neuron.ParametricLIFNode(init_tau=2.0, step_mode="m"),
-        layer.Linear(10, 5, step_mode="m"), neuron.IFNode(step_mode="m", v_reset=None))
+        layer.Linear(10, 5, step_mode="m"),
+        neuron.IFNode(step_mode="m", v_reset=None),
+    )
     with torch.no_grad():
         model[4].weight.mul_(8.0)
         model[6].weight.mul_(8.0)
@@ -166,29 +182,52 @@ def _compare_node(node, x, op, calls, fires=lambda s: s != 0):
     return patched
 
 
-@pytest.mark.parametrize("kind,tau,decay_input,v_reset", [
-    ("lif", 3.0, True, 0.0), ("lif", 1.7, False, 0.0), ("lif", 2.3, True, None), ("plif", 3.0, True, 0.0),
-    ("plif", 1.3, False, None), ("if", None, None, 0.0)])
+@pytest.mark.parametrize(
+    "kind,tau,decay_input,v_reset",
+    [
+        ("lif", 3.0, True, 0.0),
+        ("lif", 1.7, False, 0.0),
+        ("lif", 2.3, True, None),
+        ("plif", 3.0, True, 0.0),
+        ("plif", 1.3, False, None),
+        ("if", None, None, 0.0),
+    ],
+)
 def test_lif_family_is_spikingjellys_at_any_tau(kind, tau, decay_input, v_reset, op_calls):
     """Random inputs and taus whose 1/tau is not a power of two: the fused ops do SpikingJelly's arithmetic, so
     spikes and membranes are its own bit for bit."""
     kw = dict(v_reset=v_reset, surrogate_function=surrogate.ATan(), step_mode="m")
-    node = {"lif": lambda: neuron.LIFNode(tau=tau, decay_input=decay_input, **kw),
-            "plif": lambda: neuron.ParametricLIFNode(init_tau=tau, decay_input=decay_input, **kw),
-            "if": lambda: neuron.IFNode(**kw)}[kind]()
+    node = {
+        "lif": lambda: neuron.LIFNode(tau=tau, decay_input=decay_input, **kw),
+        "plif": lambda: neuron.ParametricLIFNode(init_tau=tau, decay_input=decay_input, **kw),
+        "if": lambda: neuron.IFNode(**kw),
+    }[kind]()
     x = torch.randn(48, 3, 32, generator=torch.Generator().manual_seed(5)) * 1.5 + 0.6
     _compare_node(node, x, {"lif": "lif", "plif": "plif", "if": "if_neuron"}[kind], op_calls)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("tau,D,v_threshold,detach_reset", [
-    (4.0 / 3.0, 4, 1.0, False), (1.7, 3, 0.6, True), (3.0, 2, 0.75, False), (2.5, 6, 1.3, True),
-    (2.0, 4, 1.0, False), (8.0, 8, 1.0, False)])
+@pytest.mark.parametrize(
+    "tau,D,v_threshold,detach_reset",
+    [
+        (4.0 / 3.0, 4, 1.0, False),
+        (1.7, 3, 0.6, True),
+        (3.0, 2, 0.75, False),
+        (2.5, 6, 1.3, True),
+        (2.0, 4, 1.0, False),
+        (8.0, 8, 1.0, False),
+    ],
+)
 def test_ilif_node_is_spikingjellys_multi_step(tau, D, v_threshold, detach_reset, dtype, op_calls):
     """Every tau runs fused, with SpikingJelly's multi-step numbers bit for bit: its default 4/3 and other
     taus whose 1 - 1/tau is not a power of two (where V - V/tau + X would round differently) included."""
-    node = neuron.ILIFNode(tau=tau, v_threshold=v_threshold, surrogate_function=surrogate.MultiLevelSpikeCount(D),
-                           detach_reset=detach_reset, step_mode="m")
+    node = neuron.ILIFNode(
+        tau=tau,
+        v_threshold=v_threshold,
+        surrogate_function=surrogate.MultiLevelSpikeCount(D),
+        detach_reset=detach_reset,
+        step_mode="m",
+    )
     x = (torch.randn(64, 3, 32, generator=torch.Generator().manual_seed(1)) * 1.5 * v_threshold).to(dtype)
     patched = _compare_node(node, x, "ilif", op_calls)
     assert isinstance(patched, neuron.ILIFNode) and isinstance(patched, neuron.LIFNode)
@@ -230,8 +269,9 @@ def test_ilif_node_that_does_not_fuse_runs_spikingjellys_code(op_calls):
 
 
 def test_ilif_gradient_window_other_than_0_to_D_is_refused():
-    node = neuron.ILIFNode(tau=2.0, surrogate_function=surrogate.MultiLevelSpikeCount(4, grad_window=(0.0, 3.0)),
-                           step_mode="m")
+    node = neuron.ILIFNode(
+        tau=2.0, surrogate_function=surrogate.MultiLevelSpikeCount(4, grad_window=(0.0, 3.0)), step_mode="m"
+    )
     with pytest.raises(ValueError, match="grad_window"):
         sj.patch(node)
     assert type(node) is neuron.ILIFNode
@@ -244,15 +284,21 @@ TERNARY_SURROGATES = ("Sigmoid", "ATan", "Erf", "PiecewiseExp", "SoftSign")
 
 
 @pytest.mark.parametrize("sg_name", TERNARY_SURROGATES)
-@pytest.mark.parametrize("tau,decay_input,v_reset,detach_reset", [
-    (2.0, True, 0.0, False), (3.0, True, None, False), (1.7, False, 0.25, True), (None, True, 0.0, True),
-    (None, True, None, False)])
+@pytest.mark.parametrize(
+    "tau,decay_input,v_reset,detach_reset",
+    [
+        (2.0, True, 0.0, False),
+        (3.0, True, None, False),
+        (1.7, False, 0.25, True),
+        (None, True, 0.0, True),
+        (None, True, None, False),
+    ],
+)
 def test_ternary_nodes_are_spikingjellys_multi_step(sg_name, tau, decay_input, v_reset, detach_reset, op_calls):
     """TernaryIFNode (tau None) and TernaryLIFNode, with SpikingJelly's two-sided surrogate, every reset."""
     sg, _ = SURROGATES[sg_name]
     kw = dict(v_threshold=0.75, v_reset=v_reset, surrogate_function=sg, detach_reset=detach_reset, step_mode="m")
-    node = neuron.TernaryIFNode(**kw) if tau is None else neuron.TernaryLIFNode(tau=tau, decay_input=decay_input,
-                                                                                 **kw)
+    node = neuron.TernaryIFNode(**kw) if tau is None else neuron.TernaryLIFNode(tau=tau, decay_input=decay_input, **kw)
     x = torch.randn(64, 3, 32, generator=torch.Generator().manual_seed(2)) * (0.6 if tau is None else 1.2)
     patched = _compare_node(node, x, "ternary_lif", op_calls)
     s = patched(x)
@@ -296,8 +342,12 @@ def test_ternary_float64_and_chunks(op_calls):
 # ------------------------------------------------------------------------------------------------------
 def _mlp():
     torch.manual_seed(1)
-    net = nn.Sequential(layer.Linear(8, 16, step_mode="m"), neuron.LIFNode(step_mode="m"),
-                        layer.Linear(16, 4, step_mode="m"), neuron.IFNode(step_mode="m"))
+    net = nn.Sequential(
+        layer.Linear(8, 16, step_mode="m"),
+        neuron.LIFNode(step_mode="m"),
+        layer.Linear(16, 4, step_mode="m"),
+        neuron.IFNode(step_mode="m"),
+    )
     with torch.no_grad():
         net[0].weight.mul_(3.0)
         net[2].weight.mul_(3.0)
@@ -307,6 +357,7 @@ def _mlp():
 def test_output_monitor_finds_the_swapped_nodes():
     pytest.importorskip("torch.utils.tensorboard", reason="spikingjelly.monitor imports tensorboard")
     from spikingjelly.activation_based import monitor
+
     net = _mlp()
     patched, _ = sj.patch(copy.deepcopy(net))
     x = torch.rand(4, 2, 8) * 2
@@ -321,6 +372,7 @@ def test_output_monitor_finds_the_swapped_nodes():
 def test_op_counters_and_energy_report_equal_the_unpatched_model():
     from spikingjelly.activation_based import op_counter
     from spikingjelly.activation_based.op_counter.base import DispatchCounterMode
+
     net = _mlp()
     patched, _ = sj.patch(copy.deepcopy(net))
     x = torch.rand(4, 2, 8) * 2
@@ -450,10 +502,16 @@ def test_state_keeps_its_graph_membrane_readout_and_chunks():
 # ------------------------------------------------------------------------------------------------------
 def _psn_model(T):
     torch.manual_seed(2)
-    return nn.Sequential(layer.Linear(5, 6, step_mode="m"), neuron.PSN(T=T),
-                         layer.Linear(6, 6, step_mode="m"), neuron.MaskedPSN(k=2, T=T, lambda_init=0.25, step_mode="m"),
-                         layer.Linear(6, 6, step_mode="m"), neuron.SlidingPSN(k=3, step_mode="m"),
-                         layer.Linear(6, 4, step_mode="m"), neuron.ParametricLIFNode(step_mode="m"))
+    return nn.Sequential(
+        layer.Linear(5, 6, step_mode="m"),
+        neuron.PSN(T=T),
+        layer.Linear(6, 6, step_mode="m"),
+        neuron.MaskedPSN(k=2, T=T, lambda_init=0.25, step_mode="m"),
+        layer.Linear(6, 6, step_mode="m"),
+        neuron.SlidingPSN(k=3, step_mode="m"),
+        layer.Linear(6, 4, step_mode="m"),
+        neuron.ParametricLIFNode(step_mode="m"),
+    )
 
 
 def test_state_dict_loads_across_the_swap_in_both_directions():
@@ -517,8 +575,9 @@ def test_half_precision_and_changed_surrogate_run_spikingjellys_code(op_calls):
 
 
 def test_unsupported_nodes_raise_or_are_skipped_with_a_warning():
-    odd = nn.Sequential(nn.Linear(3, 3),
-                        neuron.LIFNode(step_mode="m", surrogate_function=surrogate.PiecewiseLeakyReLU()))
+    odd = nn.Sequential(
+        nn.Linear(3, 3), neuron.LIFNode(step_mode="m", surrogate_function=surrogate.PiecewiseLeakyReLU())
+    )
     with pytest.raises(ValueError, match="PiecewiseLeakyReLU"):
         sj.patch(odd)
     assert type(odd[1]) is neuron.LIFNode  # a refused patch changes nothing
@@ -529,6 +588,7 @@ def test_unsupported_nodes_raise_or_are_skipped_with_a_warning():
         sj.patch(neuron.LIFNode(step_mode="m", surrogate_function=surrogate.SuperSpike(alpha=2.0)))
     with pytest.raises(ValueError, match="spiking=False"):
         sj.patch(neuron.IFNode(step_mode="m", surrogate_function=surrogate.Sigmoid(spiking=False)))
+
     class MyLIF(neuron.LIFNode):
         pass
 

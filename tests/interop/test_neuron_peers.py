@@ -7,6 +7,7 @@ the steps: a last-bit difference in any operation shows up in the membranes (com
 the run, in the spikes. Gradients of the input, the initial states and every learnable parameter are
 compared with a tolerance relative to their scale (sums over time in another order).
 """
+
 import itertools
 
 import pytest
@@ -34,8 +35,10 @@ def _equal(a, b, what):
     if not torch.equal(a.to(b.dtype), b):
         bad = a.to(b.dtype) != b
         idx = bad.nonzero()[0].tolist()
-        raise AssertionError(f"{what}: {int(bad.sum())} of {b.numel()} differ, first at {idx}: "
-                             f"{a[tuple(idx)].item()!r} vs the peer's {b[tuple(idx)].item()!r}")
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {b.numel()} differ, first at {idx}: "
+            f"{a[tuple(idx)].item()!r} vs the peer's {b[tuple(idx)].item()!r}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -56,8 +59,11 @@ SNN_SURROGATES = {
     "triangular0.5": (lambda: snn_sg.triangular(threshold=0.5), ("snntorch_triangular", 0.5, None), False),
     "ste": (lambda: snn_sg.straight_through_estimator(), ("straight_through", None, None), False),
     "spike_rate_escape": (lambda: snn_sg.spike_rate_escape(), ("spike_rate_escape", None, None), True),
-    "spike_rate_escape_b2s1": (lambda: snn_sg.spike_rate_escape(beta=2, slope=1), ("spike_rate_escape", 1.0, 2.0),
-                               False),
+    "spike_rate_escape_b2s1": (
+        lambda: snn_sg.spike_rate_escape(beta=2, slope=1),
+        ("spike_rate_escape", 1.0, 2.0),
+        False,
+    ),
     "heaviside": (lambda: snn_sg.heaviside(), ("heaviside", None, None), False),
     "surrogate_disable": (None, ("disabled", None, None), False),  # the neuron's surrogate_disable=True
 }
@@ -65,8 +71,9 @@ SNN_SURROGATES = {
 
 def _snn_module(cls_name, sg_key, reset, delay, *, beta, threshold, alpha=None, gsf=None, learn=False):
     make_sg = SNN_SURROGATES[sg_key][0]
-    kw = dict(beta=beta.clone(), threshold=threshold.clone(), reset_mechanism=reset, learn_beta=learn,
-              learn_threshold=learn)
+    kw = dict(
+        beta=beta.clone(), threshold=threshold.clone(), reset_mechanism=reset, learn_beta=learn, learn_threshold=learn
+    )
     if make_sg is None:
         kw["surrogate_disable"] = True
     else:
@@ -91,17 +98,27 @@ def _snn_steps(module, x, inits):
 
 def _snn_case_ids():
     out = []
-    for i, (reset, delay, sg) in enumerate(itertools.product(("subtract", "zero", "none"), (True, False),
-                                                             SNN_SURROGATES)):
+    for i, (reset, delay, sg) in enumerate(
+        itertools.product(("subtract", "zero", "none"), (True, False), SNN_SURROGATES)
+    ):
         if not delay and SNN_SURROGATES[sg][2]:
             continue
         per_neuron = i % 2 == 0
         learn = (i // 2) % 2 == 0
         given = (i // 3) % 2 == 0
-        out.append(pytest.param(reset, delay, sg, per_neuron, learn, given,
-                                id=f"{reset}-{'delay' if delay else 'nodelay'}-{sg}-"
-                                   f"{'perneuron' if per_neuron else 'scalar'}-{'learn' if learn else 'fixed'}-"
-                                   f"{'init' if given else 'noinit'}"))
+        out.append(
+            pytest.param(
+                reset,
+                delay,
+                sg,
+                per_neuron,
+                learn,
+                given,
+                id=f"{reset}-{'delay' if delay else 'nodelay'}-{sg}-"
+                f"{'perneuron' if per_neuron else 'scalar'}-{'learn' if learn else 'fixed'}-"
+                f"{'init' if given else 'noinit'}",
+            )
+        )
     return out
 
 
@@ -137,8 +154,17 @@ def _compare_snn(cls_name, reset, delay, sg, per_neuron, learn, given, dtype=tor
     n_states = {"Leaky": 1, "Synaptic": 2, "Alpha": 3}[cls_name]
     inits = [(torch.randn(shape) * 0.5).to(dtype) if given else None for _ in range(n_states)]
     # the peer
-    peer = _snn_module(cls_name, sg, reset, delay, beta=c["beta"], threshold=c["threshold"], alpha=c.get("alpha"),
-                       gsf=c.get("gsf"), learn=learn)
+    peer = _snn_module(
+        cls_name,
+        sg,
+        reset,
+        delay,
+        beta=c["beta"],
+        threshold=c["threshold"],
+        alpha=c.get("alpha"),
+        gsf=c.get("gsf"),
+        learn=learn,
+    )
     xp = x.clone().requires_grad_()
     ip = [None if i is None else i.clone().requires_grad_() for i in inits]
     spk_p, states_p = _snn_steps(peer, xp, ip)
@@ -147,8 +173,15 @@ def _compare_snn(cls_name, reset, delay, sg, per_neuron, learn, given, dtype=tor
     is_ = [None if i is None else i.clone().requires_grad_() for i in inits]
     leaf = {k: v.clone().requires_grad_(learn) for k, v in c.items()}
     name, sa, sb = SNN_SURROGATES[sg][1]
-    kw = dict(threshold=leaf["threshold"], beta=leaf["beta"], reset_mechanism=reset, surrogate=name,
-              surrogate_alpha=sa, surrogate_beta=sb, return_mem="seq")
+    kw = dict(
+        threshold=leaf["threshold"],
+        beta=leaf["beta"],
+        reset_mechanism=reset,
+        surrogate=name,
+        surrogate_alpha=sa,
+        surrogate_beta=sb,
+        return_mem="seq",
+    )
     if cls_name == "Leaky":
         spk_s, mem_s = ops.leaky(xs, is_[0], graded_spikes_factor=leaf["gsf"], reset_delay=delay, **kw)
         pairs = [(mem_s, states_p[0], "mem")]
@@ -172,8 +205,12 @@ def _compare_snn(cls_name, reset, delay, sg, per_neuron, learn, given, dtype=tor
     wrt_s = [xs] + [i for i in is_ if i is not None]
     names = ["x"] + [f"init{k}" for k, i in enumerate(ip) if i is not None]
     if learn:
-        for key, attr in (("beta", "beta"), ("threshold", "threshold"), ("gsf", "graded_spikes_factor"),
-                          ("alpha", "alpha")):
+        for key, attr in (
+            ("beta", "beta"),
+            ("threshold", "threshold"),
+            ("gsf", "graded_spikes_factor"),
+            ("alpha", "alpha"),
+        ):
             if key in leaf and isinstance(getattr(peer, attr, None), torch.nn.Parameter):
                 wrt_p.append(getattr(peer, attr))
                 wrt_s.append(leaf[key])
@@ -206,8 +243,7 @@ def test_synaptic_is_snntorch(reset, delay, sg, per_neuron, learn, given):
     _compare_snn("Synaptic", reset, delay, sg, per_neuron, learn, given)
 
 
-@pytest.mark.parametrize("reset,delay,sg,per_neuron,learn,given",
-                         [p for p in _snn_case_ids() if "-delay-" in p.id])
+@pytest.mark.parametrize("reset,delay,sg,per_neuron,learn,given", [p for p in _snn_case_ids() if "-delay-" in p.id])
 def test_alpha_is_snntorch(reset, delay, sg, per_neuron, learn, given):
     _compare_snn("Alpha", reset, delay, sg, per_neuron, learn, given)
 
@@ -252,8 +288,8 @@ def test_snntorch_surrogate_disable_is_not_heaviside():
     s_dis, _ = ops.leaky(x, beta=0.9, surrogate="disabled")
     s_hv, _ = ops.leaky(x, beta=0.9, surrogate="heaviside")
     assert torch.equal(s_dis, spk) and torch.equal(s_hv, spk)
-    g_dis, = torch.autograd.grad(s_dis.sum(), [x], allow_unused=True)
-    g_hv, = torch.autograd.grad(s_hv.sum(), [x])
+    (g_dis,) = torch.autograd.grad(s_dis.sum(), [x], allow_unused=True)
+    (g_hv,) = torch.autograd.grad(s_hv.sum(), [x])
     assert g_dis is None or not g_dis.any()
     assert g_hv.any()
 
@@ -264,21 +300,31 @@ def test_snntorch_surrogate_disable_is_not_heaviside():
 def _sj_grads(out_p, out_s, x, xs, ups):
     lp = sum((a * u).sum() for a, u in zip(out_p, ups))
     ls = sum((a.to(u.dtype) * u).sum() for a, u in zip(out_s, ups))
-    gp, = torch.autograd.grad(lp, [x])
-    gs, = torch.autograd.grad(ls, [xs])
+    (gp,) = torch.autograd.grad(lp, [x])
+    (gs,) = torch.autograd.grad(ls, [xs])
     _close(gs, gp, "grad of x")
 
 
 def _ilif_cases():
     out = []
-    for tau, D, vth, detach, seq in itertools.product((4.0 / 3.0, 2.0, 1.5, 3.0), (4, 1, 2, 7), (1.0, 0.45),
-                                                      (False, True), (False, True)):
+    for tau, D, vth, detach, seq in itertools.product(
+        (4.0 / 3.0, 2.0, 1.5, 3.0), (4, 1, 2, 7), (1.0, 0.45), (False, True), (False, True)
+    ):
         if (D + int(detach) + int(seq) + int(vth == 1.0)) % 2:  # a half of the product, every value of each option
             continue
         for dtype in (torch.float32, torch.float64) if (D + int(seq)) % 2 == 0 else (torch.float32,):
-            out.append(pytest.param(tau, D, vth, detach, seq, dtype,
-                                    id=f"tau{tau:.3f}-D{D}-vth{vth}-{'detach' if detach else 'nodetach'}-"
-                                       f"{'seq' if seq else 'last'}-{str(dtype)[6:]}"))
+            out.append(
+                pytest.param(
+                    tau,
+                    D,
+                    vth,
+                    detach,
+                    seq,
+                    dtype,
+                    id=f"tau{tau:.3f}-D{D}-vth{vth}-{'detach' if detach else 'nodetach'}-"
+                    f"{'seq' if seq else 'last'}-{str(dtype)[6:]}",
+                )
+            )
     return out
 
 
@@ -287,14 +333,21 @@ def test_ilif_is_spikingjelly_ilifnode(tau, D, vth, detach, seq, dtype):
     """SpikingJelly 2.0's ILIFNode (decay_input=False, soft reset, MultiLevelSpikeCount(D)) in multi-step
     mode is ops.ilif(decay_input=False): the same counts and membranes bit for bit, gradients close."""
     x = (torch.randn((64,) + SHAPE) * 1.2 * vth + 0.9 * vth).to(dtype)
-    node = sj_neuron.ILIFNode(tau=tau, v_threshold=vth, surrogate_function=sj_sg.MultiLevelSpikeCount(D),
-                              detach_reset=detach, step_mode="m", store_v_seq=seq)
+    node = sj_neuron.ILIFNode(
+        tau=tau,
+        v_threshold=vth,
+        surrogate_function=sj_sg.MultiLevelSpikeCount(D),
+        detach_reset=detach,
+        step_mode="m",
+        store_v_seq=seq,
+    )
     xp = x.clone().requires_grad_()
     sp = node(xp)
     vp = node.v_seq if seq else node.v
     xs = x.clone().requires_grad_()
-    ss, vs = ops.ilif(xs, D=D, tau=tau, v_threshold=vth, decay_input=False, detach_reset=detach,
-                      return_v="seq" if seq else "last")
+    ss, vs = ops.ilif(
+        xs, D=D, tau=tau, v_threshold=vth, decay_input=False, detach_reset=detach, return_v="seq" if seq else "last"
+    )
     _equal(ss, sp, "spikes")
     _equal(vs, vp, "v")
     assert (sp > 1).any() or D == 1
@@ -315,15 +368,25 @@ SJ_SURROGATES = {
 
 def _ternary_cases():
     out = []
-    for i, (kind, v_reset, decay, detach) in enumerate(itertools.product(
-            ("lif", "if"), (0.0, -0.3, None), (True, False), (False, True))):
+    for i, (kind, v_reset, decay, detach) in enumerate(
+        itertools.product(("lif", "if"), (0.0, -0.3, None), (True, False), (False, True))
+    ):
         if kind == "if" and not decay:
             continue
         sg = list(SJ_SURROGATES)[i % len(SJ_SURROGATES)]
         tau = (2.0, 1.75, 4.0 / 3.0)[i % 3]
-        out.append(pytest.param(kind, tau, v_reset, decay, detach, sg,
-                                id=f"{kind}-tau{tau:.3f}-vr{v_reset}-{'decay' if decay else 'nodecay'}-"
-                                   f"{'detach' if detach else 'nodetach'}-{sg}"))
+        out.append(
+            pytest.param(
+                kind,
+                tau,
+                v_reset,
+                decay,
+                detach,
+                sg,
+                id=f"{kind}-tau{tau:.3f}-vr{v_reset}-{'decay' if decay else 'nodecay'}-"
+                f"{'detach' if detach else 'nodetach'}-{sg}",
+            )
+        )
     return out
 
 
@@ -335,17 +398,34 @@ def test_ternary_is_spikingjelly(kind, tau, v_reset, decay, detach, sg):
     make, name, alpha = SJ_SURROGATES[sg]
     x = (torch.randn((64,) + SHAPE) * 1.3).to(torch.float64 if detach and v_reset == 0.0 else torch.float32)
     if kind == "lif":
-        node = sj_neuron.TernaryLIFNode(tau=tau, decay_input=decay, v_reset=v_reset, surrogate_function=make(),
-                                        detach_reset=detach, step_mode="m", store_v_seq=True)
+        node = sj_neuron.TernaryLIFNode(
+            tau=tau,
+            decay_input=decay,
+            v_reset=v_reset,
+            surrogate_function=make(),
+            detach_reset=detach,
+            step_mode="m",
+            store_v_seq=True,
+        )
     else:
-        node = sj_neuron.TernaryIFNode(v_reset=v_reset, surrogate_function=make(), detach_reset=detach,
-                                       step_mode="m", store_v_seq=True)
+        node = sj_neuron.TernaryIFNode(
+            v_reset=v_reset, surrogate_function=make(), detach_reset=detach, step_mode="m", store_v_seq=True
+        )
     xp = x.clone().requires_grad_()
     sp = node(xp)
     vp = node.v_seq
     xs = x.clone().requires_grad_()
-    ss, vs = ops.ternary_lif(xs, tau=tau if kind == "lif" else None, decay_input=decay, v_reset=v_reset,
-                             detach_reset=detach, surrogate=name, alpha=alpha, two_sided=True, return_v="seq")
+    ss, vs = ops.ternary_lif(
+        xs,
+        tau=tau if kind == "lif" else None,
+        decay_input=decay,
+        v_reset=v_reset,
+        detach_reset=detach,
+        surrogate=name,
+        alpha=alpha,
+        two_sided=True,
+        return_v="seq",
+    )
     _equal(ss, sp, "spikes")
     _equal(vs, vp, "v")
     assert (sp == 1).any() and (sp == -1).any()

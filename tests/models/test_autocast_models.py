@@ -1,6 +1,7 @@
 """Mixed precision (torch.autocast, as under FSDP / AMP training) through the zoo models' compact path: the
 uint8-saving convolution runs its backward in the forward's compute dtype, so a bfloat16 autocast step gives
 exactly the gradients of the plain (compact=False) model."""
+
 import torch
 
 from spikeforge import models
@@ -39,6 +40,6 @@ def test_autocast_bf16_compact_conv_with_bias_keeps_the_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, y_plain = conv(x), plain(x)
     assert y.dtype == y_plain.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), y_plain.float(), rtol=0, atol=2 ** -6)  # bf16 rounding of y + b
+    torch.testing.assert_close(y.float(), y_plain.float(), rtol=0, atol=2**-6)  # bf16 rounding of y + b
     y.float().sum().backward()
     assert conv.bias.grad.dtype == torch.float32

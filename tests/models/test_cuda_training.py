@@ -6,6 +6,7 @@ every kind of native launch: the fused neuron forward/backward, PLIF's determini
 the PSN forward/backward with its grad_W partials and their reduction. Capture works only if no op
 allocates from a fresh pool mid-step or synchronises with the host. CUDA only: skipped elsewhere.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,10 @@ class _Net(nn.Module):
 
 def _batches(n, device):
     gen = torch.Generator().manual_seed(7)
-    return [(torch.randn(T, B, D_IN, generator=gen).to(device),
-             torch.randint(0, CLASSES, (B,), generator=gen).to(device)) for _ in range(n)]
+    return [
+        (torch.randn(T, B, D_IN, generator=gen).to(device), torch.randint(0, CLASSES, (B,), generator=gen).to(device))
+        for _ in range(n)
+    ]
 
 
 def _eager_steps(model, opt, batches):

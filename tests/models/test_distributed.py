@@ -11,6 +11,7 @@
 Neuron membrane state is a plain attribute (not a registered buffer), so DDP never broadcasts it; it is
 per rank and reset by reset_net (the zoo models reset in every forward).
 """
+
 import os
 import time
 
@@ -30,8 +31,11 @@ B = 8  # whole batch; each rank gets B / WORLD
 
 def _tiny(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(sf.nn.MultiStep(nn.Conv2d(1, 4, 3, padding=1)), sf.nn.LIF(tau=2.0, surrogate="atan"),
-                         sf.nn.MultiStep(nn.Flatten(), nn.Linear(4 * 6 * 6, 3)))
+    return nn.Sequential(
+        sf.nn.MultiStep(nn.Conv2d(1, 4, 3, padding=1)),
+        sf.nn.LIF(tau=2.0, surrogate="atan"),
+        sf.nn.MultiStep(nn.Flatten(), nn.Linear(4 * 6 * 6, 3)),
+    )
 
 
 def _tiny_data(step):
@@ -138,5 +142,6 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert float(res[0]["zoo"]["stem.0.weight"].abs().sum()) > 0
     # FSDP2 on the same model: sharded parameters, the same averaged gradients
     for name in halves[0]:
-        torch.testing.assert_close(res[0]["fsdp"][name], (halves[0][name] + halves[1][name]) / WORLD,
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            res[0]["fsdp"][name], (halves[0][name] + halves[1][name]) / WORLD, rtol=1e-4, atol=1e-6
+        )

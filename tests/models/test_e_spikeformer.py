@@ -2,6 +2,7 @@
 integer spikes through every layer (the convolutions' count path), the attention against the paper's
 formula, the spikeforge build against the reference build, train / eval modes and the reset between
 batches, the energy tool's counting of integer spikes, bad arguments, and `spikeforge train`."""
+
 import json
 import math
 
@@ -162,7 +163,7 @@ def test_attention_is_the_papers_formula():
     assert float(torch.cat([q.flatten(), k.flatten(), v.flatten()]).max()) > 1
     q, k = (t.reshape(T, B, H * W, 2, 8).permute(0, 1, 3, 2, 4) / D for t in (q, k))
     v = v.reshape(T, B, H * W, 2, 32).permute(0, 1, 3, 2, 4) / D
-    ref = ((q @ k.transpose(-2, -1)) @ v) * (8 ** -0.5 * 2)
+    ref = ((q @ k.transpose(-2, -1)) @ v) * (8**-0.5 * 2)
     ref = ref.transpose(2, 3).reshape(T, B, H * W, 64).transpose(-1, -2).reshape(T, B, 64, H, W)
     torch.testing.assert_close(got["pre"], ref, rtol=0, atol=0)
 
@@ -348,30 +349,75 @@ def test_bad_arguments_are_clear_errors():
 def _digits_npz(tmp_path, n_train=64, n_test=32):
     x, y = data.load_digits()
     path = tmp_path / "d.npz"
-    np.savez(path, x=(x[:n_train].reshape(-1, 1, 8, 8) * 15).astype(np.uint8), y=y[:n_train],
-             x_test=(x[n_train:n_train + n_test].reshape(-1, 1, 8, 8) * 15).astype(np.uint8),
-             y_test=y[n_train:n_train + n_test])
+    np.savez(
+        path,
+        x=(x[:n_train].reshape(-1, 1, 8, 8) * 15).astype(np.uint8),
+        y=y[:n_train],
+        x_test=(x[n_train : n_train + n_test].reshape(-1, 1, 8, 8) * 15).astype(np.uint8),
+        y_test=y[n_train : n_train + n_test],
+    )
     return path
 
 
 def test_train_command_runs_e_spikeformer(tmp_path, capsys):
     path, out = _digits_npz(tmp_path), tmp_path / "run.json"
-    rc = cli.main(["train", "--dataset", str(path), "--model", "e_spikeformer_5m", "--image-size", "16", "--T", "1",
-                   "--epochs", "1", "--no-progress", "--json", str(out)])
+    rc = cli.main(
+        [
+            "train",
+            "--dataset",
+            str(path),
+            "--model",
+            "e_spikeformer_5m",
+            "--image-size",
+            "16",
+            "--T",
+            "1",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--json",
+            str(out),
+        ]
+    )
     res = json.loads(out.read_text())
     assert rc == 0 and res["config"]["model"] == "e_spikeformer_5m" and 0.0 <= res["test_acc"] <= 1.0
     assert res["n_params"] == _count(models.e_spikeformer_5m, num_classes=10, in_channels=1)
     # the other transformers' size options are refused in one line
     capsys.readouterr()
-    rc = cli.main(["train", "--dataset", str(path), "--model", "e_spikeformer_5m", "--dim", "64", "--epochs", "1",
-                   "--no-progress"])
+    rc = cli.main(
+        [
+            "train",
+            "--dataset",
+            str(path),
+            "--model",
+            "e_spikeformer_5m",
+            "--dim",
+            "64",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "dim / depth do not apply" in err and "Traceback" not in err
 
 
 def test_energy_command_runs_e_spikeformer(capsys):
-    rc = cli.main(["energy", "--model", "e_spikeformer_5m", "--T", "1", "--image-size", "32", "--batch", "2",
-                   "--train-mode", "--json"])
+    rc = cli.main(
+        [
+            "energy",
+            "--model",
+            "e_spikeformer_5m",
+            "--T",
+            "1",
+            "--image-size",
+            "32",
+            "--batch",
+            "2",
+            "--train-mode",
+            "--json",
+        ]
+    )
     rep = json.loads(capsys.readouterr().out)
     assert rc == 0 and rep["model"] == "e_spikeformer_5m" and rep["total_sops"] > 0
     assert any(layer["kind"] == "counts" for layer in rep["layers"]) and math.isfinite(rep["total_energy_mj"])

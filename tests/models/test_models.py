@@ -1,5 +1,6 @@
 """Residual model zoo: parameter counts against the papers, forward/backward of every model, encoding,
 state reset between batches, spikeforge vs reference neurons, zero-init identities."""
+
 import pytest
 import torch
 
@@ -47,8 +48,14 @@ def test_parameter_counts_cifar_and_classes():
     # PLIF adds one learnable w per neuron layer
     plain = _count(models.sew_resnet18_cifar)
     plif = _count(models.sew_resnet18_cifar, neuron="plif", neuron_kwargs={})
-    assert plif - plain == sum(isinstance(m, sf.nn.PLIF) for m in models.sew_resnet18_cifar(
-        neuron="plif", neuron_kwargs={}, width=2).modules()) > 0
+    assert (
+        plif - plain
+        == sum(
+            isinstance(m, sf.nn.PLIF)
+            for m in models.sew_resnet18_cifar(neuron="plif", neuron_kwargs={}, width=2).modules()
+        )
+        > 0
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -113,10 +120,18 @@ def test_no_state_leaks_between_batches():
     torch.testing.assert_close(m(xa), first, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,neuron", [("sew_resnet18_cifar", "plif"), ("sew_resnet50_cifar", "if"),
-                                         ("spiking_resnet18_cifar", "lif"), ("spiking_resnet50_cifar", "if"),
-                                         ("ms_resnet18_cifar", None), ("sew_resnet18", "if"),
-                                         ("ms_resnet104", None)])
+@pytest.mark.parametrize(
+    "name,neuron",
+    [
+        ("sew_resnet18_cifar", "plif"),
+        ("sew_resnet50_cifar", "if"),
+        ("spiking_resnet18_cifar", "lif"),
+        ("spiking_resnet50_cifar", "if"),
+        ("ms_resnet18_cifar", None),
+        ("sew_resnet18", "if"),
+        ("ms_resnet104", None),
+    ],
+)
 def test_spikeforge_model_equals_reference_model(name, neuron):
     """The spikeforge model (fused neurons, uint8-saved conv inputs, BN+SN saving one tensor) computes what
     the plain reference model computes: outputs, every gradient and the BN running statistics."""
@@ -223,8 +238,28 @@ def test_bench_models_cli_smoke(tmp_path, capsys):
     from spikeforge import cli
 
     out = tmp_path / "m.json"
-    rc = cli.main(["bench", "models", "--no-thp", "--quick", "--T", "1", "--batch", "2", "--size", "16",
-                   "--reps", "1", "--threads", "1", "--num-classes", "10", "--json", str(out)])
+    rc = cli.main(
+        [
+            "bench",
+            "models",
+            "--no-thp",
+            "--quick",
+            "--T",
+            "1",
+            "--batch",
+            "2",
+            "--size",
+            "16",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+            "--num-classes",
+            "10",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     import json
 
@@ -233,9 +268,14 @@ def test_bench_models_cli_smoke(tmp_path, capsys):
     assert "sew_resnet18 T=1" in capsys.readouterr().out
 
 
-NEURON_CASES = [("lif", dict(tau=2.0)), ("lif", dict(tau=3.0, decay_input=False, v_reset=None)),
-                ("if", dict(detach_reset=True)), ("if", dict(v_reset=None, surrogate="atan")),
-                ("plif", dict()), ("plif", dict(num_channels=5, v_reset=None, detach_reset=True))]
+NEURON_CASES = [
+    ("lif", dict(tau=2.0)),
+    ("lif", dict(tau=3.0, decay_input=False, v_reset=None)),
+    ("if", dict(detach_reset=True)),
+    ("if", dict(v_reset=None, surrogate="atan")),
+    ("plif", dict()),
+    ("plif", dict(num_channels=5, v_reset=None, detach_reset=True)),
+]
 
 
 @pytest.mark.parametrize("kind,kw", NEURON_CASES)

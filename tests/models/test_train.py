@@ -1,5 +1,6 @@
 """The shipped digits data, the training loop (seed determinism, checkpoint resume), arrays as a data
 source and the `spikeforge train` command."""
+
 import json
 
 import numpy as np
@@ -27,8 +28,9 @@ def test_digits_ship_with_the_package():
 def _subset(n_train=96, n_test=48):
     x, y = data.load_digits()
     x = x.reshape(-1, 1, 8, 8)
-    return data.from_arrays(x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test],
-                            scale=16.0)
+    return data.from_arrays(
+        x[:n_train], y[:n_train], x[n_train : n_train + n_test], y[n_train : n_train + n_test], scale=16.0
+    )
 
 
 def _cfg(**kw):
@@ -79,8 +81,28 @@ def test_cli_train_on_npz_arrays(tmp_path, capsys):
     path = tmp_path / "arrays.npz"
     np.savez(path, x=(x[:120].reshape(-1, 1, 8, 8) * 15).astype(np.uint8), y=y[:120])
     out = tmp_path / "res.json"
-    rc = cli.main(["train", "--dataset", str(path), "--model", "spiking_resnet18_cifar", "--width", "4", "--T", "1",
-                   "--epochs", "1", "--no-progress", "--json", str(out), "--loss", "tet", "--neuron", "lif"])
+    rc = cli.main(
+        [
+            "train",
+            "--dataset",
+            str(path),
+            "--model",
+            "spiking_resnet18_cifar",
+            "--width",
+            "4",
+            "--T",
+            "1",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--json",
+            str(out),
+            "--loss",
+            "tet",
+            "--neuron",
+            "lif",
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["config"]["model"] == "spiking_resnet18_cifar" and len(res["history"]) == 1

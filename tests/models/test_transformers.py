@@ -1,6 +1,7 @@
 """Spiking transformer modules and models: parameter counts against the papers' tables, forward and backward
 of every model, the modules against the papers' formulas, spikeforge against the reference build, state
 reset between batches, bad inputs, and `spikeforge train` on a transformer."""
+
 import json
 import math
 
@@ -34,32 +35,42 @@ PUBLISHED = {
     # need 1.0k-11k fewer parameters at 384, 4.4k-14k fewer at 512 and at most 3.6k fewer at 768, which no
     # per-width term satisfies (the LayerNorms the released code builds but never calls add 4*dim per
     # block, 12k-25k, and make all three worse).
-    "spikformer_8_384": (1000, 16.81, "floor"), "spikformer_8_512": (1000, 29.68, "floor"),
+    "spikformer_8_384": (1000, 16.81, "floor"),
+    "spikformer_8_512": (1000, 29.68, "floor"),
     "spikformer_8_768": (1000, 66.34, "round"),
-    "spikingformer_8_384": (1000, 16.81, "floor"), "spikingformer_8_512": (1000, 29.68, "floor"),
+    "spikingformer_8_384": (1000, 16.81, "floor"),
+    "spikingformer_8_512": (1000, 29.68, "floor"),
     "spikingformer_8_768": (1000, 66.34, "round"),
-    "sdt_8_384": (1000, 16.81, "floor"), "sdt_8_512": (1000, 29.68, "floor"), "sdt_8_768": (1000, 66.34, "round"),
-    "sdt_6_512": (1000, 23.37, "round"), "sdt_10_512": (1000, 36.01, "round"),
+    "sdt_8_384": (1000, 16.81, "floor"),
+    "sdt_8_512": (1000, 29.68, "floor"),
+    "sdt_8_768": (1000, 66.34, "round"),
+    "sdt_6_512": (1000, 23.37, "round"),
+    "sdt_10_512": (1000, 36.01, "round"),
     # CIFAR-10 tables of Spikformer / Spikingformer: 4-256 4.15M, 2-384 5.76M, 4-384 9.32M
-    "spikformer_4_256_cifar": (10, 4.15, "round"), "spikformer_2_384_cifar": (10, 5.76, "round"),
+    "spikformer_4_256_cifar": (10, 4.15, "round"),
+    "spikformer_2_384_cifar": (10, 5.76, "round"),
     "spikformer_4_384_cifar": (10, 9.32, "round"),
-    "spikingformer_4_256_cifar": (10, 4.15, "round"), "spikingformer_2_384_cifar": (10, 5.76, "round"),
+    "spikingformer_4_256_cifar": (10, 4.15, "round"),
+    "spikingformer_2_384_cifar": (10, 5.76, "round"),
     "spikingformer_4_384_cifar": (10, 9.32, "round"),
     # SDT's CIFAR table lists 10.28M for 2-512 on CIFAR-10 and CIFAR-100: that is the 100-class head's count
     # (10,279,588); with a 10-class head the model has 10,233,418 (10.23M)
     "sdt_2_512_cifar": (100, 10.28, "round"),
     # Meta-SpikeFormer (ICLR 2024) Table: 15.1 / 31.3 / 55.4M
-    "meta_spikformer_15m": (1000, 15.1, "round"), "meta_spikformer_31m": (1000, 31.3, "round"),
+    "meta_spikformer_15m": (1000, 15.1, "round"),
+    "meta_spikformer_31m": (1000, 31.3, "round"),
     "meta_spikformer_55m": (1000, 55.4, "round"),
     # QKFormer (NeurIPS 2024) ImageNet table: 16.47 / 29.08 / 64.96M
-    "qkformer_hst_10_384": (1000, 16.47, "round"), "qkformer_hst_10_512": (1000, 29.08, "round"),
+    "qkformer_hst_10_384": (1000, 16.47, "round"),
+    "qkformer_hst_10_512": (1000, 29.08, "round"),
     "qkformer_hst_10_768": (1000, 64.96, "round"),
     # QKFormer's CIFAR table: HST-4-384 6.74M, the count with the 100-class head its released model code
     # builds (6,740,884); the 10-class model has 6,706,234 (6.71M)
     "qkformer_hst_4_384_cifar": (100, 6.74, "round"),
     # E-SpikeFormer (Spike-driven Transformer v3, TPAMI 2025) base models: 5.1 / 10.0 / 19.0M (exact counts in
     # tests/models/test_e_spikeformer.py)
-    "e_spikeformer_5m": (1000, 5.1, "round"), "e_spikeformer_10m": (1000, 10.0, "round"),
+    "e_spikeformer_5m": (1000, 5.1, "round"),
+    "e_spikeformer_10m": (1000, 10.0, "round"),
     "e_spikeformer_19m": (1000, 19.0, "round"),
 }
 
@@ -74,7 +85,7 @@ def test_parameter_counts_match_the_papers(name):
     classes, published, how = PUBLISHED[name]
     millions = _count(models.MODELS[name], num_classes=classes) / 1e6
     decimals = len(str(published).split(".")[1])
-    shown = round(millions, decimals) if how == "round" else math.floor(millions * 10 ** decimals) / 10 ** decimals
+    shown = round(millions, decimals) if how == "round" else math.floor(millions * 10**decimals) / 10**decimals
     assert shown == pytest.approx(published, abs=1e-9), f"{name}: {millions:.6f}M vs the paper's {published}M"
 
 
@@ -90,8 +101,9 @@ def test_exact_counts_and_what_changes_them():
     # PLIF adds one learnable w per neuron
     plain = _count(models.spikformer_2_384_cifar)
     plif = _count(models.spikformer_2_384_cifar, neuron="plif")
-    n_neurons = sum(isinstance(m, sf.nn.PLIF) for m in models.spikformer_2_384_cifar(
-        neuron="plif", dim=16, num_heads=2).modules())
+    n_neurons = sum(
+        isinstance(m, sf.nn.PLIF) for m in models.spikformer_2_384_cifar(neuron="plif", dim=16, num_heads=2).modules()
+    )
     assert plif - plain == n_neurons > 0
 
 
@@ -101,8 +113,13 @@ def test_exact_counts_and_what_changes_them():
 # the paper's configuration for every CIFAR model and the smallest ImageNet model of each family; the wider
 # ImageNet models (the same layers at more channels) run narrowed so the file stays fast on a CPU
 _FULL = {n for n in models.TRANSFORMER_MODELS if n.endswith("_cifar")} | {
-    "spikformer_8_384", "spikingformer_8_384", "sdt_8_384", "qkformer_hst_10_384", "meta_spikformer_15m",
-    "e_spikeformer_5m"}
+    "spikformer_8_384",
+    "spikingformer_8_384",
+    "sdt_8_384",
+    "qkformer_hst_10_384",
+    "meta_spikformer_15m",
+    "e_spikeformer_5m",
+}
 
 
 def _narrow(name):
@@ -210,8 +227,10 @@ def _merge(a, shape):
     return a.transpose(-1, -2).reshape(shape)
 
 
-@pytest.mark.parametrize("cls,uses_v", [(sf.nn.SSA, True), (sf.nn.SDSA, True), (sf.nn.QKTokenAttention, False),
-                                        (sf.nn.QKChannelAttention, False)])
+@pytest.mark.parametrize(
+    "cls,uses_v",
+    [(sf.nn.SSA, True), (sf.nn.SDSA, True), (sf.nn.QKTokenAttention, False), (sf.nn.QKChannelAttention, False)],
+)
 @pytest.mark.parametrize("pre_activation", [False, True])
 def test_attention_module_is_the_paper_composition(cls, uses_v, pre_activation):
     """Written out with plain torch layers and spikeforge.reference: [SN] -> q, k (, v) = SN(BN(conv1x1 x)) per
@@ -233,8 +252,9 @@ def test_attention_module_is_the_paper_composition(cls, uses_v, pre_activation):
         return torch.nn.functional.batch_norm(t.flatten(0, 1), None, None, training=True, eps=1e-5).view(t.shape)
 
     def lin(conv, t):
-        return torch.nn.functional.conv2d(t.flatten(0, 1), conv.weight, conv.bias).view(t.shape[:2] + (-1,)
-                                                                                           + t.shape[3:])
+        return torch.nn.functional.conv2d(t.flatten(0, 1), conv.weight, conv.bias).view(
+            t.shape[:2] + (-1,) + t.shape[3:]
+        )
 
     s = sn(x) if pre_activation else x
     q, k = [_heads(sn(bn(lin(getattr(mod, f"{n}_conv"), s))), heads) for n in ("q", "k")]
@@ -279,7 +299,8 @@ def test_sps_shapes_and_output_kind(variant, spiking_out):
     assert sf.nn.SPS(3, 32, pooling="1111", variant=variant)(torch.rand(1, 1, 3, 32, 32)).shape == (1, 1, 32, 2, 2)
     # all variants have the same parameters (the papers' tokenizers differ only in order)
     assert sum(p.numel() for p in sps.parameters()) == sum(
-        p.numel() for p in sf.nn.SPS(3, 32, pooling="0011").parameters())
+        p.numel() for p in sf.nn.SPS(3, 32, pooling="0011").parameters()
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -385,16 +406,43 @@ def test_resize_images():
 def test_train_command_runs_a_transformer(tmp_path):
     x, y = data.load_digits()
     path = tmp_path / "d.npz"
-    np.savez(path, x=(x[:64].reshape(-1, 1, 8, 8) * 15).astype(np.uint8), y=y[:64],
-             x_test=(x[64:96].reshape(-1, 1, 8, 8) * 15).astype(np.uint8), y_test=y[64:96])
+    np.savez(
+        path,
+        x=(x[:64].reshape(-1, 1, 8, 8) * 15).astype(np.uint8),
+        y=y[:64],
+        x_test=(x[64:96].reshape(-1, 1, 8, 8) * 15).astype(np.uint8),
+        y_test=y[64:96],
+    )
     out = tmp_path / "run.json"
-    rc = cli.main(["train", "--dataset", str(path), "--model", "spikformer_4_384_cifar", "--dim", "16", "--depth",
-                   "1", "--heads", "2", "--image-size", "16", "--T", "1", "--epochs", "1", "--no-progress",
-                   "--json", str(out)])
+    rc = cli.main(
+        [
+            "train",
+            "--dataset",
+            str(path),
+            "--model",
+            "spikformer_4_384_cifar",
+            "--dim",
+            "16",
+            "--depth",
+            "1",
+            "--heads",
+            "2",
+            "--image-size",
+            "16",
+            "--T",
+            "1",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--json",
+            str(out),
+        ]
+    )
     res = json.loads(out.read_text())
     assert rc == 0 and res["config"]["image_size"] == 16 and res["config"]["dim"] == 16
     assert 0.0 <= res["test_acc"] <= 1.0 and res["n_params"] == _count(
-        models.spikformer_4_384_cifar, dim=16, depth=1, num_heads=2, in_channels=1)
+        models.spikformer_4_384_cifar, dim=16, depth=1, num_heads=2, in_channels=1
+    )
 
 
 def test_train_size_options_are_checked():
@@ -408,6 +456,7 @@ def test_train_size_options_are_checked():
 
 def test_family_layouts():
     """Which attention, which order, which head per family (the authors' codes)."""
+
     def attns(m):
         return [x for x in m.modules() if isinstance(x, sf.nn.attention._QKAttention)]
 
@@ -462,8 +511,29 @@ def test_compact_mode_saves_less():
 
 def test_bench_models_cli_runs_a_transformer(tmp_path, capsys):
     out = tmp_path / "m.json"
-    rc = cli.main(["bench", "models", "--no-thp", "--model", "spikformer_4_256_cifar", "--T", "1", "--batch", "2",
-                   "--size", "8", "--reps", "1", "--threads", "1", "--num-classes", "10", "--json", str(out)])
+    rc = cli.main(
+        [
+            "bench",
+            "models",
+            "--no-thp",
+            "--model",
+            "spikformer_4_256_cifar",
+            "--T",
+            "1",
+            "--batch",
+            "2",
+            "--size",
+            "8",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+            "--num-classes",
+            "10",
+            "--json",
+            str(out),
+        ]
+    )
     case = json.loads(out.read_text())["cases"][0]
     assert rc == 0 and case["saved_ratio"] < 1.0 and case["max_abs_logit_diff_train"] <= 1e-5
     assert "spikformer_4_256_cifar T=1" in capsys.readouterr().out

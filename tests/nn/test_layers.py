@@ -1,4 +1,5 @@
 """Sequence layers: BN over T*B (plain, tdBN, TEBN), the multi-step wrapper, encoders, TET loss."""
+
 import math
 
 import pytest
@@ -31,15 +32,17 @@ def test_tdbn_scales_by_alpha_vth():
     xf = x.flatten(0, 1)
     mean = xf.mean((0, 2, 3), keepdim=True)
     var = xf.var((0, 2, 3), unbiased=False, keepdim=True)
-    expect = (td.weight.view(1, -1, 1, 1) * (0.5 / math.sqrt(2)) * (xf - mean) / torch.sqrt(var + 1e-5)
-              + td.bias.view(1, -1, 1, 1))
+    expect = td.weight.view(1, -1, 1, 1) * (0.5 / math.sqrt(2)) * (xf - mean) / torch.sqrt(var + 1e-5) + td.bias.view(
+        1, -1, 1, 1
+    )
     torch.testing.assert_close(td(x), expect.view(x.shape), rtol=1e-5, atol=1e-5)
     assert int(td.num_batches_tracked) == 1
     torch.testing.assert_close(td.running_mean, 0.1 * mean.flatten())
     td.eval()
     ev = td(x)
-    expect_eval = (td.weight.view(1, -1, 1, 1) * (0.5 / math.sqrt(2)) * (xf - td.running_mean.view(1, -1, 1, 1))
-                   / torch.sqrt(td.running_var.view(1, -1, 1, 1) + 1e-5) + td.bias.view(1, -1, 1, 1))
+    expect_eval = td.weight.view(1, -1, 1, 1) * (0.5 / math.sqrt(2)) * (
+        xf - td.running_mean.view(1, -1, 1, 1)
+    ) / torch.sqrt(td.running_var.view(1, -1, 1, 1) + 1e-5) + td.bias.view(1, -1, 1, 1)
     torch.testing.assert_close(ev, expect_eval.view(x.shape), rtol=1e-5, atol=1e-5)
     # gradient w.r.t. lambda (weight) carries the alpha*V_th factor
     td.train()

@@ -3,6 +3,7 @@ models"): every TypeError / ValueError names the module and the argument the use
 from inside (a dtype mismatch in a convolution, a reshape, .item() on a meta tensor) reaches the user, an
 empty batch or sequence gives an empty output in train and eval mode as the reference build does, and
 meta-device inputs give shapes."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,8 +32,11 @@ def _model(name, kw, **more):
 @pytest.mark.parametrize("train", [True, False])
 def test_empty_batch_and_empty_sequence_give_empty_outputs(name, kw, backend, train):
     m = _model(name, kw, backend=backend).train(train)
-    for x, shape in ((torch.rand(0, 3, 16, 16), (2, 0, 5)), (torch.rand(0, 2, 3, 16, 16), (0, 2, 5)),
-                     (torch.rand(2, 0, 3, 16, 16), (2, 0, 5))):
+    for x, shape in (
+        (torch.rand(0, 3, 16, 16), (2, 0, 5)),
+        (torch.rand(0, 2, 3, 16, 16), (0, 2, 5)),
+        (torch.rand(2, 0, 3, 16, 16), (2, 0, 5)),
+    ):
         x.requires_grad_()
         out = m(x)
         assert out.shape == shape
@@ -46,8 +50,11 @@ def test_model_input_errors_name_the_problem(name, kw):
     cases = [
         (torch.rand(3, 2, 3, 16, 16), ValueError, "built for T=2 steps but the sequence x has 3"),
         (torch.rand(1, 2, 3, 16, 16), ValueError, "built for T=2"),
-        (torch.rand(2, 3, 16, 16, dtype=torch.float64), TypeError, "x is torch.float64 but the model's parameters "
-                                                                   "are torch.float32"),
+        (
+            torch.rand(2, 3, 16, 16, dtype=torch.float64),
+            TypeError,
+            "x is torch.float64 but the model's parameters are torch.float32",
+        ),
         (torch.rand(2, 3, 16, 16, dtype=torch.float16), TypeError, "torch.float16"),
         (torch.ones(2, 3, 16, 16, dtype=torch.uint8), TypeError, "floating-point"),
         (torch.rand(2, 1, 16, 16), ValueError, "3 input channels but x has 1"),
@@ -105,11 +112,23 @@ def test_meta_device_models_give_shapes(name, kw):
 def test_meta_device_modules_give_shapes():
     meta = torch.device("meta")
     x = torch.empty(4, 2, 16, 3, 3, device=meta)
-    for mod in (sf.nn.LIF(), sf.nn.IF(step_mode="s"), sf.nn.PLIF(num_channels=16), sf.nn.PSN(4),
-                sf.nn.MaskedPSN(2, 4), sf.nn.SlidingPSN(3), sf.nn.SlidingPSN(3, step_mode="s"),
-                sf.nn.SSA(16, 4), sf.nn.SDSA(16, 4, pre_activation=True), sf.nn.QKTokenAttention(16, 4, compact=True),
-                sf.nn.QKChannelAttention(16, 4), sf.nn.SpikingMLP(16), sf.nn.SeqBatchNorm2d(16),
-                sf.nn.TdBatchNorm2d(16), sf.nn.TEBN(16, 4)):
+    for mod in (
+        sf.nn.LIF(),
+        sf.nn.IF(step_mode="s"),
+        sf.nn.PLIF(num_channels=16),
+        sf.nn.PSN(4),
+        sf.nn.MaskedPSN(2, 4),
+        sf.nn.SlidingPSN(3),
+        sf.nn.SlidingPSN(3, step_mode="s"),
+        sf.nn.SSA(16, 4),
+        sf.nn.SDSA(16, 4, pre_activation=True),
+        sf.nn.QKTokenAttention(16, 4, compact=True),
+        sf.nn.QKChannelAttention(16, 4),
+        sf.nn.SpikingMLP(16),
+        sf.nn.SeqBatchNorm2d(16),
+        sf.nn.TdBatchNorm2d(16),
+        sf.nn.TEBN(16, 4),
+    ):
         mod = mod.to(meta)
         inp = x[0] if getattr(mod, "step_mode", "m") == "s" else x
         assert mod(inp).shape == inp.shape, type(mod).__name__
@@ -132,11 +151,19 @@ def test_module_messages_name_the_argument():
         (sf.nn.PSN(4), torch.randn(3, 2), ValueError, "PSN was built for T=4 steps but x_seq has 3"),
         (sf.nn.MaskedPSN(2, 4), torch.randn(5, 2), ValueError, "MaskedPSN was built for T=4"),
         (sf.nn.SlidingPSN(2, step_mode="s"), torch.randn(2, device="meta"), ValueError, "SlidingPSN: x is on meta"),
-        (sf.nn.SpikeLinear(3, 2), torch.ones(2, 3, dtype=torch.float64), TypeError,
-         "SpikeLinear: s is torch.float64 but the layer's weight is torch.float32"),
+        (
+            sf.nn.SpikeLinear(3, 2),
+            torch.ones(2, 3, dtype=torch.float64),
+            TypeError,
+            "SpikeLinear: s is torch.float64 but the layer's weight is torch.float32",
+        ),
         (sf.nn.SpikeConv2d(3, 2, 1), [0.0], TypeError, "SpikeConv2d: s must be a torch.Tensor"),
-        (sf.nn.SSA(16, 4), torch.rand(2, 1, 16, 2, 2, dtype=torch.float64), TypeError,
-         "SSA: x is torch.float64 but the module's parameters are torch.float32"),
+        (
+            sf.nn.SSA(16, 4),
+            torch.rand(2, 1, 16, 2, 2, dtype=torch.float64),
+            TypeError,
+            "SSA: x is torch.float64 but the module's parameters are torch.float32",
+        ),
         (sf.nn.SpikingMLP(16), torch.rand(2, 1, 16, 2, 2, dtype=torch.float16), TypeError, "SpikingMLP: x is"),
         (sf.nn.SPS(3, 16), torch.ones(2, 1, 3, 8, 8, dtype=torch.uint8), TypeError, "SPS: x must be a floating"),
         (sf.nn.SPS(3, 16), torch.rand(2, 1, 3, 0, 8), ValueError, "SPS: x has empty feature maps"),

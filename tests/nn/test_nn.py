@@ -1,4 +1,5 @@
 """spikeforge.nn neuron modules: multi-step vs single-step, state handling, PLIF parameters."""
+
 import math
 
 import pytest

@@ -8,6 +8,7 @@
 - a call that raises changes nothing (states, streaming windows, step counters, cached plans), and a
   streaming step rejects what the multi-step op rejects, on every step.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -99,7 +100,7 @@ def test_store_v_seq_keeps_its_graph(step_mode):
     g = torch.autograd.grad(node.v_seq.sum(), x)[0]
     assert g[:2].abs().sum() > 0  # through the state into the first chunk
     _, v_ref = reference.lif(x.detach(), return_v="seq")
-    torch.testing.assert_close(node.v_seq.detach(), v_ref[-node.v_seq.shape[0]:])
+    torch.testing.assert_close(node.v_seq.detach(), v_ref[-node.v_seq.shape[0] :])
     node.detach()
     assert not node.v_seq.requires_grad and not node.v.requires_grad
 
@@ -207,8 +208,12 @@ def test_rejected_streaming_step_changes_nothing():
         x = torch.randn(4, 2, 5)
         m(x[0]), m(x[1])
         queue, t = list(m._queue), m._t
-        for bad, err in ((x[2].long(), TypeError), (x[2].double(), ValueError), (torch.randn(3, 5), ValueError),
-                         ([0.0], TypeError)):
+        for bad, err in (
+            (x[2].long(), TypeError),
+            (x[2].double(), ValueError),
+            (torch.randn(3, 5), ValueError),
+            ([0.0], TypeError),
+        ):
             with pytest.raises(err):
                 m(bad)
             assert [a is b for a, b in zip(m._queue, queue)] == [True] * len(queue) and m._t == t
@@ -314,6 +319,7 @@ def test_attention_call_that_raises_half_way_restores_every_state(monkeypatch):
 
     def fail(*a, **k):
         raise ValueError("injected")
+
     monkeypatch.setattr(m, "_composed", fail)  # after the q/k/v neurons ran
     with pytest.raises(ValueError, match="injected"):
         m(x)
@@ -350,6 +356,7 @@ def test_continuing_attention_uses_the_ops_neuron_defaults():
 
     from spikeforge import ops
     from spikeforge.nn.attention import _ATTN_DEFAULTS
+
     for op in (ops.ssa, ops.sdsa, ops.qk_token_attention, ops.qk_channel_attention):
         params = inspect.signature(op).parameters
         assert {k: params[k].default for k in _ATTN_DEFAULTS} == _ATTN_DEFAULTS, op.__name__

@@ -2,6 +2,7 @@
 reference's second-order gradients (or a clear error where the op does not keep its inputs), forward-mode
 AD raises an error naming the op, torch.func.vmap equals the loop, torch.func.grad / jacrev equal the
 reference's. (The neuron ops have their own tests of the same contract.)"""
+
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -18,8 +19,7 @@ def _psn_case(name, device, dtype=torch.float64, grad=True):
         args = (torch.randn(T, T, dtype=dtype, device=device) * 0.5, torch.randn(T, dtype=dtype, device=device))
         kw = {}
     elif name == "masked_psn":
-        args = (torch.randn(T, T, dtype=dtype, device=device) * 0.5, torch.randn(T, dtype=dtype, device=device), 2,
-                0.5)
+        args = (torch.randn(T, T, dtype=dtype, device=device) * 0.5, torch.randn(T, dtype=dtype, device=device), 2, 0.5)
         kw = {}
     else:
         args = (torch.randn(3, dtype=dtype, device=device), torch.randn(1, dtype=dtype, device=device))
@@ -47,9 +47,10 @@ def test_psn_double_backward_equals_reference(device, name):
     got, want = [], []
     for impl, out in ((ops, got), (reference, want)):
         s = _psn_call(impl, name, x, args, kw)
-        g = torch.autograd.grad((s * torch.linspace(-1, 1, s.numel(), dtype=s.dtype).view_as(s)).sum(), tensors,
-                                create_graph=True)
-        penalty = sum((t ** 2).sum() for t in g)
+        g = torch.autograd.grad(
+            (s * torch.linspace(-1, 1, s.numel(), dtype=s.dtype).view_as(s)).sum(), tensors, create_graph=True
+        )
+        penalty = sum((t**2).sum() for t in g)
         out.extend(torch.autograd.grad(penalty, tensors, allow_unused=True))
     for a, b in zip(got, want):
         if b is None:
@@ -75,9 +76,9 @@ def test_psn_vmap_and_func_grad(name):
     xs = torch.stack([x, x * 0.5 + 0.2, -x])
     got = torch.func.vmap(lambda t: _psn_call(ops, name, t, args, kw))(xs)
     assert torch.equal(got, torch.stack([_psn_call(ops, name, t, args, kw) for t in xs]))
-    g = torch.func.grad(lambda t: (_psn_call(ops, name, t, args, kw) * t[: 1]).sum())(x)
+    g = torch.func.grad(lambda t: (_psn_call(ops, name, t, args, kw) * t[:1]).sum())(x)
     xr = x.clone().requires_grad_()
-    gr, = torch.autograd.grad((_psn_call(reference, name, xr, args, kw) * xr[: 1]).sum(), xr)
+    (gr,) = torch.autograd.grad((_psn_call(reference, name, xr, args, kw) * xr[:1]).sum(), xr)
     torch.testing.assert_close(g, gr)
 
 
@@ -100,7 +101,7 @@ def test_attention_double_backward(name):
         o = getattr(impl, name)(*inputs)
         w = torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)
         g = torch.autograd.grad((o * w).sum(), inputs, create_graph=True, allow_unused=True)
-        penalty = sum((t ** 2).sum() for t in g if t is not None)
+        penalty = sum((t**2).sum() for t in g if t is not None)
         out.extend(torch.autograd.grad(penalty, inputs, allow_unused=True))
     for a, b in zip(got, want):
         if b is None:
@@ -122,7 +123,7 @@ def test_attention_forward_ad_vmap_grad(name):
     assert torch.equal(got, want)
     g = torch.func.grad(lambda q: getattr(ops, name)(q, *inputs[1:]).sum())(inputs[0])
     q = inputs[0].clone().requires_grad_()
-    gr, = torch.autograd.grad(getattr(reference, name)(q, *inputs[1:]).sum(), q)
+    (gr,) = torch.autograd.grad(getattr(reference, name)(q, *inputs[1:]).sum(), q)
     torch.testing.assert_close(g, gr)
 
 
@@ -131,6 +132,7 @@ def test_fused_qk_kernel_double_backward_refuses(name):
     """The fused QK kernel (the CUDA path) keeps only the reduced sums, not q: double backward says so
     instead of returning a wrong second order."""
     from spikeforge.ops import attention as attention_mod
+
     q, k = _attn_inputs(name)
     o = attention_mod.fused_kernel(name)(q, k)
     with pytest.raises(RuntimeError, match="double backward"):

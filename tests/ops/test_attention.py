@@ -1,6 +1,7 @@
 """Spike-driven attention ops (ssa, sdsa, qk_token_attention, qk_channel_attention) against the plain-PyTorch
 reference: spikes, gradients, float64 gradcheck where the true derivative exists, torch.compile(fullgraph=True),
 bad inputs, empty tensors, half precision."""
+
 import pytest
 import torch
 
@@ -138,11 +139,14 @@ def test_gradcheck_float64_true_derivative(name):
     fixed = _inputs(name, shape, dtype=torch.float64)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     if name == "sdsa":
+
         def fn(q):
             return ops.sdsa(q, fixed[1], fixed[2])
     else:
+
         def fn(k):
             return getattr(ops, name)(fixed[0], k)
+
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
@@ -180,13 +184,15 @@ def test_compile_fullgraph_matches_eager(device, path):
 def test_bad_inputs_name_the_argument(name):
     shape = (2, 3, 4)
     good = _inputs(name, shape)
-    names = ("q", "k", "v")[:N_INPUTS[name]]
+    names = ("q", "k", "v")[: N_INPUTS[name]]
     fn = getattr(ops, name)
     for i, arg in enumerate(names):
+
         def with_(bad):
             args = list(good)
             args[i] = bad
             return args
+
         with pytest.raises(TypeError, match=f"{arg} must be a torch.Tensor"):
             fn(*with_(good[i].tolist()))
         with pytest.raises(TypeError, match=f"{arg} must be float32"):
@@ -222,6 +228,7 @@ def test_bad_inputs_name_the_argument(name):
 def test_native_outputs_have_standard_strides():
     """A contiguous input may carry odd strides on size-1 dims; the native ops' outputs (and gradients)
     have the standard strides of the fake kernels, which torch.compile relies on."""
+
     def odd(t):  # same values, stride 99 on the size-1 dim: still is_contiguous()
         o = torch.empty_strided(t.shape, (12, 99, 4, 1))
         o.copy_(t)
@@ -234,8 +241,9 @@ def test_native_outputs_have_standard_strides():
     assert torch.ops.spikeforge.ssa_fwd(q, k, v, *o).stride() == standard
     for g in torch.ops.spikeforge.ssa_bwd(torch.ones_like(q), q, k, v, *o):
         assert g.stride() == standard
-    out, _, _ = torch.ops.spikeforge.attention_reduce_fwd(k, v, q, *_op_options(NEURON_ARGS[0], q, reduce_tokens=True,
-                                                                                 has_b=True))
+    out, _, _ = torch.ops.spikeforge.attention_reduce_fwd(
+        k, v, q, *_op_options(NEURON_ARGS[0], q, reduce_tokens=True, has_b=True)
+    )
     assert out.stride() == standard
 
 
@@ -286,8 +294,9 @@ def test_non_contiguous_inputs(device):
 # native kernels: custom ops, the composed fallback, per-slice binary detection
 # ------------------------------------------------------------------------------------------------
 
-needs_native = pytest.mark.skipif(not testing.native_available("attention"),
-                                  reason="the native module has no attention kernels")
+needs_native = pytest.mark.skipif(
+    not testing.native_available("attention"), reason="the native module has no attention kernels"
+)
 # the attention neuron's public options: (tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha)
 NEURON_ARGS = [(2.0, 0.5, 0.0, True, True, "sigmoid", 4.0), (4.0, 1.0, None, False, False, "atan", 2.0)]
 
@@ -314,8 +323,9 @@ def test_opcheck_ssa_bwd(neuron, dtype):
     """The fused CPU backward (CUDA composes its backward from cuBLAS products and neuron_bwd)."""
     q, k, v = _inputs("ssa", (3, 2, 9, 5), dtype=dtype)
     g = torch.randn(q.shape, dtype=dtype)
-    torch.library.opcheck(torch.ops.spikeforge.ssa_bwd.default,
-                          (g, q, k, v) + tuple(_op_options(neuron, q, scale=0.125)))
+    torch.library.opcheck(
+        torch.ops.spikeforge.ssa_bwd.default, (g, q, k, v) + tuple(_op_options(neuron, q, scale=0.125))
+    )
 
 
 @needs_native
@@ -357,6 +367,7 @@ def test_compiled_graph_holds_the_custom_ops(monkeypatch):
     def recording_backend(gm, example_inputs):
         graphs.append(str(gm.graph))
         from torch._dynamo.backends.debugging import aot_eager
+
         return aot_eager(gm, example_inputs)
 
     torch._dynamo.reset()
@@ -409,6 +420,7 @@ def test_results_do_not_depend_on_thread_count(path):
 
 def _has_matplotlib():
     import importlib.util
+
     return importlib.util.find_spec("matplotlib") is not None
 
 
@@ -420,9 +432,28 @@ def test_bench_attention_smoke(tmp_path):
     from spikeforge import cli
 
     out = tmp_path / "attention.json"
-    rc = cli.main(["bench", "attention", "--no-thp", "--quick", "--dim", "16", "--heads", "2", "--tokens", "9",
-                   "--reps", "1", "--op", "ssa", "qk_channel", "--json", str(out)]
-                  + (["--plot", str(tmp_path / "attention.png")] if _has_matplotlib() else []))
+    rc = cli.main(
+        [
+            "bench",
+            "attention",
+            "--no-thp",
+            "--quick",
+            "--dim",
+            "16",
+            "--heads",
+            "2",
+            "--tokens",
+            "9",
+            "--reps",
+            "1",
+            "--op",
+            "ssa",
+            "qk_channel",
+            "--json",
+            str(out),
+        ]
+        + (["--plot", str(tmp_path / "attention.png")] if _has_matplotlib() else [])
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     if _has_matplotlib():

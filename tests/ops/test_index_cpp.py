@@ -3,6 +3,7 @@
 verdict checked. With sanitizer support (gcc/clang) it is built with ASan + UBSan, so a signed
 overflow or a division by zero in the checks fails it even where the arithmetic happens to wrap
 harmlessly. Costs a few seconds; skipped when no C++ compiler is on PATH."""
+
 import os
 import shutil
 import subprocess
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "tests" / "cpp" / "test_index.cpp", ROOT / "csrc" / "core" / "neuron.cpp",
-           ROOT / "csrc" / "core" / "psn.cpp"]
+SOURCES = [
+    ROOT / "tests" / "cpp" / "test_index.cpp",
+    ROOT / "csrc" / "core" / "neuron.cpp",
+    ROOT / "csrc" / "core" / "psn.cpp",
+]
 
 
 def _compiler():

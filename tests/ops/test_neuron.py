@@ -7,6 +7,7 @@ spikes and membrane potentials must be bitwise equal to the reference whatever t
 (FMA contraction, vectorisation). Gradients are sums over time computed in different orders, so they
 are compared with a tolerance.
 """
+
 import itertools
 import math
 
@@ -15,8 +16,7 @@ import torch
 
 from spikeforge.testing import dyadic
 
-from neuron_helpers import (NEURONS, assert_grads_close, call, fwd_bwd, h_seq, make_w, ops,
-                            reference, upstream)
+from neuron_helpers import NEURONS, assert_grads_close, call, fwd_bwd, h_seq, make_w, ops, reference, upstream
 from spikeforge.ops import neuron as neuron_mod
 from spikeforge.reference.surrogate import SURROGATES, surrogate_grad
 
@@ -24,8 +24,17 @@ SHAPE = (5, 2, 3, 4)  # [T, B, C, D]: PLIF's per-channel w has C = 3 entries
 RESETS = {"hard0": 0.0, "hard-0.5": -0.5, "soft": None}
 SURROGATE_NAMES = sorted(SURROGATES)
 # A non-default alpha per surrogate (dyadic or far from the rect/triangle edges for dyadic inputs).
-CUSTOM_ALPHA = {"sigmoid": 2.0, "atan": 3.0, "rect": 0.5, "triangle": 0.5, "piecewise_quadratic": 2.0,
-                "piecewise_exp": 3.0, "erf": 1.0, "super_spike": 2.5, "soft_sign": 1.0}
+CUSTOM_ALPHA = {
+    "sigmoid": 2.0,
+    "atan": 3.0,
+    "rect": 0.5,
+    "triangle": 0.5,
+    "piecewise_quadratic": 2.0,
+    "piecewise_exp": 3.0,
+    "erf": 1.0,
+    "super_spike": 2.5,
+    "soft_sign": 1.0,
+}
 THRESHOLDS = (1.0, 0.75, 1.5, 0.5)
 
 # float32 gradient tolerance: measured worst |native - reference| over this grid is ~1.2e-6 of the
@@ -46,26 +55,37 @@ def test_plif_k_is_exact_for_the_chosen_w(device):
 
 def _grid():
     cases = []
-    for i, (kind, reset, decay, detach, return_v, given_v) in enumerate(itertools.product(
-            NEURONS, RESETS, (True, False), (False, True), ("last", "seq"), (False, True))):
+    for i, (kind, reset, decay, detach, return_v, given_v) in enumerate(
+        itertools.product(NEURONS, RESETS, (True, False), (False, True), ("last", "seq"), (False, True))
+    ):
         if kind == "if" and decay:
             continue  # IF has no decay_input option
         vth = THRESHOLDS[(i + i // 4) % len(THRESHOLDS)]  # decorrelated from the inner (return_v, v_init) loops
         sur = SURROGATE_NAMES[i % len(SURROGATE_NAMES)]
-        cid = f"{kind}-{reset}-{'decay' if decay else 'nodecay'}-{'detach' if detach else 'nodetach'}-" \
-              f"{return_v}-{'vinit' if given_v else 'novinit'}-vth{vth}-{sur}"
+        cid = (
+            f"{kind}-{reset}-{'decay' if decay else 'nodecay'}-{'detach' if detach else 'nodetach'}-"
+            f"{return_v}-{'vinit' if given_v else 'novinit'}-vth{vth}-{sur}"
+        )
         cases.append(pytest.param(kind, RESETS[reset], decay, detach, return_v, given_v, vth, sur, id=cid))
     return cases
 
 
-def _check_against_reference(device, kind, v_reset, decay, detach, return_v, given_v, vth, sur, alpha=None,
-                             shape=SHAPE):
+def _check_against_reference(
+    device, kind, v_reset, decay, detach, return_v, given_v, vth, sur, alpha=None, shape=SHAPE
+):
     x = dyadic(shape, -8, 40, device=device)
     v_init = dyadic(shape[1:], -8, 8, device=device) if given_v else None
     w = make_w(kind, shape[2], device=device)
     gs, gv = upstream(x, return_v)
-    kw = dict(v_threshold=vth, v_reset=v_reset, decay_input=decay, detach_reset=detach, surrogate=sur,
-              alpha=alpha, return_v=return_v)
+    kw = dict(
+        v_threshold=vth,
+        v_reset=v_reset,
+        decay_input=decay,
+        detach_reset=detach,
+        surrogate=sur,
+        alpha=alpha,
+        return_v=return_v,
+    )
     got = fwd_bwd(ops, kind, x, v_init, w, gs, gv, **kw)
     want = fwd_bwd(reference, kind, x, v_init, w, gs, gv, **kw)
     assert got["v"].shape == want["v"].shape == (x.shape if return_v == "seq" else x.shape[1:])
@@ -85,7 +105,8 @@ def test_matches_reference(device, kind, v_reset, decay, detach, return_v, given
 def _surrogate_grid():
     cases = []
     for sur, custom, kind, reset, detach in itertools.product(
-            SURROGATE_NAMES, (False, True), ("lif_tau2", "plif_c", "if"), ("hard-0.5", "soft"), (False, True)):
+        SURROGATE_NAMES, (False, True), ("lif_tau2", "plif_c", "if"), ("hard-0.5", "soft"), (False, True)
+    ):
         alpha = CUSTOM_ALPHA[sur] if custom else None
         cid = f"{sur}-alpha{alpha}-{kind}-{reset}-{'detach' if detach else 'nodetach'}"
         cases.append(pytest.param(sur, alpha, kind, RESETS[reset], detach, id=cid))
@@ -112,7 +133,7 @@ def _semantics_surrogate(name, x, a):
     if name == "piecewise_exp":
         return a / 2 * torch.exp(-ax)
     if name == "erf":
-        return a / math.sqrt(math.pi) * torch.exp(-ax ** 2)
+        return a / math.sqrt(math.pi) * torch.exp(-(ax**2))
     if name == "super_spike":
         return a / (ax + 1) ** 2
     if name == "soft_sign":
@@ -126,8 +147,17 @@ def test_surrogate_formula(sur, custom):
     """Reference and native surrogate g'(H - V_th) equal the formula of docs/ops.md with its default alpha.
 
     Native: one IF step from V = 0 gives H = x, so d spike / d x = g'(x - V_th)."""
-    default_alpha = {"sigmoid": 4.0, "atan": 2.0, "rect": 1.0, "triangle": 1.0, "piecewise_quadratic": 1.0,
-                     "piecewise_exp": 1.0, "erf": 2.0, "super_spike": 1.0, "soft_sign": 2.0}[sur]
+    default_alpha = {
+        "sigmoid": 4.0,
+        "atan": 2.0,
+        "rect": 1.0,
+        "triangle": 1.0,
+        "piecewise_quadratic": 1.0,
+        "piecewise_exp": 1.0,
+        "erf": 2.0,
+        "super_spike": 1.0,
+        "soft_sign": 2.0,
+    }[sur]
     assert SURROGATES[sur][1] == default_alpha
     a = CUSTOM_ALPHA[sur] if custom else default_alpha
     vth = 0.5
@@ -164,7 +194,7 @@ def test_heaviside_at_zero_fires(device, kind):
     k = {"lif_tau2": 0.5, "lif_tau4": 0.25, "if": 1.0, "plif": 0.25}.get(kind)
     ks = torch.tensor([k, k] if k is not None else [0.5, 0.25], device=device)
     x = (vth / ks).view(1, 1, 2)
-    below = x - 2.0 ** -10
+    below = x - 2.0**-10
     for xx, fires in ((x, 1.0), (below, 0.0)):
         s, v = call(ops, kind, xx, None, w, v_threshold=vth, return_v="seq")
         s_ref, _ = call(reference, kind, xx, None, w, v_threshold=vth, return_v="seq")
@@ -214,9 +244,21 @@ def _gradcheck_cases():
 def _v_seq_fn(kind, path, vth, v_reset, decay):
     """(x, v_init[, w]) -> v_seq with detach_reset=True, through the eager fast path or the custom op."""
     if path == "fast":
+
         def fn(x, v_init, w=None):
-            return call(ops, kind, x, v_init, w, v_threshold=vth, v_reset=v_reset, decay_input=decay,
-                        detach_reset=True, return_v="seq")[1]
+            return call(
+                ops,
+                kind,
+                x,
+                v_init,
+                w,
+                v_threshold=vth,
+                v_reset=v_reset,
+                decay_input=decay,
+                detach_reset=True,
+                return_v="seq",
+            )[1]
+
         return fn
 
     def fn(x, v_init, w=None):
@@ -225,11 +267,13 @@ def _v_seq_fn(kind, path, vth, v_reset, decay):
         if kind == "if":
             args = neuron_mod.op_inputs(ops.if_neuron, x, v_init, **kw)
         elif kind.startswith("lif"):
-            args = neuron_mod.op_inputs(ops.lif, x, v_init, tau=2.0 if kind == "lif_tau2" else 4.0,
-                                        decay_input=decay, **kw)
+            args = neuron_mod.op_inputs(
+                ops.lif, x, v_init, tau=2.0 if kind == "lif_tau2" else 4.0, decay_input=decay, **kw
+            )
         else:
             args = neuron_mod.op_inputs(ops.plif, x, w, v_init, decay_input=decay, **kw)
         return torch.ops.spikeforge.neuron_fwd(*args)[1]
+
     return fn
 
 
@@ -242,8 +286,11 @@ def test_gradcheck_v_seq_float64(kind, v_reset, decay, path):
     vth = 1.0
     w = None
     if kind.startswith("plif"):
-        w = (torch.tensor(-0.7, dtype=torch.float64) if kind == "plif"
-             else torch.tensor([0.3, -1.1, 0.8], dtype=torch.float64))
+        w = (
+            torch.tensor(-0.7, dtype=torch.float64)
+            if kind == "plif"
+            else torch.tensor([0.3, -1.1, 0.8], dtype=torch.float64)
+        )
     x, v_init = _away_from_threshold(kind, shape, vth, v_reset, decay, w=w)
     fn = _v_seq_fn(kind, path, vth, v_reset, decay)
     inputs = (x.requires_grad_(), v_init.requires_grad_()) + ((w.requires_grad_(),) if w is not None else ())
@@ -319,8 +366,7 @@ def test_half_precision_against_float32(device, dtype, kind, v_reset):
         w = torch.randn(3, device=device)
     vth = 1.0
     eps = torch.finfo(dtype).eps
-    h = h_seq(kind, x.double(), v_init.double(), w, v_threshold=vth,
-              v_reset=v_reset)
+    h = h_seq(kind, x.double(), v_init.double(), w, v_threshold=vth, v_reset=v_reset)
     tol_h = T * eps / 2 * max(1.0, h.abs().max().item())
     safe = ((h - vth).abs() > tol_h).all(0)  # per neuron, over all steps
     assert safe.float().mean() > 0.5
@@ -352,8 +398,9 @@ def test_half_precision_backward_uses_forward_spikes(device, save_h, monkeypatch
 
     LIF tau=2, hard reset 0: H0 = x0/2 = 1/2 - 2^-12, H1 = H0/2 + x1/2 = 1 - 2^-13."""
     from spikeforge.ops import neuron as neuron_mod
+
     monkeypatch.setitem(neuron_mod.default_recompute, device, not save_h)
-    x16 = torch.tensor([[1 - 2.0 ** -11], [1.5], [0.0]], dtype=torch.float16, device=device)
+    x16 = torch.tensor([[1 - 2.0**-11], [1.5], [0.0]], dtype=torch.float16, device=device)
     gs, gv = torch.ones_like(x16), torch.ones_like(x16)
     got = fwd_bwd(ops, "lif_tau2", x16, None, None, gs, gv, return_v="seq")
     want = fwd_bwd(ops, "lif_tau2", x16.float(), None, None, gs.float(), gv.float(), return_v="seq")

@@ -1,13 +1,25 @@
 """spikeforge.ops neurons on awkward inputs: layouts, empty and NaN tensors, single-step ops, T = 1, sizes that
 straddle the CPU kernel's 256-neuron chunks, thread-count invariance, determinism, and bad arguments."""
+
 import itertools
 
 import pytest
 import torch
 
-from neuron_helpers import (assert_grads_close, call, fwd_bwd, make_w, native_fwd_args, ops, reference,
-                            call_native_forward, call_native_backward, native_bwd_args, native_params,
-                            upstream)
+from neuron_helpers import (
+    assert_grads_close,
+    call,
+    fwd_bwd,
+    make_w,
+    native_fwd_args,
+    ops,
+    reference,
+    call_native_forward,
+    call_native_backward,
+    native_bwd_args,
+    native_params,
+    upstream,
+)
 from spikeforge.testing import dyadic, needs_native
 
 RTOL32, ATOL32 = 1e-5, 1e-5  # see test_neuron.py
@@ -87,8 +99,9 @@ EMPTY_SHAPES = {"T0": (0, 2, 3), "B0": (4, 0, 3), "D0": (4, 2, 3, 0), "N0_2d": (
 
 def _empty_cases():
     out = []
-    for (sid, shape), kind, return_v in itertools.product(EMPTY_SHAPES.items(), ("lif_tau2", "plif_c"),
-                                                          ("last", "seq")):
+    for (sid, shape), kind, return_v in itertools.product(
+        EMPTY_SHAPES.items(), ("lif_tau2", "plif_c"), ("last", "seq")
+    ):
         if kind == "plif_c" and len(shape) < 3:
             kind = "plif"
         out.append(pytest.param(shape, kind, True, return_v, id=f"{sid}-{kind}-{return_v}"))
@@ -179,8 +192,12 @@ def test_nan_inputs_any_surrogate_no_crash(sur):
 # ------------------------------------------------------------------------------------------------
 # single-step ops and T = 1
 # ------------------------------------------------------------------------------------------------
-STEP_KW = [dict(), dict(v_reset=None, surrogate="atan"), dict(v_reset=-0.5, decay_input=False, v_threshold=0.75),
-           dict(detach_reset=True, surrogate="rect", alpha=0.5)]
+STEP_KW = [
+    dict(),
+    dict(v_reset=None, surrogate="atan"),
+    dict(v_reset=-0.5, decay_input=False, v_threshold=0.75),
+    dict(detach_reset=True, surrogate="rect", alpha=0.5),
+]
 
 
 @pytest.mark.parametrize("kw", STEP_KW, ids=["default", "soft_atan", "nodecay", "detach_rect"])
@@ -205,12 +222,13 @@ def test_single_step_equals_multi_step(device, kind, kw):
             s, v = step(x[t], *wargs, v, **kw)
             assert s.shape == x[t].shape and v.shape == x[t].shape
             assert torch.equal(s, s_seq[t]) and torch.equal(v, v_seq[t]), t
-            s1, v1 = multi(x[t:t + 1], *wargs, v_seq[t - 1] if t else v0, **kw)
+            s1, v1 = multi(x[t : t + 1], *wargs, v_seq[t - 1] if t else v0, **kw)
             assert torch.equal(s, s1[0]) and torch.equal(v, v1)
     # backward: unrolled single steps against BPTT of the multi-step op
     gs, gv = upstream(x, "last")
-    leaves = [x.clone().requires_grad_(), v_init.clone().requires_grad_()] + \
-             ([w.clone().requires_grad_()] if w is not None else [])
+    leaves = [x.clone().requires_grad_(), v_init.clone().requires_grad_()] + (
+        [w.clone().requires_grad_()] if w is not None else []
+    )
     wl = leaves[2:]
     v = leaves[1]
     loss = 0
@@ -424,8 +442,7 @@ def _bad_calls():
         ("decay_input_int", lambda: ops.lif(x, decay_input=1), TypeError, "decay_input"),
         ("decay_input_plif", lambda: ops.plif(x, w, decay_input="yes"), TypeError, "decay_input"),
         ("detach_reset_str", lambda: ops.if_neuron(x, detach_reset="yes"), TypeError, "detach_reset"),
-        ("detach_reset_tensor", lambda: ops.plif(x, w, detach_reset=torch.tensor(True)), TypeError,
-         "detach_reset"),
+        ("detach_reset_tensor", lambda: ops.plif(x, w, detach_reset=torch.tensor(True)), TypeError, "detach_reset"),
         ("detach_reset_none", lambda: ops.lif(x, detach_reset=None), TypeError, "detach_reset"),
         ("v_threshold_nan", lambda: ops.lif(x, v_threshold=f("nan")), ValueError, "v_threshold"),
         ("v_threshold_str", lambda: ops.if_neuron(x, v_threshold="1"), TypeError, "v_threshold"),
@@ -496,10 +513,23 @@ def test_native_forward_rejects(case):
     a = native_fwd_args(**over)
     if case == "second_state_for_lif":  # a state the model does not have
         from spikeforge import native as nat
+
         params = native_params(model=0)
         with pytest.raises(ValueError, match="b_init"):
-            nat.neuron_forward(a["x"], (None, torch.zeros(8), None), (None,) * 4, a["spike"], (a["v_out"], None, None),
-                               None, params, 3, 8, (1,) * 8, 1, 0)
+            nat.neuron_forward(
+                a["x"],
+                (None, torch.zeros(8), None),
+                (None,) * 4,
+                a["spike"],
+                (a["v_out"], None, None),
+                None,
+                params,
+                3,
+                8,
+                (1,) * 8,
+                1,
+                0,
+            )
         return
     exc = TypeError if case == "x_none" else ValueError  # None where a tensor is required: nanobind's TypeError
     with pytest.raises(exc, match=name):

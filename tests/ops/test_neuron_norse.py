@@ -2,6 +2,7 @@
 and against Norse's own step (lif_feed_forward_step: imported when norse is installed, else its formula
 transcribed below), float64 gradcheck, opcheck, torch.compile(fullgraph=True), bad inputs, determinism,
 the module's step modes and state."""
+
 import pytest
 import torch
 
@@ -20,10 +21,12 @@ def _x(shape=SHAPE, dtype=torch.float32, scale=30.0):
 
 def _coefs(dtype=torch.float32, C=SHAPE[2]):
     """Per-channel LIFParameters fields for x [T, B, C, P]."""
-    return dict(tau_syn_inv=torch.empty(C, 1).uniform_(150.0, 250.0).to(dtype),
-                tau_mem_inv=torch.empty(C, 1).uniform_(80.0, 120.0).to(dtype),
-                v_leak=torch.empty(C, 1).uniform_(-0.2, 0.1).to(dtype),
-                v_th=torch.empty(C, 1).uniform_(0.8, 1.2).to(dtype))
+    return dict(
+        tau_syn_inv=torch.empty(C, 1).uniform_(150.0, 250.0).to(dtype),
+        tau_mem_inv=torch.empty(C, 1).uniform_(80.0, 120.0).to(dtype),
+        v_leak=torch.empty(C, 1).uniform_(-0.2, 0.1).to(dtype),
+        v_th=torch.empty(C, 1).uniform_(0.8, 1.2).to(dtype),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -65,10 +68,18 @@ def _norse_step():
         return None
 
     def step(x, v, i, p, dt, method):
-        params = LIFParameters(tau_syn_inv=p["tau_syn_inv"], tau_mem_inv=p["tau_mem_inv"], v_leak=p["v_leak"],
-                               v_th=p["v_th"], v_reset=p["v_reset"], method=method, alpha=torch.as_tensor(100.0))
+        params = LIFParameters(
+            tau_syn_inv=p["tau_syn_inv"],
+            tau_mem_inv=p["tau_mem_inv"],
+            v_leak=p["v_leak"],
+            v_th=p["v_th"],
+            v_reset=p["v_reset"],
+            method=method,
+            alpha=torch.as_tensor(100.0),
+        )
         z, s = lif_feed_forward_step(x, LIFFeedForwardState(v=v, i=i), params, dt)
         return z, s.v, s.i
+
     return step
 
 
@@ -76,8 +87,13 @@ STEPS = {"transcribed": _norse_step_transcribed, "norse": _norse_step()}
 
 
 def _run_norse(step, x, p, dt, method, v0=None, i0=None):
-    v = v0 if v0 is not None else torch.full(x.shape[1:], float(p["v_leak"])) if p["v_leak"].numel() == 1 \
+    v = (
+        v0
+        if v0 is not None
+        else torch.full(x.shape[1:], float(p["v_leak"]))
+        if p["v_leak"].numel() == 1
         else torch.broadcast_to(p["v_leak"], x.shape[1:]).clone()
+    )
     i = i0 if i0 is not None else torch.zeros(x.shape[1:], dtype=x.dtype)
     zs = []
     for t in range(x.shape[0]):
@@ -95,16 +111,28 @@ def test_matches_norse_step_bitwise_and_its_gradients(which, params):
     torch.manual_seed(1)
     x = _x()
     if params == "default":  # LIFParameters() as Norse holds them: float32 0-dim tensors
-        p = dict(tau_syn_inv=torch.as_tensor(200.0), tau_mem_inv=torch.as_tensor(100.0),
-                 v_leak=torch.as_tensor(0.0), v_th=torch.as_tensor(1.0), v_reset=torch.as_tensor(0.0))
+        p = dict(
+            tau_syn_inv=torch.as_tensor(200.0),
+            tau_mem_inv=torch.as_tensor(100.0),
+            v_leak=torch.as_tensor(0.0),
+            v_th=torch.as_tensor(1.0),
+            v_reset=torch.as_tensor(0.0),
+        )
         dt = 0.001
     else:
         p = dict(_coefs(), v_reset=torch.as_tensor(-0.1))
         dt = 0.0015
     v0 = torch.randn(SHAPE[1:]) * 0.5
     i0 = torch.randn(SHAPE[1:]) * 5
-    kw = dict(dt=dt, tau_syn_inv=p["tau_syn_inv"], tau_mem_inv=p["tau_mem_inv"], v_leak=p["v_leak"], v_th=p["v_th"],
-              v_reset=float(p["v_reset"]), return_v="last")
+    kw = dict(
+        dt=dt,
+        tau_syn_inv=p["tau_syn_inv"],
+        tau_mem_inv=p["tau_mem_inv"],
+        v_leak=p["v_leak"],
+        v_th=p["v_th"],
+        v_reset=float(p["v_reset"]),
+        return_v="last",
+    )
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     z_ref, v_ref, i_ref = _run_norse(step, xa, p, dt, "super", v0, i0)
     z, v, i = ops.norse_lif(xb, v0, i0, **kw)
@@ -120,6 +148,7 @@ def test_matches_norse_module_from_rest():
     """norse.torch.LIF from its initial state (v = v_leak, i = 0) against nn.NorseLIF, with the p it takes."""
     nt = pytest.importorskip("norse.torch")
     from norse.torch.functional.lif import LIFParameters
+
     torch.manual_seed(2)
     p = LIFParameters(v_leak=torch.as_tensor(0.05), v_reset=torch.as_tensor(-0.1), v_th=torch.as_tensor(0.9))
     x = _x()
@@ -136,8 +165,13 @@ def test_heaviside_method_is_disabled(which):
         pytest.skip("norse is not installed")
     torch.manual_seed(3)
     x = _x((8, 5))
-    p = dict(tau_syn_inv=torch.as_tensor(200.0), tau_mem_inv=torch.as_tensor(100.0), v_leak=torch.as_tensor(0.0),
-             v_th=torch.as_tensor(1.0), v_reset=torch.as_tensor(0.0))
+    p = dict(
+        tau_syn_inv=torch.as_tensor(200.0),
+        tau_mem_inv=torch.as_tensor(100.0),
+        v_leak=torch.as_tensor(0.0),
+        v_th=torch.as_tensor(1.0),
+        v_reset=torch.as_tensor(0.0),
+    )
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     z_ref, v_ref, _ = _run_norse(step, xa, p, 0.001, "heaviside")
     sg, sa = norse_method("heaviside", 100.0)
@@ -156,13 +190,18 @@ def test_norse_method_mapping():
     k = 2.0
     name, a = norse_method("tanh", k)
     torch.testing.assert_close(surrogate_grad(name, x, a), 1 - torch.tanh(k * x) ** 2)
-    torch.testing.assert_close(surrogate_grad("erf", x, norse_method("heavi_erfc", k)[1]),
-                               2 * torch.exp(-(k * x) ** 2) / torch.pi ** 0.5)
-    torch.testing.assert_close(surrogate_grad("triangle", x, norse_method("triangle", 1.0)[1]),
-                               torch.relu(1 - x.abs()))
+    torch.testing.assert_close(
+        surrogate_grad("erf", x, norse_method("heavi_erfc", k)[1]), 2 * torch.exp(-((k * x) ** 2)) / torch.pi**0.5
+    )
+    torch.testing.assert_close(surrogate_grad("triangle", x, norse_method("triangle", 1.0)[1]), torch.relu(1 - x.abs()))
     torch.testing.assert_close(surrogate_grad("fast_sigmoid", x, 1.0), 1 / (x.abs() + 1) ** 2)
-    for method, alpha, match in (("triangle", 0.3, "alpha"), ("tanh", 1.0, "alpha"), ("circ", 1.0, "circ"),
-                                 ("adjoint", 1.0, "adjoint"), ("nope", 1.0, "nope")):
+    for method, alpha, match in (
+        ("triangle", 0.3, "alpha"),
+        ("tanh", 1.0, "alpha"),
+        ("circ", 1.0, "circ"),
+        ("adjoint", 1.0, "adjoint"),
+        ("nope", 1.0, "nope"),
+    ):
         with pytest.raises(ValueError, match=match):
             norse_method(method, alpha)
     with pytest.raises(TypeError, match="method"):
@@ -187,8 +226,10 @@ CASES = {
     "default": (False, dict()),
     "per_channel_seq": (True, dict(return_v="seq", v_reset=-0.1)),
     "detach_reset_atan": (True, dict(detach_reset=True, surrogate="atan", surrogate_alpha=3.0)),
-    "sigmoid_scalar_tensors": (False, dict(v_th=torch.tensor(0.9), tau_mem_inv=torch.tensor(90.0),
-                                          surrogate="sigmoid")),
+    "sigmoid_scalar_tensors": (
+        False,
+        dict(v_th=torch.tensor(0.9), tau_mem_inv=torch.tensor(90.0), surrogate="sigmoid"),
+    ),
     "erf_triangle_dt": (True, dict(dt=0.002, surrogate="triangle")),
 }
 
@@ -204,11 +245,15 @@ def test_matches_reference(case, given, dtype):
         kw.update(_coefs(dtype))
     kw = {k: (v.to(dtype) if torch.is_tensor(v) else v) for k, v in kw.items()}
     x = _x(dtype=dtype)
-    inits = [(torch.randn(SHAPE[1:]) * 0.5).to(dtype), (torch.randn(SHAPE[1:]) * 5).to(dtype)] if given \
-        else [None, None]
+    inits = (
+        [(torch.randn(SHAPE[1:]) * 0.5).to(dtype), (torch.randn(SHAPE[1:]) * 5).to(dtype)] if given else [None, None]
+    )
     seq = kw.get("return_v") == "seq"
-    up = [torch.randn(SHAPE, dtype=dtype), torch.randn(SHAPE if seq else SHAPE[1:], dtype=dtype),
-          torch.randn(SHAPE[1:], dtype=dtype)]
+    up = [
+        torch.randn(SHAPE, dtype=dtype),
+        torch.randn(SHAPE if seq else SHAPE[1:], dtype=dtype),
+        torch.randn(SHAPE[1:], dtype=dtype),
+    ]
     got, g_got = _both(ops.norse_lif, x, inits, kw, up)
     ref, g_ref = _both(reference.norse_lif, x, inits, kw, up)
     assert 0.02 < got[0].mean().item() < 0.8
@@ -303,12 +348,23 @@ def test_gradcheck_float64():
         raise AssertionError("no input away from the threshold")
 
     def fn(x, v0, i0, tsi, tmi, vl, vth):
-        _, v, i = ops.norse_lif(x, v0, i0, tau_syn_inv=tsi, tau_mem_inv=tmi, v_leak=vl, v_th=vth, v_reset=-0.1,
-                                surrogate="disabled", return_v="seq")
+        _, v, i = ops.norse_lif(
+            x,
+            v0,
+            i0,
+            tau_syn_inv=tsi,
+            tau_mem_inv=tmi,
+            v_leak=vl,
+            v_th=vth,
+            v_reset=-0.1,
+            surrogate="disabled",
+            return_v="seq",
+        )
         return v, i
 
-    inputs = tuple(t.clone().requires_grad_() for t in (x, v0, i0, co["tau_syn_inv"], co["tau_mem_inv"],
-                                                         co["v_leak"], co["v_th"]))
+    inputs = tuple(
+        t.clone().requires_grad_() for t in (x, v0, i0, co["tau_syn_inv"], co["tau_mem_inv"], co["v_leak"], co["v_th"])
+    )
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
@@ -323,8 +379,11 @@ def _fwd_args(save=None, grad=True, ret="seq", dtype=torch.float32):
     return neuron_mod.op_inputs(ops.norse_lif, x, v0, i0, save=save, return_v=ret, **kw)
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(save=True, ret="last"), dict(grad=False),
-                                     dict(save=True, dtype=torch.float16)], ids=["default", "saved", "nograd", "fp16"])
+@pytest.mark.parametrize(
+    "variant",
+    [dict(), dict(save=True, ret="last"), dict(grad=False), dict(save=True, dtype=torch.float16)],
+    ids=["default", "saved", "nograd", "fp16"],
+)
 def test_opcheck_neuron_fwd(variant):
     args = _fwd_args(**variant)
     assert args[8] == neuron_mod.MODELS["norse_lif"]

@@ -1,12 +1,22 @@
 """The custom ops torch.ops.spikeforge.neuron_fwd / neuron_bwd: opcheck, torch.compile(fullgraph=True), the
 eager fast path against the custom-op path, saved-H against recomputed-H backward, and the reference fallback."""
+
 import pytest
 import torch
 
 from spikeforge.testing import dyadic
 
-from neuron_helpers import (assert_grads_close, call, capture_cuda_graph, fwd_bwd, h_seq, make_w, ops,
-                            reference, upstream)
+from neuron_helpers import (
+    assert_grads_close,
+    call,
+    capture_cuda_graph,
+    fwd_bwd,
+    h_seq,
+    make_w,
+    ops,
+    reference,
+    upstream,
+)
 import spikeforge.ops.neuron as neuron_mod
 import spikeforge.ops._common as common_mod
 
@@ -14,14 +24,34 @@ RTOL32, ATOL32 = 1e-5, 1e-5  # see test_neuron.py
 KINDS = ("lif_tau2", "if", "plif", "plif_c")
 
 
-def _op_args(kind, x, v_init, w, *, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
-             surrogate="sigmoid", alpha=4.0, v_seq=False, save_h=False):
+def _op_args(
+    kind,
+    x,
+    v_init,
+    w,
+    *,
+    v_threshold=1.0,
+    v_reset=0.0,
+    decay_input=True,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=4.0,
+    v_seq=False,
+    save_h=False,
+):
     """Positional inputs of neuron_fwd for the same call as ops.<kind>(...) (built by the op itself)."""
-    kw = dict(v_threshold=v_threshold, v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
-              alpha=alpha, return_v="seq" if v_seq else "last")
+    kw = dict(
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=alpha,
+        return_v="seq" if v_seq else "last",
+    )
     if kind in ("lif_tau2", "lif_tau4"):
-        return neuron_mod.op_inputs(ops.lif, x, v_init, tau=2.0 if kind == "lif_tau2" else 4.0,
-                                    decay_input=decay_input, save=save_h, **kw)
+        return neuron_mod.op_inputs(
+            ops.lif, x, v_init, tau=2.0 if kind == "lif_tau2" else 4.0, decay_input=decay_input, save=save_h, **kw
+        )
     if kind == "if":
         return neuron_mod.op_inputs(ops.if_neuron, x, v_init, save=save_h, **kw)
     return neuron_mod.op_inputs(ops.plif, x, w, v_init, decay_input=decay_input, save=save_h, **kw)
@@ -33,24 +63,57 @@ def _op_args(kind, x, v_init, w, *, v_threshold=1.0, v_reset=0.0, decay_input=Tr
 def _fwd_arg_sets(device):
     def leaf(t):
         return t.to(device).requires_grad_()
+
     x4 = torch.randn(4, 2, 3, 5) + 0.5
     return {
         "lif_default": _op_args("lif_tau2", leaf(torch.randn(4, 2, 3) + 0.5), None, None),
-        "plif_channel_vseq_saveh": _op_args("plif_c", leaf(x4), leaf(torch.randn(2, 3, 5)),
-                                            leaf(torch.randn(3)), v_reset=-0.5, detach_reset=True,
-                                            surrogate="atan", alpha=2.0, v_seq=True, save_h=True),
-        "if_soft_vseq": _op_args("if", leaf(torch.randn(5, 7)), leaf(torch.randn(7)), None, v_threshold=0.5,
-                                 v_reset=None, surrogate="triangle", alpha=1.0, v_seq=True),
-        "plif_scalar_nodecay_soft": _op_args("plif", leaf(x4), None, leaf(torch.tensor(0.3)), v_reset=None,
-                                             decay_input=False, surrogate="erf", alpha=2.0),
-        "lif_fp16_saveh": _op_args("lif_tau2", leaf(torch.randn(3, 4, 8).half()), leaf(torch.randn(4, 8).half()),
-                                   None, surrogate="super_spike", alpha=1.0, save_h=True),
+        "plif_channel_vseq_saveh": _op_args(
+            "plif_c",
+            leaf(x4),
+            leaf(torch.randn(2, 3, 5)),
+            leaf(torch.randn(3)),
+            v_reset=-0.5,
+            detach_reset=True,
+            surrogate="atan",
+            alpha=2.0,
+            v_seq=True,
+            save_h=True,
+        ),
+        "if_soft_vseq": _op_args(
+            "if",
+            leaf(torch.randn(5, 7)),
+            leaf(torch.randn(7)),
+            None,
+            v_threshold=0.5,
+            v_reset=None,
+            surrogate="triangle",
+            alpha=1.0,
+            v_seq=True,
+        ),
+        "plif_scalar_nodecay_soft": _op_args(
+            "plif", leaf(x4), None, leaf(torch.tensor(0.3)), v_reset=None, decay_input=False, surrogate="erf", alpha=2.0
+        ),
+        "lif_fp16_saveh": _op_args(
+            "lif_tau2",
+            leaf(torch.randn(3, 4, 8).half()),
+            leaf(torch.randn(4, 8).half()),
+            None,
+            surrogate="super_spike",
+            alpha=1.0,
+            save_h=True,
+        ),
         "lif_no_grad": _op_args("lif_tau2", torch.randn(3, 6).to(device), None, None, v_seq=True),
     }
 
 
-FWD_CASES = ["lif_default", "plif_channel_vseq_saveh", "if_soft_vseq", "plif_scalar_nodecay_soft", "lif_fp16_saveh",
-             "lif_no_grad"]
+FWD_CASES = [
+    "lif_default",
+    "plif_channel_vseq_saveh",
+    "if_soft_vseq",
+    "plif_scalar_nodecay_soft",
+    "lif_fp16_saveh",
+    "lif_no_grad",
+]
 BWD_CASES = ["lif_recompute", "lif_vseq_vinit", "if_no_grad_v", "plif_saved_h", "plif_nodecay_h_only"]
 
 
@@ -77,18 +140,38 @@ def _bwd_arg_sets(device):
         saved = torch.ops.spikeforge.neuron_fwd(*fwd)[4]
         return neuron_mod.bwd_inputs(fwd, saved, gs, (grad_v, None, None), needs)
 
-    no, vi, vi_k, k = (False,) * 7, (True,) + (False,) * 6, (True, False, False, True, False, False, False), \
-        (False, False, False, True, False, False, False)
+    no, vi, vi_k, k = (
+        (False,) * 7,
+        (True,) + (False,) * 6,
+        (True, False, False, True, False, False, False),
+        (False, False, False, True, False, False, False),
+    )
     return {
         "lif_recompute": case(_op_args("lif_tau2", x, None, None), gv_last, no),
-        "lif_vseq_vinit": case(_op_args("lif_tau4", x, v_init, None, v_threshold=0.75, v_reset=-0.5,
-                                        decay_input=False, detach_reset=True, surrogate="atan", alpha=2.0,
-                                        v_seq=True), gv_seq, vi),
-        "if_no_grad_v": case(_op_args("if", x, v_init, None, v_reset=None, surrogate="triangle", alpha=1.0), None,
-                             vi),
+        "lif_vseq_vinit": case(
+            _op_args(
+                "lif_tau4",
+                x,
+                v_init,
+                None,
+                v_threshold=0.75,
+                v_reset=-0.5,
+                decay_input=False,
+                detach_reset=True,
+                surrogate="atan",
+                alpha=2.0,
+                v_seq=True,
+            ),
+            gv_seq,
+            vi,
+        ),
+        "if_no_grad_v": case(_op_args("if", x, v_init, None, v_reset=None, surrogate="triangle", alpha=1.0), None, vi),
         "plif_saved_h": case(_op_args("plif_c", x, v_init, w, save_h=True), gv_last, vi_k),
-        "plif_nodecay_h_only": case(_op_args("plif_c", x, None, w, decay_input=False, surrogate="erf", alpha=2.0,
-                                             v_seq=True, save_h=True), gv_seq, k),
+        "plif_nodecay_h_only": case(
+            _op_args("plif_c", x, None, w, decay_input=False, surrogate="erf", alpha=2.0, v_seq=True, save_h=True),
+            gv_seq,
+            k,
+        ),
     }
 
 
@@ -112,16 +195,21 @@ def test_fast_path_equals_custom_op(device, kind, return_v, save_h):
     for backward or recomputes it (float32)."""
     x = torch.randn(5, 2, 3, 4, device=device) + 0.5
     v_init = torch.randn(2, 3, 4, device=device) * 0.5
-    w = None if kind in ("lif_tau2", "if") else (torch.tensor(-0.4, device=device) if kind == "plif"
-                                                  else torch.randn(3, device=device))
+    w = (
+        None
+        if kind in ("lif_tau2", "if")
+        else (torch.tensor(-0.4, device=device) if kind == "plif" else torch.randn(3, device=device))
+    )
     gs, gv = upstream(x, return_v)
     kw = dict(v_reset=-0.5, surrogate="atan", alpha=3.0, detach_reset=False)
     fast = fwd_bwd(ops, kind, x, v_init, w, gs, gv, return_v=return_v, **kw)
-    leaves = [x.clone().requires_grad_(), v_init.clone().requires_grad_()] + \
-             ([w.clone().requires_grad_()] if w is not None else [])
+    leaves = [x.clone().requires_grad_(), v_init.clone().requires_grad_()] + (
+        [w.clone().requires_grad_()] if w is not None else []
+    )
     w_leaf = leaves[2] if w is not None else None
-    s, v, _, _, h = torch.ops.spikeforge.neuron_fwd(*_op_args(kind, leaves[0], leaves[1], w_leaf,
-                                                              v_seq=return_v == "seq", save_h=save_h, **kw))
+    s, v, _, _, h = torch.ops.spikeforge.neuron_fwd(
+        *_op_args(kind, leaves[0], leaves[1], w_leaf, v_seq=return_v == "seq", save_h=save_h, **kw)
+    )
     assert torch.equal(s.detach(), fast["s"]) and torch.equal(v.detach(), fast["v"])
     assert h.numel() == (x.numel() if save_h else 0)
     grads = torch.autograd.grad((s * gs).sum() + (v * gv).sum(), leaves)
@@ -198,6 +286,7 @@ def test_compile_aot_eager_matches_eager(device):
     def recording_backend(gm, example_inputs):
         graphs.append(str(gm.graph))
         from torch._dynamo.backends.debugging import aot_eager
+
         return aot_eager(gm, example_inputs)
 
     torch._dynamo.reset()
@@ -270,8 +359,15 @@ def test_fallback_to_reference(monkeypatch, kind, how):
     v_init = dyadic((2, 3, 4), -8, 8)
     w = make_w(kind, 3)
     gs, gv = upstream(x, "seq")
-    kw = dict(v_threshold=0.75, v_reset=None, decay_input=False, detach_reset=True, surrogate="super_spike",
-              alpha=2.5, return_v="seq")
+    kw = dict(
+        v_threshold=0.75,
+        v_reset=None,
+        decay_input=False,
+        detach_reset=True,
+        surrogate="super_spike",
+        alpha=2.5,
+        return_v="seq",
+    )
     native_res = fwd_bwd(ops, kind, x, v_init, w, gs, gv, **kw)
     ref_res = fwd_bwd(reference, kind, x, v_init, w, gs, gv, **kw)
     if how == "no_device_support":

@@ -7,33 +7,66 @@ float16 / bfloat16 the kernels keep states and arithmetic in float32, which is t
 on the rounded inputs: outputs are compared bitwise after rounding. Gradients are sums over time in another
 order: compared with a tolerance relative to the gradient's scale.
 """
+
 import itertools
 
 import pytest
 import torch
 
-from zoo_helpers import SJ_MODELS, SNN_MODELS, SPECS, assert_grads_close, assert_same_forward, ops, reference, run, \
-    upstream_grads
+from zoo_helpers import (
+    SJ_MODELS,
+    SNN_MODELS,
+    SPECS,
+    assert_grads_close,
+    assert_same_forward,
+    ops,
+    reference,
+    run,
+    upstream_grads,
+)
 
 SHAPE = (10, 2, 3, 2, 4)  # [T, B, C, H, W]: per-channel coefficients have C = 3 entries, per-W ones 4
 RTOL32, ATOL32 = 1e-5, 1e-5
 RTOL64, ATOL64 = 1e-10, 1e-10
 
-SJ_SURROGATES = (("sigmoid", None), ("atan", 3.0), ("erf", None), ("super_spike", 1.5), ("soft_sign", None),
-                 ("piecewise_exp", 2.0), ("triangle", 0.5), ("rect", 0.5))
+SJ_SURROGATES = (
+    ("sigmoid", None),
+    ("atan", 3.0),
+    ("erf", None),
+    ("super_spike", 1.5),
+    ("soft_sign", None),
+    ("piecewise_exp", 2.0),
+    ("triangle", 0.5),
+    ("rect", 0.5),
+)
 # snnTorch's functions with their parameters (surrogate, surrogate_alpha, surrogate_beta); parameters kept
 # where BPTT's products of (1 - thr g') stay moderate over T steps, so that the gradients are well conditioned
-SNN_SURROGATES = (("atan", None, None), ("fast_sigmoid", None, None), ("sigmoid", 5.0, None),
-                  ("snntorch_triangular", 0.5, None), ("straight_through", None, None),
-                  ("spike_rate_escape", 1.0, 2.0), ("heaviside", None, None), ("fast_sigmoid", 10.0, None),
-                  ("atan", 1.0, None), ("disabled", None, None), ("sigmoid", None, None))
+SNN_SURROGATES = (
+    ("atan", None, None),
+    ("fast_sigmoid", None, None),
+    ("sigmoid", 5.0, None),
+    ("snntorch_triangular", 0.5, None),
+    ("straight_through", None, None),
+    ("spike_rate_escape", 1.0, 2.0),
+    ("heaviside", None, None),
+    ("fast_sigmoid", 10.0, None),
+    ("atan", 1.0, None),
+    ("disabled", None, None),
+    ("sigmoid", None, None),
+)
 LAYOUTS = ("float", "scalar", "last", "channel", "neuron", "pattern", "clamped")
 
 
 def _x(name, shape, dtype=torch.float32, gen=None):
     """Inputs that make every model fire in a fair share of its steps (and not fire in the others)."""
-    mean, std = {"alif": (0.7, 1.0), "ilif": (0.8, 1.5), "ternary_lif": (0.0, 1.6), "leaky": (0.35, 0.6),
-                 "synaptic": (0.12, 0.4), "alpha_neuron": (0.25, 0.8)}[name]
+    mean, std = {
+        "alif": (0.7, 1.0),
+        "ilif": (0.8, 1.5),
+        "ternary_lif": (0.0, 1.6),
+        "leaky": (0.35, 0.6),
+        "synaptic": (0.12, 0.4),
+        "alpha_neuron": (0.25, 0.8),
+    }[name]
     return (torch.randn(shape, generator=gen) * std + mean).to(dtype)
 
 
@@ -53,8 +86,14 @@ def _coef(layout, shape, lo, hi, dtype=torch.float32):
     B, C, H, W = shape[1:]
     if layout == "float":
         return float(torch.empty(()).uniform_(lo, hi))
-    size = {"scalar": (), "last": (W,), "channel": (C, 1, 1), "neuron": (B, C, H, W), "pattern": (C, 1, W),
-            "clamped": (B, C, H, W)}[layout]
+    size = {
+        "scalar": (),
+        "last": (W,),
+        "channel": (C, 1, 1),
+        "neuron": (B, C, H, W),
+        "pattern": (C, 1, W),
+        "clamped": (B, C, H, W),
+    }[layout]
     t = torch.empty(size).uniform_(lo, hi)
     return t.to(dtype)
 
@@ -97,18 +136,35 @@ def _check(name, x, inits, kw, *, rtol=RTOL32, atol=ATOL32, fires=True):
 # ------------------------------------------------------------------------------------------------
 def _alif_cases():
     out = []
-    for i, (v_reset, decay, detach, ret, given) in enumerate(itertools.product(
-            (None, 0.0, -0.3), (True, False), (False, True), ("last", "seq"), (False, True))):
+    for i, (v_reset, decay, detach, ret, given) in enumerate(
+        itertools.product((None, 0.0, -0.3), (True, False), (False, True), ("last", "seq"), (False, True))
+    ):
         sur, alpha = SJ_SURROGATES[i % len(SJ_SURROGATES)]
         tau = (2.0, 1.5, 3.0)[i % 3]
         beta_a, rho = ((1.8, 0.9), (0.5, 0.6), (-0.3, 0.95), (2.5, 0.0), (1.0, 1.0))[i % 5]
         vth = (1.0, 0.8)[(i // 5) % 2]
-        kw = dict(tau=tau, v_threshold=vth, v_reset=v_reset, beta_a=beta_a, rho=rho, decay_input=decay,
-                  detach_reset=detach, surrogate=sur, alpha=alpha, return_v=ret)
-        out.append(pytest.param(kw, given, id=f"{i}-vr{v_reset}-{'decay' if decay else 'nodecay'}-"
-                                                f"{'detach' if detach else 'nodetach'}-{ret}-"
-                                                f"{'init' if given else 'noinit'}"
-                                                f"-{sur}-tau{tau}-ba{beta_a}-rho{rho}"))
+        kw = dict(
+            tau=tau,
+            v_threshold=vth,
+            v_reset=v_reset,
+            beta_a=beta_a,
+            rho=rho,
+            decay_input=decay,
+            detach_reset=detach,
+            surrogate=sur,
+            alpha=alpha,
+            return_v=ret,
+        )
+        out.append(
+            pytest.param(
+                kw,
+                given,
+                id=f"{i}-vr{v_reset}-{'decay' if decay else 'nodecay'}-"
+                f"{'detach' if detach else 'nodetach'}-{ret}-"
+                f"{'init' if given else 'noinit'}"
+                f"-{sur}-tau{tau}-ba{beta_a}-rho{rho}",
+            )
+        )
     return out
 
 
@@ -120,17 +176,24 @@ def test_alif_matches_reference(kw, given):
 
 def _ilif_cases():
     out = []
-    for i, (tau, decay, detach, ret, given) in enumerate(itertools.product(
-            (2.0, 4.0 / 3.0, None), (True, False), (False, True), ("last", "seq"), (False, True))):
+    for i, (tau, decay, detach, ret, given) in enumerate(
+        itertools.product((2.0, 4.0 / 3.0, None), (True, False), (False, True), ("last", "seq"), (False, True))
+    ):
         if tau is None and decay:
             continue  # decay_input has no meaning without a leak
         D = (4, 1, 2, 7, 3)[i % 5]
         vth = (1.0, 0.6, 1.7)[i % 3]
         kw = dict(D=D, tau=tau, v_threshold=vth, decay_input=decay, detach_reset=detach, return_v=ret)
-        out.append(pytest.param(kw, given, id=f"{i}-tau{tau}-{'decay' if decay else 'nodecay'}-"
-                                                f"{'detach' if detach else 'nodetach'}-{ret}-"
-                                                f"{'init' if given else 'noinit'}"
-                                                f"-D{D}-vth{vth}"))
+        out.append(
+            pytest.param(
+                kw,
+                given,
+                id=f"{i}-tau{tau}-{'decay' if decay else 'nodecay'}-"
+                f"{'detach' if detach else 'nodetach'}-{ret}-"
+                f"{'init' if given else 'noinit'}"
+                f"-D{D}-vth{vth}",
+            )
+        )
     return out
 
 
@@ -178,19 +241,35 @@ def test_ilif_without_decay_input_charges_as_spikingjelly_ilifnode(tau, dtype):
 
 def _ternary_cases():
     out = []
-    for i, (tau, v_reset, decay, detach, two_sided) in enumerate(itertools.product(
-            (2.0, 1.75, None), (0.0, -0.25, None), (True, False), (False, True), (False, True))):
+    for i, (tau, v_reset, decay, detach, two_sided) in enumerate(
+        itertools.product((2.0, 1.75, None), (0.0, -0.25, None), (True, False), (False, True), (False, True))
+    ):
         if tau is None and decay:
             continue
         sur, alpha = SJ_SURROGATES[i % len(SJ_SURROGATES)]
         ret = ("last", "seq")[i % 2]
         given = (i // 2) % 2 == 1
         vth = (1.0, 0.7)[(i // 3) % 2]
-        kw = dict(tau=tau, v_threshold=vth, v_reset=v_reset, decay_input=decay, detach_reset=detach,
-                  surrogate=sur, alpha=alpha, two_sided=two_sided, return_v=ret)
-        out.append(pytest.param(kw, given, id=f"{i}-tau{tau}-vr{v_reset}-{'decay' if decay else 'nodecay'}-"
-                                                f"{'detach' if detach else 'nodetach'}-"
-                                                f"{'two' if two_sided else 'one'}sided-{sur}-{ret}-vth{vth}"))
+        kw = dict(
+            tau=tau,
+            v_threshold=vth,
+            v_reset=v_reset,
+            decay_input=decay,
+            detach_reset=detach,
+            surrogate=sur,
+            alpha=alpha,
+            two_sided=two_sided,
+            return_v=ret,
+        )
+        out.append(
+            pytest.param(
+                kw,
+                given,
+                id=f"{i}-tau{tau}-vr{v_reset}-{'decay' if decay else 'nodecay'}-"
+                f"{'detach' if detach else 'nodetach'}-"
+                f"{'two' if two_sided else 'one'}sided-{sur}-{ret}-vth{vth}",
+            )
+        )
     return out
 
 
@@ -214,9 +293,20 @@ def _snn_cases(name):
     for i, (reset, delay, layout, ret) in enumerate(itertools.product(resets, delays, layouts, ("last", "seq"))):
         sur, sa, sb = SNN_SURROGATES[i % len(SNN_SURROGATES)]
         given = (i // 3) % 2 == 1
-        out.append(pytest.param(reset, delay, layout, ret, given, sur, sa, sb,
-                                id=f"{i}-{reset}-{'delay' if delay else 'nodelay'}-{layout}-{ret}-"
-                                   f"{'init' if given else 'noinit'}-{sur}{sa if sa is not None else ''}"))
+        out.append(
+            pytest.param(
+                reset,
+                delay,
+                layout,
+                ret,
+                given,
+                sur,
+                sa,
+                sb,
+                id=f"{i}-{reset}-{'delay' if delay else 'nodelay'}-{layout}-{ret}-"
+                f"{'init' if given else 'noinit'}-{sur}{sa if sa is not None else ''}",
+            )
+        )
     return out
 
 
@@ -277,8 +367,9 @@ def test_disabled_surrogate_passes_no_gradient_through_spikes(name):
     dis = run(ops, name, x, {}, dict(kw, surrogate="disabled"), grads)
     states = run(ops, name, x, {}, dict(kw, surrogate="atan"), only_states)
     assert torch.equal(dis["g_x"], states["g_x"])
-    spikes_only = run(ops, name, x, {}, dict(kw, surrogate="disabled"),
-                      [grads[0]] + [torch.zeros_like(g) for g in grads[1:]])
+    spikes_only = run(
+        ops, name, x, {}, dict(kw, surrogate="disabled"), [grads[0]] + [torch.zeros_like(g) for g in grads[1:]]
+    )
     assert not spikes_only["g_x"].any()
 
 
@@ -288,14 +379,20 @@ def test_disabled_surrogate_passes_no_gradient_through_spikes(name):
 # One representative call per model with non-default options everywhere (per-neuron coefficients).
 def _representative(name, shape=SHAPE, dtype=torch.float32, layout="neuron"):
     if name == "alif":
-        return dict(tau=1.5, v_threshold=0.8, v_reset=None, beta_a=0.7, rho=0.8, surrogate="atan", alpha=3.0,
-                    return_v="seq")
+        return dict(
+            tau=1.5, v_threshold=0.8, v_reset=None, beta_a=0.7, rho=0.8, surrogate="atan", alpha=3.0, return_v="seq"
+        )
     if name == "ilif":
         return dict(D=3, tau=4.0 / 3.0, v_threshold=0.7, decay_input=False, return_v="seq")
     if name == "ternary_lif":
         return dict(tau=1.75, v_threshold=0.9, v_reset=-0.2, surrogate="erf", two_sided=True, return_v="seq")
-    kw = dict(_snn_kw(name, layout, shape, dtype), reset_mechanism="subtract", surrogate="fast_sigmoid",
-              surrogate_alpha=5.0, return_mem="seq")
+    kw = dict(
+        _snn_kw(name, layout, shape, dtype),
+        reset_mechanism="subtract",
+        surrogate="fast_sigmoid",
+        surrogate_alpha=5.0,
+        return_mem="seq",
+    )
     if name != "alpha_neuron":
         kw["reset_delay"] = False
     return kw
@@ -342,8 +439,7 @@ def test_half_precision_is_float32_rounded(name, dtype):
     kw = _representative(name)  # float32 coefficients
     grads = upstream_grads(name, x, kw)
     got = run(ops, name, x, inits, kw, grads)
-    want = run(reference, name, x.float(), {k: v.float() for k, v in inits.items()}, kw,
-               [g.float() for g in grads])
+    want = run(reference, name, x.float(), {k: v.float() for k, v in inits.items()}, kw, [g.float() for g in grads])
     want_rounded = {"out": [o.to(dtype) for o in want["out"]]}
     assert [o.dtype for o in got["out"]] == [dtype] * len(got["out"])
     assert_same_forward(got, want_rounded, name)
@@ -355,8 +451,9 @@ def test_half_precision_is_float32_rounded(name, dtype):
         assert a.shape == b.shape, key
         assert a.dtype == (dtype if key[2:] == "x" or key[2:].endswith("init") else b.dtype), (key, a.dtype)
         scale = max(1.0, b.abs().max().item())
-        torch.testing.assert_close(a.float(), b.float(), rtol=HALF_TOL * eps, atol=HALF_TOL * eps * scale,
-                                   msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(
+            a.float(), b.float(), rtol=HALF_TOL * eps, atol=HALF_TOL * eps * scale, msg=lambda m: f"{key}: {m}"
+        )
 
 
 @pytest.mark.parametrize("ret", ["last", "seq"])
@@ -421,8 +518,11 @@ def test_empty_with_per_neuron_coefficients(name, shape):
     expected 1"); their gradients are zeros of their own shapes."""
     x = torch.randn(shape)
     third = "graded_spikes_factor" if name == "leaky" else "alpha"
-    kw = {"beta": torch.rand(shape[-1]) * 0.2 + 0.6, "threshold": torch.rand(shape[1:]) + 0.5,
-          third: torch.rand(2, 1) * 0.05 + 0.9}
+    kw = {
+        "beta": torch.rand(shape[-1]) * 0.2 + 0.6,
+        "threshold": torch.rand(shape[1:]) + 0.5,
+        third: torch.rand(2, 1) * 0.05 + 0.9,
+    }
     grads = upstream_grads(name, x, kw)
     got = run(ops, name, x, {}, kw, grads)
     want = run(reference, name, x, {}, kw, grads)

@@ -1,6 +1,7 @@
 """The newer neuron ops and modules with bad inputs (a clear TypeError / ValueError naming the public argument,
 nothing changed), determinism (thread counts, repeated runs), and the modules nn.ALIF / nn.ILIF /
 nn.TernaryLIF against the ops (step modes, chunked sequences, state)."""
+
 import re
 
 import pytest
@@ -98,17 +99,28 @@ BAD = [
 ]
 # x_seq itself, for every op
 for _name in SJ_MODELS + SNN_MODELS:
-    _kw = {"leaky": dict(beta=0.9), "synaptic": dict(alpha=0.5, beta=0.9),
-           "alpha_neuron": dict(alpha=0.9, beta=0.8)}.get(_name, {})
-    BAD += [(_name, "int", _kw, TypeError, "x_seq"), (_name, "0-dim", _kw, ValueError, "x_seq"),
-            (_name, "list", _kw, TypeError, "x_seq")]
+    _kw = {
+        "leaky": dict(beta=0.9),
+        "synaptic": dict(alpha=0.5, beta=0.9),
+        "alpha_neuron": dict(alpha=0.9, beta=0.8),
+    }.get(_name, {})
+    BAD += [
+        (_name, "int", _kw, TypeError, "x_seq"),
+        (_name, "0-dim", _kw, ValueError, "x_seq"),
+        (_name, "list", _kw, TypeError, "x_seq"),
+    ]
 
 
 def _bad_id(case):
     name, args, kw, exc, arg = case
     # a tensor is named by its shape, not its (random) values: ids stay the same from run to run
-    what = args if isinstance(args, str) else ",".join(
-        (f"{k}=tensor{list(v.shape)}" if torch.is_tensor(v) else f"{k}={v!r}")[:24] for k, v in kw.items())
+    what = (
+        args
+        if isinstance(args, str)
+        else ",".join(
+            (f"{k}=tensor{list(v.shape)}" if torch.is_tensor(v) else f"{k}={v!r}")[:24] for k, v in kw.items()
+        )
+    )
     return f"{name}-{arg}-{what}"
 
 
@@ -147,10 +159,16 @@ def test_bad_argument_is_a_clear_error(case):
 
 
 def test_counts_to_binary_bad_inputs():
-    for s, D, exc, arg in [([1], 2, TypeError, "s"), (torch.ones(3), 0, ValueError, "D"),
-                           (torch.ones(3), 2.0, TypeError, "D"), (torch.tensor([0.5]), 2, ValueError, "s"),
-                           (torch.tensor([-1.0]), 2, ValueError, "s"), (torch.tensor([3.0]), 2, ValueError, "s"),
-                           (torch.tensor([NAN]), 2, ValueError, "s"), (torch.tensor([3]), 2, ValueError, "s")]:
+    for s, D, exc, arg in [
+        ([1], 2, TypeError, "s"),
+        (torch.ones(3), 0, ValueError, "D"),
+        (torch.ones(3), 2.0, TypeError, "D"),
+        (torch.tensor([0.5]), 2, ValueError, "s"),
+        (torch.tensor([-1.0]), 2, ValueError, "s"),
+        (torch.tensor([3.0]), 2, ValueError, "s"),
+        (torch.tensor([NAN]), 2, ValueError, "s"),
+        (torch.tensor([3]), 2, ValueError, "s"),
+    ]:
         with pytest.raises(exc, match=rf"^{arg}\b"):
             ops.counts_to_binary(s, D)
 
@@ -168,10 +186,13 @@ def test_inputs_are_not_modified(name):
     """A successful call (forward and backward) leaves x, the initial states and the coefficients as they were."""
     x = torch.randn(6, 2, 3) + 0.5
     inits = {n: torch.randn(2, 3).abs() for n in SPECS[name]["inits"]}
-    kw = {"leaky": dict(beta=torch.rand(3) * 0.3 + 0.6, threshold=torch.rand(2, 1) + 0.5,
-                        graded_spikes_factor=torch.rand(3) + 0.5),
-          "synaptic": dict(alpha=torch.rand(3) * 0.3 + 0.5, beta=torch.rand(3) * 0.3 + 0.6),
-          "alpha_neuron": dict(alpha=torch.rand(3) * 0.05 + 0.9, beta=torch.rand(3) * 0.2 + 0.6)}.get(name, {})
+    kw = {
+        "leaky": dict(
+            beta=torch.rand(3) * 0.3 + 0.6, threshold=torch.rand(2, 1) + 0.5, graded_spikes_factor=torch.rand(3) + 0.5
+        ),
+        "synaptic": dict(alpha=torch.rand(3) * 0.3 + 0.5, beta=torch.rand(3) * 0.3 + 0.6),
+        "alpha_neuron": dict(alpha=torch.rand(3) * 0.05 + 0.9, beta=torch.rand(3) * 0.2 + 0.6),
+    }.get(name, {})
     before = x.clone(), {k: v.clone() for k, v in inits.items()}, {k: v.clone() for k, v in kw.items()}
     run(ops, name, x, inits, kw, upstream_grads(name, x, kw))
     assert torch.equal(x, before[0])
@@ -184,12 +205,21 @@ def test_inputs_are_not_modified(name):
 def _noncontiguous_case(name):
     x = (torch.randn(5, 4, 6) + 0.5).transpose(1, 2)  # [T, 6, 4], not contiguous
     inits = {n: torch.randn(4, 6).t().abs() for n in SPECS[name]["inits"]}
-    kw = {"leaky": dict(beta=(torch.rand(4, 6) * 0.3 + 0.6).t(), threshold=(torch.rand(4) + 0.5).expand(6, 4),
-                        graded_spikes_factor=torch.rand(8)[::2] + 0.5, return_mem="seq"),
-          "synaptic": dict(alpha=(torch.rand(4, 6) * 0.3 + 0.5).t(), beta=torch.rand(6, 1).expand(6, 4) * 0.3 + 0.6,
-                           return_mem="seq"),
-          "alpha_neuron": dict(alpha=torch.rand(8)[::2] * 0.05 + 0.9, beta=(torch.rand(4, 6) * 0.2 + 0.6).t()),
-          "alif": dict(return_v="seq"), "ilif": dict(D=2), "ternary_lif": dict(v_reset=None)}[name]
+    kw = {
+        "leaky": dict(
+            beta=(torch.rand(4, 6) * 0.3 + 0.6).t(),
+            threshold=(torch.rand(4) + 0.5).expand(6, 4),
+            graded_spikes_factor=torch.rand(8)[::2] + 0.5,
+            return_mem="seq",
+        ),
+        "synaptic": dict(
+            alpha=(torch.rand(4, 6) * 0.3 + 0.5).t(), beta=torch.rand(6, 1).expand(6, 4) * 0.3 + 0.6, return_mem="seq"
+        ),
+        "alpha_neuron": dict(alpha=torch.rand(8)[::2] * 0.05 + 0.9, beta=(torch.rand(4, 6) * 0.2 + 0.6).t()),
+        "alif": dict(return_v="seq"),
+        "ilif": dict(D=2),
+        "ternary_lif": dict(v_reset=None),
+    }[name]
     return x, inits, kw
 
 
@@ -200,8 +230,11 @@ def test_non_contiguous_inputs(name):
     x, inits, kw = _noncontiguous_case(name)
     grads = upstream_grads(name, x, kw)
     got = getattr(ops, name)(x, *[inits[n] for n in SPECS[name]["inits"]], **kw)
-    want = getattr(ops, name)(x.contiguous(), *[inits[n].contiguous() for n in SPECS[name]["inits"]],
-                              **{k: (v.contiguous() if torch.is_tensor(v) else v) for k, v in kw.items()})
+    want = getattr(ops, name)(
+        x.contiguous(),
+        *[inits[n].contiguous() for n in SPECS[name]["inits"]],
+        **{k: (v.contiguous() if torch.is_tensor(v) else v) for k, v in kw.items()},
+    )
     for a, b in zip(got, want):
         assert torch.equal(a, b)
     g = run(ops, name, x, inits, kw, grads)
@@ -216,13 +249,16 @@ def test_non_contiguous_inputs(name):
 def test_meta_tensors_get_shapes(name):
     """Meta tensors (shape inference) run the op's fake: outputs of the right shapes, no value is read."""
     x = torch.empty(6, 3, 5, device="meta")
-    kw = {"leaky": dict(beta=torch.empty(5, device="meta"), threshold=torch.empty(3, 1, device="meta")),
-          "synaptic": dict(alpha=torch.empty(5, device="meta"), beta=0.9),
-          "alpha_neuron": dict(alpha=torch.empty(5, device="meta"), beta=torch.empty(5, device="meta"))}.get(name, {})
+    kw = {
+        "leaky": dict(beta=torch.empty(5, device="meta"), threshold=torch.empty(3, 1, device="meta")),
+        "synaptic": dict(alpha=torch.empty(5, device="meta"), beta=0.9),
+        "alpha_neuron": dict(alpha=torch.empty(5, device="meta"), beta=torch.empty(5, device="meta")),
+    }.get(name, {})
     kw[SPECS[name]["ret"]] = "seq"
     out = getattr(ops, name)(x, **kw)
-    want = [tuple(x.shape)] + [tuple(x.shape) if k == SPECS[name]["seq"] else tuple(x.shape[1:])
-                               for k in range(1, len(SPECS[name]["outs"]))]
+    want = [tuple(x.shape)] + [
+        tuple(x.shape) if k == SPECS[name]["seq"] else tuple(x.shape[1:]) for k in range(1, len(SPECS[name]["outs"]))
+    ]
     assert [tuple(o.shape) for o in out] == want and all(o.is_meta for o in out)
 
 
@@ -275,14 +311,14 @@ def test_module_step_mode_s_equals_m_and_chunks_keep_the_graph(mod):
     """step_mode 's' over T steps, and 'm' over two chunks without a reset, equal one multi-step call: spikes,
     states and the gradients of the input (the state carries its graph between calls)."""
     cls, name, kw = MODULES[mod]
-    x = (torch.randn(8, 2, 3) + 0.5)
+    x = torch.randn(8, 2, 3) + 0.5
     gs = torch.randn_like(x)
     gv = torch.randn(2, 3)
 
     def grads_of(f):
         xl = x.clone().requires_grad_()
         s, v = f(xl)
-        g, = torch.autograd.grad((s * gs).sum() + (v * gv).sum(), [xl])
+        (g,) = torch.autograd.grad((s * gs).sum() + (v * gv).sum(), [xl])
         return s.detach(), v.detach(), g
 
     def one_call(xl):
@@ -375,22 +411,38 @@ def _det_case(name, layout):
     x = torch.randn((T,) + shape) * 0.8 + 0.4
     inits = {n: torch.randn(shape).abs() * 0.5 for n in SPECS[name]["inits"]}
     per = (shape[1],) if layout == "per_neuron" else ()
-    kw = {"alif": dict(tau=1.5, beta_a=0.7, rho=0.8, surrogate="atan", return_v="seq"),
-          "ilif": dict(D=3, tau=1.5, decay_input=False, return_v="seq"),
-          "ternary_lif": dict(tau=1.75, two_sided=True, return_v="seq"),
-          "leaky": dict(beta=torch.rand(per) * 0.3 + 0.6, threshold=torch.rand(per) * 0.4 + 0.8,
-                        graded_spikes_factor=torch.rand(per) + 0.5, reset_delay=False, return_mem="seq"),
-          "synaptic": dict(alpha=torch.rand(per) * 0.3 + 0.5, beta=torch.rand(per) * 0.3 + 0.6,
-                           threshold=torch.rand(per) * 0.4 + 0.8, return_mem="seq"),
-          "alpha_neuron": dict(alpha=torch.rand(per) * 0.05 + 0.9, beta=torch.rand(per) * 0.2 + 0.6,
-                               threshold=torch.rand(per) * 0.4 + 0.8, reset_mechanism="subtract",
-                               return_mem="seq")}[name]
+    kw = {
+        "alif": dict(tau=1.5, beta_a=0.7, rho=0.8, surrogate="atan", return_v="seq"),
+        "ilif": dict(D=3, tau=1.5, decay_input=False, return_v="seq"),
+        "ternary_lif": dict(tau=1.75, two_sided=True, return_v="seq"),
+        "leaky": dict(
+            beta=torch.rand(per) * 0.3 + 0.6,
+            threshold=torch.rand(per) * 0.4 + 0.8,
+            graded_spikes_factor=torch.rand(per) + 0.5,
+            reset_delay=False,
+            return_mem="seq",
+        ),
+        "synaptic": dict(
+            alpha=torch.rand(per) * 0.3 + 0.5,
+            beta=torch.rand(per) * 0.3 + 0.6,
+            threshold=torch.rand(per) * 0.4 + 0.8,
+            return_mem="seq",
+        ),
+        "alpha_neuron": dict(
+            alpha=torch.rand(per) * 0.05 + 0.9,
+            beta=torch.rand(per) * 0.2 + 0.6,
+            threshold=torch.rand(per) * 0.4 + 0.8,
+            reset_mechanism="subtract",
+            return_mem="seq",
+        ),
+    }[name]
     return x, inits, kw
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("name,layout", [(n, "scalar") for n in SJ_MODELS + SNN_MODELS] +
-                         [(n, "per_neuron") for n in SNN_MODELS])
+@pytest.mark.parametrize(
+    "name,layout", [(n, "scalar") for n in SJ_MODELS + SNN_MODELS] + [(n, "per_neuron") for n in SNN_MODELS]
+)
 def test_bitwise_across_thread_counts_and_runs(name, layout, dtype):
     """Chunking depends on N only and coefficient gradients are reduced in a fixed order: 1, 2 and 3 threads,
     and a repeated run, give bitwise-identical outputs and gradients (coefficients included)."""

@@ -9,6 +9,7 @@ multiplies, as the reference does ((dY W) * mask: NaN outside the mask where dY 
 attention ops' torch composition (K^T V first for SSA). Finite values are dyadic, so the finite entries
 must agree to the last bit as well.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,7 @@ def poke(t, values):
     """t with the given values written at random distinct positions (a copy)."""
     t = t.clone()
     flat = t.view(-1)
-    at = torch.randperm(flat.numel())[:len(values)].to(t.device)
+    at = torch.randperm(flat.numel())[: len(values)].to(t.device)
     flat[at] = torch.tensor(values, dtype=t.dtype, device=t.device)
     return t
 
@@ -156,11 +157,11 @@ def test_linear_overflowing_finite_weights():
 # spike_conv2d
 # --------------------------------------------------------------------------------------------
 CONV_CASES = [  # (Cin, Cout, kernel, stride, padding, dilation, groups, H, W)
-    (3, 8, 3, 1, 1, 1, 1, 9, 9),            # list kernels, padding 1
+    (3, 8, 3, 1, 1, 1, 1, 9, 9),  # list kernels, padding 1
     (4, 6, (1, 3), (2, 1), (0, 2), 1, 2, 8, 7),  # scatter kernels (grouped)
     (6, 6, 3, 2, 2, 2, 3, 11, 10),
     (2, 4, (3, 2), 1, 0, (1, 3), 1, 7, 9),  # no padding
-    (2, 3, 3, 1, 1, 1, 1, 120, 90),         # a map too large for the list kernels: scatter, groups 1
+    (2, 3, 3, 1, 1, 1, 1, 120, 90),  # a map too large for the list kernels: scatter, groups 1
 ]
 
 
@@ -216,8 +217,9 @@ def test_conv2d_nonfinite_threads_and_mask(groups):
     out = []
     for nt in (1, 2):
         torch.set_num_threads(nt)
-        got = run(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, 1, groups, mode="sparse", grad_mask=mask),
-                  [s, w], gy)
+        got = run(
+            lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, 1, groups, mode="sparse", grad_mask=mask), [s, w], gy
+        )
         for a, r in zip(got, want):
             assert_same(a, r)
         out.append(got)
@@ -303,13 +305,22 @@ def test_reduce_attention_cpu_kernel_nonfinite(reduce_tokens):
 def test_nonfinite_workspace_is_checked():
     """The CUDA flag workspace (int64 [1]) is checked on every device, like the other workspaces."""
     from spikeforge._native import native
+
     s, w, y = torch.zeros(4, 10), torch.zeros(3, 10), torch.zeros(4, 3)
     native.spike_linear_forward(s, w, None, y, None, 1, 0, torch.zeros(1, dtype=torch.int64))
     with pytest.raises(ValueError, match="nonfinite must be int64"):
         native.spike_linear_forward(s, w, None, y, None, 1, 0, torch.zeros(1))
     with pytest.raises(ValueError, match="nonfinite"):
-        native.spike_linear_grad_input_masked(torch.zeros(4, 1, dtype=torch.int64), y, w, torch.zeros(4, 10), None,
-                                              1, 0, torch.zeros(2, dtype=torch.int64))
+        native.spike_linear_grad_input_masked(
+            torch.zeros(4, 1, dtype=torch.int64),
+            y,
+            w,
+            torch.zeros(4, 10),
+            None,
+            1,
+            0,
+            torch.zeros(2, dtype=torch.int64),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,8 +331,13 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_property_nonfinite_like_dense(data):
     """spike_linear and spike_conv2d (mode="sparse", CPU) against the dense computation over drawn sizes,
@@ -350,11 +366,11 @@ def test_property_nonfinite_like_dense(data):
         w = dyadic((N, K), -16, 16, 16)
         dense, fn = F.linear, (lambda s_, w_: ops.spike_linear(s_, w_, mode="sparse"))
     if bad_w:
-        w = poke(w, bad_w[:w.numel()])
+        w = poke(w, bad_w[: w.numel()])
     if bad_s and kind == "float":
-        s = poke(s, bad_s[:s.numel()])
+        s = poke(s, bad_s[: s.numel()])
     gy = dyadic(dense(s, w).shape, -8, 8, 16)
     if bad_g:
-        gy = poke(gy, bad_g[:gy.numel()])
+        gy = poke(gy, bad_g[: gy.numel()])
     for a, r, name in zip(run(fn, [s, w], gy), run(dense, [s, w], gy), ("y", "grad_s", "grad_w")):
         assert_same(a, r, name)

@@ -16,6 +16,7 @@ differ by ulps, so they are compared with tolerances.
 Budget: examples per family are bounded and the run is derandomized (the same examples on every CI
 run); the whole module takes a few seconds.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,13 @@ from hypothesis import strategies as st  # noqa: E402
 from spikeforge import ops, reference  # noqa: E402
 from spikeforge.reference.surrogate import SURROGATES  # noqa: E402
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 HALF = (torch.float16, torch.bfloat16)
 W_QUARTER = -math.log(3.0)  # sigmoid = 1/4 exactly in float32 (tests/neuron_helpers.py checks it)
@@ -112,8 +118,11 @@ def assert_grads_close(got, want, dtype):
         if w is None:
             continue
         assert g is not None and g.shape == w.shape
-        tol = dict(rtol=2e-2, atol=2e-2) if dtype in HALF else (
-            dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4))
+        tol = (
+            dict(rtol=2e-2, atol=2e-2)
+            if dtype in HALF
+            else (dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4))
+        )
         torch.testing.assert_close(g.double(), w.double(), **tol)
 
 
@@ -133,11 +142,14 @@ def _neuron_case(data, device, step: bool):
     x_leaf, x = draw_tensor(data, shape if step else seq_shape, dtype, device, requires_grad=True)
     v_leaf = v = None
     if data.draw(st.booleans(), label="v_init"):
-        v_leaf, v = draw_tensor(data, shape, dtype, device, lo=-8, hi=8,
-                                requires_grad=data.draw(st.booleans(), label="v_grad"))
-    kw = dict(v_threshold=data.draw(st.sampled_from([1.0, 0.5]), label="v_th"),
-              v_reset=data.draw(st.sampled_from([0.0, None, -0.5]), label="v_reset"),
-              detach_reset=data.draw(st.booleans(), label="detach_reset"))
+        v_leaf, v = draw_tensor(
+            data, shape, dtype, device, lo=-8, hi=8, requires_grad=data.draw(st.booleans(), label="v_grad")
+        )
+    kw = dict(
+        v_threshold=data.draw(st.sampled_from([1.0, 0.5]), label="v_th"),
+        v_reset=data.draw(st.sampled_from([0.0, None, -0.5]), label="v_reset"),
+        detach_reset=data.draw(st.booleans(), label="detach_reset"),
+    )
     kw["surrogate"], kw["alpha"] = draw_surrogate(data)
     if not step:
         kw["return_v"] = data.draw(st.sampled_from(["last", "seq"]), label="return_v")
@@ -219,14 +231,22 @@ def check_psn(data, device):
         w_leaf, w = draw_tensor(data, (T, T), pdtype, device, lo=-8, hi=8, requires_grad=wgrad)
         b_leaf, b = draw_tensor(data, (T,), pdtype, device, lo=-8, hi=8, requires_grad=bgrad)
         if op == "masked_psn":
-            extra = dict(k=data.draw(st.integers(1, T), label="k"),
-                         lam=data.draw(st.sampled_from([0.0, 0.25, 0.5, 1.0]), label="lam"))
+            extra = dict(
+                k=data.draw(st.integers(1, T), label="k"),
+                lam=data.draw(st.sampled_from([0.0, 0.25, 0.5, 1.0]), label="lam"),
+            )
     sur, alpha = draw_surrogate(data)
     fn, ref_fn = getattr(ops, op), getattr(reference, op)
     s = fn(x, w, b, **extra, surrogate=sur, alpha=alpha)
     xr, wr, br = as_ref(x_leaf, dtype), as_ref(w_leaf, dtype), as_ref(b_leaf, dtype)
-    s_ref = ref_fn(_relayout(xr, x_leaf, x), _relayout(wr, w_leaf, w), _relayout(br, b_leaf, b), **extra,
-                   surrogate=sur, alpha=alpha)
+    s_ref = ref_fn(
+        _relayout(xr, x_leaf, x),
+        _relayout(wr, w_leaf, w),
+        _relayout(br, b_leaf, b),
+        **extra,
+        surrogate=sur,
+        alpha=alpha,
+    )
     assert s.dtype == dtype
     assert_forward_equal(s, s_ref)
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="grad_seed"))
@@ -243,8 +263,7 @@ def check_spike(data, device):
     """Binary spikes, small integer counts or dyadic floats against F.linear / F.conv2d. float32 and
     float64 only: the native kernels take those (other dtypes fall back to the reference itself)."""
     layer = data.draw(st.sampled_from(["linear", "conv2d"]), label="layer")
-    dtype = data.draw(st.sampled_from([torch.float32] + ([torch.float64] if device == "cpu" else [])),
-                      label="dtype")
+    dtype = data.draw(st.sampled_from([torch.float32] + ([torch.float64] if device == "cpu" else [])), label="dtype")
     kind = data.draw(st.sampled_from(["binary", "counts", "float"]), label="kind")
     lo, hi, denom = {"binary": (0, 2, 1), "counts": (0, 4, 1), "float": (-8, 9, 8)}[kind]
     mode = data.draw(st.sampled_from(["auto", "sparse", "dense"]), label="mode")
@@ -257,29 +276,34 @@ def check_spike(data, device):
         groups = data.draw(st.sampled_from([1, 2]), label="groups")
         cin, cout = groups * data.draw(st.integers(1, 3), label="cin_g"), groups * data.draw(st.integers(1, 2))
         kh, kw_ = data.draw(st.integers(1, 3), label="kh"), data.draw(st.integers(1, 3), label="kw")
-        kw = dict(stride=data.draw(st.sampled_from([1, 2, (1, 2)]), label="stride"),
-                  padding=data.draw(st.sampled_from([0, 1, (1, 0)]), label="padding"),
-                  dilation=data.draw(st.sampled_from([1, 2]), label="dilation"), groups=groups)
+        kw = dict(
+            stride=data.draw(st.sampled_from([1, 2, (1, 2)]), label="stride"),
+            padding=data.draw(st.sampled_from([0, 1, (1, 0)]), label="padding"),
+            dilation=data.draw(st.sampled_from([1, 2]), label="dilation"),
+            groups=groups,
+        )
         d = kw["dilation"]
         H = data.draw(st.integers(d * (kh - 1) + 1, 7), label="H")
         W = data.draw(st.integers(d * (kw_ - 1) + 1, 7), label="W")
         lead = data.draw(st.sampled_from([(2,), (0,), (2, 1), (1, 2)]), label="lead")
         s_shape, w_shape = lead + (cin, H, W), (cout, cin // groups, kh, kw_)
-    s_leaf, s_view = draw_tensor(data, s_shape, dtype, device, lo=lo, hi=hi, denom=denom,
-                                 requires_grad=data.draw(st.booleans(), label="s_grad"))
+    s_leaf, s_view = draw_tensor(
+        data, s_shape, dtype, device, lo=lo, hi=hi, denom=denom, requires_grad=data.draw(st.booleans(), label="s_grad")
+    )
     w_leaf, w = draw_tensor(data, w_shape, dtype, device, lo=-8, hi=9, requires_grad=True)
-    b_leaf, b = draw_tensor(data, w_shape[:1], dtype, device, lo=-8, hi=9, requires_grad=True) if with_bias \
-        else (None, None)
+    b_leaf, b = (
+        draw_tensor(data, w_shape[:1], dtype, device, lo=-8, hi=9, requires_grad=True) if with_bias else (None, None)
+    )
     y = getattr(ops, f"spike_{layer}")(s_view, w, b, **kw, mode=mode)
     sr, wr, br = as_ref(s_leaf, dtype), as_ref(w_leaf, dtype), as_ref(b_leaf, dtype)
-    y_ref = getattr(reference, f"spike_{layer}")(_relayout(sr, s_leaf, s_view), _relayout(wr, w_leaf, w),
-                                                 _relayout(br, b_leaf, b), **kw)
+    y_ref = getattr(reference, f"spike_{layer}")(
+        _relayout(sr, s_leaf, s_view), _relayout(wr, w_leaf, w), _relayout(br, b_leaf, b), **kw
+    )
     assert y.dtype == dtype
     assert_forward_equal(y, y_ref)  # dyadic sums: exact in any order
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="grad_seed"))
     up = (torch.randint(-4, 5, y.shape, generator=gen).double() / 4).to(device)
-    assert_grads_close(grads_of((y,), (up,), (s_leaf, w_leaf, b_leaf)), grads_of((y_ref,), (up,), (sr, wr, br)),
-                       dtype)
+    assert_grads_close(grads_of((y,), (up,), (s_leaf, w_leaf, b_leaf)), grads_of((y_ref,), (up,), (sr, wr, br)), dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,17 +317,34 @@ def check_attention(data, device):
     op = data.draw(st.sampled_from(["ssa", "sdsa", "qk_token_attention", "qk_channel_attention"]), label="op")
     dtype = draw_dtype(data, device)
     T = data.draw(st.integers(0, 4), label="T")
-    shape = (T,) + draw_shape(data, 0, 2, 3) + (data.draw(st.integers(0, 5), label="N"),
-                                                 data.draw(st.integers(0, 6), label="D"))
+    shape = (
+        (T,)
+        + draw_shape(data, 0, 2, 3)
+        + (data.draw(st.integers(0, 5), label="N"), data.draw(st.integers(0, 6), label="D"))
+    )
     n_in = 3 if op in ("ssa", "sdsa") else 2
-    leaves, views = zip(*[draw_tensor(data, shape, dtype, device, lo=0, hi=2, denom=1,
-                                      requires_grad=data.draw(st.booleans(), label=f"grad{i}"))
-                          for i in range(n_in)])
-    kw = dict(tau=data.draw(st.sampled_from([2.0, 4.0]), label="tau"),
-              v_threshold=data.draw(st.sampled_from([0.5, 1.0]), label="v_th"),
-              v_reset=data.draw(st.sampled_from([0.0, None]), label="v_reset"),
-              detach_reset=data.draw(st.booleans(), label="detach_reset"),
-              decay_input=data.draw(st.booleans(), label="decay_input"))
+    leaves, views = zip(
+        *[
+            draw_tensor(
+                data,
+                shape,
+                dtype,
+                device,
+                lo=0,
+                hi=2,
+                denom=1,
+                requires_grad=data.draw(st.booleans(), label=f"grad{i}"),
+            )
+            for i in range(n_in)
+        ]
+    )
+    kw = dict(
+        tau=data.draw(st.sampled_from([2.0, 4.0]), label="tau"),
+        v_threshold=data.draw(st.sampled_from([0.5, 1.0]), label="v_th"),
+        v_reset=data.draw(st.sampled_from([0.0, None]), label="v_reset"),
+        detach_reset=data.draw(st.booleans(), label="detach_reset"),
+        decay_input=data.draw(st.booleans(), label="decay_input"),
+    )
     kw["surrogate"], kw["alpha"] = draw_surrogate(data)
     # the fused reduce kernel runs on CUDA by default; on CPU draw it too (it is exact as well)
     fused = data.draw(st.booleans(), label="reduce_kernel")

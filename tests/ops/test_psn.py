@@ -12,6 +12,7 @@ Tolerances (gradients): float32 rtol 1e-5, float64 rtol 1e-10, each with an abso
 fraction of the tensor's largest magnitude (1e-6 resp. 1e-13) for entries that are sums with
 cancellation. The `device` fixture and the per-test seeding come from tests/conftest.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,7 @@ def fwd_bwd(fn, tensors, grad_out=None, seed=1234):
 def assert_close_scaled(got, want, rtol, scale_frac, name=""):
     assert got.shape == want.shape and got.dtype == want.dtype, (name, got.shape, want.shape, got.dtype, want.dtype)
     scale = want.abs().max().item() if want.numel() else 0.0
-    torch.testing.assert_close(got, want, rtol=rtol, atol=scale_frac * scale + 1e-30,
-                               msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(got, want, rtol=rtol, atol=scale_frac * scale + 1e-30, msg=lambda m: f"{name}: {m}")
 
 
 def h_and_scale(op, x, w, b, k=None, lam=1.0):
@@ -122,6 +122,7 @@ def reduction_scales(op, x, w, b, k, lam, s, surrogate, alpha):
     """Largest sum of |terms| behind one entry of grad_weight and of grad_bias, in float64:
     |grad_H| = |grad_S| g'(H) (seeded upstream gradient of fwd_bwd), summed against |X| over neurons."""
     from spikeforge.reference.surrogate import surrogate_grad
+
     T = x.shape[0]
     h, _ = h_and_scale(op, x, w, b, k, lam)
     gen = torch.Generator().manual_seed(1234)  # fwd_bwd's default upstream gradient
@@ -157,9 +158,12 @@ def test_psn_matches_reference(device, i, T, tail):
 
 
 # lam = 0.3 makes W_eff inexact (spikes then equal except within rounding of H = 0); 0.25 keeps it exact
-MASKED_CASES = ([(T, k, lam) for T in (4, 8, 33) for k in (1, 2, T) for lam in (0.0, 0.3, 1.0)]
-                + [(1, 1, lam) for lam in (0.0, 0.3, 1.0)] + [(65, 2, 1.0), (65, 65, 0.3), (65, 3, 0.0)]
-                + [(8, 3, 0.25), (33, 5, 0.25)])
+MASKED_CASES = (
+    [(T, k, lam) for T in (4, 8, 33) for k in (1, 2, T) for lam in (0.0, 0.3, 1.0)]
+    + [(1, 1, lam) for lam in (0.0, 0.3, 1.0)]
+    + [(65, 2, 1.0), (65, 65, 0.3), (65, 3, 0.0)]
+    + [(8, 3, 0.25), (33, 5, 0.25)]
+)
 
 
 @pytest.mark.parametrize("i,T,k,lam", [(i,) + c for i, c in enumerate(MASKED_CASES)])
@@ -171,8 +175,9 @@ def test_masked_psn_matches_reference(device, i, T, k, lam):
         # on exact inputs everywhere else)
         surrogate = "triangle"
     x, w, b = case("masked", T, TAILS[i % 2], device=device)
-    check_against_reference("masked", x, w, b, k, lam, surrogate=surrogate, alpha=None if i % 3 else 3.0,
-                            exact=lam != 0.3)
+    check_against_reference(
+        "masked", x, w, b, k, lam, surrogate=surrogate, alpha=None if i % 3 else 3.0, exact=lam != 0.3
+    )
 
 
 SLIDING_CASES = [(T, k) for T in TS for k in (1, 3, T + 2)]  # sliding allows k > T
@@ -203,15 +208,17 @@ def test_default_surrogate_is_atan_alpha_2(device, op, k):
     assert torch.equal(s, s_r)
     for a, c in zip(g, g_r):
         assert_close_scaled(a, c, 1e-5, 1e-6)
-    m = {"psn": lambda: sf.nn.PSN(T), "masked": lambda: sf.nn.MaskedPSN(k, T, 0.5),
-         "sliding": lambda: sf.nn.SlidingPSN(k)}[op]().to(device)
+    m = {
+        "psn": lambda: sf.nn.PSN(T),
+        "masked": lambda: sf.nn.MaskedPSN(k, T, 0.5),
+        "sliding": lambda: sf.nn.SlidingPSN(k),
+    }[op]().to(device)
     with torch.no_grad():
         m.weight.copy_(w)
         m.bias.copy_(b)
     xl = x.clone().requires_grad_()
     (gx,) = torch.autograd.grad(m(xl), [xl], torch.ones_like(x))
-    (gx_r,) = torch.autograd.grad(call(R, op, xl, w, b, k, 0.5, surrogate="atan", alpha=2.0), [xl],
-                                  torch.ones_like(x))
+    (gx_r,) = torch.autograd.grad(call(R, op, xl, w, b, k, 0.5, surrogate="atan", alpha=2.0), [xl], torch.ones_like(x))
     assert_close_scaled(gx, gx_r, 1e-5, 1e-6)
 
 
@@ -237,10 +244,11 @@ def test_heaviside_zero_is_one(device):
     b = torch.zeros(T, device=device)
     assert torch.equal(ops.psn(x, w, b), torch.ones_like(x))
     assert torch.equal(ops.masked_psn(x, w, b, 2, 0.5), torch.ones_like(x))
-    assert torch.equal(ops.sliding_psn(x, torch.randn(3, device=device), torch.zeros((), device=device)),
-                       torch.ones_like(x))
+    assert torch.equal(
+        ops.sliding_psn(x, torch.randn(3, device=device), torch.zeros((), device=device)), torch.ones_like(x)
+    )
     # and a bias just below zero never fires
-    assert torch.equal(ops.psn(x, w, b - 2 ** -20), torch.zeros_like(x))
+    assert torch.equal(ops.psn(x, w, b - 2**-20), torch.zeros_like(x))
 
 
 def test_psn_window_step_matches_hand(device):
@@ -254,7 +262,7 @@ def test_psn_window_step_matches_hand(device):
     assert s.shape == (3, 50)
     assert torch.equal(s, (h >= 0).float())
     gs = torch.randn(s.shape, generator=torch.Generator().manual_seed(1234)).to(device)
-    gh = gs * 2.0 / math.sqrt(math.pi) * torch.exp(-(2.0 * h) ** 2)
+    gh = gs * 2.0 / math.sqrt(math.pi) * torch.exp(-((2.0 * h) ** 2))
     assert_close_scaled(gx, w_row.view(k, 1, 1) * gh, 1e-5, 1e-6, "grad_x_window")
     assert_close_scaled(gw, (xw * gh).sum((1, 2)), 1e-5, 1e-6, "grad_w_row")
     assert_close_scaled(gb, gh.sum().reshape(1), 1e-5, 1e-6, "grad_b_t")
@@ -263,11 +271,20 @@ def test_psn_window_step_matches_hand(device):
 # --------------------------------------------------------------------------------------------
 # 2. float64
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("op,T,k,lam,surrogate", [
-    ("psn", 4, None, 1.0, "atan"), ("psn", 33, None, 1.0, "sigmoid"), ("psn", 65, None, 1.0, "soft_sign"),
-    ("masked", 8, 3, 1.0, "erf"), ("masked", 8, 3, 0.25, "super_spike"), ("masked", 33, 33, 0.0, "triangle"),
-    ("sliding", 8, 3, 1.0, "piecewise_exp"), ("sliding", 4, 6, 1.0, "rect"), ("sliding", 33, 1, 1.0, "atan"),
-])
+@pytest.mark.parametrize(
+    "op,T,k,lam,surrogate",
+    [
+        ("psn", 4, None, 1.0, "atan"),
+        ("psn", 33, None, 1.0, "sigmoid"),
+        ("psn", 65, None, 1.0, "soft_sign"),
+        ("masked", 8, 3, 1.0, "erf"),
+        ("masked", 8, 3, 0.25, "super_spike"),
+        ("masked", 33, 33, 0.0, "triangle"),
+        ("sliding", 8, 3, 1.0, "piecewise_exp"),
+        ("sliding", 4, 6, 1.0, "rect"),
+        ("sliding", 33, 1, 1.0, "atan"),
+    ],
+)
 def test_float64_grads_match_reference_tightly(op, T, k, lam, surrogate):
     """gradcheck is meaningless for spikes (true derivative 0); float64 gradients instead match the
     reference's autograd to 1e-10. alpha 0.3 is not a float32 number: the kernels must use it in double."""
@@ -284,12 +301,10 @@ def test_float64_grads_by_hand():
     """Tiny cases, the backward formulas of csrc/core/psn.h written out: gH = gS g'(H), grad_X = W^T gH,
     grad_W = gH X^T (then through the mask / Toeplitz map), grad_b = sum_n gH."""
     T, k, lam = 3, 2, 0.3
-    x = torch.tensor([[0.5, -1.0, 0.25, 2.0], [1.5, 0.0, -0.75, 0.125], [-0.5, 1.0, 0.375, -2.0]],
-                     dtype=torch.float64)
+    x = torch.tensor([[0.5, -1.0, 0.25, 2.0], [1.5, 0.0, -0.75, 0.125], [-0.5, 1.0, 0.375, -2.0]], dtype=torch.float64)
     W = torch.tensor([[0.5, -0.25, 1.0], [0.125, 0.75, -0.5], [-1.0, 0.25, 0.5]], dtype=torch.float64)
     b = torch.tensor([-0.25, 0.125, -0.5], dtype=torch.float64)
-    gs = torch.tensor([[1.0, -2.0, 0.5, 0.25], [0.75, 1.5, -1.0, 2.0], [-0.5, 1.0, 1.0, -1.5]],
-                      dtype=torch.float64)
+    gs = torch.tensor([[1.0, -2.0, 0.5, 0.25], [0.75, 1.5, -1.0, 2.0], [-0.5, 1.0, 1.0, -1.5]], dtype=torch.float64)
 
     def expect(W_eff, bias_vec):
         H = W_eff @ x + bias_vec[:, None]
@@ -367,8 +382,9 @@ def test_opcheck_psn_bwd(device, dtype, band, nx, nw, nb):
     x = torch.randn(T, 3, 29, device=device).to(dtype)
     w = torch.randn(T, T, device=device, dtype=pdt)
     b = torch.randn(T, device=device, dtype=pdt)
-    torch.library.opcheck(torch.ops.spikeforge.psn_bwd.default,
-                          (gs, x, w, b, band, SURROGATES["sigmoid"][0], 4.0, nx, nw, nb))
+    torch.library.opcheck(
+        torch.ops.spikeforge.psn_bwd.default, (gs, x, w, b, band, SURROGATES["sigmoid"][0], 4.0, nx, nw, nb)
+    )
 
 
 def test_opcheck_non_contiguous_inputs(device):
@@ -379,8 +395,9 @@ def test_opcheck_non_contiguous_inputs(device):
     gs = torch.randn(29, T, device=device).t()
     w = torch.randn(T, T, device=device)
     b = torch.randn(T, device=device)
-    torch.library.opcheck(torch.ops.spikeforge.psn_fwd.default,
-                          (x.clone().requires_grad_(), w.clone().requires_grad_(), b, 0, 1, 2.0))
+    torch.library.opcheck(
+        torch.ops.spikeforge.psn_fwd.default, (x.clone().requires_grad_(), w.clone().requires_grad_(), b, 0, 1, 2.0)
+    )
     torch.library.opcheck(torch.ops.spikeforge.psn_bwd.default, (gs, x, w, b, 0, 1, 2.0, True, True, True))
 
 
@@ -395,8 +412,7 @@ def _compiled_vs_eager(fn, tensors, backend="aot_eager", exact=True, **compile_k
         seen_ops.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
         return gm
 
-    compiled = torch.compile(fn, backend=recording if backend == "record" else backend, fullgraph=True,
-                             **compile_kw)
+    compiled = torch.compile(fn, backend=recording if backend == "record" else backend, fullgraph=True, **compile_kw)
     s_c, g_c = fwd_bwd(compiled, tensors)
     s_e, g_e = fwd_bwd(fn, tensors)
     assert torch.equal(s_c, s_e)
@@ -413,6 +429,7 @@ def test_compile_psn_aot_eager(device):
 
     def f(x, w, b):
         return ops.psn(x * 2, w, b, surrogate="sigmoid", alpha=3.0) + ops.psn(x, w, b)
+
     _compiled_vs_eager(f, (x, w, b))
     seen = _compiled_vs_eager(f, (x, w, b), backend="record")
     assert any("spikeforge.psn_fwd" in s for s in seen), seen  # the custom op, not a Python fallback
@@ -423,6 +440,7 @@ def test_compile_masked_psn_aot_eager(device):
 
     def f(x, w, b):
         return ops.masked_psn(x, w, b, 2, 0.3, surrogate="rect") * 3 + ops.masked_psn(x, w, b, 3, 1.0)
+
     _compiled_vs_eager(f, (x, w, b))
 
 
@@ -437,6 +455,7 @@ def test_compile_dynamic_shapes(device):
 
     def f(x, taps, tb, w, b, lam):
         return ops.sliding_psn(x, taps, tb) + 2 * ops.masked_psn(x, w, b, 2, lam)
+
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=True)
     taps, tb = dyadic((3,), -16, 16, 16, device=device), dyadic((), -16, 8, 16, device=device)
     for T, N, lam in ((5, 11, 0.3), (7, 23, 0.3)):
@@ -453,8 +472,12 @@ def test_compile_inductor(device):
     taps, tb = dyadic((3,), -16, 16, 16, device=device), dyadic((), -16, 8, 16, device=device)
 
     def f(x, w, b, taps, tb):
-        return (ops.psn(x, w, b, surrogate="sigmoid") * 2 + ops.masked_psn(x, w, b, 2, 0.3)
-                + ops.sliding_psn(x, taps, tb, surrogate="erf"))
+        return (
+            ops.psn(x, w, b, surrogate="sigmoid") * 2
+            + ops.masked_psn(x, w, b, 2, 0.3)
+            + ops.sliding_psn(x, taps, tb, surrogate="erf")
+        )
+
     _compiled_vs_eager(f, (x, w, b, taps, tb), backend="inductor", exact=False)
 
 
@@ -462,8 +485,7 @@ def test_compile_inductor_non_contiguous_input(device):
     """x permuted inside the compiled graph: inductor trusts psn_bwd's fake strides for grad_x."""
     xb = torch.randn(2, 6, 50, device=device)
     w, b = torch.randn(6, 6, device=device), torch.randn(6, device=device)
-    _compiled_vs_eager(lambda xb, w, b: ops.psn(xb.permute(1, 0, 2), w, b), (xb, w, b), backend="inductor",
-                       exact=False)
+    _compiled_vs_eager(lambda xb, w, b: ops.psn(xb.permute(1, 0, 2), w, b), (xb, w, b), backend="inductor", exact=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,12 +503,12 @@ def test_half_exact_inputs_match_float32(device, dtype, op, k):
     T = 8
     x, w, b = case(op, T, (3, 100), k, device=device)
     gs = dyadic((T, 3, 100), -8, 8, 4, device=device)
-    fn = (lambda x_, w_, b_: call(ops, op, x_, w_, b_, k, 0.5 if op == "masked" else 1.0))
+    fn = lambda x_, w_, b_: call(ops, op, x_, w_, b_, k, 0.5 if op == "masked" else 1.0)
     s32, (gx32, gw32, gb32) = fwd_bwd(fn, (x, w, b), gs)
     sh, (gxh, gwh, gbh) = fwd_bwd(fn, (x.to(dtype), w, b), gs.to(dtype))
     assert sh.dtype == dtype and gxh.dtype == dtype and gwh.dtype == torch.float32
     assert torch.equal(sh.float(), s32)
-    rtol = 2 ** -10 if dtype == torch.float16 else 2 ** -7
+    rtol = 2**-10 if dtype == torch.float16 else 2**-7
     torch.testing.assert_close(gxh.float(), gx32, rtol=rtol, atol=1e-5)
     torch.testing.assert_close(gwh, gw32, rtol=1e-6, atol=1e-6 * gw32.abs().max().item())
     torch.testing.assert_close(gbh, gb32, rtol=1e-6, atol=1e-6 * gb32.abs().max().item())
@@ -504,7 +526,7 @@ def test_half_random_inputs_spikes_differ_only_near_threshold(device, dtype):
     sh = ops.psn(x.to(dtype), w, b)
     assert sh.dtype == dtype
     h32 = w.double() @ x.double() + b.double()[:, None]
-    u = 2 ** -11 if dtype == torch.float16 else 2 ** -8
+    u = 2**-11 if dtype == torch.float16 else 2**-8
     bound = (w.abs().double() @ x.abs().double()) * u * 1.01 + 1e-5
     differ = sh.float() != s32
     assert not (differ & (h32.abs() > bound)).any()
@@ -519,7 +541,7 @@ def _layout_case(op, k, device):
     x, w, b = case(op, T, (4, 3, 40), k, device=device)
     lam = 0.4 if op == "masked" else 1.0
     gs = torch.randn(T, 4, 3, 40, device=device)
-    fn = (lambda *a: call(ops, op, *a, k, lam))
+    fn = lambda *a: call(ops, op, *a, k, lam)
     return fn, x, w, b, gs, fwd_bwd(fn, (x, w, b), gs)
 
 
@@ -630,12 +652,13 @@ def test_determinism_and_large_n_against_float64(device, op, k):
     x = x + torch.randn_like(x) * 0.01  # random enough that nothing cancels exactly
     lam = 0.5 if op == "masked" else 1.0
     gs = torch.randn(T, LARGE_N, device=device)
-    fn = (lambda *a: call(ops, op, *a, k, lam))
+    fn = lambda *a: call(ops, op, *a, k, lam)
     s1, g1 = fwd_bwd(fn, (x, w, b), gs)
     s2, g2 = fwd_bwd(fn, (x, w, b), gs)
     assert torch.equal(s1, s2) and all(torch.equal(a, c) for a, c in zip(g1, g2))
-    _, g64 = fwd_bwd(lambda *a: call(R, op, *a, k, lam), (x.double().cpu(), w.double().cpu(), b.double().cpu()),
-                     gs.double().cpu())
+    _, g64 = fwd_bwd(
+        lambda *a: call(R, op, *a, k, lam), (x.double().cpu(), w.double().cpu(), b.double().cpu()), gs.double().cpu()
+    )
     for name, a, c in zip(("grad_x", "grad_weight", "grad_bias"), g1, g64):
         assert_close_scaled(a.double().cpu(), c, 1e-5, 1e-6, name)
 
@@ -649,7 +672,7 @@ def test_thread_count_invariance(op, k):
     x = x + torch.randn_like(x) * 0.01
     gs = torch.randn(T, LARGE_N)
     lam = 0.5 if op == "masked" else 1.0
-    fn = (lambda *a: call(ops, op, *a, k, lam))
+    fn = lambda *a: call(ops, op, *a, k, lam)
     torch.set_num_threads(1)
     s1, g1 = fwd_bwd(fn, (x, w, b), gs)
     torch.set_num_threads(2)
@@ -715,10 +738,14 @@ def test_sliding_psn_module_init(k):
 def test_modules_forward_and_grads_reach_parameters(device):
     T, k = 6, 3
     x = dyadic((T, 2, 30), -16, 16, 8, device=device)
-    mods = [(sf.nn.PSN(T), lambda m, x: R.psn(x, m.weight, m.bias)),
-            (sf.nn.MaskedPSN(k, T, lambda_init=0.3), lambda m, x: R.masked_psn(x, m.weight, m.bias, k, 0.3)),
-            (sf.nn.SlidingPSN(k, surrogate="sigmoid", alpha=3.0),
-             lambda m, x: R.sliding_psn(x, m.weight, m.bias, surrogate="sigmoid", alpha=3.0))]
+    mods = [
+        (sf.nn.PSN(T), lambda m, x: R.psn(x, m.weight, m.bias)),
+        (sf.nn.MaskedPSN(k, T, lambda_init=0.3), lambda m, x: R.masked_psn(x, m.weight, m.bias, k, 0.3)),
+        (
+            sf.nn.SlidingPSN(k, surrogate="sigmoid", alpha=3.0),
+            lambda m, x: R.sliding_psn(x, m.weight, m.bias, surrogate="sigmoid", alpha=3.0),
+        ),
+    ]
     for m, ref in mods:
         m.to(device)
         with torch.no_grad():  # dyadic parameters: exact H
@@ -784,8 +811,10 @@ def test_sliding_psn_streaming_variable_lengths():
     # gradients of a streamed sequence match the multi-step op's
     x = torch.randn(7, 2, 33)
     s_m, (gx_m,) = fwd_bwd(lambda x_: multi(x_), (x,))
-    gw_m = torch.autograd.grad((multi(x) * torch.randn(s_m.shape, generator=torch.Generator().manual_seed(1234))
-                                ).sum(), [multi.weight, multi.bias])
+    gw_m = torch.autograd.grad(
+        (multi(x) * torch.randn(s_m.shape, generator=torch.Generator().manual_seed(1234))).sum(),
+        [multi.weight, multi.bias],
+    )
     step.reset()
     xs = x.clone().requires_grad_()
     s_s = torch.stack([step(xs[t]) for t in range(7)])
@@ -829,7 +858,12 @@ def _bad_calls(device):
         ("psn bias 2-D", lambda: ops.psn(x, w, torch.randn(4, 1, device=device)), ValueError, "bias"),
         ("psn weight int", lambda: ops.psn(x, w.long(), b), TypeError, "weight"),
         ("psn weight not tensor", lambda: ops.psn(x, [[1.0]], b), TypeError, "weight"),
-        ("masked weight shape", lambda: ops.masked_psn(x, torch.randn(4, 3, device=device), b, 2), ValueError, "weight"),
+        (
+            "masked weight shape",
+            lambda: ops.masked_psn(x, torch.randn(4, 3, device=device), b, 2),
+            ValueError,
+            "weight",
+        ),
         ("masked bias shape", lambda: ops.masked_psn(x, w, torch.randn(5, device=device), 2), ValueError, "bias"),
         ("masked k > T", lambda: ops.masked_psn(x, w, b, 5), ValueError, r"k must be <= T"),
         ("masked k < 1", lambda: ops.masked_psn(x, w, b, 0), ValueError, "k must be >= 1"),

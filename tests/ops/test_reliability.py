@@ -3,6 +3,7 @@ the bad-input contract at the native layer (docs/bad_inputs.md), Python validati
 call, determinism (run to run, across thread counts, under torch.use_deterministic_algorithms),
 concurrent calls from Python threads (the bindings release the GIL), flat resident memory under
 repeated forward/backward, and fp16 overflow / NaN / Inf behaviour (docs/bad_inputs.md, "Numerics")."""
+
 from __future__ import annotations
 
 import gc
@@ -37,18 +38,45 @@ BIG = 1 << 32
 
 def _psn_fwd(**over):
     T, N = 4, 8
-    a = dict(x=torch.randn(T, N), w=torch.randn(T, T), b=torch.randn(T), spike=torch.full((T, N), 7.0),
-             h_out=None, T_out=T, T_in=T, N=N, band=0, surrogate=1, alpha=2.0, num_threads=1, stream=0)
+    a = dict(
+        x=torch.randn(T, N),
+        w=torch.randn(T, T),
+        b=torch.randn(T),
+        spike=torch.full((T, N), 7.0),
+        h_out=None,
+        T_out=T,
+        T_in=T,
+        N=N,
+        band=0,
+        surrogate=1,
+        alpha=2.0,
+        num_threads=1,
+        stream=0,
+    )
     a.update(over)
     return a
 
 
 def _psn_bwd(**over):
     T, N = 4, 8
-    a = dict(grad_spike=torch.randn(T, N), x=torch.randn(T, N), w=torch.randn(T, T), b=torch.randn(T),
-             grad_x=torch.full((T, N), 7.0), partials=torch.zeros(1, T * (T + 1), dtype=torch.float64),
-             grad_w=torch.full((T, T), 7.0), grad_b=torch.full((T,), 7.0), T_out=T, T_in=T, N=N, band=0,
-             surrogate=1, alpha=2.0, num_threads=1, stream=0)
+    a = dict(
+        grad_spike=torch.randn(T, N),
+        x=torch.randn(T, N),
+        w=torch.randn(T, T),
+        b=torch.randn(T),
+        grad_x=torch.full((T, N), 7.0),
+        partials=torch.zeros(1, T * (T + 1), dtype=torch.float64),
+        grad_w=torch.full((T, T), 7.0),
+        grad_b=torch.full((T,), 7.0),
+        T_out=T,
+        T_in=T,
+        N=N,
+        band=0,
+        surrogate=1,
+        alpha=2.0,
+        num_threads=1,
+        stream=0,
+    )
     a.update(over)
     return a
 
@@ -206,8 +234,12 @@ def _neuron_run(kind, x, w, g_s, g_v, dtype):
 
 def _psn_run(op, x, w, b, g):
     xl, wl, bl = (t.clone().requires_grad_() for t in (x, w, b))
-    s = {"psn": lambda: ops.psn(xl, wl, bl), "masked": lambda: ops.masked_psn(xl, wl, bl, 3, 0.5),
-         "masked1": lambda: ops.masked_psn(xl, wl, bl, 3), "sliding": lambda: ops.sliding_psn(xl, wl, bl)}[op]()
+    s = {
+        "psn": lambda: ops.psn(xl, wl, bl),
+        "masked": lambda: ops.masked_psn(xl, wl, bl, 3, 0.5),
+        "masked1": lambda: ops.masked_psn(xl, wl, bl, 3),
+        "sliding": lambda: ops.sliding_psn(xl, wl, bl),
+    }[op]()
     (s.float() * g).sum().backward()
     return [s, xl.grad, wl.grad, bl.grad]
 
@@ -220,7 +252,9 @@ def _psn_inputs(op, T, N, device, dtype=torch.float32):
 
 
 def _bits(t):
-    return t.contiguous().view(-1).view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    return (
+        t.contiguous().view(-1).view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    )
 
 
 def _assert_bitwise(runs):
@@ -246,7 +280,7 @@ def test_neuron_bitwise_across_runs_and_threads(device, kind, dtype):
     g_s, g_v = torch.randn(T, B, C, S, device=device), torch.randn(T, B, C, S, device=device)
     k = "plif" if kind.startswith("plif") else kind
     runs = []
-    for threads in ((1, 2, 3, 2) if device == "cpu" else (1, 1)):
+    for threads in (1, 2, 3, 2) if device == "cpu" else (1, 1):
         torch.set_num_threads(threads)
         runs.append(_neuron_run(k, x, w, g_s, g_v, dtype))
     _assert_bitwise(runs)
@@ -260,7 +294,7 @@ def test_psn_bitwise_across_runs_and_threads(device, op):
     x, w, b = _psn_inputs(op, T, N, device)
     g = torch.randn(T, N, device=device)
     runs = []
-    for threads in ((1, 2, 3, 1) if device == "cpu" else (1, 1)):
+    for threads in (1, 2, 3, 1) if device == "cpu" else (1, 1):
         torch.set_num_threads(threads)
         runs.append(_psn_run(op, x, w, b, g))
     _assert_bitwise(runs)
@@ -288,8 +322,11 @@ def test_deterministic_mode_neurons(device, deterministic_mode, shape):
     v0 = dyadic(shape[1:], device=device, seed=1)
     g = torch.randn(shape, device=device)
     det = []
-    for fn in (lambda a, v: ops.lif(a, v, return_v="seq"), lambda a, v: ops.plif(a, w, v),
-               lambda a, v: ops.if_neuron(a, v, v_reset=None)):
+    for fn in (
+        lambda a, v: ops.lif(a, v, return_v="seq"),
+        lambda a, v: ops.plif(a, w, v),
+        lambda a, v: ops.if_neuron(a, v, v_reset=None),
+    ):
         xl, vl = x.clone().requires_grad_(), v0.clone().requires_grad_()
         s, v = fn(xl, vl)
         if s.numel():
@@ -444,8 +481,11 @@ def test_nan_stays_in_its_neuron(device, v_reset):
     xn = x.clone()
     xn[2, 1, 3] = float("nan")
     w = torch.tensor([0.0, -1.0] * 3, device=device)  # per channel (x dim 2)
-    for fn in (lambda a: ops.lif(a, v_reset=v_reset, return_v="seq"), lambda a: ops.if_neuron(a, v_reset=v_reset, return_v="seq"),
-               lambda a: ops.plif(a, w, v_reset=v_reset, return_v="seq")):
+    for fn in (
+        lambda a: ops.lif(a, v_reset=v_reset, return_v="seq"),
+        lambda a: ops.if_neuron(a, v_reset=v_reset, return_v="seq"),
+        lambda a: ops.plif(a, w, v_reset=v_reset, return_v="seq"),
+    ):
         xl = xn.clone().requires_grad_()
         s, v = fn(xl)
         (s.sum() + v.nan_to_num(0.0).sum()).backward()
@@ -466,8 +506,11 @@ def test_inf_soft_reset_matches_reference(device, op):
     x[0, 0], x[1, 1], x[0, 2], x[2, 3] = float("inf"), float("inf"), float("-inf"), float("-inf")
     kw = dict(v_reset=None, return_v="seq")
     w = torch.tensor(0.0, device=device)
-    call = {"lif": lambda m: m.lif(x, **kw), "if": lambda m: m.if_neuron(x, **kw),
-            "plif": lambda m: m.plif(x, w, **kw)}[op]
+    call = {
+        "lif": lambda m: m.lif(x, **kw),
+        "if": lambda m: m.if_neuron(x, **kw),
+        "plif": lambda m: m.plif(x, w, **kw),
+    }[op]
     s, v = call(ops)
     sr, vr = call(reference)
     assert torch.equal(s, sr)
@@ -482,7 +525,8 @@ def test_inf_hard_reset_selects_v_reset(device):
         s, v = fn(x, v_reset=-0.25, return_v="seq")
         assert s[0].item() == 1.0 and v[0].item() == -0.25
         s_ref, v_ref = (reference.lif if fn is ops.lif else reference.if_neuron)(
-            x[1:], torch.full((1,), -0.25, device=device), v_reset=-0.25, return_v="seq")
+            x[1:], torch.full((1,), -0.25, device=device), v_reset=-0.25, return_v="seq"
+        )
         assert torch.equal(s[1:], s_ref) and torch.equal(v[1:], v_ref)
 
 
@@ -497,8 +541,11 @@ def test_nan_input_psn_reaches_only_its_outputs(device, op):
     xn[i, 1] = float("nan")
     w, b = dyadic((T, T), -4, 4, device=device, seed=3), torch.full((T,), -0.5, device=device)
     taps, tb = torch.tensor([0.25, 0.5, 1.0], device=device), torch.tensor(-0.5, device=device)
-    f = {"psn": lambda a: ops.psn(a, w, b), "masked1": lambda a: ops.masked_psn(a, w, b, k),
-         "sliding": lambda a: ops.sliding_psn(a, taps, tb)}[op]
+    f = {
+        "psn": lambda a: ops.psn(a, w, b),
+        "masked1": lambda a: ops.masked_psn(a, w, b, k),
+        "sliding": lambda a: ops.sliding_psn(a, taps, tb),
+    }[op]
     s, s0 = f(xn), f(x)
     hit = torch.zeros(T, dtype=torch.bool)
     hit[(slice(None) if op == "psn" else slice(i, i + k))] = True

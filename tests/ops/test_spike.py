@@ -8,6 +8,7 @@ dyadic (multiples of 1/16 of small magnitude) and inputs are 0/1, small integer 
 with the reference to the last bit (checked with a tolerance of a few ulps of the largest magnitude,
 which also covers cuBLAS / cuDNN on CUDA that may use TF32-free but reordered reductions).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -168,8 +169,9 @@ def test_linear_gradcheck_float64():
     w = torch.randn(5, 70, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, dtype=torch.float64, requires_grad=True)
     for mode in ("sparse", "dense"):
-        assert torch.autograd.gradcheck(lambda s_, w_, b_: ops.spike_linear(s_, w_, b_, mode=mode), (s, w, b),
-                                        fast_mode=True)
+        assert torch.autograd.gradcheck(
+            lambda s_, w_, b_: ops.spike_linear(s_, w_, b_, mode=mode), (s, w, b), fast_mode=True
+        )
 
 
 def test_linear_saved_bytes_one_bit(device):
@@ -264,7 +266,8 @@ def test_conv2d_gradcheck_float64():
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     for mode in ("sparse", "dense"):
         assert torch.autograd.gradcheck(
-            lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, 2, 1, 1, 2, mode=mode), (s, w, b), fast_mode=True)
+            lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, 2, 1, 1, 2, mode=mode), (s, w, b), fast_mode=True
+        )
 
 
 @pytest.mark.parametrize("groups", [1, 3])
@@ -279,8 +282,9 @@ def test_conv2d_deterministic_over_threads(groups):
     try:
         for nt in (1, 2, 3):
             torch.set_num_threads(nt)
-            out.append(grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, groups=groups, mode="sparse"),
-                             [s, w], gy))
+            out.append(
+                grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, groups=groups, mode="sparse"), [s, w], gy)
+            )
     finally:
         torch.set_num_threads(threads)
     for o in out[1:]:
@@ -314,10 +318,17 @@ def test_conv2d_kernel_tilings_match_reference(case):
 # grad_weight: a channel's plane longer than one compaction round (70 x 70), more (tap, channel) pairs than a
 # block holds (160 x 9), B > 16 (chunks of 1 and 2 samples), a 3 x 1 kernel with padding != dilation on a
 # non-square map, grouped. Dyadic values keep every sum exact: the results equal the reference whatever the order.
-CUDA_TILING_CASES = [(3, 130, 80, 2, 7, 3, 1, 1, 1), (2, 70, 40, 1, 9, 3, 2, 2, 2), (5, 96, 96, 3, 6, 3, 1, 1, 1),
-                     (1, 8, 33, 1, 5, 3, 1, 1, 1), (2, 8, 8, 1, 70, 3, 1, 1, 1), (2, 4, 160, 1, 5, 3, 1, 1, 1),
-                     (18, 6, 6, 6, 6, 3, 1, 1, 1), (3, 5, 7, 1, 9, (3, 1), (2, 1), (0, 2), (2, 1)),
-                     (2, 70, 40, 2, (5, 9), (3, 1), (2, 1), (1, 0), (1, 1))]
+CUDA_TILING_CASES = [
+    (3, 130, 80, 2, 7, 3, 1, 1, 1),
+    (2, 70, 40, 1, 9, 3, 2, 2, 2),
+    (5, 96, 96, 3, 6, 3, 1, 1, 1),
+    (1, 8, 33, 1, 5, 3, 1, 1, 1),
+    (2, 8, 8, 1, 70, 3, 1, 1, 1),
+    (2, 4, 160, 1, 5, 3, 1, 1, 1),
+    (18, 6, 6, 6, 6, 3, 1, 1, 1),
+    (3, 5, 7, 1, 9, (3, 1), (2, 1), (0, 2), (2, 1)),
+    (2, 70, 40, 2, (5, 9), (3, 1), (2, 1), (1, 0), (1, 1)),
+]
 
 
 @pytest.mark.parametrize("case", CUDA_TILING_CASES)
@@ -331,11 +342,16 @@ def test_conv2d_cuda_tilings_match_reference(device, case, kind):
     w = dyadic((Cout, Cin // g, kh, kw), -16, 16, 16, device="cuda")
     b = dyadic((Cout,), -16, 16, 16, device="cuda")
     gy = dyadic(R.spike_conv2d(s, w, b, st, pd, dl, g).shape, -8, 8, 16, device="cuda")
-    runs = [grads(lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, st, pd, dl, g, mode="sparse"), [s, w, b], gy)
-            for _ in range(2)]
+    runs = [
+        grads(lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, st, pd, dl, g, mode="sparse"), [s, w, b], gy)
+        for _ in range(2)
+    ]
     # the reference in float64 on the CPU: exact on these values (cuDNN may pick an inexact algorithm)
-    y0, gr0 = grads(lambda s_, w_, b_: R.spike_conv2d(s_, w_, b_, st, pd, dl, g),
-                    [t.cpu().double() for t in (s, w, b)], gy.cpu().double())
+    y0, gr0 = grads(
+        lambda s_, w_, b_: R.spike_conv2d(s_, w_, b_, st, pd, dl, g),
+        [t.cpu().double() for t in (s, w, b)],
+        gy.cpu().double(),
+    )
     for y, gr in runs:
         for a, r in zip([y] + gr, [y0] + gr0):
             torch.testing.assert_close(a.cpu().double(), r, rtol=0, atol=0)
@@ -344,14 +360,25 @@ def test_conv2d_cuda_tilings_match_reference(device, case, kind):
 def test_conv2d_crossover_by_geometry(monkeypatch, spy_native):
     """auto's conv crossover: the small-map entries raise it for small output maps (forward+backward only),
     pointwise convs have their own entry, and a stride larger than the kernel always takes the dense op."""
-    monkeypatch.setitem(S.CROSSOVER, "cpu", {"linear": 0.3, "conv2d": 0.1, "linear_fwd": 0.3, "conv2d_fwd": 0.1,
-                                             "conv2d_1x1": 0.05, "conv2d_1x1_fwd": None})
+    monkeypatch.setitem(
+        S.CROSSOVER,
+        "cpu",
+        {
+            "linear": 0.3,
+            "conv2d": 0.1,
+            "linear_fwd": 0.3,
+            "conv2d_fwd": 0.1,
+            "conv2d_1x1": 0.05,
+            "conv2d_1x1_fwd": None,
+        },
+    )
     monkeypatch.setitem(S.CONV_CROSSOVER_SMALL_MAPS, "cpu", ((16, 0.3), (64, 0.2)))
     cpu = torch.device("cpu")
 
     def rate(H, k, stride, layer="conv2d"):
-        cp = S._conv_params(torch.zeros(1, 2, H, H), torch.zeros(4, 2, k, k), (stride, stride), (k // 2,) * 2,
-                            (1, 1), 1)
+        cp = S._conv_params(
+            torch.zeros(1, 2, H, H), torch.zeros(4, 2, k, k), (stride, stride), (k // 2,) * 2, (1, 1), 1
+        )
         return S._crossover(cpu, layer, cp)
 
     assert rate(32, 3, 1) == 0.1 and rate(16, 3, 1) == 0.1  # 256 output pixels: the base crossover
@@ -396,12 +423,15 @@ def test_opcheck(device):
     gy = torch.randn(6, 5, device=device)
     fwd = S.op_inputs(ops.spike_linear, s, w.requires_grad_(), b, mode="sparse", input_kind="binary")
     o = S.SpikeOptions(*fwd[6:])
-    torch.library.opcheck(torch.ops.spikeforge.spike_bwd,
-                          (gy, bits, None, info, w.detach(), None, o.conv, o.cp, o.mode, o.kind, True, True, True))
+    torch.library.opcheck(
+        torch.ops.spikeforge.spike_bwd,
+        (gy, bits, None, info, w.detach(), None, o.conv, o.cp, o.mode, o.kind, True, True, True),
+    )
     mask = torch.rand(6, 70, device=device) < 0.2
-    torch.library.opcheck(torch.ops.spikeforge.spike_bwd,
-                          (gy, bits, None, info, w.detach(), mask, o.conv, o.cp, S.MODE_DENSE, o.kind, True, False,
-                           False))
+    torch.library.opcheck(
+        torch.ops.spikeforge.spike_bwd,
+        (gy, bits, None, info, w.detach(), mask, o.conv, o.cp, S.MODE_DENSE, o.kind, True, False, False),
+    )
 
 
 @pytest.mark.parametrize("input_kind", ["auto", "binary"])
@@ -499,23 +529,34 @@ def test_bad_inputs():
 def test_native_checks_raise_not_crash():
     """The native layer validates again: wrong shapes reach it only by a direct call, and raise."""
     from spikeforge._native import native
+
     s = torch.zeros(4, 10)
     with pytest.raises((ValueError, RuntimeError), match="dimension"):
         native.spike_linear_forward(s, torch.zeros(3, 11), None, torch.zeros(4, 3), None, 1, 0)
     with pytest.raises((ValueError, RuntimeError), match="bits"):
         native.spike_pack(s, torch.zeros(4, 2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64), 1, 0)
     with pytest.raises((ValueError, RuntimeError), match="grad_mask bits"):
-        native.spike_linear_grad_input_masked(torch.zeros(4, 2, dtype=torch.int64), torch.zeros(4, 3),
-                                              torch.zeros(3, 10), torch.zeros(4, 10), None, 1, 0)
+        native.spike_linear_grad_input_masked(
+            torch.zeros(4, 2, dtype=torch.int64), torch.zeros(4, 3), torch.zeros(3, 10), torch.zeros(4, 10), None, 1, 0
+        )
     with pytest.raises((ValueError, RuntimeError), match="output size"):
-        native.spike_conv2d_forward(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None,
-                                    torch.zeros(1, 1, 4, 4), None, None, [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1],
-                                    1, 0)
+        native.spike_conv2d_forward(
+            torch.zeros(1, 1, 4, 4),
+            torch.zeros(1, 1, 3, 3),
+            None,
+            torch.zeros(1, 1, 4, 4),
+            None,
+            None,
+            [1, 1, 4, 4, 1, 3, 3, 4, 4, 1, 1, 0, 0, 1, 1, 1],
+            1,
+            0,
+        )
     # the CUDA workspaces are checked on every device (shapes in csrc/core/spike.h)
     cp = [2, 4, 5, 5, 6, 3, 3, 3, 3, 1, 1, 0, 0, 1, 1, 2]  # groups 2: w [6, 2, 3, 3]
     s4, w4, y4 = torch.zeros(2, 4, 5, 5), torch.zeros(6, 2, 3, 3), torch.zeros(2, 6, 3, 3)
-    native.spike_conv2d_forward(s4, w4, None, y4, torch.zeros(18, 6), torch.zeros(2, 5, 5, 1, dtype=torch.int64),
-                                cp, 1, 0)
+    native.spike_conv2d_forward(
+        s4, w4, None, y4, torch.zeros(18, 6), torch.zeros(2, 5, 5, 1, dtype=torch.int64), cp, 1, 0
+    )
     with pytest.raises((ValueError, RuntimeError), match="wt"):
         native.spike_conv2d_forward(s4, w4, None, y4, torch.zeros(36, 6), None, cp, 1, 0)
     with pytest.raises((ValueError, RuntimeError), match="masks"):

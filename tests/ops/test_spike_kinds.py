@@ -4,6 +4,7 @@ its weights) and are saved for backward as 2 bits per element (the event bits an
 0..D (I-LIF, SEW-ADD, D up to 255) take the counts path, event-driven with 1 byte per element saved. Forward and both
 gradients are exact against the dense reference (dyadic values: every sum is exact in float32 whatever its order).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -78,10 +79,10 @@ def test_ternary_linear_matches_reference(device, rate, mode, input_kind):
 
 
 CONV_CASES = [  # (Cin, Cout, kernel, stride, padding, dilation, groups, H, W)
-    (3, 8, 3, 1, 1, 1, 1, 9, 9),             # list kernels
+    (3, 8, 3, 1, 1, 1, 1, 9, 9),  # list kernels
     (4, 6, (1, 3), (2, 1), (0, 2), 1, 2, 8, 7),  # scatter kernels (grouped)
     (6, 6, 3, 2, 2, 2, 3, 11, 10),
-    (2, 3, 3, 1, 1, 1, 1, 120, 90),          # a large map: scatter kernels with groups 1
+    (2, 3, 3, 1, 1, 1, 1, 120, 90),  # a large map: scatter kernels with groups 1
 ]
 
 
@@ -95,8 +96,9 @@ def test_ternary_conv2d_matches_reference(device, case, mode, input_kind):
     w = dyadic((Cout, Cin // g, kh, kw), -16, 16, 16, device=device)
     b = dyadic((Cout,), -16, 16, 16, device=device)
     gy = dyadic(R.spike_conv2d(s, w, b, st, pd, dl, g).shape, -8, 8, 16, device=device)
-    got = grads(lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, st, pd, dl, g, mode=mode, input_kind=input_kind),
-                [s, w, b], gy)
+    got = grads(
+        lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, st, pd, dl, g, mode=mode, input_kind=input_kind), [s, w, b], gy
+    )
     exact(got, grads(lambda s_, w_, b_: R.spike_conv2d(s_, w_, b_, st, pd, dl, g), [s, w, b], gy))
 
 
@@ -114,8 +116,9 @@ def test_ternary_saved_at_two_bits(device, input_kind):
     torch.testing.assert_close(w.grad, torch.ones(256, 64, device=device) @ s)
     sc = ternary((2, 4, 16, 8, 8), 0.05, device=device)
     wc = torch.randn(16, 16, 3, 3, device=device, requires_grad=True)
-    _, big = saved_input_tensors(lambda: ops.spike_conv2d(sc, wc, None, 1, 1, mode="sparse", input_kind=input_kind),
-                                 weight=wc)
+    _, big = saved_input_tensors(
+        lambda: ops.spike_conv2d(sc, wc, None, 1, 1, mode="sparse", input_kind=input_kind), weight=wc
+    )
     assert sum(t.numel() * t.element_size() for t in big) == S.saved_bytes(sc) == 8 * 1024 * 2 // 8
 
 
@@ -147,8 +150,10 @@ def test_ternary_promise_is_checked():
         ops.spike_linear(torch.zeros(1, 4), w, input_kind="signed")
     # binary spikes are ternary spikes too: the promise holds, the signs are all zero
     s = (torch.rand(5, 4) < 0.5).float()
-    exact(grads(lambda s_, w_: ops.spike_linear(s_, w_, input_kind="ternary", mode="sparse"), [s, w],
-                torch.ones(5, 3)), grads(R.spike_linear, [s, w], torch.ones(5, 3)))
+    exact(
+        grads(lambda s_, w_: ops.spike_linear(s_, w_, input_kind="ternary", mode="sparse"), [s, w], torch.ones(5, 3)),
+        grads(R.spike_linear, [s, w], torch.ones(5, 3)),
+    )
 
 
 @pytest.mark.parametrize("groups", [1, 2])
@@ -159,8 +164,7 @@ def test_ternary_deterministic_over_threads(groups):
     out = []
     for nt in (1, 2, 3):
         torch.set_num_threads(nt)
-        out.append(grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, groups=groups, mode="sparse"),
-                         [s, w], gy))
+        out.append(grads(lambda s_, w_: ops.spike_conv2d(s_, w_, None, 1, 1, groups=groups, mode="sparse"), [s, w], gy))
     for o in out[1:]:
         for a, c in zip(out[0], o):
             assert torch.equal(a, c)
@@ -173,8 +177,7 @@ def test_ternary_opcheck_and_compile(device):
     torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args[:4] + (None, None) + args[6:])
     sc = ternary((2, 4, 6, 6), 0.2, device=device)
     wc = torch.randn(6, 2, 3, 3, device=device)
-    args = S.op_inputs(ops.spike_conv2d, sc, wc.requires_grad_(), None, 1, 1, 1, 2, mode="sparse",
-                       input_kind="ternary")
+    args = S.op_inputs(ops.spike_conv2d, sc, wc.requires_grad_(), None, 1, 1, 1, 2, mode="sparse", input_kind="ternary")
     torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args[:4] + (None, None) + args[6:])
     fc = sf.nn.SpikeLinear(70, 5, input_kind="ternary").to(device)
     torch._dynamo.reset()
@@ -213,8 +216,10 @@ def test_counts_event_driven_one_byte_exact(device, D, dtype, spy_native):
     y0, _, gw0, _ = grads(R.spike_linear, [s, w, b], gy)
     exact([y, gw], [y0, gw0])
     # grad_input (float input) and grad_bias through the sparse path
-    exact(grads(lambda s_, w_, b_: ops.spike_linear(s_, w_, b_, mode="sparse"), [s, w, b], gy),
-          grads(R.spike_linear, [s, w, b], gy))
+    exact(
+        grads(lambda s_, w_, b_: ops.spike_linear(s_, w_, b_, mode="sparse"), [s, w, b], gy),
+        grads(R.spike_linear, [s, w, b], gy),
+    )
 
 
 @pytest.mark.parametrize("D", [4, 255])
@@ -224,8 +229,9 @@ def test_counts_conv2d_exact(device, D):
     b = dyadic((6,), -16, 16, 16, device=device)
     gy = dyadic((3, 6, 10, 10), -8, 8, 16, device=device)
     for mode in ("sparse", "auto", "dense"):
-        got = grads(lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, 1, 1, mode=mode, input_kind="counts"),
-                    [s, w, b], gy)
+        got = grads(
+            lambda s_, w_, b_: ops.spike_conv2d(s_, w_, b_, 1, 1, mode=mode, input_kind="counts"), [s, w, b], gy
+        )
         exact(got, grads(lambda s_, w_, b_: R.spike_conv2d(s_, w_, b_, 1, 1), [s, w, b], gy))
     _, big = saved_input_tensors(lambda: ops.spike_conv2d(s, w.requires_grad_(), None, 1, 1), weight=w)
     assert [(t.dtype, t.numel()) for t in big] == [(torch.uint8, s.numel())]

@@ -5,6 +5,7 @@
 - Nothing a user reads points at shared/ (design notes users do not have): files or --help texts.
 - No HTML comments naming work items in README or docs/.
 """
+
 import os
 import re
 import subprocess
@@ -41,8 +42,14 @@ def test_readme_python_block_runs(i):
     env = dict(os.environ)
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(spikeforge.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
-    r = subprocess.run([sys.executable, "-c", PY_BLOCKS[i]], capture_output=True, text=True, env=env, timeout=300,
-                       cwd=os.path.dirname(ROOT))
+    r = subprocess.run(
+        [sys.executable, "-c", PY_BLOCKS[i]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.path.dirname(ROOT),
+    )
     assert r.returncode == 0, f"README python block {i} failed:\n{PY_BLOCKS[i]}\n{r.stderr[-2000:]}"
 
 
@@ -90,23 +97,31 @@ def test_nothing_points_at_shared():
 def test_help_texts_do_not_point_at_shared(capsys):
     from spikeforge import cli
 
-    for argv in (["--help"], ["bench", "--help"], ["bench", "neurons", "--help"], ["train", "--help"],
-                 ["energy", "--help"], ["info", "--help"]):
+    for argv in (
+        ["--help"],
+        ["bench", "--help"],
+        ["bench", "neurons", "--help"],
+        ["train", "--help"],
+        ["energy", "--help"],
+        ["info", "--help"],
+    ):
         with pytest.raises(SystemExit):
             cli.main(argv)
         assert "shared/" not in capsys.readouterr().out, argv
 
 
 def test_no_work_item_markers():
-    for path in [os.path.join(ROOT, "README.md")] + [os.path.join(ROOT, "docs", f)
-                                                     for f in os.listdir(os.path.join(ROOT, "docs"))]:
+    for path in [os.path.join(ROOT, "README.md")] + [
+        os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+    ]:
         text = _read(path)
         assert "<!--" not in text, path
         assert not re.search(r"\bissue \d+\b", text, flags=re.I), path
 
 
 def test_docs_links_resolve():
-    for path in [os.path.join(ROOT, "README.md")] + [os.path.join(ROOT, "docs", f)
-                                                     for f in os.listdir(os.path.join(ROOT, "docs"))]:
+    for path in [os.path.join(ROOT, "README.md")] + [
+        os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+    ]:
         for target in re.findall(r"\]\(([^)#:]+)\)", _read(path)):
             assert os.path.exists(os.path.join(os.path.dirname(path), target)), f"{path}: {target}"

@@ -1,13 +1,13 @@
 """Imports only go down: cli -> tools -> models -> nn -> ops -> native. Checked on the source (ast), so a new
 upward import fails here before it becomes an import cycle; and the hooks nn owns for observers work."""
+
 import ast
 import os
 
 import pytest
 import torch
 
-PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "python",
-                   "spikeforge")
+PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "python", "spikeforge")
 LAYERS = ["cli", "tools", "models", "nn", "ops"]  # top to bottom; train/data sit with tools
 
 

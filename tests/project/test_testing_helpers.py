@@ -1,4 +1,5 @@
 """spikeforge.testing: the helpers the suite (and libraries built on spikeforge) use."""
+
 import pytest
 import torch
 
@@ -25,8 +26,9 @@ def test_dyadic_inputs_give_bitwise_agreement_with_the_reference(device):
 
 def test_grads_returns_output_and_each_inputs_gradient():
     w = torch.tensor([2.0, 3.0])
-    y, (gx, gw, gi, gn) = testing.grads(lambda x, w, i, n: (x * w).sum(0) + i, [torch.ones(4, 2), w,
-                                        torch.arange(2), None], torch.tensor([1.0, 10.0]))
+    y, (gx, gw, gi, gn) = testing.grads(
+        lambda x, w, i, n: (x * w).sum(0) + i, [torch.ones(4, 2), w, torch.arange(2), None], torch.tensor([1.0, 10.0])
+    )
     assert torch.equal(y, torch.tensor([8.0, 13.0]))
     assert torch.equal(gx, torch.tensor([[2.0, 30.0]] * 4)) and torch.equal(gw, torch.tensor([4.0, 40.0]))
     assert gi is None and gn is None  # an integer input and a missing one get no gradient
@@ -35,8 +37,9 @@ def test_grads_returns_output_and_each_inputs_gradient():
 
 def test_native_available_and_marks():
     assert testing.native_available() == (native is not None)
-    assert testing.native_available("cuda") == (native is not None and bool(native.has_cuda())
-                                                and torch.cuda.is_available())
+    assert testing.native_available("cuda") == (
+        native is not None and bool(native.has_cuda()) and torch.cuda.is_available()
+    )
     with pytest.raises(ValueError, match="feature must be"):
         testing.native_available("tpu")
     assert testing.needs_native.name == "skipif" and testing.needs_cuda.name == "skipif"

@@ -1,11 +1,11 @@
 """`spikeforge bench --plot` charts drawn from small synthetic result dicts (the benchmarks themselves are
 not run here): roofline fractions (neurons, psn), crossover curves (spikes), step time and memory (models)."""
+
 import pytest
 
 from bench_helpers import bench_module
 
-bench_models, bench_neurons, bench_psn, bench_spikes = (bench_module(n) for n in ("models", "neurons", "psn",
-                                                                                   "spikes"))
+bench_models, bench_neurons, bench_psn, bench_spikes = (bench_module(n) for n in ("models", "neurons", "psn", "spikes"))
 
 pytest.importorskip("matplotlib")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -17,15 +17,30 @@ def _png(path):
 
 
 def _row(label, default, ms, gbps, bw=100.0):
-    row = {"label": label, "impl": label, "default": default, "status": "ok", "note": "",
-           "fwd_ms": ms, "fwd_bwd_ms": 2 * ms, "fwd_gbps": gbps, "fwd_bwd_gbps": gbps / 2}
+    row = {
+        "label": label,
+        "impl": label,
+        "default": default,
+        "status": "ok",
+        "note": "",
+        "fwd_ms": ms,
+        "fwd_bwd_ms": 2 * ms,
+        "fwd_gbps": gbps,
+        "fwd_bwd_gbps": gbps / 2,
+    }
     return row
 
 
 def test_neurons_plot_roofline_fractions(tmp_path):
-    cases = [{"neuron": n, "T": 4, "dtype": "float32", "rows": [_row("spikeforge", True, 1.0, 50.0),
-                                                                 _row("reference", False, 4.0, 12.5)]}
-             for n in ("lif", "if")]
+    cases = [
+        {
+            "neuron": n,
+            "T": 4,
+            "dtype": "float32",
+            "rows": [_row("spikeforge", True, 1.0, 50.0), _row("reference", False, 4.0, 12.5)],
+        }
+        for n in ("lif", "if")
+    ]
     bench_neurons.set_roofline_fractions(cases, 100.0)
     assert cases[0]["rows"][0]["fwd_roofline_fraction"] == 0.5
     assert cases[0]["rows"][1]["fwd_bwd_roofline_fraction"] == 0.0625
@@ -51,20 +66,36 @@ def test_psn_plot_roofline_and_ratio(tmp_path):
 
 
 def test_spikes_plot_crossover_curves(tmp_path):
-    results = [{"op": op, "rate": rate, "shape": [16, 64],
-                "fwd_ms": {"spikeforge": 10 * rate, "dense": 1.0},
-                "fwd_bwd_ms": {"spikeforge": 20 * rate, "dense": 2.0}}
-               for op in ("linear", "conv2d") for rate in (0.5, 0.01, 0.1)]
+    results = [
+        {
+            "op": op,
+            "rate": rate,
+            "shape": [16, 64],
+            "fwd_ms": {"spikeforge": 10 * rate, "dense": 1.0},
+            "fwd_bwd_ms": {"spikeforge": 20 * rate, "dense": 2.0},
+        }
+        for op in ("linear", "conv2d")
+        for rate in (0.5, 0.01, 0.1)
+    ]
     path = tmp_path / "spikes.png"
     bench_spikes.plot(results, ["linear", "conv2d"], str(path), "cpu")
     assert _png(path)
 
 
 def test_models_plot(tmp_path):
-    cases = [{"model": "sew_resnet18", "T": 2, "batch": 2, "size": 32,
-              "rows": [{"impl": "spikeforge", "median_ms": 10.0, "saved": {"activations": 2**20}},
-                       {"impl": "reference", "median_ms": 30.0, "saved": {"activations": 3 * 2**20}},
-                       {"impl": "spikingjelly", "median_ms": None, "saved": None}]}]
+    cases = [
+        {
+            "model": "sew_resnet18",
+            "T": 2,
+            "batch": 2,
+            "size": 32,
+            "rows": [
+                {"impl": "spikeforge", "median_ms": 10.0, "saved": {"activations": 2**20}},
+                {"impl": "reference", "median_ms": 30.0, "saved": {"activations": 3 * 2**20}},
+                {"impl": "spikingjelly", "median_ms": None, "saved": None},
+            ],
+        }
+    ]
     path = tmp_path / "models.png"
     bench_models.plot(cases, str(path), "synthetic")
     assert _png(path)

@@ -1,5 +1,6 @@
 """The command line as a new user meets it: help texts, one-line errors (stderr, exit status 2, no traceback)
 for bad options and files, checkpoints that must fit the run, and `energy` on a `train` checkpoint."""
+
 import os
 import re
 
@@ -55,34 +56,44 @@ def test_train_help_describes_every_option(capsys):
         assert "default" in " ".join(block.split()), head
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["train", "--model", "resnet_nope"], r"unknown model 'resnet_nope'"),
-    (["energy", "--model", "resnet_nope"], r"unknown model"),
-    (["train", "--dataset", "/nonexistent/data.npz"], r"no such file"),
-    (["train", "--dataset", "cifar10"], r"'digits' or a path"),
-    (["train", "--resume"], r"--resume needs --checkpoint"),
-    (["train", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], r"--device"),
-    (["train", "--device", "tpu"], r"--device"),
-    (["train", "--batch-size", "0"], r"--batch-size.*>= 1"),
-    (["train", "--epochs", "-1"], r"--epochs"),
-    (["train", "--eval-every", "0"], r"--eval-every"),
-    (["train", "--image-size", "0"], r"--image-size"),
-    (["train", "--width", "0"], r"--width"),
-    (["train", "--T", "zero"], r"--T"),
-    (["train", "--checkpoint", "/nonexistent/dir/run.pt"], r"folder .* does not exist"),
-    (["train", "--json", "/nonexistent/dir/run.json"], r"folder .* does not exist"),
-    (["energy", "--checkpoint", "/nonexistent/run.pt"], r"no checkpoint at"),
-    (["energy", "--batch", "0"], r"--batch"),
-    (["bench", "neurons", "--device", "cuda"] if not torch.cuda.is_available() else ["bench", "neurons", "--T", "0"],
-     r"--device cuda|--T"),
-    (["bench", "neurons", "--json", "/nonexistent/dir/x.json", "--quick"], r"does not exist"),
-    (["bench", "models", "--model", "resnet_nope", "--no-thp"], r"unknown model 'resnet_nope'"),
-    (["bench", "psn", "--threads", "0", "--no-thp"], r"--threads"),
-    (["bench", "neurons", "--model", "lifx", "--quick", "--no-thp"], r"unknown model 'lifx' \(did you mean 'lif'\?\)"),
-    (["bench", "neurons", "--model", "psn", "--quick", "--no-thp"], r"unknown model 'psn'.*leaky"),
-    (["bench", "neurons", "--model", "", "--no-thp"], r"unknown model ''"),
-    (["bench", "neurons", "--model"], r"--model: expected one argument"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["train", "--model", "resnet_nope"], r"unknown model 'resnet_nope'"),
+        (["energy", "--model", "resnet_nope"], r"unknown model"),
+        (["train", "--dataset", "/nonexistent/data.npz"], r"no such file"),
+        (["train", "--dataset", "cifar10"], r"'digits' or a path"),
+        (["train", "--resume"], r"--resume needs --checkpoint"),
+        (["train", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], r"--device"),
+        (["train", "--device", "tpu"], r"--device"),
+        (["train", "--batch-size", "0"], r"--batch-size.*>= 1"),
+        (["train", "--epochs", "-1"], r"--epochs"),
+        (["train", "--eval-every", "0"], r"--eval-every"),
+        (["train", "--image-size", "0"], r"--image-size"),
+        (["train", "--width", "0"], r"--width"),
+        (["train", "--T", "zero"], r"--T"),
+        (["train", "--checkpoint", "/nonexistent/dir/run.pt"], r"folder .* does not exist"),
+        (["train", "--json", "/nonexistent/dir/run.json"], r"folder .* does not exist"),
+        (["energy", "--checkpoint", "/nonexistent/run.pt"], r"no checkpoint at"),
+        (["energy", "--batch", "0"], r"--batch"),
+        (
+            ["bench", "neurons", "--device", "cuda"]
+            if not torch.cuda.is_available()
+            else ["bench", "neurons", "--T", "0"],
+            r"--device cuda|--T",
+        ),
+        (["bench", "neurons", "--json", "/nonexistent/dir/x.json", "--quick"], r"does not exist"),
+        (["bench", "models", "--model", "resnet_nope", "--no-thp"], r"unknown model 'resnet_nope'"),
+        (["bench", "psn", "--threads", "0", "--no-thp"], r"--threads"),
+        (
+            ["bench", "neurons", "--model", "lifx", "--quick", "--no-thp"],
+            r"unknown model 'lifx' \(did you mean 'lif'\?\)",
+        ),
+        (["bench", "neurons", "--model", "psn", "--quick", "--no-thp"], r"unknown model 'psn'.*leaky"),
+        (["bench", "neurons", "--model", "", "--no-thp"], r"unknown model ''"),
+        (["bench", "neurons", "--model"], r"--model: expected one argument"),
+    ],
+)
 def test_one_line_errors(capsys, argv, match):
     _one_line_error(capsys, *argv, match=match)
 
@@ -116,11 +127,13 @@ def test_checkpoint_must_fit_and_energy_reads_it(capsys, tmp_path):
     assert rc == 0, err
     assert os.path.abspath(ckpt) in out  # says where the checkpoint went
     # resume with another model or width: the error names both
-    line = _one_line_error(capsys, "train", "--dataset", data, *TINY[:2], "--width", "8", "--T", "1",
-                           "--checkpoint", ckpt, "--resume")
+    line = _one_line_error(
+        capsys, "train", "--dataset", data, *TINY[:2], "--width", "8", "--T", "1", "--checkpoint", ckpt, "--resume"
+    )
     assert "width=4" in line and "width=8" in line
-    line = _one_line_error(capsys, "train", "--dataset", data, "--model", "sew_resnet18_cifar", *TINY[2:],
-                           "--checkpoint", ckpt, "--resume")
+    line = _one_line_error(
+        capsys, "train", "--dataset", data, "--model", "sew_resnet18_cifar", *TINY[2:], "--checkpoint", ckpt, "--resume"
+    )
     assert "spiking_resnet18_cifar" in line and "sew_resnet18_cifar" in line
     line = _one_line_error(capsys, "energy", "--checkpoint", ckpt, "--model", "sew_resnet18_cifar")
     assert "spiking_resnet18_cifar" in line and "sew_resnet18_cifar" in line
@@ -192,8 +205,9 @@ def _main_job_json(capsys, tmp_path, *argv):
     import json
 
     out_json = tmp_path / "main.json"
-    rc, out, err = _run(capsys, "bench", "neurons", "--quick", "--no-thp", "--threads", "1", *argv,
-                        "--json", str(out_json))
+    rc, out, err = _run(
+        capsys, "bench", "neurons", "--quick", "--no-thp", "--threads", "1", *argv, "--json", str(out_json)
+    )
     assert rc == 0, err
     assert "Traceback" not in err
     return out, json.loads(out_json.read_text())

@@ -1,5 +1,6 @@
 """spikeforge.tools.energy (SOPs and energy, docs/tools.md) on hand-checkable models, the EnergyOp
 opt-in, a zoo model against torch's FLOP counter, and the `spikeforge energy` command."""
+
 import json
 
 import pytest
@@ -23,6 +24,7 @@ def _layer(rep, name):
 
 class Tiny(nn.Module):
     """fc1 on the static input [B, 4] (once), fc2 on given spikes [T, B, 3], fc3 on fc2's real output."""
+
     T = 2
 
     def __init__(self, spikes):
@@ -126,9 +128,11 @@ class SpikeMatmul(nn.Module):
         s, a = self._saved
         n = s.shape[-2]
         assert matmul_op("x", s, s.transpose(-1, -2)).macs == s.numel() * n  # the helper's count
-        return [EnergyOp("s@sT", macs=s.numel() * n, operand=s),
-                matmul_op("a@s", a, s, operand=a),
-                EnergyOp("lut", macs=100.0, kind="spikes", rate=0.5)]
+        return [
+            EnergyOp("s@sT", macs=s.numel() * n, operand=s),
+            matmul_op("a@s", a, s, operand=a),
+            EnergyOp("lut", macs=100.0, kind="spikes", rate=0.5),
+        ]
 
 
 def test_energy_ops_opt_in():
@@ -166,16 +170,24 @@ def test_report_op_inside_forward():
     assert r.sops == pytest.approx(float(s.mean()) * T * N * N * d)
     model(s)  # outside an estimate report_op does nothing
     with pytest.raises(ValueError, match="EnergyOp.macs"):
+
         class Bad(nn.Module):
             def forward(self, x):
                 report_op(self, EnergyOp("bad", float("nan"), x))
                 return x
+
         tools.energy(Bad(), s, T=T, batch_size=B)
 
 
-@pytest.mark.parametrize("cls, names", [
-    (sf.nn.SSA, ["kT@v", "q@(kT@v)"]), (sf.nn.SDSA, ["sum_tokens(k*v)"]),
-    (sf.nn.QKTokenAttention, ["sum_channels(q)"]), (sf.nn.QKChannelAttention, ["sum_tokens(q)"])])
+@pytest.mark.parametrize(
+    "cls, names",
+    [
+        (sf.nn.SSA, ["kT@v", "q@(kT@v)"]),
+        (sf.nn.SDSA, ["sum_tokens(k*v)"]),
+        (sf.nn.QKTokenAttention, ["sum_channels(q)"]),
+        (sf.nn.QKChannelAttention, ["sum_tokens(q)"]),
+    ],
+)
 def test_attention_modules_report_their_accumulates(cls, names):
     """The attention op's own work (no conv sees it) appears as rows named after the module, with the
     firing rate of the spikes that drive it: SOPs = accumulates actually done per inference."""
@@ -314,8 +326,23 @@ def test_cli_energy_json_and_checkpoint(tmp_path, capsys):
     from spikeforge.data import load_digits
 
     out = tmp_path / "e.json"
-    rc = cli.main(["energy", "--model", "sew_resnet18_cifar", "--width", "4", "--T", "2", "--image-size", "8",
-                   "--batch", "2", "--json", str(out)])
+    rc = cli.main(
+        [
+            "energy",
+            "--model",
+            "sew_resnet18_cifar",
+            "--width",
+            "4",
+            "--T",
+            "2",
+            "--image-size",
+            "8",
+            "--batch",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     d = json.loads(out.read_text())
     assert d["T"] == 2 and d["batch_size"] == 2 and d["layers"][0]["name"] == "stem.0"
@@ -336,8 +363,9 @@ def test_cli_energy_json_and_checkpoint(tmp_path, capsys):
     assert got["total_energy_mj"] == pytest.approx(want.total_energy_mj)
     assert got["total_sops"] == pytest.approx(want.total_sops)
 
-    rc = cli.main(["energy", "--model", "sew_resnet18_cifar", "--width", "4", "--T", "1", "--input", "digits",
-                   "--batch", "2"])
+    rc = cli.main(
+        ["energy", "--model", "sew_resnet18_cifar", "--width", "4", "--T", "1", "--input", "digits", "--batch", "2"]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and "mJ per image" in text and "layer4.1.conv2" in text
 

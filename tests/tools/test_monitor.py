@@ -1,5 +1,6 @@
 """spikeforge.tools.FiringRateMonitor: exact rates of hand-checkable neurons over several batches, per-step
 rates, the zoo models' fused BN + neuron path under hooks, opt-ins, table and PNG."""
+
 import pytest
 import torch
 from torch import nn

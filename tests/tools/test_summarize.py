@@ -1,4 +1,5 @@
 """bench/summarize.py prints a table for every result file in bench/results/ and names its machine."""
+
 import glob
 import json
 import os
@@ -25,12 +26,23 @@ def test_every_result_file(path):
 
 
 def test_main_job_json_and_unknown_files(tmp_path, capsys):
-    main_job = {"benchmark": "neurons (main job)", "machine": "Some CPU, 2 threads", "n": 1024,
-                "summary": "In short: ...",
-                "rows": [{"T": 4, "n": 1024, "cells": {"spikeforge": {"label": "spikeforge", "ms": 1.0},
-                                                        "reference": {"label": "PyTorch loop", "ms": 5.0,
-                                                                      "x_spikeforge": 5.0},
-                                                        "snntorch": {"label": "snnTorch", "status": "not installed"}}}]}
+    main_job = {
+        "benchmark": "neurons (main job)",
+        "machine": "Some CPU, 2 threads",
+        "n": 1024,
+        "summary": "In short: ...",
+        "rows": [
+            {
+                "T": 4,
+                "n": 1024,
+                "cells": {
+                    "spikeforge": {"label": "spikeforge", "ms": 1.0},
+                    "reference": {"label": "PyTorch loop", "ms": 5.0, "x_spikeforge": 5.0},
+                    "snntorch": {"label": "snnTorch", "status": "not installed"},
+                },
+            }
+        ],
+    }
     p = tmp_path / "main.json"
     p.write_text(json.dumps(main_job))
     text = summarize.summarize(str(p))

@@ -10,6 +10,7 @@ One module per subcommand (info, bench, train, energy), each with HELP, ``add_ar
 ``run(args) -> int``. A subcommand reports a bad command line or input file by raising
 ``UsageError``: printed as one argparse-style line on stderr, exit status 2, no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _subcommand(sub, name: str, mod, formatter=argparse.RawDescriptionHelpFormatter):
-    p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                       epilog=getattr(mod, "EPILOG", None), formatter_class=formatter)
+    p = sub.add_parser(
+        name,
+        help=mod.HELP,
+        description=getattr(mod, "DESCRIPTION", mod.HELP),
+        epilog=getattr(mod, "EPILOG", None),
+        formatter_class=formatter,
+    )
     mod.add_arguments(p)
     p.set_defaults(func=mod.run)
     return p
@@ -41,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     from . import bench, energy, info, train
 
-    p = _Parser(prog="spikeforge", description="spikeforge: fused CPU/CUDA kernels for training spiking neural "
-                                               "networks, as PyTorch ops. Start with `spikeforge bench neurons`.")
+    p = _Parser(
+        prog="spikeforge",
+        description="spikeforge: fused CPU/CUDA kernels for training spiking neural "
+        "networks, as PyTorch ops. Start with `spikeforge bench neurons`.",
+    )
     p.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _subcommand(sub, "info", info)
@@ -89,8 +98,7 @@ def main(argv: Optional[list] = None) -> int:
         if os.environ.get("SPIKEFORGE_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
-        print(f"{prog}: error: {type(e).__name__}: {first} (SPIKEFORGE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(f"{prog}: error: {type(e).__name__}: {first} (SPIKEFORGE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 

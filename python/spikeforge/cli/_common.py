@@ -3,6 +3,7 @@
 A subcommand raises ``UsageError("...")``; ``spikeforge.cli.main`` prints it argparse-style
 (``spikeforge train: error: ...`` on stderr) and exits with status 2, so no traceback reaches a user.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ timing core it needs (spikeforge.cli.benchcore) are installed. The full harness 
 code: it lives in bench/ (bench/benchlib.py plus one bench_<family>.py per family) and is found at run time:
 $SPIKEFORGE_BENCH_DIR, else the checkout the package was imported from, else ./bench.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,11 @@ _BENCH_DIR_ENV = "SPIKEFORGE_BENCH_DIR"
 def find_bench_dir() -> Optional[str]:
     """The folder holding benchlib.py and the bench_<family>.py scripts, or None (a plain pip install)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../spikeforge
-    candidates = [os.environ.get(_BENCH_DIR_ENV),
-                  os.path.join(here, os.pardir, os.pardir, "bench"),  # <checkout>/python/spikeforge
-                  os.path.join(os.getcwd(), "bench")]
+    candidates = [
+        os.environ.get(_BENCH_DIR_ENV),
+        os.path.join(here, os.pardir, os.pardir, "bench"),  # <checkout>/python/spikeforge
+        os.path.join(os.getcwd(), "bench"),
+    ]
     for c in candidates:
         if c and os.path.isfile(os.path.join(c, "benchlib.py")):
             return os.path.abspath(c)
@@ -39,37 +42,55 @@ def load_target(name: str):
     """The module bench/bench_<name>.py of the checkout (UsageError when there is no bench/ folder)."""
     d = find_bench_dir()
     if d is None:
-        raise UsageError(f"`spikeforge bench {name}{' --full' if name == 'neurons' else ''}` runs the scripts in the "
-                         "bench/ folder of a spikeforge source checkout: run it from the checkout, or set "
-                         f"{_BENCH_DIR_ENV}=/path/to/spikeforge/bench")
+        raise UsageError(
+            f"`spikeforge bench {name}{' --full' if name == 'neurons' else ''}` runs the scripts in the "
+            "bench/ folder of a spikeforge source checkout: run it from the checkout, or set "
+            f"{_BENCH_DIR_ENV}=/path/to/spikeforge/bench"
+        )
     if d not in sys.path:
         sys.path.insert(0, d)
     return importlib.import_module(f"bench_{name}")
 
 
 def _target_help(name: str) -> str:
-    return {"psn": "parallel spiking neurons (PSN, masked, sliding) against the reference, GEMM, peers",
-            "spikes": "event-driven spike_linear / spike_conv2d against dense torch: the crossover firing rate",
-            "models": "one training step of a zoo model: time and memory saved for backward, by layer kind",
-            "attention": "spiking attention ops (SSA, SDSA, QK attention) against the torch-op composition"}[name]
+    return {
+        "psn": "parallel spiking neurons (PSN, masked, sliding) against the reference, GEMM, peers",
+        "spikes": "event-driven spike_linear / spike_conv2d against dense torch: the crossover firing rate",
+        "models": "one training step of a zoo model: time and memory saved for backward, by layer kind",
+        "attention": "spiking attention ops (SSA, SDSA, QK attention) against the torch-op composition",
+    }[name]
 
 
 def add_parser(sub) -> None:
     from . import bench_neurons
 
-    pb = sub.add_parser("bench", help=HELP, description=(
-        "Benchmarks. `spikeforge bench neurons` is the main job (about a minute, from any install). The other "
-        "targets and `bench neurons --full` run the scripts in the bench/ folder of a source checkout "
-        "(found from the checkout, the current folder or $SPIKEFORGE_BENCH_DIR). How spikeforge is measured: "
-        "docs/benchmarks.md."))
+    pb = sub.add_parser(
+        "bench",
+        help=HELP,
+        description=(
+            "Benchmarks. `spikeforge bench neurons` is the main job (about a minute, from any install). The other "
+            "targets and `bench neurons --full` run the scripts in the bench/ folder of a source checkout "
+            "(found from the checkout, the current folder or $SPIKEFORGE_BENCH_DIR). How spikeforge is measured: "
+            "docs/benchmarks.md."
+        ),
+    )
     targets = pb.add_subparsers(dest="target", metavar="TARGET", parser_class=type(pb))
-    pn = targets.add_parser("neurons", help=bench_neurons.HELP, description=bench_neurons.DESCRIPTION,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    pn = targets.add_parser(
+        "neurons",
+        help=bench_neurons.HELP,
+        description=bench_neurons.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bench_neurons.add_arguments(pn)
-    pn.add_argument("--full", nargs=argparse.REMAINDER, default=None, metavar="OPTIONS",
-                    help="the full comparison instead (every column, both backward modes, per-call overhead, "
-                         "torch.compile at every T, --json/--plot): bench/bench_neurons.py of a checkout; the "
-                         "options after --full are its own (spikeforge bench neurons --full --help)")
+    pn.add_argument(
+        "--full",
+        nargs=argparse.REMAINDER,
+        default=None,
+        metavar="OPTIONS",
+        help="the full comparison instead (every column, both backward modes, per-call overhead, "
+        "torch.compile at every T, --json/--plot): bench/bench_neurons.py of a checkout; the "
+        "options after --full are its own (spikeforge bench neurons --full --help)",
+    )
     pn.set_defaults(func=_run_neurons)
     lib = _benchlib()
     for name in FULL_TARGETS[1:]:
@@ -79,8 +100,9 @@ def add_parser(sub) -> None:
             pt.add_argument("options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             pt.set_defaults(func=lambda args, n=name: load_target(n) and 0)
             continue
-        pt = targets.add_parser(name, help=mod.HELP, description=(mod.__doc__ or "").strip().split("\n\n")[0],
-                                parents=[lib.common_parser()])
+        pt = targets.add_parser(
+            name, help=mod.HELP, description=(mod.__doc__ or "").strip().split("\n\n")[0], parents=[lib.common_parser()]
+        )
         mod.add_arguments(pt)
         pt.set_defaults(func=_full_runner(mod))
     pb.set_defaults(func=lambda args: (pb.print_help(), 2)[1])
@@ -106,6 +128,7 @@ def _full_runner(mod):
 
             reexec_with_thp(args.argv)  # returns only when the huge-page settings are already in place
         return mod.run(args)
+
     return run
 
 
@@ -120,8 +143,11 @@ def _run_neurons(args) -> int:
             reexec_with_thp(args.argv, quiet=True)  # the table's notes say so
         return bench_neurons.run(args)
     mod = load_target("neurons")
-    parser = argparse.ArgumentParser(prog="spikeforge bench neurons --full", parents=[_benchlib().common_parser()],
-                                     description=(mod.__doc__ or "").strip().split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="spikeforge bench neurons --full",
+        parents=[_benchlib().common_parser()],
+        description=(mod.__doc__ or "").strip().split("\n\n")[0],
+    )
     mod.add_arguments(parser)
     full_args = parser.parse_args(args.full)
     full_args.argv = args.argv

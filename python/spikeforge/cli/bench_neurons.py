@@ -5,6 +5,7 @@ snnTorch's Leaky, Synaptic and Alpha, these also through spikeforge.interop.snnt
 comparison (both backward modes, forward-only times, per-call overhead, torch.compile at every T, JSON and
 plots) is ``spikeforge bench neurons --full`` (bench/bench_neurons.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ import torch
 from . import benchcore as bc
 from ._common import UsageError, check_output_path, positive_float, positive_int, unknown_name
 
-HELP = ("the main job: fused LIF neurons (--model: another) against a PyTorch loop and the peer libraries "
-        "(about a minute)")
+HELP = (
+    "the main job: fused LIF neurons (--model: another) against a PyTorch loop and the peer libraries (about a minute)"
+)
 DESCRIPTION = """\
 Times one training step (forward + backward through time) of N spiking neurons over T time steps:
 spikeforge's fused kernel against the same neuron written as a plain PyTorch loop, the peer libraries that
@@ -37,8 +39,9 @@ round-robin in one process. How it is measured: docs/benchmarks.md.
 spikeforge.interop.snntorch, against snnTorch's per-step loop)."""
 
 TAU, V_TH, V_RESET, ALPHA = 2.0, 1.0, 0.0, 4.0  # SpikingJelly's LIF defaults, spikeforge's too
-OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False,
-               surrogate="sigmoid", alpha=ALPHA)
+OPTIONS = dict(
+    tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=ALPHA
+)
 BYTES_PER_ELEMENT_STEP = 5  # forward+backward minimum: read x, write s; read grad_s, saved x, write grad_x
 # torch.compile rows from the cache take 1-3 s each; once compiling has taken this long in a run (the cache
 # missed), the remaining rows are left out instead of compiling for minutes (--compile compiles them all)
@@ -46,29 +49,63 @@ COMPILE_BUDGET_S = 15.0
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--T", type=positive_int, nargs="+", default=None, metavar="T",
-                   help="time steps, one row each (default: 4 8 32; --quick: 4)")
-    p.add_argument("--n", type=positive_int, default=None,
-                   help="neurons per time step (default: 2^20 on CPU, 2^22 on a GPU; --quick: 2^14)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: cuda when torch sees a GPU, else cpu (default: %(default)s)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch.set_num_threads on CPU (default: torch's own, the number a training job gets)")
-    p.add_argument("--time-budget", type=positive_float, default=1.5, metavar="SECONDS",
-                   help="timing budget per contender and row: a slow one gets fewer repetitions, at least 2 "
-                        "(default: %(default)s)")
-    p.add_argument("--compile", action="store_true",
-                   help="time torch.compile of the loop even when its kernels are not cached (slow the first time)")
+    p.add_argument(
+        "--T",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="time steps, one row each (default: 4 8 32; --quick: 4)",
+    )
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=None,
+        help="neurons per time step (default: 2^20 on CPU, 2^22 on a GPU; --quick: 2^14)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: cuda when torch sees a GPU, else cpu (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch.set_num_threads on CPU (default: torch's own, the number a training job gets)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=positive_float,
+        default=1.5,
+        metavar="SECONDS",
+        help="timing budget per contender and row: a slow one gets fewer repetitions, at least 2 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="time torch.compile of the loop even when its kernels are not cached (slow the first time)",
+    )
     p.add_argument("--no-peers", action="store_true", help="leave out SpikingJelly and snnTorch")
     p.add_argument("--quick", action="store_true", help="T=4, 2^14 neurons: a smoke test in seconds")
-    p.add_argument("--no-thp", action="store_true",
-                   help="run in the process's own memory settings (by default the run restarts itself with "
-                        "PyTorch's huge pages and glibc malloc keeping freed memory, the settings docs/benchmarks.md "
-                        "recommends for CPU training; they speed up every contender, the eager loops most)")
+    p.add_argument(
+        "--no-thp",
+        action="store_true",
+        help="run in the process's own memory settings (by default the run restarts itself with "
+        "PyTorch's huge pages and glibc malloc keeping freed memory, the settings docs/benchmarks.md "
+        "recommends for CPU training; they speed up every contender, the eager loops most)",
+    )
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
-    p.add_argument("--model", type=model_name, default="lif", metavar="{" + ",".join(MODELS) + "}",
-                   help="the neuron model (default: %(default)s); snnTorch's leaky / synaptic / alpha with its "
-                        "defaults, also through spikeforge.interop.snntorch")
+    p.add_argument(
+        "--model",
+        type=model_name,
+        default="lif",
+        metavar="{" + ",".join(MODELS) + "}",
+        help="the neuron model (default: %(default)s); snnTorch's leaky / synaptic / alpha with its "
+        "defaults, also through spikeforge.interop.snntorch",
+    )
 
 
 def model_name(text: str) -> str:
@@ -88,13 +125,14 @@ class Contender:
     key: str
     label: str
     build: Callable
-    why: Optional[str] = None   # why it is absent (not installed), else None
+    why: Optional[str] = None  # why it is absent (not installed), else None
     dist: Optional[str] = None  # the pip distribution of a peer
-    same_model: bool = True     # computes the model spikeforge computes, so the spikes must be the same
+    same_model: bool = True  # computes the model spikeforge computes, so the spikes must be the same
 
 
 def _spikingjelly_node(make: Callable) -> Callable:
     """A builder for a SpikingJelly node, multi-step, reset before each call (a fresh sequence)."""
+
     def build():
         logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # SJ probes for Triton at import
         from spikingjelly.activation_based import neuron, surrogate
@@ -105,7 +143,9 @@ def _spikingjelly_node(make: Callable) -> Callable:
             node.to(x.device)
             node.reset()
             return node(x)
+
         return run, [p for p in node.parameters() if p.requires_grad]
+
     return build
 
 
@@ -114,8 +154,9 @@ def _snntorch_lif():
     import snntorch as snn
     from snntorch import surrogate
 
-    leaky = snn.Leaky(beta=1.0 - 1.0 / TAU, threshold=V_TH, spike_grad=surrogate.sigmoid(slope=ALPHA),
-                      reset_mechanism="zero")
+    leaky = snn.Leaky(
+        beta=1.0 - 1.0 / TAU, threshold=V_TH, spike_grad=surrogate.sigmoid(slope=ALPHA), reset_mechanism="zero"
+    )
 
     def run(x):
         leaky.to(x.device)
@@ -125,6 +166,7 @@ def _snntorch_lif():
             s, mem = leaky(x[t], mem)
             out.append(s)
         return torch.stack(out)
+
     return run, []
 
 
@@ -133,6 +175,7 @@ def _snntorch_module(make: Callable, patched: bool) -> Callable:
     and the states). patched=False: snnTorch's own per-step loop, one call per step as its tutorials write it;
     True: the same module patched with spikeforge.interop.snntorch (step_mode "m"), one call per sequence.
     x [T, n] is run as [T, 1, n] (a batch of one sample of n neurons)."""
+
     def build():
         import snntorch as snn
 
@@ -149,12 +192,15 @@ def _snntorch_module(make: Callable, patched: bool) -> Callable:
             if patched:
                 return module(x3)[0].reshape(x.shape)
             return torch.stack([module(x3[t])[0] for t in range(x.shape[0])]).reshape(x.shape)
+
         return run, [p for p in module.parameters() if p.requires_grad]
+
     return build
 
 
 def _norse_lif() -> Callable:
     """A builder for Norse's LIF module (norse.torch.LIF with LIFParameters()'s defaults), one call per sequence."""
+
     def build():
         from norse.torch import LIF
 
@@ -163,30 +209,35 @@ def _norse_lif() -> Callable:
         def run(x):
             module.to(x.device)
             return module(x)[0]  # a fresh state on every call (none passed): from v_leak and no current
+
         return run, []
+
     return build
 
 
 @dataclass(frozen=True)
 class Model:
     """One --model: what spikeforge runs, its PyTorch loop, the peers that have it, and its traffic."""
+
     name: str
-    title: str           # the first line: "LIF neurons"
-    options: dict        # the configuration timed (JSON)
-    op: Callable         # builder of spikeforge's fused op
+    title: str  # the first line: "LIF neurons"
+    options: dict  # the configuration timed (JSON)
+    op: Callable  # builder of spikeforge's fused op
     reference: Callable  # builder of the same neuron as a plain PyTorch loop (spikeforge.reference)
-    peers: tuple         # ((key, dist, label, builder, same_model), ...)
-    states: str          # what the recomputing backward rebuilds from x, in words
-    saved: tuple         # the values per neuron and step the forward saves when the backward does not recompute
+    peers: tuple  # ((key, dist, label, builder, same_model), ...)
+    states: str  # what the recomputing backward rebuilds from x, in words
+    saved: tuple  # the values per neuron and step the forward saves when the backward does not recompute
     reads_x: bool = False  # the backward reads x besides the saved values (ops.neuron's _reads_x)
     drive: tuple = (1.0, 0.0)  # x = scale * randn + shift: membranes crossing the threshold often
 
 
 def _fn(call: Callable, leaves: Callable = lambda: []) -> Callable:
     """A builder from call(x, *leaves) -> spikes."""
+
     def build():
         ls = leaves()
         return (lambda x: call(x, *ls)), ls
+
     return build
 
 
@@ -196,11 +247,28 @@ def _plif_w():
 
 IF_OPTIONS = dict(v_threshold=V_TH, v_reset=V_RESET, detach_reset=False, surrogate="sigmoid", alpha=ALPHA)
 PLIF_OPTIONS = dict(decay_input=True, **IF_OPTIONS)
-ALIF_OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=None, beta_a=1.8, rho=0.9, decay_input=True,
-                    detach_reset=False, surrogate="sigmoid", alpha=ALPHA)  # ops.alif's defaults
+ALIF_OPTIONS = dict(
+    tau=TAU,
+    v_threshold=V_TH,
+    v_reset=None,
+    beta_a=1.8,
+    rho=0.9,
+    decay_input=True,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=ALPHA,
+)  # ops.alif's defaults
 ILIF_OPTIONS = dict(D=4, tau=4.0 / 3.0, v_threshold=V_TH, decay_input=False, detach_reset=False)  # SJ's ILIFNode
-TERNARY_OPTIONS = dict(tau=TAU, v_threshold=V_TH, v_reset=V_RESET, decay_input=True, detach_reset=False,
-                       surrogate="sigmoid", alpha=ALPHA, two_sided=True)  # SpikingJelly's TernaryLIFNode
+TERNARY_OPTIONS = dict(
+    tau=TAU,
+    v_threshold=V_TH,
+    v_reset=V_RESET,
+    decay_input=True,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=ALPHA,
+    two_sided=True,
+)  # SpikingJelly's TernaryLIFNode
 LEAKY_OPTIONS = dict(beta=0.9)  # snnTorch's defaults otherwise: threshold 1, subtract reset, atan(alpha=2)
 SYNAPTIC_OPTIONS = dict(alpha=0.9, beta=0.8)
 ALPHA_OPTIONS = dict(alpha=0.9, beta=0.8)  # Alpha's default reset is "zero"
@@ -223,65 +291,180 @@ _SJ, _SNN = ("spikingjelly", "spikingjelly", "SpikingJelly"), ("snntorch", "snnt
 _SNN_PATCHED = ("snntorch_patched", "snntorch", "snnTorch")
 _NORSE = ("norse", "norse", "Norse")  # label: "snnTorch <version> patched"
 _SNN_DEFAULTS = "snnTorch's defaults otherwise: threshold 1, atan surrogate (alpha 2), init_hidden=False"
-MODELS: dict[str, Model] = {m.name: m for m in (
-    Model("lif", "LIF neurons", OPTIONS,
-          _fn(lambda x: _ops().lif(x, **OPTIONS)[0]), _fn(lambda x: _ref().lif(x, **OPTIONS)[0]),
-          ((*_SJ, _spikingjelly_node(lambda n, sg: n.LIFNode(
-              tau=TAU, decay_input=True, v_threshold=V_TH, v_reset=V_RESET, detach_reset=False,
-              surrogate_function=sg.Sigmoid(alpha=ALPHA), step_mode="m")), True),
-           (*_SNN, _snntorch_lif, False)),
-          "H", ("H",)),
-    Model("if", "IF neurons", IF_OPTIONS,
-          _fn(lambda x: _ops().if_neuron(x, **IF_OPTIONS)[0]), _fn(lambda x: _ref().if_neuron(x, **IF_OPTIONS)[0]),
-          ((*_SJ, _spikingjelly_node(lambda n, sg: n.IFNode(
-              v_threshold=V_TH, v_reset=V_RESET, detach_reset=False, surrogate_function=sg.Sigmoid(alpha=ALPHA),
-              step_mode="m")), True),),
-          "H", ("H",), drive=(0.5, 0.1)),
-    Model("plif", "PLIF neurons (learnable tau, w = 0: tau 2)", dict(w=0.0, **PLIF_OPTIONS),
-          _fn(lambda x, w: _ops().plif(x, w, **PLIF_OPTIONS)[0], _plif_w),
-          _fn(lambda x, w: _ref().plif(x, w, **PLIF_OPTIONS)[0], _plif_w),
-          ((*_SJ, _spikingjelly_node(lambda n, sg: n.ParametricLIFNode(
-              init_tau=2.0, decay_input=True, v_threshold=V_TH, v_reset=V_RESET, detach_reset=False,
-              surrogate_function=sg.Sigmoid(alpha=ALPHA), step_mode="m")), True),),
-          "H", ("H",), reads_x=True, drive=(1.0, 0.5)),
-    Model("alif", "ALIF neurons (adaptive threshold)", ALIF_OPTIONS,
-          _fn(lambda x: _ops().alif(x, **ALIF_OPTIONS)[0]), _fn(lambda x: _ref().alif(x, **ALIF_OPTIONS)[0]),
-          (), "H and the threshold B", ("H", "B[t-1]"), drive=(1.0, 0.5)),
-    Model("ilif", "I-LIF neurons (integer spikes 0..4, SpikingJelly's ILIFNode: tau 4/3)", ILIF_OPTIONS,
-          _fn(lambda x: _ops().ilif(x, **ILIF_OPTIONS)[0]), _fn(lambda x: _ref().ilif(x, **ILIF_OPTIONS)[0]),
-          ((*_SJ, _spikingjelly_node(lambda n, sg: n.ILIFNode(step_mode="m")), True),),
-          "H", ("H",), drive=(1.5, 0.5)),
-    Model("ternary", "ternary-spike LIF neurons (SpikingJelly's TernaryLIFNode)", TERNARY_OPTIONS,
-          _fn(lambda x: _ops().ternary_lif(x, **TERNARY_OPTIONS)[0]),
-          _fn(lambda x: _ref().ternary_lif(x, **TERNARY_OPTIONS)[0]),
-          ((*_SJ, _spikingjelly_node(lambda n, sg: n.TernaryLIFNode(step_mode="m")), True),),
-          "H", ("H",), drive=(1.5, 0.0)),
-    Model("leaky", "snnTorch Leaky neurons (beta 0.9, subtract reset; " + _SNN_DEFAULTS + ")", LEAKY_OPTIONS,
-          _fn(lambda x: _ops().leaky(x, **LEAKY_OPTIONS)[0]), _fn(lambda x: _ref().leaky(x, **LEAKY_OPTIONS)[0]),
-          ((*_SNN, _snntorch_module(lambda snn: snn.Leaky(**LEAKY_OPTIONS), False), True),
-           (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Leaky(**LEAKY_OPTIONS), True), True)),
-          "the membrane", ("U", "U after the reset"), drive=(0.5, 0.3)),
-    Model("synaptic", "snnTorch Synaptic neurons (alpha 0.9, beta 0.8, subtract reset; " + _SNN_DEFAULTS + ")",
-          SYNAPTIC_OPTIONS,
-          _fn(lambda x: _ops().synaptic(x, **SYNAPTIC_OPTIONS)[0]),
-          _fn(lambda x: _ref().synaptic(x, **SYNAPTIC_OPTIONS)[0]),
-          ((*_SNN, _snntorch_module(lambda snn: snn.Synaptic(**SYNAPTIC_OPTIONS), False), True),
-           (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Synaptic(**SYNAPTIC_OPTIONS), True), True)),
-          "the membrane and the synaptic current", ("U", "U after the reset", "I"), drive=(0.25, 0.05)),
-    Model("alpha", "snnTorch Alpha neurons (alpha 0.9, beta 0.8, zero reset; " + _SNN_DEFAULTS + ")",
-          ALPHA_OPTIONS,
-          _fn(lambda x: _ops().alpha_neuron(x, **ALPHA_OPTIONS)[0]),
-          _fn(lambda x: _ref().alpha_neuron(x, **ALPHA_OPTIONS)[0]),
-          ((*_SNN, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), False), True),
-           (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), True), True)),
-          "the membrane and both synaptic currents", ("U", "E", "I"), reads_x=True, drive=(1.0, 1.0)),
-    Model("norse", "Norse LIF neurons (current-based; LIFParameters()'s defaults: dt 1 ms, tau_syn_inv 200, "
-          "tau_mem_inv 100, threshold 1, SuperSpike)", NORSE_OPTIONS,
-          _fn(lambda x: _ops().norse_lif(x, **NORSE_OPTIONS)[0]),
-          _fn(lambda x: _ref().norse_lif(x, **NORSE_OPTIONS)[0]),
-          ((*_NORSE, _norse_lif(), True),),
-          "the membrane and the synaptic current", ("V before the reset", "V", "I"), reads_x=True, drive=(1.0, 1.0)),
-)}
+MODELS: dict[str, Model] = {
+    m.name: m
+    for m in (
+        Model(
+            "lif",
+            "LIF neurons",
+            OPTIONS,
+            _fn(lambda x: _ops().lif(x, **OPTIONS)[0]),
+            _fn(lambda x: _ref().lif(x, **OPTIONS)[0]),
+            (
+                (
+                    *_SJ,
+                    _spikingjelly_node(
+                        lambda n, sg: n.LIFNode(
+                            tau=TAU,
+                            decay_input=True,
+                            v_threshold=V_TH,
+                            v_reset=V_RESET,
+                            detach_reset=False,
+                            surrogate_function=sg.Sigmoid(alpha=ALPHA),
+                            step_mode="m",
+                        )
+                    ),
+                    True,
+                ),
+                (*_SNN, _snntorch_lif, False),
+            ),
+            "H",
+            ("H",),
+        ),
+        Model(
+            "if",
+            "IF neurons",
+            IF_OPTIONS,
+            _fn(lambda x: _ops().if_neuron(x, **IF_OPTIONS)[0]),
+            _fn(lambda x: _ref().if_neuron(x, **IF_OPTIONS)[0]),
+            (
+                (
+                    *_SJ,
+                    _spikingjelly_node(
+                        lambda n, sg: n.IFNode(
+                            v_threshold=V_TH,
+                            v_reset=V_RESET,
+                            detach_reset=False,
+                            surrogate_function=sg.Sigmoid(alpha=ALPHA),
+                            step_mode="m",
+                        )
+                    ),
+                    True,
+                ),
+            ),
+            "H",
+            ("H",),
+            drive=(0.5, 0.1),
+        ),
+        Model(
+            "plif",
+            "PLIF neurons (learnable tau, w = 0: tau 2)",
+            dict(w=0.0, **PLIF_OPTIONS),
+            _fn(lambda x, w: _ops().plif(x, w, **PLIF_OPTIONS)[0], _plif_w),
+            _fn(lambda x, w: _ref().plif(x, w, **PLIF_OPTIONS)[0], _plif_w),
+            (
+                (
+                    *_SJ,
+                    _spikingjelly_node(
+                        lambda n, sg: n.ParametricLIFNode(
+                            init_tau=2.0,
+                            decay_input=True,
+                            v_threshold=V_TH,
+                            v_reset=V_RESET,
+                            detach_reset=False,
+                            surrogate_function=sg.Sigmoid(alpha=ALPHA),
+                            step_mode="m",
+                        )
+                    ),
+                    True,
+                ),
+            ),
+            "H",
+            ("H",),
+            reads_x=True,
+            drive=(1.0, 0.5),
+        ),
+        Model(
+            "alif",
+            "ALIF neurons (adaptive threshold)",
+            ALIF_OPTIONS,
+            _fn(lambda x: _ops().alif(x, **ALIF_OPTIONS)[0]),
+            _fn(lambda x: _ref().alif(x, **ALIF_OPTIONS)[0]),
+            (),
+            "H and the threshold B",
+            ("H", "B[t-1]"),
+            drive=(1.0, 0.5),
+        ),
+        Model(
+            "ilif",
+            "I-LIF neurons (integer spikes 0..4, SpikingJelly's ILIFNode: tau 4/3)",
+            ILIF_OPTIONS,
+            _fn(lambda x: _ops().ilif(x, **ILIF_OPTIONS)[0]),
+            _fn(lambda x: _ref().ilif(x, **ILIF_OPTIONS)[0]),
+            ((*_SJ, _spikingjelly_node(lambda n, sg: n.ILIFNode(step_mode="m")), True),),
+            "H",
+            ("H",),
+            drive=(1.5, 0.5),
+        ),
+        Model(
+            "ternary",
+            "ternary-spike LIF neurons (SpikingJelly's TernaryLIFNode)",
+            TERNARY_OPTIONS,
+            _fn(lambda x: _ops().ternary_lif(x, **TERNARY_OPTIONS)[0]),
+            _fn(lambda x: _ref().ternary_lif(x, **TERNARY_OPTIONS)[0]),
+            ((*_SJ, _spikingjelly_node(lambda n, sg: n.TernaryLIFNode(step_mode="m")), True),),
+            "H",
+            ("H",),
+            drive=(1.5, 0.0),
+        ),
+        Model(
+            "leaky",
+            "snnTorch Leaky neurons (beta 0.9, subtract reset; " + _SNN_DEFAULTS + ")",
+            LEAKY_OPTIONS,
+            _fn(lambda x: _ops().leaky(x, **LEAKY_OPTIONS)[0]),
+            _fn(lambda x: _ref().leaky(x, **LEAKY_OPTIONS)[0]),
+            (
+                (*_SNN, _snntorch_module(lambda snn: snn.Leaky(**LEAKY_OPTIONS), False), True),
+                (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Leaky(**LEAKY_OPTIONS), True), True),
+            ),
+            "the membrane",
+            ("U", "U after the reset"),
+            drive=(0.5, 0.3),
+        ),
+        Model(
+            "synaptic",
+            "snnTorch Synaptic neurons (alpha 0.9, beta 0.8, subtract reset; " + _SNN_DEFAULTS + ")",
+            SYNAPTIC_OPTIONS,
+            _fn(lambda x: _ops().synaptic(x, **SYNAPTIC_OPTIONS)[0]),
+            _fn(lambda x: _ref().synaptic(x, **SYNAPTIC_OPTIONS)[0]),
+            (
+                (*_SNN, _snntorch_module(lambda snn: snn.Synaptic(**SYNAPTIC_OPTIONS), False), True),
+                (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Synaptic(**SYNAPTIC_OPTIONS), True), True),
+            ),
+            "the membrane and the synaptic current",
+            ("U", "U after the reset", "I"),
+            drive=(0.25, 0.05),
+        ),
+        Model(
+            "alpha",
+            "snnTorch Alpha neurons (alpha 0.9, beta 0.8, zero reset; " + _SNN_DEFAULTS + ")",
+            ALPHA_OPTIONS,
+            _fn(lambda x: _ops().alpha_neuron(x, **ALPHA_OPTIONS)[0]),
+            _fn(lambda x: _ref().alpha_neuron(x, **ALPHA_OPTIONS)[0]),
+            (
+                (*_SNN, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), False), True),
+                (*_SNN_PATCHED, _snntorch_module(lambda snn: snn.Alpha(**ALPHA_OPTIONS), True), True),
+            ),
+            "the membrane and both synaptic currents",
+            ("U", "E", "I"),
+            reads_x=True,
+            drive=(1.0, 1.0),
+        ),
+        Model(
+            "norse",
+            "Norse LIF neurons (current-based; LIFParameters()'s defaults: dt 1 ms, tau_syn_inv 200, "
+            "tau_mem_inv 100, threshold 1, SuperSpike)",
+            NORSE_OPTIONS,
+            _fn(lambda x: _ops().norse_lif(x, **NORSE_OPTIONS)[0]),
+            _fn(lambda x: _ref().norse_lif(x, **NORSE_OPTIONS)[0]),
+            ((*_NORSE, _norse_lif(), True),),
+            "the membrane and the synaptic current",
+            ("V before the reset", "V", "I"),
+            reads_x=True,
+            drive=(1.0, 1.0),
+        ),
+    )
+}
 
 
 def _compiled(model: Model):
@@ -289,6 +472,7 @@ def _compiled(model: Model):
         torch._dynamo.reset()  # one graph per row: no recompilation limit, no dynamic shapes
         f, leaves = model.reference()
         return torch.compile(f, dynamic=False), leaves
+
     return build
 
 
@@ -316,14 +500,17 @@ def traffic(model: Model, device: torch.device) -> tuple[int, str]:
     from ..ops import neuron as ops_neuron
 
     if ops_neuron.default_recompute.get(device.type, False):
-        return BYTES_PER_ELEMENT_STEP, (f"forward reads x and writes the spikes; backward reads the spikes' "
-                                        f"gradient and x (it recomputes {model.states} from x) and writes x's "
-                                        "gradient")
+        return BYTES_PER_ELEMENT_STEP, (
+            f"forward reads x and writes the spikes; backward reads the spikes' "
+            f"gradient and x (it recomputes {model.states} from x) and writes x's "
+            "gradient"
+        )
     n = len(model.saved)
     names = ", ".join(model.saved)
     return 4 + 2 * n + int(model.reads_x), (
         f"forward reads x and writes the spikes and {n} saved value{'s' if n > 1 else ''} ({names}); backward "
-        f"reads the spikes' gradient, the saved values{' and x' if model.reads_x else ''} and writes x's gradient")
+        f"reads the spikes' gradient, the saved values{' and x' if model.reads_x else ''} and writes x's gradient"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,8 +526,7 @@ def _compile_key(T: int, n: int, device: torch.device, model: str = "lif") -> st
     # of spikeforge compiles afresh), so both are part of the key
     from .. import reference
 
-    return (f"torch {torch.__version__} {os.path.dirname(reference.__file__)} {device.type} {model} T={T} n={n} "
-            "float32")
+    return f"torch {torch.__version__} {os.path.dirname(reference.__file__)} {device.type} {model} T={T} n={n} float32"
 
 
 def _inductor_cache() -> Optional[str]:
@@ -362,8 +548,11 @@ def _compiled_before() -> dict:
     if not isinstance(d, dict):
         return {}
     # a wiped cache (a cleaned /tmp) means a cold compile again: forget those rows
-    return {k: v for k, v in d.items() if isinstance(v, dict) and v.get("cache") and os.path.isdir(v["cache"])
-            and os.listdir(v["cache"])}
+    return {
+        k: v
+        for k, v in d.items()
+        if isinstance(v, dict) and v.get("cache") and os.path.isdir(v["cache"]) and os.listdir(v["cache"])
+    }
 
 
 def _remember_compile(key: str, seconds: float) -> None:
@@ -391,8 +580,10 @@ class _Progress:
         frac = (self.row + min(1.0, done / max(1, total))) / max(1, self.rows)
         w = 24
         fill = int(w * frac)
-        sys.stderr.write(f"\r[{'#' * fill}{'.' * (w - fill)}] {100 * frac:3.0f}% "
-                         f"{time.perf_counter() - self.t0:4.0f} s  {what:<36.36}")
+        sys.stderr.write(
+            f"\r[{'#' * fill}{'.' * (w - fill)}] {100 * frac:3.0f}% "
+            f"{time.perf_counter() - self.t0:4.0f} s  {what:<36.36}"
+        )
         sys.stderr.flush()
 
     def next_row(self) -> None:
@@ -416,8 +607,17 @@ def _spikes(f: Callable, x: torch.Tensor) -> torch.Tensor:
         return f(x).detach()
 
 
-def run_row(T: int, n: int, device: torch.device, rows: list, args, timer: bc.Timer, bw: bc.Bandwidth,
-            progress: _Progress, model: Optional[Model] = None) -> dict:
+def run_row(
+    T: int,
+    n: int,
+    device: torch.device,
+    rows: list,
+    args,
+    timer: bc.Timer,
+    bw: bc.Bandwidth,
+    progress: _Progress,
+    model: Optional[Model] = None,
+) -> dict:
     model = model or MODELS["lif"]
     gen = torch.Generator().manual_seed(0)
     scale, shift = model.drive
@@ -454,8 +654,10 @@ def run_row(T: int, n: int, device: torch.device, rows: list, args, timer: bc.Ti
                 spikes["spikeforge"] = s
                 out["firing_rate"] = float((s != 0).float().mean())
             elif "spikeforge" in spikes:
-                cell["same_spikes"] = bool(s.shape == spikes["spikeforge"].shape
-                                           and torch.equal(s.to(spikes["spikeforge"].dtype), spikes["spikeforge"]))
+                cell["same_spikes"] = bool(
+                    s.shape == spikes["spikeforge"].shape
+                    and torch.equal(s.to(spikes["spikeforge"].dtype), spikes["spikeforge"])
+                )
                 cell["same_model"] = c.same_model
             del s
             fns[c.key] = _fwd_bwd(f, x, leaves, g)
@@ -465,8 +667,15 @@ def run_row(T: int, n: int, device: torch.device, rows: list, args, timer: bc.Ti
     fns["copy"] = bw.fn
     # a slow contender (an eager loop at T=32 on a busy machine: seconds per step) gets 2 timed steps, so the
     # main job stays near a minute there too
-    res = bc.side_by_side(fns, timer, reps=7, warmup=1, time_budget_s=args.time_budget, min_reps=2,
-                          progress=lambda done, total: progress.update(f"T={T}: timing", done, total))
+    res = bc.side_by_side(
+        fns,
+        timer,
+        reps=7,
+        warmup=1,
+        time_budget_s=args.time_budget,
+        min_reps=2,
+        progress=lambda done, total: progress.update(f"T={T}: timing", done, total),
+    )
     progress.next_row()
     bw.add(res.pop("copy").samples)
     for key, r in res.items():
@@ -523,8 +732,13 @@ def summary_line(results: list, labels: dict) -> str:
             parts.append(_versus(xs, name))
     if not parts:
         return "In short: no baseline ran; see the table."
-    return ("In short: for one training step of a layer of spiking neurons, spikeforge is "
-            + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + ".")
+    return (
+        "In short: for one training step of a layer of spiking neurons, spikeforge is "
+        + ", ".join(parts[:-1])
+        + (" and " if len(parts) > 1 else "")
+        + parts[-1]
+        + "."
+    )
 
 
 def drop_in_line(results: list, model: Model) -> Optional[str]:
@@ -538,9 +752,11 @@ def drop_in_line(results: list, model: Model) -> Optional[str]:
     if not xs:
         return None
     cls = {"leaky": "Leaky", "synaptic": "Synaptic", "alpha": "Alpha"}[model.name]
-    return (f"snnTorch's own {cls} module patched with spikeforge.interop.snntorch is "
-            f"{_versus(xs, 'its per-step loop in snnTorch')}, "
-            + ("with the same spikes." if same else "BUT THE SPIKES DIFFER (a bug: please report it)."))
+    return (
+        f"snnTorch's own {cls} module patched with spikeforge.interop.snntorch is "
+        f"{_versus(xs, 'its per-step loop in snnTorch')}, "
+        + ("with the same spikes." if same else "BUT THE SPIKES DIFFER (a bug: please report it).")
+    )
 
 
 def check_args(args) -> None:
@@ -553,18 +769,25 @@ def check_args(args) -> None:
 
 def run(args) -> int:
     check_args(args)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
     Ts = args.T or ([4] if args.quick else [4, 8, 32])
     n = args.n or ((1 << 14) if args.quick else ((1 << 22) if device.type == "cuda" else (1 << 20)))
     model = MODELS[getattr(args, "model", "lif")]
     rows = contenders(args)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{bc.cpu_model()}, {torch.get_num_threads()} threads"
-    print(f"spikeforge bench neurons: {model.title}, one training step (forward + backward) of {n:,} neurons "
-          f"x T steps, float32, on {machine}", flush=True)
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{bc.cpu_model()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"spikeforge bench neurons: {model.title}, one training step (forward + backward) of {n:,} neurons "
+        f"x T steps, float32, on {machine}",
+        flush=True,
+    )
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # before this run adds to it
     timer = bc.Timer(device)
@@ -589,8 +812,10 @@ def run(args) -> int:
     for r in results:
         sf = r["cells"]["spikeforge"]
         frac = bc.gbps(r["bytes"], sf.get("ms")) / bw.gbps if sf.get("ms") and bw.gbps else None
-        table.append([str(r["T"]), _cell(sf, "spikeforge"), "n/a" if frac is None else f"{100 * frac:.0f}%"]
-                     + [_cell(r["cells"][k], k) for k in shown])
+        table.append(
+            [str(r["T"]), _cell(sf, "spikeforge"), "n/a" if frac is None else f"{100 * frac:.0f}%"]
+            + [_cell(r["cells"][k], k) for k in shown]
+        )
     print()
     print(format_table(head, table))
     print()
@@ -599,71 +824,107 @@ def run(args) -> int:
     if drop_in:
         print(drop_in)
     values, which = traffic(model, device)
-    notes = ["columns after the first two: how many times longer the contender takes than spikeforge "
-             "(> 1: spikeforge is faster); ratios depend on the CPU / GPU and on what else runs on it",
-             f"% of memory bw: spikeforge's minimum traffic ({values} x 4 bytes per neuron and "
-             f"step) over the {bw.gbps or 0:.1f} GB/s of a memory copy measured in this run"
-             + ("" if model.name == "lif" else f"; the {values} values: {which}")]
+    notes = [
+        "columns after the first two: how many times longer the contender takes than spikeforge "
+        "(> 1: spikeforge is faster); ratios depend on the CPU / GPU and on what else runs on it",
+        f"% of memory bw: spikeforge's minimum traffic ({values} x 4 bytes per neuron and "
+        f"step) over the {bw.gbps or 0:.1f} GB/s of a memory copy measured in this run"
+        + ("" if model.name == "lif" else f"; the {values} values: {which}"),
+    ]
     if absent:
         dists = list(dict.fromkeys(c.dist for c in absent))
         names = list(dict.fromkeys(labels[c.key].replace(" patched", "") for c in absent))
-        notes.append(f"{' and '.join(names)}: not installed, so not compared (pip install "
-                     f"{' '.join(dists)} adds {'them' if len(dists) > 1 else 'it'})")
+        notes.append(
+            f"{' and '.join(names)}: not installed, so not compared (pip install "
+            f"{' '.join(dists)} adds {'them' if len(dists) > 1 else 'it'})"
+        )
     if not model.peers:
         notes.append(f"no peer library has this model ({model.title}): compared with the PyTorch loop only")
     if model.name == "lif" and "snntorch" in labels and any(r["cells"]["snntorch"].get("ms") for r in results):
-        notes.append("snnTorch's Leaky differs slightly (unscaled input, reset one step late): same cost, "
-                     "not the same spikes")
+        notes.append(
+            "snnTorch's Leaky differs slightly (unscaled input, reset one step late): same cost, not the same spikes"
+        )
     if "snntorch_patched" in labels and any(r["cells"]["snntorch_patched"].get("ms") for r in results):
-        notes.append(f"{labels['snntorch_patched']}: the same snnTorch module after "
-                     "spikeforge.interop.snntorch.patch(module, step_mode='m'), one call per sequence instead of "
-                     "one per step")
+        notes.append(
+            f"{labels['snntorch_patched']}: the same snnTorch module after "
+            "spikeforge.interop.snntorch.patch(module, step_mode='m'), one call per sequence instead of "
+            "one per step"
+        )
     if model.name != "lif":
         checked = [labels[k] for k in shown if any("same_spikes" in r["cells"][k] for r in results)]
         if checked:
-            notes.append(f"firing rate {results[0].get('firing_rate', 0):.2f}; spikes checked bit for bit against "
-                         f"spikeforge's: {', '.join(checked)}")
+            notes.append(
+                f"firing rate {results[0].get('firing_rate', 0):.2f}; spikes checked bit for bit against "
+                f"spikeforge's: {', '.join(checked)}"
+            )
     differ = sorted({labels[k] for r in results for k in shown if _differs(r["cells"][k])})
     if differ:
-        notes.append(f"spikes differ from spikeforge's for {', '.join(differ)}, which compute(s) the same model: "
-                     "a bug, please report it")
+        notes.append(
+            f"spikes differ from spikeforge's for {', '.join(differ)}, which compute(s) the same model: "
+            "a bug, please report it"
+        )
     if any(r["cells"]["torch.compile"].get("status", "").startswith("not timed") for r in results):
-        notes.append(f"torch.compile: its cached kernels did not serve this run (compiling took "
-                     f"{args.compile_spent_s:.0f} s), so the larger T were not compiled; --compile compiles them")
+        notes.append(
+            f"torch.compile: its cached kernels did not serve this run (compiling took "
+            f"{args.compile_spent_s:.0f} s), so the larger T were not compiled; --compile compiles them"
+        )
     if any(r["cells"]["torch.compile"].get("status") == "not cached" for r in results):
-        notes.append("torch.compile: not timed, its kernels are not cached yet (a cold compile takes from 20 s "
-                     "to minutes here); --compile compiles them, and later runs include it")
-    compile_s = [f"T={r['T']} {r['cells']['torch.compile']['compile_s']:.0f} s" for r in results
-                 if r["cells"]["torch.compile"].get("compile_s")]
+        notes.append(
+            "torch.compile: not timed, its kernels are not cached yet (a cold compile takes from 20 s "
+            "to minutes here); --compile compiles them, and later runs include it"
+        )
+    compile_s = [
+        f"T={r['T']} {r['cells']['torch.compile']['compile_s']:.0f} s"
+        for r in results
+        if r["cells"]["torch.compile"].get("compile_s")
+    ]
     if compile_s:
         notes.append("torch.compile's compile time (not in the ratios): " + ", ".join(compile_s))
     if os.environ.get(bc.THP_ENV) is not None:
-        notes.append(f"memory settings: {bc.THP_ENV}={os.environ[bc.THP_ENV]} "
-                     + " ".join(f"{k}={os.environ.get(k)}" for k in bc.MALLOC_ENV)
-                     + " (huge pages; freed memory kept for reuse); --no-thp runs without them")
+        notes.append(
+            f"memory settings: {bc.THP_ENV}={os.environ[bc.THP_ENV]} "
+            + " ".join(f"{k}={os.environ.get(k)}" for k in bc.MALLOC_ENV)
+            + " (huge pages; freed memory kept for reuse); --no-thp runs without them"
+        )
     else:
-        notes.append("memory settings: the process's defaults (--no-thp); on some machines the eager loops run "
-                     "many times slower like this, every fresh tensor faulting in new pages")
-    notes.append("the full comparison (forward-only times, both backward modes, overhead, JSON, plots): "
-                 "spikeforge bench neurons --full, from a source checkout")
+        notes.append(
+            "memory settings: the process's defaults (--no-thp); on some machines the eager loops run "
+            "many times slower like this, every fresh tensor faulting in new pages"
+        )
+    notes.append(
+        "the full comparison (forward-only times, both backward modes, overhead, JSON, plots): "
+        "spikeforge bench neurons --full, from a source checkout"
+    )
     cores = os.cpu_count() or 1
     if device.type == "cpu" and load_start is not None and load_start > 0.5 * cores + 0.5:
-        notes.append(f"the machine was busy before the run (load average {load_start:.1f} on {cores} cores): other "
-                     "programs competed for the cores and the memory, so these numbers are noisy; run again when "
-                     "it is idle")
+        notes.append(
+            f"the machine was busy before the run (load average {load_start:.1f} on {cores} cores): other "
+            "programs competed for the cores and the memory, so these numbers are noisy; run again when "
+            "it is idle"
+        )
     wall = time.perf_counter() - t_start
     for line in notes:
         print(f"  - {line}")
     print(f"  ({wall:.0f} s)")
     if args.json:
-        data = {"benchmark": "neurons (main job)", "model": model.name, "device": str(device), "machine": machine,
-                "memory_settings": {k: os.environ.get(k) for k in (bc.THP_ENV, *bc.MALLOC_ENV)},
-                "torch": torch.__version__, "threads": torch.get_num_threads(), "options": model.options,
-                "traffic": {"values_per_element_step": values, "bytes_per_value": 4, "which": which},
-                "n": n, "copy_gbps": bw.gbps, "rows": results, "summary": summary_line(results, labels),
-                "drop_in": drop_in,
-                "load_average_start": load_start,
-                "run_time_s": wall}
+        data = {
+            "benchmark": "neurons (main job)",
+            "model": model.name,
+            "device": str(device),
+            "machine": machine,
+            "memory_settings": {k: os.environ.get(k) for k in (bc.THP_ENV, *bc.MALLOC_ENV)},
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "options": model.options,
+            "traffic": {"values_per_element_step": values, "bytes_per_value": 4, "which": which},
+            "n": n,
+            "copy_gbps": bw.gbps,
+            "rows": results,
+            "summary": summary_line(results, labels),
+            "drop_in": drop_in,
+            "load_average_start": load_start,
+            "run_time_s": wall,
+        }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, default=str)
             f.write("\n")

@@ -9,6 +9,7 @@ with medians of several repetitions after warm-up. ``side_by_side`` runs every c
 round-robin (the starting contender rotates each round), so machine noise hits all of them alike; CUDA
 timings use CUDA events after a synchronise.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -48,12 +49,16 @@ def reexec_with_thp(argv: list[str], quiet: bool = False) -> None:
     for key, value in MALLOC_ENV.items():
         os.environ.setdefault(key, value)
     if not quiet:
-        print(f"[spikeforge bench] re-running with {THP_ENV}=1 and "
-              f"{' '.join(f'{k}={os.environ[k]}' for k in MALLOC_ENV)} (huge pages, freed blocks kept in the "
-              "heap; --no-thp to skip)", file=sys.stderr)
+        print(
+            f"[spikeforge bench] re-running with {THP_ENV}=1 and "
+            f"{' '.join(f'{k}={os.environ[k]}' for k in MALLOC_ENV)} (huge pages, freed blocks kept in the "
+            "heap; --no-thp to skip)",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "spikeforge", *argv])
+
 
 # --------------------------------------------------------------------------------------------
 # timing
@@ -93,6 +98,7 @@ def error_text(e: BaseException, limit: int = 160) -> str:
 @dataclass
 class Result:
     """Samples (ms) of one contender of one case, or why it has none."""
+
     samples: list = field(default_factory=list)
     warmup_ms: list = field(default_factory=list)
     error: Optional[str] = None
@@ -102,9 +108,16 @@ class Result:
         return statistics.median(self.samples) if self.samples and self.error is None else None
 
 
-def side_by_side(contenders: dict[str, Callable[[], object]], timer: Timer, *, reps: int, warmup: int = 1,
-                 time_budget_s: float = 30.0, min_reps: int = 3,
-                 progress: Optional[Callable[[int, int], None]] = None) -> dict[str, Result]:
+def side_by_side(
+    contenders: dict[str, Callable[[], object]],
+    timer: Timer,
+    *,
+    reps: int,
+    warmup: int = 1,
+    time_budget_s: float = 30.0,
+    min_reps: int = 3,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> dict[str, Result]:
     """Warm-up, then round-robin timing of all contenders; a failing contender records its error.
 
     A contender whose warm-up call says ``reps`` calls would exceed ``time_budget_s`` gets fewer
@@ -144,6 +157,7 @@ def side_by_side(contenders: dict[str, Callable[[], object]], timer: Timer, *, r
             progress(len(contenders) + r + 1, len(contenders) + rounds)
     return results
 
+
 # --------------------------------------------------------------------------------------------
 # memory bandwidth: a large tensor copy, bytes read + written / time
 # --------------------------------------------------------------------------------------------
@@ -180,10 +194,14 @@ class Bandwidth:
         return gbps(self.bytes_per_copy, statistics.median(self.samples_ms)) if self.samples_ms else None
 
     def as_dict(self) -> dict:
-        return {"method": "copy between two preallocated float32 tensors, timed at the start and inside every "
-                          "case; bytes read + written / median time over all samples",
-                "bytes_per_copy": self.bytes_per_copy, "samples_ms": self.samples_ms,
-                "median_ms": statistics.median(self.samples_ms) if self.samples_ms else None, "gbps": self.gbps}
+        return {
+            "method": "copy between two preallocated float32 tensors, timed at the start and inside every "
+            "case; bytes read + written / median time over all samples",
+            "bytes_per_copy": self.bytes_per_copy,
+            "samples_ms": self.samples_ms,
+            "median_ms": statistics.median(self.samples_ms) if self.samples_ms else None,
+            "gbps": self.gbps,
+        }
 
 
 def gbps(nbytes: float, ms: Optional[float]) -> Optional[float]:

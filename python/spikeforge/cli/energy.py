@@ -1,4 +1,5 @@
 """``spikeforge energy``: per-layer firing rates, SOPs, MACs and energy of a zoo model (spikeforge.tools.energy)."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,34 +28,70 @@ NEAR_ZERO = 0.01  # mean neuron firing rate below which the report warns
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, metavar="NAME",
-                   help="a zoo model name, spikeforge.models.MODELS (default: sew_resnet18_cifar, or the "
-                        "checkpoint's model)")
-    p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="weights from `spikeforge train --checkpoint PATH`; model, T, width and input shape "
-                        "come from the checkpoint (default: random weights)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="a zoo model name, spikeforge.models.MODELS (default: sew_resnet18_cifar, or the checkpoint's model)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH",
+        help="weights from `spikeforge train --checkpoint PATH`; model, T, width and input shape "
+        "come from the checkpoint (default: random weights)",
+    )
     p.add_argument("--T", type=positive_int, default=None, help="time steps (default: 4, or the checkpoint's)")
-    p.add_argument("--image-size", type=positive_int, default=None, metavar="S",
-                   help="input height = width (default: the checkpoint's; 8 for --input digits; 32 for *_cifar "
-                        "models; 224 otherwise)")
-    p.add_argument("--batch", type=positive_int, default=4,
-                   help="images run at once; the numbers are per image (default: %(default)s)")
-    p.add_argument("--input", choices=("random", "digits"), default=None,
-                   help="random: uniform [0, 1) images; digits: the shipped 8x8 digits (1 channel), resized to "
-                        "--image-size when given (default: digits for a checkpoint trained on them, else random)")
-    p.add_argument("--num-classes", type=positive_int, default=None,
-                   help="classifier outputs (default: the checkpoint's; 10 for *_cifar models and digits; 1000 "
-                        "otherwise)")
-    p.add_argument("--width", type=positive_int, default=None,
-                   help="residual nets: channels of the first stage (default: the model's; a checkpoint's model "
-                        "is built with its own options)")
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        metavar="S",
+        help="input height = width (default: the checkpoint's; 8 for --input digits; 32 for *_cifar "
+        "models; 224 otherwise)",
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=4,
+        help="images run at once; the numbers are per image (default: %(default)s)",
+    )
+    p.add_argument(
+        "--input",
+        choices=("random", "digits"),
+        default=None,
+        help="random: uniform [0, 1) images; digits: the shipped 8x8 digits (1 channel), resized to "
+        "--image-size when given (default: digits for a checkpoint trained on them, else random)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="classifier outputs (default: the checkpoint's; 10 for *_cifar models and digits; 1000 otherwise)",
+    )
+    p.add_argument(
+        "--width",
+        type=positive_int,
+        default=None,
+        help="residual nets: channels of the first stage (default: the model's; a checkpoint's model "
+        "is built with its own options)",
+    )
     p.add_argument("--seed", type=int, default=0, help="initial weights and random input (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--train-mode", action="store_true",
-                   help="run in training mode: BN normalises with the batch's statistics (plausible firing rates "
-                        "for random weights); default: eval mode, the papers' setting for a trained model")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                   help="write the report as JSON to PATH (to stdout without PATH) instead of the table")
+    p.add_argument(
+        "--train-mode",
+        action="store_true",
+        help="run in training mode: BN normalises with the batch's statistics (plausible firing rates "
+        "for random weights); default: eval mode, the papers' setting for a trained model",
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="write the report as JSON to PATH (to stdout without PATH) instead of the table",
+    )
 
 
 def _build(args, in_channels: int, num_classes: int):
@@ -92,16 +129,20 @@ def _from_checkpoint(args) -> dict:
     for option, key in (("--model", "model"), ("--T", "T"), ("--width", "width")):
         given, saved = getattr(args, key), cfg.get(key)
         if given is not None and saved is not None and given != saved:
-            raise UsageError(f"--checkpoint {args.checkpoint} holds {cfg.get('model')} with {key}={saved}, but "
-                             f"{option} {given} was given; leave {option} out to use the checkpoint's")
+            raise UsageError(
+                f"--checkpoint {args.checkpoint} holds {cfg.get('model')} with {key}={saved}, but "
+                f"{option} {given} was given; leave {option} out to use the checkpoint's"
+            )
     args.model, args.T = cfg.get("model"), cfg.get("T")
     shape = state.get("input_shape")
     dataset = cfg.get("dataset", "digits")  # TrainConfig's default
     if shape is None and (dataset == "digits" or args.input == "digits"):
         shape = [1, 8, 8]  # checkpoints written before the input shape was saved
     if shape is None:
-        raise UsageError(f"--checkpoint {args.checkpoint}: no input shape saved (written by an older spikeforge "
-                         "on a custom dataset); retrain, or use --model with --image-size")
+        raise UsageError(
+            f"--checkpoint {args.checkpoint}: no input shape saved (written by an older spikeforge "
+            "on a custom dataset); retrain, or use --model with --image-size"
+        )
     if cfg.get("image_size"):
         shape = [shape[0], cfg["image_size"], cfg["image_size"]]
     if args.image_size is None:
@@ -122,8 +163,9 @@ def _inputs(args, channels: int):
         data, _ = load_digits()
         x = torch.from_numpy(data[: args.batch]).float().reshape(-1, 1, 8, 8) / 16.0
         if args.image_size is not None and args.image_size != 8:
-            x = torch.nn.functional.interpolate(x, size=(args.image_size, args.image_size), mode="bilinear",
-                                                align_corners=False)
+            x = torch.nn.functional.interpolate(
+                x, size=(args.image_size, args.image_size), mode="bilinear", align_corners=False
+            )
         return x
     size = args.image_size
     return torch.rand(args.batch, channels, size, size, generator=torch.Generator().manual_seed(args.seed))
@@ -174,15 +216,23 @@ def run(args) -> int:
         try:
             model.load_state_dict(ck["state"]["model"])
         except RuntimeError as e:
-            raise UsageError(f"--checkpoint {args.checkpoint}: its weights do not fit {args.model} "
-                             f"({(str(e).splitlines() or [''])[0][:160]})") from None
+            raise UsageError(
+                f"--checkpoint {args.checkpoint}: its weights do not fit {args.model} "
+                f"({(str(e).splitlines() or [''])[0][:160]})"
+            ) from None
     model.to(args.device)
     rep = energy(model, x.to(args.device), T=args.T, batch_size=x.shape[0], eval_mode=not args.train_mode)
     mode = "train" if args.train_mode else "eval"
     if args.json is not None:
-        d = {"model": args.model, "input": args.input, "image_size": list(x.shape[2:]),
-             "checkpoint": args.checkpoint, "mode": mode, "per": "image (batch totals / batch size)",
-             **rep.as_dict()}
+        d = {
+            "model": args.model,
+            "input": args.input,
+            "image_size": list(x.shape[2:]),
+            "checkpoint": args.checkpoint,
+            "mode": mode,
+            "per": "image (batch totals / batch size)",
+            **rep.as_dict(),
+        }
         if args.json == "-":
             print(json.dumps(d, indent=2))
         else:
@@ -192,17 +242,27 @@ def run(args) -> int:
             print(f"wrote {args.json}")
         return 0
     src = "shipped digits" if args.input == "digits" else "uniform random images"
-    print(f"spikeforge energy: {args.model}, T={args.T}, {x.shape[0]} x {tuple(x.shape[1:])} {src}"
-          + (f", weights from {args.checkpoint}" if args.checkpoint else ", random weights")
-          + (" (training mode: BN with batch statistics)" if args.train_mode else " (eval mode)"))
+    print(
+        f"spikeforge energy: {args.model}, T={args.T}, {x.shape[0]} x {tuple(x.shape[1:])} {src}"
+        + (f", weights from {args.checkpoint}" if args.checkpoint else ", random weights")
+        + (" (training mode: BN with batch statistics)" if args.train_mode else " (eval mode)")
+    )
     print(rep.table())
     rate = "n/a" if rep.neuron_rate is None else format(rep.neuron_rate, ".4f")
-    print(f"per image (mean over the batch of {x.shape[0]}): {rep.total_sops / 1e6:.3f} M SOPs, "
-          f"{rep.total_mac_ops / 1e6:.3f} M MACs charged; the neurons fire at {rate} spikes per neuron per step")
+    print(
+        f"per image (mean over the batch of {x.shape[0]}): {rep.total_sops / 1e6:.3f} M SOPs, "
+        f"{rep.total_mac_ops / 1e6:.3f} M MACs charged; the neurons fire at {rate} spikes per neuron per step"
+    )
     if rep.neuron_rate is not None and rep.neuron_rate < NEAR_ZERO:
-        hint = ("random weights in eval mode barely fire (BN still has its initial running statistics): try "
-                "--train-mode or a trained --checkpoint" if not args.checkpoint and not args.train_mode else
-                "a network this silent transmits little information")
-        print(f"warning: the neurons fire at {rate} spikes per neuron per step, near zero, so the energy and "
-              f"the ANN / SNN ratio are not representative; {hint}", file=sys.stderr)
+        hint = (
+            "random weights in eval mode barely fire (BN still has its initial running statistics): try "
+            "--train-mode or a trained --checkpoint"
+            if not args.checkpoint and not args.train_mode
+            else "a network this silent transmits little information"
+        )
+        print(
+            f"warning: the neurons fire at {rate} spikes per neuron per step, near zero, so the energy and "
+            f"the ANN / SNN ratio are not representative; {hint}",
+            file=sys.stderr,
+        )
     return 0

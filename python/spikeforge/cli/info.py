@@ -1,4 +1,5 @@
 """``spikeforge info``: what was built (native module, CUDA architectures, OpenMP), devices, peers."""
+
 from __future__ import annotations
 
 import json
@@ -18,24 +19,38 @@ def _info() -> dict:
     from .._native import native, native_error
     from .benchcore import THP_ENV, dist_version
 
-    d = {"spikeforge": __version__, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-         "torch_threads": torch.get_num_threads(),
-         "gpu_visible_to_torch": torch.cuda.is_available(),
-         "torch_cuda_device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-         "torch_cuda_devices": ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-                                if torch.cuda.is_available() else []),
-         "native_module": None if native is None else getattr(native, "__file__", "spikeforge._C"),
-         "native_error": native_error,
-         THP_ENV: os.environ.get(THP_ENV),
-         "peers": {name: dist_version(name) for name in ("spikingjelly", "snntorch", "norse")}}
+    d = {
+        "spikeforge": __version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "torch_threads": torch.get_num_threads(),
+        "gpu_visible_to_torch": torch.cuda.is_available(),
+        "torch_cuda_device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "torch_cuda_devices": (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available()
+            else []
+        ),
+        "native_module": None if native is None else getattr(native, "__file__", "spikeforge._C"),
+        "native_error": native_error,
+        THP_ENV: os.environ.get(THP_ENV),
+        "peers": {name: dist_version(name) for name in ("spikingjelly", "snntorch", "norse")},
+    }
     if native is not None:
-        d.update({"native_version": native.version(), "compiler": native.compiler(),
-                  "cuda_kernels": native.has_cuda(), "cuda_version": native.cuda_version() or None,
-                  "cuda_arch_list": list(native.cuda_arch_list()),
-                  "native_cuda_device_count": native.cuda_device_count(),
-                  "openmp": native.has_openmp(), "openmp_max_threads": native.openmp_max_threads(),
-                  # which clone of the CPU kernels' hot loops runs here (portable builds pick one at load time)
-                  "cpu_kernel_path": native.cpu_kernel_path() if hasattr(native, "cpu_kernel_path") else None})
+        d.update(
+            {
+                "native_version": native.version(),
+                "compiler": native.compiler(),
+                "cuda_kernels": native.has_cuda(),
+                "cuda_version": native.cuda_version() or None,
+                "cuda_arch_list": list(native.cuda_arch_list()),
+                "native_cuda_device_count": native.cuda_device_count(),
+                "openmp": native.has_openmp(),
+                "openmp_max_threads": native.openmp_max_threads(),
+                # which clone of the CPU kernels' hot loops runs here (portable builds pick one at load time)
+                "cpu_kernel_path": native.cpu_kernel_path() if hasattr(native, "cpu_kernel_path") else None,
+            }
+        )
     return d
 
 
@@ -58,11 +73,15 @@ def run(args) -> int:
             print("  CUDA kernels:    not compiled (CPU-only build)")
         print(f"  CPU kernels:     {d['cpu_kernel_path'] or 'unknown (older native module)'}")
         print(f"  OpenMP:          {yn(d['openmp'])} (max threads {d['openmp_max_threads']})")
-    print(f"  torch:           {d['torch']} (CUDA {d['torch_cuda'] or 'none'}); "
-          f"torch.get_num_threads() = {d['torch_threads']}")
+    print(
+        f"  torch:           {d['torch']} (CUDA {d['torch_cuda'] or 'none'}); "
+        f"torch.get_num_threads() = {d['torch_threads']}"
+    )
     gpus = ", ".join(d["torch_cuda_devices"])
-    print(f"  GPU for torch:   {yn(d['gpu_visible_to_torch'])}"
-          + (f" ({d['torch_cuda_device_count']}: {gpus})" if d["gpu_visible_to_torch"] else ""))
+    print(
+        f"  GPU for torch:   {yn(d['gpu_visible_to_torch'])}"
+        + (f" ({d['torch_cuda_device_count']}: {gpus})" if d["gpu_visible_to_torch"] else "")
+    )
     if d["native_module"] is not None:
         print(f"  GPU for native:  {d['native_cuda_device_count']} device(s) visible to spikeforge._C")
     peers = ", ".join(f"{k} {v}" for k, v in d["peers"].items() if v) or "none"

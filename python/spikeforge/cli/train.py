@@ -1,4 +1,5 @@
 """``spikeforge train``: train a zoo model on the shipped digits or on your own arrays (spikeforge.train)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,74 +35,146 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     m = p.add_argument_group("model")
-    m.add_argument("--model", default=d.model, metavar="NAME",
-                   help="a zoo model: a residual net (sew_/spiking_/ms_resnet*) or a spiking transformer "
-                        "(spikformer_*, sdt_*, qkformer_*, ...); names in spikeforge.models.MODELS "
-                        "(default: %(default)s)")
+    m.add_argument(
+        "--model",
+        default=d.model,
+        metavar="NAME",
+        help="a zoo model: a residual net (sew_/spiking_/ms_resnet*) or a spiking transformer "
+        "(spikformer_*, sdt_*, qkformer_*, ...); names in spikeforge.models.MODELS "
+        "(default: %(default)s)",
+    )
     m.add_argument("--T", type=positive_int, default=d.T, help="time steps per sample (default: %(default)s)")
-    m.add_argument("--neuron", choices=("if", "lif", "plif"), default=None,
-                   help="neuron of every layer (default: the family's own: IF for spiking/SEW nets, LIF for MS "
-                        "and the transformers)")
-    m.add_argument("--cnf", choices=("ADD", "AND", "IAND"), default=d.cnf,
-                   help="SEW connect function (SEW ResNets only; default: %(default)s)")
-    m.add_argument("--width", type=positive_int, default=d.width,
-                   help="residual nets: channels of the first stage; the papers' nets use 64, the digits need "
-                        "less (default: %(default)s)")
-    m.add_argument("--dim", type=positive_int, default=None,
-                   help="transformers: embedding width (default: the named model's, e.g. 384)")
-    m.add_argument("--depth", type=positive_int, default=None,
-                   help="transformers: number of blocks (default: the named model's)")
-    m.add_argument("--heads", type=positive_int, default=None,
-                   help="transformers: attention heads (default: the named model's)")
+    m.add_argument(
+        "--neuron",
+        choices=("if", "lif", "plif"),
+        default=None,
+        help="neuron of every layer (default: the family's own: IF for spiking/SEW nets, LIF for MS "
+        "and the transformers)",
+    )
+    m.add_argument(
+        "--cnf",
+        choices=("ADD", "AND", "IAND"),
+        default=d.cnf,
+        help="SEW connect function (SEW ResNets only; default: %(default)s)",
+    )
+    m.add_argument(
+        "--width",
+        type=positive_int,
+        default=d.width,
+        help="residual nets: channels of the first stage; the papers' nets use 64, the digits need "
+        "less (default: %(default)s)",
+    )
+    m.add_argument(
+        "--dim",
+        type=positive_int,
+        default=None,
+        help="transformers: embedding width (default: the named model's, e.g. 384)",
+    )
+    m.add_argument(
+        "--depth", type=positive_int, default=None, help="transformers: number of blocks (default: the named model's)"
+    )
+    m.add_argument(
+        "--heads", type=positive_int, default=None, help="transformers: attention heads (default: the named model's)"
+    )
 
     dgrp = p.add_argument_group("data")
-    dgrp.add_argument("--dataset", default=d.dataset, metavar="digits|PATH.npz",
-                      help="'digits' (shipped) or an .npz file with arrays x [N, C, H, W] and integer labels y "
-                           "[N], optionally x_test, y_test; uint8 images are scaled by 1/255 (default: %(default)s)")
-    dgrp.add_argument("--image-size", type=positive_int, default=None, metavar="S",
-                      help="resize the images to S x S (bilinear) first, e.g. 32 for the CIFAR-sized "
-                           "transformers on the 8x8 digits (default: as stored)")
-    dgrp.add_argument("--encoding", choices=("direct", "poisson"), default=d.encoding,
-                      help="direct: the image at every step; poisson: random spikes with the pixel "
-                           "intensity as probability (default: %(default)s)")
+    dgrp.add_argument(
+        "--dataset",
+        default=d.dataset,
+        metavar="digits|PATH.npz",
+        help="'digits' (shipped) or an .npz file with arrays x [N, C, H, W] and integer labels y "
+        "[N], optionally x_test, y_test; uint8 images are scaled by 1/255 (default: %(default)s)",
+    )
+    dgrp.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        metavar="S",
+        help="resize the images to S x S (bilinear) first, e.g. 32 for the CIFAR-sized "
+        "transformers on the 8x8 digits (default: as stored)",
+    )
+    dgrp.add_argument(
+        "--encoding",
+        choices=("direct", "poisson"),
+        default=d.encoding,
+        help="direct: the image at every step; poisson: random spikes with the pixel "
+        "intensity as probability (default: %(default)s)",
+    )
 
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=positive_int, default=d.epochs, help="passes over the training set "
-                                                                         "(default: %(default)s)")
-    o.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="samples per step "
-                                                                                 "(default: %(default)s)")
-    o.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer,
-                   help="(default: %(default)s)")
+    o.add_argument(
+        "--epochs", type=positive_int, default=d.epochs, help="passes over the training set (default: %(default)s)"
+    )
+    o.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help="samples per step (default: %(default)s)"
+    )
+    o.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer, help="(default: %(default)s)")
     o.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate (default: %(default)s)")
     o.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum, Nesterov (default: %(default)s)")
-    o.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help="on weights only, not on BN / neuron parameters or biases (default: %(default)s)")
-    o.add_argument("--schedule", choices=("cosine", "step", "none"), default=d.schedule,
-                   help="learning-rate schedule: cosine (per step), step (x0.1 at 50%% and 75%% of training) "
-                        "or none (default: %(default)s)")
-    o.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
-                   help="linear warm-up before the schedule (default: %(default)s)")
-    o.add_argument("--loss", choices=("ce", "tet"), default=d.loss,
-                   help="ce: cross-entropy of the time-averaged logits; tet: TET (Deng et al. 2022) on every "
-                        "step (default: %(default)s)")
+    o.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help="on weights only, not on BN / neuron parameters or biases (default: %(default)s)",
+    )
+    o.add_argument(
+        "--schedule",
+        choices=("cosine", "step", "none"),
+        default=d.schedule,
+        help="learning-rate schedule: cosine (per step), step (x0.1 at 50%% and 75%% of training) "
+        "or none (default: %(default)s)",
+    )
+    o.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d.warmup_epochs,
+        help="linear warm-up before the schedule (default: %(default)s)",
+    )
+    o.add_argument(
+        "--loss",
+        choices=("ce", "tet"),
+        default=d.loss,
+        help="ce: cross-entropy of the time-averaged logits; tet: TET (Deng et al. 2022) on every "
+        "step (default: %(default)s)",
+    )
     o.add_argument("--tet-lambda", type=float, default=d.tet_lambda, help="TET's MSE weight (default: %(default)s)")
-    o.add_argument("--seed", type=int, default=d.seed,
-                   help="initial weights, shuffling, Poisson spikes, dropout (default: %(default)s)")
+    o.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="initial weights, shuffling, Poisson spikes, dropout (default: %(default)s)",
+    )
 
     r = p.add_argument_group("run")
     r.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
-    r.add_argument("--threads", type=positive_int, default=d.threads,
-                   help="torch.set_num_threads: the 8x8 digits' convolutions are too small to gain much from a "
-                        "second thread, and on a busy CPU two threads can run slower than one (default: %(default)s)")
-    r.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="write model, optimizer, schedule and RNG state to PATH after every epoch "
-                        "(default: no checkpoint)")
-    r.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --checkpoint (same model options required)")
-    r.add_argument("--eval-every", type=positive_int, default=d.eval_every,
-                   help="epochs between test-set evaluations; the last epoch is always evaluated (default: %(default)s)")
-    r.add_argument("--json", metavar="PATH", default=None,
-                   help="also write config, per-epoch history and final accuracy as JSON (default: none)")
+    r.add_argument(
+        "--threads",
+        type=positive_int,
+        default=d.threads,
+        help="torch.set_num_threads: the 8x8 digits' convolutions are too small to gain much from a "
+        "second thread, and on a busy CPU two threads can run slower than one (default: %(default)s)",
+    )
+    r.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH",
+        help="write model, optimizer, schedule and RNG state to PATH after every epoch (default: no checkpoint)",
+    )
+    r.add_argument(
+        "--resume", action="store_true", help="continue the run saved in --checkpoint (same model options required)"
+    )
+    r.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=d.eval_every,
+        help="epochs between test-set evaluations; the last epoch is always evaluated (default: %(default)s)",
+    )
+    r.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="also write config, per-epoch history and final accuracy as JSON (default: none)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
 
 
@@ -147,14 +220,28 @@ def run(args) -> int:
     except ValueError as e:  # bad arrays in --dataset, options that do not fit the model
         raise UsageError(str(e)) from None
     acc = res["test_acc"]
-    print(f"done: test accuracy {acc:.4f} after {cfg.epochs} epochs, {res['train_s']:.1f} s"
-          if acc is not None else f"done in {res['train_s']:.1f} s")
+    print(
+        f"done: test accuracy {acc:.4f} after {cfg.epochs} epochs, {res['train_s']:.1f} s"
+        if acc is not None
+        else f"done in {res['train_s']:.1f} s"
+    )
     if cfg.checkpoint:
-        print(f"checkpoint: {os.path.abspath(cfg.checkpoint)} (spikeforge energy --checkpoint {cfg.checkpoint}; "
-              f"spikeforge train ... --checkpoint {cfg.checkpoint} --resume)")
+        print(
+            f"checkpoint: {os.path.abspath(cfg.checkpoint)} (spikeforge energy --checkpoint {cfg.checkpoint}; "
+            f"spikeforge train ... --checkpoint {cfg.checkpoint} --resume)"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": asdict(cfg), "history": res["history"], "test_acc": acc,
-                       "train_s": res["train_s"], "n_params": res["n_params"]}, f, indent=2)
+            json.dump(
+                {
+                    "config": asdict(cfg),
+                    "history": res["history"],
+                    "test_acc": acc,
+                    "train_s": res["train_s"],
+                    "n_params": res["n_params"],
+                },
+                f,
+                indent=2,
+            )
         print(f"wrote {args.json}")
     return 0

@@ -6,6 +6,7 @@ set (E. Alpaydin, C. Kaynak, 1998; CC BY 4.0), pixels 0..16 as uint8 ("data", [1
 and the class 0..9 ("target", [1797]), in scikit-learn's order. Extracted once from scikit-learn 1.9.1's
 sklearn/datasets/data/digits.csv.gz (exact integer values; 45 KB compressed).
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -54,8 +55,9 @@ def _labels(a, name: str) -> torch.Tensor:
     return t.long()
 
 
-def from_arrays(x, y, x_test=None, y_test=None, *, test_fraction: float = 0.2, split_seed: int = 0,
-                scale: Optional[float] = None) -> Tuple[TensorDataset, TensorDataset]:
+def from_arrays(
+    x, y, x_test=None, y_test=None, *, test_fraction: float = 0.2, split_seed: int = 0, scale: Optional[float] = None
+) -> Tuple[TensorDataset, TensorDataset]:
     """(train, test) TensorDatasets from tensors or numpy arrays.
 
     x: [N, C, H, W] images (or [N, T, C, H, W] sequences, which the trainer moves to time-first), y: [N]
@@ -84,8 +86,9 @@ def from_arrays(x, y, x_test=None, y_test=None, *, test_fraction: float = 0.2, s
 def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Tuple[TensorDataset, TensorDataset]:
     """The 8x8 digits as ([N, 1, 8, 8] float32 in [0, 1], label) train/test sets (fixed 80/20 split)."""
     data, target = load_digits()
-    return from_arrays(data.reshape(-1, 1, 8, 8), target, test_fraction=test_fraction, split_seed=split_seed,
-                       scale=16.0)
+    return from_arrays(
+        data.reshape(-1, 1, 8, 8), target, test_fraction=test_fraction, split_seed=split_seed, scale=16.0
+    )
 
 
 def load_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> Tuple[TensorDataset, TensorDataset]:
@@ -96,8 +99,15 @@ def load_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> Tupl
             raise ValueError(f"{path}: needs arrays 'x' and 'y' (optionally 'x_test', 'y_test'); has {z.files}")
         arrs = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in z.files}
     scale = 255.0 if arrs["x"].dtype == np.uint8 else None
-    return from_arrays(arrs["x"], arrs["y"], arrs.get("x_test"), arrs.get("y_test"), test_fraction=test_fraction,
-                       split_seed=split_seed, scale=scale)
+    return from_arrays(
+        arrs["x"],
+        arrs["y"],
+        arrs.get("x_test"),
+        arrs.get("y_test"),
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        scale=scale,
+    )
 
 
 DATASETS = {"digits": digits}
@@ -122,8 +132,9 @@ def resize_images(dataset: TensorDataset, size: int) -> TensorDataset:
         raise TypeError("resize_images expects a TensorDataset of (images, labels)")
     x, y = dataset.tensors
     if x.dim() not in (4, 5):
-        raise ValueError(f"resize_images expects images [N, C, H, W] or sequences [N, T, C, H, W], "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"resize_images expects images [N, C, H, W] or sequences [N, T, C, H, W], got {tuple(x.shape)}"
+        )
     if tuple(x.shape[-2:]) == (size, size):
         return dataset
     flat = x.float().flatten(0, 1) if x.dim() == 5 else x.float()

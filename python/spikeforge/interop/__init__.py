@@ -10,6 +10,7 @@
 The submodules load on first attribute access, so ``import spikeforge`` never imports nir, SpikingJelly
 or snnTorch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,12 +23,14 @@ _SUBMODULES = ("nir_io", "spikingjelly", "snntorch")
 def to_nir(model, input_shape=None, *, dt=None):
     """Export a sequential spikeforge model to a nir.NIRGraph (see spikeforge.interop.nir_io.to_nir)."""
     from . import nir_io
+
     return nir_io.to_nir(model, input_shape, dt=nir_io.DEFAULT_DT if dt is None else dt)
 
 
 def from_nir(graph, *, dt=None, unit_r=None):
     """A runnable multi-step module from a nir.NIRGraph or a NIR file (see spikeforge.interop.nir_io.from_nir)."""
     from . import nir_io
+
     return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt, unit_r=unit_r)
 
 

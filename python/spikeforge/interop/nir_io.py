@@ -35,6 +35,7 @@ topological order, each over all T steps at once (the fused multi-step kernels),
 incoming edges receives their sum (the NIR convention). Graphs with cycles (recurrent connections need
 a step-by-step loop) are refused.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,9 @@ def _import_nir():
     try:
         import nir  # noqa: F401  (an optional extra: pip install spikeforge[nir])
     except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ImportError("spikeforge.interop NIR support needs the 'nir' package: pip install nir "
-                          "(or pip install 'spikeforge[nir]')") from e
+        raise ImportError(
+            "spikeforge.interop NIR support needs the 'nir' package: pip install nir (or pip install 'spikeforge[nir]')"
+        ) from e
     return nir
 
 
@@ -95,13 +97,17 @@ def _pair(v) -> tuple[int, int]:
 
 
 def _conv_out(size: Sequence[int], kernel, stride, padding, dilation) -> tuple[int, ...]:
-    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
-                 for n, k, s, p, d in zip(size, kernel, stride, padding, dilation))
+    return tuple(
+        (n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(size, kernel, stride, padding, dilation)
+    )
 
 
 def _neuron_meta(m: nn.Module) -> dict:
-    meta = {_META + "module": type(m).__name__, _META + "detach_reset": bool(m.detach_reset),
-            _META + "surrogate": str(m.surrogate)}
+    meta = {
+        _META + "module": type(m).__name__,
+        _META + "detach_reset": bool(m.detach_reset),
+        _META + "surrogate": str(m.surrogate),
+    }
     if m.alpha is not None:
         meta[_META + "alpha"] = float(m.alpha)
     return meta
@@ -109,11 +115,15 @@ def _neuron_meta(m: nn.Module) -> dict:
 
 def _export_neuron(nir, name: str, m: nn.Module, shape, dt: float):
     if shape is None:
-        raise ValueError(f"to_nir: cannot tell the shape of neuron layer {name!r} ({type(m).__name__}); "
-                         "pass input_shape (the shape of one sample, without T and B)")
+        raise ValueError(
+            f"to_nir: cannot tell the shape of neuron layer {name!r} ({type(m).__name__}); "
+            "pass input_shape (the shape of one sample, without T and B)"
+        )
     if m.v_reset is None:
-        raise ValueError(f"to_nir: {name!r} ({type(m).__name__}) uses soft reset (v_reset=None), which NIR "
-                         "cannot express (its neurons reset to v_reset); use a hard reset to export")
+        raise ValueError(
+            f"to_nir: {name!r} ({type(m).__name__}) uses soft reset (v_reset=None), which NIR "
+            "cannot express (its neurons reset to v_reset); use a hard reset to export"
+        )
     full = lambda value: np.full(shape, float(value), dtype=np.float64)  # noqa: E731
     meta = _neuron_meta(m)
     if isinstance(m, snn.IF):
@@ -132,8 +142,14 @@ def _export_neuron(nir, name: str, m: nn.Module, shape, dt: float):
         meta[_META + "tau"] = float(m.tau)
         meta[_META + "decay_input"] = bool(m.decay_input)
         r = full(1.0 if m.decay_input else m.tau)
-    return nir.LIF(tau=tau * dt, r=r, v_leak=full(m.v_reset), v_threshold=full(m.v_threshold),
-                   v_reset=full(m.v_reset), metadata=meta)
+    return nir.LIF(
+        tau=tau * dt,
+        r=r,
+        v_leak=full(m.v_reset),
+        v_threshold=full(m.v_threshold),
+        v_reset=full(m.v_reset),
+        metadata=meta,
+    )
 
 
 def _export_leaf(nir, name: str, m: nn.Module, shape, lead: int, dt: float):
@@ -151,50 +167,63 @@ def _export_leaf(nir, name: str, m: nn.Module, shape, lead: int, dt: float):
         return nir.Affine(weight=_np(m.weight), bias=_np(m.bias), metadata=meta), out
     if isinstance(m, (nn.Conv2d, snn.SpikeConv2d)):
         if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
-            raise ValueError(f"to_nir: {name!r} uses padding_mode={m.padding_mode!r}; NIR convolutions pad "
-                             "with zeros")
+            raise ValueError(f"to_nir: {name!r} uses padding_mode={m.padding_mode!r}; NIR convolutions pad with zeros")
         if isinstance(m.padding, str):
             raise ValueError(f"to_nir: {name!r} uses padding={m.padding!r}; give explicit integer padding")
         if shape is None or len(shape) != 3:
-            raise ValueError(f"to_nir: {name!r} ({type(m).__name__}) needs the input shape (C, H, W) of one "
-                             "sample; pass input_shape")
+            raise ValueError(
+                f"to_nir: {name!r} ({type(m).__name__}) needs the input shape (C, H, W) of one sample; pass input_shape"
+            )
         kernel = tuple(m.weight.shape[-2:])
         stride, padding, dilation = _pair(m.stride), _pair(m.padding), _pair(m.dilation)
         bias = _np(m.bias) if m.bias is not None else np.zeros(m.weight.shape[0], dtype=_np(m.weight).dtype)
-        node = nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(m.weight), stride=stride, padding=padding,
-                          dilation=dilation, groups=int(m.groups), bias=bias,
-                          metadata={_META + "module": type(m).__name__,
-                                    _META + "has_bias": m.bias is not None})
+        node = nir.Conv2d(
+            input_shape=tuple(shape[1:]),
+            weight=_np(m.weight),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=int(m.groups),
+            bias=bias,
+            metadata={_META + "module": type(m).__name__, _META + "has_bias": m.bias is not None},
+        )
         return node, (m.weight.shape[0],) + _conv_out(shape[1:], kernel, stride, padding, dilation)
     if isinstance(m, nn.Flatten):
         # The module's dims count the leading [T, B] (or the folded T*B); NIR's count one sample's dims.
         start = m.start_dim - lead if m.start_dim >= 0 else m.start_dim
         end = m.end_dim - lead if m.end_dim >= 0 else m.end_dim
         if start < 0 and m.start_dim >= 0:
-            raise ValueError(f"to_nir: {name!r} flattens the time or batch dimension (start_dim={m.start_dim} "
-                             f"with {lead} leading dims); NIR's Flatten works within one sample")
+            raise ValueError(
+                f"to_nir: {name!r} flattens the time or batch dimension (start_dim={m.start_dim} "
+                f"with {lead} leading dims); NIR's Flatten works within one sample"
+            )
         if shape is None:
             raise ValueError(f"to_nir: {name!r} (Flatten) needs the input shape; pass input_shape")
         node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=start, end_dim=end)
         return node, tuple(int(v) for v in node.output_type["output"])
     if isinstance(m, nn.AvgPool2d):
         if m.ceil_mode or m.divisor_override is not None or (any(_pair(m.padding)) and not m.count_include_pad):
-            raise ValueError(f"to_nir: {name!r}: NIR's AvgPool2d has no ceil_mode, divisor_override or "
-                             "count_include_pad=False")
+            raise ValueError(
+                f"to_nir: {name!r}: NIR's AvgPool2d has no ceil_mode, divisor_override or count_include_pad=False"
+            )
         kernel, stride, padding = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
         node = nir.AvgPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
         out = None if shape is None else (shape[0],) + _conv_out(shape[1:], kernel, stride, padding, (1, 1))
         return node, out
     if isinstance(m, (snn.LIF, snn.IF, snn.PLIF)):
         if lead != 2:
-            raise ValueError(f"to_nir: neuron {name!r} sits inside a MultiStep, where T is folded into the "
-                             "batch and the neuron would not integrate over time")
+            raise ValueError(
+                f"to_nir: neuron {name!r} sits inside a MultiStep, where T is folded into the "
+                "batch and the neuron would not integrate over time"
+            )
         if m.step_mode != "m":
             raise ValueError(f"to_nir: {name!r} is in step_mode 's'; export the multi-step model")
         return _export_neuron(nir, name, m, shape, dt), shape
-    raise ValueError(f"to_nir: cannot express module {name!r} of type {type(m).__name__} in NIR (supported: "
-                     "Linear, SpikeLinear, Conv2d, SpikeConv2d, Flatten, AvgPool2d, Identity, Dropout, LIF, IF, "
-                     "PLIF, inside nn.Sequential / spikeforge.nn.MultiStep)")
+    raise ValueError(
+        f"to_nir: cannot express module {name!r} of type {type(m).__name__} in NIR (supported: "
+        "Linear, SpikeLinear, Conv2d, SpikeConv2d, Flatten, AvgPool2d, Identity, Dropout, LIF, IF, "
+        "PLIF, inside nn.Sequential / spikeforge.nn.MultiStep)"
+    )
 
 
 # Modules torch.fx must not trace into: neurons keep state and branch on it, MultiStep folds shapes; the
@@ -210,9 +239,11 @@ def _trace(model: nn.Module):
     try:
         return _Tracer().trace(model)
     except Exception as e:  # fx raises many kinds (TraceError, TypeError on Proxy iteration, ...)
-        raise ValueError(f"to_nir: cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
-                         "export a model built from nn.Sequential / spikeforge.nn.MultiStep and supported layers, "
-                         "with '+' for skip connections") from e
+        raise ValueError(
+            f"to_nir: cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
+            "export a model built from nn.Sequential / spikeforge.nn.MultiStep and supported layers, "
+            "with '+' for skip connections"
+        ) from e
 
 
 def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt: float = DEFAULT_DT):
@@ -234,9 +265,11 @@ def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if input_shape is not None:
         if not isinstance(input_shape, (tuple, list, torch.Size)) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape):
-            raise ValueError(f"input_shape must be a sequence of positive ints (one sample's shape), "
-                             f"got {input_shape!r}")
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape
+        ):
+            raise ValueError(
+                f"input_shape must be a sequence of positive ints (one sample's shape), got {input_shape!r}"
+            )
         in_shape = tuple(input_shape)
     else:
         in_shape = None
@@ -245,8 +278,14 @@ def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt:
     fx_graph = _trace(model)
     calls = [n for n in fx_graph.nodes if n.op == "call_module"]
     if in_shape is None and calls:  # a leading Linear tells the input's width
-        first = next((leaf for _, leaf, _ in _leaves(model.get_submodule(calls[0].target), calls[0].target)
-                      if not isinstance(leaf, (nn.Identity, nn.Dropout))), None)
+        first = next(
+            (
+                leaf
+                for _, leaf, _ in _leaves(model.get_submodule(calls[0].target), calls[0].target)
+                if not isinstance(leaf, (nn.Identity, nn.Dropout))
+            ),
+            None,
+        )
         if isinstance(first, (nn.Linear, snn.SpikeLinear)):
             in_shape = (first.in_features,)
     if in_shape is None:
@@ -263,8 +302,9 @@ def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt:
             sources[n], shapes[n] = ["input"], in_shape
         elif n.op == "call_module":
             if len(n.args) != 1 or n.kwargs or not isinstance(n.args[0], torch.fx.Node):
-                raise ValueError(f"to_nir: module {n.target!r} is called with {len(n.args)} arguments; "
-                                 "NIR nodes take one input")
+                raise ValueError(
+                    f"to_nir: module {n.target!r} is called with {len(n.args)} arguments; NIR nodes take one input"
+                )
             src, shape = sources[n.args[0]], shapes[n.args[0]]
             for name, leaf, lead in _leaves(model.get_submodule(n.target), n.target):
                 node, shape = _export_leaf(nir, name, leaf, shape, lead, dt)
@@ -277,8 +317,13 @@ def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt:
                 edges += [(s, key) for s in src]
                 src = [key]
             sources[n], shapes[n] = src, shape
-        elif n.op == "call_function" and n.target in (operator.add, torch.add) and len(n.args) == 2 \
-                and not n.kwargs and all(isinstance(a, torch.fx.Node) for a in n.args):
+        elif (
+            n.op == "call_function"
+            and n.target in (operator.add, torch.add)
+            and len(n.args) == 2
+            and not n.kwargs
+            and all(isinstance(a, torch.fx.Node) for a in n.args)
+        ):
             a, b = n.args
             if shapes[a] is not None and shapes[b] is not None and tuple(shapes[a]) != tuple(shapes[b]):
                 raise ValueError(f"to_nir: '+' of shapes {shapes[a]} and {shapes[b]}: NIR sums equal shapes only")
@@ -292,8 +337,10 @@ def to_nir(model: nn.Module, input_shape: Optional[Sequence[int]] = None, *, dt:
             edges += [(s, "output") for s in sources[n.args[0]]]
             out_shape = shapes[n.args[0]]
         else:
-            raise ValueError(f"to_nir: cannot express the operation {n.op} {getattr(n.target, '__name__', n.target)!r}"
-                             " in NIR (supported: calls of the listed modules and '+' between them)")
+            raise ValueError(
+                f"to_nir: cannot express the operation {n.op} {getattr(n.target, '__name__', n.target)!r}"
+                " in NIR (supported: calls of the listed modules and '+' between them)"
+            )
     if out_shape is None:
         raise ValueError("to_nir: cannot tell the model's output shape; pass input_shape")
     nodes["output"] = nir.Output(output_type={"output": np.array(out_shape)})
@@ -315,7 +362,7 @@ def _meta(node) -> dict:
             v = v.item()
         elif isinstance(v, np.generic):
             v = v.item()
-        out[str(k)[len(_META):]] = v
+        out[str(k)[len(_META) :]] = v
     return out
 
 
@@ -333,8 +380,9 @@ def _close(a, b) -> bool:
     return bool(np.allclose(a, b, rtol=1e-6, atol=1e-12))
 
 
-def _array(name: str, field: str, value, *, ndim: Optional[int] = None, shape: Optional[tuple] = None,
-           finite: bool = False) -> np.ndarray:
+def _array(
+    name: str, field: str, value, *, ndim: Optional[int] = None, shape: Optional[tuple] = None, finite: bool = False
+) -> np.ndarray:
     """A node's numeric field as float64, checked: ValueError naming node and field (a graph is user input)."""
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -363,8 +411,11 @@ def _neuron_arrays(name: str, node, fields: tuple) -> dict:
     try:
         np.broadcast_shapes(*(a.shape for a in arrays.values()))
     except ValueError:
-        raise ValueError(f"from_nir: {name}: the shapes of " + ", ".join(f"{f} {a.shape}" for f, a in arrays.items())
-                         + " do not match") from None
+        raise ValueError(
+            f"from_nir: {name}: the shapes of "
+            + ", ".join(f"{f} {a.shape}" for f, a in arrays.items())
+            + " do not match"
+        ) from None
     return arrays
 
 
@@ -426,23 +477,32 @@ def _integrator_gain(name: str, kind: str, r: np.ndarray, dt: float, unit_r: Opt
     if unit_r == "per_step" and _close(r, 1.0):
         return np.ones_like(r)
     if unit_r is None and _close(r, 1.0) and not _close(dt, 1.0):
-        warnings.warn(f"from_nir: {kind} node {name!r} has r = 1, so with NIR's Euler step (v += dt r I, dt = {dt:g}) "
-                      f"it integrates {dt:g} of its input per step and will rarely spike. Exporters such as Sinabs, "
-                      "Norse, Spyx and BindsNET write r = 1 for v += I per step: pass from_nir(..., unit_r='per_step') "
-                      "for that reading, or unit_r='euler' to keep NIR's and silence this warning", UserWarning,
-                      stacklevel=4)
+        warnings.warn(
+            f"from_nir: {kind} node {name!r} has r = 1, so with NIR's Euler step (v += dt r I, dt = {dt:g}) "
+            f"it integrates {dt:g} of its input per step and will rarely spike. Exporters such as Sinabs, "
+            "Norse, Spyx and BindsNET write r = 1 for v += I per step: pass from_nir(..., unit_r='per_step') "
+            "for that reading, or unit_r='euler' to keep NIR's and silence this warning",
+            UserWarning,
+            stacklevel=4,
+        )
     return r * dt
 
 
 def _import_neuron(nir, name: str, node, dt: float, unit_r: Optional[str] = None) -> nn.Module:
     meta = _meta(node)
-    fields = ("r", "v_threshold", "v_reset") if isinstance(node, nir.IF) else ("tau", "r", "v_leak", "v_threshold",
-                                                                                "v_reset")
+    fields = (
+        ("r", "v_threshold", "v_reset")
+        if isinstance(node, nir.IF)
+        else ("tau", "r", "v_leak", "v_threshold", "v_reset")
+    )
     arrays = _neuron_arrays(name, node, fields)
-    opts = dict(v_threshold=_uniform(arrays["v_threshold"], f"{name}.v_threshold"),
-                v_reset=_uniform(arrays["v_reset"], f"{name}.v_reset") if "v_reset" in arrays else 0.0,
-                detach_reset=bool(meta.get("detach_reset", False)),
-                surrogate=str(meta.get("surrogate", "sigmoid")), alpha=meta.get("alpha"))
+    opts = dict(
+        v_threshold=_uniform(arrays["v_threshold"], f"{name}.v_threshold"),
+        v_reset=_uniform(arrays["v_reset"], f"{name}.v_reset") if "v_reset" in arrays else 0.0,
+        detach_reset=bool(meta.get("detach_reset", False)),
+        surrogate=str(meta.get("surrogate", "sigmoid")),
+        alpha=meta.get("alpha"),
+    )
     if isinstance(node, nir.IF):
         neuron = snn.IF(**opts)
         r_dt = _integrator_gain(name, "IF", arrays["r"], dt, unit_r)
@@ -458,9 +518,13 @@ def _import_neuron(nir, name: str, node, dt: float, unit_r: Optional[str] = None
         # Rebuild the learnable PLIF only if its w still gives the graph's tau (the graph is the truth).
         decay_input = bool(meta.get("decay_input", True))
         r_expect = np.ones_like(k_graph) if decay_input else 1.0 / k_graph
-        if (k_graph.ndim >= 1 and k_w.shape[0] in (1, k_graph.shape[0])
-                and _close(np.broadcast_to(k_w, k_graph.shape), k_graph) and _close(arrays["r"], r_expect)
-                and _close(arrays["v_leak"], opts["v_reset"])):
+        if (
+            k_graph.ndim >= 1
+            and k_w.shape[0] in (1, k_graph.shape[0])
+            and _close(np.broadcast_to(k_w, k_graph.shape), k_graph)
+            and _close(arrays["r"], r_expect)
+            and _close(arrays["v_leak"], opts["v_reset"])
+        ):
             channels = int(meta.get("num_channels", 0))
             neuron = snn.PLIF(decay_input=decay_input, num_channels=channels or None, **opts)
             with torch.no_grad():
@@ -526,18 +590,32 @@ def _import_node(nir, name: str, node, dt: float, unit_r: Optional[str] = None) 
     if isinstance(node, nir.Conv2d):
         weight = _array(name, "weight", node.weight, ndim=4)
         padding = _padding(name, node.padding, 2)
-        kw = dict(stride=_int_tuple(name, "stride", node.stride, 2, 1),
-                  dilation=_int_tuple(name, "dilation", node.dilation, 2, 1),
-                  groups=_groups(name, node.groups, weight.shape[0]))
+        kw = dict(
+            stride=_int_tuple(name, "stride", node.stride, 2, 1),
+            dilation=_int_tuple(name, "dilation", node.dilation, 2, 1),
+            groups=_groups(name, node.groups, weight.shape[0]),
+        )
         bias = _bias(name, node, weight.shape[0])
         # NIR's Conv2d always has a bias; drop it only if it was exported from a bias-free layer and is zero
         has_bias = bias is not None and (bool(meta.get("has_bias", True)) or bool(np.any(bias != 0)))
         if meta.get("module") == "SpikeConv2d" and not isinstance(padding, str):
-            layer = snn.SpikeConv2d(weight.shape[1] * kw["groups"], weight.shape[0], tuple(weight.shape[-2:]),
-                                    padding=padding, bias=has_bias, **kw)
+            layer = snn.SpikeConv2d(
+                weight.shape[1] * kw["groups"],
+                weight.shape[0],
+                tuple(weight.shape[-2:]),
+                padding=padding,
+                bias=has_bias,
+                **kw,
+            )
         else:
-            layer = nn.Conv2d(weight.shape[1] * kw["groups"], weight.shape[0], tuple(weight.shape[-2:]),
-                              padding=padding, bias=has_bias, **kw)
+            layer = nn.Conv2d(
+                weight.shape[1] * kw["groups"],
+                weight.shape[0],
+                tuple(weight.shape[-2:]),
+                padding=padding,
+                bias=has_bias,
+                **kw,
+            )
         with torch.no_grad():
             layer.weight.copy_(torch.as_tensor(weight))
             if has_bias:
@@ -548,11 +626,16 @@ def _import_node(nir, name: str, node, dt: float, unit_r: Optional[str] = None) 
         padding = _padding(name, node.padding, 1)
         groups = _groups(name, node.groups, weight.shape[0])
         bias = _bias(name, node, weight.shape[0])
-        layer = nn.Conv1d(weight.shape[1] * groups, weight.shape[0], weight.shape[-1],
-                          stride=_int_tuple(name, "stride", node.stride, 1, 1)[0],
-                          padding=padding if isinstance(padding, str) else padding[0],
-                          dilation=_int_tuple(name, "dilation", node.dilation, 1, 1)[0], groups=groups,
-                          bias=bias is not None)
+        layer = nn.Conv1d(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            weight.shape[-1],
+            stride=_int_tuple(name, "stride", node.stride, 1, 1)[0],
+            padding=padding if isinstance(padding, str) else padding[0],
+            dilation=_int_tuple(name, "dilation", node.dilation, 1, 1)[0],
+            groups=groups,
+            bias=bias is not None,
+        )
         with torch.no_grad():
             layer.weight.copy_(torch.as_tensor(weight))
             if bias is not None:
@@ -560,7 +643,7 @@ def _import_node(nir, name: str, node, dt: float, unit_r: Optional[str] = None) 
         return _Seq(layer)
     if isinstance(node, nir.Flatten):
         # One sample's dims -> the folded [T*B, ...] layout: non-negative dims shift by one.
-        start, end = (_int_tuple(name, f, getattr(node, f), 1, -(2 ** 31))[0] for f in ("start_dim", "end_dim"))
+        start, end = (_int_tuple(name, f, getattr(node, f), 1, -(2**31))[0] for f in ("start_dim", "end_dim"))
         return _Seq(nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end))
     if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
         kernel = _int_tuple(name, "kernel_size", node.kernel_size, 2, 1)
@@ -586,9 +669,11 @@ def _import_node(nir, name: str, node, dt: float, unit_r: Optional[str] = None) 
         return _LeakyIntegrator(np.zeros_like(r), _integrator_gain(name, "I", r, dt, unit_r), np.zeros_like(r))
     if isinstance(node, nir.NIRGraph):
         return NIRGraphModule(node, dt=dt, unit_r=unit_r)
-    raise ValueError(f"from_nir: node {name!r} of type {type(node).__name__} has no spikeforge equivalent "
-                     "(supported: Input, Output, Affine, Linear, Conv1d, Conv2d, Flatten, AvgPool2d, SumPool2d, "
-                     "Scale, LIF, IF, LI, I and acyclic subgraphs)")
+    raise ValueError(
+        f"from_nir: node {name!r} of type {type(node).__name__} has no spikeforge equivalent "
+        "(supported: Input, Output, Affine, Linear, Conv1d, Conv2d, Flatten, AvgPool2d, SumPool2d, "
+        "Scale, LIF, IF, LI, I and acyclic subgraphs)"
+    )
 
 
 def _topological(nodes, edges) -> list[str]:
@@ -610,8 +695,10 @@ def _topological(nodes, edges) -> list[str]:
             if indeg[s] == 0:
                 ready.append(s)
     if len(order) != len(nodes):
-        raise ValueError("from_nir: the graph has a cycle (a recurrent connection); spikeforge runs whole "
-                         "sequences layer by layer and cannot execute recurrent NIR graphs")
+        raise ValueError(
+            "from_nir: the graph has a cycle (a recurrent connection); spikeforge runs whole "
+            "sequences layer by layer and cannot execute recurrent NIR graphs"
+        )
     return order
 
 
@@ -641,8 +728,10 @@ class NIRGraphModule(nn.Module):
             if not self.preds[n] and n not in self.inputs:
                 raise ValueError(f"from_nir: node {n!r} has no incoming edge and is not an Input")
         # NIR names may contain '.', which nn.Module names may not.
-        self.key = {n: "n_" + "".join(c if c.isalnum() or c == "_" else "_" for c in n) + f"_{i}"
-                    for i, n in enumerate(self.order)}
+        self.key = {
+            n: "n_" + "".join(c if c.isalnum() or c == "_" else "_" for c in n) + f"_{i}"
+            for i, n in enumerate(self.order)
+        }
         self.layers = nn.ModuleDict()
         for n in self.order:
             node = graph.nodes[n]
@@ -651,8 +740,9 @@ class NIRGraphModule(nn.Module):
             except (ValueError, TypeError, ImportError):
                 raise
             except Exception as e:  # a field the checks above did not foresee: still the graph's fault, say which
-                raise ValueError(f"from_nir: node {n!r} ({type(node).__name__}) cannot be imported: "
-                                 f"{type(e).__name__}: {e}") from e
+                raise ValueError(
+                    f"from_nir: node {n!r} ({type(node).__name__}) cannot be imported: {type(e).__name__}: {e}"
+                ) from e
             if module is not None:
                 self.layers[self.key[n]] = module
 

@@ -40,6 +40,7 @@ whose configuration never fuses (another surrogate, spiking=False, a tensor thre
 ValueError, or with on_unsupported="skip" leaves it in place with a warning and a report line.
 unpatch(model) restores the SpikingJelly classes (for exporters that look classes up by exact type).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,15 +57,36 @@ try:
     from spikingjelly.activation_based import neuron as _sjn
     from spikingjelly.activation_based import surrogate as _sjs
 except ImportError as e:  # the module is SpikingJelly's drop-in: without SpikingJelly there is nothing to patch
-    raise ImportError("spikeforge.interop.spikingjelly needs SpikingJelly 2.x (pip install spikingjelly, or "
-                      "spikeforge[peers])") from e
+    raise ImportError(
+        "spikeforge.interop.spikingjelly needs SpikingJelly 2.x (pip install spikingjelly, or spikeforge[peers])"
+    ) from e
 
-__all__ = ["patch", "unpatch", "PatchReport", "surrogate_of", "IFNode", "LIFNode", "ParametricLIFNode", "ILIFNode",
-           "TernaryIFNode", "TernaryLIFNode", "PSN", "MaskedPSN", "SlidingPSN"]
+__all__ = [
+    "patch",
+    "unpatch",
+    "PatchReport",
+    "surrogate_of",
+    "IFNode",
+    "LIFNode",
+    "ParametricLIFNode",
+    "ILIFNode",
+    "TernaryIFNode",
+    "TernaryLIFNode",
+    "PSN",
+    "MaskedPSN",
+    "SlidingPSN",
+]
 
-_SURROGATES = {_sjs.Sigmoid: "sigmoid", _sjs.ATan: "atan", _sjs.Rect: "rect",
-               _sjs.PiecewiseQuadratic: "piecewise_quadratic", _sjs.PiecewiseExp: "piecewise_exp", _sjs.Erf: "erf",
-               _sjs.SoftSign: "soft_sign", _sjs.SuperSpike: "super_spike"}
+_SURROGATES = {
+    _sjs.Sigmoid: "sigmoid",
+    _sjs.ATan: "atan",
+    _sjs.Rect: "rect",
+    _sjs.PiecewiseQuadratic: "piecewise_quadratic",
+    _sjs.PiecewiseExp: "piecewise_exp",
+    _sjs.Erf: "erf",
+    _sjs.SoftSign: "soft_sign",
+    _sjs.SuperSpike: "super_spike",
+}
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 
@@ -72,11 +94,15 @@ def surrogate_of(fn) -> tuple[str, float]:
     """SpikingJelly surrogate module -> (spikeforge surrogate name, alpha); raises ValueError if it has none."""
     name = _SURROGATES.get(type(fn))
     if name is None:
-        raise ValueError(f"surrogate {type(fn).__name__} has no spikeforge equivalent (supported: "
-                         f"{', '.join(sorted(c.__name__ for c in _SURROGATES))})")
+        raise ValueError(
+            f"surrogate {type(fn).__name__} has no spikeforge equivalent (supported: "
+            f"{', '.join(sorted(c.__name__ for c in _SURROGATES))})"
+        )
     if not getattr(fn, "spiking", True):
-        raise ValueError(f"surrogate {type(fn).__name__} has spiking=False (it outputs the smooth primitive, not "
-                         "spikes); spikeforge neurons always emit spikes")
+        raise ValueError(
+            f"surrogate {type(fn).__name__} has spiking=False (it outputs the smooth primitive, not "
+            "spikes); spikeforge neurons always emit spikes"
+        )
     alpha = getattr(fn, "alpha", None)
     if isinstance(alpha, Tensor):
         if alpha.numel() != 1:
@@ -86,8 +112,10 @@ def surrogate_of(fn) -> tuple[str, float]:
         raise ValueError(f"surrogate {type(fn).__name__} has alpha={alpha!r}; spikeforge takes a finite number")
     alpha = float(alpha)
     if name == "super_spike" and alpha != 1.0:
-        raise ValueError(f"SuperSpike(alpha={alpha}): SpikingJelly's gradient alpha / (|x| + 1)^2 equals "
-                         "spikeforge's alpha / (alpha |x| + 1)^2 only for alpha = 1")
+        raise ValueError(
+            f"SuperSpike(alpha={alpha}): SpikingJelly's gradient alpha / (|x| + 1)^2 equals "
+            "spikeforge's alpha / (alpha |x| + 1)^2 only for alpha = 1"
+        )
     return name, alpha
 
 
@@ -122,9 +150,13 @@ class _FusedNode:
         surrogate, alpha = surrogate_of(self.surrogate_function)
         if not isinstance(self.detach_reset, bool):
             raise ValueError(f"detach_reset={self.detach_reset!r} is not a bool")
-        return dict(v_threshold=_number(self.v_threshold, "v_threshold"),
-                    v_reset=_number(self.v_reset, "v_reset", allow_none=True), detach_reset=self.detach_reset,
-                    surrogate=surrogate, alpha=alpha)
+        return dict(
+            v_threshold=_number(self.v_threshold, "v_threshold"),
+            v_reset=_number(self.v_reset, "v_reset", allow_none=True),
+            detach_reset=self.detach_reset,
+            surrogate=surrogate,
+            alpha=alpha,
+        )
 
     @property
     def fused_blocker(self) -> Optional[str]:
@@ -147,9 +179,16 @@ class _FusedNode:
         raise NotImplementedError
 
     def multi_step_forward(self, x_seq: Tensor, *args, **kwargs):
-        if (args or kwargs or not isinstance(x_seq, Tensor) or x_seq.dtype not in _FUSED_DTYPES
-                or x_seq.dim() < 1 or x_seq.shape[0] == 0 or self._neuron_precision is not None
-                or _dispatch_mode_active()):
+        if (
+            args
+            or kwargs
+            or not isinstance(x_seq, Tensor)
+            or x_seq.dtype not in _FUSED_DTYPES
+            or x_seq.dim() < 1
+            or x_seq.shape[0] == 0
+            or self._neuron_precision is not None
+            or _dispatch_mode_active()
+        ):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         try:
             opts = self._fused_options()
@@ -236,8 +275,10 @@ def _multi_level_count(fn) -> int:
     if isinstance(D, bool) or not isinstance(D, int) or not 1 <= D <= 1 << 22:
         raise ValueError(f"max_spike_count={D!r}; ops.ilif takes an int in [1, 2^22]")
     if (fn.grad_min, fn.grad_max) != (0.0, float(D)):
-        raise ValueError(f"grad_window=({fn.grad_min}, {fn.grad_max}): ops.ilif's straight-through gradient passes "
-                         f"over [0, D] = [0, {D}] only")
+        raise ValueError(
+            f"grad_window=({fn.grad_min}, {fn.grad_max}): ops.ilif's straight-through gradient passes "
+            f"over [0, D] = [0, {D}] only"
+        )
     return D
 
 
@@ -274,8 +315,9 @@ class TernaryLIFNode(_FusedNode, _sjn.TernaryLIFNode):
             raise ValueError(f"decay_input={self.decay_input!r} is not a bool")
 
     def _run(self, x_seq, v, return_v, opts):
-        return ops.ternary_lif(x_seq, v, tau=float(self.tau), decay_input=self.decay_input, two_sided=True,
-                               return_v=return_v, **opts)
+        return ops.ternary_lif(
+            x_seq, v, tau=float(self.tau), decay_input=self.decay_input, two_sided=True, return_v=return_v, **opts
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -283,8 +325,14 @@ class TernaryLIFNode(_FusedNode, _sjn.TernaryLIFNode):
 # ---------------------------------------------------------------------------------------------------------
 def _psn_ready(m, x_seq) -> Optional[tuple[str, float]]:
     """(surrogate, alpha) when a multi-step PSN call can run fused, else None (SpikingJelly's code runs)."""
-    if (not isinstance(x_seq, Tensor) or x_seq.dtype not in _FUSED_DTYPES or x_seq.dim() < 1
-            or m.weight.dtype != x_seq.dtype or m.weight.device != x_seq.device or _dispatch_mode_active()):
+    if (
+        not isinstance(x_seq, Tensor)
+        or x_seq.dtype not in _FUSED_DTYPES
+        or x_seq.dim() < 1
+        or m.weight.dtype != x_seq.dtype
+        or m.weight.device != x_seq.device
+        or _dispatch_mode_active()
+    ):
         return None
     try:
         return surrogate_of(m.surrogate_function)
@@ -353,9 +401,17 @@ class SlidingPSN(_sjn.SlidingPSN):
 
 
 # SpikingJelly class -> drop-in (a subclass adding no state, so the swap is a class change in place)
-_DROP_INS = {_sjn.IFNode: IFNode, _sjn.LIFNode: LIFNode, _sjn.ParametricLIFNode: ParametricLIFNode,
-             _sjn.ILIFNode: ILIFNode, _sjn.TernaryIFNode: TernaryIFNode, _sjn.TernaryLIFNode: TernaryLIFNode,
-             _sjn.PSN: PSN, _sjn.MaskedPSN: MaskedPSN, _sjn.SlidingPSN: SlidingPSN}
+_DROP_INS = {
+    _sjn.IFNode: IFNode,
+    _sjn.LIFNode: LIFNode,
+    _sjn.ParametricLIFNode: ParametricLIFNode,
+    _sjn.ILIFNode: ILIFNode,
+    _sjn.TernaryIFNode: TernaryIFNode,
+    _sjn.TernaryLIFNode: TernaryLIFNode,
+    _sjn.PSN: PSN,
+    _sjn.MaskedPSN: MaskedPSN,
+    _sjn.SlidingPSN: SlidingPSN,
+}
 _ORIGINAL = {v: k for k, v in _DROP_INS.items()}
 
 
@@ -384,6 +440,7 @@ class PatchReport:
     """What patch() did: replaced [(qualified name, SpikingJelly class, drop-in class, path)] where path is
     "fused" or why SpikingJelly's own code runs for float32 calls, and skipped [(qualified name, class,
     reason)] (on_unsupported="skip")."""
+
     replaced: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
 
@@ -414,12 +471,14 @@ def patch(model: nn.Module, *, on_unsupported: str = "raise"):
         if not isinstance(m, tuple(_DROP_INS)) or type(m) in _ORIGINAL:  # not a neuron, or already patched
             continue
         label = name or "<model>"
-        why = (f"{type(m).__name__} subclasses a SpikingJelly neuron and may change its equations"
-               if type(m) not in _DROP_INS else _never_fuses(m))
+        why = (
+            f"{type(m).__name__} subclasses a SpikingJelly neuron and may change its equations"
+            if type(m) not in _DROP_INS
+            else _never_fuses(m)
+        )
         if why is not None:
             if on_unsupported == "raise":
-                raise ValueError(f"patch: cannot swap {label} ({type(m).__name__}) without changing its numbers: "
-                                 f"{why}")
+                raise ValueError(f"patch: cannot swap {label} ({type(m).__name__}) without changing its numbers: {why}")
             warnings.warn(f"spikeforge patch: left {label} ({type(m).__name__}) in place: {why}", stacklevel=2)
             report.skipped.append((label, type(m).__name__, why))
             continue

@@ -10,6 +10,7 @@ Integer-spike transformer (models/sdt_v3.py): e_spikeformer_5m/10m/19m (E-SpikeF
 Transformer v3, I-LIF neurons) and the generic e_spikeformer(dims, ...); listed with the transformers.
 ``MODELS`` maps every name to its constructor (the training CLI's --model choices).
 """
+
 from . import resnet, sdt_v3, transformer  # noqa: F401
 from .resnet import MODELS as RESNET_MODELS
 from .resnet import SpikingResNet, make_neuron  # noqa: F401
@@ -26,9 +27,22 @@ TRANSFORMER_MODELS.update(E_SPIKEFORMER_MODELS)
 
 MODELS = {**RESNET_MODELS, **TRANSFORMER_MODELS}
 
-__all__ = ["MODELS", "SpikingResNet", "make_neuron", "SpikformerNet", "MetaSpikformer", "QKFormer",
-           "spikformer", "spikingformer", "sdt", "qkformer_hst", "RESNET_MODELS", "TRANSFORMER_MODELS",
-           "ESpikeFormer", "e_spikeformer"]
+__all__ = [
+    "MODELS",
+    "SpikingResNet",
+    "make_neuron",
+    "SpikformerNet",
+    "MetaSpikformer",
+    "QKFormer",
+    "spikformer",
+    "spikingformer",
+    "sdt",
+    "qkformer_hst",
+    "RESNET_MODELS",
+    "TRANSFORMER_MODELS",
+    "ESpikeFormer",
+    "e_spikeformer",
+]
 __all__ += sorted(MODELS)
 
 

@@ -31,6 +31,7 @@ reference neurons (spikeforge.reference), the baseline of ``spikeforge bench mod
 Parameter counts equal torchvision's ResNets (11,689,512 for 18 layers, ImageNet, 1000 classes): neurons
 have no parameters (PLIF has one per layer) and BN / tdBN have the usual two vectors.
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,22 +62,25 @@ class RefIF(IF):
 
 class RefLIF(LIF):
     def _multi(self, x_seq, v_init, return_v):
-        return reference.lif(x_seq, v_init, tau=self.tau, decay_input=self.decay_input, return_v=return_v,
-                             **self._options())
+        return reference.lif(
+            x_seq, v_init, tau=self.tau, decay_input=self.decay_input, return_v=return_v, **self._options()
+        )
 
 
 class RefPLIF(PLIF):
     def _multi(self, x_seq, v_init, return_v):
-        return reference.plif(x_seq, self.w, v_init, decay_input=self.decay_input, return_v=return_v,
-                              **self._options())
+        return reference.plif(x_seq, self.w, v_init, decay_input=self.decay_input, return_v=return_v, **self._options())
 
 
-_NEURONS = {"spikeforge": {"if": IF, "lif": LIF, "plif": PLIF},
-            "reference": {"if": RefIF, "lif": RefLIF, "plif": RefPLIF}}
+_NEURONS = {
+    "spikeforge": {"if": IF, "lif": LIF, "plif": PLIF},
+    "reference": {"if": RefIF, "lif": RefLIF, "plif": RefPLIF},
+}
 
 
-def make_neuron(neuron: Union[str, Callable[[], nn.Module]] = "if", backend: str = "spikeforge",
-                **neuron_kwargs) -> Callable[[], nn.Module]:
+def make_neuron(
+    neuron: Union[str, Callable[[], nn.Module]] = "if", backend: str = "spikeforge", **neuron_kwargs
+) -> Callable[[], nn.Module]:
     """A factory of fresh neuron modules: neuron in {"if", "lif", "plif"} (or a callable returning a module)."""
     if callable(neuron) and not isinstance(neuron, str):
         return functools.partial(neuron, **neuron_kwargs)
@@ -141,6 +145,7 @@ class _Shortcut(nn.Module):
 # ------------------------------------------------------------------------------------------------
 class _BlockClass(Protocol):
     """What SpikingResNet needs of a block class: its channel expansion and a constructor."""
+
     expansion: int
 
     def __call__(self, *args: Any, **kwargs: Any) -> nn.Module: ...
@@ -244,6 +249,7 @@ class SEWBottleneck(nn.Module):
 
 class MSBasicBlock(nn.Module):
     """Membrane shortcut: x + BN(conv(SN(BN(conv(SN(x)))))); x is a membrane-like real tensor."""
+
     expansion = 1
 
     def __init__(self, cin, planes, stride, shortcut, norm, sn, compact=False):
@@ -271,19 +277,38 @@ class SpikingResNet(nn.Module):
     imagenet: ImageNet stem (strided 7x7 conv, max-pool) or CIFAR stem (3x3 stride 1, no pool).
     """
 
-    def __init__(self, family: str, layers: Sequence[int], *, bottleneck: bool = False, num_classes: int = 1000,
-                 T: int = 4, imagenet: bool = True, cnf: str = "ADD", neuron="if",
-                 neuron_kwargs: Optional[dict] = None, backend: str = "spikeforge", norm_layer=None,
-                 zero_init_residual: Optional[bool] = None, width: int = 64, in_channels: int = 3,
-                 ms_avgpool_shortcut: bool = False, dropout: float = 0.0, compact: Optional[bool] = None):
+    def __init__(
+        self,
+        family: str,
+        layers: Sequence[int],
+        *,
+        bottleneck: bool = False,
+        num_classes: int = 1000,
+        T: int = 4,
+        imagenet: bool = True,
+        cnf: str = "ADD",
+        neuron="if",
+        neuron_kwargs: Optional[dict] = None,
+        backend: str = "spikeforge",
+        norm_layer=None,
+        zero_init_residual: Optional[bool] = None,
+        width: int = 64,
+        in_channels: int = 3,
+        ms_avgpool_shortcut: bool = False,
+        dropout: float = 0.0,
+        compact: Optional[bool] = None,
+    ):
         super().__init__()
         if family not in ("spiking", "sew", "ms"):
             raise ValueError(f"family must be 'spiking', 'sew' or 'ms', got {family!r}")
         for name, value in (("T", T), ("num_classes", num_classes), ("width", width), ("in_channels", in_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not (isinstance(layers, (list, tuple)) and len(layers) == 4
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers)):
+        if not (
+            isinstance(layers, (list, tuple))
+            and len(layers) == 4
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers)
+        ):
             raise ValueError(f"layers must be four ints >= 1 (blocks per stage), got {layers!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
@@ -296,8 +321,9 @@ class SpikingResNet(nn.Module):
         self.in_channels = in_channels
         if family == "ms":
             default_norm: Callable[[int], nn.Module] = functools.partial(TdBatchNorm2d, v_threshold=0.5)
-            default_neuron = dict(tau=4.0 / 3.0, decay_input=False, v_threshold=0.5, surrogate="rect", alpha=1.0,
-                                  detach_reset=True)  # V = 0.25 V (1 - S) + X, fire at 0.5 (authors' code)
+            default_neuron = dict(
+                tau=4.0 / 3.0, decay_input=False, v_threshold=0.5, surrogate="rect", alpha=1.0, detach_reset=True
+            )  # V = 0.25 V (1 - S) + X, fire at 0.5 (authors' code)
             neuron = "lif" if neuron == "if" and neuron_kwargs is None else neuron
         else:
             default_norm = SeqBatchNorm2d
@@ -326,14 +352,21 @@ class SpikingResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet and family != "ms" else None
         first_stride = 2 if imagenet and family == "ms" else 1
 
-        block = cast(_BlockClass, {("spiking", False): SpikingBasicBlock, ("spiking", True): SpikingBottleneck,
-                                   ("sew", False): SEWBasicBlock, ("sew", True): SEWBottleneck,
-                                   ("ms", False): MSBasicBlock}[(family, bottleneck)])
+        block = cast(
+            _BlockClass,
+            {
+                ("spiking", False): SpikingBasicBlock,
+                ("spiking", True): SpikingBottleneck,
+                ("sew", False): SEWBasicBlock,
+                ("sew", True): SEWBottleneck,
+                ("ms", False): MSBasicBlock,
+            }[(family, bottleneck)],
+        )
         extra = dict(cnf=cnf) if family == "sew" else {}
         cin = width
         stages = []
         for i, n in enumerate(layers):
-            planes = width * (2 ** i)
+            planes = width * (2**i)
             blocks = []
             for j in range(n):
                 stride = (first_stride if i == 0 else 2) if j == 0 else 1
@@ -341,9 +374,15 @@ class SpikingResNet(nn.Module):
                 shortcut = None
                 if stride != 1 or cin != cout:
                     # the MS shortcut carries membrane potentials (real values), the others spikes
-                    shortcut = _Shortcut(cin, cout, stride, norm, sn() if family == "sew" else None,
-                                         avgpool=family == "ms" and ms_avgpool_shortcut,
-                                         spikes=self.compact and family != "ms")
+                    shortcut = _Shortcut(
+                        cin,
+                        cout,
+                        stride,
+                        norm,
+                        sn() if family == "sew" else None,
+                        avgpool=family == "ms" and ms_avgpool_shortcut,
+                        spikes=self.compact and family != "ms",
+                    )
                 blocks.append(block(cin, planes, stride, shortcut, norm, sn, compact=self.compact, **extra))
                 cin = cout
             stages.append(nn.Sequential(*blocks))
@@ -394,8 +433,13 @@ class SpikingResNet(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # the public constructors
 # ------------------------------------------------------------------------------------------------
-_DEPTHS = {18: ([2, 2, 2, 2], False), 34: ([3, 4, 6, 3], False), 50: ([3, 4, 6, 3], True),
-           101: ([3, 4, 23, 3], True), 152: ([3, 8, 36, 3], True)}
+_DEPTHS = {
+    18: ([2, 2, 2, 2], False),
+    34: ([3, 4, 6, 3], False),
+    50: ([3, 4, 6, 3], True),
+    101: ([3, 4, 23, 3], True),
+    152: ([3, 8, 36, 3], True),
+}
 _MS_DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 104: [3, 8, 32, 8]}
 
 _COMMON_DOC = """
@@ -418,12 +462,21 @@ def _make(family: str, depth: int, imagenet: bool, name: str):
     extra = dict(ms_avgpool_shortcut=True, dropout=0.2) if family == "ms" and depth == 104 else {}
 
     def sew_fn(num_classes: int = default_classes, T: int = 4, cnf: str = "ADD", **kw) -> SpikingResNet:
-        return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
-                             imagenet=imagenet, cnf=cnf, **{**extra, **kw})
+        return SpikingResNet(
+            family,
+            layers,
+            bottleneck=bottleneck,
+            num_classes=num_classes,
+            T=T,
+            imagenet=imagenet,
+            cnf=cnf,
+            **{**extra, **kw},
+        )
 
     def other_fn(num_classes: int = default_classes, T: int = 4, **kw) -> SpikingResNet:
-        return SpikingResNet(family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T,
-                             imagenet=imagenet, **{**extra, **kw})
+        return SpikingResNet(
+            family, layers, bottleneck=bottleneck, num_classes=num_classes, T=T, imagenet=imagenet, **{**extra, **kw}
+        )
 
     fn: Callable[..., SpikingResNet] = sew_fn if family == "sew" else other_fn  # only SEW takes cnf
     title = {"spiking": "Spiking ResNet", "sew": "SEW ResNet (cnf ADD | AND | IAND)", "ms": "MS-ResNet"}[family]
@@ -437,8 +490,11 @@ MODELS = {}
 for _fam, _depths in (("spiking", _DEPTHS), ("sew", _DEPTHS), ("ms", _MS_DEPTHS)):
     for _d in _depths:
         for _imagenet in (True, False):
-            _name = {"spiking": "spiking_resnet", "sew": "sew_resnet", "ms": "ms_resnet"}[_fam] + str(_d) + (
-                "" if _imagenet else "_cifar")
+            _name = (
+                {"spiking": "spiking_resnet", "sew": "sew_resnet", "ms": "ms_resnet"}[_fam]
+                + str(_d)
+                + ("" if _imagenet else "_cifar")
+            )
             MODELS[_name] = _make(_fam, _d, _imagenet, _name)
             globals()[_name] = MODELS[_name]
 __all__ += sorted(MODELS)

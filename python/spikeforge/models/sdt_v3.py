@@ -35,6 +35,7 @@ Every forward first resets every neuron (one call = one batch). ``backend="refer
 on spikeforge.reference's neurons. ``neuron="lif"`` / ``"if"`` / ``"plif"`` gives the paper's binary-spike
 baseline (spikes 0/1: the attention's scale then has no 1/D factors).
 """
+
 from __future__ import annotations
 
 import functools
@@ -61,8 +62,16 @@ class RefILIF(ILIF):
     """ILIF on spikeforge.reference (a Python time loop under autograd): the reference build's neuron."""
 
     def _multi(self, x_seq, v_init, return_v):
-        return reference.ilif(x_seq, v_init, D=self.D, tau=self.tau, v_threshold=self.v_threshold,
-                              decay_input=self.decay_input, detach_reset=self.detach_reset, return_v=return_v)
+        return reference.ilif(
+            x_seq,
+            v_init,
+            D=self.D,
+            tau=self.tau,
+            v_threshold=self.v_threshold,
+            decay_input=self.decay_input,
+            detach_reset=self.detach_reset,
+            return_v=return_v,
+        )
 
 
 def _neuron_factory(neuron, neuron_kwargs: Optional[dict], D: int, backend: str) -> tuple[Callable, int]:
@@ -73,15 +82,19 @@ def _neuron_factory(neuron, neuron_kwargs: Optional[dict], D: int, backend: str)
     if key == "ilif":
         kw = {**_ILIF_DEFAULTS, **(neuron_kwargs or {})}
         if "D" in kw:
-            raise ValueError("neuron_kwargs: give the spike range as the model's D argument, not neuron_kwargs['D'] "
-                             "(the attention's scale depends on it)")
+            raise ValueError(
+                "neuron_kwargs: give the spike range as the model's D argument, not neuron_kwargs['D'] "
+                "(the attention's scale depends on it)"
+            )
         cls = ILIF if backend == "spikeforge" else RefILIF
         return functools.partial(cls, D=D, step_mode="m", **kw), D
     if key in ("if", "lif", "plif"):
         kw = dict(_DEFAULT_NEURON_KWARGS[key]) if neuron_kwargs is None else dict(neuron_kwargs)
         return make_neuron(key, backend, **kw), 1
-    raise ValueError(f"neuron must be 'ilif' (integer spikes, the default), 'if', 'lif', 'plif' (binary spikes) or "
-                     f"a callable returning a neuron module, got {neuron!r}")
+    raise ValueError(
+        f"neuron must be 'ilif' (integer spikes, the default), 'if', 'lif', 'plif' (binary spikes) or "
+        f"a callable returning a neuron module, got {neuron!r}"
+    )
 
 
 class _SepConvSpike(nn.Module):
@@ -134,13 +147,13 @@ class ESpikeAttention(nn.Module):
     convolutions 1x1 without bias; compact keeps their inputs (integer counts) as uint8 for backward.
     """
 
-    def __init__(self, dim: int, num_heads: int, sn: Callable, *, levels: int, v_ratio: int = 4,
-                 compact: bool = False):
+    def __init__(self, dim: int, num_heads: int, sn: Callable, *, levels: int, v_ratio: int = 4, compact: bool = False):
         super().__init__()
         dim, num_heads = _check_int("dim", dim), _check_int("num_heads", num_heads)
         if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim}): each head gets dim / num_heads "
-                             "channels")
+            raise ValueError(
+                f"num_heads ({num_heads}) must divide dim ({dim}): each head gets dim / num_heads channels"
+            )
         self.dim, self.num_heads, self.levels = dim, num_heads, _check_int("levels", levels)
         self.v_ratio = _check_int("v_ratio", v_ratio)
         self.scale = (dim // num_heads) ** -0.5
@@ -164,12 +177,18 @@ class ESpikeAttention(nn.Module):
         _check_seq(self, x, self.dim)
         T, B, C, H, W = x.shape
         s = self.head_sn(x)
-        q, k, v = (self._heads(_conv_bn_sn(getattr(self, f"{n}_conv"), getattr(self, f"{n}_bn"),
-                                           getattr(self, f"{n}_sn"), s, self.compact)) for n in ("q", "k", "v"))
+        q, k, v = (
+            self._heads(
+                _conv_bn_sn(
+                    getattr(self, f"{n}_conv"), getattr(self, f"{n}_bn"), getattr(self, f"{n}_sn"), s, self.compact
+                )
+            )
+            for n in ("q", "k", "v")
+        )
         kv = k.transpose(-2, -1) @ v  # [T, B, heads, C / heads, dv / heads]: integer sums, exact in float32
         if estimating():  # the two products no hooked layer sees: each count of K adds a row of V, of Q a row of K^T V
             report_op(self, matmul_op("kT@v", k.transpose(-2, -1), v, operand=k), matmul_op("q@(kT@v)", q, kv))
-        a = (q @ kv) * (2.0 * self.scale / self.levels ** 3)
+        a = (q @ kv) * (2.0 * self.scale / self.levels**3)
         a = a.transpose(-1, -2).reshape(T, B, self.v_ratio * C, H, W)
         return _conv_bn(self.proj_conv, self.proj_bn, self.attn_sn(a))
 
@@ -202,9 +221,21 @@ class ESpikeFormer(_SpikingTransformer):
     defaults). See the module docstring.
     """
 
-    def __init__(self, dims: Sequence[int] = (32, 64, 128, 192), num_heads: int = 8, *, num_classes: int = 1000,
-                 T: int = 1, D: int = 4, in_channels: int = 3, mlp_ratio: int = 4, neuron="ilif",
-                 neuron_kwargs: Optional[dict] = None, backend: str = "spikeforge", compact: Optional[bool] = None):
+    def __init__(
+        self,
+        dims: Sequence[int] = (32, 64, 128, 192),
+        num_heads: int = 8,
+        *,
+        num_classes: int = 1000,
+        T: int = 1,
+        D: int = 4,
+        in_channels: int = 3,
+        mlp_ratio: int = 4,
+        neuron="ilif",
+        neuron_kwargs: Optional[dict] = None,
+        backend: str = "spikeforge",
+        compact: Optional[bool] = None,
+    ):
         if backend not in ("spikeforge", "reference"):
             raise ValueError(f"backend must be 'spikeforge' or 'reference', got {backend!r}")
         D = _check_int("D", D)
@@ -213,8 +244,15 @@ class ESpikeFormer(_SpikingTransformer):
         factory, levels = _neuron_factory(neuron, neuron_kwargs, D, backend)
         if compact is None:  # uint8 copies are exact for spikeforge's neurons (counts 0..D <= 255)
             compact = backend == "spikeforge" and not (callable(neuron) and not isinstance(neuron, str))
-        super().__init__(num_classes=num_classes, T=T, in_channels=in_channels, neuron=factory, neuron_kwargs={},
-                         backend=backend, compact=compact)
+        super().__init__(
+            num_classes=num_classes,
+            T=T,
+            in_channels=in_channels,
+            neuron=factory,
+            neuron_kwargs={},
+            backend=backend,
+            compact=compact,
+        )
         dims = tuple(dims)
         if len(dims) != 4:
             raise ValueError(f"dims must be four stage widths (d0, d1, d2, d3), got {dims!r}")
@@ -225,8 +263,10 @@ class ESpikeFormer(_SpikingTransformer):
         num_heads, mlp_ratio = _check_int("num_heads", num_heads), _check_int("mlp_ratio", mlp_ratio)
         for i in (2, 3):
             if dims[i] % num_heads:
-                raise ValueError(f"num_heads ({num_heads}) must divide the transformer stages' widths dims[2] and "
-                                 f"dims[3], got dims={dims}")
+                raise ValueError(
+                    f"num_heads ({num_heads}) must divide the transformer stages' widths dims[2] and "
+                    f"dims[3], got dims={dims}"
+                )
         self.dims, self.D, self.levels = dims, D, levels
         sn, c = self.sn, self.compact
         d0, d1, d2, d3 = dims
@@ -246,9 +286,13 @@ class ESpikeFormer(_SpikingTransformer):
 
     def forward_features(self, x: Tensor) -> Tensor:
         y = self.downsample1_1(x, self.T)
-        for stage, down in ((self.conv_blocks1_1, None), (self.conv_blocks1_2, self.downsample1_2),
-                            (self.conv_blocks2, self.downsample2), (self.blocks3, self.downsample3),
-                            (self.blocks4, self.downsample4)):
+        for stage, down in (
+            (self.conv_blocks1_1, None),
+            (self.conv_blocks1_2, self.downsample1_2),
+            (self.conv_blocks2, self.downsample2),
+            (self.blocks3, self.downsample3),
+            (self.blocks4, self.downsample4),
+        ):
             if down is not None:
                 y = down(y, self.T)
             for blk in stage:
@@ -259,8 +303,9 @@ class ESpikeFormer(_SpikingTransformer):
         return f"dims={self.dims}, T={self.T}, D={self.D}"
 
 
-def e_spikeformer(dims: Sequence[int], num_heads: int = 8, *, num_classes: int = 1000, T: int = 1, D: int = 4,
-                  **kw) -> ESpikeFormer:
+def e_spikeformer(
+    dims: Sequence[int], num_heads: int = 8, *, num_classes: int = 1000, T: int = 1, D: int = 4, **kw
+) -> ESpikeFormer:
     """E-SpikeFormer with stage widths dims (d0, d1, d2, d3) and I-LIF spikes 0..D (see ESpikeFormer)."""
     return ESpikeFormer(dims, num_heads, num_classes=num_classes, T=T, D=D, **kw)
 
@@ -275,16 +320,29 @@ _DOC = """
 
 
 def _make(dims: Sequence[int], name: str, size: str, code_name: str):
-    def fn(num_classes: int = 1000, T: int = 1, *, dims: Sequence[int] = tuple(dims), num_heads: int = 8,
-           D: int = 4, dim=None, depth=None, **kw) -> ESpikeFormer:
+    def fn(
+        num_classes: int = 1000,
+        T: int = 1,
+        *,
+        dims: Sequence[int] = tuple(dims),
+        num_heads: int = 8,
+        D: int = 4,
+        dim=None,
+        depth=None,
+        **kw,
+    ) -> ESpikeFormer:
         if dim is not None or depth is not None:  # the other transformers' size options (spikeforge train --dim)
-            raise ValueError(f"{name} has four stage widths and fixed depths: dim / depth do not apply (pass "
-                             "dims=(d0, d1, d2, d3) for another size)")
+            raise ValueError(
+                f"{name} has four stage widths and fixed depths: dim / depth do not apply (pass "
+                "dims=(d0, d1, d2, d3) for another size)"
+            )
         return ESpikeFormer(dims, num_heads, num_classes=num_classes, T=T, D=D, **kw)
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = (f"E-SpikeFormer {size} (Spike-driven Transformer v3; the released code's {code_name}), stage "
-                  f"widths {tuple(dims)}, 8 heads, ImageNet layout (224x224 -> 14x14 tokens)." + _DOC)
+    fn.__doc__ = (
+        f"E-SpikeFormer {size} (Spike-driven Transformer v3; the released code's {code_name}), stage "
+        f"widths {tuple(dims)}, 8 heads, ImageNet layout (224x224 -> 14x14 tokens)." + _DOC
+    )
     return fn
 
 
@@ -294,6 +352,8 @@ E_SPIKEFORMER_MODELS = {
     for name, dims, size, code in (
         ("e_spikeformer_5m", (32, 64, 128, 192), "5.1M", "Efficient_Spiking_Transformer_s"),
         ("e_spikeformer_10m", (48, 96, 192, 240), "10.0M", "Efficient_Spiking_Transformer_m"),
-        ("e_spikeformer_19m", (64, 128, 256, 360), "19.0M", "Efficient_Spiking_Transformer_l"))}
+        ("e_spikeformer_19m", (64, 128, 256, 360), "19.0M", "Efficient_Spiking_Transformer_l"),
+    )
+}
 globals().update(E_SPIKEFORMER_MODELS)
 __all__ += sorted(E_SPIKEFORMER_MODELS)

@@ -30,26 +30,47 @@ talking-heads conv) are not built: they are in no forward pass and the papers' p
 them out. ``backend="reference"`` builds the same model on spikeforge.reference (neurons and attention
 ops), the baseline of ``spikeforge bench models``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
 from torch import Tensor, nn
 
-from ..nn.attention import (SDSA, SPS, SSA, QKChannelAttention, QKTokenAttention, SpikeCountConv2d, SpikingMLP,
-                            _check_int, attention_options)
+from ..nn.attention import (
+    SDSA,
+    SPS,
+    SSA,
+    QKChannelAttention,
+    QKTokenAttention,
+    SpikeCountConv2d,
+    SpikingMLP,
+    _check_int,
+    attention_options,
+)
 from ..nn._inputs import check_model_input, model_errors
 from ..nn._state import atomic
 from ..nn.layers import SeqBatchNorm2d, seq_apply
 from . import resnet
 from .resnet import make_neuron
 
-__all__ = ["TransformerBlock", "SpikformerNet", "MetaSpikformer", "QKFormer", "spikformer", "spikingformer",
-           "sdt", "qkformer_hst", "TRANSFORMER_MODELS"]
+__all__ = [
+    "TransformerBlock",
+    "SpikformerNet",
+    "MetaSpikformer",
+    "QKFormer",
+    "spikformer",
+    "spikingformer",
+    "sdt",
+    "qkformer_hst",
+    "TRANSFORMER_MODELS",
+]
 
 _DEFAULT_NEURON_KWARGS: dict[str, dict[str, Any]] = {
-    "lif": dict(tau=2.0, detach_reset=True), "if": dict(detach_reset=True),
-    "plif": dict(init_tau=2.0, detach_reset=True)}
+    "lif": dict(tau=2.0, detach_reset=True),
+    "if": dict(detach_reset=True),
+    "plif": dict(init_tau=2.0, detach_reset=True),
+}
 
 
 def _stem(conv: nn.Module, x: Tensor, T: Optional[int]) -> Tensor:
@@ -82,8 +103,17 @@ class _SpikingTransformer(nn.Module):
     head: nn.Linear  # built by each family
     head_sn: Optional[nn.Module]
 
-    def __init__(self, *, num_classes: int, T: int, in_channels: int, neuron, neuron_kwargs: Optional[dict],
-                 backend: str, compact: Optional[bool]):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        T: int,
+        in_channels: int,
+        neuron,
+        neuron_kwargs: Optional[dict],
+        backend: str,
+        compact: Optional[bool],
+    ):
         super().__init__()
         self.T = _check_int("T", T)
         self.num_classes = _check_int("num_classes", num_classes)
@@ -105,8 +135,15 @@ class _SpikingTransformer(nn.Module):
     def _attn_kw(self, pre_activation: bool, **extra) -> dict:
         # keep_state=False: the model resets every forward, so its blocks never continue a sequence and
         # need not keep q, k, v to rebuild the attention neuron's membrane
-        return dict(pre_activation=pre_activation, neuron=self.sn, attn_options=self.attn_options,
-                    backend=self.backend, compact=self.compact, keep_state=False, **extra)
+        return dict(
+            pre_activation=pre_activation,
+            neuron=self.sn,
+            attn_options=self.attn_options,
+            backend=self.backend,
+            compact=self.compact,
+            keep_state=False,
+            **extra,
+        )
 
     def _init_head(self) -> None:
         nn.init.trunc_normal_(self.head.weight, std=0.02)  # all five codes: timm's trunc_normal_(std=.02)
@@ -147,23 +184,53 @@ class SpikformerNet(_SpikingTransformer):
     32 -> 8x8 tokens). See the module docstring for the layer orders.
     """
 
-    def __init__(self, variant: str = "spikformer", depth: int = 8, dim: int = 384, num_heads: int = 8, *,
-                 imagenet: bool = True, num_classes: int = 1000, T: int = 4, in_channels: int = 3,
-                 mlp_ratio: float = 4.0, neuron="lif", neuron_kwargs: Optional[dict] = None,
-                 backend: str = "spikeforge", compact: Optional[bool] = None):
-        super().__init__(num_classes=num_classes, T=T, in_channels=in_channels, neuron=neuron,
-                         neuron_kwargs=neuron_kwargs, backend=backend, compact=compact)
+    def __init__(
+        self,
+        variant: str = "spikformer",
+        depth: int = 8,
+        dim: int = 384,
+        num_heads: int = 8,
+        *,
+        imagenet: bool = True,
+        num_classes: int = 1000,
+        T: int = 4,
+        in_channels: int = 3,
+        mlp_ratio: float = 4.0,
+        neuron="lif",
+        neuron_kwargs: Optional[dict] = None,
+        backend: str = "spikeforge",
+        compact: Optional[bool] = None,
+    ):
+        super().__init__(
+            num_classes=num_classes,
+            T=T,
+            in_channels=in_channels,
+            neuron=neuron,
+            neuron_kwargs=neuron_kwargs,
+            backend=backend,
+            compact=compact,
+        )
         if variant not in _FLAT_VARIANTS:
             raise ValueError(f"variant must be one of {sorted(_FLAT_VARIANTS)}, got {variant!r}")
         sps_variant, attn_cls, pre, head_sn = _FLAT_VARIANTS[variant]
         self.variant, self.depth, self.dim = variant, _check_int("depth", depth), _check_int("dim", dim)
-        self.patch_embed = SPS(in_channels, dim, pooling="1111" if imagenet else "0011", variant=sps_variant,
-                               neuron=self.sn, compact=self.compact)
-        self.blocks = nn.ModuleList([
-            TransformerBlock(attn_cls(dim, num_heads, **self._attn_kw(pre)),
-                             SpikingMLP(dim, mlp_ratio=mlp_ratio, pre_activation=pre, neuron=self.sn,
-                                        compact=self.compact))
-            for _ in range(depth)])
+        self.patch_embed = SPS(
+            in_channels,
+            dim,
+            pooling="1111" if imagenet else "0011",
+            variant=sps_variant,
+            neuron=self.sn,
+            compact=self.compact,
+        )
+        self.blocks = nn.ModuleList(
+            [
+                TransformerBlock(
+                    attn_cls(dim, num_heads, **self._attn_kw(pre)),
+                    SpikingMLP(dim, mlp_ratio=mlp_ratio, pre_activation=pre, neuron=self.sn, compact=self.compact),
+                )
+                for _ in range(depth)
+            ]
+        )
         self.head_sn = self.sn() if head_sn else None
         self.head = nn.Linear(dim, num_classes)
         if variant == "sdt":  # the SDT code initialises every Conv2d with trunc_normal_(std=.02), bias 0
@@ -251,11 +318,29 @@ class MetaSpikformer(_SpikingTransformer):
     6 transformer blocks; 3x3/1 -> d3, 2 transformer blocks (224 -> 14x14 tokens).
     """
 
-    def __init__(self, dims: Sequence[int] = (64, 128, 256, 360), num_heads: int = 8, *, num_classes: int = 1000,
-                 T: int = 4, in_channels: int = 3, mlp_ratio: int = 4, neuron="lif",
-                 neuron_kwargs: Optional[dict] = None, backend: str = "spikeforge", compact: Optional[bool] = None):
-        super().__init__(num_classes=num_classes, T=T, in_channels=in_channels, neuron=neuron,
-                         neuron_kwargs=neuron_kwargs, backend=backend, compact=compact)
+    def __init__(
+        self,
+        dims: Sequence[int] = (64, 128, 256, 360),
+        num_heads: int = 8,
+        *,
+        num_classes: int = 1000,
+        T: int = 4,
+        in_channels: int = 3,
+        mlp_ratio: int = 4,
+        neuron="lif",
+        neuron_kwargs: Optional[dict] = None,
+        backend: str = "spikeforge",
+        compact: Optional[bool] = None,
+    ):
+        super().__init__(
+            num_classes=num_classes,
+            T=T,
+            in_channels=in_channels,
+            neuron=neuron,
+            neuron_kwargs=neuron_kwargs,
+            backend=backend,
+            compact=compact,
+        )
         dims = tuple(dims)
         if len(dims) != 4:
             raise ValueError(f"dims must be four stage widths (d0, d1, d2, d3), got {dims!r}")
@@ -281,15 +366,20 @@ class MetaSpikformer(_SpikingTransformer):
         self._init_head()
 
     def _block(self, dim, num_heads, mlp_ratio):
-        return TransformerBlock(SSA(dim, num_heads, **self._attn_kw(True, repconv=True)),
-                                SpikingMLP(dim, mlp_ratio=mlp_ratio, pre_activation=True, neuron=self.sn,
-                                           compact=self.compact))
+        return TransformerBlock(
+            SSA(dim, num_heads, **self._attn_kw(True, repconv=True)),
+            SpikingMLP(dim, mlp_ratio=mlp_ratio, pre_activation=True, neuron=self.sn, compact=self.compact),
+        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         y = self.downsample1_1(x, self.T)
-        for stage, down in ((self.conv_blocks1_1, None), (self.conv_blocks1_2, self.downsample1_2),
-                            (self.conv_blocks2, self.downsample2), (self.blocks3, self.downsample3),
-                            (self.blocks4, self.downsample4)):
+        for stage, down in (
+            (self.conv_blocks1_1, None),
+            (self.conv_blocks1_2, self.downsample1_2),
+            (self.conv_blocks2, self.downsample2),
+            (self.blocks3, self.downsample3),
+            (self.blocks4, self.downsample4),
+        ):
             if down is not None:
                 y = down(y, self.T)
             for blk in stage:
@@ -339,17 +429,21 @@ class QKPatchEmbed(nn.Module):
         super().__init__()
         self.first = first
         if first:
-            self.unit0: Optional[_ConvBNSN] = _ConvBNSN(cin, dim // 2, 3, 1, sn, pool=imagenet, image_input=True,
-                                                        compact=compact)
+            self.unit0: Optional[_ConvBNSN] = _ConvBNSN(
+                cin, dim // 2, 3, 1, sn, pool=imagenet, image_input=True, compact=compact
+            )
             main = [_ConvBNSN(dim // 2, dim, 3, 1, sn, pool=imagenet, image_input=False, compact=compact)]
             if imagenet:
                 main.append(_ConvBNSN(dim, dim, 3, 1, sn, pool=False, image_input=False, compact=compact))
-            self.res = _ConvBNSN(dim // 2, dim, 1, 2 if imagenet else 1, sn, pool=False, image_input=False,
-                                 compact=compact)
+            self.res = _ConvBNSN(
+                dim // 2, dim, 1, 2 if imagenet else 1, sn, pool=False, image_input=False, compact=compact
+            )
         else:
             self.unit0 = None
-            main = [_ConvBNSN(cin, dim, 3, 1, sn, pool=imagenet, image_input=False, compact=compact),
-                    _ConvBNSN(dim, dim, 3, 1, sn, pool=not imagenet, image_input=False, compact=compact)]
+            main = [
+                _ConvBNSN(cin, dim, 3, 1, sn, pool=imagenet, image_input=False, compact=compact),
+                _ConvBNSN(dim, dim, 3, 1, sn, pool=not imagenet, image_input=False, compact=compact),
+            ]
             self.res = _ConvBNSN(cin, dim, 1, 2, sn, pool=False, image_input=False, compact=compact)
         self.main = nn.ModuleList(main)
 
@@ -365,16 +459,37 @@ class QKFormer(_SpikingTransformer):
     """QKFormer HST-depth-dim: three stages at dim/4, dim/2, dim with 1, 2, depth-3 blocks (ImageNet) or
     1, 1, depth-2 (CIFAR); QK attention in stages 1-2, SSA in stage 3."""
 
-    def __init__(self, depth: int = 10, dim: int = 384, num_heads: int = 6, *, imagenet: bool = True,
-                 num_classes: int = 1000, T: int = 4, in_channels: int = 3, mlp_ratio: float = 4.0,
-                 qk_attention: str = "token", neuron="lif", neuron_kwargs: Optional[dict] = None,
-                 backend: str = "spikeforge", compact: Optional[bool] = None):
-        super().__init__(num_classes=num_classes, T=T, in_channels=in_channels, neuron=neuron,
-                         neuron_kwargs=neuron_kwargs, backend=backend, compact=compact)
+    def __init__(
+        self,
+        depth: int = 10,
+        dim: int = 384,
+        num_heads: int = 6,
+        *,
+        imagenet: bool = True,
+        num_classes: int = 1000,
+        T: int = 4,
+        in_channels: int = 3,
+        mlp_ratio: float = 4.0,
+        qk_attention: str = "token",
+        neuron="lif",
+        neuron_kwargs: Optional[dict] = None,
+        backend: str = "spikeforge",
+        compact: Optional[bool] = None,
+    ):
+        super().__init__(
+            num_classes=num_classes,
+            T=T,
+            in_channels=in_channels,
+            neuron=neuron,
+            neuron_kwargs=neuron_kwargs,
+            backend=backend,
+            compact=compact,
+        )
         depth, dim = _check_int("depth", depth), _check_int("dim", dim)
         if dim % 8 != 0:
-            raise ValueError(f"dim must be a multiple of 8 (stage widths dim/4, dim/2 and the first embedding's "
-                             f"dim/8), got {dim}")
+            raise ValueError(
+                f"dim must be a multiple of 8 (stage widths dim/4, dim/2 and the first embedding's dim/8), got {dim}"
+            )
         if qk_attention not in ("token", "channel"):
             raise ValueError(f"qk_attention must be 'token' or 'channel', got {qk_attention!r}")
         n1, n2 = (1, 2) if imagenet else (1, 1)
@@ -388,16 +503,16 @@ class QKFormer(_SpikingTransformer):
         self.patch_embed2 = QKPatchEmbed(dim // 4, dim // 2, sn, first=False, imagenet=imagenet, compact=c)
         self.stage2 = nn.ModuleList([self._block(qk_cls, dim // 2, num_heads, mlp_ratio) for _ in range(n2)])
         self.patch_embed3 = QKPatchEmbed(dim // 2, dim, sn, first=False, imagenet=imagenet, compact=c)
-        self.stage3 = nn.ModuleList([self._block(SSA, dim, num_heads, mlp_ratio)
-                                     for _ in range(depth - n1 - n2)])
+        self.stage3 = nn.ModuleList([self._block(SSA, dim, num_heads, mlp_ratio) for _ in range(depth - n1 - n2)])
         self.head_sn = None
         self.head = nn.Linear(dim, num_classes)
         self._init_head()
 
     def _block(self, attn_cls, dim, num_heads, mlp_ratio):
-        return TransformerBlock(attn_cls(dim, num_heads, **self._attn_kw(False)),
-                                SpikingMLP(dim, mlp_ratio=mlp_ratio, pre_activation=False, neuron=self.sn,
-                                           compact=self.compact))
+        return TransformerBlock(
+            attn_cls(dim, num_heads, **self._attn_kw(False)),
+            SpikingMLP(dim, mlp_ratio=mlp_ratio, pre_activation=False, neuron=self.sn, compact=self.compact),
+        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         y = self.patch_embed1(x, self.T)
@@ -425,27 +540,30 @@ _COMMON_DOC = """
     or [T, B, C, H, W] -> logits [T, B, num_classes]."""
 
 
-def spikformer(depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000,
-               T: int = 4, **kw) -> SpikformerNet:
+def spikformer(
+    depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000, T: int = 4, **kw
+) -> SpikformerNet:
     """Spikformer-depth-dim (Zhou et al. 2023): SPS + depth SSA blocks; imagenet=False: CIFAR layout."""
     return SpikformerNet("spikformer", depth, dim, num_heads, imagenet=imagenet, num_classes=num_classes, T=T, **kw)
 
 
-def spikingformer(depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000,
-                  T: int = 4, **kw) -> SpikformerNet:
+def spikingformer(
+    depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000, T: int = 4, **kw
+) -> SpikformerNet:
     """Spikingformer-depth-dim: spiking tokenizer + pre-activation SSA blocks (real-valued residual stream)."""
-    return SpikformerNet("spikingformer", depth, dim, num_heads, imagenet=imagenet, num_classes=num_classes, T=T,
-                         **kw)
+    return SpikformerNet("spikingformer", depth, dim, num_heads, imagenet=imagenet, num_classes=num_classes, T=T, **kw)
 
 
-def sdt(depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000, T: int = 4,
-        **kw) -> SpikformerNet:
+def sdt(
+    depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000, T: int = 4, **kw
+) -> SpikformerNet:
     """Spike-driven Transformer depth-dim: MS_SPS + membrane-shortcut SDSA blocks + SN before the head."""
     return SpikformerNet("sdt", depth, dim, num_heads, imagenet=imagenet, num_classes=num_classes, T=T, **kw)
 
 
-def qkformer_hst(depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000,
-                 T: int = 4, **kw) -> QKFormer:
+def qkformer_hst(
+    depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = True, num_classes: int = 1000, T: int = 4, **kw
+) -> QKFormer:
     """QKFormer HST-depth-dim (Zhou et al. 2024): hierarchical, QKTA in stages 1-2, SSA in stage 3."""
     return QKFormer(depth, dim, num_heads, imagenet=imagenet, num_classes=num_classes, T=T, **kw)
 
@@ -453,8 +571,15 @@ def qkformer_hst(depth: int, dim: int, num_heads: int = 8, *, imagenet: bool = T
 def _make(builder: Callable, depth: int, dim: int, heads: int, imagenet: bool, name: str, title: str):
     default_classes = 1000 if imagenet else 10
 
-    def fn(num_classes: int = default_classes, T: int = 4, *, depth: int = depth, dim: int = dim,
-           num_heads: int = heads, **kw):
+    def fn(
+        num_classes: int = default_classes,
+        T: int = 4,
+        *,
+        depth: int = depth,
+        dim: int = dim,
+        num_heads: int = heads,
+        **kw,
+    ):
         return builder(depth, dim, num_heads, imagenet=imagenet, num_classes=num_classes, T=T, **kw)
 
     layout = "ImageNet layout (224x224 -> 14x14 tokens)" if imagenet else "CIFAR layout (32x32 -> 8x8 tokens)"
@@ -468,8 +593,10 @@ def _make_meta(dims: Sequence[int], name: str, size: str):
         return MetaSpikformer(dims, num_heads, num_classes=num_classes, T=T, **kw)
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = (f"Meta-SpikeFormer {size} (Spike-driven Transformer v2), stage widths {tuple(dims)}, 8 heads, "
-                  "ImageNet layout (224x224 -> 14x14 tokens)." + _COMMON_DOC)
+    fn.__doc__ = (
+        f"Meta-SpikeFormer {size} (Spike-driven Transformer v2), stage widths {tuple(dims)}, 8 heads, "
+        "ImageNet layout (224x224 -> 14x14 tokens)." + _COMMON_DOC
+    )
     return fn
 
 
@@ -482,14 +609,26 @@ for _d in (384, 512, 768):
     _CONFIGS[f"spikformer_8_{_d}"] = (spikformer, 8, _d, 8, True, f"Spikformer-8-{_d}")
     _CONFIGS[f"spikingformer_8_{_d}"] = (spikingformer, 8, _d, 8, True, f"Spikingformer-8-{_d}")
     _CONFIGS[f"sdt_8_{_d}"] = (sdt, 8, _d, 8, True, f"Spike-driven Transformer-8-{_d}")
-    _CONFIGS[f"qkformer_hst_10_{_d}"] = (qkformer_hst, 10, _d, {384: 6, 512: 8, 768: 12}[_d], True,
-                                         f"QKFormer HST-10-{_d}")
+    _CONFIGS[f"qkformer_hst_10_{_d}"] = (
+        qkformer_hst,
+        10,
+        _d,
+        {384: 6, 512: 8, 768: 12}[_d],
+        True,
+        f"QKFormer HST-10-{_d}",
+    )
 for _depth in (6, 10):
     _CONFIGS[f"sdt_{_depth}_512"] = (sdt, _depth, 512, 8, True, f"Spike-driven Transformer-{_depth}-512")
 for _depth, _d, _h in ((4, 256, 8), (2, 384, 12), (4, 384, 12)):
     _CONFIGS[f"spikformer_{_depth}_{_d}_cifar"] = (spikformer, _depth, _d, _h, False, f"Spikformer-{_depth}-{_d}")
-    _CONFIGS[f"spikingformer_{_depth}_{_d}_cifar"] = (spikingformer, _depth, _d, _h, False,
-                                                      f"Spikingformer-{_depth}-{_d}")
+    _CONFIGS[f"spikingformer_{_depth}_{_d}_cifar"] = (
+        spikingformer,
+        _depth,
+        _d,
+        _h,
+        False,
+        f"Spikingformer-{_depth}-{_d}",
+    )
 _CONFIGS["sdt_2_512_cifar"] = (sdt, 2, 512, 8, False, "Spike-driven Transformer-2-512")
 _CONFIGS["qkformer_hst_4_384_cifar"] = (qkformer_hst, 4, 384, 8, False, "QKFormer HST-4-384")
 
@@ -498,9 +637,11 @@ TRANSFORMER_MODELS = {name: _make(*cfg[:5], name, cfg[5]) for name, cfg in _CONF
 # counts give the paper's 15.1M / 31.3M / 55.4M (15,112,208 / 31,333,864 / 55,350,248); the released code
 # names the 31.3M widths "metaspikformer_8_384" and the 55.4M widths "metaspikformer_8_512" (its "8_768",
 # widths 192-384-768-960, has 123.7M parameters and is not in the paper).
-for _name, _dims, _size in (("meta_spikformer_15m", (64, 128, 256, 360), "15.1M"),
-                            ("meta_spikformer_31m", (96, 192, 384, 480), "31.3M"),
-                            ("meta_spikformer_55m", (128, 256, 512, 640), "55.4M")):
+for _name, _dims, _size in (
+    ("meta_spikformer_15m", (64, 128, 256, 360), "15.1M"),
+    ("meta_spikformer_31m", (96, 192, 384, 480), "31.3M"),
+    ("meta_spikformer_55m", (128, 256, 512, 640), "55.4M"),
+):
     TRANSFORMER_MODELS[_name] = _make_meta(_dims, _name, _size)
 globals().update(TRANSFORMER_MODELS)
 __all__ += sorted(TRANSFORMER_MODELS)

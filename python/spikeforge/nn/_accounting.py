@@ -10,6 +10,7 @@ module that owns them, from inside its forward::
 ``spikeforge.tools.energy`` registers a listener for the duration of one estimate (``listening``); the
 innermost listener receives every report. Nothing here imports anything above spikeforge.nn.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ class EnergyOp(NamedTuple):
     steps: time steps this call covered per sample (None: inferred from the operand's leading dimensions,
     or T without an operand).
     """
+
     name: str
     macs: float
     operand: Optional[Tensor] = None

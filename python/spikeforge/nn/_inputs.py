@@ -5,6 +5,7 @@ the user passed (``x_seq`` of a multi-step call, ``x`` of a single step) rather 
 argument, and so that no torch message from deep inside (a dtype mismatch in a convolution, a reshape)
 reaches the user.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,15 @@ def _autocast_on(device: torch.device) -> bool:
         return False
 
 
-def check_matches_parameters(owner: str, name: str, x: Tensor, module: nn.Module, dtype: bool = True,
-                             kind: str = "module", ref: Optional[Tensor] = None) -> None:
+def check_matches_parameters(
+    owner: str,
+    name: str,
+    x: Tensor,
+    module: nn.Module,
+    dtype: bool = True,
+    kind: str = "module",
+    ref: Optional[Tensor] = None,
+) -> None:
     """x is on the device of module's parameters (ref: the one to compare with, default the first) and
     (dtype=True, outside autocast) of their dtype: a float64 or float16 input to a float32 model is an error
     that says so, not a torch message from the first convolution."""
@@ -47,15 +55,18 @@ def check_matches_parameters(owner: str, name: str, x: Tensor, module: nn.Module
     if p is None:
         return
     if x.device != p.device:
-        raise ValueError(f"{owner}: {name} is on {x.device} but the {kind}'s parameters are on {p.device}; move "
-                         f"the input (x.to('{p.device}')) or the {kind} ({kind}.to('{x.device}'))")
+        raise ValueError(
+            f"{owner}: {name} is on {x.device} but the {kind}'s parameters are on {p.device}; move "
+            f"the input (x.to('{p.device}')) or the {kind} ({kind}.to('{x.device}'))"
+        )
     if dtype and not x.is_floating_point():
-        raise TypeError(f"{owner}: {name} must be a floating-point tensor, got {x.dtype}; convert it "
-                        f"(x.to({p.dtype}))")
+        raise TypeError(f"{owner}: {name} must be a floating-point tensor, got {x.dtype}; convert it (x.to({p.dtype}))")
     if dtype and x.dtype != p.dtype and not _autocast_on(x.device):
-        raise TypeError(f"{owner}: {name} is {x.dtype} but the {kind}'s parameters are {p.dtype}; convert the "
-                        f"input (x.to({p.dtype})) or the {kind} ({kind}.to({x.dtype})), or run under "
-                        "torch.autocast")
+        raise TypeError(
+            f"{owner}: {name} is {x.dtype} but the {kind}'s parameters are {p.dtype}; convert the "
+            f"input (x.to({p.dtype})) or the {kind} ({kind}.to({x.dtype})), or run under "
+            "torch.autocast"
+        )
 
 
 def check_model_input(owner: str, x, T: int, in_channels: int, model: nn.Module) -> Tensor:
@@ -65,19 +76,23 @@ def check_model_input(owner: str, x, T: int, in_channels: int, model: nn.Module)
     if not isinstance(x, Tensor):
         raise TypeError(f"{owner}: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (4, 5):
-        raise ValueError(f"{owner}: x must be an image batch [B, C, H, W] or a sequence [T, B, C, H, W], got "
-                         f"shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{owner}: x must be an image batch [B, C, H, W] or a sequence [T, B, C, H, W], got shape {tuple(x.shape)}"
+        )
     if x.shape[-3] != in_channels:
-        raise ValueError(f"{owner}: the model was built for {in_channels} input channels but x has "
-                         f"{x.shape[-3]} (shape {tuple(x.shape)})")
+        raise ValueError(
+            f"{owner}: the model was built for {in_channels} input channels but x has "
+            f"{x.shape[-3]} (shape {tuple(x.shape)})"
+        )
     if x.shape[-1] < 1 or x.shape[-2] < 1:
-        raise ValueError(f"{owner}: x has empty images ({x.shape[-2]} x {x.shape[-1]} pixels, shape "
-                         f"{tuple(x.shape)})")
+        raise ValueError(f"{owner}: x has empty images ({x.shape[-2]} x {x.shape[-1]} pixels, shape {tuple(x.shape)})")
     check_matches_parameters(owner, "x", x, model, kind="model")
     if x.dim() == 5 and x.shape[0] not in (T, 0):
-        raise ValueError(f"{owner}: the model was built for T={T} steps but the sequence x has {x.shape[0]} "
-                         f"(shape {tuple(x.shape)}); build it with T={x.shape[0]}, or pass an image batch "
-                         "[B, C, H, W] to repeat it over T steps")
+        raise ValueError(
+            f"{owner}: the model was built for T={T} steps but the sequence x has {x.shape[0]} "
+            f"(shape {tuple(x.shape)}); build it with T={x.shape[0]}, or pass an image batch "
+            "[B, C, H, W] to repeat it over T steps"
+        )
     return x
 
 
@@ -93,6 +108,8 @@ def model_errors(owner: str, x: Tensor):
     except ValueError as e:
         if not str(e).startswith(_BN_SINGLE_VALUE):
             raise
-        raise ValueError(f"{owner}: x of shape {tuple(x.shape)} is too small to train on: a batch norm deep in "
-                         "the model sees a single value per channel (T * B * H * W there); use a larger batch "
-                         "or image, or eval() mode") from e
+        raise ValueError(
+            f"{owner}: x of shape {tuple(x.shape)} is too small to train on: a batch norm deep in "
+            "the model sees a single value per channel (T * B * H * W there); use a larger batch "
+            "or image, or eval() mode"
+        ) from e

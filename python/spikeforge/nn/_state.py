@@ -11,6 +11,7 @@ spike layers' cached plans) implements
 The state itself keeps its autograd graph after a call (as SpikingJelly's memories do): a loss on it, or
 on a later chunk of the sequence that starts from it, backpropagates into the calls that produced it.
 """
+
 from __future__ import annotations
 
 import contextlib

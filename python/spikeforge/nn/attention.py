@@ -29,6 +29,7 @@ integer spike counts keep that input for backward as uint8, and BN followed by a
 input (spikeforge.nn.fused.bn_spike); numerically identical, fewer bytes saved for backward. Needs neurons
 whose outputs are exactly 0/1.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Union
@@ -46,15 +47,26 @@ from .layers import SeqBatchNorm2d, seq_apply
 from .neuron import LIF, detach_net, reset_net
 from .spike import SpikeInputConv2d
 
-__all__ = ["SSA", "SDSA", "QKTokenAttention", "QKChannelAttention", "SpikingMLP", "SPS", "RepConv",
-           "SpikeCountConv2d", "default_neuron", "attention_options"]
+__all__ = [
+    "SSA",
+    "SDSA",
+    "QKTokenAttention",
+    "QKChannelAttention",
+    "SpikingMLP",
+    "SPS",
+    "RepConv",
+    "SpikeCountConv2d",
+    "default_neuron",
+    "attention_options",
+]
 
 # the keyword options the attention ops accept (docs/attention.md); a neuron's other options do not apply there
 _ATTN_KEYS = ("tau", "v_threshold", "v_reset", "detach_reset", "decay_input", "surrogate", "alpha")
 # their defaults in the four attention ops (the attention LIF); a continuing call runs ops.lif, whose own
 # defaults differ (threshold 1, no detach_reset), with these
-_ATTN_DEFAULTS = dict(tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True,
-                      surrogate="sigmoid", alpha=None)
+_ATTN_DEFAULTS = dict(
+    tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True, surrogate="sigmoid", alpha=None
+)
 
 
 def default_neuron() -> nn.Module:
@@ -171,15 +183,17 @@ def _check_seq(module: nn.Module, x: Tensor, channels: int) -> None:
     if x.dim() != 5:
         raise ValueError(f"{type(module).__name__} expects x of shape [T, B, C, H, W], got {tuple(x.shape)}")
     if x.shape[2] != channels:
-        raise ValueError(f"{type(module).__name__} was built for {channels} channels but x has {x.shape[2]} "
-                         f"(shape {tuple(x.shape)})")
+        raise ValueError(
+            f"{type(module).__name__} was built for {channels} channels but x has {x.shape[2]} (shape {tuple(x.shape)})"
+        )
     _check_maps(module, x)
 
 
 def _check_maps(module: nn.Module, x: Tensor) -> None:
     if x.shape[-1] < 1 or x.shape[-2] < 1:
-        raise ValueError(f"{type(module).__name__}: x has empty feature maps ({x.shape[-2]} x {x.shape[-1]}, shape "
-                         f"{tuple(x.shape)})")
+        raise ValueError(
+            f"{type(module).__name__}: x has empty feature maps ({x.shape[-2]} x {x.shape[-1]}, shape {tuple(x.shape)})"
+        )
 
 
 class SpikeCountConv2d(SpikeInputConv2d):
@@ -234,7 +248,8 @@ class RepConv(nn.Module):
             _BNAndPad(in_channels, pad=1),
             nn.Conv2d(in_channels, in_channels, 3, 1, 0, groups=in_channels, bias=False),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels))
+            nn.BatchNorm2d(out_channels),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -262,16 +277,27 @@ class _QKAttention(_Resettable):
     uses_v = True
     op_name = ""
 
-    def __init__(self, dim: int, num_heads: int = 8, *, pre_activation: bool = False, repconv: bool = False,
-                 neuron: Optional[Callable[[], nn.Module]] = None, attn_options: Optional[dict] = None,
-                 backend: str = "spikeforge", compact: bool = False, proj_bias: bool = True,
-                 keep_state: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        *,
+        pre_activation: bool = False,
+        repconv: bool = False,
+        neuron: Optional[Callable[[], nn.Module]] = None,
+        attn_options: Optional[dict] = None,
+        backend: str = "spikeforge",
+        compact: bool = False,
+        proj_bias: bool = True,
+        keep_state: bool = True,
+    ):
         super().__init__()
         dim = _check_int("dim", dim)
         num_heads = _check_int("num_heads", num_heads)
         if dim % num_heads != 0:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim}): each head gets dim / num_heads "
-                             "channels")
+            raise ValueError(
+                f"num_heads ({num_heads}) must divide dim ({dim}): each head gets dim / num_heads channels"
+            )
         if backend not in ("spikeforge", "reference"):
             raise ValueError(f"backend must be 'spikeforge' or 'reference', got {backend!r}")
         if repconv and not pre_activation:
@@ -330,6 +356,7 @@ class _QKAttention(_Resettable):
     def _composed(self, q: Tensor, k: Tensor, v: Optional[Tensor], v_init: Optional[Tensor]):
         """(output, the attention neuron's last membrane) of the attention composed from torch ops and the
         multi-step LIF from v_init (as the ops' composed path, half precision computed in float32)."""
+
         def working(t: Tensor) -> Tensor:
             return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
@@ -359,9 +386,11 @@ class _QKAttention(_Resettable):
         _check_seq(self, x, self.dim)
         self._check_input(x)
         if not self.attn_state.keep and not self.attn_state.at_rest:
-            raise ValueError(f"{type(self).__name__} was built with keep_state=False and cannot continue a "
-                             "sequence: call reset() (spikeforge.nn.reset_net) before the next call, or build it "
-                             "with keep_state=True")
+            raise ValueError(
+                f"{type(self).__name__} was built with keep_state=False and cannot continue a "
+                "sequence: call reset() (spikeforge.nn.reset_net) before the next call, or build it "
+                "with keep_state=True"
+            )
         with atomic(self):
             return self._forward(x)
 
@@ -380,8 +409,10 @@ class _QKAttention(_Resettable):
         return _conv_bn_sn(self.proj_conv, self.proj_bn, self.proj_sn, a, self.compact)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, num_heads={self.num_heads}, pre_activation={self.pre_activation}, "
-                f"backend={self.backend!r}, attn={self.attn_options}")
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, pre_activation={self.pre_activation}, "
+            f"backend={self.backend!r}, attn={self.attn_options}"
+        )
 
 
 class SSA(_QKAttention):
@@ -481,9 +512,16 @@ class SpikingMLP(_Resettable):
     pre-activation (Spikingformer, SDT, Meta-SpikeFormer): BN(fc2(SN(BN(fc1(SN(x)))))).
     """
 
-    def __init__(self, dim: int, hidden: Optional[int] = None, *, mlp_ratio: float = 4.0,
-                 pre_activation: bool = False, neuron: Optional[Callable[[], nn.Module]] = None,
-                 compact: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        hidden: Optional[int] = None,
+        *,
+        mlp_ratio: float = 4.0,
+        pre_activation: bool = False,
+        neuron: Optional[Callable[[], nn.Module]] = None,
+        compact: bool = False,
+    ):
         super().__init__()
         dim = _check_int("dim", dim)
         if hidden is None:
@@ -539,8 +577,16 @@ class SPS(_Resettable):
     (exact: the input is the same at every step).
     """
 
-    def __init__(self, in_channels: int, dim: int, *, pooling: str = "1111", variant: str = "spikformer",
-                 neuron: Optional[Callable[[], nn.Module]] = None, compact: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        *,
+        pooling: str = "1111",
+        variant: str = "spikformer",
+        neuron: Optional[Callable[[], nn.Module]] = None,
+        compact: bool = False,
+    ):
         super().__init__()
         in_channels = _check_int("in_channels", in_channels)
         dim = _check_int("dim", dim)
@@ -557,8 +603,11 @@ class SPS(_Resettable):
         # conv 0 sees the image (real values); the others see spikes (compact: saved as uint8)
         self.convs = nn.ModuleList(
             [nn.Conv2d(widths[0], widths[1], 3, 1, 1, bias=False)]
-            + [SpikeCountConv2d(widths[i], widths[i + 1], 3, 1, 1, bias=False, compact=self.compact)
-               for i in range(1, 5)])
+            + [
+                SpikeCountConv2d(widths[i], widths[i + 1], 3, 1, 1, bias=False, compact=self.compact)
+                for i in range(1, 5)
+            ]
+        )
         self.bns = nn.ModuleList([SeqBatchNorm2d(w) for w in widths[1:]])
         # spikformer: a neuron after every BN; sdt and spikingformer: after the first four (the stream is real)
         self.sns = nn.ModuleList([neuron() for _ in range(5 if variant == "spikformer" else 4)])
@@ -581,8 +630,9 @@ class SPS(_Resettable):
         if not isinstance(x, Tensor):
             raise TypeError(f"SPS expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() in (4, 5) and x.shape[-3] != self.in_channels:
-            raise ValueError(f"SPS was built for {self.in_channels} input channels but x has {x.shape[-3]} "
-                             f"(shape {tuple(x.shape)})")
+            raise ValueError(
+                f"SPS was built for {self.in_channels} input channels but x has {x.shape[-3]} (shape {tuple(x.shape)})"
+            )
         if x.dim() in (4, 5):
             _check_maps(self, x)
         self._check_input(x)

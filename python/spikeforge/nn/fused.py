@@ -10,6 +10,7 @@ spikeforge's neurons) and by the attention blocks' projections.
 A neuron that an observer needs to see (``spikeforge.tools.FiringRateMonitor``) is taken out of the fused
 path with ``spikeforge.nn.observe.run_through_forward``: it then runs BN, then its own forward (and hooks).
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,8 +53,9 @@ class _MaxPoolSpikesFn(torch.autograd.Function):
         kernel, stride, padding, dtype = ctx.conf
         x = x8.to(dtype)
         _, idx = _max_pool_channels_last(x, kernel, stride, padding, return_indices=True)
-        gx = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, [kernel] * 2, [stride] * 2,
-                                                              [padding] * 2, [1, 1], False, idx)
+        gx = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.contiguous(), x, [kernel] * 2, [stride] * 2, [padding] * 2, [1, 1], False, idx
+        )
         return gx, None, None, None
 
 
@@ -79,8 +81,9 @@ class _BNSpikeFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, weight, bias, neuron_w, bn, sn, momentum):
         yf = y.flatten(0, 1)
-        xn, mean, invstd = torch.ops.aten.native_batch_norm(yf, weight, bias, bn.running_mean, bn.running_var,
-                                                             True, momentum, bn.eps)
+        xn, mean, invstd = torch.ops.aten.native_batch_norm(
+            yf, weight, bias, bn.running_mean, bn.running_var, True, momentum, bn.eps
+        )
         spikes, v = sn._multi(xn.view(y.shape), None, "last")
         ctx.bn, ctx.sn, ctx.shape = bn, sn, y.shape
         ctx.save_for_backward(y, weight, bias, mean, invstd)
@@ -111,17 +114,37 @@ class _BNSpikeFn(torch.autograd.Function):
                 g_xn = torch.zeros_like(xr)
         g_xn = g_xn.flatten(0, 1)
         gy, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            g_xn, yf, weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+            g_xn,
+            yf,
+            weight,
+            bn.running_mean,
+            bn.running_var,
+            mean,
+            invstd,
+            True,
+            bn.eps,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]],
+        )
         return (None if gy is None else gy.view(ctx.shape)), gw, gb, g_w_neuron, None, None, None
 
 
 def _fusable(bn: nn.Module, sn: nn.Module, y: Tensor) -> bool:
-    return (type(bn) is SeqBatchNorm2d and bn.training and bn.affine and bn.track_running_stats
-            and torch.is_grad_enabled() and y.dim() == 5 and y.numel() > 0 and isinstance(sn, (IF, LIF, PLIF))
-            and type(sn) in (IF, LIF, PLIF) and sn.step_mode == "m" and not sn.store_v_seq and sn.v is None
-            # a neuron an observer needs (spikeforge.tools.FiringRateMonitor) runs through its forward and hooks
-            and not forward_required(sn))
+    return (
+        type(bn) is SeqBatchNorm2d
+        and bn.training
+        and bn.affine
+        and bn.track_running_stats
+        and torch.is_grad_enabled()
+        and y.dim() == 5
+        and y.numel() > 0
+        and isinstance(sn, (IF, LIF, PLIF))
+        and type(sn) in (IF, LIF, PLIF)
+        and sn.step_mode == "m"
+        and not sn.store_v_seq
+        and sn.v is None
+        # a neuron an observer needs (spikeforge.tools.FiringRateMonitor) runs through its forward and hooks
+        and not forward_required(sn)
+    )
 
 
 def bn_spike(bn: nn.Module, sn: nn.Module, y: Tensor, fuse: bool) -> Tensor:

@@ -4,6 +4,7 @@ multi-step wrapper for any stateless torch layer, input encoders and the TET los
 Every layer here folds time into the batch (a view for contiguous input, no copy) so a torch layer
 runs once over all T*B samples instead of T times in a Python loop.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -15,8 +16,19 @@ from torch import Tensor, nn
 from ._inputs import check_float_input, check_matches_parameters
 from ._state import in_model_call
 
-__all__ = ["seq_apply", "MultiStep", "SeqBatchNorm2d", "TdBatchNorm2d", "TEBN", "direct_encode", "poisson_encode",
-           "DirectEncoder", "PoissonEncoder", "tet_loss", "TETLoss"]
+__all__ = [
+    "seq_apply",
+    "MultiStep",
+    "SeqBatchNorm2d",
+    "TdBatchNorm2d",
+    "TEBN",
+    "direct_encode",
+    "poisson_encode",
+    "DirectEncoder",
+    "PoissonEncoder",
+    "tet_loss",
+    "TETLoss",
+]
 
 
 def seq_apply(module, x_seq: Tensor) -> Tensor:
@@ -25,7 +37,7 @@ def seq_apply(module, x_seq: Tensor) -> Tensor:
         raise ValueError(f"seq_apply expects x_seq of shape [T, B, ...], got {tuple(x_seq.shape)}")
     T, B = x_seq.shape[:2]
     y = x_seq.flatten(0, 1)
-    for m in (module if isinstance(module, (list, tuple, nn.Sequential, nn.ModuleList)) else (module,)):
+    for m in module if isinstance(module, (list, tuple, nn.Sequential, nn.ModuleList)) else (module,):
         y = m(y)
     return y.view((T, B) + tuple(y.shape[1:]))
 
@@ -55,11 +67,15 @@ def _check_bn(bn: nn.Module, x, num_features: int, allow_4d: bool = True) -> Non
     name = type(bn).__name__
     check_float_input(name, "x_seq", x)
     if x.dim() != 5 and not (allow_4d and x.dim() == 4):
-        raise ValueError(f"{name} expects x_seq of shape [T, B, C, H, W]" + (" or [N, C, H, W]" if allow_4d else "")
-                         + f", got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} expects x_seq of shape [T, B, C, H, W]"
+            + (" or [N, C, H, W]" if allow_4d else "")
+            + f", got {tuple(x.shape)}"
+        )
     if x.shape[-3] != num_features:
-        raise ValueError(f"{name} was built for {num_features} channels but x_seq has {x.shape[-3]} "
-                         f"(shape {tuple(x.shape)})")
+        raise ValueError(
+            f"{name} was built for {num_features} channels but x_seq has {x.shape[-3]} (shape {tuple(x.shape)})"
+        )
     p = bn._parameters.get("weight")  # BN's own weight (None when not affine), else the first
     p = p if p is not None else next(bn.parameters(), None)
     half_on_float = p is not None and p.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)
@@ -90,8 +106,15 @@ class TdBatchNorm2d(nn.BatchNorm2d):
     initial weight, so the gradient w.r.t. lambda is the paper's.
     """
 
-    def __init__(self, num_features: int, alpha: float = 1.0, v_threshold: float = 1.0, eps: float = 1e-5,
-                 momentum: Optional[float] = 0.1, **kw):
+    def __init__(
+        self,
+        num_features: int,
+        alpha: float = 1.0,
+        v_threshold: float = 1.0,
+        eps: float = 1e-5,
+        momentum: Optional[float] = 0.1,
+        **kw,
+    ):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True, **kw)
         self.alpha = float(alpha)
         self.v_threshold = float(v_threshold)
@@ -109,9 +132,16 @@ class TdBatchNorm2d(nn.BatchNorm2d):
             assert self.num_batches_tracked is not None  # registered by BatchNorm with track_running_stats
             momentum = 1.0 / float(self.num_batches_tracked)
         use_batch = self.training or not self.track_running_stats
-        y = F.batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,
-                         self.running_var if not self.training or self.track_running_stats else None,
-                         self.weight * (self.alpha * self.v_threshold), self.bias, use_batch, momentum, self.eps)
+        y = F.batch_norm(
+            x,
+            self.running_mean if not self.training or self.track_running_stats else None,
+            self.running_var if not self.training or self.track_running_stats else None,
+            self.weight * (self.alpha * self.v_threshold),
+            self.bias,
+            use_batch,
+            momentum,
+            self.eps,
+        )
         return y.view(shape)
 
     def extra_repr(self) -> str:
@@ -189,8 +219,9 @@ class PoissonEncoder(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # TET loss (Deng et al. 2022)
 # ------------------------------------------------------------------------------------------------
-def tet_loss(out_seq: Tensor, target: Tensor, lamb: float = 1e-3, means: float = 1.0,
-             label_smoothing: float = 0.0) -> Tensor:
+def tet_loss(
+    out_seq: Tensor, target: Tensor, lamb: float = 1e-3, means: float = 1.0, label_smoothing: float = 0.0
+) -> Tensor:
     """Temporal efficient training: (1 - lamb) * mean_t CE(O[t], y) + lamb * MSE(O, means).
 
     out_seq: [T, B, classes] outputs of every step (not averaged); target: [B] class indices.
@@ -201,13 +232,19 @@ def tet_loss(out_seq: Tensor, target: Tensor, lamb: float = 1e-3, means: float =
         raise TypeError(f"tet_loss: out_seq must be a floating-point tensor, got {got}")
     if out_seq.dim() != 3:
         raise ValueError(f"tet_loss expects out_seq of shape [T, B, classes], got {tuple(out_seq.shape)}")
-    if not isinstance(target, Tensor) or target.is_floating_point() or target.is_complex() \
-            or target.dtype == torch.bool:
+    if (
+        not isinstance(target, Tensor)
+        or target.is_floating_point()
+        or target.is_complex()
+        or target.dtype == torch.bool
+    ):
         got = target.dtype if isinstance(target, Tensor) else type(target).__name__
         raise TypeError(f"tet_loss: target must be an integer tensor of class indices, got {got}")
     if tuple(target.shape) != (out_seq.shape[1],):
-        raise ValueError(f"tet_loss: target must have shape [B] = ({out_seq.shape[1]},) for out_seq of shape "
-                         f"{tuple(out_seq.shape)}, got {tuple(target.shape)}")
+        raise ValueError(
+            f"tet_loss: target must have shape [B] = ({out_seq.shape[1]},) for out_seq of shape "
+            f"{tuple(out_seq.shape)}, got {tuple(target.shape)}"
+        )
     T = out_seq.shape[0]
     ce = F.cross_entropy(out_seq.flatten(0, 1), target.repeat(T), label_smoothing=label_smoothing)
     if lamb == 0:

@@ -10,6 +10,7 @@ whole sequence. Truncation is explicit: ``detach()`` (or ``spikeforge.nn.detach_
 values and cuts the graph (truncated BPTT); ``reset()`` (``reset_net``) forgets the state before an
 unrelated sequence. A call that raises leaves the state as it was. docs/bad_inputs.md has the contract.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,17 @@ class _Neuron(nn.Module):
 
     _state_names: tuple = ("v",)
 
-    def __init__(self, *, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, detach_reset: bool = False,
-                 surrogate: str = "sigmoid", alpha: Optional[float] = None, step_mode: str = "m",
-                 store_v_seq: bool = False):
+    def __init__(
+        self,
+        *,
+        v_threshold: float = 1.0,
+        v_reset: Optional[float] = 0.0,
+        detach_reset: bool = False,
+        surrogate: str = "sigmoid",
+        alpha: Optional[float] = None,
+        step_mode: str = "m",
+        store_v_seq: bool = False,
+    ):
         super().__init__()
         if step_mode not in ("m", "s"):
             raise ValueError(f"step_mode must be 'm' (multi-step) or 's' (single-step), got {step_mode!r}")
@@ -93,18 +102,26 @@ class _Neuron(nn.Module):
                 out.append(torch.full(shape, float(s), dtype=x.dtype, device=x.device))
                 continue
             if not isinstance(s, Tensor):
-                raise TypeError(f"{type(self).__name__}: stored state {name} must be a tensor, a float or None, "
-                                f"got {type(s).__name__}; call reset()")
+                raise TypeError(
+                    f"{type(self).__name__}: stored state {name} must be a tensor, a float or None, "
+                    f"got {type(s).__name__}; call reset()"
+                )
             if tuple(s.shape) != tuple(shape):
-                raise ValueError(f"{type(self).__name__}: stored state {name} has shape {tuple(s.shape)} but the "
-                                 f"input step ({arg}) has shape {tuple(shape)}; call reset() (or "
-                                 "spikeforge.nn.reset_net(model)) between batches")
+                raise ValueError(
+                    f"{type(self).__name__}: stored state {name} has shape {tuple(s.shape)} but the "
+                    f"input step ({arg}) has shape {tuple(shape)}; call reset() (or "
+                    "spikeforge.nn.reset_net(model)) between batches"
+                )
             if s.device != x.device:
-                raise ValueError(f"{type(self).__name__}: stored state {name} is on {s.device} but {arg} is on "
-                                 f"{x.device}; call reset() before moving to another device")
+                raise ValueError(
+                    f"{type(self).__name__}: stored state {name} is on {s.device} but {arg} is on "
+                    f"{x.device}; call reset() before moving to another device"
+                )
             if not s.is_floating_point():
-                raise TypeError(f"{type(self).__name__}: stored state {name} must be a floating-point tensor, "
-                                f"got {s.dtype}; call reset()")
+                raise TypeError(
+                    f"{type(self).__name__}: stored state {name} must be a floating-point tensor, "
+                    f"got {s.dtype}; call reset()"
+                )
             out.append(s)
         return tuple(out)
 
@@ -114,8 +131,13 @@ class _Neuron(nn.Module):
 
     # ---- the op call (subclasses) ------------------------------------------------------------------
     def _options(self) -> dict:
-        return dict(v_threshold=self.v_threshold, v_reset=self.v_reset, detach_reset=self.detach_reset,
-                    surrogate=self.surrogate, alpha=self.alpha)
+        return dict(
+            v_threshold=self.v_threshold,
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+            surrogate=self.surrogate,
+            alpha=self.alpha,
+        )
 
     def _grad_from_input(self, x_seq: Tensor, grad_spike: Tensor, need_w_grad: bool = False):
         """(grad of x_seq, grad of the neuron's parameter or None) of a multi-step forward from zero state,
@@ -131,8 +153,10 @@ class _Neuron(nn.Module):
     def _run(self, x_seq: Tensor, states: tuple, return_v: str):
         out = self._multi(x_seq, states[0], return_v, *states[1:])
         if len(out) != 1 + len(self._state_names):
-            raise RuntimeError(f"{type(self).__name__}._multi returned {len(out)} tensors; expected the spikes and "
-                               f"one per state {self._state_names}")
+            raise RuntimeError(
+                f"{type(self).__name__}._multi returned {len(out)} tensors; expected the spikes and "
+                f"one per state {self._state_names}"
+            )
         return out[0], tuple(out[1:])
 
     # ---- forward -------------------------------------------------------------------------------------
@@ -141,8 +165,10 @@ class _Neuron(nn.Module):
         if self.step_mode == "m":
             x = check_float_input(name, "x_seq", x)
             if x.dim() < 1:
-                raise ValueError(f"{name} in step_mode 'm' expects x_seq of shape [T, *], got a 0-dim tensor "
-                                 "(use step_mode='s' for one step)")
+                raise ValueError(
+                    f"{name} in step_mode 'm' expects x_seq of shape [T, *], got a 0-dim tensor "
+                    "(use step_mode='s' for one step)"
+                )
             self._check_call(x, "x_seq", 2)
             states = self._states_for(x, tuple(x.shape[1:]), "x_seq[t]")
             spike, new = self._run(x, states, "seq" if self.store_v_seq else "last")
@@ -162,8 +188,12 @@ class _Neuron(nn.Module):
         self._commit(new)
         if self.store_v_seq:  # one more V[t] per step, kept until reset() (as SpikingJelly's single-step mode)
             v_step, old = new[0].unsqueeze(0), self.v_seq
-            same = (isinstance(old, Tensor) and old.shape[1:] == v_step.shape[1:] and old.device == v_step.device
-                    and old.dtype == v_step.dtype)
+            same = (
+                isinstance(old, Tensor)
+                and old.shape[1:] == v_step.shape[1:]
+                and old.device == v_step.device
+                and old.dtype == v_step.dtype
+            )
             self.v_seq = torch.cat([old, v_step]) if isinstance(old, Tensor) and same else v_step
         return spike[0]
 
@@ -181,12 +211,12 @@ class LIF(_Neuron):
         self.decay_input = decay_input
 
     def _multi(self, x_seq, v_init, return_v):
-        return ops.lif(x_seq, v_init, tau=self.tau, decay_input=self.decay_input, return_v=return_v,
-                       **self._options())
+        return ops.lif(x_seq, v_init, tau=self.tau, decay_input=self.decay_input, return_v=return_v, **self._options())
 
     def _grad_from_input(self, x_seq, grad_spike, need_w_grad=False):
-        return _ops_neuron._grad_from_input(x_seq, grad_spike, None, self.tau, self.decay_input, **self._options(),
-                                            need_w_grad=False)
+        return _ops_neuron._grad_from_input(
+            x_seq, grad_spike, None, self.tau, self.decay_input, **self._options(), need_w_grad=False
+        )
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, decay_input={self.decay_input}, " + super().extra_repr()
@@ -199,8 +229,7 @@ class IF(_Neuron):
         return ops.if_neuron(x_seq, v_init, return_v=return_v, **self._options())
 
     def _grad_from_input(self, x_seq, grad_spike, need_w_grad=False):
-        return _ops_neuron._grad_from_input(x_seq, grad_spike, None, None, False, **self._options(),
-                                            need_w_grad=False)
+        return _ops_neuron._grad_from_input(x_seq, grad_spike, None, None, False, **self._options(), need_w_grad=False)
 
 
 class PLIF(_Neuron):
@@ -226,19 +255,24 @@ class PLIF(_Neuron):
     def _check_call(self, x, arg, channel_dim):
         w = self.w
         if x.device != w.device:
-            raise ValueError(f"PLIF: {arg} is on {x.device} but the parameter w is on {w.device}; move the input "
-                             f"(x.to('{w.device}')) or the module (module.to('{x.device}'))")
+            raise ValueError(
+                f"PLIF: {arg} is on {x.device} but the parameter w is on {w.device}; move the input "
+                f"(x.to('{w.device}')) or the module (module.to('{x.device}'))"
+            )
         if w.numel() != 1 and (x.dim() <= channel_dim or x.shape[channel_dim] != w.numel()):
             layout = "[T, B, C, ...]" if arg == "x_seq" else "[B, C, ...]"
-            raise ValueError(f"PLIF(num_channels={w.numel()}) expects {arg} of shape {layout} with C = {w.numel()} "
-                             f"(dimension {channel_dim}), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"PLIF(num_channels={w.numel()}) expects {arg} of shape {layout} with C = {w.numel()} "
+                f"(dimension {channel_dim}), got shape {tuple(x.shape)}"
+            )
 
     def _multi(self, x_seq, v_init, return_v):
         return ops.plif(x_seq, self.w, v_init, decay_input=self.decay_input, return_v=return_v, **self._options())
 
     def _grad_from_input(self, x_seq, grad_spike, need_w_grad=False):
-        return _ops_neuron._grad_from_input(x_seq, grad_spike, self.w.detach(), None, self.decay_input,
-                                            **self._options(), need_w_grad=need_w_grad)
+        return _ops_neuron._grad_from_input(
+            x_seq, grad_spike, self.w.detach(), None, self.decay_input, **self._options(), need_w_grad=need_w_grad
+        )
 
     def extra_repr(self) -> str:
         return f"w_shape={tuple(self.w.shape)}, decay_input={self.decay_input}, " + super().extra_repr()
@@ -251,8 +285,15 @@ class ALIF(_Neuron):
 
     _state_names = ("v", "b")
 
-    def __init__(self, tau: float = 2.0, beta_a: float = 1.8, rho: float = 0.9, decay_input: bool = True,
-                 v_reset: Optional[float] = None, **kw):
+    def __init__(
+        self,
+        tau: float = 2.0,
+        beta_a: float = 1.8,
+        rho: float = 0.9,
+        decay_input: bool = True,
+        v_reset: Optional[float] = None,
+        **kw,
+    ):
         super().__init__(v_reset=v_reset, **kw)
         self.tau = tau
         self.beta_a = beta_a
@@ -260,12 +301,23 @@ class ALIF(_Neuron):
         self.decay_input = decay_input
 
     def _multi(self, x_seq, v_init, return_v, b_init=None):
-        return ops.alif(x_seq, v_init, b_init, tau=self.tau, beta_a=self.beta_a, rho=self.rho,
-                        decay_input=self.decay_input, return_v=return_v, **self._options())
+        return ops.alif(
+            x_seq,
+            v_init,
+            b_init,
+            tau=self.tau,
+            beta_a=self.beta_a,
+            rho=self.rho,
+            decay_input=self.decay_input,
+            return_v=return_v,
+            **self._options(),
+        )
 
     def extra_repr(self) -> str:
-        return (f"tau={self.tau}, beta_a={self.beta_a}, rho={self.rho}, decay_input={self.decay_input}, "
-                + super().extra_repr())
+        return (
+            f"tau={self.tau}, beta_a={self.beta_a}, rho={self.rho}, decay_input={self.decay_input}, "
+            + super().extra_repr()
+        )
 
 
 class ILIF(_Neuron):
@@ -276,20 +328,32 @@ class ILIF(_Neuron):
     def __init__(self, D: int = 4, tau: Optional[float] = 2.0, decay_input: bool = True, **kw):
         for unused in ("v_reset", "surrogate", "alpha"):
             if unused in kw:
-                raise TypeError(f"ILIF() got the argument {unused!r}, which integer spikes do not use (soft reset, "
-                                "straight-through gradient)")
+                raise TypeError(
+                    f"ILIF() got the argument {unused!r}, which integer spikes do not use (soft reset, "
+                    "straight-through gradient)"
+                )
         super().__init__(v_reset=None, **kw)
         self.D = D
         self.tau = tau
         self.decay_input = decay_input
 
     def _multi(self, x_seq, v_init, return_v):
-        return ops.ilif(x_seq, v_init, D=self.D, tau=self.tau, v_threshold=self.v_threshold,
-                        decay_input=self.decay_input, detach_reset=self.detach_reset, return_v=return_v)
+        return ops.ilif(
+            x_seq,
+            v_init,
+            D=self.D,
+            tau=self.tau,
+            v_threshold=self.v_threshold,
+            decay_input=self.decay_input,
+            detach_reset=self.detach_reset,
+            return_v=return_v,
+        )
 
     def extra_repr(self) -> str:
-        return (f"D={self.D}, tau={self.tau}, decay_input={self.decay_input}, v_threshold={self.v_threshold}, "
-                f"detach_reset={self.detach_reset}, step_mode={self.step_mode!r}")
+        return (
+            f"D={self.D}, tau={self.tau}, decay_input={self.decay_input}, v_threshold={self.v_threshold}, "
+            f"detach_reset={self.detach_reset}, step_mode={self.step_mode!r}"
+        )
 
 
 class TernaryLIF(_Neuron):
@@ -304,12 +368,18 @@ class TernaryLIF(_Neuron):
         self.two_sided = two_sided
 
     def _multi(self, x_seq, v_init, return_v):
-        return ops.ternary_lif(x_seq, v_init, tau=self.tau, decay_input=self.decay_input, two_sided=self.two_sided,
-                               return_v=return_v, **self._options())
+        return ops.ternary_lif(
+            x_seq,
+            v_init,
+            tau=self.tau,
+            decay_input=self.decay_input,
+            two_sided=self.two_sided,
+            return_v=return_v,
+            **self._options(),
+        )
 
     def extra_repr(self) -> str:
-        return (f"tau={self.tau}, decay_input={self.decay_input}, two_sided={self.two_sided}, "
-                + super().extra_repr())
+        return f"tau={self.tau}, decay_input={self.decay_input}, two_sided={self.two_sided}, " + super().extra_repr()
 
 
 class NorseLIF(_Neuron):
@@ -328,44 +398,81 @@ class NorseLIF(_Neuron):
 
     _state_names = ("v", "i")
 
-    def __init__(self, p=None, *, dt: float = 0.001, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, v_th=1.0,
-                 v_reset: float = 0.0, method: str = "super", alpha=100.0, surrogate: Optional[str] = None,
-                 surrogate_alpha: Optional[float] = None, detach_reset: bool = False, step_mode: str = "m",
-                 store_v_seq: bool = False):
+    def __init__(
+        self,
+        p=None,
+        *,
+        dt: float = 0.001,
+        tau_syn_inv=200.0,
+        tau_mem_inv=100.0,
+        v_leak=0.0,
+        v_th=1.0,
+        v_reset: float = 0.0,
+        method: str = "super",
+        alpha=100.0,
+        surrogate: Optional[str] = None,
+        surrogate_alpha: Optional[float] = None,
+        detach_reset: bool = False,
+        step_mode: str = "m",
+        store_v_seq: bool = False,
+    ):
         if p is not None:
             fields = ("tau_syn_inv", "tau_mem_inv", "v_leak", "v_th", "v_reset", "method", "alpha")
             missing = [f for f in fields if not hasattr(p, f)]
             if missing:
-                raise TypeError(f"p must be a Norse LIFParameters (fields {fields}); {type(p).__name__} lacks "
-                                f"{missing}")
+                raise TypeError(
+                    f"p must be a Norse LIFParameters (fields {fields}); {type(p).__name__} lacks {missing}"
+                )
             tau_syn_inv, tau_mem_inv, v_leak, v_th = p.tau_syn_inv, p.tau_mem_inv, p.v_leak, p.v_th
             v_reset, method, alpha = p.v_reset, p.method, p.alpha
         if isinstance(v_reset, Tensor):  # a kernel constant: Norse's default is a 0-dim tensor
             if v_reset.numel() != 1 or v_reset.requires_grad:
                 grad = " that requires grad" if v_reset.requires_grad else ""
-                raise ValueError("v_reset must be one number (it is a constant of the kernel), got a tensor of "
-                                 f"shape {tuple(v_reset.shape)}{grad}")
+                raise ValueError(
+                    "v_reset must be one number (it is a constant of the kernel), got a tensor of "
+                    f"shape {tuple(v_reset.shape)}{grad}"
+                )
             v_reset = float(v_reset)
         if surrogate is None:
             surrogate, surrogate_alpha = norse_method(method, alpha)
-        super().__init__(v_threshold=v_th, v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
-                         alpha=surrogate_alpha, step_mode=step_mode, store_v_seq=store_v_seq)
+        super().__init__(
+            v_threshold=v_th,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            alpha=surrogate_alpha,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+        )
         self.dt = dt
         self.tau_syn_inv = tau_syn_inv
         self.tau_mem_inv = tau_mem_inv
         self.v_leak = v_leak
 
     def _multi(self, x_seq, v_init, return_v, i_init=None):
-        return ops.norse_lif(x_seq, v_init, i_init, dt=self.dt, tau_syn_inv=self.tau_syn_inv,
-                             tau_mem_inv=self.tau_mem_inv, v_leak=self.v_leak, v_th=self.v_threshold,
-                             v_reset=self.v_reset, detach_reset=self.detach_reset, surrogate=self.surrogate,
-                             surrogate_alpha=self.alpha, return_v=return_v)
+        return ops.norse_lif(
+            x_seq,
+            v_init,
+            i_init,
+            dt=self.dt,
+            tau_syn_inv=self.tau_syn_inv,
+            tau_mem_inv=self.tau_mem_inv,
+            v_leak=self.v_leak,
+            v_th=self.v_threshold,
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+            surrogate=self.surrogate,
+            surrogate_alpha=self.alpha,
+            return_v=return_v,
+        )
 
     def extra_repr(self) -> str:
-        return (f"dt={self.dt}, tau_syn_inv={self.tau_syn_inv}, tau_mem_inv={self.tau_mem_inv}, "
-                f"v_leak={self.v_leak}, v_th={self.v_threshold}, v_reset={self.v_reset}, "
-                f"detach_reset={self.detach_reset}, surrogate={self.surrogate!r}, surrogate_alpha={self.alpha}, "
-                f"step_mode={self.step_mode!r}")
+        return (
+            f"dt={self.dt}, tau_syn_inv={self.tau_syn_inv}, tau_mem_inv={self.tau_mem_inv}, "
+            f"v_leak={self.v_leak}, v_th={self.v_threshold}, v_reset={self.v_reset}, "
+            f"detach_reset={self.detach_reset}, surrogate={self.surrogate!r}, surrogate_alpha={self.alpha}, "
+            f"step_mode={self.step_mode!r}"
+        )
 
 
 def reset_net(model: nn.Module) -> None:

@@ -10,6 +10,7 @@
   nest (two monitors on one model). Values are the same either way; the unfused path saves one more
   tensor per layer for backward.
 """
+
 from __future__ import annotations
 
 import weakref

@@ -7,6 +7,7 @@ detach() cuts that graph (truncated BPTT), reset() clears the queue. A step is c
 checks its sequence, on every step, and a step that raises leaves the queue and the step counter as they
 were. A multi-step call is one whole sequence: it neither reads nor changes the queue.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,10 @@ def _check_sequence(module: nn.Module, x_seq, T: Optional[int]) -> Tensor:
     check_float_input(name, "x_seq", x_seq, min_dim=1)
     check_matches_parameters(name, "x_seq", x_seq, module, dtype=False)
     if T is not None and x_seq.shape[0] != T:
-        raise ValueError(f"{name} was built for T={T} steps but x_seq has {x_seq.shape[0]} "
-                         f"(shape {tuple(x_seq.shape)}); its weight is [T, T]")
+        raise ValueError(
+            f"{name} was built for T={T} steps but x_seq has {x_seq.shape[0]} "
+            f"(shape {tuple(x_seq.shape)}); its weight is [T, T]"
+        )
     return x_seq
 
 
@@ -89,8 +92,9 @@ class _Streaming(nn.Module):
         p = getattr(self, name)
         if not isinstance(p, Tensor) or not p.is_floating_point() or tuple(p.shape) != shape:
             got = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
-            raise ValueError(f"{type(self).__name__}: {name} must be a floating-point tensor of shape {shape}, "
-                             f"got {got}")
+            raise ValueError(
+                f"{type(self).__name__}: {name} must be a floating-point tensor of shape {shape}, got {got}"
+            )
 
     def _window(self, x) -> tuple[Tensor, list]:
         """(window [k, *] of the latest inputs, zero-padded at the front; the queue after this step), checked
@@ -101,13 +105,17 @@ class _Streaming(nn.Module):
         if self._queue:
             last = self._queue[-1]
             if last.shape != x.shape:
-                raise ValueError(f"{name}: step input shape {tuple(x.shape)} differs from the queued "
-                                 f"{tuple(last.shape)}; call reset() between sequences")
+                raise ValueError(
+                    f"{name}: step input shape {tuple(x.shape)} differs from the queued "
+                    f"{tuple(last.shape)}; call reset() between sequences"
+                )
             if last.dtype != x.dtype or last.device != x.device:
-                raise ValueError(f"{name}: step input is {x.dtype} on {x.device} but the queued steps are "
-                                 f"{last.dtype} on {last.device} (a sequence has one dtype and device); call "
-                                 "reset() between sequences")
-        queue = (self._queue + [x])[-self.k:]
+                raise ValueError(
+                    f"{name}: step input is {x.dtype} on {x.device} but the queued steps are "
+                    f"{last.dtype} on {last.device} (a sequence has one dtype and device); call "
+                    "reset() between sequences"
+                )
+        queue = (self._queue + [x])[-self.k :]
         pad = [torch.zeros_like(x)] * (self.k - len(queue))
         return torch.stack(pad + queue), queue
 
@@ -117,8 +125,15 @@ class MaskedPSN(_Streaming):
     W_eff = W * (lam M + 1 - lam). Schedule lam from lambda_init to 1 during training with
     set_lambda() / set_masked_psn_lambda(model, progress); step_mode "s" needs lam = 1."""
 
-    def __init__(self, k: int, T: int, lambda_init: float = 0.0, surrogate: str = "atan",
-                 alpha: Optional[float] = None, step_mode: str = "m"):
+    def __init__(
+        self,
+        k: int,
+        T: int,
+        lambda_init: float = 0.0,
+        surrogate: str = "atan",
+        alpha: Optional[float] = None,
+        step_mode: str = "m",
+    ):
         super().__init__(k, step_mode)
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T must be an int >= 1, got {T!r}")
@@ -140,20 +155,20 @@ class MaskedPSN(_Streaming):
     def forward(self, x: Tensor) -> Tensor:
         if self.step_mode == "m":
             _check_sequence(self, x, self.T)
-            return ops.masked_psn(x, self.weight, self.bias, self.k, self.lam, surrogate=self.surrogate,
-                                  alpha=self.alpha)
+            return ops.masked_psn(
+                x, self.weight, self.bias, self.k, self.lam, surrogate=self.surrogate, alpha=self.alpha
+            )
         if self.lam != 1.0:
-            raise ValueError(f"MaskedPSN single-step mode needs lam = 1 (the mask fully applied), got lam = "
-                             f"{self.lam}")
+            raise ValueError(f"MaskedPSN single-step mode needs lam = 1 (the mask fully applied), got lam = {self.lam}")
         t = self._t
         if t >= self.T:
             raise ValueError(f"MaskedPSN was built for T={self.T} steps; call reset() to start a new sequence")
         self._check_param("weight", (self.T, self.T))
         self._check_param("bias", (self.T,))
         window, queue = self._window(x)
-        row = self.weight[t, max(0, t - self.k + 1):t + 1]
+        row = self.weight[t, max(0, t - self.k + 1) : t + 1]
         row = torch.cat([row.new_zeros(self.k - row.shape[0]), row])
-        spike = ops.psn_window_step(window, row, self.bias[t:t + 1], surrogate=self.surrogate, alpha=self.alpha)
+        spike = ops.psn_window_step(window, row, self.bias[t : t + 1], surrogate=self.surrogate, alpha=self.alpha)
         self._queue, self._t = queue, t + 1
         return spike
 
@@ -165,8 +180,14 @@ class SlidingPSN(_Streaming):
     """SlidingPSN(k): H[t] = sum_i w[i] X[t-k+1+i] + b with k shared taps; any T. exp_init: w[k-1] = 1,
     w[i] = w[i+1] / 2; else kaiming-uniform. b = -1."""
 
-    def __init__(self, k: int, exp_init: bool = True, surrogate: str = "atan", alpha: Optional[float] = None,
-                 step_mode: str = "m"):
+    def __init__(
+        self,
+        k: int,
+        exp_init: bool = True,
+        surrogate: str = "atan",
+        alpha: Optional[float] = None,
+        step_mode: str = "m",
+    ):
         super().__init__(k, step_mode)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")

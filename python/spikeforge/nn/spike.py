@@ -11,6 +11,7 @@ SpikeInputConv2d is the plain nn.Conv2d the zoo models (spikeforge.models) build
 parameters, and with ``compact`` its training forward runs spike_input_conv (event-driven on CPU below the
 crossover, input kept for backward as bits / uint8).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,12 +34,16 @@ def _check_spikes(layer: nn.Module, s) -> None:
     if s.is_complex():
         raise TypeError(f"{name}: s must be a real tensor (float, integer or bool), got {s.dtype}")
     if s.device != w.device:
-        raise ValueError(f"{name}: s is on {s.device} but the layer's weight is on {w.device}; move the input "
-                         f"(s.to('{w.device}')) or the layer (layer.to('{s.device}'))")
+        raise ValueError(
+            f"{name}: s is on {s.device} but the layer's weight is on {w.device}; move the input "
+            f"(s.to('{w.device}')) or the layer (layer.to('{s.device}'))"
+        )
     if s.is_floating_point() and s.dtype != w.dtype:
-        raise TypeError(f"{name}: s is {s.dtype} but the layer's weight is {w.dtype}; convert the input "
-                        f"(s.to({w.dtype})) or the layer (layer.to({s.dtype})); integer and bool spikes are "
-                        "converted to the weight's dtype")
+        raise TypeError(
+            f"{name}: s is {s.dtype} but the layer's weight is {w.dtype}; convert the input "
+            f"(s.to({w.dtype})) or the layer (layer.to({s.dtype})); integer and bool spikes are "
+            "converted to the weight's dtype"
+        )
 
 
 class _SpikeLayer(nn.Module):
@@ -96,10 +101,20 @@ class _SpikeLayer(nn.Module):
 
 class SpikeLinear(_SpikeLayer):
     """Y = S W^T + b on spikes s [..., in_features] (e.g. [T, B, in_features]); nn.Linear's init."""
+
     _layer = "linear"
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, mode: str = "auto",
-                 input_kind: str = "auto", device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        mode: str = "auto",
+        input_kind: str = "auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__(mode, input_kind)
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -112,28 +127,49 @@ class SpikeLinear(_SpikeLayer):
 
     def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
         _check_spikes(self, s)
-        return self._run(s, lambda mode, kind: ops.spike_linear(s, self.weight, self.bias, mode=mode,
-                                                                input_kind=kind, grad_mask=grad_mask))
+        return self._run(
+            s,
+            lambda mode, kind: ops.spike_linear(
+                s, self.weight, self.bias, mode=mode, input_kind=kind, grad_mask=grad_mask
+            ),
+        )
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"mode={self.mode!r}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"mode={self.mode!r}"
+        )
 
 
 class SpikeConv2d(_SpikeLayer):
     """2-D convolution on spikes s [N, C, H, W] or [T, B, C, H, W]; nn.Conv2d's init (zero padding)."""
+
     _layer = "conv2d"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, *, mode: str = "auto", input_kind: str = "auto",
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        mode: str = "auto",
+        input_kind: str = "auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__(mode, input_kind)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups ({groups}) must divide in_channels ({in_channels}) and "
-                             f"out_channels ({out_channels})")
+            raise ValueError(
+                f"groups ({groups}) must divide in_channels ({in_channels}) and out_channels ({out_channels})"
+            )
         kh, kw = _spike._pair("kernel_size", kernel_size, 1)
         self.stride = _spike._pair("stride", stride, 1)
         self.padding = _spike._pair("padding", padding, 0)
@@ -146,14 +182,28 @@ class SpikeConv2d(_SpikeLayer):
 
     def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
         _check_spikes(self, s)
-        return self._run(s, lambda mode, kind: ops.spike_conv2d(
-            s, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, mode=mode,
-            input_kind=kind, grad_mask=grad_mask))
+        return self._run(
+            s,
+            lambda mode, kind: ops.spike_conv2d(
+                s,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+                mode=mode,
+                input_kind=kind,
+                grad_mask=grad_mask,
+            ),
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"bias={self.bias is not None}, mode={self.mode!r}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"bias={self.bias is not None}, mode={self.mode!r}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,8 +229,18 @@ class _ConvSavingUint8(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # the backward runs in the forward's compute dtype; autograd casts gx / gw to x's / weight's dtype
         gx, gw, _ = torch.ops.aten.convolution_backward(
-            grad.to(dtype), x8.to(dtype), weight.to(dtype), None, list(stride), list(padding), list(dilation),
-            False, [0, 0], groups, [need_x, need_w, False])
+            grad.to(dtype),
+            x8.to(dtype),
+            weight.to(dtype),
+            None,
+            list(stride),
+            list(padding),
+            list(dilation),
+            False,
+            [0, 0],
+            groups,
+            [need_x, need_w, False],
+        )
         return gx, gw, None, None, None, None
 
 
@@ -195,13 +255,18 @@ def spike_input_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
     F.conv2d up to the order of the float additions."""
     # SpikeInputConv2d, the caller, runs nn.Conv2d's own forward for string padding ("same" / "valid")
     assert not isinstance(conv.padding, str)
-    if (x.device.type == "cpu" and _spike._native_ok(x) and x.dtype == conv.weight.dtype
-            and not torch.is_autocast_enabled("cpu")):
+    if (
+        x.device.type == "cpu"
+        and _spike._native_ok(x)
+        and x.dtype == conv.weight.dtype
+        and not torch.is_autocast_enabled("cpu")
+    ):
         # compiled, the kind is only known inside the op: promise counts (uint8 saved, checked) instead of
         # letting "auto" save the float input
         kind = "counts" if torch.compiler.is_compiling() else "auto"
-        return _spike.spike_conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups,
-                                      mode="auto", input_kind=kind)
+        return _spike.spike_conv2d(
+            x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups, mode="auto", input_kind=kind
+        )
     return _ConvSavingUint8.apply(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
@@ -218,8 +283,11 @@ class SpikeInputConv2d(nn.Conv2d):
         self.compact = bool(compact)
 
     def forward(self, x):
-        if not (self.compact and torch.is_grad_enabled() and self.weight.requires_grad) \
-                or self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if (
+            not (self.compact and torch.is_grad_enabled() and self.weight.requires_grad)
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)
+        ):
             return super().forward(x)
         y = spike_input_conv(self, x)
         # the bias in y's dtype: under autocast y is bf16/fp16 like nn.Conv2d's output, and stays so

@@ -19,6 +19,7 @@ into everything PyTorch needs:
   second-order gradients; where the inputs were not saved, or under forward-mode AD (forward_ad,
   torch.func.jvp), it raises an error that names the op instead of dropping a gradient.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -91,8 +92,10 @@ def _check_x(x_seq, name: str = "x_seq", min_dim: int = 1) -> None:
         raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {x_seq.dtype}")
     if x_seq.dim() < min_dim:
         shape = "[T, *]" if min_dim == 1 else "[*]"
-        raise ValueError(f"{name} must have shape {shape} with at least {min_dim} dimension(s); "
-                         f"got a tensor of shape {tuple(x_seq.shape)}")
+        raise ValueError(
+            f"{name} must have shape {shape} with at least {min_dim} dimension(s); "
+            f"got a tensor of shape {tuple(x_seq.shape)}"
+        )
     if x_seq.dtype == torch.float64 and x_seq.is_cuda:
         raise TypeError(f"{name}: float64 is supported on CPU only (for gradcheck)")
 
@@ -157,8 +160,9 @@ def _option_params(options: type[NamedTuple]) -> list[inspect.Parameter]:
     for name in options._fields:
         t = hints[name]
         if t not in _SCALAR_TYPES:
-            raise TypeError(f"option {name}: only float, int, bool and list[int] options can cross the custom-op "
-                            "boundary")
+            raise TypeError(
+                f"option {name}: only float, int, bool and list[int] options can cross the custom-op boundary"
+            )
         params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=t))
     return params
 
@@ -184,6 +188,7 @@ def _one_or_tuple(out, n_out: int):
 
 def _custom_op(qualname: str, params: list[inspect.Parameter], n_out: int, impl: Callable):
     """torch.library.custom_op over impl(*args) with the given signature and n_out tensor outputs."""
+
     def fn(*args):
         return _one_or_tuple(impl(*args), n_out)
 
@@ -198,16 +203,17 @@ def _custom_op(qualname: str, params: list[inspect.Parameter], n_out: int, impl:
 def _vmap_loop(op, n_out: int):
     """A vmap rule: run the op once per index of the mapped dimension and stack the results. Correct for
     any op (the kernels see plain tensors); the work is one call per mapped index."""
+
     def rule(info, in_dims, *args):
         size = info.batch_size
         outs = []
         for i in range(size):
-            call = [a.select(d, i) if (d is not None and isinstance(a, Tensor)) else a
-                    for a, d in zip(args, in_dims)]
+            call = [a.select(d, i) if (d is not None and isinstance(a, Tensor)) else a for a, d in zip(args, in_dims)]
             r = op(*call)
             outs.append(r if isinstance(r, tuple) else (r,))
         stacked = tuple(torch.stack([o[k] for o in outs]) for k in range(n_out))
         return (stacked if n_out > 1 else stacked[0]), ((0,) * n_out if n_out > 1 else 0)
+
     return rule
 
 
@@ -235,7 +241,8 @@ def _functorch_wrapped(tensors) -> bool:
 def _no_forward_ad(public: str):
     return NotImplementedError(
         f"{public}: forward-mode AD (torch.autograd.forward_ad, torch.func.jvp) is not supported by this op; "
-        "use reverse mode (backward / torch.autograd.grad / torch.func.vjp)")
+        "use reverse mode (backward / torch.autograd.grad / torch.func.vjp)"
+    )
 
 
 class FusedOp:
@@ -260,11 +267,28 @@ class FusedOp:
                 None when they were not kept (double backward then raises, with double_backward_hint)
     """
 
-    def __init__(self, name: str, public: str, *, inputs: Sequence[str], options: type[NamedTuple], n_out: int,
-                 visible: int, forward: Callable, fake_forward: Callable, bwd_inputs: Sequence[str],
-                 bwd_options: type[NamedTuple], n_grads: int, backward: Callable, fake_backward: Callable,
-                 save: Callable, grads: Callable, reference: Callable, reference_inputs: Callable,
-                 double_backward_hint: str = ""):
+    def __init__(
+        self,
+        name: str,
+        public: str,
+        *,
+        inputs: Sequence[str],
+        options: type[NamedTuple],
+        n_out: int,
+        visible: int,
+        forward: Callable,
+        fake_forward: Callable,
+        bwd_inputs: Sequence[str],
+        bwd_options: type[NamedTuple],
+        n_grads: int,
+        backward: Callable,
+        fake_backward: Callable,
+        save: Callable,
+        grads: Callable,
+        reference: Callable,
+        reference_inputs: Callable,
+        double_backward_hint: str = "",
+    ):
         self.name, self.public = name, public
         self.n_in, self.n_out, self.visible = len(inputs), n_out, visible
         self.options, self.bwd_options = options, bwd_options
@@ -274,14 +298,21 @@ class FusedOp:
         self._hint = double_backward_hint
         n_in = self.n_in
 
-        self.fwd_op = _custom_op(f"spikeforge::{name}_fwd", _tensor_params(inputs) + _option_params(options), n_out,
-                                 lambda *a: _no_none(self._forward(*a[:n_in], options(*a[n_in:])), a[0]))
+        self.fwd_op = _custom_op(
+            f"spikeforge::{name}_fwd",
+            _tensor_params(inputs) + _option_params(options),
+            n_out,
+            lambda *a: _no_none(self._forward(*a[:n_in], options(*a[n_in:])), a[0]),
+        )
         self.fwd_op.register_fake(lambda *a: _one_or_tuple(fake_forward(*a[:n_in], options(*a[n_in:])), n_out))
         nb_in = len(bwd_inputs)
-        self.bwd_op = _custom_op(f"spikeforge::{name}_bwd", _tensor_params(bwd_inputs) + _option_params(bwd_options),
-                                 n_grads, lambda *a: self._backward(*a[:nb_in], bwd_options(*a[nb_in:])))
-        self.bwd_op.register_fake(lambda *a: _one_or_tuple(fake_backward(*a[:nb_in], bwd_options(*a[nb_in:])),
-                                                           n_grads))
+        self.bwd_op = _custom_op(
+            f"spikeforge::{name}_bwd",
+            _tensor_params(bwd_inputs) + _option_params(bwd_options),
+            n_grads,
+            lambda *a: self._backward(*a[:nb_in], bwd_options(*a[nb_in:])),
+        )
+        self.bwd_op.register_fake(lambda *a: _one_or_tuple(fake_backward(*a[:nb_in], bwd_options(*a[nb_in:])), n_grads))
         self.fwd_op.register_vmap(_vmap_loop(self.fwd_op, n_out))
         self.bwd_op.register_vmap(_vmap_loop(self.bwd_op, n_grads))
 
@@ -307,12 +338,13 @@ class FusedOp:
                 saved, info = op._save(tuple(tensors), opts, out)
                 ctx.save_for_backward(*saved)
                 ctx.info, ctx.opts, ctx.public = info, opts, public
-                return out[:op.visible] if op.visible > 1 else out[0]
+                return out[: op.visible] if op.visible > 1 else out[0]
 
             @staticmethod
             def backward(ctx, *grad_outputs):
-                grads = op._backward_ctx(ctx, grad_outputs + (None,) * (op.n_out - op.visible),
-                                         lambda *a: op._backward(*a[:-1], a[-1]))
+                grads = op._backward_ctx(
+                    ctx, grad_outputs + (None,) * (op.n_out - op.visible), lambda *a: op._backward(*a[:-1], a[-1])
+                )
                 return tuple(grads) + (None, None)
 
             @staticmethod
@@ -326,11 +358,12 @@ class FusedOp:
         return self.bwd_op(*args[:-1], *args[-1])
 
     def _backward_ctx(self, ctx, grad_outputs, call_bwd):
-        needs = ctx.needs_input_grad[:self.n_in]
+        needs = ctx.needs_input_grad[: self.n_in]
         saved = ctx.saved_tensors
         if torch.is_grad_enabled() and any(needs):
-            return self._double_backward(saved, ctx.info, ctx.opts, needs, grad_outputs,
-                                         getattr(ctx, "public", self.public))
+            return self._double_backward(
+                saved, ctx.info, ctx.opts, needs, grad_outputs, getattr(ctx, "public", self.public)
+            )
         return self._grads(saved, ctx.info, ctx.opts, needs, grad_outputs, call_bwd)
 
     def _double_backward(self, saved, info, opts, needs, grad_outputs, public):
@@ -341,15 +374,17 @@ class FusedOp:
             raise RuntimeError(
                 f"{public}: double backward (create_graph=True) needs the op's inputs, which this call does not "
                 f"keep (it saves a compact form instead){'; ' + self._hint if self._hint else ''}; or compute the "
-                "first-order gradient without create_graph")
+                "first-order gradient without create_graph"
+            )
         outs = self._reference(*inputs, opts)
         outs = outs if isinstance(outs, tuple) else (outs,)
-        pairs = [(o, g) for o, g in zip(outs, grad_outputs[:self.visible]) if g is not None and o.requires_grad]
+        pairs = [(o, g) for o, g in zip(outs, grad_outputs[: self.visible]) if g is not None and o.requires_grad]
         wrt = [t for t, n in zip(inputs, needs) if n and t is not None]
         if not pairs:
             return [None] * self.n_in
-        got = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True,
-                                       allow_unused=True))
+        got = iter(
+            torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True, allow_unused=True)
+        )
         res = []
         for t, n in zip(inputs, needs):
             if n and t is not None:
@@ -381,7 +416,7 @@ class FusedOp:
                 raise _no_forward_ad(public)
             out = self.fwd_op(*tensors, *opts)
             out = out if isinstance(out, tuple) else (out,)
-            return out[:self.visible] if self.visible > 1 else out[0]
+            return out[: self.visible] if self.visible > 1 else out[0]
         if _has_tangent(tensors):
             raise _no_forward_ad(public)
         if torch.is_grad_enabled():
@@ -389,7 +424,7 @@ class FusedOp:
                 if t is not None and t.requires_grad:
                     return self.Function.apply(*tensors, opts, public)
         out = self._forward(*tensors, opts)
-        return out[:self.visible] if self.visible > 1 else out[0]
+        return out[: self.visible] if self.visible > 1 else out[0]
 
     def no_grad_forward(self, tensors: tuple, opts):
         """The native forward alone, for callers that checked that no gradient and no transform is involved

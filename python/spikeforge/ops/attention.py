@@ -8,6 +8,7 @@ attention neuron as default (SpikingJelly LIF tau=2, v_threshold=0.5, detach_res
 Half-precision inputs are computed in float32 and the spikes cast back: the attention sums reach
 thousands (Q K^T V on binary inputs sums up to N * D products), which float16 cannot hold exactly.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -37,16 +38,20 @@ def _check_qkv(named: tuple[tuple[str, object], ...]) -> None:
         if t.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype}")
         if t.dim() < 3:
-            raise ValueError(f"{name} must have shape [T, *batch, N, D] (at least 3 dimensions); "
-                             f"got a tensor of shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must have shape [T, *batch, N, D] (at least 3 dimensions); "
+                f"got a tensor of shape {tuple(t.shape)}"
+            )
         if t.dtype == torch.float64 and t.device.type == "cuda":
             raise TypeError(f"{name}: float64 is supported on CPU only (for gradcheck)")
         if first is None:
             first_name, first = name, t
             continue
         if tuple(t.shape) != tuple(first.shape):
-            raise ValueError(f"{name} must have the shape of {first_name} {tuple(first.shape)} "
-                             f"([T, *batch, N, D]), got {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must have the shape of {first_name} {tuple(first.shape)} "
+                f"([T, *batch, N, D]), got {tuple(t.shape)}"
+            )
         if t.dtype != first.dtype:
             raise TypeError(f"{name} has dtype {t.dtype} but {first_name} has {first.dtype}")
         if t.device != first.device:
@@ -55,6 +60,7 @@ def _check_qkv(named: tuple[tuple[str, object], ...]) -> None:
 
 class AttentionOptions(NamedTuple):
     """The attention neuron (a LIF, spikeforge.ops.lif's options) and the op's own scalars."""
+
     scale: float
     tau: float
     v_threshold: float
@@ -65,33 +71,93 @@ class AttentionOptions(NamedTuple):
     surrogate: int
     alpha: float
     reduce_tokens: bool  # attention_reduce: sum over tokens (SDSA, QK channel) or channels (QK token)
-    has_b: bool          # attention_reduce: a second operand b (SDSA's K * V)
+    has_b: bool  # attention_reduce: a second operand b (SDSA's K * V)
 
 
-def _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, x, *, scale=0.0,
-             reduce_tokens=False, has_b=False) -> tuple[dict, AttentionOptions]:
+def _options(
+    tau,
+    v_threshold,
+    v_reset,
+    detach_reset,
+    decay_input,
+    surrogate,
+    alpha,
+    x,
+    *,
+    scale=0.0,
+    reduce_tokens=False,
+    has_b=False,
+) -> tuple[dict, AttentionOptions]:
     """Validates the neuron options (spikeforge.ops.lif's checks and messages) -> (lif kwargs for the
     composed path, the fused ops' options)."""
     if tau is None:  # the neuron ops read tau=None as "no leak" (IF); the attention neuron is a LIF
         raise TypeError("tau must be a real number > 0 (the attention neuron is a LIF), got None")
     tau = _check_number("tau", tau, positive=True)
     o = _sj_options(0, x, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, "last")
-    lif_kw = dict(tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
-                  detach_reset=detach_reset, surrogate=surrogate, alpha=alpha)
-    return lif_kw, AttentionOptions(float(scale), o.tau, o.v_threshold, o.v_reset, o.hard_reset, o.decay_input,
-                                    o.detach_reset, o.surrogate, o.alpha, reduce_tokens, has_b)
+    lif_kw = dict(
+        tau=tau,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        decay_input=decay_input,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=alpha,
+    )
+    return lif_kw, AttentionOptions(
+        float(scale),
+        o.tau,
+        o.v_threshold,
+        o.v_reset,
+        o.hard_reset,
+        o.decay_input,
+        o.detach_reset,
+        o.surrogate,
+        o.alpha,
+        reduce_tokens,
+        has_b,
+    )
 
 
 def _neuron(o: AttentionOptions) -> NeuronOptions:
-    return NeuronOptions(0, o.tau, o.v_threshold, o.v_reset, o.hard_reset, o.decay_input, o.detach_reset, 1.8, 0.9,
-                         4, False, 0, True, o.surrogate, o.alpha, 0.0, 1, 1, 1, 1, False, False)
+    return NeuronOptions(
+        0,
+        o.tau,
+        o.v_threshold,
+        o.v_reset,
+        o.hard_reset,
+        o.decay_input,
+        o.detach_reset,
+        1.8,
+        0.9,
+        4,
+        False,
+        0,
+        True,
+        o.surrogate,
+        o.alpha,
+        0.0,
+        1,
+        1,
+        1,
+        1,
+        False,
+        False,
+    )
 
 
 def _lif_kw(o: AttentionOptions) -> dict:
     from ..surrogate import SURROGATES
+
     name = next(n for n, spec in SURROGATES.items() if spec.id == o.surrogate)
-    return dict(tau=o.tau, v_threshold=o.v_threshold, v_reset=o.v_reset if o.hard_reset else None,
-                decay_input=o.decay_input, detach_reset=o.detach_reset, surrogate=name, alpha=o.alpha)
+    return dict(
+        tau=o.tau,
+        v_threshold=o.v_threshold,
+        v_reset=o.v_reset if o.hard_reset else None,
+        decay_input=o.decay_input,
+        detach_reset=o.detach_reset,
+        surrogate=name,
+        alpha=o.alpha,
+    )
 
 
 def _work(t: Tensor) -> Tensor:
@@ -130,13 +196,27 @@ def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[
     n_ws = native.attention_ssa_workspace(T, B, N, D, q.is_cuda)
     ktv_ws = q.new_empty(n_ws, dtype=torch.float32) if n_ws else None
     # The kernels index by element count only: flat views also lift the 8-dim limit of the native views.
-    native.attention_ssa_forward(q.view(-1), k.view(-1), v.view(-1), out.view(-1), ktv_ws, T, B, N, D, o.scale,
-                                 _native_params(_neuron(o)), torch.get_num_threads(), _stream(q))
+    native.attention_ssa_forward(
+        q.view(-1),
+        k.view(-1),
+        v.view(-1),
+        out.view(-1),
+        ktv_ws,
+        T,
+        B,
+        N,
+        D,
+        o.scale,
+        _native_params(_neuron(o)),
+        torch.get_num_threads(),
+        _stream(q),
+    )
     return (out,)
 
 
-def _ssa_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions
-                  ) -> tuple[Tensor, Tensor, Tensor]:
+def _ssa_backward(
+    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions
+) -> tuple[Tensor, Tensor, Tensor]:
     q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
     if q.device.type == "cpu":
         # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
@@ -144,9 +224,20 @@ def _ssa_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Attentio
         if q.numel() == 0:
             return grads
         T, B, N, D = _slices(q)
-        native.attention_ssa_backward(grad_out.view(-1), q.view(-1), k.view(-1), v.view(-1),
-                                      *(g.view(-1) for g in grads), T, B, N, D, o.scale,
-                                      _native_params(_neuron(o)), torch.get_num_threads())
+        native.attention_ssa_backward(
+            grad_out.view(-1),
+            q.view(-1),
+            k.view(-1),
+            v.view(-1),
+            *(g.view(-1) for g in grads),
+            T,
+            B,
+            N,
+            D,
+            o.scale,
+            _native_params(_neuron(o)),
+            torch.get_num_threads(),
+        )
         return grads
     # CUDA: cuBLAS products around the neuron backward, the pre-activation recomputed. On spikes the
     # products are exact integers (times scale), so the recomputed spikes equal the forward kernel's; on
@@ -158,8 +249,11 @@ def _ssa_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Attentio
     pre = (qc @ ktv) * o.scale
     g_pre = lif_input_grad(grad_out, pre, _neuron(o)) * o.scale
     g_ktv = qc.transpose(-2, -1) @ g_pre  # [.., D, D]
-    return ((g_pre @ ktv.transpose(-2, -1)).to(q.dtype), (vc @ g_ktv.transpose(-2, -1)).to(k.dtype),
-            (kc @ g_ktv).to(v.dtype))
+    return (
+        (g_pre @ ktv.transpose(-2, -1)).to(q.dtype),
+        (vc @ g_ktv.transpose(-2, -1)).to(k.dtype),
+        (kc @ g_ktv).to(v.dtype),
+    )
 
 
 def _ssa_save(inputs, o, outputs):
@@ -177,13 +271,24 @@ def _ssa_grads(saved, info, o, needs, grad_outputs, call_bwd):
 
 
 _SSA = FusedOp(
-    "ssa", "spikeforge.ops.ssa", inputs=("q", "k", "v"), options=AttentionOptions, n_out=1, visible=1,
-    forward=_ssa_forward, fake_forward=lambda q, k, v, o: (q.new_empty(q.shape),),
-    bwd_inputs=("grad_out", "q", "k", "v"), bwd_options=AttentionOptions, n_grads=3, backward=_ssa_backward,
+    "ssa",
+    "spikeforge.ops.ssa",
+    inputs=("q", "k", "v"),
+    options=AttentionOptions,
+    n_out=1,
+    visible=1,
+    forward=_ssa_forward,
+    fake_forward=lambda q, k, v, o: (q.new_empty(q.shape),),
+    bwd_inputs=("grad_out", "q", "k", "v"),
+    bwd_options=AttentionOptions,
+    n_grads=3,
+    backward=_ssa_backward,
     fake_backward=lambda g, q, k, v, o: (q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)),
-    save=_ssa_save, grads=_ssa_grads,
+    save=_ssa_save,
+    grads=_ssa_grads,
     reference=lambda q, k, v, o: reference.ssa(q, k, v, o.scale, **_lif_kw(o)),
-    reference_inputs=lambda saved, info: saved)
+    reference_inputs=lambda saved, info: saved,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,9 +314,22 @@ def _reduce_forward(a: Tensor, b: Optional[Tensor], m: Tensor, o: AttentionOptio
     if pre.numel() == 0:
         return out, pre, mask
     T, B, N, D = _slices(a)
-    native.attention_reduce_forward(a.view(-1), None if b is None else b.view(-1), m.view(-1), out.view(-1),
-                                    pre.view(-1), mask.view(-1), o.reduce_tokens, T, B, N, D,
-                                    _native_params(_neuron(o)), torch.get_num_threads(), _stream(a))
+    native.attention_reduce_forward(
+        a.view(-1),
+        None if b is None else b.view(-1),
+        m.view(-1),
+        out.view(-1),
+        pre.view(-1),
+        mask.view(-1),
+        o.reduce_tokens,
+        T,
+        B,
+        N,
+        D,
+        _native_params(_neuron(o)),
+        torch.get_num_threads(),
+        _stream(a),
+    )
     return out, pre, mask
 
 
@@ -265,15 +383,27 @@ def _reduce_reference(a, b, m, o):
 
 
 _REDUCE = FusedOp(
-    "attention_reduce", "spikeforge.ops (sdsa / qk attention)", inputs=("a", "b?", "m"), options=AttentionOptions,
-    n_out=3, visible=1, forward=_reduce_forward, fake_forward=_reduce_fake,
-    bwd_inputs=("grad_out", "a?", "b?", "m", "pre", "mask"), bwd_options=AttentionOptions, n_grads=3,
-    backward=_reduce_backward, fake_backward=_reduce_fake_backward, save=_reduce_save, grads=_reduce_grads,
+    "attention_reduce",
+    "spikeforge.ops (sdsa / qk attention)",
+    inputs=("a", "b?", "m"),
+    options=AttentionOptions,
+    n_out=3,
+    visible=1,
+    forward=_reduce_forward,
+    fake_forward=_reduce_fake,
+    bwd_inputs=("grad_out", "a?", "b?", "m", "pre", "mask"),
+    bwd_options=AttentionOptions,
+    n_grads=3,
+    backward=_reduce_backward,
+    fake_backward=_reduce_fake_backward,
+    save=_reduce_save,
+    grads=_reduce_grads,
     reference=_reduce_reference,
     # without b, a is not kept (its gradient comes from the saved sums): double backward then raises
     reference_inputs=lambda saved, info: saved[:3] if saved[0] is not None else None,
     double_backward_hint="the fused QK attention kernel (CUDA) keeps only the reduced sums; "
-                         "spikeforge.reference's QK attention composes torch ops")
+    "spikeforge.reference's QK attention composes torch ops",
+)
 ssa_fwd, ssa_bwd = _SSA.fwd_op, _SSA.bwd_op
 attention_reduce_fwd, attention_reduce_bwd = _REDUCE.fwd_op, _REDUCE.bwd_op
 
@@ -309,16 +439,30 @@ def _composed_qk_channel(q, k, lif_kw):
 
 def composed(name: str):
     """The composed implementation of op `name` with the public op's signature (benchmarks, tests)."""
-    impls = {"ssa": _composed_ssa, "sdsa": _composed_sdsa, "qk_token_attention": _composed_qk_token,
-             "qk_channel_attention": _composed_qk_channel}
+    impls = {
+        "ssa": _composed_ssa,
+        "sdsa": _composed_sdsa,
+        "qk_token_attention": _composed_qk_token,
+        "qk_channel_attention": _composed_qk_channel,
+    }
     impl = impls[name]
 
-    def run(*tensors, scale=None, tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True,
-            surrogate="sigmoid", alpha=None):
+    def run(
+        *tensors,
+        scale=None,
+        tau=2.0,
+        v_threshold=0.5,
+        v_reset=0.0,
+        detach_reset=True,
+        decay_input=True,
+        surrogate="sigmoid",
+        alpha=None,
+    ):
         lif_kw, _ = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, tensors[0])
         if name == "ssa":
             return impl(*tensors, 0.125 if scale is None else scale, lif_kw)
         return impl(*tensors, lif_kw)
+
     return run
 
 
@@ -348,9 +492,11 @@ def _reduce_native_ok(t: Tensor) -> bool:
 def fused_kernel(name: str):
     """sdsa / qk_token_attention / qk_channel_attention through the fused kernel on any device with native
     kernels, with the public op's defaults (benchmarks compare it with the composition)."""
+
     def run(*tensors):
-        lif_kw = dict(tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True,
-                      surrogate="sigmoid", alpha=None)
+        lif_kw = dict(
+            tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, decay_input=True, surrogate="sigmoid", alpha=None
+        )
         if name == "sdsa":
             q, k, v = tensors
             _, o = _options(*lif_kw.values(), q, reduce_tokens=True, has_b=True)
@@ -358,15 +504,27 @@ def fused_kernel(name: str):
         q, k = tensors
         _, o = _options(*lif_kw.values(), q, reduce_tokens=name == "qk_channel_attention")
         return _REDUCE((q, None, k), o)
+
     return run
 
 
 # --------------------------------------------------------------------------------------------
 # public functional API
 # --------------------------------------------------------------------------------------------
-def ssa(q: Tensor, k: Tensor, v: Tensor, scale: float = 0.125, *, tau: float = 2.0, v_threshold: float = 0.5,
-        v_reset: Optional[float] = 0.0, detach_reset: bool = True, decay_input: bool = True,
-        surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
+def ssa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float = 0.125,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 0.5,
+    v_reset: Optional[float] = 0.0,
+    detach_reset: bool = True,
+    decay_input: bool = True,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+) -> Tensor:
     """Spikformer spiking self-attention: SN((Q K^T V) * scale) over q, k, v [T, *batch, N, D] -> [T, *batch, N, D].
 
     Native kernels fuse the LIF over T and form K^T V ([D, D] per head; on CPU event-driven over the
@@ -382,9 +540,19 @@ def ssa(q: Tensor, k: Tensor, v: Tensor, scale: float = 0.125, *, tau: float = 2
     return _SSA((q, k, v), o, "spikeforge.ops.ssa")
 
 
-def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
-         v_reset: Optional[float] = 0.0, detach_reset: bool = True, decay_input: bool = True,
-         surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
+def sdsa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 0.5,
+    v_reset: Optional[float] = 0.0,
+    detach_reset: bool = True,
+    decay_input: bool = True,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+) -> Tensor:
     """Spike-driven self-attention: Q * SN(sum over tokens of K * V) over [T, *batch, N, D] -> [T, *batch, N, D].
 
     On CUDA a fused kernel makes one pass per (t, slice): the K * V products are summed as they are
@@ -392,35 +560,52 @@ def sdsa(q: Tensor, k: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: floa
     the composition of torch ops measured faster (REDUCE_KERNEL_DEVICES).
     """
     _check_qkv((("q", q), ("k", k), ("v", v)))
-    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q,
-                         reduce_tokens=True, has_b=True)
+    lif_kw, o = _options(
+        tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q, reduce_tokens=True, has_b=True
+    )
     if not _reduce_native_ok(q):
         return _composed_sdsa(q, k, v, lif_kw)
     return _REDUCE((k, v, q), o, "spikeforge.ops.sdsa")
 
 
-def qk_token_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
-                       v_reset: Optional[float] = 0.0, detach_reset: bool = True, decay_input: bool = True,
-                       surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
+def qk_token_attention(
+    q: Tensor,
+    k: Tensor,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 0.5,
+    v_reset: Optional[float] = 0.0,
+    detach_reset: bool = True,
+    decay_input: bool = True,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+) -> Tensor:
     """QKFormer token attention: SN(sum over the channels of Q) * K over [T, *batch, N, D] -> [T, *batch, N, D]."""
     _check_qkv((("q", q), ("k", k)))
-    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q,
-                         reduce_tokens=False)
+    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q, reduce_tokens=False)
     if not _reduce_native_ok(q):
         return _composed_qk_token(q, k, lif_kw)
     return _REDUCE((q, None, k), o, "spikeforge.ops.qk_token_attention")
 
 
-def qk_channel_attention(q: Tensor, k: Tensor, *, tau: float = 2.0, v_threshold: float = 0.5,
-                         v_reset: Optional[float] = 0.0, detach_reset: bool = True, decay_input: bool = True,
-                         surrogate: str = "sigmoid", alpha: Optional[float] = None) -> Tensor:
+def qk_channel_attention(
+    q: Tensor,
+    k: Tensor,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 0.5,
+    v_reset: Optional[float] = 0.0,
+    detach_reset: bool = True,
+    decay_input: bool = True,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+) -> Tensor:
     """QKFormer channel attention: SN(sum over the tokens of Q) * K over [T, *batch, N, D] -> [T, *batch, N, D].
 
     v_threshold defaults to 0.5 as SpikingJelly's ChannelQKAttention (the QKFormer attention LIF).
     """
     _check_qkv((("q", q), ("k", k)))
-    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q,
-                         reduce_tokens=True)
+    lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q, reduce_tokens=True)
     if not _reduce_native_ok(q):
         return _composed_qk_channel(q, k, lif_kw)
     return _REDUCE((q, None, k), o, "spikeforge.ops.qk_channel_attention")

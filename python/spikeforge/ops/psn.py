@@ -9,6 +9,7 @@ kernels' register budget (psn_max_cuda_t) goes through a GEMM path (torch.addmm 
 The op (custom ops torch.ops.spikeforge.psn_fwd / psn_bwd, eager fast path, reference fallback,
 higher-order-autograd rules) is built by ops/_common.FusedOp like every family.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -27,7 +28,7 @@ _SURROGATE_NAMES = {spec.id: name for name, spec in SURROGATES.items()}
 
 
 class PSNOptions(NamedTuple):
-    band: int       # k of a causal band the kernel may restrict the sums to (0: the full T x T weight)
+    band: int  # k of a causal band the kernel may restrict the sums to (0: the full T x T weight)
     surrogate: int
     alpha: float
 
@@ -63,13 +64,13 @@ def _forward(x: Tensor, w: Tensor, b: Tensor, o: PSNOptions) -> tuple[Tensor]:
     args = (x, w.contiguous(), b.contiguous(), spike)
     if x.dim() > 8:
         args = _flat(args)
-    native.psn_forward(*args, None, T_out, T_in, N, o.band, o.surrogate, o.alpha, torch.get_num_threads(),
-                       _stream(x))
+    native.psn_forward(*args, None, T_out, T_in, N, o.band, o.surrogate, o.alpha, torch.get_num_threads(), _stream(x))
     return (spike,)
 
 
-def _backward(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, o: PSNBackwardOptions
-              ) -> tuple[Tensor, Tensor, Tensor]:
+def _backward(
+    grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, o: PSNBackwardOptions
+) -> tuple[Tensor, Tensor, Tensor]:
     grad_spike, x, w, b = grad_spike.contiguous(), x.contiguous(), w.contiguous(), b.contiguous()
     T_out, T_in = w.shape
     N = x.numel() // T_in if T_in > 0 else 0
@@ -85,22 +86,39 @@ def _backward(grad_spike: Tensor, x: Tensor, w: Tensor, b: Tensor, o: PSNBackwar
     grad_b = torch.empty_like(b) if o.need_b else None
     partials = None
     if o.need_w or o.need_b:
-        partials = torch.empty(native.psn_num_partitions(N), T_out * (T_in + 1), dtype=torch.float64,
-                               device=x.device)
+        partials = torch.empty(native.psn_num_partitions(N), T_out * (T_in + 1), dtype=torch.float64, device=x.device)
     args = (grad_spike, x, w, b, grad_x)
     if x.dim() > 8:
         args = _flat(args)
-    native.psn_backward(*args, partials, grad_w, grad_b, T_out, T_in, N, o.band, o.surrogate, o.alpha,
-                        torch.get_num_threads(), _stream(x))
+    native.psn_backward(
+        *args,
+        partials,
+        grad_w,
+        grad_b,
+        T_out,
+        T_in,
+        N,
+        o.band,
+        o.surrogate,
+        o.alpha,
+        torch.get_num_threads(),
+        _stream(x),
+    )
     # each gradient was allocated exactly when its need_* flag is set (else None: an empty in its place)
-    return (grad_x if grad_x is not None else x.new_empty(0), grad_w if grad_w is not None else w.new_empty(0),
-            grad_b if grad_b is not None else b.new_empty(0))
+    return (
+        grad_x if grad_x is not None else x.new_empty(0),
+        grad_w if grad_w is not None else w.new_empty(0),
+        grad_b if grad_b is not None else b.new_empty(0),
+    )
 
 
 def _fake_backward(grad_spike, x, w, b, o):
     # contiguous, as the real op allocates them
-    return (x.new_empty(x.shape) if o.need_x else x.new_empty(0), w.new_empty(w.shape) if o.need_w else w.new_empty(0),
-            b.new_empty(b.shape) if o.need_b else b.new_empty(0))
+    return (
+        x.new_empty(x.shape) if o.need_x else x.new_empty(0),
+        w.new_empty(w.shape) if o.need_w else w.new_empty(0),
+        b.new_empty(b.shape) if o.need_b else b.new_empty(0),
+    )
 
 
 def _save(inputs, o, outputs):
@@ -122,15 +140,29 @@ def _reference(x, w, b, o: PSNOptions):
     T_out, T_in = w.shape
     h = torch.addmm(b.to(x.dtype).unsqueeze(1), w.to(x.dtype), x.reshape(T_in, -1))
     return reference.surrogate.spike_fn(h, _SURROGATE_NAMES[o.surrogate], o.alpha).reshape(
-        (T_out,) + tuple(x.shape[1:]))
+        (T_out,) + tuple(x.shape[1:])
+    )
 
 
 _OP = FusedOp(
-    "psn", "spikeforge.ops (psn family)", inputs=("x", "w", "b"), options=PSNOptions, n_out=1, visible=1,
-    forward=_forward, fake_forward=lambda x, w, b, o: (x.new_empty((w.shape[0],) + tuple(x.shape[1:])),),
-    bwd_inputs=("grad_spike", "x", "w", "b"), bwd_options=PSNBackwardOptions, n_grads=3, backward=_backward,
-    fake_backward=_fake_backward, save=_save, grads=_grads, reference=_reference,
-    reference_inputs=lambda saved, info: saved)
+    "psn",
+    "spikeforge.ops (psn family)",
+    inputs=("x", "w", "b"),
+    options=PSNOptions,
+    n_out=1,
+    visible=1,
+    forward=_forward,
+    fake_forward=lambda x, w, b, o: (x.new_empty((w.shape[0],) + tuple(x.shape[1:])),),
+    bwd_inputs=("grad_spike", "x", "w", "b"),
+    bwd_options=PSNBackwardOptions,
+    n_grads=3,
+    backward=_backward,
+    fake_backward=_fake_backward,
+    save=_save,
+    grads=_grads,
+    reference=_reference,
+    reference_inputs=lambda saved, info: saved,
+)
 psn_fwd, psn_bwd = _OP.fwd_op, _OP.bwd_op
 
 
@@ -145,8 +177,9 @@ def _param(t, name: str, x_seq: Tensor, shape: tuple) -> Tensor:
     if t.device != x_seq.device:
         raise ValueError(f"{name} is on {t.device} but x_seq is on {x_seq.device}")
     if tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape} for x_seq of shape {tuple(x_seq.shape)}, "
-                         f"got {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have shape {shape} for x_seq of shape {tuple(x_seq.shape)}, got {tuple(t.shape)}"
+        )
     want = torch.float64 if x_seq.dtype == torch.float64 else torch.float32
     return t if t.dtype == want else t.to(want)
 
@@ -165,19 +198,29 @@ def _dispatch(x_seq, w_eff, b_eff, band, surrogate, alpha, ref, public):
     return _OP((x_seq, w_eff, b_eff), PSNOptions(band, sid, alpha_v), f"spikeforge.ops.{public}")
 
 
-def psn(x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str = "atan",
-        alpha: Optional[float] = None) -> Tensor:
+def psn(
+    x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str = "atan", alpha: Optional[float] = None
+) -> Tensor:
     """PSN: S[t] = Heaviside(sum_i W[t, i] X[i] + b[t]); x_seq [T, *], weight [T, T], bias [T] -> [T, *]."""
     _check_x(x_seq)
     T = x_seq.shape[0]
     w = _param(weight, "weight", x_seq, (T, T))
     b = _param(bias, "bias", x_seq, (T,))
-    return _dispatch(x_seq, w, b, 0, surrogate, alpha,
-                     lambda a: reference.psn(x_seq, w, b, surrogate=surrogate, alpha=a), "psn")
+    return _dispatch(
+        x_seq, w, b, 0, surrogate, alpha, lambda a: reference.psn(x_seq, w, b, surrogate=surrogate, alpha=a), "psn"
+    )
 
 
-def masked_psn(x_seq: Tensor, weight: Tensor, bias: Tensor, k: int, lam: float = 1.0, *, surrogate: str = "atan",
-               alpha: Optional[float] = None) -> Tensor:
+def masked_psn(
+    x_seq: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    k: int,
+    lam: float = 1.0,
+    *,
+    surrogate: str = "atan",
+    alpha: Optional[float] = None,
+) -> Tensor:
     """Masked PSN of order k: W_eff = W * (lam M + 1 - lam), M the causal band i in [t-k+1, t].
 
     lam is scheduled from 0 to 1 during training (nn.MaskedPSN.lam); at lam = 1 only the band is read.
@@ -192,8 +235,16 @@ def masked_psn(x_seq: Tensor, weight: Tensor, bias: Tensor, k: int, lam: float =
     b = _param(bias, "bias", x_seq, (T,))
     M = reference.band_mask(T, k, w.device, w.dtype)
     w_eff = w * M if lam == 1.0 else w * (lam * M + (1.0 - lam))
-    return _dispatch(x_seq, w_eff, b, k if lam == 1.0 else 0, surrogate, alpha,
-                     lambda a: reference.masked_psn(x_seq, w, b, k, lam, surrogate=surrogate, alpha=a), "masked_psn")
+    return _dispatch(
+        x_seq,
+        w_eff,
+        b,
+        k if lam == 1.0 else 0,
+        surrogate,
+        alpha,
+        lambda a: reference.masked_psn(x_seq, w, b, k, lam, surrogate=surrogate, alpha=a),
+        "masked_psn",
+    )
 
 
 def _toeplitz(w: Tensor, T: int) -> Tensor:
@@ -205,24 +256,36 @@ def _toeplitz(w: Tensor, T: int) -> Tensor:
     return torch.where(inside, w[idx.clamp(0, k - 1)], torch.zeros((), dtype=w.dtype, device=w.device))
 
 
-def sliding_psn(x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str = "atan",
-                alpha: Optional[float] = None) -> Tensor:
+def sliding_psn(
+    x_seq: Tensor, weight: Tensor, bias: Tensor, *, surrogate: str = "atan", alpha: Optional[float] = None
+) -> Tensor:
     """Sliding PSN: H[t] = sum_i w[i] X[t-k+1+i] + b with k shared taps (weight [k], bias scalar); any T."""
     _check_x(x_seq)
     if not isinstance(weight, Tensor) or weight.dim() != 1 or weight.shape[0] < 1:
-        raise ValueError("weight must be a 1-D tensor of k >= 1 taps" +
-                         (f", got shape {tuple(weight.shape)}" if isinstance(weight, Tensor) else ""))
+        raise ValueError(
+            "weight must be a 1-D tensor of k >= 1 taps"
+            + (f", got shape {tuple(weight.shape)}" if isinstance(weight, Tensor) else "")
+        )
     k, T = weight.shape[0], x_seq.shape[0]
     w = _param(weight, "weight", x_seq, (k,))
     if not isinstance(bias, Tensor) or bias.numel() != 1:
         raise ValueError("bias must be a tensor with one element (shared by every step)")
     b = _param(bias.reshape(()), "bias", x_seq, ())
-    return _dispatch(x_seq, _toeplitz(w, T), b.expand(T), k, surrogate, alpha,
-                     lambda a: reference.sliding_psn(x_seq, w, b, surrogate=surrogate, alpha=a), "sliding_psn")
+    return _dispatch(
+        x_seq,
+        _toeplitz(w, T),
+        b.expand(T),
+        k,
+        surrogate,
+        alpha,
+        lambda a: reference.sliding_psn(x_seq, w, b, surrogate=surrogate, alpha=a),
+        "sliding_psn",
+    )
 
 
-def psn_window_step(x_window: Tensor, w_row: Tensor, b_t: Tensor, *, surrogate: str = "atan",
-                    alpha: Optional[float] = None) -> Tensor:
+def psn_window_step(
+    x_window: Tensor, w_row: Tensor, b_t: Tensor, *, surrogate: str = "atan", alpha: Optional[float] = None
+) -> Tensor:
     """One streaming step: S = Heaviside(sum_i w_row[i] x_window[i] + b_t) over a window [k, *] of the
     latest inputs (zero-padded at the front). Sums in the multi-step kernels' order, so streaming
     reproduces the multi-step ops bitwise. -> [*]."""
@@ -230,8 +293,19 @@ def psn_window_step(x_window: Tensor, w_row: Tensor, b_t: Tensor, *, surrogate: 
     k = x_window.shape[0]
     w = _param(w_row.reshape(1, -1), "w_row", x_window, (1, k))
     b = _param(b_t.reshape(1), "b_t", x_window, (1,))
-    return _dispatch(x_window, w, b, 0, surrogate, alpha,
-                     lambda a: reference.surrogate.spike_fn(
-                         (torch.addmm(b.to(x_window.dtype).unsqueeze(1), w.to(x_window.dtype),
-                                      x_window.reshape(k, -1))).reshape((1,) + tuple(x_window.shape[1:])),
-                         surrogate, a), "psn_window_step")[0]
+    return _dispatch(
+        x_window,
+        w,
+        b,
+        0,
+        surrogate,
+        alpha,
+        lambda a: reference.surrogate.spike_fn(
+            (torch.addmm(b.to(x_window.dtype).unsqueeze(1), w.to(x_window.dtype), x_window.reshape(k, -1))).reshape(
+                (1,) + tuple(x_window.shape[1:])
+            ),
+            surrogate,
+            a,
+        ),
+        "psn_window_step",
+    )[0]

@@ -26,6 +26,7 @@ every family: the eager fast path, the custom ops for torch.compile and opcheck,
 rules; the reference (dense torch) runs without native kernels and for float16 / bfloat16 (the native
 kernels take float32, and float64 on CPU).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,7 @@ from ._common import FusedOp, _has_native, _stream, _tracing
 __all__ = ["spike_linear", "spike_conv2d", "pack_spikes", "unpack_spikes", "PackedSpikes", "CROSSOVER"]
 
 KIND_AUTO, KIND_BINARY, KIND_COUNTS, KIND_FLOAT, KIND_TERNARY = -1, 0, 1, 2, 3
-_KINDS = {"auto": KIND_AUTO, "binary": KIND_BINARY, "counts": KIND_COUNTS, "ternary": KIND_TERNARY,
-          "float": KIND_FLOAT}
+_KINDS = {"auto": KIND_AUTO, "binary": KIND_BINARY, "counts": KIND_COUNTS, "ternary": KIND_TERNARY, "float": KIND_FLOAT}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
 # Value classes of csrc/core/spike.h, OR-ed over the elements into info[1] by the pack kernel (0: only 0 and 1)
 CLASS_COUNTS, CLASS_NEG_ONE, CLASS_OTHER = 1, 2, 4
@@ -57,10 +57,18 @@ def _kind_of(classes: int) -> int:
 
 
 def _describe(classes: int) -> str:
-    parts = [text for bit, text in ((CLASS_COUNTS, "counts > 1"), (CLASS_NEG_ONE, "-1 values"),
-                                    (CLASS_OTHER, "other values (fractions, negatives, > 255, inf or NaN)"))
-             if classes & bit]
+    parts = [
+        text
+        for bit, text in (
+            (CLASS_COUNTS, "counts > 1"),
+            (CLASS_NEG_ONE, "-1 values"),
+            (CLASS_OTHER, "other values (fractions, negatives, > 255, inf or NaN)"),
+        )
+        if classes & bit
+    ]
     return " and ".join(parts)
+
+
 MODE_AUTO, MODE_SPARSE, MODE_DENSE = 0, 1, 2
 _MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
 
@@ -80,13 +88,25 @@ CROSSOVER: dict[str, dict[str, Optional[float]]] = {
     # conv 3x3 f+b on 32x32 and 16x16 maps with 64 channels, batch*T = 32 (cpu_conv_crossover.json): 1.01x
     # and 1.37x at 10%, 0.60x and 1.34x at 15%; forward only 10% (cpu_spikes*.json: the runs disagreed
     # between 10% and 20%). 1x1: at most 1.14x (5%), 1.08x at 10%, losing from 15%: the dense GEMM.
-    "cpu": {"linear": 0.30, "conv2d": 0.10, "linear_fwd": 0.30, "conv2d_fwd": 0.10,
-            "conv2d_1x1": None, "conv2d_1x1_fwd": None},
+    "cpu": {
+        "linear": 0.30,
+        "conv2d": 0.10,
+        "linear_fwd": 0.30,
+        "conv2d_fwd": 0.10,
+        "conv2d_1x1": None,
+        "conv2d_1x1_fwd": None,
+    },
     # H100 (cuda_h100_spikes.json): linear forward won up to 2% (1.25x at 1%), f+b never; the conv kernels
     # measured there (70x slower than cuDNN) have since been rewritten (masks + compacted lists, not yet
     # run on a GPU): unset until `spikeforge bench spikes --device cuda` measures them.
-    "cuda": {"linear": None, "conv2d": None, "linear_fwd": None, "conv2d_fwd": None,
-             "conv2d_1x1": None, "conv2d_1x1_fwd": None},
+    "cuda": {
+        "linear": None,
+        "conv2d": None,
+        "linear_fwd": None,
+        "conv2d_fwd": None,
+        "conv2d_1x1": None,
+        "conv2d_1x1_fwd": None,
+    },
 }
 
 # (largest output map in pixels, f+b crossover) for small maps, smallest first. CPU, 3x3 f+b, batch*T = 32
@@ -156,6 +176,7 @@ def _(bits, K, dtype):
 class PackedSpikes(NamedTuple):
     """A binary spike tensor at 1 bit per element: bits [prod(shape[:-1]), ceil(shape[-1] / 64)] int64
     (little-endian within a word, padding bits zero), plus the dense shape and dtype."""
+
     bits: Tensor
     shape: tuple
     dtype: torch.dtype
@@ -187,10 +208,16 @@ def unpack_spikes(p: PackedSpikes) -> Tensor:
     if not isinstance(p, PackedSpikes):
         raise TypeError(f"p must be a PackedSpikes, got {type(p).__name__}")
     K = p.shape[-1] if p.shape else 1
-    if p.bits.dtype != torch.int64 or p.bits.dim() != 2 or p.bits.shape[1] != _words(K) or \
-            p.bits.shape[0] != math.prod(p.shape[:-1]):
-        raise ValueError(f"p.bits has shape {tuple(p.bits.shape)} / dtype {p.bits.dtype}, which does not "
-                         f"match the packed shape {p.shape}")
+    if (
+        p.bits.dtype != torch.int64
+        or p.bits.dim() != 2
+        or p.bits.shape[1] != _words(K)
+        or p.bits.shape[0] != math.prod(p.shape[:-1])
+    ):
+        raise ValueError(
+            f"p.bits has shape {tuple(p.bits.shape)} / dtype {p.bits.dtype}, which does not "
+            f"match the packed shape {p.shape}"
+        )
     if not _native_ok(p.bits, any_dtype=True):
         return reference.unpack_bits(p.bits, K, p.dtype).reshape(p.shape)
     dt = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
@@ -221,8 +248,9 @@ def _resolve_kind(kind: int, info: Tensor) -> int:
         if info.is_cuda:
             torch._assert_async((info[1] & outside) == 0, "spike op: the input does not match input_kind")
         elif int(info[1]) & outside:
-            raise ValueError(f"s: input_kind={_KIND_NAMES[kind]} was promised but s holds "
-                             f"{_describe(int(info[1]) & outside)}")
+            raise ValueError(
+                f"s: input_kind={_KIND_NAMES[kind]} was promised but s holds {_describe(int(info[1]) & outside)}"
+            )
     return kind
 
 
@@ -246,8 +274,9 @@ def _crossover(device: torch.device, layer: str, cp: Optional[list[int]]) -> Opt
     return rate
 
 
-def _use_sparse(mode: int, kind: int, info: Tensor, numel: int, device: torch.device, layer: str,
-                cp: Optional[list[int]] = None) -> bool:
+def _use_sparse(
+    mode: int, kind: int, info: Tensor, numel: int, device: torch.device, layer: str, cp: Optional[list[int]] = None
+) -> bool:
     if mode != MODE_AUTO:
         return mode == MODE_SPARSE
     rate = _crossover(device, layer, cp)
@@ -281,9 +310,18 @@ def _linear_forward_impl(s2d: Tensor, w: Tensor, b: Optional[Tensor], sparse: bo
     return y
 
 
-def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], w: Tensor,
-                          grad_mask: Optional[Tensor], sparse: bool, need_s: bool, need_w: bool,
-                          need_b: bool, signs: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+def _linear_backward_impl(
+    grad_y: Tensor,
+    bits: Optional[Tensor],
+    vals: Optional[Tensor],
+    w: Tensor,
+    grad_mask: Optional[Tensor],
+    sparse: bool,
+    need_s: bool,
+    need_w: bool,
+    need_b: bool,
+    signs: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """signs: the sign words of ternary input (with bits), else None."""
     grad_y, w = grad_y.contiguous(), w.contiguous()
     M, N = grad_y.shape
@@ -302,8 +340,9 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
                 gs = grad_y.new_empty(M, K)
                 ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
                 nonfinite = grad_y.new_empty(1, dtype=torch.int64) if grad_y.is_cuda else None
-                native.spike_linear_grad_input_masked(mask_bits, grad_y, w, gs, ws, torch.get_num_threads(),
-                                                      _stream(grad_y), nonfinite)
+                native.spike_linear_grad_input_masked(
+                    mask_bits, grad_y, w, gs, ws, torch.get_num_threads(), _stream(grad_y), nonfinite
+                )
             else:  # a dense mask: the GEMM is faster
                 gs = (grad_y @ w) * grad_mask.reshape(M, K).to(grad_y.dtype)
     if need_w:
@@ -312,8 +351,7 @@ def _linear_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional
         if sparse:
             gw = grad_y.new_empty(N, K)
             ws = grad_y.new_empty(K, N) if grad_y.is_cuda else None
-            native.spike_linear_grad_weight(bits, vals, grad_y, gw, ws, torch.get_num_threads(), _stream(grad_y),
-                                            signs)
+            native.spike_linear_grad_weight(bits, vals, grad_y, gw, ws, torch.get_num_threads(), _stream(grad_y), signs)
         elif vals is not None:
             gw = grad_y.t() @ vals
         else:
@@ -334,8 +372,24 @@ def _conv_params(s: Tensor, w: Tensor, stride, padding, dilation, groups: int) -
     Cout, _, kh, kw = w.shape
     Ho = (H + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     Wo = (W + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    return [B, Cin, H, W, Cout, kh, kw, Ho, Wo, stride[0], stride[1], padding[0], padding[1], dilation[0],
-            dilation[1], groups]
+    return [
+        B,
+        Cin,
+        H,
+        W,
+        Cout,
+        kh,
+        kw,
+        Ho,
+        Wo,
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        dilation[0],
+        dilation[1],
+        groups,
+    ]
 
 
 def _conv_geometry(cp):
@@ -354,9 +408,19 @@ def _conv_forward_impl(s: Tensor, w: Tensor, b: Optional[Tensor], cp: list[int],
     return y
 
 
-def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[Tensor], w: Tensor,
-                        grad_mask: Optional[Tensor], cp: list[int], sparse: bool, need_s: bool, need_w: bool,
-                        need_b: bool, signs: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+def _conv_backward_impl(
+    grad_y: Tensor,
+    bits: Optional[Tensor],
+    vals: Optional[Tensor],
+    w: Tensor,
+    grad_mask: Optional[Tensor],
+    cp: list[int],
+    sparse: bool,
+    need_s: bool,
+    need_w: bool,
+    need_b: bool,
+    signs: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """signs: the sign words of ternary input (with bits), else None."""
     grad_y, w = grad_y.contiguous(), w.contiguous()
     B, Cin, H, W = cp[:4]
@@ -375,8 +439,18 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
             assert bits is not None  # _split_saved keeps exactly one of bits / vals
             dense = _unpack_impl(bits, Cin * H * W, grad_y.dtype, signs).view(B, Cin, H, W)
         gs, gw, _ = torch.ops.aten.convolution_backward(
-            grad_y, dense, w, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
-            [need_s, True, False])
+            grad_y,
+            dense,
+            w,
+            None,
+            list(stride),
+            list(padding),
+            list(dilation),
+            False,
+            [0, 0],
+            groups,
+            [need_s, True, False],
+        )
     elif need_s:
         gs = torch.nn.grad.conv2d_input((B, Cin, H, W), w, grad_y, stride, padding, dilation, groups)
     if gs is not None and grad_mask is not None:
@@ -385,10 +459,14 @@ def _conv_backward_impl(grad_y: Tensor, bits: Optional[Tensor], vals: Optional[T
         gw = torch.empty_like(w)
         # CUDA workspaces: grad_y channels-last, and one partial grad_w (transposed per group) per sample chunk
         gyt = grad_y.new_empty((B, cp[7], cp[8], cp[4])) if grad_y.is_cuda else None
-        ws = (grad_y.new_empty((native.spike_conv2d_wgrad_chunks(B), Cin * cp[5] * cp[6], cp[4] // groups))
-              if grad_y.is_cuda else None)
-        native.spike_conv2d_grad_weight(bits, vals, grad_y, gw, gyt, ws, cp, torch.get_num_threads(), _stream(grad_y),
-                                        signs)
+        ws = (
+            grad_y.new_empty((native.spike_conv2d_wgrad_chunks(B), Cin * cp[5] * cp[6], cp[4] // groups))
+            if grad_y.is_cuda
+            else None
+        )
+        native.spike_conv2d_grad_weight(
+            bits, vals, grad_y, gw, gyt, ws, cp, torch.get_num_threads(), _stream(grad_y), signs
+        )
     if need_b:
         gb = grad_y.sum((0, 2, 3))
     # each gradient is computed exactly when its need_* flag is set (else None: an empty in its place)
@@ -430,8 +508,7 @@ def _split_saved(kind: int, s: Tensor, bits: Tensor) -> tuple[Optional[Tensor], 
 
 
 def _fake_fwd(s, w, cp, kind):
-    y = (s.new_empty((s.shape[0], w.shape[0])) if cp is None
-         else s.new_empty((cp[0], cp[4], cp[7], cp[8])))
+    y = s.new_empty((s.shape[0], w.shape[0])) if cp is None else s.new_empty((cp[0], cp[4], cp[7], cp[8]))
     r = _rows(s)
     rows = 2 * r.shape[0] if kind == KIND_TERNARY else r.shape[0]  # ternary: the sign words too
     return y, s.new_empty((rows, _words(r.shape[1])), dtype=torch.int64), s.new_empty(2, dtype=torch.int64)
@@ -449,11 +526,11 @@ def _fake_bwd(grad_y, s_shape, w, ns, nw, nb, bias_len):
 # input_kind="binary" (as nn.SpikeLinear / SpikeConv2d do once they have seen their input) to keep 1 bit per
 # element there too. The same save function serves both paths.
 class SpikeOptions(NamedTuple):
-    conv: bool          # spike_conv2d (else spike_linear)
-    cp: list[int]       # conv: the 16 integers of csrc/core/spike.h SpikeConvParams (see _conv_params)
+    conv: bool  # spike_conv2d (else spike_linear)
+    cp: list[int]  # conv: the 16 integers of csrc/core/spike.h SpikeConvParams (see _conv_params)
     mode: int
     kind: int
-    training: bool      # the forward+backward crossover (else the forward-only one)
+    training: bool  # the forward+backward crossover (else the forward-only one)
 
 
 class SpikeBackwardOptions(NamedTuple):
@@ -470,8 +547,15 @@ def _layer(o) -> tuple[str, Optional[list[int]]]:
     return ("conv2d", list(o.cp)) if o.conv else ("linear", None)
 
 
-def _forward(s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor], bits: Optional[Tensor],
-             info: Optional[Tensor], o: SpikeOptions) -> tuple[Tensor, Tensor, Tensor]:
+def _forward(
+    s: Tensor,
+    w: Tensor,
+    b: Optional[Tensor],
+    grad_mask: Optional[Tensor],
+    bits: Optional[Tensor],
+    info: Optional[Tensor],
+    o: SpikeOptions,
+) -> tuple[Tensor, Tensor, Tensor]:
     """-> (y, bits, info). bits / info: the packing of s when the caller made it already (eager path)."""
     layer, cp = _layer(o)
     s, w = s.contiguous(), w.contiguous()
@@ -492,8 +576,21 @@ def _fake_forward(s, w, b, grad_mask, bits, info, o):
 
 def _backward(grad_y, bits, vals, info, w, grad_mask, bo: SpikeBackwardOptions) -> tuple[Tensor, Tensor, Tensor]:
     layer, cp = _layer(bo)
-    return _bwd(layer, grad_y.contiguous(), bits, vals, info, w.contiguous(), grad_mask, cp, bo.mode, bo.kind,
-                bo.need_s, bo.need_w, bo.need_b)
+    return _bwd(
+        layer,
+        grad_y.contiguous(),
+        bits,
+        vals,
+        info,
+        w.contiguous(),
+        grad_mask,
+        cp,
+        bo.mode,
+        bo.kind,
+        bo.need_s,
+        bo.need_w,
+        bo.need_b,
+    )
 
 
 def _fake_backward(grad_y, bits, vals, info, w, grad_mask, bo):
@@ -543,12 +640,25 @@ def _reference(s, w, b, grad_mask, bits, info, o: SpikeOptions):
 # the router's op; op_inputs swaps in a recorder with the same call signature for the duration of a call
 _OP: Union[FusedOp, Callable[..., Any]]
 _OP = FusedOp(
-    "spike", "spikeforge.ops (spike_linear / spike_conv2d)", inputs=("s", "w", "b?", "grad_mask?", "bits?", "info?"),
-    options=SpikeOptions, n_out=3, visible=1, forward=_forward, fake_forward=_fake_forward,
-    bwd_inputs=("grad_y", "bits?", "vals?", "info", "w", "grad_mask?"), bwd_options=SpikeBackwardOptions, n_grads=3,
-    backward=_backward, fake_backward=_fake_backward, save=_save, grads=_grads, reference=_reference,
+    "spike",
+    "spikeforge.ops (spike_linear / spike_conv2d)",
+    inputs=("s", "w", "b?", "grad_mask?", "bits?", "info?"),
+    options=SpikeOptions,
+    n_out=3,
+    visible=1,
+    forward=_forward,
+    fake_forward=_fake_forward,
+    bwd_inputs=("grad_y", "bits?", "vals?", "info", "w", "grad_mask?"),
+    bwd_options=SpikeBackwardOptions,
+    n_grads=3,
+    backward=_backward,
+    fake_backward=_fake_backward,
+    save=_save,
+    grads=_grads,
+    reference=_reference,
     reference_inputs=_reference_inputs,
-    double_backward_hint="pass input_kind='float' so that the op keeps s itself instead of its packed bits")
+    double_backward_hint="pass input_kind='float' so that the op keeps s itself instead of its packed bits",
+)
 spike_fwd, spike_bwd = _OP.fwd_op, _OP.bwd_op
 _NO_CONV = [0] * 16
 
@@ -638,25 +748,39 @@ def _check_mask(grad_mask, s: Tensor) -> Optional[Tensor]:
 
 def _pair(name: str, v, minimum: int) -> tuple[int, int]:
     vals = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
-    if not isinstance(vals, (tuple, list)) or len(vals) != 2 or \
-            not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+    if (
+        not isinstance(vals, (tuple, list))
+        or len(vals) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals)
+    ):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
     if min(vals) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
     return int(vals[0]), int(vals[1])
 
 
-def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optional[Tensor],
-         cp: Optional[list[int]], mode: int, kind: int) -> Tensor:
+def _run(
+    layer: str,
+    s: Tensor,
+    w: Tensor,
+    b: Optional[Tensor],
+    grad_mask: Optional[Tensor],
+    cp: Optional[list[int]],
+    mode: int,
+    kind: int,
+) -> Tensor:
     """The router of the family: a measured kind for eager training calls (see SpikeOptions), the forward
     alone for inference. cp: the conv parameters (conv2d), None for linear."""
     conv = layer == "conv2d"
     public = f"spikeforge.ops.spike_{layer}"
     cpl = _NO_CONV if cp is None else list(cp)
-    plain = (type(s) is torch.Tensor and not _tracing() and not s.is_meta and
-             torch._C._functorch.maybe_current_level() is None)  # functorch transforms go to the op as they are
-    needs_grad = torch.is_grad_enabled() and (s.requires_grad or w.requires_grad or
-                                              (b is not None and b.requires_grad))
+    plain = (
+        type(s) is torch.Tensor
+        and not _tracing()
+        and not s.is_meta
+        and torch._C._functorch.maybe_current_level() is None
+    )  # functorch transforms go to the op as they are
+    needs_grad = torch.is_grad_enabled() and (s.requires_grad or w.requires_grad or (b is not None and b.requires_grad))
     if plain and not needs_grad:
         if mode != MODE_AUTO and kind == KIND_AUTO:  # inference with a fixed path: no packing needed
             sparse = mode == MODE_SPARSE
@@ -674,8 +798,15 @@ def _run(layer: str, s: Tensor, w: Tensor, b: Optional[Tensor], grad_mask: Optio
     return _OP((s, w, b, grad_mask, bits, info), SpikeOptions(conv, cpl, mode, kind, True), public)
 
 
-def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, mode: str = "auto",
-                 input_kind: str = "auto", grad_mask: Optional[Tensor] = None) -> Tensor:
+def spike_linear(
+    s: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    *,
+    mode: str = "auto",
+    input_kind: str = "auto",
+    grad_mask: Optional[Tensor] = None,
+) -> Tensor:
     """Y = S W^T + b, event-driven below the firing-rate crossover. s [..., K] (binary spikes, small
     non-negative integer counts, ternary spikes -1/0/1, or any float), weight [N, K], bias [N] or None ->
     [..., N].
@@ -709,10 +840,19 @@ def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, mo
     return _run("linear", s2d, weight, bias, gm, None, m, k).reshape(lead + (N,))
 
 
-def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                 stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
-                 dilation: Union[int, Sequence[int]] = 1, groups: int = 1, *, mode: str = "auto",
-                 input_kind: str = "auto", grad_mask: Optional[Tensor] = None) -> Tensor:
+def spike_conv2d(
+    s: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Sequence[int]] = 1,
+    padding: Union[int, Sequence[int]] = 0,
+    dilation: Union[int, Sequence[int]] = 1,
+    groups: int = 1,
+    *,
+    mode: str = "auto",
+    input_kind: str = "auto",
+    grad_mask: Optional[Tensor] = None,
+) -> Tensor:
     """2-D convolution of a spike tensor, event-driven below the firing-rate crossover.
     s [N, Cin, H, W] or [T, B, Cin, H, W]; weight [Cout, Cin / groups, kh, kw]; bias [Cout] or None.
     mode, input_kind and grad_mask as in spike_linear."""
@@ -731,8 +871,7 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     Cout, cin_g, kh, kw = weight.shape
     Cin = s.shape[-3]
     if groups < 1 or Cin % groups or Cout % groups:
-        raise ValueError(f"groups must be >= 1 and divide in_channels ({Cin}) and out_channels ({Cout}), "
-                         f"got {groups}")
+        raise ValueError(f"groups must be >= 1 and divide in_channels ({Cin}) and out_channels ({Cout}), got {groups}")
     if cin_g * groups != Cin:
         raise ValueError(f"weight: in_channels / groups = {cin_g} does not match s's {Cin} channels / {groups}")
     if bias is not None:
@@ -746,8 +885,10 @@ def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     s4 = s.reshape((math.prod(lead),) + tuple(s.shape[-3:]))  # not -1: ambiguous when H or W is 0
     cp = _conv_params(s4, weight, st, pd, dl, groups)
     if cp[7] < 1 or cp[8] < 1:
-        raise ValueError(f"s: input {tuple(s.shape[-2:])} is smaller than the dilated kernel "
-                         f"({dl[0] * (kh - 1) + 1}, {dl[1] * (kw - 1) + 1}) after padding {pd}")
+        raise ValueError(
+            f"s: input {tuple(s.shape[-2:])} is smaller than the dilated kernel "
+            f"({dl[0] * (kh - 1) + 1}, {dl[1] * (kw - 1) + 1}) after padding {pd}"
+        )
     if not _native_ok(s):
         return reference.spike_conv2d(s, weight, bias, st, pd, dl, groups, grad_mask)
     gm = None if grad_mask is None else grad_mask.reshape(s4.shape)
@@ -766,8 +907,11 @@ def spike_stats(s: Tensor) -> tuple[int, str]:
     if not _native_ok(flat):
         v = flat.float()
         counts = (v > 1) & (v <= 255) & (v == v.round())
-        classes = (CLASS_COUNTS if bool(counts.any()) else 0) | (CLASS_NEG_ONE if bool((v == -1).any()) else 0) | \
-            (CLASS_OTHER if bool((~(counts | (v == 0) | (v == 1) | (v == -1))).any()) else 0)
+        classes = (
+            (CLASS_COUNTS if bool(counts.any()) else 0)
+            | (CLASS_NEG_ONE if bool((v == -1).any()) else 0)
+            | (CLASS_OTHER if bool((~(counts | (v == 0) | (v == 1) | (v == -1))).any()) else 0)
+        )
         return int((v != 0).sum()), _KIND_NAMES[_kind_of(classes)]
     _, info = _pack_impl(flat.contiguous())
     return int(info[0]), _KIND_NAMES[_kind_of(int(info[1]))]

@@ -1,7 +1,22 @@
 """Plain-PyTorch implementations of every spikeforge op: the ground truth for tests and the
 fallback when the native module lacks a device."""
-from .neuron import (alif, alpha_neuron, if_neuron, if_step, ilif, leaky, lif, lif_step, neuron_from_options,  # noqa: F401
-                     norse_lif, plif, plif_step, synaptic, ternary_lif)
+
+from .neuron import (
+    alif,
+    alpha_neuron,
+    if_neuron,
+    if_step,
+    ilif,
+    leaky,
+    lif,
+    lif_step,
+    neuron_from_options,  # noqa: F401
+    norse_lif,
+    plif,
+    plif_step,
+    synaptic,
+    ternary_lif,
+)
 from .surrogate import SURROGATES, spike_fn, surrogate_grad  # noqa: F401
 from .psn import band_mask, masked_psn, psn, sliding_psn  # noqa: F401,E402
 from .spike import pack_bits, spike_conv2d, spike_linear, unpack_bits  # noqa: F401,E402

@@ -2,6 +2,7 @@
 
 H = W X + b computed as a GEMM over the flattened neurons (what SpikingJelly does), S = Heaviside(H).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,5 +39,5 @@ def sliding_psn(x_seq, weight, bias, *, surrogate="atan", alpha=None):
     k, T = weight.shape[0], x_seq.shape[0]
     x2 = x_seq.reshape(T, math.prod(x_seq.shape[1:]))
     xp = F.pad(x2, (0, 0, k - 1, 0))  # k-1 zero steps in front
-    h = bias.to(x2.dtype).reshape(()) + sum(weight[i].to(x2.dtype) * xp[i:i + T] for i in range(k))
+    h = bias.to(x2.dtype).reshape(()) + sum(weight[i].to(x2.dtype) * xp[i : i + T] for i in range(k))
     return spike_fn(h.reshape(x_seq.shape), surrogate, alpha)

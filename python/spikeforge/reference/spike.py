@@ -5,6 +5,7 @@ The synaptic layers are the dense ops themselves (Y = S W^T + b, conv2d); autogr
 dS = dY W, db = sum dY. The packed form is 1 bit per element, little-endian within int64 words: bit j of
 word w of a row is element 64 w + j, padding bits zero (csrc/core/spike.h).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -37,23 +38,31 @@ def unpack_bits(bits: Tensor, K: int, dtype=torch.float32) -> Tensor:
     return b.reshape(R, words * 64)[:, :K].to(dtype)
 
 
-def spike_linear(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                 grad_mask: Optional[Tensor] = None) -> Tensor:
+def spike_linear(
+    s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, grad_mask: Optional[Tensor] = None
+) -> Tensor:
     """Y = S W^T + b for s [..., K]; with grad_mask, dS is zero where grad_mask is False."""
     if grad_mask is not None:
         s = _MaskGrad.apply(s, grad_mask)
     return F.linear(s, weight.to(s.dtype), None if bias is None else bias.to(s.dtype))
 
 
-def spike_conv2d(s: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
-                 groups: int = 1, grad_mask: Optional[Tensor] = None) -> Tensor:
+def spike_conv2d(
+    s: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    grad_mask: Optional[Tensor] = None,
+) -> Tensor:
     """conv2d over s [N, C, H, W] or [T, B, C, H, W] (T and B flattened, then restored)."""
     if grad_mask is not None:
         s = _MaskGrad.apply(s, grad_mask)
     lead = s.shape[:-3]
     x = s.reshape((-1,) + tuple(s.shape[-3:]))
-    y = F.conv2d(x, weight.to(s.dtype), None if bias is None else bias.to(s.dtype), stride, padding, dilation,
-                 groups)
+    y = F.conv2d(x, weight.to(s.dtype), None if bias is None else bias.to(s.dtype), stride, padding, dilation, groups)
     return y.reshape(tuple(lead) + tuple(y.shape[1:]))
 
 

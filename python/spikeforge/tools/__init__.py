@@ -11,9 +11,21 @@ the source checkout's bench/ folder.
 ``spikeforge.tools.energy`` is the function (the module's names are imported from
 ``spikeforge.tools.energy`` by ``from ... import``, which reads the module, or re-exported here).
 """
+
 from .energy import E_AC_PJ, E_MAC_PJ, EnergyOp, EnergyReport, LayerEnergy, energy, matmul_op  # noqa: F401
 from .energy import estimating, report_op  # noqa: F401
 from .monitor import FiringRateMonitor, LayerRate  # noqa: F401
 
-__all__ = ["energy", "EnergyOp", "matmul_op", "report_op", "estimating", "EnergyReport", "LayerEnergy", "E_MAC_PJ", "E_AC_PJ", "FiringRateMonitor",
-           "LayerRate"]
+__all__ = [
+    "energy",
+    "EnergyOp",
+    "matmul_op",
+    "report_op",
+    "estimating",
+    "EnergyReport",
+    "LayerEnergy",
+    "E_MAC_PJ",
+    "E_AC_PJ",
+    "FiringRateMonitor",
+    "LayerRate",
+]

@@ -1,4 +1,5 @@
 """Plain-text tables and number formatting for the tools' reports and the command line."""
+
 from __future__ import annotations
 
 import math

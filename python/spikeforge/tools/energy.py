@@ -40,6 +40,7 @@ unless energy() is running). The operand is the tensor whose non-zero entries tr
 and kind (spikes / counts / real) are measured from it, and its leading dimensions give the steps. A module with
 ``energy_ops`` is never counted by the built-in rules, so a custom synaptic layer can also use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,11 +55,22 @@ from torch import Tensor, nn
 from ..nn._accounting import EnergyOp, estimating, listening, matmul_op, report_op
 from ..nn.observe import is_neuron
 
-__all__ = ["E_MAC_PJ", "E_AC_PJ", "EnergyOp", "LayerEnergy", "EnergyReport", "energy", "layer_macs",
-           "input_kind", "matmul_op", "report_op", "estimating"]
+__all__ = [
+    "E_MAC_PJ",
+    "E_AC_PJ",
+    "EnergyOp",
+    "LayerEnergy",
+    "EnergyReport",
+    "energy",
+    "layer_macs",
+    "input_kind",
+    "matmul_op",
+    "report_op",
+    "estimating",
+]
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014), as in the papers
-E_AC_PJ = 0.9   # pJ per 32-bit float accumulate
+E_AC_PJ = 0.9  # pJ per 32-bit float accumulate
 
 KINDS = ("spikes", "counts", "real")
 
@@ -71,6 +83,7 @@ class LayerEnergy:
     None when every input was real-valued. macs: MACs per time step (the ANN twin's). steps: time steps
     computed. sops: accumulates. mac_ops: multiply-accumulates charged at E_MAC. energy_pj, ann_energy_pj.
     """
+
     name: str
     type: str
     kind: str = ""
@@ -96,6 +109,7 @@ class EnergyReport:
     mean_rate: the synaptic layers' input firing rate weighted by their MACs (what the SOPs are made of).
     neuron_rate: spikes per neuron per step over every neuron layer of the run, the number
     FiringRateMonitor's table ends with for the same model, input and mode (None without neurons)."""
+
     layers: list
     T: int
     batch_size: int
@@ -117,10 +131,18 @@ class EnergyReport:
     def as_dict(self) -> dict:
         layers = [{k: v for k, v in asdict(layer).items() if not k.startswith("_")} for layer in self.layers]
         d = {k: v for k, v in asdict(self).items() if k != "layers"}
-        return {**d, "ratio": self.ratio, "layers": layers, "units": {
-            "macs": "multiply-accumulates per time step per sample (the ANN twin's)",
-            "sops": "accumulates per inference (rate x T x MACs)", "mac_ops": "MACs charged at E_MAC per inference",
-            "energy_pj": "pJ per inference", "total_energy_mj": "mJ per inference"}}
+        return {
+            **d,
+            "ratio": self.ratio,
+            "layers": layers,
+            "units": {
+                "macs": "multiply-accumulates per time step per sample (the ANN twin's)",
+                "sops": "accumulates per inference (rate x T x MACs)",
+                "mac_ops": "MACs charged at E_MAC per inference",
+                "energy_pj": "pJ per inference",
+                "total_energy_mj": "mJ per inference",
+            },
+        }
 
     def table(self) -> str:
         from ._text import format_table
@@ -131,18 +153,43 @@ class EnergyReport:
                     return f"{v / scale:.3f}{unit}"
             return f"{v:.0f}"
 
-        rows = [[r.name, r.type, r.kind + (" (once)" if r.time_invariant else ""),
-                 "-" if r.rate is None else f"{r.rate:.4f}", f"{r.steps:g}", big(r.macs), big(r.sops),
-                 big(r.mac_ops), f"{r.energy_pj / 1e6:.4f}", f"{r.ann_energy_pj / 1e6:.4f}"] for r in self.layers]
-        rows.append(["total", "", "", "-" if self.mean_rate is None else f"{self.mean_rate:.4f}", "",
-                     big(self.total_macs), big(self.total_sops), big(self.total_mac_ops),
-                     f"{self.total_energy_mj * 1e3:.4f}", f"{self.ann_energy_mj * 1e3:.4f}"])
+        rows = [
+            [
+                r.name,
+                r.type,
+                r.kind + (" (once)" if r.time_invariant else ""),
+                "-" if r.rate is None else f"{r.rate:.4f}",
+                f"{r.steps:g}",
+                big(r.macs),
+                big(r.sops),
+                big(r.mac_ops),
+                f"{r.energy_pj / 1e6:.4f}",
+                f"{r.ann_energy_pj / 1e6:.4f}",
+            ]
+            for r in self.layers
+        ]
+        rows.append(
+            [
+                "total",
+                "",
+                "",
+                "-" if self.mean_rate is None else f"{self.mean_rate:.4f}",
+                "",
+                big(self.total_macs),
+                big(self.total_sops),
+                big(self.total_mac_ops),
+                f"{self.total_energy_mj * 1e3:.4f}",
+                f"{self.ann_energy_mj * 1e3:.4f}",
+            ]
+        )
         head = ["layer", "type", "input", "rate", "steps", "MACs/step", "SOPs", "MAC ops", "energy uJ", "ANN uJ"]
         ratio = "n/a" if self.ratio is None else f"{self.ratio:.2f}x"
-        foot = (f"per image (batch totals / {self.batch_size} images, T={self.T}); E_MAC={self.e_mac_pj} pJ, "
-                f"E_AC={self.e_ac_pj} pJ; SOPs = rate x steps x MACs/step for spike inputs, real inputs charged "
-                f"MACs\nenergy: {self.total_energy_mj:.6f} mJ per image; ANN equivalent (E_MAC x MACs/step): "
-                f"{self.ann_energy_mj:.6f} mJ per image; ANN / SNN = {ratio}")
+        foot = (
+            f"per image (batch totals / {self.batch_size} images, T={self.T}); E_MAC={self.e_mac_pj} pJ, "
+            f"E_AC={self.e_ac_pj} pJ; SOPs = rate x steps x MACs/step for spike inputs, real inputs charged "
+            f"MACs\nenergy: {self.total_energy_mj:.6f} mJ per image; ANN equivalent (E_MAC x MACs/step): "
+            f"{self.ann_energy_mj:.6f} mJ per image; ANN / SNN = {ratio}"
+        )
         return format_table(head, rows, left=3) + "\n" + foot
 
 
@@ -232,8 +279,7 @@ class _Estimator:
         xv = x.detach().reshape(self.T, -1)  # time-major layouts: [T*B, ...] and [T, B, ...]
         return bool((xv == xv[:1]).all())
 
-    def add(self, name: str, type_name: str, macs: float, kind: str, rate: float, steps: int,
-            invariant: bool) -> None:
+    def add(self, name: str, type_name: str, macs: float, kind: str, rate: float, steps: int, invariant: bool) -> None:
         rec = self.layers.get(name)
         if rec is None:
             rec = self.layers[name] = LayerEnergy(name=name, type=type_name)
@@ -268,8 +314,10 @@ class _Estimator:
                 return
             kind, rate = input_kind(x)
             steps = self.steps_of(x.shape)
-            self.add(name, type(module).__name__, macs, kind, rate, steps,
-                     kind == "real" and self.time_invariant(x, steps))
+            self.add(
+                name, type(module).__name__, macs, kind, rate, steps, kind == "real" and self.time_invariant(x, steps)
+            )
+
         return fn
 
     def _reported(self, name: str, module: nn.Module, ops, where: str) -> None:
@@ -278,14 +326,19 @@ class _Estimator:
                 op = EnergyOp(*op)
             if not isinstance(op.name, str):
                 raise TypeError(f"{where}: EnergyOp.name must be a str, got {type(op.name).__name__}")
-            if isinstance(op.macs, bool) or not isinstance(op.macs, numbers.Real) or not math.isfinite(op.macs) \
-                    or op.macs < 0:
+            if (
+                isinstance(op.macs, bool)
+                or not isinstance(op.macs, numbers.Real)
+                or not math.isfinite(op.macs)
+                or op.macs < 0
+            ):
                 raise ValueError(f"{where}: EnergyOp.macs must be a finite number >= 0, got {op.macs!r}")
             label = ".".join(p for p in (name, op.name) if p) or type(module).__name__
             if op.operand is not None:
                 if not isinstance(op.operand, Tensor):
-                    raise TypeError(f"{where}: EnergyOp.operand must be a torch.Tensor or None, "
-                                    f"got {type(op.operand).__name__}")
+                    raise TypeError(
+                        f"{where}: EnergyOp.operand must be a torch.Tensor or None, got {type(op.operand).__name__}"
+                    )
                 kind, rate = input_kind(op.operand)
                 steps = op.steps if op.steps is not None else self.steps_of(op.operand.shape)
                 invariant = kind == "real" and self.time_invariant(op.operand, steps)
@@ -295,8 +348,9 @@ class _Estimator:
                 steps, invariant = (op.steps if op.steps is not None else self.T), False
             if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
                 raise ValueError(f"{where}: EnergyOp.steps must be an int >= 1, got {steps!r}")
-            self.add(label, type(module).__name__ + (f".{op.name}" if op.name else ""), op.macs, kind, rate,
-                     steps, invariant)
+            self.add(
+                label, type(module).__name__ + (f".{op.name}" if op.name else ""), op.macs, kind, rate, steps, invariant
+            )
 
     def reported(self, module: nn.Module, ops) -> None:
         """report_op's listener (nn._accounting): ops reported from inside a module's forward."""
@@ -322,8 +376,11 @@ class _Estimator:
         for rec in self.layers.values():
             rec.kind = rec._kinds[0] if len(rec._kinds) == 1 else "mixed"
             rec.steps = rec._dense / rec.macs if rec.macs else 0.0
-            rec.rate = rec.sops / rec._spike_dense if rec._spike_dense > 0 else (
-                0.0 if rec._kinds and "real" not in rec._kinds else None)
+            rec.rate = (
+                rec.sops / rec._spike_dense
+                if rec._spike_dense > 0
+                else (0.0 if rec._kinds and "real" not in rec._kinds else None)
+            )
             rec.energy_pj = self.e_mac * rec.mac_ops + self.e_ac * rec.sops
             rec.ann_energy_pj = self.e_mac * rec.macs
             rep.layers.append(rec)
@@ -356,9 +413,16 @@ def _count(name: str, v) -> int:
     return v
 
 
-def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Optional[int] = None,
-           batch_size: Optional[int] = None, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ,
-           eval_mode: bool = True) -> EnergyReport:
+def energy(
+    model: nn.Module,
+    inputs: Union[Tensor, Sequence[Tensor]],
+    *,
+    T: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    e_mac: float = E_MAC_PJ,
+    e_ac: float = E_AC_PJ,
+    eval_mode: bool = True,
+) -> EnergyReport:
     """Runs model(inputs) once (no_grad; eval mode unless eval_mode=False) and returns an EnergyReport:
     per layer the input firing rate, MACs per step, SOPs, MACs charged, energy and the ANN-equivalent
     energy, with per-inference totals (mJ). See the module docstring for the convention.
@@ -379,8 +443,9 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     if not args or not all(isinstance(a, Tensor) for a in args):
-        raise TypeError("inputs must be a torch.Tensor or a non-empty tuple/list of tensors, got "
-                        f"{type(inputs).__name__}")
+        raise TypeError(
+            f"inputs must be a torch.Tensor or a non-empty tuple/list of tensors, got {type(inputs).__name__}"
+        )
     x = args[0]
     if x.dim() == 0:
         raise ValueError("inputs: the first tensor needs a batch dimension, got a 0-d tensor")
@@ -391,8 +456,9 @@ def energy(model: nn.Module, inputs: Union[Tensor, Sequence[Tensor]], *, T: Opti
         elif x.dim() == 5:
             T = x.shape[0]
         else:
-            raise ValueError("T: the model has no integer attribute T and the input is not a sequence "
-                             "[T, B, C, H, W]; pass T=...")
+            raise ValueError(
+                "T: the model has no integer attribute T and the input is not a sequence [T, B, C, H, W]; pass T=..."
+            )
     T = _count("T", T)
     if batch_size is None:
         batch_size = x.shape[1] if (x.dim() == 5 or (x.dim() == 3 and x.shape[0] == T)) else x.shape[0]

@@ -22,6 +22,7 @@ kernel without its forward, so no hook would fire. While attached, the monitor h
 those models through BN, then the neuron's forward: the same values, one more saved tensor per layer
 while monitoring.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = ["FiringRateMonitor", "LayerRate", "is_neuron"]
 @dataclass
 class LayerRate:
     """Summary of one neuron layer: rate = spikes / (neurons x steps x samples seen)."""
+
     name: str
     type: str
     rate: float
@@ -55,8 +57,8 @@ class _Record:
         self.spikes: Optional[Tensor] = None
         self.elements = 0
         self.calls = 0
-        self.per_step: Optional[Tensor] = None   # spikes per time step, summed over calls
-        self.per_step_elements: list[int] = []   # neuron-steps per time step
+        self.per_step: Optional[Tensor] = None  # spikes per time step, summed over calls
+        self.per_step_elements: list[int] = []  # neuron-steps per time step
 
 
 class FiringRateMonitor:
@@ -130,12 +132,14 @@ class FiringRateMonitor:
                     rec.per_step = per
                 else:  # sequences of different lengths: grow to the longest
                     n = max(rec.per_step.shape[0], steps)
-                    rec.per_step = torch.nn.functional.pad(rec.per_step, (0, n - rec.per_step.shape[0])) + \
-                        torch.nn.functional.pad(per, (0, n - steps))
+                    rec.per_step = torch.nn.functional.pad(
+                        rec.per_step, (0, n - rec.per_step.shape[0])
+                    ) + torch.nn.functional.pad(per, (0, n - steps))
                 per_el = o.numel() // steps
                 rec.per_step_elements += [0] * (steps - len(rec.per_step_elements))
                 for t in range(steps):
                     rec.per_step_elements[t] += per_el
+
         return fn
 
     # -------------------------------------------------------------------------------- results
@@ -147,8 +151,9 @@ class FiringRateMonitor:
             per = None
             if r.per_step is not None:
                 per = [float(s) / e if e else 0.0 for s, e in zip(r.per_step.tolist(), r.per_step_elements)]
-            out.append(LayerRate(name, r.type, spikes / r.elements if r.elements else 0.0, spikes, r.elements,
-                                 r.calls, per))
+            out.append(
+                LayerRate(name, r.type, spikes / r.elements if r.elements else 0.0, spikes, r.elements, r.calls, per)
+            )
         return out
 
     def rates(self) -> dict[str, float]:
@@ -172,12 +177,16 @@ class FiringRateMonitor:
         rows = []
         for s in summ:
             per = [f"{v:.4f}" for v in (s.per_step or [])[:show]]
-            rows.append([s.name, s.type, f"{s.rate:.4f}", f"{s.spikes:.0f}", str(s.elements), str(s.calls)]
-                        + per + [""] * (show - len(per)))
+            rows.append(
+                [s.name, s.type, f"{s.rate:.4f}", f"{s.spikes:.0f}", str(s.elements), str(s.calls)]
+                + per
+                + [""] * (show - len(per))
+            )
         total_sp = sum(s.spikes for s in summ)
         total_el = sum(s.elements for s in summ)
-        foot = (f"all layers: {total_sp:.0f} spikes / {total_el} neuron-steps = {total_sp / max(total_el, 1):.4f}"
-                + (f" (per-step columns: first {show} of {steps})" if steps > show else ""))
+        foot = f"all layers: {total_sp:.0f} spikes / {total_el} neuron-steps = {total_sp / max(total_el, 1):.4f}" + (
+            f" (per-step columns: first {show} of {steps})" if steps > show else ""
+        )
         return format_table(head, rows, left=2) + "\n" + foot
 
     def plot(self, path: str, title: Optional[str] = None) -> str:
@@ -198,8 +207,9 @@ class FiringRateMonitor:
         names = [s.name for s in summ]
         steps = max((len(s.per_step) for s in summ if s.per_step), default=0)
         panels = 2 if steps else 1
-        fig, axes = plt.subplots(1, panels, figsize=(6 + 0.25 * len(names) + 4 * (panels - 1),
-                                                     3 + 0.22 * len(names)), squeeze=False)
+        fig, axes = plt.subplots(
+            1, panels, figsize=(6 + 0.25 * len(names) + 4 * (panels - 1), 3 + 0.22 * len(names)), squeeze=False
+        )
         ax = axes[0][0]
         ax.barh(range(len(names)), [s.rate for s in summ], color="C0")
         ax.set_yticks(range(len(names)))
@@ -208,8 +218,10 @@ class FiringRateMonitor:
         ax.set_xlabel("firing rate (spikes per neuron per step)")
         ax.grid(axis="x", alpha=0.3)
         if steps:
-            grid = [[(s.per_step[t] if s.per_step and t < len(s.per_step) else float("nan")) for t in range(steps)]
-                    for s in summ]
+            grid = [
+                [(s.per_step[t] if s.per_step and t < len(s.per_step) else float("nan")) for t in range(steps)]
+                for s in summ
+            ]
             im = axes[0][1].imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
             axes[0][1].set_yticks(range(len(names)))
             axes[0][1].set_yticklabels(names, fontsize=7)
