@@ -13,8 +13,9 @@
 namespace spikeforge {
 
 [[noreturn]] inline void fail_no_cuda(const char* op) {
-  fail_arg(std::string(op) + ": the tensors are on a CUDA device but spikeforge was built without CUDA kernels "
-                             "(spikeforge info shows the build; reinstall with SPIKEFORGE_WITH_CUDA=ON)");
+  fail_arg(std::string(op) +
+           ": the tensors are on a CUDA device but spikeforge was built without CUDA kernels "
+           "(spikeforge info shows the build; reinstall with SPIKEFORGE_WITH_CUDA=ON)");
 }
 
 }  // namespace spikeforge

@@ -20,9 +20,8 @@ AttentionParams make_params(int64_t T, int64_t B, int64_t N, int64_t D, double s
   return p;
 }
 
-void ssa_forward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle ktv_ws, int64_t T,
-                    int64_t B, int64_t N, int64_t D, double scale, const NeuronParams& neuron, int num_threads,
-                    uintptr_t stream) {
+void ssa_forward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle ktv_ws, int64_t T, int64_t B,
+                    int64_t N, int64_t D, double scale, const NeuronParams& neuron, int num_threads, uintptr_t stream) {
   const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
   const OptView ws(ktv_ws, "ktv_ws");
   const AttentionParams p = make_params(T, B, N, D, scale, neuron);
@@ -34,9 +33,8 @@ void ssa_forward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb
 void ssa_backward_py(nb::handle grad_out, nb::handle q, nb::handle k, nb::handle v, nb::handle grad_q,
                      nb::handle grad_k, nb::handle grad_v, int64_t T, int64_t B, int64_t N, int64_t D, double scale,
                      const NeuronParams& neuron, int num_threads) {
-  const TensorView go = to_view(grad_out, "grad_out"), qv = to_view(q, "q"), kv = to_view(k, "k"),
-                   vv = to_view(v, "v"), gq = to_view(grad_q, "grad_q"), gk = to_view(grad_k, "grad_k"),
-                   gv = to_view(grad_v, "grad_v");
+  const TensorView go = to_view(grad_out, "grad_out"), qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"),
+                   gq = to_view(grad_q, "grad_q"), gk = to_view(grad_k, "grad_k"), gv = to_view(grad_v, "grad_v");
   const AttentionParams p = make_params(T, B, N, D, scale, neuron);
   const ExecConfig ex{num_threads, nullptr};
   nb::gil_scoped_release release;
@@ -63,26 +61,29 @@ void reduce_forward_py(nb::handle a, nb::handle b2, nb::handle m, nb::handle out
 }  // namespace
 
 void register_attention(nb::module_& m) {
-  m.def("attention_ssa_workspace", [](int64_t T, int64_t B, int64_t N, int64_t D, bool cuda) {
-    AttentionParams p;
-    p.T = T;
-    p.B = B;
-    p.N = N;
-    p.D = D;
-    return ssa_workspace_elems(p, cuda ? DeviceKind::cuda : DeviceKind::cpu);
-  }, nb::arg("T"), nb::arg("B"), nb::arg("N"), nb::arg("D"), nb::arg("cuda"),
-        "float32 elements of the K^T V workspace attention_ssa_forward takes on this device (0 on CPU).");
+  m.def(
+      "attention_ssa_workspace",
+      [](int64_t T, int64_t B, int64_t N, int64_t D, bool cuda) {
+        AttentionParams p;
+        p.T = T;
+        p.B = B;
+        p.N = N;
+        p.D = D;
+        return ssa_workspace_elems(p, cuda ? DeviceKind::cuda : DeviceKind::cpu);
+      },
+      nb::arg("T"), nb::arg("B"), nb::arg("N"), nb::arg("D"), nb::arg("cuda"),
+      "float32 elements of the K^T V workspace attention_ssa_forward takes on this device (0 on CPU).");
   m.def("attention_ssa_forward", &ssa_forward_py, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
         nb::arg("ktv_ws").none(), nb::arg("T"), nb::arg("B"), nb::arg("N"), nb::arg("D"), nb::arg("scale"),
         nb::arg("neuron"), nb::arg("num_threads"), nb::arg("stream"),
         "Spikformer SSA fused with the attention LIF into a preallocated output (see csrc/core/attention.h).");
   m.def("attention_ssa_backward", &ssa_backward_py, nb::arg("grad_out"), nb::arg("q"), nb::arg("k"), nb::arg("v"),
-        nb::arg("grad_q"), nb::arg("grad_k"), nb::arg("grad_v"), nb::arg("T"), nb::arg("B"), nb::arg("N"),
-        nb::arg("D"), nb::arg("scale"), nb::arg("neuron"), nb::arg("num_threads"),
+        nb::arg("grad_q"), nb::arg("grad_k"), nb::arg("grad_v"), nb::arg("T"), nb::arg("B"), nb::arg("N"), nb::arg("D"),
+        nb::arg("scale"), nb::arg("neuron"), nb::arg("num_threads"),
         "SSA backward on CPU into preallocated gradients, the forward recomputed (see csrc/core/attention.h).");
-  m.def("attention_reduce_forward", &reduce_forward_py, nb::arg("a"), nb::arg("b").none(), nb::arg("m"),
-        nb::arg("out"), nb::arg("pre"), nb::arg("mask"), nb::arg("reduce_tokens"), nb::arg("T"), nb::arg("B"),
-        nb::arg("N"), nb::arg("D"), nb::arg("neuron"), nb::arg("num_threads"), nb::arg("stream"),
+  m.def("attention_reduce_forward", &reduce_forward_py, nb::arg("a"), nb::arg("b").none(), nb::arg("m"), nb::arg("out"),
+        nb::arg("pre"), nb::arg("mask"), nb::arg("reduce_tokens"), nb::arg("T"), nb::arg("B"), nb::arg("N"),
+        nb::arg("D"), nb::arg("neuron"), nb::arg("num_threads"), nb::arg("stream"),
         "SDSA / QK attention: a sum over tokens (reduce_tokens) or channels, the attention LIF, and the "
         "masked product, into preallocated outputs (see csrc/core/attention.h).");
 }

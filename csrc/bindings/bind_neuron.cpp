@@ -19,8 +19,7 @@ struct OptViews {
   const TensorView* ptrs[N] = {};
   OptViews(nb::handle seq, const char* name) {
     const nb::tuple t = nb::borrow<nb::tuple>(seq);
-    SF_CHECK_ARG(static_cast<int>(t.size()) <= N,
-                 std::string(name) + ": at most " + std::to_string(N) + " entries");
+    SF_CHECK_ARG(static_cast<int>(t.size()) <= N, std::string(name) + ": at most " + std::to_string(N) + " entries");
     for (size_t i = 0; i < t.size(); ++i) {
       if (t[i].is_none()) continue;
       const std::string label = std::string(name) + "[" + std::to_string(i) + "]";
@@ -58,8 +57,8 @@ void forward(nb::handle x, nb::tuple state_init, nb::tuple slots, nb::handle spi
 
 void backward(nb::handle grad_spike, nb::tuple grad_state_out, nb::handle x, nb::handle saved, nb::tuple state_init,
               nb::tuple slots, nb::handle grad_x, nb::tuple grad_state_init, nb::tuple grad_slot_ws,
-              nb::tuple grad_slots, const NeuronParams& opts, int64_t T, int64_t N, nb::tuple layouts,
-              int num_threads, uintptr_t stream) {
+              nb::tuple grad_slots, const NeuronParams& opts, int64_t T, int64_t N, nb::tuple layouts, int num_threads,
+              uintptr_t stream) {
   const TensorView gs = to_view(grad_spike, "grad_spike"), gx = to_view(grad_x, "grad_x");
   const OptViews<kMaxStates> gout(grad_state_out, "grad_state_out"), init(state_init, "state_init"),
       ginit(grad_state_init, "grad_state_init");
@@ -113,22 +112,28 @@ void register_neuron(nb::module_& m) {
           })
       .def_rw("alpha", &NeuronParams::alpha)
       .def_rw("beta_sg", &NeuronParams::beta_sg);
-  m.def("neuron_states", [](int model) {
-    check_enum<NeuronModel>(model, kNumNeuronModels, "model");
-    return neuron_states(static_cast<NeuronModel>(model));
-  }, "State variables of a neuron model.");
-  m.def("neuron_saved", [](int model) {
-    check_enum<NeuronModel>(model, kNumNeuronModels, "model");
-    return neuron_saved(static_cast<NeuronModel>(model));
-  }, "Values per neuron and step a model saves for backward.");
+  m.def(
+      "neuron_states",
+      [](int model) {
+        check_enum<NeuronModel>(model, kNumNeuronModels, "model");
+        return neuron_states(static_cast<NeuronModel>(model));
+      },
+      "State variables of a neuron model.");
+  m.def(
+      "neuron_saved",
+      [](int model) {
+        check_enum<NeuronModel>(model, kNumNeuronModels, "model");
+        return neuron_saved(static_cast<NeuronModel>(model));
+      },
+      "Values per neuron and step a model saves for backward.");
   m.def("neuron_forward", &forward, nb::arg("x"), nb::arg("state_init"), nb::arg("slots"), nb::arg("spike"),
         nb::arg("state_out"), nb::arg("saved").none(), nb::arg("params"), nb::arg("T"), nb::arg("N"),
         nb::arg("layouts"), nb::arg("num_threads"), nb::arg("stream"),
         "Multi-step neuron forward into preallocated outputs (csrc/core/neuron.h).");
   m.def("neuron_backward", &backward, nb::arg("grad_spike"), nb::arg("grad_state_out"), nb::arg("x").none(),
-        nb::arg("saved").none(), nb::arg("state_init"), nb::arg("slots"), nb::arg("grad_x"),
-        nb::arg("grad_state_init"), nb::arg("grad_slot_ws"), nb::arg("grad_slots"), nb::arg("params"),
-        nb::arg("T"), nb::arg("N"), nb::arg("layouts"), nb::arg("num_threads"), nb::arg("stream"),
+        nb::arg("saved").none(), nb::arg("state_init"), nb::arg("slots"), nb::arg("grad_x"), nb::arg("grad_state_init"),
+        nb::arg("grad_slot_ws"), nb::arg("grad_slots"), nb::arg("params"), nb::arg("T"), nb::arg("N"),
+        nb::arg("layouts"), nb::arg("num_threads"), nb::arg("stream"),
         "Multi-step neuron backward into preallocated gradients (csrc/core/neuron.h).");
 }
 

@@ -20,8 +20,8 @@ PSNParams make_params(int64_t T_out, int64_t T_in, int64_t N, int64_t band, int 
   return p;
 }
 
-void forward(nb::handle x, nb::handle w, nb::handle b, nb::handle spike, nb::handle h_out, int64_t T_out,
-             int64_t T_in, int64_t N, int64_t band, int surrogate, double alpha, int num_threads, uintptr_t stream) {
+void forward(nb::handle x, nb::handle w, nb::handle b, nb::handle spike, nb::handle h_out, int64_t T_out, int64_t T_in,
+             int64_t N, int64_t band, int surrogate, double alpha, int num_threads, uintptr_t stream) {
   const TensorView xv = to_view(x, "x_seq"), wv = to_view(w, "weight"), bv = to_view(b, "bias"),
                    sv = to_view(spike, "spike_seq");
   const OptView hv(h_out, "h_seq");
@@ -39,9 +39,9 @@ void forward(nb::handle x, nb::handle w, nb::handle b, nb::handle spike, nb::han
   }
 }
 
-void backward(nb::handle grad_spike, nb::handle x, nb::handle w, nb::handle b, nb::handle grad_x,
-              nb::handle partials, nb::handle grad_w, nb::handle grad_b, int64_t T_out, int64_t T_in, int64_t N,
-              int64_t band, int surrogate, double alpha, int num_threads, uintptr_t stream) {
+void backward(nb::handle grad_spike, nb::handle x, nb::handle w, nb::handle b, nb::handle grad_x, nb::handle partials,
+              nb::handle grad_w, nb::handle grad_b, int64_t T_out, int64_t T_in, int64_t N, int64_t band, int surrogate,
+              double alpha, int num_threads, uintptr_t stream) {
   const TensorView gs = to_view(grad_spike, "grad_spike"), xv = to_view(x, "x_seq"), wv = to_view(w, "weight"),
                    bv = to_view(b, "bias");
   const OptView gx(grad_x, "grad_x"), pt(partials, "partials"), gw(grad_w, "grad_weight"), gb(grad_b, "grad_bias");
@@ -62,9 +62,9 @@ void backward(nb::handle grad_spike, nb::handle x, nb::handle w, nb::handle b, n
 }  // namespace
 
 void register_psn(nb::module_& m) {
-  m.def("psn_forward", &forward, nb::arg("x"), nb::arg("w"), nb::arg("b"), nb::arg("spike"),
-        nb::arg("h_out").none(), nb::arg("T_out"), nb::arg("T_in"), nb::arg("N"), nb::arg("band"),
-        nb::arg("surrogate"), nb::arg("alpha"), nb::arg("num_threads"), nb::arg("stream"),
+  m.def("psn_forward", &forward, nb::arg("x"), nb::arg("w"), nb::arg("b"), nb::arg("spike"), nb::arg("h_out").none(),
+        nb::arg("T_out"), nb::arg("T_in"), nb::arg("N"), nb::arg("band"), nb::arg("surrogate"), nb::arg("alpha"),
+        nb::arg("num_threads"), nb::arg("stream"),
         "PSN-family forward S = (W X + b >= 0) into preallocated outputs (see csrc/core/psn.h).");
   m.def("psn_backward", &backward, nb::arg("grad_spike"), nb::arg("x"), nb::arg("w"), nb::arg("b"),
         nb::arg("grad_x").none(), nb::arg("partials").none(), nb::arg("grad_w").none(), nb::arg("grad_b").none(),

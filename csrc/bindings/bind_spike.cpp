@@ -19,11 +19,11 @@ namespace {
     name##_cpu(__VA_ARGS__);              \
   }
 #else
-#define SF_SPIKE_DISPATCH(dev, name, ...)                                                      \
-  if ((dev) == DeviceKind::cuda) {                                                             \
-    fail_arg("a CUDA tensor was given but spikeforge was built without CUDA kernels");         \
-  } else {                                                                                     \
-    name##_cpu(__VA_ARGS__);                                                                   \
+#define SF_SPIKE_DISPATCH(dev, name, ...)                                              \
+  if ((dev) == DeviceKind::cuda) {                                                     \
+    fail_arg("a CUDA tensor was given but spikeforge was built without CUDA kernels"); \
+  } else {                                                                             \
+    name##_cpu(__VA_ARGS__);                                                           \
   }
 #endif
 
@@ -31,13 +31,28 @@ namespace {
 SpikeConvParams conv_params(const std::vector<int64_t>& v) {
   SF_CHECK_ARG(v.size() == 16, "spike_conv2d: 16 integer parameters expected");
   SpikeConvParams p;
-  p.B = v[0]; p.Cin = v[1]; p.H = v[2]; p.W = v[3]; p.Cout = v[4]; p.kh = v[5]; p.kw = v[6];
-  p.Ho = v[7]; p.Wo = v[8]; p.stride_h = v[9]; p.stride_w = v[10]; p.pad_h = v[11]; p.pad_w = v[12];
-  p.dil_h = v[13]; p.dil_w = v[14]; p.groups = v[15];
+  p.B = v[0];
+  p.Cin = v[1];
+  p.H = v[2];
+  p.W = v[3];
+  p.Cout = v[4];
+  p.kh = v[5];
+  p.kw = v[6];
+  p.Ho = v[7];
+  p.Wo = v[8];
+  p.stride_h = v[9];
+  p.stride_w = v[10];
+  p.pad_h = v[11];
+  p.pad_w = v[12];
+  p.dil_h = v[13];
+  p.dil_w = v[14];
+  p.groups = v[15];
   return p;
 }
 
-ExecConfig exec(int num_threads, uintptr_t stream) { return ExecConfig{num_threads, reinterpret_cast<void*>(stream)}; }
+ExecConfig exec(int num_threads, uintptr_t stream) {
+  return ExecConfig{num_threads, reinterpret_cast<void*>(stream)};
+}
 
 void pack(nb::handle s, nb::handle bits, nb::handle info, int num_threads, uintptr_t stream, nb::handle signs) {
   const TensorView sv = to_view(s, "s"), bv = to_view(bits, "bits"), iv = to_view(info, "info");
@@ -101,25 +116,24 @@ void conv_grad_weight(nb::handle bits, nb::handle s, nb::handle grad_y, nb::hand
   const SpikeConvParams p = conv_params(params);
   const ExecConfig ex = exec(num_threads, stream);
   nb::gil_scoped_release release;
-  SF_SPIKE_DISPATCH(gy.device, spike_conv2d_grad_weight, bv.get(), sg.get(), sv.get(), gy, gw, gtv.get(),
-                    wsv.get(), p, ex);
+  SF_SPIKE_DISPATCH(gy.device, spike_conv2d_grad_weight, bv.get(), sg.get(), sv.get(), gy, gw, gtv.get(), wsv.get(), p,
+                    ex);
 }
 
 }  // namespace
 
 void register_spike(nb::module_& m) {
-  m.def("spike_pack", &pack, nb::arg("s"), nb::arg("bits"), nb::arg("info"), nb::arg("num_threads"),
-        nb::arg("stream"), nb::arg("signs").none() = nb::none(),
+  m.def("spike_pack", &pack, nb::arg("s"), nb::arg("bits"), nb::arg("info"), nb::arg("num_threads"), nb::arg("stream"),
+        nb::arg("signs").none() = nb::none(),
         "Bit-pack a [R, K] spike tensor (and its signs); info = (non-zeros, value classes) (csrc/core/spike.h).");
   m.def("spike_unpack", &unpack, nb::arg("bits"), nb::arg("out"), nb::arg("num_threads"), nb::arg("stream"),
         nb::arg("signs").none() = nb::none(),
         "Unpack [R, words] bits (and signs) into a [R, K] 0/1 (0/1/-1) float tensor.");
-  m.def("spike_linear_forward", &linear_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(),
-        nb::arg("y"), nb::arg("wt").none(), nb::arg("num_threads"), nb::arg("stream"),
-        nb::arg("nonfinite").none() = nb::none(),
+  m.def("spike_linear_forward", &linear_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"),
+        nb::arg("wt").none(), nb::arg("num_threads"), nb::arg("stream"), nb::arg("nonfinite").none() = nb::none(),
         "Event-driven Y = S W^T + b into a preallocated output (wt, nonfinite: CUDA workspaces).");
-  m.def("spike_linear_grad_weight", &linear_grad_weight, nb::arg("bits").none(), nb::arg("s").none(),
-        nb::arg("grad_y"), nb::arg("grad_w"), nb::arg("ws").none(), nb::arg("num_threads"), nb::arg("stream"),
+  m.def("spike_linear_grad_weight", &linear_grad_weight, nb::arg("bits").none(), nb::arg("s").none(), nb::arg("grad_y"),
+        nb::arg("grad_w"), nb::arg("ws").none(), nb::arg("num_threads"), nb::arg("stream"),
         nb::arg("signs").none() = nb::none(),
         "grad_W = dY^T S accumulated over the active inputs only (signs: packed ternary input).");
   m.def("spike_linear_grad_input_masked", &linear_grad_input_masked, nb::arg("mask"), nb::arg("grad_y"), nb::arg("w"),
@@ -129,9 +143,9 @@ void register_spike(nb::module_& m) {
   m.def("spike_conv2d_forward", &conv_forward, nb::arg("s"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"),
         nb::arg("wt").none(), nb::arg("masks").none(), nb::arg("params"), nb::arg("num_threads"), nb::arg("stream"),
         "Event-driven 2-D convolution forward (wt, masks: CUDA workspaces, None on CPU).");
-  m.def("spike_conv2d_grad_weight", &conv_grad_weight, nb::arg("bits").none(), nb::arg("s").none(),
-        nb::arg("grad_y"), nb::arg("grad_w"), nb::arg("gyt").none(), nb::arg("ws").none(), nb::arg("params"),
-        nb::arg("num_threads"), nb::arg("stream"), nb::arg("signs").none() = nb::none(),
+  m.def("spike_conv2d_grad_weight", &conv_grad_weight, nb::arg("bits").none(), nb::arg("s").none(), nb::arg("grad_y"),
+        nb::arg("grad_w"), nb::arg("gyt").none(), nb::arg("ws").none(), nb::arg("params"), nb::arg("num_threads"),
+        nb::arg("stream"), nb::arg("signs").none() = nb::none(),
         "Event-driven 2-D convolution grad_weight (fixed summation order; signs: packed ternary input).");
   m.def("spike_conv2d_wgrad_chunks", &spike_conv2d_wgrad_chunks, nb::arg("batch"),
         "Sample chunks of the CUDA conv2d grad_weight: the first dimension of its ws workspace.");

@@ -20,7 +20,7 @@ void register_neuron(nb::module_& m);
 void register_psn(nb::module_& m);
 void register_spike(nb::module_& m);
 void register_attention(nb::module_& m);
-}
+}  // namespace spikeforge::bind
 
 #ifndef SPIKEFORGE_VERSION
 #define SPIKEFORGE_VERSION "0.0.0"
@@ -89,13 +89,16 @@ NB_MODULE(_C, m) {
   nb::set_leak_warnings(false);
   m.def("version", [] { return std::string(SPIKEFORGE_VERSION); });
   m.def("compiler", [] { return std::string(SPIKEFORGE_CXX_COMPILER); });
-  m.def("has_cuda", [] {
+  m.def(
+      "has_cuda",
+      [] {
 #if defined(SPIKEFORGE_HAVE_CUDA)
-    return true;
+        return true;
 #else
-    return false;
+        return false;
 #endif
-  }, "Whether CUDA kernels were compiled into this build.");
+      },
+      "Whether CUDA kernels were compiled into this build.");
   m.def("cuda_version", [] {
 #if defined(SPIKEFORGE_HAVE_CUDA) && defined(SPIKEFORGE_CUDA_VERSION)
     return std::string(SPIKEFORGE_CUDA_VERSION);
@@ -120,13 +123,16 @@ NB_MODULE(_C, m) {
     return 1;
 #endif
   });
-  m.def("sanitizers", [] {
+  m.def(
+      "sanitizers",
+      [] {
 #if defined(SPIKEFORGE_SANITIZE)
-    return std::string("address,undefined");
+        return std::string("address,undefined");
 #else
-    return std::string();
+        return std::string();
 #endif
-  }, "Sanitizers compiled into this build (empty for a normal build).");
+      },
+      "Sanitizers compiled into this build (empty for a normal build).");
   spikeforge::bind::register_neuron(m);
   spikeforge::bind::register_psn(m);
   spikeforge::bind::register_spike(m);

@@ -69,9 +69,9 @@ void check_ssa_forward_args(const TensorView& q, const TensorView& k, const Tens
   }
 }
 
-void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k,
-                             const TensorView& v, const TensorView& grad_q, const TensorView& grad_k,
-                             const TensorView& grad_v, const AttentionParams& p) {
+void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
+                             const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
+                             const AttentionParams& p) {
   check_ssa_forward_args(q, k, v, grad_out, nullptr, p);
   const int64_t numel = q.numel();
   check_like(grad_q, q, numel, "q", "grad_q");

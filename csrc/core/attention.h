@@ -84,9 +84,9 @@ void channel_reduce_attention_forward_cuda(const TensorView& a, const TensorView
 // Shape/dtype/device checks shared by both devices; they raise ArgumentError.
 void check_ssa_forward_args(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                             const TensorView* ktv_ws, const AttentionParams& p);
-void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k,
-                             const TensorView& v, const TensorView& grad_q, const TensorView& grad_k,
-                             const TensorView& grad_v, const AttentionParams& p);
+void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
+                             const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
+                             const AttentionParams& p);
 // reduce_tokens: token_reduce (pre/mask [T, B, D]) or channel_reduce (pre/mask [T, B, N]).
 void check_reduce_attention_forward_args(const TensorView& a, const TensorView* b2, const TensorView& m,
                                          const TensorView& out, const TensorView& pre, const TensorView& mask,

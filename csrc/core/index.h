@@ -35,9 +35,13 @@ inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
 }
 
 // ceil(n / d) for n >= 0, d > 0 without forming n + d - 1 (which overflows for n near INT64_MAX).
-inline int64_t ceil_div(int64_t n, int64_t d) { return n / d + (n % d != 0 ? 1 : 0); }
+inline int64_t ceil_div(int64_t n, int64_t d) {
+  return n / d + (n % d != 0 ? 1 : 0);
+}
 
 // Offset of element (row, col) of a row-major [rows, cols] matrix: 64-bit for any row, col.
-inline int64_t row_offset(int64_t row, int64_t cols, int64_t col) { return row * cols + col; }
+inline int64_t row_offset(int64_t row, int64_t cols, int64_t col) {
+  return row * cols + col;
+}
 
 }  // namespace spikeforge

@@ -47,8 +47,8 @@ void check_act(const TensorView& t, const TensorView& x, int64_t numel, const ch
 
 }  // namespace
 
-void check_psn_forward_args(const TensorView& x, const TensorView& w, const TensorView& b,
-                            const TensorView& spike, const TensorView* h_out, const PSNParams& p) {
+void check_psn_forward_args(const TensorView& x, const TensorView& w, const TensorView& b, const TensorView& spike,
+                            const TensorView* h_out, const PSNParams& p) {
   const PSNCounts c = check_params(p);
   check_dense(x, "x_seq");
   check_numel(x, c.x, "x_seq");

@@ -38,7 +38,9 @@ struct PSNParams {
 // T_out * (T_in + 1) float64 values (grad_W row-major, then grad_b).
 constexpr int64_t kPSNPartition = 1 << 14;
 // ceil_div: N + kPSNPartition - 1 would overflow for N near INT64_MAX (N is caller-supplied).
-inline int64_t psn_num_partitions(int64_t N) { return N > 0 ? ceil_div(N, kPSNPartition) : 0; }
+inline int64_t psn_num_partitions(int64_t N) {
+  return N > 0 ? ceil_div(N, kPSNPartition) : 0;
+}
 
 // Forward.
 //   x      [T_in, N]   activations (f32/f16/bf16; f64 on CPU)
@@ -65,15 +67,14 @@ void psn_backward_cpu(const TensorView& grad_spike, const TensorView& x, const T
 constexpr int64_t kPSNMaxCudaT = 64;
 void psn_forward_cuda(const TensorView& x, const TensorView& w, const TensorView& b, const TensorView& spike,
                       const TensorView* h_out, const PSNParams& p, const ExecConfig& ex);
-void psn_backward_cuda(const TensorView& grad_spike, const TensorView& x, const TensorView& w,
-                       const TensorView& b, const TensorView* grad_x, const TensorView* partials,
-                       const TensorView* grad_w, const TensorView* grad_b, const PSNParams& p,
-                       const ExecConfig& ex);
+void psn_backward_cuda(const TensorView& grad_spike, const TensorView& x, const TensorView& w, const TensorView& b,
+                       const TensorView* grad_x, const TensorView* partials, const TensorView* grad_w,
+                       const TensorView* grad_b, const PSNParams& p, const ExecConfig& ex);
 #endif
 
 // Shape/dtype/device checks shared by both devices (csrc/core/psn.cpp); they raise ArgumentError.
-void check_psn_forward_args(const TensorView& x, const TensorView& w, const TensorView& b,
-                            const TensorView& spike, const TensorView* h_out, const PSNParams& p);
+void check_psn_forward_args(const TensorView& x, const TensorView& w, const TensorView& b, const TensorView& spike,
+                            const TensorView* h_out, const PSNParams& p);
 void check_psn_backward_args(const TensorView& grad_spike, const TensorView& x, const TensorView& w,
                              const TensorView& b, const TensorView* grad_x, const TensorView* partials,
                              const TensorView* grad_w, const TensorView* grad_b, const PSNParams& p);

@@ -15,9 +15,9 @@ void check_float(const TensorView& t, const char* name) {
 }
 
 void check_shape(const TensorView& t, std::initializer_list<int64_t> shape, const char* name) {
-  SF_CHECK_ARG(t.ndim == static_cast<int>(shape.size()),
-               std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
-                   std::to_string(t.ndim));
+  SF_CHECK_ARG(
+      t.ndim == static_cast<int>(shape.size()),
+      std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " + std::to_string(t.ndim));
   int i = 0;
   for (int64_t d : shape) {
     SF_CHECK_ARG(t.shape[i] == d, std::string(name) + ": dimension " + std::to_string(i) + " is " +

@@ -38,7 +38,9 @@
 
 namespace spikeforge {
 
-SF_HD int64_t spike_words(int64_t K) { return (K + 63) / 64; }
+SF_HD int64_t spike_words(int64_t K) {
+  return (K + 63) / 64;
+}
 
 // Counts above this are "other": ops saves counts at 8 bits per element.
 constexpr int64_t kMaxSpikeCount = 255;
@@ -58,12 +60,14 @@ SF_HD int64_t spike_value_class(T v) {
 // CUDA conv2d grad_weight: the samples are split into this many chunks, each summed into its own partial
 // gradient (the ws workspace), then the partials in order. A function of B alone, so that the summation
 // order, hence the result, is the same on every GPU.
-SF_HD int64_t spike_conv2d_wgrad_chunks(int64_t B) { return B < 16 ? B : 16; }
+SF_HD int64_t spike_conv2d_wgrad_chunks(int64_t B) {
+  return B < 16 ? B : 16;
+}
 
 struct SpikeConvParams {
-  int64_t B = 0, Cin = 0, H = 0, W = 0;     // input [B, Cin, H, W]
-  int64_t Cout = 0, kh = 0, kw = 0;         // weight [Cout, Cin / groups, kh, kw]
-  int64_t Ho = 0, Wo = 0;                   // output [B, Cout, Ho, Wo]
+  int64_t B = 0, Cin = 0, H = 0, W = 0;  // input [B, Cin, H, W]
+  int64_t Cout = 0, kh = 0, kw = 0;      // weight [Cout, Cin / groups, kh, kw]
+  int64_t Ho = 0, Wo = 0;                // output [B, Cout, Ho, Wo]
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
 };
 
@@ -80,9 +84,8 @@ void spike_unpack_cpu(const TensorView& bits, const TensorView* signs, const Ten
 // wt: [K, N] workspace (CUDA: W transposed by the kernel for coalesced rows) or null on CPU.
 // nonfinite: int64 [1] workspace (CUDA: set by the transpose when W holds an inf or NaN, read by the
 // fix-up kernel on the device) or null on CPU.
-void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
-                              const ExecConfig& ex);
+void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                              const TensorView* wt, const TensorView* nonfinite, const ExecConfig& ex);
 // linear grad_weight: exactly one of bits [M, words] / s [M, K] (values); signs [M, words] or null (only
 // with bits: ternary input); grad_y [M, N]; grad_w [N, K] out; ws: [K, N] workspace (CUDA) or null (CPU).
 void spike_linear_grad_weight_cpu(const TensorView* bits, const TensorView* signs, const TensorView* s,
@@ -102,9 +105,9 @@ constexpr int64_t kSpikeMaskedPartitions = 8;
 // conv2d forward: s [B, Cin, H, W], w [Cout, Cin/g, kh, kw], bias [Cout] or null, y [B, Cout, Ho, Wo].
 // Workspaces (CUDA; null on CPU): wt [Cin/g * kh * kw, Cout] (W transposed: one tap's weights for all
 // output channels contiguous) and masks [B, H, W, words(Cin)] int64 (each pixel's active input channels).
-void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const TensorView* wt, const TensorView* masks,
-                              const SpikeConvParams& p, const ExecConfig& ex);
+void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                              const TensorView* wt, const TensorView* masks, const SpikeConvParams& p,
+                              const ExecConfig& ex);
 // conv2d grad_weight: bits [B, words(Cin*H*W)] (with signs of that shape for ternary input, or null) or
 // s (values); grad_y [B, Cout, Ho, Wo]; grad_w out. Workspaces (CUDA; null on CPU): gyt [B, Ho, Wo, Cout]
 // (grad_y channels-last) and ws [spike_conv2d_wgrad_chunks(B), Cin * kh * kw, Cout / groups] (partial
@@ -121,18 +124,17 @@ void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* sign
 void spike_pack_cuda(const TensorView& s, const TensorView& bits, const TensorView& info, const TensorView* signs,
                      const ExecConfig& ex);
 void spike_unpack_cuda(const TensorView& bits, const TensorView* signs, const TensorView& out, const ExecConfig& ex);
-void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
-                               const ExecConfig& ex);
+void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                               const TensorView* wt, const TensorView* nonfinite, const ExecConfig& ex);
 void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* signs, const TensorView* s,
                                    const TensorView& grad_y, const TensorView& grad_w, const TensorView* ws,
                                    const ExecConfig& ex);
 void spike_linear_grad_input_masked_cuda(const TensorView& mask, const TensorView& grad_y, const TensorView& w,
                                          const TensorView& grad_s, const TensorView* ws, const TensorView* nonfinite,
                                          const ExecConfig& ex);
-void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const TensorView* wt, const TensorView* masks,
-                               const SpikeConvParams& p, const ExecConfig& ex);
+void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                               const TensorView* wt, const TensorView* masks, const SpikeConvParams& p,
+                               const ExecConfig& ex);
 void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* signs, const TensorView* s,
                                    const TensorView& grad_y, const TensorView& grad_w, const TensorView* gyt,
                                    const TensorView* ws, const SpikeConvParams& p, const ExecConfig& ex);

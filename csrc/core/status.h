@@ -16,10 +16,12 @@ struct RuntimeFailure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] inline void fail_arg(const std::string& what) { throw ArgumentError(what); }
+[[noreturn]] inline void fail_arg(const std::string& what) {
+  throw ArgumentError(what);
+}
 
-#define SF_CHECK_ARG(cond, msg)                          \
-  do {                                                   \
+#define SF_CHECK_ARG(cond, msg)                            \
+  do {                                                     \
     if (!(cond)) ::spikeforge::fail_arg(std::string(msg)); \
   } while (0)
 

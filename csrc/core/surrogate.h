@@ -23,12 +23,12 @@ enum class Surrogate : int {
   super_spike = 6,
   soft_sign = 7,
   // snnTorch 1.0's snntorch.surrogate functions (their names there in brackets)
-  fast_sigmoid = 8,       // [fast_sigmoid(slope)]      1 / (alpha |x| + 1)^2
-  snn_triangular = 9,     // [triangular(threshold)]    alpha for x < 0, -alpha for x >= 0 (as written there)
-  straight_through = 10,  // [straight_through_estimator] 1
-  spike_rate_escape = 11, // [spike_rate_escape(beta, slope)] alpha exp(-beta |x - 1|), alpha = slope
-  heaviside = 12,         // [heaviside()] the gradient passes where x > 0
-  disabled = 13,          // [surrogate_disable=True] no gradient through the spike
+  fast_sigmoid = 8,        // [fast_sigmoid(slope)]      1 / (alpha |x| + 1)^2
+  snn_triangular = 9,      // [triangular(threshold)]    alpha for x < 0, -alpha for x >= 0 (as written there)
+  straight_through = 10,   // [straight_through_estimator] 1
+  spike_rate_escape = 11,  // [spike_rate_escape(beta, slope)] alpha exp(-beta |x - 1|), alpha = slope
+  heaviside = 12,          // [heaviside()] the gradient passes where x > 0
+  disabled = 13,           // [surrogate_disable=True] no gradient through the spike
 };
 constexpr int kNumSurrogates = 14;
 
@@ -48,8 +48,8 @@ SF_HD float vexp(float x) {
   // round to nearest by the 1.5 * 2^23 shifter (std::nearbyint is a libm call that blocks vectorisation)
   const float shifted = x * 1.44269504088896341f + 12582912.0f;
   const float n = shifted - 12582912.0f;
-  float r = x - n * 0.693145751953125f;  // ln2 high part (exact in float)
-  r = r - n * 1.428606765330187045e-06f; // ln2 low part
+  float r = x - n * 0.693145751953125f;   // ln2 high part (exact in float)
+  r = r - n * 1.428606765330187045e-06f;  // ln2 low part
   float p = 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
@@ -68,10 +68,14 @@ SF_HD float vexp(float x) {
   return p * scale;
 #endif
 }
-SF_HD double vexp(double x) { return exp(x); }
+SF_HD double vexp(double x) {
+  return exp(x);
+}
 
 template <typename T>
-SF_HD T sf_abs(T x) { return x < T(0) ? -x : x; }
+SF_HD T sf_abs(T x) {
+  return x < T(0) ? -x : x;
+}
 
 // Each functor: static grad(x, alpha, beta) -> g'(x); beta is the second parameter (spike_rate_escape only).
 template <Surrogate S>
@@ -96,7 +100,9 @@ struct SurrogateFn<Surrogate::atan> {
 template <>
 struct SurrogateFn<Surrogate::rect> {
   template <typename T>
-  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) { return sf_abs(x) < T(0.5) / a ? a : T(0); }
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
+    return sf_abs(x) < T(0.5) / a ? a : T(0);
+  }
 };
 template <>
 struct SurrogateFn<Surrogate::triangle> {
@@ -109,7 +115,9 @@ struct SurrogateFn<Surrogate::triangle> {
 template <>
 struct SurrogateFn<Surrogate::piecewise_exp> {
   template <typename T>
-  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) { return T(0.5) * a * vexp(-a * sf_abs(x)); }
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
+    return T(0.5) * a * vexp(-a * sf_abs(x));
+  }
 };
 template <>
 struct SurrogateFn<Surrogate::erf> {
@@ -146,28 +154,38 @@ struct SurrogateFn<Surrogate::fast_sigmoid> {
 template <>
 struct SurrogateFn<Surrogate::snn_triangular> {
   template <typename T>
-  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) { return x >= T(0) ? -a : a; }
+  SF_HD static T grad(T x, T a, [[maybe_unused]] T b) {
+    return x >= T(0) ? -a : a;
+  }
 };
 template <>
 struct SurrogateFn<Surrogate::straight_through> {
   template <typename T>
-  SF_HD static T grad([[maybe_unused]] T x, [[maybe_unused]] T a, [[maybe_unused]] T b) { return T(1); }
+  SF_HD static T grad([[maybe_unused]] T x, [[maybe_unused]] T a, [[maybe_unused]] T b) {
+    return T(1);
+  }
 };
 template <>
 struct SurrogateFn<Surrogate::spike_rate_escape> {
   template <typename T>
-  SF_HD static T grad(T x, T a, T b) { return a * vexp(-b * sf_abs(x - T(1))); }
+  SF_HD static T grad(T x, T a, T b) {
+    return a * vexp(-b * sf_abs(x - T(1)));
+  }
 };
 template <>
 struct SurrogateFn<Surrogate::heaviside> {
   template <typename T>
-  SF_HD static T grad(T x, [[maybe_unused]] T a, [[maybe_unused]] T b) { return x > T(0) ? T(1) : T(0); }
+  SF_HD static T grad(T x, [[maybe_unused]] T a, [[maybe_unused]] T b) {
+    return x > T(0) ? T(1) : T(0);
+  }
 };
 
 template <>
 struct SurrogateFn<Surrogate::disabled> {
   template <typename T>
-  SF_HD static T grad([[maybe_unused]] T x, [[maybe_unused]] T a, [[maybe_unused]] T b) { return T(0); }
+  SF_HD static T grad([[maybe_unused]] T x, [[maybe_unused]] T a, [[maybe_unused]] T b) {
+    return T(0);
+  }
 };
 
 // Calls f(std::integral_constant<Surrogate, K>{}) for the run-time surrogate s: one switch per launch,
@@ -186,25 +204,41 @@ decltype(auto) dispatch_surrogate(Surrogate s, F&& f) {
     throw ArgumentError("surrogate id " + std::to_string(static_cast<int>(s)) + " is not supported here");
   }
   switch (s) {
-    case Surrogate::sigmoid: return f(SurrogateTag<Surrogate::sigmoid>{});
-    case Surrogate::atan: return f(SurrogateTag<Surrogate::atan>{});
-    case Surrogate::rect: return f(SurrogateTag<Surrogate::rect>{});
-    case Surrogate::triangle: return f(SurrogateTag<Surrogate::triangle>{});
-    case Surrogate::piecewise_exp: return f(SurrogateTag<Surrogate::piecewise_exp>{});
-    case Surrogate::erf: return f(SurrogateTag<Surrogate::erf>{});
-    case Surrogate::super_spike: return f(SurrogateTag<Surrogate::super_spike>{});
-    case Surrogate::soft_sign: return f(SurrogateTag<Surrogate::soft_sign>{});
-    default: break;
+    case Surrogate::sigmoid:
+      return f(SurrogateTag<Surrogate::sigmoid>{});
+    case Surrogate::atan:
+      return f(SurrogateTag<Surrogate::atan>{});
+    case Surrogate::rect:
+      return f(SurrogateTag<Surrogate::rect>{});
+    case Surrogate::triangle:
+      return f(SurrogateTag<Surrogate::triangle>{});
+    case Surrogate::piecewise_exp:
+      return f(SurrogateTag<Surrogate::piecewise_exp>{});
+    case Surrogate::erf:
+      return f(SurrogateTag<Surrogate::erf>{});
+    case Surrogate::super_spike:
+      return f(SurrogateTag<Surrogate::super_spike>{});
+    case Surrogate::soft_sign:
+      return f(SurrogateTag<Surrogate::soft_sign>{});
+    default:
+      break;
   }
   if constexpr (kCount > kNumSpikingJellySurrogates) {
     switch (s) {
-      case Surrogate::fast_sigmoid: return f(SurrogateTag<Surrogate::fast_sigmoid>{});
-      case Surrogate::snn_triangular: return f(SurrogateTag<Surrogate::snn_triangular>{});
-      case Surrogate::straight_through: return f(SurrogateTag<Surrogate::straight_through>{});
-      case Surrogate::spike_rate_escape: return f(SurrogateTag<Surrogate::spike_rate_escape>{});
-      case Surrogate::heaviside: return f(SurrogateTag<Surrogate::heaviside>{});
-      case Surrogate::disabled: return f(SurrogateTag<Surrogate::disabled>{});
-      default: break;
+      case Surrogate::fast_sigmoid:
+        return f(SurrogateTag<Surrogate::fast_sigmoid>{});
+      case Surrogate::snn_triangular:
+        return f(SurrogateTag<Surrogate::snn_triangular>{});
+      case Surrogate::straight_through:
+        return f(SurrogateTag<Surrogate::straight_through>{});
+      case Surrogate::spike_rate_escape:
+        return f(SurrogateTag<Surrogate::spike_rate_escape>{});
+      case Surrogate::heaviside:
+        return f(SurrogateTag<Surrogate::heaviside>{});
+      case Surrogate::disabled:
+        return f(SurrogateTag<Surrogate::disabled>{});
+      default:
+        break;
     }
   }
   throw ArgumentError("unknown surrogate id " + std::to_string(static_cast<int>(s)));

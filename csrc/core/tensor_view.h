@@ -14,11 +14,16 @@ enum class DeviceKind : int { cpu = 0, cuda = 1 };
 
 inline const char* dtype_name(DType d) {
   switch (d) {
-    case DType::f32: return "float32";
-    case DType::f16: return "float16";
-    case DType::bf16: return "bfloat16";
-    case DType::f64: return "float64";
-    case DType::i64: return "int64";
+    case DType::f32:
+      return "float32";
+    case DType::f16:
+      return "float16";
+    case DType::bf16:
+      return "bfloat16";
+    case DType::f64:
+      return "float64";
+    case DType::i64:
+      return "int64";
   }
   return "?";
 }
@@ -48,7 +53,9 @@ struct TensorView {
     return true;
   }
   template <typename T>
-  T* ptr() const { return static_cast<T*>(data); }
+  T* ptr() const {
+    return static_cast<T*>(data);
+  }
 };
 
 // Where a kernel runs: CPU thread count (0: the OpenMP default) and, on CUDA, the cudaStream_t.
@@ -62,16 +69,16 @@ inline void check_dense(const TensorView& t, const char* name) {
   SF_CHECK_ARG(t.is_contiguous(), std::string(name) + " must be contiguous");
 }
 inline void check_same_dtype(const TensorView& a, const TensorView& b, const char* an, const char* bn) {
-  SF_CHECK_ARG(a.dtype == b.dtype, std::string(bn) + " must have the dtype of " + an + " (" +
-                                       dtype_name(a.dtype) + "), got " + dtype_name(b.dtype));
+  SF_CHECK_ARG(a.dtype == b.dtype, std::string(bn) + " must have the dtype of " + an + " (" + dtype_name(a.dtype) +
+                                       "), got " + dtype_name(b.dtype));
 }
 inline void check_same_device(const TensorView& a, const TensorView& b, const char* an, const char* bn) {
   SF_CHECK_ARG(a.device == b.device && a.device_index == b.device_index,
                std::string(bn) + " must be on the device of " + an);
 }
 inline void check_numel(const TensorView& t, int64_t n, const char* name) {
-  SF_CHECK_ARG(t.numel() == n, std::string(name) + " has " + std::to_string(t.numel()) +
-                                   " elements, expected " + std::to_string(n));
+  SF_CHECK_ARG(t.numel() == n,
+               std::string(name) + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(n));
 }
 
 }  // namespace spikeforge

@@ -29,8 +29,7 @@ using cpu::threads_of;
 // spikes s (0 or 1). Restrict-qualified arrays and loop-invariant coefficients let the compiler
 // vectorise it (the spike pattern is data-dependent, so a branchy loop would mispredict often).
 template <typename C>
-void lif_row(C* __restrict v, const C* __restrict x, C* __restrict s, C scale, const NeuronCoeffs<C>& lif,
-             int64_t n) {
+void lif_row(C* __restrict v, const C* __restrict x, C* __restrict s, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
   for (int64_t j = 0; j < n; ++j) s[j] = lif_step(lif, v[j], x[j] * scale);
 }
 
@@ -280,24 +279,24 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   }
 #pragma omp parallel num_threads(nthr) if (nthr > 1)
   {
-  Scratch& sc = scratch[cpu::thread_index()];
-  auto &state = sc.state, &pre = sc.pre, &spikes = sc.spikes, &ktv = sc.ktv, &vrow = sc.vrow, &qrow = sc.qrow;
-  auto &words = sc.words, &kwords = sc.kwords;
+    Scratch& sc = scratch[cpu::thread_index()];
+    auto &state = sc.state, &pre = sc.pre, &spikes = sc.spikes, &ktv = sc.ktv, &vrow = sc.vrow, &qrow = sc.qrow;
+    auto &words = sc.words, &kwords = sc.kwords;
 #pragma omp for schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    std::fill(state.begin(), state.end(), lif_v_init(lif));
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t off = (t * B + b) * ND;
-      at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D);
-      x_times_m<C>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
-      if constexpr (std::is_same_v<S, C>) {
-        lif_row(state.data(), pre.data(), out + off, scale, lif, ND);
-      } else {
-        lif_row(state.data(), pre.data(), spikes.data(), scale, lif, ND);
-        for (int64_t e = 0; e < ND; ++e) out[off + e] = from_compute<S>(spikes[e]);
+    for (int64_t b = 0; b < B; ++b) {
+      std::fill(state.begin(), state.end(), lif_v_init(lif));
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = (t * B + b) * ND;
+        at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D);
+        x_times_m<C>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
+        if constexpr (std::is_same_v<S, C>) {
+          lif_row(state.data(), pre.data(), out + off, scale, lif, ND);
+        } else {
+          lif_row(state.data(), pre.data(), spikes.data(), scale, lif, ND);
+          for (int64_t e = 0; e < ND; ++e) out[off + e] = from_compute<S>(spikes[e]);
+        }
       }
     }
-  }
   }
 }
 
@@ -340,50 +339,50 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   }
 #pragma omp parallel num_threads(nthr) if (nthr > 1)
   {
-  Scratch& sc = scratch[cpu::thread_index()];
-  auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
-  auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
-  auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
+    Scratch& sc = scratch[cpu::thread_index()];
+    auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
+    auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
+    auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
 #pragma omp for schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    std::fill(state.begin(), state.end(), lif_v_init(lif));
-    std::fill(gstate.begin(), gstate.end(), C(0));
-    // forward recompute: H[t] of every step (the spikes are H >= v_th)
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t off = (t * B + b) * ND;
-      C* kt = ktv.data() + t * DD;
-      at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D);
-      x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D);
-      C* ht = h.data() + t * ND;
-      for (int64_t e = 0; e < ND; ++e) lif_step(lif, state[e], buf[e] * scale, ht[e]);
-    }
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t off = (t * B + b) * ND;
-      const C* ht = h.data() + t * ND;
-      const C* g_s = load_row(go + off, buf.data(), ND);
-      // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_cpu.cpp)
-      const C vth = lif.vth;
-      for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, lif.sg_a, lif.sg_b);
-      for (int64_t e = 0; e < ND; ++e) {
-        const C sv[kMaxSaved] = {ht[e]}, g[2] = {sg[e], C(0)};
-        C gst[kMaxStates] = {gstate[e]}, gk = C(0);
-        g_pre[e] = sj_backward<NeuronModel::lif>(lif, lif.inv_tau, sv, C(0), C(0), g_s[e], g, gst, gk, false) * scale;
-        gstate[e] = gst[0];
+    for (int64_t b = 0; b < B; ++b) {
+      std::fill(state.begin(), state.end(), lif_v_init(lif));
+      std::fill(gstate.begin(), gstate.end(), C(0));
+      // forward recompute: H[t] of every step (the spikes are H >= v_th)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = (t * B + b) * ND;
+        C* kt = ktv.data() + t * DD;
+        at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D);
+        x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D);
+        C* ht = h.data() + t * ND;
+        for (int64_t e = 0; e < ND; ++e) lif_step(lif, state[e], buf[e] * scale, ht[e]);
       }
-      const C* kt = ktv.data() + t * DD;
-      transpose(kt, mt.data(), D);
-      x_times_m<C>(g_pre.data(), mt.data(), out_q.data(), row.data(), words.data(), N, D);
-      at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D);
-      x_times_m<C>(k + off, g_m.data(), out_v.data(), row.data(), words.data(), N, D);
-      transpose(g_m.data(), mt.data(), D);
-      x_times_m<C>(v + off, mt.data(), out_k.data(), row.data(), words.data(), N, D);
-      for (int64_t e = 0; e < ND; ++e) {
-        gq[off + e] = from_compute<S>(out_q[e]);
-        gk[off + e] = from_compute<S>(out_k[e]);
-        gv[off + e] = from_compute<S>(out_v[e]);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = (t * B + b) * ND;
+        const C* ht = h.data() + t * ND;
+        const C* g_s = load_row(go + off, buf.data(), ND);
+        // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_cpu.cpp)
+        const C vth = lif.vth;
+        for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, lif.sg_a, lif.sg_b);
+        for (int64_t e = 0; e < ND; ++e) {
+          const C sv[kMaxSaved] = {ht[e]}, g[2] = {sg[e], C(0)};
+          C gst[kMaxStates] = {gstate[e]}, gk = C(0);
+          g_pre[e] = sj_backward<NeuronModel::lif>(lif, lif.inv_tau, sv, C(0), C(0), g_s[e], g, gst, gk, false) * scale;
+          gstate[e] = gst[0];
+        }
+        const C* kt = ktv.data() + t * DD;
+        transpose(kt, mt.data(), D);
+        x_times_m<C>(g_pre.data(), mt.data(), out_q.data(), row.data(), words.data(), N, D);
+        at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D);
+        x_times_m<C>(k + off, g_m.data(), out_v.data(), row.data(), words.data(), N, D);
+        transpose(g_m.data(), mt.data(), D);
+        x_times_m<C>(v + off, mt.data(), out_k.data(), row.data(), words.data(), N, D);
+        for (int64_t e = 0; e < ND; ++e) {
+          gq[off + e] = from_compute<S>(out_q[e]);
+          gk[off + e] = from_compute<S>(out_k[e]);
+          gv[off + e] = from_compute<S>(out_v[e]);
+        }
       }
     }
-  }
   }
 }
 
@@ -475,13 +474,15 @@ void channel_reduce_impl(const TensorView& av, const TensorView& mv, const Tenso
   }
 }
 
-bool empty(const AttentionParams& p) { return p.T == 0 || p.B == 0 || p.N == 0 || p.D == 0; }
+bool empty(const AttentionParams& p) {
+  return p.T == 0 || p.B == 0 || p.N == 0 || p.D == 0;
+}
 
 }  // namespace
 
 void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                      const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex) {
-  (void)ktv_ws;  // none on CPU (ssa_workspace_elems); arguments checked by ssa_forward
+  (void)ktv_ws;          // none on CPU (ssa_workspace_elems); arguments checked by ssa_forward
   if (empty(p)) return;  // the output is empty too
   const int nt = threads_of(ex);
   dispatch_dtype(q.dtype, [&](auto tag) { ssa_impl<decltype(tag)>(q, k, v, out, p, nt); });

@@ -114,10 +114,14 @@ inline void stream_fence() {
 template <typename F>
 inline void dispatch_dtype(DType d, F&& f) {
   switch (d) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::f16: return f(f16_t{});
-    case DType::bf16: return f(bf16_t{});
+    case DType::f32:
+      return f(float{});
+    case DType::f64:
+      return f(double{});
+    case DType::f16:
+      return f(f16_t{});
+    case DType::bf16:
+      return f(bf16_t{});
   }
   throw ArgumentError("x_seq: unsupported dtype");
 }

@@ -202,8 +202,7 @@ void psn_backward_cpu(const TensorView& grad_spike, const TensorView& x, const T
     using C = compute_t<S>;
     if (p.N > 0 && p.T_in > 0) {
       dispatch_surrogate<kNumSpikingJellySurrogates>(p.surrogate, [&](auto sg) {
-        backward_impl<S, decltype(sg)::value>(grad_spike, x, w, b, grad_x, want_params ? partials : nullptr, p,
-                                              nt);
+        backward_impl<S, decltype(sg)::value>(grad_spike, x, w, b, grad_x, want_params ? partials : nullptr, p, nt);
       });
     } else if (grad_x && grad_x->numel() > 0) {  // T_out == 0: nothing reaches X
       std::fill(grad_x->ptr<S>(), grad_x->ptr<S>() + grad_x->numel(), from_compute<S>(0));

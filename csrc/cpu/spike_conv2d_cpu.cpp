@@ -181,7 +181,8 @@ bool conv_forward_scatter(const TensorView& s, const TensorView& w, const Tensor
         for (int64_t b = b0; b < b1; ++b) {
           T* ob = out + (b - b0) * npix * cw + (lo - c0);
           for_each_active_in_plane<T>(nullptr, nullptr, sp, p, b, ci, [&](int64_t yy, int64_t xx, T v) {
-            for_each_tap(p, yy, xx, [&](int64_t tap, int64_t q) { add_row(ob + q * cw, wrow + tap * cout_g, hi - lo, v); });
+            for_each_tap(p, yy, xx,
+                         [&](int64_t tap, int64_t q) { add_row(ob + q * cw, wrow + tap * cout_g, hi - lo, v); });
           });
         }
       }
@@ -359,7 +360,7 @@ void conv_grad_weight_nonfinite(const int64_t* bits, const T* s, const T* gy, T*
 // k and the sums run in a fixed order. They hold nnz * (taps an input feeds) entries: above
 // kConvListLimit the scatter kernels above run instead (no list memory).
 constexpr int64_t kConvListLimit = int64_t(1) << 25;  // entries: 128 MiB of int32 indices (+ 128 / 256 MiB of
-                                                       // float32 / float64 values for non-binary inputs)
+                                                      // float32 / float64 values for non-binary inputs)
 
 // Grouped convs keep the scatter kernels (one [N, K] matrix per group would be needed), and so do large
 // feature maps: the tap table is H * W * taps entries per call whatever the firing rate (a 1024 x 1024 map
@@ -459,24 +460,24 @@ void conv_forward(const TensorView& s, const TensorView& w, const TensorView* bi
 }
 
 template <typename T>
-void conv_grad_weight(const TensorView* bits, const TensorView* signs, const TensorView* s,
-                      const TensorView& grad_y, const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
+void conv_grad_weight(const TensorView* bits, const TensorView* signs, const TensorView* s, const TensorView& grad_y,
+                      const TensorView& grad_w, const SpikeConvParams& p, int nthreads) {
   const int64_t* bp = bits ? bits->ptr<int64_t>() : nullptr;
   const T* sp = s ? s->ptr<T>() : nullptr;
   ActiveLists<T> a;
-  const bool finite = conv_lists_apply(p) &&
-                              build_conv_lists<T>(bp, signs ? signs->ptr<int64_t>() : nullptr, sp, p, nthreads, a)
-                          ? scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout,
-                                                p.Cin * p.kh * p.kw, RowLayout{p.Cout, p.Ho * p.Wo}, nthreads)
-                          : conv_grad_weight_scatter<T>(bits, signs, s, grad_y, grad_w, p, nthreads);
+  const bool finite =
+      conv_lists_apply(p) && build_conv_lists<T>(bp, signs ? signs->ptr<int64_t>() : nullptr, sp, p, nthreads, a)
+          ? scatter_grad_weight(a, grad_y.ptr<T>(), grad_w.ptr<T>(), p.B * p.Ho * p.Wo, p.Cout, p.Cin * p.kh * p.kw,
+                                RowLayout{p.Cout, p.Ho * p.Wo}, nthreads)
+          : conv_grad_weight_scatter<T>(bits, signs, s, grad_y, grad_w, p, nthreads);
   if (!finite) conv_grad_weight_nonfinite(bp, sp, grad_y.ptr<T>(), grad_w.ptr<T>(), p, nthreads);
 }
 
 }  // namespace
 
-void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const TensorView* wt, const TensorView* masks,
-                              const SpikeConvParams& p, const ExecConfig& ex) {
+void spike_conv2d_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                              const TensorView* wt, const TensorView* masks, const SpikeConvParams& p,
+                              const ExecConfig& ex) {
   check_spike_conv2d_forward_args(s, w, bias, y, wt, masks, p);  // the CUDA workspaces are not used here
   dispatch_f32_f64(s.dtype, "s", [&](auto t) { conv_forward<decltype(t)>(s, w, bias, y, p, threads_of(ex)); });
 }
@@ -485,9 +486,8 @@ void spike_conv2d_grad_weight_cpu(const TensorView* bits, const TensorView* sign
                                   const TensorView& grad_y, const TensorView& grad_w, const TensorView* gyt,
                                   const TensorView* ws, const SpikeConvParams& p, const ExecConfig& ex) {
   check_spike_conv2d_grad_weight_args(bits, signs, s, grad_y, grad_w, gyt, ws, p);  // CUDA workspaces: unused here
-  dispatch_f32_f64(grad_y.dtype, "grad_out", [&](auto t) {
-    conv_grad_weight<decltype(t)>(bits, signs, s, grad_y, grad_w, p, threads_of(ex));
-  });
+  dispatch_f32_f64(grad_y.dtype, "grad_out",
+                   [&](auto t) { conv_grad_weight<decltype(t)>(bits, signs, s, grad_y, grad_w, p, threads_of(ex)); });
 }
 
 }  // namespace spikeforge

@@ -19,7 +19,6 @@
 
 namespace spikeforge::cpu {
 
-
 // Bit j set where p[j] != 0 (NaN counts as non-zero), j < n <= 64. With AVX2 a full float32 chunk
 // is 8 compares + movemasks instead of 64 scalar compares and shifts.
 template <typename T>
@@ -168,8 +167,7 @@ struct ActiveLists {
 };
 
 template <typename T>
-ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s, int64_t R, int64_t K,
-                           int nthreads) {
+ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s, int64_t R, int64_t K, int nthreads) {
   ActiveLists<T> a;
   a.rowptr.assign(R + 1, 0);
   const int64_t nwords = spike_words(K);

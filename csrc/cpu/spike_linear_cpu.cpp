@@ -53,15 +53,14 @@ void linear_forward_impl(const TensorView& s, const TensorView& w, const TensorV
   const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
   if (M == 0 || N == 0) return;
   const ActiveLists<T> a = build_lists<T>(nullptr, nullptr, s.ptr<T>(), M, K, nthreads);
-  if (!gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), M, N, K, RowLayout{N, 0},
-                      nthreads))
+  if (!gather_forward(a, w.ptr<T>(), bias ? bias->ptr<T>() : nullptr, y.ptr<T>(), M, N, K, RowLayout{N, 0}, nthreads))
     linear_forward_nonfinite(s.ptr<T>(), w.ptr<T>(), y.ptr<T>(), M, N, K, nthreads);
 }
 
 // grad_weight fix-up: grad_w[n, k] = NaN where a non-finite grad_y[m, n] meets a zero input (m, k).
 template <typename T>
-void linear_grad_weight_nonfinite(const int64_t* bits, const T* s, const T* gy, T* gw, int64_t M, int64_t N,
-                                  int64_t K, int nthreads) {
+void linear_grad_weight_nonfinite(const int64_t* bits, const T* s, const T* gy, T* gw, int64_t M, int64_t N, int64_t K,
+                                  int nthreads) {
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 16)
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t m = 0; m < M; ++m) {
@@ -195,9 +194,8 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
 
 }  // namespace
 
-void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias,
-                              const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
-                              const ExecConfig& ex) {
+void spike_linear_forward_cpu(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                              const TensorView* wt, const TensorView* nonfinite, const ExecConfig& ex) {
   check_spike_linear_forward_args(s, w, bias, y, wt, nonfinite);  // the CUDA workspaces are not used here
   dispatch_f32_f64(s.dtype, "s", [&](auto t) { linear_forward_impl<decltype(t)>(s, w, bias, y, threads_of(ex)); });
 }

@@ -179,9 +179,7 @@ struct FiniteRows {
 template <>
 struct FiniteRows<float> {
   __m256 acc = _mm256_setzero_ps();
-  void add(const float* g) {
-    add(_mm256_loadu_ps(g), _mm256_loadu_ps(g + 8));
-  }
+  void add(const float* g) { add(_mm256_loadu_ps(g), _mm256_loadu_ps(g + 8)); }
   void add(__m256 g0, __m256 g1) { acc = _mm256_fmadd_ps(_mm256_add_ps(g0, g1), _mm256_setzero_ps(), acc); }
   bool finite() const { return _mm256_movemask_ps(_mm256_cmp_ps(acc, acc, _CMP_UNORD_Q)) == 0; }
 };
@@ -202,23 +200,32 @@ inline void gather_row(const int32_t* idx, const T* vals, int64_t n, const T* bu
       const float* r2 = buf + static_cast<int64_t>(idx[p + 2]) * kTile;
       const float* r3 = buf + static_cast<int64_t>(idx[p + 3]) * kTile;
       if constexpr (kBinary) {
-        a0 = _mm256_add_ps(a0, _mm256_load_ps(r0)); a1 = _mm256_add_ps(a1, _mm256_load_ps(r0 + 8));
-        b0 = _mm256_add_ps(b0, _mm256_load_ps(r1)); b1 = _mm256_add_ps(b1, _mm256_load_ps(r1 + 8));
-        c0 = _mm256_add_ps(c0, _mm256_load_ps(r2)); c1 = _mm256_add_ps(c1, _mm256_load_ps(r2 + 8));
-        d0 = _mm256_add_ps(d0, _mm256_load_ps(r3)); d1 = _mm256_add_ps(d1, _mm256_load_ps(r3 + 8));
+        a0 = _mm256_add_ps(a0, _mm256_load_ps(r0));
+        a1 = _mm256_add_ps(a1, _mm256_load_ps(r0 + 8));
+        b0 = _mm256_add_ps(b0, _mm256_load_ps(r1));
+        b1 = _mm256_add_ps(b1, _mm256_load_ps(r1 + 8));
+        c0 = _mm256_add_ps(c0, _mm256_load_ps(r2));
+        c1 = _mm256_add_ps(c1, _mm256_load_ps(r2 + 8));
+        d0 = _mm256_add_ps(d0, _mm256_load_ps(r3));
+        d1 = _mm256_add_ps(d1, _mm256_load_ps(r3 + 8));
       } else {
         const __m256 v0 = _mm256_set1_ps(vals[p]), v1 = _mm256_set1_ps(vals[p + 1]);
         const __m256 v2 = _mm256_set1_ps(vals[p + 2]), v3 = _mm256_set1_ps(vals[p + 3]);
-        a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0), a0); a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0 + 8), a1);
-        b0 = _mm256_fmadd_ps(v1, _mm256_load_ps(r1), b0); b1 = _mm256_fmadd_ps(v1, _mm256_load_ps(r1 + 8), b1);
-        c0 = _mm256_fmadd_ps(v2, _mm256_load_ps(r2), c0); c1 = _mm256_fmadd_ps(v2, _mm256_load_ps(r2 + 8), c1);
-        d0 = _mm256_fmadd_ps(v3, _mm256_load_ps(r3), d0); d1 = _mm256_fmadd_ps(v3, _mm256_load_ps(r3 + 8), d1);
+        a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0), a0);
+        a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0 + 8), a1);
+        b0 = _mm256_fmadd_ps(v1, _mm256_load_ps(r1), b0);
+        b1 = _mm256_fmadd_ps(v1, _mm256_load_ps(r1 + 8), b1);
+        c0 = _mm256_fmadd_ps(v2, _mm256_load_ps(r2), c0);
+        c1 = _mm256_fmadd_ps(v2, _mm256_load_ps(r2 + 8), c1);
+        d0 = _mm256_fmadd_ps(v3, _mm256_load_ps(r3), d0);
+        d1 = _mm256_fmadd_ps(v3, _mm256_load_ps(r3 + 8), d1);
       }
     }
     for (; p < n; ++p) {
       const float* r0 = buf + static_cast<int64_t>(idx[p]) * kTile;
       const __m256 v0 = _mm256_set1_ps(kBinary ? 1.0f : vals[p]);
-      a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0), a0); a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0 + 8), a1);
+      a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0), a0);
+      a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(r0 + 8), a1);
     }
     const __m256 lo = _mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(c0, d0));
     const __m256 hi = _mm256_add_ps(_mm256_add_ps(a1, b1), _mm256_add_ps(c1, d1));
@@ -235,11 +242,19 @@ inline void gather_row(const int32_t* idx, const T* vals, int64_t n, const T* bu
     const T* r2 = buf + static_cast<int64_t>(idx[p + 2]) * kTile;
     const T* r3 = buf + static_cast<int64_t>(idx[p + 3]) * kTile;
     if constexpr (kBinary) {
-      for (int j = 0; j < kTile; ++j) { a0[j] += r0[j]; a1[j] += r1[j]; a2[j] += r2[j]; a3[j] += r3[j]; }
+      for (int j = 0; j < kTile; ++j) {
+        a0[j] += r0[j];
+        a1[j] += r1[j];
+        a2[j] += r2[j];
+        a3[j] += r3[j];
+      }
     } else {
       const T v0 = vals[p], v1 = vals[p + 1], v2 = vals[p + 2], v3 = vals[p + 3];
       for (int j = 0; j < kTile; ++j) {
-        a0[j] += v0 * r0[j]; a1[j] += v1 * r1[j]; a2[j] += v2 * r2[j]; a3[j] += v3 * r3[j];
+        a0[j] += v0 * r0[j];
+        a1[j] += v1 * r1[j];
+        a2[j] += v2 * r2[j];
+        a3[j] += v3 * r3[j];
       }
     }
   }
@@ -303,8 +318,8 @@ bool gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, in
 // Returns false when grad_y may hold an inf or NaN (the caller's fix-up pass then writes the NaN of the
 // skipped zero products), true when it is all finite.
 template <typename T>
-bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M, int64_t N, int64_t K,
-                         RowLayout rows, int nthreads) {
+bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M, int64_t N, int64_t K, RowLayout rows,
+                         int nthreads) {
   const int64_t ntiles = (N + kTile - 1) / kTile, gs = rows.stride();
   // split over the 16-feature tiles only: splitting the rows would need per-split partial sums, whose count
   // (and so the summation order) would depend on the thread count

@@ -56,8 +56,8 @@ __global__ void ssa_ktv_kernel(const void* k, const void* v, float* ktv, int64_t
 }
 
 template <typename S>
-__global__ void ssa_lif_kernel(const void* q, const float* ktv, void* out, int64_t T, int64_t B, int64_t N,
-                               int64_t D, float scale, AttnLif lif) {
+__global__ void ssa_lif_kernel(const void* q, const float* ktv, void* out, int64_t T, int64_t B, int64_t N, int64_t D,
+                               float scale, AttnLif lif) {
   const int64_t ND = N * D;
   const int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x * kElemsPerThread + threadIdx.x;
   // this thread's (token, channel) pairs: the same at every t and b (64-bit divisions out of the loops)
@@ -166,8 +166,8 @@ void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView
     using S = typename decltype(tag)::type;
     ssa_ktv_kernel<S><<<ktv_blocks, kThreads, 0, stream>>>(k.data, v.data, ktv_ws.ptr<float>(), p.N, p.D, slices);
     check_launch("ssa_ktv_kernel");
-    ssa_lif_kernel<S><<<grid, kThreads, 0, stream>>>(q.data, ktv_ws.ptr<const float>(), out.data, p.T, p.B, p.N,
-                                                     p.D, static_cast<float>(p.scale), lif);
+    ssa_lif_kernel<S><<<grid, kThreads, 0, stream>>>(q.data, ktv_ws.ptr<const float>(), out.data, p.T, p.B, p.N, p.D,
+                                                     static_cast<float>(p.scale), lif);
     check_launch("ssa_lif_kernel");
   });
 }
@@ -186,13 +186,11 @@ void token_reduce_attention_forward_cuda(const TensorView& a, const TensorView* 
   dispatch_dtype(a.dtype, [&](auto tag) {
     using S = typename decltype(tag)::type;
     if (b2) {
-      token_reduce_kernel<S, true><<<blocks, kThreads, 0, stream>>>(a.data, b2->data, m.data, out.data,
-                                                                    pre.ptr<float>(), mask.ptr<float>(), p.T, p.B,
-                                                                    p.N, p.D, lif);
+      token_reduce_kernel<S, true><<<blocks, kThreads, 0, stream>>>(
+          a.data, b2->data, m.data, out.data, pre.ptr<float>(), mask.ptr<float>(), p.T, p.B, p.N, p.D, lif);
     } else {
-      token_reduce_kernel<S, false><<<blocks, kThreads, 0, stream>>>(a.data, nullptr, m.data, out.data,
-                                                                     pre.ptr<float>(), mask.ptr<float>(), p.T, p.B,
-                                                                     p.N, p.D, lif);
+      token_reduce_kernel<S, false><<<blocks, kThreads, 0, stream>>>(
+          a.data, nullptr, m.data, out.data, pre.ptr<float>(), mask.ptr<float>(), p.T, p.B, p.N, p.D, lif);
     }
     check_launch("token_reduce_kernel");
   });

@@ -17,8 +17,8 @@
 namespace spikeforge {
 namespace cuda_detail {
 
-inline constexpr int kThreads = 256;      // threads per block of the per-neuron kernels
-inline constexpr int kBlocksPerSm = 8;    // 8 * 256 = 2048, the resident-thread limit of an SM on sm_80..sm_90
+inline constexpr int kThreads = 256;    // threads per block of the per-neuron kernels
+inline constexpr int kBlocksPerSm = 8;  // 8 * 256 = 2048, the resident-thread limit of an SM on sm_80..sm_90
 inline constexpr int kMaxCachedDevices = 64;
 
 // ------------------------------------------------------------------------------------------------
@@ -46,9 +46,7 @@ template <>
 struct StorageTraits<__nv_bfloat16> {
   using Bits = uint16_t;
   static __device__ __forceinline__ float to_float(Bits b) { return __bfloat162float(__ushort_as_bfloat16(b)); }
-  static __device__ __forceinline__ Bits from_float(float f) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-  }
+  static __device__ __forceinline__ Bits from_float(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
 };
 
 // VEC elements of storage type S as they sit in memory: one element's bits, or one 16-byte vector.
@@ -119,7 +117,9 @@ struct Packed {
 __device__ __forceinline__ int64_t first_group() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
-__device__ __forceinline__ int64_t group_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+__device__ __forceinline__ int64_t group_stride() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
 
 // ------------------------------------------------------------------------------------------------
 // host side
@@ -190,7 +190,9 @@ inline unsigned int grid_for(int64_t groups, int device) {
   return static_cast<unsigned int>((blocks + trips - 1) / trips);
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }  // nullptr passes
+inline bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}  // nullptr passes
 
 template <typename T>
 struct TypeTag {
@@ -201,17 +203,21 @@ struct TypeTag {
 template <typename F>
 void dispatch_dtype(DType d, F&& f) {
   switch (d) {
-    case DType::f32: return f(TypeTag<float>{});
-    case DType::f16: return f(TypeTag<__half>{});
-    case DType::bf16: return f(TypeTag<__nv_bfloat16>{});
-    case DType::f64: break;
+    case DType::f32:
+      return f(TypeTag<float>{});
+    case DType::f16:
+      return f(TypeTag<__half>{});
+    case DType::bf16:
+      return f(TypeTag<__nv_bfloat16>{});
+    case DType::f64:
+      break;
   }
   throw ArgumentError("unsupported dtype for the CUDA kernels");
 }
 
 inline void check_cuda_dtype(DType d, const char* name) {
-  SF_CHECK_ARG(d != DType::f64, std::string(name) +
-                                    ": float64 is CPU-only (the CUDA kernels take float32, float16 or bfloat16)");
+  SF_CHECK_ARG(d != DType::f64,
+               std::string(name) + ": float64 is CPU-only (the CUDA kernels take float32, float16 or bfloat16)");
   SF_CHECK_ARG(d == DType::f32 || d == DType::f16 || d == DType::bf16,
                std::string(name) + ": unsupported dtype for the CUDA kernels");
 }

@@ -44,24 +44,38 @@ using namespace cuda_detail;
 
 constexpr int kRows = 4;  // output rows handled together: one float4 of W^T (or of gH) per input step
 
-__host__ __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
-__host__ __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
-__host__ __device__ __forceinline__ int round_up(int v, int m) { return (v + m - 1) / m * m; }
+__host__ __device__ __forceinline__ int imin(int a, int b) {
+  return a < b ? a : b;
+}
+__host__ __device__ __forceinline__ int imax(int a, int b) {
+  return a > b ? a : b;
+}
+__host__ __device__ __forceinline__ int round_up(int v, int m) {
+  return (v + m - 1) / m * m;
+}
 
 // Row stride (floats) of a per-neuron shared row holding `width` floats read as float4: 4 x (odd), so
 // the 16-byte accesses of eight consecutive threads fall in distinct banks.
-__host__ __device__ __forceinline__ int row_stride(int width) { return 4 * ((round_up(width, 4) / 4) | 1); }
+__host__ __device__ __forceinline__ int row_stride(int width) {
+  return 4 * ((round_up(width, 4) / 4) | 1);
+}
 
 // Compile-time bound of the loops over time: T rounded up to 8, 16, 32 or 64.
-inline int bucket_of(int64_t T) { return T <= 8 ? 8 : T <= 16 ? 16 : T <= 32 ? 32 : 64; }
+inline int bucket_of(int64_t T) {
+  return T <= 8 ? 8 : T <= 16 ? 16 : T <= 32 ? 32 : 64;
+}
 
 template <typename F>
 void dispatch_bucket(int tb, F&& f) {
   switch (tb) {
-    case 8: return f(std::integral_constant<int, 8>{});
-    case 16: return f(std::integral_constant<int, 16>{});
-    case 32: return f(std::integral_constant<int, 32>{});
-    default: return f(std::integral_constant<int, 64>{});
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    case 16:
+      return f(std::integral_constant<int, 16>{});
+    case 32:
+      return f(std::integral_constant<int, 32>{});
+    default:
+      return f(std::integral_constant<int, 64>{});
   }
 }
 
@@ -294,11 +308,11 @@ struct BwdShape {
 
 // Dynamic shared memory of the backward, offsets in floats (each a multiple of 4: float4-aligned).
 struct BwdLayout {
-  int red;    // double[NT]: the slice tree (partials with kSlices > 1)
-  int ws;     // W^T [TB][TOB]
-  int bs;     // b [TOB]
-  int gsm;    // per-neuron rows: gS, then gH [NT][GST]
-  int xs;     // per-neuron rows: X [NT][XST] (partials only)
+  int red;  // double[NT]: the slice tree (partials with kSlices > 1)
+  int ws;   // W^T [TB][TOB]
+  int bs;   // b [TOB]
+  int gsm;  // per-neuron rows: gS, then gH [NT][GST]
+  int xs;   // per-neuron rows: X [NT][XST] (partials only)
   int total;
 };
 
@@ -319,14 +333,14 @@ struct BackwardArgs {
   const void* x;
   const float* w;
   const float* b;
-  void* grad_x;   // or nullptr
-  double* part;   // partials, or nullptr (then only grad_x)
+  void* grad_x;  // or nullptr
+  double* part;  // partials, or nullptr (then only grad_x)
   int64_t N;
-  int64_t unit;   // neurons per block unit: kPSNPartition with partials (unit u = partition u), else NT
+  int64_t unit;  // neurons per block unit: kPSNPartition with partials (unit u = partition u), else NT
   int64_t nunits;
   Band band;
-  int TOB, TIB;   // T_out rounded up to 4; X columns kept in the X tile (T_in rounded up to kMI)
-  int GST, XST;   // row strides of the gH and X tiles
+  int TOB, TIB;  // T_out rounded up to 4; X columns kept in the X tile (T_in rounded up to kMI)
+  int GST, XST;  // row strides of the gH and X tiles
   float alpha;
 };
 
@@ -356,7 +370,8 @@ __device__ __forceinline__ void gemm_slice(const float* gsm, const float* xs, in
 }
 
 template <typename S, Surrogate SG, int TB>
-__global__ void __launch_bounds__(BwdShape<TB>::kNT, BwdShape<TB>::kMinBlocks) psn_backward_kernel(const BackwardArgs a) {
+__global__ void __launch_bounds__(BwdShape<TB>::kNT, BwdShape<TB>::kMinBlocks)
+    psn_backward_kernel(const BackwardArgs a) {
   using Sh = BwdShape<TB>;
   constexpr int NT = Sh::kNT, MI = Sh::kMI, TT = Sh::kTT, TILES = Sh::kTiles, SLICES = Sh::kSlices,
                 SLEN = Sh::kSliceLen;
@@ -441,7 +456,8 @@ __global__ void __launch_bounds__(BwdShape<TB>::kNT, BwdShape<TB>::kMinBlocks) p
           const float gs[kRows] = {s4.x, s4.y, s4.z, s4.w};
           float gh[kRows];
 #pragma unroll
-          for (int r = 0; r < kRows; ++r) gh[r] = t0 + r < T_out ? SurrogateFn<SG>::grad(h[r][0], alpha, 0.0f) * gs[r] : 0.0f;
+          for (int r = 0; r < kRows; ++r)
+            gh[r] = t0 + r < T_out ? SurrogateFn<SG>::grad(h[r][0], alpha, 0.0f) * gs[r] : 0.0f;
           *reinterpret_cast<float4*>(grow + t0) = make_float4(gh[0], gh[1], gh[2], gh[3]);
         }
         // grad_X[i] = sum over t ascending of W[t, i] gH[t] (the thread's own row: no barrier needed)
@@ -695,10 +711,9 @@ void psn_forward_cuda(const TensorView& x, const TensorView& w, const TensorView
   });
 }
 
-void psn_backward_cuda(const TensorView& grad_spike, const TensorView& x, const TensorView& w,
-                       const TensorView& b, const TensorView* grad_x, const TensorView* partials,
-                       const TensorView* grad_w, const TensorView* grad_b, const PSNParams& p,
-                       const ExecConfig& ex) {
+void psn_backward_cuda(const TensorView& grad_spike, const TensorView& x, const TensorView& w, const TensorView& b,
+                       const TensorView* grad_x, const TensorView* partials, const TensorView* grad_w,
+                       const TensorView* grad_b, const PSNParams& p, const ExecConfig& ex) {
   check_psn_backward_args(grad_spike, x, w, b, grad_x, partials, grad_w, grad_b, p);
   constexpr const char* fn = "psn_backward_cuda";
   require_cuda(&grad_spike, "grad_spike", fn);
@@ -725,12 +740,14 @@ void psn_backward_cuda(const TensorView& grad_spike, const TensorView& x, const 
   const size_t esize = x.dtype == DType::f32 ? 4 : 2;
 
   if (p.N == 0) {  // nothing reaches W or b
-    if (grad_w) memset_async(grad_w->data, static_cast<size_t>(p.T_out * p.T_in) * 4, stream, "cudaMemsetAsync (grad_weight)");
+    if (grad_w)
+      memset_async(grad_w->data, static_cast<size_t>(p.T_out * p.T_in) * 4, stream, "cudaMemsetAsync (grad_weight)");
     if (grad_b) memset_async(grad_b->data, static_cast<size_t>(p.T_out) * 4, stream, "cudaMemsetAsync (grad_bias)");
     return;
   }
   if (p.T_out == 0) {  // nothing reaches X; grad_w and grad_b are empty
-    if (run_gx) memset_async(grad_x->data, static_cast<size_t>(p.T_in * p.N) * esize, stream, "cudaMemsetAsync (grad_x)");
+    if (run_gx)
+      memset_async(grad_x->data, static_cast<size_t>(p.T_in * p.N) * esize, stream, "cudaMemsetAsync (grad_x)");
     return;
   }
 

@@ -27,10 +27,10 @@ using cuda_detail::DeviceGuard;
 
 constexpr int kBlock = 256;
 constexpr int kWarps = kBlock / 32;
-constexpr int kPerThread = 4;                     // output features per thread
-constexpr int kCols = kBlock * kPerThread;        // output features per block
-constexpr int kChunk = 4096;                      // inputs compacted per round (shared memory list)
-constexpr int kPieces = kChunk / 32;              // 32-element pieces per round
+constexpr int kPerThread = 4;               // output features per thread
+constexpr int kCols = kBlock * kPerThread;  // output features per block
+constexpr int kChunk = 4096;                // inputs compacted per round (shared memory list)
+constexpr int kPieces = kChunk / 32;        // 32-element pieces per round
 
 // Bit k of a packed row (csrc/core/spike.h "Packed form"), as 0 / 1.
 __device__ __forceinline__ unsigned spike_bit(const int64_t* row, int64_t k) {
@@ -44,7 +44,9 @@ __device__ __forceinline__ float spike_value(const int64_t* row, const int64_t* 
 }
 
 // The NaN the fix-up kernels write (one bit pattern: threads that write the same element agree).
-__device__ __forceinline__ float spike_nan() { return __int_as_float(0x7fc00000); }
+__device__ __forceinline__ float spike_nan() {
+  return __int_as_float(0x7fc00000);
+}
 
 // out[z][c, r] = in[z][r, c] for batch z of in [batch, rows, cols]; 32 x 32 tiles through shared memory
 // (padded: no bank conflicts). Row tiles are strided over grid.y (its 65535 limit). With nonfinite, a warp
@@ -86,8 +88,8 @@ inline void transpose(const float* in, float* out, int64_t rows, int64_t cols, c
   const int64_t row_tiles = (rows + 31) / 32;
   for (int64_t z0 = 0; z0 < batch; z0 += kMaxYZ) {
     const int64_t nz = batch - z0 < kMaxYZ ? batch - z0 : kMaxYZ;
-    const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(row_tiles < kMaxYZ ? row_tiles : kMaxYZ),
-                    static_cast<unsigned>(nz));
+    const dim3 grid(static_cast<unsigned>((cols + 31) / 32),
+                    static_cast<unsigned>(row_tiles < kMaxYZ ? row_tiles : kMaxYZ), static_cast<unsigned>(nz));
     transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(in + z0 * rows * cols, out + z0 * rows * cols, rows, cols,
                                                        nonfinite);
     check_launch("spike transpose_kernel");
@@ -97,9 +99,9 @@ inline void transpose(const float* in, float* out, int64_t rows, int64_t cols, c
 // Element e (< n) of a compaction source: a dense row with stride, or bit (col) of packed rows (with their
 // sign rows for ternary input).
 struct Source {
-  const float* vals = nullptr;   // values: vals[e * stride]
+  const float* vals = nullptr;  // values: vals[e * stride]
   int64_t stride = 1;
-  const int64_t* bits = nullptr; // packed: bit `col` of row e (words per row: nwords)
+  const int64_t* bits = nullptr;   // packed: bit `col` of row e (words per row: nwords)
   const int64_t* signs = nullptr;  // null, or the sign rows of bits (same layout)
   int64_t nwords = 0, col = 0;
   __device__ __forceinline__ float get(int64_t e) const {

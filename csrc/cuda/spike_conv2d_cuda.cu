@@ -26,8 +26,8 @@ struct ConvDev {
   int64_t B, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, ph, pw, dh, dw, groups;
 };
 ConvDev to_dev(const SpikeConvParams& p) {
-  return ConvDev{p.B, p.Cin, p.H, p.W, p.Cout, p.kh, p.kw, p.Ho, p.Wo, p.stride_h, p.stride_w,
-                 p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups};
+  return ConvDev{p.B,  p.Cin,      p.H,        p.W,     p.Cout,  p.kh,    p.kw,    p.Ho,
+                 p.Wo, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups};
 }
 
 // masks[b, y, x, word] bit j = (s[b, 64 word + j, y, x] != 0): one thread per (b, word, pixel), pixels
@@ -55,11 +55,10 @@ constexpr int kConvBatch = 4;              // events whose loads are issued toge
 // See the file comment. Grid: B * tiles * groups * chunks blocks (tiles = ceil(Ho*Wo / 32) per sample,
 // chunks = ceil((Cout/g) / 64) per group); the blocks of one (sample, tile) are consecutive (they read the
 // same masks and inputs).
-__global__ void __launch_bounds__(kBlock) conv_forward_kernel(const float* __restrict__ s,
-                                                              const int64_t* __restrict__ masks,
-                                                              const float* __restrict__ wt,
-                                                              const float* __restrict__ bias, float* __restrict__ y,
-                                                              ConvDev p, int64_t tiles, int64_t chunks) {
+__global__ void __launch_bounds__(kBlock)
+    conv_forward_kernel(const float* __restrict__ s, const int64_t* __restrict__ masks, const float* __restrict__ wt,
+                        const float* __restrict__ bias, float* __restrict__ y, ConvDev p, int64_t tiles,
+                        int64_t chunks) {
   __shared__ float out_tile[kConvCo][kConvPos + 1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t HW = p.H * p.W, HoWo = p.Ho * p.Wo, taps = p.kh * p.kw, nwc = spike_words(p.Cin);
@@ -165,19 +164,17 @@ struct ConvPlane {
 // (oy = (y + pad - ky * dil) / stride, exact and in range), kConvBatch events' loads in flight at a time.
 // Events in increasing order: a fixed sum per chunk; partials[z, ci * taps + tap, co], summed over z in
 // order by conv_wgrad_reduce_kernel.
-__global__ void __launch_bounds__(kBlock) conv_grad_weight_kernel(const int64_t* __restrict__ bits,
-                                                                  const int64_t* __restrict__ signs,
-                                                                  const float* __restrict__ s,
-                                                                  const float* __restrict__ gyt,
-                                                                  float* __restrict__ partials, ConvDev p,
-                                                                  int64_t nz) {
+__global__ void __launch_bounds__(kBlock)
+    conv_grad_weight_kernel(const int64_t* __restrict__ bits, const int64_t* __restrict__ signs,
+                            const float* __restrict__ s, const float* __restrict__ gyt, float* __restrict__ partials,
+                            ConvDev p, int64_t nz) {
   __shared__ int idx[kChunk];
   __shared__ float val[kChunk];
   __shared__ int piece_off[kPieces + 1];
   const int64_t ci = blockIdx.x, z = blockIdx.z;
   // a sample has < 2^31 elements (check_spike_conv2d_params): positions and pixels fit in int
-  const int W = static_cast<int>(p.W), Ho = static_cast<int>(p.Ho),
-            Wo = static_cast<int>(p.Wo), sh = static_cast<int>(p.sh), sw = static_cast<int>(p.sw);
+  const int W = static_cast<int>(p.W), Ho = static_cast<int>(p.Ho), Wo = static_cast<int>(p.Wo),
+            sh = static_cast<int>(p.sh), sw = static_cast<int>(p.sw);
   const int64_t HW = p.H * p.W, HoWo = p.Ho * p.Wo, taps = p.kh * p.kw;
   const int64_t cin_g = p.Cin / p.groups, cout_g = p.Cout / p.groups, pairs = taps * cout_g;
   // samples [z B / nz, (z + 1) B / nz): nz <= B chunks of B / nz or B / nz + 1 samples, none empty
@@ -261,8 +258,8 @@ __global__ void conv_wgrad_reduce_kernel(float* __restrict__ partials, int64_t n
 // value (grad_weight) checks it; only a non-finite one costs a loop over the output positions it meets.
 
 // Input element (iy, ix) that tap (ky, kx) reads for output position (oy, ox); false for the padding.
-__device__ __forceinline__ bool tap_input(const ConvDev& p, int64_t oy, int64_t ox, int64_t ky, int64_t kx,
-                                          int64_t& iy, int64_t& ix) {
+__device__ __forceinline__ bool tap_input(const ConvDev& p, int64_t oy, int64_t ox, int64_t ky, int64_t kx, int64_t& iy,
+                                          int64_t& ix) {
   iy = oy * p.sh - p.ph + ky * p.dh;
   ix = ox * p.sw - p.pw + kx * p.dw;
   return iy >= 0 && iy < p.H && ix >= 0 && ix < p.W;
@@ -315,9 +312,9 @@ __global__ void conv_grad_weight_nonfinite_kernel(const int64_t* __restrict__ bi
 
 }  // namespace
 
-void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const TensorView* wt, const TensorView* masks,
-                               const SpikeConvParams& p, const ExecConfig& ex) {
+void spike_conv2d_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                               const TensorView* wt, const TensorView* masks, const SpikeConvParams& p,
+                               const ExecConfig& ex) {
   check_spike_conv2d_forward_args(s, w, bias, y, wt, masks, p);
   require_all_cuda({&s, &w, bias, &y, wt, masks}, "spike_conv2d_forward_cuda");
   SF_CHECK_ARG(wt != nullptr && masks != nullptr, "wt, masks: the CUDA conv forward needs both workspaces");
@@ -366,10 +363,9 @@ void spike_conv2d_grad_weight_cuda(const TensorView* bits, const TensorView* sig
   transpose(grad_y.ptr<const float>(), gyt->ptr<float>(), p.Cout, p.Ho * p.Wo, stream, p.B);
   const int64_t nz = spike_conv2d_wgrad_chunks(p.B);
   const dim3 grid(static_cast<unsigned>(p.Cin), static_cast<unsigned>(pair_chunks), static_cast<unsigned>(nz));
-  conv_grad_weight_kernel<<<grid, kBlock, 0, stream>>>(bits ? bits->ptr<const int64_t>() : nullptr,
-                                                       signs ? signs->ptr<const int64_t>() : nullptr,
-                                                       s ? s->ptr<const float>() : nullptr, gyt->ptr<const float>(),
-                                                       ws->ptr<float>(), to_dev(p), nz);
+  conv_grad_weight_kernel<<<grid, kBlock, 0, stream>>>(
+      bits ? bits->ptr<const int64_t>() : nullptr, signs ? signs->ptr<const int64_t>() : nullptr,
+      s ? s->ptr<const float>() : nullptr, gyt->ptr<const float>(), ws->ptr<float>(), to_dev(p), nz);
   check_launch("spike conv_grad_weight_kernel");
   const int64_t n = p.Cin * taps * cout_g;
   conv_wgrad_reduce_kernel<<<grid_1d(n, grad_y.device_index), kBlock, 0, stream>>>(ws->ptr<float>(), n, nz);

@@ -22,10 +22,9 @@ namespace {
 // y[row, n] (or, transposed use, out[row, n]) = bias[n] + sum over active e of src(e) * table[e, n].
 // Linear forward: row = m, source = s[m, :], table = wt [K, N].
 // Linear grad_weight: row = k, source = column k of s / bits, table = grad_y [M, N], out = ws [K, N].
-__global__ void __launch_bounds__(kBlock) gather_kernel(Source src, int64_t n_src, int64_t row_stride_vals,
-                                                        int64_t row_step_col, const float* __restrict__ table,
-                                                        const float* __restrict__ bias, float* __restrict__ out,
-                                                        int64_t N) {
+__global__ void __launch_bounds__(kBlock)
+    gather_kernel(Source src, int64_t n_src, int64_t row_stride_vals, int64_t row_step_col,
+                  const float* __restrict__ table, const float* __restrict__ bias, float* __restrict__ out, int64_t N) {
   __shared__ int idx[kChunk];
   __shared__ float val[kChunk];
   __shared__ int piece_off[kPieces + 1];
@@ -68,8 +67,8 @@ __global__ void __launch_bounds__(kBlock) gather_kernel(Source src, int64_t n_sr
 // written 0 at once; inside, the warp reads grad_y[m, :] and wt[k, :] (W transposed: both rows
 // contiguous, coalesced) and reduces the dot product with a fixed shuffle tree (deterministic, no atomics).
 __global__ void masked_grad_input_kernel(const int64_t* __restrict__ mask, const float* __restrict__ gy,
-                                         const float* __restrict__ wt, float* __restrict__ gs, int64_t M,
-                                         int64_t N, int64_t K) {
+                                         const float* __restrict__ wt, float* __restrict__ gs, int64_t M, int64_t N,
+                                         int64_t K) {
   const int lane = threadIdx.x & 31;
   const int64_t nwords = spike_words(K);
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
@@ -148,9 +147,8 @@ __global__ void masked_grad_input_nonfinite_kernel(const unsigned long long* __r
 
 }  // namespace
 
-void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias,
-                               const TensorView& y, const TensorView* wt, const TensorView* nonfinite,
-                               const ExecConfig& ex) {
+void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
+                               const TensorView* wt, const TensorView* nonfinite, const ExecConfig& ex) {
   check_spike_linear_forward_args(s, w, bias, y, wt, nonfinite);
   require_all_cuda({&s, &w, bias, &y, wt, nonfinite}, "spike_linear_forward_cuda");
   SF_CHECK_ARG(wt != nullptr && nonfinite != nullptr, "wt, nonfinite: the CUDA forward needs both workspaces");

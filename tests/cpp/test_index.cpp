@@ -26,12 +26,12 @@ void neuron_backward_cpu(const TensorView&, const TensorView* const*, const Tens
 }  // namespace spikeforge
 
 static int failures = 0;
-#define EXPECT(cond)                                                      \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);         \
-      ++failures;                                                         \
-    }                                                                     \
+#define EXPECT(cond)                                              \
+  do {                                                            \
+    if (!(cond)) {                                                \
+      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                 \
+    }                                                             \
   } while (0)
 
 template <typename F>
@@ -78,8 +78,8 @@ int main() {
   EXPECT(!mul_nonneg_fits(k32, k32 + 1, &r));  // would wrap to 2^32
   EXPECT(!mul_nonneg_fits(-1, 5, &r));
   EXPECT(!mul_nonneg_fits(5, -1, &r));
-  EXPECT(mul_nonneg_fits(3037000499LL, 3037000499LL, &r));    // floor(sqrt(INT64_MAX))^2 fits
-  EXPECT(!mul_nonneg_fits(3037000500LL, 3037000500LL, &r));   // one more does not
+  EXPECT(mul_nonneg_fits(3037000499LL, 3037000499LL, &r));   // floor(sqrt(INT64_MAX))^2 fits
+  EXPECT(!mul_nonneg_fits(3037000500LL, 3037000500LL, &r));  // one more does not
   EXPECT(checked_mul(int64_t(1) << 40, 1 << 20, "x") == (int64_t(1) << 60));
   EXPECT(throws_arg([&] { checked_mul(k32, k32, "x_seq"); }, "x_seq"));
   EXPECT(throws_arg([&] { checked_mul(-3, 2, "weight"); }, "weight"));
@@ -124,8 +124,8 @@ int main() {
     const TensorView xs = view({k32}), vs = view({k32 + 1});
     const TensorView* vs_out[kMaxStates] = {&vs};
     EXPECT(throws_arg([&] { check_neuron_forward_args(xs, none, none, xs, vs_out, nullptr, q); }, "overflows"));
-    EXPECT(throws_arg([&] { check_neuron_backward_args(xs, none, &xs, nullptr, none, none, xs, none, none, none,
-                                                       q); }, "overflows"));
+    EXPECT(throws_arg([&] { check_neuron_backward_args(xs, none, &xs, nullptr, none, none, xs, none, none, none, q); },
+                      "overflows"));
     // a coefficient slot's layout C * S that wraps must not pass the divisibility check
     NeuronParams c = p;
     c.layout[0].C = k32;
