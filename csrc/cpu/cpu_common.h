@@ -70,14 +70,12 @@ inline void store_row(S* dst, const compute_t<S>* tmp, int64_t n) {
   }
 }
 
-// Output rows written once and read by nobody in this call (the forward's spikes) go to memory with
-// non-temporal stores when the tensor is larger than a last-level cache holds: a regular store first reads
-// the destination line (read-for-ownership), a third more memory traffic on a kernel that only streams, and
-// the lines it caches are evicted before the next layer reads them. Measured on an Intel Xeon (AVX-512,
-// 2 cores), LIF forward T=32, N=2^20 float32 (128 MiB of spikes): 1.2x faster. Smaller outputs are stored
-// normally, so that the layer that reads them next can find them in cache. The backward's grad_x showed
-// no gain and is stored normally.
-constexpr int64_t kStreamBytes = int64_t(64) << 20;
+// Output rows written once and read by nobody in this call (spikes, grad_x) go to memory with
+// non-temporal stores when the tensor is far larger than the caches: a regular store first reads the
+// destination line (read-for-ownership), a third more memory traffic on a kernel that only streams, and
+// the lines it caches are evicted before anyone reads them. Smaller outputs are stored normally, so the
+// layer that reads them next finds them in cache.
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
 
 // Where to compute such a row: a buffer when it is streamed (float32) or converted (16-bit types), the
 // destination itself otherwise. Then stream_store_row.

@@ -495,6 +495,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   const S* gs = static_cast<const S*>(a.grad_spike);
   const S* gv_seq = a.gv_seq ? static_cast<const S*>(a.grad_out[0]) : nullptr;
   S* gx = static_cast<S*>(a.grad_x);
+  const bool stream = T * N * static_cast<int64_t>(sizeof(S)) > cpu::kStreamBytes;
   const SV* saved = static_cast<const SV*>(a.saved);
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
   const size_t per_thread = Rows<C>::size(blk, recompute ? NSV * T * blk : 0, true);
@@ -549,15 +550,16 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       }
       const C* g_s = load_row(gs + off, r.tmp[0], n);
       const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
-      C* g_x = out_row(gx + off, r.out[kMaxSaved]);
+      C* g_x = cpu::stream_out_row(gx + off, r.out[kMaxSaved], stream);
       const C* pv[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
       dispatch_variant<M>(variant, [&](auto vc) {
         backward_row<M, SG, decltype(vc)::value, C>(
             q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
             r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
       });
-      store_row(gx + off, g_x, n);
+      cpu::stream_store_row(gx + off, g_x, n, stream);
     }
+    if (stream) cpu::stream_fence();
     for (int s = 0; s < NS; ++s) {
       if (!a.grad_init[s]) continue;
       S* dst = static_cast<S*>(a.grad_init[s]) + i0;
