@@ -9,9 +9,6 @@
 #if defined(SPIKEFORGE_HAVE_OPENMP)
 #include <omp.h>
 #endif
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
 
 #include "core/dtype.h"
 #include "core/neuron.h"
@@ -68,45 +65,6 @@ inline void store_row(S* dst, const compute_t<S>* tmp, int64_t n) {
   if constexpr (!std::is_same_v<S, compute_t<S>>) {
     for (int64_t j = 0; j < n; ++j) dst[j] = from_compute<S>(tmp[j]);
   }
-}
-
-// Output rows written once and read by nobody in this call (spikes, grad_x) go to memory with
-// non-temporal stores when the tensor is far larger than the caches: a regular store first reads the
-// destination line (read-for-ownership), a third more memory traffic on a kernel that only streams, and
-// the lines it caches are evicted before anyone reads them. Smaller outputs are stored normally, so the
-// layer that reads them next finds them in cache.
-constexpr int64_t kStreamBytes = int64_t(16) << 20;
-
-// Where to compute such a row: a buffer when it is streamed (float32) or converted (16-bit types), the
-// destination itself otherwise. Then stream_store_row.
-template <typename S>
-inline compute_t<S>* stream_out_row(S* dst, compute_t<S>* tmp, bool stream) {
-  if constexpr (std::is_same_v<S, float>) {
-    return stream ? tmp : dst;
-  } else {
-    return out_row(dst, tmp);
-  }
-}
-template <typename S>
-inline void stream_store_row(S* dst, const compute_t<S>* row, int64_t n, bool stream) {
-  if constexpr (std::is_same_v<S, float>) {
-    if (!stream) return;  // computed in place
-    int64_t j = 0;
-#if defined(__SSE2__)
-    // 16-byte streaming stores exist on every x86-64; the write-combining buffers merge them into lines
-    for (; j < n && (reinterpret_cast<uintptr_t>(dst + j) & 15); ++j) dst[j] = row[j];
-    for (; j + 4 <= n; j += 4) _mm_stream_ps(dst + j, _mm_loadu_ps(row + j));
-#endif
-    for (; j < n; ++j) dst[j] = row[j];
-  } else {
-    store_row(dst, row, n);
-  }
-}
-// Orders the streaming stores before what follows (they are weakly ordered); called once per chunk.
-inline void stream_fence() {
-#if defined(__SSE2__)
-  _mm_sfence();
-#endif
 }
 
 template <typename F>

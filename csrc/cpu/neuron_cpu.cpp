@@ -379,8 +379,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
 // `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute).
 template <NeuronModel M, typename S, typename SV>
 void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
-                   S* v_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0, int64_t n,
-                   bool stream) {
+                   S* v_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0, int64_t n) {
   using C = compute_t<S>;
   const Rows<C>& r = rows;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
@@ -389,7 +388,7 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
   for (int64_t t = 0; t < T; ++t) {
     const int64_t off = t * N + i0;
     const C* xr = load_row(x + off, r.tmp[0], n);
-    C* s_dst = spike ? cpu::stream_out_row(spike + off, r.out[kMaxSaved], stream) : r.out[kMaxSaved];
+    C* s_dst = spike ? out_row(spike + off, r.out[kMaxSaved]) : r.out[kMaxSaved];
     C* sv_dst[kMaxSaved] = {};
     for (int k = 0; k < NSV; ++k) {
       if (to_svbuf) {
@@ -402,7 +401,7 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
     }
     forward_row<M, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2], r.sl[3], sv_dst[0],
                       sv_dst[1], sv_dst[2]);
-    if (spike) cpu::stream_store_row(spike + off, s_dst, n, stream);
+    if (spike) store_row(spike + off, s_dst, n);
     if (saved && !kDirect) {
       for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
     }
@@ -438,7 +437,6 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
   const size_t per_thread = Rows<C>::size(blk, 0, false);
   C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
-  const bool stream = T * N * static_cast<int64_t>(sizeof(S)) > cpu::kStreamBytes;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
   for (int64_t ch = 0; ch < nchunks; ++ch) {
     const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, false);
@@ -447,8 +445,7 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike),
                             a.v_seq ? static_cast<S*>(a.state_out[0]) : nullptr, static_cast<SV*>(a.saved), false,
-                            blk, p, i0, n, stream);
-    if (stream) cpu::stream_fence();
+                            blk, p, i0, n);
     for (int s = 0; s < NS; ++s) {
       if (!a.state_out[s] || (s == 0 && a.v_seq)) continue;
       S* dst = static_cast<S*>(a.state_out[s]) + i0;
@@ -495,7 +492,6 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   const S* gs = static_cast<const S*>(a.grad_spike);
   const S* gv_seq = a.gv_seq ? static_cast<const S*>(a.grad_out[0]) : nullptr;
   S* gx = static_cast<S*>(a.grad_x);
-  const bool stream = T * N * static_cast<int64_t>(sizeof(S)) > cpu::kStreamBytes;
   const SV* saved = static_cast<const SV*>(a.saved);
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
   const size_t per_thread = Rows<C>::size(blk, recompute ? NSV * T * blk : 0, true);
@@ -508,7 +504,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
-      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, i0, n, false);
+      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, i0, n);
     }
     for (int s = 0; s < NS; ++s) {
       if (a.grad_out[s] && !(s == 0 && a.gv_seq)) {  // the gradient of a returned last state
@@ -550,16 +546,15 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       }
       const C* g_s = load_row(gs + off, r.tmp[0], n);
       const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
-      C* g_x = cpu::stream_out_row(gx + off, r.out[kMaxSaved], stream);
+      C* g_x = out_row(gx + off, r.out[kMaxSaved]);
       const C* pv[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
       dispatch_variant<M>(variant, [&](auto vc) {
         backward_row<M, SG, decltype(vc)::value, C>(
             q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
             r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
       });
-      cpu::stream_store_row(gx + off, g_x, n, stream);
+      store_row(gx + off, g_x, n);
     }
-    if (stream) cpu::stream_fence();
     for (int s = 0; s < NS; ++s) {
       if (!a.grad_init[s]) continue;
       S* dst = static_cast<S*>(a.grad_init[s]) + i0;
