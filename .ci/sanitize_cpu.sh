@@ -48,6 +48,7 @@ export PYTHONPATH="$PWD/$DIR/site${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -m pytest -q -p no:cacheprovider \
   tests/ops/test_neuron.py tests/ops/test_neuron_op.py tests/ops/test_neuron_inputs.py \
   tests/ops/test_neuron_zoo_ops.py tests/ops/test_neuron_zoo_inputs.py tests/ops/test_neuron_norse.py \
+  tests/ops/test_neuron_state_seq.py \
   tests/ops/test_psn.py tests/ops/test_spike.py tests/ops/test_spike_kinds.py tests/ops/test_attention.py \
   tests/ops/test_properties.py tests/ops/test_reliability.py tests/ops/test_nonfinite.py tests/nn/test_nn.py \
   -k "not compile" "$@"

@@ -86,9 +86,9 @@ void check_states(const TensorView* const* states, const TensorView& ref, const 
     }
     if (!states[s]) continue;
     const int64_t n = states[s]->numel();
-    SF_CHECK_ARG(n == p.N || (s == 0 && seq_ok && n == TN),
+    SF_CHECK_ARG(n == p.N || (seq_ok && n == TN),
                  name + " has " + std::to_string(n) + " elements, expected " + std::to_string(p.N) +
-                     (s == 0 && seq_ok ? " or " + std::to_string(TN) : std::string()));
+                     (seq_ok ? " or " + std::to_string(TN) : std::string()));
     check_like(*states[s], ref, n, name, "x_seq");
   }
 }

@@ -643,8 +643,10 @@ SF_HD C lif_backward(const NeuronCoeffs<C>& q, C h, C gs, C& gv) {
 //   slots        kMaxParams entries, [layout.C] in the compute type (float32; float64 for float64 x), or
 //                nullptr (only lif's slot 0 is optional)
 //   spike        [T, N] out, x's dtype
-//   state_out    kMaxStates entries: state 0 [T, N] (every step) or [N] (the last); the others [N] or
-//                nullptr (not wanted). x's dtype.
+//   state_out    kMaxStates entries, each [T, N] (that state after every step), [N] (after the last
+//                step) or nullptr (not wanted); x's dtype. Every state may be asked per step: the
+//                multi-state ops return a synaptic current sequence straight from the kernel instead
+//                of the caller replaying the dynamics. (T == 1: both shapes are the last state.)
 //   saved        [neuron_saved(model), T, N] out, or nullptr: the saved values for backward, in x's
 //                dtype when neuron_saves_in_activation_dtype(model), else the compute type
 void neuron_forward(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
@@ -653,7 +655,8 @@ void neuron_forward(const TensorView& x, const TensorView* const* state_init, co
 
 // Backward over all T steps.
 //   grad_spike      [T, N]
-//   grad_state_out  kMaxStates entries shaped as state_out, or nullptr (no gradient reached that output)
+//   grad_state_out  kMaxStates entries shaped as state_out, or nullptr (no gradient reached that output):
+//                   a [T, N] entry is the gradient of that state after each step
 //   x               [T, N] or nullptr: needed when saved is nullptr (the CPU recomputes the forward from
 //                   x) and when neuron_backward_reads_x()
 //   saved           the forward's saved values, or nullptr (CPU only: recompute; on CUDA the caller

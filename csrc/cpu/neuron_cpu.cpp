@@ -375,11 +375,13 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
 }
 
 // The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
-// the spike rows (when spike is given), the state-0 rows (v_seq), and the saved values either into
+// the spike rows (when spike is given), the rows of every state whose st_seq[s] is given (that state
+// after each step, [T, N]), and the saved values either into
 // `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute).
 template <NeuronModel M, typename S, typename SV>
 void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
-                   S* v_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0, int64_t n) {
+                   S* const* st_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0,
+                   int64_t n) {
   using C = compute_t<S>;
   const Rows<C>& r = rows;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
@@ -405,10 +407,11 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
     if (saved && !kDirect) {
       for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
     }
-    if (v_seq) {
-      C* v_dst = out_row(v_seq + off, r.tmp[1]);
-      std::copy(r.st[0], r.st[0] + n, v_dst);
-      store_row(v_seq + off, v_dst, n);
+    for (int s = 0; s < NS; ++s) {
+      if (!st_seq || !st_seq[s]) continue;
+      C* v_dst = out_row(st_seq[s] + off, r.tmp[1]);
+      std::copy(r.st[s], r.st[s] + n, v_dst);
+      store_row(st_seq[s] + off, v_dst, n);
     }
   }
 }
@@ -420,7 +423,7 @@ struct ForwardTensors {
   void* spike;
   void* state_out[kMaxStates];
   void* saved;
-  bool v_seq;  // state_out[0] holds every step
+  bool seq[kMaxStates];  // state_out[s] holds every step ([T, N]), else the last state ([N])
 };
 
 template <NeuronModel M, typename S>
@@ -435,6 +438,8 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
   const NeuronCoeffs<C> q(p, slots[0] != nullptr);
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
+  S* st_seq[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) st_seq[s] = a.seq[s] ? static_cast<S*>(a.state_out[s]) : nullptr;
   const size_t per_thread = Rows<C>::size(blk, 0, false);
   C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
@@ -443,11 +448,10 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
     const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
     fill_slots(r, slots, p, NSL, i0, n);
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
-    forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike),
-                            a.v_seq ? static_cast<S*>(a.state_out[0]) : nullptr, static_cast<SV*>(a.saved), false,
-                            blk, p, i0, n);
+    forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
+                            static_cast<SV*>(a.saved), false, blk, p, i0, n);
     for (int s = 0; s < NS; ++s) {
-      if (!a.state_out[s] || (s == 0 && a.v_seq)) continue;
+      if (!a.state_out[s] || a.seq[s]) continue;
       S* dst = static_cast<S*>(a.state_out[s]) + i0;
       C* v_dst = out_row(dst, r.tmp[1]);
       std::copy(r.st[s], r.st[s] + n, v_dst);
@@ -459,7 +463,7 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
 struct BackwardTensors {
   const void* grad_spike;
   const void* grad_out[kMaxStates];
-  bool gv_seq;  // grad_out[0] holds every step
+  bool seq[kMaxStates];  // grad_out[s] holds every step's gradient ([T, N]), else the last state's ([N])
   const void* x;
   const void* saved;
   const void* init[kMaxStates];
@@ -490,7 +494,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   const bool read_x = neuron_always_reads_x(M) || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
   const S* x = static_cast<const S*>(a.x);
   const S* gs = static_cast<const S*>(a.grad_spike);
-  const S* gv_seq = a.gv_seq ? static_cast<const S*>(a.grad_out[0]) : nullptr;
+  const S* g_seq[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) g_seq[s] = a.seq[s] ? static_cast<const S*>(a.grad_out[s]) : nullptr;
   S* gx = static_cast<S*>(a.grad_x);
   const SV* saved = static_cast<const SV*>(a.saved);
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
@@ -507,7 +512,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, i0, n);
     }
     for (int s = 0; s < NS; ++s) {
-      if (a.grad_out[s] && !(s == 0 && a.gv_seq)) {  // the gradient of a returned last state
+      if (a.grad_out[s] && !a.seq[s]) {  // the gradient of a returned last state
         const C* row = load_row(static_cast<const S*>(a.grad_out[s]) + i0, r.tmp[0], n);
         std::copy(row, row + n, r.gst[s]);
       } else {
@@ -540,9 +545,10 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
           for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.prev[s]);
         }
       }
-      if (gv_seq) {  // the gradient of the returned V[t]
-        const C* row = load_row(gv_seq + off, r.tmp[0], n);
-        for (int64_t j = 0; j < n; ++j) r.gst[0][j] += row[j];
+      for (int s = 0; s < NS; ++s) {  // the gradient of the returned state s after step t
+        if (!g_seq[s]) continue;
+        const C* row = load_row(g_seq[s] + off, r.tmp[0], n);
+        for (int64_t j = 0; j < n; ++j) r.gst[s][j] += row[j];
       }
       const C* g_s = load_row(gs + off, r.tmp[0], n);
       const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
@@ -655,7 +661,8 @@ void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init
   for (int s = 0; s < kMaxParams; ++s) a.slots[s] = data_of(slots[s]);
   a.spike = spike.data;
   a.saved = mdata_of(saved);
-  a.v_seq = state_out[0] && state_out[0]->numel() == p.T * p.N && p.T != 1;
+  // T == 1: a sequence is the last state
+  for (int s = 0; s < ns; ++s) a.seq[s] = state_out[s] && state_out[s]->numel() == p.T * p.N && p.T != 1;
   const int nt = threads_of(ex);
   dispatch_model(p.model, [&](auto mtag) {
     constexpr NeuronModel M = decltype(mtag)::value;
@@ -679,7 +686,9 @@ void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* 
       a.init[s] = data_of(state_init[s]);
       a.grad_init[s] = mdata_of(grad_state_init[s]);
     }
-    a.gv_seq = grad_state_out[0] && grad_state_out[0]->numel() == p.T * p.N && p.T != 1;
+    for (int s = 0; s < ns; ++s) {
+      a.seq[s] = grad_state_out[s] && grad_state_out[s]->numel() == p.T * p.N && p.T != 1;
+    }
     a.x = data_of(x);
     a.saved = data_of(saved);
     for (int s = 0; s < kMaxParams; ++s) {

@@ -130,10 +130,10 @@ struct ForwardArgs {
   const float* slots[kMaxParams];  // or nullptr
   int64_t C[kMaxParams], S[kMaxParams];
   void* spike;
-  void* state_out[kMaxStates];  // or nullptr; state_out[0] may be the whole sequence (v_seq)
+  void* state_out[kMaxStates];  // or nullptr; [T, N] (every step) where seq[s], else [N] (the last)
   void* saved;                  // or nullptr: [NSV, T, N], activation dtype for the LIF, else float32
   int64_t T, N;
-  bool v_seq;
+  bool seq[kMaxStates];
 };
 
 // Rows each thread keeps in flight (forward x): a thread's steps are a serial chain, so with one load
@@ -197,20 +197,23 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a, 
             for (int k = 0; k < NSV; ++k) store_f32<VEC>(static_cast<float*>(a.saved) + k * T * N, off, svr[k]);
           }
         }
-        if (a.v_seq) P::store_row(a.state_out[0], off, st[0]);
+#pragma unroll
+        for (int s = 0; s < NS; ++s) {
+          if (a.seq[s]) P::store_row(a.state_out[s], off, st[s]);
+        }
         off += N;
       }
     }
 #pragma unroll
     for (int s = 0; s < NS; ++s) {
-      if (a.state_out[s] && !(s == 0 && a.v_seq)) P::store_row(a.state_out[s], i0, st[s]);
+      if (a.state_out[s] && !a.seq[s]) P::store_row(a.state_out[s], i0, st[s]);
     }
   }
 }
 
 struct BackwardArgs {
   const void* grad_spike;
-  const void* grad_out[kMaxStates];  // or nullptr; grad_out[0] may be the whole sequence (gv_seq)
+  const void* grad_out[kMaxStates];  // or nullptr; [T, N] (each step's state) where seq[s], else [N]
   const void* x;                     // or nullptr
   const void* saved;                 // the forward's saved values
   const void* init[kMaxStates];
@@ -220,7 +223,7 @@ struct BackwardArgs {
   void* grad_init[kMaxStates];  // or nullptr
   float* slot_ws[kMaxParams];   // per-neuron slot gradients, or nullptr
   int64_t T, N;
-  bool gv_seq;
+  bool seq[kMaxStates];
   bool want_slot_grad;
   bool read_x;
 };
@@ -253,7 +256,7 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(const BackwardArg
     for (int s = 0; s < kMaxStates; ++s) {
 #pragma unroll
       for (int j = 0; j < VEC; ++j) gst[s][j] = 0.0f;
-      if (s < NS && a.grad_out[s] && !(s == 0 && a.gv_seq)) P::load_row(a.grad_out[s], i0, gst[s]);
+      if (s < NS && a.grad_out[s] && !a.seq[s]) P::load_row(a.grad_out[s], i0, gst[s]);
       if (PREV) {
         if (s < NS && a.init[s]) {
           P::load_row(a.init[s], i0, init[s]);
@@ -304,11 +307,13 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(const BackwardArg
         }
       }
       float g_x[VEC], xr[VEC];
-      if (a.gv_seq) {
-        float gq[VEC];
-        P::load_row(a.grad_out[0], off, gq);
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) gst[0][j] += gq[j];
+      for (int s = 0; s < NS; ++s) {  // the gradient of the returned state s after step t
+        if (!a.seq[s]) continue;
+        float gq[VEC];
+        P::load_row(a.grad_out[s], off, gq);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) gst[s][j] += gq[j];
       }
       if (a.read_x) {
         P::load_row(a.x, off, xr);
@@ -540,7 +545,8 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_ini
   a.saved = mdata_of(saved);
   a.T = p.T;
   a.N = p.N;
-  a.v_seq = state_out[0] && state_out[0]->numel() == p.T * p.N && p.T != 1;
+  // T == 1: a sequence is the last state
+  for (int s = 0; s < kMaxStates; ++s) a.seq[s] = state_out[s] && state_out[s]->numel() == p.T * p.N && p.T != 1;
   const NeuronCoeffs<float> q(p, slots[0] != nullptr);
   dispatch_model(p.model, [&](auto mtag) {
     constexpr NeuronModel M = decltype(mtag)::value;
@@ -588,7 +594,9 @@ void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const*
       a.init[s] = data_of(state_init[s]);
       a.grad_init[s] = mdata_of(grad_state_init[s]);
     }
-    a.gv_seq = grad_state_out[0] && grad_state_out[0]->numel() == p.T * p.N && p.T != 1;
+    for (int s = 0; s < kMaxStates; ++s) {
+      a.seq[s] = grad_state_out[s] && grad_state_out[s]->numel() == p.T * p.N && p.T != 1;
+    }
     a.x = data_of(x);
     a.saved = data_of(saved);
     for (int s = 0; s < kMaxParams; ++s) {

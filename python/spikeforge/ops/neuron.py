@@ -71,6 +71,7 @@ class NeuronOptions(NamedTuple):
     run3: int
     v_seq: bool  # state 0 returned for every step, else the last
     save: bool   # the forward writes the saved values (else backward recomputes them from x)
+    states_seq: bool = False  # states 1 and 2 returned for every step, else the last (return_states)
 
 
 class NeuronBackwardOptions(NamedTuple):
@@ -157,7 +158,7 @@ _NO_SLOTS = (1,) * 8
 
 
 def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
-    """-> (spike, state0 [T, *] or [*], state1 [*] or empty, state2 [*] or empty, saved or empty)."""
+    """-> (spike, state0 / state1 / state2 each [T, *] (every step) or [*] (the last), saved or empty)."""
     """(Outputs the call does not have are None; the custom op turns them into empty tensors.)"""
     x = x.contiguous()
     T, N = _TN(x)
@@ -165,7 +166,9 @@ def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
     spike = torch.empty_like(x)
     # empty_like(x[0]) is ~2 us cheaper per call than empty(shape, dtype=, device=) (eager overhead)
     one = (lambda: torch.empty_like(x[0])) if T > 0 else (lambda: x.new_empty(x.shape[1:]))
-    states = (torch.empty_like(x) if opts.v_seq else one(), one() if ns > 1 else None, one() if ns > 2 else None)
+    # a [T, *] state output is that state after every step (the kernels tell the two apart by size)
+    other = (lambda: torch.empty_like(x)) if opts.states_seq else one
+    states = (torch.empty_like(x) if opts.v_seq else one(), other() if ns > 1 else None, other() if ns > 2 else None)
     saved = None
     if opts.save:
         sv_dtype = x.dtype if opts.model == 0 else _compute_dtype(x.dtype)
@@ -184,7 +187,8 @@ def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
 def _fake_forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
     ns = _STATES[opts.model]
     one = lambda: x.new_empty(x.shape[1:])  # noqa: E731
-    states = [x.new_empty(x.shape) if opts.v_seq else one()] + [one() if s < ns else x.new_empty(0) for s in (1, 2)]
+    other = (lambda: x.new_empty(x.shape)) if opts.states_seq else one
+    states = [x.new_empty(x.shape) if opts.v_seq else one()] + [other() if s < ns else x.new_empty(0) for s in (1, 2)]
     if opts.save:
         sv_dtype = x.dtype if opts.model == 0 else _compute_dtype(x.dtype)
         saved = x.new_empty((_SAVED[opts.model],) + tuple(x.shape), dtype=sv_dtype)
@@ -205,7 +209,7 @@ def _backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
         saved = None
     if saved is None and gs.is_cuda and T * N > 0:
         # recompute on CUDA: run the forward into a workspace first, then the backward kernel reads it
-        saved = _forward(x, i0, i1, i2, s0, s1, s2, s3, NeuronOptions(*bo[:20], False, True))[4]
+        saved = _forward(x, i0, i1, i2, s0, s1, s2, s3, NeuronOptions(*bo[:20], False, True, False))[4]
     e = gs.new_empty
     grad_x = torch.empty_like(gs)
     g_init = [e(gs.shape[1:]) if (needs_init[s] and inits[s] is not None) else None for s in range(3)]
@@ -308,7 +312,7 @@ def _check_state(v, x_seq: Tensor, name: str) -> Optional[Tensor]:
 
 
 def _check_return(name: str, value) -> bool:
-    if value not in ("last", "seq"):
+    if not isinstance(value, str) or value not in ("last", "seq"):
         raise ValueError(f"{name} must be 'last' or 'seq', got {value!r}")
     return value == "seq"
 
@@ -344,12 +348,13 @@ def _recompute(device: torch.device) -> bool:
 
 def _options(model: int, *, tau=0.0, v_threshold=1.0, v_reset=0.0, hard=True, decay_input=True,
              detach_reset=False, beta_a=1.8, rho=0.9, levels=4, two_sided=False, reset=0, reset_delay=True,
-             surrogate=0, alpha=4.0, beta_sg=0.0, runs=(1, 1, 1, 1), v_seq=False, device=_CPU, needs_grad=True):
+             surrogate=0, alpha=4.0, beta_sg=0.0, runs=(1, 1, 1, 1), v_seq=False, states_seq=False, device=_CPU,
+             needs_grad=True):
     save = not _recompute(device)
     # the no-grad path never runs backward: nothing to save
     return NeuronOptions(model, float(tau), float(v_threshold), float(v_reset), hard, decay_input, detach_reset,
                          float(beta_a), float(rho), int(levels), two_sided, reset, reset_delay, surrogate, float(alpha),
-                         float(beta_sg), *runs, v_seq, save and needs_grad)
+                         float(beta_sg), *runs, v_seq, save and needs_grad, states_seq)
 
 
 _PUBLIC = {n: f"spikeforge.ops.{n}" for n in ("lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky",
@@ -478,12 +483,14 @@ def plif(x_seq: Tensor, w: Tensor, v_init: Optional[Tensor] = None, *, decay_inp
 def alif(x_seq: Tensor, v_init: Optional[Tensor] = None, b_init: Optional[Tensor] = None, *, tau: float = 2.0,
          v_threshold: float = 1.0, v_reset: Optional[float] = None, beta_a: float = 1.8, rho: float = 0.9,
          decay_input: bool = True, detach_reset: bool = False, surrogate: str = "sigmoid",
-         alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+         alpha: Optional[float] = None, return_v: str = "last",
+         return_states: str = "last") -> tuple[Tensor, Tensor, Tensor]:
     """Adaptive-threshold LIF (Bellec et al. 2018, LSNN) over x_seq [T, *] -> (spike_seq, v, b).
 
     Charge as lif; theta = v_threshold + beta_a B[t-1] (B[-1] = 0); S = H >= theta; soft reset
     V = H - S theta (v_reset=None, the default) or hard to v_reset; B = rho B[t-1] + (1 - rho) S.
-    Gradients flow through B over time. b is the last B ([*]).
+    Gradients flow through B over time. v as lif's return_v; b is the last B ([*], return_states="last")
+    or every B[t] ("seq", [T, *]).
     """
     _check_x(x_seq)
     tau = _check_number("tau", tau, positive=True)
@@ -492,12 +499,13 @@ def alif(x_seq: Tensor, v_init: Optional[Tensor] = None, b_init: Optional[Tensor
     if not _tracing() and not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must be in [0, 1], got {rho}")
     o = _sj_options(1, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
-                    v_init, b_init, beta_a=beta_a, rho=rho)
+                    v_init, b_init, beta_a=beta_a, rho=rho, return_states=return_states)
     v_init = _check_state(v_init, x_seq, "v_init")
     b_init = _check_state(b_init, x_seq, "b_init")
     s, v, b, _ = _run("alif", x_seq, (v_init, b_init), (), o, lambda: reference.alif(
         x_seq, v_init, b_init, tau=tau, v_threshold=v_threshold, v_reset=v_reset, beta_a=beta_a, rho=rho,
-        decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v))
+        decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v,
+        return_states=return_states))
     return s, v, b
 
 
@@ -597,6 +605,8 @@ def _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input, de
                         return_v, needs_grad, runs, kw):
     if kw.pop("check_tau", False):
         tau = _check_number("tau", tau, positive=True)
+    if "return_states" in kw:
+        kw["states_seq"] = _check_return("return_states", kw.pop("return_states"))
     v_threshold = _check_number("v_threshold", v_threshold)
     v_reset = _check_number("v_reset", v_reset, allow_none=True)
     _check_bool("decay_input", decay_input)
@@ -613,17 +623,19 @@ def _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input, de
 # snnTorch family
 # --------------------------------------------------------------------------------------------
 def _snn_options(model, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha,
-                 surrogate_beta, return_mem, runs, grads_of):
+                 surrogate_beta, return_mem, runs, grads_of, return_states="last"):
     needs_grad = _needs_grad(x_seq, threshold, *grads_of)
     key = (model, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, reset_mechanism,
            type(reset_mechanism), reset_delay, type(reset_delay), surrogate, type(surrogate), surrogate_alpha,
-           type(surrogate_alpha), surrogate_beta, type(surrogate_beta), return_mem, type(return_mem))
+           type(surrogate_alpha), surrogate_beta, type(surrogate_beta), return_mem, type(return_mem), return_states,
+           type(return_states))
     return _memo(key, lambda: _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate,
-                                                   surrogate_alpha, surrogate_beta, return_mem, runs, needs_grad))
+                                                   surrogate_alpha, surrogate_beta, return_mem, runs, needs_grad,
+                                                   return_states))
 
 
 def _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
-                         return_mem, runs, needs_grad):
+                         return_mem, runs, needs_grad, return_states):
     reset = _check_choice("reset_mechanism", reset_mechanism, _RESETS)
     _check_bool("reset_delay", reset_delay)
     if not isinstance(surrogate, str):
@@ -639,9 +651,10 @@ def _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate, 
         surrogate_beta = _check_number("surrogate_beta", surrogate_beta)
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True, beta=surrogate_beta)
     v_seq = _check_return("return_mem", return_mem)
+    states_seq = _check_return("return_states", return_states)
     return _options(model, v_threshold=0.0, hard=False, reset=reset, reset_delay=reset_delay, surrogate=sid,
-                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device,
-                    needs_grad=needs_grad)
+                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, states_seq=states_seq,
+                    device=x_seq.device, needs_grad=needs_grad)
 
 
 def _clamped(value, x_seq, name):
@@ -694,11 +707,12 @@ def synaptic(x_seq: Tensor, syn_init: Optional[Tensor] = None, mem_init: Optiona
              alpha: Union[float, Tensor], beta: Union[float, Tensor], threshold: Union[float, Tensor] = 1.0,
              reset_mechanism: str = "subtract", reset_delay: bool = True, surrogate: str = "atan",
              surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
-             return_mem: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+             return_mem: str = "last", return_states: str = "last") -> tuple[Tensor, Tensor, Tensor]:
     """snnTorch 1.0's Synaptic (second-order: a synaptic current) over x_seq -> (spikes, syn, mem).
 
     I = alpha I[t-1] + X; U = beta U[t-1] + I, then U -= R thr (subtract) or U -= U R (zero), R as in leaky;
-    S = [U - thr > 0]. alpha and beta are clamped to [0, 1]. syn is the last I; mem the last U (or every U).
+    S = [U - thr > 0]. alpha and beta are clamped to [0, 1]. syn is the last I ([*], return_states="last")
+    or every I[t] ("seq", [T, *]); mem the last U or every U (return_mem).
     """
     _check_x(x_seq)
     _number_or_tensor(threshold, "threshold")
@@ -706,13 +720,13 @@ def synaptic(x_seq: Tensor, syn_init: Optional[Tensor] = None, mem_init: Optiona
     t, rt = _slot(threshold, x_seq, "threshold")
     a, ra = _clamped(alpha, x_seq, "alpha")
     o = _snn_options(5, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
-                     return_mem, (rb, rt, ra, 1), (alpha, beta, syn_init, mem_init))
+                     return_mem, (rb, rt, ra, 1), (alpha, beta, syn_init, mem_init), return_states)
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_init = _check_state(syn_init, x_seq, "syn_init")
     s, u, i, _ = _run("synaptic", x_seq, (mem_init, syn_init), (b, t, a), o, lambda: _reorder(reference.synaptic(
         x_seq, syn_init, mem_init, alpha=alpha, beta=beta, threshold=threshold, reset_mechanism=reset_mechanism,
         reset_delay=reset_delay, surrogate=surrogate, surrogate_alpha=o.alpha, surrogate_beta=o.beta_sg,
-        return_mem=return_mem), (0, 2, 1)))
+        return_mem=return_mem, return_states=return_states), (0, 2, 1)))
     return s, i, u
 
 
@@ -720,12 +734,14 @@ def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_i
                  mem_init: Optional[Tensor] = None, *, alpha: Union[float, Tensor], beta: Union[float, Tensor],
                  threshold: Union[float, Tensor] = 1.0, reset_mechanism: str = "zero", surrogate: str = "atan",
                  surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
-                 return_mem: str = "last") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 return_mem: str = "last", return_states: str = "last") -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """snnTorch 1.0's Alpha neuron over x_seq -> (spikes, syn_exc, syn_inh, mem).
 
     E = a E[t-1] + X; I = b I[t-1] - X; U = tau_a (E + I) with tau_a = ln a / (ln b - ln a) + 1 (a = alpha,
     b = beta, both clamped to [0, 1]; snnTorch requires alpha > beta and beta < 1); subtract: E -= thr R,
-    I -= I R, U += I[t-1] R; zero: E, I, U -= (E, I, U) R; R as in leaky. S = [U - thr > 0].
+    I -= I R, U += I[t-1] R; zero: E, I, U -= (E, I, U) R; R as in leaky. S = [U - thr > 0]. syn_exc and
+    syn_inh are the last E and I ([*], return_states="last") or every E[t], I[t] ("seq", [T, *]); mem the
+    last U or every U (return_mem).
     """
     _check_x(x_seq)
     _number_or_tensor(threshold, "threshold")
@@ -747,7 +763,8 @@ def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_i
     a, ra = _slot(a_c.to(x_seq.device), x_seq, "alpha")
     ta, rta = _slot(tau_a.to(x_seq.device), x_seq, "tau_alpha")
     o = _snn_options(6, x_seq, threshold, reset_mechanism, True, surrogate, surrogate_alpha, surrogate_beta,
-                     return_mem, (rb, rt, ra, rta), (alpha, beta, syn_exc_init, syn_inh_init, mem_init))
+                     return_mem, (rb, rt, ra, rta), (alpha, beta, syn_exc_init, syn_inh_init, mem_init),
+                     return_states)
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_exc_init = _check_state(syn_exc_init, x_seq, "syn_exc_init")
     syn_inh_init = _check_state(syn_inh_init, x_seq, "syn_inh_init")
@@ -755,23 +772,26 @@ def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_i
                       lambda: _reorder(reference.alpha_neuron(
                           x_seq, syn_exc_init, syn_inh_init, mem_init, alpha=alpha, beta=beta, threshold=threshold,
                           reset_mechanism=reset_mechanism, surrogate=surrogate, surrogate_alpha=o.alpha,
-                          surrogate_beta=o.beta_sg, return_mem=return_mem), (0, 3, 1, 2)))
+                          surrogate_beta=o.beta_sg, return_mem=return_mem, return_states=return_states),
+                          (0, 3, 1, 2)))
     return s, e, i, u
 
 
 # --------------------------------------------------------------------------------------------
 # Norse
 # --------------------------------------------------------------------------------------------
-def _norse_options(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, grads_of):
+def _norse_options(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, grads_of,
+                   return_states="last"):
     needs_grad = _needs_grad(x_seq, *grads_of)
     key = (7, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, v_reset, type(v_reset), detach_reset,
            type(detach_reset), surrogate, type(surrogate), surrogate_alpha, type(surrogate_alpha), return_v,
-           type(return_v))
+           type(return_v), return_states, type(return_states))
     return _memo(key, lambda: _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha,
-                                                     return_v, runs, needs_grad))
+                                                     return_v, runs, needs_grad, return_states))
 
 
-def _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, needs_grad):
+def _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, needs_grad,
+                           return_states):
     v_reset = _check_number("v_reset", v_reset)
     _check_bool("detach_reset", detach_reset)
     if not isinstance(surrogate, str):
@@ -784,9 +804,10 @@ def _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_al
     surrogate_alpha = _check_number("surrogate_alpha", surrogate_alpha, positive=True)
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True)
     v_seq = _check_return("return_v", return_v)
+    states_seq = _check_return("return_states", return_states)
     return _options(7, v_threshold=0.0, v_reset=v_reset, hard=False, detach_reset=detach_reset, surrogate=sid,
-                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device,
-                    needs_grad=needs_grad)
+                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, states_seq=states_seq,
+                    device=x_seq.device, needs_grad=needs_grad)
 
 
 def _norse_param(value, x_seq: Tensor, name: str) -> Tensor:
@@ -804,7 +825,7 @@ def norse_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, i_init: Optional[T
               tau_syn_inv: Union[float, Tensor] = 200.0, tau_mem_inv: Union[float, Tensor] = 100.0,
               v_leak: Union[float, Tensor] = 0.0, v_th: Union[float, Tensor] = 1.0, v_reset: float = 0.0,
               detach_reset: bool = False, surrogate: str = "fast_sigmoid", surrogate_alpha: Optional[float] = None,
-              return_v: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+              return_v: str = "last", return_states: str = "last") -> tuple[Tensor, Tensor, Tensor]:
     """Norse 1.1's current-based LIF (lif_feed_forward_step, norse.torch.LIF) over x_seq [T, *] ->
     (spikes [T, *], v, i): its numbers, fused.
 
@@ -814,7 +835,8 @@ def norse_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, i_init: Optional[T
     tau_mem_inv, v_leak and v_th may be tensors broadcastable to one step (per neuron or per channel) and
     learnable; dt * tau is formed first, with torch, as Norse forms it. v_init is V[-1] (default v_leak,
     detached, as norse.torch.LIF starts), i_init I[-1] (default 0). v is the last V ([*],
-    return_v="last") or every V[t] ("seq"); i the last I. surrogate: a name of
+    return_v="last") or every V[t] ("seq"); i the last I ([*], return_states="last") or every I[t] ("seq",
+    [T, *]). surrogate: a name of
     spikeforge.surrogate.NORSE_SURROGATES; the default fast_sigmoid with slope 1 is Norse's "super"
     (SuperSpike, 1 / (|x| + 1)^2); spikeforge.surrogate.norse_method maps Norse's other methods.
     """
@@ -829,14 +851,15 @@ def norse_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, i_init: Optional[T
     l, r_l = _slot(vl, x_seq, "v_leak")
     t, r_t = _slot(vth, x_seq, "v_th")
     o = _norse_options(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, (r_m, r_s, r_l, r_t),
-                       (tau_syn_inv, tau_mem_inv, v_leak, v_th, v_init, i_init))
+                       (tau_syn_inv, tau_mem_inv, v_leak, v_th, v_init, i_init), return_states)
     v_init = _check_state(v_init, x_seq, "v_init")
     i_init = _check_state(i_init, x_seq, "i_init")
     if v_init is None:  # norse.torch.LIF's initial state: v_leak, detached
         v_init = torch.broadcast_to(vl.detach().to(x_seq.dtype), x_seq.shape[1:]).contiguous()
     s, v, i, _ = _run("norse_lif", x_seq, (v_init, i_init), (a_m, a_s, l, t), o, lambda: reference.norse_lif(
         x_seq, v_init, i_init, dt=dt, tau_syn_inv=tsi, tau_mem_inv=tmi, v_leak=vl, v_th=vth, v_reset=o.v_reset,
-        detach_reset=detach_reset, surrogate=surrogate, surrogate_alpha=o.alpha, return_v=return_v))
+        detach_reset=detach_reset, surrogate=surrogate, surrogate_alpha=o.alpha, return_v=return_v,
+        return_states=return_states))
     return s, v, i
 
 

@@ -45,9 +45,9 @@ class _CountSTE(torch.autograd.Function):
 
 def _sj_multi_step(x_seq, v_init, b_init, *, model="lif", k=None, tau=0.0, v_threshold=1.0, v_reset=0.0,
                    decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=None, beta_sg=None, beta_a=1.8,
-                   rho=0.9, levels=4, two_sided=False, return_v="last"):
+                   rho=0.9, levels=4, two_sided=False, return_v="last", return_states="last"):
     """The SpikingJelly family: charge (k: PLIF's coefficient tensor, else 1/tau by division; IF when
-    neither), fire by `model`, reset. -> (spike_seq, v (seq or last), b last or None)."""
+    neither), fire by `model`, reset. -> (spike_seq, v (seq or last), b (seq or last; alif) or None)."""
     hard = v_reset is not None and model != "ilif"
     vr = v_reset if v_reset is not None else 0.0
     vr_c = vr if hard else 0.0
@@ -55,7 +55,7 @@ def _sj_multi_step(x_seq, v_init, b_init, *, model="lif", k=None, tau=0.0, v_thr
     T = x_seq.shape[0]
     v = v_init if v_init is not None else (torch.full_like(x_seq[0], vr if hard else 0.0) if T > 0 else None)
     b = b_init if b_init is not None else (torch.zeros_like(x_seq[0]) if T > 0 else None)
-    spikes, vs = [], []
+    spikes, vs, bs = [], [], []
     for t in range(T):
         x = x_seq[t]
         if not leak:
@@ -94,11 +94,14 @@ def _sj_multi_step(x_seq, v_init, b_init, *, model="lif", k=None, tau=0.0, v_thr
             b = rho * b + (1 - rho) * s
         spikes.append(s)
         vs.append(v)
+        bs.append(b)
     if T == 0:
         v_last = v_init if v_init is not None else x_seq.new_full(x_seq.shape[1:], vr if hard else 0.0)
         b_last = b_init if b_init is not None else x_seq.new_zeros(x_seq.shape[1:])
-        return torch.empty_like(x_seq), (torch.empty_like(x_seq) if return_v == "seq" else v_last), b_last
-    return torch.stack(spikes), (torch.stack(vs) if return_v == "seq" else v), b
+        return (torch.empty_like(x_seq), (torch.empty_like(x_seq) if return_v == "seq" else v_last),
+                (torch.empty_like(x_seq) if return_states == "seq" else b_last))
+    return (torch.stack(spikes), (torch.stack(vs) if return_v == "seq" else v),
+            (torch.stack(bs) if return_states == "seq" else b))
 
 
 def lif(x_seq, v_init=None, *, tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
@@ -136,11 +139,12 @@ def plif(x_seq, w, v_init=None, *, decay_input=True, v_threshold=1.0, v_reset=0.
 
 
 def alif(x_seq, v_init=None, b_init=None, *, tau=2.0, v_threshold=1.0, v_reset=None, beta_a=1.8, rho=0.9,
-         decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=None, return_v="last"):
+         decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=None, return_v="last",
+         return_states="last"):
     """Reference adaptive-threshold LIF -> (spike_seq, v, b)."""
     return _sj_multi_step(x_seq, v_init, b_init, model="alif", tau=tau, v_threshold=v_threshold, v_reset=v_reset,
                           decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
-                          beta_a=beta_a, rho=rho, return_v=return_v)
+                          beta_a=beta_a, rho=rho, return_v=return_v, return_states=return_states)
 
 
 def ilif(x_seq, v_init=None, *, D=4, tau=2.0, v_threshold=1.0, decay_input=True, detach_reset=False,
@@ -170,9 +174,10 @@ def _fire(mem, thr, surrogate, alpha, beta_sg):
 
 
 def _snn_multi_step(x_seq, inits, *, model, beta, thr, third, tau_a=None, reset_mechanism="subtract",
-                    reset_delay=True, surrogate="atan", alpha=None, beta_sg=None, return_mem="last"):
+                    reset_delay=True, surrogate="atan", alpha=None, beta_sg=None, return_mem="last",
+                    return_states="last"):
     """beta / third (leaky: graded factor; synaptic / alpha: the synaptic decay) already clamped.
-    -> (spikes, mem (seq or last), second state last or None, third state last or None)."""
+    -> (spikes, mem (seq or last), second state, third state (each seq or last by return_states))."""
     T = x_seq.shape[0]
     zeros = (lambda: torch.zeros_like(x_seq[0])) if T > 0 else (lambda: x_seq.new_zeros(x_seq.shape[1:]))
     mem = inits[0] if inits[0] is not None else zeros()
@@ -181,7 +186,7 @@ def _snn_multi_step(x_seq, inits, *, model, beta, thr, third, tau_a=None, reset_
     sub, zero = reset_mechanism == "subtract", reset_mechanism == "zero"
     if alpha is None and surrogate in SNNTORCH_SURROGATES:  # snnTorch's defaults (its sigmoid's slope is 25)
         alpha = SNNTORCH_SURROGATES[surrogate].alpha
-    spikes, mems = [], []
+    spikes, mems, syns, inhs = [], [], [], []
     gsf = third if model == "leaky" else 1.0
     for t in range(T):
         x = x_seq[t]
@@ -224,8 +229,13 @@ def _snn_multi_step(x_seq, inits, *, model, beta, thr, third, tau_a=None, reset_
                 mem = mem - do_reset * mem
         spikes.append(spk)
         mems.append(mem)
+        syns.append(syn)
+        inhs.append(inh)
     spike_seq = torch.stack(spikes) if T > 0 else torch.empty_like(x_seq)
     mem_out = (torch.stack(mems) if T > 0 else torch.empty_like(x_seq)) if return_mem == "seq" else mem
+    if return_states == "seq":
+        syn = torch.stack(syns) if T > 0 else torch.empty_like(x_seq)
+        inh = torch.stack(inhs) if T > 0 else torch.empty_like(x_seq)
     return spike_seq, mem_out, syn, inh
 
 
@@ -242,19 +252,20 @@ def leaky(x_seq, mem_init=None, *, beta, threshold=1.0, reset_mechanism="subtrac
 
 
 def synaptic(x_seq, syn_init=None, mem_init=None, *, alpha, beta, threshold=1.0, reset_mechanism="subtract",
-             reset_delay=True, surrogate="atan", surrogate_alpha=None, surrogate_beta=None, return_mem="last"):
+             reset_delay=True, surrogate="atan", surrogate_alpha=None, surrogate_beta=None, return_mem="last",
+             return_states="last"):
     """Reference snnTorch Synaptic -> (spikes, syn, mem)."""
     clamp = lambda v: v.clamp(0, 1) if isinstance(v, torch.Tensor) else min(max(float(v), 0.0), 1.0)  # noqa: E731
     s, m, i, _ = _snn_multi_step(x_seq, (mem_init, syn_init), model="synaptic", beta=clamp(beta), thr=threshold,
                                  third=clamp(alpha), reset_mechanism=reset_mechanism, reset_delay=reset_delay,
                                  surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
-                                 return_mem=return_mem)
+                                 return_mem=return_mem, return_states=return_states)
     return s, i, m
 
 
 def alpha_neuron(x_seq, syn_exc_init=None, syn_inh_init=None, mem_init=None, *, alpha, beta, threshold=1.0,
                  reset_mechanism="zero", surrogate="atan", surrogate_alpha=None, surrogate_beta=None,
-                 return_mem="last"):
+                 return_mem="last", return_states="last"):
     """Reference snnTorch Alpha -> (spikes, syn_exc, syn_inh, mem)."""
     a = (alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha))).clamp(0, 1)
     b = (beta if isinstance(beta, torch.Tensor) else torch.tensor(float(beta))).clamp(0, 1)
@@ -263,7 +274,7 @@ def alpha_neuron(x_seq, syn_exc_init=None, syn_inh_init=None, mem_init=None, *, 
     s, m, e, i = _snn_multi_step(x_seq, (mem_init, syn_exc_init, syn_inh_init), model="alpha", beta=b.to(dev),
                                  thr=threshold, third=a.to(dev), tau_a=tau_a.to(dev), reset_mechanism=reset_mechanism,
                                  surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
-                                 return_mem=return_mem)
+                                 return_mem=return_mem, return_states=return_states)
     return s, e, i, m
 
 
@@ -271,13 +282,13 @@ def alpha_neuron(x_seq, syn_exc_init=None, syn_inh_init=None, mem_init=None, *, 
 # Norse 1.1's current-based LIF (norse.torch.functional.lif.lif_feed_forward_step), step for step
 # --------------------------------------------------------------------------------------------
 def _norse_multi_step(x_seq, v_init, i_init, *, a_m, a_s, v_leak, v_th, v_reset, detach_reset, surrogate, alpha,
-                      return_v):
+                      return_v, return_states="last"):
     """a_m = dt tau_mem_inv and a_s = dt tau_syn_inv already formed (as Norse forms them); v_init given.
-    -> (spikes, v (seq or last), i last)."""
+    -> (spikes, v (seq or last), i (seq or last by return_states))."""
     T = x_seq.shape[0]
     v = v_init
     i = i_init if i_init is not None else x_seq.new_zeros(x_seq.shape[1:])
-    spikes, vs = [], []
+    spikes, vs, cur = [], [], []
     for t in range(T):
         i_new = i + x_seq[t]
         v_dec = v + a_m * ((v_leak - v) + i_new)
@@ -287,8 +298,11 @@ def _norse_multi_step(x_seq, v_init, i_init, *, a_m, a_s, v_leak, v_th, v_reset,
         v = (1 - zr) * v_dec + zr * v_reset
         spikes.append(z)
         vs.append(v)
+        cur.append(i)
     spike_seq = torch.stack(spikes) if T > 0 else torch.empty_like(x_seq)
     v_out = (torch.stack(vs) if T > 0 else torch.empty_like(x_seq)) if return_v == "seq" else v
+    if return_states == "seq":
+        i = torch.stack(cur) if T > 0 else torch.empty_like(x_seq)
     return spike_seq, v_out, i
 
 
@@ -299,7 +313,7 @@ def _norse_tensor(value, x_seq):
 
 def norse_lif(x_seq, v_init=None, i_init=None, *, dt=0.001, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0,
               v_th=1.0, v_reset=0.0, detach_reset=False, surrogate="fast_sigmoid", surrogate_alpha=None,
-              return_v="last"):
+              return_v="last", return_states="last"):
     """Reference Norse LIF (feed-forward) -> (spikes, v, i). V[-1] = v_leak (detached), I[-1] = 0."""
     vl = _norse_tensor(v_leak, x_seq)
     a_m = dt * _norse_tensor(tau_mem_inv, x_seq)  # Norse's dt * p.tau_mem_inv, formed first
@@ -309,7 +323,8 @@ def norse_lif(x_seq, v_init=None, i_init=None, *, dt=0.001, tau_syn_inv=200.0, t
     if surrogate_alpha is None and surrogate in NORSE_SURROGATES:
         surrogate_alpha = NORSE_SURROGATES[surrogate].alpha
     return _norse_multi_step(x_seq, v_init, i_init, a_m=a_m, a_s=a_s, v_leak=vl, v_th=v_th, v_reset=v_reset,
-                             detach_reset=detach_reset, surrogate=surrogate, alpha=surrogate_alpha, return_v=return_v)
+                             detach_reset=detach_reset, surrogate=surrogate, alpha=surrogate_alpha, return_v=return_v,
+                             return_states=return_states)
 
 
 def lif_step(x, v=None, **kw):
@@ -349,28 +364,30 @@ def _per_neuron(slot, run, x_seq):
 
 def neuron_from_options(x_seq, inits, slots, opts):
     """The reference of spikeforge.ops.neuron's fused op for its NeuronOptions ->
-    (spike_seq, state0 (seq or last), state1 last or empty, state2 last or empty)."""
+    (spike_seq, state0 (seq or last), state1 and state2 (seq or last, or empty where the model lacks them))."""
     from ..surrogate import SURROGATES
     name = _MODEL_NAMES[opts.model]
     surrogate = next(n for n, spec in SURROGATES.items() if spec.id == opts.surrogate)
     runs = (opts.run0, opts.run1, opts.run2, opts.run3)
     sl = [_per_neuron(s, r, x_seq) for s, r in zip(slots, runs)]
     ret = "seq" if opts.v_seq else "last"
+    ret_states = "seq" if opts.states_seq else "last"
     empty = x_seq.new_empty(0)
     if opts.model < 4:
         s, v, b = _sj_multi_step(
             x_seq, inits[0], inits[1], model=name, k=sl[0], tau=opts.tau, v_threshold=opts.v_threshold,
             v_reset=opts.v_reset if opts.hard_reset else None, decay_input=opts.decay_input,
             detach_reset=opts.detach_reset, surrogate=surrogate, alpha=opts.alpha, beta_sg=opts.beta_sg,
-            beta_a=opts.beta_a, rho=opts.rho, levels=opts.levels, two_sided=opts.two_sided, return_v=ret)
+            beta_a=opts.beta_a, rho=opts.rho, levels=opts.levels, two_sided=opts.two_sided, return_v=ret,
+            return_states=ret_states)
         return s, v, (b if name == "alif" else empty), empty
     if name == "norse_lif":
         s, v, i = _norse_multi_step(x_seq, inits[0], inits[1], a_m=sl[0], a_s=sl[1], v_leak=sl[2], v_th=sl[3],
                                     v_reset=opts.v_reset, detach_reset=opts.detach_reset, surrogate=surrogate,
-                                    alpha=opts.alpha, return_v=ret)
+                                    alpha=opts.alpha, return_v=ret, return_states=ret_states)
         return s, v, i, empty
     s, m, second, third = _snn_multi_step(
         x_seq, inits, model=name, beta=sl[0], thr=sl[1], third=sl[2], tau_a=sl[3],
         reset_mechanism=_RESET_NAMES[opts.reset], reset_delay=opts.reset_delay, surrogate=surrogate,
-        alpha=opts.alpha, beta_sg=opts.beta_sg, return_mem=ret)
+        alpha=opts.alpha, beta_sg=opts.beta_sg, return_mem=ret, return_states=ret_states)
     return s, m, (second if name in ("synaptic", "alpha") else empty), (third if name == "alpha" else empty)
