@@ -386,25 +386,6 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
     return None
 
 
-def _alpha_synapses(nrn, x_seq: Tensor, exc: Tensor, inh: Tensor, resets: Tensor, mode: int) -> tuple[Tensor, Tensor]:
-    """Alpha's syn_exc and syn_inh at every step, given the resets the fused run decided (snnTorch's
-    _base_sub / _base_zero / _base_int with R known: the same operations, so the same values bitwise and
-    autograd through x, alpha, beta, threshold and the initial currents, R detached as in snnTorch)."""
-    alpha, beta, thr = nrn.alpha.clamp(0, 1), nrn.beta.clamp(0, 1), nrn.threshold
-    excs, inhs = [], []
-    for x, r in zip(x_seq, resets):
-        e0, i0 = alpha * exc + x, beta * inh - x
-        if mode == _SUBTRACT:
-            exc, inh = e0 - thr * r, i0 - i0 * r
-        elif mode == _ZERO:
-            exc, inh = e0 - e0 * r, i0 - i0 * r
-        else:
-            exc, inh = e0, i0
-        excs.append(exc)
-        inhs.append(inh)
-    return torch.stack(excs), torch.stack(inhs)
-
-
 def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     """The sequence through ops.leaky / synaptic / alpha_neuron, with the results the loop path returns."""
     dt = x_seq.dtype
@@ -422,15 +403,18 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     want_seq = keep_seq or (T > 1 and (late or not steps_are_spikes))
     kw = dict(threshold=nrn.threshold, reset_mechanism=_RESET_NAMES[mode], surrogate=surrogate,
               surrogate_alpha=s_alpha, surrogate_beta=s_beta, return_mem="seq" if want_seq else "last")
+    # keep_seq: the synaptic currents of every step come from the kernel too (their gradients go back
+    # through its backward), the same operations as snnTorch's step, so the same values bitwise
+    states_kw = dict(return_states="seq" if keep_seq else "last")
     if model == "Leaky":
         step, mem = ops.leaky(x, inits[0], beta=nrn.beta, graded_spikes_factor=gsf, reset_delay=nrn.reset_delay, **kw)
         others = ()
     elif model == "Synaptic":
         step, syn, mem = ops.synaptic(x, inits[0], inits[1], alpha=nrn.alpha, beta=nrn.beta,
-                                      reset_delay=nrn.reset_delay, **kw)
+                                      reset_delay=nrn.reset_delay, **kw, **states_kw)
         others = (syn,)
     else:
-        step, exc, inh, mem = ops.alpha_neuron(x, *inits, alpha=nrn.alpha, beta=nrn.beta, **kw)
+        step, exc, inh, mem = ops.alpha_neuron(x, *inits, alpha=nrn.alpha, beta=nrn.beta, **kw, **states_kw)
         others = (exc, inh)
     # snnTorch's spikes: (U - thr > 0).float() * graded_spikes_factor (float32 unless the factor promotes)
     if model == "Leaky":
@@ -445,23 +429,12 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         reset = nrn.mem_reset(mem[-2])
     else:
         reset = step[-2].detach().to(torch.float32)
-    mem_last = mem[-1].clone() if want_seq else mem  # a copy: snnTorch's detach_hidden detaches it in place
+    # copies: snnTorch's detach_hidden detaches the stored states in place
+    mem_last = mem[-1].clone() if want_seq else mem
     seqs = None
     if keep_seq:
-        if model == "Leaky":
-            seqs = (mem,)
-        elif model == "Synaptic":  # I = alpha I + X never resets: its sequence is that recurrence, as snnTorch runs it
-            alpha, syn_t, syns = nrn.alpha.clamp(0, 1), states[0], []
-            for x_t in x_seq:
-                syn_t = alpha * syn_t + x_t
-                syns.append(syn_t)
-            seqs = (torch.stack(syns), mem)
-        else:
-            # R[t] = [U[t-1] - thr > 0]: the spike the op fired at t-1 (Alpha's steps are the 0/1 spikes, the same
-            # comparison as snnTorch's mem_reset), and from the membrane before the sequence at t = 0
-            r0 = nrn.mem_reset(states[2]).unsqueeze(0)
-            resets = torch.cat([r0, step[:-1].detach().to(r0.dtype)])
-            seqs = (*_alpha_synapses(nrn, x_seq, states[0], states[1], resets, mode), mem)
+        seqs = (*others, mem)
+        others = tuple(o[-1].clone() for o in others)
     return spk, (*others, mem_last), seqs, reset
 
 
