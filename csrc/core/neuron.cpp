@@ -18,8 +18,11 @@ std::string slot_name(NeuronModel m, int s) {
   static const char* const synaptic[] = {"beta", "threshold", "alpha", "slot 3"};
   static const char* const alpha[] = {"beta", "threshold", "alpha", "tau_alpha"};
   static const char* const norse[] = {"dt * tau_mem_inv", "dt * tau_syn_inv", "v_leak", "v_th"};
-  const char* const* names = m == NeuronModel::leaky ? leaky : m == NeuronModel::synaptic ? synaptic
-                             : m == NeuronModel::alpha ? alpha : m == NeuronModel::norse_lif ? norse : lif;
+  const char* const* names = m == NeuronModel::leaky       ? leaky
+                             : m == NeuronModel::synaptic  ? synaptic
+                             : m == NeuronModel::alpha     ? alpha
+                             : m == NeuronModel::norse_lif ? norse
+                                                           : lif;
   return names[s];
 }
 std::string state_name(NeuronModel m, int s, const char* what) {
@@ -27,8 +30,10 @@ std::string state_name(NeuronModel m, int s, const char* what) {
   static const char* const snn[] = {"mem", "syn", "state 2"};
   static const char* const alpha[] = {"mem", "syn_exc", "syn_inh"};
   static const char* const norse[] = {"v", "i", "state 2"};
-  const char* const* names = m == NeuronModel::alpha ? alpha : is_snntorch_family(m) ? snn
-                             : m == NeuronModel::norse_lif ? norse : sj;
+  const char* const* names = m == NeuronModel::alpha       ? alpha
+                             : is_snntorch_family(m)       ? snn
+                             : m == NeuronModel::norse_lif ? norse
+                                                           : sj;
   const std::string w(what);
   if (w == "state_init") return std::string(names[s]) + "_init";
   return std::string(names[s]) + " (" + w + ")";
@@ -57,15 +62,16 @@ int64_t check_params(const NeuronParams& p) {
   SF_CHECK_ARG(std::isfinite(p.alpha) && std::isfinite(p.beta_sg), "alpha (the surrogate's parameter) must be finite");
   const int s = static_cast<int>(p.surrogate);
   SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
-  SF_CHECK_ARG(p.model == NeuronModel::ilif || surrogate_allowed(p.model, p.surrogate),
-               "surrogate: id " + std::to_string(s) + " is not available for this neuron model (the SpikingJelly "
-               "models take SpikingJelly's surrogates, the snnTorch models snntorch.surrogate's and atan / sigmoid, "
-               "norse_lif fast_sigmoid, disabled, triangle, sigmoid, erf and atan)");
+  SF_CHECK_ARG(
+      p.model == NeuronModel::ilif || surrogate_allowed(p.model, p.surrogate),
+      "surrogate: id " + std::to_string(s) +
+          " is not available for this neuron model (the SpikingJelly "
+          "models take SpikingJelly's surrogates, the snnTorch models snntorch.surrogate's and atan / sigmoid, "
+          "norse_lif fast_sigmoid, disabled, triangle, sigmoid, erf and atan)");
   return TN;
 }
 
-void check_like(const TensorView& t, const TensorView& ref, int64_t n, const std::string& name,
-                const char* ref_name) {
+void check_like(const TensorView& t, const TensorView& ref, int64_t n, const std::string& name, const char* ref_name) {
   check_dense(t, name.c_str());
   check_same_dtype(ref, t, ref_name, name.c_str());
   check_same_device(ref, t, ref_name, name.c_str());
@@ -73,7 +79,9 @@ void check_like(const TensorView& t, const TensorView& ref, int64_t n, const std
 }
 
 // compute type of an activation dtype: float32, or float64 for float64
-DType compute_dtype(DType d) { return d == DType::f64 ? DType::f64 : DType::f32; }
+DType compute_dtype(DType d) {
+  return d == DType::f64 ? DType::f64 : DType::f32;
+}
 
 void check_states(const TensorView* const* states, const TensorView& ref, const NeuronParams& p, int64_t TN,
                   const char* what, bool seq_ok) {
@@ -86,9 +94,9 @@ void check_states(const TensorView* const* states, const TensorView& ref, const 
     }
     if (!states[s]) continue;
     const int64_t n = states[s]->numel();
-    SF_CHECK_ARG(n == p.N || (seq_ok && n == TN),
-                 name + " has " + std::to_string(n) + " elements, expected " + std::to_string(p.N) +
-                     (seq_ok ? " or " + std::to_string(TN) : std::string()));
+    SF_CHECK_ARG(n == p.N || (seq_ok && n == TN), name + " has " + std::to_string(n) + " elements, expected " +
+                                                      std::to_string(p.N) +
+                                                      (seq_ok ? " or " + std::to_string(TN) : std::string()));
     check_like(*states[s], ref, n, name, "x_seq");
   }
 }
@@ -124,9 +132,9 @@ void check_saved(const TensorView* saved, const TensorView& ref, const NeuronPar
 
 }  // namespace
 
-void check_neuron_forward_args(const TensorView& x, const TensorView* const* state_init,
-                               const TensorView* const* slots, const TensorView& spike,
-                               const TensorView* const* state_out, const TensorView* saved, const NeuronParams& p) {
+void check_neuron_forward_args(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
+                               const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
+                               const NeuronParams& p) {
   const int64_t TN = check_params(p);
   check_dense(x, "x_seq");
   check_numel(x, TN, "x_seq");
@@ -187,10 +195,10 @@ void neuron_forward(const TensorView& x, const TensorView* const* state_init, co
 }
 
 void neuron_backward(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
-                     const TensorView* saved, const TensorView* const* state_init,
-                     const TensorView* const* slots, const TensorView& grad_x,
-                     const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
-                     const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex) {
+                     const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
+                     const TensorView& grad_x, const TensorView* const* grad_state_init,
+                     const TensorView* const* grad_slot_ws, const TensorView* const* grad_slots, const NeuronParams& p,
+                     const ExecConfig& ex) {
   check_neuron_backward_args(grad_spike, grad_state_out, x, saved, state_init, slots, grad_x, grad_state_init,
                              grad_slot_ws, grad_slots, p);
   SF_ROUTE(grad_spike.device, neuron_backward, grad_spike, grad_state_out, x, saved, state_init, slots, grad_x,

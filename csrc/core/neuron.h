@@ -51,14 +51,14 @@
 namespace spikeforge {
 
 enum class NeuronModel : int {
-  lif = 0,       // IF / LIF / PLIF
-  alif = 1,      // adaptive threshold
-  ilif = 2,      // integer (multi-level) spikes
-  ternary = 3,   // spikes in {-1, 0, 1}
-  leaky = 4,     // snnTorch Leaky
-  synaptic = 5,  // snnTorch Synaptic
-  alpha = 6,     // snnTorch Alpha
-  norse_lif = 7, // Norse's current-based LIF (feed-forward)
+  lif = 0,        // IF / LIF / PLIF
+  alif = 1,       // adaptive threshold
+  ilif = 2,       // integer (multi-level) spikes
+  ternary = 3,    // spikes in {-1, 0, 1}
+  leaky = 4,      // snnTorch Leaky
+  synaptic = 5,   // snnTorch Synaptic
+  alpha = 6,      // snnTorch Alpha
+  norse_lif = 7,  // Norse's current-based LIF (feed-forward)
 };
 constexpr int kNumNeuronModels = 8;
 
@@ -85,59 +85,77 @@ struct NeuronParams {
   int64_t N = 0;  // neurons per step
   ParamLayout layout[kMaxParams];
   // Constants are double so float64 runs keep them exact; kernels convert them to their compute type.
-  double tau = 2.0;          // 0: IF (no leak) when slot 0 is absent
+  double tau = 2.0;  // 0: IF (no leak) when slot 0 is absent
   double v_threshold = 1.0;
-  double v_reset = 0.0;      // used when hard_reset
+  double v_reset = 0.0;  // used when hard_reset
   bool hard_reset = true;
   bool decay_input = true;
   bool detach_reset = false;
-  double beta_a = 1.8;       // alif
-  double rho = 0.9;          // alif
-  int64_t levels = 4;        // ilif: D, the largest spike count
-  bool two_sided = false;    // ternary: dS/dH = g'(H - v_th) + g'(-H - v_th), else g'(|H| - v_th)
+  double beta_a = 1.8;     // alif
+  double rho = 0.9;        // alif
+  int64_t levels = 4;      // ilif: D, the largest spike count
+  bool two_sided = false;  // ternary: dS/dH = g'(H - v_th) + g'(-H - v_th), else g'(|H| - v_th)
   ResetMechanism reset = ResetMechanism::subtract;  // snnTorch family
   bool reset_delay = true;
   Surrogate surrogate = Surrogate::sigmoid;  // dS/dH (ilif uses its straight-through window instead)
-  double alpha = 4.0;        // the surrogate's parameter
-  double beta_sg = 1.0;      // its second parameter (spike_rate_escape)
+  double alpha = 4.0;                        // the surrogate's parameter
+  double beta_sg = 1.0;                      // its second parameter (spike_rate_escape)
 };
 
 SF_HD constexpr bool is_snntorch_family(NeuronModel m) {
-  return static_cast<int>(m) >= static_cast<int>(NeuronModel::leaky) && static_cast<int>(m) <= static_cast<int>(NeuronModel::alpha);
+  return static_cast<int>(m) >= static_cast<int>(NeuronModel::leaky) &&
+         static_cast<int>(m) <= static_cast<int>(NeuronModel::alpha);
 }
 // Models whose backward step always reads the state before the step (the snnTorch family's reset decision,
 // norse_lif's current) and, of those, the ones that also always read X (alpha's E + I, norse_lif's jump).
-SF_HD constexpr bool neuron_reads_prev_state(NeuronModel m) { return is_snntorch_family(m) || m == NeuronModel::norse_lif; }
-SF_HD constexpr bool neuron_always_reads_x(NeuronModel m) { return m == NeuronModel::alpha || m == NeuronModel::norse_lif; }
+SF_HD constexpr bool neuron_reads_prev_state(NeuronModel m) {
+  return is_snntorch_family(m) || m == NeuronModel::norse_lif;
+}
+SF_HD constexpr bool neuron_always_reads_x(NeuronModel m) {
+  return m == NeuronModel::alpha || m == NeuronModel::norse_lif;
+}
 
 // State variables of a model (state 0 is the membrane; alif 1 = B; synaptic 1 = I; alpha 1 = E, 2 = I;
 // norse_lif 1 = I).
 SF_HD constexpr int neuron_states(NeuronModel m) {
-  return m == NeuronModel::alpha ? 3
-         : (m == NeuronModel::alif || m == NeuronModel::synaptic || m == NeuronModel::norse_lif) ? 2 : 1;
+  return m == NeuronModel::alpha                                                                 ? 3
+         : (m == NeuronModel::alif || m == NeuronModel::synaptic || m == NeuronModel::norse_lif) ? 2
+                                                                                                 : 1;
 }
 // Values saved per neuron and step for backward (recomputed inside the CPU backward by default):
 // SpikingJelly family H (alif: H, B[t-1]); leaky U before and after the same-step reset; synaptic those
 // and I; alpha U, E, I; norse_lif Vd (before the reset), V, I.
 SF_HD constexpr int neuron_saved(NeuronModel m) {
   switch (m) {
-    case NeuronModel::alif: return 2;
-    case NeuronModel::leaky: return 2;
-    case NeuronModel::synaptic: return 3;
-    case NeuronModel::alpha: return 3;
-    case NeuronModel::norse_lif: return 3;
-    default: return 1;
+    case NeuronModel::alif:
+      return 2;
+    case NeuronModel::leaky:
+      return 2;
+    case NeuronModel::synaptic:
+      return 3;
+    case NeuronModel::alpha:
+      return 3;
+    case NeuronModel::norse_lif:
+      return 3;
+    default:
+      return 1;
   }
 }
 // Coefficient slots a model reads.
 SF_HD constexpr int neuron_slots(NeuronModel m) {
   switch (m) {
-    case NeuronModel::lif: return 1;
-    case NeuronModel::leaky: return 3;
-    case NeuronModel::synaptic: return 3;
-    case NeuronModel::alpha: return 4;
-    case NeuronModel::norse_lif: return 4;
-    default: return 0;
+    case NeuronModel::lif:
+      return 1;
+    case NeuronModel::leaky:
+      return 3;
+    case NeuronModel::synaptic:
+      return 3;
+    case NeuronModel::alpha:
+      return 4;
+    case NeuronModel::norse_lif:
+      return 4;
+    default:
+      return 0;
   }
 }
 // The surrogates each model is compiled for: SpikingJelly's set (ids below kNumSpikingJellySurrogates) for
@@ -161,7 +179,9 @@ SF_HD constexpr bool surrogate_allowed(NeuronModel m, Surrogate s) {
 // Whether saved values may be stored in the 16-bit activation dtype without changing what backward
 // derives from them (core/half_bits.h keeps H on its side of the constant threshold): only the binary
 // LIF; other models save them in the compute type (float32, or float64 for float64 activations).
-SF_HD constexpr bool neuron_saves_in_activation_dtype(NeuronModel m) { return m == NeuronModel::lif; }
+SF_HD constexpr bool neuron_saves_in_activation_dtype(NeuronModel m) {
+  return m == NeuronModel::lif;
+}
 // Whether backward reads X (besides the saved values): PLIF's dH/dk with decay_input, the alpha model,
 // whose E + I before the reset is recomputed from X, and norse_lif, whose current jump I[t-1] + X is.
 inline bool neuron_backward_reads_x(const NeuronParams& p, bool has_k) {
@@ -172,20 +192,44 @@ inline bool neuron_backward_reads_x(const NeuronParams& p, bool has_k) {
 // Arithmetic in the peers' rounding: each operation rounds once and is never fused.
 // ------------------------------------------------------------------------------------------------
 #if defined(__CUDA_ARCH__)
-SF_HD float rn_add(float a, float b) { return __fadd_rn(a, b); }
-SF_HD float rn_sub(float a, float b) { return __fsub_rn(a, b); }
-SF_HD float rn_mul(float a, float b) { return __fmul_rn(a, b); }
-SF_HD float rn_div(float a, float b) { return __fdiv_rn(a, b); }
+SF_HD float rn_add(float a, float b) {
+  return __fadd_rn(a, b);
+}
+SF_HD float rn_sub(float a, float b) {
+  return __fsub_rn(a, b);
+}
+SF_HD float rn_mul(float a, float b) {
+  return __fmul_rn(a, b);
+}
+SF_HD float rn_div(float a, float b) {
+  return __fdiv_rn(a, b);
+}
 #else
-SF_HD float rn_add(float a, float b) { return a + b; }
-SF_HD float rn_sub(float a, float b) { return a - b; }
-SF_HD float rn_mul(float a, float b) { return a * b; }
-SF_HD float rn_div(float a, float b) { return a / b; }
+SF_HD float rn_add(float a, float b) {
+  return a + b;
+}
+SF_HD float rn_sub(float a, float b) {
+  return a - b;
+}
+SF_HD float rn_mul(float a, float b) {
+  return a * b;
+}
+SF_HD float rn_div(float a, float b) {
+  return a / b;
+}
 #endif
-SF_HD double rn_add(double a, double b) { return a + b; }
-SF_HD double rn_sub(double a, double b) { return a - b; }
-SF_HD double rn_mul(double a, double b) { return a * b; }
-SF_HD double rn_div(double a, double b) { return a / b; }
+SF_HD double rn_add(double a, double b) {
+  return a + b;
+}
+SF_HD double rn_sub(double a, double b) {
+  return a - b;
+}
+SF_HD double rn_mul(double a, double b) {
+  return a * b;
+}
+SF_HD double rn_div(double a, double b) {
+  return a / b;
+}
 
 // Round half to even for values in [0, 2^22] (ilif counts): the shifter form vectorises and agrees
 // with torch.round there. NaN stays NaN.
@@ -204,18 +248,28 @@ struct NeuronCoeffs {
   bool hard, decay, leak, divide, keep_form, two_sided, reset_delay;
   ResetMechanism reset;
   NeuronCoeffs(const NeuronParams& p, bool has_k)
-      : vth(static_cast<C>(p.v_threshold)), vr(static_cast<C>(p.v_reset)),
-        vr_c(p.hard_reset ? static_cast<C>(p.v_reset) : C(0)), nd(p.detach_reset ? C(0) : C(1)),
-        tau(static_cast<C>(p.tau)), inv_tau(p.tau != 0.0 ? static_cast<C>(1.0 / p.tau) : C(0)),
+      : vth(static_cast<C>(p.v_threshold)),
+        vr(static_cast<C>(p.v_reset)),
+        vr_c(p.hard_reset ? static_cast<C>(p.v_reset) : C(0)),
+        nd(p.detach_reset ? C(0) : C(1)),
+        tau(static_cast<C>(p.tau)),
+        inv_tau(p.tau != 0.0 ? static_cast<C>(1.0 / p.tau) : C(0)),
         keep(p.tau != 0.0 ? static_cast<C>(1.0 - 1.0 / p.tau) : C(1)),
-        beta_a(static_cast<C>(p.beta_a)), rho(static_cast<C>(p.rho)), one_minus_rho(static_cast<C>(1.0 - p.rho)),
-        levels(static_cast<C>(p.levels)), sg_a(static_cast<C>(p.alpha)), sg_b(static_cast<C>(p.beta_sg)),
-        hard(p.hard_reset), decay(p.decay_input),
+        beta_a(static_cast<C>(p.beta_a)),
+        rho(static_cast<C>(p.rho)),
+        one_minus_rho(static_cast<C>(1.0 - p.rho)),
+        levels(static_cast<C>(p.levels)),
+        sg_a(static_cast<C>(p.alpha)),
+        sg_b(static_cast<C>(p.beta_sg)),
+        hard(p.hard_reset),
+        decay(p.decay_input),
         // IF: H = V + X exactly (the general form would add 0 * (..), which is NaN once V is infinite)
-        leak(has_k || p.tau != 0.0), divide(!has_k),
+        leak(has_k || p.tau != 0.0),
+        divide(!has_k),
         // ilif without decay_input: H = keep V + X (SpikingJelly's ILIFNode), not V - V / tau + X
         keep_form(p.model == NeuronModel::ilif && !p.decay_input && !has_k && p.tau != 0.0),
-        two_sided(p.two_sided), reset_delay(p.reset_delay),
+        two_sided(p.two_sided),
+        reset_delay(p.reset_delay),
         reset(p.reset) {}
 };
 
@@ -280,7 +334,9 @@ SF_HD C sj_reset(const NeuronCoeffs<C>& q, C h, C s, C theta) {
 
 // The k that sj_backward takes: PLIF's coefficient, else 1/tau (0 for IF).
 template <typename C>
-SF_HD C backward_leak(const NeuronCoeffs<C>& q, C k_slot) { return q.divide ? q.inv_tau : k_slot; }
+SF_HD C backward_leak(const NeuronCoeffs<C>& q, C k_slot) {
+  return q.divide ? q.inv_tau : k_slot;
+}
 
 // One forward step: st = (V, B) before, updated in place; sv = (H, B[t-1]); returns S.
 template <NeuronModel M, typename C>
@@ -313,7 +369,9 @@ SF_HD C lif_step(const NeuronCoeffs<C>& q, C& v, C x) {
 }
 // V[-1] of a neuron without an initial state: v_reset for the hard reset, 0 otherwise.
 template <typename C>
-SF_HD C lif_v_init(const NeuronCoeffs<C>& q) { return q.hard ? q.vr : C(0); }
+SF_HD C lif_v_init(const NeuronCoeffs<C>& q) {
+  return q.hard ? q.vr : C(0);
+}
 
 // The state after a step from its saved values (backward needs V[t-1] for dH/dk).
 template <NeuronModel M, typename C>
@@ -392,12 +450,13 @@ SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v
 // synaptic (U, U', I); alpha (U, E, I) after the step.
 // ================================================================================================
 template <typename C>
-SF_HD C snn_heaviside(C u, C thr) { return rn_sub(u, thr) > C(0) ? C(1) : C(0); }
+SF_HD C snn_heaviside(C u, C thr) {
+  return rn_sub(u, thr) > C(0) ? C(1) : C(0);
+}
 
 // One forward step: st before, updated in place; returns the spike; fills sv.
 template <NeuronModel M, typename C>
-SF_HD C snn_forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
-                    C (&sv)[kMaxSaved]) {
+SF_HD C snn_forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x, C (&sv)[kMaxSaved]) {
   const C beta = sl.v[0], thr = sl.v[1];
   const C u_prev = st[0];
   const C R = snn_heaviside(u_prev, thr);
@@ -574,7 +633,7 @@ SF_HD C norse_backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const
   const C vd = sv[0];
   const C z = snn_heaviside(vd, th);
   const C v_prev = st_prev[0];
-  const C j = rn_add(st_prev[1], x);  // the forward's i_new, recomputed exactly
+  const C j = rn_add(st_prev[1], x);                       // the forward's i_new, recomputed exactly
   const C w = (gs + gst[0] * (q.vr - vd) * q.nd) * gv[0];  // dL/dS through the spike and the reset, times g'
   const C gvd = w + gst[0] * (C(1) - z);
   const C gj = gvd * am + gst[1] * (C(1) - as);
@@ -592,7 +651,9 @@ SF_HD C norse_backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const
 // own: on CPU, exp-based surrogates vectorise there and not inside the step's selects).
 // ================================================================================================
 template <NeuronModel M>
-constexpr int kSurrogateArgs = M == NeuronModel::ilif ? 0 : M == NeuronModel::ternary ? 2 : 1;
+constexpr int kSurrogateArgs = M == NeuronModel::ilif      ? 0
+                               : M == NeuronModel::ternary ? 2
+                                                           : 1;
 
 template <NeuronModel M, typename C>
 SF_HD void surrogate_args(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved], C (&a)[2]) {
@@ -611,8 +672,7 @@ SF_HD void surrogate_args(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, co
 
 // g' at a step's surrogate arguments (the second is read by the two-sided ternary spike only).
 template <NeuronModel M, Surrogate SG, typename C>
-SF_HD void surrogate_values(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
-                            C (&g)[2]) {
+SF_HD void surrogate_values(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved], C (&g)[2]) {
   C a[2] = {C(0), C(0)};
   surrogate_args<M>(q, sl, sv, a);
   g[0] = kSurrogateArgs<M> > 0 ? SurrogateFn<SG>::grad(a[0], q.sg_a, q.sg_b) : C(0);
@@ -668,33 +728,33 @@ void neuron_forward(const TensorView& x, const TensorView* const* state_init, co
 //   grad_slots      kMaxParams entries: [layout.C] out in the compute type, or nullptr. Reduced over the
 //                   neurons of each entry in a fixed order (deterministic, thread-count independent).
 void neuron_backward(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
-                     const TensorView* saved, const TensorView* const* state_init,
-                     const TensorView* const* slots, const TensorView& grad_x,
-                     const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
-                     const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex);
+                     const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
+                     const TensorView& grad_x, const TensorView* const* grad_state_init,
+                     const TensorView* const* grad_slot_ws, const TensorView* const* grad_slots, const NeuronParams& p,
+                     const ExecConfig& ex);
 
 // Device implementations, mirrored (same arguments); called through neuron_forward / neuron_backward.
 void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                         const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
                         const NeuronParams& p, const ExecConfig& ex);
-void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* grad_state_out,
-                         const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
-                         const TensorView* const* slots, const TensorView& grad_x,
-                         const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
-                         const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex);
+void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
+                         const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
+                         const TensorView& grad_x, const TensorView* const* grad_state_init,
+                         const TensorView* const* grad_slot_ws, const TensorView* const* grad_slots,
+                         const NeuronParams& p, const ExecConfig& ex);
 void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                          const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
                          const NeuronParams& p, const ExecConfig& ex);
-void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const* grad_state_out,
-                          const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
-                          const TensorView* const* slots, const TensorView& grad_x,
-                          const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
-                          const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex);
+void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
+                          const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
+                          const TensorView& grad_x, const TensorView* const* grad_state_init,
+                          const TensorView* const* grad_slot_ws, const TensorView* const* grad_slots,
+                          const NeuronParams& p, const ExecConfig& ex);
 
 // Argument checks shared by both devices (csrc/core/neuron.cpp); they raise ArgumentError.
-void check_neuron_forward_args(const TensorView& x, const TensorView* const* state_init,
-                               const TensorView* const* slots, const TensorView& spike,
-                               const TensorView* const* state_out, const TensorView* saved, const NeuronParams& p);
+void check_neuron_forward_args(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
+                               const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
+                               const NeuronParams& p);
 void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* const* grad_state_out,
                                 const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
                                 const TensorView* const* slots, const TensorView& grad_x,

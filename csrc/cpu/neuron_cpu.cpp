@@ -39,7 +39,7 @@ struct Step {
   static constexpr bool kNorse = M == NeuronModel::norse_lif;
   template <typename C>
   SF_HD static C forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
-                   C (&sv)[kMaxSaved]) {
+                         C (&sv)[kMaxSaved]) {
     if constexpr (kNorse) {
       return norse_forward(q, sl, st, x, sv);
     } else if constexpr (kSnn) {
@@ -62,8 +62,8 @@ struct Step {
   }
   template <typename C>
   SF_HD static C backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
-                    const C (&st_prev)[kMaxStates], C x, C gs, const C (&g)[2], C (&gst)[kMaxStates],
-                    C (&gsl)[kMaxParams], bool want_gk) {
+                          const C (&st_prev)[kMaxStates], C x, C gs, const C (&g)[2], C (&gst)[kMaxStates],
+                          C (&gsl)[kMaxParams], bool want_gk) {
     if constexpr (kNorse) {
       (void)want_gk;
       return norse_backward(q, sl, sv, st_prev, x, gs, g, gst, gsl);
@@ -92,17 +92,17 @@ C* scratch(size_t count) {
 // The rows one thread uses for a chunk of at most blk neurons.
 template <typename C>
 struct Rows {
-  C* st[kMaxStates];       // state
-  C* sl[kMaxParams];       // coefficient slots
-  C* tmp[2];               // converted input rows
-  C* out[kMaxSaved + 1];   // computed rows before conversion (saved values, then the spike / grad_x)
-  C* gst[kMaxStates];      // backward: state gradients
-  C* gsl[kMaxParams];      // backward: slot gradients
-  C* prev[kMaxStates];     // backward: the state before the step
-  C* init[kMaxStates];     // backward: the initial state
-  C* conv[kMaxSaved];      // backward: step t-1's saved values converted
-  C* sg[2];                // backward: the surrogate's arguments, then its values
-  C* svbuf;                // backward (recompute): [NSV, T, blk] saved values
+  C* st[kMaxStates];      // state
+  C* sl[kMaxParams];      // coefficient slots
+  C* tmp[2];              // converted input rows
+  C* out[kMaxSaved + 1];  // computed rows before conversion (saved values, then the spike / grad_x)
+  C* gst[kMaxStates];     // backward: state gradients
+  C* gsl[kMaxParams];     // backward: slot gradients
+  C* prev[kMaxStates];    // backward: the state before the step
+  C* init[kMaxStates];    // backward: the initial state
+  C* conv[kMaxSaved];     // backward: step t-1's saved values converted
+  C* sg[2];               // backward: the surrogate's arguments, then its values
+  C* svbuf;               // backward (recompute): [NSV, T, blk] saved values
   static constexpr int kRows = kMaxStates + kMaxParams + 2 + kMaxSaved + 1;      // forward
   static constexpr int kGradRows = 3 * kMaxStates + kMaxParams + kMaxSaved + 2;  // backward only
   // Rows are blk + a cache line apart: at exactly blk * sizeof(C) (a multiple of 4 KiB) the loads of one row
@@ -199,17 +199,17 @@ void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n)
 // those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
 template <NeuronModel M, typename C>
 SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
-                 C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
-                 const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3, C* __restrict sv0,
-                 C* __restrict sv1, C* __restrict sv2) {
+                               C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
+                               const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3,
+                               C* __restrict sv0, C* __restrict sv1, C* __restrict sv2) {
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
   // a local copy: the row stores could otherwise alias the coefficients, which would be reloaded per element
   const NeuronCoeffs<C> q = coeffs;
   for (int64_t j = 0; j < n; ++j) {
     C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
     C sv[kMaxSaved] = {};
-    const NeuronSlots<C> sl{{NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0),
-                            NSL > 3 ? sl3[j] : C(0)}};
+    const NeuronSlots<C> sl{
+        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
     spike[j] = Step<M>::forward(q, sl, st, x[j], sv);
     st0[j] = st[0];
     if constexpr (NS > 1) st1[j] = st[1];
@@ -246,7 +246,7 @@ constexpr bool variant_exists(int v) {
     return reset <= 2 && low == 0;
   } else if constexpr (M == NeuronModel::norse_lif) {
     return v == 0;  // detach_reset is a run-time coefficient (q.nd)
-  } else {  // leaky, synaptic
+  } else {          // leaky, synaptic
     return reset <= 2 && (low & ~Variant::kDelay) == 0;
   }
 }
@@ -307,13 +307,14 @@ void dispatch_variant(int v, F&& f) {
 // GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
 // read it.
 template <NeuronModel M, Surrogate SG, int V, typename C>
-SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0, const C* __restrict sv1,
-                  const C* __restrict sv2, const C* __restrict pv0, const C* __restrict pv1,
-                  const C* __restrict pv2, const C* __restrict x, const C* __restrict gs, C* __restrict gx,
-                  C* __restrict g0, C* __restrict g1, C* __restrict g2, const C* __restrict sl0,
-                  const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3, C* __restrict gl0,
-                  C* __restrict gl1, C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
-                  bool want_slot_grad) {
+SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0,
+                                const C* __restrict sv1, const C* __restrict sv2, const C* __restrict pv0,
+                                const C* __restrict pv1, const C* __restrict pv2, const C* __restrict x,
+                                const C* __restrict gs, C* __restrict gx, C* __restrict g0, C* __restrict g1,
+                                C* __restrict g2, const C* __restrict sl0, const C* __restrict sl1,
+                                const C* __restrict sl2, const C* __restrict sl3, C* __restrict gl0, C* __restrict gl1,
+                                C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
+                                bool want_slot_grad) {
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NA = kSurrogateArgs<M>;
   // the snnTorch family and norse_lif always read the previous state (the reset decision, the current)
   // and alpha and norse_lif x; of the SpikingJelly family only PLIF's dH/dk reads them
@@ -327,8 +328,8 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   if constexpr (NA > 0) {
     for (int64_t j = 0; j < n; ++j) {
       const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
-      const NeuronSlots<C> sl{{NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0),
-                               NSL > 3 ? sl3[j] : C(0)}};
+      const NeuronSlots<C> sl{
+          {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
       C a[2] = {C(0), C(0)};
       surrogate_args<M>(q, sl, sv, a);
       sg0[j] = a[0];
@@ -351,8 +352,8 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   }
   for (int64_t j = 0; j < n; ++j) {
     const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
-    const NeuronSlots<C> sl{{NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0),
-                             NSL > 3 ? sl3[j] : C(0)}};
+    const NeuronSlots<C> sl{
+        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
     C prev[kMaxStates] = {};
     if constexpr (PREV) {
       prev[0] = pv0[j];
@@ -521,7 +522,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
     }
     for (int s = 0; s < NSL; ++s) std::fill(r.gsl[s], r.gsl[s] + n, C(0));
     // step t's saved values as compute-type rows (converted into `into` when stored in 16 bits)
-    auto saved_rows = [&](int64_t t, const C* (&dst)[kMaxSaved], C* const* into) {
+    auto saved_rows = [&](int64_t t, const C*(&dst)[kMaxSaved], C* const* into) {
       for (int k = 0; k < NSV; ++k) {
         dst[k] = recompute ? r.svbuf + (k * T + t) * blk : load_row(saved + (k * T + t) * N + i0, into[k], n);
       }
@@ -608,20 +609,32 @@ void reduce_slot_grad(const C* ws, C* grad, const ParamLayout& L, int64_t N, int
 template <typename F>
 void dispatch_model(NeuronModel m, F&& f) {
   switch (m) {
-    case NeuronModel::lif: return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
-    case NeuronModel::alif: return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
-    case NeuronModel::ilif: return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
-    case NeuronModel::ternary: return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
-    case NeuronModel::leaky: return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
-    case NeuronModel::synaptic: return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
-    case NeuronModel::alpha: return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
-    case NeuronModel::norse_lif: return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
+    case NeuronModel::lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
+    case NeuronModel::alif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
+    case NeuronModel::ilif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
+    case NeuronModel::ternary:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
+    case NeuronModel::leaky:
+      return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
+    case NeuronModel::synaptic:
+      return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
+    case NeuronModel::alpha:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
+    case NeuronModel::norse_lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
   }
   throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
 }
 
-const void* data_of(const TensorView* t) { return t ? t->data : nullptr; }
-void* mdata_of(const TensorView* t) { return t ? t->data : nullptr; }
+const void* data_of(const TensorView* t) {
+  return t ? t->data : nullptr;
+}
+void* mdata_of(const TensorView* t) {
+  return t ? t->data : nullptr;
+}
 
 // T == 0: the returned last states are the initial ones, and their gradients pass straight back.
 void copy_or_fill(const TensorView* src, const TensorView& dst, double fill) {
@@ -647,7 +660,8 @@ void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init
   if (p.T == 0) {
     const bool vr = !neuron_reads_prev_state(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
     for (int s = 0; s < ns; ++s) {
-      if (state_out[s] && state_out[s]->numel() == p.N) copy_or_fill(state_init[s], *state_out[s], s == 0 && vr ? p.v_reset : 0.0);
+      if (state_out[s] && state_out[s]->numel() == p.N)
+        copy_or_fill(state_init[s], *state_out[s], s == 0 && vr ? p.v_reset : 0.0);
     }
     return;
   }
@@ -670,11 +684,11 @@ void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init
   });
 }
 
-void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* grad_state_out,
-                         const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
-                         const TensorView* const* slots, const TensorView& grad_x,
-                         const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
-                         const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex) {
+void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
+                         const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
+                         const TensorView& grad_x, const TensorView* const* grad_state_init,
+                         const TensorView* const* grad_slot_ws, const TensorView* const* grad_slots,
+                         const NeuronParams& p, const ExecConfig& ex) {
   // arguments checked by neuron_backward (csrc/core/neuron.cpp)
   const int nt = threads_of(ex);
   const int ns = neuron_states(p.model), nsl = neuron_slots(p.model);

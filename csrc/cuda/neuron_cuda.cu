@@ -30,10 +30,16 @@ namespace {
 
 using namespace cuda_detail;
 
-constexpr bool snn_model(NeuronModel m) { return is_snntorch_family(m); }
-constexpr bool norse_model(NeuronModel m) { return m == NeuronModel::norse_lif; }
+constexpr bool snn_model(NeuronModel m) {
+  return is_snntorch_family(m);
+}
+constexpr bool norse_model(NeuronModel m) {
+  return m == NeuronModel::norse_lif;
+}
 // V[-1] without an initial state: v_reset for a SpikingJelly-style hard reset, else 0 (norse_lif always has one)
-constexpr bool starts_at_v_reset(NeuronModel m) { return !neuron_reads_prev_state(m) && m != NeuronModel::ilif; }
+constexpr bool starts_at_v_reset(NeuronModel m) {
+  return !neuron_reads_prev_state(m) && m != NeuronModel::ilif;
+}
 
 // The model's step functions behind one interface (as csrc/cpu/neuron_cpu.cpp's Step).
 template <NeuronModel M>
@@ -92,8 +98,8 @@ __device__ __forceinline__ float keep_side(float h, float vth) {
 // The coefficient slots of the neurons [i0, i0 + VEC): entry (i / S) % C of each slot.
 template <int VEC>
 __device__ __forceinline__ void load_slots(float (&sl)[kMaxParams][VEC], const float* const (&slots)[kMaxParams],
-                                           const int64_t (&C)[kMaxParams], const int64_t (&S)[kMaxParams],
-                                           int nslots, int64_t i0) {
+                                           const int64_t (&C)[kMaxParams], const int64_t (&S)[kMaxParams], int nslots,
+                                           int64_t i0) {
   for (int s = 0; s < kMaxParams; ++s) {
 #pragma unroll
     for (int j = 0; j < VEC; ++j) sl[s][j] = 0.0f;
@@ -126,7 +132,7 @@ __device__ __forceinline__ void store_f32(float* base, int64_t i, const float (&
 
 struct ForwardArgs {
   const void* x;
-  const void* init[kMaxStates];  // or nullptr
+  const void* init[kMaxStates];    // or nullptr
   const float* slots[kMaxParams];  // or nullptr
   int64_t C[kMaxParams], S[kMaxParams];
   void* spike;
@@ -405,14 +411,22 @@ void reduce_slot_grad(const float* ws, float* grad, const ParamLayout& L, int64_
 template <typename F>
 void dispatch_model(NeuronModel m, F&& f) {
   switch (m) {
-    case NeuronModel::lif: return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
-    case NeuronModel::alif: return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
-    case NeuronModel::ilif: return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
-    case NeuronModel::ternary: return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
-    case NeuronModel::leaky: return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
-    case NeuronModel::synaptic: return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
-    case NeuronModel::alpha: return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
-    case NeuronModel::norse_lif: return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
+    case NeuronModel::lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
+    case NeuronModel::alif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
+    case NeuronModel::ilif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
+    case NeuronModel::ternary:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
+    case NeuronModel::leaky:
+      return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
+    case NeuronModel::synaptic:
+      return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
+    case NeuronModel::alpha:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
+    case NeuronModel::norse_lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
   }
   throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
 }
@@ -437,8 +451,8 @@ template <typename S, NeuronModel M>
 void backward_launch(const BackwardArgs& a, const NeuronCoeffs<float>& q, Surrogate sg, int device,
                      cudaStream_t stream) {
   constexpr int kVec = M == NeuronModel::lif ? 16 / static_cast<int>(sizeof(S)) : 1;
-  bool vec = kVec > 1 && a.N % kVec == 0 && aligned16(a.grad_spike) && aligned16(a.saved) &&
-             aligned16(a.grad_x) && (!a.read_x || aligned16(a.x));
+  bool vec = kVec > 1 && a.N % kVec == 0 && aligned16(a.grad_spike) && aligned16(a.saved) && aligned16(a.grad_x) &&
+             (!a.read_x || aligned16(a.x));
   for (int s = 0; s < kMaxStates; ++s) {
     vec = vec && aligned16(a.grad_out[s]) && aligned16(a.init[s]) && aligned16(a.grad_init[s]);
   }
@@ -486,10 +500,16 @@ __global__ void fill_kernel(void* dst, int64_t n, float value) {
   }
 }
 
-const void* data_of(const TensorView* t) { return t ? t->data : nullptr; }
-void* mdata_of(const TensorView* t) { return t ? t->data : nullptr; }
+const void* data_of(const TensorView* t) {
+  return t ? t->data : nullptr;
+}
+void* mdata_of(const TensorView* t) {
+  return t ? t->data : nullptr;
+}
 
-size_t elem_size(DType d) { return d == DType::f32 ? 4 : 2; }
+size_t elem_size(DType d) {
+  return d == DType::f32 ? 4 : 2;
+}
 
 }  // namespace
 
@@ -550,17 +570,16 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_ini
   const NeuronCoeffs<float> q(p, slots[0] != nullptr);
   dispatch_model(p.model, [&](auto mtag) {
     constexpr NeuronModel M = decltype(mtag)::value;
-    dispatch_dtype(x.dtype, [&](auto tag) {
-      forward_launch<typename decltype(tag)::type, M>(a, q, x.device_index, stream);
-    });
+    dispatch_dtype(x.dtype,
+                   [&](auto tag) { forward_launch<typename decltype(tag)::type, M>(a, q, x.device_index, stream); });
   });
 }
 
-void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const* grad_state_out,
-                          const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
-                          const TensorView* const* slots, const TensorView& grad_x,
-                          const TensorView* const* grad_state_init, const TensorView* const* grad_slot_ws,
-                          const TensorView* const* grad_slots, const NeuronParams& p, const ExecConfig& ex) {
+void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
+                          const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
+                          const TensorView& grad_x, const TensorView* const* grad_state_init,
+                          const TensorView* const* grad_slot_ws, const TensorView* const* grad_slots,
+                          const NeuronParams& p, const ExecConfig& ex) {
   // arguments checked by neuron_backward (csrc/core/neuron.cpp)
   constexpr const char* fn = "neuron_backward_cuda";
   require_cuda(&grad_spike, "grad_spike", fn);
@@ -579,7 +598,8 @@ void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const*
   }
   check_cuda_dtype(grad_spike.dtype, "grad_spike");
   const bool run = p.T > 0 && p.N > 0;
-  SF_CHECK_ARG(!run || saved, "saved values are required on CUDA (for recompute, run the forward into a workspace first)");
+  SF_CHECK_ARG(!run || saved,
+               "saved values are required on CUDA (for recompute, run the forward into a workspace first)");
   const DeviceGuard guard(grad_spike.device_index);
   const cudaStream_t stream = static_cast<cudaStream_t>(ex.stream);
   const int device = grad_spike.device_index;

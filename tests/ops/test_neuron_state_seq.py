@@ -3,6 +3,7 @@ variable at every step straight from the kernels (synaptic currents, adaptation)
 per-step gradient for each. Forward bitwise against the reference, gradients against the reference (both
 backward paths), float64 gradcheck of losses on the per-step states, opcheck, torch.compile(fullgraph=True),
 empty shapes and bad values."""
+
 import pytest
 import torch
 
@@ -11,12 +12,21 @@ from spikeforge import ops, reference
 
 # public op -> (positional initial states, the membrane's return option, options away from defaults)
 CASES = {
-    "alif": (2, "return_v", dict(tau=1.5, v_threshold=0.8, v_reset=-0.2, beta_a=0.7, rho=0.8, surrogate="atan",
-                                 alpha=3.0)),
-    "synaptic": (2, "return_mem", dict(alpha=0.7, beta=0.85, threshold=0.9, surrogate="fast_sigmoid",
-                                       surrogate_alpha=5.0)),
-    "synaptic_zero_late": (2, "return_mem", dict(alpha=0.7, beta=0.85, threshold=0.9, reset_mechanism="zero",
-                                                 reset_delay=False)),
+    "alif": (
+        2,
+        "return_v",
+        dict(tau=1.5, v_threshold=0.8, v_reset=-0.2, beta_a=0.7, rho=0.8, surrogate="atan", alpha=3.0),
+    ),
+    "synaptic": (
+        2,
+        "return_mem",
+        dict(alpha=0.7, beta=0.85, threshold=0.9, surrogate="fast_sigmoid", surrogate_alpha=5.0),
+    ),
+    "synaptic_zero_late": (
+        2,
+        "return_mem",
+        dict(alpha=0.7, beta=0.85, threshold=0.9, reset_mechanism="zero", reset_delay=False),
+    ),
     "alpha_neuron": (3, "return_mem", dict(alpha=0.9, beta=0.7, threshold=0.4)),
     "alpha_neuron_sub": (3, "return_mem", dict(alpha=0.9, beta=0.7, threshold=0.4, reset_mechanism="subtract")),
     "norse_lif": (2, "return_v", dict(dt=0.01, tau_syn_inv=20.0, tau_mem_inv=10.0, v_th=0.3)),
@@ -85,7 +95,7 @@ def test_gradients_of_per_step_states_match_reference(case, save, monkeypatch):
             leaves.append(extra[coef])
         kw = {k: v for k, v in CASES[case][2].items() if k not in extra}
         n, key, _ = CASES[case]
-        out = getattr(impl, name)(leaves[0], *leaves[1:1 + n], **kw, **extra, **{key: "seq"}, return_states="seq")
+        out = getattr(impl, name)(leaves[0], *leaves[1 : 1 + n], **kw, **extra, **{key: "seq"}, return_states="seq")
         torch.manual_seed(3)
         loss = sum((o * torch.randn_like(o)).sum() for o in out)
         got = torch.autograd.grad(loss, leaves, allow_unused=True)  # alpha's mem_init only decides R[0]
@@ -103,6 +113,7 @@ def _away(case, shape, margin=2e-2):
     """Inputs whose firing decisions are all at least `margin` from the threshold (finite differences must not
     flip a spike or a reset)."""
     import spikeforge.reference.neuron as refmod
+
     for seed in range(300):
         x, inits = _inputs(case, shape, torch.float64, seed=seed)
         margins = []
@@ -111,6 +122,7 @@ def _away(case, shape, margin=2e-2):
         def hook(v, *a, **k):
             margins.append(v.detach().abs().min().item())
             return real(v, *a, **k)
+
         refmod.spike_fn = hook
         try:
             _call(reference, case, x, inits, "seq", "seq", **_GRADCHECK_EXTRA[case])
@@ -155,12 +167,16 @@ def _fwd_args(case, save=None, grad=True, dtype=torch.float32, ret_mem="last"):
         for i in inits:
             i.requires_grad_()
     n, key, kw = CASES[case]
-    return neuron_mod.op_inputs(getattr(ops, _op(case)), x, *inits, save=save, **kw,
-                                **{key: ret_mem}, return_states="seq")
+    return neuron_mod.op_inputs(
+        getattr(ops, _op(case)), x, *inits, save=save, **kw, **{key: ret_mem}, return_states="seq"
+    )
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(save=True, ret_mem="seq"), dict(grad=False),
-                                     dict(save=True, dtype=torch.float16)], ids=["default", "saved", "nograd", "fp16"])
+@pytest.mark.parametrize(
+    "variant",
+    [dict(), dict(save=True, ret_mem="seq"), dict(grad=False), dict(save=True, dtype=torch.float16)],
+    ids=["default", "saved", "nograd", "fp16"],
+)
 @pytest.mark.parametrize("case", ["alif", "synaptic", "alpha_neuron", "norse_lif"])
 def test_opcheck_neuron_fwd(case, variant):
     args = _fwd_args(case, **variant)
@@ -185,10 +201,12 @@ def test_opcheck_neuron_bwd(case, save):
 def _net(x, m0, thr):
     s1, v1, b1 = ops.alif(x, m0, None, tau=1.5, beta_a=0.7, rho=0.8, surrogate="atan", return_states="seq")
     s2, i2, m2 = ops.synaptic(x, None, m0, alpha=0.7, beta=0.8, threshold=thr, return_states="seq")
-    s3, e3, i3, m3 = ops.alpha_neuron(x, None, None, m0, alpha=0.9, beta=0.7, threshold=thr, return_mem="seq",
-                                      return_states="seq")
-    s4, v4, i4 = ops.norse_lif(x * 5, None, m0, dt=0.01, tau_syn_inv=20.0, tau_mem_inv=10.0, v_th=0.3,
-                               return_states="seq")
+    s3, e3, i3, m3 = ops.alpha_neuron(
+        x, None, None, m0, alpha=0.9, beta=0.7, threshold=thr, return_mem="seq", return_states="seq"
+    )
+    s4, v4, i4 = ops.norse_lif(
+        x * 5, None, m0, dt=0.01, tau_syn_inv=20.0, tau_mem_inv=10.0, v_th=0.3, return_states="seq"
+    )
     return s1, v1, b1, s2, i2, m2, s3, e3, i3, m3, s4, v4, i4
 
 
@@ -198,6 +216,7 @@ def test_compile_fullgraph_aot_eager_matches_eager():
     def backend(gm, example_inputs):
         graphs.append(str(gm.graph))
         from torch._dynamo.backends.debugging import aot_eager
+
         return aot_eager(gm, example_inputs)
 
     torch._dynamo.reset()
@@ -230,8 +249,9 @@ def test_zero_and_one_step(case, T):
 
 
 @pytest.mark.parametrize("case", ["alif", "synaptic", "alpha_neuron", "norse_lif"])
-@pytest.mark.parametrize("bad, exc", [("all", ValueError), ("Seq", ValueError), (None, ValueError), (1, ValueError),
-                                      (True, ValueError)])
+@pytest.mark.parametrize(
+    "bad, exc", [("all", ValueError), ("Seq", ValueError), (None, ValueError), (1, ValueError), (True, ValueError)]
+)
 def test_bad_return_states_is_a_clear_error(case, bad, exc):
     x, inits = _inputs(case, (3, 2))
     with pytest.raises(exc, match="return_states"):

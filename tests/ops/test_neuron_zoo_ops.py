@@ -2,12 +2,22 @@
 torch.compile(fullgraph=True) (aot_eager and inductor), the saved-values backward (CUDA's default) on CPU,
 and higher-order / functional autograd for every neuron op, old and new: double backward against the
 reference, forward-mode AD refused by name, torch.func.vmap / grad."""
+
 import pytest
 import torch
 
 import spikeforge.ops.neuron as neuron_mod
-from zoo_helpers import SJ_MODELS, SNN_MODELS, SPECS, assert_grads_close, assert_same_forward, ops, reference, run, \
-    upstream_grads
+from zoo_helpers import (
+    SJ_MODELS,
+    SNN_MODELS,
+    SPECS,
+    assert_grads_close,
+    assert_same_forward,
+    ops,
+    reference,
+    run,
+    upstream_grads,
+)
 
 ALL = SJ_MODELS + SNN_MODELS
 RTOL32, ATOL32 = 1e-5, 1e-5
@@ -17,8 +27,9 @@ def _kw(name, shape, *, layout="channel", ret="seq"):
     """A call of each model with non-default options (per-channel coefficients of x [T, B, C, ...])."""
     C = shape[2]
     if name == "alif":
-        return dict(tau=1.5, v_threshold=0.8, v_reset=-0.2, beta_a=0.7, rho=0.8, surrogate="atan", alpha=3.0,
-                    return_v=ret)
+        return dict(
+            tau=1.5, v_threshold=0.8, v_reset=-0.2, beta_a=0.7, rho=0.8, surrogate="atan", alpha=3.0, return_v=ret
+        )
     if name == "ilif":
         return dict(D=3, tau=4.0 / 3.0, v_threshold=0.7, decay_input=False, return_v=ret)
     if name == "ternary_lif":
@@ -29,8 +40,14 @@ def _kw(name, shape, *, layout="channel", ret="seq"):
         if layout == "scalar":
             return torch.empty(()).uniform_(lo, hi)
         return torch.empty((C,) + rest).uniform_(lo, hi)
-    kw = dict(threshold=coef(0.8, 1.2), reset_mechanism="subtract", surrogate="fast_sigmoid", surrogate_alpha=5.0,
-              return_mem=ret)
+
+    kw = dict(
+        threshold=coef(0.8, 1.2),
+        reset_mechanism="subtract",
+        surrogate="fast_sigmoid",
+        surrogate_alpha=5.0,
+        return_mem=ret,
+    )
     if name == "alpha_neuron":
         kw.update(alpha=coef(0.86, 0.95), beta=coef(0.6, 0.8))
     else:
@@ -43,14 +60,22 @@ def _kw(name, shape, *, layout="channel", ret="seq"):
 
 
 def _x(name, shape, dtype=torch.float32):
-    mean, std = {"alif": (0.7, 1.0), "ilif": (0.8, 1.5), "ternary_lif": (0.0, 1.6), "leaky": (0.35, 0.6),
-                 "synaptic": (0.12, 0.4), "alpha_neuron": (0.25, 0.8)}[name]
+    mean, std = {
+        "alif": (0.7, 1.0),
+        "ilif": (0.8, 1.5),
+        "ternary_lif": (0.0, 1.6),
+        "leaky": (0.35, 0.6),
+        "synaptic": (0.12, 0.4),
+        "alpha_neuron": (0.25, 0.8),
+    }[name]
     return (torch.randn(shape) * std + mean).to(dtype)
 
 
 def _inits(name, shape, dtype=torch.float32):
-    return {n: ((torch.randn(shape[1:]) * 0.5).abs() if n == "b_init" else torch.randn(shape[1:]) * 0.5).to(dtype)
-            for n in SPECS[name]["inits"]}
+    return {
+        n: ((torch.randn(shape[1:]) * 0.5).abs() if n == "b_init" else torch.randn(shape[1:]) * 0.5).to(dtype)
+        for n in SPECS[name]["inits"]
+    }
 
 
 def _public_args(name, x, inits, kw):
@@ -69,9 +94,11 @@ def _trajectory_margin(name, x, inits, kw):
         def wrapped(v, name_, alpha=None, beta=None, strict=False):
             margins.append(v.detach().abs().min().item() if v.numel() else float("inf"))
             return fn(v, name_, alpha, beta, strict)
+
         return wrapped
 
     import spikeforge.reference.neuron as refmod
+
     real = refmod.spike_fn
     refmod.spike_fn = hook(real)
     try:
@@ -111,10 +138,29 @@ def _ilif_h(x, v, kw):
 # detach_reset=True for the SpikingJelly family (S enters the membrane as a constant) and snnTorch's reset
 # decided by the detached previous membrane (reset_delay=True), so finite differences can check them.
 GRADCHECK = {
-    "alif": dict(tau=1.5, v_threshold=0.8, v_reset=None, beta_a=0.7, rho=0.8, detach_reset=True,
-                 surrogate="rect", alpha=1000.0, return_v="seq"),  # rect: g' = 0 beyond 5e-4 of the threshold
-    "alif_hard": dict(tau=2.5, v_threshold=0.9, v_reset=-0.3, beta_a=1.2, rho=0.6, detach_reset=True,
-                      decay_input=False, surrogate="rect", alpha=1000.0, return_v="seq"),
+    "alif": dict(
+        tau=1.5,
+        v_threshold=0.8,
+        v_reset=None,
+        beta_a=0.7,
+        rho=0.8,
+        detach_reset=True,
+        surrogate="rect",
+        alpha=1000.0,
+        return_v="seq",
+    ),  # rect: g' = 0 beyond 5e-4 of the threshold
+    "alif_hard": dict(
+        tau=2.5,
+        v_threshold=0.9,
+        v_reset=-0.3,
+        beta_a=1.2,
+        rho=0.6,
+        detach_reset=True,
+        decay_input=False,
+        surrogate="rect",
+        alpha=1000.0,
+        return_v="seq",
+    ),
     "ilif": dict(D=3, tau=1.7, v_threshold=0.8, decay_input=False, detach_reset=True, return_v="seq"),
     "ilif_decay": dict(D=2, tau=2.5, v_threshold=0.6, decay_input=True, detach_reset=True, return_v="seq"),
     "ternary_lif": dict(tau=1.75, v_threshold=0.9, v_reset=-0.2, detach_reset=True, return_v="seq"),
@@ -161,19 +207,26 @@ def test_gradcheck_snntorch_family_float64(name, reset):
     coefs = [k for k in ("beta", "threshold", "alpha") if k in kw]
 
     def fn(x, *rest):
-        states, cs = rest[:len(order)], rest[len(order):]
+        states, cs = rest[: len(order)], rest[len(order) :]
         call = dict(kw, **dict(zip(coefs, cs)))
         return getattr(ops, name)(x, *states, **call)[1:]
 
-    inputs = (x.requires_grad_(),) + tuple(inits[n].requires_grad_() for n in order) + \
-        tuple(kw[c].clone().requires_grad_() for c in coefs)
+    inputs = (
+        (x.requires_grad_(),)
+        + tuple(inits[n].requires_grad_() for n in order)
+        + tuple(kw[c].clone().requires_grad_() for c in coefs)
+    )
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
     if name == "leaky":
+
         def spikes_of_gsf(g):
-            return ops.leaky(x.detach(), beta=kw["beta"], threshold=kw["threshold"], graded_spikes_factor=g,
-                             reset_mechanism=reset)[0]
-        assert torch.autograd.gradcheck(spikes_of_gsf, (kw["graded_spikes_factor"].clone().requires_grad_(),),
-                                        eps=1e-6, atol=1e-7, rtol=1e-6)
+            return ops.leaky(
+                x.detach(), beta=kw["beta"], threshold=kw["threshold"], graded_spikes_factor=g, reset_mechanism=reset
+            )[0]
+
+        assert torch.autograd.gradcheck(
+            spikes_of_gsf, (kw["graded_spikes_factor"].clone().requires_grad_(),), eps=1e-6, atol=1e-7, rtol=1e-6
+        )
 
 
 @pytest.mark.parametrize("name", ["leaky", "synaptic"])
@@ -188,8 +241,10 @@ def test_gradcheck_snntorch_same_step_reset_float64(name):
         x, inits = _away_from_thresholds(name, shape, kw, margin=2e-2)
 
         def fn(x, beta, threshold):
-            return getattr(ops, name)(x, beta=beta, **{k: v for k, v in kw.items() if k not in ("beta", "threshold")},
-                                      threshold=threshold)[1:]
+            return getattr(ops, name)(
+                x, beta=beta, **{k: v for k, v in kw.items() if k not in ("beta", "threshold")}, threshold=threshold
+            )[1:]
+
         inputs = (x.requires_grad_(), kw["beta"].clone().requires_grad_(), kw["threshold"].clone().requires_grad_())
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
 
@@ -255,8 +310,9 @@ def test_saved_values_backward_equals_recompute(name, dtype, monkeypatch):
     res = []
     for recompute in (True, False):
         monkeypatch.setitem(neuron_mod.default_recompute, "cpu", recompute)
-        opts = neuron_mod.op_inputs(getattr(ops, name), x.clone().requires_grad_(), *[inits[n] for n in
-                                    SPECS[name]["inits"]], **kw)
+        opts = neuron_mod.op_inputs(
+            getattr(ops, name), x.clone().requires_grad_(), *[inits[n] for n in SPECS[name]["inits"]], **kw
+        )
         # the option the public call ran with (regression: it was memoised)
         assert neuron_mod.NeuronOptions(*opts[8:]).save is (not recompute)
         res.append(run(ops, name, x, inits, kw, grads))
@@ -272,11 +328,29 @@ def _zoo_net(x, v0, m0, beta, thr, alpha):
     s1, v1, b1 = ops.alif(x, v0, None, tau=1.5, beta_a=0.7, rho=0.8, surrogate="atan", return_v="seq")
     s2, v2 = ops.ilif(x + 0.25 * s1, D=3, tau=4.0 / 3.0, decay_input=False)
     s3, v3 = ops.ternary_lif(x - 0.5 * v1, tau=1.75, v_reset=None, two_sided=True, surrogate="erf")
-    s4, m4 = ops.leaky(x, m0, beta=beta, threshold=thr, graded_spikes_factor=alpha + 0.5, reset_delay=False,
-                       surrogate="fast_sigmoid", surrogate_alpha=5.0, return_mem="seq")
+    s4, m4 = ops.leaky(
+        x,
+        m0,
+        beta=beta,
+        threshold=thr,
+        graded_spikes_factor=alpha + 0.5,
+        reset_delay=False,
+        surrogate="fast_sigmoid",
+        surrogate_alpha=5.0,
+        return_mem="seq",
+    )
     s5, i5, m5 = ops.synaptic(0.5 * x, None, m0, alpha=alpha, beta=beta, threshold=thr, reset_mechanism="zero")
-    s6, e6, i6, m6 = ops.alpha_neuron(x, None, None, m0, alpha=alpha * 0.1 + 0.87, beta=beta * 0.5,
-                                      threshold=thr, reset_mechanism="subtract", surrogate="atan")
+    s6, e6, i6, m6 = ops.alpha_neuron(
+        x,
+        None,
+        None,
+        m0,
+        alpha=alpha * 0.1 + 0.87,
+        beta=beta * 0.5,
+        threshold=thr,
+        reset_mechanism="subtract",
+        surrogate="atan",
+    )
     return (s1, v1, b1, s2, v2, s3, v3, s4, m4, s5, i5, m5, s6, e6, i6, m6)
 
 
@@ -302,6 +376,7 @@ def test_compile_aot_eager_matches_eager():
     def backend(gm, example_inputs):
         graphs.append(str(gm.graph))
         from torch._dynamo.backends.debugging import aot_eager
+
         return aot_eager(gm, example_inputs)
 
     torch._dynamo.reset()
@@ -339,6 +414,7 @@ def test_compile_inductor_matches_eager():
 
 def test_compile_dynamic_true_float_options():
     """dynamic=True makes Python floats symbolic: the options' checks and the coefficient slots must trace."""
+
     def net(x):
         s, m = ops.leaky(x, beta=0.9, threshold=0.8, graded_spikes_factor=1.5, surrogate="atan")
         s2, v2, b2 = ops.alif(x, tau=1.5, beta_a=0.7, rho=0.8)
@@ -382,9 +458,17 @@ def _every_op():
         def build(x):
             inits = _inits(name, shape)
             return (x, *[inits[n] for n in SPECS[name]["inits"]]), _kw(name, shape)
+
         return build
-    out = [("lif", lif), ("if_neuron", if_), ("plif", plif), ("lif_step", lif_step), ("if_step", if_step),
-           ("plif_step", plif_step)] + [(n, zoo(n)) for n in ALL]
+
+    out = [
+        ("lif", lif),
+        ("if_neuron", if_),
+        ("plif", plif),
+        ("lif_step", lif_step),
+        ("if_step", if_step),
+        ("plif_step", plif_step),
+    ] + [(n, zoo(n)) for n in ALL]
     return out
 
 
@@ -433,10 +517,14 @@ def test_forward_mode_ad_is_refused_by_name(name, build, how):
     args, kw = build(_x_for(name))
     fn = getattr(ops, name)
     multi = name[:-5]  # a step op is named, or the multi-step op it runs
-    public = (rf"spikeforge\.ops\.({name}|{multi}|{multi}_neuron)\b" if name.endswith("_step")
-              else rf"spikeforge\.ops\.{name}\b")
+    public = (
+        rf"spikeforge\.ops\.({name}|{multi}|{multi}_neuron)\b"
+        if name.endswith("_step")
+        else rf"spikeforge\.ops\.{name}\b"
+    )
     if how == "forward_ad":
         import torch.autograd.forward_ad as fwAD
+
         with fwAD.dual_level():
             dual = fwAD.make_dual(args[0], torch.randn_like(args[0]))
             with pytest.raises(NotImplementedError, match=public):
@@ -498,7 +586,7 @@ def test_func_grad_equals_autograd(name, build):
     got, value = torch.func.grad_and_value(loss)(args[0])
     x = args[0].clone().requires_grad_()
     want_value = loss(x)
-    want, = torch.autograd.grad(want_value, [x])
+    (want,) = torch.autograd.grad(want_value, [x])
     assert torch.equal(value, want_value.detach())  # the same forward numbers
     # regression: torch.func.grad raised torch's "must override the setup_context staticmethod" (a custom op's
     # registered autograd); under grad transforms the op runs the reference, whose gradients these are

@@ -45,6 +45,7 @@ models, ...) is left as it is in step_mode "s" (snnTorch's own numbers; listed i
 with ValueError in step_mode "m" (it has no sequence path); the sequence modules (LeakyParallel, StateLeaky,
 LinearLeaky) take [T, B, ...] already and are passed the sequence as they are.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -61,11 +62,22 @@ from .. import ops
 try:
     import snntorch as _snn
 except ImportError as e:  # the module is snnTorch's drop-in: without snnTorch there is nothing to patch
-    raise ImportError("spikeforge.interop.snntorch needs snnTorch 1.x (pip install snntorch, or "
-                      "spikeforge[peers])") from e
+    raise ImportError(
+        "spikeforge.interop.snntorch needs snnTorch 1.x (pip install snntorch, or spikeforge[peers])"
+    ) from e
 
-__all__ = ["patch", "set_step_mode", "unpatch", "PatchReport", "surrogate_of", "Leaky", "Synaptic", "Alpha",
-           "FusedPath", "FUSED_PATHS"]
+__all__ = [
+    "patch",
+    "set_step_mode",
+    "unpatch",
+    "PatchReport",
+    "surrogate_of",
+    "Leaky",
+    "Synaptic",
+    "Alpha",
+    "FusedPath",
+    "FUSED_PATHS",
+]
 
 _SUBTRACT, _ZERO, _NONE = 0, 1, 2  # snnTorch's reset_mechanism_val
 _STATE_FUNCTIONS = {"_base_sub": _SUBTRACT, "_base_zero": _ZERO, "_base_int": _NONE}
@@ -96,11 +108,15 @@ def _late_reset(nrn, mem: Tensor, do_reset: Tensor) -> Tensor:
 #   spike_rate_escape(beta, slope)  slope e^{-beta |x - 1|}
 #   heaviside                   1 where x > 0 (the spike), else 0
 # Every one fires on x > 0. SSO, LSO, SFS and custom_surrogate have no twin (random, or a Python function).
-_SURROGATE_TWINS = {"atan": ("atan", "alpha", None), "sigmoid": ("sigmoid", "slope", None),
-                    "fast_sigmoid": ("fast_sigmoid", "slope", None),
-                    "triangular": ("snntorch_triangular", "threshold", None),
-                    "straight_through_estimator": ("straight_through", None, None),
-                    "spike_rate_escape": ("spike_rate_escape", "slope", "beta"), "heaviside": ("heaviside", None, None)}
+_SURROGATE_TWINS = {
+    "atan": ("atan", "alpha", None),
+    "sigmoid": ("sigmoid", "slope", None),
+    "fast_sigmoid": ("fast_sigmoid", "slope", None),
+    "triangular": ("snntorch_triangular", "threshold", None),
+    "straight_through_estimator": ("straight_through", None, None),
+    "spike_rate_escape": ("spike_rate_escape", "slope", "beta"),
+    "heaviside": ("heaviside", None, None),
+}
 
 
 def _factory(spike_grad) -> Optional[str]:
@@ -232,8 +248,12 @@ def _alpha_loop(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         if keep_seq:
             for seq, s in zip(seqs, (exc, inh, mem)):
                 seq.append(s)
-    return (torch.stack(spikes), (exc, inh, mem), (tuple(torch.stack(seq) for seq in seqs) if keep_seq else None),
-            reset)
+    return (
+        torch.stack(spikes),
+        (exc, inh, mem),
+        (tuple(torch.stack(seq) for seq in seqs) if keep_seq else None),
+        reset,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,9 +269,11 @@ class FusedPath:
 
 _RESET_NAMES = ("subtract", "zero", "none")
 # the coefficients each model's step reads (snnTorch keeps every one as a tensor: buffer or Parameter)
-_PARAMS = {"Leaky": ("beta", "threshold", "graded_spikes_factor"),
-           "Synaptic": ("alpha", "beta", "threshold", "graded_spikes_factor"),
-           "Alpha": ("alpha", "beta", "threshold", "graded_spikes_factor")}
+_PARAMS = {
+    "Leaky": ("beta", "threshold", "graded_spikes_factor"),
+    "Synaptic": ("alpha", "beta", "threshold", "graded_spikes_factor"),
+    "Alpha": ("alpha", "beta", "threshold", "graded_spikes_factor"),
+}
 _STATE_NAMES = {"Leaky": ("mem",), "Synaptic": ("syn", "mem"), "Alpha": ("syn_exc", "syn_inh", "mem")}
 _HALF = (torch.float16, torch.bfloat16)
 _BYPASS = _snn.SpikingNeuron._surrogate_bypass  # spike_grad of surrogate_disable=True: a spike without gradient
@@ -315,14 +337,21 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
         return "state_quant (a Python quantiser inside each step: no fused kernel)"
     mode, late = _update_mode(nrn), _resets_late(model, nrn)
     if late and int(nrn.reset_mechanism_val) != mode:
-        return (f"reset_mechanism set to {nrn.reset_mechanism!r} after construction, with reset_delay=False: snnTorch "
-                "then updates with the mechanism bound at construction and resets late with the new one")
+        return (
+            f"reset_mechanism set to {nrn.reset_mechanism!r} after construction, with reset_delay=False: snnTorch "
+            "then updates with the mechanism bound at construction and resets late with the new one"
+        )
     sg = _spike_surrogate(nrn, _grad_wanted(model, nrn, x_seq, states))
     if sg is None:
-        note = (" (without gradients, e.g. under torch.no_grad, the fused kernels run it: its forward is x > 0)"
-                if _factory(nrn.spike_grad) in _FORWARD_ONLY else "")
-        return (f"spike_grad {getattr(nrn.spike_grad, '__qualname__', type(nrn.spike_grad).__name__)!r} has no "
-                "spikeforge twin (a custom surrogate, or SSO / LSO / SFS, or a parameter the kernels refuse)" + note)
+        note = (
+            " (without gradients, e.g. under torch.no_grad, the fused kernels run it: its forward is x > 0)"
+            if _factory(nrn.spike_grad) in _FORWARD_ONLY
+            else ""
+        )
+        return (
+            f"spike_grad {getattr(nrn.spike_grad, '__qualname__', type(nrn.spike_grad).__name__)!r} has no "
+            "spikeforge twin (a custom surrogate, or SSO / LSO / SFS, or a parameter the kernels refuse)" + note
+        )
     params = {n: getattr(nrn, n) for n in _PARAMS[model]}
     for n, p in params.items():
         if not isinstance(p, Tensor) or not p.is_floating_point():
@@ -332,16 +361,20 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
         # with a negative, infinite or NaN time constant; ops.alpha_neuron refuses them on every call
         a, b = params["alpha"].detach().clamp(0, 1), params["beta"].detach().clamp(0, 1)
         if bool((a <= b).any()) or bool((b == 1).any()):
-            return "alpha <= beta or beta == 1 somewhere (snnTorch's Alpha refuses them when built; ops.alpha_neuron " \
-                   "on every call)"
+            return (
+                "alpha <= beta or beta == 1 somewhere (snnTorch's Alpha refuses them when built; ops.alpha_neuron "
+                "on every call)"
+            )
     dt = torch.float32 if x_seq is None else x_seq.dtype
     if dt in _HALF:
         # snnTorch keeps a Leaky membrane in float32 after its first reset operation (its R is float32, and the
         # input enters exactly); without a reset, and in Synaptic / Alpha's currents, every operation rounds in dt
         if model != "Leaky" or mode == _NONE:
             what = "membrane" if model == "Leaky" else "synaptic current(s)"
-            return (f"input dtype {dt}: snnTorch keeps the {what} in {dt}, rounding every operation there (the kernels "
-                    "compute in float32)")
+            return (
+                f"input dtype {dt}: snnTorch keeps the {what} in {dt}, rounding every operation there (the kernels "
+                "compute in float32)"
+            )
         compute = torch.float32
     elif dt in (torch.float32, torch.float64):
         compute = dt
@@ -350,8 +383,9 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
     for n, p in params.items():
         promoted = torch.result_type(_probe(compute), p)
         if promoted != compute:
-            return (f"{n} ({p.dtype}, shape {tuple(p.shape)}) makes snnTorch compute the state in {promoted}, not "
-                    f"{compute}")
+            return (
+                f"{n} ({p.dtype}, shape {tuple(p.shape)}) makes snnTorch compute the state in {promoted}, not {compute}"
+            )
         if x_seq is not None:
             if p.device != x_seq.device:
                 return f"{n} is on {p.device}, the input on {x_seq.device}"
@@ -364,10 +398,17 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
                 return f"{n} of shape {tuple(p.shape)} does not broadcast to one step {step}"
     thr = params["threshold"]
     subtracts = mode == _SUBTRACT or (late and int(nrn.reset_mechanism_val) == _SUBTRACT)
-    if (compute == torch.float64 and subtracts and thr.dim() == 0 and thr.dtype == torch.float64
-            and float(thr) != float(thr.float())):
-        return ("a float64 threshold that float32 cannot hold: snnTorch's subtract reset R * threshold rounds it to "
-                "float32 (R is float32)")
+    if (
+        compute == torch.float64
+        and subtracts
+        and thr.dim() == 0
+        and thr.dtype == torch.float64
+        and float(thr) != float(thr.float())
+    ):
+        return (
+            "a float64 threshold that float32 cannot hold: snnTorch's subtract reset R * threshold rounds it to "
+            "float32 (R is float32)"
+        )
     if states is None:
         return None
     for n, s in zip(_STATE_NAMES[model], states):
@@ -381,7 +422,7 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
         # through the reset R = [0 - thr > 0] when thr is so small a negative number that dt rounds it to 0
         if bool(s.any()):
             return f"a nonzero {dt} {n} before the sequence: snnTorch's first step rounds in {dt}"
-        if subtracts and bool(((thr < 0) & (thr >= -2.0 ** -24)).any()):
+        if subtracts and bool(((thr < 0) & (thr >= -(2.0**-24))).any()):
             return f"a negative threshold that {dt} rounds to zero, with a {dt} state"
     return None
 
@@ -401,8 +442,14 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     # the membrane kept is the one that fired and the spike is the 0/1 step, else read from U[T-2]
     steps_are_spikes = model != "Leaky" or plain
     want_seq = keep_seq or (T > 1 and (late or not steps_are_spikes))
-    kw = dict(threshold=nrn.threshold, reset_mechanism=_RESET_NAMES[mode], surrogate=surrogate,
-              surrogate_alpha=s_alpha, surrogate_beta=s_beta, return_mem="seq" if want_seq else "last")
+    kw = dict(
+        threshold=nrn.threshold,
+        reset_mechanism=_RESET_NAMES[mode],
+        surrogate=surrogate,
+        surrogate_alpha=s_alpha,
+        surrogate_beta=s_beta,
+        return_mem="seq" if want_seq else "last",
+    )
     # keep_seq: the synaptic currents of every step come from the kernel too (their gradients go back
     # through its backward), the same operations as snnTorch's step, so the same values bitwise
     states_kw = dict(return_states="seq" if keep_seq else "last")
@@ -410,8 +457,9 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         step, mem = ops.leaky(x, inits[0], beta=nrn.beta, graded_spikes_factor=gsf, reset_delay=nrn.reset_delay, **kw)
         others = ()
     elif model == "Synaptic":
-        step, syn, mem = ops.synaptic(x, inits[0], inits[1], alpha=nrn.alpha, beta=nrn.beta,
-                                      reset_delay=nrn.reset_delay, **kw, **states_kw)
+        step, syn, mem = ops.synaptic(
+            x, inits[0], inits[1], alpha=nrn.alpha, beta=nrn.beta, reset_delay=nrn.reset_delay, **kw, **states_kw
+        )
         others = (syn,)
     else:
         step, exc, inh, mem = ops.alpha_neuron(x, *inits, alpha=nrn.alpha, beta=nrn.beta, **kw, **states_kw)
@@ -439,8 +487,9 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
 
 
 # model name -> fused path (see _fused_blocker for what runs the loop instead, and why)
-FUSED_PATHS: dict[str, FusedPath] = {m: FusedPath(partial(_fused_blocker, m), partial(_fused_run, m))
-                                     for m in ("Leaky", "Synaptic", "Alpha")}
+FUSED_PATHS: dict[str, FusedPath] = {
+    m: FusedPath(partial(_fused_blocker, m), partial(_fused_run, m)) for m in ("Leaky", "Synaptic", "Alpha")
+}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -450,8 +499,8 @@ class _DropIn:
     """Mixin placed before a snnTorch neuron class. step_mode "s" is snnTorch's forward untouched; "m" runs a
     sequence with snnTorch's state rules on the fused path when it applies, else the exact loop."""
 
-    step_mode = "s"        # instance attributes set by patch() / set_step_mode(); class defaults otherwise
-    backend = "auto"       # "auto" | "fused" | "loop"
+    step_mode = "s"  # instance attributes set by patch() / set_step_mode(); class defaults otherwise
+    backend = "auto"  # "auto" | "fused" | "loop"
     _MODEL: str
     _STATES: tuple
     _LOOP: Callable
@@ -479,37 +528,48 @@ class _DropIn:
         if not isinstance(x_seq, Tensor):
             raise TypeError(f"{name} in step_mode 'm': x_seq must be a tensor, got {type(x_seq).__name__}")
         if x_seq.dim() < 3:  # a batch dimension is required: [B, N] is one step far more often than a sequence
-            raise ValueError(f"{name} in step_mode 'm' takes x_seq [T, B, ...] (at least 3 dims), got shape "
-                             f"{tuple(x_seq.shape)}; for one step per call use step_mode 's'")
+            raise ValueError(
+                f"{name} in step_mode 'm' takes x_seq [T, B, ...] (at least 3 dims), got shape "
+                f"{tuple(x_seq.shape)}; for one step per call use step_mode 's'"
+            )
         return self._run_seq(x_seq, given)
 
     def _run_seq(self, x_seq: Tensor, given: dict):
         """The sequence call after the rank check: snnTorch's state rules, the path, the stored states."""
         name = type(self).__name__
         if self.init_hidden and any(v is not None for v in given.values()):
-            raise TypeError(f"{name}: {' / '.join(f'`{n}`' for n in self._STATES)} should not be passed as an "
-                            "argument while `init_hidden=True`")
+            raise TypeError(
+                f"{name}: {' / '.join(f'`{n}`' for n in self._STATES)} should not be passed as an "
+                "argument while `init_hidden=True`"
+            )
         step = tuple(x_seq.shape[1:])
         for n, value in given.items():
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"{name}: {n} must be a tensor (the state before the sequence) or None, got "
-                                f"{type(value).__name__}")
+                raise TypeError(
+                    f"{name}: {n} must be a tensor (the state before the sequence) or None, got {type(value).__name__}"
+                )
         states = []
         for n in self._STATES:
             s = given[n] if given[n] is not None else getattr(self, n)
             if tuple(s.shape) == tuple(x_seq.shape):
-                raise ValueError(f"{name} in step_mode 'm' got x_seq of the shape of its stored state {n} "
-                                 f"{tuple(s.shape)}: one step given to a sequence call? Use step_mode 's' for "
-                                 "one step per call, or pass [T, B, ...]")
+                raise ValueError(
+                    f"{name} in step_mode 'm' got x_seq of the shape of its stored state {n} "
+                    f"{tuple(s.shape)}: one step given to a sequence call? Use step_mode 's' for "
+                    "one step per call, or pass [T, B, ...]"
+                )
             if tuple(s.shape) != step:  # snnTorch's rule (init_leaky()'s empty state too): restart from zeros
-                s = torch.zeros_like(x_seq[0], device=s.device) if x_seq.shape[0] else \
-                    x_seq.new_zeros(step, device=s.device)
+                s = (
+                    torch.zeros_like(x_seq[0], device=s.device)
+                    if x_seq.shape[0]
+                    else x_seq.new_zeros(step, device=s.device)
+                )
             states.append(s)
         states = tuple(states)
         keep_seq = self.output or not self.init_hidden
         if x_seq.shape[0] == 0:  # no step: empty outputs, the state is left as it was
-            spk = x_seq.new_empty(x_seq.shape, dtype=torch.promote_types(torch.float32,
-                                                                          self.graded_spikes_factor.dtype))
+            spk = x_seq.new_empty(
+                x_seq.shape, dtype=torch.promote_types(torch.float32, self.graded_spikes_factor.dtype)
+            )
             return self._outputs(spk, tuple(s.new_empty((0,) + step) for s in states) if keep_seq else None)
         run = type(self)._LOOP
         if self.backend != "loop":
@@ -528,6 +588,7 @@ class _DropIn:
 
 class Leaky(_DropIn, _snn.Leaky):
     """snnTorch's Leaky with step_mode "s" (its own forward) or "m" (x_seq [T, B, ...] per call)."""
+
     _MODEL, _STATES, _LOOP = "Leaky", ("mem",), _leaky_loop
 
     def forward(self, input_, mem=None):
@@ -538,6 +599,7 @@ class Leaky(_DropIn, _snn.Leaky):
 
 class Synaptic(_DropIn, _snn.Synaptic):
     """snnTorch's Synaptic with step_mode "s" (its own forward) or "m" (x_seq [T, B, ...] per call)."""
+
     _MODEL, _STATES, _LOOP = "Synaptic", ("syn", "mem"), _synaptic_loop
 
     def forward(self, input_, syn=None, mem=None):
@@ -548,6 +610,7 @@ class Synaptic(_DropIn, _snn.Synaptic):
 
 class Alpha(_DropIn, _snn.Alpha):
     """snnTorch's Alpha with step_mode "s" (its own forward) or "m" (x_seq [T, B, ...] per call)."""
+
     _MODEL, _STATES, _LOOP = "Alpha", ("syn_exc", "syn_inh", "mem"), _alpha_loop
 
     def forward(self, input_, syn_exc=None, syn_inh=None, mem=None):
@@ -569,23 +632,98 @@ _SEQUENCE_MODULES = tuple(getattr(_snn, n) for n in ("LeakyParallel", "StateLeak
 # (dropout draws its masks in one call, so they differ from a per-step run's, with the same distribution).
 # A layer with a fixed per-step rank is given a tensor of that rank + 1 ([T, B, ...]), checked.
 _RANKED = {}
-for _rank, _types in ((3, ("Conv1d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
-                           "AdaptiveMaxPool1d", "LPPool1d", "Dropout1d", "InstanceNorm1d")),
-                      (4, ("Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-                           "AdaptiveMaxPool2d", "LPPool2d", "Dropout2d", "InstanceNorm2d", "PixelShuffle",
-                           "PixelUnshuffle", "BatchNorm2d")),
-                      (5, ("Conv3d", "ConvTranspose3d", "MaxPool3d", "AvgPool3d", "AdaptiveAvgPool3d",
-                           "AdaptiveMaxPool3d", "Dropout3d", "InstanceNorm3d", "BatchNorm3d"))):
+for _rank, _types in (
+    (
+        3,
+        (
+            "Conv1d",
+            "ConvTranspose1d",
+            "MaxPool1d",
+            "AvgPool1d",
+            "AdaptiveAvgPool1d",
+            "AdaptiveMaxPool1d",
+            "LPPool1d",
+            "Dropout1d",
+            "InstanceNorm1d",
+        ),
+    ),
+    (
+        4,
+        (
+            "Conv2d",
+            "ConvTranspose2d",
+            "MaxPool2d",
+            "AvgPool2d",
+            "AdaptiveAvgPool2d",
+            "AdaptiveMaxPool2d",
+            "LPPool2d",
+            "Dropout2d",
+            "InstanceNorm2d",
+            "PixelShuffle",
+            "PixelUnshuffle",
+            "BatchNorm2d",
+        ),
+    ),
+    (
+        5,
+        (
+            "Conv3d",
+            "ConvTranspose3d",
+            "MaxPool3d",
+            "AvgPool3d",
+            "AdaptiveAvgPool3d",
+            "AdaptiveMaxPool3d",
+            "Dropout3d",
+            "InstanceNorm3d",
+            "BatchNorm3d",
+        ),
+    ),
+):
     for _t in _types:
         if hasattr(nn, _t):
             _RANKED[getattr(nn, _t)] = _rank
 _FOLD = tuple(_RANKED) + (
-    nn.Linear, nn.Identity, nn.Flatten, nn.Unflatten, nn.Upsample, nn.LayerNorm, nn.GroupNorm,
-    nn.LocalResponseNorm, nn.Dropout, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.ZeroPad2d,
-    nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd,
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
-    nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Softshrink,
-    nn.Hardshrink, nn.Threshold, nn.LogSigmoid, nn.Softmax, nn.LogSoftmax, nn.Softmin)
+    nn.Linear,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Upsample,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.Dropout,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.ZeroPad2d,
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Softshrink,
+    nn.Hardshrink,
+    nn.Threshold,
+    nn.LogSigmoid,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Softmin,
+)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -613,25 +751,32 @@ def _layer_plan(name: str, m: nn.Module) -> str:
     if type(m) in (nn.Sequential, _SequenceSequential):
         return "container"
     if isinstance(m, _snn.SpikingNeuron) or isinstance(m, tuple(_DROP_INS)):
-        raise ValueError(f"{label} ({type(m).__name__}): this snnTorch neuron has no sequence path, so it cannot run "
-                         "in step_mode 'm' (patch with step_mode='s': it then runs snnTorch's own per-step code)")
+        raise ValueError(
+            f"{label} ({type(m).__name__}): this snnTorch neuron has no sequence path, so it cannot run "
+            "in step_mode 'm' (patch with step_mode='s': it then runs snnTorch's own per-step code)"
+        )
     if isinstance(m, _BATCH_NORMS) and type(m) in _BATCH_NORMS:
         return "per step"
     if isinstance(m, _FOLD) and not isinstance(m, _BATCH_NORMS):
         why = _fold_blocker(m)
         if why is None:
             return "fold"
-        raise ValueError(f"{label} ({type(m).__name__}) cannot run on [T, B, ...] with a per-step call's numbers: "
-                         f"{why}")
-    raise ValueError(f"{label} ({type(m).__name__}): its numbers on a sequence [T, B, ...] are unknown (it is not a "
-                     "per-sample torch.nn layer, an nn.Sequential or a supported snnTorch neuron); patch with "
-                     "step_mode='s', or give this part of the model its own per-step loop")
+        raise ValueError(
+            f"{label} ({type(m).__name__}) cannot run on [T, B, ...] with a per-step call's numbers: {why}"
+        )
+    raise ValueError(
+        f"{label} ({type(m).__name__}): its numbers on a sequence [T, B, ...] are unknown (it is not a "
+        "per-sample torch.nn layer, an nn.Sequential or a supported snnTorch neuron); patch with "
+        "step_mode='s', or give this part of the model its own per-step loop"
+    )
 
 
 def _check_rank(name: str, m: nn.Module, x: Tensor, rank: int) -> None:
     if x.dim() != rank + 1:
-        raise ValueError(f"{name} ({type(m).__name__}) in a sequence-mode model takes [T, B, ...] of {rank + 1} "
-                         f"dims, got shape {tuple(x.shape)} (one step given to a sequence call? use step_mode 's')")
+        raise ValueError(
+            f"{name} ({type(m).__name__}) in a sequence-mode model takes [T, B, ...] of {rank + 1} "
+            f"dims, got shape {tuple(x.shape)} (one step given to a sequence call? use step_mode 's')"
+        )
 
 
 class _SequenceSequential(nn.Sequential):
@@ -643,19 +788,25 @@ class _SequenceSequential(nn.Sequential):
         for name, m in self._modules.items():
             plan = _layer_plan(name, m)
             if plan == "neuron" and getattr(m, "step_mode", "s") != "m":
-                raise ValueError(f"{name} ({type(m).__name__}) is in step_mode {getattr(m, 'step_mode', 's')!r} "
-                                 "inside a sequence-mode model: use set_step_mode(model, ...) to switch both")
+                raise ValueError(
+                    f"{name} ({type(m).__name__}) is in step_mode {getattr(m, 'step_mode', 's')!r} "
+                    "inside a sequence-mode model: use set_step_mode(model, ...) to switch both"
+                )
             if plan in ("neuron", "sequence", "container"):
                 x = m(x)
                 continue
             if not isinstance(x, Tensor) or x.dim() < 2:
-                raise ValueError(f"{name} ({type(m).__name__}) in a sequence-mode model takes [T, B, ...], got "
-                                 f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+                raise ValueError(
+                    f"{name} ({type(m).__name__}) in a sequence-mode model takes [T, B, ...], got "
+                    f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
+                )
             rank = _RANKED.get(type(m))
             if isinstance(m, nn.BatchNorm1d):
                 if x.dim() not in (3, 4):
-                    raise ValueError(f"{name} (BatchNorm1d) in a sequence-mode model takes [T, B, C] or [T, B, C, L], "
-                                     f"got shape {tuple(x.shape)}")
+                    raise ValueError(
+                        f"{name} (BatchNorm1d) in a sequence-mode model takes [T, B, C] or [T, B, C, L], "
+                        f"got shape {tuple(x.shape)}"
+                    )
             elif rank is not None:
                 _check_rank(name, m, x, rank)
             if plan == "per step" and (m.training or not m.track_running_stats):
@@ -679,6 +830,7 @@ class PatchReport:
     float32 sequence call (a step_mode "s" call always runs snnTorch's own step); kept [(name, class, why)]:
     snnTorch neurons left as they are; layers [(name, class, how)] in step_mode "m": "fold", "per step",
     "sequence"."""
+
     step_mode: str = "s"
     neurons: list = field(default_factory=list)
     kept: list = field(default_factory=list)
@@ -698,10 +850,12 @@ def _plan_sequence_mode(model: nn.Module) -> list:
     if type(model) in _DROP_INS or type(model) in _ORIGINAL:  # one neuron: it takes the sequence itself
         return [("", model, "neuron")]
     if type(model) not in (nn.Sequential, _SequenceSequential):
-        raise ValueError(f"step_mode='m' needs an nn.Sequential model (each layer called once per call, on the whole "
-                         f"sequence); model is a {type(model).__name__}, whose forward may loop over time. Patch "
-                         "with step_mode='s' (snnTorch's per-step numbers), or set step_mode='m' on the drop-in "
-                         "neurons your forward calls with whole sequences, or patch the nn.Sequential inside")
+        raise ValueError(
+            f"step_mode='m' needs an nn.Sequential model (each layer called once per call, on the whole "
+            f"sequence); model is a {type(model).__name__}, whose forward may loop over time. Patch "
+            "with step_mode='s' (snnTorch's per-step numbers), or set step_mode='m' on the drop-in "
+            "neurons your forward calls with whole sequences, or patch the nn.Sequential inside"
+        )
     prefix = {id(m): n for n, m in model.named_modules()}
     plan = []
     for seq in _sequentials(model):  # model and the nn.Sequential containers nested in it
@@ -718,14 +872,17 @@ def set_step_mode(model: nn.Module, step_mode: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if step_mode not in ("s", "m"):
-        raise ValueError(f"step_mode must be 's' (one step per call) or 'm' (x_seq [T, B, ...] per call), got "
-                         f"{step_mode!r}")
+        raise ValueError(
+            f"step_mode must be 's' (one step per call) or 'm' (x_seq [T, B, ...] per call), got {step_mode!r}"
+        )
     if step_mode == "m":
         plan = _plan_sequence_mode(model)
         for name, m, how in plan:
             if how == "neuron" and type(m) in _DROP_INS:
-                raise ValueError(f"{name or '<model>'} ({type(m).__name__}) is snnTorch's own class: call patch(model, "
-                                 "step_mode='m') first")
+                raise ValueError(
+                    f"{name or '<model>'} ({type(m).__name__}) is snnTorch's own class: call patch(model, "
+                    "step_mode='m') first"
+                )
         for seq in list(_sequentials(model)):
             if type(seq) is nn.Sequential:
                 seq.__class__ = _SequenceSequential
@@ -754,8 +911,9 @@ def patch(model: nn.Module, *, step_mode: str = "s", backend: str = "auto"):
     if backend not in ("auto", "fused", "loop"):
         raise ValueError(f"backend must be 'auto', 'fused' or 'loop', got {backend!r}")
     if step_mode not in ("s", "m"):
-        raise ValueError(f"step_mode must be 's' (one step per call) or 'm' (x_seq [T, B, ...] per call), got "
-                         f"{step_mode!r}")
+        raise ValueError(
+            f"step_mode must be 's' (one step per call) or 'm' (x_seq [T, B, ...] per call), got {step_mode!r}"
+        )
     report = PatchReport(step_mode=step_mode)
     swaps = []
     for name, m in model.named_modules():
@@ -765,13 +923,19 @@ def patch(model: nn.Module, *, step_mode: str = "s", backend: str = "auto"):
         elif isinstance(m, _SEQUENCE_MODULES):
             report.kept.append((label, type(m).__name__, "takes [T, B, ...] itself"))
         elif isinstance(m, _snn.SpikingNeuron):
-            why = ("a subclass of a snnTorch neuron (its equations may differ)" if isinstance(m, tuple(_DROP_INS))
-                   else "no drop-in for this snnTorch neuron")
+            why = (
+                "a subclass of a snnTorch neuron (its equations may differ)"
+                if isinstance(m, tuple(_DROP_INS))
+                else "no drop-in for this snnTorch neuron"
+            )
             report.kept.append((label, type(m).__name__, f"{why}: runs snnTorch's own per-step code"))
     if backend == "fused":
         for label, m in swaps:
-            why = FUSED_PATHS[type(m).__name__].blocker(m) if type(m).__name__ in FUSED_PATHS else \
-                f"no fused kernel for {type(m).__name__} yet"
+            why = (
+                FUSED_PATHS[type(m).__name__].blocker(m)
+                if type(m).__name__ in FUSED_PATHS
+                else f"no fused kernel for {type(m).__name__} yet"
+            )
             if why is not None:
                 raise ValueError(f"patch(backend='fused'): {label} ({type(m).__name__}) cannot run fused: {why}")
     plan = _plan_sequence_mode(model) if step_mode == "m" else []

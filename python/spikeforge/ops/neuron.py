@@ -13,10 +13,11 @@ k = sigmoid(w), snnTorch's clamped beta, threshold, ...) are computed here with 
 the peers compute them, and enter the kernels as coefficient slots; autograd carries the slots'
 gradients back to the parameters.
 """
+
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Union
+from typing import Literal, NamedTuple, Optional, Union, overload
 
 import torch
 from torch import Tensor
@@ -24,11 +25,39 @@ from torch import Tensor
 from .. import reference
 from .._native import native
 from ..surrogate import NORSE_SURROGATES, SNNTORCH_SURROGATES
-from ._common import (_CPU, FusedOp, _check_bool, _check_choice, _check_int, _check_number, _check_surrogate,
-                      _check_x, _compute_dtype, _has_native, _stream, _tracing)
+from ._common import (
+    _CPU,
+    FusedOp,
+    _check_bool,
+    _check_choice,
+    _check_int,
+    _check_number,
+    _check_surrogate,
+    _check_x,
+    _compute_dtype,
+    _has_native,
+    _stream,
+    _tracing,
+)
 
-__all__ = ["lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky", "synaptic", "alpha_neuron",
-           "norse_lif", "lif_step", "if_step", "plif_step", "counts_to_binary", "default_recompute", "MODELS"]
+__all__ = [
+    "lif",
+    "if_neuron",
+    "plif",
+    "alif",
+    "ilif",
+    "ternary_lif",
+    "leaky",
+    "synaptic",
+    "alpha_neuron",
+    "norse_lif",
+    "lif_step",
+    "if_step",
+    "plif_step",
+    "counts_to_binary",
+    "default_recompute",
+    "MODELS",
+]
 
 # Model ids of csrc/core/neuron.h (NeuronModel), and per model: state variables, saved values per step.
 MODELS = {"lif": 0, "alif": 1, "ilif": 2, "ternary": 3, "leaky": 4, "synaptic": 5, "alpha": 6, "norse_lif": 7}
@@ -49,6 +78,7 @@ default_recompute = {"cpu": True, "cuda": False}
 class NeuronOptions(NamedTuple):
     """The scalar options of a neuron call (NeuronParams of csrc/core/neuron.h, plus the layout runs of
     the coefficient slots and what the forward returns / keeps)."""
+
     model: int
     tau: float
     v_threshold: float
@@ -70,7 +100,7 @@ class NeuronOptions(NamedTuple):
     run2: int
     run3: int
     v_seq: bool  # state 0 returned for every step, else the last
-    save: bool   # the forward writes the saved values (else backward recomputes them from x)
+    save: bool  # the forward writes the saved values (else backward recomputes them from x)
     states_seq: bool = False  # states 1 and 2 returned for every step, else the last (return_states)
 
 
@@ -176,11 +206,26 @@ def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
     if N == 0:
         return (spike, *states, saved)
     slots = (s0, s1, s2, s3)
-    inits = (i0, i1, i2) if (i0 is None and i1 is None and i2 is None) else \
-        tuple(None if i is None else _v(i.contiguous()) for i in (i0, i1, i2))
+    inits = (
+        (i0, i1, i2)
+        if (i0 is None and i1 is None and i2 is None)
+        else tuple(None if i is None else _v(i.contiguous()) for i in (i0, i1, i2))
+    )
     outs = states if x.dim() <= 8 else tuple(_v(st) for st in states)
-    native.neuron_forward(_v(x), inits, slots, _v(spike), outs, _v(saved), _native_params(opts), T, N,
-                          _layouts(opts, slots), torch.get_num_threads(), _stream(x))
+    native.neuron_forward(
+        _v(x),
+        inits,
+        slots,
+        _v(spike),
+        outs,
+        _v(saved),
+        _native_params(opts),
+        T,
+        N,
+        _layouts(opts, slots),
+        torch.get_num_threads(),
+        _stream(x),
+    )
     return (spike, *states, saved)
 
 
@@ -214,19 +259,38 @@ def _backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
     grad_x = torch.empty_like(gs)
     g_init = [e(gs.shape[1:]) if (needs_init[s] and inits[s] is not None) else None for s in range(3)]
     cdt = _compute_dtype(gs.dtype)
-    g_slot = [torch.empty(sl.numel(), dtype=cdt, device=gs.device) if (needs_slot[k] and sl is not None) else None
-              for k, sl in enumerate(slots)]
+    g_slot = [
+        torch.empty(sl.numel(), dtype=cdt, device=gs.device) if (needs_slot[k] and sl is not None) else None
+        for k, sl in enumerate(slots)
+    ]
     if N == 0:  # nothing to compute; the native checks would find the empty coefficient slots without entries
-        return (grad_x, *[g if g is not None else e(0) for g in g_init],
-                *[g.zero_() if g is not None else e(0) for g in g_slot])
+        return (
+            grad_x,
+            *[g if g is not None else e(0) for g in g_init],
+            *[g.zero_() if g is not None else e(0) for g in g_slot],
+        )
     ws = tuple(torch.empty(N, dtype=cdt, device=gs.device) if g is not None else None for g in g_slot)
-    gouts = tuple(_v(g.contiguous()) if (s < ns and g is not None and g.numel() > 0) else None
-                  for s, g in enumerate((g0, g1, g2)))
-    native.neuron_backward(_v(gs), gouts, None if x is None else _v(x.contiguous()),
-                           None if saved is None else _v(saved.contiguous()),
-                           tuple(None if i is None else _v(i.contiguous()) for i in inits), slots, _v(grad_x),
-                           tuple(_v(g) for g in g_init), ws, tuple(g_slot), _native_params(bo), T, N,
-                           _layouts(bo, slots), torch.get_num_threads(), _stream(gs))
+    gouts = tuple(
+        _v(g.contiguous()) if (s < ns and g is not None and g.numel() > 0) else None for s, g in enumerate((g0, g1, g2))
+    )
+    native.neuron_backward(
+        _v(gs),
+        gouts,
+        None if x is None else _v(x.contiguous()),
+        None if saved is None else _v(saved.contiguous()),
+        tuple(None if i is None else _v(i.contiguous()) for i in inits),
+        slots,
+        _v(grad_x),
+        tuple(_v(g) for g in g_init),
+        ws,
+        tuple(g_slot),
+        _native_params(bo),
+        T,
+        N,
+        _layouts(bo, slots),
+        torch.get_num_threads(),
+        _stream(gs),
+    )
     return (grad_x, *[g if g is not None else e(0) for g in g_init], *[g if g is not None else e(0) for g in g_slot])
 
 
@@ -237,8 +301,10 @@ def _fake_backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
     needs_init = (bo.need_init0, bo.need_init1, bo.need_init2)
     needs_slot = (bo.need_slot0, bo.need_slot1, bo.need_slot2, bo.need_slot3)
     g_init = [e(gs.shape[1:]) if (needs_init[s] and inits[s] is not None) else e(0) for s in range(3)]
-    g_slot = [gs.new_empty(sl.numel(), dtype=cdt) if (needs_slot[k] and sl is not None) else e(0)
-              for k, sl in enumerate(slots)]
+    g_slot = [
+        gs.new_empty(sl.numel(), dtype=cdt) if (needs_slot[k] and sl is not None) else e(0)
+        for k, sl in enumerate(slots)
+    ]
     return (e(gs.shape), *g_init, *g_slot)
 
 
@@ -282,15 +348,40 @@ def _reference_forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
 
 
 _OP = FusedOp(
-    "neuron", "spikeforge.ops (neuron)",
-    inputs=("x", "init0?", "init1?", "init2?", "slot0?", "slot1?", "slot2?", "slot3?"), options=NeuronOptions,
-    n_out=5, visible=4, forward=_forward, fake_forward=_fake_forward,
-    bwd_inputs=("grad_spike", "grad_state0?", "grad_state1?", "grad_state2?", "x?", "saved?", "init0?", "init1?",
-                "init2?", "slot0?", "slot1?", "slot2?", "slot3?"),
-    bwd_options=NeuronBackwardOptions, n_grads=8, backward=_backward, fake_backward=_fake_backward, save=_save,
-    grads=_grads, reference=_reference_forward, reference_inputs=_reference_inputs,
+    "neuron",
+    "spikeforge.ops (neuron)",
+    inputs=("x", "init0?", "init1?", "init2?", "slot0?", "slot1?", "slot2?", "slot3?"),
+    options=NeuronOptions,
+    n_out=5,
+    visible=4,
+    forward=_forward,
+    fake_forward=_fake_forward,
+    bwd_inputs=(
+        "grad_spike",
+        "grad_state0?",
+        "grad_state1?",
+        "grad_state2?",
+        "x?",
+        "saved?",
+        "init0?",
+        "init1?",
+        "init2?",
+        "slot0?",
+        "slot1?",
+        "slot2?",
+        "slot3?",
+    ),
+    bwd_options=NeuronBackwardOptions,
+    n_grads=8,
+    backward=_backward,
+    fake_backward=_fake_backward,
+    save=_save,
+    grads=_grads,
+    reference=_reference_forward,
+    reference_inputs=_reference_inputs,
     double_backward_hint="on CUDA the forward keeps its charges, not x: set "
-                         "spikeforge.ops.neuron.default_recompute['cuda'] = True to keep x")
+    "spikeforge.ops.neuron.default_recompute['cuda'] = True to keep x",
+)
 neuron_fwd, neuron_bwd = _OP.fwd_op, _OP.bwd_op
 
 
@@ -338,7 +429,7 @@ def _slot(value, x_seq: Tensor, name: str) -> tuple[Tensor, int]:
     dims = [i for i, d in enumerate(full) if d != 1]
     lo, hi = dims[0], dims[-1]
     if all(full[i] == state[i] for i in range(lo, hi + 1)):
-        return value.reshape(-1).to(cdt), math.prod(state[hi + 1:])
+        return value.reshape(-1).to(cdt), math.prod(state[hi + 1 :])
     return value.expand(state).reshape(-1).to(cdt), 1  # a pattern (C, S) cannot express: one per neuron
 
 
@@ -346,19 +437,71 @@ def _recompute(device: torch.device) -> bool:
     return default_recompute.get("cpu" if device == _CPU else device.type, False)
 
 
-def _options(model: int, *, tau=0.0, v_threshold=1.0, v_reset=0.0, hard=True, decay_input=True,
-             detach_reset=False, beta_a=1.8, rho=0.9, levels=4, two_sided=False, reset=0, reset_delay=True,
-             surrogate=0, alpha=4.0, beta_sg=0.0, runs=(1, 1, 1, 1), v_seq=False, states_seq=False, device=_CPU,
-             needs_grad=True):
+def _options(
+    model: int,
+    *,
+    tau=0.0,
+    v_threshold=1.0,
+    v_reset=0.0,
+    hard=True,
+    decay_input=True,
+    detach_reset=False,
+    beta_a=1.8,
+    rho=0.9,
+    levels=4,
+    two_sided=False,
+    reset=0,
+    reset_delay=True,
+    surrogate=0,
+    alpha=4.0,
+    beta_sg=0.0,
+    runs: tuple[int, int, int, int] = (1, 1, 1, 1),
+    v_seq=False,
+    states_seq=False,
+    device=_CPU,
+    needs_grad=True,
+):
     save = not _recompute(device)
     # the no-grad path never runs backward: nothing to save
-    return NeuronOptions(model, float(tau), float(v_threshold), float(v_reset), hard, decay_input, detach_reset,
-                         float(beta_a), float(rho), int(levels), two_sided, reset, reset_delay, surrogate, float(alpha),
-                         float(beta_sg), *runs, v_seq, save and needs_grad, states_seq)
+    return NeuronOptions(
+        model,
+        float(tau),
+        float(v_threshold),
+        float(v_reset),
+        hard,
+        decay_input,
+        detach_reset,
+        float(beta_a),
+        float(rho),
+        int(levels),
+        two_sided,
+        reset,
+        reset_delay,
+        surrogate,
+        float(alpha),
+        float(beta_sg),
+        *runs,
+        v_seq,
+        save and needs_grad,
+        states_seq,
+    )
 
 
-_PUBLIC = {n: f"spikeforge.ops.{n}" for n in ("lif", "if_neuron", "plif", "alif", "ilif", "ternary_lif", "leaky",
-                                                "synaptic", "alpha_neuron", "norse_lif")}
+_PUBLIC = {
+    n: f"spikeforge.ops.{n}"
+    for n in (
+        "lif",
+        "if_neuron",
+        "plif",
+        "alif",
+        "ilif",
+        "ternary_lif",
+        "leaky",
+        "synaptic",
+        "alpha_neuron",
+        "norse_lif",
+    )
+}
 
 
 def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
@@ -393,14 +536,27 @@ def op_inputs(fn, *args, save: Optional[bool] = None, **kw) -> tuple:
     return captured[0]
 
 
-def bwd_inputs(fwd_inputs: tuple, saved: Tensor, grad_spike: Tensor, grad_states=(None, None, None),
-               needs=(False,) * 7) -> tuple:
+def bwd_inputs(
+    fwd_inputs: tuple, saved: Tensor, grad_spike: Tensor, grad_states=(None, None, None), needs=(False,) * 7
+) -> tuple:
     """The positional inputs of torch.ops.spikeforge.neuron_bwd matching op_inputs(...) and the forward's
     saved output; needs: (init0, init1, init2, slot0, slot1, slot2, slot3) gradients wanted."""
     x, i0, i1, i2, s0, s1, s2, s3 = fwd_inputs[:8]
     opts = NeuronOptions(*fwd_inputs[8:])
-    return (grad_spike, *grad_states, x, saved if saved.numel() else None, i0, i1, i2, s0, s1, s2, s3,
-            *NeuronBackwardOptions(*opts[:20], *needs))
+    return (
+        grad_spike,
+        *grad_states,
+        x,
+        saved if saved.numel() else None,
+        i0,
+        i1,
+        i2,
+        s0,
+        s1,
+        s2,
+        s3,
+        *NeuronBackwardOptions(*opts[:20], *needs),
+    )
 
 
 def _reorder(out: tuple, order: tuple) -> tuple:
@@ -420,9 +576,19 @@ def _needs_grad(*tensors) -> bool:
 # --------------------------------------------------------------------------------------------
 # SpikingJelly family
 # --------------------------------------------------------------------------------------------
-def lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: float = 2.0, v_threshold: float = 1.0,
-        v_reset: Optional[float] = 0.0, decay_input: bool = True, detach_reset: bool = False,
-        surrogate: str = "sigmoid", alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor]:
+def lif(
+    x_seq: Tensor,
+    v_init: Optional[Tensor] = None,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+    return_v: str = "last",
+) -> tuple[Tensor, Tensor]:
     """Multi-step leaky integrate-and-fire over x_seq [T, *] -> (spike_seq [T, *], v).
 
     H = V + (X - (V - v_reset)) / tau (decay_input; else V - (V - v_reset) / tau + X), S = H >= v_threshold,
@@ -430,31 +596,91 @@ def lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: float = 2.0, v_t
     (return_v="last", shape [*]) or every V[t] (return_v="seq", shape [T, *]). docs/neurons.md.
     """
     _check_x(x_seq)
-    o = _sj_options(0, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
-                    v_init, check_tau=True)
+    o = _sj_options(
+        0,
+        x_seq,
+        tau,
+        v_threshold,
+        v_reset,
+        decay_input,
+        detach_reset,
+        surrogate,
+        alpha,
+        return_v,
+        v_init,
+        check_tau=True,
+    )
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("lif", x_seq, (v_init,), (), o, lambda: reference.lif(
-        x_seq, v_init, tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
-        detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v))
+    s, v, _, _ = _run(
+        "lif",
+        x_seq,
+        (v_init,),
+        (),
+        o,
+        lambda: reference.lif(
+            x_seq,
+            v_init,
+            tau=tau,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            decay_input=decay_input,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            alpha=o.alpha,
+            return_v=return_v,
+        ),
+    )
     return s, v
 
 
-def if_neuron(x_seq: Tensor, v_init: Optional[Tensor] = None, *, v_threshold: float = 1.0,
-              v_reset: Optional[float] = 0.0, detach_reset: bool = False, surrogate: str = "sigmoid",
-              alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor]:
+def if_neuron(
+    x_seq: Tensor,
+    v_init: Optional[Tensor] = None,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    detach_reset: bool = False,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+    return_v: str = "last",
+) -> tuple[Tensor, Tensor]:
     """Multi-step integrate-and-fire (H = V + X) over x_seq [T, *] -> (spike_seq, v)."""
     _check_x(x_seq)
     o = _sj_options(0, x_seq, 0.0, v_threshold, v_reset, False, detach_reset, surrogate, alpha, return_v, v_init)
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("if_neuron", x_seq, (v_init,), (), o, lambda: reference.if_neuron(
-        x_seq, v_init, v_threshold=v_threshold, v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate,
-        alpha=o.alpha, return_v=return_v))
+    s, v, _, _ = _run(
+        "if_neuron",
+        x_seq,
+        (v_init,),
+        (),
+        o,
+        lambda: reference.if_neuron(
+            x_seq,
+            v_init,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            alpha=o.alpha,
+            return_v=return_v,
+        ),
+    )
     return s, v
 
 
-def plif(x_seq: Tensor, w: Tensor, v_init: Optional[Tensor] = None, *, decay_input: bool = True,
-         v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, detach_reset: bool = False,
-         surrogate: str = "sigmoid", alpha: Optional[float] = None, return_v: str = "last") -> tuple[Tensor, Tensor]:
+def plif(
+    x_seq: Tensor,
+    w: Tensor,
+    v_init: Optional[Tensor] = None,
+    *,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    detach_reset: bool = False,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+    return_v: str = "last",
+) -> tuple[Tensor, Tensor]:
     """Multi-step parametric LIF, 1/tau = k = sigmoid(w); w a scalar or one value per channel (x_seq dim 2).
 
     H = V + (X - (V - v_reset)) * k. The gradient of w is reduced in a fixed order (deterministic).
@@ -467,24 +693,67 @@ def plif(x_seq: Tensor, w: Tensor, v_init: Optional[Tensor] = None, *, decay_inp
     if w.device != x_seq.device:
         raise ValueError(f"w is on {w.device} but x_seq is on {x_seq.device}")
     if w.numel() != 1 and (w.dim() != 1 or x_seq.dim() < 3 or w.shape[0] != x_seq.shape[2]):
-        raise ValueError("w must be a scalar or have shape [C] with C = x_seq.shape[2] (the channel dim); "
-                         f"got w of shape {tuple(w.shape)} for x_seq of shape {tuple(x_seq.shape)}")
+        raise ValueError(
+            "w must be a scalar or have shape [C] with C = x_seq.shape[2] (the channel dim); "
+            f"got w of shape {tuple(w.shape)} for x_seq of shape {tuple(x_seq.shape)}"
+        )
     k = torch.sigmoid(w.to(_compute_dtype(x_seq.dtype))).reshape(-1)
     run = math.prod(x_seq.shape[3:]) if w.numel() != 1 else 1
-    o = _sj_options(0, x_seq, 0.0, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
-                    v_init, runs=(run, 1, 1, 1), extra=(w,))
+    o = _sj_options(
+        0,
+        x_seq,
+        0.0,
+        v_threshold,
+        v_reset,
+        decay_input,
+        detach_reset,
+        surrogate,
+        alpha,
+        return_v,
+        v_init,
+        runs=(run, 1, 1, 1),
+        extra=(w,),
+    )
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("plif", x_seq, (v_init,), (k,), o, lambda: reference.plif(
-        x_seq, w.to(_compute_dtype(x_seq.dtype)), v_init, decay_input=decay_input, v_threshold=v_threshold,
-        v_reset=v_reset, detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v))
+    s, v, _, _ = _run(
+        "plif",
+        x_seq,
+        (v_init,),
+        (k,),
+        o,
+        lambda: reference.plif(
+            x_seq,
+            w.to(_compute_dtype(x_seq.dtype)),
+            v_init,
+            decay_input=decay_input,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            alpha=o.alpha,
+            return_v=return_v,
+        ),
+    )
     return s, v
 
 
-def alif(x_seq: Tensor, v_init: Optional[Tensor] = None, b_init: Optional[Tensor] = None, *, tau: float = 2.0,
-         v_threshold: float = 1.0, v_reset: Optional[float] = None, beta_a: float = 1.8, rho: float = 0.9,
-         decay_input: bool = True, detach_reset: bool = False, surrogate: str = "sigmoid",
-         alpha: Optional[float] = None, return_v: str = "last",
-         return_states: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+def alif(
+    x_seq: Tensor,
+    v_init: Optional[Tensor] = None,
+    b_init: Optional[Tensor] = None,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = None,
+    beta_a: float = 1.8,
+    rho: float = 0.9,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+    return_v: str = "last",
+    return_states: str = "last",
+) -> tuple[Tensor, Tensor, Tensor]:
     """Adaptive-threshold LIF (Bellec et al. 2018, LSNN) over x_seq [T, *] -> (spike_seq, v, b).
 
     Charge as lif; theta = v_threshold + beta_a B[t-1] (B[-1] = 0); S = H >= theta; soft reset
@@ -498,20 +767,62 @@ def alif(x_seq: Tensor, v_init: Optional[Tensor] = None, b_init: Optional[Tensor
     rho = _check_number("rho", rho)
     if not _tracing() and not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must be in [0, 1], got {rho}")
-    o = _sj_options(1, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
-                    v_init, b_init, beta_a=beta_a, rho=rho, return_states=return_states)
+    o = _sj_options(
+        1,
+        x_seq,
+        tau,
+        v_threshold,
+        v_reset,
+        decay_input,
+        detach_reset,
+        surrogate,
+        alpha,
+        return_v,
+        v_init,
+        b_init,
+        beta_a=beta_a,
+        rho=rho,
+        return_states=return_states,
+    )
     v_init = _check_state(v_init, x_seq, "v_init")
     b_init = _check_state(b_init, x_seq, "b_init")
-    s, v, b, _ = _run("alif", x_seq, (v_init, b_init), (), o, lambda: reference.alif(
-        x_seq, v_init, b_init, tau=tau, v_threshold=v_threshold, v_reset=v_reset, beta_a=beta_a, rho=rho,
-        decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, return_v=return_v,
-        return_states=return_states))
+    s, v, b, _ = _run(
+        "alif",
+        x_seq,
+        (v_init, b_init),
+        (),
+        o,
+        lambda: reference.alif(
+            x_seq,
+            v_init,
+            b_init,
+            tau=tau,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            beta_a=beta_a,
+            rho=rho,
+            decay_input=decay_input,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            alpha=o.alpha,
+            return_v=return_v,
+            return_states=return_states,
+        ),
+    )
     return s, v, b
 
 
-def ilif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, D: int = 4, tau: Optional[float] = 2.0,
-         v_threshold: float = 1.0, decay_input: bool = True, detach_reset: bool = False,
-         return_v: str = "last") -> tuple[Tensor, Tensor]:
+def ilif(
+    x_seq: Tensor,
+    v_init: Optional[Tensor] = None,
+    *,
+    D: int = 4,
+    tau: Optional[float] = 2.0,
+    v_threshold: float = 1.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    return_v: str = "last",
+) -> tuple[Tensor, Tensor]:
     """Integer-spike LIF (I-LIF of Spike-driven Transformer v3 / E-SpikeFormer) -> (spike_seq, v).
 
     Charge as lif (tau=None: no leak, H = V + X), except that decay_input=False (SpikingJelly 2.0's ILIFNode,
@@ -528,19 +839,44 @@ def ilif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, D: int = 4, tau: Opt
     vth = _check_number("v_threshold", v_threshold)
     if not _tracing() and not vth > 0.0:
         raise ValueError(f"v_threshold must be > 0 for ilif (S = round(H / v_threshold)), got {vth}")
-    o = _sj_options(2, x_seq, tau, vth, None, decay_input and tau != 0.0, detach_reset, "sigmoid", None, return_v,
-                    v_init, levels=D)
+    o = _sj_options(
+        2, x_seq, tau, vth, None, decay_input and tau != 0.0, detach_reset, "sigmoid", None, return_v, v_init, levels=D
+    )
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("ilif", x_seq, (v_init,), (), o, lambda: reference.ilif(
-        x_seq, v_init, D=D, tau=None if tau == 0.0 else tau, v_threshold=vth, decay_input=decay_input,
-        detach_reset=detach_reset, return_v=return_v))
+    s, v, _, _ = _run(
+        "ilif",
+        x_seq,
+        (v_init,),
+        (),
+        o,
+        lambda: reference.ilif(
+            x_seq,
+            v_init,
+            D=D,
+            tau=None if tau == 0.0 else tau,
+            v_threshold=vth,
+            decay_input=decay_input,
+            detach_reset=detach_reset,
+            return_v=return_v,
+        ),
+    )
     return s, v
 
 
-def ternary_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: Optional[float] = 2.0,
-                v_threshold: float = 1.0, v_reset: Optional[float] = 0.0, decay_input: bool = True,
-                detach_reset: bool = False, surrogate: str = "sigmoid", alpha: Optional[float] = None,
-                two_sided: bool = False, return_v: str = "last") -> tuple[Tensor, Tensor]:
+def ternary_lif(
+    x_seq: Tensor,
+    v_init: Optional[Tensor] = None,
+    *,
+    tau: Optional[float] = 2.0,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+    two_sided: bool = False,
+    return_v: str = "last",
+) -> tuple[Tensor, Tensor]:
     """Ternary-spike LIF (Guo et al. 2024) -> (spike_seq in {-1, 0, 1}, v). tau=None: ternary IF.
 
     S = 1 where H >= v_threshold, -1 where H <= -v_threshold, else 0; hard reset to v_reset where S != 0
@@ -556,14 +892,44 @@ def ternary_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, *, tau: Optional
         raise ValueError(f"v_threshold must be > 0 for ternary spikes, got {vth}")
     if not _tracing() and v_reset is not None and isinstance(v_reset, (int, float)) and not -vth < v_reset < vth:
         # as SpikingJelly's ternary nodes: a reset outside (-v_threshold, v_threshold) would fire again at once
-        raise ValueError(f"v_reset must lie strictly between -v_threshold and v_threshold ({-vth}, {vth}), "
-                         f"got {v_reset}")
-    o = _sj_options(3, x_seq, tau, vth, v_reset, decay_input and tau != 0.0, detach_reset, surrogate, alpha,
-                    return_v, v_init, two_sided=two_sided)
+        raise ValueError(
+            f"v_reset must lie strictly between -v_threshold and v_threshold ({-vth}, {vth}), got {v_reset}"
+        )
+    o = _sj_options(
+        3,
+        x_seq,
+        tau,
+        vth,
+        v_reset,
+        decay_input and tau != 0.0,
+        detach_reset,
+        surrogate,
+        alpha,
+        return_v,
+        v_init,
+        two_sided=two_sided,
+    )
     v_init = _check_state(v_init, x_seq, "v_init")
-    s, v, _, _ = _run("ternary_lif", x_seq, (v_init,), (), o, lambda: reference.ternary_lif(
-        x_seq, v_init, tau=None if tau == 0.0 else tau, v_threshold=vth, v_reset=v_reset, decay_input=decay_input,
-        detach_reset=detach_reset, surrogate=surrogate, alpha=o.alpha, two_sided=two_sided, return_v=return_v))
+    s, v, _, _ = _run(
+        "ternary_lif",
+        x_seq,
+        (v_init,),
+        (),
+        o,
+        lambda: reference.ternary_lif(
+            x_seq,
+            v_init,
+            tau=None if tau == 0.0 else tau,
+            v_threshold=vth,
+            v_reset=v_reset,
+            decay_input=decay_input,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            alpha=o.alpha,
+            two_sided=two_sided,
+            return_v=return_v,
+        ),
+    )
     return s, v
 
 
@@ -589,20 +955,72 @@ def _memo(key: tuple, build):
     return hit
 
 
-def _sj_options(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v,
-                *state_inits, runs=(1, 1, 1, 1), extra=(), **kw):
+def _sj_options(
+    model,
+    x_seq,
+    tau,
+    v_threshold,
+    v_reset,
+    decay_input,
+    detach_reset,
+    surrogate,
+    alpha,
+    return_v,
+    *state_inits,
+    runs=(1, 1, 1, 1),
+    extra=(),
+    **kw,
+):
     needs_grad = _needs_grad(x_seq, *state_inits, *extra)
     # default_recompute decides where backward gets its saved values (opts.save): part of the key, so that
     # changing it takes effect for option sets already seen
-    key = (model, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, tau, type(tau), v_threshold,
-           type(v_threshold), v_reset, type(v_reset), decay_input, type(decay_input), detach_reset, type(detach_reset),
-           surrogate, type(surrogate), alpha, type(alpha), return_v, type(return_v), *kw.items())
-    return _memo(key, lambda: _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input,
-                                                  detach_reset, surrogate, alpha, return_v, needs_grad, runs, kw))
+    key = (
+        model,
+        x_seq.is_cuda,
+        needs_grad,
+        _recompute(x_seq.device),
+        runs,
+        tau,
+        type(tau),
+        v_threshold,
+        type(v_threshold),
+        v_reset,
+        type(v_reset),
+        decay_input,
+        type(decay_input),
+        detach_reset,
+        type(detach_reset),
+        surrogate,
+        type(surrogate),
+        alpha,
+        type(alpha),
+        return_v,
+        type(return_v),
+        *kw.items(),
+    )
+    return _memo(
+        key,
+        lambda: _sj_options_checked(
+            model,
+            x_seq,
+            tau,
+            v_threshold,
+            v_reset,
+            decay_input,
+            detach_reset,
+            surrogate,
+            alpha,
+            return_v,
+            needs_grad,
+            runs,
+            kw,
+        ),
+    )
 
 
-def _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha,
-                        return_v, needs_grad, runs, kw):
+def _sj_options_checked(
+    model, x_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha, return_v, needs_grad, runs, kw
+):
     if kw.pop("check_tau", False):
         tau = _check_number("tau", tau, positive=True)
     if "return_states" in kw:
@@ -614,35 +1032,104 @@ def _sj_options_checked(model, x_seq, tau, v_threshold, v_reset, decay_input, de
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, alpha)
     v_seq = _check_return("return_v", return_v)
     hard = v_reset is not None
-    return _options(model, tau=tau, v_threshold=v_threshold, v_reset=v_reset if hard else 0.0, hard=hard,
-                    decay_input=decay_input, detach_reset=detach_reset, surrogate=sid, alpha=alpha_v,
-                    beta_sg=beta_sg, runs=runs, v_seq=v_seq, device=x_seq.device, needs_grad=needs_grad, **kw)
+    return _options(
+        model,
+        tau=tau,
+        v_threshold=v_threshold,
+        v_reset=v_reset if hard else 0.0,
+        hard=hard,
+        decay_input=decay_input,
+        detach_reset=detach_reset,
+        surrogate=sid,
+        alpha=alpha_v,
+        beta_sg=beta_sg,
+        runs=runs,
+        v_seq=v_seq,
+        device=x_seq.device,
+        needs_grad=needs_grad,
+        **kw,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # snnTorch family
 # --------------------------------------------------------------------------------------------
-def _snn_options(model, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha,
-                 surrogate_beta, return_mem, runs, grads_of, return_states="last"):
+def _snn_options(
+    model,
+    x_seq,
+    threshold,
+    reset_mechanism,
+    reset_delay,
+    surrogate,
+    surrogate_alpha,
+    surrogate_beta,
+    return_mem,
+    runs,
+    grads_of,
+    return_states="last",
+):
     needs_grad = _needs_grad(x_seq, threshold, *grads_of)
-    key = (model, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, reset_mechanism,
-           type(reset_mechanism), reset_delay, type(reset_delay), surrogate, type(surrogate), surrogate_alpha,
-           type(surrogate_alpha), surrogate_beta, type(surrogate_beta), return_mem, type(return_mem), return_states,
-           type(return_states))
-    return _memo(key, lambda: _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate,
-                                                   surrogate_alpha, surrogate_beta, return_mem, runs, needs_grad,
-                                                   return_states))
+    key = (
+        model,
+        x_seq.is_cuda,
+        needs_grad,
+        _recompute(x_seq.device),
+        runs,
+        reset_mechanism,
+        type(reset_mechanism),
+        reset_delay,
+        type(reset_delay),
+        surrogate,
+        type(surrogate),
+        surrogate_alpha,
+        type(surrogate_alpha),
+        surrogate_beta,
+        type(surrogate_beta),
+        return_mem,
+        type(return_mem),
+        return_states,
+        type(return_states),
+    )
+    return _memo(
+        key,
+        lambda: _snn_options_checked(
+            model,
+            x_seq,
+            reset_mechanism,
+            reset_delay,
+            surrogate,
+            surrogate_alpha,
+            surrogate_beta,
+            return_mem,
+            runs,
+            needs_grad,
+            return_states,
+        ),
+    )
 
 
-def _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
-                         return_mem, runs, needs_grad, return_states):
+def _snn_options_checked(
+    model,
+    x_seq,
+    reset_mechanism,
+    reset_delay,
+    surrogate,
+    surrogate_alpha,
+    surrogate_beta,
+    return_mem,
+    runs,
+    needs_grad,
+    return_states,
+):
     reset = _check_choice("reset_mechanism", reset_mechanism, _RESETS)
     _check_bool("reset_delay", reset_delay)
     if not isinstance(surrogate, str):
         raise TypeError(f"surrogate must be a str, got {type(surrogate).__name__}")
     if surrogate not in SNNTORCH_SURROGATES:  # the kernels are built for this set (csrc/core/neuron.h)
-        raise ValueError(f"surrogate: {surrogate!r} is not a surrogate of the snnTorch models; expected one of "
-                         f"{sorted(SNNTORCH_SURROGATES)}")
+        raise ValueError(
+            f"surrogate: {surrogate!r} is not a surrogate of the snnTorch models; expected one of "
+            f"{sorted(SNNTORCH_SURROGATES)}"
+        )
     if surrogate_alpha is None:  # snnTorch's default (its sigmoid's slope is 25, SpikingJelly's alpha 4)
         surrogate_alpha = SNNTORCH_SURROGATES[surrogate].alpha
     # checked under their public names (synaptic and alpha_neuron have an `alpha` of their own)
@@ -652,9 +1139,21 @@ def _snn_options_checked(model, x_seq, reset_mechanism, reset_delay, surrogate, 
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True, beta=surrogate_beta)
     v_seq = _check_return("return_mem", return_mem)
     states_seq = _check_return("return_states", return_states)
-    return _options(model, v_threshold=0.0, hard=False, reset=reset, reset_delay=reset_delay, surrogate=sid,
-                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, states_seq=states_seq,
-                    device=x_seq.device, needs_grad=needs_grad)
+    return _options(
+        model,
+        v_threshold=0.0,
+        hard=False,
+        reset=reset,
+        reset_delay=reset_delay,
+        surrogate=sid,
+        alpha=alpha_v,
+        beta_sg=beta_sg,
+        runs=runs,
+        v_seq=v_seq,
+        states_seq=states_seq,
+        device=x_seq.device,
+        needs_grad=needs_grad,
+    )
 
 
 def _clamped(value, x_seq, name):
@@ -671,11 +1170,20 @@ def _number_or_tensor(value, name):
     return _check_number(name, value)
 
 
-def leaky(x_seq: Tensor, mem_init: Optional[Tensor] = None, *, beta: Union[float, Tensor],
-          threshold: Union[float, Tensor] = 1.0, reset_mechanism: str = "subtract", reset_delay: bool = True,
-          graded_spikes_factor: Union[float, Tensor] = 1.0, surrogate: str = "atan",
-          surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
-          return_mem: str = "last") -> tuple[Tensor, Tensor]:
+def leaky(
+    x_seq: Tensor,
+    mem_init: Optional[Tensor] = None,
+    *,
+    beta: Union[float, Tensor],
+    threshold: Union[float, Tensor] = 1.0,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    graded_spikes_factor: Union[float, Tensor] = 1.0,
+    surrogate: str = "atan",
+    surrogate_alpha: Optional[float] = None,
+    surrogate_beta: Optional[float] = None,
+    return_mem: str = "last",
+) -> tuple[Tensor, Tensor]:
     """snnTorch 1.0's Leaky over x_seq [T, *] -> (spikes [T, *], mem): its numbers, fused.
 
     R = [U[t-1] - thr > 0] (detached); subtract: U = beta U[t-1] + X - R thr; zero: U = beta ((1 - R) U[t-1])
@@ -693,21 +1201,59 @@ def leaky(x_seq: Tensor, mem_init: Optional[Tensor] = None, *, beta: Union[float
     b, rb = _clamped(beta, x_seq, "beta")
     t, rt = _slot(threshold, x_seq, "threshold")
     g, rg = _slot(graded_spikes_factor, x_seq, "graded_spikes_factor")
-    o = _snn_options(4, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
-                     return_mem, (rb, rt, rg, 1), (beta, graded_spikes_factor, mem_init))
+    o = _snn_options(
+        4,
+        x_seq,
+        threshold,
+        reset_mechanism,
+        reset_delay,
+        surrogate,
+        surrogate_alpha,
+        surrogate_beta,
+        return_mem,
+        (rb, rt, rg, 1),
+        (beta, graded_spikes_factor, mem_init),
+    )
     mem_init = _check_state(mem_init, x_seq, "mem_init")
-    s, u, _, _ = _run("leaky", x_seq, (mem_init,), (b, t, g), o, lambda: reference.leaky(
-        x_seq, mem_init, beta=beta, threshold=threshold, reset_mechanism=reset_mechanism, reset_delay=reset_delay,
-        graded_spikes_factor=graded_spikes_factor, surrogate=surrogate, surrogate_alpha=o.alpha,
-        surrogate_beta=o.beta_sg, return_mem=return_mem))
+    s, u, _, _ = _run(
+        "leaky",
+        x_seq,
+        (mem_init,),
+        (b, t, g),
+        o,
+        lambda: reference.leaky(
+            x_seq,
+            mem_init,
+            beta=beta,
+            threshold=threshold,
+            reset_mechanism=reset_mechanism,
+            reset_delay=reset_delay,
+            graded_spikes_factor=graded_spikes_factor,
+            surrogate=surrogate,
+            surrogate_alpha=o.alpha,
+            surrogate_beta=o.beta_sg,
+            return_mem=return_mem,
+        ),
+    )
     return s, u
 
 
-def synaptic(x_seq: Tensor, syn_init: Optional[Tensor] = None, mem_init: Optional[Tensor] = None, *,
-             alpha: Union[float, Tensor], beta: Union[float, Tensor], threshold: Union[float, Tensor] = 1.0,
-             reset_mechanism: str = "subtract", reset_delay: bool = True, surrogate: str = "atan",
-             surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
-             return_mem: str = "last", return_states: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+def synaptic(
+    x_seq: Tensor,
+    syn_init: Optional[Tensor] = None,
+    mem_init: Optional[Tensor] = None,
+    *,
+    alpha: Union[float, Tensor],
+    beta: Union[float, Tensor],
+    threshold: Union[float, Tensor] = 1.0,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    surrogate: str = "atan",
+    surrogate_alpha: Optional[float] = None,
+    surrogate_beta: Optional[float] = None,
+    return_mem: str = "last",
+    return_states: str = "last",
+) -> tuple[Tensor, Tensor, Tensor]:
     """snnTorch 1.0's Synaptic (second-order: a synaptic current) over x_seq -> (spikes, syn, mem).
 
     I = alpha I[t-1] + X; U = beta U[t-1] + I, then U -= R thr (subtract) or U -= U R (zero), R as in leaky;
@@ -719,22 +1265,66 @@ def synaptic(x_seq: Tensor, syn_init: Optional[Tensor] = None, mem_init: Optiona
     b, rb = _clamped(beta, x_seq, "beta")
     t, rt = _slot(threshold, x_seq, "threshold")
     a, ra = _clamped(alpha, x_seq, "alpha")
-    o = _snn_options(5, x_seq, threshold, reset_mechanism, reset_delay, surrogate, surrogate_alpha, surrogate_beta,
-                     return_mem, (rb, rt, ra, 1), (alpha, beta, syn_init, mem_init), return_states)
+    o = _snn_options(
+        5,
+        x_seq,
+        threshold,
+        reset_mechanism,
+        reset_delay,
+        surrogate,
+        surrogate_alpha,
+        surrogate_beta,
+        return_mem,
+        (rb, rt, ra, 1),
+        (alpha, beta, syn_init, mem_init),
+        return_states,
+    )
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_init = _check_state(syn_init, x_seq, "syn_init")
-    s, u, i, _ = _run("synaptic", x_seq, (mem_init, syn_init), (b, t, a), o, lambda: _reorder(reference.synaptic(
-        x_seq, syn_init, mem_init, alpha=alpha, beta=beta, threshold=threshold, reset_mechanism=reset_mechanism,
-        reset_delay=reset_delay, surrogate=surrogate, surrogate_alpha=o.alpha, surrogate_beta=o.beta_sg,
-        return_mem=return_mem, return_states=return_states), (0, 2, 1)))
+    s, u, i, _ = _run(
+        "synaptic",
+        x_seq,
+        (mem_init, syn_init),
+        (b, t, a),
+        o,
+        lambda: _reorder(
+            reference.synaptic(
+                x_seq,
+                syn_init,
+                mem_init,
+                alpha=alpha,
+                beta=beta,
+                threshold=threshold,
+                reset_mechanism=reset_mechanism,
+                reset_delay=reset_delay,
+                surrogate=surrogate,
+                surrogate_alpha=o.alpha,
+                surrogate_beta=o.beta_sg,
+                return_mem=return_mem,
+                return_states=return_states,
+            ),
+            (0, 2, 1),
+        ),
+    )
     return s, i, u
 
 
-def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_init: Optional[Tensor] = None,
-                 mem_init: Optional[Tensor] = None, *, alpha: Union[float, Tensor], beta: Union[float, Tensor],
-                 threshold: Union[float, Tensor] = 1.0, reset_mechanism: str = "zero", surrogate: str = "atan",
-                 surrogate_alpha: Optional[float] = None, surrogate_beta: Optional[float] = None,
-                 return_mem: str = "last", return_states: str = "last") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def alpha_neuron(
+    x_seq: Tensor,
+    syn_exc_init: Optional[Tensor] = None,
+    syn_inh_init: Optional[Tensor] = None,
+    mem_init: Optional[Tensor] = None,
+    *,
+    alpha: Union[float, Tensor],
+    beta: Union[float, Tensor],
+    threshold: Union[float, Tensor] = 1.0,
+    reset_mechanism: str = "zero",
+    surrogate: str = "atan",
+    surrogate_alpha: Optional[float] = None,
+    surrogate_beta: Optional[float] = None,
+    return_mem: str = "last",
+    return_states: str = "last",
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """snnTorch 1.0's Alpha neuron over x_seq -> (spikes, syn_exc, syn_inh, mem).
 
     E = a E[t-1] + X; I = b I[t-1] - X; U = tau_a (E + I) with tau_a = ln a / (ln b - ln a) + 1 (a = alpha,
@@ -753,61 +1343,131 @@ def alpha_neuron(x_seq: Tensor, syn_exc_init: Optional[Tensor] = None, syn_inh_i
     # transform or on the meta device, where their values are not concrete.
     if not _tracing() and torch._C._functorch.maybe_current_level() is None and not a_c.is_meta and not b_c.is_meta:
         if bool((a_c <= b_c).any()) or bool((b_c == 1.0).any()):
-            got = (f"alpha={alpha}, beta={beta}" if not isinstance(alpha, Tensor) and not isinstance(beta, Tensor)
-                   else "tensors with alpha <= beta or beta == 1 somewhere")
-            raise ValueError("alpha_neuron: alpha must be greater than beta, and beta < 1 (snnTorch's Alpha); "
-                             f"got {got}")
+            got = (
+                f"alpha={alpha}, beta={beta}"
+                if not isinstance(alpha, Tensor) and not isinstance(beta, Tensor)
+                else "tensors with alpha <= beta or beta == 1 somewhere"
+            )
+            raise ValueError(
+                f"alpha_neuron: alpha must be greater than beta, and beta < 1 (snnTorch's Alpha); got {got}"
+            )
     tau_a = torch.log(a_c) / (torch.log(b_c) - torch.log(a_c)) + 1  # snnTorch's expression, its rounding
     b, rb = _slot(b_c.to(x_seq.device), x_seq, "beta")
     t, rt = _slot(threshold, x_seq, "threshold")
     a, ra = _slot(a_c.to(x_seq.device), x_seq, "alpha")
     ta, rta = _slot(tau_a.to(x_seq.device), x_seq, "tau_alpha")
-    o = _snn_options(6, x_seq, threshold, reset_mechanism, True, surrogate, surrogate_alpha, surrogate_beta,
-                     return_mem, (rb, rt, ra, rta), (alpha, beta, syn_exc_init, syn_inh_init, mem_init),
-                     return_states)
+    o = _snn_options(
+        6,
+        x_seq,
+        threshold,
+        reset_mechanism,
+        True,
+        surrogate,
+        surrogate_alpha,
+        surrogate_beta,
+        return_mem,
+        (rb, rt, ra, rta),
+        (alpha, beta, syn_exc_init, syn_inh_init, mem_init),
+        return_states,
+    )
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_exc_init = _check_state(syn_exc_init, x_seq, "syn_exc_init")
     syn_inh_init = _check_state(syn_inh_init, x_seq, "syn_inh_init")
-    s, u, e, i = _run("alpha_neuron", x_seq, (mem_init, syn_exc_init, syn_inh_init), (b, t, a, ta), o,
-                      lambda: _reorder(reference.alpha_neuron(
-                          x_seq, syn_exc_init, syn_inh_init, mem_init, alpha=alpha, beta=beta, threshold=threshold,
-                          reset_mechanism=reset_mechanism, surrogate=surrogate, surrogate_alpha=o.alpha,
-                          surrogate_beta=o.beta_sg, return_mem=return_mem, return_states=return_states),
-                          (0, 3, 1, 2)))
+    s, u, e, i = _run(
+        "alpha_neuron",
+        x_seq,
+        (mem_init, syn_exc_init, syn_inh_init),
+        (b, t, a, ta),
+        o,
+        lambda: _reorder(
+            reference.alpha_neuron(
+                x_seq,
+                syn_exc_init,
+                syn_inh_init,
+                mem_init,
+                alpha=alpha,
+                beta=beta,
+                threshold=threshold,
+                reset_mechanism=reset_mechanism,
+                surrogate=surrogate,
+                surrogate_alpha=o.alpha,
+                surrogate_beta=o.beta_sg,
+                return_mem=return_mem,
+                return_states=return_states,
+            ),
+            (0, 3, 1, 2),
+        ),
+    )
     return s, e, i, u
 
 
 # --------------------------------------------------------------------------------------------
 # Norse
 # --------------------------------------------------------------------------------------------
-def _norse_options(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, grads_of,
-                   return_states="last"):
+def _norse_options(
+    x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, grads_of, return_states="last"
+):
     needs_grad = _needs_grad(x_seq, *grads_of)
-    key = (7, x_seq.is_cuda, needs_grad, _recompute(x_seq.device), runs, v_reset, type(v_reset), detach_reset,
-           type(detach_reset), surrogate, type(surrogate), surrogate_alpha, type(surrogate_alpha), return_v,
-           type(return_v), return_states, type(return_states))
-    return _memo(key, lambda: _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha,
-                                                     return_v, runs, needs_grad, return_states))
+    key = (
+        7,
+        x_seq.is_cuda,
+        needs_grad,
+        _recompute(x_seq.device),
+        runs,
+        v_reset,
+        type(v_reset),
+        detach_reset,
+        type(detach_reset),
+        surrogate,
+        type(surrogate),
+        surrogate_alpha,
+        type(surrogate_alpha),
+        return_v,
+        type(return_v),
+        return_states,
+        type(return_states),
+    )
+    return _memo(
+        key,
+        lambda: _norse_options_checked(
+            x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, needs_grad, return_states
+        ),
+    )
 
 
-def _norse_options_checked(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, needs_grad,
-                           return_states):
+def _norse_options_checked(
+    x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, runs, needs_grad, return_states
+):
     v_reset = _check_number("v_reset", v_reset)
     _check_bool("detach_reset", detach_reset)
     if not isinstance(surrogate, str):
         raise TypeError(f"surrogate must be a str, got {type(surrogate).__name__}")
     if surrogate not in NORSE_SURROGATES:  # the kernels are built for this set (csrc/core/neuron.h)
-        raise ValueError(f"surrogate: {surrogate!r} is not a surrogate of norse_lif; expected one of "
-                         f"{sorted(NORSE_SURROGATES)} (spikeforge.surrogate.norse_method maps Norse's methods)")
+        raise ValueError(
+            f"surrogate: {surrogate!r} is not a surrogate of norse_lif; expected one of "
+            f"{sorted(NORSE_SURROGATES)} (spikeforge.surrogate.norse_method maps Norse's methods)"
+        )
     if surrogate_alpha is None:
         surrogate_alpha = NORSE_SURROGATES[surrogate].alpha
     surrogate_alpha = _check_number("surrogate_alpha", surrogate_alpha, positive=True)
     sid, alpha_v, beta_sg = _check_surrogate(surrogate, surrogate_alpha, all_surrogates=True)
     v_seq = _check_return("return_v", return_v)
     states_seq = _check_return("return_states", return_states)
-    return _options(7, v_threshold=0.0, v_reset=v_reset, hard=False, detach_reset=detach_reset, surrogate=sid,
-                    alpha=alpha_v, beta_sg=beta_sg, runs=runs, v_seq=v_seq, states_seq=states_seq,
-                    device=x_seq.device, needs_grad=needs_grad)
+    return _options(
+        7,
+        v_threshold=0.0,
+        v_reset=v_reset,
+        hard=False,
+        detach_reset=detach_reset,
+        surrogate=sid,
+        alpha=alpha_v,
+        beta_sg=beta_sg,
+        runs=runs,
+        v_seq=v_seq,
+        states_seq=states_seq,
+        device=x_seq.device,
+        needs_grad=needs_grad,
+    )
 
 
 def _norse_param(value, x_seq: Tensor, name: str) -> Tensor:
@@ -821,11 +1481,23 @@ def _norse_param(value, x_seq: Tensor, name: str) -> Tensor:
     return torch.tensor(_check_number(name, value), dtype=_compute_dtype(x_seq.dtype), device=x_seq.device)
 
 
-def norse_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, i_init: Optional[Tensor] = None, *, dt: float = 0.001,
-              tau_syn_inv: Union[float, Tensor] = 200.0, tau_mem_inv: Union[float, Tensor] = 100.0,
-              v_leak: Union[float, Tensor] = 0.0, v_th: Union[float, Tensor] = 1.0, v_reset: float = 0.0,
-              detach_reset: bool = False, surrogate: str = "fast_sigmoid", surrogate_alpha: Optional[float] = None,
-              return_v: str = "last", return_states: str = "last") -> tuple[Tensor, Tensor, Tensor]:
+def norse_lif(
+    x_seq: Tensor,
+    v_init: Optional[Tensor] = None,
+    i_init: Optional[Tensor] = None,
+    *,
+    dt: float = 0.001,
+    tau_syn_inv: Union[float, Tensor] = 200.0,
+    tau_mem_inv: Union[float, Tensor] = 100.0,
+    v_leak: Union[float, Tensor] = 0.0,
+    v_th: Union[float, Tensor] = 1.0,
+    v_reset: float = 0.0,
+    detach_reset: bool = False,
+    surrogate: str = "fast_sigmoid",
+    surrogate_alpha: Optional[float] = None,
+    return_v: str = "last",
+    return_states: str = "last",
+) -> tuple[Tensor, Tensor, Tensor]:
     """Norse 1.1's current-based LIF (lif_feed_forward_step, norse.torch.LIF) over x_seq [T, *] ->
     (spikes [T, *], v, i): its numbers, fused.
 
@@ -850,16 +1522,44 @@ def norse_lif(x_seq: Tensor, v_init: Optional[Tensor] = None, i_init: Optional[T
     a_s, r_s = _slot(dt * tsi, x_seq, "tau_syn_inv")
     l, r_l = _slot(vl, x_seq, "v_leak")
     t, r_t = _slot(vth, x_seq, "v_th")
-    o = _norse_options(x_seq, v_reset, detach_reset, surrogate, surrogate_alpha, return_v, (r_m, r_s, r_l, r_t),
-                       (tau_syn_inv, tau_mem_inv, v_leak, v_th, v_init, i_init), return_states)
+    o = _norse_options(
+        x_seq,
+        v_reset,
+        detach_reset,
+        surrogate,
+        surrogate_alpha,
+        return_v,
+        (r_m, r_s, r_l, r_t),
+        (tau_syn_inv, tau_mem_inv, v_leak, v_th, v_init, i_init),
+        return_states,
+    )
     v_init = _check_state(v_init, x_seq, "v_init")
     i_init = _check_state(i_init, x_seq, "i_init")
     if v_init is None:  # norse.torch.LIF's initial state: v_leak, detached
         v_init = torch.broadcast_to(vl.detach().to(x_seq.dtype), x_seq.shape[1:]).contiguous()
-    s, v, i, _ = _run("norse_lif", x_seq, (v_init, i_init), (a_m, a_s, l, t), o, lambda: reference.norse_lif(
-        x_seq, v_init, i_init, dt=dt, tau_syn_inv=tsi, tau_mem_inv=tmi, v_leak=vl, v_th=vth, v_reset=o.v_reset,
-        detach_reset=detach_reset, surrogate=surrogate, surrogate_alpha=o.alpha, return_v=return_v,
-        return_states=return_states))
+    s, v, i, _ = _run(
+        "norse_lif",
+        x_seq,
+        (v_init, i_init),
+        (a_m, a_s, l, t),
+        o,
+        lambda: reference.norse_lif(
+            x_seq,
+            v_init,
+            i_init,
+            dt=dt,
+            tau_syn_inv=tsi,
+            tau_mem_inv=tmi,
+            v_leak=vl,
+            v_th=vth,
+            v_reset=o.v_reset,
+            detach_reset=detach_reset,
+            surrogate=surrogate,
+            surrogate_alpha=o.alpha,
+            return_v=return_v,
+            return_states=return_states,
+        ),
+    )
     return s, v, i
 
 
@@ -914,8 +1614,17 @@ def counts_to_binary(s: Tensor, D: int) -> Tensor:
     return (s.unsqueeze(0) > levels).to(s.dtype if s.is_floating_point() else torch.float32)
 
 
-def lif_input_grad(grad_spike: Tensor, x: Tensor, opts: NeuronOptions, k: Optional[Tensor] = None,
-                   need_k: bool = False) -> tuple:
+@overload
+def lif_input_grad(
+    grad_spike: Tensor, x: Tensor, opts: NeuronOptions, k: Optional[Tensor] = None, need_k: Literal[False] = False
+) -> Tensor: ...
+@overload
+def lif_input_grad(
+    grad_spike: Tensor, x: Tensor, opts: NeuronOptions, k: Optional[Tensor] = None, *, need_k: Literal[True]
+) -> tuple[Tensor, Tensor]: ...
+def lif_input_grad(
+    grad_spike: Tensor, x: Tensor, opts: NeuronOptions, k: Optional[Tensor] = None, need_k: bool = False
+) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """dL/dx (and dL/dk with need_k) of the LIF-family neuron `opts` run from its default initial state on
     x, given only dL/dspike: no forward output and no autograd graph (the CPU kernel recomputes the
     membrane trajectory from x as the default backward does; CUDA reruns the forward into a workspace).
@@ -926,19 +1635,41 @@ def lif_input_grad(grad_spike: Tensor, x: Tensor, opts: NeuronOptions, k: Option
     return (out[0], out[4]) if need_k else out[0]
 
 
-def _grad_from_input(x_seq: Tensor, grad_spike: Tensor, w: Optional[Tensor], tau, decay_input: bool,
-                     v_threshold, v_reset, detach_reset, surrogate, alpha, need_w_grad: bool):
+def _grad_from_input(
+    x_seq: Tensor,
+    grad_spike: Tensor,
+    w: Optional[Tensor],
+    tau,
+    decay_input: bool,
+    v_threshold,
+    v_reset,
+    detach_reset,
+    surrogate,
+    alpha,
+    need_w_grad: bool,
+):
     """lif_input_grad for lif / if_neuron (tau None) / plif (w given) with the public options ->
     (grad_x, grad_w or None)."""
-    k, runs = None, (1, 1, 1, 1)
+    k: Optional[Tensor] = None
+    runs = (1, 1, 1, 1)
     if w is not None:
         k = torch.sigmoid(w.detach().to(_compute_dtype(x_seq.dtype))).reshape(-1)
         runs = (math.prod(x_seq.shape[3:]) if w.numel() != 1 else 1, 1, 1, 1)
     tau_v = 0.0 if (tau is None or w is not None) else _check_number("tau", tau, positive=True)
-    o = _sj_options(0, x_seq, tau_v, v_threshold, v_reset, bool(decay_input) and (tau is not None or w is not None),
-                    detach_reset, surrogate, alpha, "last", runs=runs)
-    need = need_w_grad and w is not None
-    if not need:
+    o = _sj_options(
+        0,
+        x_seq,
+        tau_v,
+        v_threshold,
+        v_reset,
+        bool(decay_input) and (tau is not None or w is not None),
+        detach_reset,
+        surrogate,
+        alpha,
+        "last",
+        runs=runs,
+    )
+    if not need_w_grad or w is None or k is None:  # (k is set exactly when w is given)
         return lif_input_grad(grad_spike, x_seq, o, k), None
     gx, gk = lif_input_grad(grad_spike, x_seq, o, k, need_k=True)
     return gx, (gk * (1 - k) * k).to(w.dtype).view_as(w)  # torch.sigmoid's backward, in its order

@@ -6,6 +6,7 @@ leaky / synaptic / alpha_neuron, Norse 1.1's lif_feed_forward_step for norse_lif
 operation; autograd gives BPTT and spike_fn the surrogate gradient. alif follows Bellec et al. 2018 in the
 same style.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,9 +44,28 @@ class _CountSTE(torch.autograd.Function):
         return grad * ((u >= 0) & (u <= ctx.D)).to(grad.dtype), None
 
 
-def _sj_multi_step(x_seq, v_init, b_init, *, model="lif", k=None, tau=0.0, v_threshold=1.0, v_reset=0.0,
-                   decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=None, beta_sg=None, beta_a=1.8,
-                   rho=0.9, levels=4, two_sided=False, return_v="last", return_states="last"):
+def _sj_multi_step(
+    x_seq,
+    v_init,
+    b_init,
+    *,
+    model="lif",
+    k=None,
+    tau=0.0,
+    v_threshold=1.0,
+    v_reset=0.0,
+    decay_input=True,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=None,
+    beta_sg=None,
+    beta_a=1.8,
+    rho=0.9,
+    levels=4,
+    two_sided=False,
+    return_v="last",
+    return_states="last",
+):
     """The SpikingJelly family: charge (k: PLIF's coefficient tensor, else 1/tau by division; IF when
     neither), fire by `model`, reset. -> (spike_seq, v (seq or last), b (seq or last; alif) or None)."""
     hard = v_reset is not None and model != "ilif"
@@ -98,27 +118,73 @@ def _sj_multi_step(x_seq, v_init, b_init, *, model="lif", k=None, tau=0.0, v_thr
     if T == 0:
         v_last = v_init if v_init is not None else x_seq.new_full(x_seq.shape[1:], vr if hard else 0.0)
         b_last = b_init if b_init is not None else x_seq.new_zeros(x_seq.shape[1:])
-        return (torch.empty_like(x_seq), (torch.empty_like(x_seq) if return_v == "seq" else v_last),
-                (torch.empty_like(x_seq) if return_states == "seq" else b_last))
-    return (torch.stack(spikes), (torch.stack(vs) if return_v == "seq" else v),
-            (torch.stack(bs) if return_states == "seq" else b))
+        return (
+            torch.empty_like(x_seq),
+            (torch.empty_like(x_seq) if return_v == "seq" else v_last),
+            (torch.empty_like(x_seq) if return_states == "seq" else b_last),
+        )
+    return (
+        torch.stack(spikes),
+        (torch.stack(vs) if return_v == "seq" else v),
+        (torch.stack(bs) if return_states == "seq" else b),
+    )
 
 
-def lif(x_seq, v_init=None, *, tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
-        surrogate="sigmoid", alpha=None, return_v="last"):
+def lif(
+    x_seq,
+    v_init=None,
+    *,
+    tau=2.0,
+    v_threshold=1.0,
+    v_reset=0.0,
+    decay_input=True,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=None,
+    return_v="last",
+):
     """Reference multi-step LIF -> (spike_seq, v)."""
-    s, v, _ = _sj_multi_step(x_seq, v_init, None, tau=tau, v_threshold=v_threshold, v_reset=v_reset,
-                             decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
-                             return_v=return_v)
+    s, v, _ = _sj_multi_step(
+        x_seq,
+        v_init,
+        None,
+        tau=tau,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        decay_input=decay_input,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=alpha,
+        return_v=return_v,
+    )
     return s, v
 
 
-def if_neuron(x_seq, v_init=None, *, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate="sigmoid",
-              alpha=None, return_v="last"):
+def if_neuron(
+    x_seq,
+    v_init=None,
+    *,
+    v_threshold=1.0,
+    v_reset=0.0,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=None,
+    return_v="last",
+):
     """Reference multi-step IF -> (spike_seq, v)."""
-    s, v, _ = _sj_multi_step(x_seq, v_init, None, tau=0.0, v_threshold=v_threshold, v_reset=v_reset,
-                             decay_input=False, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
-                             return_v=return_v)
+    s, v, _ = _sj_multi_step(
+        x_seq,
+        v_init,
+        None,
+        tau=0.0,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        decay_input=False,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=alpha,
+        return_v=return_v,
+    )
     return s, v
 
 
@@ -129,40 +195,121 @@ def _plif_k(w, x_seq):
     return k.reshape(())
 
 
-def plif(x_seq, w, v_init=None, *, decay_input=True, v_threshold=1.0, v_reset=0.0, detach_reset=False,
-         surrogate="sigmoid", alpha=None, return_v="last"):
+def plif(
+    x_seq,
+    w,
+    v_init=None,
+    *,
+    decay_input=True,
+    v_threshold=1.0,
+    v_reset=0.0,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=None,
+    return_v="last",
+):
     """Reference multi-step parametric LIF, 1/tau = sigmoid(w); w scalar or per channel (x_seq dim 2)."""
-    s, v, _ = _sj_multi_step(x_seq, v_init, None, k=_plif_k(w, x_seq), v_threshold=v_threshold, v_reset=v_reset,
-                             decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
-                             return_v=return_v)
+    s, v, _ = _sj_multi_step(
+        x_seq,
+        v_init,
+        None,
+        k=_plif_k(w, x_seq),
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        decay_input=decay_input,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=alpha,
+        return_v=return_v,
+    )
     return s, v
 
 
-def alif(x_seq, v_init=None, b_init=None, *, tau=2.0, v_threshold=1.0, v_reset=None, beta_a=1.8, rho=0.9,
-         decay_input=True, detach_reset=False, surrogate="sigmoid", alpha=None, return_v="last",
-         return_states="last"):
+def alif(
+    x_seq,
+    v_init=None,
+    b_init=None,
+    *,
+    tau=2.0,
+    v_threshold=1.0,
+    v_reset=None,
+    beta_a=1.8,
+    rho=0.9,
+    decay_input=True,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=None,
+    return_v="last",
+    return_states="last",
+):
     """Reference adaptive-threshold LIF -> (spike_seq, v, b)."""
-    return _sj_multi_step(x_seq, v_init, b_init, model="alif", tau=tau, v_threshold=v_threshold, v_reset=v_reset,
-                          decay_input=decay_input, detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
-                          beta_a=beta_a, rho=rho, return_v=return_v, return_states=return_states)
+    return _sj_multi_step(
+        x_seq,
+        v_init,
+        b_init,
+        model="alif",
+        tau=tau,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        decay_input=decay_input,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=alpha,
+        beta_a=beta_a,
+        rho=rho,
+        return_v=return_v,
+        return_states=return_states,
+    )
 
 
-def ilif(x_seq, v_init=None, *, D=4, tau=2.0, v_threshold=1.0, decay_input=True, detach_reset=False,
-         return_v="last"):
+def ilif(x_seq, v_init=None, *, D=4, tau=2.0, v_threshold=1.0, decay_input=True, detach_reset=False, return_v="last"):
     """Reference integer-spike LIF -> (spike_seq, v)."""
-    s, v, _ = _sj_multi_step(x_seq, v_init, None, model="ilif", tau=0.0 if tau is None else tau,
-                             v_threshold=v_threshold, v_reset=None, decay_input=decay_input and tau is not None,
-                             detach_reset=detach_reset, levels=D, return_v=return_v)
+    s, v, _ = _sj_multi_step(
+        x_seq,
+        v_init,
+        None,
+        model="ilif",
+        tau=0.0 if tau is None else tau,
+        v_threshold=v_threshold,
+        v_reset=None,
+        decay_input=decay_input and tau is not None,
+        detach_reset=detach_reset,
+        levels=D,
+        return_v=return_v,
+    )
     return s, v
 
 
-def ternary_lif(x_seq, v_init=None, *, tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False,
-                surrogate="sigmoid", alpha=None, two_sided=False, return_v="last"):
+def ternary_lif(
+    x_seq,
+    v_init=None,
+    *,
+    tau=2.0,
+    v_threshold=1.0,
+    v_reset=0.0,
+    decay_input=True,
+    detach_reset=False,
+    surrogate="sigmoid",
+    alpha=None,
+    two_sided=False,
+    return_v="last",
+):
     """Reference ternary-spike LIF -> (spike_seq, v)."""
-    s, v, _ = _sj_multi_step(x_seq, v_init, None, model="ternary", tau=0.0 if tau is None else tau,
-                             v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input and tau is not None,
-                             detach_reset=detach_reset, surrogate=surrogate, alpha=alpha, two_sided=two_sided,
-                             return_v=return_v)
+    s, v, _ = _sj_multi_step(
+        x_seq,
+        v_init,
+        None,
+        model="ternary",
+        tau=0.0 if tau is None else tau,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        decay_input=decay_input and tau is not None,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=alpha,
+        two_sided=two_sided,
+        return_v=return_v,
+    )
     return s, v
 
 
@@ -173,9 +320,23 @@ def _fire(mem, thr, surrogate, alpha, beta_sg):
     return spike_fn(mem - thr, surrogate, alpha, beta_sg, strict=True)
 
 
-def _snn_multi_step(x_seq, inits, *, model, beta, thr, third, tau_a=None, reset_mechanism="subtract",
-                    reset_delay=True, surrogate="atan", alpha=None, beta_sg=None, return_mem="last",
-                    return_states="last"):
+def _snn_multi_step(
+    x_seq,
+    inits,
+    *,
+    model,
+    beta,
+    thr,
+    third,
+    tau_a=None,
+    reset_mechanism="subtract",
+    reset_delay=True,
+    surrogate="atan",
+    alpha=None,
+    beta_sg=None,
+    return_mem="last",
+    return_states="last",
+):
     """beta / third (leaky: graded factor; synaptic / alpha: the synaptic decay) already clamped.
     -> (spikes, mem (seq or last), second state, third state (each seq or last by return_states))."""
     T = x_seq.shape[0]
@@ -239,50 +400,133 @@ def _snn_multi_step(x_seq, inits, *, model, beta, thr, third, tau_a=None, reset_
     return spike_seq, mem_out, syn, inh
 
 
-def leaky(x_seq, mem_init=None, *, beta, threshold=1.0, reset_mechanism="subtract", reset_delay=True,
-          graded_spikes_factor=1.0, surrogate="atan", surrogate_alpha=None, surrogate_beta=None,
-          return_mem="last"):
+def leaky(
+    x_seq,
+    mem_init=None,
+    *,
+    beta,
+    threshold=1.0,
+    reset_mechanism="subtract",
+    reset_delay=True,
+    graded_spikes_factor=1.0,
+    surrogate="atan",
+    surrogate_alpha=None,
+    surrogate_beta=None,
+    return_mem="last",
+):
     """Reference snnTorch Leaky -> (spikes, mem)."""
     b = beta.clamp(0, 1) if isinstance(beta, torch.Tensor) else min(max(float(beta), 0.0), 1.0)
-    s, m, _, _ = _snn_multi_step(x_seq, (mem_init, None), model="leaky", beta=b, thr=threshold,
-                                 third=graded_spikes_factor, reset_mechanism=reset_mechanism, reset_delay=reset_delay,
-                                 surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
-                                 return_mem=return_mem)
+    s, m, _, _ = _snn_multi_step(
+        x_seq,
+        (mem_init, None),
+        model="leaky",
+        beta=b,
+        thr=threshold,
+        third=graded_spikes_factor,
+        reset_mechanism=reset_mechanism,
+        reset_delay=reset_delay,
+        surrogate=surrogate,
+        alpha=surrogate_alpha,
+        beta_sg=surrogate_beta,
+        return_mem=return_mem,
+    )
     return s, m
 
 
-def synaptic(x_seq, syn_init=None, mem_init=None, *, alpha, beta, threshold=1.0, reset_mechanism="subtract",
-             reset_delay=True, surrogate="atan", surrogate_alpha=None, surrogate_beta=None, return_mem="last",
-             return_states="last"):
+def synaptic(
+    x_seq,
+    syn_init=None,
+    mem_init=None,
+    *,
+    alpha,
+    beta,
+    threshold=1.0,
+    reset_mechanism="subtract",
+    reset_delay=True,
+    surrogate="atan",
+    surrogate_alpha=None,
+    surrogate_beta=None,
+    return_mem="last",
+    return_states="last",
+):
     """Reference snnTorch Synaptic -> (spikes, syn, mem)."""
     clamp = lambda v: v.clamp(0, 1) if isinstance(v, torch.Tensor) else min(max(float(v), 0.0), 1.0)  # noqa: E731
-    s, m, i, _ = _snn_multi_step(x_seq, (mem_init, syn_init), model="synaptic", beta=clamp(beta), thr=threshold,
-                                 third=clamp(alpha), reset_mechanism=reset_mechanism, reset_delay=reset_delay,
-                                 surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
-                                 return_mem=return_mem, return_states=return_states)
+    s, m, i, _ = _snn_multi_step(
+        x_seq,
+        (mem_init, syn_init),
+        model="synaptic",
+        beta=clamp(beta),
+        thr=threshold,
+        third=clamp(alpha),
+        reset_mechanism=reset_mechanism,
+        reset_delay=reset_delay,
+        surrogate=surrogate,
+        alpha=surrogate_alpha,
+        beta_sg=surrogate_beta,
+        return_mem=return_mem,
+        return_states=return_states,
+    )
     return s, i, m
 
 
-def alpha_neuron(x_seq, syn_exc_init=None, syn_inh_init=None, mem_init=None, *, alpha, beta, threshold=1.0,
-                 reset_mechanism="zero", surrogate="atan", surrogate_alpha=None, surrogate_beta=None,
-                 return_mem="last", return_states="last"):
+def alpha_neuron(
+    x_seq,
+    syn_exc_init=None,
+    syn_inh_init=None,
+    mem_init=None,
+    *,
+    alpha,
+    beta,
+    threshold=1.0,
+    reset_mechanism="zero",
+    surrogate="atan",
+    surrogate_alpha=None,
+    surrogate_beta=None,
+    return_mem="last",
+    return_states="last",
+):
     """Reference snnTorch Alpha -> (spikes, syn_exc, syn_inh, mem)."""
     a = (alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha))).clamp(0, 1)
     b = (beta if isinstance(beta, torch.Tensor) else torch.tensor(float(beta))).clamp(0, 1)
     tau_a = torch.log(a) / (torch.log(b) - torch.log(a)) + 1
     dev = x_seq.device
-    s, m, e, i = _snn_multi_step(x_seq, (mem_init, syn_exc_init, syn_inh_init), model="alpha", beta=b.to(dev),
-                                 thr=threshold, third=a.to(dev), tau_a=tau_a.to(dev), reset_mechanism=reset_mechanism,
-                                 surrogate=surrogate, alpha=surrogate_alpha, beta_sg=surrogate_beta,
-                                 return_mem=return_mem, return_states=return_states)
+    s, m, e, i = _snn_multi_step(
+        x_seq,
+        (mem_init, syn_exc_init, syn_inh_init),
+        model="alpha",
+        beta=b.to(dev),
+        thr=threshold,
+        third=a.to(dev),
+        tau_a=tau_a.to(dev),
+        reset_mechanism=reset_mechanism,
+        surrogate=surrogate,
+        alpha=surrogate_alpha,
+        beta_sg=surrogate_beta,
+        return_mem=return_mem,
+        return_states=return_states,
+    )
     return s, e, i, m
 
 
 # --------------------------------------------------------------------------------------------
 # Norse 1.1's current-based LIF (norse.torch.functional.lif.lif_feed_forward_step), step for step
 # --------------------------------------------------------------------------------------------
-def _norse_multi_step(x_seq, v_init, i_init, *, a_m, a_s, v_leak, v_th, v_reset, detach_reset, surrogate, alpha,
-                      return_v, return_states="last"):
+def _norse_multi_step(
+    x_seq,
+    v_init,
+    i_init,
+    *,
+    a_m,
+    a_s,
+    v_leak,
+    v_th,
+    v_reset,
+    detach_reset,
+    surrogate,
+    alpha,
+    return_v,
+    return_states="last",
+):
     """a_m = dt tau_mem_inv and a_s = dt tau_syn_inv already formed (as Norse forms them); v_init given.
     -> (spikes, v (seq or last), i (seq or last by return_states))."""
     T = x_seq.shape[0]
@@ -307,13 +551,28 @@ def _norse_multi_step(x_seq, v_init, i_init, *, a_m, a_s, v_leak, v_th, v_reset,
 
 
 def _norse_tensor(value, x_seq):
-    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=x_seq.dtype,
-                                                                       device=x_seq.device)
+    return (
+        value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=x_seq.dtype, device=x_seq.device)
+    )
 
 
-def norse_lif(x_seq, v_init=None, i_init=None, *, dt=0.001, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0,
-              v_th=1.0, v_reset=0.0, detach_reset=False, surrogate="fast_sigmoid", surrogate_alpha=None,
-              return_v="last", return_states="last"):
+def norse_lif(
+    x_seq,
+    v_init=None,
+    i_init=None,
+    *,
+    dt=0.001,
+    tau_syn_inv=200.0,
+    tau_mem_inv=100.0,
+    v_leak=0.0,
+    v_th=1.0,
+    v_reset=0.0,
+    detach_reset=False,
+    surrogate="fast_sigmoid",
+    surrogate_alpha=None,
+    return_v="last",
+    return_states="last",
+):
     """Reference Norse LIF (feed-forward) -> (spikes, v, i). V[-1] = v_leak (detached), I[-1] = 0."""
     vl = _norse_tensor(v_leak, x_seq)
     a_m = dt * _norse_tensor(tau_mem_inv, x_seq)  # Norse's dt * p.tau_mem_inv, formed first
@@ -322,9 +581,21 @@ def norse_lif(x_seq, v_init=None, i_init=None, *, dt=0.001, tau_syn_inv=200.0, t
         v_init = torch.broadcast_to(vl.detach().to(x_seq.dtype), x_seq.shape[1:]).clone()
     if surrogate_alpha is None and surrogate in NORSE_SURROGATES:
         surrogate_alpha = NORSE_SURROGATES[surrogate].alpha
-    return _norse_multi_step(x_seq, v_init, i_init, a_m=a_m, a_s=a_s, v_leak=vl, v_th=v_th, v_reset=v_reset,
-                             detach_reset=detach_reset, surrogate=surrogate, alpha=surrogate_alpha, return_v=return_v,
-                             return_states=return_states)
+    return _norse_multi_step(
+        x_seq,
+        v_init,
+        i_init,
+        a_m=a_m,
+        a_s=a_s,
+        v_leak=vl,
+        v_th=v_th,
+        v_reset=v_reset,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        alpha=surrogate_alpha,
+        return_v=return_v,
+        return_states=return_states,
+    )
 
 
 def lif_step(x, v=None, **kw):
@@ -366,6 +637,7 @@ def neuron_from_options(x_seq, inits, slots, opts):
     """The reference of spikeforge.ops.neuron's fused op for its NeuronOptions ->
     (spike_seq, state0 (seq or last), state1 and state2 (seq or last, or empty where the model lacks them))."""
     from ..surrogate import SURROGATES
+
     name = _MODEL_NAMES[opts.model]
     surrogate = next(n for n, spec in SURROGATES.items() if spec.id == opts.surrogate)
     runs = (opts.run0, opts.run1, opts.run2, opts.run3)
@@ -375,19 +647,58 @@ def neuron_from_options(x_seq, inits, slots, opts):
     empty = x_seq.new_empty(0)
     if opts.model < 4:
         s, v, b = _sj_multi_step(
-            x_seq, inits[0], inits[1], model=name, k=sl[0], tau=opts.tau, v_threshold=opts.v_threshold,
-            v_reset=opts.v_reset if opts.hard_reset else None, decay_input=opts.decay_input,
-            detach_reset=opts.detach_reset, surrogate=surrogate, alpha=opts.alpha, beta_sg=opts.beta_sg,
-            beta_a=opts.beta_a, rho=opts.rho, levels=opts.levels, two_sided=opts.two_sided, return_v=ret,
-            return_states=ret_states)
+            x_seq,
+            inits[0],
+            inits[1],
+            model=name,
+            k=sl[0],
+            tau=opts.tau,
+            v_threshold=opts.v_threshold,
+            v_reset=opts.v_reset if opts.hard_reset else None,
+            decay_input=opts.decay_input,
+            detach_reset=opts.detach_reset,
+            surrogate=surrogate,
+            alpha=opts.alpha,
+            beta_sg=opts.beta_sg,
+            beta_a=opts.beta_a,
+            rho=opts.rho,
+            levels=opts.levels,
+            two_sided=opts.two_sided,
+            return_v=ret,
+            return_states=ret_states,
+        )
         return s, v, (b if name == "alif" else empty), empty
     if name == "norse_lif":
-        s, v, i = _norse_multi_step(x_seq, inits[0], inits[1], a_m=sl[0], a_s=sl[1], v_leak=sl[2], v_th=sl[3],
-                                    v_reset=opts.v_reset, detach_reset=opts.detach_reset, surrogate=surrogate,
-                                    alpha=opts.alpha, return_v=ret, return_states=ret_states)
+        s, v, i = _norse_multi_step(
+            x_seq,
+            inits[0],
+            inits[1],
+            a_m=sl[0],
+            a_s=sl[1],
+            v_leak=sl[2],
+            v_th=sl[3],
+            v_reset=opts.v_reset,
+            detach_reset=opts.detach_reset,
+            surrogate=surrogate,
+            alpha=opts.alpha,
+            return_v=ret,
+            return_states=ret_states,
+        )
         return s, v, i, empty
     s, m, second, third = _snn_multi_step(
-        x_seq, inits, model=name, beta=sl[0], thr=sl[1], third=sl[2], tau_a=sl[3],
-        reset_mechanism=_RESET_NAMES[opts.reset], reset_delay=opts.reset_delay, surrogate=surrogate,
-        alpha=opts.alpha, beta_sg=opts.beta_sg, return_mem=ret, return_states=ret_states)
+        x_seq,
+        inits,
+        model=name,
+        beta=sl[0],
+        thr=sl[1],
+        third=sl[2],
+        tau_a=sl[3],
+        reset_mechanism=_RESET_NAMES[opts.reset],
+        reset_delay=opts.reset_delay,
+        surrogate=surrogate,
+        alpha=opts.alpha,
+        beta_sg=opts.beta_sg,
+        return_mem=ret,
+        return_states=ret_states,
+    )
     return s, m, (second if name in ("synaptic", "alpha") else empty), (third if name == "alpha" else empty)
