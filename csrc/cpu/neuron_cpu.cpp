@@ -194,32 +194,6 @@ void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n)
   }
 }
 
-// One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
-// they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
-// those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
-template <NeuronModel M, typename C>
-SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
-                               C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
-                               const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3,
-                               C* __restrict sv0, C* __restrict sv1, C* __restrict sv2) {
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
-  // a local copy: the row stores could otherwise alias the coefficients, which would be reloaded per element
-  const NeuronCoeffs<C> q = coeffs;
-  for (int64_t j = 0; j < n; ++j) {
-    C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
-    C sv[kMaxSaved] = {};
-    const NeuronSlots<C> sl{
-        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
-    spike[j] = Step<M>::forward(q, sl, st, x[j], sv);
-    st0[j] = st[0];
-    if constexpr (NS > 1) st1[j] = st[1];
-    if constexpr (NS > 2) st2[j] = st[2];
-    sv0[j] = sv[0];
-    if constexpr (NSV > 1) sv1[j] = sv[1];
-    if constexpr (NSV > 2) sv2[j] = sv[2];
-  }
-}
-
 // The flags a model's backward step branches on, fixed at compile time: GCC vectorises a loop only after
 // unswitching it on such flags, which its size limits refuse for the larger steps (measured: the LIF
 // backward twice as slow, scalar). Variant bits: the reset (hard: SpikingJelly family; subtract / zero /
@@ -300,6 +274,34 @@ void dispatch_variant_in(int v, F& f, std::integer_sequence<int, I...>) {
 template <NeuronModel M, typename F>
 void dispatch_variant(int v, F&& f) {
   dispatch_variant_in<M>(v, f, std::make_integer_sequence<int, 3 << Variant::kResetShift>{});
+}
+
+// One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
+// they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
+// those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
+template <NeuronModel M, int V, typename C>
+SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
+                               C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
+                               const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3,
+                               C* __restrict sv0, C* __restrict sv1, C* __restrict sv2) {
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  // a local copy: the row stores could otherwise alias the coefficients, which would be reloaded per element;
+  // with V's flags fixed, as in backward_row (the snnTorch models' forward stayed scalar with run-time reset
+  // flags: Leaky 3x slower than the LIF)
+  const NeuronCoeffs<C> q = pinned<M, V>(coeffs);
+  for (int64_t j = 0; j < n; ++j) {
+    C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
+    C sv[kMaxSaved] = {};
+    const NeuronSlots<C> sl{
+        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
+    spike[j] = Step<M>::forward(q, sl, st, x[j], sv);
+    st0[j] = st[0];
+    if constexpr (NS > 1) st1[j] = st[1];
+    if constexpr (NS > 2) st2[j] = st[2];
+    sv0[j] = sv[0];
+    if constexpr (NSV > 1) sv1[j] = sv[1];
+    if constexpr (NSV > 2) sv2[j] = sv[2];
+  }
 }
 
 // One backward step of a row (see forward_row), in three passes: the surrogate's arguments into g0 (g1),
@@ -402,8 +404,10 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
         sv_dst[k] = r.out[k];
       }
     }
-    forward_row<M, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2], r.sl[3], sv_dst[0],
-                      sv_dst[1], sv_dst[2]);
+    dispatch_variant<M>(variant_of<M>(p, false), [&](auto vc) {
+      forward_row<M, decltype(vc)::value, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2],
+                                             r.sl[3], sv_dst[0], sv_dst[1], sv_dst[2]);
+    });
     if (spike) store_row(spike + off, s_dst, n);
     if (saved && !kDirect) {
       for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
