@@ -92,9 +92,10 @@ def main_job(d: dict) -> str:
             ]
         )
     return (
-        f"{d.get('n', '?'):,} LIF neurons, forward + backward, float32\n\n"
+        f"{d.get('n', '?'):,} neurons of model {d.get('model', 'lif')}, forward + backward, float32\n\n"
         + _md(["case", "spikeforge ms"] + [f"x {labels[k]}" for k in keys], table)
         + (f"\n\n{d['summary']}" if d.get("summary") else "")
+        + (f"\n\n{d['drop_in']}" if d.get("drop_in") else "")
     )
 
 
