@@ -317,6 +317,9 @@ class FusedOp:
         self.bwd_op.register_vmap(_vmap_loop(self.bwd_op, n_grads))
 
         def setup_context(ctx, inputs, output):  # torch.library passes these by keyword
+            # an output that no loss reached gets None, not a tensor of zeros that backward would read (a
+            # returned [T, N] membrane sequence nobody uses cost a zero-fill and a read per call)
+            ctx.set_materialize_grads(False)
             opts = options(*inputs[n_in:])
             tensors, info = self._save(tuple(inputs[:n_in]), opts, tuple(output) if n_out > 1 else (output,))
             ctx.save_for_backward(*tensors)
@@ -334,6 +337,7 @@ class FusedOp:
             @staticmethod
             def forward(ctx, *args):
                 tensors, opts, public = args[:n_in], args[n_in], args[n_in + 1]
+                ctx.set_materialize_grads(False)  # as in setup_context
                 out = op._forward(*tensors, opts)
                 saved, info = op._save(tuple(tensors), opts, out)
                 ctx.save_for_backward(*saved)
