@@ -1,193 +1,23 @@
-// PSN family on CPU: formulas in csrc/core/psn.h.
-//
-// A chunk of kBlock neurons loads its T_in rows of X once (converted to float), mixes them over time
-// with W in registers/L1 (T_out x T_in multiply-adds per neuron, vectorised across neurons), fires and
-// writes S: the only memory traffic is X in and S out. The backward recomputes H the same way.
-// grad_W / grad_b are summed per fixed partition of kPSNPartition neurons (float64 partials), then over
-// partitions in order: bitwise identical for any thread count.
+// CPU kernels of the PSN family (formulas in csrc/core/psn.h): argument checks, then the instruction-set
+// variant of the kernels (psn_kernels_cpu.h) that this CPU runs (cpu/isa_cpu.h).
 #include <algorithm>
 #include <vector>
 
 #include "core/psn.h"
 #include "cpu/cpu_common.h"
+#include "cpu/isa_cpu.h"
+
+#define SF_ISA_KERNELS "cpu/psn_kernels_cpu.h"
+#include "cpu/isa_variants_cpu.h"
 
 namespace spikeforge {
-namespace {
-
-using cpu::dispatch_dtype;
-// A PSN chunk holds T_in rows of X and T_out rows of gH: 256 neurons keep them in L1/L2 for T <= 64.
-constexpr int64_t kBlock = 256;
-using cpu::load_row;
-using cpu::out_row;
-using cpu::store_row;
-using cpu::threads_of;
-
-// Input range [lo, hi) that output row t reads (the causal band, or everything).
-inline void band_of(const PSNParams& p, int64_t t, int64_t& lo, int64_t& hi) {
-  if (p.band <= 0) {
-    lo = 0;
-    hi = p.T_in;
-    return;
-  }
-  const int64_t last = t + (p.T_in - p.T_out);
-  lo = std::max<int64_t>(0, last - p.band + 1);
-  hi = std::min<int64_t>(p.T_in, last + 1);
-}
-
-// Loads the chunk's T_in rows of X into xb (row stride kBlock).
-template <typename S>
-void load_chunk(const S* x, compute_t<S>* xb, int64_t T_in, int64_t N, int64_t i0, int64_t n) {
-  using C = compute_t<S>;
-  for (int64_t i = 0; i < T_in; ++i) {
-    const S* src = x + i * N + i0;
-    C* dst = xb + i * kBlock;
-    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<C>(to_float(src[j]));
-  }
-}
-
-// h = b[t] + sum over the band of W[t, i] X[i], inputs in ascending order.
-template <typename C>
-inline void charge_row(C* __restrict h, const C* __restrict xb, const C* __restrict w, const C* __restrict b,
-                       const PSNParams& p, int64_t t, int64_t n) {
-  int64_t lo, hi;
-  band_of(p, t, lo, hi);
-  const C bt = b[t];
-  for (int64_t j = 0; j < n; ++j) h[j] = bt;
-  for (int64_t i = lo; i < hi; ++i) {
-    const C wti = w[t * p.T_in + i];
-    const C* __restrict xi = xb + i * kBlock;
-    for (int64_t j = 0; j < n; ++j) h[j] += wti * xi[j];
-  }
-}
-
-template <typename S>
-void forward_impl(const TensorView& xv, const TensorView& wv, const TensorView& bv, const TensorView& sv,
-                  const TensorView* hv, const PSNParams& p, int nthreads) {
-  using C = compute_t<S>;
-  const int64_t N = p.N, nchunks = (N + kBlock - 1) / kBlock;
-  const S* x = xv.ptr<S>();
-  const C* w = wv.ptr<C>();
-  const C* b = bv.ptr<C>();
-  S* spike = sv.ptr<S>();
-  S* hs = hv ? hv->ptr<S>() : nullptr;
-  (void)nthreads;
-#pragma omp parallel num_threads(nthreads) if (nchunks > 1)
-  {
-    std::vector<C> xb(static_cast<size_t>(p.T_in * kBlock));
-#pragma omp for schedule(static)
-    for (int64_t ch = 0; ch < nchunks; ++ch) {
-      const int64_t i0 = ch * kBlock, n = std::min(kBlock, N - i0);
-      alignas(64) C h[kBlock], s[kBlock], hrow[kBlock];
-      load_chunk(x, xb.data(), p.T_in, N, i0, n);
-      for (int64_t t = 0; t < p.T_out; ++t) {
-        const int64_t off = t * N + i0;
-        C* h_dst = hs ? out_row(hs + off, hrow) : h;
-        charge_row(h_dst, xb.data(), w, b, p, t, n);
-        C* s_dst = out_row(spike + off, s);
-        for (int64_t j = 0; j < n; ++j) s_dst[j] = h_dst[j] >= C(0) ? C(1) : C(0);
-        store_row(spike + off, s_dst, n);
-        if (hs) store_row(hs + off, h_dst, n);
-      }
-    }
-  }
-}
-
-template <typename S, Surrogate SG>
-void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView& wv, const TensorView& bv,
-                   const TensorView* gxv, const TensorView* partv, const PSNParams& p, int nthreads) {
-  using C = compute_t<S>;
-  const int64_t N = p.N, T_in = p.T_in, T_out = p.T_out;
-  const int64_t nparts = psn_num_partitions(N), row = T_out * (T_in + 1);
-  const S* gs = gsv.ptr<S>();
-  const S* x = xv.ptr<S>();
-  const C* w = wv.ptr<C>();
-  const C* b = bv.ptr<C>();
-  S* gx = gxv ? gxv->ptr<S>() : nullptr;
-  double* part = partv ? partv->ptr<double>() : nullptr;
-  const C alpha = static_cast<C>(p.alpha);
-  (void)nthreads;
-#pragma omp parallel num_threads(nthreads) if (nparts > 1)
-  {
-    std::vector<C> xb(static_cast<size_t>(T_in * kBlock)), gh(static_cast<size_t>(T_out * kBlock));
-    std::vector<double> acc(static_cast<size_t>(part ? row : 0));
-#pragma omp for schedule(static)
-    for (int64_t pi = 0; pi < nparts; ++pi) {
-      std::fill(acc.begin(), acc.end(), 0.0);
-      const int64_t pend = std::min(N, (pi + 1) * kPSNPartition);
-      for (int64_t i0 = pi * kPSNPartition; i0 < pend; i0 += kBlock) {
-        const int64_t n = std::min(kBlock, pend - i0);
-        alignas(64) C h[kBlock], tmp[kBlock], gxr[kBlock];
-        load_chunk(x, xb.data(), T_in, N, i0, n);
-        // gH = gS * g'(H), H recomputed exactly as the forward computed it
-        for (int64_t t = 0; t < T_out; ++t) {
-          charge_row(h, xb.data(), w, b, p, t, n);
-          const C* g = load_row(gs + t * N + i0, tmp, n);
-          C* ght = gh.data() + t * kBlock;
-          for (int64_t j = 0; j < n; ++j) ght[j] = SurrogateFn<SG>::grad(h[j], alpha, C(0));
-          for (int64_t j = 0; j < n; ++j) ght[j] *= g[j];
-        }
-        if (gx) {  // grad_X[i] = sum_t W[t, i] gH[t]
-          for (int64_t i = 0; i < T_in; ++i) {
-            C* dst = out_row(gx + i * N + i0, gxr);
-            for (int64_t j = 0; j < n; ++j) dst[j] = C(0);
-            for (int64_t t = 0; t < T_out; ++t) {
-              int64_t lo, hi;
-              band_of(p, t, lo, hi);
-              if (i < lo || i >= hi) continue;
-              const C wti = w[t * T_in + i];
-              const C* ght = gh.data() + t * kBlock;
-              for (int64_t j = 0; j < n; ++j) dst[j] += wti * ght[j];
-            }
-            store_row(gx + i * N + i0, dst, n);
-          }
-        }
-        if (part) {  // grad_W[t, i] += gH[t] . X[i], grad_b[t] += sum gH[t]
-          for (int64_t t = 0; t < T_out; ++t) {
-            int64_t lo, hi;
-            band_of(p, t, lo, hi);
-            const C* ght = gh.data() + t * kBlock;
-            for (int64_t i = lo; i < hi; ++i) {
-              const C* xi = xb.data() + i * kBlock;
-              C dot = 0;
-#pragma omp simd reduction(+ : dot)
-              for (int64_t j = 0; j < n; ++j) dot += ght[j] * xi[j];
-              acc[t * T_in + i] += static_cast<double>(dot);
-            }
-            C sum = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < n; ++j) sum += ght[j];
-            acc[T_out * T_in + t] += static_cast<double>(sum);
-          }
-        }
-      }
-      if (part) std::copy(acc.begin(), acc.end(), part + pi * row);
-    }
-  }
-}
-
-// grad_W / grad_b from the partials, partitions summed in order.
-template <typename C>
-void reduce_partials(const double* part, int64_t nparts, int64_t row, C* grad_w, C* grad_b, int64_t nw) {
-  for (int64_t e = 0; e < row; ++e) {
-    double s = 0.0;
-    for (int64_t pi = 0; pi < nparts; ++pi) s += part[pi * row + e];
-    if (e < nw) {
-      if (grad_w) grad_w[e] = static_cast<C>(s);
-    } else if (grad_b) {
-      grad_b[e - nw] = static_cast<C>(s);
-    }
-  }
-}
-
-}  // namespace
 
 void psn_forward_cpu(const TensorView& x, const TensorView& w, const TensorView& b, const TensorView& spike,
                      const TensorView* h_out, const PSNParams& p, const ExecConfig& ex) {
   check_psn_forward_args(x, w, b, spike, h_out, p);
   SF_CHECK_ARG(x.device == DeviceKind::cpu, "x_seq must be a CPU tensor for psn_forward_cpu");
   if (p.T_out == 0 || p.N == 0) return;
-  const int nt = threads_of(ex);
-  dispatch_dtype(x.dtype, [&](auto tag) { forward_impl<decltype(tag)>(x, w, b, spike, h_out, p, nt); });
+  SF_ISA_SELECT(psn_forward)(x, w, b, spike, h_out, p, cpu::threads_of(ex));
 }
 
 void psn_backward_cpu(const TensorView& grad_spike, const TensorView& x, const TensorView& w, const TensorView& b,
@@ -195,43 +25,7 @@ void psn_backward_cpu(const TensorView& grad_spike, const TensorView& x, const T
                       const TensorView* grad_b, const PSNParams& p, const ExecConfig& ex) {
   check_psn_backward_args(grad_spike, x, w, b, grad_x, partials, grad_w, grad_b, p);
   SF_CHECK_ARG(x.device == DeviceKind::cpu, "x_seq must be a CPU tensor for psn_backward_cpu");
-  const int nt = threads_of(ex);
-  const bool want_params = grad_w || grad_b;
-  dispatch_dtype(x.dtype, [&](auto tag) {
-    using S = decltype(tag);
-    using C = compute_t<S>;
-    if (p.N > 0 && p.T_in > 0) {
-      dispatch_surrogate<kNumSpikingJellySurrogates>(p.surrogate, [&](auto sg) {
-        backward_impl<S, decltype(sg)::value>(grad_spike, x, w, b, grad_x, want_params ? partials : nullptr, p, nt);
-      });
-    } else if (grad_x && grad_x->numel() > 0) {  // T_out == 0: nothing reaches X
-      std::fill(grad_x->ptr<S>(), grad_x->ptr<S>() + grad_x->numel(), from_compute<S>(0));
-    }
-    if (!want_params) return;
-    const int64_t nw = p.T_out * p.T_in;
-    if (p.N == 0 || p.T_in == 0) {
-      if (grad_w) std::fill(grad_w->ptr<C>(), grad_w->ptr<C>() + nw, C(0));
-      if (grad_b) {  // with T_in == 0, H = b: grad_b = sum over neurons of gS g'(b)
-        C* gb = grad_b->ptr<C>();
-        std::fill(gb, gb + p.T_out, C(0));
-        if (p.N > 0) {
-          const S* gs = grad_spike.ptr<S>();
-          const C* bb = b.ptr<C>();
-          dispatch_surrogate<kNumSpikingJellySurrogates>(p.surrogate, [&](auto sg) {
-            for (int64_t t = 0; t < p.T_out; ++t) {
-              double acc = 0.0;
-              const C g = SurrogateFn<decltype(sg)::value>::grad(bb[t], static_cast<C>(p.alpha), C(0));
-              for (int64_t j = 0; j < p.N; ++j) acc += static_cast<double>(to_float(gs[t * p.N + j])) * g;
-              gb[t] = static_cast<C>(acc);
-            }
-          });
-        }
-      }
-      return;
-    }
-    reduce_partials<C>(partials->ptr<double>(), psn_num_partitions(p.N), p.T_out * (p.T_in + 1),
-                       grad_w ? grad_w->ptr<C>() : nullptr, grad_b ? grad_b->ptr<C>() : nullptr, nw);
-  });
+  SF_ISA_SELECT(psn_backward)(grad_spike, x, w, b, grad_x, partials, grad_w, grad_b, p, cpu::threads_of(ex));
 }
 
 }  // namespace spikeforge

@@ -1,29 +1,14 @@
-// Finding the active inputs of a spike tensor on the CPU (csrc/core/spike.h): 64-element bit masks of
-// the non-zeros (AVX2 compares + movemask for float32), iteration over their set bits with
-// count-trailing-zeros, and the CSR lists (row offsets, column indices, values) the tile kernels of
-// spike_tiles_cpu.h consume. Shared by pack, linear and conv2d.
-#pragma once
-#include <algorithm>
-#include <cstdint>
-#include <memory>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
-#include "core/spike.h"
-#include "cpu/cpu_common.h"
-
-namespace spikeforge::cpu {
+// Kernel body (cpu/isa_variants_cpu.h: compiled once per instruction-set variant, no include guard, no
+// system headers): finding the active inputs of a spike tensor on the CPU (csrc/core/spike.h). 64-element
+// bit masks of the non-zeros (AVX2 compares + movemask for float32), iteration over their set bits with
+// count-trailing-zeros, and the CSR lists (cpu/spike_lists_cpu.h) the tile kernels of spike_tiles_cpu.h
+// consume. Shared by pack, linear and conv2d.
 
 // Bit j set where p[j] != 0 (NaN counts as non-zero), j < n <= 64. With AVX2 a full float32 chunk
 // is 8 compares + movemasks instead of 64 scalar compares and shifts.
 template <typename T>
 inline uint64_t nonzero_mask(const T* p, int64_t n) {
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
   if constexpr (std::is_same_v<T, float>) {
     if (n == 64) {
       uint64_t m = 0;
@@ -44,7 +29,7 @@ inline uint64_t nonzero_mask(const T* p, int64_t n) {
 // Bit j set where p[j] is 0 or 1.
 template <typename T>
 inline uint64_t binary_mask(const T* p, int64_t n) {
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
   if constexpr (std::is_same_v<T, float>) {
     if (n == 64) {
       uint64_t m = 0;
@@ -66,7 +51,7 @@ inline uint64_t binary_mask(const T* p, int64_t n) {
 // Bit j set where p[j] is 0, 1 or -1 (a ternary spike).
 template <typename T>
 inline uint64_t ternary_mask(const T* p, int64_t n) {
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
   if constexpr (std::is_same_v<T, float>) {
     if (n == 64) {
       uint64_t m = 0;
@@ -88,7 +73,7 @@ inline uint64_t ternary_mask(const T* p, int64_t n) {
 // Bit j set where p[j] < 0 (the sign words of a ternary tensor).
 template <typename T>
 inline uint64_t negative_mask(const T* p, int64_t n) {
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
   if constexpr (std::is_same_v<T, float>) {
     if (n == 64) {
       uint64_t m = 0;
@@ -133,38 +118,6 @@ inline void for_each_bit(const int64_t* words, const int64_t* signs, int64_t nwo
     }
   }
 }
-
-// std::allocator whose value-initialising construct (what vector::resize calls) leaves trivial types
-// uninitialised: the lists are filled completely right after, and zeroing them first was a full extra
-// pass over up to hundreds of MB.
-template <typename T>
-struct NoInitAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = NoInitAllocator<U>;
-  };
-  NoInitAllocator() = default;
-  template <typename U>
-  NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
-  template <typename U>
-  void construct(U* ptr) noexcept {
-    ::new (static_cast<void*>(ptr)) U;
-  }
-  template <typename U, typename... Args>
-  void construct(U* ptr, Args&&... args) {
-    ::new (static_cast<void*>(ptr)) U(std::forward<Args>(args)...);
-  }
-};
-
-// Active inputs of a [R, K] input as CSR; binary says every value is 1 (then vals stays empty). Built from
-// packed bits (with sign words for ternary input) or from the values.
-template <typename T>
-struct ActiveLists {
-  std::vector<int64_t> rowptr;
-  std::vector<int32_t, NoInitAllocator<int32_t>> idx;  // every entry is written by the builder: no zeroing
-  std::vector<T, NoInitAllocator<T>> vals;
-  bool binary = true;
-};
 
 template <typename T>
 ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s, int64_t R, int64_t K, int nthreads) {
@@ -219,5 +172,3 @@ ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s
   }
   return a;
 }
-
-}  // namespace spikeforge::cpu

@@ -1,5 +1,6 @@
-// The tile kernels of the CPU spike propagation (csrc/core/spike.h), shared by spike_linear and by
-// spike_conv2d's implicit-im2col path.
+// Kernel body (cpu/isa_variants_cpu.h: compiled once per instruction-set variant, no include guard, no
+// system headers): the tile kernels of the CPU spike propagation (csrc/core/spike.h), shared by
+// spike_linear and by spike_conv2d's implicit-im2col path. Needs spike_events_cpu.h before it.
 //
 // The gather-accumulate wants W's column W[:, k] as a contiguous vector, but W is [N, K] row-major and
 // transposing all of it costs more than the sparse product (a 4096 x 4096 float32 transpose took 34 ms on
@@ -8,53 +9,15 @@
 // every row m adds one 64-byte line of that buffer per active input. W is read from memory exactly once,
 // and each event costs one cache line. grad_weight is the mirror image: the tile accumulates [K, 16] from
 // 16 columns of grad_y, then is written back transposed. The active inputs come as CSR lists
-// (spike_events_cpu.h).
+// (spike_events_cpu.h builds them).
 //
 // Non-finite values: the event sums skip the products of zero inputs, which the dense op forms (0 * inf
 // = NaN). So the passes that read every weight (the tile transposes) and every grad_y value (the tile
 // kernels' row loads) also report whether they met an inf or NaN, at the cost of a few vector adds; the
 // callers (spike_linear_cpu.cpp, spike_conv2d_cpu.cpp) then run a fix-up pass that writes NaN where a
 // skipped zero meets a non-finite value. Nothing extra happens on finite data.
-#pragma once
-#include <algorithm>
-#include <cstdint>
-#include <type_traits>
-#include <vector>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
-#include "cpu/spike_events_cpu.h"
-
-namespace spikeforge::cpu {
-
-constexpr int64_t kTile = 16;  // output features per tile: one 64-byte line of float32
-
-// A 64-byte aligned scratch buffer: tile rows are whole cache lines (aligned AVX loads).
-template <typename T>
-struct AlignedBuf {
-  std::vector<T> v;
-  T* p;
-  explicit AlignedBuf(int64_t n) : v(static_cast<size_t>(n + 64 / sizeof(T))) {
-    const uintptr_t a = reinterpret_cast<uintptr_t>(v.data());
-    p = v.data() + ((64 - a % 64) % 64) / sizeof(T);
-  }
-  T* data() { return p; }
-};
-
-// One tile buffer of `each` elements per thread, allocated before a parallel region (an allocation that
-// fails inside one ends the process instead of raising). `each` is a multiple of kTile, so every slice
-// stays 64-byte aligned.
-template <typename T>
-struct ThreadTiles {
-  AlignedBuf<T> buf;
-  int64_t each;
-  ThreadTiles(int nthreads, int64_t each_) : buf(static_cast<int64_t>(nthreads) * each_), each(each_) {}
-  T* mine() { return buf.data() + static_cast<int64_t>(cpu::thread_index()) * each; }
-};
-
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
 // In-register 8 x 8 float transpose: rows r[i] = src + i * ld (8 floats each) -> dst + i * ldd. With nf,
 // *nf accumulates (sum of the 64 values) * 0: it turns NaN if one of them is inf or NaN (or, harmlessly,
 // if their sum overflows: the fix-up pass then checks each value and finds nothing to do). One add tree
@@ -91,7 +54,7 @@ inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd, 
 template <typename T>
 bool load_tile_transposed(const T* w, int64_t K, int64_t n0, int64_t nt, T* buf) {
   T nfs = T(0);  // sum of value * 0 over the scalar part: NaN iff a value there is not finite
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
   // The scalar transpose cost more than the whole sparse product (48 ms of 72 at 5% firing):
   // 8 x 8 register transposes, for full tiles; the remainder of K goes through the scalar loop.
   int64_t kdone = 0;
@@ -129,23 +92,6 @@ bool load_tile_transposed(const T* w, int64_t K, int64_t n0, int64_t nt, T* buf)
   return nfs == T(0);
 }
 
-// Whether every task of a parallel loop saw only finite values: each task sets its own flag once its work is
-// done. (A `reduction(&& : ...)` clause on the loops made the event loops of grad_weight ~6% slower with
-// GCC 12, though the flag was touched once per tile.)
-class TaskFlags {
- public:
-  explicit TaskFlags(int64_t ntasks) : ok_(static_cast<size_t>(ntasks), 1) {}
-  void set(int64_t task, bool finite) { ok_[static_cast<size_t>(task)] = finite; }
-  bool all() const {
-    for (const char c : ok_)
-      if (!c) return false;
-    return true;
-  }
-
- private:
-  std::vector<char> ok_;
-};
-
 // Whether the n contiguous values x are all finite: 8 independent lanes of value * 0 (vectorised), 0 or NaN.
 template <typename T>
 inline bool all_finite_values(const T* x, int64_t n) {
@@ -175,10 +121,13 @@ struct FiniteRows {
     return sum == T(0);
   }
 };
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
 template <>
 struct FiniteRows<float> {
-  __m256 acc = _mm256_setzero_ps();
+  // A user-declared constructor: an implicit one would not carry the variant's target (GCC) and could not
+  // inline the intrinsic.
+  FiniteRows() : acc(_mm256_setzero_ps()) {}
+  __m256 acc;
   void add(const float* g) { add(_mm256_loadu_ps(g), _mm256_loadu_ps(g + 8)); }
   void add(__m256 g0, __m256 g1) { acc = _mm256_fmadd_ps(_mm256_add_ps(g0, g1), _mm256_setzero_ps(), acc); }
   bool finite() const { return _mm256_movemask_ps(_mm256_cmp_ps(acc, acc, _CMP_UNORD_Q)) == 0; }
@@ -189,7 +138,7 @@ struct FiniteRows<float> {
 // the latency of the adds (a fixed order: the result does not depend on the thread count).
 template <typename T, bool kBinary>
 inline void gather_row(const int32_t* idx, const T* vals, int64_t n, const T* buf, T* acc) {
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
   if constexpr (std::is_same_v<T, float> && kTile == 16) {
     // 8 independent ymm accumulators (4 events in flight x 2 halves of the 16-float line)
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
@@ -266,15 +215,6 @@ inline void gather_row(const int32_t* idx, const T* vals, int64_t n, const T* bu
   for (int j = 0; j < kTile; ++j) acc[j] += (a0[j] + a1[j]) + (a2[j] + a3[j]);
 }
 
-// Rows of an output (forward) or of grad_y (grad_weight) as strided vectors: feature n of row m sits at
-// base(m) + n * stride. Linear: [M, N] row-major. Conv: NCHW with m = (sample, output pixel), so one row
-// is a pixel's Cout values, npix apart.
-struct RowLayout {
-  int64_t N = 0, npix = 0;  // npix == 0: linear rows
-  int64_t base(int64_t m) const { return npix ? (m / npix) * N * npix + m % npix : m * N; }
-  int64_t stride() const { return npix ? npix : 1; }
-};
-
 // Y[m, :] = bias + sum over the active inputs of row m of value * W[:, k], for W [N, K] row-major.
 // Returns false when W may hold an inf or NaN (the caller's fix-up pass then writes the NaN of the skipped
 // zero products), true when it is all finite.
@@ -338,7 +278,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
         const T* grow = gy + rows.base(m) + n0 * gs;
         for (int j = 0; j < kTile; ++j) g[j] = j < nt ? grow[j * gs] : T(0);
         const int64_t p0 = a.rowptr[m], p1 = a.rowptr[m + 1];
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
         if constexpr (std::is_same_v<T, float>) {
           // one aligned 64-byte line read-modify-written per event (explicit: GCC kept it scalar)
           const __m256 g0 = _mm256_loadu_ps(g), g1 = _mm256_loadu_ps(g + 8);
@@ -366,7 +306,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
       finite.set(t, rows_finite.finite());
       // write back transposed: grad_w[n0 + j, k] = buf[k, j] (8 x 8 register transposes, then blocks of 16 k)
       int64_t kdone = 0;
-#if defined(__AVX2__)
+#if SF_ISA_AVX2
       if constexpr (std::is_same_v<T, float>) {
         if (nt == kTile) {
           kdone = K / 8 * 8;
@@ -388,5 +328,3 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
   }
   return finite.all();
 }
-
-}  // namespace spikeforge::cpu

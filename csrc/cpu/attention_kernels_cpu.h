@@ -1,0 +1,484 @@
+// Kernel body (cpu/isa_variants_cpu.h: compiled once per instruction-set variant; attention_cpu.cpp calls
+// a variant's entry points at the end of this file): spike-driven attention forward on CPU, fused with the
+// attention LIF (contracts in csrc/core/attention.h).
+//
+// Work is split over the B slices (OpenMP, static schedule); a slice keeps its LIF state in a local
+// array and walks the T steps, so each (t, b) slice of the inputs is read once and the pre-activation
+// of the [T, B, N, D] result is never stored. Results do not depend on the thread count (each slice is
+// computed by one thread in a fixed order).
+
+// The attention LIF over a row of n neurons (csrc/core/neuron.h's lif_step): state v, input x * scale ->
+// spikes s (0 or 1). Restrict-qualified arrays and loop-invariant coefficients let the compiler
+// vectorise it (the spike pattern is data-dependent, so a branchy loop would mispredict often).
+template <typename C>
+void lif_row(C* __restrict v, const C* __restrict x, C* __restrict s, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) s[j] = lif_step(lif, v[j], x[j] * scale);
+}
+
+// Bit i % 64 of words[i / 64] is row[i] == 1, for a row of D values. Returns false when a value is
+// neither 0 nor 1 (words then unspecified): only spikes can be read as a list of events.
+template <typename S>
+bool row_bits(const S* __restrict row, int64_t D, uint64_t* __restrict words) {
+  using C = compute_t<S>;
+  unsigned bad = 0;
+  for (int64_t w = 0; w * 64 < D; ++w) {
+    const int64_t i0 = w * 64, i1 = std::min(D, i0 + 64);
+    uint64_t m = 0;
+    int64_t i = i0;
+#if SF_ISA_AVX2
+    // float32: 8 values per compare, their bits by movemask (the generic loop's per-value 64-bit shifts
+    // were a third of SSA's forward time).
+    if constexpr (std::is_same_v<S, float>) {
+      const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+      for (; i + 8 <= i1; i += 8) {
+        const __m256 x = _mm256_loadu_ps(row + i);
+        const unsigned ones = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(x, one, _CMP_EQ_OQ)));
+        const unsigned zeros = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(x, zero, _CMP_EQ_OQ)));
+        m |= static_cast<uint64_t>(ones) << (i - i0);
+        bad |= (ones | zeros) ^ 0xFFu;
+      }
+    }
+#endif
+    for (; i < i1; ++i) {
+      const C x = static_cast<C>(to_float(row[i]));
+      m |= static_cast<uint64_t>(x == C(1)) << (i - i0);
+      bad |= static_cast<unsigned>(x != C(0)) & static_cast<unsigned>(x != C(1));
+    }
+    words[w] = m;
+  }
+  return bad == 0;
+}
+
+#if SF_ISA_AVX
+// dst[j0, j0 + 8 NV) += rows[i, j0 ..] for every set bit i of words, in increasing i, in NV registers.
+template <int NV>
+inline void add_spike_rows_avx(const uint64_t* words, int64_t D, const float* rows, float* dst, int64_t j0) {
+  __m256 acc[NV];
+  for (int r = 0; r < NV; ++r) acc[r] = _mm256_loadu_ps(dst + j0 + 8 * r);
+  for (int64_t w = 0; w * 64 < D; ++w) {
+    for (uint64_t m = words[w]; m != 0; m &= m - 1) {
+      const float* src = rows + (w * 64 + __builtin_ctzll(m)) * D + j0;
+      for (int r = 0; r < NV; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(src + 8 * r));
+    }
+  }
+  for (int r = 0; r < NV; ++r) _mm256_storeu_ps(dst + j0 + 8 * r, acc[r]);
+}
+#endif
+
+// dst[0, D) += rows[i, 0, D) for every set bit i of words, in increasing i: the event-driven form of
+// a row of spikes times a matrix (each spike adds one row; zeros cost nothing). Exact against the dense
+// product in the same order whenever the matrix is finite (0 * x = 0 for finite x).
+template <typename C>
+void add_rows_at_spikes(const uint64_t* words, int64_t D, const C* __restrict rows, C* __restrict dst) {
+#if SF_ISA_AVX
+  if constexpr (std::is_same_v<C, float>) {
+    // Columns in blocks of 32, 16 and 8 held in vector registers across all the spikes (the generic
+    // loop loads and stores dst once per spike); every element still sums its spikes in increasing i.
+    int64_t j0 = 0;
+    for (; j0 + 32 <= D; j0 += 32) add_spike_rows_avx<4>(words, D, rows, dst, j0);
+    if (j0 + 16 <= D) {
+      add_spike_rows_avx<2>(words, D, rows, dst, j0);
+      j0 += 16;
+    }
+    if (j0 + 8 <= D) {
+      add_spike_rows_avx<1>(words, D, rows, dst, j0);
+      j0 += 8;
+    }
+    for (int64_t w = 0; w * 64 < D && j0 < D; ++w) {
+      for (uint64_t m = words[w]; m != 0; m &= m - 1) {
+        const float* __restrict src = rows + (w * 64 + __builtin_ctzll(m)) * D;
+        for (int64_t j = j0; j < D; ++j) dst[j] += src[j];
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t w = 0; w * 64 < D; ++w) {
+    for (uint64_t m = words[w]; m != 0; m &= m - 1) {
+      const C* __restrict src = rows + (w * 64 + __builtin_ctzll(m)) * D;
+      for (int64_t j = 0; j < D; ++j) dst[j] += src[j];
+    }
+  }
+}
+
+template <typename C>
+bool all_finite(const C* x, int64_t n) {
+  unsigned ok = 1;
+  for (int64_t e = 0; e < n; ++e) ok &= static_cast<unsigned>(std::isfinite(x[e]));
+  return ok != 0;
+}
+
+// ktv = A^T B for one [N, D] slice pair: ktv[i, :] = sum over tokens n, in order, of a[n, i] * b[n, :].
+// Where A holds spikes and B is finite, each spike of A adds one row of B (event-driven); any other
+// slice takes the dense products (no zero skipped, so inf and NaN propagate as in a matmul).
+// C is the compute type; A and B may be stored in another type (a spike input, or a C gradient).
+// awords: N * ceil(D / 64) scratch words (A's spike bits, row by row); brow: D scratch values.
+template <typename C, typename SA, typename SB>
+void at_times_b(const SA* as, const SB* bs, C* ktv, C* brow, uint64_t* awords, int64_t N, int64_t D) {
+  const int64_t WD = ceil_div(D, 64);
+  std::fill(ktv, ktv + D * D, C(0));
+  bool events = true;
+  for (int64_t e = 0; e < N * D && events; e += D) events = all_finite(load_row(bs + e, brow, D), D);
+  for (int64_t n = 0; n < N && events; ++n) events = row_bits(as + n * D, D, awords + n * WD);
+  if (events) {
+    for (int64_t n = 0; n < N; ++n) {
+      const uint64_t* words = awords + n * WD;
+      const C* b_n = load_row(bs + n * D, brow, D);
+      for (int64_t w = 0; w < WD; ++w) {
+        for (uint64_t m = words[w]; m != 0; m &= m - 1) {
+          C* __restrict dst = ktv + (w * 64 + __builtin_ctzll(m)) * D;
+          for (int64_t j = 0; j < D; ++j) dst[j] += b_n[j];
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    const C* b_n = load_row(bs + n * D, brow, D);
+    for (int64_t i = 0; i < D; ++i) {
+      const C ani = static_cast<C>(to_float(as[n * D + i]));
+      C* __restrict dst = ktv + i * D;
+      for (int64_t j = 0; j < D; ++j) dst[j] += ani * b_n[j];
+    }
+  }
+}
+
+// Dense rows of X M go through a register tile: kTileRows rows at a time, i in order 0..D-1 for every
+// element (so the result does not depend on the tiling or on which code path computed it).
+constexpr int64_t kTileRows = 4, kTileCols = 16;
+
+#if SF_ISA_AVX2
+// float32: 8 accumulators (4 rows x 2 vectors of 8 columns) stay in registers and each loaded vector of
+// M serves 4 rows. x: [4, D] rows, out: [4, D] rows, columns j0 .. j0 + 16.
+inline void tile_4x16(const float* x, const float* m, float* out, int64_t D, int64_t j0) {
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  for (int64_t i = 0; i < D; ++i) {
+    const __m256 m0 = _mm256_loadu_ps(m + i * D + j0), m1 = _mm256_loadu_ps(m + i * D + j0 + 8);
+    __m256 xv = _mm256_broadcast_ss(x + i);
+    a00 = _mm256_fmadd_ps(xv, m0, a00);
+    a01 = _mm256_fmadd_ps(xv, m1, a01);
+    xv = _mm256_broadcast_ss(x + D + i);
+    a10 = _mm256_fmadd_ps(xv, m0, a10);
+    a11 = _mm256_fmadd_ps(xv, m1, a11);
+    xv = _mm256_broadcast_ss(x + 2 * D + i);
+    a20 = _mm256_fmadd_ps(xv, m0, a20);
+    a21 = _mm256_fmadd_ps(xv, m1, a21);
+    xv = _mm256_broadcast_ss(x + 3 * D + i);
+    a30 = _mm256_fmadd_ps(xv, m0, a30);
+    a31 = _mm256_fmadd_ps(xv, m1, a31);
+  }
+  _mm256_storeu_ps(out + j0, a00);
+  _mm256_storeu_ps(out + j0 + 8, a01);
+  _mm256_storeu_ps(out + D + j0, a10);
+  _mm256_storeu_ps(out + D + j0 + 8, a11);
+  _mm256_storeu_ps(out + 2 * D + j0, a20);
+  _mm256_storeu_ps(out + 2 * D + j0 + 8, a21);
+  _mm256_storeu_ps(out + 3 * D + j0, a30);
+  _mm256_storeu_ps(out + 3 * D + j0 + 8, a31);
+}
+#endif
+
+// out[rows[r], :] = x[rows[r], :] M for the listed rows (at most kTileRows); xbuf, obuf: kTileRows * D scratch.
+template <typename C, typename SX>
+void dense_rows(const SX* xs, const int64_t* rows, int64_t nrows, const C* m, C* out, C* xbuf, C* obuf, int64_t D) {
+  for (int64_t r = 0; r < nrows; ++r) {
+    for (int64_t i = 0; i < D; ++i) xbuf[r * D + i] = static_cast<C>(to_float(xs[rows[r] * D + i]));
+  }
+  int64_t j0 = 0;
+#if SF_ISA_AVX2
+  if constexpr (std::is_same_v<C, float>) {
+    if (nrows == kTileRows) {
+      for (; j0 + kTileCols <= D; j0 += kTileCols) tile_4x16(xbuf, m, obuf, D, j0);
+    }
+  }
+#endif
+  for (int64_t r = 0; r < nrows; ++r) {
+    for (int64_t j = j0; j < D; ++j) {
+      C acc = C(0);
+      for (int64_t i = 0; i < D; ++i) acc += xbuf[r * D + i] * m[i * D + j];
+      obuf[r * D + j] = acc;
+    }
+    std::copy(obuf + r * D, obuf + (r + 1) * D, out + rows[r] * D);
+  }
+}
+
+// out = X M for one [N, D] slice and a [D, D] matrix: rows of X that are spikes add the rows of M they
+// select (when M is finite); any other row takes the dense products. tmp: 2 * kTileRows * D scratch
+// values; words: ceil(D / 64) scratch words.
+template <typename C, typename SX>
+void x_times_m(const SX* xs, const C* m, C* out, C* tmp, uint64_t* words, int64_t N, int64_t D) {
+  const bool finite = all_finite(m, D * D);
+  int64_t pending[kTileRows];
+  int64_t npending = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    C* __restrict dst = out + n * D;
+    if (finite && row_bits(xs + n * D, D, words)) {
+      std::fill(dst, dst + D, C(0));
+      add_rows_at_spikes(words, D, m, dst);
+      continue;
+    }
+    pending[npending++] = n;
+    if (npending == kTileRows) {
+      dense_rows(xs, pending, npending, m, out, tmp, tmp + kTileRows * D, D);
+      npending = 0;
+    }
+  }
+  if (npending > 0) dense_rows(xs, pending, npending, m, out, tmp, tmp + kTileRows * D, D);
+}
+
+template <typename C>
+void transpose(const C* __restrict m, C* __restrict mt, int64_t D) {
+  for (int64_t i = 0; i < D; ++i) {
+    for (int64_t j = 0; j < D; ++j) mt[j * D + i] = m[i * D + j];
+  }
+}
+
+template <typename S>
+void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, const TensorView& ov,
+              const AttentionParams& p, int nthreads) {
+  using C = compute_t<S>;
+  const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D;
+  const S* q = qv.ptr<S>();
+  const S* k = kv.ptr<S>();
+  const S* v = vv.ptr<S>();
+  S* out = ov.ptr<S>();
+  const C scale = static_cast<C>(p.scale);
+  const NeuronCoeffs<C> lif(p.neuron, false);
+  // Per thread, reused for each of its slices (allocating per slice made glibc map and unmap the larger
+  // buffers each time, a page-fault storm): LIF states and one step's pre-activation, [N, D] each.
+  // Allocated here, before the parallel region: a std::bad_alloc inside it would terminate the process
+  // instead of reaching Python as MemoryError. At most one set per slice (threads beyond B idle).
+  struct Scratch {
+    std::vector<C> state, pre, spikes, ktv, vrow, qrow;
+    std::vector<uint64_t> words, kwords;
+  };
+  const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
+  std::vector<Scratch> scratch(nthr);
+  for (Scratch& sc : scratch) {
+    sc.state.resize(ND), sc.pre.resize(ND), sc.spikes.resize(std::is_same_v<S, C> ? 0 : ND);
+    sc.ktv.resize(D * D), sc.vrow.resize(D), sc.qrow.resize(2 * kTileRows * D);
+    sc.words.resize(ceil_div(D, 64)), sc.kwords.resize(N * ceil_div(D, 64));
+  }
+#pragma omp parallel num_threads(nthr) if (nthr > 1)
+  {
+    Scratch& sc = scratch[cpu::thread_index()];
+    auto &state = sc.state, &pre = sc.pre, &spikes = sc.spikes, &ktv = sc.ktv, &vrow = sc.vrow, &qrow = sc.qrow;
+    auto &words = sc.words, &kwords = sc.kwords;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      std::fill(state.begin(), state.end(), lif_v_init(lif));
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = (t * B + b) * ND;
+        at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D);
+        x_times_m<C>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
+        if constexpr (std::is_same_v<S, C>) {
+          lif_row(state.data(), pre.data(), out + off, scale, lif, ND);
+        } else {
+          lif_row(state.data(), pre.data(), spikes.data(), scale, lif, ND);
+          for (int64_t e = 0; e < ND; ++e) out[off + e] = from_compute<S>(spikes[e]);
+        }
+      }
+    }
+  }
+}
+
+// SSA backward for one dtype and surrogate: per slice, the forward is recomputed (K^T V and H for all
+// T steps, kept in per-thread scratch), then BPTT through the LIF runs t = T-1 .. 0 with
+// csrc/core/neuron.h's sj_backward (no v_init), and the pre-activation gradient
+// gP = gX * scale flows into
+//   grad_q = gP (K^T V)^T      dense (gP has no zeros to skip)
+//   gM     = Q^T gP            event-driven over Q's spikes
+//   grad_k = V gM^T,  grad_v = K gM    event-driven over V's and K's spikes
+// so of the five [N, D] x [D, D] products only grad_q's is dense.
+template <typename S, Surrogate SG>
+void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const TensorView& kv, const TensorView& vv,
+                       const TensorView& gqv, const TensorView& gkv, const TensorView& gvv, const AttentionParams& p,
+                       int nthreads) {
+  using C = compute_t<S>;
+  const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D, DD = D * D, WD = ceil_div(D, 64);
+  const S* go = gov.ptr<S>();
+  const S* q = qv.ptr<S>();
+  const S* k = kv.ptr<S>();
+  const S* v = vv.ptr<S>();
+  S* gq = gqv.ptr<S>();
+  S* gk = gkv.ptr<S>();
+  S* gv = gvv.ptr<S>();
+  const C scale = static_cast<C>(p.scale);
+  const NeuronCoeffs<C> lif(p.neuron, false);
+  // Per-thread scratch reused across slices, allocated before the parallel region (see ssa_impl): K^T V
+  // and H of all T steps, [N, D] rows.
+  struct Scratch {
+    std::vector<C> ktv, h, state, buf, gstate, g_pre, sg, mt, g_m, row, out_q, out_k, out_v;
+    std::vector<uint64_t> words, awords;
+  };
+  const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
+  std::vector<Scratch> scratch(nthr);
+  for (Scratch& sc : scratch) {
+    sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
+    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg, &sc.out_q, &sc.out_k, &sc.out_v})
+      nd_buf->resize(ND);
+    sc.mt.resize(DD), sc.g_m.resize(DD), sc.words.resize(WD), sc.awords.resize(N * WD);
+  }
+#pragma omp parallel num_threads(nthr) if (nthr > 1)
+  {
+    Scratch& sc = scratch[cpu::thread_index()];
+    auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
+    auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
+    auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      std::fill(state.begin(), state.end(), lif_v_init(lif));
+      std::fill(gstate.begin(), gstate.end(), C(0));
+      // forward recompute: H[t] of every step (the spikes are H >= v_th)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = (t * B + b) * ND;
+        C* kt = ktv.data() + t * DD;
+        at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D);
+        x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D);
+        C* ht = h.data() + t * ND;
+        for (int64_t e = 0; e < ND; ++e) lif_step(lif, state[e], buf[e] * scale, ht[e]);
+      }
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = (t * B + b) * ND;
+        const C* ht = h.data() + t * ND;
+        const C* g_s = load_row(go + off, buf.data(), ND);
+        // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_cpu.cpp)
+        const C vth = lif.vth;
+        for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, lif.sg_a, lif.sg_b);
+        for (int64_t e = 0; e < ND; ++e) {
+          const C sv[kMaxSaved] = {ht[e]}, g[2] = {sg[e], C(0)};
+          C gst[kMaxStates] = {gstate[e]}, gk = C(0);
+          g_pre[e] = sj_backward<NeuronModel::lif>(lif, lif.inv_tau, sv, C(0), C(0), g_s[e], g, gst, gk, false) * scale;
+          gstate[e] = gst[0];
+        }
+        const C* kt = ktv.data() + t * DD;
+        transpose(kt, mt.data(), D);
+        x_times_m<C>(g_pre.data(), mt.data(), out_q.data(), row.data(), words.data(), N, D);
+        at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D);
+        x_times_m<C>(k + off, g_m.data(), out_v.data(), row.data(), words.data(), N, D);
+        transpose(g_m.data(), mt.data(), D);
+        x_times_m<C>(v + off, mt.data(), out_k.data(), row.data(), words.data(), N, D);
+        for (int64_t e = 0; e < ND; ++e) {
+          gq[off + e] = from_compute<S>(out_q[e]);
+          gk[off + e] = from_compute<S>(out_k[e]);
+          gv[off + e] = from_compute<S>(out_v[e]);
+        }
+      }
+    }
+  }
+}
+
+template <typename S>
+void token_reduce_impl(const TensorView& av, const TensorView* b2v, const TensorView& mv, const TensorView& ov,
+                       const TensorView& prev, const TensorView& maskv, const AttentionParams& p, int nthreads) {
+  using C = compute_t<S>;
+  const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D;
+  const S* a = av.ptr<S>();
+  const S* b2 = b2v ? b2v->ptr<S>() : nullptr;
+  const S* m = mv.ptr<S>();
+  S* out = ov.ptr<S>();
+  C* pre = prev.ptr<C>();
+  C* mask = maskv.ptr<C>();
+  const NeuronCoeffs<C> lif(p.neuron, false);
+  (void)nthreads;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<C> state(D, lif_v_init(lif)), acc(D);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = (t * B + b) * ND, small = (t * B + b) * D;
+      C* __restrict s = acc.data();
+      std::fill(s, s + D, C(0));
+      for (int64_t n = 0; n < N; ++n) {
+        const S* __restrict ar = a + off + n * D;
+        if (b2) {
+          const S* __restrict br = b2 + off + n * D;
+          for (int64_t d = 0; d < D; ++d) s[d] += static_cast<C>(to_float(ar[d])) * static_cast<C>(to_float(br[d]));
+        } else {
+          for (int64_t d = 0; d < D; ++d) s[d] += static_cast<C>(to_float(ar[d]));
+        }
+      }
+      C* __restrict mk = mask + small;
+      for (int64_t d = 0; d < D; ++d) {
+        pre[small + d] = s[d];
+        mk[d] = lif_step(lif, state[d], s[d]);
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        const S* __restrict mr = m + off + n * D;
+        S* __restrict orow = out + off + n * D;
+        for (int64_t d = 0; d < D; ++d) orow[d] = from_compute<S>(static_cast<C>(to_float(mr[d])) * mk[d]);
+      }
+    }
+  }
+}
+
+// Sum of a row in a fixed order: 8 interleaved partial sums (one vector register), then a fixed tree.
+// A single running sum would be a chain of D dependent adds (the reduction cannot be vectorised
+// without reassociating); this order is the same on every call and thread count, and exact on spikes.
+template <typename S>
+compute_t<S> row_sum(const S* __restrict row, int64_t D) {
+  using C = compute_t<S>;
+  C part[8] = {C(0), C(0), C(0), C(0), C(0), C(0), C(0), C(0)};
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    for (int l = 0; l < 8; ++l) part[l] += static_cast<C>(to_float(row[d + l]));
+  }
+  for (int l = 0; d < D; ++d, ++l) part[l] += static_cast<C>(to_float(row[d]));
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+template <typename S>
+void channel_reduce_impl(const TensorView& av, const TensorView& mv, const TensorView& ov, const TensorView& prev,
+                         const TensorView& maskv, const AttentionParams& p, int nthreads) {
+  using C = compute_t<S>;
+  const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D;
+  const S* a = av.ptr<S>();
+  const S* m = mv.ptr<S>();
+  S* out = ov.ptr<S>();
+  C* pre = prev.ptr<C>();
+  C* mask = maskv.ptr<C>();
+  const NeuronCoeffs<C> lif(p.neuron, false);
+  (void)nthreads;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<C> state(N, lif_v_init(lif));
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = (t * B + b) * ND, small = (t * B + b) * N;
+      for (int64_t n = 0; n < N; ++n) {
+        const C s = row_sum<S>(a + off + n * D, D);
+        pre[small + n] = s;
+        const C mk = lif_step(lif, state[n], s);
+        mask[small + n] = mk;
+        const S* __restrict mr = m + off + n * D;
+        S* __restrict orow = out + off + n * D;
+        for (int64_t d = 0; d < D; ++d) orow[d] = from_compute<S>(static_cast<C>(to_float(mr[d])) * mk);
+      }
+    }
+  }
+}
+
+// The variant's entry points, one per dtype (and surrogate) dispatch.
+void ssa_forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                 const AttentionParams& p, int nthreads) {
+  dispatch_dtype(q.dtype, [&](auto tag) { ssa_impl<decltype(tag)>(q, k, v, out, p, nthreads); });
+}
+
+void ssa_backward(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
+                  const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
+                  const AttentionParams& p, int nthreads) {
+  dispatch_dtype(q.dtype, [&](auto tag) {
+    using S = decltype(tag);
+    dispatch_surrogate<kNumSpikingJellySurrogates>(p.neuron.surrogate, [&](auto sg) {
+      ssa_backward_impl<S, decltype(sg)::value>(grad_out, q, k, v, grad_q, grad_k, grad_v, p, nthreads);
+    });
+  });
+}
+
+void token_reduce_forward(const TensorView& a, const TensorView* b2, const TensorView& m, const TensorView& out,
+                          const TensorView& pre, const TensorView& mask, const AttentionParams& p, int nthreads) {
+  dispatch_dtype(a.dtype, [&](auto tag) { token_reduce_impl<decltype(tag)>(a, b2, m, out, pre, mask, p, nthreads); });
+}
+
+void channel_reduce_forward(const TensorView& a, const TensorView& m, const TensorView& out, const TensorView& pre,
+                            const TensorView& mask, const AttentionParams& p, int nthreads) {
+  dispatch_dtype(a.dtype, [&](auto tag) { channel_reduce_impl<decltype(tag)>(a, m, out, pre, mask, p, nthreads); });
+}
