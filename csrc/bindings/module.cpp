@@ -3,8 +3,12 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdlib>
+#include <exception>
 #include <string>
 #include <vector>
+
+#include "cpu/isa_cpu.h"
 
 #if defined(SPIKEFORGE_HAVE_OPENMP)
 #include <omp.h>
@@ -52,17 +56,40 @@ std::vector<std::string> cuda_arch_list() {
 #define SPIKEFORGE_CPU_ISA "baseline"
 #endif
 
+// The variant the spike propagation, attention and PSN kernels run (csrc/cpu/isa_cpu.h) and who chose
+// it, or why none can: a bad SPIKEFORGE_CPU_ISA makes those ops raise, and info should say so rather than
+// raise itself.
+std::string dispatched_path(const char* chosen) {
+  try {
+    const std::string isa = spikeforge::cpu::active_isa_name();
+    const char* env = std::getenv("SPIKEFORGE_CPU_ISA");
+    return isa + (env && *env ? " (set by SPIKEFORGE_CPU_ISA)" : chosen);
+  } catch (const std::exception& e) {
+    return std::string("none (") + e.what() + ")";
+  }
+}
+
 // Which code the CPU kernels' hot loops run on this machine: "native" (built with -march=native for the
-// building machine), or in a portable build the clone the loader picked (csrc/cpu/cpu_common.h).
+// building machine), or in a portable build the neuron kernels' clone that the loader picked
+// (csrc/cpu/cpu_common.h) and the variant of the other kernels picked at their first call.
 std::string cpu_kernel_path() {
   const std::string build = SPIKEFORGE_CPU_ISA;
-  if (build != "clones") return build == "native" ? "native (-march=native of the building machine)" : "baseline";
+  if (build != "clones") {
+    const std::string path = build == "native" ? "native (-march=native of the building machine)" : "baseline";
+    const std::string others = dispatched_path("");
+    return others.rfind("none", 0) == 0 ? path + "; spike propagation, attention, PSN: " + others : path;
+  }
+  std::string neurons = "baseline x86-64";
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512), picked at load time";
-  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2, FMA), picked at load time";
+  if (__builtin_cpu_supports("x86-64-v4")) {
+    neurons = "x86-64-v4 (AVX-512)";
+  } else if (__builtin_cpu_supports("x86-64-v3")) {
+    neurons = "x86-64-v3 (AVX2, FMA)";
+  }
 #endif
-  return "baseline x86-64, picked at load time";
+  return "neurons " + neurons + ", picked at load time; spike propagation, attention, PSN " +
+         dispatched_path(", picked at first call");
 }
 
 int cuda_device_count() {
@@ -109,6 +136,13 @@ NB_MODULE(_C, m) {
   m.def("cuda_arch_list", &cuda_arch_list, "CUDA architectures the kernels were compiled for.");
   m.def("cuda_device_count", &cuda_device_count, "GPUs visible to the CUDA runtime (0 without a driver).");
   m.def("cpu_kernel_path", &cpu_kernel_path, "Which code the CPU kernels' hot loops run on this machine.");
+  m.def("cpu_isa", &spikeforge::cpu::active_isa_name,
+        "The instruction-set variant the spike propagation, attention and PSN kernels run (ValueError for a bad "
+        "SPIKEFORGE_CPU_ISA).");
+  m.def("cpu_isa_variants", &spikeforge::cpu::isa_variants,
+        "The variants of those kernels this build has and this CPU runs, best first.");
+  m.def("_set_cpu_isa", &spikeforge::cpu::force_isa, nb::arg("name"),
+        "Tests: run variant `name` (one of cpu_isa_variants()); '' picks again as at the first call.");
   m.def("has_openmp", [] {
 #if defined(SPIKEFORGE_HAVE_OPENMP)
     return true;

@@ -47,8 +47,10 @@ def _info() -> dict:
                 "native_cuda_device_count": native.cuda_device_count(),
                 "openmp": native.has_openmp(),
                 "openmp_max_threads": native.openmp_max_threads(),
-                # which clone of the CPU kernels' hot loops runs here (portable builds pick one at load time)
+                # which code the CPU kernels run here: portable builds pick the neuron kernels' clone at load
+                # time and the variant of the spike propagation / attention / PSN kernels at their first call
                 "cpu_kernel_path": native.cpu_kernel_path() if hasattr(native, "cpu_kernel_path") else None,
+                "cpu_isa_variants": list(native.cpu_isa_variants()) if hasattr(native, "cpu_isa_variants") else None,
             }
         )
     return d
