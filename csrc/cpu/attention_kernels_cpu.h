@@ -1,6 +1,6 @@
 // Kernel body (cpu/isa_variants_cpu.h: compiled once per instruction-set variant; attention_cpu.cpp calls
-// a variant's entry points at the end of this file): spike-driven attention forward on CPU, fused with the
-// attention LIF (contracts in csrc/core/attention.h).
+// a variant's entry points at the end of this file): spike-driven attention on CPU (forwards, and SSA's
+// backward), fused with the attention LIF (contracts in csrc/core/attention.h).
 //
 // Work is split over the B slices (OpenMP, static schedule); a slice keeps its LIF state in a local
 // array and walks the T steps, so each (t, b) slice of the inputs is read once and the pre-activation

@@ -25,19 +25,16 @@ const char* name_of(CpuIsa isa) {
       return "baseline";
     case CpuIsa::x86_64_v3:
       return "x86-64-v3";
-    case CpuIsa::x86_64_v4:
-      return "x86-64-v4";
   }
   return "?";
 }
 
-// The variants this build has and this CPU runs, best first. The levels are those of the psABI, as GCC's
-// target_clones resolvers (the neuron kernels) test them, OS support for the wider registers included.
+// The variants this build has and this CPU runs, best first. The level is the psABI's, as GCC's
+// target_clones resolvers (the neuron kernels) test it, OS support for the AVX registers included.
 std::vector<CpuIsa> supported() {
 #if SF_ISA_DISPATCH
   std::vector<CpuIsa> out;
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) out.push_back(CpuIsa::x86_64_v4);
   if (__builtin_cpu_supports("x86-64-v3")) out.push_back(CpuIsa::x86_64_v3);
   out.push_back(CpuIsa::baseline);
   return out;
@@ -56,7 +53,7 @@ CpuIsa parse(const std::string& name, const std::string& what) {
     names += std::string(names.empty() ? "" : ", ") + "'" + name_of(isa) + "'";
   }
   std::string why;
-  for (const char* known : {"baseline", "x86-64-v3", "x86-64-v4", "native"})
+  for (const char* known : {"baseline", "x86-64-v3", "native"})
     if (name == known) why = " (a variant this build or this CPU does not have)";
   throw ArgumentError(what + ": got '" + name + "'" + why + "; this build and CPU run " + names);
 }

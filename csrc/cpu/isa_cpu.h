@@ -2,12 +2,12 @@
 // linear, conv2d), spiking attention and PSN.
 //
 // A native build (SPIKEFORGE_NATIVE_ARCH=ON, -march=native) compiles each kernel body once, for the
-// building machine. A portable GCC build for x86-64 compiles it three times in one translation unit
+// building machine. A portable GCC build for x86-64 compiles it twice in one translation unit
 // (cpu/isa_variants_cpu.h): for the baseline, and under `#pragma GCC target` for x86-64-v3 (AVX2, FMA,
-// BMI) and x86-64-v4 (AVX-512), each copy in its own namespace; the entry points call the copy that
-// active_isa() names. Not target_clones, as the neuron kernels use (cpu/cpu_common.h): it cannot clone code
-// written with intrinsics. Not one translation unit per -march either: inline and template code shared with
-// the baseline (the std library's) would then be compiled for a higher ISA too, and the linker could keep
+// BMI), each copy in its own namespace; the entry points call the copy that active_isa() names.
+// Not target_clones, as the neuron kernels use (cpu/cpu_common.h): it cannot clone code written with
+// intrinsics. Not one translation unit per -march either: inline and template code shared with the
+// baseline (the std library's) would then be compiled for a higher ISA too, and the linker could keep
 // that copy for everyone (an illegal instruction on an older CPU).
 #pragma once
 #include <string>
@@ -29,11 +29,11 @@ enum class CpuIsa : int {
   build = 0,  // the one variant of a build without dispatch (native, or a non-GCC / non-x86 compiler)
   baseline = 1,
   x86_64_v3 = 3,
-  x86_64_v4 = 4,
 };
 
 // The variant the dispatched kernels run: the best this CPU supports, unless the environment variable
-// SPIKEFORGE_CPU_ISA names one ("baseline", "x86-64-v3", "x86-64-v4"; read at the first call). Throws
+// SPIKEFORGE_CPU_ISA names one ("baseline" or "x86-64-v3"; "native" in a native build; read at the first
+// call). Throws
 // ArgumentError for a name this build or CPU cannot run (a clear error instead of an illegal instruction).
 CpuIsa active_isa();
 
@@ -49,15 +49,8 @@ std::string active_isa_name();
 void force_isa(const std::string& name);
 
 template <typename F>
-F* isa_pick(F* baseline, F* v3, F* v4) {
-  switch (active_isa()) {
-    case CpuIsa::x86_64_v4:
-      return v4;
-    case CpuIsa::x86_64_v3:
-      return v3;
-    default:
-      return baseline;
-  }
+F* isa_pick(F* baseline, F* v3) {
+  return active_isa() == CpuIsa::x86_64_v3 ? v3 : baseline;
 }
 
 }  // namespace spikeforge::cpu
@@ -65,9 +58,8 @@ F* isa_pick(F* baseline, F* v3, F* v4) {
 // The variant of kernel entry `fn` (a function of the kernel body, same signature in every variant) that
 // runs on this CPU.
 #if SF_ISA_DISPATCH
-#define SF_ISA_SELECT(fn)                                                                           \
-  ::spikeforge::cpu::isa_pick(&::spikeforge::cpu::isa_baseline::fn, &::spikeforge::cpu::isa_v3::fn, \
-                              &::spikeforge::cpu::isa_v4::fn)
+#define SF_ISA_SELECT(fn) \
+  ::spikeforge::cpu::isa_pick(&::spikeforge::cpu::isa_baseline::fn, &::spikeforge::cpu::isa_v3::fn)
 #else
 #define SF_ISA_SELECT(fn) (::spikeforge::cpu::active_isa(), &::spikeforge::cpu::isa_build::fn)
 #endif

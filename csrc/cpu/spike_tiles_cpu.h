@@ -14,7 +14,7 @@
 // Non-finite values: the event sums skip the products of zero inputs, which the dense op forms (0 * inf
 // = NaN). So the passes that read every weight (the tile transposes) and every grad_y value (the tile
 // kernels' row loads) also report whether they met an inf or NaN, at the cost of a few vector adds; the
-// callers (spike_linear_cpu.cpp, spike_conv2d_cpu.cpp) then run a fix-up pass that writes NaN where a
+// callers (spike_linear_kernels_cpu.h, spike_conv2d_kernels_cpu.h) then run a fix-up pass that writes NaN where a
 // skipped zero meets a non-finite value. Nothing extra happens on finite data.
 
 #if SF_ISA_AVX2

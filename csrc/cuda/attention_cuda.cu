@@ -1,5 +1,5 @@
 // Spike-driven attention forward on CUDA, fused with the attention LIF: contracts in
-// csrc/core/attention.h, the LIF of csrc/core/neuron.h (lif_step), as csrc/cpu/attention_cpu.cpp.
+// csrc/core/attention.h, the LIF of csrc/core/neuron.h (lif_step), as csrc/cpu/attention_kernels_cpu.h.
 //
 // SSA is two launches: K^T V per (t, b) slice into a caller-provided float32 workspace [T, B, D, D]
 // (one block per slice, thread per (i, j), tokens summed in order), then one thread per 4 elements of

@@ -1,5 +1,5 @@
 // Parallel spiking neurons (PSN, masked PSN, sliding PSN) on CUDA: formulas in csrc/core/psn.h,
-// structure of csrc/cpu/psn_cpu.cpp (the ground truth this file mirrors formula for formula).
+// structure of csrc/cpu/psn_kernels_cpu.h (the ground truth this file mirrors formula for formula).
 //
 // Forward: one thread owns VEC consecutive neurons and loads their X columns (T_in steps) once into
 // registers: the loops over time are unrolled to a compile-time bucket TB (8, 16, 32, 64 >= T) and

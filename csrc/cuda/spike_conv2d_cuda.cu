@@ -252,7 +252,7 @@ __global__ void conv_wgrad_reduce_kernel(float* __restrict__ partials, int64_t n
   }
 }
 
-// ---- non-finite values (csrc/core/spike.h; padding counts as zeros, as csrc/cpu/spike_conv2d_cpu.cpp) ----
+// ---- non-finite values (csrc/core/spike.h; padding counts as zeros, as csrc/cpu/spike_conv2d_kernels_cpu.h) ----
 // The event kernels skip the zero inputs, and the padding, that the dense convolution multiplies: these
 // fix-up kernels write the NaN of those products. A thread per weight (forward: W is small) or per grad_y
 // value (grad_weight) checks it; only a non-finite one costs a loop over the output positions it meets.

@@ -1,6 +1,6 @@
-"""Run-time instruction-set dispatch of the CPU kernels (docs/install.md "Portable builds"): a portable build
-compiles the spike propagation, attention and PSN kernels for the baseline, x86-64-v3 and x86-64-v4 and runs
-the best the CPU has, or the one SPIKEFORGE_CPU_ISA names. Every variant this build and CPU can run must give
+"""Run-time instruction-set dispatch of the CPU kernels (docs/install.md "Build options"): a portable build
+compiles the spike propagation, attention and PSN kernels for the baseline and x86-64-v3 and runs the best
+the CPU has, or the one SPIKEFORGE_CPU_ISA names. Every variant this build and CPU can run must give
 the reference's results: bitwise where the inputs make every sum exact (dyadic values, spikes), else to the
 tolerances of test_spike.py / test_attention.py / test_psn.py. A native build has one variant ("native").
 """
@@ -123,7 +123,7 @@ def psn_results():
 def test_variants_listed_and_active_is_best():
     assert VARIANTS, "a build always has at least one variant"
     assert native.cpu_isa() in VARIANTS
-    assert set(VARIANTS) <= {"native", "baseline", "x86-64-v3", "x86-64-v4"}
+    assert VARIANTS in (["native"], ["baseline"], ["x86-64-v3", "baseline"])
     if os.environ.get("SPIKEFORGE_CPU_ISA", "") == "":
         assert native.cpu_isa() == VARIANTS[0]
     line = native.cpu_kernel_path()
@@ -172,7 +172,7 @@ def test_psn_kernels_every_variant(forced, variant):
             torch.testing.assert_close(a, r, rtol=1e-5, atol=slack, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("bad", ["avx9", "", "X86-64-V3", "x86-64-v5"])
+@pytest.mark.parametrize("bad", ["avx9", "", "X86-64-V3", "x86-64-v4"])
 def test_bad_variant_is_refused_and_changes_nothing(forced, bad):
     before = native.cpu_isa()
     if bad == "":  # "" is not a variant: it means "pick again"
@@ -185,7 +185,7 @@ def test_bad_variant_is_refused_and_changes_nothing(forced, bad):
 
 
 def test_variant_a_build_does_not_have_is_refused(forced):
-    missing = [v for v in ("native", "baseline", "x86-64-v3", "x86-64-v4") if v not in VARIANTS]
+    missing = [v for v in ("native", "baseline", "x86-64-v3") if v not in VARIANTS]
     if not missing:
         pytest.skip("this build and CPU run every variant name")
     with pytest.raises(ValueError, match="does not have"):
