@@ -1,5 +1,5 @@
 // Spiking neuron dynamics: the one definition of every neuron model's charge, fire and reset and of
-// their derivatives. The CPU and CUDA kernels (csrc/cpu/neuron_cpu.cpp, csrc/cuda/neuron_cuda.cu) and
+// their derivatives. The CPU and CUDA kernels (csrc/cpu/neuron_kernels_cpu.h, csrc/cuda/neuron_cuda.cu) and
 // the attention kernels' LIF call these functions; docs/neurons.md states the equations for users.
 //
 // A model is a family (state variables, firing rule: compile time) plus run-time coefficients. Two

@@ -342,7 +342,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         const int64_t off = (t * B + b) * ND;
         const C* ht = h.data() + t * ND;
         const C* g_s = load_row(go + off, buf.data(), ND);
-        // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_cpu.cpp)
+        // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_kernels_cpu.h)
         const C vth = lif.vth;
         for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, lif.sg_a, lif.sg_b);
         for (int64_t e = 0; e < ND; ++e) {

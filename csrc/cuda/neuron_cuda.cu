@@ -1,4 +1,4 @@
-// Multi-step neurons on CUDA: the skeleton of csrc/cpu/neuron_cpu.cpp around the dynamics of
+// Multi-step neurons on CUDA: the skeleton of csrc/cpu/neuron_kernels_cpu.h around the dynamics of
 // csrc/core/neuron.h (the same step functions, called per neuron).
 //
 // One thread owns VEC consecutive neurons, keeps their state (and, in backward, its gradients) in
@@ -41,7 +41,7 @@ constexpr bool starts_at_v_reset(NeuronModel m) {
   return !neuron_reads_prev_state(m) && m != NeuronModel::ilif;
 }
 
-// The model's step functions behind one interface (as csrc/cpu/neuron_cpu.cpp's Step).
+// The model's step functions behind one interface (as csrc/cpu/neuron_kernels_cpu.h's Step).
 template <NeuronModel M>
 struct Step {
   static __device__ __forceinline__ float forward(const NeuronCoeffs<float>& q, const NeuronSlots<float>& sl,

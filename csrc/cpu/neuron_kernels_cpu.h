@@ -1,0 +1,675 @@
+// The CPU neuron kernel skeleton shared by neuron_cpu.cpp (forward) and neuron_backward_cpu.cpp
+// (backward), which are compiled with different vector-width preferences (CMakeLists.txt).
+// Everything sits in an anonymous namespace: each of the two translation units instantiates its own
+// copies, so the linker never merges a 512-bit copy into the 256-bit file or the reverse.
+//
+// Multi-step neurons on CPU: one kernel skeleton for every model of csrc/core/neuron.h, whose
+// step functions (the dynamics) it calls per neuron.
+//
+// Work is split into chunks of neuron_chunk(T, saved values) neurons (OpenMP, static schedule). A chunk
+// keeps its state, coefficients and gradients in small row arrays and walks the T steps; every step
+// touches one contiguous row of the chunk's neurons per tensor, so the inner loops are element-wise
+// loops over compute-type arrays that the compiler vectorises (the model's flags are loop invariants:
+// GCC unswitches the loops on them). Half-precision rows are converted in separate loops. Chunk
+// boundaries depend only on N, never on the thread count, so results are bitwise identical for any
+// number of threads.
+//
+// Backward recomputes the chunk's forward from x into an L2-resident buffer of the saved values (the
+// default: x is the only [T, N] tensor kept), or reads the saved values the forward wrote.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <type_traits>
+#include <vector>
+
+#include "core/half_bits.h"
+#include "core/neuron.h"
+#include "cpu/cpu_common.h"
+
+namespace spikeforge {
+namespace {
+
+using cpu::chunk_for;
+using cpu::dispatch_dtype;
+using cpu::kBlock;
+using cpu::load_row;
+using cpu::out_row;
+using cpu::store_row;
+using cpu::threads_of;
+
+// The model's step functions behind one interface (the family decides which of csrc/core/neuron.h).
+template <NeuronModel M>
+struct Step {
+  static constexpr bool kSnn = is_snntorch_family(M);
+  static constexpr bool kNorse = M == NeuronModel::norse_lif;
+  template <typename C>
+  SF_HD static C forward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, C (&st)[kMaxStates], C x,
+                         C (&sv)[kMaxSaved]) {
+    if constexpr (kNorse) {
+      return norse_forward(q, sl, st, x, sv);
+    } else if constexpr (kSnn) {
+      return snn_forward<M>(q, sl, st, x, sv);
+    } else {
+      return sj_forward<M>(q, sl.v[0], st, x, sv);
+    }
+  }
+  template <typename C>
+  SF_HD static void state_after(const NeuronCoeffs<C>& q, const C (&sv)[kMaxSaved], C (&st)[kMaxStates]) {
+    if constexpr (kNorse) {
+      (void)q;
+      norse_state_after(sv, st);
+    } else if constexpr (kSnn) {
+      (void)q;
+      snn_state_after<M>(sv, st);
+    } else {
+      sj_state_after<M>(q, sv, st);
+    }
+  }
+  template <typename C>
+  SF_HD static C backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const C (&sv)[kMaxSaved],
+                          const C (&st_prev)[kMaxStates], C x, C gs, const C (&g)[2], C (&gst)[kMaxStates],
+                          C (&gsl)[kMaxParams], bool want_gk) {
+    if constexpr (kNorse) {
+      (void)want_gk;
+      return norse_backward(q, sl, sv, st_prev, x, gs, g, gst, gsl);
+    } else if constexpr (kSnn) {
+      (void)want_gk;
+      return snn_backward<M>(q, sl, sv, st_prev, x, gs, g, gst, gsl);
+    } else {
+      return sj_backward<M>(q, backward_leak(q, sl.v[0]), sv, st_prev[0], x, gs, g, gst, gsl[0], want_gk);
+    }
+  }
+};
+
+// Neurons per chunk for a model that keeps NSV values per neuron and step. chunk_for(T * NSV) keeps the
+// recompute buffer of the chunk's T steps in L2, but for the models with 2-3 values (ALIF, the snnTorch
+// ones, Norse) it cut the rows below 4 KiB at T = 32 (512 / 256 neurons), where every row restarts the
+// hardware prefetcher's stream. Rows are never shorter than the LIF's at the same T, up to 1024 neurons.
+// Intel Xeon (AVX-512), 2 threads, N = 2^20, kernels only, T = 32, forward + backward: ALIF 54 -> 62%,
+// snnTorch Leaky 51 -> 58%, Synaptic 41 -> 49% of the copy bandwidth. At T = 4 and 8 the rule changes
+// nothing: longer rows there (the LIF's 4096) were slower, 57 -> 42% for Synaptic at T = 8.
+inline int64_t neuron_chunk(int64_t T, int NSV) {
+  return std::max(chunk_for(T * NSV), std::min<int64_t>(chunk_for(T), 1024));
+}
+
+// Row scratch of the threads of one call, carved from a cache owned by the calling thread (grown as
+// needed, never shrunk): no allocation per call, and none inside an OpenMP region, where a failure
+// would end the process.
+template <typename C>
+C* scratch(size_t count) {
+  static thread_local std::vector<C> cache;
+  constexpr size_t kAlign = 64 / sizeof(C);
+  if (cache.size() < count + kAlign) cache.resize(count + kAlign);
+  C* p = cache.data();
+  const size_t mis = (reinterpret_cast<uintptr_t>(p) % 64) / sizeof(C);
+  return mis ? p + (kAlign - mis) : p;  // rows start on cache lines
+}
+
+// The rows one thread uses for a chunk of at most blk neurons.
+template <typename C>
+struct Rows {
+  C* st[kMaxStates];      // state
+  C* sl[kMaxParams];      // coefficient slots
+  C* tmp[2];              // converted input rows
+  C* out[kMaxSaved + 1];  // computed rows before conversion (saved values, then the spike / grad_x)
+  C* gst[kMaxStates];     // backward: state gradients
+  C* gsl[kMaxParams];     // backward: slot gradients
+  C* prev[kMaxStates];    // backward: the state before the step
+  C* init[kMaxStates];    // backward: the initial state
+  C* conv[kMaxSaved];     // backward: step t-1's saved values converted
+  C* sg[2];               // backward: the surrogate's arguments, then its values
+  C* svbuf;               // backward (recompute): [NSV, T, blk] saved values
+  static constexpr int kRows = kMaxStates + kMaxParams + 2 + kMaxSaved + 1;      // forward
+  static constexpr int kGradRows = 3 * kMaxStates + kMaxParams + kMaxSaved + 2;  // backward only
+  // Rows are blk + a cache line apart: at exactly blk * sizeof(C) (a multiple of 4 KiB) the loads of one row
+  // and the stores of another share their low 12 address bits, which the CPU's store-to-load
+  // disambiguation takes for a possible dependence (4K aliasing) and stalls on.
+  static int64_t stride(int64_t blk) { return blk + 64 / static_cast<int64_t>(sizeof(C)); }
+  static size_t size(int64_t blk, int64_t svbuf, bool backward) {
+    return static_cast<size_t>((kRows + (backward ? kGradRows : 0)) * stride(blk) + svbuf);
+  }
+  Rows(C* base, int64_t blk, bool backward) {
+    auto take = [&]() {
+      C* r = base;
+      base += stride(blk);
+      return r;
+    };
+    for (auto& r : st) r = take();
+    for (auto& r : sl) r = take();
+    for (auto& r : tmp) r = take();
+    for (auto& r : out) r = take();
+    for (auto& r : gst) r = backward ? take() : nullptr;
+    for (auto& r : gsl) r = backward ? take() : nullptr;
+    for (auto& r : prev) r = backward ? take() : nullptr;
+    for (auto& r : init) r = backward ? take() : nullptr;
+    for (auto& r : conv) r = backward ? take() : nullptr;
+    for (auto& r : sg) r = backward ? take() : nullptr;
+    svbuf = base;
+  }
+};
+
+// The coefficient slots of the chunk [i0, i0 + n): entry (i / S) % C of each slot tensor.
+template <typename C>
+void fill_slots(const Rows<C>& r, const C* const* slots, const NeuronParams& p, int nslots, int64_t i0, int64_t n) {
+  for (int s = 0; s < nslots; ++s) {
+    C* dst = r.sl[s];
+    if (!slots[s]) {
+      std::fill(dst, dst + n, C(0));
+      continue;
+    }
+    const int64_t Cs = p.layout[s].C, Ss = p.layout[s].S;
+    if (Cs == 1) {
+      std::fill(dst, dst + n, slots[s][0]);
+      continue;
+    }
+    // walk (channel, position in its run) forward from i0: two divisions per chunk instead of per neuron
+    const int64_t q0 = i0 / Ss;
+    int64_t rr = i0 - q0 * Ss, c = q0 % Cs;
+    for (int64_t j = 0; j < n; ++j) {
+      dst[j] = slots[s][c];
+      if (++rr == Ss) {
+        rr = 0;
+        if (++c == Cs) c = 0;
+      }
+    }
+  }
+}
+
+// Initial states: the given rows, else V = v_reset (hard reset, SpikingJelly family) and 0 elsewhere.
+template <NeuronModel M, typename S, typename C>
+void fill_init(C* const* st, C* tmp, const S* const* init, const NeuronCoeffs<C>& q, int64_t i0, int64_t n) {
+  constexpr int NS = neuron_states(M);
+  for (int s = 0; s < NS; ++s) {
+    if (init[s]) {
+      const C* row = load_row(init[s] + i0, tmp, n);
+      std::copy(row, row + n, st[s]);
+    } else {
+      const bool vr = s == 0 && !neuron_reads_prev_state(M) && q.hard && M != NeuronModel::ilif;
+      std::fill(st[s], st[s] + n, vr ? q.vr : C(0));
+    }
+  }
+}
+
+// Stores a row of saved values. H of the binary LIF in a 16-bit dtype: a rounded H that crossed v_th is
+// moved back one ulp (core/half_bits.h), so backward's S = (H >= v_th) is the forward's decision.
+template <typename S>
+void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n) {
+  if constexpr (std::is_same_v<S, compute_t<S>>) {
+    std::copy(v, v + n, dst);
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      S r = from_compute<S>(v[j]);
+      if ((to_float(r) >= vth) != (v[j] >= vth)) {
+        uint16_t bits;
+        std::memcpy(&bits, &r, 2);
+        bits = half_bits_step(bits, v[j] >= vth);
+        std::memcpy(&r, &bits, 2);
+      }
+      dst[j] = r;
+    }
+  }
+}
+
+// The flags a model's backward step branches on, fixed at compile time: GCC vectorises a loop only after
+// unswitching it on such flags, which its size limits refuse for the larger steps (measured: the LIF
+// backward twice as slow, scalar). Variant bits: the reset (hard: SpikingJelly family; subtract / zero /
+// none: snnTorch family), two-sided ternary surrogate, reset_delay, and for LIF whether dL/dk is
+// accumulated and with decay_input.
+struct Variant {
+  static constexpr int kHard = 1, kTwoSided = 2, kGk = 4, kDecay = 8, kDelay = 16, kResetShift = 5;
+};
+
+// The variants a model is compiled for (each one is an instantiation of the row).
+template <NeuronModel M>
+constexpr bool variant_exists(int v) {
+  const int reset = v >> Variant::kResetShift, low = v & ((1 << Variant::kResetShift) - 1);
+  if constexpr (M == NeuronModel::lif) {
+    return reset == 0 && (low & ~(Variant::kHard | Variant::kGk | Variant::kDecay)) == 0 &&
+           ((low & Variant::kGk) || !(low & Variant::kDecay));
+  } else if constexpr (M == NeuronModel::alif) {
+    return reset == 0 && (low & ~Variant::kHard) == 0;
+  } else if constexpr (M == NeuronModel::ternary) {
+    return reset == 0 && (low & ~(Variant::kHard | Variant::kTwoSided)) == 0;
+  } else if constexpr (M == NeuronModel::ilif) {
+    return v == 0;
+  } else if constexpr (M == NeuronModel::alpha) {
+    return reset <= 2 && low == 0;
+  } else if constexpr (M == NeuronModel::norse_lif) {
+    return v == 0;  // detach_reset is a run-time coefficient (q.nd)
+  } else {          // leaky, synaptic
+    return reset <= 2 && (low & ~Variant::kDelay) == 0;
+  }
+}
+
+template <NeuronModel M>
+int variant_of(const NeuronParams& p, bool want_gk) {
+  if (M == NeuronModel::ilif || M == NeuronModel::norse_lif) return 0;
+  if (is_snntorch_family(M)) {
+    return (static_cast<int>(p.reset) << Variant::kResetShift) |
+           (M != NeuronModel::alpha && p.reset_delay ? Variant::kDelay : 0);
+  }
+  int v = p.hard_reset ? Variant::kHard : 0;
+  if (M == NeuronModel::ternary && p.two_sided) v |= Variant::kTwoSided;
+  if (M == NeuronModel::lif && want_gk) v |= Variant::kGk | (p.decay_input ? Variant::kDecay : 0);
+  return v;
+}
+
+// The call's coefficients with the variant's flags as constants (a local copy: after inlining the
+// compiler folds them).
+template <NeuronModel M, int V, typename C>
+NeuronCoeffs<C> pinned(NeuronCoeffs<C> q) {
+  if constexpr (Step<M>::kNorse) {
+    // no compile-time flags
+  } else if constexpr (Step<M>::kSnn) {
+    q.reset = static_cast<ResetMechanism>(V >> Variant::kResetShift);
+    q.reset_delay = (V & Variant::kDelay) != 0;
+  } else {
+    q.hard = (V & Variant::kHard) != 0;
+    q.two_sided = (V & Variant::kTwoSided) != 0;
+    if (V & Variant::kGk) q.decay = (V & Variant::kDecay) != 0;
+  }
+  return q;
+}
+
+// Calls f(std::integral_constant<int, v>) for the variant v of a call (one test per variant of the model).
+template <NeuronModel M, int V, typename F>
+void try_variant(int v, F& f, bool& done) {
+  if constexpr (variant_exists<M>(V)) {
+    if (!done && v == V) {
+      f(std::integral_constant<int, V>{});
+      done = true;
+    }
+  }
+}
+template <NeuronModel M, typename F, int... I>
+void dispatch_variant_in(int v, F& f, std::integer_sequence<int, I...>) {
+  bool done = false;
+  (try_variant<M, I>(v, f, done), ...);
+  SF_CHECK_ARG(done, "neuron backward: unsupported combination of options for this model");
+}
+template <NeuronModel M, typename F>
+void dispatch_variant(int v, F&& f) {
+  dispatch_variant_in<M>(v, f, std::make_integer_sequence<int, 3 << Variant::kResetShift>{});
+}
+
+// One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
+// they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
+// those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
+template <NeuronModel M, int V, typename C>
+SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
+                               C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
+                               const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3,
+                               C* __restrict sv0, C* __restrict sv1, C* __restrict sv2) {
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  // a local copy: the row stores could otherwise alias the coefficients, which would be reloaded per element;
+  // with V's flags fixed, as in backward_row (the snnTorch models' forward stayed scalar with run-time reset
+  // flags: Leaky 3x slower than the LIF)
+  const NeuronCoeffs<C> q = pinned<M, V>(coeffs);
+  for (int64_t j = 0; j < n; ++j) {
+    C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
+    C sv[kMaxSaved] = {};
+    const NeuronSlots<C> sl{
+        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
+    spike[j] = Step<M>::forward(q, sl, st, x[j], sv);
+    st0[j] = st[0];
+    if constexpr (NS > 1) st1[j] = st[1];
+    if constexpr (NS > 2) st2[j] = st[2];
+    sv0[j] = sv[0];
+    if constexpr (NSV > 1) sv1[j] = sv[1];
+    if constexpr (NSV > 2) sv2[j] = sv[2];
+  }
+}
+
+// One backward step of a row (see forward_row), in three passes: the surrogate's arguments into g0 (g1),
+// g' over them in a loop of its own (an exp-based surrogate vectorises there; inside the step's selects
+// GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
+// read it.
+template <NeuronModel M, Surrogate SG, int V, typename C>
+SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0,
+                                const C* __restrict sv1, const C* __restrict sv2, const C* __restrict pv0,
+                                const C* __restrict pv1, const C* __restrict pv2, const C* __restrict x,
+                                const C* __restrict gs, C* __restrict gx, C* __restrict g0, C* __restrict g1,
+                                C* __restrict g2, const C* __restrict sl0, const C* __restrict sl1,
+                                const C* __restrict sl2, const C* __restrict sl3, C* __restrict gl0, C* __restrict gl1,
+                                C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
+                                bool want_slot_grad) {
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NA = kSurrogateArgs<M>;
+  // the snnTorch family and norse_lif always read the previous state (the reset decision, the current)
+  // and alpha and norse_lif x; of the SpikingJelly family only PLIF's dH/dk reads them
+  constexpr bool PREV = neuron_reads_prev_state(M) || (V & Variant::kGk);
+  constexpr bool READ_X = neuron_always_reads_x(M) || ((V & Variant::kGk) && (V & Variant::kDecay));
+  constexpr bool WANT_GK = (V & Variant::kGk) != 0;
+  const NeuronCoeffs<C> q = pinned<M, V>(coeffs);  // a local copy, as in forward_row, with V's flags fixed
+  (void)want_slot_grad;
+  // (no lambdas for the per-element loads below: GCC reloads the row pointers from a by-reference closure
+  // each element and then does not vectorise)
+  if constexpr (NA > 0) {
+    for (int64_t j = 0; j < n; ++j) {
+      const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
+      const NeuronSlots<C> sl{
+          {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
+      C a[2] = {C(0), C(0)};
+      surrogate_args<M>(q, sl, sv, a);
+      sg0[j] = a[0];
+      if constexpr (NA > 1) sg1[j] = a[1];
+    }
+    // g' is arithmetic only (no memory traffic), so this loop also asks for the cache lines of this
+    // row's gradient rows that the step loop below reads (gs) and writes (gx): they stream in while the
+    // surrogate computes instead of after it.
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
+    int64_t j0 = 0;
+    for (; j0 + kLine <= n; j0 += kLine) {
+      __builtin_prefetch(gs + j0, 0, 2);
+      __builtin_prefetch(gx + j0, 1, 2);
+      for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
+    }
+    for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
+    if (NA > 1 && q.two_sided) {
+      for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
+    const NeuronSlots<C> sl{
+        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
+    C prev[kMaxStates] = {};
+    if constexpr (PREV) {
+      prev[0] = pv0[j];
+      if constexpr (NS > 1) prev[1] = pv1[j];
+      if constexpr (NS > 2) prev[2] = pv2[j];
+    }
+    C gst[kMaxStates] = {g0[j], NS > 1 ? g1[j] : C(0), NS > 2 ? g2[j] : C(0)};
+    C gsl[kMaxParams] = {NSL > 0 ? gl0[j] : C(0), NSL > 1 ? gl1[j] : C(0), NSL > 2 ? gl2[j] : C(0),
+                         NSL > 3 ? gl3[j] : C(0)};
+    const C g[2] = {NA > 0 ? sg0[j] : C(0), NA > 1 ? sg1[j] : C(0)};
+    gx[j] = Step<M>::backward(q, sl, sv, prev, READ_X ? x[j] : C(0), gs[j], g, gst, gsl, WANT_GK);
+    g0[j] = gst[0];
+    if constexpr (NS > 1) g1[j] = gst[1];
+    if constexpr (NS > 2) g2[j] = gst[2];
+    if constexpr (NSL > 0) gl0[j] = gsl[0];
+    if constexpr (NSL > 1) gl1[j] = gsl[1];
+    if constexpr (NSL > 2) gl2[j] = gsl[2];
+    if constexpr (NSL > 3) gl3[j] = gsl[3];
+  }
+}
+
+// The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
+// the spike rows (when spike is given), the rows of every state whose st_seq[s] is given (that state
+// after each step, [T, N]), and the saved values either into
+// `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute).
+template <NeuronModel M, typename S, typename SV>
+void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
+                   S* const* st_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0,
+                   int64_t n) {
+  using C = compute_t<S>;
+  const Rows<C>& r = rows;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  constexpr bool kDirect = std::is_same_v<SV, C>;  // saved values written in place
+  const int64_t T = p.T, N = p.N;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t off = t * N + i0;
+    const C* xr = load_row(x + off, r.tmp[0], n);
+    C* s_dst = spike ? out_row(spike + off, r.out[kMaxSaved]) : r.out[kMaxSaved];
+    C* sv_dst[kMaxSaved] = {};
+    for (int k = 0; k < NSV; ++k) {
+      if (to_svbuf) {
+        sv_dst[k] = r.svbuf + (k * T + t) * blk;
+      } else if (saved && kDirect) {
+        sv_dst[k] = reinterpret_cast<C*>(saved) + (k * T + t) * N + i0;
+      } else {
+        sv_dst[k] = r.out[k];
+      }
+    }
+    dispatch_variant<M>(variant_of<M>(p, false), [&](auto vc) {
+      forward_row<M, decltype(vc)::value, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2],
+                                             r.sl[3], sv_dst[0], sv_dst[1], sv_dst[2]);
+    });
+    if (spike) store_row(spike + off, s_dst, n);
+    if (saved && !kDirect) {
+      for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
+    }
+    for (int s = 0; s < NS; ++s) {
+      if (!st_seq || !st_seq[s]) continue;
+      C* v_dst = out_row(st_seq[s] + off, r.tmp[1]);
+      std::copy(r.st[s], r.st[s] + n, v_dst);
+      store_row(st_seq[s] + off, v_dst, n);
+    }
+  }
+}
+
+struct ForwardTensors {
+  const void* x;
+  const void* init[kMaxStates];
+  const void* slots[kMaxParams];
+  void* spike;
+  void* state_out[kMaxStates];
+  void* saved;
+  bool seq[kMaxStates];  // state_out[s] holds every step ([T, N]), else the last state ([N])
+};
+
+template <NeuronModel M, typename S>
+void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) {
+  using C = compute_t<S>;
+  using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  const int64_t T = p.T, N = p.N, blk = neuron_chunk(T, NSV), nchunks = (N + blk - 1) / blk;
+  const C* slots[kMaxParams] = {};
+  for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
+  const S* init[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
+  const NeuronCoeffs<C> q(p, slots[0] != nullptr);
+  const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
+  S* st_seq[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) st_seq[s] = a.seq[s] ? static_cast<S*>(a.state_out[s]) : nullptr;
+  const size_t per_thread = Rows<C>::size(blk, 0, false);
+  C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, false);
+    const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
+    fill_slots(r, slots, p, NSL, i0, n);
+    fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
+    forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
+                            static_cast<SV*>(a.saved), false, blk, p, i0, n);
+    for (int s = 0; s < NS; ++s) {
+      if (!a.state_out[s] || a.seq[s]) continue;
+      S* dst = static_cast<S*>(a.state_out[s]) + i0;
+      C* v_dst = out_row(dst, r.tmp[1]);
+      std::copy(r.st[s], r.st[s] + n, v_dst);
+      store_row(dst, v_dst, n);
+    }
+  }
+}
+
+struct BackwardTensors {
+  const void* grad_spike;
+  const void* grad_out[kMaxStates];
+  bool seq[kMaxStates];  // grad_out[s] holds every step's gradient ([T, N]), else the last state's ([N])
+  const void* x;
+  const void* saved;
+  const void* init[kMaxStates];
+  const void* slots[kMaxParams];
+  void* grad_x;
+  void* grad_init[kMaxStates];
+  void* slot_ws[kMaxParams];  // per-neuron slot gradients (compute type), or nullptr
+};
+
+template <NeuronModel M, typename S, Surrogate SG>
+void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads) {
+  using C = compute_t<S>;
+  using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  const int64_t T = p.T, N = p.N, blk = neuron_chunk(T, NSV), nchunks = (N + blk - 1) / blk;
+  const C* slots[kMaxParams] = {};
+  for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
+  const S* init[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
+  const NeuronCoeffs<C> q(p, slots[0] != nullptr);
+  const bool recompute = a.saved == nullptr;
+  bool want_slot_grad = false;
+  for (int s = 0; s < NSL; ++s) want_slot_grad = want_slot_grad || a.slot_ws[s] != nullptr;
+  // The SpikingJelly family reads V[t-1] only for dH/dk; the snnTorch family always reads the previous
+  // state (its reset decision R).
+  const bool need_prev = neuron_reads_prev_state(M) || want_slot_grad;
+  const int variant = variant_of<M>(p, want_slot_grad);
+  const bool read_x = neuron_always_reads_x(M) || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
+  const S* x = static_cast<const S*>(a.x);
+  const S* gs = static_cast<const S*>(a.grad_spike);
+  const S* g_seq[kMaxStates] = {};
+  for (int s = 0; s < NS; ++s) g_seq[s] = a.seq[s] ? static_cast<const S*>(a.grad_out[s]) : nullptr;
+  S* gx = static_cast<S*>(a.grad_x);
+  const SV* saved = static_cast<const SV*>(a.saved);
+  const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
+  const size_t per_thread = Rows<C>::size(blk, recompute ? NSV * T * blk : 0, true);
+  C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, true);
+    const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
+    fill_slots(r, slots, p, NSL, i0, n);
+    fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
+    if (recompute) {
+      for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
+      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, i0, n);
+    }
+    for (int s = 0; s < NS; ++s) {
+      if (a.grad_out[s] && !a.seq[s]) {  // the gradient of a returned last state
+        const C* row = load_row(static_cast<const S*>(a.grad_out[s]) + i0, r.tmp[0], n);
+        std::copy(row, row + n, r.gst[s]);
+      } else {
+        std::fill(r.gst[s], r.gst[s] + n, C(0));
+      }
+    }
+    for (int s = 0; s < NSL; ++s) std::fill(r.gsl[s], r.gsl[s] + n, C(0));
+    // step t's saved values as compute-type rows (converted into `into` when stored in 16 bits)
+    auto saved_rows = [&](int64_t t, const C*(&dst)[kMaxSaved], C* const* into) {
+      for (int k = 0; k < NSV; ++k) {
+        dst[k] = recompute ? r.svbuf + (k * T + t) * blk : load_row(saved + (k * T + t) * N + i0, into[k], n);
+      }
+    };
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t off = t * N + i0;
+      const C* svr[kMaxSaved] = {};
+      saved_rows(t, svr, r.out);
+      if (need_prev) {
+        if (t > 0) {
+          const C* pv[kMaxSaved] = {};
+          saved_rows(t - 1, pv, r.conv);
+          C* pr[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
+          for (int64_t j = 0; j < n; ++j) {
+            C sv[kMaxSaved] = {}, st[kMaxStates] = {};
+            for (int k = 0; k < NSV; ++k) sv[k] = pv[k][j];
+            Step<M>::state_after(q, sv, st);
+            for (int s = 0; s < NS; ++s) pr[s][j] = st[s];
+          }
+        } else {
+          for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.prev[s]);
+        }
+      }
+      for (int s = 0; s < NS; ++s) {  // the gradient of the returned state s after step t
+        if (!g_seq[s]) continue;
+        const C* row = load_row(g_seq[s] + off, r.tmp[0], n);
+        for (int64_t j = 0; j < n; ++j) r.gst[s][j] += row[j];
+      }
+      const C* g_s = load_row(gs + off, r.tmp[0], n);
+      const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
+      C* g_x = out_row(gx + off, r.out[kMaxSaved]);
+      const C* pv[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
+      dispatch_variant<M>(variant, [&](auto vc) {
+        backward_row<M, SG, decltype(vc)::value, C>(
+            q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
+            r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
+      });
+      store_row(gx + off, g_x, n);
+    }
+    for (int s = 0; s < NS; ++s) {
+      if (!a.grad_init[s]) continue;
+      S* dst = static_cast<S*>(a.grad_init[s]) + i0;
+      C* v_dst = out_row(dst, r.tmp[0]);
+      std::copy(r.gst[s], r.gst[s] + n, v_dst);
+      store_row(dst, v_dst, n);
+    }
+    for (int s = 0; s < NSL; ++s) {
+      if (a.slot_ws[s]) std::copy(r.gsl[s], r.gsl[s] + n, static_cast<C*>(a.slot_ws[s]) + i0);
+    }
+  }
+}
+
+// grad[c] = sum over the neurons i with (i / S) % C == c of ws[i], summed in double in a fixed order
+// (independent of the thread count).
+template <typename C>
+void reduce_slot_grad(const C* ws, C* grad, const ParamLayout& L, int64_t N, int nthreads) {
+  const int64_t Cn = L.C, Sn = L.S, B = Cn * Sn > 0 ? N / (Cn * Sn) : 0;
+  if (Cn == 1) {
+    constexpr int64_t kPart = 1 << 14;
+    const int64_t nparts = (N + kPart - 1) / kPart;
+    std::vector<double> part(static_cast<size_t>(std::max<int64_t>(nparts, 1)), 0.0);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nparts > 1)
+    for (int64_t b = 0; b < nparts; ++b) {
+      double acc = 0.0;
+      for (int64_t i = b * kPart, e = std::min(N, (b + 1) * kPart); i < e; ++i) acc += ws[i];
+      part[static_cast<size_t>(b)] = acc;
+    }
+    double total = 0.0;
+    for (double v : part) total += v;
+    grad[0] = static_cast<C>(total);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t c = 0; c < Cn; ++c) {
+    double acc = 0.0;
+    for (int64_t b = 0; b < B; ++b) {
+      const C* row = ws + (b * Cn + c) * Sn;
+      for (int64_t s = 0; s < Sn; ++s) acc += row[s];
+    }
+    grad[c] = static_cast<C>(acc);
+  }
+}
+
+template <typename F>
+void dispatch_model(NeuronModel m, F&& f) {
+  switch (m) {
+    case NeuronModel::lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
+    case NeuronModel::alif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
+    case NeuronModel::ilif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
+    case NeuronModel::ternary:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
+    case NeuronModel::leaky:
+      return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
+    case NeuronModel::synaptic:
+      return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
+    case NeuronModel::alpha:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
+    case NeuronModel::norse_lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
+  }
+  throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
+}
+
+const void* data_of(const TensorView* t) {
+  return t ? t->data : nullptr;
+}
+void* mdata_of(const TensorView* t) {
+  return t ? t->data : nullptr;
+}
+
+// T == 0: the returned last states are the initial ones, and their gradients pass straight back.
+void copy_or_fill(const TensorView* src, const TensorView& dst, double fill) {
+  dispatch_dtype(dst.dtype, [&](auto tag) {
+    using S = decltype(tag);
+    S* out = dst.ptr<S>();
+    const int64_t n = dst.numel();
+    if (src && src->numel() == n) {
+      std::copy(src->ptr<S>(), src->ptr<S>() + n, out);
+    } else {
+      std::fill(out, out + n, from_compute<S>(static_cast<compute_t<S>>(fill)));
+    }
+  });
+}
+
+}  // namespace
+}  // namespace spikeforge
