@@ -27,12 +27,19 @@
 
 namespace spikeforge::cpu {
 
-// Neurons per chunk, at most. Long rows let the hardware prefetchers stream each of the T rows a
-// chunk touches (a row of 4096 float32 is 16 KiB), but a chunk's T rows of H (recompute backward)
-// must stay in L2: chunk_for() picks 4096 for T <= 8 down to 256 for T >= 128. Measured on 2 EPYC
-// cores, N = 2^20 float32: 256 -> 4096 at T=8 made forward 1.2x and backward 1.16x faster; at T=32,
-// 4096 was 1.4x slower in the recompute backward than 1024 (H spilled out of L2).
-constexpr int64_t kBlock = 4096;
+// Neurons per chunk, at most. A chunk touches one row of its neurons per tensor and step, so rows should
+// reach a page (1024 float32 = 4 KiB: shorter rows restart the hardware prefetcher's streams too often), but a
+// chunk's T rows of saved values (recompute backward) must stay in L2, and, with the data coming from
+// memory as it does in training (other layers run between the calls), longer rows were slower:
+// chunk_for() picks 1024 for T <= 32, 512 at T = 64, 256 from T = 128. Intel Xeon (AVX-512), 2 threads,
+// N = 2^20 float32, caches flushed before each call, LIF forward + backward kernels: 4096 -> 1024 neurons
+// took T = 4 from 58-62% to 71-73% of the copy bandwidth and T = 8 from 61-65% to 76-80% (`spikeforge bench
+// neurons`: 6.0-6.2 -> 5.3-5.5 ms and 11.4-11.6 -> 9.7-9.9 ms); T = 32 already used 1024. With the data
+// in cache instead (the same call repeated), 4096 was about 10% faster at T = 8 (2 EPYC cores, and this
+// Xeon). The models with 2-3 saved values per step take the LIF's rows, chunk_for(T): chunk_for(T * values)
+// gave them 512 / 256 neurons at T = 32, where ALIF reached 54% of the bandwidth instead of 62%, Synaptic 41%
+// instead of 49%.
+constexpr int64_t kBlock = 1024;
 inline int64_t chunk_for(int64_t T) {
   const int64_t b = (int64_t(1) << 15) / std::max<int64_t>(T, 1);
   return std::min<int64_t>(kBlock, std::max<int64_t>(256, b / 256 * 256));

@@ -6,7 +6,7 @@
 // Multi-step neurons on CPU: one kernel skeleton for every model of csrc/core/neuron.h, whose
 // step functions (the dynamics) it calls per neuron.
 //
-// Work is split into chunks of neuron_chunk(T, saved values) neurons (OpenMP, static schedule). A chunk
+// Work is split into chunks of chunk_for(T) neurons (OpenMP, static schedule). A chunk
 // keeps its state, coefficients and gradients in small row arrays and walks the T steps; every step
 // touches one contiguous row of the chunk's neurons per tensor, so the inner loops are element-wise
 // loops over compute-type arrays that the compiler vectorises (the model's flags are loop invariants:
@@ -32,7 +32,6 @@ namespace {
 
 using cpu::chunk_for;
 using cpu::dispatch_dtype;
-using cpu::kBlock;
 using cpu::load_row;
 using cpu::out_row;
 using cpu::store_row;
@@ -81,17 +80,6 @@ struct Step {
     }
   }
 };
-
-// Neurons per chunk for a model that keeps NSV values per neuron and step. chunk_for(T * NSV) keeps the
-// recompute buffer of the chunk's T steps in L2, but for the models with 2-3 values (ALIF, the snnTorch
-// ones, Norse) it cut the rows below 4 KiB at T = 32 (512 / 256 neurons), where every row restarts the
-// hardware prefetcher's stream. Rows are never shorter than the LIF's at the same T, up to 1024 neurons.
-// Intel Xeon (AVX-512), 2 threads, N = 2^20, kernels only, T = 32, forward + backward: ALIF 54 -> 62%,
-// snnTorch Leaky 51 -> 58%, Synaptic 41 -> 49% of the copy bandwidth. At T = 4 and 8 the rule changes
-// nothing: longer rows there (the LIF's 4096) were slower, 57 -> 42% for Synaptic at T = 8.
-inline int64_t neuron_chunk(int64_t T, int NSV) {
-  return std::max(chunk_for(T * NSV), std::min<int64_t>(chunk_for(T), 1024));
-}
 
 // Row scratch of the threads of one call, carved from a cache owned by the calling thread (grown as
 // needed, never shrunk): no allocation per call, and none inside an OpenMP region, where a failure
@@ -453,7 +441,7 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
-  const int64_t T = p.T, N = p.N, blk = neuron_chunk(T, NSV), nchunks = (N + blk - 1) / blk;
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
   const C* slots[kMaxParams] = {};
   for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
   const S* init[kMaxStates] = {};
@@ -500,7 +488,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
-  const int64_t T = p.T, N = p.N, blk = neuron_chunk(T, NSV), nchunks = (N + blk - 1) / blk;
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
   const C* slots[kMaxParams] = {};
   for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
   const S* init[kMaxStates] = {};
