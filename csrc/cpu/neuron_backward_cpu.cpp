@@ -1,9 +1,10 @@
 // Multi-step neurons on CPU, backward: the entry point over the kernel skeleton of
 // cpu/neuron_kernels_cpu.h. A file of its own because it is compiled preferring 512-bit vectors
 // where the CPU has AVX-512 (CMakeLists.txt): the backward step is compute-heavy (surrogate, recomputed
-// forward, chain rule), and on an AVX-512 Xeon (2 threads, T = 4 / 8 / 32, 2^20 neurons) 512-bit
-// vectors made the LIF backward 2.55 -> 2.28, 6.0 -> 5.1 and 24.6 -> 22.6 ms, while the memory-bound
-// forward got slower with them (13.6 -> 17.7 ms at T = 32) and keeps 256-bit vectors.
+// forward, chain rule), and on an AVX-512 Xeon (2 threads, T = 4 / 8 / 32, 2^20 neurons, the kernel
+// repeated on warm caches, 4096-neuron chunks at T <= 8 then) 512-bit vectors made the LIF backward
+// 2.55 -> 2.28, 6.0 -> 5.1 and 24.6 -> 22.6 ms, while the memory-bound forward got slower with them
+// (13.6 -> 17.7 ms at T = 32) and keeps 256-bit vectors.
 #include <algorithm>
 
 #include "cpu/neuron_kernels_cpu.h"
