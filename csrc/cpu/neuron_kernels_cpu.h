@@ -440,7 +440,7 @@ template <NeuronModel M, typename S>
 void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) {
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  constexpr int NS = neuron_states(M), NSL = neuron_slots(M);
   const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
   const C* slots[kMaxParams] = {};
   for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
