@@ -462,6 +462,30 @@ def test_no_grad_calls_and_detach_hidden(fused_calls):
     assert nrn.mem.grad_fn is None
 
 
+@pytest.mark.parametrize("init_hidden", [False, True])
+@pytest.mark.parametrize("model", ["Leaky", "Synaptic", "Alpha"])
+def test_stored_reset_is_a_tensor_of_its_own(model, init_hidden, fused_calls):
+    """The fused path takes the stored reset from the spikes of step T-2: a copy, so that changing the returned
+    spikes in place (or the spikes changing the reset) cannot make the two disagree with snnTorch."""
+    kw = dict(alpha=0.9, beta=0.8) if model != "Leaky" else dict(beta=0.9)
+    nrn = getattr(snn, model)(threshold=0.8, init_hidden=init_hidden, **kw)
+    ref = copy.deepcopy(nrn)
+    sfs.patch(nrn, step_mode="m")
+    x = _inputs(T=12)
+    with torch.no_grad():
+        out = nrn(x)
+        spk = out[0] if isinstance(out, tuple) else out
+        _per_step(ref, x)
+        want = ref.reset.clone()
+        assert torch.equal(nrn.reset, want)
+        assert nrn.reset.untyped_storage().data_ptr() != spk.untyped_storage().data_ptr()
+        spk.fill_(7.0)
+    assert torch.equal(nrn.reset, want) and fused_calls == [_FUSED_OP[model]]
+
+
+_FUSED_OP = {"Leaky": "leaky", "Synaptic": "synaptic", "Alpha": "alpha_neuron"}
+
+
 # ------------------------------------------------------------------------------------------------------
 # the tutorials' calling convention and the state between calls
 # ------------------------------------------------------------------------------------------------------

@@ -412,15 +412,17 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
     if states is None:
         return None
     for n, s in zip(_STATE_NAMES[model], states):
-        if s.device != x_seq.device:
+        # None: a restart from zeros of x_seq's dtype, on its device (_DropIn._run_seq)
+        if s is not None and s.device != x_seq.device:
             return f"the stored {n} is on {s.device}, the input on {x_seq.device}"
-        if s.dtype == compute:
+        s_dtype = dt if s is None else s.dtype
+        if s_dtype == compute:
             continue
-        if s.dtype != dt or dt not in _HALF:
-            return f"the stored {n} is {s.dtype}, the input {dt}: snnTorch's first step promotes them"
+        if s_dtype != dt or dt not in _HALF:
+            return f"the stored {n} is {s_dtype}, the input {dt}: snnTorch's first step promotes them"
         # a dt state: snnTorch's first step rounds in dt, which only reaches the result from a zero state,
         # through the reset R = [0 - thr > 0] when thr is so small a negative number that dt rounds it to 0
-        if bool(s.any()):
+        if s is not None and bool(s.any()):
             return f"a nonzero {dt} {n} before the sequence: snnTorch's first step rounds in {dt}"
         if subtracts and bool(((thr < 0) & (thr >= -(2.0**-24))).any()):
             return f"a negative threshold that {dt} rounds to zero, with a {dt} state"
@@ -432,7 +434,7 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     dt = x_seq.dtype
     compute = torch.float32 if dt in _HALF else dt  # half: a Leaky whose membrane snnTorch keeps in float32
     x = x_seq.to(compute)
-    inits = tuple(s.to(compute) for s in states)
+    inits = tuple(None if s is None else s.to(compute) for s in states)  # None: from zeros (the ops' default)
     surrogate, s_alpha, s_beta = _spike_surrogate(nrn, _grad_wanted(model, nrn, x_seq, states))
     mode, late = _update_mode(nrn), _resets_late(model, nrn)
     gsf = nrn.graded_spikes_factor
@@ -472,11 +474,13 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         if not plain:
             spk = spk * gsf
     if T == 1:
-        reset = nrn.mem_reset(states[-1])
-    elif want_seq:
+        reset = nrn.mem_reset(states[-1] if states[-1] is not None else torch.zeros_like(x_seq[0]))
+    elif late or not steps_are_spikes:
         reset = nrn.mem_reset(mem[-2])
     else:
-        reset = step[-2].detach().to(torch.float32)
+        # [U[T-2] - thr > 0] is step T-2's spike: a copy of it (snnTorch's reset is a tensor of its own) costs
+        # far less than snnTorch's mem_reset (a surrogate's forward on U[T-2], a cast and a clone)
+        reset = step[-2].detach().to(torch.float32, copy=True)
     # copies: snnTorch's detach_hidden detaches the stored states in place
     mem_last = mem[-1].clone() if want_seq else mem
     seqs = None
@@ -558,11 +562,14 @@ class _DropIn:
                     "one step per call, or pass [T, B, ...]"
                 )
             if tuple(s.shape) != step:  # snnTorch's rule (init_leaky()'s empty state too): restart from zeros
-                s = (
-                    torch.zeros_like(x_seq[0], device=s.device)
-                    if x_seq.shape[0]
-                    else x_seq.new_zeros(step, device=s.device)
-                )
+                if s.device == x_seq.device:
+                    s = None  # zeros of x_seq's dtype until a path needs them: the fused ops start there unread
+                else:  # snnTorch's zeros sit on the stored state's device
+                    s = (
+                        torch.zeros_like(x_seq[0], device=s.device)
+                        if x_seq.shape[0]
+                        else x_seq.new_zeros(step, device=s.device)
+                    )
             states.append(s)
         states = tuple(states)
         keep_seq = self.output or not self.init_hidden
@@ -570,14 +577,19 @@ class _DropIn:
             spk = x_seq.new_empty(
                 x_seq.shape, dtype=torch.promote_types(torch.float32, self.graded_spikes_factor.dtype)
             )
-            return self._outputs(spk, tuple(s.new_empty((0,) + step) for s in states) if keep_seq else None)
-        run = type(self)._LOOP
+            return self._outputs(
+                spk, tuple((x_seq if s is None else s).new_empty((0,) + step) for s in states) if keep_seq else None
+            )
+        run = None
         if self.backend != "loop":
             why = self.fused_blocker(x_seq, states)
             if why is None:
                 run = FUSED_PATHS[self._MODEL].run
             elif self.backend == "fused":
                 raise ValueError(f"{name} has backend='fused' but the fused path cannot reproduce this call: {why}")
+        if run is None:  # the loop reads every state
+            run = type(self)._LOOP
+            states = tuple(torch.zeros_like(x_seq[0]) if s is None else s for s in states)
         spk_seq, last, seqs, reset = run(self, x_seq, states, keep_seq)
         for n, s in zip(self._STATES, last):
             setattr(self, n, s)
