@@ -141,6 +141,14 @@ SF_HD constexpr int neuron_saved(NeuronModel m) {
       return 1;
   }
 }
+// Which saved value is state s after a step, where every state is one (the snnTorch family and norse_lif:
+// leaky, synaptic and norse_lif save the state after the step as value 1 (and I as 2), alpha saves U, E, I);
+// -1 where a state is computed from the saved values (the SpikingJelly family: V from H and the spike).
+SF_HD constexpr int neuron_state_saved_index(NeuronModel m, int s) {
+  if (m == NeuronModel::alpha) return s;
+  if (is_snntorch_family(m) || m == NeuronModel::norse_lif) return s + 1;
+  return -1;
+}
 // Coefficient slots a model reads.
 SF_HD constexpr int neuron_slots(NeuronModel m) {
   switch (m) {

@@ -313,7 +313,7 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
 // g' over them in a loop of its own (an exp-based surrogate vectorises there; inside the step's selects
 // GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
 // read it.
-template <NeuronModel M, Surrogate SG, int V, typename C>
+template <NeuronModel M, Surrogate SG, int V, bool SLOTS, typename C>
 SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0,
                                 const C* __restrict sv1, const C* __restrict sv2, const C* __restrict pv0,
                                 const C* __restrict pv1, const C* __restrict pv2, const C* __restrict x,
@@ -328,6 +328,9 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   constexpr bool PREV = neuron_reads_prev_state(M) || (V & Variant::kGk);
   constexpr bool READ_X = neuron_always_reads_x(M) || ((V & Variant::kGk) && (V & Variant::kDecay));
   constexpr bool WANT_GK = (V & Variant::kGk) != 0;
+  // SLOTS: the slot gradient rows are read and written (only when a slot gradient is wanted: otherwise the
+  // per-neuron slot gradient arithmetic is dead code and the Leaky step moves 6 rows fewer)
+  constexpr bool GSL = SLOTS && NSL > 0;
   const NeuronCoeffs<C> q = pinned<M, V>(coeffs);  // a local copy, as in forward_row, with V's flags fixed
   (void)want_slot_grad;
   // (no lambdas for the per-element loads below: GCC reloads the row pointers from a by-reference closure
@@ -350,6 +353,9 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
     for (; j0 + kLine <= n; j0 += kLine) {
       __builtin_prefetch(gs + j0, 0, 2);
       __builtin_prefetch(gx + j0, 1, 2);
+      // not unrolled: GCC unrolled this 16-trip loop completely and then vectorised only part of the
+      // straight-line code (the atan surrogate stayed 23 scalar divisions per line, the Leaky backward 1.3x slower)
+#pragma GCC unroll 1
       for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
     }
     for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
@@ -368,17 +374,24 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
       if constexpr (NS > 2) prev[2] = pv2[j];
     }
     C gst[kMaxStates] = {g0[j], NS > 1 ? g1[j] : C(0), NS > 2 ? g2[j] : C(0)};
-    C gsl[kMaxParams] = {NSL > 0 ? gl0[j] : C(0), NSL > 1 ? gl1[j] : C(0), NSL > 2 ? gl2[j] : C(0),
-                         NSL > 3 ? gl3[j] : C(0)};
+    C gsl[kMaxParams] = {};
+    if constexpr (GSL) {
+      gsl[0] = gl0[j];
+      if constexpr (NSL > 1) gsl[1] = gl1[j];
+      if constexpr (NSL > 2) gsl[2] = gl2[j];
+      if constexpr (NSL > 3) gsl[3] = gl3[j];
+    }
     const C g[2] = {NA > 0 ? sg0[j] : C(0), NA > 1 ? sg1[j] : C(0)};
     gx[j] = Step<M>::backward(q, sl, sv, prev, READ_X ? x[j] : C(0), gs[j], g, gst, gsl, WANT_GK);
     g0[j] = gst[0];
     if constexpr (NS > 1) g1[j] = gst[1];
     if constexpr (NS > 2) g2[j] = gst[2];
-    if constexpr (NSL > 0) gl0[j] = gsl[0];
-    if constexpr (NSL > 1) gl1[j] = gsl[1];
-    if constexpr (NSL > 2) gl2[j] = gsl[2];
-    if constexpr (NSL > 3) gl3[j] = gsl[3];
+    if constexpr (GSL) {
+      gl0[j] = gsl[0];
+      if constexpr (NSL > 1) gl1[j] = gsl[1];
+      if constexpr (NSL > 2) gl2[j] = gsl[2];
+      if constexpr (NSL > 3) gl3[j] = gsl[3];
+    }
   }
 }
 
@@ -500,6 +513,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   // The SpikingJelly family reads V[t-1] only for dH/dk; the snnTorch family always reads the previous
   // state (its reset decision R).
   const bool need_prev = neuron_reads_prev_state(M) || want_slot_grad;
+  // whether every state after a step is one of its saved values (no state_after pass over the row)
+  constexpr bool kStatesSaved = neuron_state_saved_index(M, 0) >= 0;
   const int variant = variant_of<M>(p, want_slot_grad);
   const bool read_x = neuron_always_reads_x(M) || (want_slot_grad && neuron_backward_reads_x(p, slots[0] != nullptr));
   const S* x = static_cast<const S*>(a.x);
@@ -540,19 +555,24 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       const int64_t off = t * N + i0;
       const C* svr[kMaxSaved] = {};
       saved_rows(t, svr, r.out);
+      const C* pv[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};  // the state before step t
       if (need_prev) {
         if (t > 0) {
-          const C* pv[kMaxSaved] = {};
-          saved_rows(t - 1, pv, r.conv);
-          C* pr[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
-          for (int64_t j = 0; j < n; ++j) {
-            C sv[kMaxSaved] = {}, st[kMaxStates] = {};
-            for (int k = 0; k < NSV; ++k) sv[k] = pv[k][j];
-            Step<M>::state_after(q, sv, st);
-            for (int s = 0; s < NS; ++s) pr[s][j] = st[s];
+          const C* sv_prev[kMaxSaved] = {};
+          saved_rows(t - 1, sv_prev, r.conv);
+          if constexpr (kStatesSaved) {  // step t-1's saved rows are the states: read them in place
+            for (int s = 0; s < NS; ++s) pv[s] = sv_prev[neuron_state_saved_index(M, s)];
+          } else {
+            C* pr[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
+            for (int64_t j = 0; j < n; ++j) {
+              C sv[kMaxSaved] = {}, st[kMaxStates] = {};
+              for (int k = 0; k < NSV; ++k) sv[k] = sv_prev[k][j];
+              Step<M>::state_after(q, sv, st);
+              for (int s = 0; s < NS; ++s) pr[s][j] = st[s];
+            }
           }
         } else {
-          for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.prev[s]);
+          for (int s = 0; s < NS; ++s) pv[s] = r.init[s];
         }
       }
       for (int s = 0; s < NS; ++s) {  // the gradient of the returned state s after step t
@@ -563,11 +583,22 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       const C* g_s = load_row(gs + off, r.tmp[0], n);
       const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
       C* g_x = out_row(gx + off, r.out[kMaxSaved]);
-      const C* pv[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
       dispatch_variant<M>(variant, [&](auto vc) {
-        backward_row<M, SG, decltype(vc)::value, C>(
-            q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
-            r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
+        constexpr int V = decltype(vc)::value;
+        auto row = [&](auto slots) {
+          backward_row<M, SG, V, decltype(slots)::value, C>(
+              q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
+              r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
+        };
+        if constexpr (Step<M>::kSnn || Step<M>::kNorse) {  // slot gradients wanted: a run-time choice
+          if (want_slot_grad) {
+            row(std::true_type{});
+          } else {
+            row(std::false_type{});
+          }
+        } else {  // the SpikingJelly family's slot (PLIF's k) has its gradient exactly in the kGk variants
+          row(std::bool_constant < (V & Variant::kGk) != 0 > {});
+        }
       });
       store_row(gx + off, g_x, n);
     }
