@@ -119,6 +119,29 @@ inline void for_each_bit(const int64_t* words, const int64_t* signs, int64_t nwo
   }
 }
 
+// The events of CSR lists over [R, K] regrouped by input (list k: the rows m where input k is active, in
+// increasing m; vals alongside): a counting sort, O(events + K). Rows must fit int32 (the callers check).
+template <typename T>
+ActiveLists<T> lists_by_input(const ActiveLists<T>& a, int64_t R, int64_t K) {
+  ActiveLists<T> c;
+  c.binary = a.binary;
+  c.rowptr.assign(K + 1, 0);
+  const int64_t E = a.rowptr[R];
+  for (int64_t p = 0; p < E; ++p) ++c.rowptr[a.idx[p] + 1];
+  for (int64_t k = 0; k < K; ++k) c.rowptr[k + 1] += c.rowptr[k];
+  c.idx.resize(E);
+  if (!a.binary) c.vals.resize(E);
+  std::vector<int64_t> next(c.rowptr.begin(), c.rowptr.end() - 1);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t p = a.rowptr[r]; p < a.rowptr[r + 1]; ++p) {
+      const int64_t q = next[a.idx[p]]++;
+      c.idx[q] = static_cast<int32_t>(r);
+      if (!a.binary) c.vals[q] = a.vals[p];
+    }
+  }
+  return c;
+}
+
 template <typename T>
 ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s, int64_t R, int64_t K, int nthreads) {
   ActiveLists<T> a;

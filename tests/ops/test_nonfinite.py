@@ -144,6 +144,33 @@ def test_linear_nonfinite_native_kernels_and_threads(dtype):
         assert torch.equal(a.nan_to_num(), c.nan_to_num()) and torch.equal(a.isnan(), c.isnan())
 
 
+@pytest.mark.parametrize(
+    "M, K, N",
+    [
+        (24, 2048, 2048),  # rows <= inputs: grad_weight by input; grad_w 16 MiB: written with streaming stores
+        (40, 203, 70),  # by input, K not a multiple of 16 (plain stores)
+        (300, 64, 50),  # rows > inputs: grad_weight by row
+    ],
+)
+@pytest.mark.parametrize("kind", ["binary", "ternary", "counts"])
+@pytest.mark.parametrize("where", ["none", "grad_y"])
+def test_linear_grad_weight_paths(M, K, N, kind, where):
+    """Each way the CPU kernel forms grad_weight (by input or by row, streamed or stored) against the dense op,
+    with and without non-finite grad_y values, and bitwise across 1 and 2 threads."""
+    s = spikes((M, K), 0.05, kind)
+    w = dyadic((N, K), -16, 16, 16)
+    gy = dyadic((M, N), -8, 8, 16)
+    if where == "grad_y":
+        gy = poke(gy, [INF, NAN, -INF])
+    want = run(F.linear, [s, w], gy)[2]
+    out = []
+    for nt in (1, 2):
+        torch.set_num_threads(nt)
+        out.append(run(lambda s_, w_: ops.spike_linear(s_, w_, mode="sparse"), [s, w], gy)[2])
+    assert_same(out[0], want, f"grad_w ({M}x{K}->{N}, {kind}, {where})")
+    assert torch.equal(out[0].nan_to_num(), out[1].nan_to_num()) and torch.equal(out[0].isnan(), out[1].isnan())
+
+
 def test_linear_overflowing_finite_weights():
     """Large finite weights whose sum overflows only send the kernel to its exact per-value check, which finds
     no non-finite weight: the result is the dense one (inf from the overflow, no NaN)."""
