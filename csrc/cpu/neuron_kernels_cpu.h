@@ -395,6 +395,25 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   }
 }
 
+// The states after a step from its saved values (the SpikingJelly family: V from H and the spike; alif B)
+// over a row, with V's flags fixed as in backward_row: with the call's run-time flags this loop stayed scalar
+// and cost PLIF's backward (the only one of the family that reads V[t-1]: dH/dk) 11 of its 50 ms at T = 32.
+template <NeuronModel M, int V, typename C>
+SF_CPU_CLONES void state_after_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0,
+                                   const C* __restrict sv1, const C* __restrict sv2, C* __restrict st0,
+                                   C* __restrict st1, C* __restrict st2) {
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M);
+  const NeuronCoeffs<C> q = pinned<M, V>(coeffs);
+  for (int64_t j = 0; j < n; ++j) {
+    const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
+    C st[kMaxStates] = {};
+    Step<M>::state_after(q, sv, st);
+    st0[j] = st[0];
+    if constexpr (NS > 1) st1[j] = st[1];
+    if constexpr (NS > 2) st2[j] = st[2];
+  }
+}
+
 // The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
 // the spike rows (when spike is given), the rows of every state whose st_seq[s] is given (that state
 // after each step, [T, N]), and the saved values either into
@@ -563,13 +582,10 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
           if constexpr (kStatesSaved) {  // step t-1's saved rows are the states: read them in place
             for (int s = 0; s < NS; ++s) pv[s] = sv_prev[neuron_state_saved_index(M, s)];
           } else {
-            C* pr[kMaxStates] = {r.prev[0], r.prev[1], r.prev[2]};
-            for (int64_t j = 0; j < n; ++j) {
-              C sv[kMaxSaved] = {}, st[kMaxStates] = {};
-              for (int k = 0; k < NSV; ++k) sv[k] = sv_prev[k][j];
-              Step<M>::state_after(q, sv, st);
-              for (int s = 0; s < NS; ++s) pr[s][j] = st[s];
-            }
+            dispatch_variant<M>(variant, [&](auto vc) {
+              state_after_row<M, decltype(vc)::value, C>(q, n, sv_prev[0], sv_prev[1], sv_prev[2], r.prev[0], r.prev[1],
+                                                         r.prev[2]);
+            });
           }
         } else {
           for (int s = 0; s < NS; ++s) pv[s] = r.init[s];
