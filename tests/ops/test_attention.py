@@ -31,20 +31,25 @@ def _call(mod, name, inputs, **kw):
     return getattr(mod, name)(*inputs, **kw)
 
 
-@pytest.fixture(params=["default", "cpu_reduce_kernel"])
+@pytest.fixture(params=["default", "cpu_reduce_kernel", "cpu_ssa_fused", "cpu_ssa_composed"])
 def path(request, monkeypatch):
     """default: the ops as shipped (on CPU, sdsa and the QK ops compose torch ops: ops/attention.py
-    REDUCE_KERNEL_DEVICES); cpu_reduce_kernel: the same calls through the CPU fused kernel."""
+    REDUCE_KERNEL_DEVICES; ssa's backward is SSA_CPU_BACKWARD="auto"); cpu_reduce_kernel: the same calls
+    through the CPU fused kernel; cpu_ssa_fused / cpu_ssa_composed: ssa's CPU backward forced to either."""
+    if request.param != "default" and not attention_mod._NATIVE_ATTENTION:
+        pytest.skip("the native module has no attention kernels")
     if request.param == "cpu_reduce_kernel":
-        if not attention_mod._NATIVE_ATTENTION:
-            pytest.skip("the native module has no attention kernels")
         monkeypatch.setattr(attention_mod, "REDUCE_KERNEL_DEVICES", ("cpu", "cuda"))
+    if request.param.startswith("cpu_ssa_"):
+        monkeypatch.setattr(attention_mod, "SSA_CPU_BACKWARD", request.param[len("cpu_ssa_") :])
     return request.param
 
 
 def _skip_redundant(name, path):
-    if name == "ssa" and path != "default":
-        pytest.skip("ssa has one path")
+    if name == "ssa" and path == "cpu_reduce_kernel":
+        pytest.skip("ssa does not use the reduce kernel")
+    if name != "ssa" and path.startswith("cpu_ssa_"):
+        pytest.skip("ssa's backward choice only")
 
 
 SHAPES = [(4, 8, 6), (4, 2, 3, 10, 8), (3, 2, 17, 5), (1, 2, 2, 2, 7, 4)]
@@ -407,6 +412,23 @@ def test_nan_and_inf_propagate_like_the_reference(device, path):
     for name in ("qk_token_attention", "qk_channel_attention"):
         out, ref = _call(ops, name, (q, k)), _call(reference, name, (q, k))
         assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(7), ref.nan_to_num(7))
+
+
+def test_ssa_cpu_backward_setting(monkeypatch):
+    """SSA_CPU_BACKWARD: both CPU backwards give the reference's gradients; "auto" resolves per machine; a bad
+    value is refused with the setting's name, before any gradient is written."""
+    q, k, v = _inputs("ssa", (4, 2, 3, 10, 8), requires_grad=True)
+    gy = torch.randn(q.shape)
+    want = torch.autograd.grad(reference.ssa(q, k, v), (q, k, v), gy)
+    for mode in ("fused", "composed", "auto"):
+        monkeypatch.setattr(attention_mod, "SSA_CPU_BACKWARD", mode)
+        got = torch.autograd.grad(ops.ssa(q, k, v), (q, k, v), gy)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert attention_mod._ssa_cpu_backward() in ("fused", "composed")
+    monkeypatch.setattr(attention_mod, "SSA_CPU_BACKWARD", "fast")
+    with pytest.raises(ValueError, match="SSA_CPU_BACKWARD"):
+        torch.autograd.grad(ops.ssa(q, k, v), (q, k, v), gy)
 
 
 def test_results_do_not_depend_on_thread_count(path):

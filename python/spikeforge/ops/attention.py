@@ -184,7 +184,7 @@ def _slices(q: Tensor) -> tuple[int, int, int, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# SSA: native forward (csrc/core/attention.h); backward fused on CPU, composed (cuBLAS + neuron) on CUDA
+# SSA: native forward (csrc/core/attention.h); backward composed (BLAS + neuron) or, on CPU, fused
 # --------------------------------------------------------------------------------------------
 def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[Tensor]:
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -214,11 +214,34 @@ def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[
     return (out,)
 
 
+# The CPU backward of ssa: "fused" (the native kernel: one pass per slice, event-driven over the spikes of q, k
+# and v) or "composed" (BLAS products around the neuron backward, the pre-activation recomputed: the CUDA
+# path). Both keep only the inputs for backward. "auto" takes the composed one where torch runs AVX-512 code,
+# whose BLAS products at head sizes 32-96 outrun the fused pass: forward+backward over the four shapes of
+# `spikeforge bench attention` on an AVX-512 Intel Xeon (2 threads), fused 4.5 / 4.6 / 11.2 / 9.0 ms,
+# composed 3.6 / 3.1 / 9.6 / 8.6 ms; on an AVX2 AMD EPYC the fused pass was already within 0.85-1.07x of
+# the whole composition (bench/results/cpu_attention.json), its products slower there. Read at each backward.
+SSA_CPU_BACKWARD = "auto"
+_SSA_CPU_BACKWARDS = ("auto", "fused", "composed")
+
+
+def _ssa_cpu_backward() -> str:
+    """The CPU backward that runs: SSA_CPU_BACKWARD, "auto" resolved for this machine."""
+    mode = SSA_CPU_BACKWARD
+    if mode not in _SSA_CPU_BACKWARDS:
+        raise ValueError(
+            f"spikeforge.ops.attention.SSA_CPU_BACKWARD must be one of {list(_SSA_CPU_BACKWARDS)}, got {mode!r}"
+        )
+    if mode == "auto":
+        return "composed" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "fused"
+    return mode
+
+
 def _ssa_backward(
     grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions
 ) -> tuple[Tensor, Tensor, Tensor]:
     q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
-    if q.device.type == "cpu":
+    if q.device.type == "cpu" and _ssa_cpu_backward() == "fused":
         # One fused pass per slice (event-driven over the spikes of q, k and v): `spikeforge bench attention`.
         grads = (_empty(q), _empty(q), _empty(q))
         if q.numel() == 0:
@@ -239,10 +262,11 @@ def _ssa_backward(
             torch.get_num_threads(),
         )
         return grads
-    # CUDA: cuBLAS products around the neuron backward, the pre-activation recomputed. On spikes the
-    # products are exact integers (times scale), so the recomputed spikes equal the forward kernel's; on
-    # real-valued q, k, v cuBLAS sums in another order (or in TF32 when the user enabled it) and a
-    # pre-activation within rounding of v_threshold may fire differently here than in the forward.
+    # Composed (CUDA, and CPU per SSA_CPU_BACKWARD): BLAS products around the neuron backward, the
+    # pre-activation recomputed. On spikes the products are exact integers (times scale), so the recomputed
+    # spikes equal the forward kernel's; on real-valued q, k, v BLAS sums in another order (or in TF32 when the
+    # user enabled it) and a pre-activation within rounding of v_threshold may fire differently here than in
+    # the forward.
     cdt = _compute_dtype(q.dtype)
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
     ktv = kc.transpose(-2, -1) @ vc  # [.., D, D]
