@@ -395,9 +395,9 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
       }
     }
 #if SF_ISA_AVX2
-    if (stream) _mm_sfence();
+    if (stream) _mm_sfence();  // the streaming stores are visible to whoever reads grad_w after the region
 #else
-    (void)stream;  // the streaming stores are visible to whoever reads grad_w after the region
+    (void)stream;  // no streaming stores without AVX
 #endif
   }
   return finite.all();
