@@ -268,3 +268,17 @@ def test_main_job_model_without_its_peer_installed(capsys, tmp_path, monkeypatch
     assert cells["snntorch_patched"]["status"].startswith("not installed")
     assert "snnTorch: not installed, so not compared (pip install snntorch adds it)" in out
     assert "patched" not in out.splitlines()[2] and d["drop_in"] is None
+
+
+def test_info_names_the_ssa_cpu_backward(capsys, monkeypatch):
+    """`spikeforge info` says which CPU backward ssa takes and why; a bad setting is reported in the line, not
+    raised."""
+    from spikeforge.ops import attention
+
+    if attention.native is None:
+        pytest.skip("no native module")
+    for setting, want in (("auto", "(auto; torch's CPU capability"), ("fused", "fused (ops.attention"), ("x", "error")):
+        monkeypatch.setattr(attention, "SSA_CPU_BACKWARD", setting)
+        assert cli.main(["info"]) == 0
+        (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "SSA on CPU:" in ln]
+        assert want in line, line

@@ -51,9 +51,26 @@ def _info() -> dict:
                 # time and the variant of the spike propagation / attention / PSN kernels at their first call
                 "cpu_kernel_path": native.cpu_kernel_path() if hasattr(native, "cpu_kernel_path") else None,
                 "cpu_isa_variants": list(native.cpu_isa_variants()) if hasattr(native, "cpu_isa_variants") else None,
+                "ssa_cpu_backward": _ssa_cpu_backward(),
             }
         )
     return d
+
+
+def _ssa_cpu_backward() -> str:
+    """ssa's CPU backward here ("fused" / "composed", with the setting that chose it), or the setting's error."""
+    from ..ops import attention
+
+    try:
+        path = attention._ssa_cpu_backward()
+    except ValueError as e:
+        return f"error: {e}"
+    setting = attention.SSA_CPU_BACKWARD
+    if setting == "auto":
+        import torch
+
+        return f"{path} (auto; torch's CPU capability {torch.backends.cpu.get_cpu_capability()})"
+    return f"{path} (ops.attention.SSA_CPU_BACKWARD)"
 
 
 def run(args) -> int:
@@ -75,6 +92,7 @@ def run(args) -> int:
             print("  CUDA kernels:    not compiled (CPU-only build)")
         print(f"  CPU kernels:     {d['cpu_kernel_path'] or 'unknown (older native module)'}")
         print(f"  OpenMP:          {yn(d['openmp'])} (max threads {d['openmp_max_threads']})")
+        print(f"  SSA on CPU:      backward {d['ssa_cpu_backward']}")
     print(
         f"  torch:           {d['torch']} (CUDA {d['torch_cuda'] or 'none'}); "
         f"torch.get_num_threads() = {d['torch_threads']}"
