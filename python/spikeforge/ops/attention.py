@@ -221,6 +221,7 @@ def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[
 # `spikeforge bench attention` on an AVX-512 Intel Xeon (2 threads), fused 4.5 / 4.6 / 11.2 / 9.0 ms,
 # composed 3.6 / 3.1 / 9.6 / 8.6 ms; on an AVX2 AMD EPYC the fused pass was already within 0.85-1.07x of
 # the whole composition (bench/results/cpu_attention.json), its products slower there. Read at each backward.
+# The fused backward's sums do not depend on the thread count; the composed one's are BLAS's (docs/attention.md).
 SSA_CPU_BACKWARD = "auto"
 _SSA_CPU_BACKWARDS = ("auto", "fused", "composed")
 
