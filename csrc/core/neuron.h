@@ -43,8 +43,11 @@
 // (snnTorch) cut the spike's gradient through the reset. Tensors are flattened to [T, N].
 #pragma once
 #include <cstdint>
+#include <string>
+#include <type_traits>
 
 #include "macros.h"
+#include "status.h"
 #include "surrogate.h"
 #include "tensor_view.h"
 
@@ -61,6 +64,31 @@ enum class NeuronModel : int {
   norse_lif = 7,  // Norse's current-based LIF (feed-forward)
 };
 constexpr int kNumNeuronModels = 8;
+
+// Calls f(std::integral_constant<NeuronModel, m>{}) for the model m (host code: the CPU and CUDA entry
+// points instantiate their kernels per model through it).
+template <typename F>
+void dispatch_model(NeuronModel m, F&& f) {
+  switch (m) {
+    case NeuronModel::lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
+    case NeuronModel::alif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
+    case NeuronModel::ilif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
+    case NeuronModel::ternary:
+      return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
+    case NeuronModel::leaky:
+      return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
+    case NeuronModel::synaptic:
+      return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
+    case NeuronModel::alpha:
+      return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
+    case NeuronModel::norse_lif:
+      return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
+  }
+  throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
+}
 
 enum class ResetMechanism : int { subtract = 0, zero = 1, none = 2 };  // snnTorch's reset_mechanism
 

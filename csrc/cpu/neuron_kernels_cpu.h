@@ -458,6 +458,25 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
   }
 }
 
+// Runs body(rows, i0, n) over the chunks [i0, i0 + n) of blk neurons in parallel (chunks never depend on the
+// thread count), each thread with its own rows (forward's, plus backward's and an svbuf of that many values)
+// carved from the calling thread's scratch, the chunk's coefficient slots already filled.
+template <typename C, typename F>
+void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, int64_t blk, int64_t svbuf, bool backward,
+                    int nthreads, F&& body) {
+  const int64_t N = p.N, nchunks = (N + blk - 1) / blk;
+  const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
+  const size_t per_thread = Rows<C>::size(blk, svbuf, backward);
+  C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, backward);
+    const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
+    fill_slots(r, slots, p, nslots, i0, n);
+    body(r, i0, n);
+  }
+}
+
 struct ForwardTensors {
   const void* x;
   const void* init[kMaxStates];
@@ -473,22 +492,15 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
   constexpr int NS = neuron_states(M), NSL = neuron_slots(M);
-  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
+  const int64_t blk = chunk_for(p.T);
   const C* slots[kMaxParams] = {};
   for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
   const S* init[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
   const NeuronCoeffs<C> q(p, slots[0] != nullptr);
-  const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
   S* st_seq[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) st_seq[s] = a.seq[s] ? static_cast<S*>(a.state_out[s]) : nullptr;
-  const size_t per_thread = Rows<C>::size(blk, 0, false);
-  C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
-  for (int64_t ch = 0; ch < nchunks; ++ch) {
-    const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, false);
-    const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
-    fill_slots(r, slots, p, NSL, i0, n);
+  for_each_chunk<C>(p, NSL, slots, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
                             static_cast<SV*>(a.saved), false, blk, p, i0, n);
@@ -499,7 +511,7 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
       std::copy(r.st[s], r.st[s] + n, v_dst);
       store_row(dst, v_dst, n);
     }
-  }
+  });
 }
 
 struct BackwardTensors {
@@ -520,7 +532,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
-  const int64_t T = p.T, N = p.N, blk = chunk_for(T), nchunks = (N + blk - 1) / blk;
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T);
   const C* slots[kMaxParams] = {};
   for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
   const S* init[kMaxStates] = {};
@@ -542,14 +554,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   for (int s = 0; s < NS; ++s) g_seq[s] = a.seq[s] ? static_cast<const S*>(a.grad_out[s]) : nullptr;
   S* gx = static_cast<S*>(a.grad_x);
   const SV* saved = static_cast<const SV*>(a.saved);
-  const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
-  const size_t per_thread = Rows<C>::size(blk, recompute ? NSV * T * blk : 0, true);
-  C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nchunks > 1)
-  for (int64_t ch = 0; ch < nchunks; ++ch) {
-    const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, true);
-    const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
-    fill_slots(r, slots, p, NSL, i0, n);
+  const int64_t svbuf = recompute ? NSV * T * blk : 0;
+  for_each_chunk<C>(p, NSL, slots, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
@@ -628,7 +634,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
     for (int s = 0; s < NSL; ++s) {
       if (a.slot_ws[s]) std::copy(r.gsl[s], r.gsl[s] + n, static_cast<C*>(a.slot_ws[s]) + i0);
     }
-  }
+  });
 }
 
 // grad[c] = sum over the neurons i with (i / S) % C == c of ws[i], summed in double in a fixed order
@@ -660,29 +666,6 @@ void reduce_slot_grad(const C* ws, C* grad, const ParamLayout& L, int64_t N, int
     }
     grad[c] = static_cast<C>(acc);
   }
-}
-
-template <typename F>
-void dispatch_model(NeuronModel m, F&& f) {
-  switch (m) {
-    case NeuronModel::lif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
-    case NeuronModel::alif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
-    case NeuronModel::ilif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
-    case NeuronModel::ternary:
-      return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
-    case NeuronModel::leaky:
-      return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
-    case NeuronModel::synaptic:
-      return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
-    case NeuronModel::alpha:
-      return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
-    case NeuronModel::norse_lif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
-  }
-  throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
 }
 
 const void* data_of(const TensorView* t) {

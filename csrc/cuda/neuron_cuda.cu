@@ -408,29 +408,6 @@ void reduce_slot_grad(const float* ws, float* grad, const ParamLayout& L, int64_
 // ------------------------------------------------------------------------------------------------
 // launches
 // ------------------------------------------------------------------------------------------------
-template <typename F>
-void dispatch_model(NeuronModel m, F&& f) {
-  switch (m) {
-    case NeuronModel::lif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::lif>{});
-    case NeuronModel::alif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::alif>{});
-    case NeuronModel::ilif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::ilif>{});
-    case NeuronModel::ternary:
-      return f(std::integral_constant<NeuronModel, NeuronModel::ternary>{});
-    case NeuronModel::leaky:
-      return f(std::integral_constant<NeuronModel, NeuronModel::leaky>{});
-    case NeuronModel::synaptic:
-      return f(std::integral_constant<NeuronModel, NeuronModel::synaptic>{});
-    case NeuronModel::alpha:
-      return f(std::integral_constant<NeuronModel, NeuronModel::alpha>{});
-    case NeuronModel::norse_lif:
-      return f(std::integral_constant<NeuronModel, NeuronModel::norse_lif>{});
-  }
-  throw ArgumentError("unknown neuron model id " + std::to_string(static_cast<int>(m)));
-}
-
 template <typename S, NeuronModel M>
 void forward_launch(const ForwardArgs& a, const NeuronCoeffs<float>& q, int device, cudaStream_t stream) {
   constexpr int kVec = M == NeuronModel::lif ? 16 / static_cast<int>(sizeof(S)) : 1;
