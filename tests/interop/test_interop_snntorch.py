@@ -164,6 +164,46 @@ def test_leaky_every_snntorch_surrogate_runs_fused(spike_grad, reset, fused_call
     _check_sequence_call(nrn, _inputs(), path="fused", calls=fused_calls)
 
 
+def test_surrogate_of_reads_each_closure_once_and_forgets_it():
+    import gc
+
+    sg = surrogate.fast_sigmoid(slope=7)
+    assert sfs.surrogate_of(sg) == ("fast_sigmoid", 7.0, None)
+    assert sg in sfs._TWIN_OF  # cached: a sequence call asks twice (blocker, then the run)
+    assert sfs.surrogate_of(sg) == ("fast_sigmoid", 7.0, None)
+    assert sfs.surrogate_of(surrogate.fast_sigmoid(slope=3)) == ("fast_sigmoid", 3.0, None)  # per closure
+    assert sfs.surrogate_of(surrogate.atan(alpha=-1.0)) is None  # a parameter the op refuses, cached as such
+    n = len(sfs._TWIN_OF)
+    del sg
+    gc.collect()
+    assert len(sfs._TWIN_OF) < n  # the closure gone, its entry too
+
+
+@pytest.mark.parametrize(
+    "shape,step",
+    [
+        ((), (2, 3)),
+        ((3,), (2, 3)),
+        ((1, 3), (2, 3)),
+        ((2, 1), (2, 3)),
+        ((2, 3), (2, 3)),
+        ((4,), (2, 3)),
+        ((2,), (2, 3)),
+        ((1, 2, 3), (2, 3)),
+        ((3, 2, 3), (2, 3)),
+        ((0,), (2, 0)),
+        ((1,), (2, 0)),
+        ((2,), (2, 0)),
+    ],
+)
+def test_parameter_shape_rule_is_torch_broadcasting(shape, step):
+    try:
+        expected = tuple(torch.broadcast_shapes(shape, step)) == step
+    except RuntimeError:
+        expected = False
+    assert sfs._broadcasts_to(shape, step) == expected
+
+
 @pytest.mark.parametrize("params", sorted(PARAM_CASES))
 @pytest.mark.parametrize("reset_delay", [True, False])
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Optional
@@ -144,7 +145,17 @@ def surrogate_of(spike_grad) -> Optional[tuple[str, Optional[float], Optional[fl
     twin = _SURROGATE_TWINS.get(_factory(spike_grad))
     if twin is None:
         return None
-    name, first, second = twin
+    # read once per closure (inspect.getclosurevars is slow next to a small call; snntorch.surrogate's closures
+    # never rebind the parameters they closed over), forgotten with the closure
+    if spike_grad not in _TWIN_OF:
+        _TWIN_OF[spike_grad] = _read_twin(spike_grad, *twin)
+    return _TWIN_OF[spike_grad]
+
+
+_TWIN_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # snnTorch closure -> surrogate_of's answer
+
+
+def _read_twin(spike_grad, name, first, second) -> Optional[tuple[str, Optional[float], Optional[float]]]:
     try:
         params = inspect.getclosurevars(spike_grad).nonlocals
     except (TypeError, ValueError):
@@ -328,6 +339,14 @@ def _plain_factor(gsf: Tensor) -> bool:
     return gsf.dim() == 0 and not gsf.requires_grad and float(gsf) == 1.0
 
 
+def _broadcasts_to(shape, step) -> bool:
+    """Whether a tensor of `shape` broadcasts to `step` without growing it (torch.broadcast_shapes(shape, step)
+    == step), by the rule itself: torch.broadcast_shapes took a fifth of a small sequence call."""
+    if len(shape) > len(step):
+        return False
+    return all(a == 1 or a == b for a, b in zip(reversed(shape), reversed(step)))
+
+
 def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Optional[tuple] = None) -> Optional[str]:
     if torch.compiler.is_compiling():  # the checks below read values (graph breaks)
         return "under torch.compile the sequence runs the loop, which the compiler traces"
@@ -389,12 +408,8 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
         if x_seq is not None:
             if p.device != x_seq.device:
                 return f"{n} is on {p.device}, the input on {x_seq.device}"
-            step = tuple(x_seq.shape[1:])
-            try:
-                fits = tuple(torch.broadcast_shapes(p.shape, step)) == step
-            except RuntimeError:
-                fits = False
-            if not fits:
+            if not _broadcasts_to(p.shape, x_seq.shape[1:]):
+                step = tuple(x_seq.shape[1:])
                 return f"{n} of shape {tuple(p.shape)} does not broadcast to one step {step}"
     thr = params["threshold"]
     subtracts = mode == _SUBTRACT or (late and int(nrn.reset_mechanism_val) == _SUBTRACT)
