@@ -7,12 +7,92 @@
 // of the [T, B, N, D] result is never stored. Results do not depend on the thread count (each slice is
 // computed by one thread in a fixed order).
 
+// The attention LIF's flags as compile-time constants: a copy of the coefficients with them fixed (as pinned() in
+// cpu/neuron_kernels_cpu.h), so that the row loops below fold them away. Read at run time, GCC left those loops
+// scalar and branchy (the data-dependent spikes mispredict): lif_row was a third of SSA's forward on the Xeon.
+// The attention neuron has no coefficient slot (it divides by tau) and is never the I-LIF's keep form.
+template <bool HARD, bool DECAY, bool LEAK, typename C>
+NeuronCoeffs<C> lif_pinned(NeuronCoeffs<C> q) {
+  q.hard = HARD;
+  q.decay = DECAY;
+  q.leak = LEAK;
+  q.divide = true;
+  q.keep_form = false;
+  return q;
+}
+
+// Calls f(HARD, DECAY, LEAK), each a std::integral_constant<bool, ..>, for the attention LIF's flags (8 variants).
+template <typename C, typename F>
+void dispatch_lif(const NeuronCoeffs<C>& q, F&& f) {
+  using Yes = std::true_type;
+  using No = std::false_type;
+  if (q.hard) {
+    if (q.decay) {
+      q.leak ? f(Yes{}, Yes{}, Yes{}) : f(Yes{}, Yes{}, No{});
+    } else {
+      q.leak ? f(Yes{}, No{}, Yes{}) : f(Yes{}, No{}, No{});
+    }
+  } else {
+    if (q.decay) {
+      q.leak ? f(No{}, Yes{}, Yes{}) : f(No{}, Yes{}, No{});
+    } else {
+      q.leak ? f(No{}, No{}, Yes{}) : f(No{}, No{}, No{});
+    }
+  }
+}
+
 // The attention LIF over a row of n neurons (csrc/core/neuron.h's lif_step): state v, input x * scale ->
-// spikes s (0 or 1). Restrict-qualified arrays and loop-invariant coefficients let the compiler
-// vectorise it (the spike pattern is data-dependent, so a branchy loop would mispredict often).
+// spikes s (0 or 1), and H into h when given. Restrict-qualified arrays and the flags fixed (lif_pinned) let the
+// compiler vectorise it.
+template <bool HARD, bool DECAY, bool LEAK, bool H, typename C>
+void lif_row_pinned(C* __restrict v, const C* __restrict x, C* __restrict s, C* __restrict h, C scale,
+                    const NeuronCoeffs<C>& coeffs, int64_t n) {
+  const NeuronCoeffs<C> lif = lif_pinned<HARD, DECAY, LEAK>(coeffs);
+  for (int64_t j = 0; j < n; ++j) {
+    C hj;
+    const C sj = lif_step(lif, v[j], x[j] * scale, hj);
+    if constexpr (H) {
+      h[j] = hj;
+    } else {
+      s[j] = sj;
+    }
+  }
+}
 template <typename C>
-void lif_row(C* __restrict v, const C* __restrict x, C* __restrict s, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) s[j] = lif_step(lif, v[j], x[j] * scale);
+void lif_row(C* v, const C* x, C* s, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
+  dispatch_lif(lif, [&](auto ha, auto de, auto le) {
+    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, false>(v, x, s, s, scale, lif, n);
+  });
+}
+// The same steps keeping H (the backward's recompute: its spikes are H >= v_th).
+template <typename C>
+void lif_row_h(C* v, const C* x, C* h, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
+  dispatch_lif(lif, [&](auto ha, auto de, auto le) {
+    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, true>(v, x, h, h, scale, lif, n);
+  });
+}
+
+// One backward step of the attention LIF over a row (csrc/core/neuron.h's sj_backward, no v_init, no dH/dk):
+// H, g' at H - v_th and dL/dS in; gv = dL/dV[t] in, dL/dV[t-1] out; -> gp = dL/dX * scale, X the
+// pre-activation. Flags fixed as in lif_row.
+template <bool HARD, bool DECAY, bool LEAK, typename C>
+void lif_backward_row_pinned(const C* __restrict h, const C* __restrict sg, const C* __restrict gs, C* __restrict gv,
+                             C* __restrict gp, C scale, const NeuronCoeffs<C>& coeffs, int64_t n) {
+  const NeuronCoeffs<C> lif = lif_pinned<HARD, DECAY, LEAK>(coeffs);
+  for (int64_t e = 0; e < n; ++e) {
+    const C sv[kMaxSaved] = {h[e]}, g[2] = {sg[e], C(0)};
+    C gst[kMaxStates] = {gv[e]}, gk = C(0);
+    gp[e] = sj_backward<NeuronModel::lif>(lif, lif.inv_tau, sv, C(0), C(0), gs[e], g, gst, gk, false) * scale;
+    gv[e] = gst[0];
+  }
+}
+template <typename C>
+void lif_backward_row(const C* h, const C* sg, const C* gs, C* gv, C* gp, C scale, const NeuronCoeffs<C>& lif,
+                      int64_t n) {
+  dispatch_lif(lif, [&](auto ha, auto de, auto le) {
+    lif_backward_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value>(h, sg, gs, gv, gp, scale,
+                                                                                           lif, n);
+  });
 }
 
 // Bit i % 64 of words[i / 64] is row[i] == 1, for a row of D values. Returns false when a value is
@@ -315,8 +395,8 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
-    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg, &sc.out_q, &sc.out_k, &sc.out_v})
-      nd_buf->resize(ND);
+    for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg}) nd_buf->resize(ND);
+    if (!std::is_same_v<S, C>) sc.out_q.resize(ND), sc.out_k.resize(ND), sc.out_v.resize(ND);
     sc.mt.resize(DD), sc.g_m.resize(DD), sc.words.resize(WD), sc.awords.resize(N * WD);
   }
 #pragma omp parallel num_threads(nthr) if (nthr > 1)
@@ -336,7 +416,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D);
         x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D);
         C* ht = h.data() + t * ND;
-        for (int64_t e = 0; e < ND; ++e) lif_step(lif, state[e], buf[e] * scale, ht[e]);
+        lif_row_h(state.data(), buf.data(), ht, scale, lif, ND);
       }
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t off = (t * B + b) * ND;
@@ -345,23 +425,24 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         // the surrogate in a loop of its own, so its exp vectorises (as in csrc/cpu/neuron_kernels_cpu.h)
         const C vth = lif.vth;
         for (int64_t e = 0; e < ND; ++e) sg[e] = SurrogateFn<SG>::grad(ht[e] - vth, lif.sg_a, lif.sg_b);
-        for (int64_t e = 0; e < ND; ++e) {
-          const C sv[kMaxSaved] = {ht[e]}, g[2] = {sg[e], C(0)};
-          C gst[kMaxStates] = {gstate[e]}, gk = C(0);
-          g_pre[e] = sj_backward<NeuronModel::lif>(lif, lif.inv_tau, sv, C(0), C(0), g_s[e], g, gst, gk, false) * scale;
-          gstate[e] = gst[0];
-        }
+        lif_backward_row(ht, sg.data(), g_s, gstate.data(), g_pre.data(), scale, lif, ND);
+        // float32 / float64: the products land in the gradients themselves (a copying pass over three [N, D]
+        // slices per step was 6% of the backward); 16-bit dtypes go through compute-type rows
+        C *dq = out_q.data(), *dk = out_k.data(), *dv = out_v.data();
+        if constexpr (std::is_same_v<S, C>) dq = gq + off, dk = gk + off, dv = gv + off;
         const C* kt = ktv.data() + t * DD;
         transpose(kt, mt.data(), D);
-        x_times_m<C>(g_pre.data(), mt.data(), out_q.data(), row.data(), words.data(), N, D);
+        x_times_m<C>(g_pre.data(), mt.data(), dq, row.data(), words.data(), N, D);
         at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D);
-        x_times_m<C>(k + off, g_m.data(), out_v.data(), row.data(), words.data(), N, D);
+        x_times_m<C>(k + off, g_m.data(), dv, row.data(), words.data(), N, D);
         transpose(g_m.data(), mt.data(), D);
-        x_times_m<C>(v + off, mt.data(), out_k.data(), row.data(), words.data(), N, D);
-        for (int64_t e = 0; e < ND; ++e) {
-          gq[off + e] = from_compute<S>(out_q[e]);
-          gk[off + e] = from_compute<S>(out_k[e]);
-          gv[off + e] = from_compute<S>(out_v[e]);
+        x_times_m<C>(v + off, mt.data(), dk, row.data(), words.data(), N, D);
+        if constexpr (!std::is_same_v<S, C>) {
+          for (int64_t e = 0; e < ND; ++e) {
+            gq[off + e] = from_compute<S>(out_q[e]);
+            gk[off + e] = from_compute<S>(out_k[e]);
+            gv[off + e] = from_compute<S>(out_v[e]);
+          }
         }
       }
     }

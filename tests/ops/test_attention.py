@@ -57,6 +57,7 @@ OPTIONS = [
     {},
     {"tau": 4.0, "v_threshold": 1.0, "v_reset": None, "surrogate": "atan"},
     {"v_reset": -0.25, "detach_reset": False, "decay_input": False, "surrogate": "rect", "alpha": 0.5},
+    {"tau": 3.0, "v_reset": None, "decay_input": False},  # with the others: each reset x decay_input form
 ]
 
 
@@ -78,7 +79,9 @@ def test_spikes_equal_reference(device, name, shape, path):
 
 
 @pytest.mark.parametrize("name", OPS)
-@pytest.mark.parametrize("options", OPTIONS, ids=["default", "tau4-soft-atan", "nodecay-reset-rect"])
+@pytest.mark.parametrize(
+    "options", OPTIONS, ids=["default", "tau4-soft-atan", "nodecay-reset-rect", "tau3-soft-nodecay"]
+)
 def test_options_and_grads_match_reference(device, name, options, path):
     """Neuron options reach the LIF with the reference's meaning; gradients of every input agree."""
     _skip_redundant(name, path)
@@ -415,7 +418,7 @@ def test_nan_and_inf_propagate_like_the_reference(device, path):
 
 
 def test_ssa_cpu_backward_setting(monkeypatch):
-    """SSA_CPU_BACKWARD: both CPU backwards give the reference's gradients; "auto" resolves per machine; a bad
+    """SSA_CPU_BACKWARD: both CPU backwards give the reference's gradients; "auto" is the fused one; a bad
     value is refused with the setting's name, before any gradient is written."""
     q, k, v = _inputs("ssa", (4, 2, 3, 10, 8), requires_grad=True)
     gy = torch.randn(q.shape)
@@ -425,7 +428,7 @@ def test_ssa_cpu_backward_setting(monkeypatch):
         got = torch.autograd.grad(ops.ssa(q, k, v), (q, k, v), gy)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert attention_mod._ssa_cpu_backward() in ("fused", "composed")
+    assert attention_mod._ssa_cpu_backward() == "fused"
     monkeypatch.setattr(attention_mod, "SSA_CPU_BACKWARD", "fast")
     with pytest.raises(ValueError, match="SSA_CPU_BACKWARD"):
         torch.autograd.grad(ops.ssa(q, k, v), (q, k, v), gy)
