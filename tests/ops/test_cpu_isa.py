@@ -151,7 +151,7 @@ def test_spike_kernels_every_variant(forced, variant, dtype):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_attention_kernels_every_variant(forced, monkeypatch, variant):
     monkeypatch.setattr(attention_mod, "REDUCE_KERNEL_DEVICES", ("cpu", "cuda"))
-    monkeypatch.setattr(attention_mod, "SSA_CPU_BACKWARD", "fused")  # the native backward (auto may compose)
+    monkeypatch.setattr(attention_mod, "SSA_CPU_BACKWARD", "fused")  # the native backward
     forced(variant)
     for name, (a, r) in attention_results().items():
         if name in ("ssa out", "qk_token out", "qk_channel out"):

@@ -65,11 +65,8 @@ def _ssa_cpu_backward() -> str:
         path = attention._ssa_cpu_backward()
     except ValueError as e:
         return f"error: {e}"
-    setting = attention.SSA_CPU_BACKWARD
-    if setting == "auto":
-        import torch
-
-        return f"{path} (auto; torch's CPU capability {torch.backends.cpu.get_cpu_capability()})"
+    if attention.SSA_CPU_BACKWARD == "auto":
+        return f"{path} (auto: the fused kernel on every CPU; ops.attention.SSA_CPU_BACKWARD)"
     return f"{path} (ops.attention.SSA_CPU_BACKWARD)"
 
 

@@ -216,12 +216,12 @@ def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[
 
 # The CPU backward of ssa: "fused" (the native kernel: one pass per slice, event-driven over the spikes of q, k
 # and v) or "composed" (BLAS products around the neuron backward, the pre-activation recomputed: the CUDA
-# path). Both keep only the inputs for backward. "auto" takes the composed one where torch runs AVX-512 code,
-# whose BLAS products at head sizes 32-96 outrun the fused pass: forward+backward over the four shapes of
-# `spikeforge bench attention` on an AVX-512 Intel Xeon (2 threads), fused 4.5 / 4.6 / 11.2 / 9.0 ms,
-# composed 3.6 / 3.1 / 9.6 / 8.6 ms; on an AVX2 AMD EPYC the fused pass was already within 0.85-1.07x of
-# the whole composition (bench/results/cpu_attention.json), its products slower there. Read at each backward.
-# The fused backward's sums do not depend on the thread count; the composed one's are BLAS's (docs/attention.md).
+# path). Both keep only the inputs for backward. "auto" is the fused one on every CPU: forward+backward over the
+# four shapes of `spikeforge bench attention` on an AVX-512 Intel Xeon (2 threads), fused 3.8-4.0 / 3.7-4.0 /
+# 10.5-10.9 / 8.4-8.5 ms, composed 4.1-4.3 / 3.8-4.0 / 11.4-12.0 / 9.1-9.5 ms (the composed one had been the
+# faster there until the fused kernel's attention LIF vectorised); on an AVX2 AMD EPYC the fused one was
+# already the faster (bench/results/cpu_attention.json). Read at each backward. The fused backward's sums do not
+# depend on the thread count; the composed one's are BLAS's (docs/attention.md).
 SSA_CPU_BACKWARD = "auto"
 _SSA_CPU_BACKWARDS = ("auto", "fused", "composed")
 
@@ -233,9 +233,7 @@ def _ssa_cpu_backward() -> str:
         raise ValueError(
             f"spikeforge.ops.attention.SSA_CPU_BACKWARD must be one of {list(_SSA_CPU_BACKWARDS)}, got {mode!r}"
         )
-    if mode == "auto":
-        return "composed" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "fused"
-    return mode
+    return "fused" if mode == "auto" else mode
 
 
 def _ssa_backward(
