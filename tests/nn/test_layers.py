@@ -104,3 +104,22 @@ def test_tet_loss_matches_paper_formula():
     torch.testing.assert_close(sf.nn.TETLoss(lamb=0.0)(out, y), per_step)
     with pytest.raises(ValueError, match=r"\[T, B, classes\]"):
         sf.nn.tet_loss(out[0], y)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_maxpool_spikes_gradient_goes_where_max_pool2ds_does(kernel, stride, padding):
+    """The compact max-pool (uint8 input kept, indices recomputed in backward) routes each gradient to the input
+    nn.MaxPool2d picks, ties of spikes included, and gives its values."""
+    from spikeforge.nn.fused import maxpool_spikes
+
+    torch.manual_seed(0)
+    pool = nn.MaxPool2d(kernel, stride, padding)
+    s = (torch.rand(2, 3, 4, 9, 9) < 0.3).float()  # [T, B, C, H, W]: many ties of 0 and of 1
+    a, b = s.clone().requires_grad_(), s.clone().requires_grad_()
+    y = maxpool_spikes(pool, a, compact=True)
+    want = pool(b.flatten(0, 1))
+    torch.testing.assert_close(y.flatten(0, 1), want, rtol=0, atol=0)
+    g = torch.randn(want.shape)
+    y.flatten(0, 1).backward(g)
+    want.backward(g)
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
