@@ -42,8 +42,8 @@ void dispatch_lif(const NeuronCoeffs<C>& q, F&& f) {
 }
 
 // The attention LIF over a row of n neurons (csrc/core/neuron.h's lif_step): state v, input x * scale ->
-// spikes s (0 or 1), and H into h when given. Restrict-qualified arrays and the flags fixed (lif_pinned) let the
-// compiler vectorise it.
+// spikes s (0 or 1) or, with H, the charge H into h (the other pointer unused). Restrict-qualified arrays and the flags
+// fixed (lif_pinned) let the compiler vectorise it.
 template <bool HARD, bool DECAY, bool LEAK, bool H, typename C>
 void lif_row_pinned(C* __restrict v, const C* __restrict x, C* __restrict s, C* __restrict h, C scale,
                     const NeuronCoeffs<C>& coeffs, int64_t n) {
@@ -61,14 +61,16 @@ void lif_row_pinned(C* __restrict v, const C* __restrict x, C* __restrict s, C* 
 template <typename C>
 void lif_row(C* v, const C* x, C* s, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
   dispatch_lif(lif, [&](auto ha, auto de, auto le) {
-    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, false>(v, x, s, s, scale, lif, n);
+    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, false>(
+        v, x, s, static_cast<C*>(nullptr), scale, lif, n);
   });
 }
 // The same steps keeping H (the backward's recompute: its spikes are H >= v_th).
 template <typename C>
 void lif_row_h(C* v, const C* x, C* h, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
   dispatch_lif(lif, [&](auto ha, auto de, auto le) {
-    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, true>(v, x, h, h, scale, lif, n);
+    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, true>(v, x, static_cast<C*>(nullptr),
+                                                                                        h, scale, lif, n);
   });
 }
 
