@@ -190,18 +190,42 @@ bool all_finite(const C* x, int64_t n) {
   return ok != 0;
 }
 
+// The spike bits of every row of an [N, D] slice (row_bits), found once for all the products that read the
+// slice: SSA's backward reads q and k twice each. words: N * ceil(D / 64); ok[n]: row n is 0/1; all: every row is.
+struct SliceBits {
+  uint64_t* words;
+  uint8_t* ok;
+  bool all;
+};
+template <typename S>
+SliceBits slice_bits(const S* xs, int64_t N, int64_t D, uint64_t* words, uint8_t* ok) {
+  const int64_t WD = ceil_div(D, 64);
+  bool all = true;
+  for (int64_t n = 0; n < N; ++n) {
+    ok[n] = row_bits(xs + n * D, D, words + n * WD) ? 1 : 0;
+    all = all && ok[n] != 0;
+  }
+  return SliceBits{words, ok, all};
+}
+
 // ktv = A^T B for one [N, D] slice pair: ktv[i, :] = sum over tokens n, in order, of a[n, i] * b[n, :].
 // Where A holds spikes and B is finite, each spike of A adds one row of B (event-driven); any other
 // slice takes the dense products (no zero skipped, so inf and NaN propagate as in a matmul).
 // C is the compute type; A and B may be stored in another type (a spike input, or a C gradient).
-// awords: N * ceil(D / 64) scratch words (A's spike bits, row by row); brow: D scratch values.
+// awords: N * ceil(D / 64) scratch words (A's spike bits, row by row); brow: D scratch values. abits: A's bits
+// already found (SliceBits), else null (found here into awords).
 template <typename C, typename SA, typename SB>
-void at_times_b(const SA* as, const SB* bs, C* ktv, C* brow, uint64_t* awords, int64_t N, int64_t D) {
+void at_times_b(const SA* as, const SB* bs, C* ktv, C* brow, uint64_t* awords, int64_t N, int64_t D,
+                const SliceBits* abits = nullptr) {
   const int64_t WD = ceil_div(D, 64);
   std::fill(ktv, ktv + D * D, C(0));
-  bool events = true;
+  bool events = abits == nullptr || abits->all;
   for (int64_t e = 0; e < N * D && events; e += D) events = all_finite(load_row(bs + e, brow, D), D);
-  for (int64_t n = 0; n < N && events; ++n) events = row_bits(as + n * D, D, awords + n * WD);
+  if (abits) {
+    awords = abits->words;
+  } else {
+    for (int64_t n = 0; n < N && events; ++n) events = row_bits(as + n * D, D, awords + n * WD);
+  }
   if (events) {
     for (int64_t n = 0; n < N; ++n) {
       const uint64_t* words = awords + n * WD;
@@ -287,16 +311,21 @@ void dense_rows(const SX* xs, const int64_t* rows, int64_t nrows, const C* m, C*
 // out = X M for one [N, D] slice and a [D, D] matrix: rows of X that are spikes add the rows of M they
 // select (when M is finite); any other row takes the dense products. tmp: 2 * kTileRows * D scratch
 // values; words: ceil(D / 64) scratch words.
+// xbits: X's bits already found (SliceBits), else null (found here row by row); dense: X is known not to be
+// spikes (a gradient), so every row takes the dense products without a look at its values.
 template <typename C, typename SX>
-void x_times_m(const SX* xs, const C* m, C* out, C* tmp, uint64_t* words, int64_t N, int64_t D) {
-  const bool finite = all_finite(m, D * D);
+void x_times_m(const SX* xs, const C* m, C* out, C* tmp, uint64_t* words, int64_t N, int64_t D,
+               const SliceBits* xbits = nullptr, bool dense = false) {
+  const bool finite = !dense && all_finite(m, D * D);
+  const int64_t WD = ceil_div(D, 64);
   int64_t pending[kTileRows];
   int64_t npending = 0;
   for (int64_t n = 0; n < N; ++n) {
     C* __restrict dst = out + n * D;
-    if (finite && row_bits(xs + n * D, D, words)) {
+    const uint64_t* row_words = xbits ? xbits->words + n * WD : words;
+    if (finite && (xbits ? xbits->ok[n] != 0 : row_bits(xs + n * D, D, words))) {
       std::fill(dst, dst + D, C(0));
-      add_rows_at_spikes(words, D, m, dst);
+      add_rows_at_spikes(row_words, D, m, dst);
       continue;
     }
     pending[npending++] = n;
@@ -391,12 +420,14 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   // and H of all T steps, [N, D] rows.
   struct Scratch {
     std::vector<C> ktv, h, state, buf, gstate, g_pre, sg, mt, g_m, row, out_q, out_k, out_v;
-    std::vector<uint64_t> words, awords;
+    std::vector<uint64_t> words, awords, bits;  // bits: the SliceBits words of q, k and v at every step
+    std::vector<uint8_t> ok, all;               // and their rows' flags, their slices' flags
   };
   const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
+    sc.bits.resize(3 * T * N * WD), sc.ok.resize(3 * T * N), sc.all.resize(3 * T);
     for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg}) nd_buf->resize(ND);
     if (!std::is_same_v<S, C>) sc.out_q.resize(ND), sc.out_k.resize(ND), sc.out_v.resize(ND);
     sc.mt.resize(DD), sc.g_m.resize(DD), sc.words.resize(WD), sc.awords.resize(N * WD);
@@ -407,6 +438,17 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
     auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
     auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
     auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
+    // step t's bits of q (x = 0), k (1) and v (2): found in the recompute, read again by the backward's products
+    auto find_bits = [&](const S* xs, int x, int64_t t) {
+      const size_t i = static_cast<size_t>(x * T + t);
+      const SliceBits b = slice_bits(xs, N, D, sc.bits.data() + i * N * WD, sc.ok.data() + i * N);
+      sc.all[i] = b.all ? 1 : 0;
+      return b;
+    };
+    auto bits_at = [&](int x, int64_t t) {
+      const size_t i = static_cast<size_t>(x * T + t);
+      return SliceBits{sc.bits.data() + i * N * WD, sc.ok.data() + i * N, sc.all[i] != 0};
+    };
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       std::fill(state.begin(), state.end(), lif_v_init(lif));
@@ -415,8 +457,10 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
       for (int64_t t = 0; t < T; ++t) {
         const int64_t off = (t * B + b) * ND;
         C* kt = ktv.data() + t * DD;
-        at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D);
-        x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D);
+        const SliceBits qb = find_bits(q + off, 0, t), kb = find_bits(k + off, 1, t);
+        find_bits(v + off, 2, t);
+        at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D, &kb);
+        x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D, &qb);
         C* ht = h.data() + t * ND;
         lif_row_h(state.data(), buf.data(), ht, scale, lif, ND);
       }
@@ -434,11 +478,12 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         if constexpr (std::is_same_v<S, C>) dq = gq + off, dk = gk + off, dv = gv + off;
         const C* kt = ktv.data() + t * DD;
         transpose(kt, mt.data(), D);
-        x_times_m<C>(g_pre.data(), mt.data(), dq, row.data(), words.data(), N, D);
-        at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D);
-        x_times_m<C>(k + off, g_m.data(), dv, row.data(), words.data(), N, D);
+        const SliceBits qb = bits_at(0, t), kb = bits_at(1, t), vb = bits_at(2, t);
+        x_times_m<C>(g_pre.data(), mt.data(), dq, row.data(), words.data(), N, D, nullptr, true);  // dense gP
+        at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D, &qb);
+        x_times_m<C>(k + off, g_m.data(), dv, row.data(), words.data(), N, D, &kb);
         transpose(g_m.data(), mt.data(), D);
-        x_times_m<C>(v + off, mt.data(), dk, row.data(), words.data(), N, D);
+        x_times_m<C>(v + off, mt.data(), dk, row.data(), words.data(), N, D, &vb);
         if constexpr (!std::is_same_v<S, C>) {
           for (int64_t e = 0; e < ND; ++e) {
             gq[off + e] = from_compute<S>(out_q[e]);
