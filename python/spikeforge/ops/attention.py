@@ -217,8 +217,8 @@ def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[
 # The CPU backward of ssa: "fused" (the native kernel: one pass per slice, event-driven over the spikes of q, k
 # and v) or "composed" (BLAS products around the neuron backward, the pre-activation recomputed: the CUDA
 # path). Both keep only the inputs for backward. "auto" is the fused one on every CPU: forward+backward over the
-# four shapes of `spikeforge bench attention` on an AVX-512 Intel Xeon (2 threads), fused 3.8-4.0 / 3.7-4.0 /
-# 10.5-10.9 / 8.4-8.5 ms, composed 4.1-4.3 / 3.8-4.0 / 11.4-12.0 / 9.1-9.5 ms (the composed one had been the
+# four shapes of `spikeforge bench attention` on an AVX-512 Intel Xeon (2 threads), fused 3.6-3.8 / 3.6-3.8 /
+# 10.5-10.7 / 7.9-8.1 ms, composed 4.1-4.4 / 3.9-4.1 / 11.4-11.9 / 9.2-9.6 ms (the composed one had been the
 # faster there until the fused kernel's attention LIF vectorised); on an AVX2 AMD EPYC the fused one was
 # already the faster (bench/results/cpu_attention.json). Read at each backward. The fused backward's sums do not
 # depend on the thread count; the composed one's are BLAS's (docs/attention.md).
