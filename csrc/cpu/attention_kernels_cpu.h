@@ -132,12 +132,13 @@ bool row_bits(const S* __restrict row, int64_t D, uint64_t* __restrict words) {
 }
 
 #if SF_ISA_AVX
-// dst[j0, j0 + 8 NV) += rows[i, j0 ..] for every set bit i of words, in increasing i, in NV registers.
+// dst[j0, j0 + 8 NV) += rows[i, j0 ..] for every set bit i < P of words, in increasing i, in NV registers
+// (rows of D values).
 template <int NV>
-inline void add_spike_rows_avx(const uint64_t* words, int64_t D, const float* rows, float* dst, int64_t j0) {
+inline void add_spike_rows_avx(const uint64_t* words, int64_t P, int64_t D, const float* rows, float* dst, int64_t j0) {
   __m256 acc[NV];
   for (int r = 0; r < NV; ++r) acc[r] = _mm256_loadu_ps(dst + j0 + 8 * r);
-  for (int64_t w = 0; w * 64 < D; ++w) {
+  for (int64_t w = 0; w * 64 < P; ++w) {
     for (uint64_t m = words[w]; m != 0; m &= m - 1) {
       const float* src = rows + (w * 64 + __builtin_ctzll(m)) * D + j0;
       for (int r = 0; r < NV; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(src + 8 * r));
@@ -147,26 +148,26 @@ inline void add_spike_rows_avx(const uint64_t* words, int64_t D, const float* ro
 }
 #endif
 
-// dst[0, D) += rows[i, 0, D) for every set bit i of words, in increasing i: the event-driven form of
-// a row of spikes times a matrix (each spike adds one row; zeros cost nothing). Exact against the dense
+// dst[0, D) += rows[i, 0, D) for every set bit i < P of words, in increasing i: the event-driven form of
+// a row of P spikes times a [P, D] matrix (each spike adds one row; zeros cost nothing). Exact against the dense
 // product in the same order whenever the matrix is finite (0 * x = 0 for finite x).
 template <typename C>
-void add_rows_at_spikes(const uint64_t* words, int64_t D, const C* __restrict rows, C* __restrict dst) {
+void add_rows_at_spikes(const uint64_t* words, int64_t P, int64_t D, const C* __restrict rows, C* __restrict dst) {
 #if SF_ISA_AVX
   if constexpr (std::is_same_v<C, float>) {
     // Columns in blocks of 32, 16 and 8 held in vector registers across all the spikes (the generic
     // loop loads and stores dst once per spike); every element still sums its spikes in increasing i.
     int64_t j0 = 0;
-    for (; j0 + 32 <= D; j0 += 32) add_spike_rows_avx<4>(words, D, rows, dst, j0);
+    for (; j0 + 32 <= D; j0 += 32) add_spike_rows_avx<4>(words, P, D, rows, dst, j0);
     if (j0 + 16 <= D) {
-      add_spike_rows_avx<2>(words, D, rows, dst, j0);
+      add_spike_rows_avx<2>(words, P, D, rows, dst, j0);
       j0 += 16;
     }
     if (j0 + 8 <= D) {
-      add_spike_rows_avx<1>(words, D, rows, dst, j0);
+      add_spike_rows_avx<1>(words, P, D, rows, dst, j0);
       j0 += 8;
     }
-    for (int64_t w = 0; w * 64 < D && j0 < D; ++w) {
+    for (int64_t w = 0; w * 64 < P && j0 < D; ++w) {
       for (uint64_t m = words[w]; m != 0; m &= m - 1) {
         const float* __restrict src = rows + (w * 64 + __builtin_ctzll(m)) * D;
         for (int64_t j = j0; j < D; ++j) dst[j] += src[j];
@@ -175,7 +176,7 @@ void add_rows_at_spikes(const uint64_t* words, int64_t D, const C* __restrict ro
     return;
   }
 #endif
-  for (int64_t w = 0; w * 64 < D; ++w) {
+  for (int64_t w = 0; w * 64 < P; ++w) {
     for (uint64_t m = words[w]; m != 0; m &= m - 1) {
       const C* __restrict src = rows + (w * 64 + __builtin_ctzll(m)) * D;
       for (int64_t j = 0; j < D; ++j) dst[j] += src[j];
@@ -213,10 +214,11 @@ SliceBits slice_bits(const S* xs, int64_t N, int64_t D, uint64_t* words, uint8_t
 // slice takes the dense products (no zero skipped, so inf and NaN propagate as in a matmul).
 // C is the compute type; A and B may be stored in another type (a spike input, or a C gradient).
 // awords: N * ceil(D / 64) scratch words (A's spike bits, row by row); brow: D scratch values. abits: A's bits
-// already found (SliceBits), else null (found here into awords).
+// already found (SliceBits), else null (found here into awords). cwords: D * ceil(N / 64) scratch words for
+// the by-output-row form (B in the compute type), or null.
 template <typename C, typename SA, typename SB>
 void at_times_b(const SA* as, const SB* bs, C* ktv, C* brow, uint64_t* awords, int64_t N, int64_t D,
-                const SliceBits* abits = nullptr) {
+                const SliceBits* abits = nullptr, uint64_t* cwords = nullptr) {
   const int64_t WD = ceil_div(D, 64);
   std::fill(ktv, ktv + D * D, C(0));
   bool events = abits == nullptr || abits->all;
@@ -225,6 +227,25 @@ void at_times_b(const SA* as, const SB* bs, C* ktv, C* brow, uint64_t* awords, i
     awords = abits->words;
   } else {
     for (int64_t n = 0; n < N && events; ++n) events = row_bits(as + n * D, D, awords + n * WD);
+  }
+  if constexpr (std::is_same_v<SB, C>) {
+    if (events && cwords != nullptr) {
+      // By output row: A's bits transposed (cwords[i]: the tokens n where A[n, i] = 1), so that each row of
+      // ktv sums its rows of B in registers and is stored once (add_rows_at_spikes) instead of read and written
+      // back for every spike. Each element still sums its tokens in increasing n: the same result.
+      const int64_t WN = ceil_div(N, 64);
+      std::fill(cwords, cwords + D * WN, uint64_t{0});
+      for (int64_t n = 0; n < N; ++n) {
+        const uint64_t* words = awords + n * WD;
+        for (int64_t w = 0; w < WD; ++w) {
+          for (uint64_t m = words[w]; m != 0; m &= m - 1) {
+            cwords[(w * 64 + __builtin_ctzll(m)) * WN + n / 64] |= uint64_t{1} << (n % 64);
+          }
+        }
+      }
+      for (int64_t i = 0; i < D; ++i) add_rows_at_spikes(cwords + i * WN, N, D, bs, ktv + i * D);
+      return;
+    }
   }
   if (events) {
     for (int64_t n = 0; n < N; ++n) {
@@ -325,7 +346,7 @@ void x_times_m(const SX* xs, const C* m, C* out, C* tmp, uint64_t* words, int64_
     const uint64_t* row_words = xbits ? xbits->words + n * WD : words;
     if (finite && (xbits ? xbits->ok[n] != 0 : row_bits(xs + n * D, D, words))) {
       std::fill(dst, dst + D, C(0));
-      add_rows_at_spikes(row_words, D, m, dst);
+      add_rows_at_spikes(row_words, D, D, m, dst);
       continue;
     }
     pending[npending++] = n;
@@ -361,26 +382,26 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   // instead of reaching Python as MemoryError. At most one set per slice (threads beyond B idle).
   struct Scratch {
     std::vector<C> state, pre, spikes, ktv, vrow, qrow;
-    std::vector<uint64_t> words, kwords;
+    std::vector<uint64_t> words, kwords, cwords;
   };
   const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.state.resize(ND), sc.pre.resize(ND), sc.spikes.resize(std::is_same_v<S, C> ? 0 : ND);
     sc.ktv.resize(D * D), sc.vrow.resize(D), sc.qrow.resize(2 * kTileRows * D);
-    sc.words.resize(ceil_div(D, 64)), sc.kwords.resize(N * ceil_div(D, 64));
+    sc.words.resize(ceil_div(D, 64)), sc.kwords.resize(N * ceil_div(D, 64)), sc.cwords.resize(D * ceil_div(N, 64));
   }
 #pragma omp parallel num_threads(nthr) if (nthr > 1)
   {
     Scratch& sc = scratch[cpu::thread_index()];
     auto &state = sc.state, &pre = sc.pre, &spikes = sc.spikes, &ktv = sc.ktv, &vrow = sc.vrow, &qrow = sc.qrow;
-    auto &words = sc.words, &kwords = sc.kwords;
+    auto &words = sc.words, &kwords = sc.kwords, &cwords = sc.cwords;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       std::fill(state.begin(), state.end(), lif_v_init(lif));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t off = (t * B + b) * ND;
-        at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D);
+        at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D, nullptr, cwords.data());
         x_times_m<C>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
         if constexpr (std::is_same_v<S, C>) {
           lif_row(state.data(), pre.data(), out + off, scale, lif, ND);
@@ -420,14 +441,15 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   // and H of all T steps, [N, D] rows.
   struct Scratch {
     std::vector<C> ktv, h, state, buf, gstate, g_pre, sg, mt, g_m, row, out_q, out_k, out_v;
-    std::vector<uint64_t> words, awords, bits;  // bits: the SliceBits words of q, k and v at every step
-    std::vector<uint8_t> ok, all;               // and their rows' flags, their slices' flags
+    std::vector<uint64_t> words, awords, cwords, bits;  // bits: the SliceBits words of q, k and v at every step
+    std::vector<uint8_t> ok, all;                       // and their rows' flags, their slices' flags
   };
   const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
     sc.bits.resize(3 * T * N * WD), sc.ok.resize(3 * T * N), sc.all.resize(3 * T);
+    sc.cwords.resize(D * ceil_div(N, 64));
     for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg}) nd_buf->resize(ND);
     if (!std::is_same_v<S, C>) sc.out_q.resize(ND), sc.out_k.resize(ND), sc.out_v.resize(ND);
     sc.mt.resize(DD), sc.g_m.resize(DD), sc.words.resize(WD), sc.awords.resize(N * WD);
@@ -459,7 +481,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         C* kt = ktv.data() + t * DD;
         const SliceBits qb = find_bits(q + off, 0, t), kb = find_bits(k + off, 1, t);
         find_bits(v + off, 2, t);
-        at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D, &kb);
+        at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D, &kb, sc.cwords.data());
         x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D, &qb);
         C* ht = h.data() + t * ND;
         lif_row_h(state.data(), buf.data(), ht, scale, lif, ND);
@@ -480,7 +502,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         transpose(kt, mt.data(), D);
         const SliceBits qb = bits_at(0, t), kb = bits_at(1, t), vb = bits_at(2, t);
         x_times_m<C>(g_pre.data(), mt.data(), dq, row.data(), words.data(), N, D, nullptr, true);  // dense gP
-        at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D, &qb);
+        at_times_b<C>(q + off, g_pre.data(), g_m.data(), row.data(), awords.data(), N, D, &qb, sc.cwords.data());
         x_times_m<C>(k + off, g_m.data(), dv, row.data(), words.data(), N, D, &kb);
         transpose(g_m.data(), mt.data(), D);
         x_times_m<C>(v + off, mt.data(), dk, row.data(), words.data(), N, D, &vb);
