@@ -499,12 +499,13 @@ def _native_ok(t: Tensor) -> bool:
     return _NATIVE_ATTENTION and _has_native(t.device)
 
 
-# Devices where sdsa and the QK ops take the fused kernel. On CPU the composition is faster:
-# `spikeforge bench attention` (bench/results/cpu_attention.json, row "native kernel") measured the
-# kernel at 0.5-0.8x the composition's speed forward and 0.7-1.0x forward+backward at the sizes,
-# with equal saved bytes. The composition is a few memory-bound passes that torch already runs near the
-# bandwidth; the kernel saves one of them but pays the custom op's dispatch and a fresh output like
-# the composition. The CPU kernel stays reachable as torch.ops.spikeforge.attention_reduce_fwd.
+# Devices where sdsa and the QK ops take the fused kernel. On CPU the better one depends on the machine:
+# `spikeforge bench attention` on 2 AMD EPYC cores (bench/results/cpu_attention.json, row "native kernel")
+# measured the kernel at 0.5-0.8x the composition's speed forward and 0.7-1.0x forward+backward, with equal
+# saved bytes (the composition is a few memory-bound passes that torch already runs near the bandwidth); on
+# the AVX-512 Intel Xeon VM at 1.2-1.6x forward, 1.1-1.2x (sdsa) and 0.9-1.0x (QK ops) forward+backward
+# (bench/results/cpu_attention_reduce_xeon.json). CPU stays off until both machines are measured again with the
+# same code. The CPU kernel stays reachable as torch.ops.spikeforge.attention_reduce_fwd.
 REDUCE_KERNEL_DEVICES = ("cuda",)
 
 
