@@ -155,8 +155,31 @@ template <typename C>
 void add_rows_at_spikes(const uint64_t* words, int64_t P, int64_t D, const C* __restrict rows, C* __restrict dst) {
 #if SF_ISA_AVX
   if constexpr (std::is_same_v<C, float>) {
-    // Columns in blocks of 32, 16 and 8 held in vector registers across all the spikes (the generic
-    // loop loads and stores dst once per spike); every element still sums its spikes in increasing i.
+    // Columns held in vector registers across all the spikes (the generic loop loads and stores dst once per
+    // spike); every element still sums its spikes in increasing i. A row of up to 96 columns in one pass over
+    // the spikes (the attention head sizes 32-96: 4-12 of the 16 registers), else blocks of 32, 16 and 8.
+    switch (D % 8 == 0 && D <= 96 ? D / 8 : 0) {
+      case 4:
+        return add_spike_rows_avx<4>(words, P, D, rows, dst, 0);
+      case 5:
+        return add_spike_rows_avx<5>(words, P, D, rows, dst, 0);
+      case 6:
+        return add_spike_rows_avx<6>(words, P, D, rows, dst, 0);
+      case 7:
+        return add_spike_rows_avx<7>(words, P, D, rows, dst, 0);
+      case 8:
+        return add_spike_rows_avx<8>(words, P, D, rows, dst, 0);
+      case 9:
+        return add_spike_rows_avx<9>(words, P, D, rows, dst, 0);
+      case 10:
+        return add_spike_rows_avx<10>(words, P, D, rows, dst, 0);
+      case 11:
+        return add_spike_rows_avx<11>(words, P, D, rows, dst, 0);
+      case 12:
+        return add_spike_rows_avx<12>(words, P, D, rows, dst, 0);
+      default:
+        break;
+    }
     int64_t j0 = 0;
     for (; j0 + 32 <= D; j0 += 32) add_spike_rows_avx<4>(words, P, D, rows, dst, j0);
     if (j0 + 16 <= D) {
