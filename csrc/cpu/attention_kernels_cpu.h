@@ -146,6 +146,22 @@ inline void add_spike_rows_avx(const uint64_t* words, int64_t P, int64_t D, cons
   }
   for (int r = 0; r < NV; ++r) _mm256_storeu_ps(dst + j0 + 8 * r, acc[r]);
 }
+
+// add_spike_rows_avx<nv> over the whole row (nv = D / 8 registers, NV..12), found by recursion on NV: false
+// when nv is past 12.
+template <int NV>
+inline bool add_spike_rows_one_pass(int64_t nv, const uint64_t* words, int64_t P, int64_t D, const float* rows,
+                                    float* dst) {
+  if (nv == NV) {
+    add_spike_rows_avx<NV>(words, P, D, rows, dst, 0);
+    return true;
+  }
+  if constexpr (NV < 12) {
+    return add_spike_rows_one_pass<NV + 1>(nv, words, P, D, rows, dst);
+  } else {
+    return false;
+  }
+}
 #endif
 
 // dst[0, D) += rows[i, 0, D) for every set bit i < P of words, in increasing i: the event-driven form of
@@ -158,28 +174,7 @@ void add_rows_at_spikes(const uint64_t* words, int64_t P, int64_t D, const C* __
     // Columns held in vector registers across all the spikes (the generic loop loads and stores dst once per
     // spike); every element still sums its spikes in increasing i. A row of up to 96 columns in one pass over
     // the spikes (the attention head sizes 32-96: 4-12 of the 16 registers), else blocks of 32, 16 and 8.
-    switch (D % 8 == 0 && D <= 96 ? D / 8 : 0) {
-      case 4:
-        return add_spike_rows_avx<4>(words, P, D, rows, dst, 0);
-      case 5:
-        return add_spike_rows_avx<5>(words, P, D, rows, dst, 0);
-      case 6:
-        return add_spike_rows_avx<6>(words, P, D, rows, dst, 0);
-      case 7:
-        return add_spike_rows_avx<7>(words, P, D, rows, dst, 0);
-      case 8:
-        return add_spike_rows_avx<8>(words, P, D, rows, dst, 0);
-      case 9:
-        return add_spike_rows_avx<9>(words, P, D, rows, dst, 0);
-      case 10:
-        return add_spike_rows_avx<10>(words, P, D, rows, dst, 0);
-      case 11:
-        return add_spike_rows_avx<11>(words, P, D, rows, dst, 0);
-      case 12:
-        return add_spike_rows_avx<12>(words, P, D, rows, dst, 0);
-      default:
-        break;
-    }
+    if (D % 8 == 0 && D >= 32 && D <= 96 && add_spike_rows_one_pass<4>(D / 8, words, P, D, rows, dst)) return;
     int64_t j0 = 0;
     for (; j0 + 32 <= D; j0 += 32) add_spike_rows_avx<4>(words, P, D, rows, dst, j0);
     if (j0 + 16 <= D) {
