@@ -41,36 +41,23 @@ void dispatch_lif(const NeuronCoeffs<C>& q, F&& f) {
   }
 }
 
-// The attention LIF over a row of n neurons (csrc/core/neuron.h's lif_step): state v, input x * scale ->
-// spikes s (0 or 1) or, with H, the charge H into h (the other pointer unused). Restrict-qualified arrays and the flags
-// fixed (lif_pinned) let the compiler vectorise it.
+// The attention LIF over a row of n neurons (csrc/core/neuron.h's lif_step): state v, input x * scale -> out,
+// the spikes S (0 or 1), or with H the charge H. Restrict-qualified arrays and the flags fixed (lif_pinned) let the
+// compiler vectorise it.
 template <bool HARD, bool DECAY, bool LEAK, bool H, typename C>
-void lif_row_pinned(C* __restrict v, const C* __restrict x, C* __restrict s, C* __restrict h, C scale,
-                    const NeuronCoeffs<C>& coeffs, int64_t n) {
+void lif_row_pinned(C* __restrict v, const C* __restrict x, C* __restrict out, C scale, const NeuronCoeffs<C>& coeffs,
+                    int64_t n) {
   const NeuronCoeffs<C> lif = lif_pinned<HARD, DECAY, LEAK>(coeffs);
   for (int64_t j = 0; j < n; ++j) {
     C hj;
     const C sj = lif_step(lif, v[j], x[j] * scale, hj);
-    if constexpr (H) {
-      h[j] = hj;
-    } else {
-      s[j] = sj;
-    }
+    out[j] = H ? hj : sj;
   }
 }
-template <typename C>
-void lif_row(C* v, const C* x, C* s, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
+template <bool H, typename C>
+void lif_row(C* v, const C* x, C* out, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
   dispatch_lif(lif, [&](auto ha, auto de, auto le) {
-    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, false>(
-        v, x, s, static_cast<C*>(nullptr), scale, lif, n);
-  });
-}
-// The same steps keeping H (the backward's recompute: its spikes are H >= v_th).
-template <typename C>
-void lif_row_h(C* v, const C* x, C* h, C scale, const NeuronCoeffs<C>& lif, int64_t n) {
-  dispatch_lif(lif, [&](auto ha, auto de, auto le) {
-    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, true>(v, x, static_cast<C*>(nullptr),
-                                                                                        h, scale, lif, n);
+    lif_row_pinned<decltype(ha)::value, decltype(de)::value, decltype(le)::value, H>(v, x, out, scale, lif, n);
   });
 }
 
@@ -422,9 +409,9 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
         at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D, nullptr, cwords.data());
         x_times_m<C>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
         if constexpr (std::is_same_v<S, C>) {
-          lif_row(state.data(), pre.data(), out + off, scale, lif, ND);
+          lif_row<false>(state.data(), pre.data(), out + off, scale, lif, ND);
         } else {
-          lif_row(state.data(), pre.data(), spikes.data(), scale, lif, ND);
+          lif_row<false>(state.data(), pre.data(), spikes.data(), scale, lif, ND);
           for (int64_t e = 0; e < ND; ++e) out[off + e] = from_compute<S>(spikes[e]);
         }
       }
@@ -502,7 +489,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D, &kb, sc.cwords.data());
         x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D, &qb);
         C* ht = h.data() + t * ND;
-        lif_row_h(state.data(), buf.data(), ht, scale, lif, ND);
+        lif_row<true>(state.data(), buf.data(), ht, scale, lif, ND);  // H: the backward's spikes are H >= v_th
       }
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t off = (t * B + b) * ND;

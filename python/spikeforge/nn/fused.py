@@ -24,15 +24,11 @@ from .observe import forward_required
 __all__ = ["bn_spike", "maxpool_spikes"]
 
 
-def _max_pool_channels_last(x: Tensor, kernel, stride, padding, return_indices: bool = False):
+def _max_pool_channels_last(x: Tensor, kernel, stride, padding) -> Tensor:
     """F.max_pool2d of a contiguous NCHW x, run on a channels-last copy (torch's CPU kernel vectorises across
-    channels there: 8.5 -> 4.9 ms on [32, 64, 32, 32], conversions included), returned contiguous. Values
-    and indices (positions in the H*W plane, the first maximum in window order) are those of the NCHW call."""
+    channels there: 8.5 -> 4.9 ms on [32, 64, 32, 32], conversions included), returned contiguous: the values
+    of the NCHW call."""
     xc = x.contiguous(memory_format=torch.channels_last)
-    # two calls: torch types max_pool2d's result by a literal return_indices
-    if return_indices:
-        out, idx = torch.nn.functional.max_pool2d(xc, kernel, stride, padding, return_indices=True)
-        return out.contiguous(), idx.contiguous()
     return torch.nn.functional.max_pool2d(xc, kernel, stride, padding).contiguous()
 
 
