@@ -149,7 +149,8 @@ def native_fwd_args(**over):
     """Arguments of a valid direct call of the native neuron forward for a LIF (T=3, N=8, outputs pre-filled
     with 7.0 so a test can see that a rejected call wrote nothing), as a flat dict whose entries `over`
     replaces; call_native_forward(args) makes the call. v_init / w / v_out / h_out are the first state,
-    coefficient slot, state output and the saved values; C, S the slot's layout."""
+    coefficient slot, state output and the saved values, v_last the optional last state written apart
+    (state_last); C, S the slot's layout."""
     T, N = 3, 8
     a = dict(
         x=torch.randn(T, N),
@@ -158,6 +159,7 @@ def native_fwd_args(**over):
         spike=torch.full((T, N), 7.0),
         h_out=None,
         v_out=torch.full((N,), 7.0),
+        v_last=None,
         T=T,
         N=N,
         C=1,
@@ -195,6 +197,7 @@ def call_native_forward(a):
         (a["C"], a["S"], 1, 1, 1, 1, 1, 1),
         a["num_threads"],
         a["stream"],
+        (a["v_last"], None, None),
     )
 
 

@@ -44,15 +44,16 @@ NeuronParams with_shape(const NeuronParams& opts, int64_t T, int64_t N, nb::hand
 
 void forward(nb::handle x, nb::tuple state_init, nb::tuple slots, nb::handle spike, nb::tuple state_out,
              nb::handle saved, const NeuronParams& opts, int64_t T, int64_t N, nb::tuple layouts, int num_threads,
-             uintptr_t stream) {
+             uintptr_t stream, nb::tuple state_last) {
   const TensorView xv = to_view(x, "x_seq"), sv = to_view(spike, "spike_seq");
-  const OptViews<kMaxStates> init(state_init, "state_init"), out(state_out, "state_out");
+  const OptViews<kMaxStates> init(state_init, "state_init"), out(state_out, "state_out"),
+      last(state_last, "state_last");
   const OptViews<kMaxParams> sl(slots, "slots");
   const OptView svd(saved, "saved");
   const NeuronParams p = with_shape(opts, T, N, layouts);
   const ExecConfig ex{num_threads, reinterpret_cast<void*>(stream)};
   nb::gil_scoped_release release;
-  neuron_forward(xv, init.ptrs, sl.ptrs, sv, out.ptrs, svd.get(), p, ex);
+  neuron_forward(xv, init.ptrs, sl.ptrs, sv, out.ptrs, svd.get(), last.ptrs, p, ex);
 }
 
 void backward(nb::handle grad_spike, nb::tuple grad_state_out, nb::handle x, nb::handle saved, nb::tuple state_init,
@@ -128,7 +129,7 @@ void register_neuron(nb::module_& m) {
       "Values per neuron and step a model saves for backward.");
   m.def("neuron_forward", &forward, nb::arg("x"), nb::arg("state_init"), nb::arg("slots"), nb::arg("spike"),
         nb::arg("state_out"), nb::arg("saved").none(), nb::arg("params"), nb::arg("T"), nb::arg("N"),
-        nb::arg("layouts"), nb::arg("num_threads"), nb::arg("stream"),
+        nb::arg("layouts"), nb::arg("num_threads"), nb::arg("stream"), nb::arg("state_last") = nb::tuple(),
         "Multi-step neuron forward into preallocated outputs (csrc/core/neuron.h).");
   m.def("neuron_backward", &backward, nb::arg("grad_spike"), nb::arg("grad_state_out"), nb::arg("x").none(),
         nb::arg("saved").none(), nb::arg("state_init"), nb::arg("slots"), nb::arg("grad_x"), nb::arg("grad_state_init"),

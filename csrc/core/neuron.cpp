@@ -134,7 +134,7 @@ void check_saved(const TensorView* saved, const TensorView& ref, const NeuronPar
 
 void check_neuron_forward_args(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                                const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                               const NeuronParams& p) {
+                               const TensorView* const* state_last, const NeuronParams& p) {
   const int64_t TN = check_params(p);
   check_dense(x, "x_seq");
   check_numel(x, TN, "x_seq");
@@ -145,6 +145,7 @@ void check_neuron_forward_args(const TensorView& x, const TensorView* const* sta
   check_like(spike, x, TN, "spike_seq", "x_seq");
   check_states(state_out, x, p, TN, "state_out", true);
   check_saved(saved, x, p, TN);
+  check_states(state_last, x, p, TN, "state_last", false);
 }
 
 void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* const* grad_state_out,
@@ -189,9 +190,9 @@ void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* 
 
 void neuron_forward(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                     const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                    const NeuronParams& p, const ExecConfig& ex) {
-  check_neuron_forward_args(x, state_init, slots, spike, state_out, saved, p);
-  SF_ROUTE(x.device, neuron_forward, x, state_init, slots, spike, state_out, saved, p, ex);
+                    const TensorView* const* state_last, const NeuronParams& p, const ExecConfig& ex) {
+  check_neuron_forward_args(x, state_init, slots, spike, state_out, saved, state_last, p);
+  SF_ROUTE(x.device, neuron_forward, x, state_init, slots, spike, state_out, saved, state_last, p, ex);
 }
 
 void neuron_backward(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,

@@ -745,9 +745,13 @@ SF_HD C lif_backward(const NeuronCoeffs<C>& q, C h, C gs, C& gv) {
 //                of the caller replaying the dynamics. (T == 1: both shapes are the last state.)
 //   saved        [neuron_saved(model), T, N] out, or nullptr: the saved values for backward, in x's
 //                dtype when neuron_saves_in_activation_dtype(model), else the compute type
+//   state_last   kMaxStates entries, each [N] (that state after the last step, in a tensor of its own) or
+//                nullptr. For callers that return a state sequence and also keep its last step apart
+//                (snnTorch's modules store it, and their detach_hidden() detaches it in place): the
+//                kernel writes it from registers instead of the caller copying row T - 1 back.
 void neuron_forward(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                     const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                    const NeuronParams& p, const ExecConfig& ex);
+                    const TensorView* const* state_last, const NeuronParams& p, const ExecConfig& ex);
 
 // Backward over all T steps.
 //   grad_spike      [T, N]
@@ -772,7 +776,7 @@ void neuron_backward(const TensorView& grad_spike, const TensorView* const* grad
 // Device implementations, mirrored (same arguments); called through neuron_forward / neuron_backward.
 void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                         const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                        const NeuronParams& p, const ExecConfig& ex);
+                        const TensorView* const* state_last, const NeuronParams& p, const ExecConfig& ex);
 void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
                          const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
                          const TensorView& grad_x, const TensorView* const* grad_state_init,
@@ -780,7 +784,7 @@ void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* 
                          const NeuronParams& p, const ExecConfig& ex);
 void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                          const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                         const NeuronParams& p, const ExecConfig& ex);
+                         const TensorView* const* state_last, const NeuronParams& p, const ExecConfig& ex);
 void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,
                           const TensorView* saved, const TensorView* const* state_init, const TensorView* const* slots,
                           const TensorView& grad_x, const TensorView* const* grad_state_init,
@@ -790,7 +794,7 @@ void neuron_backward_cuda(const TensorView& grad_spike, const TensorView* const*
 // Argument checks shared by both devices (csrc/core/neuron.cpp); they raise ArgumentError.
 void check_neuron_forward_args(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                                const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                               const NeuronParams& p);
+                               const TensorView* const* state_last, const NeuronParams& p);
 void check_neuron_backward_args(const TensorView& grad_spike, const TensorView* const* grad_state_out,
                                 const TensorView* x, const TensorView* saved, const TensorView* const* state_init,
                                 const TensorView* const* slots, const TensorView& grad_x,

@@ -8,14 +8,15 @@ namespace spikeforge {
 
 void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                         const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                        const NeuronParams& p, const ExecConfig& ex) {
+                        const TensorView* const* state_last, const NeuronParams& p, const ExecConfig& ex) {
   // arguments checked by neuron_forward (csrc/core/neuron.cpp)
   const int ns = neuron_states(p.model);
   if (p.T == 0) {
     const bool vr = !neuron_reads_prev_state(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
     for (int s = 0; s < ns; ++s) {
-      if (state_out[s] && state_out[s]->numel() == p.N)
-        copy_or_fill(state_init[s], *state_out[s], s == 0 && vr ? p.v_reset : 0.0);
+      const double fill = s == 0 && vr ? p.v_reset : 0.0;
+      if (state_out[s] && state_out[s]->numel() == p.N) copy_or_fill(state_init[s], *state_out[s], fill);
+      if (state_last[s]) copy_or_fill(state_init[s], *state_last[s], fill);
     }
     return;
   }
@@ -25,6 +26,7 @@ void neuron_forward_cpu(const TensorView& x, const TensorView* const* state_init
   for (int s = 0; s < kMaxStates; ++s) {
     a.init[s] = data_of(state_init[s]);
     a.state_out[s] = mdata_of(state_out[s]);
+    a.state_last[s] = mdata_of(state_last[s]);
   }
   for (int s = 0; s < kMaxParams; ++s) a.slots[s] = data_of(slots[s]);
   a.spike = spike.data;

@@ -484,7 +484,8 @@ struct ForwardTensors {
   void* spike;
   void* state_out[kMaxStates];
   void* saved;
-  bool seq[kMaxStates];  // state_out[s] holds every step ([T, N]), else the last state ([N])
+  bool seq[kMaxStates];          // state_out[s] holds every step ([T, N]), else the last state ([N])
+  void* state_last[kMaxStates];  // or nullptr: the last state ([N]) besides state_out
 };
 
 template <NeuronModel M, typename S>
@@ -505,11 +506,13 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
                             static_cast<SV*>(a.saved), false, blk, p, i0, n);
     for (int s = 0; s < NS; ++s) {
-      if (!a.state_out[s] || a.seq[s]) continue;
-      S* dst = static_cast<S*>(a.state_out[s]) + i0;
-      C* v_dst = out_row(dst, r.tmp[1]);
-      std::copy(r.st[s], r.st[s] + n, v_dst);
-      store_row(dst, v_dst, n);
+      for (void* last : {a.state_out[s] && !a.seq[s] ? a.state_out[s] : nullptr, a.state_last[s]}) {
+        if (!last) continue;
+        S* dst = static_cast<S*>(last) + i0;
+        C* v_dst = out_row(dst, r.tmp[1]);
+        std::copy(r.st[s], r.st[s] + n, v_dst);
+        store_row(dst, v_dst, n);
+      }
     }
   });
 }

@@ -140,6 +140,7 @@ struct ForwardArgs {
   void* saved;                  // or nullptr: [NSV, T, N], activation dtype for the LIF, else float32
   int64_t T, N;
   bool seq[kMaxStates];
+  void* state_last[kMaxStates];  // or nullptr: the last state ([N]) besides state_out
 };
 
 // Rows each thread keeps in flight (forward x): a thread's steps are a serial chain, so with one load
@@ -213,6 +214,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a, 
 #pragma unroll
     for (int s = 0; s < NS; ++s) {
       if (a.state_out[s] && !a.seq[s]) P::store_row(a.state_out[s], i0, st[s]);
+      if (a.state_last[s]) P::store_row(a.state_last[s], i0, st[s]);
     }
   }
 }
@@ -412,7 +414,9 @@ template <typename S, NeuronModel M>
 void forward_launch(const ForwardArgs& a, const NeuronCoeffs<float>& q, int device, cudaStream_t stream) {
   constexpr int kVec = M == NeuronModel::lif ? 16 / static_cast<int>(sizeof(S)) : 1;
   bool vec = kVec > 1 && a.N % kVec == 0 && aligned16(a.x) && aligned16(a.spike) && aligned16(a.saved);
-  for (int s = 0; s < kMaxStates; ++s) vec = vec && aligned16(a.init[s]) && aligned16(a.state_out[s]);
+  for (int s = 0; s < kMaxStates; ++s) {
+    vec = vec && aligned16(a.init[s]) && aligned16(a.state_out[s]) && aligned16(a.state_last[s]);
+  }
   if constexpr (kVec > 1) {
     if (vec) {
       forward_kernel<S, M, kVec><<<grid_for(a.N / kVec, device), kThreads, 0, stream>>>(a, q);
@@ -492,7 +496,7 @@ size_t elem_size(DType d) {
 
 void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_init, const TensorView* const* slots,
                          const TensorView& spike, const TensorView* const* state_out, const TensorView* saved,
-                         const NeuronParams& p, const ExecConfig& ex) {
+                         const TensorView* const* state_last, const NeuronParams& p, const ExecConfig& ex) {
   // arguments checked by neuron_forward (csrc/core/neuron.cpp)
   constexpr const char* fn = "neuron_forward_cuda";
   require_cuda(&x, "x_seq", fn);
@@ -501,6 +505,7 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_ini
   for (int s = 0; s < kMaxStates; ++s) {
     require_cuda(state_init[s], "state_init", fn);
     require_cuda(state_out[s], "state_out", fn);
+    require_cuda(state_last[s], "state_last", fn);
   }
   for (int s = 0; s < kMaxParams; ++s) require_cuda(slots[s], "slots", fn);
   check_cuda_dtype(x.dtype, "x_seq");
@@ -511,18 +516,21 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_ini
   if (p.T == 0) {  // the returned last states are the initial ones
     const bool vr = !neuron_reads_prev_state(p.model) && p.hard_reset && p.model != NeuronModel::ilif;
     for (int s = 0; s < ns; ++s) {
-      if (!state_out[s] || state_out[s]->numel() != p.N) continue;
-      const size_t bytes = static_cast<size_t>(p.N) * elem_size(x.dtype);
-      if (state_init[s]) {
-        check_cuda(cudaMemcpyAsync(state_out[s]->data, state_init[s]->data, bytes, cudaMemcpyDeviceToDevice, stream),
-                   "cudaMemcpyAsync (state)");
-      } else {
-        const float value = s == 0 && vr ? static_cast<float>(p.v_reset) : 0.0f;
-        dispatch_dtype(x.dtype, [&](auto tag) {
-          using S = typename decltype(tag)::type;
-          fill_kernel<S><<<grid_for(p.N, x.device_index), kThreads, 0, stream>>>(state_out[s]->data, p.N, value);
-        });
-        check_launch("the state fill kernel");
+      const TensorView* last = state_out[s] && state_out[s]->numel() == p.N ? state_out[s] : nullptr;
+      for (const TensorView* dst : {last, state_last[s]}) {
+        if (!dst) continue;
+        const size_t bytes = static_cast<size_t>(p.N) * elem_size(x.dtype);
+        if (state_init[s]) {
+          check_cuda(cudaMemcpyAsync(dst->data, state_init[s]->data, bytes, cudaMemcpyDeviceToDevice, stream),
+                     "cudaMemcpyAsync (state)");
+        } else {
+          const float value = s == 0 && vr ? static_cast<float>(p.v_reset) : 0.0f;
+          dispatch_dtype(x.dtype, [&](auto tag) {
+            using S = typename decltype(tag)::type;
+            fill_kernel<S><<<grid_for(p.N, x.device_index), kThreads, 0, stream>>>(dst->data, p.N, value);
+          });
+          check_launch("the state fill kernel");
+        }
       }
     }
     return;
@@ -532,6 +540,7 @@ void neuron_forward_cuda(const TensorView& x, const TensorView* const* state_ini
   for (int s = 0; s < kMaxStates; ++s) {
     a.init[s] = data_of(state_init[s]);
     a.state_out[s] = mdata_of(state_out[s]);
+    a.state_last[s] = mdata_of(state_last[s]);
   }
   for (int s = 0; s < kMaxParams; ++s) {
     a.slots[s] = slots[s] ? slots[s]->ptr<const float>() : nullptr;

@@ -526,6 +526,35 @@ def test_stored_reset_is_a_tensor_of_its_own(model, init_hidden, fused_calls):
 _FUSED_OP = {"Leaky": "leaky", "Synaptic": "synaptic", "Alpha": "alpha_neuron"}
 
 
+@pytest.mark.parametrize("init_hidden", [False, True])
+@pytest.mark.parametrize("model", ["Leaky", "Synaptic", "Alpha"])
+def test_stored_states_are_tensors_of_their_own(model, init_hidden, fused_calls):
+    """The states a sequence call leaves in the module are written apart by the kernel: equal to the last step
+    of the returned sequences, no view of them (snnTorch's detach_hidden detaches them in place), their graph
+    kept; a loss on them gives the gradient snnTorch's loop gives."""
+    kw = dict(alpha=0.9, beta=0.8) if model != "Leaky" else dict(beta=0.9)
+    nrn = getattr(snn, model)(threshold=0.8, init_hidden=init_hidden, output=True, **kw)
+    ref = copy.deepcopy(nrn)
+    sfs.patch(nrn, step_mode="m")
+    x1, x2 = _inputs(T=12).requires_grad_(), _inputs(T=12).requires_grad_()
+    out = nrn(x1)
+    want = _per_step(ref, x2)
+    _assert_same(tuple(o.detach() for o in out), tuple(w.detach() for w in want))
+    seqs = out[1:]
+    stored = [getattr(nrn, n) for n in _STATE_NAMES[model]]
+    for seq, st in zip(seqs, stored):
+        assert torch.equal(st, seq[-1]) and st._base is None and st.grad_fn is not None
+        assert st.untyped_storage().data_ptr() != seq.untyped_storage().data_ptr()
+    _assert_same(stored, [getattr(ref, n) for n in _STATE_NAMES[model]])
+    sum(((k + 1) * st).sum() for k, st in enumerate(stored)).backward()
+    sum(((k + 1) * getattr(ref, n)).sum() for k, n in enumerate(_STATE_NAMES[model])).backward()
+    _close(x1.grad, x2.grad)
+    for st in stored:
+        st.detach_()  # what detach_hidden() does to each stored state
+        assert st.grad_fn is None
+    assert fused_calls == [_FUSED_OP[model]]
+
+
 # ------------------------------------------------------------------------------------------------------
 # the tutorials' calling convention and the state between calls
 # ------------------------------------------------------------------------------------------------------

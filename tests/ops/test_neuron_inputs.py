@@ -503,6 +503,9 @@ NATIVE_BAD_FWD = {
     "second_state_for_lif": (dict(x=torch.randn(3, 8)), None),
     "h_numel": (dict(h_out=torch.zeros(2, 8)), "saved"),
     "N_mismatch": (dict(N=9), "x_seq"),
+    # the last state written apart is one step: a sequence there is refused, as is another dtype
+    "v_last_numel": (dict(v_last=torch.full((3, 8), 7.0)), r"v \(state_last\)"),
+    "v_last_dtype": (dict(v_last=torch.full((8,), 7.0, dtype=torch.float64)), r"v \(state_last\)"),
 }
 
 
@@ -535,6 +538,7 @@ def test_native_forward_rejects(case):
     with pytest.raises(exc, match=name):
         call_native_forward(a)
     assert a["spike"].eq(7.0).all() and a["v_out"].eq(7.0).all()  # nothing written
+    assert a["v_last"] is None or a["v_last"].eq(7.0).all()
 
 
 NATIVE_BAD_BWD = {

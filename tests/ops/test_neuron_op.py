@@ -137,7 +137,7 @@ def _bwd_arg_sets(device):
     gv_seq = torch.randn(T, *shape, device=device)
 
     def case(fwd, grad_v, needs):
-        saved = torch.ops.spikeforge.neuron_fwd(*fwd)[4]
+        saved = torch.ops.spikeforge.neuron_fwd(*fwd)[-1]
         return neuron_mod.bwd_inputs(fwd, saved, gs, (grad_v, None, None), needs)
 
     no, vi, vi_k, k = (
@@ -207,7 +207,7 @@ def test_fast_path_equals_custom_op(device, kind, return_v, save_h):
         [w.clone().requires_grad_()] if w is not None else []
     )
     w_leaf = leaves[2] if w is not None else None
-    s, v, _, _, h = torch.ops.spikeforge.neuron_fwd(
+    s, v, *_, h = torch.ops.spikeforge.neuron_fwd(
         *_op_args(kind, leaves[0], leaves[1], w_leaf, v_seq=return_v == "seq", save_h=save_h, **kw)
     )
     assert torch.equal(s.detach(), fast["s"]) and torch.equal(v.detach(), fast["v"])
@@ -228,7 +228,7 @@ def test_saved_h_is_the_charge(device, kind):
     v_init = dyadic((2, 3, 4), -8, 8, device=device)
     w = make_w(kind, 3, device=device)
     for v_reset in (-0.5, None):
-        h = torch.ops.spikeforge.neuron_fwd(*_op_args(kind, x, v_init, w, v_reset=v_reset, save_h=True))[4][0]
+        h = torch.ops.spikeforge.neuron_fwd(*_op_args(kind, x, v_init, w, v_reset=v_reset, save_h=True))[-1][0]
         want = h_seq(kind, x.double(), v_init.double(), w, v_reset=v_reset)
         assert torch.equal(h.double(), want)
 

@@ -194,7 +194,7 @@ def test_opcheck_neuron_bwd(case, save):
     gs = torch.randn_like(fwd[0])
     grad_states = tuple(torch.randn_like(outs[1 + k]) if k < ns else None for k in range(3))
     needs = (True,) * ns + (False,) * (3 - ns) + tuple(fwd[4 + k] is not None for k in range(4))
-    args = neuron_mod.bwd_inputs(fwd, outs[4], gs, grad_states, needs)
+    args = neuron_mod.bwd_inputs(fwd, outs[-1], gs, grad_states, needs)
     torch.library.opcheck(torch.ops.spikeforge.neuron_bwd.default, args)
 
 

@@ -293,7 +293,7 @@ def test_opcheck_neuron_bwd(name, save):
     gs = torch.randn_like(fwd[0])
     grad_states = tuple(torch.randn_like(outs[1 + k]) if k < ns else None for k in range(3))
     needs = tuple(fwd[1 + k] is not None for k in range(3)) + tuple(fwd[4 + k] is not None for k in range(4))
-    args = neuron_mod.bwd_inputs(fwd, outs[4], gs, grad_states, needs)
+    args = neuron_mod.bwd_inputs(fwd, outs[-1], gs, grad_states, needs)
     torch.library.opcheck(torch.ops.spikeforge.neuron_bwd.default, args)
 
 

@@ -468,19 +468,27 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         return_mem="seq" if want_seq else "last",
     )
     # keep_seq: the synaptic currents of every step come from the kernel too (their gradients go back
-    # through its backward), the same operations as snnTorch's step, so the same values bitwise
+    # through its backward), the same operations as snnTorch's step, so the same values bitwise.
+    # _states_last: the kernel also writes the last step of each sequence into a tensor of its own, the
+    # module's stored state (snnTorch's detach_hidden detaches it in place, so it cannot be a view of the
+    # returned sequence; a copy cost a read and a write of it per state)
+    kw["_states_last"] = True
     states_kw = dict(return_states="seq" if keep_seq else "last")
     if model == "Leaky":
-        step, mem = ops.leaky(x, inits[0], beta=nrn.beta, graded_spikes_factor=gsf, reset_delay=nrn.reset_delay, **kw)
+        step, mem, *lasts = ops.leaky(
+            x, inits[0], beta=nrn.beta, graded_spikes_factor=gsf, reset_delay=nrn.reset_delay, **kw
+        )
         others = ()
     elif model == "Synaptic":
-        step, syn, mem = ops.synaptic(
+        step, syn, mem, *lasts = ops.synaptic(
             x, inits[0], inits[1], alpha=nrn.alpha, beta=nrn.beta, reset_delay=nrn.reset_delay, **kw, **states_kw
         )
         others = (syn,)
     else:
-        step, exc, inh, mem = ops.alpha_neuron(x, *inits, alpha=nrn.alpha, beta=nrn.beta, **kw, **states_kw)
+        step, exc, inh, mem, *lasts = ops.alpha_neuron(x, *inits, alpha=nrn.alpha, beta=nrn.beta, **kw, **states_kw)
         others = (exc, inh)
+    # the states the module keeps: a returned last state itself, or the last step written apart
+    stored = tuple(o if last is None else last for o, last in zip((*others, mem), lasts))
     # snnTorch's spikes: (U - thr > 0).float() * graded_spikes_factor (float32 unless the factor promotes)
     if model == "Leaky":
         spk = step.to(torch.result_type(_probe(torch.float32), gsf))
@@ -496,13 +504,8 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         # [U[T-2] - thr > 0] is step T-2's spike: a copy of it (snnTorch's reset is a tensor of its own) costs
         # far less than snnTorch's mem_reset (a surrogate's forward on U[T-2], a cast and a clone)
         reset = step[-2].detach().to(torch.float32, copy=True)
-    # copies: snnTorch's detach_hidden detaches the stored states in place
-    mem_last = mem[-1].clone() if want_seq else mem
-    seqs = None
-    if keep_seq:
-        seqs = (*others, mem)
-        others = tuple(o[-1].clone() for o in others)
-    return spk, (*others, mem_last), seqs, reset
+    seqs = (*others, mem) if keep_seq else None
+    return spk, stored, seqs, reset
 
 
 # model name -> fused path (see _fused_blocker for what runs the loop instead, and why)

@@ -102,6 +102,9 @@ class NeuronOptions(NamedTuple):
     v_seq: bool  # state 0 returned for every step, else the last
     save: bool  # the forward writes the saved values (else backward recomputes them from x)
     states_seq: bool = False  # states 1 and 2 returned for every step, else the last (return_states)
+    # each state returned for every step also comes as its last step in a tensor of its own, written by the
+    # kernel (the snnTorch drop-ins store it: a copy of row T - 1 cost them a read and a write of it)
+    states_last: bool = False
 
 
 class NeuronBackwardOptions(NamedTuple):
@@ -187,9 +190,16 @@ def _v(t: Optional[Tensor]) -> Optional[Tensor]:
 _NO_SLOTS = (1,) * 8
 
 
+def _seq_states(opts) -> tuple[bool, bool, bool]:
+    """Which of the three state outputs hold every step (the others the last state, or nothing)."""
+    ns = _STATES[opts.model]
+    return (opts.v_seq, opts.states_seq and ns > 1, opts.states_seq and ns > 2)
+
+
 def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
-    """-> (spike, state0 / state1 / state2 each [T, *] (every step) or [*] (the last), saved or empty)."""
-    """(Outputs the call does not have are None; the custom op turns them into empty tensors.)"""
+    """-> (spike, state0 / state1 / state2 each [T, *] (every step) or [*] (the last), the last step of each
+    sequence among them [*] (opts.states_last), saved or empty). (Outputs the call does not have are None;
+    the custom op turns them into empty tensors.)"""
     x = x.contiguous()
     T, N = _TN(x)
     ns = _STATES[opts.model]
@@ -203,8 +213,11 @@ def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
     if opts.save:
         sv_dtype = x.dtype if opts.model == 0 else _compute_dtype(x.dtype)
         saved = x.new_empty((_SAVED[opts.model],) + tuple(x.shape), dtype=sv_dtype)
+    lasts = (None, None, None)
+    if opts.states_last:
+        lasts = tuple(one() if seq else None for seq in _seq_states(opts))
     if N == 0:
-        return (spike, *states, saved)
+        return (spike, *states, *lasts, saved)
     slots = (s0, s1, s2, s3)
     inits = (
         (i0, i1, i2)
@@ -225,8 +238,9 @@ def _forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
         _layouts(opts, slots),
         torch.get_num_threads(),
         _stream(x),
+        lasts if x.dim() <= 8 else tuple(_v(st) for st in lasts),
     )
-    return (spike, *states, saved)
+    return (spike, *states, *lasts, saved)
 
 
 def _fake_forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
@@ -234,12 +248,13 @@ def _fake_forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
     one = lambda: x.new_empty(x.shape[1:])  # noqa: E731
     other = (lambda: x.new_empty(x.shape)) if opts.states_seq else one
     states = [x.new_empty(x.shape) if opts.v_seq else one()] + [other() if s < ns else x.new_empty(0) for s in (1, 2)]
+    lasts = [one() if (opts.states_last and seq) else x.new_empty(0) for seq in _seq_states(opts)]
     if opts.save:
         sv_dtype = x.dtype if opts.model == 0 else _compute_dtype(x.dtype)
         saved = x.new_empty((_SAVED[opts.model],) + tuple(x.shape), dtype=sv_dtype)
     else:
         saved = x.new_empty(0)
-    return (x.new_empty(x.shape), *states, saved)
+    return (x.new_empty(x.shape), *states, *lasts, saved)
 
 
 def _backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
@@ -254,7 +269,7 @@ def _backward(gs, g0, g1, g2, x, saved, i0, i1, i2, s0, s1, s2, s3, bo):
         saved = None
     if saved is None and gs.is_cuda and T * N > 0:
         # recompute on CUDA: run the forward into a workspace first, then the backward kernel reads it
-        saved = _forward(x, i0, i1, i2, s0, s1, s2, s3, NeuronOptions(*bo[:20], False, True, False))[4]
+        saved = _forward(x, i0, i1, i2, s0, s1, s2, s3, NeuronOptions(*bo[:20], False, True, False))[-1]
     e = gs.new_empty
     grad_x = torch.empty_like(gs)
     g_init = [e(gs.shape[1:]) if (needs_init[s] and inits[s] is not None) else None for s in range(3)]
@@ -316,13 +331,15 @@ def _reads_x(opts, slots) -> bool:
 def _save(inputs, opts, outputs):
     x, i0, i1, i2, s0, s1, s2, s3 = inputs
     keep_x = _reads_x(opts, (s0, s1, s2, s3))
-    saved = outputs[4] if opts.save else None
+    saved = outputs[-1] if opts.save else None
     return (x if keep_x else None, saved, i0, i1, i2, s0, s1, s2, s3), (tuple(x.shape), x.dtype)
 
 
 def _grads(saved_t, info, opts, needs, grad_outputs, call_bwd):
     x, saved, i0, i1, i2, s0, s1, s2, s3 = saved_t
     g_spike, g0, g1, g2 = grad_outputs[:4]
+    if opts.states_last:  # a last step returned apart: its gradient joins that of row T - 1 of its sequence
+        g0, g1, g2 = (_with_last(g, gl) for g, gl in zip((g0, g1, g2), grad_outputs[4:7]))
     if g_spike is None:  # only a state output reached the loss
         shape, dtype = info
         device = (x if x is not None else saved).device
@@ -336,6 +353,19 @@ def _grads(saved_t, info, opts, needs, grad_outputs, call_bwd):
     gi = [out[1 + s] if need_init[s] else None for s in range(3)]
     gsl = [out[4 + k] if need_slot[k] else None for k in range(4)]
     return [gx, *gi, *gsl]
+
+
+def _with_last(g_seq: Optional[Tensor], g_last: Optional[Tensor]) -> Optional[Tensor]:
+    """The gradient of a state sequence whose last step was also returned apart (g_last): alone, g_last is
+    the [*] last-state gradient the kernels take; with g_seq it is added to row T - 1 of a copy of g_seq."""
+    if g_last is None:
+        return g_seq
+    if g_seq is None:
+        return g_last
+    g = g_seq.clone()
+    if g.shape[0] > 0:
+        g[-1] += g_last
+    return g
 
 
 def _reference_inputs(saved_t, info):
@@ -352,8 +382,8 @@ _OP = FusedOp(
     "spikeforge.ops (neuron)",
     inputs=("x", "init0?", "init1?", "init2?", "slot0?", "slot1?", "slot2?", "slot3?"),
     options=NeuronOptions,
-    n_out=5,
-    visible=4,
+    n_out=8,
+    visible=7,
     forward=_forward,
     fake_forward=_fake_forward,
     bwd_inputs=(
@@ -458,6 +488,7 @@ def _options(
     runs: tuple[int, int, int, int] = (1, 1, 1, 1),
     v_seq=False,
     states_seq=False,
+    states_last=False,
     device=_CPU,
     needs_grad=True,
 ):
@@ -484,6 +515,7 @@ def _options(
         v_seq,
         save and needs_grad,
         states_seq,
+        states_last,
     )
 
 
@@ -506,13 +538,18 @@ _PUBLIC = {
 
 def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
     """-> (spike, state0, state1, state2) from the fused op, or ref() (the public reference function with the
-    caller's arguments) on a device without native kernels."""
+    caller's arguments) on a device without native kernels; with opts.states_last also (last0, last1, last2),
+    the last step of each state sequence in a tensor of its own (None for the other states)."""
     if not _has_native(x_seq.device) and x_seq.device.type != "meta":
-        out = ref()
-        return tuple(out) + (None,) * (4 - len(out))
+        out = tuple(ref())
+        out = out + (None,) * (4 - len(out))
+        if opts.states_last:
+            out = out + tuple(o[-1].clone() if seq else None for o, seq in zip(out[1:], _seq_states(opts)))
+        return out
     inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
     slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
-    return _OP((x_seq, *inits, *slots), opts, _PUBLIC[public])
+    out = _OP((x_seq, *inits, *slots), opts, _PUBLIC[public])
+    return out if opts.states_last else out[:4]
 
 
 def op_inputs(fn, *args, save: Optional[bool] = None, **kw) -> tuple:
@@ -526,7 +563,7 @@ def op_inputs(fn, *args, save: Optional[bool] = None, **kw) -> tuple:
         inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
         slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
         captured.append((x_seq, *inits, *slots, *(opts if save is None else opts._replace(save=save))))
-        return (x_seq, x_seq, x_seq, x_seq)
+        return (x_seq,) * (7 if opts.states_last else 4)
 
     real, _run = _run, record
     try:
@@ -1067,6 +1104,7 @@ def _snn_options(
     runs,
     grads_of,
     return_states="last",
+    states_last=False,
 ):
     needs_grad = _needs_grad(x_seq, threshold, *grads_of)
     key = (
@@ -1089,6 +1127,7 @@ def _snn_options(
         type(return_mem),
         return_states,
         type(return_states),
+        states_last,
     )
     return _memo(
         key,
@@ -1104,6 +1143,7 @@ def _snn_options(
             runs,
             needs_grad,
             return_states,
+            states_last,
         ),
     )
 
@@ -1120,6 +1160,7 @@ def _snn_options_checked(
     runs,
     needs_grad,
     return_states,
+    states_last,
 ):
     reset = _check_choice("reset_mechanism", reset_mechanism, _RESETS)
     _check_bool("reset_delay", reset_delay)
@@ -1151,6 +1192,7 @@ def _snn_options_checked(
         runs=runs,
         v_seq=v_seq,
         states_seq=states_seq,
+        states_last=bool(states_last),
         device=x_seq.device,
         needs_grad=needs_grad,
     )
@@ -1183,7 +1225,8 @@ def leaky(
     surrogate_alpha: Optional[float] = None,
     surrogate_beta: Optional[float] = None,
     return_mem: str = "last",
-) -> tuple[Tensor, Tensor]:
+    _states_last: bool = False,
+) -> tuple[Tensor, ...]:
     """snnTorch 1.0's Leaky over x_seq [T, *] -> (spikes [T, *], mem): its numbers, fused.
 
     R = [U[t-1] - thr > 0] (detached); subtract: U = beta U[t-1] + X - R thr; zero: U = beta ((1 - R) U[t-1])
@@ -1194,6 +1237,9 @@ def leaky(
     spikeforge.surrogate.SNNTORCH_SURROGATES, its parameter surrogate_alpha with snnTorch's defaults (atan
     alpha 2; sigmoid, fast_sigmoid and spike_rate_escape slope 25; triangular threshold 1), surrogate_beta
     spike_rate_escape's beta (1); "disabled" is snnTorch's surrogate_disable=True (no gradient through S).
+    _states_last (internal, for spikeforge.interop.snntorch): also return, after the usual outputs and in
+    their order, the last step of each state returned as a sequence (None for the others), each a tensor of
+    its own written by the kernel.
     """
     _check_x(x_seq)
     _number_or_tensor(threshold, "threshold")
@@ -1213,9 +1259,10 @@ def leaky(
         return_mem,
         (rb, rt, rg, 1),
         (beta, graded_spikes_factor, mem_init),
+        states_last=_states_last,
     )
     mem_init = _check_state(mem_init, x_seq, "mem_init")
-    s, u, _, _ = _run(
+    out = _run(
         "leaky",
         x_seq,
         (mem_init,),
@@ -1235,7 +1282,7 @@ def leaky(
             return_mem=return_mem,
         ),
     )
-    return s, u
+    return (out[0], out[1], out[4]) if _states_last else (out[0], out[1])
 
 
 def synaptic(
@@ -1253,12 +1300,16 @@ def synaptic(
     surrogate_beta: Optional[float] = None,
     return_mem: str = "last",
     return_states: str = "last",
-) -> tuple[Tensor, Tensor, Tensor]:
+    _states_last: bool = False,
+) -> tuple[Tensor, ...]:
     """snnTorch 1.0's Synaptic (second-order: a synaptic current) over x_seq -> (spikes, syn, mem).
 
     I = alpha I[t-1] + X; U = beta U[t-1] + I, then U -= R thr (subtract) or U -= U R (zero), R as in leaky;
     S = [U - thr > 0]. alpha and beta are clamped to [0, 1]. syn is the last I ([*], return_states="last")
     or every I[t] ("seq", [T, *]); mem the last U or every U (return_mem).
+    _states_last (internal, for spikeforge.interop.snntorch): also return, after the usual outputs and in
+    their order, the last step of each state returned as a sequence (None for the others), each a tensor of
+    its own written by the kernel.
     """
     _check_x(x_seq)
     _number_or_tensor(threshold, "threshold")
@@ -1278,10 +1329,11 @@ def synaptic(
         (rb, rt, ra, 1),
         (alpha, beta, syn_init, mem_init),
         return_states,
+        states_last=_states_last,
     )
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_init = _check_state(syn_init, x_seq, "syn_init")
-    s, u, i, _ = _run(
+    out = _run(
         "synaptic",
         x_seq,
         (mem_init, syn_init),
@@ -1306,7 +1358,9 @@ def synaptic(
             (0, 2, 1),
         ),
     )
-    return s, i, u
+    if _states_last:
+        return out[0], out[2], out[1], out[5], out[4]
+    return out[0], out[2], out[1]
 
 
 def alpha_neuron(
@@ -1324,7 +1378,8 @@ def alpha_neuron(
     surrogate_beta: Optional[float] = None,
     return_mem: str = "last",
     return_states: str = "last",
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    _states_last: bool = False,
+) -> tuple[Tensor, ...]:
     """snnTorch 1.0's Alpha neuron over x_seq -> (spikes, syn_exc, syn_inh, mem).
 
     E = a E[t-1] + X; I = b I[t-1] - X; U = tau_a (E + I) with tau_a = ln a / (ln b - ln a) + 1 (a = alpha,
@@ -1332,6 +1387,9 @@ def alpha_neuron(
     I -= I R, U += I[t-1] R; zero: E, I, U -= (E, I, U) R; R as in leaky. S = [U - thr > 0]. syn_exc and
     syn_inh are the last E and I ([*], return_states="last") or every E[t], I[t] ("seq", [T, *]); mem the
     last U or every U (return_mem).
+    _states_last (internal, for spikeforge.interop.snntorch): also return, after the usual outputs and in
+    their order, the last step of each state returned as a sequence (None for the others), each a tensor of
+    its own written by the kernel.
     """
     _check_x(x_seq)
     _number_or_tensor(threshold, "threshold")
@@ -1369,11 +1427,12 @@ def alpha_neuron(
         (rb, rt, ra, rta),
         (alpha, beta, syn_exc_init, syn_inh_init, mem_init),
         return_states,
+        states_last=_states_last,
     )
     mem_init = _check_state(mem_init, x_seq, "mem_init")
     syn_exc_init = _check_state(syn_exc_init, x_seq, "syn_exc_init")
     syn_inh_init = _check_state(syn_inh_init, x_seq, "syn_inh_init")
-    s, u, e, i = _run(
+    out = _run(
         "alpha_neuron",
         x_seq,
         (mem_init, syn_exc_init, syn_inh_init),
@@ -1398,7 +1457,9 @@ def alpha_neuron(
             (0, 3, 1, 2),
         ),
     )
-    return s, e, i, u
+    if _states_last:
+        return out[0], out[2], out[3], out[1], out[5], out[6], out[4]
+    return out[0], out[2], out[3], out[1]
 
 
 # --------------------------------------------------------------------------------------------
