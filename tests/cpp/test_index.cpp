@@ -18,7 +18,8 @@ using namespace spikeforge;
 // it exercises the argument checks only, so the CPU implementations are stubs here.
 namespace spikeforge {
 void neuron_forward_cpu(const TensorView&, const TensorView* const*, const TensorView* const*, const TensorView&,
-                        const TensorView* const*, const TensorView*, const NeuronParams&, const ExecConfig&) {}
+                        const TensorView* const*, const TensorView*, const TensorView* const*, const NeuronParams&,
+                        const ExecConfig&) {}
 void neuron_backward_cpu(const TensorView&, const TensorView* const*, const TensorView*, const TensorView*,
                          const TensorView* const*, const TensorView* const*, const TensorView&,
                          const TensorView* const*, const TensorView* const*, const TensorView* const*,
@@ -115,15 +116,15 @@ int main() {
     const TensorView* none[kMaxParams] = {};
     const TensorView* v_out[kMaxStates] = {&v};
     const TensorView* v_seq[kMaxStates] = {&x};
-    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, none, none, x, v_out, nullptr, p); }));
-    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, none, none, x, v_seq, &x, p); }));  // v_seq, saved H
+    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, none, none, x, v_out, nullptr, none, p); }));
+    EXPECT(!throws_arg([&] { check_neuron_forward_args(x, none, none, x, v_seq, &x, v_out, p); }));  // v_seq, H, last V
     // T * N = 2^64 + 2^32 wraps to 2^32 in int64 arithmetic: a 2^32-element x must not pass
     NeuronParams q = p;
     q.T = k32;
     q.N = k32 + 1;
     const TensorView xs = view({k32}), vs = view({k32 + 1});
     const TensorView* vs_out[kMaxStates] = {&vs};
-    EXPECT(throws_arg([&] { check_neuron_forward_args(xs, none, none, xs, vs_out, nullptr, q); }, "overflows"));
+    EXPECT(throws_arg([&] { check_neuron_forward_args(xs, none, none, xs, vs_out, nullptr, none, q); }, "overflows"));
     EXPECT(throws_arg([&] { check_neuron_backward_args(xs, none, &xs, nullptr, none, none, xs, none, none, none, q); },
                       "overflows"));
     // a coefficient slot's layout C * S that wraps must not pass the divisibility check
@@ -132,7 +133,7 @@ int main() {
     c.layout[0].S = k32;
     const TensorView w = view({k32});
     const TensorView* slots[kMaxParams] = {&w};
-    EXPECT(throws_arg([&] { check_neuron_forward_args(x, none, slots, x, v_out, nullptr, c); }));
+    EXPECT(throws_arg([&] { check_neuron_forward_args(x, none, slots, x, v_out, nullptr, none, c); }));
   }
 
   // ---- PSN checks: large legal N passes; wrapping T * N and partials sizes are rejected
