@@ -585,7 +585,9 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
         std::fill(r.gst[s], r.gst[s] + n, C(0));
       }
     }
-    for (int s = 0; s < NSL; ++s) std::fill(r.gsl[s], r.gsl[s] + n, C(0));
+    if (want_slot_grad) {  // else the rows go unread and unwritten
+      for (int s = 0; s < NSL; ++s) std::fill(r.gsl[s], r.gsl[s] + n, C(0));
+    }
     // step t's saved values as compute-type rows (converted into `into` when stored in 16 bits)
     auto saved_rows = [&](int64_t t, const C*(&dst)[kMaxSaved], C* const* into) {
       for (int k = 0; k < NSV; ++k) {
