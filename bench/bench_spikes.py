@@ -209,6 +209,18 @@ def run(args) -> int:
             f"crossover ({op}, {device.type}): the event path beats dense {upto(fb)} forward+backward, "
             f"{upto(f)} forward; {auto} (spikeforge.ops.spike.CROSSOVER[{device.type!r}][{key!r}])"
         )
+        # the defaults are the lowest crossovers measured on the project's machines: what holds on this one
+        fwd_setting = sp.CROSSOVER.get(device.type, {}).get(key + "_fwd")
+        if (fb, f) != (setting, fwd_setting):
+            print(
+                f"  for this machine and layer size: spikeforge.ops.spike.CROSSOVER[{device.type!r}].update("
+                f"{{{key!r}: {fb!r}, {key + '_fwd'!r}: {f!r}}})"
+                + (
+                    " (conv: for maps of more than 256 output pixels; smaller maps use CONV_CROSSOVER_SMALL_MAPS)"
+                    if op == "conv"
+                    else ""
+                )
+            )
     print(f"load average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         bu.write_json(args.json, {"target": NAME, "environment": env, "results": results, "crossover": crossover})

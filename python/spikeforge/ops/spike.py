@@ -84,15 +84,21 @@ _MODES = {"auto": MODE_AUTO, "sparse": MODE_SPARSE, "dense": MODE_DENSE}
 # active input, also those the strided kernel never reads) take the dense op. None: not measured to win on
 # that device, so "auto" takes the dense op there; mode="sparse" still runs the event-driven kernels.
 CROSSOVER: dict[str, dict[str, Optional[float]]] = {
+    # CPU: the lower of two machines' crossovers, so that "auto" takes the slower path on neither; `spikeforge
+    # bench spikes` prints the values that hold on the machine it runs on, to set here for that machine.
     # 2 EPYC cores. linear: won up to 30% in two sweeps (cpu_spikes.json, cpu_spikes_run2.json, load 2-9).
     # conv 3x3 f+b on 32x32 and 16x16 maps with 64 channels, batch*T = 32 (cpu_conv_crossover.json): 1.01x
     # and 1.37x at 10%, 0.60x and 1.34x at 15%; forward only 10% (cpu_spikes*.json: the runs disagreed
     # between 10% and 20%). 1x1: at most 1.14x (5%), 1.08x at 10%, losing from 15%: the dense GEMM.
+    # 2 Intel Xeon (AVX-512) cores, 2026-12-06, where MKL's GEMMs and convolutions are faster: linear 1.19x /
+    # 1.29x (f+b / forward) at 20%, 0.95x / 0.93x at 30%; conv 3x3 64 -> 64 on 32x32 maps at batch*T = 256 1.18x
+    # / 1.12x at 5%, 0.93x / 0.82x at 10% (cpu_spikes_xeon.json); at batch*T = 32 1.13x at 10%, 0.79x at 15%
+    # (cpu_conv_crossover_xeon.json).
     "cpu": {
-        "linear": 0.30,
-        "conv2d": 0.10,
-        "linear_fwd": 0.30,
-        "conv2d_fwd": 0.10,
+        "linear": 0.20,
+        "conv2d": 0.05,
+        "linear_fwd": 0.20,
+        "conv2d_fwd": 0.05,
         "conv2d_1x1": None,
         "conv2d_1x1_fwd": None,
     },
@@ -109,10 +115,15 @@ CROSSOVER: dict[str, dict[str, Optional[float]]] = {
     },
 }
 
-# (largest output map in pixels, f+b crossover) for small maps, smallest first. CPU, 3x3 f+b, batch*T = 32
-# (cpu_conv_crossover.json): 8x8 maps (128 channels) 1.12x at 20%, 1.00x at 25%; 4x4 (256) 1.07x at 30%,
-# 1.11x at 40%; 2x2 (512, and 256 -> 512 at stride 2) >= 1.5x up to 40%.
-CONV_CROSSOVER_SMALL_MAPS: dict[str, tuple[tuple[int, float], ...]] = {"cpu": ((16, 0.30), (64, 0.20)), "cuda": ()}
+# (largest output map in pixels, f+b crossover) for small maps, smallest first; CPU: the lower of the two
+# machines', 3x3 f+b, batch*T = 32. EPYC (cpu_conv_crossover.json): 8x8 maps (128 channels) 1.12x at 20%,
+# 1.00x at 25%; 4x4 (256) 1.07x at 30%, 1.11x at 40%; 2x2 (512, and 256 -> 512 at stride 2) >= 1.5x up to 40%.
+# Intel Xeon (cpu_conv_crossover_xeon.json): 16x16 (64) 1.03x at 10%, 0.82x at 15%; 8x8 1.10x at 10%, 0.91x at
+# 15%; 4x4 1.02x at 20%, 0.93x at 25%; 2x2 >= 1.7x up to 40%.
+CONV_CROSSOVER_SMALL_MAPS: dict[str, tuple[tuple[int, float], ...]] = {
+    "cpu": ((4, 0.40), (16, 0.20), (256, 0.10)),
+    "cuda": (),
+}
 
 # Mask density (fraction of set entries) up to which the masked grad_input kernel of spike_linear beats
 # the dense GEMM dY W followed by the mask. CPU: 2 EPYC cores, [256, 4096] x [4096, 4096], load 2.6:
