@@ -154,3 +154,40 @@ def test_zero_and_one_step(case, T):
         seq = out[1 + k]
         want = seq[-1] if T else inits[k]  # T = 0: the state before the sequence (the outputs' order)
         assert last.shape == x.shape[1:] and torch.equal(last, want)
+
+
+@pytest.mark.parametrize("T", [0, 1, 5])
+@pytest.mark.parametrize("case", ["leaky", "synaptic", "alpha_neuron"])
+def test_reference_fallback_gives_the_same_last_states(monkeypatch, case, T):
+    """A device without native kernels runs the reference: the same last states, T = 0 included."""
+    x, inits = _inputs(case, (T, 2, 3), torch.float64)
+    want = _call(case, x, inits, True)
+    monkeypatch.setattr(neuron_mod, "_has_native", lambda device: False)
+    got = _call(case, x, inits, True)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["leaky", "synaptic", "alpha_neuron"])
+def test_double_backward_and_torch_func_see_the_last_states(case):
+    """create_graph=True differentiates the reference again: a loss on the last states apart must reach it, as
+    must torch.func.grad (which runs the reference)."""
+    x0, inits0 = _inputs(case, (5, 4), torch.float64, seed=2)
+    n = CASES[case][0]
+
+    def loss(x, last):
+        out = _call(case, x, inits0, last)
+        lasts = out[n + 1 :] if last else tuple(s[-1] for s in out[1 : n + 1])
+        return sum(((k + 1) * t * t).sum() for k, t in enumerate(lasts))
+
+    grads = []
+    for last in (True, False):
+        x = x0.clone().requires_grad_()
+        (g,) = torch.autograd.grad(loss(x, last), x, create_graph=True)
+        (gg,) = torch.autograd.grad(g.sum(), x)
+        grads.append((g.detach(), gg))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    fg = torch.func.grad(lambda x: loss(x, True))(x0.clone())
+    torch.testing.assert_close(fg, grads[1][0], rtol=1e-12, atol=1e-12)

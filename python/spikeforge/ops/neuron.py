@@ -373,8 +373,23 @@ def _reference_inputs(saved_t, info):
     return None if x is None else (x, i0, i1, i2, s0, s1, s2, s3)
 
 
+def _reference_lasts(out: tuple, x, inits: tuple, slots: tuple, opts) -> tuple:
+    """The reference's (last0, last1, last2) for opts.states_last: row T - 1 of each state sequence in outputs
+    `out` (spike, state0..2), as a tensor of its own (a differentiable copy); with no step, the initial states."""
+    seqs = _seq_states(opts)
+    if x.shape[0] == 0:
+        first = reference.neuron_from_options(
+            x, inits, slots, opts._replace(v_seq=False, states_seq=False, states_last=False)
+        )
+        return tuple(f if seq else None for f, seq in zip(first[1:4], seqs))
+    return tuple(o[-1].clone() if seq else None for o, seq in zip(out[1:4], seqs))
+
+
 def _reference_forward(x, i0, i1, i2, s0, s1, s2, s3, opts):
-    return reference.neuron_from_options(x, (i0, i1, i2), (s0, s1, s2, s3), opts)
+    out = tuple(reference.neuron_from_options(x, (i0, i1, i2), (s0, s1, s2, s3), opts))
+    if opts.states_last:  # the fused op's visible outputs, as double backward and torch.func see them
+        out = out + _reference_lasts(out, x, (i0, i1, i2), (s0, s1, s2, s3), opts)
+    return out
 
 
 _OP = FusedOp(
@@ -540,14 +555,14 @@ def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
     """-> (spike, state0, state1, state2) from the fused op, or ref() (the public reference function with the
     caller's arguments) on a device without native kernels; with opts.states_last also (last0, last1, last2),
     the last step of each state sequence in a tensor of its own (None for the other states)."""
+    inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
+    slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
     if not _has_native(x_seq.device) and x_seq.device.type != "meta":
         out = tuple(ref())
         out = out + (None,) * (4 - len(out))
         if opts.states_last:
-            out = out + tuple(o[-1].clone() if seq else None for o, seq in zip(out[1:], _seq_states(opts)))
+            out = out + _reference_lasts(out, x_seq, inits, slots, opts)
         return out
-    inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
-    slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
     out = _OP((x_seq, *inits, *slots), opts, _PUBLIC[public])
     return out if opts.states_last else out[:4]
 
