@@ -49,7 +49,7 @@ inline void mix_rows(C* __restrict dst, C init, const C* __restrict rows, const 
     constexpr int kV = 8, kAcc = 8;
     for (; j0 + kV * kAcc <= n; j0 += kV * kAcc) {
       V acc[kAcc];
-      for (int a = 0; a < kAcc; ++a) acc[a] = V{} + init;
+      for (int a = 0; a < kAcc; ++a) acc[a] = init - V{};  // init in every lane (init - 0 keeps a -0; 0 + init not)
       for (int64_t k = k0; k < k1; ++k) {
         if (!take(k)) continue;
         const float c = coef[k];
