@@ -34,39 +34,52 @@ void load_chunk(const S* x, compute_t<S>* xb, int64_t T_in, int64_t N, int64_t i
   }
 }
 
-// dst[j] = init + sum over k in [k0, k1) with take(k) of coef[k] * rows[k * kChunk + j], for j < n, the terms
-// added in ascending k. Float blocks of 64 neurons keep their sums in eight 8-float vectors across all the
-// terms, so each multiply-add costs one load from the L1 rows; the loop it replaces read and wrote the
-// destination row for every term (load / store bound: PSN's forward at T = 32 ran at the speed of the eager
-// reference, 61 ms on the Intel Xeon). Each neuron's additions are the same, in the same order, as that
-// loop's (the compiler contracts a * b + c alike in both): the same values bitwise.
-template <typename C, typename Take>
-inline void mix_rows(C* __restrict dst, C init, const C* __restrict rows, const C* __restrict coef, int64_t k0,
-                     int64_t k1, int64_t n, Take take) {
+// dst[o][j] = init[o] + sum over k in [k0, k1) with take(k) of coef[o][k] * rows[k * kChunk + j], for NR outputs
+// o and j < n, the terms added in ascending k. Float blocks of 64 / NR neurons keep their sums in eight 8-float
+// vectors across all the terms: each multiply-add costs one load from the L1 rows, and with NR = 2 the two
+// outputs share each row load (8 multiply-adds per 4 row loads and 2 broadcasts: then the loop is bound by
+// the multiply-adds, not the loads). The loop this replaces read and wrote the destination row for every term
+// (load / store bound: PSN's forward at T = 32 ran at the speed of the eager reference, 61 ms on the Intel
+// Xeon). Each neuron's additions are the same, in the same order, as that loop's (the compiler contracts
+// a * b + c alike in both): the same values bitwise, for NR = 1 or 2.
+template <int NR, typename C, typename Take>
+inline void mix_rows(C* const (&dst)[NR], const C (&init)[NR], const C* __restrict rows, const C* const (&coef)[NR],
+                     int64_t k0, int64_t k1, int64_t n, Take take) {
   int64_t j0 = 0;
   if constexpr (std::is_same_v<C, float>) {
     typedef float V __attribute__((vector_size(32), aligned(4), may_alias));
-    constexpr int kV = 8, kAcc = 8;
+    constexpr int kV = 8, kAcc = 8 / NR;
     for (; j0 + kV * kAcc <= n; j0 += kV * kAcc) {
-      V acc[kAcc];
-      for (int a = 0; a < kAcc; ++a) acc[a] = init - V{};  // init in every lane (init - 0 keeps a -0; 0 + init not)
+      V acc[NR][kAcc];
+      for (int o = 0; o < NR; ++o)
+        for (int a = 0; a < kAcc; ++a) acc[o][a] = init[o] - V{};  // init in every lane (0 + init turns -0 to +0)
       for (int64_t k = k0; k < k1; ++k) {
         if (!take(k)) continue;
-        const float c = coef[k];
         const V* r = reinterpret_cast<const V*>(rows + k * kChunk + j0);
-        for (int a = 0; a < kAcc; ++a) acc[a] += c * r[a];
+        V xr[kAcc];
+        for (int a = 0; a < kAcc; ++a) xr[a] = r[a];
+        for (int o = 0; o < NR; ++o) {
+          const float c = coef[o][k];
+          for (int a = 0; a < kAcc; ++a) acc[o][a] += c * xr[a];
+        }
       }
-      for (int a = 0; a < kAcc; ++a) *reinterpret_cast<V*>(dst + j0 + a * kV) = acc[a];
+      for (int o = 0; o < NR; ++o)
+        for (int a = 0; a < kAcc; ++a) *reinterpret_cast<V*>(dst[o] + j0 + a * kV) = acc[o][a];
     }
   }
-  for (int64_t j = j0; j < n; ++j) dst[j] = init;
-  for (int64_t k = k0; k < k1; ++k) {
-    if (!take(k)) continue;
-    const C c = coef[k];
-    const C* __restrict r = rows + k * kChunk;
-    for (int64_t j = j0; j < n; ++j) dst[j] += c * r[j];
+  for (int o = 0; o < NR; ++o) {
+    C* __restrict d = dst[o];
+    for (int64_t j = j0; j < n; ++j) d[j] = init[o];
+    for (int64_t k = k0; k < k1; ++k) {
+      if (!take(k)) continue;
+      const C c = coef[o][k];
+      const C* __restrict r = rows + k * kChunk;
+      for (int64_t j = j0; j < n; ++j) d[j] += c * r[j];
+    }
   }
 }
+
+constexpr auto kEveryTerm = [](int64_t) { return true; };
 
 // Prefetches (into L2) the lines of rows [r0, r1) of the next chunk [i0, i0 + n) of a [rows, N] tensor: the
 // chunk's rows are 1 KiB pieces of rows 4 MiB apart (at N = 2^20), which the hardware prefetchers do not fetch
@@ -80,13 +93,29 @@ inline void prefetch_rows(const S* src, int64_t N, int64_t r0, int64_t r1, int64
   }
 }
 
-// h = b[t] + sum over the band of W[t, i] X[i], inputs in ascending order.
-template <typename C>
-inline void charge_row(C* __restrict h, const C* __restrict xb, const C* __restrict w, const C* __restrict b,
-                       const PSNParams& p, int64_t t, int64_t n) {
+// Whether outputs t and t + 1 read the same inputs (every output of a PSN; neighbours of a masked or sliding
+// PSN only at the start, where the band is clipped): then they are charged together.
+inline bool same_band(const PSNParams& p, int64_t t) {
+  if (t + 1 >= p.T_out) return false;
+  int64_t lo0, hi0, lo1, hi1;
+  band_of(p, t, lo0, hi0);
+  band_of(p, t + 1, lo1, hi1);
+  return lo0 == lo1 && hi0 == hi1;
+}
+
+// h[o] = b[t + o] + sum over the band of W[t + o, i] X[i], inputs in ascending order, for NR outputs from t.
+template <int NR, typename C>
+inline void charge_rows(C* const (&h)[NR], const C* __restrict xb, const C* __restrict w, const C* __restrict b,
+                        const PSNParams& p, int64_t t, int64_t n) {
   int64_t lo, hi;
   band_of(p, t, lo, hi);
-  mix_rows(h, b[t], xb, w + t * p.T_in, lo, hi, n, [](int64_t) { return true; });
+  C init[NR];
+  const C* coef[NR];
+  for (int o = 0; o < NR; ++o) {
+    init[o] = b[t + o];
+    coef[o] = w + (t + o) * p.T_in;
+  }
+  mix_rows<NR>(h, init, xb, coef, lo, hi, n, kEveryTerm);
 }
 
 template <typename S>
@@ -106,21 +135,28 @@ void forward_impl(const TensorView& xv, const TensorView& wv, const TensorView& 
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < nchunks; ++ch) {
       const int64_t i0 = ch * kChunk, n = std::min(kChunk, N - i0);
-      alignas(64) C h[kChunk], s[kChunk], hrow[kChunk];
+      alignas(64) C h[2][kChunk], s[kChunk], hrow[2][kChunk];
       load_chunk(x, xb.data(), p.T_in, N, i0, n);
       // the next chunk's X rows (this thread's, under the static schedule), spread over the steps
       const int64_t i1 = i0 + kChunk, n1 = std::min(kChunk, N - i1);
-      for (int64_t t = 0; t < p.T_out; ++t) {
-        if (n1 > 0) {
-          prefetch_rows(x, N, t * p.T_in / p.T_out, (t + 1) * p.T_in / p.T_out, i1, n1);
+      for (int64_t t = 0; t < p.T_out;) {
+        const int nr = same_band(p, t) ? 2 : 1;  // outputs charged together
+        if (n1 > 0) prefetch_rows(x, N, t * p.T_in / p.T_out, (t + nr) * p.T_in / p.T_out, i1, n1);
+        C* hd[2];
+        for (int o = 0; o < nr; ++o) hd[o] = hs ? out_row(hs + (t + o) * N + i0, hrow[o]) : h[o];
+        if (nr == 2) {
+          charge_rows<2>({hd[0], hd[1]}, xb.data(), w, b, p, t, n);
+        } else {
+          charge_rows<1>({hd[0]}, xb.data(), w, b, p, t, n);
         }
-        const int64_t off = t * N + i0;
-        C* h_dst = hs ? out_row(hs + off, hrow) : h;
-        charge_row(h_dst, xb.data(), w, b, p, t, n);
-        C* s_dst = out_row(spike + off, s);
-        for (int64_t j = 0; j < n; ++j) s_dst[j] = h_dst[j] >= C(0) ? C(1) : C(0);
-        store_row(spike + off, s_dst, n);
-        if (hs) store_row(hs + off, h_dst, n);
+        for (int o = 0; o < nr; ++o) {
+          const int64_t off = (t + o) * N + i0;
+          C* s_dst = out_row(spike + off, s);
+          for (int64_t j = 0; j < n; ++j) s_dst[j] = hd[o][j] >= C(0) ? C(1) : C(0);
+          store_row(spike + off, s_dst, n);
+          if (hs) store_row(hs + off, hd[o], n);
+        }
+        t += nr;
       }
     }
   }
@@ -226,7 +262,7 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
 #pragma omp parallel num_threads(nthreads) if (nparts > 1)
   {
     std::vector<C> xb(static_cast<size_t>(T_in * kChunk)), gh(static_cast<size_t>(T_out * kChunk));
-    std::vector<C> wcol(static_cast<size_t>(T_out));  // column i of W
+    std::vector<C> wcol(static_cast<size_t>(2 * T_out));  // columns i (and i + 1) of W
     std::vector<double> acc(static_cast<size_t>(part ? row : 0));
 #pragma omp for schedule(static)
     for (int64_t pi = 0; pi < nparts; ++pi) {
@@ -234,31 +270,51 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
       const int64_t pend = std::min(N, (pi + 1) * kPSNPartition);
       for (int64_t i0 = pi * kPSNPartition; i0 < pend; i0 += kChunk) {
         const int64_t n = std::min(kChunk, pend - i0);
-        alignas(64) C h[kChunk], tmp[kChunk], gxr[kChunk];
+        alignas(64) C h[2][kChunk], tmp[kChunk], gxr[2][kChunk];
         load_chunk(x, xb.data(), T_in, N, i0, n);
         const int64_t i1 = i0 + kChunk, n1 = std::min(kChunk, N - i1);  // the next chunk, prefetched
-        // gH = gS * g'(H), H recomputed exactly as the forward computed it
-        for (int64_t t = 0; t < T_out; ++t) {
+        // gH = gS * g'(H), H recomputed exactly as the forward computed it (two outputs together where they
+        // read the same inputs)
+        for (int64_t t = 0; t < T_out;) {
+          const int nr = same_band(p, t) ? 2 : 1;
           if (n1 > 0) {
-            prefetch_rows(x, N, t * T_in / T_out, (t + 1) * T_in / T_out, i1, n1);
-            prefetch_rows(gs, N, t, t + 1, i1, n1);
+            prefetch_rows(x, N, t * T_in / T_out, (t + nr) * T_in / T_out, i1, n1);
+            prefetch_rows(gs, N, t, t + nr, i1, n1);
           }
-          charge_row(h, xb.data(), w, b, p, t, n);
-          const C* g = load_row(gs + t * N + i0, tmp, n);
-          C* ght = gh.data() + t * kChunk;
-          for (int64_t j = 0; j < n; ++j) ght[j] = SurrogateFn<SG>::grad(h[j], alpha, C(0));
-          for (int64_t j = 0; j < n; ++j) ght[j] *= g[j];
+          if (nr == 2) {
+            charge_rows<2>({h[0], h[1]}, xb.data(), w, b, p, t, n);
+          } else {
+            charge_rows<1>({h[0]}, xb.data(), w, b, p, t, n);
+          }
+          for (int o = 0; o < nr; ++o) {
+            const C* g = load_row(gs + (t + o) * N + i0, tmp, n);
+            C* ght = gh.data() + (t + o) * kChunk;
+            for (int64_t j = 0; j < n; ++j) ght[j] = SurrogateFn<SG>::grad(h[o][j], alpha, C(0));
+            for (int64_t j = 0; j < n; ++j) ght[j] *= g[j];
+          }
+          t += nr;
         }
         if (gx) {  // grad_X[i] = sum_t W[t, i] gH[t], over the outputs whose band holds input i
-          for (int64_t i = 0; i < T_in; ++i) {
-            C* dst = out_row(gx + i * N + i0, gxr);
-            for (int64_t t = 0; t < T_out; ++t) wcol[t] = w[t * T_in + i];
-            mix_rows(dst, C(0), gh.data(), wcol.data(), 0, T_out, n, [&](int64_t t) {
-              int64_t lo, hi;
-              band_of(p, t, lo, hi);
-              return i >= lo && i < hi;
-            });
-            store_row(gx + i * N + i0, dst, n);
+          // a PSN's every output reads every input: two inputs' gradients together
+          const int nr = p.band <= 0 && T_in > 1 ? 2 : 1;
+          for (int64_t i = 0; i < T_in; i += nr) {
+            const int m = static_cast<int>(std::min<int64_t>(nr, T_in - i));
+            C* dst[2];
+            for (int o = 0; o < m; ++o) {
+              dst[o] = out_row(gx + (i + o) * N + i0, gxr[o]);
+              for (int64_t t = 0; t < T_out; ++t) wcol[o * T_out + t] = w[t * T_in + i + o];
+            }
+            if (m == 2) {
+              mix_rows<2>({dst[0], dst[1]}, {C(0), C(0)}, gh.data(), {wcol.data(), wcol.data() + T_out}, 0, T_out, n,
+                          kEveryTerm);
+            } else {
+              mix_rows<1>({dst[0]}, {C(0)}, gh.data(), {wcol.data()}, 0, T_out, n, [&](int64_t t) {
+                int64_t lo, hi;
+                band_of(p, t, lo, hi);
+                return i >= lo && i < hi;
+              });
+            }
+            for (int o = 0; o < m; ++o) store_row(gx + (i + o) * N + i0, dst[o], n);
           }
         }
         if (part) {  // grad_W[t, i] += gH[t] . X[i], grad_b[t] += sum gH[t]
