@@ -191,3 +191,25 @@ def test_double_backward_and_torch_func_see_the_last_states(case):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     fg = torch.func.grad(lambda x: loss(x, True))(x0.clone())
     torch.testing.assert_close(fg, grads[1][0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("how", ["eager", "compile", "vmap"])
+def test_a_state_returned_as_its_last_step_has_none_apart_on_every_path(how):
+    """return_states="last": nothing apart for the current, on the eager path and through the custom op
+    (torch.compile, vmap), where an absent output is an empty tensor inside."""
+
+    def f(x):
+        return ops.synaptic(x, alpha=0.7, beta=0.8, return_mem="seq", return_states="last", _states_last=True)
+
+    x = torch.randn(4, 2, 3) * 0.8 + 0.3
+    if how == "compile":
+        torch._dynamo.reset()
+        out = torch.compile(f, backend="aot_eager", fullgraph=True)(x)
+    elif how == "vmap":
+        out = torch.func.vmap(f, out_dims=(0, 0, 0, None, 0))(x.unsqueeze(0).expand(2, -1, -1, -1).contiguous())
+        out = tuple(None if o is None else o[0] for o in out)
+    else:
+        out = f(x)
+    s, i, u, i_last, u_last = out
+    assert i_last is None and i.shape == x.shape[1:]
+    assert torch.equal(u_last, u[-1])

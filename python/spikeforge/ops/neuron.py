@@ -564,7 +564,11 @@ def _run(public: str, x_seq: Tensor, inits, slots, opts, ref) -> tuple:
             out = out + _reference_lasts(out, x_seq, inits, slots, opts)
         return out
     out = _OP((x_seq, *inits, *slots), opts, _PUBLIC[public])
-    return out if opts.states_last else out[:4]
+    if not opts.states_last:
+        return out[:4]
+    # a state returned as its last step has nothing apart: None, also where the custom op (torch.compile,
+    # vmap) gives an empty placeholder tensor
+    return out[:4] + tuple(last if seq else None for last, seq in zip(out[4:7], _seq_states(opts)))
 
 
 def op_inputs(fn, *args, save: Optional[bool] = None, **kw) -> tuple:
