@@ -103,19 +103,19 @@ inline bool same_band(const PSNParams& p, int64_t t) {
   return lo0 == lo1 && hi0 == hi1;
 }
 
-// h[o] = b[t + o] + sum over the band of W[t + o, i] X[i], inputs in ascending order, for NR outputs from t.
-template <int NR, typename C>
-inline void charge_rows(C* const (&h)[NR], const C* __restrict xb, const C* __restrict w, const C* __restrict b,
+// h[o] = b[t + o] + sum over the band of W[t + o, i] X[i], inputs in ascending order, for the nr (1, or 2 when
+// same_band(p, t)) outputs from t.
+template <typename C>
+inline void charge_rows(C* const* h, int nr, const C* __restrict xb, const C* __restrict w, const C* __restrict b,
                         const PSNParams& p, int64_t t, int64_t n) {
   int64_t lo, hi;
   band_of(p, t, lo, hi);
-  C init[NR];
-  const C* coef[NR];
-  for (int o = 0; o < NR; ++o) {
-    init[o] = b[t + o];
-    coef[o] = w + (t + o) * p.T_in;
+  const C* wt = w + t * p.T_in;
+  if (nr == 2) {
+    mix_rows<2>({h[0], h[1]}, {b[t], b[t + 1]}, xb, {wt, wt + p.T_in}, lo, hi, n, kEveryTerm);
+  } else {
+    mix_rows<1>({h[0]}, {b[t]}, xb, {wt}, lo, hi, n, kEveryTerm);
   }
-  mix_rows<NR>(h, init, xb, coef, lo, hi, n, kEveryTerm);
 }
 
 template <typename S>
@@ -144,11 +144,7 @@ void forward_impl(const TensorView& xv, const TensorView& wv, const TensorView& 
         if (n1 > 0) prefetch_rows(x, N, t * p.T_in / p.T_out, (t + nr) * p.T_in / p.T_out, i1, n1);
         C* hd[2];
         for (int o = 0; o < nr; ++o) hd[o] = hs ? out_row(hs + (t + o) * N + i0, hrow[o]) : h[o];
-        if (nr == 2) {
-          charge_rows<2>({hd[0], hd[1]}, xb.data(), w, b, p, t, n);
-        } else {
-          charge_rows<1>({hd[0]}, xb.data(), w, b, p, t, n);
-        }
+        charge_rows(hd, nr, xb.data(), w, b, p, t, n);
         for (int o = 0; o < nr; ++o) {
           const int64_t off = (t + o) * N + i0;
           C* s_dst = out_row(spike + off, s);
@@ -281,11 +277,8 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
             prefetch_rows(x, N, t * T_in / T_out, (t + nr) * T_in / T_out, i1, n1);
             prefetch_rows(gs, N, t, t + nr, i1, n1);
           }
-          if (nr == 2) {
-            charge_rows<2>({h[0], h[1]}, xb.data(), w, b, p, t, n);
-          } else {
-            charge_rows<1>({h[0]}, xb.data(), w, b, p, t, n);
-          }
+          C* hp[2] = {h[0], h[1]};
+          charge_rows(hp, nr, xb.data(), w, b, p, t, n);
           for (int o = 0; o < nr; ++o) {
             const C* g = load_row(gs + (t + o) * N + i0, tmp, n);
             C* ght = gh.data() + (t + o) * kChunk;

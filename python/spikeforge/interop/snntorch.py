@@ -466,13 +466,13 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
         surrogate_alpha=s_alpha,
         surrogate_beta=s_beta,
         return_mem="seq" if want_seq else "last",
+        _states_last=True,  # see below
     )
     # keep_seq: the synaptic currents of every step come from the kernel too (their gradients go back
     # through its backward), the same operations as snnTorch's step, so the same values bitwise.
     # _states_last: the kernel also writes the last step of each sequence into a tensor of its own, the
     # module's stored state (snnTorch's detach_hidden detaches it in place, so it cannot be a view of the
     # returned sequence; a copy cost a read and a write of it per state)
-    kw["_states_last"] = True
     states_kw = dict(return_states="seq" if keep_seq else "last")
     if model == "Leaky":
         step, mem, *lasts = ops.leaky(
