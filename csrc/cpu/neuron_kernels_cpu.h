@@ -349,18 +349,38 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
     // row's gradient rows that the step loop below reads (gs) and writes (gx): they stream in while the
     // surrogate computes instead of after it.
     constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
-    int64_t j0 = 0;
-    for (; j0 + kLine <= n; j0 += kLine) {
-      __builtin_prefetch(gs + j0, 0, 2);
-      __builtin_prefetch(gx + j0, 1, 2);
-      // not unrolled: GCC unrolled this 16-trip loop completely and then vectorised only part of the
-      // straight-line code (the atan surrogate stayed 23 scalar divisions per line, the Leaky backward 1.3x slower)
+    // the two-sided ternary spike with the sigmoid: both g' from one exp (core/surrogate.h)
+    constexpr bool kPairable = NA > 1 && SG == Surrogate::sigmoid && std::is_same_v<C, float>;
+    bool paired = false;
+    if constexpr (kPairable) {
+      const float c = -2.0f * q.vth;  // sg1 = c - sg0
+      if (q.two_sided && sigmoid_pair_ok(q.sg_a, c)) {
+        const float k = vexp(-q.sg_a * c);
+        int64_t j0 = 0;
+        for (; j0 + kLine <= n; j0 += kLine) {
+          __builtin_prefetch(gs + j0, 0, 2);
+          __builtin_prefetch(gx + j0, 1, 2);
 #pragma GCC unroll 1
-      for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
+          for (int64_t i = j0; i < j0 + kLine; ++i) sigmoid_grad_pair(sg0[i], q.sg_a, k, sg0[i], sg1[i]);
+        }
+        for (int64_t j = j0; j < n; ++j) sigmoid_grad_pair(sg0[j], q.sg_a, k, sg0[j], sg1[j]);
+        paired = true;
+      }
     }
-    for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
-    if (NA > 1 && q.two_sided) {
-      for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
+    if (!paired) {
+      int64_t j0 = 0;
+      for (; j0 + kLine <= n; j0 += kLine) {
+        __builtin_prefetch(gs + j0, 0, 2);
+        __builtin_prefetch(gx + j0, 1, 2);
+        // not unrolled: GCC unrolled this 16-trip loop completely and then vectorised only part of the
+        // straight-line code (the atan surrogate stayed 23 scalar divisions per line, the Leaky backward 1.3x slower)
+#pragma GCC unroll 1
+        for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
+      }
+      for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
+      if (NA > 1 && q.two_sided) {
+        for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
+      }
     }
   }
   for (int64_t j = 0; j < n; ++j) {

@@ -281,6 +281,22 @@ def test_ternary_lif_matches_reference(kw, given):
     assert (s == 1).any() and (s == -1).any() and set(s.unique().tolist()) <= {-1.0, 0.0, 1.0}
 
 
+@pytest.mark.parametrize(
+    "alpha,vth",
+    [(None, 1.0), (4.0, 0.7), (2.5, 0.3), (30.0, 1.0), (4.0, 6.0)],
+    ids=["default", "vth0.7", "vth0.3", "alpha30", "vth6"],
+)
+def test_ternary_two_sided_sigmoid_matches_reference(alpha, vth):
+    """SpikingJelly's TernaryLIFNode default, the two-sided sigmoid: in float32 the CPU kernel forms both sides' g'
+    from one exp where |2 alpha v_th| <= 40 (the first three cases), two exps otherwise; both against the
+    reference, on random sequences and on one step whose H sweeps far into the sigmoid's tails."""
+    kw = dict(tau=2.0, v_threshold=vth, v_reset=0.0, surrogate="sigmoid", alpha=alpha, two_sided=True, return_v="seq")
+    scale = 1.6 * max(1.0, abs(vth))
+    _check("ternary_lif", torch.randn(SHAPE) * scale, {}, kw)
+    sweep = torch.linspace(-24.0, 24.0, 4001) * max(1.0, abs(vth))
+    _check("ternary_lif", sweep.reshape(1, -1), {}, kw)
+
+
 # ------------------------------------------------------------------------------------------------
 # snnTorch family
 # ------------------------------------------------------------------------------------------------
