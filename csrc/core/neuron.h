@@ -764,7 +764,8 @@ void neuron_forward(const TensorView& x, const TensorView* const* state_init, co
 //   state_init, slots as in the forward
 //   grad_x          [T, N] out
 //   grad_state_init kMaxStates entries, [N] out or nullptr
-//   grad_slot_ws    kMaxParams entries: [N] compute-type workspace, required where grad_slots is given
+//   grad_slot_ws    kMaxParams entries: [N] compute-type workspace, required where grad_slots is given (the
+//                   CPU kernels leave it unused for a slot of one value: they sum each chunk's gradients)
 //   grad_slots      kMaxParams entries: [layout.C] out in the compute type, or nullptr. Reduced over the
 //                   neurons of each entry in a fixed order (deterministic, thread-count independent).
 void neuron_backward(const TensorView& grad_spike, const TensorView* const* grad_state_out, const TensorView* x,

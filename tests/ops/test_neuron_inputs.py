@@ -565,7 +565,7 @@ def test_native_backward_rejects(case):
 
 
 def test_many_chunks_thread_invariant_and_equal_to_reference():
-    """N spans several CPU chunks (chunk_for(T=8) = 4096 neurons) with a ragged tail."""
+    """N spans several CPU chunks (chunk_for(T=8) = 1024 neurons) with a ragged tail."""
     torch.manual_seed(7)
     N = 3 * 4096 + 77
     x = (torch.randint(-16, 24, (8, N)).float() / 8).requires_grad_()
