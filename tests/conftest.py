@@ -1,12 +1,16 @@
 """Shared fixtures: the device list (cpu always, cuda when both torch and the native build have it) and seeding."""
 
+import os
 import zlib
 
 import pytest
 import torch
 
+# The tests check the shipped crossovers of mode="auto": a `spikeforge tune` entry of this machine in the
+# user's cache must not move them (tests/tools/test_tune.py sets its own cache folder).
+os.environ["SPIKEFORGE_TUNED"] = "0"
 
-from spikeforge.testing import native_available
+from spikeforge.testing import native_available  # noqa: E402
 
 CUDA_OK = native_available("cuda")
 

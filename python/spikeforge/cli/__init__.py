@@ -5,8 +5,9 @@
     spikeforge bench TARGET --help       neurons --full, psn, spikes, models, attention (bench/ of a checkout)
     spikeforge train [options]           train a zoo model (default: sew_resnet18_cifar on the shipped digits)
     spikeforge energy [options]          per-layer firing rates, SOPs, MACs and energy (mJ) of a zoo model
+    spikeforge tune                      measure this CPU's spike_linear / spike_conv2d crossovers for mode="auto"
 
-One module per subcommand (info, bench, train, energy), each with HELP, ``add_arguments(parser)`` and
+One module per subcommand (info, bench, train, energy, tune), each with HELP, ``add_arguments(parser)`` and
 ``run(args) -> int``. A subcommand reports a bad command line or input file by raising
 ``UsageError``: printed as one argparse-style line on stderr, exit status 2, no traceback.
 """
@@ -45,7 +46,7 @@ def _subcommand(sub, name: str, mod, formatter=argparse.RawDescriptionHelpFormat
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
-    from . import bench, energy, info, train
+    from . import bench, energy, info, train, tune
 
     p = _Parser(
         prog="spikeforge",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     _subcommand(sub, "train", train)
     _subcommand(sub, "energy", energy)
+    _subcommand(sub, "tune", tune)
     return p
 
 

@@ -35,6 +35,7 @@ def _info() -> dict:
         "native_error": native_error,
         THP_ENV: os.environ.get(THP_ENV),
         "peers": {name: dist_version(name) for name in ("spikingjelly", "snntorch", "norse")},
+        "spike_crossover_cpu": _spike_crossover(),
     }
     if native is not None:
         d.update(
@@ -55,6 +56,21 @@ def _info() -> dict:
             }
         )
     return d
+
+
+def _spike_crossover() -> dict:
+    """The firing rates up to which spike_linear / spike_conv2d mode="auto" take the event path on CPU, and
+    where they come from (the shipped defaults, or `spikeforge tune`'s entry for this machine)."""
+    from ..ops import spike as sp
+
+    values = {k: sp.CROSSOVER["cpu"].get(k) for k in sp.TUNED_KEYS}
+    if sp.TUNED and values == sp.TUNED["crossover"]:
+        source = f"tuned on this machine {sp.TUNED.get('measured') or ''} ({sp.TUNED['path']})"
+    elif values == {k: sp.CROSSOVER_DEFAULTS["cpu"].get(k) for k in sp.TUNED_KEYS}:
+        source = "defaults (`spikeforge tune` measures this machine's)"
+    else:
+        source = "set in this process (ops.spike.CROSSOVER)"
+    return {"values": values, "source": source}
 
 
 def _ssa_cpu_backward() -> str:
@@ -101,6 +117,13 @@ def run(args) -> int:
     )
     if d["native_module"] is not None:
         print(f"  GPU for native:  {d['native_cuda_device_count']} device(s) visible to spikeforge._C")
+    xo = d["spike_crossover_cpu"]
+    rate = lambda v: "dense always" if v is None else f"<= {100 * v:g}%"  # noqa: E731
+    v = xo["values"]
+    print(
+        f"  spike auto, CPU: event path at firing rates linear {rate(v['linear'])} (forward only "
+        f"{rate(v['linear_fwd'])}), conv2d {rate(v['conv2d'])} ({rate(v['conv2d_fwd'])}); {xo['source']}"
+    )
     peers = ", ".join(f"{k} {v}" for k, v in d["peers"].items() if v) or "none"
     print(f"  peers installed: {peers}")
     return 0

@@ -29,7 +29,11 @@ kernels take float32, and float64 on CPU).
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import platform
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -41,7 +45,16 @@ from .. import reference
 from .._native import native
 from ._common import FusedOp, _has_native, _stream, _tracing
 
-__all__ = ["spike_linear", "spike_conv2d", "pack_spikes", "unpack_spikes", "PackedSpikes", "CROSSOVER"]
+__all__ = [
+    "spike_linear",
+    "spike_conv2d",
+    "pack_spikes",
+    "unpack_spikes",
+    "PackedSpikes",
+    "CROSSOVER",
+    "TUNED",
+    "load_tuned_crossover",
+]
 
 KIND_AUTO, KIND_BINARY, KIND_COUNTS, KIND_FLOAT, KIND_TERNARY = -1, 0, 1, 2, 3
 _KINDS = {"auto": KIND_AUTO, "binary": KIND_BINARY, "counts": KIND_COUNTS, "ternary": KIND_TERNARY, "float": KIND_FLOAT}
@@ -130,6 +143,100 @@ CONV_CROSSOVER_SMALL_MAPS: dict[str, tuple[tuple[int, float], ...]] = {
 # 6.5x at 1%, 3.1x at 5%, 1.08x at 20%. CUDA (None): the masked kernel always (no host read of the mask's
 # density, so the backward stays capturable); not measured.
 MASKED_CROSSOVER: dict[str, Optional[float]] = {"cpu": 0.2, "cuda": None}
+
+
+# --------------------------------------------------------------------------------------------
+# per-machine crossovers (`spikeforge tune`)
+# --------------------------------------------------------------------------------------------
+# The defaults above are the lower of two machines' crossovers. `spikeforge tune` measures this machine's
+# and keeps them in a cache file, one entry per machine (a home directory shared by different machines
+# holds an entry for each); importing this module applies the entry of the machine it runs on over
+# CROSSOVER["cpu"], so "auto" picks the faster path here. Set CROSSOVER after the import to override both;
+# SPIKEFORGE_TUNED=0 ignores the file. TUNED says what was applied ({} when nothing).
+TUNED_KEYS = ("linear", "linear_fwd", "conv2d", "conv2d_fwd")
+TUNED: dict[str, Any] = {}
+CROSSOVER_DEFAULTS = {device: dict(table) for device, table in CROSSOVER.items()}  # as shipped
+_TUNED_FORMAT = 1
+
+
+def tuned_cache_path() -> str:
+    """The cache file of `spikeforge tune`: $SPIKEFORGE_CACHE_DIR, else $XDG_CACHE_HOME/spikeforge, else
+    ~/.cache/spikeforge; crossover.json there."""
+    d = os.environ.get("SPIKEFORGE_CACHE_DIR")
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        d = os.path.join(base, "spikeforge")
+    return os.path.join(d, "crossover.json")
+
+
+def machine_key() -> str:
+    """What a tuned entry is valid for: the CPU model, its logical CPU count, and the path the native CPU
+    kernels take (a portable build's instruction-set variant), e.g. "Intel(R) Xeon(R) Processor | 2 CPUs | ..."."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    path = native.cpu_kernel_path() if native is not None and hasattr(native, "cpu_kernel_path") else "no native module"
+    return f"{model} | {os.cpu_count()} CPUs | {path}"
+
+
+def _check_tuned_values(values: Any) -> dict[str, Optional[float]]:
+    """A tuned entry's crossovers: each of TUNED_KEYS a rate in (0, 1] or None (the dense op always)."""
+    if not isinstance(values, dict) or set(values) != set(TUNED_KEYS):
+        raise ValueError(f"the crossovers must give exactly {', '.join(TUNED_KEYS)}")
+    for k, v in values.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0):
+            raise ValueError(f"crossover {k} must be a firing rate in (0, 1] or null, got {v!r}")
+    return {k: None if values[k] is None else float(values[k]) for k in TUNED_KEYS}
+
+
+def read_tuned_file(path: str) -> dict[str, Any]:
+    """The cache file's content ({"format": 1, "machines": {key: entry}}); an empty one when there is none.
+    ValueError names what is wrong with a file that is there."""
+    if not os.path.exists(path):
+        return {"format": _TUNED_FORMAT, "machines": {}}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != _TUNED_FORMAT or not isinstance(data.get("machines"), dict):
+        raise ValueError(f"{path} is not a spikeforge crossover file (format {_TUNED_FORMAT})")
+    return data
+
+
+def load_tuned_crossover(path: Optional[str] = None) -> Optional[dict[str, Optional[float]]]:
+    """Applies this machine's entry of the tuned-crossover file (default tuned_cache_path()) over
+    CROSSOVER["cpu"] and returns its crossovers; None when there is no entry for this machine, when
+    SPIKEFORGE_TUNED=0, or when the file cannot be used (a warning says why; the defaults stay)."""
+    if os.environ.get("SPIKEFORGE_TUNED", "1") == "0":
+        return None
+    path = path or tuned_cache_path()
+    if not os.path.exists(path):
+        return None
+    try:
+        entry = read_tuned_file(path)["machines"].get(machine_key())
+        if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            raise ValueError("an entry must be an object")
+        values = _check_tuned_values(entry.get("crossover"))
+    except ValueError as e:
+        warnings.warn(f"spikeforge: ignoring the tuned crossovers ({e}); the defaults apply", stacklevel=2)
+        return None
+    CROSSOVER["cpu"].update(values)
+    TUNED.clear()
+    TUNED.update({"path": path, "machine": machine_key(), "measured": entry.get("measured"), "crossover": values})
+    return values
+
+
+load_tuned_crossover()
 
 
 # --------------------------------------------------------------------------------------------
