@@ -3,7 +3,9 @@ CROSSOVER["cpu"] (and so mode="auto"), another machine's entry or a broken file 
 bad inputs are one-line errors."""
 
 import json
+import os
 import re
+import warnings
 
 import pytest
 import torch
@@ -84,26 +86,89 @@ def test_other_machines_entry_missing_file_and_opt_out_change_nothing(monkeypatc
     [
         "{not json",
         json.dumps({"format": 2, "machines": {}}),
+        json.dumps({"format": True, "machines": {}}),
         json.dumps(["a", "list"]),
+        "[" * 100000,
+        b"\xff\xfe not utf-8",
         "MACHINE:" + json.dumps({**TUNED_VALUES, "linear": 1.5}),
         "MACHINE:" + json.dumps({**TUNED_VALUES, "linear": True}),
         "MACHINE:" + json.dumps({**TUNED_VALUES, "linear": "0.2"}),
         "MACHINE:" + json.dumps({k: v for k, v in TUNED_VALUES.items() if k != "conv2d"}),
         "MACHINE:" + json.dumps({**TUNED_VALUES, "extra": 0.1}),
         "MACHINE:" + json.dumps({**TUNED_VALUES, "linear": 0.0}),
+        "DIR",
+        "HUGE",
     ],
-    ids=["json", "format", "list", "above1", "bool", "string", "missing", "extra", "zero"],
+    ids=[
+        "json",
+        "format",
+        "format-bool",
+        "list",
+        "deep",
+        "not-utf8",
+        "above1",
+        "bool",
+        "string",
+        "missing",
+        "extra",
+        "zero",
+        "directory",
+        "huge",
+    ],
 )
 def test_a_broken_file_warns_and_keeps_the_defaults(content):
     before = dict(sp.CROSSOVER["cpu"])
-    if content.startswith("MACHINE:"):
+    path = sp.tuned_cache_path()
+    if content == "DIR":
+        os.mkdir(path)
+    elif content == "HUGE":
+        with open(path, "w") as f:
+            f.write(json.dumps({"format": 1, "machines": {}, "pad": "x" * (2 << 20)}))
+    elif isinstance(content, bytes):
+        with open(path, "wb") as f:
+            f.write(content)
+    elif content.startswith("MACHINE:"):
         _write({sp.machine_key(): {"crossover": json.loads(content[len("MACHINE:") :])}})
     else:
-        with open(sp.tuned_cache_path(), "w") as f:
+        with open(path, "w") as f:
             f.write(content)
     with pytest.warns(UserWarning, match="ignoring the tuned crossovers"):
         assert sp.load_tuned_crossover() is None
     assert sp.CROSSOVER["cpu"] == before and not sp.TUNED
+
+
+def test_a_fifo_is_refused_without_blocking():
+    os.mkfifo(sp.tuned_cache_path())
+    with pytest.warns(UserWarning, match="not a regular file"):
+        assert sp.load_tuned_crossover() is None
+
+
+def test_a_broken_file_at_import_warns_at_the_first_auto_decision_only(monkeypatch):
+    """Importing spikeforge prints nothing; the first auto decision on CPU warns once."""
+    with open(sp.tuned_cache_path(), "w") as f:
+        f.write("{broken")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning here fails the test
+        assert sp.load_tuned_crossover(warn=False) is None
+    monkeypatch.setattr(sp, "_TUNED_PROBLEM", sp._TUNED_PROBLEM)  # restored after the test
+    s = torch.zeros(4, 8)
+    with pytest.warns(UserWarning, match="ignoring the tuned crossovers"):
+        sp.spike_linear(s, torch.randn(3, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sp.spike_linear(s, torch.randn(3, 8))
+
+
+def test_small_conv_maps_with_a_tuned_rate():
+    """Maps of at most 16x16 pixels take the higher of the tuned conv2d rate and their floor; None: dense."""
+    cpu = torch.device("cpu")
+    conv8 = [0, 0, 0, 0, 0, 3, 3, 8, 8, 1, 1]
+    _write({sp.machine_key(): _entry({**TUNED_VALUES, "conv2d": 0.01})})
+    sp.load_tuned_crossover()
+    assert sp._crossover(cpu, "conv2d", conv8) == max(0.01, dict(sp.CONV_CROSSOVER_SMALL_MAPS["cpu"])[256])
+    _write({sp.machine_key(): _entry()})
+    sp.load_tuned_crossover()
+    assert sp._crossover(cpu, "conv2d", conv8) is None
 
 
 def _fake_sweep(values):
@@ -141,7 +206,7 @@ def test_no_save_and_quick_leave_the_file_alone(capsys, monkeypatch, flag):
     rc, out, err = _run(capsys, "tune", flag)
     assert rc == 0, err
     assert "not saved" in out
-    assert not __import__("os").path.exists(sp.tuned_cache_path())
+    assert not os.path.exists(sp.tuned_cache_path())
     assert sp.CROSSOVER["cpu"] == before
 
 
@@ -150,6 +215,17 @@ def test_tune_quick_runs_the_real_sweep(capsys):
     assert rc == 0, err
     assert out.count("forward + backward") == 2 * len(tune.RATES)
     assert "crossovers here:" in out and "not saved" in out
+
+
+def test_tune_into_a_folder_it_cannot_write(capsys, monkeypatch, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("SPIKEFORGE_CACHE_DIR", str(blocker / "cache"))  # a folder below a file
+    monkeypatch.setattr(tune, "sweep", _fake_sweep(TUNED_VALUES))
+    rc, out, err = _run(capsys, "tune")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.match(r"spikeforge tune: error: cannot write .*SPIKEFORGE_CACHE_DIR", lines[0]), lines[0]
 
 
 def test_tune_bad_inputs_are_one_line_errors(capsys):

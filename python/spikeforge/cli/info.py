@@ -70,6 +70,8 @@ def _spike_crossover() -> dict:
         source = "defaults (`spikeforge tune` measures this machine's)"
     else:
         source = "set in this process (ops.spike.CROSSOVER)"
+    if sp._TUNED_PROBLEM:
+        source += f"; {sp._TUNED_PROBLEM.removeprefix('spikeforge: ')}"
     return {"values": values, "source": source}
 
 

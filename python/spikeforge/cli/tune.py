@@ -17,13 +17,15 @@ from typing import Callable, Optional
 
 from ._common import UsageError, positive_int
 
-HELP = "measure this CPU's spike_linear / spike_conv2d crossovers (about a minute) and let mode='auto' use them"
+HELP = "measure this CPU's spike_linear / spike_conv2d crossovers (about 20 s on 2 cores) for mode='auto'"
 DESCRIPTION = __doc__.split("\n\n", 1)[0].replace("``", "`")
 EPILOG = """The sweep: firing rates 1 2 5 10 15 20 30 40 %, event-driven against dense, forward and forward +
 backward, on linear 4096 -> 4096 with 256 rows and conv 3x3 64 -> 64 on 32x32 maps with 32 images (--quick:
 smaller layers, fewer repetitions, nothing saved: for trying the command). A layer's crossover is the highest
 rate up to which the event path was at least 5% faster at every swept rate; None (the dense op always) when it
-lost already at 1%. Maps of at most 16x16 pixels keep their own floor (ops.spike.CONV_CROSSOVER_SMALL_MAPS).
+lost already at 1%. Conv maps of at most 16x16 pixels take the event path up to the higher of the tuned rate
+and their own floor (ops.spike.CONV_CROSSOVER_SMALL_MAPS); a tuned None sends every conv to the dense op.
+The entry is used at any thread count: tune again with --threads for another.
 SPIKEFORGE_TUNED=0 ignores the file; --reset removes this machine's entry."""
 
 RATES = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
@@ -140,12 +142,28 @@ def _describe(values: dict) -> str:
 
 
 def _write(path: str, data: dict) -> None:
-    """Writes the file through a temporary one, so that a reader never sees half of it."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    """Writes the file through a temporary one in the same folder, so that a reader never sees half of it;
+    a folder that cannot be written is a usage error."""
+    import tempfile
+
+    folder = os.path.dirname(path) or "."
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".crossover.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise UsageError(
+            f"cannot write {path}: {e.strerror or e}; set SPIKEFORGE_CACHE_DIR to a folder you can write"
+        ) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def run(args) -> int:
@@ -193,6 +211,9 @@ def run(args) -> int:
         "points": result["points"],
     }
     _write(path, data)
+    if sp.tuned_disabled():
+        print(f"saved to {path}; SPIKEFORGE_TUNED is set to ignore the file: unset it for mode='auto' to use them")
+        return 0
     sp.load_tuned_crossover(path)
     print(f"saved to {path}: mode='auto' uses them on this machine from the next import of spikeforge")
     return 0

@@ -151,12 +151,14 @@ MASKED_CROSSOVER: dict[str, Optional[float]] = {"cpu": 0.2, "cuda": None}
 # The defaults above are the lower of two machines' crossovers. `spikeforge tune` measures this machine's
 # and keeps them in a cache file, one entry per machine (a home directory shared by different machines
 # holds an entry for each); importing this module applies the entry of the machine it runs on over
-# CROSSOVER["cpu"], so "auto" picks the faster path here. Set CROSSOVER after the import to override both;
-# SPIKEFORGE_TUNED=0 ignores the file. TUNED says what was applied ({} when nothing).
+# CROSSOVER["cpu"], so "auto" picks the faster path here (at any thread count: tune again for another). Set
+# CROSSOVER after the import to override both; SPIKEFORGE_TUNED=0 ignores the file. TUNED says what was
+# applied ({} when nothing). A file that cannot be used is reported by a warning at the first auto decision.
 TUNED_KEYS = ("linear", "linear_fwd", "conv2d", "conv2d_fwd")
 TUNED: dict[str, Any] = {}
 CROSSOVER_DEFAULTS = {device: dict(table) for device, table in CROSSOVER.items()}  # as shipped
 _TUNED_FORMAT = 1
+_TUNED_MAX_BYTES = 1 << 20  # one entry is about 3 KB
 
 
 def tuned_cache_path() -> str:
@@ -199,26 +201,42 @@ def _check_tuned_values(values: Any) -> dict[str, Optional[float]]:
 def read_tuned_file(path: str) -> dict[str, Any]:
     """The cache file's content ({"format": 1, "machines": {key: entry}}); an empty one when there is none.
     ValueError names what is wrong with a file that is there."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return {"format": _TUNED_FORMAT, "machines": {}}
     try:
+        if not os.path.isfile(path):
+            raise ValueError("it is not a regular file")
+        if os.path.getsize(path) > _TUNED_MAX_BYTES:
+            raise ValueError(f"it is larger than {_TUNED_MAX_BYTES} bytes")
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError and JSON errors are ValueErrors
         raise ValueError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict) or data.get("format") != _TUNED_FORMAT or not isinstance(data.get("machines"), dict):
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if type(fmt) is not int or fmt != _TUNED_FORMAT or not isinstance(data.get("machines"), dict):
         raise ValueError(f"{path} is not a spikeforge crossover file (format {_TUNED_FORMAT})")
     return data
 
 
-def load_tuned_crossover(path: Optional[str] = None) -> Optional[dict[str, Optional[float]]]:
+def tuned_disabled() -> bool:
+    """SPIKEFORGE_TUNED=0 (or false / no / off): the cache file is ignored."""
+    return os.environ.get("SPIKEFORGE_TUNED", "").strip().lower() in ("0", "false", "no", "off")
+
+
+_TUNED_PROBLEM: Optional[str] = None  # why the file found at import was not applied, warned at first use
+
+
+def load_tuned_crossover(path: Optional[str] = None, warn: bool = True) -> Optional[dict[str, Optional[float]]]:
     """Applies this machine's entry of the tuned-crossover file (default tuned_cache_path()) over
     CROSSOVER["cpu"] and returns its crossovers; None when there is no entry for this machine, when
-    SPIKEFORGE_TUNED=0, or when the file cannot be used (a warning says why; the defaults stay)."""
-    if os.environ.get("SPIKEFORGE_TUNED", "1") == "0":
+    SPIKEFORGE_TUNED=0, or when the file cannot be used: a warning then says why (warn=False, as at import:
+    the first auto decision on CPU warns instead, so that importing spikeforge never prints), and the
+    defaults stay."""
+    global _TUNED_PROBLEM
+    if tuned_disabled():
         return None
     path = path or tuned_cache_path()
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
     try:
         entry = read_tuned_file(path)["machines"].get(machine_key())
@@ -228,15 +246,20 @@ def load_tuned_crossover(path: Optional[str] = None) -> Optional[dict[str, Optio
             raise ValueError("an entry must be an object")
         values = _check_tuned_values(entry.get("crossover"))
     except ValueError as e:
-        warnings.warn(f"spikeforge: ignoring the tuned crossovers ({e}); the defaults apply", stacklevel=2)
+        problem = f"spikeforge: ignoring the tuned crossovers ({e}); the defaults apply"
+        if warn:
+            warnings.warn(problem, stacklevel=2)
+        else:
+            _TUNED_PROBLEM = problem
         return None
+    _TUNED_PROBLEM = None
     CROSSOVER["cpu"].update(values)
     TUNED.clear()
     TUNED.update({"path": path, "machine": machine_key(), "measured": entry.get("measured"), "crossover": values})
     return values
 
 
-load_tuned_crossover()
+load_tuned_crossover(warn=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,6 +398,10 @@ def _resolve_kind(kind: int, info: Tensor) -> int:
 def _crossover(device: torch.device, layer: str, cp: Optional[list[int]]) -> Optional[float]:
     """The firing-rate crossover of a call (layer is "linear" / "conv2d", + "_fwd" for inference), or None
     when the dense op always wins there (see CROSSOVER)."""
+    global _TUNED_PROBLEM
+    if _TUNED_PROBLEM is not None and device.type == "cpu" and not torch.compiler.is_compiling():
+        warnings.warn(_TUNED_PROBLEM, stacklevel=4)
+        _TUNED_PROBLEM = None
     table = CROSSOVER.get(device.type, {})
     if cp is None:
         return table.get(layer)
