@@ -284,7 +284,7 @@ void dispatch_variant(int v, F&& f) {
 // One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
 // they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
 // those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
-template <NeuronModel M, int V, typename C>
+template <NeuronModel M, int V, bool UNI, typename C>
 SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
                                C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
                                const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3,
@@ -297,8 +297,8 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
   for (int64_t j = 0; j < n; ++j) {
     C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
     C sv[kMaxSaved] = {};
-    const NeuronSlots<C> sl{
-        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
+    const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
+                             NSL > 2 ? sl2[UNI ? 0 : j] : C(0), NSL > 3 ? sl3[UNI ? 0 : j] : C(0)}};
     spike[j] = Step<M>::forward(q, sl, st, x[j], sv);
     st0[j] = st[0];
     if constexpr (NS > 1) st1[j] = st[1];
@@ -313,7 +313,7 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
 // g' over them in a loop of its own (an exp-based surrogate vectorises there; inside the step's selects
 // GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
 // read it.
-template <NeuronModel M, Surrogate SG, int V, bool SLOTS, typename C>
+template <NeuronModel M, Surrogate SG, int V, bool SLOTS, bool UNI, typename C>
 SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict sv0,
                                 const C* __restrict sv1, const C* __restrict sv2, const C* __restrict pv0,
                                 const C* __restrict pv1, const C* __restrict pv2, const C* __restrict x,
@@ -338,8 +338,8 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   if constexpr (NA > 0) {
     for (int64_t j = 0; j < n; ++j) {
       const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
-      const NeuronSlots<C> sl{
-          {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
+      const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
+                               NSL > 2 ? sl2[UNI ? 0 : j] : C(0), NSL > 3 ? sl3[UNI ? 0 : j] : C(0)}};
       C a[2] = {C(0), C(0)};
       surrogate_args<M>(q, sl, sv, a);
       sg0[j] = a[0];
@@ -385,8 +385,8 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   }
   for (int64_t j = 0; j < n; ++j) {
     const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
-    const NeuronSlots<C> sl{
-        {NSL > 0 ? sl0[j] : C(0), NSL > 1 ? sl1[j] : C(0), NSL > 2 ? sl2[j] : C(0), NSL > 3 ? sl3[j] : C(0)}};
+    const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
+                             NSL > 2 ? sl2[UNI ? 0 : j] : C(0), NSL > 3 ? sl3[UNI ? 0 : j] : C(0)}};
     C prev[kMaxStates] = {};
     if constexpr (PREV) {
       prev[0] = pv0[j];
@@ -434,14 +434,30 @@ SF_CPU_CLONES void state_after_row(const NeuronCoeffs<C>& coeffs, int64_t n, con
   }
 }
 
+// Whether every coefficient slot holds one value for all neurons (or is absent, filled with 0).
+template <typename C>
+bool slots_uniform(const NeuronParams& p, int nslots, const C* const* slots) {
+  bool uniform = true;
+  for (int s = 0; s < nslots; ++s) uniform = uniform && (!slots[s] || p.layout[s].C == 1);
+  return uniform;
+}
+
+// The models whose rows also come in a UNI instantiation, which reads each slot once per row instead of per
+// neuron when slots_uniform(): the snnTorch models and Norse's LIF read 3-4 slots, and those rows (16 KiB at
+// 1024 neurons) pushed the step's rows out of L1: uniform slots (snnTorch's defaults) made Alpha's
+// forward + backward 8-19% faster at T = 32 / 4, Synaptic's 3-10% (Intel Xeon, 2 threads, 2^20 neurons). The
+// SpikingJelly family reads at most PLIF's one slot and keeps one instantiation.
+template <NeuronModel M>
+constexpr bool kUniformRows = Step<M>::kSnn || Step<M>::kNorse;
+
 // The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
 // the spike rows (when spike is given), the rows of every state whose st_seq[s] is given (that state
 // after each step, [T, N]), and the saved values either into
 // `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute).
 template <NeuronModel M, typename S, typename SV>
 void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
-                   S* const* st_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, int64_t i0,
-                   int64_t n) {
+                   S* const* st_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, bool uniform,
+                   int64_t i0, int64_t n) {
   using C = compute_t<S>;
   const Rows<C>& r = rows;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
@@ -462,8 +478,16 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
       }
     }
     dispatch_variant<M>(variant_of<M>(p, false), [&](auto vc) {
-      forward_row<M, decltype(vc)::value, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2],
-                                             r.sl[3], sv_dst[0], sv_dst[1], sv_dst[2]);
+      auto row = [&](auto uni) {
+        forward_row<M, decltype(vc)::value, decltype(uni)::value, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2],
+                                                                     r.sl[0], r.sl[1], r.sl[2], r.sl[3], sv_dst[0],
+                                                                     sv_dst[1], sv_dst[2]);
+      };
+      if (kUniformRows<M> && uniform) {
+        row(std::bool_constant<kUniformRows<M>>{});
+      } else {
+        row(std::false_type{});
+      }
     });
     if (spike) store_row(spike + off, s_dst, n);
     if (saved && !kDirect) {
@@ -490,8 +514,7 @@ void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, in
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
   const size_t per_thread = Rows<C>::size(blk, svbuf, backward);
   C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
-  bool uniform = true;
-  for (int s = 0; s < nslots; ++s) uniform = uniform && (!slots[s] || p.layout[s].C == 1);
+  const bool uniform = slots_uniform(p, nslots, slots);
 #pragma omp parallel num_threads(nthreads) if (nchunks > 1)
   {
     bool filled = false;
@@ -534,10 +557,11 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   const NeuronCoeffs<C> q(p, slots[0] != nullptr);
   S* st_seq[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) st_seq[s] = a.seq[s] ? static_cast<S*>(a.state_out[s]) : nullptr;
+  const bool uniform = slots_uniform(p, NSL, slots);
   for_each_chunk<C>(p, NSL, slots, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
-                            static_cast<SV*>(a.saved), false, blk, p, i0, n);
+                            static_cast<SV*>(a.saved), false, blk, p, uniform, i0, n);
     for (int s = 0; s < NS; ++s) {
       for (void* last : {a.state_out[s] && !a.seq[s] ? a.state_out[s] : nullptr, a.state_last[s]}) {
         if (!last) continue;
@@ -607,11 +631,12 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   S* gx = static_cast<S*>(a.grad_x);
   const SV* saved = static_cast<const SV*>(a.saved);
   const int64_t svbuf = recompute ? NSV * T * blk : 0;
+  const bool uniform = slots_uniform(p, NSL, slots);
   for_each_chunk<C>(p, NSL, slots, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
-      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, i0, n);
+      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, uniform, i0, n);
     }
     for (int s = 0; s < NS; ++s) {
       if (a.grad_out[s] && !a.seq[s]) {  // the gradient of a returned last state
@@ -661,19 +686,21 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       C* g_x = out_row(gx + off, r.out[kMaxSaved]);
       dispatch_variant<M>(variant, [&](auto vc) {
         constexpr int V = decltype(vc)::value;
-        auto row = [&](auto slots) {
-          backward_row<M, SG, V, decltype(slots)::value, C>(
+        auto row = [&](auto slots, auto uni) {
+          backward_row<M, SG, V, decltype(slots)::value, decltype(uni)::value, C>(
               q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
               r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
         };
-        if constexpr (Step<M>::kSnn || Step<M>::kNorse) {  // slot gradients wanted: a run-time choice
+        if constexpr (kUniformRows<M>) {  // slot gradients wanted: a run-time choice
           if (want_slot_grad) {
-            row(std::true_type{});
+            row(std::true_type{}, std::false_type{});  // (learnable coefficients: no UNI instantiation)
+          } else if (uniform) {
+            row(std::false_type{}, std::true_type{});
           } else {
-            row(std::false_type{});
+            row(std::false_type{}, std::false_type{});
           }
         } else {  // the SpikingJelly family's slot (PLIF's k) has its gradient exactly in the kGk variants
-          row(std::bool_constant < (V & Variant::kGk) != 0 > {});
+          row(std::bool_constant < (V & Variant::kGk) != 0 > {}, std::false_type{});
         }
       });
       store_row(gx + off, g_x, n);
