@@ -284,7 +284,7 @@ void dispatch_variant(int v, F&& f) {
 // One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
 // they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
 // those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
-template <NeuronModel M, int V, bool UNI, typename C>
+template <NeuronModel M, int V, bool UNI, bool KEEP_SV, typename C>
 SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
                                C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
                                const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3,
@@ -303,9 +303,11 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
     st0[j] = st[0];
     if constexpr (NS > 1) st1[j] = st[1];
     if constexpr (NS > 2) st2[j] = st[2];
-    sv0[j] = sv[0];
-    if constexpr (NSV > 1) sv1[j] = sv[1];
-    if constexpr (NSV > 2) sv2[j] = sv[2];
+    if constexpr (KEEP_SV) {
+      sv0[j] = sv[0];
+      if constexpr (NSV > 1) sv1[j] = sv[1];
+      if constexpr (NSV > 2) sv2[j] = sv[2];
+    }
   }
 }
 
@@ -463,6 +465,9 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
   constexpr bool kDirect = std::is_same_v<SV, C>;  // saved values written in place
   const int64_t T = p.T, N = p.N;
+  // the saved values are wanted by the backward (svbuf) or the caller (saved); a forward that keeps neither
+  // (recompute, inference) skips their stores: ALIF's step writes 5 rows instead of 3 otherwise
+  const bool keep_sv = to_svbuf || saved != nullptr;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t off = t * N + i0;
     const C* xr = load_row(x + off, r.tmp[0], n);
@@ -478,15 +483,22 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
       }
     }
     dispatch_variant<M>(variant_of<M>(p, false), [&](auto vc) {
-      auto row = [&](auto uni) {
-        forward_row<M, decltype(vc)::value, decltype(uni)::value, C>(q, n, xr, s_dst, r.st[0], r.st[1], r.st[2],
-                                                                     r.sl[0], r.sl[1], r.sl[2], r.sl[3], sv_dst[0],
-                                                                     sv_dst[1], sv_dst[2]);
+      auto row = [&](auto uni, auto keep_sv) {
+        forward_row<M, decltype(vc)::value, decltype(uni)::value, decltype(keep_sv)::value, C>(
+            q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2], r.sl[3], sv_dst[0], sv_dst[1],
+            sv_dst[2]);
+      };
+      auto keep = [&](auto uni) {
+        if (keep_sv) {
+          row(uni, std::true_type{});
+        } else {
+          row(uni, std::false_type{});
+        }
       };
       if (kUniformRows<M> && uniform) {
-        row(std::bool_constant<kUniformRows<M>>{});
+        keep(std::bool_constant<kUniformRows<M>>{});
       } else {
-        row(std::false_type{});
+        keep(std::false_type{});
       }
     });
     if (spike) store_row(spike + off, s_dst, n);
