@@ -281,12 +281,13 @@ void dispatch_variant(int v, F&& f) {
   dispatch_variant_in<M>(v, f, std::make_integer_sequence<int, 3 << Variant::kResetShift>{});
 }
 
-// One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
-// they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
-// those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched.
 // What a forward row stores besides the states (forward_chunk's keep): the spikes, the saved values.
 constexpr int kKeepSpike = 1, kKeepSaved = 2;
 
+// One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
+// they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
+// those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched. UNI: the
+// slots hold one value for all neurons (kUniformRows); KEEP: which of the spikes and saved values to store.
 template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
 SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
                                C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
@@ -607,7 +608,7 @@ struct BackwardTensors {
   void* grad_init[kMaxStates];
   void* slot_ws[kMaxParams];  // per-neuron slot gradients (compute type), or nullptr
   // for a slot of one value (layout C == 1): the sum of each chunk's slot gradients instead of slot_ws, one
-  // double per chunk of chunk_for(T) neurons (sum_chunks() adds them in chunk order)
+  // double per chunk of chunk_for(T) neurons (neuron_backward_cpu adds them in chunk order)
   double* slot_sums[kMaxParams];
 };
 

@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
 
 
 def _layers(quick: bool):
-    """(name, builder(rate) -> (s, w, b), event fn, dense fn) of the two swept layers."""
+    """(name, builder(rate) -> (spikes, weight), event fn, dense fn) of the two swept layers (no bias)."""
     import torch
     import torch.nn.functional as F
 
