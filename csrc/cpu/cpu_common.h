@@ -44,6 +44,10 @@ inline int64_t chunk_for(int64_t T) {
   const int64_t b = (int64_t(1) << 15) / std::max<int64_t>(T, 1);
   return std::min<int64_t>(kBlock, std::max<int64_t>(256, b / 256 * 256));
 }
+// The number of chunks of blk neurons that cover N.
+inline int64_t chunk_count(int64_t N, int64_t blk) {
+  return (N + blk - 1) / blk;
+}
 
 // Returns the row as compute-type values: the memory itself when no conversion is needed,
 // else converted into tmp.

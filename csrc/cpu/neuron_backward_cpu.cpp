@@ -39,7 +39,7 @@ void neuron_backward_cpu(const TensorView& grad_spike, const TensorView* const* 
       a.slots[s] = data_of(slots[s]);
       a.slot_ws[s] = grad_slots[s] ? mdata_of(grad_slot_ws[s]) : nullptr;
       if (grad_slots[s] && p.layout[s].C == 1) {
-        chunk_sums[s].assign(static_cast<size_t>((p.N + chunk_for(p.T) - 1) / chunk_for(p.T)), 0.0);
+        chunk_sums[s].assign(static_cast<size_t>(chunk_count(p.N, chunk_for(p.T))), 0.0);
         a.slot_sums[s] = chunk_sums[s].data();
       }
     }

@@ -30,6 +30,7 @@
 namespace spikeforge {
 namespace {
 
+using cpu::chunk_count;
 using cpu::chunk_for;
 using cpu::dispatch_dtype;
 using cpu::load_row;
@@ -524,19 +525,18 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
   }
 }
 
-// Runs body(rows, i0, n) over the chunks [i0, i0 + n) of blk neurons in parallel (chunks never depend on the
-// thread count), each thread with its own rows (forward's, plus backward's and an svbuf of that many values)
-// carved from the calling thread's scratch, the chunk's coefficient slots already filled. Slots that hold one
+// Runs body(rows, i0, n) over the chunks [i0, i0 + n) of blk neurons (chunk_count of them) in parallel (chunks never
+// depend on the thread count), each thread with its own rows (forward's, plus backward's and an svbuf of that many
+// values) carved from the calling thread's scratch, the chunk's coefficient slots already filled. Slots that hold one
 // value for every neuron (or none) are filled once per thread: refilling them for every chunk was 4% of a
 // Synaptic neuron's forward + backward (3 slots, Intel Xeon, T = 4). The kernels only read the slot rows.
 template <typename C, typename F>
-void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, int64_t blk, int64_t svbuf, bool backward,
-                    int nthreads, F&& body) {
-  const int64_t N = p.N, nchunks = (N + blk - 1) / blk;
+void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, bool uniform, int64_t blk, int64_t svbuf,
+                    bool backward, int nthreads, F&& body) {
+  const int64_t N = p.N, nchunks = chunk_count(N, blk);
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
   const size_t per_thread = Rows<C>::size(blk, svbuf, backward);
   C* slab = scratch<C>(per_thread * static_cast<size_t>(nrows));
-  const bool uniform = slots_uniform(p, nslots, slots);
 #pragma omp parallel num_threads(nthreads) if (nchunks > 1)
   {
     bool filled = false;
@@ -580,7 +580,7 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   S* st_seq[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) st_seq[s] = a.seq[s] ? static_cast<S*>(a.state_out[s]) : nullptr;
   const bool uniform = slots_uniform(p, NSL, slots);
-  for_each_chunk<C>(p, NSL, slots, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
+  for_each_chunk<C>(p, NSL, slots, uniform, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
                             static_cast<SV*>(a.saved), false, blk, p, uniform, i0, n);
@@ -654,7 +654,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   const SV* saved = static_cast<const SV*>(a.saved);
   const int64_t svbuf = recompute ? NSV * T * blk : 0;
   const bool uniform = slots_uniform(p, NSL, slots);
-  for_each_chunk<C>(p, NSL, slots, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
+  for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
