@@ -285,36 +285,75 @@ void dispatch_variant(int v, F&& f) {
 // What a forward row stores besides the states (forward_chunk's keep): the spikes, the saved values.
 constexpr int kKeepSpike = 1, kKeepSaved = 2;
 
+// Neuron j of forward_row's step (always inlined into its loops, which the compiler vectorises as one).
+template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
+[[gnu::always_inline]] inline void forward_elem(const NeuronCoeffs<C>& q, int64_t j, const C* __restrict x,
+                                                C* __restrict spike, C* __restrict st0, C* __restrict st1,
+                                                C* __restrict st2, const C* __restrict sl0, const C* __restrict sl1,
+                                                const C* __restrict sl2, const C* __restrict sl3, C* __restrict sv0,
+                                                C* __restrict sv1, C* __restrict sv2) {
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
+  C sv[kMaxSaved] = {};
+  const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
+                           NSL > 2 ? sl2[UNI ? 0 : j] : C(0), NSL > 3 ? sl3[UNI ? 0 : j] : C(0)}};
+  const C s = Step<M>::forward(q, sl, st, x[j], sv);
+  if constexpr (KEEP & kKeepSpike) spike[j] = s;
+  st0[j] = st[0];
+  if constexpr (NS > 1) st1[j] = st[1];
+  if constexpr (NS > 2) st2[j] = st[2];
+  if constexpr (KEEP & kKeepSaved) {
+    sv0[j] = sv[0];
+    if constexpr (NSV > 1) sv1[j] = sv[1];
+    if constexpr (NSV > 2) sv2[j] = sv[2];
+  }
+}
+
+// The rows of the step that comes after a forward row (see NextRows): their lines are asked for while the row
+// computes. x and spike point at the stored elements (es bytes each; nullptr: nothing to ask for), n of them.
+struct NextRows {
+  const char* x = nullptr;
+  const char* spike = nullptr;
+  int64_t es = 0;
+  int64_t n = 0;
+};
+
 // One step of a row of n neurons. Every row is its own restrict-qualified parameter, so the compiler knows
 // they do not overlap and vectorises the loop without run-time overlap checks (with the model's 10+ rows
 // those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched. UNI: the
 // slots hold one value for all neurons (kUniformRows); KEEP: which of the spikes and saved values to store.
+//
+// With each cache line of the row, the same line of the next step's x and spike rows is asked for into L2:
+// a chunk's rows are pieces of one page (1024 float32) of rows N elements apart, and the hardware prefetcher
+// learns each page's stream anew (a stream stops at its page's end), so without this every row started with
+// misses to memory. Forward alone with the caches dirtied before each call (Intel Xeon, 2 threads, N = 2^20,
+// T = 32): LIF 11.3-11.6 -> 10.0-10.2 ms (98% of the copy bandwidth), ALIF 11.5-11.9 -> 10.2-10.6, Synaptic
+// 11.6-11.9 -> 10.2-10.7. Asking for the whole next row at once before the row was slower than not asking;
+// its first 1 KiB alone gained a third of this.
 template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
 SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
                                C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
                                const C* __restrict sl1, const C* __restrict sl2, const C* __restrict sl3,
-                               C* __restrict sv0, C* __restrict sv1, C* __restrict sv2) {
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+                               C* __restrict sv0, C* __restrict sv1, C* __restrict sv2, const NextRows& next) {
   // a local copy: the row stores could otherwise alias the coefficients, which would be reloaded per element;
   // with V's flags fixed, as in backward_row (the snnTorch models' forward stayed scalar with run-time reset
   // flags: Leaky 3x slower than the LIF)
   const NeuronCoeffs<C> q = pinned<M, V>(coeffs);
-  for (int64_t j = 0; j < n; ++j) {
-    C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
-    C sv[kMaxSaved] = {};
-    const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
-                             NSL > 2 ? sl2[UNI ? 0 : j] : C(0), NSL > 3 ? sl3[UNI ? 0 : j] : C(0)}};
-    const C s = Step<M>::forward(q, sl, st, x[j], sv);
-    if constexpr (KEEP & kKeepSpike) spike[j] = s;
-    st0[j] = st[0];
-    if constexpr (NS > 1) st1[j] = st[1];
-    if constexpr (NS > 2) st2[j] = st[2];
-    if constexpr (KEEP & kKeepSaved) {
-      sv0[j] = sv[0];
-      if constexpr (NSV > 1) sv1[j] = sv[1];
-      if constexpr (NSV > 2) sv2[j] = sv[2];
-    }
+  constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
+  const char* nx = next.x;
+  const char* ns = next.spike;
+  const int64_t es = next.es, lines = nx ? std::min(n, next.n) / kLine * kLine : 0;
+  int64_t j0 = 0;
+  for (; j0 < lines; j0 += kLine) {
+    __builtin_prefetch(nx + j0 * es, 0, 2);
+    if (ns) __builtin_prefetch(ns + j0 * es, 1, 2);
+    // not unrolled, as in backward_row's surrogate pass: one vectorised loop over the line
+#pragma GCC unroll 1
+    for (int64_t j = j0; j < j0 + kLine; ++j)
+      forward_elem<M, V, UNI, KEEP, C>(q, j, x, spike, st0, st1, st2, sl0, sl1, sl2, sl3, sv0, sv1, sv2);
   }
+  for (int64_t j = j0; j < n; ++j)
+    forward_elem<M, V, UNI, KEEP, C>(q, j, x, spike, st0, st1, st2, sl0, sl1, sl2, sl3, sv0, sv1, sv2);
 }
 
 // One backward step of a row (see forward_row), in three passes: the surrogate's arguments into g0 (g1),
@@ -458,14 +497,11 @@ bool slots_uniform(const NeuronParams& p, int nslots, const C* const* slots) {
 template <NeuronModel M>
 constexpr bool kUniformRows = Step<M>::kSnn || Step<M>::kNorse;
 
-// Asks for the first kPrefetchHead bytes of a row of n elements (read or written next) into L2. A chunk's
-// rows are pieces of one page (1024 float32) of rows N elements apart, and the hardware prefetcher learns
-// every page's stream anew (a stream stops at its page's end): the head of the next row, requested while this
-// row computes, is there when the next row starts. 1 KiB was best of 0.5 / 1 / 2 / 4 KiB (a whole row at once
-// made the forward slower than none): forward + backward with the caches dirtied before each call (Intel Xeon,
-// 2 threads, N = 2^20, T = 32), LIF 33.0 -> 31.6 ms, ALIF 37.2 -> 34.3, ternary 36.2-37.4 -> 33.1-33.5, the
-// other models 3-10% faster; T = 4 within noise or faster. The same request for the backward's step t - 1
-// rows made the backward slower.
+// Asks for the first kPrefetchHead bytes of a row of n elements (written next) into L2: the state sequences'
+// rows, which forward_chunk copies after each row (see forward_row for why a row's lines are asked for ahead).
+// Before forward_row asked for the next step's x and spike rows line by line, this head request for them made
+// forward + backward 3-10% faster at T = 32 (caches dirtied before each call, Intel Xeon, 2 threads), and
+// 1 KiB was best of 0.5 / 1 / 2 / 4 KiB.
 constexpr int64_t kPrefetchHead = 1024;
 template <typename S>
 inline void prefetch_head(const S* row, int64_t n, bool write) {
@@ -501,14 +537,18 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
   const int keep = (spike ? kKeepSpike : 0) | (keep_sv ? kKeepSaved : 0);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t off = t * N + i0;
-    // the head of the rows that come next: this chunk's step t + 1, or the next chunk's step 0 after the last step
+    // the rows that come next (forward_row): this chunk's step t + 1, or the next chunk's step 0 after the last
+    // step (schedule(static) gives a thread consecutive chunks); the state sequences' rows, copied after the
+    // row, get their head asked for here
     const int64_t next = t + 1 < T ? off + N : i0 + blk;
-    const int64_t next_n = t + 1 < T ? n : std::min(blk, N - next);
-    if (next_n > 0) {
-      prefetch_head(x + next, next_n, false);
-      if (spike) prefetch_head(spike + next, next_n, true);
+    NextRows nr;
+    nr.n = t + 1 < T ? n : std::max<int64_t>(0, std::min(blk, N - next));
+    if (nr.n > 0) {
+      nr.x = reinterpret_cast<const char*>(x + next);
+      nr.spike = spike ? reinterpret_cast<const char*>(spike + next) : nullptr;
+      nr.es = static_cast<int64_t>(sizeof(S));
       for (int s = 0; s < NS; ++s) {
-        if (st_seq && st_seq[s]) prefetch_head(st_seq[s] + next, next_n, true);
+        if (st_seq && st_seq[s]) prefetch_head(st_seq[s] + next, nr.n, true);
       }
     }
     const C* xr = load_row(x + off, r.tmp[0], n);
@@ -527,7 +567,7 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
       auto row = [&](auto uni, auto kept) {
         forward_row<M, decltype(vc)::value, decltype(uni)::value, decltype(kept)::value, C>(
             q, n, xr, s_dst, r.st[0], r.st[1], r.st[2], r.sl[0], r.sl[1], r.sl[2], r.sl[3], sv_dst[0], sv_dst[1],
-            sv_dst[2]);
+            sv_dst[2], nr);
       };
       auto by_keep = [&](auto uni) {
         if (keep == kKeepSpike) {
