@@ -309,11 +309,13 @@ template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
   }
 }
 
-// The rows of the step that comes after a forward row (see NextRows): their lines are asked for while the row
-// computes. x and spike point at the stored elements (es bytes each; nullptr: nothing to ask for), n of them.
+// The rows of the step that comes after a forward row: their lines are asked for while the row computes (see
+// forward_row). x, spike and the state sequences' rows seq[s] point at the stored elements (es bytes each;
+// nullptr: nothing to ask for), n of them.
 struct NextRows {
   const char* x = nullptr;
   const char* spike = nullptr;
+  const char* seq[kMaxStates] = {};
   int64_t es = 0;
   int64_t n = 0;
 };
@@ -323,13 +325,15 @@ struct NextRows {
 // those exceed its limit and the loop stayed scalar). Rows past the model's counts are not touched. UNI: the
 // slots hold one value for all neurons (kUniformRows); KEEP: which of the spikes and saved values to store.
 //
-// With each cache line of the row, the same line of the next step's x and spike rows is asked for into L2:
-// a chunk's rows are pieces of one page (1024 float32) of rows N elements apart, and the hardware prefetcher
-// learns each page's stream anew (a stream stops at its page's end), so without this every row started with
-// misses to memory. Forward alone with the caches dirtied before each call (Intel Xeon, 2 threads, N = 2^20,
-// T = 32): LIF 11.3-11.6 -> 10.0-10.2 ms (98% of the copy bandwidth), ALIF 11.5-11.9 -> 10.2-10.6, Synaptic
-// 11.6-11.9 -> 10.2-10.7. Asking for the whole next row at once before the row was slower than not asking;
-// its first 1 KiB alone gained a third of this.
+// With each cache line of the row, the same line of the next step's rows (x, spikes, state sequences) is asked
+// for into L2: a chunk's rows are pieces of one page (1024 float32) of rows N elements apart, and the hardware
+// prefetcher learns each page's stream anew (a stream stops at its page's end), so without this every row
+// started with misses to memory. Forward alone with the caches dirtied before each call (Intel Xeon, 2
+// threads, N = 2^20, T = 32): LIF 11.3-11.6 -> 10.0-10.5 ms (about the copy bandwidth), ALIF 11.5-12.0 ->
+// 10.5-10.6, Synaptic 11.6-12.2 -> 10.4-10.5. The snnTorch Synaptic drop-in's forward at T = 4, which also
+// writes both state sequences, took 3.0-3.8 ms with only the first 1 KiB of their rows asked for, 2.8-3.2 so. Asking
+// for the whole next row at once before the row was slower than not asking; its first 1 KiB alone (0.5, 2 and 4 KiB
+// were slower) gained a third of this.
 template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
 SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
                                C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,
@@ -342,11 +346,15 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
   constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
   const char* nx = next.x;
   const char* ns = next.spike;
+  const char *nq0 = next.seq[0], *nq1 = next.seq[1], *nq2 = next.seq[2];
   const int64_t es = next.es, lines = nx ? std::min(n, next.n) / kLine * kLine : 0;
   int64_t j0 = 0;
   for (; j0 < lines; j0 += kLine) {
     __builtin_prefetch(nx + j0 * es, 0, 2);
     if (ns) __builtin_prefetch(ns + j0 * es, 1, 2);
+    if (nq0) __builtin_prefetch(nq0 + j0 * es, 1, 2);
+    if (nq1) __builtin_prefetch(nq1 + j0 * es, 1, 2);
+    if (nq2) __builtin_prefetch(nq2 + j0 * es, 1, 2);
     // not unrolled, as in backward_row's surrogate pass: one vectorised loop over the line
 #pragma GCC unroll 1
     for (int64_t j = j0; j < j0 + kLine; ++j)
@@ -497,25 +505,6 @@ bool slots_uniform(const NeuronParams& p, int nslots, const C* const* slots) {
 template <NeuronModel M>
 constexpr bool kUniformRows = Step<M>::kSnn || Step<M>::kNorse;
 
-// Asks for the first kPrefetchHead bytes of a row of n elements (written next) into L2: the state sequences'
-// rows, which forward_chunk copies after each row (see forward_row for why a row's lines are asked for ahead).
-// Before forward_row asked for the next step's x and spike rows line by line, this head request for them made
-// forward + backward 3-10% faster at T = 32 (caches dirtied before each call, Intel Xeon, 2 threads), and
-// 1 KiB was best of 0.5 / 1 / 2 / 4 KiB.
-constexpr int64_t kPrefetchHead = 1024;
-template <typename S>
-inline void prefetch_head(const S* row, int64_t n, bool write) {
-  const char* p = reinterpret_cast<const char*>(row);
-  const int64_t bytes = std::min<int64_t>(kPrefetchHead, n * static_cast<int64_t>(sizeof(S)));
-  for (int64_t b = 0; b < bytes; b += 64) {
-    if (write) {
-      __builtin_prefetch(p + b, 1, 2);
-    } else {
-      __builtin_prefetch(p + b, 0, 2);
-    }
-  }
-}
-
 // The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
 // the spike rows (when spike is given), the rows of every state whose st_seq[s] is given (that state
 // after each step, [T, N]), and the saved values either into
@@ -538,8 +527,7 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
   for (int64_t t = 0; t < T; ++t) {
     const int64_t off = t * N + i0;
     // the rows that come next (forward_row): this chunk's step t + 1, or the next chunk's step 0 after the last
-    // step (schedule(static) gives a thread consecutive chunks); the state sequences' rows, copied after the
-    // row, get their head asked for here
+    // step (schedule(static) gives a thread consecutive chunks)
     const int64_t next = t + 1 < T ? off + N : i0 + blk;
     NextRows nr;
     nr.n = t + 1 < T ? n : std::max<int64_t>(0, std::min(blk, N - next));
@@ -548,7 +536,7 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
       nr.spike = spike ? reinterpret_cast<const char*>(spike + next) : nullptr;
       nr.es = static_cast<int64_t>(sizeof(S));
       for (int s = 0; s < NS; ++s) {
-        if (st_seq && st_seq[s]) prefetch_head(st_seq[s] + next, nr.n, true);
+        if (st_seq && st_seq[s]) nr.seq[s] = reinterpret_cast<const char*>(st_seq[s] + next);
       }
     }
     const C* xr = load_row(x + off, r.tmp[0], n);
