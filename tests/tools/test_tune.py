@@ -199,6 +199,25 @@ def test_tune_saves_this_machine_and_keeps_the_others(capsys, monkeypatch):
     assert rc == 0 and "no tuned crossovers" in out
 
 
+def test_an_entry_written_during_the_sweep_is_kept(capsys, monkeypatch):
+    """Another machine sharing the home folder saves its entry while this one sweeps: the file is read again
+    (under the lock) before this machine's entry is written, so neither is lost."""
+    other = "another CPU | 64 CPUs | x86-64-v3"
+    path = sp.tuned_cache_path()
+    fake = _fake_sweep(TUNED_VALUES)
+
+    def sweep_while_another_saves(*args, **kw):
+        _write({other: _entry({k: 0.5 for k in TUNED_VALUES})})
+        return fake(*args, **kw)
+
+    monkeypatch.setattr(tune, "sweep", sweep_while_another_saves)
+    rc, out, err = _run(capsys, "tune")
+    assert rc == 0, err
+    data = json.load(open(path))
+    assert set(data["machines"]) == {other, sp.machine_key()}
+    assert data["machines"][other]["crossover"] == {k: 0.5 for k in TUNED_VALUES}
+
+
 @pytest.mark.parametrize("flag", ["--no-save", "--quick"])
 def test_no_save_and_quick_leave_the_file_alone(capsys, monkeypatch, flag):
     monkeypatch.setattr(tune, "sweep", _fake_sweep(TUNED_VALUES))

@@ -141,6 +141,42 @@ def _describe(values: dict) -> str:
     return "; ".join(f"{k} {pct(values[k])}" for k in values)
 
 
+def _read(path: str) -> dict:
+    from ..ops import spike as sp
+
+    try:
+        return sp.read_tuned_file(path)
+    except ValueError as e:
+        raise UsageError(f"{e}; remove it or set SPIKEFORGE_CACHE_DIR to another folder") from None
+
+
+def _update(path: str, change: Callable[[dict], bool]) -> bool:
+    """Reads the file, lets change(machines) edit this machine's entry (True: write the result) and writes it,
+    holding an exclusive lock on PATH.lock throughout where the platform has one (fcntl): two machines that share
+    a home folder and tune at the same time each keep their entry, since the file is read again after the sweep
+    instead of being overwritten with what it held before it. -> what change returned."""
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+        lock = open(path + ".lock", "a")
+    except OSError as e:
+        raise UsageError(
+            f"cannot write {path}: {e.strerror or e}; set SPIKEFORGE_CACHE_DIR to a folder you can write"
+        ) from None
+    with lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no fcntl (Windows), or a file system without locks: unlocked
+            pass
+        data = _read(path)
+        changed = change(data["machines"])
+        if changed:
+            _write(path, data)
+        return changed
+
+
 def _write(path: str, data: dict) -> None:
     """Writes the file through a temporary one in the same folder, so that a reader never sees half of it;
     a folder that cannot be written is a usage error."""
@@ -173,15 +209,12 @@ def run(args) -> int:
     from ..ops import spike as sp
 
     path, key = sp.tuned_cache_path(), sp.machine_key()
-    try:
-        data = sp.read_tuned_file(path)
-    except ValueError as e:
-        raise UsageError(f"{e}; remove it or set SPIKEFORGE_CACHE_DIR to another folder") from None
+    _read(path)  # a file that cannot be used stops the command before a sweep that it could not save
     if args.reset:
-        if data["machines"].pop(key, None) is None:
+        removed = _update(path, lambda machines: machines.pop(key, None) is not None)
+        if not removed:
             print(f"no tuned crossovers for this machine in {path}")
         else:
-            _write(path, data)
             print(f"removed this machine's tuned crossovers from {path}; the defaults apply")
         return 0
     if args.threads:
@@ -201,7 +234,7 @@ def run(args) -> int:
             else "not saved (--no-save)"
         )
         return 0
-    data["machines"][key] = {
+    entry = {
         "crossover": values,
         "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "threads": torch.get_num_threads(),
@@ -210,7 +243,12 @@ def run(args) -> int:
         "torch": torch.__version__,
         "points": result["points"],
     }
-    _write(path, data)
+
+    def store(machines: dict) -> bool:
+        machines[key] = entry
+        return True
+
+    _update(path, store)
     if sp.tuned_disabled():
         print(f"saved to {path}; SPIKEFORGE_TUNED is set to ignore the file: unset it for mode='auto' to use them")
         return 0
