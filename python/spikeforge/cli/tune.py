@@ -209,9 +209,11 @@ def run(args) -> int:
     from ..ops import spike as sp
 
     path, key = sp.tuned_cache_path(), sp.machine_key()
-    _read(path)  # a file that cannot be used stops the command before a sweep that it could not save
+    # a file that cannot be used stops the command before a sweep that it could not save
+    present = key in _read(path)["machines"]
     if args.reset:
-        removed = _update(path, lambda machines: machines.pop(key, None) is not None)
+        # (no entry: nothing to write, not even the lock file)
+        removed = present and _update(path, lambda machines: machines.pop(key, None) is not None)
         if not removed:
             print(f"no tuned crossovers for this machine in {path}")
         else:
