@@ -5,6 +5,7 @@ bad inputs are one-line errors."""
 import json
 import os
 import re
+import signal
 import warnings
 
 import pytest
@@ -245,6 +246,27 @@ def test_tune_into_a_folder_it_cannot_write(capsys, monkeypatch, tmp_path):
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert re.match(r"spikeforge tune: error: cannot write .*SPIKEFORGE_CACHE_DIR", lines[0]), lines[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not hasattr(signal, "SIGALRM"), reason="no FIFOs or alarms here")
+def test_a_fifo_as_the_lock_file_is_an_error_not_a_wait(capsys, monkeypatch):
+    monkeypatch.setattr(tune, "sweep", _fake_sweep(TUNED_VALUES))
+    os.mkfifo(sp.tuned_cache_path() + ".lock")
+
+    def blocked(*_):
+        pytest.fail("tune waited on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)
+    try:
+        rc, out, err = _run(capsys, "tune")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.match(r"spikeforge tune: error: cannot write .*crossover.json.lock", lines[0]), lines[0]
+    assert not os.path.exists(sp.tuned_cache_path())
 
 
 def test_tune_bad_inputs_are_one_line_errors(capsys):

@@ -156,18 +156,20 @@ def _update(path: str, change: Callable[[dict], bool]) -> bool:
     a home folder and tune at the same time each keep their entry, since the file is read again after the sweep
     instead of being overwritten with what it held before it. -> what change returned."""
     folder = os.path.dirname(path) or "."
+    lock_path = path + ".lock"
     try:
         os.makedirs(folder, exist_ok=True)
-        lock = open(path + ".lock", "a")
+        # non-blocking: a FIFO in the lock file's place is an error (ENXIO), not a wait for a reader
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NONBLOCK", 0), 0o644)
     except OSError as e:
         raise UsageError(
-            f"cannot write {path}: {e.strerror or e}; set SPIKEFORGE_CACHE_DIR to a folder you can write"
+            f"cannot write {lock_path}: {e.strerror or e}; set SPIKEFORGE_CACHE_DIR to a folder you can write"
         ) from None
-    with lock:
+    try:
         try:
             import fcntl
 
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except (ImportError, OSError):  # no fcntl (Windows), or a file system without locks: unlocked
             pass
         data = _read(path)
@@ -175,6 +177,8 @@ def _update(path: str, change: Callable[[dict], bool]) -> bool:
         if changed:
             _write(path, data)
         return changed
+    finally:
+        os.close(fd)
 
 
 def _write(path: str, data: dict) -> None:
