@@ -331,9 +331,9 @@ struct NextRows {
 // started with misses to memory. Forward alone with the caches dirtied before each call (Intel Xeon, 2
 // threads, N = 2^20, T = 32): LIF 11.3-11.6 -> 10.0-10.5 ms (about the copy bandwidth), ALIF 11.5-12.0 ->
 // 10.5-10.6, Synaptic 11.6-12.2 -> 10.4-10.5. The snnTorch Synaptic drop-in's forward at T = 4, which also
-// writes both state sequences, took 3.0-3.8 ms with only the first 1 KiB of their rows asked for, 2.8-3.2 so. Asking
-// for the whole next row at once before the row was slower than not asking; its first 1 KiB alone (0.5, 2 and 4 KiB
-// were slower) gained a third of this.
+// writes both state sequences, took 3.0-3.8 ms with only the first 1 KiB of their rows asked for, 2.8-3.2 ms
+// with every line. Asking for the whole next row at once before the row was slower than not asking; its first
+// 1 KiB alone (0.5, 2 and 4 KiB were slower) gained a third of this.
 template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
 SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C* __restrict x, C* __restrict spike,
                                C* __restrict st0, C* __restrict st1, C* __restrict st2, const C* __restrict sl0,

@@ -150,21 +150,22 @@ def _read(path: str) -> dict:
         raise UsageError(f"{e}; remove it or set SPIKEFORGE_CACHE_DIR to another folder") from None
 
 
+def _cannot_write(path: str, e: OSError) -> UsageError:
+    return UsageError(f"cannot write {path}: {e.strerror or e}; set SPIKEFORGE_CACHE_DIR to a folder you can write")
+
+
 def _update(path: str, change: Callable[[dict], bool]) -> bool:
     """Reads the file, lets change(machines) edit this machine's entry (True: write the result) and writes it,
     holding an exclusive lock on PATH.lock throughout where the platform has one (fcntl): two machines that share
     a home folder and tune at the same time each keep their entry, since the file is read again after the sweep
     instead of being overwritten with what it held before it. -> what change returned."""
-    folder = os.path.dirname(path) or "."
     lock_path = path + ".lock"
     try:
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         # non-blocking: a FIFO in the lock file's place is an error (ENXIO), not a wait for a reader
         fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NONBLOCK", 0), 0o644)
     except OSError as e:
-        raise UsageError(
-            f"cannot write {lock_path}: {e.strerror or e}; set SPIKEFORGE_CACHE_DIR to a folder you can write"
-        ) from None
+        raise _cannot_write(lock_path, e) from None
     try:
         try:
             import fcntl
@@ -182,15 +183,13 @@ def _update(path: str, change: Callable[[dict], bool]) -> bool:
 
 
 def _write(path: str, data: dict) -> None:
-    """Writes the file through a temporary one in the same folder, so that a reader never sees half of it;
-    a folder that cannot be written is a usage error."""
+    """Writes the file through a temporary one in the same folder (made by _update), so that a reader never
+    sees half of it; a folder that cannot be written is a usage error."""
     import tempfile
 
-    folder = os.path.dirname(path) or "."
     tmp = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".crossover.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=".crossover.", suffix=".tmp", dir=os.path.dirname(path) or ".")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.flush()
@@ -198,9 +197,7 @@ def _write(path: str, data: dict) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise UsageError(
-            f"cannot write {path}: {e.strerror or e}; set SPIKEFORGE_CACHE_DIR to a folder you can write"
-        ) from None
+        raise _cannot_write(path, e) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
