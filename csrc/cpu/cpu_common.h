@@ -25,6 +25,16 @@
 #define SF_CPU_CLONES
 #endif
 
+// Multiply-add contraction (FMA where the code path has it) for one function, in translation units compiled
+// with -ffp-contract=off: for the surrogate gradients, which no peer's bits constrain. The results then differ
+// in the last bits between a path with FMA and one without (the baseline clone), and are the same run to run
+// and for any thread count. GCC applies it per clone (the target of each decides whether FMA exists).
+#if defined(__GNUC__) && !defined(__clang__)
+#define SF_FP_CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define SF_FP_CONTRACT
+#endif
+
 namespace spikeforge::cpu {
 
 // Neurons per chunk, at most. A chunk touches one row of its neurons per tensor and step, so rows should

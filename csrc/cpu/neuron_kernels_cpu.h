@@ -18,6 +18,7 @@
 // default: x is the only [T, N] tensor kept), or reads the saved values the forward wrote.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <utility>
 #include <type_traits>
@@ -81,6 +82,12 @@ struct Step {
     }
   }
 };
+
+// The coefficient slots whose rows the kernels read: the model's own, and for the SpikingJelly family slot 0
+// (the k of H = V + (X - V) k) always: PLIF's coefficient, or 1 / tau where that replaces the divide by tau
+// exactly (tau_as_slot; LIF, ALIF, I-LIF and ternary have no slot of their own).
+template <NeuronModel M>
+constexpr int kSlotRows = neuron_reads_prev_state(M) ? neuron_slots(M) : 1;
 
 // Row scratch of the threads of one call, carved from a cache owned by the calling thread (grown as
 // needed, never shrunk): no allocation per call, and none inside an OpenMP region, where a failure
@@ -292,7 +299,7 @@ template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
                                                 C* __restrict st2, const C* __restrict sl0, const C* __restrict sl1,
                                                 const C* __restrict sl2, const C* __restrict sl3, C* __restrict sv0,
                                                 C* __restrict sv1, C* __restrict sv2) {
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = kSlotRows<M>;
   C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
   C sv[kMaxSaved] = {};
   const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
@@ -364,6 +371,55 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
     forward_elem<M, V, UNI, KEEP, C>(q, j, x, spike, st0, st1, st2, sl0, sl1, sl2, sl3, sv0, sv1, sv2);
 }
 
+// g' over a row: sg0 (and sg1, the ternary spike's second argument) hold the surrogate's arguments and get
+// its values. g' is arithmetic only (no memory traffic), so this loop also asks for the cache lines of this
+// row's gradient rows that backward_row's step loop reads (gs) and writes (gx): they stream in while the
+// surrogate computes instead of after it.
+//
+// A function of its own so that it alone is compiled with multiply-add contraction (SF_FP_CONTRACT): FMA
+// where the code path has it (a native build on such a CPU, the x86-64-v3 / v4 clones of a portable one).
+// The surrogate is a gradient, which no peer's bits constrain (the forward and its recompute keep one rounding
+// per operation), and contraction makes its exp more accurate, not less. Zen 3 (AVX2) spent 40% of LIF's
+// backward here: the sigmoid's exp is a chain of multiply-adds. Measured in the commit that added this.
+template <Surrogate SG, int NA, typename C>
+SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, int64_t n, C* __restrict sg0,
+                                                     C* __restrict sg1, const C* gs, C* gx) {
+  constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
+  // the two-sided ternary spike with the sigmoid: both g' from one exp (core/surrogate.h)
+  constexpr bool kPairable = NA > 1 && SG == Surrogate::sigmoid && std::is_same_v<C, float>;
+  bool paired = false;
+  if constexpr (kPairable) {
+    const float c = -2.0f * q.vth;  // sg1 = c - sg0
+    if (q.two_sided && sigmoid_pair_ok(q.sg_a, c)) {
+      const float k = vexp(-q.sg_a * c);
+      int64_t j0 = 0;
+      for (; j0 + kLine <= n; j0 += kLine) {
+        __builtin_prefetch(gs + j0, 0, 2);
+        __builtin_prefetch(gx + j0, 1, 2);
+#pragma GCC unroll 1
+        for (int64_t i = j0; i < j0 + kLine; ++i) sigmoid_grad_pair(sg0[i], q.sg_a, k, sg0[i], sg1[i]);
+      }
+      for (int64_t j = j0; j < n; ++j) sigmoid_grad_pair(sg0[j], q.sg_a, k, sg0[j], sg1[j]);
+      paired = true;
+    }
+  }
+  if (!paired) {
+    int64_t j0 = 0;
+    for (; j0 + kLine <= n; j0 += kLine) {
+      __builtin_prefetch(gs + j0, 0, 2);
+      __builtin_prefetch(gx + j0, 1, 2);
+      // not unrolled: GCC unrolled this 16-trip loop completely and then vectorised only part of the
+      // straight-line code (the atan surrogate stayed 23 scalar divisions per line, the Leaky backward 1.3x slower)
+#pragma GCC unroll 1
+      for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
+    }
+    for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
+    if (NA > 1 && q.two_sided) {
+      for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
+    }
+  }
+}
+
 // One backward step of a row (see forward_row), in three passes: the surrogate's arguments into g0 (g1),
 // g' over them in a loop of its own (an exp-based surrogate vectorises there; inside the step's selects
 // GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
@@ -377,7 +433,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
                                 const C* __restrict sl2, const C* __restrict sl3, C* __restrict gl0, C* __restrict gl1,
                                 C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
                                 bool want_slot_grad) {
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NA = kSurrogateArgs<M>;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = kSlotRows<M>, NA = kSurrogateArgs<M>;
   // the snnTorch family and norse_lif always read the previous state (the reset decision, the current)
   // and alpha and norse_lif x; of the SpikingJelly family only PLIF's dH/dk reads them
   constexpr bool PREV = neuron_reads_prev_state(M) || (V & Variant::kGk);
@@ -385,7 +441,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   constexpr bool WANT_GK = (V & Variant::kGk) != 0;
   // SLOTS: the slot gradient rows are read and written (only when a slot gradient is wanted: otherwise the
   // per-neuron slot gradient arithmetic is dead code and the Leaky step moves 6 rows fewer)
-  constexpr bool GSL = SLOTS && NSL > 0;
+  constexpr bool GSL = SLOTS && neuron_slots(M) > 0;
   const NeuronCoeffs<C> q = pinned<M, V>(coeffs);  // a local copy, as in forward_row, with V's flags fixed
   (void)want_slot_grad;
   // (no lambdas for the per-element loads below: GCC reloads the row pointers from a by-reference closure
@@ -400,43 +456,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
       sg0[j] = a[0];
       if constexpr (NA > 1) sg1[j] = a[1];
     }
-    // g' is arithmetic only (no memory traffic), so this loop also asks for the cache lines of this
-    // row's gradient rows that the step loop below reads (gs) and writes (gx): they stream in while the
-    // surrogate computes instead of after it.
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
-    // the two-sided ternary spike with the sigmoid: both g' from one exp (core/surrogate.h)
-    constexpr bool kPairable = NA > 1 && SG == Surrogate::sigmoid && std::is_same_v<C, float>;
-    bool paired = false;
-    if constexpr (kPairable) {
-      const float c = -2.0f * q.vth;  // sg1 = c - sg0
-      if (q.two_sided && sigmoid_pair_ok(q.sg_a, c)) {
-        const float k = vexp(-q.sg_a * c);
-        int64_t j0 = 0;
-        for (; j0 + kLine <= n; j0 += kLine) {
-          __builtin_prefetch(gs + j0, 0, 2);
-          __builtin_prefetch(gx + j0, 1, 2);
-#pragma GCC unroll 1
-          for (int64_t i = j0; i < j0 + kLine; ++i) sigmoid_grad_pair(sg0[i], q.sg_a, k, sg0[i], sg1[i]);
-        }
-        for (int64_t j = j0; j < n; ++j) sigmoid_grad_pair(sg0[j], q.sg_a, k, sg0[j], sg1[j]);
-        paired = true;
-      }
-    }
-    if (!paired) {
-      int64_t j0 = 0;
-      for (; j0 + kLine <= n; j0 += kLine) {
-        __builtin_prefetch(gs + j0, 0, 2);
-        __builtin_prefetch(gx + j0, 1, 2);
-        // not unrolled: GCC unrolled this 16-trip loop completely and then vectorised only part of the
-        // straight-line code (the atan surrogate stayed 23 scalar divisions per line, the Leaky backward 1.3x slower)
-#pragma GCC unroll 1
-        for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
-      }
-      for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
-      if (NA > 1 && q.two_sided) {
-        for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
-      }
-    }
+    surrogate_grad_row<SG, NA, C>(q, n, sg0, sg1, gs, gx);
   }
   for (int64_t j = 0; j < n; ++j) {
     const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
@@ -615,6 +635,30 @@ void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, bo
   }
 }
 
+// SpikingJelly's x / tau as PLIF's x * k, with k = 1 / tau in a coefficient slot of one value, where the two are
+// the same number: tau a power of two (the default 2.0) whose inverse is normal, so x / tau and x * (1 / tau) are
+// both the correctly rounded x 2^-k, for every x (zeros, infinities and NaN included). A vector divide costs the
+// row loops about ten multiplies: on Zen 3 (AVX2) LIF's forward row waited on its divide by tau most of its time,
+// and the backward's recompute with it. The I-LIF's keep form (no decay_input) has no divide and keeps its own
+// charge. The CUDA kernels divide (the same numbers). Fills k and returns the call's parameters with slot 0 of one
+// value (slots[0] then points at k), or p itself.
+template <NeuronModel M, typename C>
+NeuronParams tau_as_slot(const NeuronParams& p, const C* (&slots)[kMaxParams], C& k) {
+  if constexpr (neuron_reads_prev_state(M)) {  // the snnTorch family and Norse: no tau
+    return p;
+  } else {
+    int e = 0;
+    if (slots[0] || !(p.tau > 0.0) || (M == NeuronModel::ilif && !p.decay_input)) return p;
+    if (std::frexp(p.tau, &e) != 0.5) return p;
+    k = static_cast<C>(1.0 / p.tau);
+    if (!std::isnormal(k) || static_cast<double>(k) * p.tau != 1.0) return p;
+    NeuronParams q = p;
+    q.layout[0] = ParamLayout{};
+    slots[0] = &k;
+    return q;
+  }
+}
+
 struct ForwardTensors {
   const void* x;
   const void* init[kMaxStates];
@@ -627,13 +671,15 @@ struct ForwardTensors {
 };
 
 template <NeuronModel M, typename S>
-void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) {
+void forward_impl(const ForwardTensors& a, const NeuronParams& call, int nthreads) {
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
-  constexpr int NS = neuron_states(M), NSL = neuron_slots(M);
-  const int64_t blk = chunk_for(p.T);
+  constexpr int NS = neuron_states(M), NSL = kSlotRows<M>;
+  const int64_t blk = chunk_for(call.T);
   const C* slots[kMaxParams] = {};
   for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
+  C k_tau{};
+  const NeuronParams p = tau_as_slot<M>(call, slots, k_tau);
   const S* init[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
   const NeuronCoeffs<C> q(p, slots[0] != nullptr);
@@ -686,13 +732,15 @@ double sum_in_double(const C* v, int64_t n) {
 }
 
 template <NeuronModel M, typename S, Surrogate SG>
-void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads) {
+void backward_impl(const BackwardTensors& a, const NeuronParams& call, int nthreads) {
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
-  const int64_t T = p.T, N = p.N, blk = chunk_for(T);
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NRL = kSlotRows<M>;
   const C* slots[kMaxParams] = {};
-  for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
+  for (int s = 0; s < NRL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
+  C k_tau{};
+  const NeuronParams p = tau_as_slot<M>(call, slots, k_tau);
+  const int64_t T = p.T, N = p.N, blk = chunk_for(T);
   const S* init[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
   const NeuronCoeffs<C> q(p, slots[0] != nullptr);
@@ -713,8 +761,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   S* gx = static_cast<S*>(a.grad_x);
   const SV* saved = static_cast<const SV*>(a.saved);
   const int64_t svbuf = recompute ? NSV * T * blk : 0;
-  const bool uniform = slots_uniform(p, NSL, slots);
-  for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
+  const bool uniform = slots_uniform(p, NRL, slots);
+  for_each_chunk<C>(p, NRL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);

@@ -407,3 +407,36 @@ def test_half_precision_backward_uses_forward_spikes(device, save_h, monkeypatch
     assert got["s"].sum() == 0 and want["s"].sum() == 0
     eps = torch.finfo(torch.float16).eps
     torch.testing.assert_close(got["g_x"].float(), want["g_x"], rtol=LOW_TOL * eps, atol=LOW_TOL * eps)
+
+
+_TAU_MODELS = {  # the SpikingJelly-family neurons that divide by tau, each with its resets
+    "lif": (lambda m: m.lif, ({"v_reset": 0.0}, {"v_reset": None})),
+    "alif": (lambda m: m.alif, ({"v_reset": None}, {"v_reset": 0.0})),
+    "ilif": (lambda m: m.ilif, ({},)),
+    "ternary": (lambda m: m.ternary_lif, ({"v_reset": 0.0}, {"v_reset": None})),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("decay", [True, False], ids=["decay_input", "no_decay_input"])
+@pytest.mark.parametrize("tau", [2.0, 4.0, 0.5, 1.0, 0.125, 2.0**40, 3.0, 2.0 * (1 + 2.0**-23)])
+@pytest.mark.parametrize("model", sorted(_TAU_MODELS))
+def test_divide_by_tau_bitwise_on_any_input(device, model, dtype, decay, tau):
+    """SpikingJelly divides by tau. The CPU kernel multiplies by 1/tau instead where tau is a power of two (the
+    two are then the same correctly rounded number for every input): checked here on inputs that round in
+    every step (random, subnormal, huge, NaN, signed zeros), against the reference's division, for powers of
+    two and for taus where the kernel must divide (3, 2 (1 + 2^-23)). (Infinities are left out: the reference's
+    hard reset S v_reset + (1 - S) H is NaN there, docs/bad_inputs.md.)"""
+    g = torch.Generator().manual_seed(7)
+    tiny = torch.finfo(dtype).tiny
+    big = torch.finfo(dtype).max / 2**24  # (no overflow over the 6 steps at tau = 1/8)
+    special = torch.tensor([0.0, -0.0, tiny / 8, -tiny / 3, tiny, big, -big, math.nan], dtype=dtype)
+    x = torch.randn(6, 4, 40, generator=g, dtype=torch.float64).to(dtype) * 1.7
+    x.view(-1)[: special.numel() * 7 : 7] = special
+    fn, resets = _TAU_MODELS[model]
+    for reset in resets:
+        kw = dict(tau=tau, v_threshold=0.7, decay_input=decay, return_v="seq", **reset)
+        got = fn(ops)(x.to(device), **kw)
+        want = fn(reference)(x, **kw)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.cpu(), b, rtol=0, atol=0, equal_nan=True)
