@@ -18,7 +18,6 @@
 // default: x is the only [T, N] tensor kept), or reads the saved values the forward wrote.
 #pragma once
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <utility>
 #include <type_traits>
@@ -82,12 +81,6 @@ struct Step {
     }
   }
 };
-
-// The coefficient slots whose rows the kernels read: the model's own, and for the SpikingJelly family slot 0
-// (the k of H = V + (X - V) k) always: PLIF's coefficient, or 1 / tau where that replaces the divide by tau
-// exactly (tau_as_slot; LIF, ALIF, I-LIF and ternary have no slot of their own).
-template <NeuronModel M>
-constexpr int kSlotRows = neuron_reads_prev_state(M) ? neuron_slots(M) : 1;
 
 // Row scratch of the threads of one call, carved from a cache owned by the calling thread (grown as
 // needed, never shrunk): no allocation per call, and none inside an OpenMP region, where a failure
@@ -299,7 +292,7 @@ template <NeuronModel M, int V, bool UNI, int KEEP, typename C>
                                                 C* __restrict st2, const C* __restrict sl0, const C* __restrict sl1,
                                                 const C* __restrict sl2, const C* __restrict sl3, C* __restrict sv0,
                                                 C* __restrict sv1, C* __restrict sv2) {
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = kSlotRows<M>;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
   C st[kMaxStates] = {st0[j], NS > 1 ? st1[j] : C(0), NS > 2 ? st2[j] : C(0)};
   C sv[kMaxSaved] = {};
   const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
@@ -379,8 +372,11 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
 // A function of its own so that it alone is compiled with multiply-add contraction (SF_FP_CONTRACT): FMA
 // where the code path has it (a native build on such a CPU, the x86-64-v3 / v4 clones of a portable one).
 // The surrogate is a gradient, which no peer's bits constrain (the forward and its recompute keep one rounding
-// per operation), and contraction makes its exp more accurate, not less. Zen 3 (AVX2) spent 40% of LIF's
-// backward here: the sigmoid's exp is a chain of multiply-adds. Measured in the commit that added this.
+// per operation), and contraction makes its exp more accurate, not less. On Zen 3 (AMD EPYC, AVX2) the LIF
+// backward spent 40% of its time in this pass: the sigmoid's exp is a chain of multiply-adds, and the backward
+// is compute-bound there. With FMA (2 threads, N = 2^20, caches dirtied before each call, best of 7 calls, four
+// alternated runs): LIF's backward 24.9-26.3 -> 21.2-23.6 ms at T = 32 and 6.5-7.2 -> 5.8-6.1 ms at T = 8, ALIF's
+// 29.4-30.6 -> 26.1-28.0 ms, the ternary neuron's 29.5-32.0 -> 26.0-26.7 ms (T = 32); the forward is untouched.
 template <Surrogate SG, int NA, typename C>
 SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, int64_t n, C* __restrict sg0,
                                                      C* __restrict sg1, const C* gs, C* gx) {
@@ -433,7 +429,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
                                 const C* __restrict sl2, const C* __restrict sl3, C* __restrict gl0, C* __restrict gl1,
                                 C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
                                 bool want_slot_grad) {
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = kSlotRows<M>, NA = kSurrogateArgs<M>;
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NA = kSurrogateArgs<M>;
   // the snnTorch family and norse_lif always read the previous state (the reset decision, the current)
   // and alpha and norse_lif x; of the SpikingJelly family only PLIF's dH/dk reads them
   constexpr bool PREV = neuron_reads_prev_state(M) || (V & Variant::kGk);
@@ -441,7 +437,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   constexpr bool WANT_GK = (V & Variant::kGk) != 0;
   // SLOTS: the slot gradient rows are read and written (only when a slot gradient is wanted: otherwise the
   // per-neuron slot gradient arithmetic is dead code and the Leaky step moves 6 rows fewer)
-  constexpr bool GSL = SLOTS && neuron_slots(M) > 0;
+  constexpr bool GSL = SLOTS && NSL > 0;
   const NeuronCoeffs<C> q = pinned<M, V>(coeffs);  // a local copy, as in forward_row, with V's flags fixed
   (void)want_slot_grad;
   // (no lambdas for the per-element loads below: GCC reloads the row pointers from a by-reference closure
@@ -635,30 +631,6 @@ void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, bo
   }
 }
 
-// SpikingJelly's x / tau as PLIF's x * k, with k = 1 / tau in a coefficient slot of one value, where the two are
-// the same number: tau a power of two (the default 2.0) whose inverse is normal, so x / tau and x * (1 / tau) are
-// both the correctly rounded x 2^-k, for every x (zeros, infinities and NaN included). A vector divide costs the
-// row loops about ten multiplies: on Zen 3 (AVX2) LIF's forward row waited on its divide by tau most of its time,
-// and the backward's recompute with it. The I-LIF's keep form (no decay_input) has no divide and keeps its own
-// charge. The CUDA kernels divide (the same numbers). Fills k and returns the call's parameters with slot 0 of one
-// value (slots[0] then points at k), or p itself.
-template <NeuronModel M, typename C>
-NeuronParams tau_as_slot(const NeuronParams& p, const C* (&slots)[kMaxParams], C& k) {
-  if constexpr (neuron_reads_prev_state(M)) {  // the snnTorch family and Norse: no tau
-    return p;
-  } else {
-    int e = 0;
-    if (slots[0] || !(p.tau > 0.0) || (M == NeuronModel::ilif && !p.decay_input)) return p;
-    if (std::frexp(p.tau, &e) != 0.5) return p;
-    k = static_cast<C>(1.0 / p.tau);
-    if (!std::isnormal(k) || static_cast<double>(k) * p.tau != 1.0) return p;
-    NeuronParams q = p;
-    q.layout[0] = ParamLayout{};
-    slots[0] = &k;
-    return q;
-  }
-}
-
 struct ForwardTensors {
   const void* x;
   const void* init[kMaxStates];
@@ -671,15 +643,13 @@ struct ForwardTensors {
 };
 
 template <NeuronModel M, typename S>
-void forward_impl(const ForwardTensors& a, const NeuronParams& call, int nthreads) {
+void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) {
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
-  constexpr int NS = neuron_states(M), NSL = kSlotRows<M>;
-  const int64_t blk = chunk_for(call.T);
+  constexpr int NS = neuron_states(M), NSL = neuron_slots(M);
+  const int64_t blk = chunk_for(p.T);
   const C* slots[kMaxParams] = {};
   for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
-  C k_tau{};
-  const NeuronParams p = tau_as_slot<M>(call, slots, k_tau);
   const S* init[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
   const NeuronCoeffs<C> q(p, slots[0] != nullptr);
@@ -732,15 +702,13 @@ double sum_in_double(const C* v, int64_t n) {
 }
 
 template <NeuronModel M, typename S, Surrogate SG>
-void backward_impl(const BackwardTensors& a, const NeuronParams& call, int nthreads) {
+void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads) {
   using C = compute_t<S>;
   using SV = std::conditional_t<neuron_saves_in_activation_dtype(M), S, C>;
-  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NRL = kSlotRows<M>;
-  const C* slots[kMaxParams] = {};
-  for (int s = 0; s < NRL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
-  C k_tau{};
-  const NeuronParams p = tau_as_slot<M>(call, slots, k_tau);
+  constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
   const int64_t T = p.T, N = p.N, blk = chunk_for(T);
+  const C* slots[kMaxParams] = {};
+  for (int s = 0; s < NSL; ++s) slots[s] = static_cast<const C*>(a.slots[s]);
   const S* init[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) init[s] = static_cast<const S*>(a.init[s]);
   const NeuronCoeffs<C> q(p, slots[0] != nullptr);
@@ -761,8 +729,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& call, int nthre
   S* gx = static_cast<S*>(a.grad_x);
   const SV* saved = static_cast<const SV*>(a.saved);
   const int64_t svbuf = recompute ? NSV * T * blk : 0;
-  const bool uniform = slots_uniform(p, NRL, slots);
-  for_each_chunk<C>(p, NRL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
+  const bool uniform = slots_uniform(p, NSL, slots);
+  for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);

@@ -422,11 +422,11 @@ _TAU_MODELS = {  # the SpikingJelly-family neurons that divide by tau, each with
 @pytest.mark.parametrize("tau", [2.0, 4.0, 0.5, 1.0, 0.125, 2.0**40, 3.0, 2.0 * (1 + 2.0**-23)])
 @pytest.mark.parametrize("model", sorted(_TAU_MODELS))
 def test_divide_by_tau_bitwise_on_any_input(device, model, dtype, decay, tau):
-    """SpikingJelly divides by tau. The CPU kernel multiplies by 1/tau instead where tau is a power of two (the
-    two are then the same correctly rounded number for every input): checked here on inputs that round in
-    every step (random, subnormal, huge, NaN, signed zeros), against the reference's division, for powers of
-    two and for taus where the kernel must divide (3, 2 (1 + 2^-23)). (Infinities are left out: the reference's
-    hard reset S v_reset + (1 - S) H is NaN there, docs/bad_inputs.md.)"""
+    """SpikingJelly divides by tau, and so do the kernels, bit for bit on inputs that round in every step
+    (random, subnormal, huge, NaN, signed zeros), not only on the dyadic inputs of the tests above: powers of two
+    (where a multiply by 1/tau would give the same numbers) and taus where only a division does (3,
+    2 (1 + 2^-23)). (Infinities are left out: the reference's hard reset S v_reset + (1 - S) H is NaN there,
+    docs/bad_inputs.md.)"""
     g = torch.Generator().manual_seed(7)
     tiny = torch.finfo(dtype).tiny
     big = torch.finfo(dtype).max / 2**24  # (no overflow over the 6 steps at tau = 1/8)
