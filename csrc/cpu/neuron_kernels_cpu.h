@@ -373,10 +373,11 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
 // where the code path has it (a native build on such a CPU, the x86-64-v3 / v4 clones of a portable one).
 // The surrogate is a gradient, which no peer's bits constrain (the forward and its recompute keep one rounding
 // per operation), and contraction makes its exp more accurate, not less. On Zen 3 (AMD EPYC, AVX2) the LIF
-// backward spent 40% of its time in this pass: the sigmoid's exp is a chain of multiply-adds, and the backward
-// is compute-bound there. With FMA (2 threads, N = 2^20, caches dirtied before each call, best of 7 calls, four
-// alternated runs): LIF's backward 24.9-26.3 -> 21.2-23.6 ms at T = 32 and 6.5-7.2 -> 5.8-6.1 ms at T = 8, ALIF's
-// 29.4-30.6 -> 26.1-28.0 ms, the ternary neuron's 29.5-32.0 -> 26.0-26.7 ms (T = 32); the forward is untouched.
+// backward spent more than half of its time in this pass (perf, data in cache): the sigmoid's exp is a chain of
+// multiply-adds, and the backward is compute-bound there (as fast with cold caches as with warm ones). With FMA
+// (2 threads, N = 2^20, caches dirtied before each call, best of 7 calls, four alternated runs): LIF's backward
+// 24.9-26.3 -> 21.2-23.6 ms at T = 32 and 6.5-7.2 -> 5.8-6.1 ms at T = 8, ALIF's 29.4-30.6 -> 26.1-28.0 ms, the
+// ternary neuron's 29.5-32.0 -> 26.0-26.7 ms (T = 32); the forward is untouched.
 template <Surrogate SG, int NA, typename C>
 SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, int64_t n, C* __restrict sg0,
                                                      C* __restrict sg1, const C* gs, C* gx) {
