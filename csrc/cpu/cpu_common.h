@@ -17,8 +17,8 @@
 // for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, and the dynamic loader picks the best
 // the CPU has (GCC's target_clones, one ifunc per function). A native build (-march=native, the
 // default) compiles everything for the building machine instead. Only leaf loops carry it: their callees
-// are inlined into each clone, and results are the same on every path (no FMA contraction where exactness
-// matters; csrc/core/neuron.h).
+// are inlined into each clone. Spikes, states and saved values are the same on every path (no FMA contraction
+// there: csrc/core/neuron.h); surrogate gradients can differ in their last bits (SF_FP_CONTRACT below).
 #if defined(SPIKEFORGE_ISA_CLONES) && (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #define SF_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
