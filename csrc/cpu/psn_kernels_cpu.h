@@ -158,52 +158,59 @@ void forward_impl(const TensorView& xv, const TensorView& wv, const TensorView& 
   }
 }
 
-// dot[a][b] = gh[t0 + a] . xb[i0 + b] over the chunk's n neurons (rows of kChunk). Each pair's sum is formed
-// the same way whatever the block: float lanes over 8-neuron steps, then the lanes in a fixed order, then the
-// tail. A block of TB x IB pairs shares its row loads, and its TB * IB independent sums hide the latency of
-// the multiply-adds (one dot at a time was one dependent chain: PSN's backward at T = 32 spent most of its
-// time there).
+// The weight gradient's dot products gH[t] . X[i] over a partition's neurons, for float: each (t, i) pair keeps
+// 8 float lanes (lane l sums the neurons j = l mod 8, each chunk's in ascending j) in `lanes` across up to
+// kLaneChunks chunks; flush_lanes then adds each pair's lanes, in a fixed order, to its float64 partial. A block
+// of TB x IB pairs shares its row loads, and its TB * IB independent sums hide the latency of the multiply-adds.
+// Reducing the lanes once per chunk instead (8 lanes x 1024 pairs per 256 neurons at T = 32) was about a third
+// of add_weight_dots; the summation order depends on N alone, never on the thread count.
+constexpr int kLanes = 8;
+constexpr int64_t kLaneChunks = 8;  // chunks per flush: 2048 neurons, 256 float terms per lane
+
+template <int TB, int IB>
+inline void dots_block_lanes(const float* __restrict gh, const float* __restrict xb, int64_t t0, int64_t i0, int64_t n,
+                             int64_t T_in, float* __restrict lanes) {
+  typedef float V __attribute__((vector_size(32), aligned(4), may_alias));
+  V acc[TB][IB];
+  for (int a = 0; a < TB; ++a)
+    for (int b = 0; b < IB; ++b) acc[a][b] = *reinterpret_cast<const V*>(lanes + ((t0 + a) * T_in + i0 + b) * kLanes);
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= n; j0 += kLanes) {
+    V g[TB], x[IB];
+    for (int a = 0; a < TB; ++a) g[a] = *reinterpret_cast<const V*>(gh + (t0 + a) * kChunk + j0);
+    for (int b = 0; b < IB; ++b) x[b] = *reinterpret_cast<const V*>(xb + (i0 + b) * kChunk + j0);
+    for (int a = 0; a < TB; ++a)
+      for (int b = 0; b < IB; ++b) acc[a][b] += g[a] * x[b];
+  }
+  for (int a = 0; a < TB; ++a)
+    for (int b = 0; b < IB; ++b) {
+      float* l = lanes + ((t0 + a) * T_in + i0 + b) * kLanes;
+      *reinterpret_cast<V*>(l) = acc[a][b];
+      for (int64_t j = j0; j < n; ++j) l[j - j0] += gh[(t0 + a) * kChunk + j] * xb[(i0 + b) * kChunk + j];  // tail
+    }
+}
+
+// dot[a][b] = gh[t0 + a] . xb[i0 + b] over the chunk's n neurons (float64, and float without the lanes), in
+// ascending j.
 template <int TB, int IB, typename C>
 inline void dots_block(const C* __restrict gh, const C* __restrict xb, int64_t t0, int64_t i0, int64_t n,
                        C (&dot)[TB][IB]) {
-  int64_t j0 = 0;
-  if constexpr (std::is_same_v<C, float>) {
-    typedef float V __attribute__((vector_size(32), aligned(4), may_alias));
-    V acc[TB][IB];
-    for (int a = 0; a < TB; ++a)
-      for (int b = 0; b < IB; ++b) acc[a][b] = V{};
-    for (; j0 + 8 <= n; j0 += 8) {
-      V g[TB], x[IB];
-      for (int a = 0; a < TB; ++a) g[a] = *reinterpret_cast<const V*>(gh + (t0 + a) * kChunk + j0);
-      for (int b = 0; b < IB; ++b) x[b] = *reinterpret_cast<const V*>(xb + (i0 + b) * kChunk + j0);
-      for (int a = 0; a < TB; ++a)
-        for (int b = 0; b < IB; ++b) acc[a][b] += g[a] * x[b];
-    }
-    for (int a = 0; a < TB; ++a) {
-      for (int b = 0; b < IB; ++b) {
-        const V v = acc[a][b];
-        dot[a][b] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-      }
-    }
-  } else {
-    for (int a = 0; a < TB; ++a)
-      for (int b = 0; b < IB; ++b) dot[a][b] = C(0);
-  }
   for (int a = 0; a < TB; ++a) {
     for (int b = 0; b < IB; ++b) {
       const C* __restrict g = gh + (t0 + a) * kChunk;
       const C* __restrict x = xb + (i0 + b) * kChunk;
-      C d = dot[a][b];
-      for (int64_t j = j0; j < n; ++j) d += g[j] * x[j];
+      C d = C(0);
+      for (int64_t j = 0; j < n; ++j) d += g[j] * x[j];
       dot[a][b] = d;
     }
   }
 }
 
-// acc[t * T_in + i] += gH[t] . X[i] for every (t, i) in t's band, over blocks of 2 outputs x 4 inputs (pairs
-// outside a band are formed with their block and dropped).
+// For every (t, i) in t's band: lanes += the chunk's gH[t] . X[i] (float), or acc[t * T_in + i] += it (float64),
+// over blocks of 2 outputs x 4 inputs (pairs outside a band are formed with their block and left out by
+// flush_lanes / here).
 template <typename C>
-void add_weight_dots(const C* gh, const C* xb, const PSNParams& p, int64_t n, double* acc) {
+void add_weight_dots(const C* gh, const C* xb, const PSNParams& p, int64_t n, double* acc, float* lanes) {
   const int64_t T_in = p.T_in, T_out = p.T_out;
   auto add = [&](auto tb, auto ib, int64_t t0, int64_t i0) {
     constexpr int TB = decltype(tb)::value, IB = decltype(ib)::value;
@@ -214,14 +221,19 @@ void add_weight_dots(const C* gh, const C* xb, const PSNParams& p, int64_t n, do
       any = any || (i0 < hi && i0 + IB > lo);
     }
     if (!any) return;
-    C dot[TB][IB];
-    dots_block<TB, IB>(gh, xb, t0, i0, n, dot);
-    for (int a = 0; a < TB; ++a) {
-      int64_t lo, hi;
-      band_of(p, t0 + a, lo, hi);
-      for (int b = 0; b < IB; ++b) {
-        const int64_t i = i0 + b;
-        if (i >= lo && i < hi) acc[(t0 + a) * T_in + i] += static_cast<double>(dot[a][b]);
+    if constexpr (std::is_same_v<C, float>) {
+      dots_block_lanes<TB, IB>(gh, xb, t0, i0, n, T_in, lanes);
+    } else {
+      (void)lanes;
+      C dot[TB][IB];
+      dots_block<TB, IB>(gh, xb, t0, i0, n, dot);
+      for (int a = 0; a < TB; ++a) {
+        int64_t lo, hi;
+        band_of(p, t0 + a, lo, hi);
+        for (int b = 0; b < IB; ++b) {
+          const int64_t i = i0 + b;
+          if (i >= lo && i < hi) acc[(t0 + a) * T_in + i] += static_cast<double>(dot[a][b]);
+        }
       }
     }
   };
@@ -239,6 +251,20 @@ void add_weight_dots(const C* gh, const C* xb, const PSNParams& p, int64_t n, do
     for (; i0 + 4 <= T_in; i0 += 4) add(One{}, Four{}, t0, i0);
     for (; i0 < T_in; ++i0) add(One{}, One{}, t0, i0);
   }
+}
+
+// acc[t * T_in + i] += the lanes of (t, i), added in a fixed order, for every (t, i) in t's band; the lanes are
+// zeroed for the next chunks.
+inline void flush_lanes(float* lanes, const PSNParams& p, double* acc) {
+  for (int64_t t = 0; t < p.T_out; ++t) {
+    int64_t lo, hi;
+    band_of(p, t, lo, hi);
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* v = lanes + (t * p.T_in + i) * kLanes;
+      acc[t * p.T_in + i] += static_cast<double>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
+    }
+  }
+  std::fill(lanes, lanes + p.T_out * p.T_in * kLanes, 0.0f);
 }
 
 template <typename S, Surrogate SG>
@@ -260,10 +286,13 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
     std::vector<C> xb(static_cast<size_t>(T_in * kChunk)), gh(static_cast<size_t>(T_out * kChunk));
     std::vector<C> wcol(static_cast<size_t>(2 * T_out));  // columns i (and i + 1) of W
     std::vector<double> acc(static_cast<size_t>(part ? row : 0));
+    constexpr bool kLaneSums = std::is_same_v<C, float>;  // add_weight_dots' float lanes
+    std::vector<float> lanes(static_cast<size_t>(part && kLaneSums ? T_out * T_in * kLanes : 0));
 #pragma omp for schedule(static)
     for (int64_t pi = 0; pi < nparts; ++pi) {
       std::fill(acc.begin(), acc.end(), 0.0);
       const int64_t pend = std::min(N, (pi + 1) * kPSNPartition);
+      int64_t pending = 0;  // chunks in the lanes since the last flush
       for (int64_t i0 = pi * kPSNPartition; i0 < pend; i0 += kChunk) {
         const int64_t n = std::min(kChunk, pend - i0);
         alignas(64) C h[2][kChunk], tmp[kChunk], gxr[2][kChunk];
@@ -311,7 +340,11 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
           }
         }
         if (part) {  // grad_W[t, i] += gH[t] . X[i], grad_b[t] += sum gH[t]
-          add_weight_dots(gh.data(), xb.data(), p, n, acc.data());
+          add_weight_dots(gh.data(), xb.data(), p, n, acc.data(), lanes.data());
+          if (kLaneSums && (++pending == kLaneChunks || i0 + kChunk >= pend)) {
+            flush_lanes(lanes.data(), p, acc.data());
+            pending = 0;
+          }
           for (int64_t t = 0; t < T_out; ++t) {
             const C* ght = gh.data() + t * kChunk;
             C sum = 0;
