@@ -135,6 +135,7 @@ def run_case(op: str, D: int, heads: int, device: torch.device, args, timer: bu.
                 row["status"] = f"n/a: {r.error}"
                 break
             row[f"{phase}_ms"], row[f"{phase}_samples_ms"] = r.median, r.samples
+            row[f"{phase}_minor_faults"] = r.faults_per_call
         if row["status"] != "ok":
             continue
         f = fns[row["impl"]]

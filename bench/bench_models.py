@@ -263,6 +263,7 @@ def run_case(name: str, T: int, batch: int, size: int, num_classes: int, device,
     rows = []
     for k, m in models.items():
         r = {"impl": k, "median_ms": res[k].median, "samples_ms": res[k].samples, "error": res[k].error}
+        r["minor_faults"] = res[k].faults_per_call
         if k == "spikingjelly":
             sjf.reset_net(m)
         r["saved"] = saved_bytes_by_module(m, inputs[k])

@@ -418,6 +418,7 @@ def run_case(
                 break
             row[f"{phase}_ms"] = r.median
             row[f"{phase}_samples_ms"] = r.samples
+            row[f"{phase}_minor_faults"] = r.faults_per_call
             row[f"{phase}_gbps"] = bu.gbps(nbytes[phase], r.median)
         if row["impl"] == "spikeforge[save_h]" and row["status"] == "ok":
             own = {k: v * b * elems for k, v in TRAFFIC_SAVE_H.items()}

@@ -212,6 +212,7 @@ def run_case(
                 row["status"] = f"n/a: {r.error}"
                 break
             row[f"{phase}_ms"], row[f"{phase}_samples_ms"] = r.median, r.samples
+            row[f"{phase}_minor_faults"] = r.faults_per_call
             row[f"{phase}_gbps"] = bu.gbps(nbytes[phase], r.median)
         f = fns[row["impl"]]
         if row["impl"] != "torch.compile":  # hooks around a compiled graph would measure a different thing

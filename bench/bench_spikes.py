@@ -157,6 +157,8 @@ def run(args) -> int:
                 "dense_saved_bytes": dense_saved,
                 "fwd_ms": {k: r.median for k, r in rf.items()},
                 "fwd_bwd_ms": {k: r.median for k, r in rfb.items()},
+                "fwd_minor_faults": {k: r.faults_per_call for k, r in rf.items()},
+                "fwd_bwd_minor_faults": {k: r.faults_per_call for k, r in rfb.items()},
                 "errors": {k: r.error for k, r in list(rf.items()) + list(rfb.items()) if r.error},
             }
             sfw, dfw = rec["fwd_ms"]["spikeforge"], rec["fwd_ms"]["dense"]

@@ -684,6 +684,7 @@ def run_row(
             cell["status"] = f"failed: {r.error}"
         else:
             cell["ms"], cell["samples_ms"] = r.median, r.samples
+            cell["minor_faults"] = r.faults_per_call
     sf = out["cells"]["spikeforge"].get("ms")
     for cell in out["cells"].values():
         if cell.get("ms") and sf:
@@ -691,6 +692,10 @@ def run_row(
     values, _ = traffic(model, device)
     out["bytes"] = values * 4 * T * n
     return out
+
+
+# the median page faults per timed call from which the main job's notes name a contender
+FAULTS_NOTED = 8
 
 
 def _differs(cell: dict) -> bool:
@@ -890,6 +895,20 @@ def run(args) -> int:
         notes.append(
             "memory settings: the process's defaults (--no-thp); on some machines the eager loops run "
             "many times slower like this, every fresh tensor faulting in new pages"
+        )
+    # a few faults per call are the interpreter's own small allocations; a fresh output faults on every one of
+    # its pages (a 2 MiB huge page counts one), and the kernel zeroes each inside the timed call
+    faulted = [
+        f"{labels.get(key, key)} at T={r['T']}: {cell['minor_faults']:.0f}"
+        for r in results
+        for key, cell in r["cells"].items()
+        if (cell.get("minor_faults") or 0) >= FAULTS_NOTED and cell.get("ms")
+    ]
+    if faulted:
+        notes.append(
+            "page faults inside the timed calls (median per call; JSON: minor_faults): "
+            + ", ".join(faulted)
+            + "; those times include the kernel zeroing the fresh pages"
         )
     notes.append(
         "the full comparison (forward-only times, both backward modes, overhead, JSON, plots): "

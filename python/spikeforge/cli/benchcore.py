@@ -24,6 +24,11 @@ from typing import Callable, Optional
 
 import torch
 
+try:
+    import resource  # Unix: the page-fault counts of Timer
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
 THP_ENV = "THP_MEM_ALLOC_ENABLE"
 # glibc malloc settings for the benchmark process (see reexec_with_thp): keep freed large blocks in the
 # heap instead of returning them to the kernel, so a repeated allocation of the same size reuses
@@ -63,17 +68,33 @@ def reexec_with_thp(argv: list[str], quiet: bool = False) -> None:
 # --------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------
+def minor_faults() -> Optional[int]:
+    """The process's minor page faults so far (None where the platform does not count them)."""
+    if resource is None:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
 class Timer:
-    """Times one call of a function in milliseconds: wall clock on CPU, CUDA events on GPU."""
+    """Times one call of a function in milliseconds: wall clock on CPU, CUDA events on GPU.
+
+    ``faults`` is the number of minor page faults of the last call (None where not counted): a call that
+    writes into memory the process got fresh from the kernel faults on each page, and the kernel zeroes the
+    page inside the call's time. The settings the benchmarks run with (reexec_with_thp) make glibc reuse freed
+    blocks, but not from the first call on in every allocation pattern; the JSON records the faults of each
+    contender's calls, so a timing that includes them shows it.
+    """
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self.faults: Optional[int] = None
 
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
 
     def once(self, fn: Callable[[], object]) -> float:
+        f0 = minor_faults()
         if self.cuda:
             torch.cuda.synchronize()
             start = torch.cuda.Event(enable_timing=True)
@@ -82,10 +103,14 @@ class Timer:
             fn()
             end.record()
             end.synchronize()
-            return float(start.elapsed_time(end))
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
+            ms = float(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            ms = (time.perf_counter() - t0) * 1e3
+        f1 = minor_faults()
+        self.faults = None if f0 is None or f1 is None else f1 - f0
+        return ms
 
 
 def error_text(e: BaseException, limit: int = 160) -> str:
@@ -102,10 +127,17 @@ class Result:
     samples: list = field(default_factory=list)
     warmup_ms: list = field(default_factory=list)
     error: Optional[str] = None
+    faults: list = field(default_factory=list)  # minor page faults of each timed call (Timer.faults)
 
     @property
     def median(self) -> Optional[float]:
         return statistics.median(self.samples) if self.samples and self.error is None else None
+
+    @property
+    def faults_per_call(self) -> Optional[float]:
+        """Median minor page faults per timed call (None when not counted)."""
+        counted = [f for f in self.faults if f is not None]
+        return statistics.median(counted) if counted and self.error is None else None
 
 
 def side_by_side(
@@ -151,6 +183,7 @@ def side_by_side(
                 continue
             try:
                 res.samples.append(timer.once(contenders[name]))
+                res.faults.append(timer.faults)
             except Exception as e:  # noqa: BLE001
                 res.error = error_text(e)
         if progress is not None:
