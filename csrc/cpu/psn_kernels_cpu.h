@@ -190,8 +190,7 @@ inline void dots_block_lanes(const float* __restrict gh, const float* __restrict
     }
 }
 
-// dot[a][b] = gh[t0 + a] . xb[i0 + b] over the chunk's n neurons (float64, and float without the lanes), in
-// ascending j.
+// dot[a][b] = gh[t0 + a] . xb[i0 + b] over the chunk's n neurons, in ascending j (float64; float takes the lanes).
 template <int TB, int IB, typename C>
 inline void dots_block(const C* __restrict gh, const C* __restrict xb, int64_t t0, int64_t i0, int64_t n,
                        C (&dot)[TB][IB]) {
