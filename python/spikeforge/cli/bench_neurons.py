@@ -46,6 +46,9 @@ BYTES_PER_ELEMENT_STEP = 5  # forward+backward minimum: read x, write s; read gr
 # torch.compile rows from the cache take 1-3 s each; once compiling has taken this long in a run (the cache
 # missed), the remaining rows are left out instead of compiling for minutes (--compile compiles them all)
 COMPILE_BUDGET_S = 15.0
+# the median page faults per timed call from which the main job's notes name a contender (a few per call are
+# the interpreter's own small allocations)
+FAULTS_NOTED = 8
 
 
 def add_arguments(p) -> None:
@@ -694,10 +697,6 @@ def run_row(
     return out
 
 
-# the median page faults per timed call from which the main job's notes name a contender
-FAULTS_NOTED = 8
-
-
 def _differs(cell: dict) -> bool:
     """A contender computing spikeforge's model whose spikes are not spikeforge's (a finding, flagged)."""
     return cell.get("same_model", False) and cell.get("same_spikes") is False
@@ -896,8 +895,7 @@ def run(args) -> int:
             "memory settings: the process's defaults (--no-thp); on some machines the eager loops run "
             "many times slower like this, every fresh tensor faulting in new pages"
         )
-    # a few faults per call are the interpreter's own small allocations; a fresh output faults on every one of
-    # its pages (a 2 MiB huge page counts one), and the kernel zeroes each inside the timed call
+    # a fresh output faults on every one of its pages (a 2 MiB huge page counts one), each zeroed in the call
     faulted = [
         f"{labels.get(key, key)} at T={r['T']}: {cell['minor_faults']:.0f}"
         for r in results
