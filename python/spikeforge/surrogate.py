@@ -133,8 +133,11 @@ def surrogate_grad(name: str, x: torch.Tensor, alpha: float, beta: Optional[floa
     """g'(x) for surrogate `name` at x = H - threshold."""
     a = alpha
     if name == "sigmoid":
-        s = torch.sigmoid(a * x)
-        return a * s * (1 - s)
+        # a s (1 - s) with s = sigmoid(a x), written as a e / (1 + e)^2 with e = exp(-a |x|): the same function
+        # without the cancellation of 1 - s (in float32, a s (1 - s) is 0 for |a x| > 17 and off by up to 100%
+        # before that). The kernels use this form too (csrc/core/surrogate.h).
+        e = torch.exp(-a * x.abs())
+        return a * e / (1 + e) ** 2
     if name == "atan":
         return a / (2 * (1 + (math.pi / 2 * a * x) ** 2))
     if name == "rect":

@@ -122,8 +122,10 @@ def _semantics_surrogate(name, x, a):
     """g'(x) written out independently from docs/ops.md (float64)."""
     ax = (a * x).abs()
     if name == "sigmoid":
+        # a s (1 - s) with 1 - s = 1 / (1 + exp(a x)) formed apart: 1 - s itself cancels (a relative error up to
+        # 1e-11 here in float64, more than the rtol below)
         s = 1 / (1 + torch.exp(-a * x))
-        return a * s * (1 - s)
+        return a * s * (1 / (1 + torch.exp(a * x)))
     if name == "atan":
         return a / (2 * (1 + (math.pi / 2 * a * x) ** 2))
     if name == "rect":
@@ -171,6 +173,23 @@ def test_surrogate_formula(sur, custom):
         assert torch.equal(s[0], (xs >= vth).to(dtype))
         (g,) = torch.autograd.grad(s.sum(), x)
         torch.testing.assert_close(g[0].double(), want, rtol=rtol, atol=rtol * a)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 5e-6), (torch.float64, 1e-12)], ids=["float32", "float64"])
+def test_sigmoid_surrogate_is_accurate_in_its_tails(device, dtype, rtol):
+    """Regression: alpha s (1 - s) cancels in 1 - s (float32: 0 for |alpha x| > 17 and off by up to 100% for
+    |alpha x| in 10..17). The kernels and the reference keep a small relative error out to |alpha x| = 24."""
+    a, vth = 4.0, 0.5
+    xs = torch.arange(-5632, 6657, dtype=torch.float64) / 1024  # exact in float32, and so is x - vth
+    e = torch.exp(-a * (xs - vth).abs())
+    want = a * e / (1 + e) ** 2  # float64, no cancellation
+    assert want.min() < 1e-9  # the tails are in the range
+    x = xs.to(device=device, dtype=dtype).view(1, -1).requires_grad_()
+    s, _ = ops.if_neuron(x, v_threshold=vth, surrogate="sigmoid")  # one IF step from V = 0: H = x
+    (g,) = torch.autograd.grad(s.sum(), x)
+    torch.testing.assert_close(g[0].double().cpu(), want, rtol=rtol, atol=0)
+    ref = surrogate_grad("sigmoid", xs.to(dtype) - vth, a)
+    torch.testing.assert_close(ref.double(), want, rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("sur", SURROGATE_NAMES)
