@@ -72,17 +72,22 @@ SF_HD double vexp(double x) {
   return exp(x);
 }
 
-// 2^y for float, vectorisable as vexp is: y is clamped to [-125, 127], n = round(y), and 2^(y - n) (y - n in
-// [-0.5, 0.5]) is a degree-6 polynomial fitted for relative error (1.6e-8 in exact arithmetic, about 1 ulp in
-// float). exp(z) as vexp2(z log2(e)) skips vexp's Cody-Waite reduction (two multiply-adds): where z = -a |x|
-// with a loop-invariant a, the factor a log2(e) is formed once per loop and the argument costs one multiply,
-// as -a x did. (The rounding of y adds a relative error of |y| 2^-24, that of -a x's rounding in vexp.)
-SF_HD float vexp2(float y) {
+// 2^y for y <= 0 in float, vectorisable as vexp is: y is clamped to y >= -125, n = round(y), and 2^(y - n)
+// (y - n in [-0.5, 0.5]) is a degree-6 polynomial fitted for relative error (1.6e-8 in exact arithmetic, about
+// 1 ulp in float). exp(z) as vexp2(z log2(e)) skips vexp's Cody-Waite reduction (two multiply-adds): where
+// z = -a |x| with a loop-invariant a, the factor a log2(e) is formed once per loop and the argument costs one
+// multiply, as -a x did. (The rounding of y adds a relative error of |y| 2^-24, that of -a x's rounding in
+// vexp.) The bound lo is -125, given as a value the compiler cannot fold (kExp2Floor(a) of the loop-invariant
+// a): against a constant, GCC if-converted the clamp into compares and blends of whole results (it folds the
+// clamped input's polynomial); against an unknown one it is one max instruction. vexp's clamps to both
+// bounds had cost 9 of the sigmoid pass's ~30 vector instructions per 8 values, one bound as a constant 3.
+SF_HD float vexp2_neg(float y, float lo) {
 #if defined(__CUDA_ARCH__)
+  (void)lo;
   return exp2f(y);
 #else
-  y = std::min(std::max(y, -125.0f), 127.0f);  // the min/max idiom keeps NaN (see vexp)
-  const float shifted = y + 12582912.0f;       // round to nearest by the 1.5 * 2^23 shifter
+  y = std::max(y, lo);                    // keeps NaN ((NaN < lo) is false); y > 0 is the caller's error
+  const float shifted = y + 12582912.0f;  // round to nearest by the 1.5 * 2^23 shifter
   const float n = shifted - 12582912.0f;
   const float f = y - n;  // exact
   float p = 1.5347280714e-4f;
@@ -92,7 +97,7 @@ SF_HD float vexp2(float y) {
   p = p * f + 2.4022646248e-1f;
   p = p * f + 6.9314718246e-1f;
   p = p * f + 1.0f;
-  // 2^n through the exponent bits, n read from the shifter's low mantissa bits as in vexp (n + 127 in [2, 254])
+  // 2^n through the exponent bits, n read from the shifter's low mantissa bits as in vexp (n + 127 in [2, 127])
   uint32_t shifted_bits;
   std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
   const uint32_t scale_bits = (shifted_bits - 0x4B400000u + 127u) << 23;
@@ -101,8 +106,13 @@ SF_HD float vexp2(float y) {
   return p * scale;
 #endif
 }
-SF_HD double vexp2(double y) {
+SF_HD double vexp2_neg(double y, double) {
   return exp2(y);
+}
+// vexp2_neg's lower bound -125 from a finite a (0 a is 0): see there.
+template <typename T>
+SF_HD T kExp2Floor(T a) {
+  return T(-125) + T(0) * a;
 }
 
 template <typename T>
@@ -132,7 +142,7 @@ struct SurrogateFn<Surrogate::sigmoid> {
     // up to 100% for |a x| in 10..17 and 0 beyond, where this keeps a relative error near 1e-6) and with one
     // clamp that can bind. With vexp2 the sigmoid pass of the neurons' CPU backward took 22% less time per
     // element than with vexp and a s (1 - s) (Zen 3, data in L1).
-    const T e = vexp2(-(a * T(1.4426950408889634)) * sf_fabs(x));
+    const T e = vexp2_neg(-sf_fabs((a * T(1.4426950408889634)) * x), kExp2Floor(a));  // y = -|a log2(e) x|
     const T d = T(1) + e;
     return a * e / (d * d);
   }
@@ -248,7 +258,7 @@ SF_HD bool sigmoid_pair_ok(float a, float c) {
   return e >= -40.0f && e <= 40.0f;  // false for NaN
 }
 SF_HD void sigmoid_grad_pair(float x0, float a, float k, float& g0, float& g1) {
-  const float u = vexp2(-(a * 1.4426950408889634f) * sf_fabs(x0));
+  const float u = vexp2_neg(-sf_fabs((a * 1.4426950408889634f) * x0), kExp2Floor(a));
   const float d0 = 1.0f + u;
   g0 = a * u / (d0 * d0);
   const float d1 = x0 >= 0.0f ? u + k : k * u + 1.0f;
