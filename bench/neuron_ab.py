@@ -1,0 +1,160 @@
+"""A/B of the native neuron kernels of two builds in one process (CPU): this tree's spikeforge._C against another
+build's _C module (e.g. a copy of the previous commit's), both called on the same arguments: those this tree's op
+passes to its kernel in one training call (captured there), with the same, already-touched output tensors. The
+two builds alternate call by call (which goes first alternates too), so that the load of other jobs on a shared
+machine hits both alike, and no call pays for fresh pages (the page faults that made separate runs of one build
+differ by 25% and more on a VM: docs/benchmarks.md). Reports per model, T and kernel the min and the median ms of
+each build, the median of the per-pair ratios new / base (1.00: no change; < 1: the new build is faster) and the
+largest difference between the two builds' outputs.
+
+    python bench/neuron_ab.py --base /path/to/old/spikeforge/_C.cpython-311-x86_64-linux-gnu.so \\
+        [--model lif alif] [--T 4 8 32] [--kernel backward] [--reps 21] [--cold]
+
+Both builds must bind the same types (NeuronParams and the argument lists): an A/B of kernel code, not of the
+bindings. Importing the second module prints nanobind's "type ... was already registered" warning; its functions
+then take this tree's objects.
+"""
+
+import argparse
+import importlib.util
+import platform
+import time
+import warnings
+
+import torch
+
+import spikeforge as sf
+from spikeforge.ops import neuron as neuron_ops
+
+N = 1 << 20  # --n
+
+# one training call of each model with the defaults a user gets (spikes, the states the call returns)
+CALLS = {
+    "lif": lambda x: sf.ops.lif(x),
+    "if": lambda x: sf.ops.if_neuron(x),
+    "plif": lambda x: sf.ops.plif(x, torch.zeros((), requires_grad=True)),
+    "alif": lambda x: sf.ops.alif(x),
+    "ilif": lambda x: sf.ops.ilif(x),
+    "ternary": lambda x: sf.ops.ternary_lif(x),
+    "leaky": lambda x: sf.ops.leaky(x, beta=0.9),
+    "synaptic": lambda x: sf.ops.synaptic(x, alpha=0.8, beta=0.9),
+    "alpha": lambda x: sf.ops.alpha_neuron(x, alpha=0.9, beta=0.8),
+    "norse": lambda x: sf.ops.norse_lif(x),
+}
+KERNELS = {"forward": "neuron_forward", "backward": "neuron_backward"}
+
+
+def load_base(path: str):
+    spec = importlib.util.spec_from_file_location("spikeforge_base._C", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--base: {path} is not a loadable module")
+    mod = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanobind: the types are this tree's
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def capture(model: str, T: int, gen: torch.Generator) -> dict:
+    """The native arguments of one forward and one backward of `model` at [T, N] (this tree's op)."""
+    calls: dict = {}
+    real = neuron_ops.native
+
+    class Recorder:
+        def __getattr__(self, name):
+            f = getattr(real, name)
+            if name not in KERNELS.values():
+                return f
+
+            def record(*a):
+                calls[name] = a
+                return f(*a)
+
+            return record
+
+    x = (torch.randn(T, N, generator=gen) * 0.8 + 0.5).requires_grad_(True)
+    neuron_ops.native = Recorder()
+    try:
+        out = CALLS[model](x)
+        spikes = out[0] if isinstance(out, tuple) else out
+        torch.autograd.grad(spikes, [x], torch.randn(spikes.shape, generator=gen))
+    finally:
+        neuron_ops.native = real
+    return calls
+
+
+def tensors(args) -> list:
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (tuple, list)):
+            out += tensors(a)
+    return out
+
+
+def largest_difference(a: list, b: list) -> float:
+    d = 0.0
+    for u, v in zip(a, b):
+        if u.is_floating_point() and u.numel():
+            d = max(d, float((u.detach().double() - v.double()).abs().nan_to_num(nan=float("inf")).max()))
+    return d
+
+
+def main() -> None:
+    global N
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", required=True, help="path of the other build's _C shared library")
+    ap.add_argument("--model", nargs="+", default=["lif", "alif", "ternary"], choices=sorted(CALLS))
+    ap.add_argument("--T", type=int, nargs="+", default=[4, 8, 32])
+    ap.add_argument("--kernel", nargs="+", default=["forward", "backward"], choices=sorted(KERNELS))
+    ap.add_argument("--reps", type=int, default=21, help="timed calls of each build (default 21)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=N, help="neurons per step (default 2^20)")
+    ap.add_argument("--cold", action="store_true", help="write 256 MiB before each call (caches dirtied)")
+    args = ap.parse_args()
+    if args.reps < 1 or args.threads < 1 or args.n < 1 or min(args.T) < 1:
+        ap.error("--reps, --threads, --n and --T must be positive")
+    N = args.n
+    torch.set_num_threads(args.threads)
+    base = load_base(args.base)
+    new = neuron_ops.native
+    dirt = torch.empty(64 << 20) if args.cold else None
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
+    )
+    print(
+        f"cpu: {cpu}, {args.threads} threads, float32, N = {N}; {args.reps} alternating calls of each build"
+        + (", caches dirtied before each" if args.cold else ", warm")
+    )
+    print(
+        f"{'model':9s} {'T':>3s} {'kernel':9s} {'base min/med ms':>16s} {'new min/med ms':>16s} "
+        f"{'new/base':>8s} {'max diff':>9s}"
+    )
+    for model in args.model:
+        for T in args.T:
+            calls = capture(model, T, torch.Generator().manual_seed(0))
+            for kernel in args.kernel:
+                a = calls[KERNELS[kernel]]
+                f_base, f_new = getattr(base, KERNELS[kernel]), getattr(new, KERNELS[kernel])
+                f_base(*a)
+                out_base = [t.clone() for t in tensors(a)]
+                f_new(*a)
+                diff = largest_difference(tensors(a), out_base)
+                t: dict = {"base": [], "new": []}
+                for r in range(args.reps):
+                    order = (("base", f_base), ("new", f_new)) if r % 2 == 0 else (("new", f_new), ("base", f_base))
+                    for key, f in order:
+                        if dirt is not None:
+                            dirt.fill_(1.0)
+                        t0 = time.perf_counter()
+                        f(*a)
+                        t[key].append((time.perf_counter() - t0) * 1e3)
+                ratio = sorted(n / b for n, b in zip(t["new"], t["base"]))[args.reps // 2]
+                mb, mn = (f"{min(v):7.2f}/{sorted(v)[len(v) // 2]:7.2f}" for v in (t["base"], t["new"]))
+                print(f"{model:9s} {T:3d} {kernel:9s} {mb:>16s} {mn:>16s} {ratio:8.3f} {diff:9.2g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
