@@ -139,7 +139,7 @@ def main() -> None:
                 a = calls[KERNELS[kernel]]
                 f_base, f_new = getattr(base, KERNELS[kernel]), getattr(new, KERNELS[kernel])
                 f_base(*a)
-                out_base = [t.clone() for t in tensors(a)]
+                out_base = [t.detach().clone() for t in tensors(a)]
                 f_new(*a)
                 diff = largest_difference(tensors(a), out_base)
                 t: dict = {"base": [], "new": []}

@@ -378,9 +378,15 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
 // (2 threads, N = 2^20, caches dirtied before each call, best of 7 calls, four alternated runs): LIF's backward
 // 24.9-26.3 -> 21.2-23.6 ms at T = 32 and 6.5-7.2 -> 5.8-6.1 ms at T = 8, ALIF's 29.4-30.6 -> 26.1-28.0 ms, the
 // ternary neuron's 29.5-32.0 -> 26.0-26.7 ms (T = 32); the forward is untouched.
-template <Surrogate SG, int NA, typename C>
-SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, int64_t n, C* __restrict sg0,
-                                                     C* __restrict sg1, const C* gs, C* gx) {
+//
+// SHIFTED: the argument is src[j] - shift (a saved row less a constant: the LIF family's H - v_th, the snnTorch
+// models' U - thr with uniform slots), read here instead of from an arguments pass over the row: the backward
+// 6-7% faster for LIF / PLIF, 2-6% for the snnTorch models and norse_lif (AMD EPYC Zen 3, 2 threads, T = 4 / 32,
+// bench/neuron_ab.py), bit for bit the same gradients.
+template <Surrogate SG, int NA, bool SHIFTED, typename C>
+SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, int64_t n, const C* __restrict src,
+                                                     C shift, C* __restrict sg0, C* __restrict sg1, const C* gs,
+                                                     C* gx) {
   constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
   // the two-sided ternary spike with the sigmoid: both g' from one exp (core/surrogate.h)
   constexpr bool kPairable = NA > 1 && SG == Surrogate::sigmoid && std::is_same_v<C, float>;
@@ -408,9 +414,12 @@ SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, i
       // not unrolled: GCC unrolled this 16-trip loop completely and then vectorised only part of the
       // straight-line code (the atan surrogate stayed 23 scalar divisions per line, the Leaky backward 1.3x slower)
 #pragma GCC unroll 1
-      for (int64_t k = 0; k < kLine; ++k) sg0[j0 + k] = SurrogateFn<SG>::grad(sg0[j0 + k], q.sg_a, q.sg_b);
+      for (int64_t k = 0; k < kLine; ++k) {
+        const C arg = SHIFTED ? src[j0 + k] - shift : sg0[j0 + k];
+        sg0[j0 + k] = SurrogateFn<SG>::grad(arg, q.sg_a, q.sg_b);
+      }
     }
-    for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(sg0[j], q.sg_a, q.sg_b);
+    for (int64_t j = j0; j < n; ++j) sg0[j] = SurrogateFn<SG>::grad(SHIFTED ? src[j] - shift : sg0[j], q.sg_a, q.sg_b);
     if (NA > 1 && q.two_sided) {
       for (int64_t j = 0; j < n; ++j) sg1[j] = SurrogateFn<SG>::grad(sg1[j], q.sg_a, q.sg_b);
     }
@@ -443,7 +452,13 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   (void)want_slot_grad;
   // (no lambdas for the per-element loads below: GCC reloads the row pointers from a by-reference closure
   // each element and then does not vectorise)
-  if constexpr (NA > 0) {
+  // the argument is a saved row less a constant: computed in the surrogate pass itself
+  constexpr bool kShifted = M == NeuronModel::lif || (UNI && (M == NeuronModel::leaky || M == NeuronModel::synaptic ||
+                                                              M == NeuronModel::alpha || M == NeuronModel::norse_lif));
+  if constexpr (NA > 0 && kShifted) {
+    const C shift = M == NeuronModel::lif ? q.vth : (M == NeuronModel::norse_lif ? sl3[0] : sl1[0]);
+    surrogate_grad_row<SG, NA, true, C>(q, n, sv0, shift, sg0, sg1, gs, gx);
+  } else if constexpr (NA > 0) {
     for (int64_t j = 0; j < n; ++j) {
       const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
       const NeuronSlots<C> sl{{NSL > 0 ? sl0[UNI ? 0 : j] : C(0), NSL > 1 ? sl1[UNI ? 0 : j] : C(0),
@@ -453,7 +468,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
       sg0[j] = a[0];
       if constexpr (NA > 1) sg1[j] = a[1];
     }
-    surrogate_grad_row<SG, NA, C>(q, n, sg0, sg1, gs, gx);
+    surrogate_grad_row<SG, NA, false, C>(q, n, nullptr, C(0), sg0, sg1, gs, gx);
   }
   for (int64_t j = 0; j < n; ++j) {
     const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
