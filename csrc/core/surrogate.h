@@ -74,7 +74,7 @@ SF_HD double vexp(double x) {
 
 // 2^y for y <= 0 in float, vectorisable as vexp is: y is clamped to y >= -125, n = round(y), and 2^(y - n)
 // (y - n in [-0.5, 0.5]) is a degree-6 polynomial fitted for relative error (1.6e-8 in exact arithmetic, about
-// 1 ulp in float). exp(z) as vexp2(z log2(e)) skips vexp's Cody-Waite reduction (two multiply-adds): where
+// 1 ulp in float). exp(z) as vexp2_neg(z log2(e)) skips vexp's Cody-Waite reduction (two multiply-adds): where
 // z = -a |x| with a loop-invariant a, the factor a log2(e) is formed once per loop and the argument costs one
 // multiply, as -a x did. (The rounding of y adds a relative error of |y| 2^-24, that of -a x's rounding in
 // vexp.) The bound lo is -125, given as a value the compiler cannot fold (kExp2Floor(a) of the loop-invariant
@@ -140,8 +140,8 @@ struct SurrogateFn<Surrogate::sigmoid> {
     // a s (1 - s) with s = 1 / (1 + exp(-a x)), written as a e / (1 + e)^2 with e = exp(-a |x|) <= 1: the
     // same function (it is even in x), without the cancellation of 1 - s (in float, a s (1 - s) is off by
     // up to 100% for |a x| in 10..17 and 0 beyond, where this keeps a relative error near 1e-6) and with one
-    // clamp that can bind. With vexp2 the sigmoid pass of the neurons' CPU backward took 22% less time per
-    // element than with vexp and a s (1 - s) (Zen 3, data in L1).
+    // clamp. With vexp2_neg this pass took 22% less time per element than with vexp and a s (1 - s) (Zen 3,
+    // data in L1), the neurons' CPU backward about 10% less (CHANGELOG).
     const T e = vexp2_neg(-sf_fabs((a * T(1.4426950408889634)) * x), kExp2Floor(a));  // y = -|a log2(e) x|
     const T d = T(1) + e;
     return a * e / (d * d);

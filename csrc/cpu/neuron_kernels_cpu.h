@@ -381,8 +381,8 @@ SF_CPU_CLONES void forward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const C
 //
 // SHIFTED: the argument is src[j] - shift (a saved row less a constant: the LIF family's H - v_th, the snnTorch
 // models' U - thr with uniform slots), read here instead of from an arguments pass over the row: the backward
-// 6-7% faster for LIF / PLIF, 2-6% for the snnTorch models and norse_lif (AMD EPYC Zen 3, 2 threads, T = 4 / 32,
-// bench/neuron_ab.py), bit for bit the same gradients.
+// 6-7% faster for LIF / PLIF (AMD EPYC Zen 3, 2 threads, T = 4 / 32, bench/neuron_ab.py, whose A/A noise was
+// 3% there), 0-6% for the snnTorch models and norse_lif; bit for bit the same gradients.
 template <Surrogate SG, int NA, bool SHIFTED, typename C>
 SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, int64_t n, const C* __restrict src,
                                                      C shift, C* __restrict sg0, C* __restrict sg1, const C* gs,
