@@ -32,6 +32,20 @@ enum class Surrogate : int {
 };
 constexpr int kNumSurrogates = 14;
 
+// 2^n for the n that the 1.5 * 2^23 shifter rounded to (shifted = v + 1.5 * 2^23, n = shifted - 1.5 * 2^23),
+// through the exponent bits. n is read from the shifter's low mantissa bits (bits(shifted) - bits(1.5 * 2^23)
+// = n for |n| < 2^22) in unsigned arithmetic: no float-to-int conversion and no signed shift, so a NaN input
+// gives garbage bits, which the callers multiply by a NaN (= NaN), instead of undefined behaviour (UBSan
+// flagged the int(NaN) of an earlier version). The callers keep n + 127 in [1, 254].
+inline float pow2_of_shifter(float shifted) {
+  uint32_t shifted_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  const uint32_t scale_bits = (shifted_bits - 0x4B400000u + 127u) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return scale;
+}
+
 // exp for float that the host compiler can vectorise (no libm call in the loop):
 // exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n ln2 (Cody-Waite), p of degree 6.
 // Max relative error ~2 ulp on [-87, 88]; inputs outside are clamped to that range.
@@ -56,16 +70,7 @@ SF_HD float vexp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  // 2^n through the exponent bits. n is read from the shifter's low mantissa bits (bits(shifted) -
-  // bits(1.5 * 2^23) = n for |n| < 2^22) in unsigned arithmetic: no float-to-int conversion and no
-  // signed shift, so a NaN x gives garbage bits times a NaN p (= NaN) instead of undefined behaviour
-  // (UBSan flagged the int(NaN) of an earlier version). For x in [-87, 88], n + 127 is in [1, 254].
-  uint32_t shifted_bits;
-  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
-  const uint32_t scale_bits = (shifted_bits - 0x4B400000u + 127u) << 23;
-  float scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  return p * scale;
+  return p * pow2_of_shifter(shifted);  // for x in [-87, 88], n + 127 is in [1, 254]
 #endif
 }
 SF_HD double vexp(double x) {
@@ -97,13 +102,7 @@ SF_HD float vexp2_neg(float y, float lo) {
   p = p * f + 2.4022646248e-1f;
   p = p * f + 6.9314718246e-1f;
   p = p * f + 1.0f;
-  // 2^n through the exponent bits, n read from the shifter's low mantissa bits as in vexp (n + 127 in [2, 127])
-  uint32_t shifted_bits;
-  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
-  const uint32_t scale_bits = (shifted_bits - 0x4B400000u + 127u) << 23;
-  float scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  return p * scale;
+  return p * pow2_of_shifter(shifted);  // n + 127 in [2, 127]
 #endif
 }
 SF_HD double vexp2_neg(double y, double) {
