@@ -82,7 +82,7 @@ SF_HD double vexp(double x) {
 // 1 ulp in float). exp(z) as vexp2_neg(z log2(e)) skips vexp's Cody-Waite reduction (two multiply-adds): where
 // z = -a |x| with a loop-invariant a, the factor a log2(e) is formed once per loop and the argument costs one
 // multiply, as -a x did. (The rounding of y adds a relative error of |y| 2^-24, that of -a x's rounding in
-// vexp.) The bound lo is -125, given as a value the compiler cannot fold (kExp2Floor(a) of the loop-invariant
+// vexp.) The bound lo is -125, given as a value the compiler cannot fold (exp2_floor_of(a) of the loop-invariant
 // a): against a constant, GCC if-converted the clamp into compares and blends of whole results (it folds the
 // clamped input's polynomial); against an unknown one it is one max instruction. vexp's clamps to both
 // bounds had cost 9 of the sigmoid pass's ~30 vector instructions per 8 values, one bound as a constant 3.
@@ -110,7 +110,7 @@ SF_HD double vexp2_neg(double y, double) {
 }
 // vexp2_neg's lower bound -125 from a finite a (0 a is 0): see there.
 template <typename T>
-SF_HD T kExp2Floor(T a) {
+SF_HD T exp2_floor_of(T a) {
   return T(-125) + T(0) * a;
 }
 
@@ -141,7 +141,7 @@ struct SurrogateFn<Surrogate::sigmoid> {
     // up to 100% for |a x| in 10..17 and 0 beyond, where this keeps a relative error near 1e-6) and with one
     // clamp. With vexp2_neg this pass took 22% less time per element than with vexp and a s (1 - s) (Zen 3,
     // data in L1), the neurons' CPU backward about 10% less (CHANGELOG).
-    const T e = vexp2_neg(-sf_fabs((a * T(1.4426950408889634)) * x), kExp2Floor(a));  // y = -|a log2(e) x|
+    const T e = vexp2_neg(-sf_fabs((a * T(1.4426950408889634)) * x), exp2_floor_of(a));  // y = -|a log2(e) x|
     const T d = T(1) + e;
     return a * e / (d * d);
   }
@@ -257,7 +257,7 @@ SF_HD bool sigmoid_pair_ok(float a, float c) {
   return e >= -40.0f && e <= 40.0f;  // false for NaN
 }
 SF_HD void sigmoid_grad_pair(float x0, float a, float k, float& g0, float& g1) {
-  const float u = vexp2_neg(-sf_fabs((a * 1.4426950408889634f) * x0), kExp2Floor(a));
+  const float u = vexp2_neg(-sf_fabs((a * 1.4426950408889634f) * x0), exp2_floor_of(a));
   const float d0 = 1.0f + u;
   g0 = a * u / (d0 * d0);
   const float d1 = x0 >= 0.0f ? u + k : k * u + 1.0f;
