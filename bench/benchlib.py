@@ -14,12 +14,14 @@ bench/bench_<name>.py`` runs it directly (``main``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import platform
 import sys
 import time
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -142,6 +144,20 @@ def per_call_us(
 # --------------------------------------------------------------------------------------------
 # environment
 # --------------------------------------------------------------------------------------------
+def load_other_build(path: str):
+    """Another build's native module (its _C shared library) next to this tree's, for the A/B scripts
+    (spike_ab.py, neuron_ab.py). Its types are this tree's: nanobind's "already registered" warning is
+    silenced, and both builds must bind the same types."""
+    spec = importlib.util.spec_from_file_location("spikeforge_base._C", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--base: {path} is not a loadable module")
+    mod = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spec.loader.exec_module(mod)
+    return mod
+
+
 def environment(device: torch.device) -> dict:
     from spikeforge import __version__
     from spikeforge._native import native, native_error

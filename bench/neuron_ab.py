@@ -11,18 +11,15 @@ largest difference between the two builds' outputs.
         [--model lif alif] [--T 4 8 32] [--kernel backward] [--reps 21] [--cold]
 
 Both builds must bind the same types (NeuronParams and the argument lists): an A/B of kernel code, not of the
-bindings. Importing the second module prints nanobind's "type ... was already registered" warning; its functions
-then take this tree's objects.
+bindings: the second module's functions take this tree's objects (benchlib.load_other_build).
 """
 
 import argparse
-import importlib.util
-import platform
 import time
-import warnings
 
 import torch
 
+import benchlib as bu
 import spikeforge as sf
 from spikeforge.ops import neuron as neuron_ops
 
@@ -42,17 +39,6 @@ CALLS = {
     "norse": lambda x: sf.ops.norse_lif(x),
 }
 KERNELS = {"forward": "neuron_forward", "backward": "neuron_backward"}
-
-
-def load_base(path: str):
-    spec = importlib.util.spec_from_file_location("spikeforge_base._C", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"--base: {path} is not a loadable module")
-    mod = importlib.util.module_from_spec(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nanobind: the types are this tree's
-        spec.loader.exec_module(mod)
-    return mod
 
 
 def capture(model: str, T: int, gen: torch.Generator) -> dict:
@@ -117,13 +103,10 @@ def main() -> None:
         ap.error("--reps, --threads, --n and --T must be positive")
     N = args.n
     torch.set_num_threads(args.threads)
-    base = load_base(args.base)
+    base = bu.load_other_build(args.base)
     new = neuron_ops.native
     dirt = torch.empty(64 << 20) if args.cold else None
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-        platform.processor(),
-    )
+    cpu = bu.cpu_model()
     print(
         f"cpu: {cpu}, {args.threads} threads, float32, N = {N}; {args.reps} alternating calls of each build"
         + (", caches dirtied before each" if args.cold else ", warm")

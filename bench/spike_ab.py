@@ -9,25 +9,17 @@ Only the arguments both builds accept are passed (the workspaces a newer build a
 """
 
 import argparse
-import importlib.util
-import platform
 import time
 
 import torch
 
+import benchlib as bu
 from spikeforge import reference as R
 from spikeforge._native import native as new
 from spikeforge.ops import spike as S
 
 
 THREADS = 2  # --threads
-
-
-def load_base(path: str):
-    spec = importlib.util.spec_from_file_location("spikeforge_base._C", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def cases(rate: float, gen: torch.Generator):
@@ -74,11 +66,8 @@ def main() -> None:
     global THREADS
     THREADS = args.threads
     torch.set_num_threads(args.threads)
-    base = load_base(args.base)
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-        platform.processor(),
-    )
+    base = bu.load_other_build(args.base)
+    cpu = bu.cpu_model()
     print(f"cpu: {cpu}, {args.threads} threads, float32; median of {args.reps} alternating calls each")
     print(f"{'kernel':40s} {'rate':>5s} {'base ms':>8s} {'new ms':>8s} {'new/base':>8s}")
     for rate in args.rates:

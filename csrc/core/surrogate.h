@@ -114,18 +114,14 @@ SF_HD T exp2_floor_of(T a) {
   return T(-125) + T(0) * a;
 }
 
+// |x| as one bit operation (x < 0 ? -x : x, which keeps the sign of -0, costs a compare and a blend)
 template <typename T>
-SF_HD T sf_fabs(T x) {  // |x| as one bit operation (sf_abs keeps the sign of -0 and costs a compare and a blend)
+SF_HD T sf_abs(T x) {
 #if defined(__CUDA_ARCH__)
   return fabs(x);
 #else
   return std::fabs(x);
 #endif
-}
-
-template <typename T>
-SF_HD T sf_abs(T x) {
-  return x < T(0) ? -x : x;
 }
 
 // Each functor: static grad(x, alpha, beta) -> g'(x); beta is the second parameter (spike_rate_escape only).
@@ -141,7 +137,7 @@ struct SurrogateFn<Surrogate::sigmoid> {
     // up to 100% for |a x| in 10..17 and 0 beyond, where this keeps a relative error near 1e-6) and with one
     // clamp. With vexp2_neg this pass took 22% less time per element than with vexp and a s (1 - s) (Zen 3,
     // data in L1), the neurons' CPU backward about 10% less (CHANGELOG).
-    const T e = vexp2_neg(-sf_fabs((a * T(1.4426950408889634)) * x), exp2_floor_of(a));  // y = -|a log2(e) x|
+    const T e = vexp2_neg(-sf_abs((a * T(1.4426950408889634)) * x), exp2_floor_of(a));  // y = -|a log2(e) x|
     const T d = T(1) + e;
     return a * e / (d * d);
   }
@@ -257,7 +253,7 @@ SF_HD bool sigmoid_pair_ok(float a, float c) {
   return e >= -40.0f && e <= 40.0f;  // false for NaN
 }
 SF_HD void sigmoid_grad_pair(float x0, float a, float k, float& g0, float& g1) {
-  const float u = vexp2_neg(-sf_fabs((a * 1.4426950408889634f) * x0), exp2_floor_of(a));
+  const float u = vexp2_neg(-sf_abs((a * 1.4426950408889634f) * x0), exp2_floor_of(a));
   const float d0 = 1.0f + u;
   g0 = a * u / (d0 * d0);
   const float d1 = x0 >= 0.0f ? u + k : k * u + 1.0f;
