@@ -535,13 +535,15 @@ void token_reduce_impl(const TensorView& av, const TensorView* b2v, const Tensor
   C* pre = prev.ptr<C>();
   C* mask = maskv.ptr<C>();
   const NeuronCoeffs<C> lif(p.neuron, false);
-  (void)nthreads;
+  ThreadBuffers<C> rows(nthreads, 2 * D);  // each thread's membranes and sums
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
   for (int64_t b = 0; b < B; ++b) {
-    std::vector<C> state(D, lif_v_init(lif)), acc(D);
+    C* state = rows.mine();
+    C* acc = state + D;
+    std::fill(state, state + D, lif_v_init(lif));
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (t * B + b) * ND, small = (t * B + b) * D;
-      C* __restrict s = acc.data();
+      C* __restrict s = acc;
       std::fill(s, s + D, C(0));
       for (int64_t n = 0; n < N; ++n) {
         const S* __restrict ar = a + off + n * D;
@@ -592,10 +594,11 @@ void channel_reduce_impl(const TensorView& av, const TensorView& mv, const Tenso
   C* pre = prev.ptr<C>();
   C* mask = maskv.ptr<C>();
   const NeuronCoeffs<C> lif(p.neuron, false);
-  (void)nthreads;
+  ThreadBuffers<C> rows(nthreads, N);  // each thread's membranes
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
   for (int64_t b = 0; b < B; ++b) {
-    std::vector<C> state(N, lif_v_init(lif));
+    C* state = rows.mine();
+    std::fill(state, state + N, lif_v_init(lif));
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = (t * B + b) * ND, small = (t * B + b) * N;
       for (int64_t n = 0; n < N; ++n) {

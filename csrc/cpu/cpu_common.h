@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #if defined(SPIKEFORGE_HAVE_OPENMP)
 #include <omp.h>
@@ -133,5 +134,25 @@ inline int thread_index() {
   return 0;
 #endif
 }
+
+// One buffer of `each` zeroed elements per thread of a parallel region of at most nthreads threads, indexed
+// by thread_index(), allocated before the region: an allocation that fails inside one ends the process
+// (std::bad_alloc cannot leave an OpenMP region) instead of raising. Buffers start on 64-byte lines when
+// `each` elements are a multiple of 64 bytes.
+template <typename T>
+class ThreadBuffers {
+ public:
+  ThreadBuffers(int nthreads, int64_t each)
+      : v_(static_cast<size_t>(std::max(nthreads, 1)) * static_cast<size_t>(each) + 64 / sizeof(T)), each_(each) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(v_.data());
+    base_ = v_.data() + ((64 - a % 64) % 64) / sizeof(T);
+  }
+  T* mine() { return base_ + static_cast<int64_t>(thread_index()) * each_; }
+
+ private:
+  std::vector<T> v_;
+  int64_t each_;
+  T* base_;
+};
 
 }  // namespace spikeforge::cpu

@@ -128,15 +128,15 @@ void forward_impl(const TensorView& xv, const TensorView& wv, const TensorView& 
   const C* b = bv.ptr<C>();
   S* spike = sv.ptr<S>();
   S* hs = hv ? hv->ptr<S>() : nullptr;
-  (void)nthreads;
+  ThreadBuffers<C> xbs(nthreads, p.T_in * kChunk);  // each thread's X rows
 #pragma omp parallel num_threads(nthreads) if (nchunks > 1)
   {
-    std::vector<C> xb(static_cast<size_t>(p.T_in * kChunk));
+    C* xb = xbs.mine();
 #pragma omp for schedule(static)
     for (int64_t ch = 0; ch < nchunks; ++ch) {
       const int64_t i0 = ch * kChunk, n = std::min(kChunk, N - i0);
       alignas(64) C h[2][kChunk], s[kChunk], hrow[2][kChunk];
-      load_chunk(x, xb.data(), p.T_in, N, i0, n);
+      load_chunk(x, xb, p.T_in, N, i0, n);
       // the next chunk's X rows (this thread's, under the static schedule), spread over the steps
       const int64_t i1 = i0 + kChunk, n1 = std::min(kChunk, N - i1);
       for (int64_t t = 0; t < p.T_out;) {
@@ -144,7 +144,7 @@ void forward_impl(const TensorView& xv, const TensorView& wv, const TensorView& 
         if (n1 > 0) prefetch_rows(x, N, t * p.T_in / p.T_out, (t + nr) * p.T_in / p.T_out, i1, n1);
         C* hd[2];
         for (int o = 0; o < nr; ++o) hd[o] = hs ? out_row(hs + (t + o) * N + i0, hrow[o]) : h[o];
-        charge_rows(hd, nr, xb.data(), w, b, p, t, n);
+        charge_rows(hd, nr, xb, w, b, p, t, n);
         for (int o = 0; o < nr; ++o) {
           const int64_t off = (t + o) * N + i0;
           C* s_dst = out_row(spike + off, s);
@@ -279,23 +279,29 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
   S* gx = gxv ? gxv->ptr<S>() : nullptr;
   double* part = partv ? partv->ptr<double>() : nullptr;
   const C alpha = static_cast<C>(p.alpha);
-  (void)nthreads;
+  constexpr bool kLaneSums = std::is_same_v<C, float>;  // add_weight_dots' float lanes
+  // each thread's rows: X and gH of a chunk, columns i (and i + 1) of W; its float64 partials of grad_W /
+  // grad_b and their float lanes (zeroed here; flush_lanes leaves them so)
+  const int64_t per_acc = part ? row : 0;
+  ThreadBuffers<C> rows_c(nthreads, (T_in + T_out) * kChunk + 2 * T_out);
+  ThreadBuffers<double> accs(nthreads, per_acc);
+  ThreadBuffers<float> laness(nthreads, part && kLaneSums ? T_out * T_in * kLanes : 0);
 #pragma omp parallel num_threads(nthreads) if (nparts > 1)
   {
-    std::vector<C> xb(static_cast<size_t>(T_in * kChunk)), gh(static_cast<size_t>(T_out * kChunk));
-    std::vector<C> wcol(static_cast<size_t>(2 * T_out));  // columns i (and i + 1) of W
-    std::vector<double> acc(static_cast<size_t>(part ? row : 0));
-    constexpr bool kLaneSums = std::is_same_v<C, float>;  // add_weight_dots' float lanes
-    std::vector<float> lanes(static_cast<size_t>(part && kLaneSums ? T_out * T_in * kLanes : 0));
+    C* xb = rows_c.mine();
+    C* gh = xb + T_in * kChunk;
+    C* wcol = gh + T_out * kChunk;
+    double* acc = accs.mine();
+    float* lanes = laness.mine();
 #pragma omp for schedule(static)
     for (int64_t pi = 0; pi < nparts; ++pi) {
-      std::fill(acc.begin(), acc.end(), 0.0);
+      std::fill(acc, acc + per_acc, 0.0);
       const int64_t pend = std::min(N, (pi + 1) * kPSNPartition);
       int64_t pending = 0;  // chunks in the lanes since the last flush
       for (int64_t i0 = pi * kPSNPartition; i0 < pend; i0 += kChunk) {
         const int64_t n = std::min(kChunk, pend - i0);
         alignas(64) C h[2][kChunk], tmp[kChunk], gxr[2][kChunk];
-        load_chunk(x, xb.data(), T_in, N, i0, n);
+        load_chunk(x, xb, T_in, N, i0, n);
         const int64_t i1 = i0 + kChunk, n1 = std::min(kChunk, N - i1);  // the next chunk, prefetched
         // gH = gS * g'(H), H recomputed exactly as the forward computed it (two outputs together where they
         // read the same inputs)
@@ -306,10 +312,10 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
             prefetch_rows(gs, N, t, t + nr, i1, n1);
           }
           C* hp[2] = {h[0], h[1]};
-          charge_rows(hp, nr, xb.data(), w, b, p, t, n);
+          charge_rows(hp, nr, xb, w, b, p, t, n);
           for (int o = 0; o < nr; ++o) {
             const C* g = load_row(gs + (t + o) * N + i0, tmp, n);
-            C* ght = gh.data() + (t + o) * kChunk;
+            C* ght = gh + (t + o) * kChunk;
             for (int64_t j = 0; j < n; ++j) ght[j] = SurrogateFn<SG>::grad(h[o][j], alpha, C(0));
             for (int64_t j = 0; j < n; ++j) ght[j] *= g[j];
           }
@@ -326,10 +332,9 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
               for (int64_t t = 0; t < T_out; ++t) wcol[o * T_out + t] = w[t * T_in + i + o];
             }
             if (m == 2) {
-              mix_rows<2>({dst[0], dst[1]}, {C(0), C(0)}, gh.data(), {wcol.data(), wcol.data() + T_out}, 0, T_out, n,
-                          kEveryTerm);
+              mix_rows<2>({dst[0], dst[1]}, {C(0), C(0)}, gh, {wcol, wcol + T_out}, 0, T_out, n, kEveryTerm);
             } else {
-              mix_rows<1>({dst[0]}, {C(0)}, gh.data(), {wcol.data()}, 0, T_out, n, [&](int64_t t) {
+              mix_rows<1>({dst[0]}, {C(0)}, gh, {wcol}, 0, T_out, n, [&](int64_t t) {
                 int64_t lo, hi;
                 band_of(p, t, lo, hi);
                 return i >= lo && i < hi;
@@ -339,13 +344,13 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
           }
         }
         if (part) {  // grad_W[t, i] += gH[t] . X[i], grad_b[t] += sum gH[t]
-          add_weight_dots(gh.data(), xb.data(), p, n, acc.data(), lanes.data());
+          add_weight_dots(gh, xb, p, n, acc, lanes);
           if (kLaneSums && (++pending == kLaneChunks || i0 + kChunk >= pend)) {
-            flush_lanes(lanes.data(), p, acc.data());
+            flush_lanes(lanes, p, acc);
             pending = 0;
           }
           for (int64_t t = 0; t < T_out; ++t) {
-            const C* ght = gh.data() + t * kChunk;
+            const C* ght = gh + t * kChunk;
             C sum = 0;
 #pragma omp simd reduction(+ : sum)
             for (int64_t j = 0; j < n; ++j) sum += ght[j];
@@ -353,7 +358,7 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
           }
         }
       }
-      if (part) std::copy(acc.begin(), acc.end(), part + pi * row);
+      if (part) std::copy(acc, acc + per_acc, part + pi * row);
     }
   }
 }

@@ -141,7 +141,7 @@ void linear_grad_input_masked_impl(const TensorView& mask, const TensorView& gra
   const int64_t ntiles = (N + kTile - 1) / kTile;
   const int64_t P = std::min<int64_t>(kSpikeMaskedPartitions, ntiles);
   std::vector<T> acc(static_cast<size_t>(P * nnz), T(0));
-  ThreadTiles<T> tiles(nthreads, K * kTile);
+  ThreadBuffers<T> tiles(nthreads, K * kTile);
   TaskFlags finite(P);  // every weight and every grad_y value passes through the loop below
 #pragma omp parallel num_threads(nthreads) if (P > 1)
   {

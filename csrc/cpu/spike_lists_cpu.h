@@ -1,8 +1,8 @@
-// The containers of the CPU spike propagation: CSR lists of active inputs, per-thread tile buffers, the
-// finite-value flags of parallel tasks, output row layouts. Kept out of the kernel bodies (spike_events_cpu.h,
-// spike_tiles_cpu.h), which are compiled once per instruction-set variant: std::vector calls into the
-// allocator and element types here, and a copy of those compiled for AVX2 could not be inlined into the
-// std code (compiled for the baseline) that calls it (cpu/isa_variants_cpu.h).
+// The containers of the CPU spike propagation: CSR lists of active inputs, the finite-value flags of parallel
+// tasks, output row layouts (the per-thread tile buffers: cpu_common.h). Kept out of the kernel bodies
+// (spike_events_cpu.h, spike_tiles_cpu.h), which are compiled once per instruction-set variant: std::vector calls into
+// the allocator and element types here, and a copy of those compiled for AVX2 could not be inlined into the std code
+// (compiled for the baseline) that calls it (cpu/isa_variants_cpu.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -14,29 +14,6 @@
 namespace spikeforge::cpu {
 
 constexpr int64_t kTile = 16;  // output features per tile: one 64-byte line of float32
-
-// A 64-byte aligned scratch buffer: tile rows are whole cache lines (aligned AVX loads).
-template <typename T>
-struct AlignedBuf {
-  std::vector<T> v;
-  T* p;
-  explicit AlignedBuf(int64_t n) : v(static_cast<size_t>(n + 64 / sizeof(T))) {
-    const uintptr_t a = reinterpret_cast<uintptr_t>(v.data());
-    p = v.data() + ((64 - a % 64) % 64) / sizeof(T);
-  }
-  T* data() { return p; }
-};
-
-// One tile buffer of `each` elements per thread, allocated before a parallel region (an allocation that
-// fails inside one ends the process instead of raising). `each` is a multiple of kTile, so every slice
-// stays 64-byte aligned.
-template <typename T>
-struct ThreadTiles {
-  AlignedBuf<T> buf;
-  int64_t each;
-  ThreadTiles(int nthreads, int64_t each_) : buf(static_cast<int64_t>(nthreads) * each_), each(each_) {}
-  T* mine() { return buf.data() + static_cast<int64_t>(cpu::thread_index()) * each; }
-};
 
 // Whether every task of a parallel loop saw only finite values: each task sets its own flag once its work is
 // done. (A `reduction(&& : ...)` clause on the loops made the event loops of grad_weight ~6% slower with

@@ -226,7 +226,7 @@ bool gather_forward(const ActiveLists<T>& a, const T* wp, const T* bp, T* yp, in
   // by one task, in the same order: the result does not depend on the split).
   const int64_t nrb = ntiles >= nthreads ? 1 : std::max<int64_t>(1, std::min((nthreads + ntiles - 1) / ntiles, M / 64));
   const int64_t rows_per = (M + nrb - 1) / nrb;
-  ThreadTiles<T> tiles(nthreads, std::max<int64_t>(K, 1) * kTile);
+  ThreadBuffers<T> tiles(nthreads, std::max<int64_t>(K, 1) * kTile);
   TaskFlags finite(ntiles * nrb);
 #pragma omp parallel num_threads(nthreads) if (ntiles * nrb > 1)
   {
@@ -344,7 +344,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
   const ActiveLists<T> c = by_input ? lists_by_input(a, M, K) : ActiveLists<T>{};
   // split over the 16-feature tiles only: splitting the rows would need per-split partial sums, whose count
   // (and so the summation order) would depend on the thread count
-  ThreadTiles<T> tiles(nthreads, (K + (by_input ? M : 0)) * kTile);
+  ThreadBuffers<T> tiles(nthreads, (K + (by_input ? M : 0)) * kTile);
   TaskFlags finite(ntiles);
 #pragma omp parallel num_threads(nthreads) if (ntiles > 1)
   {
