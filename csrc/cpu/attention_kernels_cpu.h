@@ -389,7 +389,7 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
     std::vector<C> state, pre, spikes, ktv, vrow, qrow;
     std::vector<uint64_t> words, kwords, cwords;
   };
-  const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
+  const int nthr = team_for(nthreads, B);
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.state.resize(ND), sc.pre.resize(ND), sc.spikes.resize(std::is_same_v<S, C> ? 0 : ND);
@@ -449,7 +449,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
     std::vector<uint64_t> words, awords, cwords, bits;  // bits: the SliceBits words of q, k and v at every step
     std::vector<uint8_t> ok, all;                       // and their rows' flags, their slices' flags
   };
-  const int nthr = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, B)));
+  const int nthr = team_for(nthreads, B);
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
@@ -535,8 +535,9 @@ void token_reduce_impl(const TensorView& av, const TensorView* b2v, const Tensor
   C* pre = prev.ptr<C>();
   C* mask = maskv.ptr<C>();
   const NeuronCoeffs<C> lif(p.neuron, false);
-  ThreadBuffers<C> rows(nthreads, 2 * D);  // each thread's membranes and sums
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
+  const int team = team_for(nthreads, B);
+  ThreadBuffers<C> rows(team, 2 * D);  // each thread's membranes and sums
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
   for (int64_t b = 0; b < B; ++b) {
     C* state = rows.mine();
     C* acc = state + D;
@@ -594,8 +595,9 @@ void channel_reduce_impl(const TensorView& av, const TensorView& mv, const Tenso
   C* pre = prev.ptr<C>();
   C* mask = maskv.ptr<C>();
   const NeuronCoeffs<C> lif(p.neuron, false);
-  ThreadBuffers<C> rows(nthreads, N);  // each thread's membranes
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (B > 1)
+  const int team = team_for(nthreads, B);
+  ThreadBuffers<C> rows(team, N);  // each thread's membranes
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
   for (int64_t b = 0; b < B; ++b) {
     C* state = rows.mine();
     std::fill(state, state + N, lif_v_init(lif));

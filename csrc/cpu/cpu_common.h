@@ -135,6 +135,11 @@ inline int thread_index() {
 #endif
 }
 
+// The threads a parallel region over `work` independent items asks for: nthreads, at most one per item.
+inline int team_for(int nthreads, int64_t work) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, work)));
+}
+
 // One buffer of `each` zeroed elements per thread of a parallel region of at most nthreads threads, indexed
 // by thread_index(), allocated before the region: an allocation that fails inside one ends the process
 // (std::bad_alloc cannot leave an OpenMP region) instead of raising. Buffers start on 64-byte lines when

@@ -128,8 +128,9 @@ void forward_impl(const TensorView& xv, const TensorView& wv, const TensorView& 
   const C* b = bv.ptr<C>();
   S* spike = sv.ptr<S>();
   S* hs = hv ? hv->ptr<S>() : nullptr;
-  ThreadBuffers<C> xbs(nthreads, p.T_in * kChunk);  // each thread's X rows
-#pragma omp parallel num_threads(nthreads) if (nchunks > 1)
+  const int team = team_for(nthreads, nchunks);
+  ThreadBuffers<C> xbs(team, p.T_in * kChunk);  // each thread's X rows
+#pragma omp parallel num_threads(team) if (team > 1)
   {
     C* xb = xbs.mine();
 #pragma omp for schedule(static)
@@ -283,10 +284,11 @@ void backward_impl(const TensorView& gsv, const TensorView& xv, const TensorView
   // each thread's rows: X and gH of a chunk, columns i (and i + 1) of W; its float64 partials of grad_W /
   // grad_b and their float lanes (zeroed here; flush_lanes leaves them so)
   const int64_t per_acc = part ? row : 0;
-  ThreadBuffers<C> rows_c(nthreads, (T_in + T_out) * kChunk + 2 * T_out);
-  ThreadBuffers<double> accs(nthreads, per_acc);
-  ThreadBuffers<float> laness(nthreads, part && kLaneSums ? T_out * T_in * kLanes : 0);
-#pragma omp parallel num_threads(nthreads) if (nparts > 1)
+  const int team = team_for(nthreads, nparts);
+  ThreadBuffers<C> rows_c(team, (T_in + T_out) * kChunk + 2 * T_out);
+  ThreadBuffers<double> accs(team, per_acc);
+  ThreadBuffers<float> laness(team, part && kLaneSums ? T_out * T_in * kLanes : 0);
+#pragma omp parallel num_threads(team) if (team > 1)
   {
     C* xb = rows_c.mine();
     C* gh = xb + T_in * kChunk;
