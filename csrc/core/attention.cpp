@@ -42,38 +42,56 @@ void check_small(const TensorView& t, const TensorView& ref, int64_t numel, cons
   check_numel(t, numel, name);
 }
 
-}  // namespace
-
-int64_t ssa_workspace_elems(const AttentionParams& p, DeviceKind device) {
-  if (device == DeviceKind::cpu) return 0;
-  return checked_mul(checked_mul(checked_mul(p.T, p.B, "ktv_ws"), p.D, "ktv_ws"), p.D, "ktv_ws");
+void check_spike_bits(const TensorView& bits, const TensorView& q, const AttentionParams& p) {
+  check_dense(bits, "spike_bits");
+  check_same_device(q, bits, "q", "spike_bits");
+  SF_CHECK_ARG(bits.dtype == DType::i64, "spike_bits must be int64");
+  check_numel(bits, ssa_spike_bits_words(p), "spike_bits");
 }
 
-void check_ssa_forward_args(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                            const TensorView* ktv_ws, const AttentionParams& p) {
+// q, k, v of one [T, B, N, D] float tensor each -> T * B * N * D.
+int64_t check_qkv(const TensorView& q, const TensorView& k, const TensorView& v, const AttentionParams& p) {
   const int64_t numel = check_params(p);
   check_dense(q, "q");
   SF_CHECK_ARG(q.dtype != DType::i64, "q: dtype must be a float dtype");
   check_numel(q, numel, "q");
   check_like(k, q, numel, "q", "k");
   check_like(v, q, numel, "q", "v");
+  return numel;
+}
+
+}  // namespace
+
+int64_t ssa_workspace_elems(const AttentionParams& p) {
+  return checked_mul(checked_mul(checked_mul(p.T, p.B, "ktv_ws"), p.D, "ktv_ws"), p.D, "ktv_ws");
+}
+
+int64_t ssa_bits_slice_words(int64_t N, int64_t D) {
+  return checked_mul(N, ceil_div(D, 64), "spike_bits") + ceil_div(N, 8);  // the bits, then N one-byte flags
+}
+
+int64_t ssa_spike_bits_words(const AttentionParams& p) {
+  const int64_t slices = checked_mul(checked_mul(p.T, p.B, "spike_bits"), 3, "spike_bits");
+  return checked_mul(slices, ssa_bits_slice_words(p.N, p.D), "spike_bits");
+}
+
+void check_ssa_forward_args(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                            const TensorView* ktv_ws, const TensorView* spike_bits, const AttentionParams& p) {
+  const int64_t numel = check_qkv(q, k, v, p);
   check_like(out, q, numel, "q", "out");
-  const int64_t ws = ssa_workspace_elems(p, q.device);
-  if (ws > 0 || ktv_ws) {
-    SF_CHECK_ARG(ktv_ws, "ktv_ws: this device's ssa kernel needs a K^T V workspace of " + std::to_string(ws) +
-                             " float32 elements (ssa_workspace_elems)");
-    check_dense(*ktv_ws, "ktv_ws");
-    check_same_device(q, *ktv_ws, "q", "ktv_ws");
-    SF_CHECK_ARG(ktv_ws->dtype == DType::f32, "ktv_ws must be float32");
-    check_numel(*ktv_ws, ws, "ktv_ws");
-  }
+  SF_CHECK_ARG(ktv_ws, "ktv_ws: the ssa forward needs a K^T V workspace of " + std::to_string(ssa_workspace_elems(p)) +
+                           " elements (ssa_workspace_elems)");
+  check_small(*ktv_ws, q, ssa_workspace_elems(p), "q", "ktv_ws");
+  if (spike_bits) check_spike_bits(*spike_bits, q, p);
 }
 
 void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
-                             const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                             const AttentionParams& p) {
-  check_ssa_forward_args(q, k, v, grad_out, nullptr, p);
-  const int64_t numel = q.numel();
+                             const TensorView* ktv, const TensorView* spike_bits, const TensorView& grad_q,
+                             const TensorView& grad_k, const TensorView& grad_v, const AttentionParams& p) {
+  const int64_t numel = check_qkv(q, k, v, p);
+  check_like(grad_out, q, numel, "q", "grad_out");
+  if (ktv) check_small(*ktv, q, ssa_workspace_elems(p), "q", "ktv");
+  if (spike_bits) check_spike_bits(*spike_bits, q, p);
   check_like(grad_q, q, numel, "q", "grad_q");
   check_like(grad_k, q, numel, "q", "grad_k");
   check_like(grad_v, q, numel, "q", "grad_v");
@@ -95,17 +113,19 @@ void check_reduce_attention_forward_args(const TensorView& a, const TensorView* 
 }
 
 void ssa_forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                 const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex) {
-  check_ssa_forward_args(q, k, v, out, ktv_ws, p);
-  SF_ROUTE(q.device, ssa_forward, q, k, v, out, ktv_ws, p, ex);
+                 const TensorView* ktv_ws, const TensorView* spike_bits, const AttentionParams& p,
+                 const ExecConfig& ex) {
+  check_ssa_forward_args(q, k, v, out, ktv_ws, spike_bits, p);
+  SF_CHECK_ARG(!spike_bits || q.device == DeviceKind::cpu, "spike_bits: kept by the CPU forward only");
+  SF_ROUTE(q.device, ssa_forward, q, k, v, out, ktv_ws, spike_bits, p, ex);
 }
 
 void ssa_backward(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
-                  const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                  const AttentionParams& p, const ExecConfig& ex) {
+                  const TensorView* ktv, const TensorView* spike_bits, const TensorView& grad_q,
+                  const TensorView& grad_k, const TensorView& grad_v, const AttentionParams& p, const ExecConfig& ex) {
   SF_CHECK_ARG(q.device == DeviceKind::cpu, "q: the fused SSA backward is CPU-only (CUDA composes it)");
-  check_ssa_backward_args(grad_out, q, k, v, grad_q, grad_k, grad_v, p);
-  ssa_backward_cpu(grad_out, q, k, v, grad_q, grad_k, grad_v, p, ex);
+  check_ssa_backward_args(grad_out, q, k, v, ktv, spike_bits, grad_q, grad_k, grad_v, p);
+  ssa_backward_cpu(grad_out, q, k, v, ktv, spike_bits, grad_q, grad_k, grad_v, p, ex);
 }
 
 void token_reduce_attention_forward(const TensorView& a, const TensorView* b2, const TensorView& m,

@@ -37,20 +37,31 @@ struct AttentionParams {
   NeuronParams neuron;
 };
 
-// Elements of the float32 workspace a ssa forward takes on each device: K^T V (T * B * D * D) on CUDA,
-// nothing on CPU (each thread keeps its slice's product).
-int64_t ssa_workspace_elems(const AttentionParams& p, DeviceKind device);
+// Elements of the workspace a ssa forward takes: K^T V of every (t, b), T * B * D * D values of the compute
+// type (float32; float64 for float64 q on CPU), written by the forward on every device when N > 0. The CPU
+// backward reads it back instead of recomputing it.
+int64_t ssa_workspace_elems(const AttentionParams& p);
+
+// The spike bits of q, k and v that the CPU forward can keep for the backward (spike_bits: 64-bit words, int64),
+// so that the backward does not read the three inputs again where they are spikes: [3][T][B] slices (q, k, v),
+// each N * ceil(D / 64) words (row n's bits: bit i % 64 of word i / 64 is x[n, i] == 1) and then N one-byte
+// flags (row n holds only 0 and 1) in ceil(N / 8) words.
+int64_t ssa_bits_slice_words(int64_t N, int64_t D);
+int64_t ssa_spike_bits_words(const AttentionParams& p);
 
 // Entry points: argument checks (csrc/core/attention.cpp), then the device router (csrc/dispatch.h).
-//   q, k, v, out [T, B, N, D], one dtype (f32/f16/bf16; f64 on CPU); ktv_ws: ssa_workspace_elems floats
+//   q, k, v, out [T, B, N, D], one dtype (f32/f16/bf16; f64 on CPU); ktv_ws: ssa_workspace_elems values;
+//   spike_bits: ssa_spike_bits_words words (CPU only) or nullptr
 void ssa_forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                 const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex);
+                 const TensorView* ktv_ws, const TensorView* spike_bits, const AttentionParams& p,
+                 const ExecConfig& ex);
 // SSA backward (CPU only: CUDA composes it from cuBLAS products and neuron_backward in Python): recomputes
-// the forward per slice (nothing is saved but q, k, v), then BPTT through the LIF; grad_q = gP (K^T V)^T,
-// grad_k = V (Q^T gP)^T, grad_v = K (Q^T gP), gP the pre-activation's gradient. [T, B, N, D] of q's dtype.
+// the pre-activation per slice from q and K^T V (ktv: the forward's workspace; nullptr: recomputed from k and
+// v too), then BPTT through the LIF; grad_q = gP (K^T V)^T, grad_k = V (Q^T gP)^T, grad_v = K (Q^T gP), gP the
+// pre-activation's gradient. [T, B, N, D] of q's dtype. spike_bits: the forward's (nullptr: found again).
 void ssa_backward(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
-                  const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                  const AttentionParams& p, const ExecConfig& ex);
+                  const TensorView* ktv, const TensorView* spike_bits, const TensorView& grad_q,
+                  const TensorView& grad_k, const TensorView& grad_v, const AttentionParams& p, const ExecConfig& ex);
 //   a, m, out [T, B, N, D]; b2 [T, B, N, D] or nullptr; pre, mask [T, B, D] in the compute type
 void token_reduce_attention_forward(const TensorView& a, const TensorView* b2, const TensorView& m,
                                     const TensorView& out, const TensorView& pre, const TensorView& mask,
@@ -62,12 +73,15 @@ void channel_reduce_attention_forward(const TensorView& a, const TensorView& m, 
 
 // Device implementations with the entry points' arguments.
 void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                     const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex);
+                     const TensorView* ktv_ws, const TensorView* spike_bits, const AttentionParams& p,
+                     const ExecConfig& ex);
 void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                      const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex);
+                      const TensorView* ktv_ws, const TensorView* spike_bits, const AttentionParams& p,
+                      const ExecConfig& ex);
 void ssa_backward_cpu(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                      const AttentionParams& p, const ExecConfig& ex);
+                      const TensorView* ktv, const TensorView* spike_bits, const TensorView& grad_q,
+                      const TensorView& grad_k, const TensorView& grad_v, const AttentionParams& p,
+                      const ExecConfig& ex);
 void token_reduce_attention_forward_cpu(const TensorView& a, const TensorView* b2, const TensorView& m,
                                         const TensorView& out, const TensorView& pre, const TensorView& mask,
                                         const AttentionParams& p, const ExecConfig& ex);
@@ -83,10 +97,10 @@ void channel_reduce_attention_forward_cuda(const TensorView& a, const TensorView
 
 // Shape/dtype/device checks shared by both devices; they raise ArgumentError.
 void check_ssa_forward_args(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                            const TensorView* ktv_ws, const AttentionParams& p);
+                            const TensorView* ktv_ws, const TensorView* spike_bits, const AttentionParams& p);
 void check_ssa_backward_args(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
-                             const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                             const AttentionParams& p);
+                             const TensorView* ktv, const TensorView* spike_bits, const TensorView& grad_q,
+                             const TensorView& grad_k, const TensorView& grad_v, const AttentionParams& p);
 // reduce_tokens: token_reduce (pre/mask [T, B, D]) or channel_reduce (pre/mask [T, B, N]).
 void check_reduce_attention_forward_args(const TensorView& a, const TensorView* b2, const TensorView& m,
                                          const TensorView& out, const TensorView& pre, const TensorView& mask,

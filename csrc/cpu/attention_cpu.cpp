@@ -17,17 +17,19 @@
 namespace spikeforge {
 
 void ssa_forward_cpu(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                     const TensorView* ktv_ws, const AttentionParams& p, const ExecConfig& ex) {
-  (void)ktv_ws;  // none on CPU (ssa_workspace_elems); arguments checked by ssa_forward
+                     const TensorView* ktv_ws, const TensorView* spike_bits, const AttentionParams& p,
+                     const ExecConfig& ex) {
+  // arguments checked by ssa_forward, the workspace (K^T V of every (t, b): ssa_workspace_elems) included
   if (p.T == 0 || p.B == 0 || p.N == 0 || p.D == 0) return;  // the output is empty too
-  SF_ISA_SELECT(ssa_forward)(q, k, v, out, p, cpu::threads_of(ex));
+  SF_ISA_SELECT(ssa_forward)(q, k, v, out, *ktv_ws, spike_bits, p, cpu::threads_of(ex));
 }
 
 void ssa_backward_cpu(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                      const AttentionParams& p, const ExecConfig& ex) {
+                      const TensorView* ktv, const TensorView* spike_bits, const TensorView& grad_q,
+                      const TensorView& grad_k, const TensorView& grad_v, const AttentionParams& p,
+                      const ExecConfig& ex) {
   if (p.T == 0 || p.B == 0 || p.N == 0 || p.D == 0) return;  // every gradient is empty too
-  SF_ISA_SELECT(ssa_backward)(grad_out, q, k, v, grad_q, grad_k, grad_v, p, cpu::threads_of(ex));
+  SF_ISA_SELECT(ssa_backward)(grad_out, q, k, v, ktv, spike_bits, grad_q, grad_k, grad_v, p, cpu::threads_of(ex));
 }
 
 void token_reduce_attention_forward_cpu(const TensorView& a, const TensorView* b2, const TensorView& m,

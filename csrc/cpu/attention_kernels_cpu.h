@@ -2,10 +2,11 @@
 // a variant's entry points at the end of this file): spike-driven attention on CPU (forwards, and SSA's
 // backward), fused with the attention LIF (contracts in csrc/core/attention.h).
 //
-// Work is split over the B slices (OpenMP, static schedule); a slice keeps its LIF state in a local
-// array and walks the T steps, so each (t, b) slice of the inputs is read once and the pre-activation
-// of the [T, B, N, D] result is never stored. Results do not depend on the thread count (each slice is
-// computed by one thread in a fixed order).
+// Work is split over the B slices (OpenMP; SSA hands them out one at a time, a dynamic schedule: its backward
+// was 2-4% faster so on the 2-vCPU EPYC, whose two threads do not always run at the same speed); a slice keeps its
+// LIF state in a local array and walks the T steps, so each (t, b) slice of the inputs is read once and the
+// pre-activation of the [T, B, N, D] result is never stored. Results do not depend on the thread count or on
+// which thread takes a slice (each slice is computed by one thread in a fixed order).
 
 // The attention LIF's flags as compile-time constants: a copy of the coefficients with them fixed (as pinned() in
 // cpu/neuron_kernels_cpu.h), so that the row loops below fold them away. Read at run time, GCC left those loops
@@ -214,20 +215,47 @@ SliceBits slice_bits(const S* xs, int64_t N, int64_t D, uint64_t* words, uint8_t
   return SliceBits{words, ok, all};
 }
 
+// Slice (x, t, b) of the spike bits a forward keeps for the backward (spike_bits, csrc/core/attention.h; x = 0,
+// 1, 2 for q, k, v): the rows' words, then their flags.
+struct KeptBits {
+  uint64_t* base;
+  int64_t T, B, N, WD, slice_words;
+  uint64_t* words(int x, int64_t t, int64_t b) const { return base + ((x * T + t) * B + b) * slice_words; }
+  uint8_t* ok(int x, int64_t t, int64_t b) const { return reinterpret_cast<uint8_t*>(words(x, t, b) + N * WD); }
+  // slice_bits into slice (x, t, b), its padding bytes zeroed (the tensor's bytes depend on the inputs alone)
+  template <typename S>
+  SliceBits keep(const S* xs, int x, int64_t t, int64_t b, int64_t D) const {
+    uint8_t* flags = ok(x, t, b);
+    std::fill(flags + N, reinterpret_cast<uint8_t*>(words(x, t, b) + slice_words), uint8_t{0});
+    return slice_bits(xs, N, D, words(x, t, b), flags);
+  }
+  SliceBits at(int x, int64_t t, int64_t b) const {
+    const uint8_t* flags = ok(x, t, b);
+    bool all = true;
+    for (int64_t n = 0; n < N; ++n) all = all && flags[n] != 0;
+    return SliceBits{words(x, t, b), ok(x, t, b), all};
+  }
+};
+inline KeptBits kept_bits(const TensorView* bits, const AttentionParams& p) {
+  return KeptBits{bits ? bits->ptr<uint64_t>() : nullptr, p.T, p.B, p.N, ceil_div(p.D, 64),
+                  ssa_bits_slice_words(p.N, p.D)};
+}
+
 // ktv = A^T B for one [N, D] slice pair: ktv[i, :] = sum over tokens n, in order, of a[n, i] * b[n, :].
 // Where A holds spikes and B is finite, each spike of A adds one row of B (event-driven); any other
 // slice takes the dense products (no zero skipped, so inf and NaN propagate as in a matmul).
 // C is the compute type; A and B may be stored in another type (a spike input, or a C gradient).
 // awords: N * ceil(D / 64) scratch words (A's spike bits, row by row); brow: D scratch values. abits: A's bits
 // already found (SliceBits), else null (found here into awords). cwords: D * ceil(N / 64) scratch words for
-// the by-output-row form (B in the compute type), or null.
+// the by-output-row form (B in the compute type), or null. b_spikes: B is known to hold spikes only (its
+// SliceBits' all), hence finite values, which spares the look at every value of B.
 template <typename C, typename SA, typename SB>
 void at_times_b(const SA* as, const SB* bs, C* ktv, C* brow, uint64_t* awords, int64_t N, int64_t D,
-                const SliceBits* abits = nullptr, uint64_t* cwords = nullptr) {
+                const SliceBits* abits = nullptr, uint64_t* cwords = nullptr, bool b_spikes = false) {
   const int64_t WD = ceil_div(D, 64);
   std::fill(ktv, ktv + D * D, C(0));
   bool events = abits == nullptr || abits->all;
-  for (int64_t e = 0; e < N * D && events; e += D) events = all_finite(load_row(bs + e, brow, D), D);
+  for (int64_t e = 0; e < N * D && events && !b_spikes; e += D) events = all_finite(load_row(bs + e, brow, D), D);
   if (abits) {
     awords = abits->words;
   } else {
@@ -370,15 +398,19 @@ void transpose(const C* __restrict m, C* __restrict mt, int64_t D) {
   }
 }
 
+// ktv_ws [T, B, D, D] (compute type) gets K^T V of every (t, b), and spike_bits (when given) the spike bits of q,
+// k and v: the backward reads both back instead of forming them again.
 template <typename S>
 void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, const TensorView& ov,
-              const AttentionParams& p, int nthreads) {
+              const TensorView& ktv_ws, const TensorView* spike_bits, const AttentionParams& p, int nthreads) {
   using C = compute_t<S>;
-  const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D;
+  const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D, DD = D * D;
   const S* q = qv.ptr<S>();
   const S* k = kv.ptr<S>();
   const S* v = vv.ptr<S>();
   S* out = ov.ptr<S>();
+  C* ktv_all = ktv_ws.ptr<C>();
+  const KeptBits kept = kept_bits(spike_bits, p);
   const C scale = static_cast<C>(p.scale);
   const NeuronCoeffs<C> lif(p.neuron, false);
   // Per thread, reused for each of its slices (allocating per slice made glibc map and unmap the larger
@@ -386,28 +418,36 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   // Allocated here, before the parallel region: a std::bad_alloc inside it would terminate the process
   // instead of reaching Python as MemoryError. At most one set per slice (threads beyond B idle).
   struct Scratch {
-    std::vector<C> state, pre, spikes, ktv, vrow, qrow;
+    std::vector<C> state, pre, spikes, vrow, qrow;
     std::vector<uint64_t> words, kwords, cwords;
   };
   const int nthr = team_for(nthreads, B);
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.state.resize(ND), sc.pre.resize(ND), sc.spikes.resize(std::is_same_v<S, C> ? 0 : ND);
-    sc.ktv.resize(D * D), sc.vrow.resize(D), sc.qrow.resize(2 * kTileRows * D);
+    sc.vrow.resize(D), sc.qrow.resize(2 * kTileRows * D);
     sc.words.resize(ceil_div(D, 64)), sc.kwords.resize(N * ceil_div(D, 64)), sc.cwords.resize(D * ceil_div(N, 64));
   }
 #pragma omp parallel num_threads(nthr) if (nthr > 1)
   {
     Scratch& sc = scratch[cpu::thread_index()];
-    auto &state = sc.state, &pre = sc.pre, &spikes = sc.spikes, &ktv = sc.ktv, &vrow = sc.vrow, &qrow = sc.qrow;
+    auto &state = sc.state, &pre = sc.pre, &spikes = sc.spikes, &vrow = sc.vrow, &qrow = sc.qrow;
     auto &words = sc.words, &kwords = sc.kwords, &cwords = sc.cwords;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       std::fill(state.begin(), state.end(), lif_v_init(lif));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t off = (t * B + b) * ND;
-        at_times_b<C>(k + off, v + off, ktv.data(), vrow.data(), kwords.data(), N, D, nullptr, cwords.data());
-        x_times_m<C>(q + off, ktv.data(), pre.data(), qrow.data(), words.data(), N, D);
+        C* kt = ktv_all + (t * B + b) * DD;
+        if (kept.base) {  // the same products from the bits kept (the decisions depend on the bits alone)
+          const SliceBits qb = kept.keep(q + off, 0, t, b, D), kb = kept.keep(k + off, 1, t, b, D);
+          const SliceBits vb = kept.keep(v + off, 2, t, b, D);
+          at_times_b<C>(k + off, v + off, kt, vrow.data(), kwords.data(), N, D, &kb, cwords.data(), vb.all);
+          x_times_m<C>(q + off, kt, pre.data(), qrow.data(), words.data(), N, D, &qb);
+        } else {
+          at_times_b<C>(k + off, v + off, kt, vrow.data(), kwords.data(), N, D, nullptr, cwords.data());
+          x_times_m<C>(q + off, kt, pre.data(), qrow.data(), words.data(), N, D);
+        }
         if constexpr (std::is_same_v<S, C>) {
           lif_row<false>(state.data(), pre.data(), out + off, scale, lif, ND);
         } else {
@@ -419,8 +459,9 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
   }
 }
 
-// SSA backward for one dtype and surrogate: per slice, the forward is recomputed (K^T V and H for all
-// T steps, kept in per-thread scratch), then BPTT through the LIF runs t = T-1 .. 0 with
+// SSA backward for one dtype and surrogate: per slice, the forward is recomputed (H for all T steps, kept in
+// per-thread scratch; K^T V read from the forward's ktv when given, else recomputed), then BPTT through the LIF
+// runs t = T-1 .. 0 with
 // csrc/core/neuron.h's sj_backward (no v_init), and the pre-activation gradient
 // gP = gX * scale flows into
 //   grad_q = gP (K^T V)^T      dense (gP has no zeros to skip)
@@ -429,8 +470,8 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
 // so of the five [N, D] x [D, D] products only grad_q's is dense.
 template <typename S, Surrogate SG>
 void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const TensorView& kv, const TensorView& vv,
-                       const TensorView& gqv, const TensorView& gkv, const TensorView& gvv, const AttentionParams& p,
-                       int nthreads) {
+                       const TensorView* ktvv, const TensorView* spike_bits, const TensorView& gqv,
+                       const TensorView& gkv, const TensorView& gvv, const AttentionParams& p, int nthreads) {
   using C = compute_t<S>;
   const int64_t T = p.T, B = p.B, N = p.N, D = p.D, ND = N * D, DD = D * D, WD = ceil_div(D, 64);
   const S* go = gov.ptr<S>();
@@ -442,18 +483,25 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   S* gv = gvv.ptr<S>();
   const C scale = static_cast<C>(p.scale);
   const NeuronCoeffs<C> lif(p.neuron, false);
+  // The forward's K^T V of every (t, b): reading it back skipped a tenth of this backward (2 threads, AMD EPYC,
+  // D = 384 / 12 heads, 15% spikes); without it, each slice recomputes its own.
+  const C* ktv_saved = ktvv ? ktvv->ptr<C>() : nullptr;
+  // The forward's spike bits of q, k and v: without them, each step's are found again from the inputs (a tenth of
+  // this backward on the EPYC, most of it waiting for the inputs' cache lines).
+  const KeptBits kept = kept_bits(spike_bits, p);
   // Per-thread scratch reused across slices, allocated before the parallel region (see ssa_impl): K^T V
-  // and H of all T steps, [N, D] rows.
+  // (when recomputed) and H of all T steps, [N, D] rows.
   struct Scratch {
     std::vector<C> ktv, h, state, buf, gstate, g_pre, sg, mt, g_m, row, out_q, out_k, out_v;
     std::vector<uint64_t> words, awords, cwords, bits;  // bits: the SliceBits words of q, k and v at every step
-    std::vector<uint8_t> ok, all;                       // and their rows' flags, their slices' flags
+    std::vector<uint8_t> ok;                            // and their rows' flags (when not kept by the forward)
+    std::vector<SliceBits> found;                       // the SliceBits of q, k and v at every step
   };
   const int nthr = team_for(nthreads, B);
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
-    sc.ktv.resize(T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
-    sc.bits.resize(3 * T * N * WD), sc.ok.resize(3 * T * N), sc.all.resize(3 * T);
+    sc.ktv.resize(ktv_saved ? 0 : T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
+    sc.bits.resize(kept.base ? 0 : 3 * T * N * WD), sc.ok.resize(kept.base ? 0 : 3 * T * N), sc.found.resize(3 * T);
     sc.cwords.resize(D * ceil_div(N, 64));
     for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg}) nd_buf->resize(ND);
     if (!std::is_same_v<S, C>) sc.out_q.resize(ND), sc.out_k.resize(ND), sc.out_v.resize(ND);
@@ -465,28 +513,29 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
     auto &ktv = sc.ktv, &h = sc.h, &state = sc.state, &buf = sc.buf, &gstate = sc.gstate, &g_pre = sc.g_pre;
     auto &sg = sc.sg, &mt = sc.mt, &g_m = sc.g_m, &row = sc.row, &out_q = sc.out_q, &out_k = sc.out_k;
     auto &out_v = sc.out_v, &words = sc.words, &awords = sc.awords;
-    // step t's bits of q (x = 0), k (1) and v (2): found in the recompute, read again by the backward's products
-    auto find_bits = [&](const S* xs, int x, int64_t t) {
+    // step t's bits of q (x = 0), k (1) and v (2) in slice b: the forward's, else found in the recompute; read
+    // again by the backward's products
+    auto find_bits = [&](const S* xs, int x, int64_t t, int64_t b) {
       const size_t i = static_cast<size_t>(x * T + t);
-      const SliceBits b = slice_bits(xs, N, D, sc.bits.data() + i * N * WD, sc.ok.data() + i * N);
-      sc.all[i] = b.all ? 1 : 0;
-      return b;
+      sc.found[i] =
+          kept.base ? kept.at(x, t, b) : slice_bits(xs, N, D, sc.bits.data() + i * N * WD, sc.ok.data() + i * N);
+      return sc.found[i];
     };
-    auto bits_at = [&](int x, int64_t t) {
-      const size_t i = static_cast<size_t>(x * T + t);
-      return SliceBits{sc.bits.data() + i * N * WD, sc.ok.data() + i * N, sc.all[i] != 0};
-    };
-#pragma omp for schedule(static)
+    auto bits_at = [&](int x, int64_t t) { return sc.found[static_cast<size_t>(x * T + t)]; };
+#pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       std::fill(state.begin(), state.end(), lif_v_init(lif));
       std::fill(gstate.begin(), gstate.end(), C(0));
       // forward recompute: H[t] of every step (the spikes are H >= v_th)
       for (int64_t t = 0; t < T; ++t) {
         const int64_t off = (t * B + b) * ND;
-        C* kt = ktv.data() + t * DD;
-        const SliceBits qb = find_bits(q + off, 0, t), kb = find_bits(k + off, 1, t);
-        find_bits(v + off, 2, t);
-        at_times_b<C>(k + off, v + off, kt, row.data(), awords.data(), N, D, &kb, sc.cwords.data());
+        const SliceBits qb = find_bits(q + off, 0, t, b), kb = find_bits(k + off, 1, t, b);
+        const SliceBits vb = find_bits(v + off, 2, t, b);
+        const C* kt = ktv_saved ? ktv_saved + (t * B + b) * DD : ktv.data() + t * DD;
+        if (!ktv_saved) {
+          at_times_b<C>(k + off, v + off, ktv.data() + t * DD, row.data(), awords.data(), N, D, &kb, sc.cwords.data(),
+                        vb.all);
+        }
         x_times_m<C>(q + off, kt, buf.data(), row.data(), words.data(), N, D, &qb);
         C* ht = h.data() + t * ND;
         lif_row<true>(state.data(), buf.data(), ht, scale, lif, ND);  // H: the backward's spikes are H >= v_th
@@ -503,7 +552,7 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
         // slices per step was 6% of the backward); 16-bit dtypes go through compute-type rows
         C *dq = out_q.data(), *dk = out_k.data(), *dv = out_v.data();
         if constexpr (std::is_same_v<S, C>) dq = gq + off, dk = gk + off, dv = gv + off;
-        const C* kt = ktv.data() + t * DD;
+        const C* kt = ktv_saved ? ktv_saved + (t * B + b) * DD : ktv.data() + t * DD;
         transpose(kt, mt.data(), D);
         const SliceBits qb = bits_at(0, t), kb = bits_at(1, t), vb = bits_at(2, t);
         x_times_m<C>(g_pre.data(), mt.data(), dq, row.data(), words.data(), N, D, nullptr, true);  // dense gP
@@ -618,17 +667,18 @@ void channel_reduce_impl(const TensorView& av, const TensorView& mv, const Tenso
 
 // The variant's entry points, one per dtype (and surrogate) dispatch.
 void ssa_forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                 const AttentionParams& p, int nthreads) {
-  dispatch_dtype(q.dtype, [&](auto tag) { ssa_impl<decltype(tag)>(q, k, v, out, p, nthreads); });
+                 const TensorView& ktv_ws, const TensorView* spike_bits, const AttentionParams& p, int nthreads) {
+  dispatch_dtype(q.dtype, [&](auto tag) { ssa_impl<decltype(tag)>(q, k, v, out, ktv_ws, spike_bits, p, nthreads); });
 }
 
 void ssa_backward(const TensorView& grad_out, const TensorView& q, const TensorView& k, const TensorView& v,
-                  const TensorView& grad_q, const TensorView& grad_k, const TensorView& grad_v,
-                  const AttentionParams& p, int nthreads) {
+                  const TensorView* ktv, const TensorView* spike_bits, const TensorView& grad_q,
+                  const TensorView& grad_k, const TensorView& grad_v, const AttentionParams& p, int nthreads) {
   dispatch_dtype(q.dtype, [&](auto tag) {
     using S = decltype(tag);
     dispatch_surrogate<kNumSpikingJellySurrogates>(p.neuron.surrogate, [&](auto sg) {
-      ssa_backward_impl<S, decltype(sg)::value>(grad_out, q, k, v, grad_q, grad_k, grad_v, p, nthreads);
+      ssa_backward_impl<S, decltype(sg)::value>(grad_out, q, k, v, ktv, spike_bits, grad_q, grad_k, grad_v, p,
+                                                nthreads);
     });
   });
 }

@@ -146,8 +146,11 @@ void require_all_cuda(std::initializer_list<std::pair<const TensorView*, const c
 }  // namespace
 
 void ssa_forward_cuda(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                      const TensorView* ktv_ws_p, const AttentionParams& p, const ExecConfig& ex) {
-  // arguments checked by ssa_forward (csrc/core/attention.cpp), the workspace's size included
+                      const TensorView* ktv_ws_p, const TensorView* spike_bits, const AttentionParams& p,
+                      const ExecConfig& ex) {
+  // arguments checked by ssa_forward (csrc/core/attention.cpp), the workspace's size included; spike_bits is
+  // nullptr there (the CPU forward's alone: the CUDA backward composes its products and needs no bits)
+  (void)spike_bits;
   constexpr const char* fn = "ssa_forward_cuda";
   require_all_cuda({{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}, {ktv_ws_p, "ktv_ws"}}, fn);
   check_cuda_dtype(q.dtype, "q");

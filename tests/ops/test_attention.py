@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import spikeforge.ops.attention as attention_mod
+from spikeforge._native import native
 from spikeforge import ops, reference, testing
 
 OPS = ("ssa", "sdsa", "qk_token_attention", "qk_channel_attention")
@@ -246,9 +247,11 @@ def test_native_outputs_have_standard_strides():
     q, k, v = (odd(t) for t in _inputs("ssa", (2, 1, 3, 4)))
     standard = torch.empty(q.shape).stride()
     o = _op_options(NEURON_ARGS[0], q, scale=0.125)
-    assert torch.ops.spikeforge.ssa_fwd(q, k, v, *o).stride() == standard
-    for g in torch.ops.spikeforge.ssa_bwd(torch.ones_like(q), q, k, v, *o):
-        assert g.stride() == standard
+    out, ktv, bits = torch.ops.spikeforge.ssa_fwd(q, k, v, *o)
+    assert out.stride() == standard and ktv.is_contiguous() and bits.is_contiguous()
+    for saved in ((ktv, bits), (None, None)):
+        for g in torch.ops.spikeforge.ssa_bwd(torch.ones_like(q), q, k, v, *saved, *o):
+            assert g.stride() == standard
     out, _, _ = torch.ops.spikeforge.attention_reduce_fwd(
         k, v, q, *_op_options(NEURON_ARGS[0], q, reduce_tokens=True, has_b=True)
     )
@@ -321,7 +324,9 @@ def test_opcheck_ssa_fwd(device, neuron, dtype):
     if dtype == torch.float64 and device == "cuda":
         pytest.skip("float64 is CPU only")
     q, k, v = _inputs("ssa", (3, 2, 9, 5), device, dtype=dtype, requires_grad=True)
-    torch.library.opcheck(torch.ops.spikeforge.ssa_fwd.default, (q, k, v) + tuple(_op_options(neuron, q, scale=0.125)))
+    o = _op_options(neuron, q, scale=0.125)
+    for keep_bits in (True, False):  # with the spike bits for the backward (CPU only), without
+        torch.library.opcheck(torch.ops.spikeforge.ssa_fwd.default, (q, k, v) + tuple(o._replace(keep_bits=keep_bits)))
 
 
 @needs_native
@@ -331,9 +336,56 @@ def test_opcheck_ssa_bwd(neuron, dtype):
     """The fused CPU backward (CUDA composes its backward from cuBLAS products and neuron_bwd)."""
     q, k, v = _inputs("ssa", (3, 2, 9, 5), dtype=dtype)
     g = torch.randn(q.shape, dtype=dtype)
-    torch.library.opcheck(
-        torch.ops.spikeforge.ssa_bwd.default, (g, q, k, v) + tuple(_op_options(neuron, q, scale=0.125))
-    )
+    o = tuple(_op_options(neuron, q, scale=0.125)._replace(keep_bits=True))
+    _, ktv, bits = torch.ops.spikeforge.ssa_fwd(q, k, v, *o)
+    # the forward's K^T V and spike bits, either, or none (formed again)
+    for saved in ((ktv, bits), (ktv, None), (None, bits), (None, None)):
+        torch.library.opcheck(torch.ops.spikeforge.ssa_bwd.default, (g, q, k, v) + saved + o)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("kind", ["spikes", "real", "nonfinite"])
+def test_ssa_backward_reads_what_the_forward_kept(dtype, kind):
+    """The CPU backward reads K^T V (ssa_fwd's second output, [T, B, D, D] in the compute dtype) and the spike
+    bits of q, k, v (its third) back from the forward instead of forming them again: the same gradients, bit
+    for bit, as with them formed again, on spikes, on real values (the dense products) and with an inf in v
+    (no zero skipped)."""
+    q, k, v = _inputs("ssa", (3, 2, 2, 9, 5), dtype=dtype)
+    if kind != "spikes":
+        k = k + 0.25 * torch.randn(k.shape).to(dtype)
+    if kind == "nonfinite":
+        v[1, 0, 1, 3, 2] = float("inf")
+    g = torch.randn(q.shape).to(dtype)
+    o = tuple(_op_options(NEURON_ARGS[0], q, scale=0.125)._replace(keep_bits=True))
+    out, ktv, bits = torch.ops.spikeforge.ssa_fwd(q, k, v, *o)
+    no_bits = torch.ops.spikeforge.ssa_fwd(q, k, v, *_op_options(NEURON_ARGS[0], q, scale=0.125))
+    assert no_bits[2].numel() == 0 and torch.equal(no_bits[0], out) and torch.equal(no_bits[1], ktv)
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+    assert ktv.shape == (3, 4, 5, 5) and ktv.dtype == cdt
+    ref = k.to(cdt).reshape(3, 4, 9, 5).transpose(-2, -1) @ v.to(cdt).reshape(3, 4, 9, 5)
+    assert torch.allclose(ktv, ref, equal_nan=True) if kind != "spikes" else torch.equal(ktv, ref)
+    # 3 inputs x T x slices, each 9 rows of one word and 9 one-byte flags (2 words); the core's count alike
+    assert bits.dtype == torch.int64 and bits.numel() == 3 * 3 * 4 * (9 + 2)
+    assert bits.numel() == native.attention_ssa_bits_words(3, 4, 9, 5)
+    flags = bits.view(3, 3, 4, 11)[..., 9:].contiguous().view(torch.uint8)  # [x, t, slice, 16 bytes]
+    rows_binary = torch.stack([((x == 0) | (x == 1)).all(-1).reshape(3, 4, 9) for x in (q, k, v)])
+    assert torch.equal(flags[..., :9].bool(), rows_binary) and not flags[..., 9:].any()  # padding zeroed
+    if kind == "spikes":  # row n's word: bit i is x[n, i] == 1
+        weights = 2 ** torch.arange(5)
+        for i, x in enumerate((q, k, v)):
+            words = (x.reshape(3, 4, 9, 5).long() * weights).sum(-1)
+            assert torch.equal(bits.view(3, 3, 4, 11)[i, ..., :9], words)
+    formed_again = torch.ops.spikeforge.ssa_bwd(g, q, k, v, None, None, *o)
+    for saved in ((ktv, bits), (ktv, None), (None, bits)):
+        for a, b in zip(torch.ops.spikeforge.ssa_bwd(g, q, k, v, *saved, *o), formed_again):
+            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0), b.nan_to_num(0))
+    if kind == "spikes":  # and it is what the forward kept that the backward reads
+        other = torch.ops.spikeforge.ssa_bwd(g, q, k, v, torch.zeros_like(ktv), bits, *o)
+        assert not torch.equal(other[0], formed_again[0])
+        silent = bits.clone()
+        silent.view(3, 3, 4, 11)[..., :9] = 0  # every row binary and without a spike
+        assert not torch.equal(torch.ops.spikeforge.ssa_bwd(g, q, k, v, ktv, silent, *o)[2], formed_again[2])
 
 
 @needs_native

@@ -72,6 +72,7 @@ class AttentionOptions(NamedTuple):
     alpha: float
     reduce_tokens: bool  # attention_reduce: sum over tokens (SDSA, QK channel) or channels (QK token)
     has_b: bool  # attention_reduce: a second operand b (SDSA's K * V)
+    keep_bits: bool = False  # ssa on CPU: the forward keeps q, k and v's spike bits for a backward to come
 
 
 def _options(
@@ -186,22 +187,41 @@ def _slices(q: Tensor) -> tuple[int, int, int, int]:
 # --------------------------------------------------------------------------------------------
 # SSA: native forward (csrc/core/attention.h); backward composed (BLAS + neuron) or, on CPU, fused
 # --------------------------------------------------------------------------------------------
-def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[Tensor]:
+def _ktv_shape(q: Tensor) -> tuple:
+    """The forward's K^T V of every (t, slice): [T, B, D, D] (csrc/core/attention.h, ssa_workspace_elems)."""
+    T, B, _, D = _slices(q)
+    return (T, B, D, D)
+
+
+def _bits_words(q: Tensor, o: AttentionOptions) -> int:
+    """int64 words of the spike bits of q, k and v the CPU forward keeps when a backward will come (o.keep_bits),
+    else none (csrc/core/attention.h, ssa_spike_bits_words: per (input, t, slice) N rows of ceil(D / 64) words,
+    then N one-byte flags)."""
+    if q.device.type != "cpu" or not o.keep_bits:
+        return 0
+    T, B, N, D = _slices(q)
+    return 3 * T * B * (N * ((D + 63) // 64) + (N + 7) // 8)
+
+
+def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (out, ktv, spike_bits): ktv [T, B, D, D] in the compute dtype, K^T V of every (t, slice), and on CPU
+    the spike bits of q, k and v (int64 words, empty on CUDA), which the CPU backward reads back instead of
+    forming them again."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = _empty(q)
+    ktv = q.new_empty(_ktv_shape(q), dtype=_compute_dtype(q.dtype))
+    bits = q.new_empty(_bits_words(q, o), dtype=torch.int64)
     if out.numel() == 0:
-        return (out,)
+        return out, ktv.zero_(), bits.zero_()  # N = 0: K^T V sums no token
     T, B, N, D = _slices(q)
-    # K^T V: a workspace on CUDA (csrc/cuda/attention_cuda.cu), per-thread scratch on CPU (size 0)
-    n_ws = native.attention_ssa_workspace(T, B, N, D, q.is_cuda)
-    ktv_ws = q.new_empty(n_ws, dtype=torch.float32) if n_ws else None
     # The kernels index by element count only: flat views also lift the 8-dim limit of the native views.
     native.attention_ssa_forward(
         q.view(-1),
         k.view(-1),
         v.view(-1),
         out.view(-1),
-        ktv_ws,
+        ktv.view(-1),
+        bits if bits.numel() else None,
         T,
         B,
         N,
@@ -211,7 +231,7 @@ def _ssa_forward(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions) -> tuple[
         torch.get_num_threads(),
         _stream(q),
     )
-    return (out,)
+    return out, ktv, bits
 
 
 # The CPU backward of ssa: "fused" (the native kernel: one pass per slice, event-driven over the spikes of q, k
@@ -237,7 +257,13 @@ def _ssa_cpu_backward() -> str:
 
 
 def _ssa_backward(
-    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions
+    grad_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    ktv: Optional[Tensor],
+    spike_bits: Optional[Tensor],
+    o: AttentionOptions,
 ) -> tuple[Tensor, Tensor, Tensor]:
     q, k, v, grad_out = q.contiguous(), k.contiguous(), v.contiguous(), grad_out.contiguous().to(q.dtype)
     if q.device.type == "cpu" and _ssa_cpu_backward() == "fused":
@@ -251,6 +277,8 @@ def _ssa_backward(
             q.view(-1),
             k.view(-1),
             v.view(-1),
+            None if ktv is None else ktv.view(-1),
+            spike_bits if spike_bits is not None and spike_bits.numel() else None,  # empty: not kept
             *(g.view(-1) for g in grads),
             T,
             B,
@@ -280,13 +308,17 @@ def _ssa_backward(
 
 
 def _ssa_save(inputs, o, outputs):
-    # Only the inputs are kept: the [T, *batch, N, D] pre-activation is recomputed in backward, which is
-    # what saves its bytes over the composition (whose LIF keeps it for backward).
-    return inputs, None
+    # The inputs and, on CPU, the forward's K^T V ([T, B, D, D]: D / N of one input's bytes) and spike bits
+    # (1/32 to 1/16 of the inputs' float32 bytes) for the fused backward to read back (the CUDA backward forms
+    # its products again); the [T, *batch, N, D] pre-activation is recomputed in backward, which is what saves
+    # its bytes over the composition (whose LIF keeps it).
+    if inputs[0].device.type == "cpu":
+        return (*inputs, *outputs[1:]), None
+    return (*inputs, None, None), None
 
 
 def _ssa_grads(saved, info, o, needs, grad_outputs, call_bwd):
-    (grad_out,) = grad_outputs
+    grad_out = grad_outputs[0]  # the hidden K^T V and spike bits get none
     if grad_out is None:
         return [None, None, None]
     gq, gk, gv = call_bwd(grad_out, *saved, o)
@@ -298,19 +330,23 @@ _SSA = FusedOp(
     "spikeforge.ops.ssa",
     inputs=("q", "k", "v"),
     options=AttentionOptions,
-    n_out=1,
+    n_out=3,
     visible=1,
     forward=_ssa_forward,
-    fake_forward=lambda q, k, v, o: (q.new_empty(q.shape),),
-    bwd_inputs=("grad_out", "q", "k", "v"),
+    fake_forward=lambda q, k, v, o: (
+        q.new_empty(q.shape),
+        q.new_empty(_ktv_shape(q), dtype=_compute_dtype(q.dtype)),
+        q.new_empty(_bits_words(q, o), dtype=torch.int64),
+    ),
+    bwd_inputs=("grad_out", "q", "k", "v", "ktv?", "spike_bits?"),
     bwd_options=AttentionOptions,
     n_grads=3,
     backward=_ssa_backward,
-    fake_backward=lambda g, q, k, v, o: (q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)),
+    fake_backward=lambda g, q, k, v, ktv, bits, o: (q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)),
     save=_ssa_save,
     grads=_ssa_grads,
     reference=lambda q, k, v, o: reference.ssa(q, k, v, o.scale, **_lif_kw(o)),
-    reference_inputs=lambda saved, info: saved,
+    reference_inputs=lambda saved, info: saved[:3],
 )
 
 
@@ -561,6 +597,8 @@ def ssa(
     lif_kw, o = _options(tau, v_threshold, v_reset, detach_reset, decay_input, surrogate, alpha, q, scale=scale)
     if not _native_ok(q):
         return _composed_ssa(q, k, v, scale, lif_kw)
+    # the spike bits cost the forward a pass over v: kept only when a backward can come (inference skips it)
+    o = o._replace(keep_bits=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
     return _SSA((q, k, v), o, "spikeforge.ops.ssa")
 
 
