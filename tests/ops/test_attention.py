@@ -389,6 +389,29 @@ def test_ssa_backward_reads_what_the_forward_kept(dtype, kind):
 
 
 @needs_native
+def test_ssa_kept_tensors_are_checked():
+    """What the backward reads back from the forward is checked like every other argument: a clear
+    ValueError naming it, and no gradient written."""
+    q, k, v = _inputs("ssa", (3, 2, 9, 5))
+    g = torch.randn(q.shape)
+    o = tuple(_op_options(NEURON_ARGS[0], q, scale=0.125)._replace(keep_bits=True))
+    _, ktv, bits = torch.ops.spikeforge.ssa_fwd(q, k, v, *o)
+    bad = {
+        "ktv has 49 elements": (ktv.flatten()[:49], bits),
+        "ktv must be float32": (ktv.double(), bits),
+        "spike_bits has 65 elements": (ktv, bits[:65]),
+        "spike_bits must be int64": (ktv, bits.to(torch.float32)),
+    }
+    params = attention_mod._native_params(attention_mod._neuron(attention_mod.AttentionOptions(*o)))
+    grads = [torch.full(q.shape, 7.0) for _ in range(3)]
+    for message, (kt, bi) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            args = [t.view(-1) for t in (g, q, k, v)] + [kt.reshape(-1), bi] + [t.view(-1) for t in grads]
+            native.attention_ssa_backward(*args, 3, 2, 9, 5, 0.125, params, 1)
+        assert all(bool((t == 7.0).all()) for t in grads)
+
+
+@needs_native
 @pytest.mark.parametrize("neuron", NEURON_ARGS, ids=["default", "soft-nodecay"])
 @pytest.mark.parametrize("case", ["sdsa", "qk_channel", "qk_token"])
 def test_opcheck_attention_reduce_fwd(device, neuron, case):
