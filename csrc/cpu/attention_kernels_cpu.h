@@ -121,11 +121,11 @@ bool row_bits(const S* __restrict row, int64_t D, uint64_t* __restrict words) {
 
 #if SF_ISA_AVX
 // dst[j0, j0 + 8 NV) += rows[i, j0 ..] for every set bit i < P of words, in increasing i, in NV registers
-// (rows of D values).
-template <int NV>
+// (rows of D values). ZERO: dst starts from zeros (not read).
+template <int NV, bool ZERO = false>
 inline void add_spike_rows_avx(const uint64_t* words, int64_t P, int64_t D, const float* rows, float* dst, int64_t j0) {
   __m256 acc[NV];
-  for (int r = 0; r < NV; ++r) acc[r] = _mm256_loadu_ps(dst + j0 + 8 * r);
+  for (int r = 0; r < NV; ++r) acc[r] = ZERO ? _mm256_setzero_ps() : _mm256_loadu_ps(dst + j0 + 8 * r);
   for (int64_t w = 0; w * 64 < P; ++w) {
     for (uint64_t m = words[w]; m != 0; m &= m - 1) {
       const float* src = rows + (w * 64 + __builtin_ctzll(m)) * D + j0;
@@ -137,15 +137,15 @@ inline void add_spike_rows_avx(const uint64_t* words, int64_t P, int64_t D, cons
 
 // add_spike_rows_avx<nv> over the whole row (nv = D / 8 registers, NV..12), found by recursion on NV: false
 // when nv is past 12.
-template <int NV>
+template <int NV, bool ZERO>
 inline bool add_spike_rows_one_pass(int64_t nv, const uint64_t* words, int64_t P, int64_t D, const float* rows,
                                     float* dst) {
   if (nv == NV) {
-    add_spike_rows_avx<NV>(words, P, D, rows, dst, 0);
+    add_spike_rows_avx<NV, ZERO>(words, P, D, rows, dst, 0);
     return true;
   }
   if constexpr (NV < 12) {
-    return add_spike_rows_one_pass<NV + 1>(nv, words, P, D, rows, dst);
+    return add_spike_rows_one_pass<NV + 1, ZERO>(nv, words, P, D, rows, dst);
   } else {
     return false;
   }
@@ -154,15 +154,21 @@ inline bool add_spike_rows_one_pass(int64_t nv, const uint64_t* words, int64_t P
 
 // dst[0, D) += rows[i, 0, D) for every set bit i < P of words, in increasing i: the event-driven form of
 // a row of P spikes times a [P, D] matrix (each spike adds one row; zeros cost nothing). Exact against the dense
-// product in the same order whenever the matrix is finite (0 * x = 0 for finite x).
-template <typename C>
+// product in the same order whenever the matrix is finite (0 * x = 0 for finite x). ZERO: dst = the sum instead
+// (dst not read).
+template <bool ZERO = false, typename C>
 void add_rows_at_spikes(const uint64_t* words, int64_t P, int64_t D, const C* __restrict rows, C* __restrict dst) {
 #if SF_ISA_AVX
   if constexpr (std::is_same_v<C, float>) {
     // Columns held in vector registers across all the spikes (the generic loop loads and stores dst once per
     // spike); every element still sums its spikes in increasing i. A row of up to 96 columns in one pass over
     // the spikes (the attention head sizes 32-96: 4-12 of the 16 registers), else blocks of 32, 16 and 8.
-    if (D % 8 == 0 && D >= 32 && D <= 96 && add_spike_rows_one_pass<4>(D / 8, words, P, D, rows, dst)) return;
+    if (D % 8 == 0 && D >= 32 && D <= 96 && add_spike_rows_one_pass<4, ZERO>(D / 8, words, P, D, rows, dst)) return;
+  }
+#endif
+  if constexpr (ZERO) std::fill(dst, dst + D, C(0));
+#if SF_ISA_AVX
+  if constexpr (std::is_same_v<C, float>) {
     int64_t j0 = 0;
     for (; j0 + 32 <= D; j0 += 32) add_spike_rows_avx<4>(words, P, D, rows, dst, j0);
     if (j0 + 16 <= D) {
@@ -341,6 +347,15 @@ inline void tile_4x16(const float* x, const float* m, float* out, int64_t D, int
 // out[rows[r], :] = x[rows[r], :] M for the listed rows (at most kTileRows); xbuf, obuf: kTileRows * D scratch.
 template <typename C, typename SX>
 void dense_rows(const SX* xs, const int64_t* rows, int64_t nrows, const C* m, C* out, C* xbuf, C* obuf, int64_t D) {
+#if SF_ISA_AVX2
+  if constexpr (std::is_same_v<C, float> && std::is_same_v<SX, float>) {
+    // four consecutive float32 rows (a gradient's, all dense) straight from x into out: no copy either way
+    if (nrows == kTileRows && rows[kTileRows - 1] == rows[0] + kTileRows - 1 && D % kTileCols == 0) {
+      for (int64_t j0 = 0; j0 < D; j0 += kTileCols) tile_4x16(xs + rows[0] * D, m, out + rows[0] * D, D, j0);
+      return;
+    }
+  }
+#endif
   for (int64_t r = 0; r < nrows; ++r) {
     for (int64_t i = 0; i < D; ++i) xbuf[r * D + i] = static_cast<C>(to_float(xs[rows[r] * D + i]));
   }
@@ -378,8 +393,7 @@ void x_times_m(const SX* xs, const C* m, C* out, C* tmp, uint64_t* words, int64_
     C* __restrict dst = out + n * D;
     const uint64_t* row_words = xbits ? xbits->words + n * WD : words;
     if (finite && (xbits ? xbits->ok[n] != 0 : row_bits(xs + n * D, D, words))) {
-      std::fill(dst, dst + D, C(0));
-      add_rows_at_spikes(row_words, D, D, m, dst);
+      add_rows_at_spikes<true>(row_words, D, D, m, dst);  // dst = the sum of m's rows at the spikes
       continue;
     }
     pending[npending++] = n;
