@@ -589,8 +589,9 @@ def ssa(
 
     Native kernels fuse the LIF over T and form K^T V ([D, D] per head; on CPU event-driven over the
     spikes of K and then of Q), so neither the N x N scores nor the [T, *batch, N, D] pre-activation is
-    stored; the backward recomputes the pre-activation. On spike inputs every order of the sums gives the same
-    integers, hence the paper's spikes exactly.
+    stored; the backward recomputes the pre-activation (on CPU from q and the K^T V and spike bits that the
+    forward keeps for it, D / N of one input's bytes and 1/32 to 1/16 of the inputs'). On spike inputs every
+    order of the sums gives the same integers, hence the paper's spikes exactly.
     """
     _check_qkv((("q", q), ("k", k), ("v", v)))
     scale = _check_number("scale", scale)
