@@ -14,7 +14,6 @@ benchlib.load_other_build).
 """
 
 import argparse
-import time
 
 import torch
 
@@ -27,28 +26,10 @@ KERNELS = {"forward": "attention_ssa_forward", "backward": "attention_ssa_backwa
 
 def capture(shape: tuple, rate: float, gen: torch.Generator) -> dict:
     """The native arguments of one forward and one backward of ops.ssa on spikes of this shape (this tree's op)."""
-    calls: dict = {}
-    real = attention_ops.native
-
-    class Recorder:
-        def __getattr__(self, name):
-            f = getattr(real, name)
-            if name not in KERNELS.values():
-                return f
-
-            def record(*a):
-                calls[name] = a
-                return f(*a)
-
-            return record
-
     q, k, v = ((torch.rand(shape, generator=gen) < rate).float().requires_grad_(True) for _ in range(3))
-    attention_ops.native = Recorder()
-    try:
+    with bu.recording(attention_ops, KERNELS.values()) as calls:
         out = sf.ops.ssa(q, k, v)
         torch.autograd.grad(out, [q, k, v], torch.randn(out.shape, generator=gen))
-    finally:
-        attention_ops.native = real
     return calls
 
 
@@ -103,16 +84,8 @@ def main() -> None:
                     (float((u.double() - w.double()).abs().max()) for u, w in zip(outputs(name, a), out_base)),
                     default=0.0,
                 )
-                t: dict = {"base": [], "new": []}
-                for r in range(args.reps):
-                    order = (("base", f_base), ("new", f_new)) if r % 2 == 0 else (("new", f_new), ("base", f_base))
-                    for key, f in order:
-                        t0 = time.perf_counter()
-                        f(*a)
-                        t[key].append((time.perf_counter() - t0) * 1e3)
-                ratio = sorted(n / b for n, b in zip(t["new"], t["base"]))[args.reps // 2]
-                mb, mn = (f"{min(v):7.2f}/{sorted(v)[len(v) // 2]:7.2f}" for v in (t["base"], t["new"]))
-                print(f"{dim:4d} {heads:5d} {kernel:9s} {mb:>16s} {mn:>16s} {ratio:8.3f} {diff:9.2g}", flush=True)
+                cols = bu.alternate(f_base, f_new, a, args.reps)
+                print(f"{dim:4d} {heads:5d} {kernel:9s} {cols} {diff:9.2g}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ bench/bench_<name>.py`` runs it directly (``main``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -144,6 +145,51 @@ def per_call_us(
 # --------------------------------------------------------------------------------------------
 # environment
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def recording(ops_module, names):
+    """Within the block, ops_module's handle on the native module (its `native`) records the arguments of the
+    last call of each function in names: yields {name: args} (the A/B scripts' way of capturing what this
+    tree's op passes to its kernels)."""
+    calls: dict = {}
+    real = ops_module.native
+
+    class Recorder:
+        def __getattr__(self, name):
+            f = getattr(real, name)
+            if name not in names:
+                return f
+
+            def record(*a):
+                calls[name] = a
+                return f(*a)
+
+            return record
+
+    ops_module.native = Recorder()
+    try:
+        yield calls
+    finally:
+        ops_module.native = real
+
+
+def alternate(f_base: Callable, f_new: Callable, args: tuple, reps: int, before: Optional[Callable] = None) -> str:
+    """Times f_base(*args) and f_new(*args) reps times each, alternating call by call (which goes first
+    alternates too; before() runs ahead of each call) -> the A/B scripts' columns: "min/median ms" of each build
+    and the median of the per-pair ratios new / base."""
+    t: dict = {"base": [], "new": []}
+    for r in range(reps):
+        order = (("base", f_base), ("new", f_new)) if r % 2 == 0 else (("new", f_new), ("base", f_base))
+        for key, f in order:
+            if before is not None:
+                before()
+            t0 = time.perf_counter()
+            f(*args)
+            t[key].append((time.perf_counter() - t0) * 1e3)
+    ratio = sorted(n / b for n, b in zip(t["new"], t["base"]))[reps // 2]
+    mb, mn = (f"{min(v):7.2f}/{sorted(v)[len(v) // 2]:7.2f}" for v in (t["base"], t["new"]))
+    return f"{mb:>16s} {mn:>16s} {ratio:8.3f}"
+
+
 def load_other_build(path: str):
     """Another build's native module (its _C shared library) next to this tree's, for the A/B scripts
     (spike_ab.py, neuron_ab.py). Its types are this tree's: nanobind's "already registered" warning is

@@ -15,7 +15,6 @@ bindings: the second module's functions take this tree's objects (benchlib.load_
 """
 
 import argparse
-import time
 
 import torch
 
@@ -43,29 +42,11 @@ KERNELS = {"forward": "neuron_forward", "backward": "neuron_backward"}
 
 def capture(model: str, T: int, gen: torch.Generator) -> dict:
     """The native arguments of one forward and one backward of `model` at [T, N] (this tree's op)."""
-    calls: dict = {}
-    real = neuron_ops.native
-
-    class Recorder:
-        def __getattr__(self, name):
-            f = getattr(real, name)
-            if name not in KERNELS.values():
-                return f
-
-            def record(*a):
-                calls[name] = a
-                return f(*a)
-
-            return record
-
     x = (torch.randn(T, N, generator=gen) * 0.8 + 0.5).requires_grad_(True)
-    neuron_ops.native = Recorder()
-    try:
+    with bu.recording(neuron_ops, KERNELS.values()) as calls:
         out = CALLS[model](x)
         spikes = out[0] if isinstance(out, tuple) else out
         torch.autograd.grad(spikes, [x], torch.randn(spikes.shape, generator=gen))
-    finally:
-        neuron_ops.native = real
     return calls
 
 
@@ -125,18 +106,8 @@ def main() -> None:
                 out_base = [t.detach().clone() for t in tensors(a)]
                 f_new(*a)
                 diff = largest_difference(tensors(a), out_base)
-                t: dict = {"base": [], "new": []}
-                for r in range(args.reps):
-                    order = (("base", f_base), ("new", f_new)) if r % 2 == 0 else (("new", f_new), ("base", f_base))
-                    for key, f in order:
-                        if dirt is not None:
-                            dirt.fill_(1.0)
-                        t0 = time.perf_counter()
-                        f(*a)
-                        t[key].append((time.perf_counter() - t0) * 1e3)
-                ratio = sorted(n / b for n, b in zip(t["new"], t["base"]))[args.reps // 2]
-                mb, mn = (f"{min(v):7.2f}/{sorted(v)[len(v) // 2]:7.2f}" for v in (t["base"], t["new"]))
-                print(f"{model:9s} {T:3d} {kernel:9s} {mb:>16s} {mn:>16s} {ratio:8.3f} {diff:9.2g}", flush=True)
+                cols = bu.alternate(f_base, f_new, a, args.reps, None if dirt is None else lambda: dirt.fill_(1.0))
+                print(f"{model:9s} {T:3d} {kernel:9s} {cols} {diff:9.2g}", flush=True)
 
 
 if __name__ == "__main__":
