@@ -143,7 +143,7 @@ def per_call_us(
 
 
 # --------------------------------------------------------------------------------------------
-# environment
+# two builds side by side (the A/B scripts: neuron_ab.py, attention_ab.py, spike_ab.py)
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def recording(ops_module, names):
@@ -192,7 +192,7 @@ def alternate(f_base: Callable, f_new: Callable, args: tuple, reps: int, before:
 
 def load_other_build(path: str):
     """Another build's native module (its _C shared library) next to this tree's, for the A/B scripts
-    (spike_ab.py, neuron_ab.py). Its types are this tree's: nanobind's "already registered" warning is
+    (spike_ab.py, neuron_ab.py, attention_ab.py). Its types are this tree's: nanobind's "already registered" warning is
     silenced, and both builds must bind the same types."""
     spec = importlib.util.spec_from_file_location("spikeforge_base._C", path)
     if spec is None or spec.loader is None:
@@ -204,6 +204,9 @@ def load_other_build(path: str):
     return mod
 
 
+# --------------------------------------------------------------------------------------------
+# environment
+# --------------------------------------------------------------------------------------------
 def environment(device: torch.device) -> dict:
     from spikeforge import __version__
     from spikeforge._native import native, native_error

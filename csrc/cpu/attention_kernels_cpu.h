@@ -453,15 +453,15 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
       for (int64_t t = 0; t < T; ++t) {
         const int64_t off = (t * B + b) * ND;
         C* kt = ktv_all + (t * B + b) * DD;
-        if (kept.base) {  // the same products from the bits kept (the decisions depend on the bits alone)
-          const SliceBits qb = kept.keep(q + off, 0, t, b, D), kb = kept.keep(k + off, 1, t, b, D);
-          const SliceBits vb = kept.keep(v + off, 2, t, b, D);
-          at_times_b<C>(k + off, v + off, kt, vrow.data(), kwords.data(), N, D, &kb, cwords.data(), vb.all);
-          x_times_m<C>(q + off, kt, pre.data(), qrow.data(), words.data(), N, D, &qb);
-        } else {
-          at_times_b<C>(k + off, v + off, kt, vrow.data(), kwords.data(), N, D, nullptr, cwords.data());
-          x_times_m<C>(q + off, kt, pre.data(), qrow.data(), words.data(), N, D);
+        // with bits to keep, the products read them (the same decisions: they depend on the bits alone);
+        // without, each product finds its rows' bits as it goes
+        SliceBits qb{}, kb{}, vb{};
+        if (kept.base) {
+          qb = kept.keep(q + off, 0, t, b, D), kb = kept.keep(k + off, 1, t, b, D), vb = kept.keep(v + off, 2, t, b, D);
         }
+        at_times_b<C>(k + off, v + off, kt, vrow.data(), kwords.data(), N, D, kept.base ? &kb : nullptr, cwords.data(),
+                      vb.all);
+        x_times_m<C>(q + off, kt, pre.data(), qrow.data(), words.data(), N, D, kept.base ? &qb : nullptr);
         if constexpr (std::is_same_v<S, C>) {
           lif_row<false>(state.data(), pre.data(), out + off, scale, lif, ND);
         } else {
