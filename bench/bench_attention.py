@@ -28,6 +28,7 @@ import sys
 import torch
 
 import benchlib as bu
+from spikeforge.cli._common import positive_int
 
 NAME = "attention"
 HELP = (
@@ -51,12 +52,16 @@ BASELINES = ("composed", "reference")  # plus, for sdsa / QK ops on CPU, the fus
 
 def add_arguments(p) -> None:
     p.add_argument("--op", nargs="+", choices=tuple(OP_ALIASES), default=list(OPS), help="(default: all four)")
-    p.add_argument("--dim", type=int, nargs="+", default=None, help="channels D (default 384 768; --quick: 384)")
-    p.add_argument("--heads", type=int, nargs="+", default=None, help="heads (default 8 12; --quick: 8)")
-    p.add_argument("--tokens", type=int, default=196, help="tokens N (default 196: 14 x 14 patches)")
-    p.add_argument("--T", type=int, default=4, help="time steps (default 4)")
-    p.add_argument("--batch", type=int, default=None, help="batch (default 2 on CPU, 32 on CUDA)")
-    p.add_argument("--rate", type=float, default=0.15, help="firing rate of the q, k, v spikes (default 0.15)")
+    p.add_argument(
+        "--dim", type=positive_int, nargs="+", default=None, help="channels D (default 384 768; --quick: 384)"
+    )
+    p.add_argument("--heads", type=positive_int, nargs="+", default=None, help="heads (default 8 12; --quick: 8)")
+    p.add_argument("--tokens", type=positive_int, default=196, help="tokens N (default 196: 14 x 14 patches)")
+    p.add_argument("--T", type=positive_int, default=4, help="time steps (default 4)")
+    p.add_argument("--batch", type=positive_int, default=None, help="batch (default 2 on CPU, 32 on CUDA)")
+    p.add_argument(
+        "--rate", type=bu.firing_rate, default=0.15, help="firing rate of the q, k, v spikes in (0, 1] (default 0.15)"
+    )
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="(default float32)")
     p.add_argument(
         "--skip",

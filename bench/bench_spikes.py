@@ -14,7 +14,6 @@ ops.spike.CROSSOVER table holds the measured values.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -32,22 +31,11 @@ HELP = (
 RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def _rate(text: str) -> float:
-    """A firing rate for --rates: a fraction in (0, 1] (argparse reports anything else as a usage error)."""
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < rate <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a firing rate in (0, 1] (e.g. 0.05 for 5%)")
-    return rate
-
-
 def add_arguments(p) -> None:
     p.add_argument("--op", nargs="+", choices=("linear", "conv"), default=["linear", "conv"])
     p.add_argument(
         "--rates",
-        type=_rate,
+        type=bu.firing_rate,
         nargs="+",
         default=None,
         metavar="RATE",

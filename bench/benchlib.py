@@ -49,6 +49,17 @@ from spikeforge.tools._text import fmt, format_table  # noqa: F401
 # --------------------------------------------------------------------------------------------
 # command-line options shared by every `spikeforge bench <target>`
 # --------------------------------------------------------------------------------------------
+def firing_rate(text: str) -> float:
+    """argparse type of a firing rate: a fraction in (0, 1] (anything else is a usage error)."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a firing rate in (0, 1] (e.g. 0.05 for 5%)")
+    return rate
+
+
 def common_parser() -> argparse.ArgumentParser:
     """Parent parser with the options every bench target takes (argparse ``parents=[...]``)."""
     p = argparse.ArgumentParser(add_help=False)
