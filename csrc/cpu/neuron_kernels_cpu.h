@@ -748,6 +748,9 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   const bool uniform = slots_uniform(p, NSL, slots);
   for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
+    // The recompute asks only for its own next x rows (forward_row). Also asking for the gradient rows the step
+    // loop below reads and writes first (gs, gx of step T - 1 - t while step t recomputes) measured within the
+    // noise of an A/A run (0.92-1.10x, LIF / Leaky / Synaptic / Alpha backward, T = 4 / 8, AMD EPYC): not done.
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
       forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, uniform, i0, n);
