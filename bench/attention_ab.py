@@ -19,6 +19,7 @@ import torch
 
 import benchlib as bu
 import spikeforge as sf
+from spikeforge.cli._common import positive_int
 from spikeforge.ops import attention as attention_ops
 
 KERNELS = {"forward": "attention_ssa_forward", "backward": "attention_ssa_backward"}
@@ -43,19 +44,16 @@ def outputs(name: str, args: tuple) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", required=True, help="path of the other build's _C shared library")
-    ap.add_argument("--dim", type=int, nargs="+", default=[384, 768], help="channels D (default 384 768)")
-    ap.add_argument("--heads", type=int, nargs="+", default=[8, 12], help="heads (default 8 12)")
-    ap.add_argument("--tokens", type=int, default=196)
-    ap.add_argument("--T", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--rate", type=float, default=0.15, help="firing rate of q, k, v (default 0.15)")
+    ap.add_argument("--dim", type=positive_int, nargs="+", default=[384, 768], help="channels D (default 384 768)")
+    ap.add_argument("--heads", type=positive_int, nargs="+", default=[8, 12], help="heads (default 8 12)")
+    ap.add_argument("--tokens", type=positive_int, default=196)
+    ap.add_argument("--T", type=positive_int, default=4)
+    ap.add_argument("--batch", type=positive_int, default=2)
+    ap.add_argument("--rate", type=bu.firing_rate, default=0.15, help="firing rate of q, k, v in (0, 1] (default 0.15)")
     ap.add_argument("--kernel", nargs="+", default=["forward", "backward"], choices=sorted(KERNELS))
-    ap.add_argument("--reps", type=int, default=21, help="timed calls of each build (default 21)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=positive_int, default=21, help="timed calls of each build (default 21)")
+    ap.add_argument("--threads", type=positive_int, default=2)
     args = ap.parse_args()
-    sizes = [*args.dim, *args.heads, args.tokens, args.T, args.batch]
-    if args.reps < 1 or args.threads < 1 or min(sizes) < 1 or not 0.0 <= args.rate <= 1.0:
-        ap.error("--reps, --threads, --dim, --heads, --tokens, --T and --batch must be positive, --rate in [0, 1]")
     if any(d % h for d in args.dim for h in args.heads):
         ap.error("every --dim must be a multiple of every --heads")
     torch.set_num_threads(args.threads)

@@ -20,6 +20,7 @@ import torch
 
 import benchlib as bu
 import spikeforge as sf
+from spikeforge.cli._common import positive_int
 from spikeforge.ops import neuron as neuron_ops
 
 N = 1 << 20  # --n
@@ -73,15 +74,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", required=True, help="path of the other build's _C shared library")
     ap.add_argument("--model", nargs="+", default=["lif", "alif", "ternary"], choices=sorted(CALLS))
-    ap.add_argument("--T", type=int, nargs="+", default=[4, 8, 32])
+    ap.add_argument("--T", type=positive_int, nargs="+", default=[4, 8, 32])
     ap.add_argument("--kernel", nargs="+", default=["forward", "backward"], choices=sorted(KERNELS))
-    ap.add_argument("--reps", type=int, default=21, help="timed calls of each build (default 21)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n", type=int, default=N, help="neurons per step (default 2^20)")
+    ap.add_argument("--reps", type=positive_int, default=21, help="timed calls of each build (default 21)")
+    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--n", type=positive_int, default=N, help="neurons per step (default 2^20)")
     ap.add_argument("--cold", action="store_true", help="write 256 MiB before each call (caches dirtied)")
     args = ap.parse_args()
-    if args.reps < 1 or args.threads < 1 or args.n < 1 or min(args.T) < 1:
-        ap.error("--reps, --threads, --n and --T must be positive")
     N = args.n
     torch.set_num_threads(args.threads)
     base = bu.load_other_build(args.base)

@@ -457,7 +457,9 @@ void ssa_impl(const TensorView& qv, const TensorView& kv, const TensorView& vv, 
         // without, each product finds its rows' bits as it goes
         SliceBits qb{}, kb{}, vb{};
         if (kept.base) {
-          qb = kept.keep(q + off, 0, t, b, D), kb = kept.keep(k + off, 1, t, b, D), vb = kept.keep(v + off, 2, t, b, D);
+          qb = kept.keep(q + off, 0, t, b, D);
+          kb = kept.keep(k + off, 1, t, b, D);
+          vb = kept.keep(v + off, 2, t, b, D);
         }
         at_times_b<C>(k + off, v + off, kt, vrow.data(), kwords.data(), N, D, kept.base ? &kb : nullptr, cwords.data(),
                       vb.all);
