@@ -331,6 +331,83 @@ def test_what_runs_the_loop_and_why(case, fused_calls):
     _check_sequence_call(nrn, x, path="loop", calls=fused_calls, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("model", ["Leaky", "Synaptic"])
+def test_coefficient_that_grows_the_state_restarts_it_every_step(model, fused_calls):
+    """snnTorch zeroes a state whose shape is not the step's at the start of every step. A threshold of shape
+    [1, B, N] for steps [B, N] makes every step's state [1, B, N]: such a neuron restarts at every step, on the
+    loop path too (the fused ops refuse coefficients that do not broadcast to one step)."""
+    x = _inputs(T=12, scale=0.5, shift=0.4)
+    thr = torch.linspace(0.2, 0.6, x[0].numel()).reshape((1,) + tuple(x.shape[1:]))
+    make = {
+        "Leaky": lambda: snn.Leaky(beta=0.9, threshold=thr, learn_beta=True),
+        "Synaptic": lambda: snn.Synaptic(alpha=0.8, beta=0.9, threshold=thr, learn_beta=True),
+    }[model]
+    nrn, ref = make(), make()
+    sfs.patch(nrn, step_mode="m")
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want, got = _per_step(ref, x1), nrn(x2)
+    assert fused_calls == []
+    _assert_same(got, want)
+    _assert_same(_states(nrn), _states(ref))
+    assert got[-1].shape[1:] == thr.shape
+    sum(o.sum() for o in want).backward()
+    sum(o.sum() for o in got).backward()
+    _close(x2.grad, x1.grad)
+    _close(nrn.beta.grad, ref.beta.grad)
+
+
+@pytest.mark.parametrize("gsf", [0.0, float("inf")])
+@pytest.mark.parametrize("model", ["Leaky", "Synaptic"])
+def test_late_reset_with_a_factor_it_cannot_divide_by_runs_the_loop(model, gsf, fused_calls):
+    """reset_delay=False resets by spk / graded_spikes_factor - R: with a factor of 0 or inf that is NaN (0/0,
+    inf/inf) and so is snnTorch's membrane from the first spike on. The fused kernels reset by the 0/1 spike,
+    so such a neuron runs the loop, with snnTorch's NaNs."""
+    kw = dict(beta=0.9, threshold=0.5, reset_delay=False, learn_beta=True)
+    make = {"Leaky": lambda: snn.Leaky(**kw), "Synaptic": lambda: snn.Synaptic(alpha=0.8, **kw)}[model]
+    nrn, ref = make(), make()
+    for m in (nrn, ref):  # (Synaptic takes no factor when built; the attribute is read on every step)
+        m.graded_spikes_factor = torch.tensor(gsf)
+    _, report = sfs.patch(nrn, step_mode="m")
+    assert "graded_spikes_factor 0 or not finite" in report.neurons[0][2]
+    x = _inputs(T=6, scale=0.5, shift=0.4)
+    want, got = _per_step(ref, x), nrn(x)
+    assert fused_calls == []
+    assert want[-1].isnan().any()
+    for g, w in zip(list(got) + _states(nrn), list(want) + _states(ref)):
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("model", ["Leaky", "Synaptic", "Alpha"])
+def test_surrogate_disable_spikes_have_no_graph(model, fused_calls):
+    """surrogate_disable: snnTorch's spike is a comparison (no graph: a loss over it reaches no state), and the
+    fused path's spikes are the same. A NaN in one chunk's input then reaches no gradient through the spikes;
+    a learnable graded_spikes_factor keeps its own graph."""
+    kw = dict(beta=0.8, threshold=0.5, surrogate_disable=True, learn_beta=True, init_hidden=True, output=True)
+    make = {
+        "Leaky": lambda: snn.Leaky(**kw),
+        "Synaptic": lambda: snn.Synaptic(alpha=0.9, **kw),
+        "Alpha": lambda: snn.Alpha(alpha=0.9, **kw),
+    }[model]
+    nrn, ref = make(), make()
+    sfs.patch(nrn, step_mode="m")
+    x1 = _inputs(T=6, scale=0.5, shift=0.4)
+    x1[1, 0, 2] = float("nan")
+    x2 = _inputs(T=6, scale=0.5, shift=0.4, seed=1)
+    losses = []
+    for m, per_step in ((ref, True), (nrn, False)):
+        total = 0
+        for x in (x1, x2):
+            out = _per_step(m, x) if per_step else m(x)
+            assert not out[0].requires_grad
+            total = total + out[0].sum() + (out[-1].sum() if x is x2 else 0)
+            m.reset_mem()
+        total.backward()
+        losses.append(total)
+    assert len(fused_calls) == 2
+    assert torch.isfinite(ref.beta.grad) and torch.isfinite(nrn.beta.grad)
+    _close(nrn.beta.grad, ref.beta.grad)
+
+
 class _nothing:
     def __enter__(self):
         return self

@@ -178,12 +178,20 @@ def _fire(nrn, mem: Tensor) -> Tensor:
     return nrn.fire_inhibition(mem.size(0), mem) if nrn.inhibition else nrn.fire(mem)
 
 
+def _fit(state: Tensor, x: Tensor) -> Tensor:
+    """snnTorch's check at the start of every step: a state whose shape is not the step's restarts from zeros (of
+    the step's dtype, on the state's device). A coefficient that broadcasts a step to a larger shape (beta [2, N]
+    for steps [1, N]) makes every step's state larger than the step, so such a neuron restarts at every step."""
+    return state if state.shape == x.shape else torch.zeros_like(x, device=state.device)
+
+
 def _leaky_loop(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     (mem,) = states
     mode, thr, gsf = _update_mode(nrn), nrn.threshold, nrn.graded_spikes_factor
     beta = nrn.beta.clamp(0, 1)  # snnTorch clamps on every step; the value (and the forward) is the same
     reset, spikes, mems = nrn.__dict__.get("reset"), [], []
     for x in x_seq:
+        mem = _fit(mem, x)
         reset = nrn.mem_reset(mem)
         if mode == _SUBTRACT:
             mem = beta * mem + x - reset * thr
@@ -209,6 +217,7 @@ def _synaptic_loop(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     alpha, beta = nrn.alpha.clamp(0, 1), nrn.beta.clamp(0, 1)
     reset, spikes, syns, mems = nrn.__dict__.get("reset"), [], [], []
     for x in x_seq:
+        syn, mem = _fit(syn, x), _fit(mem, x)
         reset = nrn.mem_reset(mem)
         syn_new = alpha * syn + x
         mem_new = beta * mem + syn_new
@@ -239,6 +248,7 @@ def _alpha_loop(nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     tau_alpha = torch.log(alpha) / (torch.log(beta) - torch.log(alpha)) + 1
     reset, spikes, seqs = nrn.__dict__.get("reset"), [], ([], [], [])
     for x in x_seq:
+        exc, inh, mem = _fit(exc, x), _fit(inh, x), _fit(mem, x)
         reset = nrn.mem_reset(mem)
         exc_new = alpha * exc + x
         inh_new = beta * inh - x
@@ -339,6 +349,15 @@ def _plain_factor(gsf: Tensor) -> bool:
     return gsf.dim() == 0 and not gsf.requires_grad and float(gsf) == 1.0
 
 
+def _divides_exactly(gsf: Tensor) -> bool:
+    """Whether (s gsf) / gsf is s for the 0/1 spike s: gsf finite and nonzero everywhere."""
+    g = gsf.detach()
+    if g.dim() == 0:
+        v = float(g)
+        return math.isfinite(v) and v != 0.0
+    return bool((torch.isfinite(g) & (g != 0)).all())
+
+
 def _broadcasts_to(shape, step) -> bool:
     """Whether a tensor of `shape` broadcasts to `step` without growing it (torch.broadcast_shapes(shape, step)
     == step), by the rule itself: torch.broadcast_shapes took a fifth of a small sequence call."""
@@ -375,6 +394,11 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
     for n, p in params.items():
         if not isinstance(p, Tensor) or not p.is_floating_point():
             return f"{n} is a {type(p).__name__}, not a floating-point tensor"
+    gsf = params["graded_spikes_factor"]
+    if late and not _divides_exactly(gsf):
+        # the kernels reset late by the 0/1 spike; snnTorch's spk / gsf is that only for a finite, nonzero factor
+        # (0 / 0 and inf / inf are NaN, and so is its membrane from then on)
+        return "graded_spikes_factor 0 or not finite with reset_delay=False (snnTorch's late reset divides by it)"
     if model == "Alpha":
         # snnTorch's Alpha refuses these when built, but computes a later value (a learnt beta overtaking alpha)
         # with a negative, infinite or NaN time constant; ops.alpha_neuron refuses them on every call
@@ -454,10 +478,15 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     mode, late = _update_mode(nrn), _resets_late(model, nrn)
     gsf = nrn.graded_spikes_factor
     plain = _plain_factor(gsf)
+    # surrogate_disable: snnTorch's spike is a comparison with no graph ((U - thr > 0).float(), then times the
+    # factor, whose own graph it keeps): the op's 0/1 spikes, detached, times the factor outside the op. (The
+    # Leaky op's factor only scales its spikes and divides them again in the late reset, (s gsf) / gsf = s for
+    # the finite, nonzero factors that reach this path.)
+    disabled = surrogate == "disabled"
     T = x.shape[0]
     # snnTorch leaves the last step's reset R = [U[T-2] - thr > 0] in nrn.reset: the spike of step T-2 when
     # the membrane kept is the one that fired and the spike is the 0/1 step, else read from U[T-2]
-    steps_are_spikes = model != "Leaky" or plain
+    steps_are_spikes = model != "Leaky" or plain or disabled
     want_seq = keep_seq or (T > 1 and (late or not steps_are_spikes))
     kw = dict(
         threshold=nrn.threshold,
@@ -476,7 +505,7 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     states_kw = dict(return_states="seq" if keep_seq else "last")
     if model == "Leaky":
         step, mem, *lasts = ops.leaky(
-            x, inits[0], beta=nrn.beta, graded_spikes_factor=gsf, reset_delay=nrn.reset_delay, **kw
+            x, inits[0], beta=nrn.beta, graded_spikes_factor=1.0 if disabled else gsf, reset_delay=nrn.reset_delay, **kw
         )
         others = ()
     elif model == "Synaptic":
@@ -487,10 +516,12 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     else:
         step, exc, inh, mem, *lasts = ops.alpha_neuron(x, *inits, alpha=nrn.alpha, beta=nrn.beta, **kw, **states_kw)
         others = (exc, inh)
+    if disabled:  # (a loss on these spikes alone then has nothing to differentiate, as in snnTorch)
+        step = step.detach()
     # the states the module keeps: a returned last state itself, or the last step written apart
     stored = tuple(o if last is None else last for o, last in zip((*others, mem), lasts))
     # snnTorch's spikes: (U - thr > 0).float() * graded_spikes_factor (float32 unless the factor promotes)
-    if model == "Leaky":
+    if model == "Leaky" and not disabled:
         spk = step.to(torch.result_type(_probe(torch.float32), gsf))
     else:
         spk = step.to(torch.float32)
