@@ -560,6 +560,45 @@ def test_masked_psn_lambda_schedule_takes_effect(op_calls):
 # ------------------------------------------------------------------------------------------------------
 # what runs SpikingJelly's own code, and what patch() refuses
 # ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("w_dtype,x_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float32)])
+def test_plif_parameter_in_another_dtype_than_the_input(w_dtype, x_dtype, op_calls):
+    """SpikingJelly computes w.sigmoid() in w's dtype and lets the product promote it: a float32 w meeting float64
+    input gives float32's sigmoid, widened (not float64's sigmoid of w), and a float64 w meeting float32 input
+    float64's sigmoid rounded to float32. The fused op takes the same k: spikes and membranes are
+    SpikingJelly's bit for bit, on inputs that land a membrane next to the threshold."""
+    node = neuron.ParametricLIFNode(init_tau=3.0, step_mode="m", surrogate_function=surrogate.ATan())
+    node.w.data = node.w.data.to(w_dtype)
+    k = torch.sigmoid(node.w.detach()).to(x_dtype)
+    x = torch.randn(8, 3, 32, generator=torch.Generator().manual_seed(3), dtype=x_dtype) * 1.5 + 0.6
+    x[0, 0, :3] = torch.stack([1 / k, (1 / k).nextafter(torch.tensor(2.0, dtype=x_dtype)), 3 * k / k])
+    patched, _ = sj.patch(copy.deepcopy(node))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s1, s2 = node(xa), patched(xb)
+    assert op_calls == ["plif"]
+    assert torch.equal(s1, s2) and torch.equal(node.v, patched.v)
+    g = torch.randn(s1.shape, generator=torch.Generator().manual_seed(4), dtype=x_dtype)
+    (s1 * g).sum().backward()
+    (s2 * g).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=RTOL, atol=ATOL)
+    assert patched.w.grad.dtype == w_dtype
+    torch.testing.assert_close(patched.w.grad, node.w.grad, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("tau", [0.0, -2.0])
+def test_lif_node_whose_tau_was_set_to_what_the_op_refuses_runs_spikingjellys_code(tau, op_calls):
+    """SpikingJelly checks tau > 1 when built only; a tau set afterwards that ops.lif refuses runs its code."""
+    node = neuron.LIFNode(tau=2.0, step_mode="m")
+    node.tau = tau
+    patched, _ = sj.patch(copy.deepcopy(node))
+    assert f"tau={tau}" in patched.fused_blocker
+    x = dyadic((4, 2, 3), -8, 24)
+    s1, s2 = node(x), patched(x)
+    assert op_calls == []
+    assert torch.equal(s1, s2)
+    assert torch.equal(node.v.isnan(), patched.v.isnan())
+    assert torch.equal(node.v.nan_to_num(), patched.v.nan_to_num())
+
+
 def test_half_precision_and_changed_surrogate_run_spikingjellys_code(op_calls):
     node = neuron.LIFNode(tau=2.0, step_mode="m")
     patched, _ = sj.patch(copy.deepcopy(node))

@@ -370,16 +370,19 @@ def test_one_output_unused(device, used, return_v):
     assert torch.equal(gx, want["g_x"]) and torch.equal(gw, want["g_w"])
 
 
-def test_w_of_another_dtype():
-    """w is used in float32 for float32 x; a float64 w gets a float64 gradient of the same value."""
-    x = torch.randn(4, 2, 3) + 0.5
-    w32 = torch.randn(3)
+@pytest.mark.parametrize("w_dtype,x_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_w_of_another_dtype(w_dtype, x_dtype):
+    """k = sigmoid(w) in w's own dtype, then in x's (SpikingJelly's w.sigmoid() meeting the input): a float64 w with
+    float32 x gives float32(sigmoid64(w)), a float32 w with float64 x float32's sigmoid widened; w's gradient has
+    w's dtype (sigmoid's backward there). The op equals the reference, which does the same."""
+    x = (torch.randn(4, 2, 3) + 0.5).to(x_dtype)
+    w = torch.randn(3).to(w_dtype)
     gs, gv = upstream(x, "last")
-    a = fwd_bwd(ops, "plif_c", x, None, w32, gs, gv)
-    b = fwd_bwd(ops, "plif_c", x, None, w32.double(), gs, gv)
-    assert b["g_w"].dtype == torch.float64
-    assert torch.equal(a["s"], b["s"]) and torch.equal(a["g_x"], b["g_x"])
-    assert torch.equal(b["g_w"], a["g_w"].double())
+    got = fwd_bwd(ops, "plif_c", x, None, w, gs, gv)
+    ref = fwd_bwd(reference, "plif_c", x, None, w, gs, gv)
+    assert got["g_w"].dtype == w_dtype
+    assert torch.equal(got["s"], ref["s"]) and torch.equal(got["v"], ref["v"])
+    assert_grads_close(got, ref, RTOL32, ATOL32)
 
 
 def test_inputs_are_not_modified():

@@ -221,7 +221,8 @@ class LIFNode(_FusedNode, _sjn.LIFNode):
     """SpikingJelly's LIFNode; multi-step calls run spikeforge.ops.lif."""
 
     def _check_own(self, x_seq=None):
-        _number(self.tau, "tau")
+        if not _number(self.tau, "tau") > 0.0:  # SpikingJelly checks tau when built only
+            raise ValueError(f"tau={self.tau}: ops.lif takes a positive tau")
         if not isinstance(self.decay_input, bool):
             raise ValueError(f"decay_input={self.decay_input!r} is not a bool")
 

@@ -753,7 +753,9 @@ def plif(
             "w must be a scalar or have shape [C] with C = x_seq.shape[2] (the channel dim); "
             f"got w of shape {tuple(w.shape)} for x_seq of shape {tuple(x_seq.shape)}"
         )
-    k = torch.sigmoid(w.to(_compute_dtype(x_seq.dtype))).reshape(-1)
+    # sigmoid in w's own dtype, then converted (SpikingJelly's w.sigmoid() meeting float64 input: a float32 w's
+    # k is float32's sigmoid, not float64's)
+    k = torch.sigmoid(w).to(_compute_dtype(x_seq.dtype)).reshape(-1)
     run = math.prod(x_seq.shape[3:]) if w.numel() != 1 else 1
     o = _sj_options(
         0,
@@ -779,7 +781,7 @@ def plif(
         o,
         lambda: reference.plif(
             x_seq,
-            w.to(_compute_dtype(x_seq.dtype)),
+            w,
             v_init,
             decay_input=decay_input,
             v_threshold=v_threshold,
@@ -1731,9 +1733,11 @@ def _grad_from_input(
     """lif_input_grad for lif / if_neuron (tau None) / plif (w given) with the public options ->
     (grad_x, grad_w or None)."""
     k: Optional[Tensor] = None
+    k_w: Optional[Tensor] = None  # sigmoid(w) in w's dtype (as plif)
     runs = (1, 1, 1, 1)
     if w is not None:
-        k = torch.sigmoid(w.detach().to(_compute_dtype(x_seq.dtype))).reshape(-1)
+        k_w = torch.sigmoid(w.detach()).reshape(-1)
+        k = k_w.to(_compute_dtype(x_seq.dtype))
         runs = (math.prod(x_seq.shape[3:]) if w.numel() != 1 else 1, 1, 1, 1)
     tau_v = 0.0 if (tau is None or w is not None) else _check_number("tau", tau, positive=True)
     o = _sj_options(
@@ -1749,7 +1753,7 @@ def _grad_from_input(
         "last",
         runs=runs,
     )
-    if not need_w_grad or w is None or k is None:  # (k is set exactly when w is given)
+    if not need_w_grad or w is None or k is None or k_w is None:  # (k and k_w are set exactly when w is given)
         return lif_input_grad(grad_spike, x_seq, o, k), None
     gx, gk = lif_input_grad(grad_spike, x_seq, o, k, need_k=True)
-    return gx, (gk * (1 - k) * k).to(w.dtype).view_as(w)  # torch.sigmoid's backward, in its order
+    return gx, (gk.to(w.dtype) * (1 - k_w) * k_w).view_as(w)  # torch.sigmoid's backward, in its order

@@ -189,7 +189,11 @@ def if_neuron(
 
 
 def _plif_k(w, x_seq):
+    # sigmoid in w's dtype, then in the computation's (float32 for 16-bit input): SpikingJelly's w.sigmoid() of a
+    # float32 w meeting float64 input is float32's sigmoid
     k = torch.sigmoid(w)
+    if x_seq.is_floating_point():
+        k = k.to(torch.float32 if x_seq.dtype in (torch.float16, torch.bfloat16) else x_seq.dtype)
     if k.dim() == 1 and k.numel() != 1:  # per channel, C = 0 included (an empty channel dim)
         return k.view([-1] + [1] * (x_seq.dim() - 3))
     return k.reshape(())
