@@ -368,6 +368,14 @@ SF_HD C sj_reset(const NeuronCoeffs<C>& q, C h, C s, C theta) {
   return rn_sub(h, rn_mul(s, theta));
 }
 
+// A gradient term through the reset's dependence on the spike, which detach_reset cuts: the term itself, or 0
+// outright (not the term times 0, which is NaN where it is infinite: (v_reset - H) g' at H = -inf, a neuron
+// that never fires, whose SpikingJelly gradient is finite).
+template <typename C>
+SF_HD C reset_term(const NeuronCoeffs<C>& q, C term) {
+  return q.nd != C(0) ? term : C(0);
+}
+
 // The k that sj_backward takes: PLIF's coefficient, else 1/tau (0 for IF).
 template <typename C>
 SF_HD C backward_leak(const NeuronCoeffs<C>& q, C k_slot) {
@@ -434,7 +442,7 @@ SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v
     // straight-through over the counting window: dS/dH = 1/v_th where 0 <= H / v_th <= D
     const C u = h / q.vth;
     ds_dh = (u >= C(0) && u <= q.levels) ? C(1) / q.vth : C(0);
-    dv_dh = C(1) - q.vth * ds_dh * q.nd;
+    dv_dh = C(1) - reset_term(q, q.vth * ds_dh);
   } else if constexpr (M == NeuronModel::ternary) {
     C devent;  // derivative of the reset event (S != 0) in H
     if (q.two_sided) {
@@ -446,21 +454,21 @@ SF_HD C sj_backward(const NeuronCoeffs<C>& q, C k, const C (&sv)[kMaxSaved], C v
     }
     if (q.hard) {
       const C ev = s != C(0) ? C(1) : C(0);
-      dv_dh = (C(1) - ev) + (q.vr - h) * devent * q.nd;
+      dv_dh = (C(1) - ev) + reset_term(q, (q.vr - h) * devent);
     } else {
-      dv_dh = C(1) - q.vth * ds_dh * q.nd;
+      dv_dh = C(1) - reset_term(q, q.vth * ds_dh);
     }
   } else {
     ds_dh = g[0];
     if (q.hard) {
-      dv_dh = (C(1) - s) + (q.vr - h) * g[0] * q.nd;
+      dv_dh = (C(1) - s) + reset_term(q, (q.vr - h) * g[0]);
     } else {
-      dv_dh = C(1) - theta * g[0] * q.nd;
+      dv_dh = C(1) - reset_term(q, theta * g[0]);
     }
     if constexpr (M == NeuronModel::alif) {
       ds_dth = -g[0];
       // hard: V = S v_r + (1 - S) H;  soft: V = H - S theta (S itself, and theta through S unless detached)
-      dv_dth = q.hard ? -(q.vr - h) * g[0] * q.nd : -s + theta * g[0] * q.nd;
+      dv_dth = q.hard ? -reset_term(q, (q.vr - h) * g[0]) : -s + reset_term(q, theta * g[0]);
     }
   }
   C gs_tot = gs;
@@ -669,8 +677,8 @@ SF_HD C norse_backward(const NeuronCoeffs<C>& q, const NeuronSlots<C>& sl, const
   const C vd = sv[0];
   const C z = snn_heaviside(vd, th);
   const C v_prev = st_prev[0];
-  const C j = rn_add(st_prev[1], x);                       // the forward's i_new, recomputed exactly
-  const C w = (gs + gst[0] * (q.vr - vd) * q.nd) * gv[0];  // dL/dS through the spike and the reset, times g'
+  const C j = rn_add(st_prev[1], x);                               // the forward's i_new, recomputed exactly
+  const C w = (gs + reset_term(q, gst[0] * (q.vr - vd))) * gv[0];  // dL/dS through the spike and the reset, times g'
   const C gvd = w + gst[0] * (C(1) - z);
   const C gj = gvd * am + gst[1] * (C(1) - as);
   gsl[0] += gvd * ((vl - v_prev) + j);

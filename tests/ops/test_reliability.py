@@ -530,6 +530,23 @@ def test_inf_hard_reset_selects_v_reset(device):
         assert torch.equal(s[1:], s_ref) and torch.equal(v[1:], v_ref)
 
 
+def test_minus_inf_with_a_detached_hard_reset_has_the_references_finite_gradient(device):
+    """An IF neuron driven by -inf never fires and its V stays -inf (a leak would turn it into NaN: -inf + inf).
+    With detach_reset the reset's term (v_reset - H) g' of the gradient is cut: 0, as in the reference (and
+    SpikingJelly), not inf * 0 = NaN."""
+    x = dyadic((4, 2, 3), device=device)
+    x[0, 0, 1] = float("-inf")
+    g = dyadic((4, 2, 3), seed=1, device=device)
+    grads = []
+    for m in (ops, reference):
+        xl = x.clone().requires_grad_(True)
+        s, v = m.if_neuron(xl, v_reset=0.0, detach_reset=True, surrogate="atan")
+        (gx,) = torch.autograd.grad((s * g).sum() + v.sum(), xl)
+        grads.append(gx)
+    assert torch.isfinite(grads[1]).all()  # the ground truth is finite
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("op", ["psn", "masked1", "sliding"])
 def test_nan_input_psn_reaches_only_its_outputs(device, op):
     """PSN: a NaN in X[i] makes H[t] NaN (no spike) for every t that reads step i: all t for the dense
