@@ -132,6 +132,20 @@ def test_linear_grad_mask(device):
         assert not gs[~mask].any()
 
 
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+def test_linear_grad_mask_not_contiguous(device, mask_dtype):
+    """A transposed mask of s's shape: the masked gradient, in every mode (its bits are packed from a contiguous
+    copy)."""
+    s = spikes((6, 90), 0.1, device=device)
+    mask = (torch.rand(90, 6, device=device) < 0.3).t().to(mask_dtype)
+    assert not mask.is_contiguous()
+    w = dyadic((11, 90), -16, 16, 16, device=device)
+    gy = dyadic((6, 11), -8, 8, 16, device=device)
+    for mode in ("auto", "sparse", "dense"):
+        _, (gs,) = grads(lambda s_: ops.spike_linear(s_, w, mode=mode, grad_mask=mask), [s], gy)
+        close(gs, (gy @ w) * mask.to(gs.dtype))
+
+
 @pytest.mark.parametrize("mask_rate", [0.0, 0.05, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_linear_masked_grad_input_native(device, mask_rate, dtype):
@@ -481,6 +495,39 @@ def test_half_precision_dense_fallback(device, dtype):
     s = spikes((5, 40), 0.3, dtype=dtype, device=device)
     w = dyadic((6, 40), -16, 16, 16, dtype=dtype, device=device)
     torch.testing.assert_close(ops.spike_linear(s, w), F.linear(s, w))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_grouped_conv_of_one_channels_last_sample(dtype):
+    """One channels_last sample, groups 2, 16-bit: reshaping it to [N, C, H, W] can give a batch stride of C,
+    for which torch's CPU 16-bit grouped channels_last convolution returned a wrong weight gradient; the op
+    passes the canonical stride and equals the exact gradient (dyadic data: no rounding)."""
+    g = torch.Generator().manual_seed(1)
+    s = ((torch.rand(1, 6, 5, 7, generator=g) < 0.5) * torch.randint(1, 4, (1, 6, 5, 7), generator=g)).to(dtype)
+    s = s.contiguous(memory_format=torch.channels_last)
+    w = (torch.randint(-8, 9, (4, 3, 5, 5), generator=g) / 4).to(dtype).contiguous(memory_format=torch.channels_last)
+    gy = (torch.randint(-4, 5, (1, 4, 5, 3), generator=g) / 4).to(dtype)
+    w64 = w.double().requires_grad_()
+    exact = torch.autograd.grad(F.conv2d(s.double(), w64, None, (1, 4), (2, 4), 1, 2), w64, gy.double())[0]
+    for mode in ("auto", "sparse", "dense"):
+        wl = w.clone().requires_grad_()
+        (gw,) = torch.autograd.grad(ops.spike_conv2d(s, wl, None, (1, 4), (2, 4), 1, 2, mode=mode), wl, gy)
+        assert torch.equal(gw.double(), exact), mode
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0), (0,), (0, 5)])
+def test_pack_empty(shape):
+    for dtype in (torch.float32, torch.bool):
+        p = ops.pack_spikes(torch.zeros(shape, dtype=dtype))
+        u = ops.unpack_spikes(p)
+        assert u.shape == shape and u.dtype == dtype
+
+
+def test_conv2d_zero_channels_are_refused():
+    with pytest.raises(ValueError, match="s has 0 channels"):
+        ops.spike_conv2d(torch.zeros(2, 0, 5, 5), torch.zeros(4, 0, 3, 3))
+    with pytest.raises(ValueError, match="weight has 0 output channels"):
+        ops.spike_conv2d(torch.zeros(2, 3, 5, 5), torch.zeros(0, 3, 3, 3))
 
 
 def test_bad_inputs():

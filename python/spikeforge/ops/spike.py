@@ -332,7 +332,9 @@ def pack_spikes(s: Tensor) -> PackedSpikes:
     _check_s(s, "s", 1)
     shape, dtype = tuple(s.shape), s.dtype
     K = shape[-1]
-    s2d = s.reshape(-1, K)
+    s2d = s.reshape(math.prod(shape[:-1]), K)  # (not -1: a last dimension of 0 leaves it undetermined)
+    if s2d.numel() == 0:  # nothing to pack (and no value to check)
+        return PackedSpikes(torch.zeros(s2d.shape[0], _words(K), dtype=torch.int64, device=s.device), shape, dtype)
     if not _native_ok(s):
         if not bool(((s2d == 0) | (s2d == 1)).all()):
             raise ValueError("pack_spikes: s must hold only 0 and 1")
@@ -478,7 +480,7 @@ def _linear_backward_impl(
         if grad_mask is None:
             gs = grad_y @ w
         else:
-            mask_bits, mask_info = _pack_impl(grad_mask.reshape(M, K).to(grad_y.dtype))
+            mask_bits, mask_info = _pack_impl(grad_mask.reshape(M, K).to(grad_y.dtype).contiguous())
             limit = MASKED_CROSSOVER.get(grad_y.device.type)
             if limit is None or int(mask_info[0]) <= limit * M * K:
                 # only the masked entries are computed (work in proportion to the mask)
@@ -1015,6 +1017,11 @@ def spike_conv2d(
     s = _prepare(s, weight)
     Cout, cin_g, kh, kw = weight.shape
     Cin = s.shape[-3]
+    # (torch's conv2d returns 0 output channels for 0 input channels, not the bias; nothing to propagate either way)
+    if Cin == 0:
+        raise ValueError(f"s has 0 channels (shape {tuple(s.shape)}): a convolution needs at least one input channel")
+    if Cout == 0:
+        raise ValueError(f"weight has 0 output channels (shape {tuple(weight.shape)}): nothing to compute")
     if groups < 1 or Cin % groups or Cout % groups:
         raise ValueError(f"groups must be >= 1 and divide in_channels ({Cin}) and out_channels ({Cout}), got {groups}")
     if cin_g * groups != Cin:

@@ -62,6 +62,11 @@ def spike_conv2d(
         s = _MaskGrad.apply(s, grad_mask)
     lead = s.shape[:-3]
     x = s.reshape((-1,) + tuple(s.shape[-3:]))
+    if x.shape[0] == 1 and x.stride(0) != x[0].numel():
+        # a batch of one can come out of the reshape with any batch stride (a channels_last sample: C); torch's CPU
+        # 16-bit grouped channels_last convolution gave a wrong weight gradient for such a stride (torch 2.13).
+        # The canonical stride, no copy (with one sample it addresses nothing).
+        x = x.as_strided(x.shape, (x[0].numel(),) + x.stride()[1:])
     y = F.conv2d(x, weight.to(s.dtype), None if bias is None else bias.to(s.dtype), stride, padding, dilation, groups)
     return y.reshape(tuple(lead) + tuple(y.shape[1:]))
 
