@@ -58,6 +58,24 @@ def test_round_trip_keeps_outputs_and_gradients_identical(tmp_path):
     assert 0.02 < _rate(net[:5](x)) < 0.98
 
 
+def test_round_trip_reads_the_exported_dt_back(tmp_path):
+    """to_nir(dt=) stores the step in the graph; from_nir without dt= uses it (with another dt= given, that one)."""
+    net = nn.Sequential(nn.Linear(10, 8), snn.LIF(tau=2.0), nn.Linear(8, 4), snn.IF())
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    graph = to_nir(net, dt=1e-3)
+    path = tmp_path / "net.nir"
+    nir.write(path, graph)
+    x = torch.randn(7, 5, 10)
+    y = net(x)
+    for back in (from_nir(graph), from_nir(nir.read(path))):
+        assert back.dt == 1e-3
+        assert torch.equal(back(x), y)
+        lif = [m for m in back.modules() if isinstance(m, snn.LIF)]
+        assert len(lif) == 1 and lif[0].tau == 2.0
+    assert from_nir(graph, dt=1e-4).dt == 1e-4
+
+
 def test_round_trip_linear_only_needs_no_input_shape():
     net = nn.Sequential(nn.Linear(10, 8), snn.LIF(tau=2.0, decay_input=False, v_reset=0.2), nn.Linear(8, 4), snn.IF())
     with torch.no_grad():

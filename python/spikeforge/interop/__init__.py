@@ -31,7 +31,7 @@ def from_nir(graph, *, dt=None, unit_r=None):
     """A runnable multi-step module from a nir.NIRGraph or a NIR file (see spikeforge.interop.nir_io.from_nir)."""
     from . import nir_io
 
-    return nir_io.from_nir(graph, dt=nir_io.DEFAULT_DT if dt is None else dt, unit_r=unit_r)
+    return nir_io.from_nir(graph, dt=dt, unit_r=unit_r)  # dt None: the graph's own (nir_io.from_nir)
 
 
 def _swap_modules(model, swaps):

@@ -710,11 +710,13 @@ class NIRGraphModule(nn.Module):
     returns one. ``reset()`` clears every neuron's state (call it between independent batches).
     """
 
-    def __init__(self, graph, *, dt: float = DEFAULT_DT, unit_r: Optional[str] = None):
+    def __init__(self, graph, *, dt: Optional[float] = None, unit_r: Optional[str] = None):
         super().__init__()
         nir = _import_nir()
         if not isinstance(graph, nir.NIRGraph):
             raise TypeError(f"graph must be a nir.NIRGraph, got {type(graph).__name__}")
+        if dt is None:  # the step a spikeforge export was made with (to_nir stores it), else NIR's usual one
+            dt = _meta(graph).get("dt", DEFAULT_DT)
         self.dt = _check_dt(dt)
         if unit_r not in (None, "euler", "per_step"):
             raise ValueError(f"unit_r must be None, 'euler' or 'per_step', got {unit_r!r}")
@@ -780,10 +782,11 @@ class NIRGraphModule(nn.Module):
         snn.reset_net(self)
 
 
-def from_nir(graph, *, dt: float = DEFAULT_DT, unit_r: Optional[str] = None) -> NIRGraphModule:
+def from_nir(graph, *, dt: Optional[float] = None, unit_r: Optional[str] = None) -> NIRGraphModule:
     """Build a runnable multi-step spikeforge module from a ``nir.NIRGraph`` (or a path to a NIR file).
 
-    dt: seconds per time step (the Euler step; 1e-4 is what snnTorch, SpikingJelly and Sinabs write).
+    dt: seconds per time step (the Euler step). None (default): the dt a spikeforge export stored in the graph
+    (its ``spikeforge_dt`` metadata), else 1e-4 (what snnTorch, SpikingJelly and Sinabs write).
     unit_r: how an IF / I node with r = 1 is read. "euler": NIR's equation, v += dt r I (SpikingJelly and
     spikeforge write r = 1/dt for v += I); "per_step": v += I each step (what Sinabs, Norse, Spyx and BindsNET
     mean by r = 1); None (default): "euler", with a warning when dt != 1, because such a layer then integrates
