@@ -43,6 +43,7 @@ from spikeforge.cli.benchcore import (  # noqa: F401
     reexec_with_thp,
     side_by_side,
 )
+from spikeforge.cli._common import thread_count
 from spikeforge.tools._text import fmt, format_table  # noqa: F401
 
 
@@ -79,7 +80,7 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=int, default=1, help="untimed calls per contender before timing (default 1)")
     g.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=None,
         help="torch.set_num_threads on CPU (default 2; spikeforge's kernels use the same count)",
     )

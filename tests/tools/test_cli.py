@@ -85,6 +85,12 @@ def test_train_help_describes_every_option(capsys):
         (["bench", "neurons", "--json", "/nonexistent/dir/x.json", "--quick"], r"does not exist"),
         (["bench", "models", "--model", "resnet_nope", "--no-thp"], r"unknown model 'resnet_nope'"),
         (["bench", "psn", "--threads", "0", "--no-thp"], r"--threads"),
+        # far more threads than CPUs: torch.set_num_threads(99999) crashed the process (segmentation fault)
+        (["train", "--threads", "99999"], r"--threads: at most 4 x the \d+ CPUs"),
+        (["tune", "--threads", "99999"], r"--threads: at most"),
+        (["bench", "neurons", "--threads", "99999", "--no-thp"], r"--threads: at most"),
+        (["bench", "spikes", "--threads", "99999", "--no-thp"], r"--threads: at most"),
+        (["train", "--warmup-epochs", "-1"], r"--warmup-epochs: must be a finite number >= 0"),
         (
             ["bench", "neurons", "--model", "lifx", "--quick", "--no-thp"],
             r"unknown model 'lifx' \(did you mean 'lif'\?\)",

@@ -26,6 +26,27 @@ def positive_int(text: str) -> int:
     return v
 
 
+def thread_count(text: str) -> int:
+    """argparse type: an int >= 1 and at most 4x the CPUs this process may use (torch.set_num_threads of a
+    number far past that crashed torch 2.13, a segmentation fault with no message)."""
+    v = positive_int(text)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if v > 4 * cpus:
+        raise argparse.ArgumentTypeError(f"at most 4 x the {cpus} CPUs this process may use ({4 * cpus}), got {v}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite float > 0."""
     try:

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from . import benchcore as bc
-from ._common import UsageError, check_output_path, positive_float, positive_int, unknown_name
+from ._common import UsageError, check_output_path, positive_float, positive_int, thread_count, unknown_name
 
 HELP = (
     "the main job: fused LIF neurons (--model: another) against a PyTorch loop and the peer libraries (about a minute)"
@@ -74,7 +74,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=None,
         help="torch.set_num_threads on CPU (default: torch's own, the number a training job gets)",
     )

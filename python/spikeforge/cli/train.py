@@ -7,7 +7,16 @@ import json
 import os
 from dataclasses import asdict
 
-from ._common import UsageError, check_device, check_output_path, positive_float, positive_int, unknown_name
+from ._common import (
+    UsageError,
+    check_device,
+    check_output_path,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    thread_count,
+    unknown_name,
+)
 
 HELP = "train a zoo model on the shipped digits or on your arrays (no downloads)"
 DESCRIPTION = """\
@@ -126,7 +135,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     o.add_argument(
         "--warmup-epochs",
-        type=float,
+        type=non_negative_float,
         default=d.warmup_epochs,
         help="linear warm-up before the schedule (default: %(default)s)",
     )
@@ -149,7 +158,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
     r.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=d.threads,
         help="torch.set_num_threads: the 8x8 digits' convolutions are too small to gain much from a "
         "second thread, and on a busy CPU two threads can run slower than one (default: %(default)s)",

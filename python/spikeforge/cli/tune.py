@@ -15,7 +15,7 @@ import json
 import os
 from typing import Callable, Optional
 
-from ._common import UsageError, positive_int
+from ._common import UsageError, positive_int, thread_count
 
 HELP = "measure this CPU's spike_linear / spike_conv2d crossovers (about 20 s on 2 cores) for mode='auto'"
 DESCRIPTION = __doc__.split("\n\n", 1)[0].replace("``", "`")
@@ -38,7 +38,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--no-save", action="store_true", help="print the crossovers, leave the cache file as it is")
     p.add_argument("--reset", action="store_true", help="remove this machine's entry from the cache file and stop")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's own)")
+    p.add_argument("--threads", type=thread_count, default=None, help="torch.set_num_threads (default: torch's own)")
     p.add_argument("--reps", type=positive_int, default=None, help="timed repetitions per point (default 5)")
 
 
