@@ -19,7 +19,7 @@ import torch
 
 import benchlib as bu
 import spikeforge as sf
-from spikeforge.cli._common import positive_int
+from spikeforge.cli._common import positive_int, thread_count
 from spikeforge.ops import attention as attention_ops
 
 KERNELS = {"forward": "attention_ssa_forward", "backward": "attention_ssa_backward"}
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--rate", type=bu.firing_rate, default=0.15, help="firing rate of q, k, v in (0, 1] (default 0.15)")
     ap.add_argument("--kernel", nargs="+", default=["forward", "backward"], choices=sorted(KERNELS))
     ap.add_argument("--reps", type=positive_int, default=21, help="timed calls of each build (default 21)")
-    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--threads", type=thread_count, default=2)
     args = ap.parse_args()
     if any(d % h for d in args.dim for h in args.heads):
         ap.error("every --dim must be a multiple of every --heads")

@@ -20,7 +20,7 @@ import torch
 
 import benchlib as bu
 import spikeforge as sf
-from spikeforge.cli._common import positive_int
+from spikeforge.cli._common import positive_int, thread_count
 from spikeforge.ops import neuron as neuron_ops
 
 N = 1 << 20  # --n
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--T", type=positive_int, nargs="+", default=[4, 8, 32])
     ap.add_argument("--kernel", nargs="+", default=["forward", "backward"], choices=sorted(KERNELS))
     ap.add_argument("--reps", type=positive_int, default=21, help="timed calls of each build (default 21)")
-    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--threads", type=thread_count, default=2)
     ap.add_argument("--n", type=positive_int, default=N, help="neurons per step (default 2^20)")
     ap.add_argument("--cold", action="store_true", help="write 256 MiB before each call (caches dirtied)")
     args = ap.parse_args()

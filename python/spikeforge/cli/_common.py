@@ -36,26 +36,25 @@ def thread_count(text: str) -> int:
     return v
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite float >= 0."""
+def _finite_float(text: str, bound: str, ok) -> float:
+    """argparse type body: a finite float for which ok(v) holds; bound says which ("> 0", ">= 0")."""
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+    if not (ok(v) and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
     return v
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    return _finite_float(text, ">= 0", lambda v: v >= 0)
 
 
 def positive_float(text: str) -> float:
     """argparse type: a finite float > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (v > 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return v
+    return _finite_float(text, "> 0", lambda v: v > 0)
 
 
 def unknown_name(kind: str, name: str, choices) -> UsageError:

@@ -270,7 +270,9 @@ def _words(K: int) -> int:
 
 
 def _pack_impl(s2d: Tensor, signs: bool = False) -> tuple[Tensor, Tensor]:
-    """-> (bits [R, words], or [2R, words] with the sign words (bit set where s < 0) in rows R.., info)."""
+    """-> (bits [R, words], or [2R, words] with the sign words (bit set where s < 0) in rows R.., info). s2d may be
+    non-contiguous (a transposed grad_mask): the native pack reads a contiguous copy."""
+    s2d = s2d.contiguous()
     R, K = s2d.shape
     bits = torch.empty(2 * R if signs else R, _words(K), dtype=torch.int64, device=s2d.device)
     info = torch.empty(2, dtype=torch.int64, device=s2d.device)
@@ -295,7 +297,7 @@ def _ternary_planes(bits: Tensor) -> tuple[Tensor, Tensor]:
 def spike_pack(s: Tensor) -> tuple[Tensor, Tensor]:
     """s [R, K] (float32/float64) -> (bits [R, ceil(K/64)] int64, info [2] int64 = (non-zeros, value classes:
     0 for 0/1 only, else an OR of CLASS_COUNTS, CLASS_NEG_ONE, CLASS_OTHER))."""
-    return _pack_impl(s.contiguous())
+    return _pack_impl(s)
 
 
 @spike_pack.register_fake
@@ -340,7 +342,7 @@ def pack_spikes(s: Tensor) -> PackedSpikes:
             raise ValueError("pack_spikes: s must hold only 0 and 1")
         return PackedSpikes(reference.pack_bits(s2d), shape, dtype)
     src = s2d if s2d.dtype in (torch.float32, torch.float64) else s2d.float()
-    bits, info = spike_pack(src) if _tracing() else _pack_impl(src.contiguous())
+    bits, info = spike_pack(src) if _tracing() else _pack_impl(src)
     if not _tracing() and int(info[1]) != KIND_BINARY:
         raise ValueError("pack_spikes: s must hold only 0 and 1")
     return PackedSpikes(bits, shape, dtype)
@@ -480,7 +482,7 @@ def _linear_backward_impl(
         if grad_mask is None:
             gs = grad_y @ w
         else:
-            mask_bits, mask_info = _pack_impl(grad_mask.reshape(M, K).to(grad_y.dtype).contiguous())
+            mask_bits, mask_info = _pack_impl(grad_mask.reshape(M, K).to(grad_y.dtype))
             limit = MASKED_CROSSOVER.get(grad_y.device.type)
             if limit is None or int(mask_info[0]) <= limit * M * K:
                 # only the masked entries are computed (work in proportion to the mask)
@@ -1065,7 +1067,7 @@ def spike_stats(s: Tensor) -> tuple[int, str]:
             | (CLASS_OTHER if bool((~(counts | (v == 0) | (v == 1) | (v == -1))).any()) else 0)
         )
         return int((v != 0).sum()), _KIND_NAMES[_kind_of(classes)]
-    _, info = _pack_impl(flat.contiguous())
+    _, info = _pack_impl(flat)
     return int(info[0]), _KIND_NAMES[_kind_of(int(info[1]))]
 
 
