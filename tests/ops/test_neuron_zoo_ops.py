@@ -511,6 +511,48 @@ def test_double_backward_matches_reference(name, build):
         torch.testing.assert_close(a, b, rtol=RTOL32, atol=ATOL32 * max(1.0, b.abs().max().item()))
 
 
+ALIASED = [
+    # one tensor passed as several arguments: every slot must get its own part of the gradient
+    ("ssa", lambda x, s: ops.ssa(x, x, x), lambda x, s: reference.ssa(x, x, x)),
+    (
+        "alif",
+        lambda x, s: ops.alif(x, s, s, return_states="seq"),
+        lambda x, s: reference.alif(x, s, s, return_states="seq"),
+    ),
+    (
+        "synaptic",
+        lambda x, s: ops.synaptic(x, s, s, alpha=0.9, beta=0.8),
+        lambda x, s: reference.synaptic(x, s, s, alpha=0.9, beta=0.8),
+    ),
+]
+
+
+@pytest.mark.parametrize("name,op,ref", ALIASED, ids=[a[0] for a in ALIASED])
+def test_double_backward_with_one_tensor_as_several_arguments(name, op, ref):
+    """create_graph=True with ssa(x, x, x) or a state passed as two initial states: the first-order gradient
+    was the sum over the slots once per slot (3x for ssa(x, x, x)), the second-order one too."""
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 2, 4, 8) if name == "ssa" else (5, 2, 3)
+    x0 = torch.randn(shape, dtype=torch.float64, generator=g) * 0.7 + 0.4
+    s0 = 0.3 * torch.randn(shape[1:], dtype=torch.float64, generator=g)
+    results = []
+    for fn in (op, ref):
+        x, s = x0.clone().requires_grad_(), s0.clone().requires_grad_()
+        outs = fn(x, s)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        ups = [torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(5)) for o in outs]
+        leaves = [x] if name == "ssa" else [x, s]
+        g1 = torch.autograd.grad(_loss(outs, ups), leaves, create_graph=True)
+        penalty = sum((gi * gi).sum() for gi in g1)
+        g2 = torch.autograd.grad(penalty, leaves, allow_unused=True)
+        results.append(
+            ([gi.detach() for gi in g1], [torch.zeros_like(l) if gi is None else gi for gi, l in zip(g2, leaves)])
+        )
+    (g1o, g2o), (g1r, g2r) = results
+    for a, b in zip(g1o + g2o, g1r + g2r):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * max(1.0, b.abs().max().item()))
+
+
 @pytest.mark.parametrize("how", ["forward_ad", "jvp"])
 @pytest.mark.parametrize("name,build", EVERY_OP, ids=[e[0] for e in EVERY_OP])
 def test_forward_mode_ad_is_refused_by_name(name, build, how):

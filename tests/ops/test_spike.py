@@ -428,12 +428,11 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.spikeforge.spike_unpack, (bits, 70, torch.float32))
     for mode, kind in (("sparse", "binary"), ("dense", "auto")):
         # both paths and both saved formats, without the full product (opcheck is slow). op_inputs gives the
-        # op's own inputs for a public call; with a promised kind they are what a compiled call sees
+        # op's own inputs for a public call, as a compiled call sees them (the op packs s itself)
         args = S.op_inputs(ops.spike_linear, s, w.requires_grad_(), b, mode=mode, input_kind=kind)
-        args = args[:4] + (None, None) + args[6:]  # the compiled path: the op packs s itself
         torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args)
         args = S.op_inputs(ops.spike_conv2d, sc, wc.requires_grad_(), bc, 1, 1, 1, 2, mode=mode, input_kind=kind)
-        torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args[:4] + (None, None) + args[6:])
+        torch.library.opcheck(torch.ops.spikeforge.spike_fwd, args)
     gy = torch.randn(6, 5, device=device)
     fwd = S.op_inputs(ops.spike_linear, s, w.requires_grad_(), b, mode="sparse", input_kind="binary")
     o = S.SpikeOptions(*fwd[6:])

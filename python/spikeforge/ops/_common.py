@@ -380,6 +380,10 @@ class FusedOp:
                 f"keep (it saves a compact form instead){'; ' + self._hint if self._hint else ''}; or compute the "
                 "first-order gradient without create_graph"
             )
+        # Each argument slot is differentiated on a view of its own: one tensor passed as two arguments
+        # (ssa(x, x, x), alif(x, v0, v0)) would otherwise get, in every slot, its gradient through all of
+        # them, which autograd then adds once per slot (3x the gradient of ssa(x, x, x)).
+        inputs = tuple(t.view_as(t) if t is not None and t.requires_grad else t for t in inputs)
         outs = self._reference(*inputs, opts)
         outs = outs if isinstance(outs, tuple) else (outs,)
         pairs = [(o, g) for o, g in zip(outs, grad_outputs[: self.visible]) if g is not None and o.requires_grad]

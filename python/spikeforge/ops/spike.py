@@ -814,7 +814,9 @@ _NO_CONV = [0] * 16
 
 def op_inputs(fn, *args, **kw) -> tuple:
     """The positional inputs torch.ops.spikeforge.spike_fwd receives for the public call fn(*args, **kw) with
-    grad-requiring inputs (e.g. op_inputs(spike_linear, s, w)): for opcheck and tests of the op itself."""
+    grad-requiring inputs (e.g. op_inputs(spike_linear, s, w)): for opcheck and tests of the op itself. They
+    are a compiled call's inputs: bits and info None (the op packs s itself). The eager path packs s first
+    and hands the packing to its autograd Function, which returns it; the op would return its own inputs."""
     global _OP
     captured = []
 
@@ -835,7 +837,8 @@ def op_inputs(fn, *args, **kw) -> tuple:
         _OP = real
     if not captured:
         raise ValueError("op_inputs: the call did not reach the fused op (no grad needed, or no native kernels)")
-    return captured[0]
+    s, w, b, grad_mask, _bits, _info, *opts = captured[0]
+    return (s, w, b, grad_mask, None, None, *opts)
 
 
 # --------------------------------------------------------------------------------------------
