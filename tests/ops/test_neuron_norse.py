@@ -144,6 +144,43 @@ def test_matches_norse_step_bitwise_and_its_gradients(which, params):
     torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("which", list(STEPS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("params", ["default", "numbers"])
+def test_defaults_and_numbers_as_norse_holds_them(which, dtype, params):
+    """LIFParameters()' rates are float32 tensors (Norse's dt * tau: float32, widened for float64 input); a
+    rate given as a number is a Python float there (dt * tau: a double product, rounded once). float64
+    input once took the defaults' 0.1 exactly (Norse: float32's 0.1, a spike apart at x = 10), float32
+    input rounded a number's dt and tau before their product (40% of random rates one ulp apart)."""
+    step = STEPS[which]
+    if step is None:
+        pytest.skip("norse is not installed (the transcribed step runs instead)")
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn((6, 3, 40), generator=g) * 6 + 3).to(dtype)
+    v0, i0 = torch.zeros(x.shape[1:], dtype=dtype), torch.zeros(x.shape[1:], dtype=dtype)
+    if params == "default":
+        p = dict(
+            tau_syn_inv=torch.as_tensor(200.0),
+            tau_mem_inv=torch.as_tensor(100.0),
+            v_leak=torch.as_tensor(0.0),
+            v_th=torch.as_tensor(1.0),
+            v_reset=torch.as_tensor(0.0),
+        )
+        kw: dict = {}
+        dt = 0.001
+        x[0, 0, 0] = 10.0  # Vd = dt tau_mem_inv x: float32's 0.1 (Norse) fires, 0.1 exactly does not
+    else:
+        p = dict(tau_syn_inv=171.7, tau_mem_inv=91.1, v_leak=0.013, v_th=0.93, v_reset=-0.07)
+        kw = {k: p[k] for k in ("tau_syn_inv", "tau_mem_inv", "v_leak", "v_th", "v_reset")}
+        dt = 0.0013
+    z_ref, v_ref, i_ref = _run_norse(step, x, p, dt, "super", v0, i0)
+    z, v, i = ops.norse_lif(x, v0, i0, dt=dt, **kw)
+    assert torch.equal(z, z_ref) and torch.equal(v, v_ref) and torch.equal(i, i_ref)
+    node = snn.NorseLIF(dt=dt, **kw)
+    node.v, node.i = v0, i0
+    assert torch.equal(node(x), z_ref) and torch.equal(node.v, v_ref) and torch.equal(node.i, i_ref)
+
+
 def test_matches_norse_module_from_rest():
     """norse.torch.LIF from its initial state (v = v_leak, i = 0) against nn.NorseLIF, with the p it takes."""
     nt = pytest.importorskip("norse.torch")

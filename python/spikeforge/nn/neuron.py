@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..ops import neuron as _ops_neuron
+from ..reference.neuron import NORSE_TAU_MEM_INV as _NORSE_TAU_MEM_INV
+from ..reference.neuron import NORSE_TAU_SYN_INV as _NORSE_TAU_SYN_INV
 from ..surrogate import norse_method
 from ._inputs import check_float_input
 from ._state import detach_module, detach_value, reset_module, walk
@@ -386,8 +388,9 @@ class NorseLIF(_Neuron):
     """Norse 1.1's current-based LIF (norse.torch.LIF, feed-forward), fused: states v and i. See
     spikeforge.ops.norse_lif and docs/neurons.md.
 
-    Parameters as Norse's LIFParameters (defaults too): tau_syn_inv, tau_mem_inv, v_leak, v_th (numbers, or
-    tensors broadcastable to one step, learnable when they are Parameters), v_reset (a number), and dt.
+    Parameters as Norse's LIFParameters (defaults too, as its float32 tensors): tau_syn_inv, tau_mem_inv, v_leak,
+    v_th (numbers, as LIFParameters' Python float fields, or tensors broadcastable to one step, learnable when
+    they are Parameters), v_reset (a number), and dt.
     ``p`` may be a Norse LIFParameters (any object with those fields); its values then replace the keyword
     defaults. ``method`` / ``alpha`` are Norse's threshold method and its parameter, mapped onto a
     spikeforge surrogate by spikeforge.surrogate.norse_method ("super", the default, is fast_sigmoid with
@@ -403,8 +406,8 @@ class NorseLIF(_Neuron):
         p=None,
         *,
         dt: float = 0.001,
-        tau_syn_inv=200.0,
-        tau_mem_inv=100.0,
+        tau_syn_inv=_NORSE_TAU_SYN_INV,
+        tau_mem_inv=_NORSE_TAU_MEM_INV,
         v_leak=0.0,
         v_th=1.0,
         v_reset: float = 0.0,

@@ -1552,15 +1552,20 @@ def _norse_options_checked(
     )
 
 
-def _norse_param(value, x_seq: Tensor, name: str) -> Tensor:
-    """A LIFParameters field as Norse holds it: a tensor (a number becomes one, in the compute dtype)."""
+def _norse_param(value, x_seq: Tensor, name: str, rate: bool = False):
+    """A LIFParameters field, checked. A rate (rate=True) stays a number (reference.neuron.norse_rate forms dt
+    times it as Norse does); v_leak / v_th become tensors of the compute dtype (Norse's Python float meets the
+    state there, exactly as such a tensor does)."""
     if isinstance(value, Tensor):
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
         if value.device != x_seq.device:
             raise ValueError(f"{name} is on {value.device} but x_seq is on {x_seq.device}")
         return value
-    return torch.tensor(_check_number(name, value), dtype=_compute_dtype(x_seq.dtype), device=x_seq.device)
+    number = _check_number(name, value)
+    if rate:
+        return value if type(value) is reference.neuron.NorseDefault else number
+    return torch.tensor(number, dtype=_compute_dtype(x_seq.dtype), device=x_seq.device)
 
 
 def norse_lif(
@@ -1569,8 +1574,8 @@ def norse_lif(
     i_init: Optional[Tensor] = None,
     *,
     dt: float = 0.001,
-    tau_syn_inv: Union[float, Tensor] = 200.0,
-    tau_mem_inv: Union[float, Tensor] = 100.0,
+    tau_syn_inv: Union[float, Tensor] = reference.neuron.NORSE_TAU_SYN_INV,
+    tau_mem_inv: Union[float, Tensor] = reference.neuron.NORSE_TAU_MEM_INV,
     v_leak: Union[float, Tensor] = 0.0,
     v_th: Union[float, Tensor] = 1.0,
     v_reset: float = 0.0,
@@ -1585,9 +1590,11 @@ def norse_lif(
 
     Per step: J = I + X; Vd = V + dt tau_mem_inv ((v_leak - V) + J); I = J - dt tau_syn_inv J;
     S = [Vd - v_th > 0]; V = (1 - S) Vd + S v_reset. The reset keeps its gradient through S, as in
-    Norse's feed-forward step (detach_reset=True cuts it). Defaults are LIFParameters()'s. tau_syn_inv,
-    tau_mem_inv, v_leak and v_th may be tensors broadcastable to one step (per neuron or per channel) and
-    learnable; dt * tau is formed first, with torch, as Norse forms it. v_init is V[-1] (default v_leak,
+    Norse's feed-forward step (detach_reset=True cuts it). Defaults are LIFParameters()'s (its rates are
+    float32 tensors: dt * tau in float32, as Norse's LIF() forms it). tau_syn_inv, tau_mem_inv, v_leak and
+    v_th may be numbers (a Python float field of LIFParameters: dt * tau formed in double) or tensors
+    broadcastable to one step (per neuron or per channel) and learnable (dt * tau formed with torch, as
+    Norse forms it). v_init is V[-1] (default v_leak,
     detached, as norse.torch.LIF starts), i_init I[-1] (default 0). v is the last V ([*],
     return_v="last") or every V[t] ("seq"); i the last I ([*], return_states="last") or every I[t] ("seq",
     [T, *]). surrogate: a name of
@@ -1596,12 +1603,13 @@ def norse_lif(
     """
     _check_x(x_seq)
     dt = _check_number("dt", dt, positive=True)
-    tsi = _norse_param(tau_syn_inv, x_seq, "tau_syn_inv")
-    tmi = _norse_param(tau_mem_inv, x_seq, "tau_mem_inv")
+    cdt = _compute_dtype(x_seq.dtype)
+    rate_m = reference.neuron.norse_rate(dt, _norse_param(tau_mem_inv, x_seq, "tau_mem_inv", True), cdt, x_seq.device)
+    rate_s = reference.neuron.norse_rate(dt, _norse_param(tau_syn_inv, x_seq, "tau_syn_inv", True), cdt, x_seq.device)
     vl = _norse_param(v_leak, x_seq, "v_leak")
     vth = _norse_param(v_th, x_seq, "v_th")
-    a_m, r_m = _slot(dt * tmi, x_seq, "tau_mem_inv")
-    a_s, r_s = _slot(dt * tsi, x_seq, "tau_syn_inv")
+    a_m, r_m = _slot(rate_m, x_seq, "tau_mem_inv")
+    a_s, r_s = _slot(rate_s, x_seq, "tau_syn_inv")
     l, r_l = _slot(vl, x_seq, "v_leak")
     t, r_t = _slot(vth, x_seq, "v_th")
     o = _norse_options(
@@ -1629,9 +1637,9 @@ def norse_lif(
             x_seq,
             v_init,
             i_init,
-            dt=dt,
-            tau_syn_inv=tsi,
-            tau_mem_inv=tmi,
+            dt=1.0,  # the rates dt * tau, formed above (1.0 * rate is the rate)
+            tau_syn_inv=rate_s,
+            tau_mem_inv=rate_m,
             v_leak=vl,
             v_th=vth,
             v_reset=o.v_reset,

@@ -560,14 +560,38 @@ def _norse_tensor(value, x_seq):
     )
 
 
+class NorseDefault(float):
+    """A rate of Norse's LIFParameters() left at its default: Norse holds it as torch.as_tensor(value), a float32
+    tensor, so its dt * p.tau_mem_inv is formed in float32 (then widened for float64 input). A number the
+    caller gives is a Python float there, and dt times it a double product."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+NORSE_TAU_SYN_INV, NORSE_TAU_MEM_INV = NorseDefault(200.0), NorseDefault(100.0)
+
+
+def norse_rate(dt: float, value, dtype: torch.dtype, device) -> torch.Tensor:
+    """dt * a LIFParameters rate (tau_syn_inv, tau_mem_inv) as Norse forms it, before the step: a tensor times
+    dt with torch (its dtype; a default: float32), a number times dt in double, rounded once into dtype."""
+    if isinstance(value, torch.Tensor):
+        return dt * value
+    if type(value) is NorseDefault:
+        return dt * torch.tensor(float(value), dtype=torch.float32, device=device)
+    return torch.tensor(dt * float(value), dtype=dtype, device=device)
+
+
 def norse_lif(
     x_seq,
     v_init=None,
     i_init=None,
     *,
     dt=0.001,
-    tau_syn_inv=200.0,
-    tau_mem_inv=100.0,
+    tau_syn_inv=NORSE_TAU_SYN_INV,
+    tau_mem_inv=NORSE_TAU_MEM_INV,
     v_leak=0.0,
     v_th=1.0,
     v_reset=0.0,
@@ -579,8 +603,8 @@ def norse_lif(
 ):
     """Reference Norse LIF (feed-forward) -> (spikes, v, i). V[-1] = v_leak (detached), I[-1] = 0."""
     vl = _norse_tensor(v_leak, x_seq)
-    a_m = dt * _norse_tensor(tau_mem_inv, x_seq)  # Norse's dt * p.tau_mem_inv, formed first
-    a_s = dt * _norse_tensor(tau_syn_inv, x_seq)
+    a_m = norse_rate(dt, tau_mem_inv, x_seq.dtype, x_seq.device)  # Norse's dt * p.tau_mem_inv, formed first
+    a_s = norse_rate(dt, tau_syn_inv, x_seq.dtype, x_seq.device)
     if v_init is None:
         v_init = torch.broadcast_to(vl.detach().to(x_seq.dtype), x_seq.shape[1:]).clone()
     if surrogate_alpha is None and surrogate in NORSE_SURROGATES:
