@@ -228,12 +228,42 @@ def test_masked_lam1_equals_psn_on_band_masked_weight(device):
     x, w, b = case("masked", T, (40,), device=device)
     M = R.band_mask(T, k, device=device)
     for lam in (1.0, 0.0, 0.25):
-        w_eff = w * (lam * M + (1 - lam))
+        w_eff = w * M if lam == 1.0 else (lam * M + (1 - lam)) * w  # lam and 1 - lam exact here
         s_m, g_m = fwd_bwd(lambda x_, b_: ops.masked_psn(x_, w, b_, k, lam), (x, b))
         s_p, g_p = fwd_bwd(lambda x_, b_: ops.psn(x_, w_eff, b_), (x, b))
         assert torch.equal(s_m, s_p)
         for a, c in zip(g_m, g_p):
             assert_close_scaled(a, c, 1e-6, 1e-7)
+
+
+def test_masked_weight_rounds_as_spikingjelly():
+    """SpikingJelly's MaskedPSN relaxes W as (lambda_ M + (1 - lambda_)) W with lambda_ a float32 buffer, so
+    1 - lam is rounded in float32; forming 1 - lam in double first put 40% of lam values an ulp off outside
+    the band, and spikes flipped where H sat on 0 (here: a bias cancelling one relaxed weight exactly)."""
+    T, k = 3, 1
+    w = torch.tensor([[0.3, 0.7, 0.1], [0.9, 0.2, 0.4], [0.6, 0.8, 0.5]])
+    M = R.band_mask(T, k)
+    mask1 = torch.ones(T, T)
+    off = 0
+    for lam in (i / 199 for i in range(1, 199)):  # doubles, most of them not float32 values
+        lam32 = torch.as_tensor(lam)  # SpikingJelly's lambda_ buffer
+        w_sj = (lam32 * M + (1.0 - lam32) * mask1) * w
+        assert torch.equal(R.masked_weight(w, k, lam), w_sj)
+        off += not torch.equal(w * (lam * M + (1.0 - lam)), w_sj)
+    assert off > 20  # the double-rounded form differs for these values
+    lam = 0.0555
+    lam32 = torch.as_tensor(lam)
+    w_sj = (lam32 * M + (1.0 - lam32)) * w
+    x = torch.zeros(T, 1)
+    x[1, 0] = 1.0
+    b = torch.zeros(T)
+    b[0] = -w_sj[0, 1]  # H[0] = 0 exactly with SpikingJelly's weight: Heaviside(0) = 1
+    assert ops.masked_psn(x, w, b, k, lam)[0, 0].item() == 1.0
+    m = sf.nn.MaskedPSN(k, T, lambda_init=lam)
+    with torch.no_grad():
+        m.weight.copy_(w)
+        m.bias.copy_(b)
+    assert m(x)[0, 0].item() == 1.0
 
 
 def test_heaviside_zero_is_one(device):
@@ -876,7 +906,8 @@ def _bad_calls(device):
         ("sliding weight 2-D", lambda: ops.sliding_psn(x, w, tb), ValueError, "weight"),
         ("sliding weight empty", lambda: ops.sliding_psn(x, taps[:0], tb), ValueError, "weight"),
         ("sliding bias 2 elems", lambda: ops.sliding_psn(x, taps, torch.zeros(2, device=device)), ValueError, "bias"),
-        ("sliding bias not tensor", lambda: ops.sliding_psn(x, taps, 0.0), ValueError, "bias"),
+        ("sliding bias not tensor", lambda: ops.sliding_psn(x, taps, 0.0), TypeError, "bias must be a torch.Tensor"),
+        ("sliding weight not tensor", lambda: ops.sliding_psn(x, [1.0, 2.0], tb), TypeError, "weight must be a torch"),
         ("x int", lambda: ops.psn(x.long(), w, b), TypeError, "x_seq"),
         ("x bool", lambda: ops.sliding_psn(x > 0, taps, tb), TypeError, "x_seq"),
         ("x scalar", lambda: ops.psn(torch.tensor(1.0, device=device), w[:0, :0], b[:0]), ValueError, "x_seq"),
@@ -892,10 +923,17 @@ def _bad_calls(device):
         ("alpha inf", lambda: ops.sliding_psn(x, taps, tb, alpha=float("inf")), ValueError, "alpha"),
         ("alpha str", lambda: ops.psn(x, w, b, alpha="2"), TypeError, "alpha"),
         ("window step w_row", lambda: ops.psn_window_step(x, torch.randn(3, device=device), tb), ValueError, "w_row"),
+        ("window step w_row list", lambda: ops.psn_window_step(x, [1.0] * 4, tb), TypeError, "w_row must be a torch"),
+        ("window step b_t float", lambda: ops.psn_window_step(x, w[0], -1.0), TypeError, "b_t must be a torch"),
+        ("window step b_t 2", lambda: ops.psn_window_step(x, w[0], b[:2]), ValueError, "b_t must have one element"),
+        ("window step w_row count", lambda: ops.psn_window_step(x, w[0, :2], tb), ValueError, "w_row.*x_window"),
+        ("masked module lambda_init", lambda: sf.nn.MaskedPSN(2, 4, lambda_init="x"), TypeError, "lambda_init"),
+        ("masked module lam", lambda: sf.nn.MaskedPSN(2, 4).set_lambda(1.5), ValueError, "lam must be in"),
+        ("set lambda str", lambda: sf.nn.set_masked_psn_lambda(tnn.Sequential(), "a"), TypeError, "lam must be"),
     ]
 
 
-@pytest.mark.parametrize("i", range(35))
+@pytest.mark.parametrize("i", range(43))
 def test_bad_arguments(device, i):
     name, fn, exc, pattern = _bad_calls(device)[i]
     with pytest.raises(exc, match=pattern):
@@ -903,7 +941,7 @@ def test_bad_arguments(device, i):
 
 
 def test_bad_arguments_table_size():
-    assert len(_bad_calls("cpu")) == 35  # keep the parametrisation above in sync
+    assert len(_bad_calls("cpu")) == 43  # keep the parametrisation above in sync
 
 
 def test_weight_on_other_device_or_float64_on_cuda(device):

@@ -142,15 +142,11 @@ class MaskedPSN(_Streaming):
         self.T, self.surrogate, self.alpha = T, surrogate, alpha
         self.weight = nn.Parameter(_kaiming((T, T)))
         self.bias = nn.Parameter(torch.full((T,), -1.0))
-        self.lam = 0.0
-        self.set_lambda(lambda_init)
+        self.lam = _lambda(lambda_init, "lambda_init")
 
     def set_lambda(self, lam: float) -> None:
         """Mask relaxation factor in [0, 1]: 0 = full PSN, 1 = strictly banded (order k)."""
-        lam = float(lam)
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
-        self.lam = lam
+        self.lam = _lambda(lam, "lam")
 
     def forward(self, x: Tensor) -> Tensor:
         if self.step_mode == "m":
@@ -215,11 +211,26 @@ class SlidingPSN(_Streaming):
         return f"k={self.k}, step_mode={self.step_mode!r}"
 
 
-def set_masked_psn_lambda(model: nn.Module, lam: float) -> None:
-    """Set lam on every MaskedPSN in model, e.g. lam = min(1, epoch / warmup_epochs) each epoch."""
+def _lambda(lam, name: str, clamp: bool = False) -> float:
+    """A mask relaxation factor: a real number (or a one-element tensor) in [0, 1] (clamped there)."""
+    if isinstance(lam, Tensor) and lam.numel() == 1:
+        lam = lam.item()
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(lam).__name__}")
     lam = float(lam)
     if lam != lam:
-        raise ValueError("lam must be a number in [0, 1], got nan")
+        raise ValueError(f"{name} must be a number in [0, 1], got nan")
+    if clamp:
+        return min(1.0, max(0.0, lam))
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {lam}")
+    return lam
+
+
+def set_masked_psn_lambda(model: nn.Module, lam: float) -> None:
+    """Set lam on every MaskedPSN in model, e.g. lam = min(1, epoch / warmup_epochs) each epoch (clamped to
+    [0, 1])."""
+    lam = _lambda(lam, "lam", clamp=True)
     for m in model.modules():
         if isinstance(m, MaskedPSN):
-            m.set_lambda(min(1.0, max(0.0, lam)))
+            m.set_lambda(lam)

@@ -169,16 +169,20 @@ psn_fwd, psn_bwd = _OP.fwd_op, _OP.bwd_op
 # --------------------------------------------------------------------------------------------
 # validation and public API (docs/ops.md)
 # --------------------------------------------------------------------------------------------
-def _param(t, name: str, x_seq: Tensor, shape: tuple) -> Tensor:
+def _check_tensor(t, name: str) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _param(t, name: str, x_seq: Tensor, shape: tuple, x_name: str = "x_seq") -> Tensor:
+    _check_tensor(t, name)
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     if t.device != x_seq.device:
-        raise ValueError(f"{name} is on {t.device} but x_seq is on {x_seq.device}")
+        raise ValueError(f"{name} is on {t.device} but {x_name} is on {x_seq.device}")
     if tuple(t.shape) != shape:
         raise ValueError(
-            f"{name} must have shape {shape} for x_seq of shape {tuple(x_seq.shape)}, got {tuple(t.shape)}"
+            f"{name} must have shape {shape} for {x_name} of shape {tuple(x_seq.shape)}, got {tuple(t.shape)}"
         )
     want = torch.float64 if x_seq.dtype == torch.float64 else torch.float32
     return t if t.dtype == want else t.to(want)
@@ -233,8 +237,7 @@ def masked_psn(
         raise ValueError(f"lam must be in [0, 1], got {lam}")
     w = _param(weight, "weight", x_seq, (T, T))
     b = _param(bias, "bias", x_seq, (T,))
-    M = reference.band_mask(T, k, w.device, w.dtype)
-    w_eff = w * M if lam == 1.0 else w * (lam * M + (1.0 - lam))
+    w_eff = reference.masked_weight(w, k, lam)  # SpikingJelly's order and rounding (1 - lam in w's dtype)
     return _dispatch(
         x_seq,
         w_eff,
@@ -261,15 +264,16 @@ def sliding_psn(
 ) -> Tensor:
     """Sliding PSN: H[t] = sum_i w[i] X[t-k+1+i] + b with k shared taps (weight [k], bias scalar); any T."""
     _check_x(x_seq)
-    if not isinstance(weight, Tensor) or weight.dim() != 1 or weight.shape[0] < 1:
-        raise ValueError(
-            "weight must be a 1-D tensor of k >= 1 taps"
-            + (f", got shape {tuple(weight.shape)}" if isinstance(weight, Tensor) else "")
-        )
+    _check_tensor(weight, "weight")
+    if weight.dim() != 1 or weight.shape[0] < 1:
+        raise ValueError(f"weight must be a 1-D tensor of k >= 1 taps, got shape {tuple(weight.shape)}")
     k, T = weight.shape[0], x_seq.shape[0]
     w = _param(weight, "weight", x_seq, (k,))
-    if not isinstance(bias, Tensor) or bias.numel() != 1:
-        raise ValueError("bias must be a tensor with one element (shared by every step)")
+    _check_tensor(bias, "bias")
+    if bias.numel() != 1:
+        raise ValueError(
+            f"bias must be a tensor with one element (shared by every step), got shape {tuple(bias.shape)}"
+        )
     b = _param(bias.reshape(()), "bias", x_seq, ())
     return _dispatch(
         x_seq,
@@ -291,8 +295,16 @@ def psn_window_step(
     reproduces the multi-step ops bitwise. -> [*]."""
     _check_x(x_window, "x_window")
     k = x_window.shape[0]
-    w = _param(w_row.reshape(1, -1), "w_row", x_window, (1, k))
-    b = _param(b_t.reshape(1), "b_t", x_window, (1,))
+    _check_tensor(w_row, "w_row")
+    _check_tensor(b_t, "b_t")
+    if w_row.numel() != k:
+        raise ValueError(
+            f"w_row must have k = {k} elements for x_window of shape {tuple(x_window.shape)}, got {w_row.numel()}"
+        )
+    if b_t.numel() != 1:
+        raise ValueError(f"b_t must have one element, got shape {tuple(b_t.shape)}")
+    w = _param(w_row.reshape(1, -1), "w_row", x_window, (1, k), "x_window")
+    b = _param(b_t.reshape(1), "b_t", x_window, (1,), "x_window")
     return _dispatch(
         x_window,
         w,

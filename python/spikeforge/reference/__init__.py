@@ -18,6 +18,6 @@ from .neuron import (
     ternary_lif,
 )
 from .surrogate import SURROGATES, spike_fn, surrogate_grad  # noqa: F401
-from .psn import band_mask, masked_psn, psn, sliding_psn  # noqa: F401,E402
+from .psn import band_mask, masked_psn, masked_weight, psn, sliding_psn  # noqa: F401,E402
 from .spike import pack_bits, spike_conv2d, spike_linear, unpack_bits  # noqa: F401,E402
 from .attention import qk_channel_attention, qk_token_attention, sdsa, ssa  # noqa: F401,E402

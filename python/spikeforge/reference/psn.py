@@ -28,10 +28,20 @@ def psn(x_seq, weight, bias, *, surrogate="atan", alpha=None):
     return spike_fn(h, surrogate, alpha)
 
 
+def masked_weight(weight, k, lam):
+    """W masked to the causal band of order k, relaxed by lam, as SpikingJelly's MaskedPSN forms it: W M at
+    lam >= 1, else (lam M + (1 - lam)) W with lam a tensor of W's dtype (its lambda_ buffer), so 1 - lam is
+    rounded there."""
+    M = band_mask(weight.shape[0], k, weight.device, weight.dtype)
+    if lam >= 1.0:
+        return weight * M
+    lam_t = torch.tensor(lam, dtype=weight.dtype, device=weight.device)
+    return (lam_t * M + (1.0 - lam_t)) * weight
+
+
 def masked_psn(x_seq, weight, bias, k, lam=1.0, *, surrogate="atan", alpha=None):
-    """PSN with W masked to the causal band of order k, relaxed by lam: W * (lam M + 1 - lam)."""
-    M = band_mask(x_seq.shape[0], k, weight.device, weight.dtype)
-    return psn(x_seq, weight * (lam * M + (1 - lam)), bias, surrogate=surrogate, alpha=alpha)
+    """PSN with W masked to the causal band of order k, relaxed by lam: (lam M + 1 - lam) W."""
+    return psn(x_seq, masked_weight(weight, k, lam), bias, surrogate=surrogate, alpha=alpha)
 
 
 def sliding_psn(x_seq, weight, bias, *, surrogate="atan", alpha=None):
