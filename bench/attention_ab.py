@@ -4,7 +4,8 @@ ops.ssa passes to its kernels in one training call (captured there: q, k, v spik
 spike bits, the gradients), with the same, already-touched output tensors. The two builds alternate call by
 call (which goes first alternates too), as in neuron_ab.py. Reports per shape and kernel the min and the median
 ms of each build, the median of the per-pair ratios new / base (1.00: no change; < 1: the new build is faster)
-and the largest difference between the two builds' outputs.
+and the largest difference between the two builds' outputs (outputs poisoned with NaN before each build's run:
+inf where one build leaves an output unwritten).
 
     python bench/attention_ab.py --base /path/to/old/spikeforge/_C.cpython-311-x86_64-linux-gnu.so \\
         [--dim 384 768] [--heads 8 12] [--kernel forward backward] [--reps 21]
@@ -75,13 +76,7 @@ def main() -> None:
                 name = KERNELS[kernel]
                 a = calls[name]
                 f_base, f_new = getattr(base, name), getattr(new, name)
-                f_base(*a)
-                out_base = [t.clone() for t in outputs(name, a)]
-                f_new(*a)
-                diff = max(
-                    (float((u.double() - w.double()).abs().max()) for u, w in zip(outputs(name, a), out_base)),
-                    default=0.0,
-                )
+                diff = bu.compare_builds(f_base, f_new, a, outputs(name, a))
                 cols = bu.alternate(f_base, f_new, a, args.reps)
                 print(f"{dim:4d} {heads:5d} {kernel:9s} {cols} {diff:9.2g}", flush=True)
 

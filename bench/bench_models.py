@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import benchlib as bu
+from spikeforge.cli._common import positive_int
 
 NAME = "models"
 HELP = (
@@ -40,10 +41,10 @@ HELP = (
 
 def add_arguments(p) -> None:
     p.add_argument("--model", nargs="+", default=["sew_resnet18"], help="zoo model names (default sew_resnet18)")
-    p.add_argument("--T", type=int, default=None, help="time steps (default 4; --quick 2)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 8; --quick 2)")
-    p.add_argument("--size", type=int, default=None, help="input height = width (default 64; --quick 32)")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--T", type=positive_int, default=None, help="time steps (default 4; --quick 2)")
+    p.add_argument("--batch", type=positive_int, default=None, help="batch size (default 8; --quick 2)")
+    p.add_argument("--size", type=positive_int, default=None, help="input height = width (default 64; --quick 32)")
+    p.add_argument("--num-classes", type=positive_int, default=1000)
     p.add_argument("--profile", action="store_true", help="print the top operators of each contender's step")
 
 

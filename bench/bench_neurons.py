@@ -28,6 +28,7 @@ import sys
 import torch
 
 import benchlib as bu
+from spikeforge.cli._common import positive_int
 
 NAME = "neurons"
 HELP = "multi-step IF/LIF/PLIF neurons: ms, GB/s, roofline fraction, ratios vs reference, torch.compile, peers"
@@ -52,7 +53,7 @@ TRAFFIC_MODEL = (
 def add_arguments(p) -> None:
     p.add_argument(
         "--T",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=None,
         metavar="T",
@@ -60,7 +61,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--n",
-        type=int,
+        type=positive_int,
         default=None,
         help="neurons per time step: shape [T, n] (default 2^20 on CPU; on CUDA the shape is "
         "[T, 64, 65536]; --quick: 2^14)",

@@ -24,6 +24,7 @@ import sys
 import torch
 
 import benchlib as bu
+from spikeforge.cli._common import positive_float, positive_int
 
 NAME = "psn"
 HELP = (
@@ -57,11 +58,11 @@ def add_arguments(p) -> None:
         help=f"psn (default), masked[_psn] (k=min({K}, T), lam=1), sliding[_psn] (k={K})",
     )
     p.add_argument(
-        "--T", type=int, nargs="+", default=None, metavar="T", help="time steps (default 4 8 32; --quick: 4)"
+        "--T", type=positive_int, nargs="+", default=None, metavar="T", help="time steps (default 4 8 32; --quick: 4)"
     )
     p.add_argument(
         "--n",
-        type=int,
+        type=positive_int,
         default=None,
         help="neurons per step: shape [T, n] (default 2^20 on CPU, [T, 64, 65536] on CUDA; --quick: 2^14)",
     )
@@ -76,7 +77,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--compile-limit",
-        type=float,
+        type=positive_float,
         default=60.0,
         metavar="SECONDS",
         help="once torch.compile took longer than this in a case, cases with a larger T skip it (n/a)",

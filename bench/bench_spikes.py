@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import benchlib as bu
+from spikeforge.cli._common import positive_int
 
 NAME = "spikes"
 HELP = (
@@ -41,7 +42,7 @@ def add_arguments(p) -> None:
         metavar="RATE",
         help=f"firing rates (default {' '.join(map(str, RATES))}; --quick: 0.05 0.5)",
     )
-    p.add_argument("--batch", type=int, default=None, help="batch*T rows / images (default 256; --quick 16)")
+    p.add_argument("--batch", type=positive_int, default=None, help="batch*T rows / images (default 256; --quick 16)")
 
 
 def _case(op: str, rate: float, batch: int, quick: bool, device: torch.device):
@@ -87,6 +88,34 @@ def _fwd_bwd(fn, s, w, b, gy):
     return run
 
 
+def _agreement(fns: dict, s, w, b, gy) -> dict:
+    """Each contender's output and gradients (s, w, b) against dense torch's, on the timed computation (grad
+    mode, forward + backward): True where all agree to float32 rounding (sums of up to K products in another
+    order), False where not, the error text where a contender failed. A contender that disagrees is not a
+    speed-up (the table flags it; the crossover leaves it out)."""
+
+    def run(f):
+        s_, w_, b_ = (t.detach().clone().requires_grad_() for t in (s, w, b))
+        y = f(s_, w_, b_)
+        return [y.detach(), *torch.autograd.grad(y, (s_, w_, b_), gy)]
+
+    want = run(fns["dense"])
+    out = {}
+    for key, f in fns.items():
+        if key == "dense":
+            continue
+        try:
+            got = run(f)
+        except Exception as e:  # noqa: BLE001 - reported in the table
+            out[key] = bu.error_text(e, 60)
+            continue
+        out[key] = all(
+            g.shape == r.shape and bool(torch.allclose(g, r, rtol=1e-4, atol=1e-4 * max(1.0, float(r.abs().max()))))
+            for g, r in zip(got, want)
+        )
+    return out
+
+
 def plot(results: list[dict], ops, path: str, device_name: str) -> None:
     """Spike-propagation crossover curves: median ms of the event-driven and the dense path against the
     firing rate, forward and forward+backward, one panel per op."""
@@ -130,6 +159,7 @@ def run(args) -> int:
             y = _fns(op, s, w, b)["dense"](s, w, b)
             gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(device)
             fns = _fns(op, s, w, b)
+            agree = _agreement(fns, s, w, b, gy)
             cont_f = {k: _fwd(f, s, w, b) for k, f in fns.items()}
             cont_fb = {k: _fwd_bwd(f, s, w, b, gy) for k, f in fns.items()}
             rf = bu.side_by_side(cont_f, timer, reps=reps, warmup=args.warmup, time_budget_s=args.time_budget)
@@ -148,11 +178,17 @@ def run(args) -> int:
                 "fwd_minor_faults": {k: r.faults_per_call for k, r in rf.items()},
                 "fwd_bwd_minor_faults": {k: r.faults_per_call for k, r in rfb.items()},
                 "errors": {k: r.error for k, r in list(rf.items()) + list(rfb.items()) if r.error},
+                "same_as_dense": agree,
             }
             sfw, dfw = rec["fwd_ms"]["spikeforge"], rec["fwd_ms"]["dense"]
             sfb, dfb = rec["fwd_bwd_ms"]["spikeforge"], rec["fwd_bwd_ms"]["dense"]
-            rec["speedup_fwd"] = dfw / sfw if sfw and dfw else None
-            rec["speedup_fwd_bwd"] = dfb / sfb if sfb and dfb else None
+            ok = agree.get("spikeforge") is True  # a speed-up only for the same numbers
+            rec["speedup_fwd"] = dfw / sfw if ok and sfw and dfw else None
+            rec["speedup_fwd_bwd"] = dfb / sfb if ok and sfb and dfb else None
+            if not ok:
+                print(f"  {op} at {100 * rate:g}%: the event path does not compute dense's numbers: {agree}")
+            elif agree.get("spikeforge_auto") is not True:
+                print(f"  {op} at {100 * rate:g}%: mode='auto' does not compute dense's numbers: {agree}")
             results.append(rec)
             rows.append(
                 [
@@ -196,6 +232,10 @@ def run(args) -> int:
     crossover = {}
     for op in args.op:
         rs = [r for r in results if r["op"] == op]
+        # rates without a ratio (a failed or disagreeing contender) are named apart, not counted as slower
+        missing = [r["rate"] for r in rs if r["speedup_fwd_bwd"] is None or r["speedup_fwd"] is None]
+        if missing:
+            print(f"crossover ({op}): no ratio at {', '.join(f'{100 * m:g}%' for m in missing)} (see above)")
         fast = [r["rate"] for r in rs if (r["speedup_fwd_bwd"] or 0) >= 1.0]
         fastf = [r["rate"] for r in rs if (r["speedup_fwd"] or 0) >= 1.0]
         crossover[op] = {"fwd_bwd": max(fast) if fast else None, "fwd": max(fastf) if fastf else None}

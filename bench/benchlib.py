@@ -43,7 +43,7 @@ from spikeforge.cli.benchcore import (  # noqa: F401
     reexec_with_thp,
     side_by_side,
 )
-from spikeforge.cli._common import thread_count
+from spikeforge.cli._common import non_negative_int, positive_float, positive_int, thread_count
 from spikeforge.tools._text import fmt, format_table  # noqa: F401
 
 
@@ -73,11 +73,13 @@ def common_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--reps",
-        type=int,
+        type=positive_int,
         default=None,
         help="timed repetitions per contender after warm-up; the median is reported (default 5, --quick 3)",
     )
-    g.add_argument("--warmup", type=int, default=1, help="untimed calls per contender before timing (default 1)")
+    g.add_argument(
+        "--warmup", type=non_negative_int, default=1, help="untimed calls per contender before timing (default 1)"
+    )
     g.add_argument(
         "--threads",
         type=thread_count,
@@ -86,7 +88,7 @@ def common_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--time-budget",
-        type=float,
+        type=positive_float,
         default=30.0,
         metavar="SECONDS",
         help="per contender and case: a slow contender (e.g. an eager baseline at T=32) gets "
@@ -202,10 +204,56 @@ def alternate(f_base: Callable, f_new: Callable, args: tuple, reps: int, before:
     return f"{mb:>16s} {mn:>16s} {ratio:8.3f}"
 
 
+def _poison(outs: list) -> None:
+    """Fills a kernel's outputs with values no kernel writes by chance: NaN (floating), 0x5A bytes (integer)."""
+    for t in outs:
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        else:
+            t.fill_(0x5A)
+
+
+def _largest_difference(a: list, b: list) -> float:
+    """Over outputs of the two builds: max |a - b|, where both NaN counts as equal and NaN on one side only as
+    inf (an output one build wrote and the other left, or a NaN only one build computes)."""
+    d = 0.0
+    for u, v in zip(a, b):
+        if not u.numel():
+            continue
+        if not u.is_floating_point():
+            d = max(d, 0.0 if torch.equal(u, v) else float("inf"))
+            continue
+        u, v = u.detach().double(), v.detach().double()
+        nan_u, nan_v = torch.isnan(u), torch.isnan(v)
+        if not torch.equal(nan_u, nan_v):
+            return float("inf")
+        same = (u == v) | nan_u  # equal values (inf included) or NaN on both sides
+        diff = torch.where(same, torch.zeros_like(u), (u - v).abs()).nan_to_num(nan=float("inf"))
+        d = max(d, float(diff.max()))
+    return d
+
+
+def compare_builds(f_base: Callable, f_new: Callable, args: tuple, outs: list) -> float:
+    """Runs each build once on args, its outputs `outs` (tensors among args) poisoned before each call, -> the
+    largest difference between the two builds' outputs (inf where one build leaves an output unwritten that the
+    other writes: without the poison the outputs would keep the values of whichever ran before, and a kernel
+    that wrote nothing would compare equal)."""
+    _poison(outs)
+    f_base(*args)
+    got = [t.detach().clone() for t in outs]
+    _poison(outs)
+    f_new(*args)
+    return _largest_difference(outs, got)
+
+
 def load_other_build(path: str):
     """Another build's native module (its _C shared library) next to this tree's, for the A/B scripts
     (spike_ab.py, neuron_ab.py, attention_ab.py). Its types are this tree's: nanobind's "already registered" warning is
     silenced, and both builds must bind the same types."""
+    from spikeforge._native import native
+
+    if native is not None and os.path.exists(path) and os.path.samefile(path, native.__file__):
+        raise SystemExit(f"--base: {path} is this tree's own module (the A/B would compare it with itself)")
     spec = importlib.util.spec_from_file_location("spikeforge_base._C", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"--base: {path} is not a loadable module")

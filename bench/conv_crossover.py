@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from spikeforge.ops import spike_conv2d
 import benchlib as bu
+from spikeforge.cli._common import positive_int, thread_count
 
 GEOMETRIES = [
     (64, 64, 32, 3, 1),
@@ -39,8 +40,8 @@ def median_ms(f, reps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=thread_count, default=2)
+    ap.add_argument("--reps", type=positive_int, default=5)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -5,7 +5,8 @@ two builds alternate call by call (which goes first alternates too), so that the
 machine hits both alike, and no call pays for fresh pages (the page faults that made separate runs of one build
 differ by 25% and more on a VM: docs/benchmarks.md). Reports per model, T and kernel the min and the median ms of
 each build, the median of the per-pair ratios new / base (1.00: no change; < 1: the new build is faster) and the
-largest difference between the two builds' outputs.
+largest difference between the two builds' outputs (each build's run on outputs poisoned with NaN first: inf
+where one build leaves an output unwritten).
 
     python bench/neuron_ab.py --base /path/to/old/spikeforge/_C.cpython-311-x86_64-linux-gnu.so \\
         [--model lif alif] [--T 4 8 32] [--kernel backward] [--reps 21] [--cold]
@@ -61,12 +62,14 @@ def tensors(args) -> list:
     return out
 
 
-def largest_difference(a: list, b: list) -> float:
-    d = 0.0
-    for u, v in zip(a, b):
-        if u.is_floating_point() and u.numel():
-            d = max(d, float((u.detach().double() - v.double()).abs().nan_to_num(nan=float("inf")).max()))
-    return d
+# the arguments a kernel writes (csrc/bindings/bind_neuron.cpp): the forward's spikes, states, saved values and
+# last states; the backward's gradients of x, of the initial states and of the coefficient slots (with their
+# per-neuron workspaces)
+OUTPUTS = {"neuron_forward": (3, 4, 5, 12), "neuron_backward": (6, 7, 8, 9)}
+
+
+def outputs(name: str, args: tuple) -> list:
+    return tensors([args[i] for i in OUTPUTS[name] if i < len(args)])
 
 
 def main() -> None:
@@ -101,10 +104,7 @@ def main() -> None:
             for kernel in args.kernel:
                 a = calls[KERNELS[kernel]]
                 f_base, f_new = getattr(base, KERNELS[kernel]), getattr(new, KERNELS[kernel])
-                f_base(*a)
-                out_base = [t.detach().clone() for t in tensors(a)]
-                f_new(*a)
-                diff = largest_difference(tensors(a), out_base)
+                diff = bu.compare_builds(f_base, f_new, a, outputs(KERNELS[kernel], a))
                 cols = bu.alternate(f_base, f_new, a, args.reps, None if dirt is None else lambda: dirt.fill_(1.0))
                 print(f"{model:9s} {T:3d} {kernel:9s} {cols} {diff:9.2g}", flush=True)
 

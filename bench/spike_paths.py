@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from spikeforge.ops import spike_conv2d, spike_linear
+from spikeforge.cli._common import positive_int, thread_count
+
+import benchlib as bu
 
 
 def median_ms(f, reps: int) -> float:
@@ -83,9 +86,9 @@ def cases(rate, gen):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--rate", type=float, default=0.05)
+    ap.add_argument("--threads", type=thread_count, default=2)
+    ap.add_argument("--reps", type=positive_int, default=7)
+    ap.add_argument("--rate", type=bu.firing_rate, default=0.05)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

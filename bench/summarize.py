@@ -67,12 +67,27 @@ def neurons_or_psn(d: dict) -> str:
         for o in others:
             r = by.get(o)
             ratio = r.get("fwd_bwd_ratio_vs_spikeforge") if r and r.get("status", "ok") == "ok" else None
-            cells.append(_f(ratio))
+            equal = r.get("spikes_equal_to_spikeforge") if r else None
+            # a ratio over other spikes is not a speed-up: the share of equal spikes goes with it
+            cells.append(
+                _f(ratio) + (f" (spikes {100 * equal:.1f}% equal)" if ratio and equal is not None and equal < 1 else "")
+            )
         rows.append(cells)
     head = ["case", "sf fwd ms", "sf f+b ms", "f+b %bw"] + [f"x {o}" for o in others]
     return (f"copy bandwidth {_f(bw, '.1f')} GB/s; %bw = spikeforge's minimal traffic over it\n\n" if bw else "") + _md(
         head, rows
     )
+
+
+def _main_job_cell(c: dict) -> str:
+    """A main-job ratio, flagged as the CLI flags it where a contender of spikeforge's model computed other
+    spikes or gradients."""
+    if not c.get("x_spikeforge"):
+        return c.get("status", "n/a")
+    what = None
+    if c.get("same_model"):
+        what = "spikes" if c.get("same_spikes") is False else "gradients" if c.get("same_grad") is False else None
+    return _f(c["x_spikeforge"], ".1f") + (f" ({what} differ)" if what else "")
 
 
 def main_job(d: dict) -> str:
@@ -82,15 +97,7 @@ def main_job(d: dict) -> str:
     table = []
     for r in rows:
         sf = r["cells"]["spikeforge"]
-        table.append(
-            [f"T={r['T']}", _f(sf.get("ms"))]
-            + [
-                _f(r["cells"][k].get("x_spikeforge"), ".1f")
-                if r["cells"][k].get("x_spikeforge")
-                else r["cells"][k].get("status", "n/a")
-                for k in keys
-            ]
-        )
+        table.append([f"T={r['T']}", _f(sf.get("ms"))] + [_main_job_cell(r["cells"][k]) for k in keys])
     return (
         f"{d.get('n', '?'):,} neurons of model {d.get('model', 'lif')}, forward + backward, float32\n\n"
         + _md(["case", "spikeforge ms"] + [f"x {labels[k]}" for k in keys], table)

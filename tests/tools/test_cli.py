@@ -230,6 +230,7 @@ def test_main_job_models_of_the_spikingjelly_family(capsys, tmp_path, model):
     assert f"the {d['traffic']['values_per_element_step']} values: forward reads x" in out
     cells = d["rows"][0]["cells"]
     assert cells["spikeforge"]["ms"] > 0 and cells["reference"]["same_spikes"] is True
+    assert cells["reference"]["same_grad"] is True  # checked in a training call, as timed
     assert 0.02 < d["rows"][0]["firing_rate"] < 0.98
     if model == "alif":
         assert "spikingjelly" not in cells and "no peer library has this model" in out
@@ -246,9 +247,39 @@ def test_main_job_snntorch_models_through_the_drop_in(capsys, tmp_path, model, c
     cells = d["rows"][0]["cells"]
     for key in ("reference", "snntorch", "snntorch_patched"):
         assert cells[key]["same_spikes"] is True and cells[key]["ms"] > 0, (key, cells[key])
+        assert cells[key]["same_grad"] is True, (key, cells[key])
     assert f"snnTorch's own {cls} module patched with spikeforge.interop.snntorch is " in out
     assert "with the same spikes." in out and d["drop_in"].endswith("with the same spikes.")
     assert "patched" in out.splitlines()[2]  # its own column
+
+
+def test_main_job_summary_leaves_out_contenders_whose_numbers_differ():
+    """A contender of spikeforge's model with other spikes or gradients is flagged in its cell and left out of
+    the "In short" sentence (it once counted there as a speed-up); a similar model is named as such."""
+    from spikeforge.cli import bench_neurons as bn
+
+    def cell(x, **kw):
+        return dict({"x_spikeforge": x, "same_model": True, "same_spikes": True, "same_grad": True}, **kw)
+
+    results = [
+        {
+            "cells": {
+                "reference": cell(7.0),
+                "spikingjelly": cell(3.0, same_grad=False),
+                "snntorch": cell(5.0, same_model=False, same_spikes=False),
+                "torch.compile": cell(2.0, same_spikes=False),
+            }
+        }
+    ]
+    labels = {"reference": "PyTorch loop", "spikingjelly": "SJ", "snntorch": "snnTorch", "torch.compile": "compile"}
+    line = bn.summary_line(results, labels)
+    assert "7.0x faster than the same neuron" in line and "5.0x faster than snnTorch (a similar model" in line
+    assert "than SJ" not in line and "than compile" not in line
+    assert line.endswith("Left out, as its numbers differ from spikeforge's: SJ, compile.")
+    assert bn._cell(results[0]["cells"]["spikingjelly"], "spikingjelly") == "3.0x (gradients differ)"
+    assert bn._cell(results[0]["cells"]["torch.compile"], "torch.compile") == "2.0x (spikes differ)"
+    g = torch.randn(4, 100)
+    assert bn._same_grad(g + 1e-7, g) and not bn._same_grad(torch.zeros_like(g), g)
 
 
 def test_main_job_norse_model(capsys, tmp_path):

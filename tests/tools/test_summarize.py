@@ -39,6 +39,13 @@ def test_main_job_json_and_unknown_files(tmp_path, capsys):
                     "spikeforge": {"label": "spikeforge", "ms": 1.0},
                     "reference": {"label": "PyTorch loop", "ms": 5.0, "x_spikeforge": 5.0},
                     "snntorch": {"label": "snnTorch", "status": "not installed"},
+                    "spikingjelly": {
+                        "label": "SJ",
+                        "ms": 3.0,
+                        "x_spikeforge": 3.0,
+                        "same_model": True,
+                        "same_spikes": False,
+                    },
                 },
             }
         ],
@@ -47,6 +54,7 @@ def test_main_job_json_and_unknown_files(tmp_path, capsys):
     p.write_text(json.dumps(main_job))
     text = summarize.summarize(str(p))
     assert "Some CPU" in text and "5.0" in text and "not installed" in text
+    assert "3.0 (spikes differ)" in text  # the CLI's flag survives into the docs' tables
     q = tmp_path / "other.json"
     q.write_text(json.dumps({"hello": 1}))
     assert summarize.main([str(q)]) == 1

@@ -26,6 +26,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
 def thread_count(text: str) -> int:
     """argparse type: an int >= 1 and at most 4x the CPUs this process may use (torch.set_num_threads of a
     number far past that crashed torch 2.13, a segmentation fault with no message)."""

@@ -605,9 +605,18 @@ def _fwd_bwd(f: Callable, x: torch.Tensor, leaves: list, g: torch.Tensor):
     return lambda: torch.autograd.grad(f(x), [x, *leaves], g)
 
 
-def _spikes(f: Callable, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return f(x).detach()
+def _spikes_and_grad(f: Callable, x: torch.Tensor, g: torch.Tensor) -> tuple:
+    """The timed computation once, for the correctness gate: the spikes of f(x) in grad mode and the gradient
+    of x for the upstream g (a contender that skipped work in a training call would pass a no-grad check)."""
+    s = f(x)
+    (gx,) = torch.autograd.grad(s, [x], g)
+    return s.detach(), gx
+
+
+def _same_grad(gx: torch.Tensor, ref: torch.Tensor) -> bool:
+    """Gradients that agree to float32 rounding (the same surrogate at the same spikes, in another order)."""
+    scale = max(1.0, float(ref.abs().max()))
+    return gx.shape == ref.shape and bool(torch.allclose(gx.to(ref.dtype), ref, rtol=1e-3, atol=1e-4 * scale))
 
 
 def run_row(
@@ -650,33 +659,35 @@ def run_row(
                 cell["compile_s"] = time.perf_counter() - t0
                 args.compile_spent_s += cell["compile_s"]
                 _remember_compile(_compile_key(T, n, device, model.name), cell["compile_s"])
-            # the spikes of every contender against spikeforge's, bit for bit, before any timing
+            # the timed computation of every contender against spikeforge's before any timing: spikes bit for
+            # bit, the gradient of x to float32 rounding
             progress.update(f"T={T}: checking {c.label}")
-            s = _spikes(f, x)
+            s, gx = _spikes_and_grad(f, x, g)
             if c.key == "spikeforge":
-                spikes["spikeforge"] = s
+                spikes["spikeforge"], spikes["grad"] = s, gx
                 out["firing_rate"] = float((s != 0).float().mean())
             elif "spikeforge" in spikes:
                 cell["same_spikes"] = bool(
                     s.shape == spikes["spikeforge"].shape
                     and torch.equal(s.to(spikes["spikeforge"].dtype), spikes["spikeforge"])
                 )
+                cell["same_grad"] = _same_grad(gx, spikes["grad"])
                 cell["same_model"] = c.same_model
-            del s
+            del s, gx
             fns[c.key] = _fwd_bwd(f, x, leaves, g)
         except Exception as e:  # noqa: BLE001 - a contender that fails is reported, not fatal
             cell["status"] = f"failed: {bc.error_text(e, 80)}"
     spikes.clear()
     fns["copy"] = bw.fn
-    # a slow contender (an eager loop at T=32 on a busy machine: seconds per step) gets 2 timed steps, so the
-    # main job stays near a minute there too
+    # a slow contender (an eager loop at T=32 on a busy machine: seconds per step) gets 3 timed steps, the
+    # fewest whose median is not a mean of two
     res = bc.side_by_side(
         fns,
         timer,
         reps=7,
         warmup=1,
         time_budget_s=args.time_budget,
-        min_reps=2,
+        min_reps=3,
         progress=lambda done, total: progress.update(f"T={T}: timing", done, total),
     )
     progress.next_row()
@@ -697,16 +708,24 @@ def run_row(
     return out
 
 
-def _differs(cell: dict) -> bool:
-    """A contender computing spikeforge's model whose spikes are not spikeforge's (a finding, flagged)."""
-    return cell.get("same_model", False) and cell.get("same_spikes") is False
+def _differs(cell: dict) -> Optional[str]:
+    """What differs for a contender computing spikeforge's model ("spikes", "gradients"; a finding, flagged and
+    left out of the summary), else None."""
+    if not cell.get("same_model", False):
+        return None
+    if cell.get("same_spikes") is False:
+        return "spikes"
+    if cell.get("same_grad") is False:
+        return "gradients"
+    return None
 
 
 def _cell(cell: dict, key: str) -> str:
     if key == "spikeforge":
         return f"{cell['ms']:.2f} ms" if cell.get("ms") else cell.get("status", "n/a")
     if cell.get("x_spikeforge"):
-        return f"{cell['x_spikeforge']:.1f}x" + (" (spikes differ)" if _differs(cell) else "")
+        what = _differs(cell)
+        return f"{cell['x_spikeforge']:.1f}x" + (f" ({what} differ)" if what else "")
     return cell.get("status", "n/a")
 
 
@@ -728,20 +747,29 @@ def _versus(xs: list, label: str) -> str:
 
 
 def summary_line(results: list, labels: dict) -> str:
-    parts = []
-    for key in ("reference", "spikingjelly", "snntorch", "torch.compile"):
-        xs = [r["cells"][key]["x_spikeforge"] for r in results if r["cells"].get(key, {}).get("x_spikeforge")]
+    """One sentence over the ratios of the contenders that computed spikeforge's numbers (a contender whose
+    spikes or gradients differ is left out and named; one of a similar model says so)."""
+    parts, left_out = [], []
+    for key in ("reference", "spikingjelly", "snntorch", "norse", "torch.compile"):
+        cells = [r["cells"][key] for r in results if r["cells"].get(key, {}).get("x_spikeforge")]
+        xs = [c["x_spikeforge"] for c in cells if not _differs(c)]
+        if len(xs) < len(cells):
+            left_out.append(labels[key])
         if xs:
             name = "the same neuron written as a PyTorch loop" if key == "reference" else labels[key]
+            if any(c.get("same_model") is False for c in cells):
+                name += " (a similar model, not the same spikes)"
             parts.append(_versus(xs, name))
+    note = f" Left out, as its numbers differ from spikeforge's: {', '.join(left_out)}." if left_out else ""
     if not parts:
-        return "In short: no baseline ran; see the table."
+        return "In short: no baseline ran with spikeforge's numbers; see the table." + note
     return (
         "In short: for one training step of a layer of spiking neurons, spikeforge is "
         + ", ".join(parts[:-1])
         + (" and " if len(parts) > 1 else "")
         + parts[-1]
         + "."
+        + note
     )
 
 
@@ -858,14 +886,14 @@ def run(args) -> int:
         checked = [labels[k] for k in shown if any("same_spikes" in r["cells"][k] for r in results)]
         if checked:
             notes.append(
-                f"firing rate {results[0].get('firing_rate', 0):.2f}; spikes checked bit for bit against "
-                f"spikeforge's: {', '.join(checked)}"
+                f"firing rate {results[0].get('firing_rate', 0):.2f}; spikes checked bit for bit and the gradient "
+                f"of x to float32 rounding against spikeforge's, in a training call: {', '.join(checked)}"
             )
     differ = sorted({labels[k] for r in results for k in shown if _differs(r["cells"][k])})
     if differ:
         notes.append(
-            f"spikes differ from spikeforge's for {', '.join(differ)}, which compute(s) the same model: "
-            "a bug, please report it"
+            f"spikes or gradients differ from spikeforge's for {', '.join(differ)}, which compute(s) the same "
+            "model: a bug, please report it (left out of the summary)"
         )
     if any(r["cells"]["torch.compile"].get("status", "").startswith("not timed") for r in results):
         notes.append(
