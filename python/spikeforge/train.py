@@ -42,6 +42,25 @@ __all__ = [
 
 # the config fields that fix a model's architecture: a checkpoint's weights fit a run only if these match
 MODEL_FIELDS = ("model", "T", "neuron", "cnf", "width", "dim", "depth", "heads", "image_size")
+# the fields that fix the rest of a run: a resumed run continues exactly only with the same values (the
+# restored optimizer and schedule would keep the old learning rate under a new --lr, a longer --epochs
+# restarts a finished cosine schedule, a new --batch-size shifts it); threads, device, checkpoint path and
+# evaluation frequency may change
+TRAINING_FIELDS = (
+    "dataset",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "loss",
+    "tet_lambda",
+    "encoding",
+    "seed",
+)
 
 
 @dataclass
@@ -226,6 +245,9 @@ def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, 
         "rng": torch.get_rng_state(),
         "format": 1,
     }
+    if str(cfg.device).startswith("cuda") and torch.cuda.is_available():
+        # Poisson encoding and dropout draw from the CUDA generator on a CUDA run
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     if extra:
         state.update(extra)
     tmp = f"{path}.tmp"
@@ -290,6 +312,14 @@ def check_resume(state: dict, cfg: TrainConfig, path: str = "the checkpoint") ->
             f"{path} holds {_describe(saved)}, but this run builds {_describe(mine)} "
             f"(differs in {', '.join(diff)}); pass the checkpoint's options or another path"
         )
+    diff = [k for k in TRAINING_FIELDS if k in saved and saved.get(k) != mine.get(k)]
+    if diff:
+        was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+        now = ", ".join(f"{k}={mine.get(k)!r}" for k in diff)
+        raise CheckpointError(
+            f"{path} was trained with {was}, but this run asks for {now}: a resumed run continues that run "
+            "exactly, so pass its options (or start a new run under another --checkpoint path)"
+        )
 
 
 def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
@@ -302,10 +332,16 @@ def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
             raise CheckpointError(
                 f"{path}: its weights do not fit {type(model).__name__} ({(str(e).splitlines() or [''])[0][:160]})"
             ) from None
-    if opt is not None:
-        opt.load_state_dict(state["optimizer"])
-    if sched is not None:
-        sched.load_state_dict(state["schedule"])
+    for what, target in (("optimizer", opt), ("schedule", sched)):
+        if target is None:
+            continue
+        try:
+            target.load_state_dict(state[what])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise CheckpointError(
+                f"{path}: its {what} state does not fit this run's {type(target).__name__} ({type(e).__name__}: "
+                f"{(str(e).splitlines() or [''])[0][:120]})"
+            ) from None
     return state
 
 
@@ -359,7 +395,14 @@ def fit(
         check_resume(read_checkpoint(cfg.checkpoint), cfg, cfg.checkpoint)
         state = load_checkpoint(cfg.checkpoint, model, opt, sched)
         start_epoch, history = state["epoch"], state.get("history", [])
-        torch.set_rng_state(state["rng"])
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or not 0 <= start_epoch <= cfg.epochs:
+            raise CheckpointError(f"{cfg.checkpoint}: its epoch {start_epoch!r} is not an epoch of this run")
+        try:
+            torch.set_rng_state(state["rng"])
+        except (TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{cfg.checkpoint}: its rng state is not a torch RNG state ({e})") from None
+        if "cuda_rng" in state and str(cfg.device).startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         log(f"resumed from {cfg.checkpoint} after epoch {start_epoch}")
     n_params = sum(p.numel() for p in model.parameters())
     log(

@@ -108,6 +108,29 @@ def test_resume_missing_checkpoint_file(capsys, tmp_path):
     _one_line_error(capsys, "train", "--checkpoint", str(tmp_path / "run.pt"), "--resume", match="no checkpoint at")
 
 
+def test_dataset_arrays_that_cannot_train(capsys, tmp_path):
+    """One sample (no train / test split), x_test without y_test, a label of 1e9 (a classifier head of 1e9
+    outputs): usage errors naming the problem, not an IndexError / TypeError / a 128 GB allocation."""
+    x = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
+    cases = (
+        (dict(x=x[:1], y=np.zeros(1, dtype=np.int64)), r"1 sample"),
+        (dict(x=x, y=np.arange(20) % 2, x_test=x[:5]), r"x_test given without y_test"),
+        (dict(x=x, y=np.full(20, 10**9, dtype=np.int64)), r"class indices < "),
+    )
+    for i, (arrays, match) in enumerate(cases):
+        path = str(tmp_path / f"d{i}.npz")
+        np.savez(path, **arrays)
+        _one_line_error(capsys, "train", "--dataset", path, *TINY, match=match)
+
+
+@pytest.mark.parametrize("option", ["--momentum", "--weight-decay", "--tet-lambda"])
+def test_training_numbers_must_be_finite_and_not_negative(capsys, option):
+    """NaN momentum / weight decay / TET weight trained a NaN model reported as a success."""
+    for value in ("nan", "-0.1", "inf"):
+        _one_line_error(capsys, "train", *TINY, option, value, match=option)
+    _one_line_error(capsys, "train", *TINY, "--warmup-epochs", "1e308", match=r"--warmup-epochs.*at most --epochs")
+
+
 def test_non_integer_labels(capsys, tmp_path):
     path = _tiny_npz(tmp_path / "d.npz", y=np.linspace(0, 2, 24))
     _one_line_error(capsys, "train", "--dataset", path, *TINY, match=r"integer class indices")
@@ -141,6 +164,20 @@ def test_checkpoint_must_fit_and_energy_reads_it(capsys, tmp_path):
         capsys, "train", "--dataset", data, "--model", "sew_resnet18_cifar", *TINY[2:], "--checkpoint", ckpt, "--resume"
     )
     assert "spiking_resnet18_cifar" in line and "sew_resnet18_cifar" in line
+    # resume with other training options: the restored optimizer and schedule would keep the old ones (a new
+    # --lr was logged but not used, a longer --epochs restarted a finished cosine schedule)
+    for option, value, saved in (("--lr", "5", "lr=0.002"), ("--epochs", "3", "epochs=1"), ("--seed", "7", "seed=0")):
+        line = _one_line_error(
+            capsys, "train", "--dataset", data, *TINY, option, value, "--checkpoint", ckpt, "--resume"
+        )
+        assert saved in line and "continues that run exactly" in line, line
+    # malformed training state in the file: a one-line usage error naming it
+    state = torch.load(ckpt, weights_only=True)
+    for key, bad in (("epoch", "x"), ("optimizer", {}), ("rng", torch.zeros(3)), ("schedule", {"a": 1})):
+        broken = str(tmp_path / f"bad_{key}.pt")
+        torch.save(dict(state, **{key: bad}), broken)
+        line = _one_line_error(capsys, "train", "--dataset", data, *TINY, "--checkpoint", broken, "--resume")
+        assert key in line and "bad_" in line, line
     line = _one_line_error(capsys, "energy", "--checkpoint", ckpt, "--model", "sew_resnet18_cifar")
     assert "spiking_resnet18_cifar" in line and "sew_resnet18_cifar" in line
     # energy on the checkpoint: model and input shape (1 x 8 x 8, random: the data was a custom .npz)

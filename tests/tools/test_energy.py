@@ -323,6 +323,7 @@ def test_cli_help_lists_commands(capsys):
 
 def test_cli_energy_json_and_checkpoint(tmp_path, capsys):
     from spikeforge import cli
+    from spikeforge.nn.layers import poisson_encode
     from spikeforge.data import load_digits
 
     out = tmp_path / "e.json"
@@ -362,6 +363,24 @@ def test_cli_energy_json_and_checkpoint(tmp_path, capsys):
     want = tools.energy(model, x)
     assert got["total_energy_mj"] == pytest.approx(want.total_energy_mj)
     assert got["total_sops"] == pytest.approx(want.total_sops)
+    assert got["image_size"] == [8, 8]
+
+    # a run trained on Poisson spikes (--encoding poisson): the estimate feeds the same encoding (the stem's
+    # input is spikes, charged as SOPs), with the seed energy draws the spikes from
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": {"model": "sew_resnet18_cifar", "T": 2, "width": 4, "encoding": "poisson"},
+        },
+        ckpt,
+    )
+    rc = cli.main(["energy", "--checkpoint", str(ckpt), "--input", "digits", "--batch", "3", "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    torch.manual_seed(0)  # energy's default --seed, the spikes drawn right after it
+    want = tools.energy(model, poisson_encode(x, 2), T=2, batch_size=3)
+    assert got["total_sops"] == pytest.approx(want.total_sops)
+    assert got["layers"][0]["kind"] == "spikes" and got["image_size"] == [8, 8]
 
     rc = cli.main(
         ["energy", "--model", "sew_resnet18_cifar", "--width", "4", "--T", "1", "--input", "digits", "--batch", "2"]

@@ -202,6 +202,14 @@ def run(args) -> int:
         num_classes = args.num_classes or (10 if args.model.endswith("_cifar") or args.input == "digits" else 1000)
     torch.manual_seed(args.seed)
     x = _inputs(args, channels)
+    x_run = x
+    if ck and ck["config"].get("encoding") == "poisson":
+        # the run fed Poisson spikes [T, B, ...] (spikeforge train --encoding poisson): so does the estimate,
+        # or the stem would be charged MACs on analogue pixels instead of SOPs on spikes (drawn right after
+        # the seed, so the same --seed gives the same spikes)
+        from ..nn.layers import poisson_encode
+
+        x_run = poisson_encode(x.clamp(0, 1), args.T)
     if ck:  # exactly as `spikeforge train` built it
         from ..train import TrainConfig, build_model
 
@@ -221,7 +229,7 @@ def run(args) -> int:
                 f"({(str(e).splitlines() or [''])[0][:160]})"
             ) from None
     model.to(args.device)
-    rep = energy(model, x.to(args.device), T=args.T, batch_size=x.shape[0], eval_mode=not args.train_mode)
+    rep = energy(model, x_run.to(args.device), T=args.T, batch_size=x.shape[0], eval_mode=not args.train_mode)
     mode = "train" if args.train_mode else "eval"
     if args.json is not None:
         d = {

@@ -119,10 +119,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer, help="(default: %(default)s)")
     o.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate (default: %(default)s)")
-    o.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum, Nesterov (default: %(default)s)")
+    o.add_argument(
+        "--momentum", type=non_negative_float, default=d.momentum, help="SGD momentum, Nesterov (default: %(default)s)"
+    )
     o.add_argument(
         "--weight-decay",
-        type=float,
+        type=non_negative_float,
         default=d.weight_decay,
         help="on weights only, not on BN / neuron parameters or biases (default: %(default)s)",
     )
@@ -146,7 +148,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="ce: cross-entropy of the time-averaged logits; tet: TET (Deng et al. 2022) on every "
         "step (default: %(default)s)",
     )
-    o.add_argument("--tet-lambda", type=float, default=d.tet_lambda, help="TET's MSE weight (default: %(default)s)")
+    o.add_argument(
+        "--tet-lambda", type=non_negative_float, default=d.tet_lambda, help="TET's MSE weight (default: %(default)s)"
+    )
     o.add_argument(
         "--seed",
         type=int,
@@ -199,6 +203,8 @@ def _check(args, cfg) -> None:
         if not os.path.isfile(cfg.dataset):
             raise UsageError(f"--dataset {cfg.dataset}: no such file")
     check_device("--device", cfg.device)
+    if cfg.warmup_epochs > cfg.epochs:
+        raise UsageError(f"--warmup-epochs {cfg.warmup_epochs:g}: at most --epochs ({cfg.epochs})")
     if args.resume and not cfg.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH (the run to continue)")
     if cfg.checkpoint:

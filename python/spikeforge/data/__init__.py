@@ -41,6 +41,9 @@ def _as_tensor(a, name: str) -> torch.Tensor:
     return t
 
 
+MAX_CLASSES = 1 << 20
+
+
 def _labels(a, name: str) -> torch.Tensor:
     """Class indices as int64 [N]: integers >= 0 (integral floats are accepted, 2.5 is not)."""
     t = _as_tensor(a, name).reshape(-1)
@@ -52,7 +55,10 @@ def _labels(a, name: str) -> torch.Tensor:
             raise ValueError(f"{name} must hold integer class indices, got {float(t[bad][0])!r} (dtype {t.dtype})")
     if bool((t < 0).any()):
         raise ValueError(f"{name} must hold class indices >= 0, got {int(t.min())}")
-    return t.long()
+    t = t.long()  # (before comparing with MAX_CLASSES: a uint8 array would wrap it)
+    if bool((t >= MAX_CLASSES).any()):  # the classifier gets max + 1 outputs: 1e9 asked for a 128 GB head
+        raise ValueError(f"{name} must hold class indices < {MAX_CLASSES}, got {int(t.max())}")
+    return t
 
 
 def from_arrays(
@@ -69,9 +75,13 @@ def from_arrays(
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
     x = x.float() / scale if scale else x.float()
+    if (x_test is None) != (y_test is None):
+        raise ValueError("y_test given without x_test" if x_test is None else "x_test given without y_test")
     if x_test is None:
-        if y_test is not None:
-            raise ValueError("y_test given without x_test")
+        if x.shape[0] < 2:
+            raise ValueError(
+                f"x has {x.shape[0]} sample: a train / test split needs at least 2 (or give x_test, y_test)"
+            )
         tr, te = _split(x.shape[0], test_fraction, split_seed)
         return TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te])
     xt, yt = _as_tensor(x_test, "x_test"), _labels(y_test, "y_test")
