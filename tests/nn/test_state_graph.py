@@ -360,3 +360,35 @@ def test_continuing_attention_uses_the_ops_neuron_defaults():
     for op in (ops.ssa, ops.sdsa, ops.qk_token_attention, ops.qk_channel_attention):
         params = inspect.signature(op).parameters
         assert {k: params[k].default for k in _ATTN_DEFAULTS} == _ATTN_DEFAULTS, op.__name__
+
+
+def test_deepcopy_after_a_forward_copies_the_state_detached():
+    """copy.deepcopy of a model after a forward with autograd (a best-model snapshot, an EMA copy): the state
+    in the graph once made it raise; the copy holds the state's values, detached, and continues the sequence
+    as the original does; the original keeps its graph."""
+    import copy
+
+    torch.manual_seed(0)
+    model = models.sew_resnet18_cifar(num_classes=10, T=2, width=4)
+    model(torch.rand(2, 3, 8, 8)).mean().backward()
+    twin = copy.deepcopy(model)
+    assert any(isinstance(m, _Neuron) and m.v is not None and m.v.grad_fn is not None for m in model.modules())
+    for a, b in zip(model.modules(), twin.modules()):
+        if isinstance(a, _Neuron) and a.v is not None:
+            assert b.v is not a.v and b.v.grad_fn is None and torch.equal(b.v, a.v)
+    # modules in step mode "s" carry their state into the next call: the copy continues as the original
+    x = torch.rand(3, 2, 5, requires_grad=True)
+    for m in (
+        sf.nn.LIF(step_mode="s"),
+        sf.nn.MaskedPSN(2, 3, lambda_init=1.0, step_mode="s"),
+        sf.nn.SlidingPSN(2, step_mode="s"),
+    ):
+        m(x[0] * 3)
+        c = copy.deepcopy(m)
+        assert torch.equal(c(x[1] * 3), m(x[1] * 3))
+    block = _firing_block(sf.nn.SDSA, True)
+    x = torch.rand(4, 2, 16, 3, 3, dtype=torch.float64) * 3
+    block(x[:2].requires_grad_()).sum().backward()
+    assert block.attn_state.v.grad_fn is not None
+    twin = copy.deepcopy(block)
+    assert twin.attn_state.v.grad_fn is None and torch.equal(twin(x[2:]), block(x[2:]))

@@ -287,7 +287,7 @@ class SpikingResNet(nn.Module):
         T: int = 4,
         imagenet: bool = True,
         cnf: str = "ADD",
-        neuron="if",
+        neuron=None,
         neuron_kwargs: Optional[dict] = None,
         backend: str = "spikeforge",
         norm_layer=None,
@@ -321,11 +321,20 @@ class SpikingResNet(nn.Module):
         self.in_channels = in_channels
         if family == "ms":
             default_norm: Callable[[int], nn.Module] = functools.partial(TdBatchNorm2d, v_threshold=0.5)
-            default_neuron = dict(
-                tau=4.0 / 3.0, decay_input=False, v_threshold=0.5, surrogate="rect", alpha=1.0, detach_reset=True
-            )  # V = 0.25 V (1 - S) + X, fire at 0.5 (authors' code)
-            neuron = "lif" if neuron == "if" and neuron_kwargs is None else neuron
+            # V = 0.25 V (1 - S) + X, fire at 0.5 (authors' code); the threshold, surrogate and detach for an
+            # IF or PLIF neuron named instead (PLIF's initial tau for LIF's)
+            neuron = "lif" if neuron is None else neuron
+            shared = dict(v_threshold=0.5, surrogate="rect", alpha=1.0, detach_reset=True)
+            key = neuron.lower() if isinstance(neuron, str) else None
+            default_neuron = (
+                shared
+                if key == "if"
+                else dict(init_tau=4.0 / 3.0, decay_input=False, **shared)
+                if key == "plif"
+                else dict(tau=4.0 / 3.0, decay_input=False, **shared)
+            )
         else:
+            neuron = "if" if neuron is None else neuron
             default_norm = SeqBatchNorm2d
             default_neuron = dict(surrogate="atan", detach_reset=True)  # SEW's IF neurons (ATan surrogate)
         norm = _norm_factory(norm_layer, T, default_norm)
@@ -444,9 +453,10 @@ _MS_DEPTHS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 104: [3, 8, 32, 8]}
 
 _COMMON_DOC = """
 
-    Arguments: num_classes, T (steps for a static image input), neuron ("if" | "lif" | "plif" | a callable),
-    neuron_kwargs (options of the neuron, replacing the family's defaults), backend ("spikeforge" |
-    "reference"), norm_layer (None = family default, "bn", "tdbn", "tebn" or a callable(channels)),
+    Arguments: num_classes, T (steps for a static image input), neuron ("if" | "lif" | "plif" | a callable;
+    default: the family's, IF for Spiking / SEW, LIF for MS; a neuron named for MS takes MS's threshold,
+    surrogate and decay), neuron_kwargs (options of the neuron, replacing the family's defaults), backend
+    ("spikeforge" | "reference"), norm_layer (None = family default, "bn", "tdbn", "tebn" or a callable(channels)),
     zero_init_residual (None = family default), width (channels of the first stage), in_channels, compact
     (None = on for spikeforge neurons: convolutions of spikes run spike_input_conv, saving their input as
     bits / uint8 for backward).

@@ -15,6 +15,7 @@ on a later chunk of the sequence that starts from it, backpropagates into the ca
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 
 import torch
@@ -28,6 +29,25 @@ def detach_value(value):
     if isinstance(value, (list, tuple)):
         return type(value)(detach_value(v) for v in value)
     return value
+
+
+class CopiesDetached:
+    """Mixin of a stateful module (before nn.Module in the bases): copy.deepcopy gives a copy whose state holds
+    the values, detached. After a forward with autograd the state is in the graph, and a tensor in a graph
+    cannot be deep-copied, so a best-model snapshot or an EMA copy taken in a training loop raised; the
+    original keeps its state and its graph."""
+
+    def __deepcopy__(self, memo):
+        snapshot = self._state_snapshot()
+        try:
+            self.detach()
+            cls = type(self)
+            new = cls.__new__(cls)
+            memo[id(self)] = new
+            new.__setstate__(copy.deepcopy(self.__dict__, memo))
+            return new
+        finally:
+            self._state_restore(snapshot)
 
 
 def walk(model: nn.Module):

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .. import ops, reference
 from ._accounting import EnergyOp, estimating, report_op
 from ._inputs import check_matches_parameters
-from ._state import atomic, detach_value, in_model_call
+from ._state import CopiesDetached, atomic, detach_value, in_model_call
 from .fused import bn_spike, maxpool_spikes
 from .layers import SeqBatchNorm2d, seq_apply
 from .neuron import LIF, detach_net, reset_net
@@ -117,7 +117,7 @@ class _Pending:
         return v.detach() if self.detached else v
 
 
-class _AttentionState(nn.Module):
+class _AttentionState(CopiesDetached, nn.Module):
     """The state of a block's attention neuron (the LIF inside the attention op): None at rest, else its
     membrane after the last call ([T, B, heads, ...] without T), kept with its graph like a neuron's v.
 

@@ -144,6 +144,10 @@ def _fusable(bn: nn.Module, sn: nn.Module, y: Tensor) -> bool:
         and sn.v is None
         # a neuron an observer needs (spikeforge.tools.FiringRateMonitor) runs through its forward and hooks
         and not forward_required(sn)
+        # under torch.compile the unfused layers: the fused node's backward differentiates BN with
+        # torch.autograd.grad, which dynamo does not trace (fullgraph=True failed on every compact model); the
+        # compiler decides itself what the step saves
+        and not torch.compiler.is_compiling()
     )
 
 

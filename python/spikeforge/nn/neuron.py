@@ -25,12 +25,12 @@ from ..reference.neuron import NORSE_TAU_MEM_INV as _NORSE_TAU_MEM_INV
 from ..reference.neuron import NORSE_TAU_SYN_INV as _NORSE_TAU_SYN_INV
 from ..surrogate import norse_method
 from ._inputs import check_float_input
-from ._state import detach_module, detach_value, reset_module, walk
+from ._state import CopiesDetached, detach_module, detach_value, reset_module, walk
 
 __all__ = ["LIF", "IF", "PLIF", "ALIF", "ILIF", "TernaryLIF", "NorseLIF", "reset_net", "detach_net"]
 
 
-class _Neuron(nn.Module):
+class _Neuron(CopiesDetached, nn.Module):
     """Base of the neuron modules: the one place that owns their state (v, reset, detach, the step modes,
     store_v_seq). A neuron subclass only defines its op call:
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from ._inputs import check_float_input, check_matches_parameters
-from ._state import detach_value
+from ._state import CopiesDetached, detach_value
 
 __all__ = ["PSN", "MaskedPSN", "SlidingPSN", "set_masked_psn_lambda"]
 
@@ -64,7 +64,7 @@ class PSN(nn.Module):
         return f"T={self.T}, surrogate={self.surrogate!r}"
 
 
-class _Streaming(nn.Module):
+class _Streaming(CopiesDetached, nn.Module):
     def __init__(self, k: int, step_mode: str):
         super().__init__()
         if step_mode not in ("m", "s"):
