@@ -147,6 +147,16 @@ __global__ void masked_grad_input_nonfinite_kernel(const unsigned long long* __r
 
 }  // namespace
 
+// The gather kernels take one block per row (forward: the M rows of s) or column (grad_weight: the K inputs) in
+// grid.x and one per kCols outputs in grid.y: CUDA caps them at 2^31 - 1 and 65535 blocks. Past that a launch
+// fails (or, cast to unsigned, wraps and leaves rows unwritten): refused by name before anything runs.
+static void check_gather_grid(int64_t blocks_x, const char* x_what, int64_t N) {
+  SF_CHECK_ARG(blocks_x <= 2147483647,
+               std::string(x_what) + ": more than 2^31 - 1 on CUDA (one block each); split the call");
+  SF_CHECK_ARG((N + kCols - 1) / kCols <= 65535, "weight: more than " + std::to_string(int64_t(65535) * kCols) +
+                                                     " output features on CUDA (grid.y limit); split the layer");
+}
+
 void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const TensorView* bias, const TensorView& y,
                                const TensorView* wt, const TensorView* nonfinite, const ExecConfig& ex) {
   check_spike_linear_forward_args(s, w, bias, y, wt, nonfinite);
@@ -154,6 +164,7 @@ void spike_linear_forward_cuda(const TensorView& s, const TensorView& w, const T
   SF_CHECK_ARG(wt != nullptr && nonfinite != nullptr, "wt, nonfinite: the CUDA forward needs both workspaces");
   const int64_t M = s.shape[0], K = s.shape[1], N = w.shape[0];
   if (M == 0 || N == 0) return;
+  check_gather_grid(M, "s: rows", N);
   const DeviceGuard guard(s.device_index);
   const auto stream = static_cast<cudaStream_t>(ex.stream);
   auto* flag = reinterpret_cast<unsigned long long*>(nonfinite->ptr<int64_t>());
@@ -179,6 +190,7 @@ void spike_linear_grad_weight_cuda(const TensorView* bits, const TensorView* sig
   SF_CHECK_ARG(ws != nullptr, "ws: the CUDA grad_weight needs the [K, N] workspace");
   const int64_t M = grad_y.shape[0], N = grad_y.shape[1], K = grad_w.shape[1];
   if (N == 0 || K == 0) return;
+  check_gather_grid(K, "s: input features", N);
   const DeviceGuard guard(grad_y.device_index);
   const auto stream = static_cast<cudaStream_t>(ex.stream);
   // block k compacts column k over the M rows: element m is s[m * K + k] or bit k of packed row m
