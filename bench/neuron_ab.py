@@ -35,7 +35,7 @@ CALLS = {
     "ilif": lambda x: sf.ops.ilif(x),
     "ternary": lambda x: sf.ops.ternary_lif(x),
     "leaky": lambda x: sf.ops.leaky(x, beta=0.9),
-    "synaptic": lambda x: sf.ops.synaptic(x, alpha=0.8, beta=0.9),
+    "synaptic": lambda x: sf.ops.synaptic(x, alpha=0.9, beta=0.8),  # the main job's (bench neurons --model)
     "alpha": lambda x: sf.ops.alpha_neuron(x, alpha=0.9, beta=0.8),
     "norse": lambda x: sf.ops.norse_lif(x),
 }

@@ -421,3 +421,20 @@ def test_energy_command_runs_e_spikeformer(capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rc == 0 and rep["model"] == "e_spikeformer_5m" and rep["total_sops"] > 0
     assert any(layer["kind"] == "counts" for layer in rep["layers"]) and math.isfinite(rep["total_energy_mj"])
+
+
+def test_count_fed_batch_norms_scale_eps_as_the_released_division_by_D():
+    """The released code divides every spike by D before the next convolution; here the convolutions take the
+    counts, so the BN after each sees D^2 times the variance and takes eps D^2 (eps 1e-5 as is moved BN's
+    output by about 4e-3 and flipped spikes from the first block on, against the released model). The
+    image's own BN and a binary-spike model keep eps 1e-5."""
+    from torch import nn
+
+    for D, neuron in ((4, "ilif"), (3, "ilif"), (4, "lif")):
+        m = sdt_v3.e_spikeformer((8, 16, 32, 40), 8, num_classes=5, D=D, neuron=neuron)
+        levels = D if neuron == "ilif" else 1
+        bns = [(n, b) for n, b in m.named_modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+        assert len(bns) > 20
+        for name, bn in bns:
+            want = 1e-5 if name.startswith("downsample1_1.") else 1e-5 * levels**2
+            assert bn.eps == pytest.approx(want), name

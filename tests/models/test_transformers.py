@@ -605,3 +605,16 @@ def test_sps_refuses_a_T_that_contradicts_the_sequence():
     with pytest.raises(ValueError, match="T=3 but the sequence x has 2 steps"):
         sps(torch.rand(2, 1, 3, 8, 8), 3)
     assert sps(torch.rand(2, 1, 3, 8, 8), 2).shape[:2] == (2, 1)
+
+
+def test_meta_spikformer_head_reads_the_spikes_of_its_final_neuron():
+    """The released Meta-SpikeFormer (since its commit d95ad13) feeds the head self.lif(x), the spikes of a LIF
+    (tau 2, detach_reset) on the pooled stream; the model once fed the pooled stream itself."""
+    from spikeforge.nn import LIF
+
+    m = models.meta_spikformer_15m(num_classes=5, T=2, dims=(8, 16, 32, 40), num_heads=2)
+    assert isinstance(m.head_sn, LIF) and m.head_sn.tau == 2.0 and m.head_sn.detach_reset
+    seen = {}
+    m.head.register_forward_hook(lambda mod, inp, out: seen.setdefault("x", inp[0]))
+    m(torch.rand(2, 3, 32, 32))
+    assert set(seen["x"].unique().tolist()) <= {0.0, 1.0}

@@ -21,10 +21,13 @@ Layout (x: [T, B, C, H, W], "S" = an I-LIF, every convolution after S sees integ
   conv(A) (4 dim -> dim). Computed as Q (K^T V): the same numbers, no N x N matrix.
 
 Integer spikes flow unnormalised: the released code divides every spike by D before the next layer. A
-convolution followed by batch norm gives the same output either way (BN removes the scale), so the
-convolutions here take the counts 0..D themselves (spikeforge's count path: event-driven, kept for backward
-as uint8), and the attention folds the three 1/D factors into its scale (2 scale / D^3). The head's neuron
-is not normalised in the released code either.
+convolution followed by batch norm gives the same output either way (BN removes the scale) once BN's eps is
+scaled with it, so the convolutions here take the counts 0..D themselves (spikeforge's count path:
+event-driven, kept for backward as uint8), the BNs after them take eps = 1e-5 D^2, and the attention folds the
+three 1/D factors into its scale (2 scale / D^3). The head's neuron is not normalised in the released code
+either. Weights of the released code load after the same rescaling: each BN after a count convolution takes
+running_mean times D and running_var times D^2, each count convolution's bias (the downsampling and MLP
+convolutions) times D.
 
 Parameter counts: 5,105,608 / 10,023,112 / 18,987,504 with 1000 classes, the paper's 5.1M / 10.0M / 19.0M
 (the released code's Efficient_Spiking_Transformer_s / _m / _l). The paper's 83M and 173M models are
@@ -283,6 +286,14 @@ class ESpikeFormer(_SpikingTransformer):
         self.head_sn = sn()  # the pooled features as integer counts (not divided by D in the released code)
         self.head = nn.Linear(d3, num_classes)
         self._init_head()
+        if levels > 1:
+            # every BN after the image's own (downsample1_1) follows a convolution of counts, which the released
+            # code divides by D first: its input is D times the released one's and its variance D^2 times, so
+            # its eps times D^2 gives BN the released output exactly (with eps 1e-5 as is, BN's output differed
+            # by about 4e-3 and spikes flipped from the first block on)
+            for name, m in self.named_modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not name.startswith("downsample1_1."):
+                    m.eps = m.eps * levels**2
 
     def forward_features(self, x: Tensor) -> Tensor:
         y = self.downsample1_1(x, self.T)

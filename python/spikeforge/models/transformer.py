@@ -15,9 +15,9 @@ Families (x: [T, B, C, H, W], tokens = H*W positions, "W" = 1x1 conv + BN over T
   activation) -> mean -> SN -> head.
 - meta_spikformer (Yao et al. 2024): two conv stages (downsample = [SN] conv + BN; conv block = x +
   SepConv(x), then x + BN(conv3x3(SN(BN(conv3x3(SN(x))))))), then 6 + 2 transformer blocks whose q, k, v
-  and projection are RepConv + BN (SSA with the 0.5 attention neuron) -> mean -> head (the released
-  code's head reads the pooled stream, not the spikes of its final LIF, which only its distillation head
-  uses; that head is not built here).
+  and projection are RepConv + BN (SSA with the 0.5 attention neuron) -> mean -> SN -> head (the released
+  code's head reads the spikes of its final LIF since its commit d95ad13, "Update models.py", of March
+  2024; before, the pooled stream; its distillation head is not built here).
 - qkformer (Zhou et al. 2024), hierarchical: patch embedding with a deformed shortcut (main path of 3x3
   convs + max-pool, shortcut SN(BN(conv1x1 stride 2)), added) -> stage 1 (dim/4, QKTA blocks) -> patch
   embedding -> stage 2 (dim/2, QKTA) -> patch embedding -> stage 3 (dim, SSA blocks) -> mean -> head.
@@ -361,7 +361,7 @@ class MetaSpikformer(_SpikingTransformer):
         self.blocks3 = nn.ModuleList([self._block(d2, num_heads, mlp_ratio) for _ in range(6)])
         self.downsample4 = _MSDownsample(d2, d3, 3, 1, 1, sn, False, c)
         self.blocks4 = nn.ModuleList([self._block(d3, num_heads, mlp_ratio) for _ in range(2)])
-        self.head_sn = None
+        self.head_sn = self.sn()  # the released code's self.lif (tau 2, detach_reset) before the head
         self.head = nn.Linear(d3, num_classes)
         self._init_head()
 
