@@ -46,10 +46,11 @@ PUBLISHED = {
     "sdt_8_768": (1000, 66.34, "round"),
     "sdt_6_512": (1000, 23.37, "round"),
     "sdt_10_512": (1000, 36.01, "round"),
-    # CIFAR-10 tables of Spikformer / Spikingformer: 4-256 4.15M, 2-384 5.76M, 4-384 9.32M
-    "spikformer_4_256_cifar": (10, 4.15, "round"),
-    "spikformer_2_384_cifar": (10, 5.76, "round"),
-    "spikformer_4_384_cifar": (10, 9.32, "round"),
+    # CIFAR-10 tables of Spikformer / Spikingformer: 4-256 4.15M, 2-384 5.76M, 4-384 9.32M (Spikformer's with the
+    # q, k, v biases of its released CIFAR code, 4,155,178 / 5,765,050 / 9,324,730: truncated, as its 8-384)
+    "spikformer_4_256_cifar": (10, 4.15, "floor"),
+    "spikformer_2_384_cifar": (10, 5.76, "floor"),
+    "spikformer_4_384_cifar": (10, 9.32, "floor"),
     "spikingformer_4_256_cifar": (10, 4.15, "round"),
     "spikingformer_2_384_cifar": (10, 5.76, "round"),
     "spikingformer_4_384_cifar": (10, 9.32, "round"),
@@ -92,7 +93,7 @@ def test_parameter_counts_match_the_papers(name):
 def test_exact_counts_and_what_changes_them():
     # exact values the tables above round (a change of architecture shows here first)
     assert _count(models.spikformer_8_384) == 16_816_024
-    assert _count(models.spikformer_4_384_cifar) == 9_320_122
+    assert _count(models.spikformer_4_384_cifar) == 9_324_730  # the released code's (q, k, v with biases)
     assert _count(models.qkformer_hst_10_384) == 16_473_688
     assert _count(models.meta_spikformer_15m) == 15_112_208
     # heads do not change the count; the 10- vs 100-class head does by 90 * (dim + 1)

@@ -222,10 +222,13 @@ class SpikformerNet(_SpikingTransformer):
             neuron=self.sn,
             compact=self.compact,
         )
+        # the released CIFAR Spikformer's q, k, v are nn.Linear with bias (its ImageNet code: convolutions without)
+        cifar_spikformer = variant == "spikformer" and not imagenet
+        attn_extra = dict(qkv_bias=True) if cifar_spikformer else {}
         self.blocks = nn.ModuleList(
             [
                 TransformerBlock(
-                    attn_cls(dim, num_heads, **self._attn_kw(pre)),
+                    attn_cls(dim, num_heads, **attn_extra, **self._attn_kw(pre)),
                     SpikingMLP(dim, mlp_ratio=mlp_ratio, pre_activation=pre, neuron=self.sn, compact=self.compact),
                 )
                 for _ in range(depth)
@@ -235,6 +238,12 @@ class SpikformerNet(_SpikingTransformer):
         self.head = nn.Linear(dim, num_classes)
         if variant == "sdt":  # the SDT code initialises every Conv2d with trunc_normal_(std=.02), bias 0
             for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        if cifar_spikformer:  # its blocks' nn.Linear layers (q, k, v, projection, MLP; 1x1 convs here) likewise
+            for m in self.blocks.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.trunc_normal_(m.weight, std=0.02)
                     if m.bias is not None:

@@ -271,7 +271,8 @@ class _QKAttention(_Resettable):
     (default: LIF tau 2, threshold 1, detach_reset). attn_options: options of the attention neuron (default
     attention_options(): LIF, V_th 0.5). backend: "spikeforge" (ops) or "reference" (spikeforge.reference).
     keep_state: keep what continues the attention neuron on the next call (see the module docstring; the zoo models
-    pass False).
+    pass False). qkv_bias / proj_bias: biases of the q, k, v / projection convolutions (the CIFAR Spikformer's
+    released code has q, k, v biases; the others none).
     """
 
     uses_v = True
@@ -290,6 +291,7 @@ class _QKAttention(_Resettable):
         compact: bool = False,
         proj_bias: bool = True,
         keep_state: bool = True,
+        qkv_bias: bool = False,
     ):
         super().__init__()
         dim = _check_int("dim", dim)
@@ -317,7 +319,7 @@ class _QKAttention(_Resettable):
             if repconv:  # RepConv + BN (Meta-SpikeFormer: q_conv = Sequential(RepConv, BatchNorm2d))
                 setattr(self, f"{name}_conv", RepConv(dim, dim, compact=self.compact))
             else:
-                setattr(self, f"{name}_conv", SpikeCountConv2d(dim, dim, 1, bias=False, compact=self.compact))
+                setattr(self, f"{name}_conv", SpikeCountConv2d(dim, dim, 1, bias=qkv_bias, compact=self.compact))
             setattr(self, f"{name}_bn", SeqBatchNorm2d(dim))
             setattr(self, f"{name}_sn", neuron())
         if repconv:
