@@ -29,6 +29,17 @@ def _coefs(dtype=torch.float32, C=SHAPE[2]):
     )
 
 
+def _lif_parameters() -> dict:
+    """LIFParameters() as Norse holds them: float32 0-dim tensors."""
+    return dict(
+        tau_syn_inv=torch.as_tensor(200.0),
+        tau_mem_inv=torch.as_tensor(100.0),
+        v_leak=torch.as_tensor(0.0),
+        v_th=torch.as_tensor(1.0),
+        v_reset=torch.as_tensor(0.0),
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # Norse's step, for the comparison
 # ------------------------------------------------------------------------------------------------
@@ -111,13 +122,7 @@ def test_matches_norse_step_bitwise_and_its_gradients(which, params):
     torch.manual_seed(1)
     x = _x()
     if params == "default":  # LIFParameters() as Norse holds them: float32 0-dim tensors
-        p = dict(
-            tau_syn_inv=torch.as_tensor(200.0),
-            tau_mem_inv=torch.as_tensor(100.0),
-            v_leak=torch.as_tensor(0.0),
-            v_th=torch.as_tensor(1.0),
-            v_reset=torch.as_tensor(0.0),
-        )
+        p = _lif_parameters()
         dt = 0.001
     else:
         p = dict(_coefs(), v_reset=torch.as_tensor(-0.1))
@@ -159,13 +164,7 @@ def test_defaults_and_numbers_as_norse_holds_them(which, dtype, params):
     x = (torch.randn((6, 3, 40), generator=g) * 6 + 3).to(dtype)
     v0, i0 = torch.zeros(x.shape[1:], dtype=dtype), torch.zeros(x.shape[1:], dtype=dtype)
     if params == "default":
-        p = dict(
-            tau_syn_inv=torch.as_tensor(200.0),
-            tau_mem_inv=torch.as_tensor(100.0),
-            v_leak=torch.as_tensor(0.0),
-            v_th=torch.as_tensor(1.0),
-            v_reset=torch.as_tensor(0.0),
-        )
+        p = _lif_parameters()
         kw: dict = {}
         dt = 0.001
         x[0, 0, 0] = 10.0  # Vd = dt tau_mem_inv x: float32's 0.1 (Norse) fires, 0.1 exactly does not
