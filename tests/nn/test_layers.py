@@ -123,3 +123,60 @@ def test_maxpool_spikes_gradient_goes_where_max_pool2ds_does(kernel, stride, pad
     y.flatten(0, 1).backward(g)
     want.backward(g)
     torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+def test_maxpool_spikes_takes_any_pool_as_max_pool2d_does():
+    """Tuple kernels / strides crashed the compact backward, dilation and ceil_mode were ignored (other output
+    shapes), a 4-D input gave torch's channels_last error: each now equals nn.MaxPool2d on spikes."""
+    from spikeforge.nn.fused import maxpool_spikes
+
+    g = torch.Generator().manual_seed(0)
+    s = (torch.rand(2, 3, 4, 9, 9, generator=g) < 0.3).float()
+    for pool in (
+        nn.MaxPool2d((3, 3), (1, 2), 1),
+        nn.MaxPool2d(3, 2, 1, dilation=2),
+        nn.MaxPool2d(2, 2, ceil_mode=True),
+    ):
+        a, b = s.clone().requires_grad_(), s.clone().requires_grad_()
+        y = maxpool_spikes(pool, a, compact=True)
+        want = pool(b.flatten(0, 1)).view((2, 3) + tuple(pool(b.flatten(0, 1)).shape[1:]))
+        assert torch.equal(y, want)
+        up = torch.randn(y.shape, generator=g)
+        (y * up).sum().backward()
+        (want * up).sum().backward()
+        assert torch.equal(a.grad, b.grad), pool
+    with pytest.raises(ValueError, match=r"maxpool_spikes: x must be a spike sequence"):
+        maxpool_spikes(nn.MaxPool2d(2), s[0], compact=True)
+
+
+def test_poisson_encode_draws_in_float32_for_16_bit_intensities():
+    """bfloat16 draws fired an intensity of 0.001 at 0.003; NaN intensities passed the range check."""
+    torch.manual_seed(0)
+    for dt in (torch.bfloat16, torch.float16):
+        x = torch.full((200_000,), 0.001, dtype=dt)
+        s = sf.nn.poisson_encode(x, 2)
+        assert s.dtype == dt and abs(s.float().mean().item() - float(x[0])) < 3e-4
+    with pytest.raises(ValueError, match="not NaN"):
+        sf.nn.poisson_encode(torch.tensor([float("nan"), 0.5]), 2)
+
+
+def test_small_contracts_of_layers_and_tools():
+    """tet_loss: int32 targets (torch's cross_entropy wants int64), lamb outside [0, 1] or not a number, T = 0;
+    seq_apply of a non-tensor; TEBN keeps a 16-bit input's dtype; FiringRateMonitor takes one class."""
+    out = torch.randn(3, 4, 5)
+    y = torch.randint(0, 5, (4,))
+    assert torch.equal(sf.nn.tet_loss(out, y.int()), sf.nn.tet_loss(out, y))
+    with pytest.raises(ValueError, match="lamb must be in"):
+        sf.nn.tet_loss(out, y, lamb=2.0)
+    with pytest.raises(TypeError, match="lamb must be a finite number"):
+        sf.nn.tet_loss(out, y, lamb="0.1")
+    with pytest.raises(ValueError, match="no time step"):
+        sf.nn.tet_loss(out[:0], y)
+    with pytest.raises(TypeError, match="seq_apply: x_seq must be a torch.Tensor"):
+        sf.nn.seq_apply(nn.Identity(), [1.0, 2.0])
+    tebn = sf.nn.TEBN(4, 2)
+    assert tebn(torch.randn(2, 3, 4, 5, 5, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    model = nn.Sequential(sf.nn.LIF(), sf.nn.LIF())
+    with sf.tools.FiringRateMonitor(model, types=sf.nn.LIF) as mon:
+        model(torch.rand(2, 3, 4) * 2)
+    assert len(mon.summary()) == 2

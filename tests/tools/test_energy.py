@@ -397,3 +397,14 @@ def test_tools_namespace():
     assert callable(spikeforge.tools.energy) and spikeforge.tools.energy is tools.energy
     assert importlib.import_module("spikeforge.tools.monitor").__name__ == "spikeforge.tools.monitor"
     assert importlib.import_module("spikeforge.tools.energy").energy is tools.energy  # the module behind it
+
+
+def test_a_per_sample_batch_whose_shape_reads_as_a_sequence():
+    """A batch of 3 images with 3 channels at T = 3 ([3, 3, H, W]) read as a sequence [T, B, ...] at the stem:
+    its MACs per step a third, the ANN energy too small. The model's own per-sample input runs once."""
+    torch.manual_seed(0)
+    reports = [tools.energy(models.sew_resnet18_cifar(T=3, width=8), torch.rand(b, 3, 16, 16)) for b in (2, 3)]
+    (a, b) = reports
+    assert a.layers[0].steps == b.layers[0].steps == 1
+    assert a.layers[0].macs == b.layers[0].macs and a.total_macs == b.total_macs
+    assert a.ann_energy_mj == pytest.approx(b.ann_energy_mj)

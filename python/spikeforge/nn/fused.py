@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from ..ops._common import _has_native
 from .layers import SeqBatchNorm2d, seq_apply
@@ -54,17 +55,23 @@ class _MaxPoolSpikesFn(torch.autograd.Function):
         # THP_MEM_ALLOC_ENABLE=1); the indices are the same (the first maximum in window order)
         _, idx = torch.nn.functional.max_pool2d(x, kernel, stride, padding, return_indices=True)
         gx = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad.contiguous(), x, [kernel] * 2, [stride] * 2, [padding] * 2, [1, 1], False, idx
+            grad.contiguous(), x, list(kernel), list(stride), list(padding), [1, 1], False, idx
         )
         return gx, None, None, None
 
 
 def maxpool_spikes(pool: nn.MaxPool2d, x: Tensor, compact: bool) -> Tensor:
     """pool over a spike sequence [T, B, C, H, W]; compact (while training): the input is kept for backward
-    as uint8 instead of a float input and int64 indices (_MaxPoolSpikesFn)."""
-    if compact and torch.is_grad_enabled() and x.requires_grad:
+    as uint8 instead of a float input and int64 indices (_MaxPoolSpikesFn), exact for spikes and spike counts
+    0..255 only (the models' use: the spikes of a neuron). A pool with dilation or ceil_mode runs unfused."""
+    if not isinstance(x, Tensor) or x.dim() != 5:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"maxpool_spikes: x must be a spike sequence [T, B, C, H, W], got {got}")
+    plain = _pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices
+    if compact and plain and torch.is_grad_enabled() and x.requires_grad:
         T, B = x.shape[:2]
-        y = _MaxPoolSpikesFn.apply(x.flatten(0, 1), pool.kernel_size, pool.stride, pool.padding)
+        conf = (_pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding))
+        y = _MaxPoolSpikesFn.apply(x.flatten(0, 1), *conf)
         return y.view((T, B) + tuple(y.shape[1:]))
     return seq_apply(pool, x)
 

@@ -7,6 +7,7 @@ runs once over all T*B samples instead of T times in a Python loop.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -33,6 +34,8 @@ __all__ = [
 
 def seq_apply(module, x_seq: Tensor) -> Tensor:
     """Runs a stateless layer (or a list of them, in order) on x_seq [T, B, ...] with T folded into B."""
+    if not isinstance(x_seq, Tensor):
+        raise TypeError(f"seq_apply: x_seq must be a torch.Tensor, got {type(x_seq).__name__}")
     if x_seq.dim() < 2:
         raise ValueError(f"seq_apply expects x_seq of shape [T, B, ...], got {tuple(x_seq.shape)}")
     T, B = x_seq.shape[:2]
@@ -167,7 +170,8 @@ class TEBN(nn.Module):
         _check_bn(self, x_seq, self.bn.num_features, allow_4d=False)
         if x_seq.shape[0] != self.T:
             raise ValueError(f"TEBN was built for T={self.T} but x_seq has T={x_seq.shape[0]}")
-        return self.bn(x_seq.flatten(0, 1)).view(x_seq.shape) * self.p
+        # p in the input's dtype: a float32 p would promote a 16-bit sequence (BN itself keeps its dtype)
+        return self.bn(x_seq.flatten(0, 1)).view(x_seq.shape) * self.p.to(x_seq.dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,10 +196,13 @@ def poisson_encode(x: Tensor, T: int, generator: Optional[torch.Generator] = Non
     _check_T(T)
     check_float_input("poisson_encode", "x", x)
     # values are unknown on the meta device (shape inference): only real tensors are range-checked
-    if x.numel() and x.device.type != "meta" and (bool(x.min() < 0) or bool(x.max() > 1)):
-        raise ValueError("poisson_encode needs intensities in [0, 1] (normalise the input first)")
-    u = torch.rand((T,) + tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
-    return (u < x.unsqueeze(0)).to(x.dtype)
+    if x.numel() and x.device.type != "meta" and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError("poisson_encode needs intensities in [0, 1], not NaN (normalise the input first)")
+    # the uniform draw in float32 at least: bfloat16 / float16 draws are so coarse that an intensity of 0.001
+    # fired at 0.003 / 0.0013
+    draw = torch.float64 if x.dtype == torch.float64 else torch.float32
+    u = torch.rand((T,) + tuple(x.shape), generator=generator, device=x.device, dtype=draw)
+    return (u < x.unsqueeze(0).to(draw)).to(x.dtype)
 
 
 class DirectEncoder(nn.Module):
@@ -245,8 +252,16 @@ def tet_loss(
             f"tet_loss: target must have shape [B] = ({out_seq.shape[1]},) for out_seq of shape "
             f"{tuple(out_seq.shape)}, got {tuple(target.shape)}"
         )
+    for name, value in (("lamb", lamb), ("means", means), ("label_smoothing", label_smoothing)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(f"tet_loss: {name} must be a finite number, got {value!r}")
+    if not 0.0 <= lamb <= 1.0:
+        raise ValueError(f"tet_loss: lamb must be in [0, 1] (the MSE term's weight), got {lamb}")
     T = out_seq.shape[0]
-    ce = F.cross_entropy(out_seq.flatten(0, 1), target.repeat(T), label_smoothing=label_smoothing)
+    if T == 0:
+        raise ValueError("tet_loss: out_seq has no time step (T = 0)")
+    # cross_entropy takes int64 (or uint8) class indices: other integer dtypes are converted
+    ce = F.cross_entropy(out_seq.flatten(0, 1), target.long().repeat(T), label_smoothing=label_smoothing)
     if lamb == 0:
         return ce
     mse = (out_seq - means).pow(2).mean()

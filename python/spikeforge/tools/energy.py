@@ -260,6 +260,10 @@ class _Estimator:
         self.layers: dict[str, LayerEnergy] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.names: dict[int, str] = {}  # id(module) -> qualified name, for report_op
+        # the model's own input tensors when they are one image / sample per batch entry (not a sequence): a
+        # layer reading one of them runs once per sample, even where its shape also reads as [T, B, ...]
+        # (T == B == channels: [3, 3, 16, 16] for T = 3 and a batch of 3)
+        self.per_sample_inputs: set[int] = set()
 
     def steps_of(self, shape: Sequence[int]) -> int:
         """Time steps a call covered per sample, from the leading dimensions of its input."""
@@ -313,7 +317,7 @@ class _Estimator:
             if macs is None:
                 return
             kind, rate = input_kind(x)
-            steps = self.steps_of(x.shape)
+            steps = 1 if id(x) in self.per_sample_inputs else self.steps_of(x.shape)
             self.add(
                 name, type(module).__name__, macs, kind, rate, steps, kind == "real" and self.time_invariant(x, steps)
             )
@@ -460,12 +464,15 @@ def energy(
                 "T: the model has no integer attribute T and the input is not a sequence [T, B, C, H, W]; pass T=..."
             )
     T = _count("T", T)
+    sequence = x.dim() == 5 or (x.dim() == 3 and x.shape[0] == T)
     if batch_size is None:
-        batch_size = x.shape[1] if (x.dim() == 5 or (x.dim() == 3 and x.shape[0] == T)) else x.shape[0]
+        batch_size = x.shape[1] if sequence else x.shape[0]
     batch_size = _count("batch_size", batch_size)
     e_mac, e_ac = _positive("e_mac", e_mac), _positive("e_ac", e_ac)
 
     est = _Estimator(model, T, batch_size, e_mac, e_ac)
+    if not sequence and x.shape[0] == batch_size:
+        est.per_sample_inputs = {id(a) for a in args}
     # the neurons' own firing rate, counted exactly as FiringRateMonitor counts it
     monitor = FiringRateMonitor(model) if any(is_neuron(m) for m in model.modules()) else None
     was_training = model.training

@@ -72,7 +72,7 @@ class FiringRateMonitor:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if types is not None:
-            types = tuple(types)
+            types = (types,) if isinstance(types, type) else tuple(types)  # one class, or several
             if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
                 raise TypeError("types must be a non-empty sequence of nn.Module subclasses")
         self.model, self.types = model, types
