@@ -129,6 +129,7 @@ def test_training_numbers_must_be_finite_and_not_negative(capsys, option):
     for value in ("nan", "-0.1", "inf"):
         _one_line_error(capsys, "train", *TINY, option, value, match=option)
     _one_line_error(capsys, "train", *TINY, "--warmup-epochs", "1e308", match=r"--warmup-epochs.*at most --epochs")
+    _one_line_error(capsys, "train", *TINY, "--tet-lambda", "2", match=r"--tet-lambda.*\[0, 1\]")
 
 
 def test_non_integer_labels(capsys, tmp_path):

@@ -203,6 +203,8 @@ def _check(args, cfg) -> None:
         if not os.path.isfile(cfg.dataset):
             raise UsageError(f"--dataset {cfg.dataset}: no such file")
     check_device("--device", cfg.device)
+    if cfg.tet_lambda > 1:
+        raise UsageError(f"--tet-lambda {cfg.tet_lambda:g}: TET's MSE weight is in [0, 1]")
     if cfg.warmup_epochs > cfg.epochs:
         raise UsageError(f"--warmup-epochs {cfg.warmup_epochs:g}: at most --epochs ({cfg.epochs})")
     if args.resume and not cfg.checkpoint:
