@@ -180,3 +180,20 @@ def test_small_contracts_of_layers_and_tools():
     with sf.tools.FiringRateMonitor(model, types=sf.nn.LIF) as mon:
         model(torch.rand(2, 3, 4) * 2)
     assert len(mon.summary()) == 2
+
+
+def test_batch_norm_constructors_name_bad_arguments():
+    """A negative or float channel count gave torch's errors without the layer's name; TdBatchNorm2d with
+    affine=False failed on a duplicate keyword."""
+    for make, match in (
+        (lambda: sf.nn.SeqBatchNorm2d(-1), r"SeqBatchNorm2d: num_features must be >= 1"),
+        (lambda: sf.nn.TdBatchNorm2d(0), r"TdBatchNorm2d: num_features must be >= 1"),
+        (lambda: sf.nn.TdBatchNorm2d(4, affine=False), r"TdBatchNorm2d: affine must be True"),
+        (lambda: sf.nn.TEBN(-2, 3), r"TEBN: num_features must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make()
+    with pytest.raises(TypeError, match=r"TEBN: num_features must be an int"):
+        sf.nn.TEBN(2.0, 3)
+    bn = sf.nn.SeqBatchNorm2d(4, eps=1e-3, momentum=None, affine=False)
+    assert bn.eps == 1e-3 and bn.momentum is None and bn.weight is None

@@ -86,11 +86,23 @@ def _check_bn(bn: nn.Module, x, num_features: int, allow_4d: bool = True) -> Non
         check_matches_parameters(name, "x_seq", x, bn, dtype=not half_on_float, ref=p)
 
 
+def _check_features(cls: str, num_features) -> int:
+    """The channel count of a BN layer, checked by name (torch's own error named neither)."""
+    if isinstance(num_features, bool) or not isinstance(num_features, int):
+        raise TypeError(f"{cls}: num_features must be an int, got {type(num_features).__name__}")
+    if num_features < 1:
+        raise ValueError(f"{cls}: num_features must be >= 1, got {num_features}")
+    return num_features
+
+
 class SeqBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose statistics run over T*B*H*W: input [T, B, C, H, W] (or a plain [N, C, H, W]).
 
     A subclass of nn.BatchNorm2d, so its parameters and buffers have the usual names and shapes.
     """
+
+    def __init__(self, num_features: int, *args, **kw):
+        super().__init__(_check_features(type(self).__name__, num_features), *args, **kw)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_bn(self, x, self.num_features)
@@ -118,7 +130,9 @@ class TdBatchNorm2d(nn.BatchNorm2d):
         momentum: Optional[float] = 0.1,
         **kw,
     ):
-        super().__init__(num_features, eps=eps, momentum=momentum, affine=True, **kw)
+        if not kw.pop("affine", True):
+            raise ValueError("TdBatchNorm2d: affine must be True (lambda and beta are its learnable scale and shift)")
+        super().__init__(_check_features("TdBatchNorm2d", num_features), eps=eps, momentum=momentum, affine=True, **kw)
         self.alpha = float(alpha)
         self.v_threshold = float(v_threshold)
 
@@ -163,7 +177,7 @@ class TEBN(nn.Module):
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T must be an int >= 1, got {T!r}")
         self.T = T
-        self.bn = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
+        self.bn = nn.BatchNorm2d(_check_features("TEBN", num_features), eps=eps, momentum=momentum)
         self.p = nn.Parameter(torch.ones(T, 1, 1, 1, 1))
 
     def forward(self, x_seq: Tensor) -> Tensor:
