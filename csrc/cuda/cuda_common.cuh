@@ -133,11 +133,25 @@ inline void check_cuda(cudaError_t err, const char* what) {
   throw RuntimeFailure(std::string("spikeforge: ") + what + " failed: " + cudaGetErrorString(err));
 }
 
+// After a launch, cudaGetLastError returns the launch's own error (a bad configuration, no image for
+// this GPU, too many resources) or one left pending by any earlier work on the device: a sticky fault
+// of an asynchronous kernel (an illegal address in someone else's kernel) surfaces at the next launch.
+// Only the first kind is this kernel's; the message says which it is, so a user is not sent to the
+// wrong kernel.
 inline void check_launch(const char* kernel) {
   const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
+  if (err == cudaSuccess) return;
+  const bool own = err == cudaErrorInvalidConfiguration || err == cudaErrorLaunchOutOfResources ||
+                   err == cudaErrorInvalidValue || err == cudaErrorNoKernelImageForDevice ||
+                   err == cudaErrorInvalidDeviceFunction || err == cudaErrorInvalidPitchValue ||
+                   err == cudaErrorMissingConfiguration || err == cudaErrorInvalidResourceHandle;
+  if (own) {
     throw RuntimeFailure(std::string("spikeforge: launching ") + kernel + " failed: " + cudaGetErrorString(err));
   }
+  throw RuntimeFailure(std::string("spikeforge: a CUDA error was pending when ") + kernel +
+                       " was launched: " + cudaGetErrorString(err) +
+                       " (CUDA reports a kernel's fault at a later call: it may come from earlier work on this "
+                       "device, not from spikeforge; CUDA_LAUNCH_BLOCKING=1 makes the failing kernel report it)");
 }
 
 // Makes `device` current for the scope and restores the caller's device: the stream and the

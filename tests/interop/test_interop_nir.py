@@ -1,5 +1,7 @@
 """NIR export / import (spikeforge.interop.to_nir / from_nir). Skipped when the optional `nir` package is absent."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -329,6 +331,38 @@ def test_reset_clears_state_between_batches():
     back(torch.randn(3, 7, 4))
     snn.reset_net(back)  # spikeforge's reset_net reaches it too
     assert torch.equal(back(x), first)
+
+
+def test_li_and_i_nodes_carry_their_membrane_from_call_to_call():
+    """An LI readout (and an I node) keeps its membrane until reset(), as the neurons do: a sequence fed in
+    chunks gives the whole call's outputs (it restarted from zero on every call: 0.33 off here), and a batch
+    of another size without reset() is refused by name."""
+    rng = np.random.default_rng(0)
+    nodes = {
+        "fc1": nir.Affine(weight=rng.normal(size=(6, 4)).astype(np.float32), bias=np.zeros(6, np.float32)),
+        "lif": nir.LIF(
+            tau=np.full(6, 2 * DT), r=np.ones(6), v_leak=np.zeros(6), v_threshold=np.ones(6), v_reset=np.zeros(6)
+        ),
+        "fc2": nir.Affine(weight=rng.normal(size=(3, 6)).astype(np.float32), bias=np.zeros(3, np.float32)),
+        "li": nir.LI(tau=np.full(3, 5 * DT), r=np.ones(3), v_leak=np.zeros(3)),
+        **_io(4, 3),
+    }
+    edges = [("input", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "li"), ("li", "output")]
+    net = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT)
+    x = torch.rand(8, 2, 4, generator=torch.Generator().manual_seed(0)) * 3
+    whole = net(x)
+    assert whole.abs().sum() > 0
+    net.reset()
+    assert torch.equal(torch.cat([net(x[:4]), net(x[4:])]), whole)
+    with pytest.raises(ValueError, match="reset"):
+        net(x[:, :1])
+    copy.deepcopy(net)  # the state in the graph: the copy holds it detached
+    snn.reset_net(net)
+    assert torch.equal(net(x), whole)
+    integ = nir.NIRGraph(nodes={"i": nir.I(r=np.ones(3)), **_io(3, 3)}, edges=[("input", "i"), ("i", "output")])
+    acc = from_nir(integ, unit_r="per_step")
+    ones = torch.ones(4, 1, 3)
+    assert torch.equal(torch.cat([acc(ones[:2]), acc(ones[2:])])[:, 0, 0], torch.tensor([1.0, 2.0, 3.0, 4.0]))
 
 
 def _mutated(node, **fields):

@@ -408,6 +408,45 @@ def test_surrogate_disable_spikes_have_no_graph(model, fused_calls):
     _close(nrn.beta.grad, ref.beta.grad)
 
 
+@pytest.mark.parametrize("reset", ["zero", "none", "subtract"])
+@pytest.mark.parametrize("model", ["Leaky", "Synaptic", "Alpha"])
+def test_surrogate_disable_threshold_gradient_is_snntorchs(model, reset, fused_calls):
+    """surrogate_disable with a learnable threshold: a zero or no reset never reads the threshold, so snnTorch
+    gives it no gradient (None) and an optimiser leaves it alone; the fused path did the same, not a zero that
+    AdamW's weight decay moved. A subtract reset reads it: the same gradient on both sides."""
+    kw = dict(beta=0.8, threshold=1.0, surrogate_disable=True, learn_threshold=True, learn_beta=True)
+    kw.update(init_hidden=True, output=True, reset_mechanism=reset)
+    make = {
+        "Leaky": lambda: snn.Leaky(**kw),
+        "Synaptic": lambda: snn.Synaptic(alpha=0.9, **kw),
+        "Alpha": lambda: snn.Alpha(alpha=0.9, **kw),
+    }[model]
+    nrn, ref = make(), make()
+    sfs.patch(nrn, step_mode="m")
+    x = _inputs(T=6, scale=1.0, shift=0.6)
+    for m, per_step in ((ref, True), (nrn, False)):
+        out = _per_step(m, x) if per_step else m(x)
+        (out[0].sum() + out[-1].pow(2).sum()).backward()
+    assert len(fused_calls) == 1
+    if reset == "subtract":
+        _close(nrn.threshold.grad, ref.threshold.grad)
+    else:
+        assert ref.threshold.grad is None and nrn.threshold.grad is None, nrn.threshold.grad
+    _close(nrn.beta.grad, ref.beta.grad)
+
+
+def test_report_of_a_float64_neuron_is_for_its_float64_calls(fused_calls):
+    """After model.double(), a per-neuron beta is float64 and so are the calls: the report and `path` say
+    "fused" (they assumed a float32 call, which such a beta would promote: "loop"), and the call fuses."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), snn.Leaky(beta=torch.full((3,), 0.9), init_hidden=True))
+    net, report = sfs.patch(net.double(), step_mode="m")
+    assert report.neurons[0][2] == "fused" and net[1].path == "fused", report
+    net(torch.rand(5, 2, 4, dtype=torch.float64))
+    assert len(fused_calls) == 1
+    nrn = sfs.patch(snn.Leaky(beta=torch.full((3,), 0.9, dtype=torch.float64)), step_mode="m")[0]
+    assert nrn.path == "loop" and "torch.float64" in nrn.fused_blocker()  # float32 parameters elsewhere: float32
+
+
 class _nothing:
     def __enter__(self):
         return self

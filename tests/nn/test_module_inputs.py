@@ -158,6 +158,10 @@ def test_module_messages_name_the_argument():
             "SpikeLinear: s is torch.float64 but the layer's weight is torch.float32",
         ),
         (sf.nn.SpikeConv2d(3, 2, 1), [0.0], TypeError, "SpikeConv2d: s must be a torch.Tensor"),
+        (sf.nn.SpikeLinear(16, 8), torch.ones(4, 2, 15), ValueError, r"SpikeLinear\(16, 8\): s must end in in_f"),
+        (sf.nn.SpikeLinear(16, 8), torch.tensor(1.0), ValueError, r"SpikeLinear\(16, 8\): .*got shape \[\]"),
+        (sf.nn.SpikeConv2d(3, 8, 3), torch.ones(4, 2, 4, 8, 8), ValueError, r"SpikeConv2d\(3, 8\): s must be \[N"),
+        (sf.nn.SpikeConv2d(3, 8, 3), torch.ones(2, 3, 8), ValueError, r"SpikeConv2d\(3, 8\).*got shape \[2, 3, 8\]"),
         (
             sf.nn.SSA(16, 4),
             torch.rand(2, 1, 16, 2, 2, dtype=torch.float64),

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import nn as snn
+from ..nn._state import CopiesDetached, detach_value
 from ..nn.layers import seq_apply
 
 __all__ = ["to_nir", "from_nir", "NIRGraphModule", "DEFAULT_DT"]
@@ -451,23 +452,49 @@ class _Scale(nn.Module):
         return x_seq * self.scale
 
 
-class _LeakyIntegrator(nn.Module):
+class _LeakyIntegrator(CopiesDetached, nn.Module):
     """NIR's LI (tau dv/dt = v_leak - v + r I) and I (dv/dt = r I) stepped with Euler, output v[t].
 
-    No spikes, so no fused neuron kernel: a linear recurrence over T in plain torch."""
+    No spikes, so no fused neuron kernel: a linear recurrence over T in plain torch. Its membrane carries over
+    from call to call until reset(), as the neurons' do (a sequence fed in chunks gives the whole call's
+    outputs)."""
 
     def __init__(self, decay: np.ndarray, gain: np.ndarray, drive: np.ndarray):
         super().__init__()
         for n, v in (("decay", decay), ("gain", gain), ("drive", drive)):
             self.register_buffer(n, torch.as_tensor(np.asarray(v, dtype=np.float32)))
+        self.v: Optional[Tensor] = None
+
+    def reset(self) -> None:
+        self.v = None
+
+    def detach(self) -> None:
+        self.v = detach_value(self.v)
+
+    def _state_snapshot(self):
+        return self.v
+
+    def _state_restore(self, snapshot) -> None:
+        self.v = snapshot
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        v = torch.zeros_like(x_seq[0])
+        v = self.v
+        if v is None:
+            v = torch.zeros_like(x_seq[0]) if x_seq.shape[0] else None
+        elif v.shape != x_seq.shape[1:] or v.device != x_seq.device:
+            raise ValueError(
+                f"from_nir: an LI / I node's stored membrane has shape {tuple(v.shape)} on {v.device} but the "
+                f"input step has shape {tuple(x_seq.shape[1:])} on {x_seq.device}; call reset() between "
+                "independent batches"
+            )
         out = []
         for t in range(x_seq.shape[0]):
             v = v - self.decay * v + self.gain * x_seq[t] + self.drive
             out.append(v)
-        return torch.stack(out) if out else torch.empty_like(x_seq)
+        if not out:
+            return torch.empty_like(x_seq)
+        self.v = v
+        return torch.stack(out)
 
 
 def _integrator_gain(name: str, kind: str, r: np.ndarray, dt: float, unit_r: Optional[str]) -> np.ndarray:

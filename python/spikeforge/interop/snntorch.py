@@ -37,8 +37,9 @@ A sequence runs on one of two paths per neuron:
   SFS spike_grad only matters for gradients: calls that build no graph (torch.no_grad) run fused.
 
 Each model's fused path is one entry of ``FUSED_PATHS`` (a FusedPath: a blocker saying why a call cannot run
-it, and the runner). The report of patch() says, per neuron, "fused" or "loop: <why>" for a float32 call;
-``neuron.fused_blocker(x_seq, states)`` answers for a given call.
+it, and the runner). The report of patch() says, per neuron, "fused" or "loop: <why>" for a float32 call
+(float64 for a neuron whose parameters are all float64); ``neuron.fused_blocker(x_seq, states)`` answers for
+a given call.
 
 Every other snnTorch neuron (RLeaky, RSynaptic, Lapicque, SLSTM, SConv2dLSTM, subclasses of the three
 models, ...) is left as it is in step_mode "s" (snnTorch's own numbers; listed in the report) and refused
@@ -366,6 +367,13 @@ def _broadcasts_to(shape, step) -> bool:
     return all(a == 1 or a == b for a, b in zip(reversed(shape), reversed(step)))
 
 
+def _call_dtype(params) -> torch.dtype:
+    """The input dtype a module whose parameters are `params` is called with, as far as they tell: float64 when
+    every floating-point one is (model.double()), else float32."""
+    floats = [p.dtype for p in params if isinstance(p, Tensor) and p.is_floating_point()]
+    return torch.float64 if floats and all(d == torch.float64 for d in floats) else torch.float32
+
+
 def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Optional[tuple] = None) -> Optional[str]:
     if torch.compiler.is_compiling():  # the checks below read values (graph breaks)
         return "under torch.compile the sequence runs the loop, which the compiler traces"
@@ -408,7 +416,9 @@ def _fused_blocker(model: str, nrn, x_seq: Optional[Tensor] = None, states: Opti
                 "alpha <= beta or beta == 1 somewhere (snnTorch's Alpha refuses them when built; ops.alpha_neuron "
                 "on every call)"
             )
-    dt = torch.float32 if x_seq is None else x_seq.dtype
+    # without an input (the patch report, `path`): the dtype the module's parameters say its calls take, float64
+    # after model.double() (a float32 assumption reported such a model's float64 calls as loop calls)
+    dt = x_seq.dtype if x_seq is not None else _call_dtype(params.values())
     if dt in _HALF:
         # snnTorch keeps a Leaky membrane in float32 after its first reset operation (its R is float32, and the
         # input enters exactly); without a reset, and in Synaptic / Alpha's currents, every operation rounds in dt
@@ -488,8 +498,14 @@ def _fused_run(model: str, nrn, x_seq: Tensor, states: tuple, keep_seq: bool):
     # the membrane kept is the one that fired and the spike is the 0/1 step, else read from U[T-2]
     steps_are_spikes = model != "Leaky" or plain or disabled
     want_seq = keep_seq or (T > 1 and (late or not steps_are_spikes))
+    threshold = nrn.threshold
+    if disabled and mode != _SUBTRACT and isinstance(threshold, Tensor):
+        # without a surrogate the spike has no graph, and a zero or no reset does not read the threshold: snnTorch's
+        # threshold gets no gradient at all (None), where the op's would be a materialised zero, which weight decay
+        # and momentum would still move
+        threshold = threshold.detach()
     kw = dict(
-        threshold=nrn.threshold,
+        threshold=threshold,
         reset_mechanism=_RESET_NAMES[mode],
         surrogate=surrogate,
         surrogate_alpha=s_alpha,
@@ -559,7 +575,8 @@ class _DropIn:
     _LOOP: Callable
 
     def fused_blocker(self, x_seq: Optional[Tensor] = None, states: Optional[tuple] = None) -> Optional[str]:
-        """None when a sequence call runs fused (for float32 input when x_seq is not given), else why not."""
+        """None when a sequence call runs fused (for float32 input when x_seq is not given, float64
+        when the neuron's parameters all are), else why not."""
         path = FUSED_PATHS.get(self._MODEL)
         if path is None:
             return f"no fused kernel for {self._MODEL} yet"
@@ -567,7 +584,7 @@ class _DropIn:
 
     @property
     def path(self) -> str:
-        """The sequence path of a float32 call: "fused" or "loop"."""
+        """The sequence path of a float32 call (float64 when the parameters all are): "fused" or "loop"."""
         return "loop" if self.backend == "loop" or self.fused_blocker() is not None else "fused"
 
     def _outputs(self, spk: Tensor, seqs: Optional[tuple]):
@@ -888,9 +905,9 @@ def _sequentials(model: nn.Module):
 @dataclass
 class PatchReport:
     """What patch() did. neurons [(name, class, path)]: the drop-ins, path "fused" or "loop: <why>" for a
-    float32 sequence call (a step_mode "s" call always runs snnTorch's own step); kept [(name, class, why)]:
-    snnTorch neurons left as they are; layers [(name, class, how)] in step_mode "m": "fold", "per step",
-    "sequence"."""
+    float32 sequence call (float64 for a neuron whose parameters all are; a step_mode "s" call always runs
+    snnTorch's own step); kept [(name, class, why)]: snnTorch neurons left as they are; layers [(name, class,
+    how)] in step_mode "m": "fold", "per step", "sequence"."""
 
     step_mode: str = "s"
     neurons: list = field(default_factory=list)

@@ -26,7 +26,7 @@ from ..ops import spike as _spike
 __all__ = ["SpikeLinear", "SpikeConv2d", "SpikeInputConv2d"]
 
 
-def _check_spikes(layer: nn.Module, s) -> None:
+def _check_spikes(layer: "_SpikeLayer", s) -> None:
     """The layer's input against its weight, in the layer's words (the op would name its own arguments)."""
     name, w = type(layer).__name__, layer.weight
     if not isinstance(s, Tensor):
@@ -44,6 +44,7 @@ def _check_spikes(layer: nn.Module, s) -> None:
             f"(s.to({w.dtype})) or the layer (layer.to({s.dtype})); integer and bool spikes are "
             "converted to the weight's dtype"
         )
+    layer._check_shape(s)
 
 
 class _SpikeLayer(nn.Module):
@@ -57,6 +58,9 @@ class _SpikeLayer(nn.Module):
         _spike._check_choice("input_kind", input_kind, _spike._KINDS)
         self.mode, self.input_kind = mode, input_kind
         self._plan: Optional[tuple[str, str]] = None
+
+    def _check_shape(self, s: Tensor) -> None:
+        """The input's shape against the layer's (subclasses), named in the layer's terms."""
 
     def replan(self) -> None:
         """Forget the cached (mode, input_kind): the next CUDA call measures its input again."""
@@ -125,6 +129,13 @@ class SpikeLinear(_SpikeLayer):
         self.bias = nn.Parameter(torch.empty(out_features, **fk)) if bias else None
         self._init(in_features)
 
+    def _check_shape(self, s: Tensor) -> None:
+        if s.dim() < 1 or s.shape[-1] != self.in_features:
+            raise ValueError(
+                f"SpikeLinear({self.in_features}, {self.out_features}): s must end in in_features = "
+                f"{self.in_features} (e.g. [T, B, {self.in_features}]), got shape {list(s.shape)}"
+            )
+
     def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
         _check_spikes(self, s)
         return self._run(
@@ -179,6 +190,13 @@ class SpikeConv2d(_SpikeLayer):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw, **fk))
         self.bias = nn.Parameter(torch.empty(out_channels, **fk)) if bias else None
         self._init(in_channels // groups * kh * kw)
+
+    def _check_shape(self, s: Tensor) -> None:
+        if s.dim() not in (4, 5) or s.shape[-3] != self.in_channels:
+            raise ValueError(
+                f"SpikeConv2d({self.in_channels}, {self.out_channels}): s must be [N, {self.in_channels}, H, W] or "
+                f"[T, B, {self.in_channels}, H, W] (in_channels = {self.in_channels}), got shape {list(s.shape)}"
+            )
 
     def forward(self, s: Tensor, grad_mask: Optional[Tensor] = None) -> Tensor:
         _check_spikes(self, s)
