@@ -365,6 +365,17 @@ def test_li_and_i_nodes_carry_their_membrane_from_call_to_call():
     assert torch.equal(torch.cat([acc(ones[:2]), acc(ones[2:])])[:, 0, 0], torch.tensor([1.0, 2.0, 3.0, 4.0]))
 
 
+def test_a_time_constant_under_one_step_warns():
+    """tau < dt overshoots the Euler step (the membrane moves dt / tau > 1 of the way): usually an exporter's unit
+    slip (Norse 1.1's to_nir writes dt / tau_mem_inv). Imported as asked, with a warning naming the node."""
+    lif = nir.LIF(tau=np.full(3, 1e-5), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3))
+    li = nir.LI(tau=np.full(3, 1e-5), r=np.ones(3), v_leak=np.zeros(3))
+    for node, kind in ((lif, "LIF"), (li, "LI")):
+        graph = nir.NIRGraph(nodes={"n": node, **_io(3, 3)}, edges=[("input", "n"), ("n", "output")])
+        with pytest.warns(UserWarning, match=f"{kind} node 'n' has tau = 1e-05 s, less than one step"):
+            from_nir(graph, dt=DT)
+
+
 def _mutated(node, **fields):
     for k, v in fields.items():
         setattr(node, k, v)

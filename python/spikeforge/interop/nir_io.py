@@ -497,6 +497,20 @@ class _LeakyIntegrator(CopiesDetached, nn.Module):
         return torch.stack(out)
 
 
+def _warn_tau_below_dt(name: str, kind: str, tau: np.ndarray, dt: float) -> None:
+    """A time constant under one step makes the Euler step overshoot (the membrane moves dt / tau > 1 of the
+    way to its target: it oscillates, and an LIF fires on any input); it is usually an exporter's unit slip
+    (Norse 1.1's to_nir writes dt / tau_mem_inv, e.g. 1e-5 s for a 10 ms membrane at dt = 1 ms)."""
+    if np.any(tau < dt):
+        warnings.warn(
+            f"from_nir: {kind} node {name!r} has tau = {float(np.min(tau)):g} s, less than one step (dt = {dt:g}): "
+            "the Euler step overshoots. Check the exporter's tau, or pass from_nir(..., dt=...) to step in "
+            "the graph's time unit",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _integrator_gain(name: str, kind: str, r: np.ndarray, dt: float, unit_r: Optional[str]) -> np.ndarray:
     """dt r, the input an IF / I node integrates per step, with r = 1 read as unit_r says: NIR's Euler step
     ("euler": dt r, i.e. dt of the input per step) or "per_step" (v += I each step: what Sinabs, Norse, Spyx and
@@ -536,6 +550,7 @@ def _import_neuron(nir, name: str, node, dt: float, unit_r: Optional[str] = None
         return neuron if _close(r_dt, 1.0) else nn.Sequential(_Scale(r_dt), neuron)
     if np.any(arrays["tau"] <= 0):
         raise ValueError(f"from_nir: {name}.tau must be > 0")
+    _warn_tau_below_dt(name, "LIF", arrays["tau"], dt)
     if meta.get("module") == "PLIF" and "w" in meta:
         w = np.asarray(meta["w"], dtype=np.float64).reshape(-1)
         k_graph = dt / arrays["tau"]
@@ -689,6 +704,7 @@ def _import_node(nir, name: str, node, dt: float, unit_r: Optional[str] = None) 
         arrays = _neuron_arrays(name, node, ("tau", "r", "v_leak"))
         if np.any(arrays["tau"] <= 0):
             raise ValueError(f"from_nir: {name}.tau must be > 0")
+        _warn_tau_below_dt(name, "LI", arrays["tau"], dt)
         k = dt / arrays["tau"]
         return _LeakyIntegrator(k, k * arrays["r"], k * arrays["v_leak"])
     if isinstance(node, nir.I):
