@@ -383,6 +383,40 @@ def test_concurrent_calls_from_python_threads(device):
 
 
 @needs_native
+def test_op_inputs_leaves_other_threads_calls_alone():
+    """op_inputs (the testing helper behind opcheck) swaps the op for a recorder while it runs: a call from
+    another thread in that window got its own input back as the spikes (neuron ops) or an exception (spike
+    layers); it now runs the real op."""
+    from spikeforge.ops import neuron as N
+    from spikeforge.ops import spike as S
+
+    x = torch.randn(4, 100) * 3
+    sp, w = (torch.rand(4, 10) < 0.3).float(), torch.randn(3, 10, requires_grad=True)
+    cases = [
+        (N.op_inputs, lambda: ops.lif(x)[0], (x,)),
+        (S.op_inputs, lambda: ops.spike_linear(sp, w), (sp, w)),
+    ]
+    for op_inputs, call, args in cases:
+        want, captured = call(), []
+        inside, done = threading.Event(), threading.Event()
+
+        def slow(*a, call=call):
+            inside.set()
+            assert done.wait(30)
+            return call()
+
+        th = threading.Thread(target=lambda: captured.append(op_inputs(slow, *args)))
+        th.start()
+        assert inside.wait(30)
+        try:
+            got = call()
+        finally:
+            done.set()
+            th.join()
+        assert torch.equal(got, want) and captured
+
+
+@needs_native
 def test_native_calls_release_the_gil():
     """While one thread is inside a long native call the main thread keeps running Python code: the
     bindings release the GIL (nb::gil_scoped_release). Were it held, no main-thread iteration could

@@ -684,3 +684,31 @@ def test_conv2d_large_map_takes_scatter_kernels():
     y0, gr0 = grads(lambda s_, w_: R.spike_conv2d(s_, w_, None, 1, 1), [s, w], gy)
     for a, r in zip([y] + gr, [y0] + gr0):
         close(a, r)
+
+
+@pytest.mark.parametrize("mode", ["auto", "sparse", "dense"])
+@pytest.mark.parametrize("rate", [0.02, 0.5])
+def test_autocast_gives_the_autocast_dtype_on_every_path(rate, mode):
+    """Under torch.autocast the spike layers run as F.linear / F.conv2d do there, in the autocast dtype, in every
+    mode: one dtype whatever the firing rate (the event path returned float32, the dense bfloat16), torch's own
+    bfloat16 numbers, float32 gradients for float32 parameters, and the 16-bit spikes of an autocast pipeline
+    accepted by the modules."""
+    g = torch.Generator().manual_seed(0)
+    s = (torch.rand(4, 8, 64, generator=g) < rate).float()
+    c = (torch.rand(2, 4, 3, 8, 8, generator=g) < rate).float()
+    w, b = dyadic((16, 64)).requires_grad_(), dyadic((16,)).requires_grad_()
+    wc, bc = dyadic((8, 3, 3, 3)).requires_grad_(), dyadic((8,)).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, want = ops.spike_linear(s, w, b, mode=mode), F.linear(s, w, b)
+        yc = ops.spike_conv2d(c, wc, bc, padding=1, mode=mode)
+        wantc = F.conv2d(c.flatten(0, 1), wc, bc, padding=1).unflatten(0, (2, 4))
+    assert y.dtype == yc.dtype == torch.bfloat16
+    torch.testing.assert_close(y, want, rtol=0, atol=0)
+    torch.testing.assert_close(yc, wantc, rtol=1e-2, atol=1e-2)  # (oneDNN's conv sums in other orders)
+    (y.float().sum() + yc.float().sum()).backward()
+    assert w.grad.dtype == b.grad.dtype == wc.grad.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net = torch.nn.Sequential(torch.nn.Linear(32, 64), sf.nn.LIF(), sf.nn.SpikeLinear(64, 10, mode=mode))
+        assert net(torch.randn(4, 8, 32, generator=g)).dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="SpikeLinear: s is torch.bfloat16"):  # outside autocast: still refused
+        net[2](s.bfloat16())

@@ -17,6 +17,7 @@ gradients back to the parameters.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Literal, NamedTuple, Optional, Union, overload
 
 import torch
@@ -577,8 +578,11 @@ def op_inputs(fn, *args, save: Optional[bool] = None, **kw) -> tuple:
     where the backward gets the saved values (written by the forward / recomputed from x)."""
     global _run
     captured = []
+    owner = threading.get_ident()
 
     def record(public, x_seq, inits, slots, opts, ref):
+        if threading.get_ident() != owner:  # another thread's call in the meantime: the real op (not recorded)
+            return real(public, x_seq, inits, slots, opts, ref)
         inits = tuple(inits) + (None,) * (MAX_STATES - len(inits))
         slots = tuple(slots) + (None,) * (MAX_SLOTS - len(slots))
         captured.append((x_seq, *inits, *slots, *(opts if save is None else opts._replace(save=save))))

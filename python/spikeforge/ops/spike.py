@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import threading
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
@@ -819,12 +820,15 @@ def op_inputs(fn, *args, **kw) -> tuple:
     and hands the packing to its autograd Function, which returns it; the op would return its own inputs."""
     global _OP
     captured = []
+    owner = threading.get_ident()
 
     class _Captured(Exception):
         pass
 
     class _Recorder:
         def __call__(self, tensors, opts, public=None):
+            if threading.get_ident() != owner:  # another thread's call in the meantime: the real op
+                return real(tensors, opts, public)
             captured.append((*tensors, *opts))
             raise _Captured
 
@@ -911,6 +915,27 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
     return int(vals[0]), int(vals[1])
 
 
+def _autocast(s: Tensor, weight: Tensor, bias: Optional[Tensor]):
+    """(s, weight, bias) in the autocast dtype where torch.autocast is on for s's device, as F.linear / F.conv2d
+    take them there (floating tensors other than float64 are cast; spikes of an integer dtype are cast with the
+    weight later). The call is then a 16-bit one, which runs the dense torch ops (the native kernels take
+    float32): one layer returns one dtype whatever its input's firing rate (the event path returned float32
+    and the dense path bfloat16 before), and 16-bit spikes of an autocast pipeline meet a float32 layer."""
+    try:
+        on = torch.is_autocast_enabled(s.device.type)
+    except (RuntimeError, ValueError):  # a device type autocast does not know (meta, ...)
+        return s, weight, bias
+    if not on:
+        return s, weight, bias
+    dt = torch.get_autocast_dtype(s.device.type)
+
+    def cast(t):
+        eligible = isinstance(t, Tensor) and t.is_floating_point() and t.dtype not in (dt, torch.float64)
+        return t.to(dt) if eligible else t  # (anything else is checked, and named, after this)
+
+    return cast(s), cast(weight), cast(bias)
+
+
 def _run(
     layer: str,
     s: Tensor,
@@ -974,6 +999,7 @@ def spike_linear(
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D [out_features, in_features], got shape {tuple(weight.shape)}")
+    s, weight, bias = _autocast(s, weight, bias)
     s = _prepare(s, weight)
     N, K = weight.shape
     if s.shape[-1] != K:
@@ -1019,6 +1045,7 @@ def spike_conv2d(
     st, pd, dl = _pair("stride", stride, 1), _pair("padding", padding, 0), _pair("dilation", dilation, 1)
     if isinstance(groups, bool) or not isinstance(groups, int):
         raise TypeError(f"groups must be an int, got {type(groups).__name__}")
+    s, weight, bias = _autocast(s, weight, bias)
     s = _prepare(s, weight)
     Cout, cin_g, kh, kw = weight.shape
     Cin = s.shape[-3]
