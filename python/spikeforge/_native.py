@@ -1,4 +1,5 @@
-"""Loads the native module spikeforge._C. ``spikeforge.ops`` is its only user."""
+"""Loads the native module spikeforge._C. ``spikeforge.ops`` runs its kernels; ``spikeforge.cli.info`` and
+``spikeforge.testing`` only ask it what was built."""
 
 from __future__ import annotations
 

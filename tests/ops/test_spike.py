@@ -566,7 +566,7 @@ def test_bad_inputs():
         ops.spike_conv2d(sc, wc, padding="same", groups=2)
     with pytest.raises(ValueError, match="smaller than the dilated kernel"):
         ops.spike_conv2d(sc, wc, dilation=4, groups=2)
-    with pytest.raises(ValueError, match="at least 4 dimension"):
+    with pytest.raises(ValueError, match=r"s must be \[N, C, H, W\] or \[T, B, C, H, W\], got shape"):
         ops.spike_conv2d(sc[0], wc, groups=2)
     with pytest.raises(ValueError, match="in_features must be an int"):
         sf.nn.SpikeLinear(0, 3)

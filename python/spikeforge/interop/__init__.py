@@ -8,14 +8,15 @@
   per call (snnTorch's code) or whole sequences per call (step_mode="m"), with snnTorch's numbers.
 
 The submodules load on first attribute access, so ``import spikeforge`` never imports nir, SpikingJelly
-or snnTorch.
+or snnTorch. ``from spikeforge.interop import *`` gives to_nir / from_nir / nir_io only: the two drop-in
+modules need their peer library and are imported by name.
 """
 
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["to_nir", "from_nir", "nir_io", "spikingjelly", "snntorch"]
+__all__ = ["to_nir", "from_nir", "nir_io"]  # (not the drop-ins: a star import would import their peers)
 
 _SUBMODULES = ("nir_io", "spikingjelly", "snntorch")
 

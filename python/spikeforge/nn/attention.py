@@ -258,9 +258,7 @@ class RepConv(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # attention
 # ------------------------------------------------------------------------------------------------
-class _QKAttention(_Resettable):
-    """Shared skeleton: [SN] -> q, k (, v) = SN(BN(W x)) -> attention op per head -> BN(W_proj a) [-> SN].
-
+_QK_ARGUMENTS = """
     dim: channels C; num_heads must divide it. compact=True keeps the convolutions' inputs as uint8 for
     backward, exact only for spikes or small spike counts (0..255): with pre_activation=False the module's
     input goes straight into the q/k/v convolutions, so it must be such (as in every model built here);
@@ -273,6 +271,13 @@ class _QKAttention(_Resettable):
     keep_state: keep what continues the attention neuron on the next call (see the module docstring; the zoo models
     pass False). qkv_bias / proj_bias: biases of the q, k, v / projection convolutions (the CIFAR Spikformer's
     released code has q, k, v biases; the others none).
+"""
+
+
+class _QKAttention(_Resettable):
+    """Shared skeleton: [SN] -> q, k (, v) = SN(BN(W x)) -> attention op per head -> BN(W_proj a) [-> SN].
+
+    The arguments (_QK_ARGUMENTS) are appended to each attention module's docstring below.
     """
 
     uses_v = True
@@ -421,7 +426,7 @@ class SSA(_QKAttention):
     """Spikformer spiking self-attention: SN_{0.5}(Q K^T V * scale) per head (scale 0.125), q, k, v spikes.
 
     Spikformer / QKFormer order by default; pre_activation=True gives Spikingformer's, repconv=True (with
-    pre_activation) Meta-SpikeFormer's. See _QKAttention for the arguments.
+    pre_activation) Meta-SpikeFormer's.
     """
 
     op_name = "ssa"
@@ -502,6 +507,10 @@ class QKChannelAttention(_QKAttention):
 
     def _energy_ops(self, q, k, v):
         return [EnergyOp("sum_tokens(q)", float(q.numel()), q)]  # then a per-channel mask of K
+
+
+for _cls in (SSA, SDSA, QKTokenAttention, QKChannelAttention):  # help() shows the shared arguments
+    _cls.__doc__ = (_cls.__doc__ or "").rstrip() + "\n\n    Arguments:" + _QK_ARGUMENTS.rstrip() + "\n    "
 
 
 # ------------------------------------------------------------------------------------------------

@@ -220,6 +220,9 @@ def poisson_encode(x: Tensor, T: int, generator: Optional[torch.Generator] = Non
 
 
 class DirectEncoder(nn.Module):
+    """Repeats an analogue input over T steps (direct_encode): x [B, ...] -> [T, B, ...], the first layer
+    then sees the same image at every step."""
+
     def __init__(self, T: int):
         super().__init__()
         self.T = _check_T(T)
@@ -229,6 +232,9 @@ class DirectEncoder(nn.Module):
 
 
 class PoissonEncoder(nn.Module):
+    """Rate-codes intensities in [0, 1] as Poisson spikes over T steps (poisson_encode): x [B, ...] ->
+    [T, B, ...] of 0/1 in x's dtype, spike with probability x at each step (torch's global generator)."""
+
     def __init__(self, T: int):
         super().__init__()
         self.T = _check_T(T)
@@ -283,6 +289,9 @@ def tet_loss(
 
 
 class TETLoss(nn.Module):
+    """tet_loss as a module: (1 - lamb) mean_t CE(O[t], y) + lamb MSE(O, means) on outputs [T, B, classes] and
+    class indices [B] (Deng et al. 2022, temporal efficient training)."""
+
     def __init__(self, lamb: float = 1e-3, means: float = 1.0, label_smoothing: float = 0.0):
         super().__init__()
         self.lamb, self.means, self.label_smoothing = lamb, means, label_smoothing

@@ -123,7 +123,7 @@ class _Streaming(CopiesDetached, nn.Module):
 class MaskedPSN(_Streaming):
     """MaskedPSN(k, T): W [T, T] masked to the causal band of order k, relaxed by lam:
     W_eff = W * (lam M + 1 - lam). Schedule lam from lambda_init to 1 during training with
-    set_lambda() / set_masked_psn_lambda(model, progress); step_mode "s" needs lam = 1."""
+    set_lambda() / set_masked_psn_lambda(model, lam); step_mode "s" needs lam = 1."""
 
     def __init__(
         self,

@@ -1,6 +1,7 @@
 """Functional, autograd-aware, torch.compile-safe ops. Custom ops live under torch.ops.spikeforge.
 
-One module per op family; this is the only package that calls the native module spikeforge._C.
+One module per op family; this is the only package that runs the native module's kernels (spikeforge._C;
+cli/info.py and testing.py only ask it what was built).
 """
 
 from .attention import qk_channel_attention, qk_token_attention, sdsa, ssa  # noqa: F401

@@ -1034,8 +1034,8 @@ def spike_conv2d(
     """2-D convolution of a spike tensor, event-driven below the firing-rate crossover.
     s [N, Cin, H, W] or [T, B, Cin, H, W]; weight [Cout, Cin / groups, kh, kw]; bias [Cout] or None.
     mode, input_kind and grad_mask as in spike_linear."""
-    _check_s(s, "s", 4)
-    if s.dim() > 5:
+    _check_s(s, "s", 0)
+    if s.dim() not in (4, 5):
         raise ValueError(f"s must be [N, C, H, W] or [T, B, C, H, W], got shape {tuple(s.shape)}")
     m, k = _check_choice("mode", mode, _MODES), _check_choice("input_kind", input_kind, _KINDS)
     if not isinstance(weight, Tensor):

@@ -1,5 +1,6 @@
-"""Plain-PyTorch implementations of every spikeforge op: the ground truth for tests and the
-fallback when the native module lacks a device."""
+"""Plain-PyTorch implementations of the ops' arithmetic (neurons, PSN, spike layers, attention; the packing
+ops have bit-level twins, pack_bits / unpack_bits): the ground truth for tests, the fallback when the native
+module lacks a device, and the backend of modules and models built with backend="reference"."""
 
 from .neuron import (
     alif,
