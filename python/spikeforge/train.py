@@ -14,6 +14,7 @@ RNG state is saved in the checkpoint). Same seed, same threads, same result.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -251,8 +252,13 @@ def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, 
     if extra:
         state.update(extra)
     tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # (a full disk or a file size limit: no partial .tmp left either)
+        raise
 
 
 class CheckpointError(ValueError):

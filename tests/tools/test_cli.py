@@ -357,3 +357,57 @@ def test_info_names_the_ssa_cpu_backward(capsys, monkeypatch):
         assert cli.main(["info"]) == 0
         (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "SSA on CPU:" in ln]
         assert want in line, line
+
+
+def test_output_paths_are_checked_before_any_work(capsys, tmp_path, monkeypatch):
+    """A mistyped output path lost data (found by a CLI audit): `energy --json` naming its --checkpoint replaced
+    the trained model with JSON, `train --checkpoint` naming the --dataset replaced the arrays, `--checkpoint`
+    of a device node replaced the node (os.replace), and an unwritable --json failed after the whole run.
+    Each is now a one-line error before anything is loaded; the files are untouched."""
+    monkeypatch.chdir(tmp_path)
+    data = _tiny_npz(tmp_path / "d.npz")
+    before = open(data, "rb").read()
+    _one_line_error(capsys, "train", "--dataset", data, "--checkpoint", data, *TINY, match="same file as --dataset")
+    _one_line_error(
+        capsys, "train", "--dataset", data, "--checkpoint", "o.pt", "--json", "./o.pt", *TINY, match="--checkpoint"
+    )
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    _one_line_error(capsys, "train", "--dataset", data, "--checkpoint", str(fifo), *TINY, match="not a regular file")
+    _one_line_error(capsys, "train", "--dataset", data, "--json", "/proc/x.json", *TINY, match="cannot write in")
+    assert open(data, "rb").read() == before and not os.path.exists("o.pt")
+    assert _run(capsys, "train", "--dataset", data, "--checkpoint", "ck.pt", *TINY)[0] == 0
+    ck = open("ck.pt", "rb").read()
+    _one_line_error(capsys, "energy", "--checkpoint", "ck.pt", "--json", "ck.pt", match="same file as --checkpoint")
+    assert open("ck.pt", "rb").read() == ck
+    rc, out, _ = _run(capsys, "train", "--dataset", data, "--checkpoint", "ck.pt", *TINY)
+    assert rc == 0 and "replacing the run there; --resume continues it" in out
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt", "d.npz", "pipe"]  # no probe or temporary file left
+
+
+def test_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """write_text_atomic: a failing write leaves the old file and no temporary one (energy / train / bench
+    --json opened the final path: a full disk left half a file)."""
+    from spikeforge.cli._common import write_text_atomic
+
+    path = tmp_path / "r.json"
+    write_text_atomic(str(path), '{"a": 1}')
+    assert path.read_text() == '{"a": 1}' and oct(path.stat().st_mode & 0o777) != oct(0o600)
+
+    real_fdopen = os.fdopen
+
+    def failing_fdopen(fd, *a, **k):
+        f = real_fdopen(fd, *a, **k)
+        f.write = lambda text: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        return f
+
+    monkeypatch.setattr(os, "fdopen", failing_fdopen)
+    with pytest.raises(OSError, match="No space"):
+        write_text_atomic(str(path), '{"b": 2}')
+    assert path.read_text() == '{"a": 1}' and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_subcommand_errors_name_the_subcommand(capsys):
+    _one_line_error(capsys, "energy", "--bogus", match=r"^spikeforge energy: error: unrecognized arguments: --bogus")
+    _one_line_error(capsys, "train", "foo", match=r"^spikeforge train: error: unrecognized arguments: foo")
+    _one_line_error(capsys, "bench", "neurons", "--quick", "--full", match="options before --full are not used")

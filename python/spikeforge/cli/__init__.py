@@ -76,11 +76,15 @@ def _command_name(argv: list) -> str:
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse's own errors: one line, exit status 2
+    args, unknown = parser.parse_known_args(argv)  # argparse's own errors: one line, exit status 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
     prog = _command_name(argv)
+    if unknown and getattr(args, "full", None) is None:  # (bench neurons --full takes the rest itself)
+        # the subcommand's own words: `spikeforge energy --bogus` was blamed on `spikeforge`
+        print(f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)", file=sys.stderr)
+        return 2
     args.argv = argv  # for a benchmark that re-runs itself with other process settings
     try:
         return int(args.func(args) or 0)

@@ -7,8 +7,10 @@ A subcommand raises ``UsageError("...")``; ``spikeforge.cli.main`` prints it arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
+import tempfile
 
 
 class UsageError(Exception):
@@ -75,13 +77,54 @@ def unknown_name(kind: str, name: str, choices) -> UsageError:
     return UsageError(f"unknown {kind} {name!r}{hint}; one of: {', '.join(choices)}")
 
 
-def check_output_path(option: str, path: str) -> None:
-    """The folder a file will be written into must exist (checked before any work starts)."""
+def check_output_path(option: str, path: str, *, others: tuple = ()) -> None:
+    """A file the command will write, checked before any work starts: its folder exists and takes a new file
+    (a probe file is created and removed: a read-only folder or /proc fails here, not after an hour of
+    training), the path is not a folder and, where it exists, a regular file (the writers replace the path:
+    `--checkpoint /dev/null` would replace the device node), and it is none of `others` ((option, path) of
+    the files the command reads or writes besides: `--json` naming the `--checkpoint` replaced the model)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"{option} {path}: the folder {folder} does not exist")
     if os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a folder; give a file path")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"{option} {path}: exists and is not a regular file (a device, pipe or socket)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".spikeforge-probe-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write in {folder} ({e.strerror or e})") from None
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: the file is not writable")
+    for other_option, other in others:
+        if other and _same_file(path, other):
+            raise UsageError(f"{option} {path}: the same file as {other_option}; give another path")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes text to path through a temporary file in the same folder and a rename: a failure (a full disk,
+    a file size limit) leaves the old file, or none, and no partial one; the temporary file is removed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # (mkstemp's file is private: the usual mode of a new file instead)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def check_device(option: str, device: str) -> str:

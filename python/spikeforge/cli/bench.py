@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from typing import Optional
@@ -121,8 +122,21 @@ def _benchlib():
     return _module("benchlib")
 
 
+def _check_outputs(args) -> None:
+    """--json / --plot of a bench/ target, before it runs (they failed, or a chart was skipped, after the run)."""
+    from ._common import check_output_path
+
+    if getattr(args, "json", None):
+        check_output_path("--json", args.json)
+    if getattr(args, "plot", None):
+        check_output_path("--plot", args.plot, others=(("--json", getattr(args, "json", None)),))
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError(f"--plot {args.plot}: needs matplotlib (pip install matplotlib)")
+
+
 def _full_runner(mod):
     def run(args) -> int:
+        _check_outputs(args)
         if not args.no_thp:
             from .benchcore import reexec_with_thp
 
@@ -142,8 +156,18 @@ def _run_neurons(args) -> int:
 
             reexec_with_thp(args.argv, quiet=True)  # the table's notes say so
         return bench_neurons.run(args)
+    argv = list(args.argv)
+    first = argv.index("neurons") + 1 if "neurons" in argv else 0
+    before = argv[first : argv.index("--full")] if "--full" in argv else []
+    if before:
+        raise UsageError(
+            f"{' '.join(before)}: options before --full are not used; give them after it "
+            f"(spikeforge bench neurons --full {' '.join(before)})"
+        )
     mod = load_target("neurons")
-    parser = argparse.ArgumentParser(
+    from . import _Parser
+
+    parser = _Parser(
         prog="spikeforge bench neurons --full",
         parents=[_benchlib().common_parser()],
         description=(mod.__doc__ or "").strip().split("\n\n")[0],

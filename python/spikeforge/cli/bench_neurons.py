@@ -20,7 +20,15 @@ from typing import Callable, Optional
 import torch
 
 from . import benchcore as bc
-from ._common import UsageError, check_output_path, positive_float, positive_int, thread_count, unknown_name
+from ._common import (
+    UsageError,
+    check_output_path,
+    positive_float,
+    positive_int,
+    thread_count,
+    unknown_name,
+    write_text_atomic,
+)
 
 HELP = (
     "the main job: fused LIF neurons (--model: another) against a PyTorch loop and the peer libraries (about a minute)"
@@ -83,7 +91,7 @@ def add_arguments(p) -> None:
         type=positive_float,
         default=1.5,
         metavar="SECONDS",
-        help="timing budget per contender and row: a slow one gets fewer repetitions, at least 2 "
+        help="timing budget per contender and row: a slow one gets fewer repetitions, at least 3 "
         "(default: %(default)s)",
     )
     p.add_argument(
@@ -970,8 +978,6 @@ def run(args) -> int:
             "load_average_start": load_start,
             "run_time_s": wall,
         }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
+        write_text_atomic(args.json, json.dumps(data, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -7,7 +7,7 @@ import inspect
 import json
 import sys
 
-from ._common import UsageError, check_device, check_output_path, positive_int, unknown_name
+from ._common import UsageError, check_device, check_output_path, positive_int, unknown_name, write_text_atomic
 
 HELP = "per-layer firing rates, SOPs, MACs and energy (mJ) of a zoo model or a trained checkpoint"
 DESCRIPTION = """\
@@ -179,7 +179,7 @@ def run(args) -> int:
 
     check_device("--device", args.device)
     if args.json not in (None, "-"):
-        check_output_path("--json", args.json)
+        check_output_path("--json", args.json, others=(("--checkpoint", args.checkpoint),))
     ck = None
     if args.checkpoint:
         ck = _from_checkpoint(args)
@@ -244,9 +244,7 @@ def run(args) -> int:
         if args.json == "-":
             print(json.dumps(d, indent=2))
         else:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(d, f, indent=2)
-                f.write("\n")
+            write_text_atomic(args.json, json.dumps(d, indent=2) + "\n")
             print(f"wrote {args.json}")
         return 0
     src = "shipped digits" if args.input == "digits" else "uniform random images"

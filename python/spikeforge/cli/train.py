@@ -11,6 +11,7 @@ from ._common import (
     UsageError,
     check_device,
     check_output_path,
+    write_text_atomic,
     non_negative_float,
     positive_float,
     positive_int,
@@ -209,12 +210,13 @@ def _check(args, cfg) -> None:
         raise UsageError(f"--warmup-epochs {cfg.warmup_epochs:g}: at most --epochs ({cfg.epochs})")
     if args.resume and not cfg.checkpoint:
         raise UsageError("--resume needs --checkpoint PATH (the run to continue)")
+    dataset = ("--dataset", cfg.dataset if cfg.dataset != "digits" else None)
     if cfg.checkpoint:
-        check_output_path("--checkpoint", cfg.checkpoint)
+        check_output_path("--checkpoint", cfg.checkpoint, others=(dataset,))
         if args.resume and not os.path.isfile(cfg.checkpoint):
             raise UsageError(f"--resume: no checkpoint at {cfg.checkpoint}")
     if args.json:
-        check_output_path("--json", args.json)
+        check_output_path("--json", args.json, others=(dataset, ("--checkpoint", cfg.checkpoint)))
 
 
 def run(args) -> int:
@@ -229,7 +231,12 @@ def run(args) -> int:
         except (CheckpointError, FileNotFoundError) as e:
             raise UsageError(f"--resume: {e}") from None
     if cfg.checkpoint:
-        print(f"checkpoint: {os.path.abspath(cfg.checkpoint)} (written after every epoch)")
+        replaces = (
+            " (replacing the run there; --resume continues it)"
+            if not args.resume and os.path.isfile(cfg.checkpoint)
+            else ""
+        )
+        print(f"checkpoint: {os.path.abspath(cfg.checkpoint)} (written after every epoch){replaces}")
     try:
         res = fit(cfg, resume=args.resume, progress=not args.no_progress)
     except CheckpointError as e:
@@ -248,17 +255,13 @@ def run(args) -> int:
             f"spikeforge train ... --checkpoint {cfg.checkpoint} --resume)"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "config": asdict(cfg),
-                    "history": res["history"],
-                    "test_acc": acc,
-                    "train_s": res["train_s"],
-                    "n_params": res["n_params"],
-                },
-                f,
-                indent=2,
-            )
+        report = {
+            "config": asdict(cfg),
+            "history": res["history"],
+            "test_acc": acc,
+            "train_s": res["train_s"],
+            "n_params": res["n_params"],
+        }
+        write_text_atomic(args.json, json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0
