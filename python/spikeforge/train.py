@@ -261,6 +261,11 @@ def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, 
         raise
 
 
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops before the update that would spread it into the
+    weights (a diverged run went on to report a chance accuracy as a result)."""
+
+
 class CheckpointError(ValueError):
     """A file that is not a readable ``spikeforge train`` checkpoint, or one that does not fit the run."""
 
@@ -431,11 +436,18 @@ def fit(
             y = y_train[idx].to(cfg.device)
             out = model(x)
             loss = _loss(out, y, cfg)
+            loss_value = float(loss.detach())  # (the one host read of the step, before the update)
+            if not math.isfinite(loss_value):
+                raise DivergedError(
+                    f"the training loss is {loss_value} at epoch {epoch + 1}, step {it + 1}: the run diverged "
+                    "(a learning rate too high for this model, or non-finite data)"
+                    + ("; the checkpoint holds the last finished epoch" if cfg.checkpoint else "")
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
+            loss_sum += loss_value * len(idx)
             correct += int((out.detach().mean(0).argmax(1) == y).sum())
             seen += len(idx)
             bar.update(it + 1, loss=loss_sum / seen, acc=correct / seen)
@@ -450,6 +462,12 @@ def fit(
         if test_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             ev = evaluate(model, test_set, cfg)
             rec.update(test_acc=ev["acc"], test_loss=ev["loss"])
+            if not math.isfinite(ev["loss"]):
+                raise DivergedError(
+                    f"the test loss is {ev['loss']} after epoch {epoch + 1} (train loss {rec['train_loss']:.4g}): "
+                    "the run diverged (a learning rate too high for this model, or non-finite data)"
+                    + ("; the checkpoint holds the last finished epoch before it" if cfg.checkpoint else "")
+                )
         history.append(rec)
         log(
             f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f}"

@@ -411,3 +411,34 @@ def test_subcommand_errors_name_the_subcommand(capsys):
     _one_line_error(capsys, "energy", "--bogus", match=r"^spikeforge energy: error: unrecognized arguments: --bogus")
     _one_line_error(capsys, "train", "foo", match=r"^spikeforge train: error: unrecognized arguments: foo")
     _one_line_error(capsys, "bench", "neurons", "--quick", "--full", match="options before --full are not used")
+
+
+def test_malformed_datasets_name_the_file(capsys, tmp_path):
+    """Files that are not an .npz of image arrays: one line naming the file (EOFError, TypeError, IndexError
+    and numpy's "load it unsafely" advice before; a [N, 2] y was flattened into "y has 2N samples")."""
+    rng = np.random.default_rng(0)
+    cases = {
+        "empty": (lambda p: open(p, "wb").close(), "not a readable .npz archive"),
+        "text": (lambda p: open(p, "w").write("hello"), "not a readable .npz archive"),
+        "npy": (lambda p: np.save(open(p, "wb"), np.zeros(3)), r"holds one array \(.npy data\)"),
+        "x2d": (lambda p: np.savez(p, x=rng.random((30, 64)), y=np.arange(30) % 3), r"x must be images \[N, C"),
+        "xstr": (lambda p: np.savez(p, x=np.array(["a"] * 30), y=np.arange(30) % 3), "x must hold numbers"),
+        "yobj": (lambda p: np.savez(p, x=rng.random((30, 1, 8, 8)), y=np.array([None] * 30)), "Object arrays"),
+        "y2d": (lambda p: np.savez(p, x=rng.random((30, 1, 8, 8)), y=np.zeros((30, 2), int)), "y must be a 1-D"),
+    }
+    for name, (make, match) in cases.items():
+        path = str(tmp_path / f"{name}.npz")
+        make(path)
+        _one_line_error(capsys, "train", "--dataset", path, *TINY, match=f"{name}.npz: .*{match}")
+
+
+def test_seed_width_and_a_diverged_run(capsys, tmp_path):
+    """--seed beyond the generators' range failed mid-run (an overflow); --width with a transformer was ignored by
+    train and crashed energy; a diverged run (NaN loss) reported a chance accuracy with exit status 0."""
+    _one_line_error(capsys, "train", "--seed", str(10**15), match=r"--seed: must be < 2\^32")
+    _one_line_error(capsys, "energy", "--seed", "-1", match="--seed: must be >= 0")
+    _one_line_error(capsys, "train", "--model", "spikformer_4_384_cifar", "--width", "8", match="is a transformer")
+    _one_line_error(capsys, "energy", "--model", "sdt_2_512_cifar", "--width", "8", match="is a transformer")
+    data = _tiny_npz(tmp_path / "d.npz")
+    rc, out, err = _run(capsys, "train", "--dataset", data, "--lr", "1e30", *TINY[:-3], "--epochs", "3")
+    assert rc == 1 and "the run diverged" in err and "Traceback" not in err and "done:" not in out, (rc, out, err)

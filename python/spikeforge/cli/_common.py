@@ -69,6 +69,14 @@ def positive_float(text: str) -> float:
     return _finite_float(text, "> 0", lambda v: v > 0)
 
 
+def seed(text: str) -> int:
+    """argparse type: a random seed, an int in [0, 2^32) (larger ones overflowed torch's generators mid-run)."""
+    v = _int_at_least(text, 0)
+    if v >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be < 2^32, got {v}")
+    return v
+
+
 def unknown_name(kind: str, name: str, choices) -> UsageError:
     """'unknown model 'x' (did you mean 'y'?); one of: a, b, c'."""
     choices = sorted(choices)

@@ -7,7 +7,15 @@ import inspect
 import json
 import sys
 
-from ._common import UsageError, check_device, check_output_path, positive_int, unknown_name, write_text_atomic
+from ._common import (
+    UsageError,
+    check_device,
+    check_output_path,
+    positive_int,
+    seed,
+    unknown_name,
+    write_text_atomic,
+)
 
 HELP = "per-layer firing rates, SOPs, MACs and energy (mJ) of a zoo model or a trained checkpoint"
 DESCRIPTION = """\
@@ -76,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="residual nets: channels of the first stage (default: the model's; a checkpoint's model "
         "is built with its own options)",
     )
-    p.add_argument("--seed", type=int, default=0, help="initial weights and random input (default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=0, help="initial weights and random input (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     p.add_argument(
         "--train-mode",
@@ -97,11 +105,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _build(args, in_channels: int, num_classes: int):
     from ..models import MODELS
 
+    from ..models import TRANSFORMER_MODELS
+
     fn = MODELS[args.model]
+    width = args.width
+    if args.model in TRANSFORMER_MODELS:  # (its **kw took width and failed with a TypeError)
+        if getattr(args, "width_given", False):
+            raise UsageError(
+                f"--width {args.width}: {args.model} is a transformer, sized by its name; --width is the residual "
+                "nets' option"
+            )
+        width = None
     params = inspect.signature(fn).parameters
     open_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kw = {"T": args.T, "num_classes": num_classes}
-    optional = {"in_channels": in_channels if in_channels != 3 else None, "width": args.width}
+    optional = {"in_channels": in_channels if in_channels != 3 else None, "width": width}
     for key in ("img_size", "image_size"):  # transformer families size their position embeddings by it
         if key in params:
             optional[key] = args.image_size
@@ -178,6 +196,7 @@ def run(args) -> int:
     from ..tools.energy import energy
 
     check_device("--device", args.device)
+    args.width_given = args.width is not None  # (a checkpoint fills args.width in: its config always has one)
     if args.json not in (None, "-"):
         check_output_path("--json", args.json, others=(("--checkpoint", args.checkpoint),))
     ck = None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict
 
 from ._common import (
     UsageError,
     check_device,
     check_output_path,
+    seed,
     write_text_atomic,
     non_negative_float,
     positive_float,
@@ -70,9 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--width",
         type=positive_int,
-        default=d.width,
+        default=None,
         help="residual nets: channels of the first stage; the papers' nets use 64, the digits need "
-        "less (default: %(default)s)",
+        f"less (default: {d.width})",
     )
     m.add_argument(
         "--dim",
@@ -154,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     o.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=d.seed,
         help="initial weights, shuffling, Poisson spikes, dropout (default: %(default)s)",
     )
@@ -194,10 +196,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check(args, cfg) -> None:
     """Every check that does not need the data or the model: before anything is loaded or trained."""
-    from ..models import MODELS
+    from ..models import MODELS, TRANSFORMER_MODELS
 
     if cfg.model not in MODELS:
         raise unknown_name("model", cfg.model, MODELS)
+    if args.width is not None and cfg.model in TRANSFORMER_MODELS:  # (it was ignored)
+        raise UsageError(
+            f"--width {args.width}: {cfg.model} is a transformer, sized by --dim / --depth / --heads; --width is "
+            "the residual nets' option"
+        )
     if cfg.dataset != "digits":
         if not cfg.dataset.endswith(".npz"):
             raise UsageError(f"--dataset {cfg.dataset!r}: 'digits' or a path to an .npz file")
@@ -220,10 +227,11 @@ def _check(args, cfg) -> None:
 
 
 def run(args) -> int:
-    from ..train import CheckpointError, TrainConfig, check_resume, fit, read_checkpoint
+    from ..train import CheckpointError, DivergedError, TrainConfig, check_resume, fit, read_checkpoint
 
     fields = {f for f in TrainConfig.__dataclass_fields__ if f != "history"}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    # (--width None: not given, TrainConfig's default; given with a transformer it is refused in _check)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and not (k == "width" and v is None)})
     _check(args, cfg)
     if args.resume:
         try:
@@ -241,6 +249,9 @@ def run(args) -> int:
         res = fit(cfg, resume=args.resume, progress=not args.no_progress)
     except CheckpointError as e:
         raise UsageError(str(e)) from None
+    except DivergedError as e:  # not a usage error: the run failed (exit status 1)
+        print(f"spikeforge train: error: {e}", file=sys.stderr)
+        return 1
     except ValueError as e:  # bad arrays in --dataset, options that do not fit the model
         raise UsageError(str(e)) from None
     acc = res["test_acc"]

@@ -9,6 +9,7 @@ sklearn/datasets/data/digits.csv.gz (exact integer values; 45 KB compressed).
 
 from __future__ import annotations
 
+import zipfile
 from importlib import resources
 from typing import Optional, Tuple
 
@@ -35,7 +36,11 @@ def _split(n: int, test_fraction: float, seed: int) -> Tuple[torch.Tensor, torch
 
 
 def _as_tensor(a, name: str) -> torch.Tensor:
-    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+    if not isinstance(a, torch.Tensor):
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf":  # strings, objects, dates: torch.from_numpy's TypeError named nothing
+            raise ValueError(f"{name} must hold numbers, got an array of dtype {a.dtype}")
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
     if t.numel() == 0:
         raise ValueError(f"{name} is empty")
     return t
@@ -46,7 +51,9 @@ MAX_CLASSES = 1 << 20
 
 def _labels(a, name: str) -> torch.Tensor:
     """Class indices as int64 [N]: integers >= 0 (integral floats are accepted, 2.5 is not)."""
-    t = _as_tensor(a, name).reshape(-1)
+    t = _as_tensor(a, name)
+    if t.dim() != 1:  # (flattening a [N, 2] y reported "x has N samples but y has 2N")
+        raise ValueError(f"{name} must be a 1-D array of class indices [N], got shape {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must hold integer class indices, got dtype {t.dtype}")
     if t.is_floating_point():
@@ -72,6 +79,8 @@ def from_arrays(
     Inputs are converted to float32 and divided by ``scale`` when given.
     """
     x, y = _as_tensor(x, "x"), _labels(y, "y")
+    if x.dim() not in (4, 5):
+        raise ValueError(f"x must be images [N, C, H, W] or sequences [N, T, C, H, W], got shape {tuple(x.shape)}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
     x = x.float() / scale if scale else x.float()
@@ -102,22 +111,32 @@ def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Tuple[TensorDatas
 
 
 def load_npz(path: str, test_fraction: float = 0.2, split_seed: int = 0) -> Tuple[TensorDataset, TensorDataset]:
-    """Arrays from an .npz file: keys x, y (and optionally x_test, y_test); uint8 images are scaled by 1/255."""
-    with np.load(path) as z:
-        missing = {"x", "y"} - set(z.files)
-        if missing:
-            raise ValueError(f"{path}: needs arrays 'x' and 'y' (optionally 'x_test', 'y_test'); has {z.files}")
-        arrs = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in z.files}
-    scale = 255.0 if arrs["x"].dtype == np.uint8 else None
-    return from_arrays(
-        arrs["x"],
-        arrs["y"],
-        arrs.get("x_test"),
-        arrs.get("y_test"),
-        test_fraction=test_fraction,
-        split_seed=split_seed,
-        scale=scale,
-    )
+    """Arrays from an .npz file: keys x, y (and optionally x_test, y_test); uint8 images are scaled by 1/255.
+    A file that is not such an archive, or arrays that do not fit, is a ValueError naming the file."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:  # empty, truncated, text, pickled
+        raise ValueError(f"{path}: not a readable .npz archive of arrays ({type(e).__name__})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):  # an .npy renamed: one bare array
+        raise ValueError(f"{path}: holds one array (.npy data), not an .npz archive with arrays 'x' and 'y'")
+    try:
+        with z:
+            missing = {"x", "y"} - set(z.files)
+            if missing:
+                raise ValueError(f"needs arrays 'x' and 'y' (optionally 'x_test', 'y_test'); has {z.files}")
+            arrs = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in z.files}
+        scale = 255.0 if arrs["x"].dtype == np.uint8 else None
+        return from_arrays(
+            arrs["x"],
+            arrs["y"],
+            arrs.get("x_test"),
+            arrs.get("y_test"),
+            test_fraction=test_fraction,
+            split_seed=split_seed,
+            scale=scale,
+        )
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # (object arrays: allow_pickle's ValueError)
+        raise ValueError(f"{path}: {e}") from None
 
 
 DATASETS = {"digits": digits}
