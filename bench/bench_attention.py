@@ -28,7 +28,7 @@ import sys
 import torch
 
 import benchlib as bu
-from spikeforge.cli._common import positive_int
+from spikeforge.cli._common import UsageError, positive_int
 
 NAME = "attention"
 HELP = (
@@ -250,6 +250,10 @@ def run(args) -> int:
     args.batch = args.batch or (2 if device.type == "cpu" else 32)
     dims = args.dim or ([384] if args.quick else [384, 768])
     heads_list = args.heads or ([8] if args.quick else [8, 12])
+    for D in dims:  # every pair is a case: checked before the first one runs (one failed mid-run, results lost)
+        for heads in heads_list:
+            if D % heads:
+                raise UsageError(f"--heads {heads} does not divide --dim {D} (every --dim x --heads pair runs)")
     op_names = list(dict.fromkeys(OP_ALIASES[o] for o in args.op))
     timer = bu.Timer(device)
     env = bu.environment(device)

@@ -18,13 +18,14 @@ import logging
 import math
 import os
 import time
+from typing import Optional
 
 import sys
 
 import torch
 
 import benchlib as bu
-from spikeforge.cli._common import positive_float, positive_int
+from spikeforge.cli._common import UsageError, positive_float, positive_int
 
 NAME = "psn"
 HELP = (
@@ -329,7 +330,29 @@ def plot(cases: list[dict], path: str, title: str) -> None:
     bu.save_figure(fig, path)
 
 
+def _appended_to(args) -> Optional[dict]:
+    """The earlier `bench psn` result that --append extends, read and checked before the run (a file that was
+    not one failed after the run, and --append without --json was ignored)."""
+    if not args.append:
+        return None
+    if not args.json:
+        raise UsageError("--append needs --json PATH (the result file to extend)")
+    if not os.path.exists(args.json):
+        return None
+    import json
+
+    try:
+        with open(args.json, encoding="utf-8") as fh:
+            old = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--append: {args.json} is not readable JSON ({type(e).__name__})") from None
+    if not isinstance(old, dict) or old.get("benchmark") != "psn" or not isinstance(old.get("cases"), list):
+        raise UsageError(f"--append: {args.json} is not a `bench psn` result")
+    return old
+
+
 def run(args) -> int:
+    old = _appended_to(args)
     device = bu.resolve_device(args.device)
     bu.setup_threads(args, device)
     args.reps = args.reps or (3 if args.quick else 5)
@@ -429,13 +452,7 @@ def run(args) -> int:
         "traffic_model": {"description": TRAFFIC_MODEL, "bytes_per_element_step_in_b": TRAFFIC},
         "cases": cases,
     }
-    if args.json and args.append and os.path.exists(args.json):
-        import json
-
-        with open(args.json, encoding="utf-8") as fh:
-            old = json.load(fh)
-        if old.get("benchmark") != "psn":
-            raise SystemExit(f"--append: {args.json} is not a `bench psn` result")
+    if old is not None:
         run_no = 1 + len(old.setdefault("appended_runs", []))
         old["appended_runs"].append(run_info)
         old["cases"] += [dict(c, run=run_no) for c in cases]
