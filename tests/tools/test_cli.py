@@ -129,7 +129,7 @@ def test_training_numbers_must_be_finite_and_not_negative(capsys, option):
     for value in ("nan", "-0.1", "inf"):
         _one_line_error(capsys, "train", *TINY, option, value, match=option)
     _one_line_error(capsys, "train", *TINY, "--warmup-epochs", "1e308", match=r"--warmup-epochs.*at most --epochs")
-    _one_line_error(capsys, "train", *TINY, "--tet-lambda", "2", match=r"--tet-lambda.*\[0, 1\]")
+    _one_line_error(capsys, "train", *TINY, "--loss", "tet", "--tet-lambda", "2", match=r"--tet-lambda.*\[0, 1\]")
 
 
 def test_non_integer_labels(capsys, tmp_path):
@@ -437,7 +437,11 @@ def test_seed_width_and_a_diverged_run(capsys, tmp_path):
     train and crashed energy; a diverged run (NaN loss) reported a chance accuracy with exit status 0."""
     _one_line_error(capsys, "train", "--seed", str(10**15), match=r"--seed: must be < 2\^32")
     _one_line_error(capsys, "energy", "--seed", "-1", match="--seed: must be >= 0")
-    _one_line_error(capsys, "train", "--model", "spikformer_4_384_cifar", "--width", "8", match="is a transformer")
+    _one_line_error(capsys, "train", "--model", "spikformer_4_384_cifar", "--width", "8", match="residual nets")
+    _one_line_error(capsys, "train", "--cnf", "AND", "--model", "ms_resnet18_cifar", match="applies to the SEW")
+    _one_line_error(capsys, "train", "--momentum", "0.5", match="applies to --optimizer sgd only")
+    _one_line_error(capsys, "train", "--optimizer", "sgd", "--momentum", "50", match=r"momentum is in \[0, 1\)")
+    _one_line_error(capsys, "train", "--tet-lambda", "0.1", match="applies to --loss tet only")
     _one_line_error(capsys, "energy", "--model", "sdt_2_512_cifar", "--width", "8", match="is a transformer")
     data = _tiny_npz(tmp_path / "d.npz")
     rc, out, err = _run(capsys, "train", "--dataset", data, "--lr", "1e30", *TINY[:-3], "--epochs", "3")

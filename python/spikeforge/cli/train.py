@@ -66,8 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--cnf",
         choices=("ADD", "AND", "IAND"),
-        default=d.cnf,
-        help="SEW connect function (SEW ResNets only; default: %(default)s)",
+        default=None,
+        help=f"SEW connect function (SEW ResNets only; default: {d.cnf})",
     )
     m.add_argument(
         "--width",
@@ -123,7 +123,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer, help="(default: %(default)s)")
     o.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate (default: %(default)s)")
     o.add_argument(
-        "--momentum", type=non_negative_float, default=d.momentum, help="SGD momentum, Nesterov (default: %(default)s)"
+        "--momentum",
+        type=non_negative_float,
+        default=None,
+        help=f"SGD momentum in [0, 1), Nesterov (--optimizer sgd only; default: {d.momentum})",
     )
     o.add_argument(
         "--weight-decay",
@@ -152,7 +155,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "step (default: %(default)s)",
     )
     o.add_argument(
-        "--tet-lambda", type=non_negative_float, default=d.tet_lambda, help="TET's MSE weight (default: %(default)s)"
+        "--tet-lambda",
+        type=non_negative_float,
+        default=None,
+        help=f"TET's MSE weight in [0, 1] (--loss tet only; default: {d.tet_lambda})",
     )
     o.add_argument(
         "--seed",
@@ -194,17 +200,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
 
 
+# options that only some runs use: (whether this run does, what to say); their command-line default is None
+_ONLY_WHERE = {
+    "width": (lambda cfg, transformers: cfg.model not in transformers, "the residual nets (transformers: --dim)"),
+    "cnf": (lambda cfg, transformers: cfg.model.startswith("sew_"), "the SEW ResNets (sew_*)"),
+    "momentum": (lambda cfg, transformers: cfg.optimizer == "sgd", "--optimizer sgd"),
+    "tet_lambda": (lambda cfg, transformers: cfg.loss == "tet", "--loss tet"),
+}
+
+
 def _check(args, cfg) -> None:
     """Every check that does not need the data or the model: before anything is loaded or trained."""
     from ..models import MODELS, TRANSFORMER_MODELS
 
     if cfg.model not in MODELS:
         raise unknown_name("model", cfg.model, MODELS)
-    if args.width is not None and cfg.model in TRANSFORMER_MODELS:  # (it was ignored)
-        raise UsageError(
-            f"--width {args.width}: {cfg.model} is a transformer, sized by --dim / --depth / --heads; --width is "
-            "the residual nets' option"
-        )
+    for key, (applies, where) in _ONLY_WHERE.items():  # (each was ignored where it does not apply)
+        if getattr(args, key) is not None and not applies(cfg, TRANSFORMER_MODELS):
+            option = "--" + key.replace("_", "-")
+            raise UsageError(f"{option} {getattr(args, key)}: applies to {where} only; leave it out for this run")
+    if cfg.momentum >= 1:
+        raise UsageError(f"--momentum {cfg.momentum:g}: SGD's momentum is in [0, 1) (1 and above diverge)")
     if cfg.dataset != "digits":
         if not cfg.dataset.endswith(".npz"):
             raise UsageError(f"--dataset {cfg.dataset!r}: 'digits' or a path to an .npz file")
@@ -230,8 +246,9 @@ def run(args) -> int:
     from ..train import CheckpointError, DivergedError, TrainConfig, check_resume, fit, read_checkpoint
 
     fields = {f for f in TrainConfig.__dataclass_fields__ if f != "history"}
-    # (--width None: not given, TrainConfig's default; given with a transformer it is refused in _check)
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and not (k == "width" and v is None)})
+    # (an option of _ONLY_WHERE left out is None here: TrainConfig's default; given where it does not apply, it is
+    # refused in _check rather than ignored)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and not (k in _ONLY_WHERE and v is None)})
     _check(args, cfg)
     if args.resume:
         try:
