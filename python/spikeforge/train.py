@@ -482,7 +482,12 @@ def fit(
                 sched,
                 epoch + 1,
                 cfg,
-                {"history": history, "input_shape": list(sample.shape), "num_classes": num_classes},
+                {
+                    "history": history,
+                    "input_shape": list(sample.shape),  # one step's [C, H, W]
+                    "sequence_input": x0.dim() == 5,  # the data were sequences [N, T, C, H, W] (spikeforge energy)
+                    "num_classes": num_classes,
+                },
             )
     wall = time.perf_counter() - t_start
     final = history[-1] if history else {}

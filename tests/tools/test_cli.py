@@ -446,3 +446,16 @@ def test_seed_width_and_a_diverged_run(capsys, tmp_path):
     data = _tiny_npz(tmp_path / "d.npz")
     rc, out, err = _run(capsys, "train", "--dataset", data, "--lr", "1e30", *TINY[:-3], "--epochs", "3")
     assert rc == 1 and "the run diverged" in err and "Traceback" not in err and "done:" not in out, (rc, out, err)
+
+
+def test_energy_of_a_sequence_trained_checkpoint_warns(capsys, tmp_path):
+    """A checkpoint trained on sequences [N, T, C, H, W]: energy feeds static images (the only input it has), so it
+    says that its first layer is charged as on analogue input (it said nothing)."""
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "seq.npz")
+    np.savez(path, x=(rng.random((24, 2, 1, 8, 8)) < 0.3).astype(np.float32), y=np.arange(24) % 3)
+    ck = str(tmp_path / "seq.pt")
+    assert TINY[4:6] == ["--T", "1"]
+    assert _run(capsys, "train", "--dataset", path, "--checkpoint", ck, *TINY[:4], "--T", "2", *TINY[6:])[0] == 0
+    rc, out, err = _run(capsys, "energy", "--checkpoint", ck)
+    assert rc == 0 and "trained on sequences" in err, (rc, err)

@@ -167,6 +167,13 @@ def _from_checkpoint(args) -> dict:
         args.image_size = shape[-1]
     if args.input is None:
         args.input = "digits" if dataset == "digits" else "random"
+    if state.get("sequence_input"):
+        print(
+            f"warning: {args.checkpoint} was trained on sequences [N, T, C, H, W] (e.g. events or spikes); the "
+            "estimate feeds static images, repeated over T, so its first layer is charged as on analogue input "
+            "(MACs), not as on the sequences it was trained on",
+            file=sys.stderr,
+        )
     return {"state": state, "config": cfg, "channels": shape[0], "num_classes": state.get("num_classes")}
 
 
