@@ -44,7 +44,7 @@ def add_arguments(p) -> None:
     p.add_argument("--T", type=positive_int, default=None, help="time steps (default 4; --quick 2)")
     p.add_argument("--batch", type=positive_int, default=None, help="batch size (default 8; --quick 2)")
     p.add_argument("--size", type=positive_int, default=None, help="input height = width (default 64; --quick 32)")
-    p.add_argument("--num-classes", type=positive_int, default=1000)
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--profile", action="store_true", help="print the top operators of each contender's step")
 
 

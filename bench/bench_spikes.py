@@ -33,7 +33,9 @@ RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--op", nargs="+", choices=("linear", "conv"), default=["linear", "conv"])
+    p.add_argument(
+        "--op", nargs="+", choices=("linear", "conv"), default=["linear", "conv"], help="(default: linear conv)"
+    )
     p.add_argument(
         "--rates",
         type=bu.firing_rate,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -261,6 +262,27 @@ def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, 
         raise
 
 
+def weights_mismatch(model: nn.Module, state: dict) -> str:
+    """Why a state dict does not load into model, in a line: how many weights are missing, unexpected or of
+    another shape, with an example of each (torch's message was cut to its first line, which names none)."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a state dict"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} where the model has {tuple(own[k].shape)}"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    parts = [
+        f"{len(keys)} {what} (e.g. {keys[0]})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+        if keys
+    ]
+    return "; ".join(parts) or "the values do not load"
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: the run stops before the update that would spread it into the
     weights (a diverged run went on to report a chance accuracy as a result)."""
@@ -276,6 +298,8 @@ def read_checkpoint(path: str) -> dict:
     Raises FileNotFoundError for a missing file and CheckpointError (a ValueError) for an empty, corrupt or
     foreign file, each with a one-line message naming the path.
     """
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
     if os.path.getsize(path) == 0:
@@ -283,10 +307,16 @@ def read_checkpoint(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt zip, pickle of another program, ...: one message for all
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(
-            f"{path} is not a readable spikeforge train checkpoint ({type(e).__name__}: {first})"
-        ) from None
+        # (torch's weights_only message is a page of advice on loading code from the file: not for this case)
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        what = (
+            "it holds objects other than tensors"
+            if isinstance(e, pickle.UnpicklingError)
+            else "not a file written by torch.save"
+            if isinstance(e, (KeyError, EOFError))
+            else f"{type(e).__name__}: {first}"
+        )
+        raise CheckpointError(f"{path} is not a readable spikeforge train checkpoint ({what})") from None
     keys = {"model", "config"}
     if (
         not isinstance(state, dict)
@@ -339,9 +369,9 @@ def load_checkpoint(path: str, model=None, opt=None, sched=None) -> dict:
     if model is not None:
         try:
             model.load_state_dict(state["model"])
-        except RuntimeError as e:
+        except RuntimeError:
             raise CheckpointError(
-                f"{path}: its weights do not fit {type(model).__name__} ({(str(e).splitlines() or [''])[0][:160]})"
+                f"{path}: its weights do not fit {type(model).__name__}: {weights_mismatch(model, state['model'])}"
             ) from None
     for what, target in (("optimizer", opt), ("schedule", sched)):
         if target is None:

@@ -46,3 +46,16 @@ def test_a_failed_contender_has_no_fault_count():
 
     res = bc.side_by_side({"boom": boom}, bc.Timer(torch.device("cpu")), reps=2)
     assert res["boom"].error and res["boom"].faults_per_call is None
+
+
+def test_error_text_says_which_package_a_contender_needs():
+    """A contender whose peer lacks a package said "failed: ModuleNotFoundError: No module named 'torchvision'"."""
+    from spikeforge.cli.benchcore import error_text
+
+    try:
+        import torchvision_is_not_installed_here  # noqa: F401
+    except ModuleNotFoundError as e:
+        assert (
+            error_text(e) == "needs torchvision_is_not_installed_here (pip install torchvision_is_not_installed_here)"
+        )
+    assert error_text(ValueError("first\nsecond")) == "ValueError: first"

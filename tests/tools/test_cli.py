@@ -179,6 +179,17 @@ def test_checkpoint_must_fit_and_energy_reads_it(capsys, tmp_path):
         torch.save(dict(state, **{key: bad}), broken)
         line = _one_line_error(capsys, "train", "--dataset", data, *TINY, "--checkpoint", broken, "--resume")
         assert key in line and "bad_" in line, line
+    # weights that do not fit: how many are missing / unexpected / of another shape, with an example (torch's
+    # message was cut to its first line, which names none)
+    weights = dict(state["model"])
+    weights["extra.weight"] = weights.pop(next(k for k in weights if k.endswith("conv.weight") or "conv" in k))
+    shape_key = next(k for k, v in weights.items() if v.dim() == 4)
+    weights[shape_key] = torch.zeros(1, 1, 1, 1)
+    torch.save(dict(state, model=weights), str(tmp_path / "bad_weights.pt"))
+    for cmd in (["train", "--dataset", data, *TINY, "--resume"], ["energy"]):
+        line = _one_line_error(capsys, *cmd, "--checkpoint", str(tmp_path / "bad_weights.pt"))
+        assert "1 missing (e.g." in line and "1 unexpected (e.g. extra.weight)" in line, line
+        assert f"1 of another shape (e.g. {shape_key} (1, 1, 1, 1) where the model has" in line, line
     line = _one_line_error(capsys, "energy", "--checkpoint", ckpt, "--model", "sew_resnet18_cifar")
     assert "spiking_resnet18_cifar" in line and "sew_resnet18_cifar" in line
     # energy on the checkpoint: model and input shape (1 x 8 x 8, random: the data was a custom .npz)

@@ -114,7 +114,9 @@ class Timer:
 
 
 def error_text(e: BaseException, limit: int = 160) -> str:
-    """One line naming an exception, for a table cell or a JSON field."""
+    """One line naming an exception, for a table cell or a JSON field (a missing package: "needs <name>")."""
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        return f"needs {e.name.split('.')[0]} (pip install {e.name.split('.')[0]})"
     msg = str(e).strip().splitlines()
     text = f"{type(e).__name__}: {msg[0] if msg else ''}".rstrip(": ")
     return text if len(text) <= limit else text[: limit - 3] + "..."

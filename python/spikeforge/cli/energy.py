@@ -249,10 +249,12 @@ def run(args) -> int:
     if ck:
         try:
             model.load_state_dict(ck["state"]["model"])
-        except RuntimeError as e:
+        except RuntimeError:
+            from ..train import weights_mismatch
+
             raise UsageError(
-                f"--checkpoint {args.checkpoint}: its weights do not fit {args.model} "
-                f"({(str(e).splitlines() or [''])[0][:160]})"
+                f"--checkpoint {args.checkpoint}: its weights do not fit {args.model}: "
+                f"{weights_mismatch(model, ck['state']['model'])}"
             ) from None
     model.to(args.device)
     rep = energy(model, x_run.to(args.device), T=args.T, batch_size=x.shape[0], eval_mode=not args.train_mode)
