@@ -977,6 +977,7 @@ def run(args) -> int:
             "drop_in": drop_in,
             "load_average_start": load_start,
             "run_time_s": wall,
+            "recorded": bc.run_record(),
         }
         write_text_atomic(args.json, json.dumps(data, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")

@@ -260,6 +260,26 @@ def installed(module: str) -> bool:
         return False
 
 
+def run_record() -> dict:
+    """When and where a result was measured, for its JSON file: UTC time, the CPU model, the OS / Python / torch /
+    spikeforge versions and the load average (a result file without them could not be checked later)."""
+    from .. import __version__
+
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "spikeforge": __version__,
+        "load_average": load,
+    }
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:

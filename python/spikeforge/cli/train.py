@@ -283,12 +283,17 @@ def run(args) -> int:
             f"spikeforge train ... --checkpoint {cfg.checkpoint} --resume)"
         )
     if args.json:
+        import torch
+
+        from .benchcore import run_record
+
         report = {
             "config": asdict(cfg),
             "history": res["history"],
             "test_acc": acc,
             "train_s": res["train_s"],
             "n_params": res["n_params"],
+            "environment": {**run_record(), "threads": torch.get_num_threads(), "device": cfg.device},
         }
         write_text_atomic(args.json, json.dumps(report, indent=2))
         print(f"wrote {args.json}")
