@@ -193,6 +193,17 @@ def test_tune_saves_this_machine_and_keeps_the_others(capsys, monkeypatch):
     assert {k: sp.CROSSOVER["cpu"][k] for k in TUNED_VALUES} == TUNED_VALUES  # applied in this process too
     rc, out, _ = _run(capsys, "info")
     assert rc == 0 and re.search(r"linear <= 1% .*tuned on this machine", out), out
+    rc, _, err = _run(capsys, "tune", "--reset", "--quick")  # (was accepted, and reset anyway)
+    assert (
+        rc == 2
+        and "--quick does not apply" in err
+        and set(json.load(open(path))["machines"]) == {other, sp.machine_key()}
+    )
+    monkeypatch.setenv("SPIKEFORGE_TUNED", "0")
+    sp.CROSSOVER["cpu"].update({k: sp.CROSSOVER_DEFAULTS["cpu"][k] for k in TUNED_VALUES})
+    rc, out, _ = _run(capsys, "info")
+    assert rc == 0 and "SPIKEFORGE_TUNED=0: any tuned file is ignored" in out, out
+    monkeypatch.delenv("SPIKEFORGE_TUNED")
     rc, out, _ = _run(capsys, "tune", "--reset")
     assert rc == 0 and "removed" in out
     assert set(json.load(open(path))["machines"]) == {other}

@@ -67,7 +67,11 @@ def _spike_crossover() -> dict:
     if sp.TUNED and values == sp.TUNED["crossover"]:
         source = f"tuned on this machine {sp.TUNED.get('measured') or ''} ({sp.TUNED['path']})"
     elif values == {k: sp.CROSSOVER_DEFAULTS["cpu"].get(k) for k in sp.TUNED_KEYS}:
-        source = "defaults (`spikeforge tune` measures this machine's)"
+        source = (
+            "defaults (SPIKEFORGE_TUNED=0: any tuned file is ignored)"
+            if sp.tuned_disabled()
+            else "defaults (`spikeforge tune` measures this machine's)"
+        )
     else:
         source = "set in this process (ops.spike.CROSSOVER)"
     if sp._TUNED_PROBLEM:

@@ -213,6 +213,18 @@ def run(args) -> int:
     # a file that cannot be used stops the command before a sweep that it could not save
     present = key in _read(path)["machines"]
     if args.reset:
+        given = (
+            ("--quick", args.quick),
+            ("--no-save", args.no_save),
+            ("--reps", args.reps),
+            ("--threads", args.threads),
+        )
+        ignored = [o for o, value in given if value not in (None, False)]
+        if ignored:  # (they were accepted and ignored)
+            raise UsageError(
+                f"--reset removes the entry and stops: {' / '.join(ignored)} "
+                f"{'does' if len(ignored) == 1 else 'do'} not apply with it"
+            )
         # (no entry: nothing to write, not even the lock file)
         removed = present and _update(path, lambda machines: machines.pop(key, None) is not None)
         if not removed:
