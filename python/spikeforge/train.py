@@ -353,7 +353,17 @@ def check_resume(state: dict, cfg: TrainConfig, path: str = "the checkpoint") ->
             f"{path} holds {_describe(saved)}, but this run builds {_describe(mine)} "
             f"(differs in {', '.join(diff)}); pass the checkpoint's options or another path"
         )
-    diff = [k for k in TRAINING_FIELDS if k in saved and saved.get(k) != mine.get(k)]
+    def same(k) -> bool:
+        a, b = saved.get(k), mine.get(k)
+        if k == "dataset" and isinstance(a, str) and isinstance(b, str) and a.endswith(".npz") and b.endswith(".npz"):
+            # one file under two spellings (./d.npz, d.npz, an absolute path; from another working folder the
+            # relative path names another file, which is then refused)
+            return os.path.realpath(a) == os.path.realpath(b) or (
+                os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+            )
+        return a == b
+
+    diff = [k for k in TRAINING_FIELDS if k in saved and not same(k)]
     if diff:
         was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
         now = ", ".join(f"{k}={mine.get(k)!r}" for k in diff)

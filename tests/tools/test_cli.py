@@ -470,3 +470,14 @@ def test_energy_of_a_sequence_trained_checkpoint_warns(capsys, tmp_path):
     assert _run(capsys, "train", "--dataset", path, "--checkpoint", ck, *TINY[:4], "--T", "2", *TINY[6:])[0] == 0
     rc, out, err = _run(capsys, "energy", "--checkpoint", ck)
     assert rc == 0 and "trained on sequences" in err, (rc, err)
+
+
+def test_resume_takes_the_dataset_under_another_spelling_and_energy_checks_num_classes(capsys, tmp_path, monkeypatch):
+    """--resume compared --dataset paths as strings (./d.npz was refused for a run trained on d.npz); energy
+    --num-classes with a checkpoint of another class count was ignored."""
+    monkeypatch.chdir(tmp_path)
+    _tiny_npz(tmp_path / "d.npz")
+    argv = [*TINY[:6], "--epochs", "2", "--no-progress", "--checkpoint", "r.pt"]
+    assert _run(capsys, "train", "--dataset", "d.npz", *argv)[0] == 0
+    assert _run(capsys, "train", "--dataset", "./d.npz", *argv, "--resume")[0] == 0
+    _one_line_error(capsys, "energy", "--checkpoint", "r.pt", "--num-classes", "1000", match="holds a 3-class model")

@@ -221,6 +221,11 @@ def run(args) -> int:
     channels = ck["channels"] if ck else (1 if args.input == "digits" else 3)
     if ck and ck["num_classes"]:
         num_classes = ck["num_classes"]
+        if args.num_classes is not None and args.num_classes != num_classes:  # (it was ignored)
+            raise UsageError(
+                f"--checkpoint {args.checkpoint} holds a {num_classes}-class model, but --num-classes "
+                f"{args.num_classes} was given; leave --num-classes out to use the checkpoint's"
+            )
     elif ck:  # older checkpoints: the classifier's output rows
         mats = [v for v in ck["state"]["model"].values() if isinstance(v, torch.Tensor) and v.dim() == 2]
         num_classes = mats[-1].shape[0] if mats else 10
