@@ -344,8 +344,8 @@ def _make(dims: Sequence[int], name: str, size: str, code_name: str):
     ) -> ESpikeFormer:
         if dim is not None or depth is not None:  # the other transformers' size options (spikeforge train --dim)
             raise ValueError(
-                f"{name} has four stage widths and fixed depths: dim / depth (spikeforge train --dim / --depth) do "
-                "not apply; another size is ESpikeFormer(dims=(d0, d1, d2, d3), ...) in Python"
+                f"{name} has four stage widths and fixed depths: dim / depth do not apply (spikeforge train --dim / "
+                f"--depth; in Python {name}(dims=(d0, d1, d2, d3)) builds another size)"
             )
         return ESpikeFormer(dims, num_heads, num_classes=num_classes, T=T, D=D, **kw)
 
