@@ -59,7 +59,8 @@ int64_t check_params(const NeuronParams& p) {
   SF_CHECK_ARG(p.model != NeuronModel::ilif || p.v_threshold != 0.0, "v_threshold must be non-zero for ilif");
   const int r = static_cast<int>(p.reset);
   SF_CHECK_ARG(r >= 0 && r <= 2, "reset_mechanism: unknown id " + std::to_string(r));
-  SF_CHECK_ARG(std::isfinite(p.alpha) && std::isfinite(p.beta_sg), "alpha (the surrogate's parameter) must be finite");
+  SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0 && std::isfinite(p.beta_sg),
+               "alpha (the surrogate's parameter) must be a finite number > 0, its second parameter finite");
   const int s = static_cast<int>(p.surrogate);
   SF_CHECK_ARG(s >= 0 && s < kNumSurrogates, "surrogate: unknown id " + std::to_string(s));
   SF_CHECK_ARG(

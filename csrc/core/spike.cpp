@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "index.h"
+
 namespace spikeforge {
 namespace {
 
@@ -152,11 +154,19 @@ void check_spike_conv2d_params(const SpikeConvParams& p) {
   SF_CHECK_ARG(p.dil_h >= 1 && p.dil_w >= 1, "dilation must be >= 1");
   SF_CHECK_ARG(p.groups >= 1 && p.Cin % p.groups == 0 && p.Cout % p.groups == 0,
                "groups must divide in_channels and out_channels");
+  // every size, stride, padding and dilation below 2^31, so that the geometry below cannot overflow int64
+  // (a padding of 2^63 - 1 wrapped the output-size check into a match)
+  constexpr int64_t kLimit = int64_t(1) << 31;
+  for (int64_t v :
+       {p.Cin, p.H, p.W, p.Cout, p.kh, p.kw, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.Ho, p.Wo}) {
+    SF_CHECK_ARG(v < kLimit, "spike_conv2d: a size, stride, padding or dilation of 2^31 or more");
+  }
   const int64_t eh = p.dil_h * (p.kh - 1) + 1, ew = p.dil_w * (p.kw - 1) + 1;
   SF_CHECK_ARG(p.Ho == (p.H + 2 * p.pad_h - eh) / p.stride_h + 1 && p.Ho >= 1 &&
                    p.Wo == (p.W + 2 * p.pad_w - ew) / p.stride_w + 1 && p.Wo >= 1,
                "spike_conv2d: output size does not match the input, kernel, stride, padding and dilation");
-  SF_CHECK_ARG(p.Cin * p.H * p.W < (int64_t(1) << 31) && p.Cout * p.Ho * p.Wo < (int64_t(1) << 31),
+  SF_CHECK_ARG(checked_mul(checked_mul(p.Cin, p.H, "spike_conv2d input"), p.W, "spike_conv2d input") < kLimit &&
+                   checked_mul(checked_mul(p.Cout, p.Ho, "spike_conv2d output"), p.Wo, "spike_conv2d output") < kLimit,
                "spike_conv2d: a sample has more than 2^31 elements");
 }
 

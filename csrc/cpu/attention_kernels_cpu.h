@@ -241,6 +241,19 @@ struct KeptBits {
     for (int64_t n = 0; n < N; ++n) all = all && flags[n] != 0;
     return SliceBits{words(x, t, b), ok(x, t, b), all};
   }
+  // Whether slice (x, t, b) is a packing keep() could have written for rows of D columns: flags 0 or 1 and no
+  // bit past column D. The kernels index rows by the bits (a bit past D names a row outside the D x D
+  // products: out-of-bounds reads and writes), and a caller of the raw op ssa_bwd can pass any bits; a slice
+  // that fails is found again from the values instead.
+  bool valid(int x, int64_t t, int64_t b, int64_t D) const {
+    const uint8_t* flags = ok(x, t, b);
+    const uint64_t* w = words(x, t, b);
+    const uint64_t pad = (D & 63) ? ~((uint64_t{1} << (D & 63)) - 1) : 0;
+    for (int64_t n = 0; n < N; ++n) {
+      if (flags[n] > 1 || (w[n * WD + WD - 1] & pad) != 0) return false;
+    }
+    return true;
+  }
 };
 inline KeptBits kept_bits(const TensorView* bits, const AttentionParams& p) {
   return KeptBits{bits ? bits->ptr<uint64_t>() : nullptr, p.T, p.B, p.N, ceil_div(p.D, 64),
@@ -517,7 +530,8 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
   std::vector<Scratch> scratch(nthr);
   for (Scratch& sc : scratch) {
     sc.ktv.resize(ktv_saved ? 0 : T * DD), sc.h.resize(T * ND), sc.row.resize(2 * kTileRows * D);
-    sc.bits.resize(kept.base ? 0 : 3 * T * N * WD), sc.ok.resize(kept.base ? 0 : 3 * T * N), sc.found.resize(3 * T);
+    // (with kept bits the scratch serves only a kept slice that is not a valid packing: KeptBits::valid)
+    sc.bits.resize(3 * T * N * WD), sc.ok.resize(3 * T * N), sc.found.resize(3 * T);
     sc.cwords.resize(D * ceil_div(N, 64));
     for (std::vector<C>* nd_buf : {&sc.state, &sc.buf, &sc.gstate, &sc.g_pre, &sc.sg}) nd_buf->resize(ND);
     if (!std::is_same_v<S, C>) sc.out_q.resize(ND), sc.out_k.resize(ND), sc.out_v.resize(ND);
@@ -533,8 +547,9 @@ void ssa_backward_impl(const TensorView& gov, const TensorView& qv, const Tensor
     // again by the backward's products
     auto find_bits = [&](const S* xs, int x, int64_t t, int64_t b) {
       const size_t i = static_cast<size_t>(x * T + t);
-      sc.found[i] =
-          kept.base ? kept.at(x, t, b) : slice_bits(xs, N, D, sc.bits.data() + i * N * WD, sc.ok.data() + i * N);
+      sc.found[i] = kept.base && kept.valid(x, t, b, D)
+                        ? kept.at(x, t, b)
+                        : slice_bits(xs, N, D, sc.bits.data() + i * N * WD, sc.ok.data() + i * N);
       return sc.found[i];
     };
     auto bits_at = [&](int x, int64_t t) { return sc.found[static_cast<size_t>(x * T + t)]; };

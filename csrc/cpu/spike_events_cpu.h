@@ -104,12 +104,22 @@ inline void for_each_nonzero(const T* row, int64_t K, F&& f) {
   }
 }
 
-// Calls f(k, value) for each set bit of a packed row of `words` 64-bit words: value 1, or -1 where the sign
-// word (signs: the row's sign words, or null) has the bit set.
+// Word w of a packed row of K columns (nwords = spike_words(K)) without the padding past column K: zero in
+// spike_pack's output, but a caller of the raw ops can pass any bits, and a set padding bit would name a
+// column >= K (the lists and tiles below index with it: out-of-bounds writes). Dropping them keeps every
+// index in range whatever the packing holds.
+inline uint64_t packed_word(const int64_t* row, int64_t w, int64_t nwords, int64_t K) {
+  uint64_t v = static_cast<uint64_t>(row[w]);
+  if (w == nwords - 1 && (K & 63)) v &= (uint64_t{1} << (K & 63)) - 1;
+  return v;
+}
+
+// Calls f(k, value) for each set bit k < K of a packed row of nwords 64-bit words: value 1, or -1 where the
+// sign word (signs: the row's sign words, or null) has the bit set.
 template <typename T, typename F>
-inline void for_each_bit(const int64_t* words, const int64_t* signs, int64_t nwords, F&& f) {
+inline void for_each_bit(const int64_t* words, const int64_t* signs, int64_t nwords, int64_t K, F&& f) {
   for (int64_t w = 0; w < nwords; ++w) {
-    uint64_t mask = static_cast<uint64_t>(words[w]);
+    uint64_t mask = packed_word(words, w, nwords, K);
     const uint64_t neg = signs ? static_cast<uint64_t>(signs[w]) : 0;
     while (mask) {
       const int j = __builtin_ctzll(mask);
@@ -152,7 +162,7 @@ ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s
   for (int64_t r = 0; r < R; ++r) {
     int64_t c = 0;
     if (bits) {
-      for (int64_t w = 0; w < nwords; ++w) c += __builtin_popcountll(static_cast<uint64_t>(bits[r * nwords + w]));
+      for (int64_t w = 0; w < nwords; ++w) c += __builtin_popcountll(packed_word(bits + r * nwords, w, nwords, K));
     } else {
       const T* row = s + r * K;
       for (int64_t k = 0; k < K; ++k) c += row[k] != T(0);
@@ -171,12 +181,13 @@ ActiveLists<T> build_lists(const int64_t* bits, const int64_t* signs, const T* s
   for (int64_t r = 0; r < R; ++r) {
     int64_t p = a.rowptr[r];
     if (bits && signs) {
-      for_each_bit<T>(bits + r * nwords, signs + r * nwords, nwords, [&](int64_t k, T v) {
+      for_each_bit<T>(bits + r * nwords, signs + r * nwords, nwords, K, [&](int64_t k, T v) {
         a.idx[p] = static_cast<int32_t>(k);
         a.vals[p++] = v;
       });
     } else if (bits) {
-      for_each_bit<T>(bits + r * nwords, nullptr, nwords, [&](int64_t k, T) { a.idx[p++] = static_cast<int32_t>(k); });
+      for_each_bit<T>(bits + r * nwords, nullptr, nwords, K,
+                      [&](int64_t k, T) { a.idx[p++] = static_cast<int32_t>(k); });
     } else {
       for_each_nonzero(s + r * K, K, [&](int64_t k, T v) {
         a.idx[p] = static_cast<int32_t>(k);

@@ -377,12 +377,10 @@ def test_late_reset_with_a_factor_it_cannot_divide_by_runs_the_loop(model, gsf, 
         torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("model", ["Leaky", "Synaptic", "Alpha"])
-def test_surrogate_disable_spikes_have_no_graph(model, fused_calls):
-    """surrogate_disable: snnTorch's spike is a comparison (no graph: a loss over it reaches no state), and the
-    fused path's spikes are the same. A NaN in one chunk's input then reaches no gradient through the spikes;
-    a learnable graded_spikes_factor keeps its own graph."""
-    kw = dict(beta=0.8, threshold=0.5, surrogate_disable=True, learn_beta=True, init_hidden=True, output=True)
+def _disabled_pair(model, **options):
+    """(patched, reference) of one snnTorch model with surrogate_disable=True and a learnable beta, init_hidden
+    and output on, and options."""
+    kw = dict(beta=0.8, surrogate_disable=True, learn_beta=True, init_hidden=True, output=True, **options)
     make = {
         "Leaky": lambda: snn.Leaky(**kw),
         "Synaptic": lambda: snn.Synaptic(alpha=0.9, **kw),
@@ -390,6 +388,15 @@ def test_surrogate_disable_spikes_have_no_graph(model, fused_calls):
     }[model]
     nrn, ref = make(), make()
     sfs.patch(nrn, step_mode="m")
+    return nrn, ref
+
+
+@pytest.mark.parametrize("model", ["Leaky", "Synaptic", "Alpha"])
+def test_surrogate_disable_spikes_have_no_graph(model, fused_calls):
+    """surrogate_disable: snnTorch's spike is a comparison (no graph: a loss over it reaches no state), and the
+    fused path's spikes are the same. A NaN in one chunk's input then reaches no gradient through the spikes;
+    a learnable graded_spikes_factor keeps its own graph."""
+    nrn, ref = _disabled_pair(model, threshold=0.5)
     x1 = _inputs(T=6, scale=0.5, shift=0.4)
     x1[1, 0, 2] = float("nan")
     x2 = _inputs(T=6, scale=0.5, shift=0.4, seed=1)
@@ -414,15 +421,7 @@ def test_surrogate_disable_threshold_gradient_is_snntorchs(model, reset, fused_c
     """surrogate_disable with a learnable threshold: a zero or no reset never reads the threshold, so snnTorch
     gives it no gradient (None) and an optimiser leaves it alone; the fused path did the same, not a zero that
     AdamW's weight decay moved. A subtract reset reads it: the same gradient on both sides."""
-    kw = dict(beta=0.8, threshold=1.0, surrogate_disable=True, learn_threshold=True, learn_beta=True)
-    kw.update(init_hidden=True, output=True, reset_mechanism=reset)
-    make = {
-        "Leaky": lambda: snn.Leaky(**kw),
-        "Synaptic": lambda: snn.Synaptic(alpha=0.9, **kw),
-        "Alpha": lambda: snn.Alpha(alpha=0.9, **kw),
-    }[model]
-    nrn, ref = make(), make()
-    sfs.patch(nrn, step_mode="m")
+    nrn, ref = _disabled_pair(model, threshold=1.0, learn_threshold=True, reset_mechanism=reset)
     x = _inputs(T=6, scale=1.0, shift=0.6)
     for m, per_step in ((ref, True), (nrn, False)):
         out = _per_step(m, x) if per_step else m(x)

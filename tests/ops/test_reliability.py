@@ -92,6 +92,10 @@ NATIVE_NEURON_FWD = {
     "x_string": (dict(x="tensor"), ValueError, "x_seq"),
     "spike_readonly_shape": (dict(spike=torch.full((8, 3), 7.0).t()), ValueError, "spike_seq"),
     "x_9_dims": (dict(x=torch.randn(3, 8, *[1] * 7)), ValueError, "8 dimensions"),
+    # the ops refuse alpha <= 0 by name; the raw op neuron_fwd reached the kernels with it (a gradient of the
+    # wrong sign)
+    "alpha_negative": (dict(alpha=-4.0), ValueError, "alpha"),
+    "alpha_zero": (dict(alpha=0.0), ValueError, "alpha"),
 }
 
 NATIVE_PSN_FWD = {
@@ -380,6 +384,55 @@ def test_concurrent_calls_from_python_threads(device):
             got = list(pool.map(lambda t: t(), tasks))
             for e, r in zip(expected, got):
                 _assert_bitwise([e, r])
+
+
+@needs_native
+def test_forged_packed_bits_stay_in_bounds():
+    """Packed spikes come from the ops' own packing, whose padding bits past the last column are zero; a caller
+    of the raw ops (or of the native module) can pass any bits, and each set padding bit named a column (a
+    row of the attention's D x D products) past the end: heap corruption in spike_bwd's weight gradient, the
+    masked input gradient and ssa_bwd (found by a native-layer fuzz). The padding is now ignored (linear) or
+    the slice's bits found again from the values (SSA): the results are those of the valid bits, and memory
+    around the outputs is untouched."""
+    from spikeforge._native import native as C
+
+    M, N, K = 2, 16, 3
+    gy, w, info = torch.ones(M, N), torch.ones(N, K), torch.tensor([M * K, 0])
+    forged, real = torch.full((M, 1), -1, dtype=torch.int64), torch.full((M, 1), 7, dtype=torch.int64)
+    args = (None, info, w, None, False, [], 1, 0, False, True, False)
+    got = torch.ops.spikeforge.spike_bwd(gy, forged, *args)[1]
+    assert torch.equal(got, torch.ops.spikeforge.spike_bwd(gy, real, *args)[1])
+    for M in (4, 1):  # the by-row (M > K) and by-input tile paths
+        gw = torch.zeros(N, 1)
+        C.spike_linear_grad_weight(torch.full((M, 1), -1, dtype=torch.int64), None, torch.ones(M, N), gw, None, 1, 0)
+        assert torch.equal(gw, torch.full((N, 1), float(M)))
+    buf = torch.zeros(2 + 4096)
+    C.spike_linear_grad_input_masked(
+        torch.full((2, 1), -1, dtype=torch.int64), gy, torch.ones(N, 1), buf[:2].view(2, 1), None, 1, 0
+    )
+    assert torch.equal(buf[:2], torch.full((2,), 16.0)) and not buf[2:].any()
+    T, B, Nt, D = 2, 1, 8, 4
+    q = torch.zeros(T, B, Nt, D)
+    words = 3 * T * B * (Nt * ((D + 63) // 64) + (Nt + 7) // 8)
+    ssa = (0.125, 2.0, 1.0, 0.0, True, True, False, 0, 4.0, False, False, True)
+    for _ in range(3):
+        got = torch.ops.spikeforge.ssa_bwd(
+            torch.ones_like(q), q, q, q, None, torch.full((words,), -1, dtype=torch.int64), *ssa
+        )
+        want = torch.ops.spikeforge.ssa_bwd(torch.ones_like(q), q, q, q, None, None, *ssa)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@needs_native
+def test_conv_geometry_that_overflows_int64_is_refused():
+    """A padding of 2^63 - 1 wrapped the native output-size check (signed overflow) into a match."""
+    from spikeforge._native import native as C
+
+    p = [2, 3, 5, 5, 4, 3, 3, 1, 5, 3, 1, 2**63 - 1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="2\\^31 or more"):
+        C.spike_conv2d_forward(
+            torch.ones(2, 3, 5, 5), torch.ones(4, 3, 3, 3), None, torch.zeros(2, 4, 1, 5), None, None, p, 1, 0
+        )
 
 
 @needs_native
