@@ -353,6 +353,7 @@ def check_resume(state: dict, cfg: TrainConfig, path: str = "the checkpoint") ->
             f"{path} holds {_describe(saved)}, but this run builds {_describe(mine)} "
             f"(differs in {', '.join(diff)}); pass the checkpoint's options or another path"
         )
+
     def same(k) -> bool:
         a, b = saved.get(k), mine.get(k)
         if k == "dataset" and isinstance(a, str) and isinstance(b, str) and a.endswith(".npz") and b.endswith(".npz"):
