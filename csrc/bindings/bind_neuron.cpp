@@ -36,8 +36,13 @@ NeuronParams with_shape(const NeuronParams& opts, int64_t T, int64_t N, nb::hand
   const nb::tuple t = nb::borrow<nb::tuple>(layouts);
   SF_CHECK_ARG(t.size() == 2 * kMaxParams, "layouts: expected (C, S) for each of the 4 slots");
   for (int s = 0; s < kMaxParams; ++s) {
-    p.layout[s].C = nb::cast<int64_t>(t[2 * s]);
-    p.layout[s].S = nb::cast<int64_t>(t[2 * s + 1]);
+    int64_t cs[2];
+    for (int j = 0; j < 2; ++j) {
+      // nb::cast reports a failed conversion as std::bad_cast (a RuntimeError naming nothing)
+      SF_CHECK_ARG(nb::try_cast<int64_t>(t[2 * s + j], cs[j]), "layouts: expected integers (C, S) for each slot");
+    }
+    p.layout[s].C = cs[0];
+    p.layout[s].S = cs[1];
   }
   return p;
 }

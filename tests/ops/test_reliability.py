@@ -96,6 +96,9 @@ NATIVE_NEURON_FWD = {
     # wrong sign)
     "alpha_negative": (dict(alpha=-4.0), ValueError, "alpha"),
     "alpha_zero": (dict(alpha=0.0), ValueError, "alpha"),
+    # a layout entry that is not an integer: std::bad_cast (a RuntimeError naming nothing) before
+    "layout_float": (dict(C=1.5), ValueError, "layouts: expected integers"),
+    "layout_string": (dict(S="1"), ValueError, "layouts: expected integers"),
 }
 
 NATIVE_PSN_FWD = {
