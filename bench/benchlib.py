@@ -27,6 +27,8 @@ from typing import Callable, Optional
 
 import torch
 
+from spikeforge.cli._common import write_text_atomic
+
 # re-exported: the bench scripts import the timing core from here
 from spikeforge.cli.benchcore import (  # noqa: F401
     MALLOC_ENV,
@@ -323,9 +325,8 @@ def environment_lines(env: dict) -> list[str]:
 def write_json(path: str, data: dict) -> None:
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str, allow_nan=False)
-        f.write("\n")
+    # through a temporary file, as the CLI's reports: a failed write leaves no half-written result
+    write_text_atomic(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
     print(f"wrote {path}")
 
 

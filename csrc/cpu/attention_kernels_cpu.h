@@ -248,7 +248,7 @@ struct KeptBits {
   bool valid(int x, int64_t t, int64_t b, int64_t D) const {
     const uint8_t* flags = ok(x, t, b);
     const uint64_t* w = words(x, t, b);
-    const uint64_t pad = (D & 63) ? ~((uint64_t{1} << (D & 63)) - 1) : 0;
+    const uint64_t pad = ~spikeforge::cpu::packed_tail_mask(D);
     for (int64_t n = 0; n < N; ++n) {
       if (flags[n] > 1 || (w[n * WD + WD - 1] & pad) != 0) return false;
     }

@@ -160,4 +160,11 @@ class ThreadBuffers {
   T* base_;
 };
 
+// The bits of the last 64-bit word of a packed row of K columns that are columns (all 64 when K is a multiple
+// of 64). The rest is padding: zero in the ops' own packing, but a caller of the raw ops can pass any bits, and
+// a kernel that read a padding bit as column >= K would index past its rows.
+inline uint64_t packed_tail_mask(int64_t K) {
+  return (K & 63) ? (uint64_t{1} << (K & 63)) - 1 : ~uint64_t{0};
+}
+
 }  // namespace spikeforge::cpu

@@ -104,13 +104,12 @@ inline void for_each_nonzero(const T* row, int64_t K, F&& f) {
   }
 }
 
-// Word w of a packed row of K columns (nwords = spike_words(K)) without the padding past column K: zero in
-// spike_pack's output, but a caller of the raw ops can pass any bits, and a set padding bit would name a
-// column >= K (the lists and tiles below index with it: out-of-bounds writes). Dropping them keeps every
-// index in range whatever the packing holds.
+// Word w of a packed row of K columns (nwords = spike_words(K)) without the padding past column K
+// (packed_tail_mask): the lists and tiles below index with every bit, so every index stays in range whatever
+// the packing holds.
 inline uint64_t packed_word(const int64_t* row, int64_t w, int64_t nwords, int64_t K) {
   uint64_t v = static_cast<uint64_t>(row[w]);
-  if (w == nwords - 1 && (K & 63)) v &= (uint64_t{1} << (K & 63)) - 1;
+  if (w == nwords - 1) v &= spikeforge::cpu::packed_tail_mask(K);
   return v;
 }
 

@@ -262,6 +262,14 @@ def save_checkpoint(path: str, model, opt, sched, epoch: int, cfg: TrainConfig, 
         raise
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same file where both exist (links included), else the same
+    absolute path."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def weights_mismatch(model: nn.Module, state: dict) -> str:
     """Why a state dict does not load into model, in a line: how many weights are missing, unexpected or of
     another shape, with an example of each (torch's message was cut to its first line, which names none)."""
@@ -359,9 +367,7 @@ def check_resume(state: dict, cfg: TrainConfig, path: str = "the checkpoint") ->
         if k == "dataset" and isinstance(a, str) and isinstance(b, str) and a.endswith(".npz") and b.endswith(".npz"):
             # one file under two spellings (./d.npz, d.npz, an absolute path; from another working folder the
             # relative path names another file, which is then refused)
-            return os.path.realpath(a) == os.path.realpath(b) or (
-                os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-            )
+            return same_file(a, b)
         return a == b
 
     diff = [k for k in TRAINING_FIELDS if k in saved and not same(k)]

@@ -106,15 +106,11 @@ def check_output_path(option: str, path: str, *, others: tuple = ()) -> None:
         raise UsageError(f"{option} {path}: cannot write in {folder} ({e.strerror or e})") from None
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UsageError(f"{option} {path}: the file is not writable")
+    from ..train import same_file
+
     for other_option, other in others:
-        if other and _same_file(path, other):
+        if other and same_file(path, other):
             raise UsageError(f"{option} {path}: the same file as {other_option}; give another path")
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def write_text_atomic(path: str, text: str) -> None:

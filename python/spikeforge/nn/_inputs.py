@@ -1,4 +1,4 @@
-"""Input checks shared by spikeforge.nn's modules and the models (imports only nn._state).
+"""Input checks shared by spikeforge.nn's modules and the models (imports only nn._state and ops._common).
 
 A module checks its input before it runs anything, so that the error names the module and the argument
 the user passed (``x_seq`` of a multi-step call, ``x`` of a single step) rather than an op's internal
@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..ops._common import autocast_on
 from ._state import first_parameter
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -30,13 +31,6 @@ def check_float_input(owner: str, name: str, x, min_dim: int = 0) -> Tensor:
     if x.dim() < min_dim:
         raise ValueError(f"{owner}: {name} must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}")
     return x
-
-
-def _autocast_on(device: torch.device) -> bool:
-    try:
-        return torch.is_autocast_enabled(device.type)
-    except (RuntimeError, ValueError):  # a device type autocast does not know (meta, ...)
-        return False
 
 
 def check_matches_parameters(
@@ -61,7 +55,7 @@ def check_matches_parameters(
         )
     if dtype and not x.is_floating_point():
         raise TypeError(f"{owner}: {name} must be a floating-point tensor, got {x.dtype}; convert it (x.to({p.dtype}))")
-    if dtype and x.dtype != p.dtype and not _autocast_on(x.device):
+    if dtype and x.dtype != p.dtype and not autocast_on(x.device):
         raise TypeError(
             f"{owner}: {name} is {x.dtype} but the {kind}'s parameters are {p.dtype}; convert the "
             f"input (x.to({p.dtype})) or the {kind} ({kind}.to({x.dtype})), or run under "

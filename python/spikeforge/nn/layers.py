@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops._common import _check_int
 from ._inputs import check_float_input, check_matches_parameters
 from ._state import in_model_call
 
@@ -88,11 +89,7 @@ def _check_bn(bn: nn.Module, x, num_features: int, allow_4d: bool = True) -> Non
 
 def _check_features(cls: str, num_features) -> int:
     """The channel count of a BN layer, checked by name (torch's own error named neither)."""
-    if isinstance(num_features, bool) or not isinstance(num_features, int):
-        raise TypeError(f"{cls}: num_features must be an int, got {type(num_features).__name__}")
-    if num_features < 1:
-        raise ValueError(f"{cls}: num_features must be >= 1, got {num_features}")
-    return num_features
+    return _check_int(f"{cls}: num_features", num_features, minimum=1)
 
 
 class SeqBatchNorm2d(nn.BatchNorm2d):

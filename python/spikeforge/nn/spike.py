@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..ops import spike as _spike
-from ._inputs import _autocast_on
+from ..ops._common import autocast_on
 
 __all__ = ["SpikeLinear", "SpikeConv2d", "SpikeInputConv2d"]
 
@@ -39,7 +39,7 @@ def _check_spikes(layer: "_SpikeLayer", s) -> None:
             f"{name}: s is on {s.device} but the layer's weight is on {w.device}; move the input "
             f"(s.to('{w.device}')) or the layer (layer.to('{s.device}'))"
         )
-    if s.is_floating_point() and s.dtype != w.dtype and not _autocast_on(s.device):  # autocast: ops cast both
+    if s.is_floating_point() and s.dtype != w.dtype and not autocast_on(s.device):  # autocast: ops cast both
         raise TypeError(
             f"{name}: s is {s.dtype} but the layer's weight is {w.dtype}; convert the input "
             f"(s.to({w.dtype})) or the layer (layer.to({s.dtype})); integer and bool spikes are "

@@ -61,6 +61,14 @@ def _check_number(name: str, value, *, positive: bool = False, allow_none: bool 
     return value
 
 
+def autocast_on(device: torch.device) -> bool:
+    """Whether torch.autocast is on for device's type (False for a type autocast does not know, e.g. meta)."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except (RuntimeError, ValueError):
+        return False
+
+
 def _check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")

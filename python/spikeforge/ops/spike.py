@@ -44,7 +44,7 @@ from torch import Tensor
 
 from .. import reference
 from .._native import native
-from ._common import FusedOp, _has_native, _stream, _tracing
+from ._common import FusedOp, _has_native, _stream, _tracing, autocast_on
 
 __all__ = [
     "spike_linear",
@@ -921,11 +921,7 @@ def _autocast(s: Tensor, weight: Tensor, bias: Optional[Tensor]):
     weight later). The call is then a 16-bit one, which runs the dense torch ops (the native kernels take
     float32): one layer returns one dtype whatever its input's firing rate (the event path returned float32
     and the dense path bfloat16 before), and 16-bit spikes of an autocast pipeline meet a float32 layer."""
-    try:
-        on = torch.is_autocast_enabled(s.device.type)
-    except (RuntimeError, ValueError):  # a device type autocast does not know (meta, ...)
-        return s, weight, bias
-    if not on:
+    if not autocast_on(s.device):
         return s, weight, bias
     dt = torch.get_autocast_dtype(s.device.type)
 

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 # what modules report into lives in nn (a leaf below nn's modules); the estimator here is its listener
+from ..ops._common import _check_int
 from ..nn._accounting import EnergyOp, estimating, listening, matmul_op, report_op
 from ..nn.observe import is_neuron
 
@@ -409,14 +410,6 @@ def _positive(name: str, v) -> float:
     return float(v)
 
 
-def _count(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {v}")
-    return v
-
-
 def energy(
     model: nn.Module,
     inputs: Union[Tensor, Sequence[Tensor]],
@@ -463,11 +456,11 @@ def energy(
             raise ValueError(
                 "T: the model has no integer attribute T and the input is not a sequence [T, B, C, H, W]; pass T=..."
             )
-    T = _count("T", T)
+    T = _check_int("T", T, minimum=1)
     sequence = x.dim() == 5 or (x.dim() == 3 and x.shape[0] == T)
     if batch_size is None:
         batch_size = x.shape[1] if sequence else x.shape[0]
-    batch_size = _count("batch_size", batch_size)
+    batch_size = _check_int("batch_size", batch_size, minimum=1)
     e_mac, e_ac = _positive("e_mac", e_mac), _positive("e_ac", e_ac)
 
     est = _Estimator(model, T, batch_size, e_mac, e_ac)
