@@ -339,7 +339,7 @@ bool scatter_grad_weight(const ActiveLists<T>& a, const T* gy, T* gw, int64_t M,
   // aligned lines: a plain store first reads each line it writes (8 x 8 transposes store half lines), which
   // doubled the write-back's traffic: 11.1 -> 8.5 ms at 5% firing, 6.2 -> 3.3 ms at 0% (a fill of the same
   // tensor: 1.8 ms).
-  const bool stream = std::is_same_v<T, float> && N * K * static_cast<int64_t>(sizeof(T)) >= (int64_t{16} << 20) &&
+  const bool stream = std::is_same_v<T, float> && N * K * static_cast<int64_t>(sizeof(T)) >= kStreamBytes &&
                       K % 16 == 0 && reinterpret_cast<uintptr_t>(gw) % 64 == 0;
   const ActiveLists<T> c = by_input ? lists_by_input(a, M, K) : ActiveLists<T>{};
   // split over the 16-feature tiles only: splitting the rows would need per-split partial sums, whose count
