@@ -540,11 +540,12 @@ constexpr bool kUniformRows = Step<M>::kSnn || Step<M>::kNorse;
 // The chunk's forward over all T steps from the state in r.st (left holding the last state). Writes
 // the spike rows (when spike is given), the rows of every state whose st_seq[s] is given (that state
 // after each step, [T, N]), and the saved values either into
-// `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute).
+// `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute). stream: the spike and state rows are
+// float32 outputs written with streaming stores (forward_impl).
 template <NeuronModel M, typename S, typename SV>
 void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
                    S* const* st_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, bool uniform,
-                   int64_t i0, int64_t n) {
+                   int64_t i0, int64_t n, bool stream) {
   using C = compute_t<S>;
   const Rows<C>& r = rows;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
@@ -565,14 +566,16 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
     nr.n = t + 1 < T ? n : std::max<int64_t>(0, std::min(blk, N - next));
     if (nr.n > 0) {
       nr.x = reinterpret_cast<const char*>(x + next);
-      nr.spike = spike ? reinterpret_cast<const char*>(spike + next) : nullptr;
       nr.es = static_cast<int64_t>(sizeof(S));
-      for (int s = 0; s < NS; ++s) {
-        if (st_seq && st_seq[s]) nr.seq[s] = reinterpret_cast<const char*>(st_seq[s] + next);
+      if (!stream) {  // (a line asked for with intent to write is read: what the streaming stores avoid)
+        nr.spike = spike ? reinterpret_cast<const char*>(spike + next) : nullptr;
+        for (int s = 0; s < NS; ++s) {
+          if (st_seq && st_seq[s]) nr.seq[s] = reinterpret_cast<const char*>(st_seq[s] + next);
+        }
       }
     }
     const C* xr = load_row(x + off, r.tmp[0], n);
-    C* s_dst = spike ? out_row(spike + off, r.out[kMaxSaved]) : r.out[kMaxSaved];
+    C* s_dst = spike && !stream ? out_row(spike + off, r.out[kMaxSaved]) : r.out[kMaxSaved];
     C* sv_dst[kMaxSaved] = {};
     for (int k = 0; k < NSV; ++k) {
       if (to_svbuf) {
@@ -604,12 +607,21 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
         by_keep(std::false_type{});
       }
     });
-    if (spike) store_row(spike + off, s_dst, n);
+    if constexpr (std::is_same_v<S, float>) {
+      if (spike && stream) cpu::stream_row(spike + off, s_dst, n);
+    }
+    if (spike && !stream) store_row(spike + off, s_dst, n);
     if (saved && !kDirect) {
       for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
     }
     for (int s = 0; s < NS; ++s) {
       if (!st_seq || !st_seq[s]) continue;
+      if constexpr (std::is_same_v<S, float>) {
+        if (stream) {
+          cpu::stream_row(st_seq[s] + off, r.st[s], n);
+          continue;
+        }
+      }
       C* v_dst = out_row(st_seq[s] + off, r.tmp[1]);
       std::copy(r.st[s], r.st[s] + n, v_dst);
       store_row(st_seq[s] + off, v_dst, n);
@@ -672,10 +684,17 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   S* st_seq[kMaxStates] = {};
   for (int s = 0; s < NS; ++s) st_seq[s] = a.seq[s] ? static_cast<S*>(a.state_out[s]) : nullptr;
   const bool uniform = slots_uniform(p, NSL, slots);
+  // Large float32 spike and state sequences are written with streaming stores (cpu::stream_row), and their rows are
+  // then not asked for ahead (forward_row's NextRows: a line asked for with intent to write is read, which is what
+  // the streaming stores avoid; with the asking kept, the forward was 23-25% slower instead of faster).
+  // bench/neuron_ab.py against the plain stores, 2 threads, N = 2^20 (AMD EPYC Zen 4): forward new / base 0.85 /
+  // 0.79 at T = 8 / 32 for LIF, 0.81 / 0.72 for Leaky (spikes and the membrane sequence), 0.94-1.02 at T = 4.
+  const bool stream = std::is_same_v<S, float> && p.T * p.N * static_cast<int64_t>(sizeof(S)) >= cpu::kStreamBytes;
   for_each_chunk<C>(p, NSL, slots, uniform, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
-                            static_cast<SV*>(a.saved), false, blk, p, uniform, i0, n);
+                            static_cast<SV*>(a.saved), false, blk, p, uniform, i0, n, stream);
+    if (stream) cpu::stream_fence();
     for (int s = 0; s < NS; ++s) {
       for (void* last : {a.state_out[s] && !a.seq[s] ? a.state_out[s] : nullptr, a.state_last[s]}) {
         if (!last) continue;
@@ -746,10 +765,10 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   const SV* saved = static_cast<const SV*>(a.saved);
   const int64_t svbuf = recompute ? NSV * T * blk : 0;
   const bool uniform = slots_uniform(p, NSL, slots);
-  // A large float32 grad_x is written with streaming stores (cpu::stream_row): the step's gx row is computed
-  // into an L1 row, then streamed out. LIF forward + backward, 2 threads, 2^20 neurons, alternated in one
-  // process (AMD EPYC Zen 4): 7-11% faster at T = 4 / 8 / 32 (grad_x 16-128 MiB). The forward's spikes
-  // streamed the same way made the forward alone 23-25% slower there: not done.
+  // A large float32 grad_x is written with streaming stores (cpu::stream_row), as forward_impl's outputs: the step's
+  // gx row is computed into an L1 row, then streamed out (surrogate_grad_row asks for that L1 row, not for gx's
+  // lines). bench/neuron_ab.py, 2 threads, N = 2^20 (AMD EPYC Zen 4): LIF backward new / base 0.96 / 0.87 / 0.84 at
+  // T = 4 / 8 / 32 (grad_x 16-128 MiB), the same gradients.
   const bool stream = std::is_same_v<S, float> && T * N * static_cast<int64_t>(sizeof(S)) >= cpu::kStreamBytes;
   for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
@@ -758,7 +777,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
     // noise of an A/A run (0.92-1.10x, LIF / Leaky / Synaptic / Alpha backward, T = 4 / 8, AMD EPYC): not done.
     if (recompute) {
       for (int s = 0; s < NS; ++s) std::copy(r.init[s], r.init[s] + n, r.st[s]);
-      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, uniform, i0, n);
+      forward_chunk<M, S, SV>(r, q, x, nullptr, nullptr, static_cast<SV*>(nullptr), true, blk, p, uniform, i0, n,
+                              false);
     }
     for (int s = 0; s < NS; ++s) {
       if (a.grad_out[s] && !a.seq[s]) {  // the gradient of a returned last state

@@ -593,29 +593,42 @@ def test_many_chunks_thread_invariant_and_equal_to_reference():
     torch.testing.assert_close(results[0][3], wr.grad, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("model", ["lif", "alif", "leaky"])
+_STREAMED = {  # model -> (op, options that return every state as a [T, *] sequence)
+    "lif": (ops.lif, {"return_v": "seq"}),
+    "alif": (ops.alif, {"return_v": "seq", "return_states": "seq"}),
+    "leaky": (ops.leaky, {"beta": 0.9, "return_mem": "seq"}),
+    "synaptic": (ops.synaptic, {"alpha": 0.9, "beta": 0.8, "return_mem": "seq", "return_states": "seq"}),
+}
+
+
+@pytest.mark.parametrize("model", sorted(_STREAMED))
 @pytest.mark.parametrize("offset", [0, 3])
-def test_large_grad_x_written_with_streaming_stores(model, offset):
-    """A float32 grad_x of 16 MiB or more is written with streaming stores (cpu_common.h stream_row): every
-    value equals that of the same neurons run in two smaller calls (neurons are independent), with rows that
-    start off a cache line (N odd, a storage offset) and threads splitting the neurons."""
+def test_large_outputs_written_with_streaming_stores(model, offset):
+    """float32 spike / state sequences and grad_x of 16 MiB or more are written with streaming stores
+    (cpu_common.h stream_row): every value equals that of the same neurons run in two smaller calls (neurons are
+    independent), with rows that start off a cache line (N odd, a storage offset) and threads splitting the
+    neurons."""
     torch.manual_seed(3)
-    T, N = 2, (1 << 21) + 37  # 16 MiB + 296 bytes of grad_x
+    T, N = 2, (1 << 21) + 37  # 16 MiB + 296 bytes per [T, N] tensor
     base = torch.randn(T * N + offset) * 1.5 + 0.5
     x = base[offset:].view(T, N).requires_grad_()
     g = torch.randn(T, N)
-    call = {"lif": ops.lif, "alif": ops.alif, "leaky": ops.leaky}[model]
-    kw = {"leaky": {"beta": 0.9}}.get(model, {})
-    (gx,) = torch.autograd.grad(call(x, **kw)[0], [x], g)
+    call, kw = _STREAMED[model]
+    out = call(x, **kw)
+    (gx,) = torch.autograd.grad(out[0], [x], g)
     half = N // 2 + 5
     for lo, hi in ((0, half), (half, N)):
         xp = x.detach()[:, lo:hi].clone().requires_grad_()
-        (gp,) = torch.autograd.grad(call(xp, **kw)[0], [xp], g[:, lo:hi])
+        part = call(xp, **kw)
+        (gp,) = torch.autograd.grad(part[0], [xp], g[:, lo:hi])
         assert torch.equal(gx[:, lo:hi], gp)
-    sr = reference.lif if model == "lif" else None
-    if sr is not None:
+        for whole, piece in zip(out, part):
+            assert whole.shape[0] == T and torch.equal(whole[:, lo:hi], piece)
+    if model == "lif":
         xr = x.detach()[:, :4096].clone().requires_grad_()
-        (gr,) = torch.autograd.grad(sr(xr)[0], [xr], g[:, :4096])
+        sr, vr = reference.lif(xr, return_v="seq")
+        (gr,) = torch.autograd.grad(sr, [xr], g[:, :4096])
+        assert torch.equal(out[0][:, :4096], sr) and torch.equal(out[1][:, :4096], vr)
         torch.testing.assert_close(gx[:, :4096], gr, rtol=1e-5, atol=1e-6)
 
 
