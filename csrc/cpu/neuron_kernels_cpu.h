@@ -687,8 +687,9 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   // Large float32 spike and state sequences are written with streaming stores (cpu::stream_row), and their rows are
   // then not asked for ahead (forward_row's NextRows: a line asked for with intent to write is read, which is what
   // the streaming stores avoid; with the asking kept, the forward was 23-25% slower instead of faster).
-  // bench/neuron_ab.py against the plain stores, 2 threads, N = 2^20 (AMD EPYC Zen 4): forward new / base 0.85 /
-  // 0.79 at T = 8 / 32 for LIF, 0.81 / 0.72 for Leaky (spikes and the membrane sequence), 0.94-1.02 at T = 4.
+  // bench/neuron_ab.py against the plain stores, 2 threads, N = 2^20 (AMD EPYC Zen 4), two runs: forward new / base
+  // at T = 4 / 8 / 32 LIF 0.69-1.02 / 0.71-0.85 / 0.69-0.79, Leaky (spikes and the membrane sequence) 0.94-1.07 /
+  // 0.81-0.85 / 0.71-0.72.
   const bool stream = std::is_same_v<S, float> && p.T * p.N * static_cast<int64_t>(sizeof(S)) >= cpu::kStreamBytes;
   for_each_chunk<C>(p, NSL, slots, uniform, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
@@ -767,8 +768,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   const bool uniform = slots_uniform(p, NSL, slots);
   // A large float32 grad_x is written with streaming stores (cpu::stream_row), as forward_impl's outputs: the step's
   // gx row is computed into an L1 row, then streamed out (surrogate_grad_row asks for that L1 row, not for gx's
-  // lines). bench/neuron_ab.py, 2 threads, N = 2^20 (AMD EPYC Zen 4): LIF backward new / base 0.96 / 0.87 / 0.84 at
-  // T = 4 / 8 / 32 (grad_x 16-128 MiB), the same gradients.
+  // lines). bench/neuron_ab.py, 2 threads, N = 2^20 (AMD EPYC Zen 4), two runs: LIF backward new / base 0.96-0.97 /
+  // 0.87-0.93 / 0.80-0.84 at T = 4 / 8 / 32 (grad_x 16-128 MiB), the same gradients.
   const bool stream = std::is_same_v<S, float> && T * N * static_cast<int64_t>(sizeof(S)) >= cpu::kStreamBytes;
   for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
