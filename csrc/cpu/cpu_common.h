@@ -96,12 +96,19 @@ inline void store_row(S* dst, const compute_t<S>* tmp, int64_t n) {
 // whole cache lines: far beyond what the caches keep for the next layer, and a plain store first reads each line
 // it writes (read for ownership), a third more traffic for a kernel that reads two values per value it writes.
 constexpr int64_t kStreamBytes = int64_t{16} << 20;
+// Whether stream_row streams at all (x86-64): elsewhere it is a plain copy, and a kernel keeps its direct stores.
+#if defined(__SSE2__)
+constexpr bool kCanStream = true;
+#else
+constexpr bool kCanStream = false;
+#endif
 
 // Copies a float32 row (in L1) into dst with streaming stores from dst's first 64-byte boundary to its last (the
-// partial lines at the two ends plainly). SSE2's 16-byte streaming store is in every x86-64 CPU: the same code in a
-// native and a portable build, and the CPU's write-combining joins four of them into one line write.
-// stream_fence() (once per thread, after its rows) makes the stores visible to other threads. (16-bit rows
-// streamed the same way after a conversion measured within the noise, bfloat16 LIF backward: not done.)
+// partial lines at the two ends plainly). SSE's 16-byte streaming store is in every x86-64 CPU: the same code in a
+// native and a portable build, and the CPU's write-combining joins four of them into one line write. A kernel calls
+// stream_fence() after the rows of a chunk, before its OpenMP region ends: the stores are then visible to every
+// thread. (16-bit rows streamed the same way after a conversion measured within the noise, bfloat16 LIF backward:
+// not done.)
 inline void stream_row(float* dst, const float* src, int64_t n) {
   int64_t j = 0;
 #if defined(__SSE2__)

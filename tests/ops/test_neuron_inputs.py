@@ -598,32 +598,46 @@ _STREAMED = {  # model -> (op, options that return every state as a [T, *] seque
     "alif": (ops.alif, {"return_v": "seq", "return_states": "seq"}),
     "leaky": (ops.leaky, {"beta": 0.9, "return_mem": "seq"}),
     "synaptic": (ops.synaptic, {"alpha": 0.9, "beta": 0.8, "return_mem": "seq", "return_states": "seq"}),
+    "alpha": (ops.alpha_neuron, {"alpha": 0.9, "beta": 0.8, "return_mem": "seq", "return_states": "seq"}),
 }
 
 
+@needs_native
 @pytest.mark.parametrize("model", sorted(_STREAMED))
-@pytest.mark.parametrize("offset", [0, 3])
-def test_large_outputs_written_with_streaming_stores(model, offset):
+@pytest.mark.parametrize("T", [1, 2])
+@pytest.mark.parametrize("save", [False, True], ids=["recompute", "saved"])
+def test_large_outputs_written_with_streaming_stores(model, T, save, monkeypatch, spy_native):
     """float32 spike / state sequences and grad_x of 16 MiB or more are written with streaming stores
-    (cpu_common.h stream_row): every value equals that of the same neurons run in two smaller calls (neurons are
-    independent), with rows that start off a cache line (N odd, a storage offset) and threads splitting the
-    neurons."""
+    (cpu_common.h stream_row; T = 1: the state as the last state, plainly): every value equals that of the same
+    neurons run in two calls under the threshold (plain stores; neurons are independent). N is odd, so that the
+    rows after the first start off a cache line; 1 and 2 threads (chunk edges between threads); the backward
+    recomputing and reading the forward's saved values."""
+    from spikeforge.ops import neuron as neuron_mod
+
+    monkeypatch.setitem(neuron_mod.default_recompute, "cpu", not save)
+    calls = spy_native(neuron_mod)
     torch.manual_seed(3)
-    T, N = 2, (1 << 21) + 37  # 16 MiB + 296 bytes per [T, N] tensor
-    base = torch.randn(T * N + offset) * 1.5 + 0.5
-    x = base[offset:].view(T, N).requires_grad_()
+    N = (16 << 20) // (4 * T) + 37  # 16 MiB + 148 bytes per [T, N] tensor
+    x = (torch.randn(T, N) * 1.5 + 0.5).requires_grad_()
     g = torch.randn(T, N)
     call, kw = _STREAMED[model]
-    out = call(x, **kw)
-    (gx,) = torch.autograd.grad(out[0], [x], g)
     half = N // 2 + 5
-    for lo, hi in ((0, half), (half, N)):
-        xp = x.detach()[:, lo:hi].clone().requires_grad_()
-        part = call(xp, **kw)
-        (gp,) = torch.autograd.grad(part[0], [xp], g[:, lo:hi])
-        assert torch.equal(gx[:, lo:hi], gp)
-        for whole, piece in zip(out, part):
-            assert whole.shape[0] == T and torch.equal(whole[:, lo:hi], piece)
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            out = call(x, **kw)
+            (gx,) = torch.autograd.grad(out[0], [x], g)
+            for lo, hi in ((0, half), (half, N)):
+                xp = x.detach()[:, lo:hi].clone().requires_grad_()
+                part = call(xp, **kw)
+                (gp,) = torch.autograd.grad(part[0], [xp], g[:, lo:hi])
+                assert torch.equal(gx[:, lo:hi], gp)
+                for whole, piece in zip(out, part):
+                    assert whole.shape[0] == T and torch.equal(whole[:, lo:hi], piece)
+    finally:
+        torch.set_num_threads(threads)
+    assert "neuron_forward" in calls and "neuron_backward" in calls
     if model == "lif":
         xr = x.detach()[:, :4096].clone().requires_grad_()
         sr, vr = reference.lif(xr, return_v="seq")
