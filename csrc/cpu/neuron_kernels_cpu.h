@@ -200,6 +200,23 @@ void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n)
   }
 }
 
+// Finishes an output row computed in `row` (compute type): streamed into dst when `stream` (float32 only:
+// cpu::stream_row), else stored (16-bit: converted) unless row is dst itself (out_row gave the memory).
+template <typename S>
+void write_row(S* dst, const compute_t<S>* row, int64_t n, bool stream) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (stream) {
+      cpu::stream_row(dst, row, n);
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<S, compute_t<S>>) {
+    if (row != dst) std::copy(row, row + n, dst);
+  } else {
+    store_row(dst, row, n);
+  }
+}
+
 // The flags a model's backward step branches on, fixed at compile time: GCC vectorises a loop only after
 // unswitching it on such flags, which its size limits refuse for the larger steps (measured: the LIF
 // backward twice as slow, scalar). Variant bits: the reset (hard: SpikingJelly family; subtract / zero /
@@ -608,24 +625,12 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
         by_keep(std::false_type{});
       }
     });
-    if constexpr (std::is_same_v<S, float>) {
-      if (spike && stream) cpu::stream_row(spike + off, s_dst, n);
-    }
-    if (spike && !stream) store_row(spike + off, s_dst, n);
+    if (spike) write_row(spike + off, s_dst, n, stream);
     if (saved && !kDirect) {
       for (int k = 0; k < NSV; ++k) store_saved_row(saved + (k * T + t) * N + i0, sv_dst[k], q.vth, n);
     }
     for (int s = 0; s < NS; ++s) {
-      if (!st_seq || !st_seq[s]) continue;
-      if constexpr (std::is_same_v<S, float>) {
-        if (stream) {
-          cpu::stream_row(st_seq[s] + off, r.st[s], n);
-          continue;
-        }
-      }
-      C* v_dst = out_row(st_seq[s] + off, r.tmp[1]);
-      std::copy(r.st[s], r.st[s] + n, v_dst);
-      store_row(st_seq[s] + off, v_dst, n);
+      if (st_seq && st_seq[s]) write_row(st_seq[s] + off, r.st[s], n, stream);
     }
   }
 }
@@ -700,11 +705,7 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
     if (stream) cpu::stream_fence();
     for (int s = 0; s < NS; ++s) {
       for (void* last : {a.state_out[s] && !a.seq[s] ? a.state_out[s] : nullptr, a.state_last[s]}) {
-        if (!last) continue;
-        S* dst = static_cast<S*>(last) + i0;
-        C* v_dst = out_row(dst, r.tmp[1]);
-        std::copy(r.st[s], r.st[s] + n, v_dst);
-        store_row(dst, v_dst, n);
+        if (last) write_row(static_cast<S*>(last) + i0, r.st[s], n, false);
       }
     }
   });
@@ -849,20 +850,11 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
           row(std::bool_constant < (V & Variant::kGk) != 0 > {}, std::false_type{});
         }
       });
-      if constexpr (std::is_same_v<S, float>) {
-        if (stream) cpu::stream_row(gx + off, g_x, n);
-      }
-      if (!stream) {
-        store_row(gx + off, g_x, n);
-      }
+      write_row(gx + off, g_x, n, stream);
     }
     if (stream) cpu::stream_fence();
     for (int s = 0; s < NS; ++s) {
-      if (!a.grad_init[s]) continue;
-      S* dst = static_cast<S*>(a.grad_init[s]) + i0;
-      C* v_dst = out_row(dst, r.tmp[0]);
-      std::copy(r.gst[s], r.gst[s] + n, v_dst);
-      store_row(dst, v_dst, n);
+      if (a.grad_init[s]) write_row(static_cast<S*>(a.grad_init[s]) + i0, r.gst[s], n, false);
     }
     for (int s = 0; s < NSL; ++s) {
       if (a.slot_sums[s]) {
