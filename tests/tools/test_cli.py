@@ -459,6 +459,20 @@ def test_seed_width_and_a_diverged_run(capsys, tmp_path):
     assert rc == 1 and "the run diverged" in err and "Traceback" not in err and "done:" not in out, (rc, out, err)
 
 
+def test_gradients_that_overflow_stop_the_run(capsys, tmp_path):
+    """A Meta-SpikeFormer on 8x8 images has a finite loss but gradients of 1e33 (silent attention neurons, then
+    BatchNorms of all-zero inputs): AdamW froze its weights and the run went on at chance accuracy with exit
+    status 0. Now the first step stops it, before the update, with the way out (and no checkpoint is written)."""
+    data = _tiny_npz(tmp_path / "d.npz")
+    ckpt = tmp_path / "run.pt"
+    argv = ["--model", "meta_spikformer_15m", "--T", "1", "--epochs", "1", "--no-progress", "--checkpoint", str(ckpt)]
+    rc, out, err = _run(capsys, "train", "--dataset", data, *argv)
+    assert rc == 1 and "Traceback" not in err and "done:" not in out, (rc, out, err)
+    assert "the gradients are not finite" in err and "epoch 1, step 1" in err, err
+    assert "Meta-SpikeFormer on 8 x 8 inputs" in err and "--image-size 64 (TrainConfig.image_size)" in err, err
+    assert not ckpt.exists()
+
+
 def test_energy_of_a_sequence_trained_checkpoint_warns(capsys, tmp_path):
     """A checkpoint trained on sequences [N, T, C, H, W]: energy feeds static images (the only input it has), so it
     says that its first layer is charged as on analogue input (it said nothing)."""
