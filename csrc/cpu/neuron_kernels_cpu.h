@@ -200,6 +200,13 @@ void store_saved_row(S* dst, const compute_t<S>* v, compute_t<S> vth, int64_t n)
   }
 }
 
+// Whether a kernel's [T, N] output of S is written with streaming stores (cpu::stream_row): float32, where the
+// CPU streams, from cpu::kStreamBytes on. The forward's spike and state sequences and the backward's grad_x.
+template <typename S>
+bool streams_output(int64_t values) {
+  return cpu::kCanStream && std::is_same_v<S, float> && values * static_cast<int64_t>(sizeof(S)) >= cpu::kStreamBytes;
+}
+
 // Finishes an output row computed in `row` (compute type): streamed into dst when `stream` (float32 only:
 // cpu::stream_row), else stored (16-bit: converted) unless row is dst itself (out_row gave the memory).
 template <typename S>
@@ -558,13 +565,12 @@ constexpr bool kUniformRows = Step<M>::kSnn || Step<M>::kNorse;
 // the spike rows (when spike is given), the rows of every state whose st_seq[s] is given (that state
 // after each step, [T, N]), and the saved values either into
 // `saved` ([NSV, T, N] of SV) or into r.svbuf ([NSV, T, blk], recompute). stream: the spike and state rows are
-// float32 outputs written with streaming stores (forward_impl).
+// written with streaming stores (streams_output<S>, so float32 only).
 template <NeuronModel M, typename S, typename SV>
 void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<S>>& q, const S* x, S* spike,
                    S* const* st_seq, SV* saved, bool to_svbuf, int64_t blk, const NeuronParams& p, bool uniform,
-                   int64_t i0, int64_t n, bool stream_asked) {
+                   int64_t i0, int64_t n, bool stream) {
   using C = compute_t<S>;
-  const bool stream = std::is_same_v<S, float> && stream_asked;  // (stream_row is float32 only)
   const Rows<C>& r = rows;
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M);
   constexpr bool kDirect = std::is_same_v<SV, C>;  // saved values written in place
@@ -696,8 +702,7 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   // bench/neuron_ab.py against the plain stores, 2 threads, N = 2^20 (AMD EPYC Zen 4), two runs: forward new / base
   // at T = 4 / 8 / 32 LIF 0.69-1.02 / 0.71-0.85 / 0.69-0.79, Leaky (spikes and the membrane sequence) 0.94-1.07 /
   // 0.81-0.85 / 0.71-0.72.
-  const bool stream =
-      cpu::kCanStream && std::is_same_v<S, float> && p.T * p.N * static_cast<int64_t>(sizeof(S)) >= cpu::kStreamBytes;
+  const bool stream = streams_output<S>(p.T * p.N);
   for_each_chunk<C>(p, NSL, slots, uniform, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
@@ -773,8 +778,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   // gx row is computed into an L1 row, then streamed out (surrogate_grad_row asks for that L1 row, not for gx's
   // lines). bench/neuron_ab.py, 2 threads, N = 2^20 (AMD EPYC Zen 4), two runs: LIF backward new / base 0.96-0.97 /
   // 0.87-0.93 / 0.80-0.84 at T = 4 / 8 / 32 (grad_x 16-128 MiB), the same gradients.
-  const bool stream =
-      cpu::kCanStream && std::is_same_v<S, float> && T * N * static_cast<int64_t>(sizeof(S)) >= cpu::kStreamBytes;
+  const bool stream = streams_output<S>(T * N);
   for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     // The recompute asks only for its own next x rows (forward_row). Also asking for the gradient rows the step
