@@ -57,6 +57,9 @@ int64_t check_params(const NeuronParams& p) {
   SF_CHECK_ARG(std::isfinite(p.beta_a) && std::isfinite(p.rho), "beta_a and rho must be finite");
   SF_CHECK_ARG(p.levels >= 1 && p.levels <= (int64_t(1) << 22), "D (the largest spike count) must be in [1, 2^22]");
   SF_CHECK_ARG(p.model != NeuronModel::ilif || p.v_threshold != 0.0, "v_threshold must be non-zero for ilif");
+  // the ternary spike is |H| >= v_th (sj_fire), which is (H >= v_th) - (-H >= v_th) for v_th > 0 in float32 too
+  SF_CHECK_ARG(p.model != NeuronModel::ternary || static_cast<float>(p.v_threshold) > 0.0f,
+               "v_threshold must be > 0 for ternary spikes (at least 1e-45, the smallest float32)");
   const int r = static_cast<int>(p.reset);
   SF_CHECK_ARG(r >= 0 && r <= 2, "reset_mechanism: unknown id " + std::to_string(r));
   SF_CHECK_ARG(std::isfinite(p.alpha) && p.alpha > 0.0 && std::isfinite(p.beta_sg),

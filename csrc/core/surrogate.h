@@ -123,6 +123,15 @@ SF_HD T sf_abs(T x) {
   return std::fabs(x);
 #endif
 }
+// |m| with the sign of s, as bit operations
+template <typename T>
+SF_HD T sf_copysign(T m, T s) {
+#if defined(__CUDA_ARCH__)
+  return copysign(m, s);
+#else
+  return std::copysign(m, s);
+#endif
+}
 
 // Each functor: static grad(x, alpha, beta) -> g'(x); beta is the second parameter (spike_rate_escape only).
 template <Surrogate S>

@@ -48,6 +48,8 @@ BAD = [
     ("ilif", (), dict(return_v="every"), ValueError, "return_v"),
     ("ilif", (torch.zeros(2),), {}, ValueError, "v_init"),
     ("ternary_lif", (), dict(v_threshold=0.0), ValueError, "v_threshold"),
+    # > 0 but 0 in float32, the kernels' compute type: |H| >= 0 would fire at H = 0 (the native check refuses it too)
+    ("ternary_lif", (), dict(v_threshold=1e-46), ValueError, "v_threshold"),
     ("ternary_lif", (), dict(two_sided=1), TypeError, "two_sided"),
     ("ternary_lif", (), dict(tau=0.0), ValueError, "tau"),
     ("ternary_lif", (), dict(v_reset=INF), ValueError, "v_reset"),

@@ -925,6 +925,10 @@ def ilif(
     return s, v
 
 
+# v_threshold must stay > 0 in float32 (the kernels' compute type; neuron.cpp checks it too): 2^-150 rounds to 0
+_TERNARY_VTH_ZERO = 2.0**-150
+
+
 def ternary_lif(
     x_seq: Tensor,
     v_init: Optional[Tensor] = None,
@@ -950,8 +954,10 @@ def ternary_lif(
     _check_bool("decay_input", decay_input)  # checked here: without a leak it is dropped before the options
     _check_bool("two_sided", two_sided)
     vth = _check_number("v_threshold", v_threshold)
-    if not _tracing() and vth <= 0.0:
-        raise ValueError(f"v_threshold must be > 0 for ternary spikes, got {vth}")
+    if not _tracing() and not vth > _TERNARY_VTH_ZERO:
+        raise ValueError(
+            f"v_threshold must be > 0 for ternary spikes (at least 1e-45, the smallest float32), got {vth}"
+        )
     if not _tracing() and v_reset is not None and isinstance(v_reset, (int, float)) and not -vth < v_reset < vth:
         # as SpikingJelly's ternary nodes: a reset outside (-v_threshold, v_threshold) would fire again at once
         raise ValueError(
