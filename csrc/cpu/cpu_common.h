@@ -105,10 +105,10 @@ constexpr bool kCanStream = false;
 
 // Copies a float32 row (in L1) into dst with streaming stores from dst's first 64-byte boundary to its last (the
 // partial lines at the two ends plainly). SSE's 16-byte streaming store is in every x86-64 CPU: the same code in a
-// native and a portable build, and the CPU's write-combining joins four of them into one line write. A kernel calls
-// stream_fence() after the rows of a chunk, before its OpenMP region ends: the stores are then visible to every
-// thread. (16-bit rows streamed the same way after a conversion measured within the noise, bfloat16 LIF backward:
-// not done.)
+// native and a portable build, and the CPU's write-combining joins four of them into one line write. Each thread of a
+// kernel calls stream_fence() after its last streamed row, before its OpenMP region ends: the stores are then visible
+// to every thread. (Once per chunk instead measured within the noise: the fence is about the region, not the chunk.)
+// (16-bit rows streamed the same way after a conversion measured within the noise, bfloat16 LIF backward: not done.)
 inline void stream_row(float* dst, const float* src, int64_t n) {
   int64_t j = 0;
 #if defined(__SSE2__)

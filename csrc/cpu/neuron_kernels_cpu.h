@@ -450,6 +450,14 @@ SF_CPU_CLONES SF_FP_CONTRACT void surrogate_grad_row(const NeuronCoeffs<C>& q, i
   }
 }
 
+// The gradient row of the step that comes after a backward row (step t - 1, or the first row of the thread's next
+// chunk after step 0): gs points at its first element (es bytes each; nullptr: nothing to ask for), n of them.
+struct NextGrad {
+  const char* gs = nullptr;
+  int64_t es = 0;
+  int64_t n = 0;
+};
+
 // One backward step of a row (see forward_row), in three passes: the surrogate's arguments into g0 (g1),
 // g' over them in a loop of its own (an exp-based surrogate vectorises there; inside the step's selects
 // GCC left the whole loop scalar, 2-3x slower), then the step. x may be null when the model does not
@@ -462,7 +470,7 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
                                 C* __restrict g2, const C* __restrict sl0, const C* __restrict sl1,
                                 const C* __restrict sl2, const C* __restrict sl3, C* __restrict gl0, C* __restrict gl1,
                                 C* __restrict gl2, C* __restrict gl3, C* __restrict sg0, C* __restrict sg1,
-                                bool want_slot_grad) {
+                                bool want_slot_grad, const NextGrad& next) {
   constexpr int NS = neuron_states(M), NSV = neuron_saved(M), NSL = neuron_slots(M), NA = kSurrogateArgs<M>;
   // the snnTorch family and norse_lif always read the previous state (the reset decision, the current)
   // and alpha and norse_lif x; of the SpikingJelly family only PLIF's dH/dk reads them
@@ -493,6 +501,17 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
       if constexpr (NA > 1) sg1[j] = a[1];
     }
     surrogate_grad_row<SG, NA, false, C>(q, n, nullptr, C(0), sg0, sg1, gs, gx);
+  }
+  // ilif has no surrogate pass (its dS/dH is straight-through) that asks for gs's lines ahead: the step loop waited
+  // on gs (77% of the I-LIF backward's samples on one load, perf, AMD EPYC Zen 4). It asks for the next step's gs
+  // row (next) here, a whole step ahead: bench/neuron_ab.py, I-LIF backward new / base 0.76 / 0.84 / 0.82 at T = 4 /
+  // 8 / 32 (2 threads, N = 2^20, the same gradients). (Asking line by line inside the step loop, as forward_row
+  // does, needed the loop in lines or the step as a function of its own: the first 0.87-1.01, the second left the
+  // Synaptic backward scalar, 1.4-1.8x slower.)
+  if constexpr (NA == 0) {
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
+    const int64_t asked = next.gs ? std::min(n, next.n) : 0;
+    for (int64_t j0 = 0; j0 < asked; j0 += kLine) __builtin_prefetch(next.gs + j0 * next.es, 0, 2);
   }
   for (int64_t j = 0; j < n; ++j) {
     const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
@@ -648,7 +667,7 @@ void forward_chunk(const Rows<compute_t<S>>& rows, const NeuronCoeffs<compute_t<
 // Synaptic neuron's forward + backward (3 slots, Intel Xeon, T = 4). The kernels only read the slot rows.
 template <typename C, typename F>
 void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, bool uniform, int64_t blk, int64_t svbuf,
-                    bool backward, int nthreads, F&& body) {
+                    bool backward, bool streams, int nthreads, F&& body) {
   const int64_t N = p.N, nchunks = chunk_count(N, blk);
   const int nrows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nthreads, nchunks)));
   const size_t per_thread = Rows<C>::size(blk, svbuf, backward);
@@ -656,7 +675,7 @@ void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, bo
 #pragma omp parallel num_threads(nthreads) if (nchunks > 1)
   {
     bool filled = false;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t ch = 0; ch < nchunks; ++ch) {
       const Rows<C> r(slab + per_thread * static_cast<size_t>(cpu::thread_index()), blk, backward);
       const int64_t i0 = ch * blk, n = std::min(blk, N - i0);
@@ -668,6 +687,7 @@ void for_each_chunk(const NeuronParams& p, int nslots, const C* const* slots, bo
       }
       body(r, i0, n);
     }
+    if (streams) cpu::stream_fence();  // this thread's streaming stores, visible before the region's barrier
   }
 }
 
@@ -703,17 +723,17 @@ void forward_impl(const ForwardTensors& a, const NeuronParams& p, int nthreads) 
   // at T = 4 / 8 / 32 LIF 0.69-1.02 / 0.71-0.85 / 0.69-0.79, Leaky (spikes and the membrane sequence) 0.94-1.07 /
   // 0.81-0.85 / 0.71-0.72.
   const bool stream = streams_output<S>(p.T * p.N);
-  for_each_chunk<C>(p, NSL, slots, uniform, blk, 0, false, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
+  const auto chunk = [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.st, r.tmp[0], init, q, i0, n);
     forward_chunk<M, S, SV>(r, q, static_cast<const S*>(a.x), static_cast<S*>(a.spike), st_seq,
                             static_cast<SV*>(a.saved), false, blk, p, uniform, i0, n, stream);
-    if (stream) cpu::stream_fence();
     for (int s = 0; s < NS; ++s) {
       for (void* last : {a.state_out[s] && !a.seq[s] ? a.state_out[s] : nullptr, a.state_last[s]}) {
         if (last) write_row(static_cast<S*>(last) + i0, r.st[s], n, false);
       }
     }
-  });
+  };
+  for_each_chunk<C>(p, NSL, slots, uniform, blk, 0, false, stream, nthreads, chunk);
 }
 
 struct BackwardTensors {
@@ -779,7 +799,7 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
   // lines). bench/neuron_ab.py, 2 threads, N = 2^20 (AMD EPYC Zen 4), two runs: LIF backward new / base 0.96-0.97 /
   // 0.87-0.93 / 0.80-0.84 at T = 4 / 8 / 32 (grad_x 16-128 MiB), the same gradients.
   const bool stream = streams_output<S>(T * N);
-  for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, nthreads, [&](const Rows<C>& r, int64_t i0, int64_t n) {
+  const auto chunk = [&](const Rows<C>& r, int64_t i0, int64_t n) {
     fill_init<M, S>(r.init, r.tmp[0], init, q, i0, n);
     // The recompute asks only for its own next x rows (forward_row). Also asking for the gradient rows the step
     // loop below reads and writes first (gs, gx of step T - 1 - t while step t recomputes) measured within the
@@ -835,12 +855,22 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       const C* g_s = load_row(gs + off, r.tmp[0], n);
       const C* xr = read_x ? load_row(x + off, r.tmp[1], n) : nullptr;
       C* g_x = stream ? r.out[kMaxSaved] : out_row(gx + off, r.out[kMaxSaved]);
+      // the gs row the next backward_row reads: step t - 1's, else step T - 1's of the thread's next chunk
+      // (schedule(static): its chunks are consecutive)
+      NextGrad next;
+      if (t > 0) {
+        next = {reinterpret_cast<const char*>(gs + off - N), int64_t(sizeof(S)), n};
+      } else if (i0 + n < N) {
+        next = {reinterpret_cast<const char*>(gs + (T - 1) * N + i0 + n), int64_t(sizeof(S)),
+                std::min(blk, N - i0 - n)};
+      }
       dispatch_variant<M>(variant, [&](auto vc) {
         constexpr int V = decltype(vc)::value;
         auto row = [&](auto slots, auto uni) {
           backward_row<M, SG, V, decltype(slots)::value, decltype(uni)::value, C>(
               q, n, svr[0], svr[1], svr[2], pv[0], pv[1], pv[2], xr, g_s, g_x, r.gst[0], r.gst[1], r.gst[2], r.sl[0],
-              r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad);
+              r.sl[1], r.sl[2], r.sl[3], r.gsl[0], r.gsl[1], r.gsl[2], r.gsl[3], r.sg[0], r.sg[1], want_slot_grad,
+              next);
         };
         if constexpr (kUniformRows<M>) {  // slot gradients wanted: a run-time choice
           if (want_slot_grad) {
@@ -856,7 +886,6 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
       });
       write_row(gx + off, g_x, n, stream);
     }
-    if (stream) cpu::stream_fence();
     for (int s = 0; s < NS; ++s) {
       if (a.grad_init[s]) write_row(static_cast<S*>(a.grad_init[s]) + i0, r.gst[s], n, false);
     }
@@ -867,7 +896,8 @@ void backward_impl(const BackwardTensors& a, const NeuronParams& p, int nthreads
         std::copy(r.gsl[s], r.gsl[s] + n, static_cast<C*>(a.slot_ws[s]) + i0);
       }
     }
-  });
+  };
+  for_each_chunk<C>(p, NSL, slots, uniform, blk, svbuf, true, stream, nthreads, chunk);
 }
 
 // grad[c] = sum over the neurons i with (i / S) % C == c of ws[i], summed in double in a fixed order
