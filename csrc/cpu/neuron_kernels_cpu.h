@@ -502,13 +502,16 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
     }
     surrogate_grad_row<SG, NA, false, C>(q, n, nullptr, C(0), sg0, sg1, gs, gx);
   }
-  // ilif has no surrogate pass (its dS/dH is straight-through) that asks for gs's lines ahead: the step loop waited
-  // on gs (77% of the I-LIF backward's samples on one load, perf, AMD EPYC Zen 4). It asks for the next step's gs
-  // row (next) here, a whole step ahead: bench/neuron_ab.py, I-LIF backward new / base 0.76 / 0.84 / 0.82 at T = 4 /
-  // 8 / 32 (2 threads, N = 2^20, the same gradients). (Asking line by line inside the step loop, as forward_row
-  // does, needed the loop in lines or the step as a function of its own: the first 0.87-1.01, the second left the
-  // Synaptic backward scalar, 1.4-1.8x slower.)
-  if constexpr (NA == 0) {
+  // The next step's gs row (next) is asked for here, a whole step ahead of its step loop. The surrogate pass asks for
+  // this row's gs lines too, but only just before the step loop reads them: the ALIF step loop still spent 28% of its
+  // samples on the gs load (perf, AMD EPYC Zen 4), and ilif, without a surrogate pass (straight-through), 77%.
+  // bench/neuron_ab.py backward new / base (2 threads, N = 2^20, T = 4 / 8 / 32; two runs, the same gradients):
+  // I-LIF 0.76 / 0.84 / 0.82, Leaky 0.85-0.85 / 0.91 / 0.92-0.95, Synaptic 0.79-0.81 / 0.83 / 0.91, Alpha
+  // 0.83-0.90 / 0.90 / 0.89-0.92, norse_lif 0.88 (T = 4) / 0.98 (32), ALIF 0.98-0.99, ternary 0.96-0.98; LIF
+  // 1.01-1.04 (IF / PLIF 0.9-1.01): not there. (Asking line by line inside the step loop, as forward_row does,
+  // needed the loop in lines or the step as a function of its own: the first gave I-LIF 0.87-1.01, the second left
+  // the Synaptic backward scalar, 1.4-1.8x slower.)
+  if constexpr (M != NeuronModel::lif) {
     constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
     const int64_t asked = next.gs ? std::min(n, next.n) : 0;
     for (int64_t j0 = 0; j0 < asked; j0 += kLine) __builtin_prefetch(next.gs + j0 * next.es, 0, 2);
