@@ -506,15 +506,14 @@ SF_CPU_CLONES void backward_row(const NeuronCoeffs<C>& coeffs, int64_t n, const 
   // this row's gs lines too, but only just before the step loop reads them: the ALIF step loop still spent 28% of its
   // samples on the gs load (perf, AMD EPYC Zen 4), and ilif, without a surrogate pass (straight-through), 77%.
   // bench/neuron_ab.py backward new / base (2 threads, N = 2^20, T = 4 / 8 / 32; two runs, the same gradients):
-  // I-LIF 0.76 / 0.84 / 0.82, Leaky 0.85-0.85 / 0.91 / 0.92-0.95, Synaptic 0.79-0.81 / 0.83 / 0.91, Alpha
+  // I-LIF 0.76 / 0.84 / 0.82, Leaky 0.85-0.86 / 0.91 / 0.92-0.95, Synaptic 0.79-0.81 / 0.83 / 0.91, Alpha
   // 0.83-0.90 / 0.90 / 0.89-0.92, norse_lif 0.88 (T = 4) / 0.98 (32), ALIF 0.98-0.99, ternary 0.96-0.98; LIF
   // 1.01-1.04 (IF / PLIF 0.9-1.01): not there. (Asking line by line inside the step loop, as forward_row does,
   // needed the loop in lines or the step as a function of its own: the first gave I-LIF 0.87-1.01, the second left
   // the Synaptic backward scalar, 1.4-1.8x slower.)
   if constexpr (M != NeuronModel::lif) {
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(C));
-    const int64_t asked = next.gs ? std::min(n, next.n) : 0;
-    for (int64_t j0 = 0; j0 < asked; j0 += kLine) __builtin_prefetch(next.gs + j0 * next.es, 0, 2);
+    const int64_t bytes = next.gs ? std::min(n, next.n) * next.es : 0;
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(next.gs + b, 0, 2);
   }
   for (int64_t j = 0; j < n; ++j) {
     const C sv[kMaxSaved] = {sv0[j], NSV > 1 ? sv1[j] : C(0), NSV > 2 ? sv2[j] : C(0)};
