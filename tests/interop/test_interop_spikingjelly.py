@@ -317,6 +317,18 @@ def test_ternary_reset_changed_outside_the_thresholds_runs_spikingjellys_code(op
     assert torch.equal(patched(x), node(x)) and torch.equal(patched.v, node.v) and op_calls == []
 
 
+def test_ternary_threshold_zero_in_float32_runs_spikingjellys_code(op_calls):
+    """A threshold > 0 that float32 rounds to 0 (the kernels would fire at H = 0, ops.ternary_lif refuses it):
+    the swapped node runs SpikingJelly's code with its numbers and says why."""
+    node = neuron.TernaryLIFNode(tau=2.0, v_threshold=0.75, v_reset=None, step_mode="m")
+    patched, _ = sj.patch(copy.deepcopy(node))
+    for m in (node, patched):
+        m.v_threshold = 1e-46
+    assert "v_threshold=1e-46" in patched.fused_blocker
+    x = torch.randn(16, 2, 8, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(patched(x), node(x)) and torch.equal(patched.v, node.v) and op_calls == []
+
+
 def test_ternary_float64_and_chunks(op_calls):
     node = neuron.TernaryLIFNode(tau=2.5, v_reset=None, step_mode="m", surrogate_function=surrogate.ATan())
     x = torch.randn(48, 2, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 2

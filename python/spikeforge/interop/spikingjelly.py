@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..ops.neuron import _TERNARY_VTH_ZERO
 
 try:
     from spikingjelly.activation_based import neuron as _sjn
@@ -287,8 +288,8 @@ def _check_ternary(node) -> None:
     """SpikingJelly's ternary nodes check their threshold and reset when built; ops.ternary_lif checks them on
     every call. A value changed afterwards runs SpikingJelly's code (ValueError here says why)."""
     vth = _number(node.v_threshold, "v_threshold")
-    if not vth > 0.0:
-        raise ValueError(f"v_threshold={vth}: ops.ternary_lif takes a positive threshold")
+    if not vth > _TERNARY_VTH_ZERO:
+        raise ValueError(f"v_threshold={vth}: ops.ternary_lif takes a threshold > 0 in float32 (at least 1e-45)")
     v_reset = _number(node.v_reset, "v_reset", allow_none=True)
     if v_reset is not None and not -vth < v_reset < vth:
         raise ValueError(f"v_reset={v_reset} outside (-v_threshold, v_threshold): ops.ternary_lif refuses it")
